@@ -1,0 +1,3 @@
+#ifndef QD_PROGRESS_H
+#define QD_PROGRESS_H
+#endif

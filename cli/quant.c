@@ -1,0 +1,12 @@
+#include "config.h"
+#include <stdio.h>
+#include <string.h>
+int main(int argc, char **argv)
+{
+    if (argc > 1 && !strcmp(argv[1], "--version")) {
+        printf("quant %s\n", PACKAGE_VERSION);
+        return 0;
+    }
+    fprintf(stderr, "usage: quant --version\n");
+    return 2;
+}

@@ -1,0 +1,3 @@
+#ifndef QS_LOSS_H
+#define QS_LOSS_H
+#endif

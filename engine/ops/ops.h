@@ -1,0 +1,64 @@
+/* The operator interface: each op family (ops/conv.c, ops/gemm.c, …) defines a table of qs_op_def,
+ * and registry.c looks them up by (domain, op type). The executor calls, per node:
+ *
+ *   infer(ctx)     — output dtypes and shapes from input shapes. An input whose value is known at
+ *                    plan time (initializer, Constant, or computed from other known values) has
+ *                    in[i]->data set; others have data == NULL. Shape-like inputs (Reshape's shape,
+ *                    Squeeze's axes, Pad's pads, …) must be known: refuse otherwise.
+ *   scratch(ctx)   — bytes of scratch the forward/backward need (optional; 0 when NULL).
+ *   forward(ctx)   — reads in[], writes out[] (buffers already sized by infer); scratch is caller-owned.
+ *   backward(ctx)  — given dout[] (grads of outputs) and the forward's in[]/out[], writes din[i] for
+ *                    each i with din[i] != NULL. It overwrites din[i]; the executor accumulates
+ *                    gradients of values read by several nodes. NULL backward: not differentiable.
+ *
+ * Kernels never allocate in their hot loops and never abort on bad input: they return a QS_E* code
+ * with a message naming the node (qs_op_error). */
+#ifndef QS_OPS_H
+#define QS_OPS_H
+
+#include "error.h"
+#include "graph.h"
+#include "tensor.h"
+
+typedef struct qs_kctx {
+    const qs_node *node;
+    int64_t opset;       /* the default domain's opset version of the model */
+    int nin, nout;
+    qs_tensor **in;      /* in[i] == NULL for an omitted optional input */
+    qs_tensor **out;
+    qs_tensor **din;     /* backward only: grads to write (NULL: not needed) */
+    qs_tensor **dout;    /* backward only: grads of the outputs (NULL entry: zero gradient) */
+    void *scratch;
+    size_t scratch_size;
+    int training;        /* BatchNormalization uses batch statistics, Dropout stays identity */
+    int nthreads;
+    qs_err *err;
+} qs_kctx;
+
+typedef struct qs_op_def {
+    const char *domain;  /* "" = ai.onnx */
+    const char *op;
+    int (*infer)(qs_kctx *c);
+    size_t (*scratch)(const qs_kctx *c);
+    int (*forward)(qs_kctx *c);
+    int (*backward)(qs_kctx *c);
+} qs_op_def;
+
+const qs_op_def *qs_op_find(const char *domain, const char *op);
+/* All registered ops, for `quant info` and docs; returns the count. */
+int qs_op_list(const qs_op_def *const **defs);
+
+/* Error helper: message prefixed with the node ("Conv 'conv1': …"). */
+int qs_op_error(qs_kctx *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Sets out's dtype and shape (infer helper). */
+void qs_set_shape(qs_tensor *out, qs_dtype dtype, int ndim, const int64_t *shape);
+
+/* numpy broadcasting of two shapes into out; QS_ESHAPE (with message) when they do not broadcast */
+int qs_broadcast_shape(qs_kctx *c, const qs_tensor *a, const qs_tensor *b, int *ndim, int64_t *shape);
+
+/* Family tables, each terminated by an entry with op == NULL. */
+extern const qs_op_def qs_ops_conv[], qs_ops_gemm[], qs_ops_pool[], qs_ops_norm[], qs_ops_elementwise[],
+    qs_ops_activation[], qs_ops_shape[], qs_ops_qdq[];
+
+#endif

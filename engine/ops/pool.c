@@ -1,0 +1,6 @@
+/* (being written) */
+#include "ops/ops.h"
+
+const qs_op_def qs_ops_pool[] = {
+    { .op = NULL },
+};
