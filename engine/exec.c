@@ -1,1 +1,637 @@
+/* The executor.
+ *
+ * qs_exec_plan walks the sorted graph once with concrete shapes: every value gets a tensor head
+ * (dtype, shape, data pointer). Initializers point at the graph's own data; nodes whose inputs are
+ * all known at plan time (Constant, Shape → Gather → Concat chains) are evaluated right there into
+ * owned buffers and skipped at run time. Everything else lives in one arena: in inference mode a
+ * value's bytes are reused once its last reader has run (first-fit over lifetimes), in training
+ * mode every value keeps its own bytes because backward reads them. Scratch is one buffer sized
+ * for the hungriest kernel.
+ *
+ * A node is never folded when it reads a float initializer: weights change between runs (AdaRound,
+ * QAT, range setting) and folding would freeze them. */
 #include "exec.h"
+
+#include <limits.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops/ops.h"
+
+#define ALIGN 64
+#define MIN_OPSET 7
+#define MAX_OPSET 21
+
+enum { V_NONE, V_INIT, V_CONST, V_INPUT, V_ACT };
+
+struct qs_exec {
+    qs_graph *g;
+    int mode;
+    int planned;
+    int64_t batch;
+    int nthreads;
+    atomic_int *abort_flag;
+    qs_progress_fn progress;
+    void *progress_ud;
+
+    int nvalues, nnodes;
+    qs_tensor *val;          /* heads, one per value */
+    char *kind;              /* V_* */
+    size_t *offset;          /* arena offset of V_INPUT / V_ACT values */
+    const qs_op_def **def;   /* per node */
+    char *folded;            /* per node: evaluated at plan time */
+    qs_tensor ***in, ***out; /* per node: pointers into val[] (NULL for omitted inputs) */
+    char *arena;
+    size_t arena_size;
+    char *scratch;
+    size_t scratch_size;
+
+    /* training */
+    char *trainable;         /* per value: initializer receives a gradient */
+    char *needs_grad;        /* per value */
+    char *has_grad;          /* per value, during backward */
+    qs_tensor *grad;         /* heads; data in grad_arena */
+    char *grad_arena;
+    char *gtmp[8];           /* per input position: buffer for gradients that must be accumulated */
+    size_t gtmp_size;
+};
+
+static size_t align_up(size_t n) { return (n + ALIGN - 1) & ~(size_t)(ALIGN - 1); }
+
+static int supported_dtype(qs_dtype t)
+{
+    return t == QS_F32 || t == QS_I64 || t == QS_I32 || t == QS_I8 || t == QS_U8 || t == QS_BOOL ||
+           t == QS_F64 || t == QS_UNDEFINED;
+}
+
+int qs_exec_check(const qs_graph *g, qs_err *e)
+{
+    char msg[QS_ERRMSG_MAX];
+    size_t k = 0;
+    int problems = 0;
+    int64_t opset = qs_graph_opset(g, "");
+    msg[0] = 0;
+#define ADD(...) do { problems++; if (k < sizeof msg) k += snprintf(msg + k, sizeof msg - k, __VA_ARGS__); } while (0)
+    if (opset && (opset < MIN_OPSET || opset > MAX_OPSET))
+        ADD("\n  default-domain opset %lld is not supported (supported: %d to %d)", (long long)opset,
+            MIN_OPSET, MAX_OPSET);
+    for (int i = 0; i < g->nnodes; i++) {
+        const qs_node *n = &g->nodes[i];
+        if (!qs_op_find(n->domain, n->op)) {
+            if (n->domain && n->domain[0])
+                ADD("\n  op %s (domain %s) in node '%s' is not supported", n->op, n->domain, n->name);
+            else
+                ADD("\n  op %s in node '%s' (opset %lld) is not supported", n->op, n->name, (long long)opset);
+        }
+    }
+    for (int v = 0; v < g->nvalues; v++) {
+        const qs_value *val = &g->values[v];
+        qs_dtype t = val->init ? val->init->dtype : val->dtype;
+        if (!supported_dtype(t))
+            ADD("\n  value '%s' has unsupported type %s", val->name, qs_dtype_name(t));
+    }
+#undef ADD
+    if (!problems)
+        return 0;
+    return qs_error(e, QS_EUNSUPPORTED, "the model cannot run: %d problem%s:%s", problems,
+                    problems > 1 ? "s" : "", msg);
+}
+
+qs_exec *qs_exec_new(qs_graph *g, int mode, qs_err *e)
+{
+    qs_exec *x = calloc(1, sizeof *x);
+    if (!x) {
+        qs_error(e, QS_ENOMEM, "out of memory");
+        return NULL;
+    }
+    x->g = g;
+    x->mode = mode;
+    x->nthreads = 1;
+    if (qs_graph_toposort(g, e) < 0 || qs_exec_check(g, e) < 0) {
+        free(x);
+        return NULL;
+    }
+    x->trainable = calloc(g->nvalues + 1, 1);
+    if (!x->trainable) {
+        free(x);
+        qs_error(e, QS_ENOMEM, "out of memory");
+        return NULL;
+    }
+    for (int v = 0; v < g->nvalues; v++)
+        x->trainable[v] = g->values[v].init && g->values[v].init->dtype == QS_F32;
+    return x;
+}
+
+static void plan_clear(qs_exec *x)
+{
+    for (int v = 0; v < x->nvalues; v++)
+        if (x->kind && x->kind[v] == V_CONST)
+            free(x->val[v].data);
+    for (int i = 0; i < x->nnodes; i++) {
+        if (x->in)
+            free(x->in[i]);
+        if (x->out)
+            free(x->out[i]);
+    }
+    free(x->in);
+    free(x->out);
+    free(x->val);
+    free(x->kind);
+    free(x->offset);
+    free(x->def);
+    free(x->folded);
+    free(x->arena);
+    free(x->scratch);
+    free(x->needs_grad);
+    free(x->has_grad);
+    free(x->grad);
+    free(x->grad_arena);
+    for (int i = 0; i < 8; i++)
+        free(x->gtmp[i]);
+    char *keep = x->trainable;
+    qs_graph *g = x->g;
+    int mode = x->mode, nthreads = x->nthreads;
+    atomic_int *ab = x->abort_flag;
+    qs_progress_fn pf = x->progress;
+    void *pud = x->progress_ud;
+    memset(x, 0, sizeof *x);
+    x->trainable = keep;
+    x->g = g;
+    x->mode = mode;
+    x->nthreads = nthreads;
+    x->abort_flag = ab;
+    x->progress = pf;
+    x->progress_ud = pud;
+}
+
+void qs_exec_free(qs_exec *x)
+{
+    if (!x)
+        return;
+    plan_clear(x);
+    free(x->trainable);
+    free(x);
+}
+
+static qs_kctx node_ctx(qs_exec *x, int i, qs_err *e)
+{
+    const qs_node *n = &x->g->nodes[i];
+    qs_kctx c = { .node = n, .opset = qs_graph_opset(x->g, ""), .nin = n->nin, .nout = n->nout,
+                  .in = x->in[i], .out = x->out[i], .scratch = x->scratch, .scratch_size = x->scratch_size,
+                  .training = x->mode == QS_EXEC_TRAIN, .nthreads = x->nthreads, .err = e };
+    return c;
+}
+
+/* Input heads: the declared shape with the batch put in the leading dim when it is symbolic. */
+static int plan_inputs(qs_exec *x, int64_t batch, qs_err *e)
+{
+    qs_graph *g = x->g;
+    x->batch = batch;
+    for (int k = 0; k < g->ninputs; k++) {
+        int v = g->inputs[k];
+        const qs_value *val = &g->values[v];
+        qs_tensor *t = &x->val[v];
+        if (val->init)
+            continue;   /* an input that also has an initializer is a constant with a default */
+        if (val->ndim < 0)
+            return qs_error(e, QS_EINVAL, "graph input '%s' has no declared shape", val->name);
+        t->dtype = val->dtype == QS_UNDEFINED ? QS_F32 : val->dtype;
+        t->ndim = val->ndim;
+        for (int d = 0; d < val->ndim; d++) {
+            int64_t dim = val->shape[d];
+            if (d == 0 && (dim < 0 || val->dim_param[0]))
+                dim = batch;
+            else if (d == 0 && k == 0)
+                x->batch = dim;   /* fixed batch (often 1): callers run that many at a time */
+            if (dim < 0)
+                return qs_error(e, QS_EINVAL, "graph input '%s' has an unknown size in dim %d; only the "
+                                "leading (batch) dim may be symbolic", val->name, d);
+            t->shape[d] = dim;
+        }
+        x->kind[v] = V_INPUT;
+    }
+    return 0;
+}
+
+/* First-fit placement of [def, last] lifetimes into the arena. */
+typedef struct { size_t off, size; int def, last; } block;
+
+static size_t place(block *live, int nlive, size_t size, int def, int last)
+{
+    size_t off = 0;
+    for (;;) {
+        int moved = 0;
+        for (int b = 0; b < nlive; b++) {
+            if (live[b].last < def || live[b].def > last)
+                continue;   /* lifetimes do not overlap */
+            if (off < live[b].off + live[b].size && live[b].off < off + size) {
+                off = live[b].off + live[b].size;
+                moved = 1;
+            }
+        }
+        if (!moved)
+            return off;
+    }
+}
+
+int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
+{
+    qs_graph *g = x->g;
+    plan_clear(x);
+    int nv = x->nvalues = g->nvalues, nn = x->nnodes = g->nnodes;
+    int rc = 0;
+    x->val = calloc(nv + 1, sizeof *x->val);
+    x->kind = calloc(nv + 1, 1);
+    x->offset = calloc(nv + 1, sizeof *x->offset);
+    x->def = calloc(nn + 1, sizeof *x->def);
+    x->folded = calloc(nn + 1, 1);
+    x->in = calloc(nn + 1, sizeof *x->in);
+    x->out = calloc(nn + 1, sizeof *x->out);
+    int *last = malloc((nv + 1) * sizeof *last), *defn = malloc((nv + 1) * sizeof *defn);
+    block *live = malloc((nv + 1) * sizeof *live);
+    if (!x->val || !x->kind || !x->offset || !x->def || !x->folded || !x->in || !x->out || !last || !defn ||
+        !live) {
+        rc = qs_error(e, QS_ENOMEM, "out of memory planning the graph");
+        goto out;
+    }
+    for (int v = 0; v < nv; v++) {
+        const qs_value *val = &g->values[v];
+        if (val->init) {
+            x->val[v] = *val->init;
+            x->val[v].owns_data = 0;
+            x->kind[v] = V_INIT;
+        }
+    }
+    if ((rc = plan_inputs(x, batch, e)) < 0)
+        goto out;
+
+    /* shapes, folding */
+    size_t scratch = 0;
+    for (int i = 0; i < nn; i++) {
+        const qs_node *n = &g->nodes[i];
+        char b[256];
+        x->def[i] = qs_op_find(n->domain, n->op);
+        x->in[i] = calloc(n->nin + 1, sizeof **x->in);
+        /* the pointer array is followed by heads for outputs the graph leaves unnamed */
+        x->out[i] = calloc(1, (n->nout + 1) * (sizeof **x->out + sizeof(qs_tensor)));
+        if (!x->in[i] || !x->out[i]) {
+            rc = qs_error(e, QS_ENOMEM, "out of memory planning the graph");
+            goto out;
+        }
+        int known = 1, reads_float_init = 0;
+        for (int j = 0; j < n->nin; j++) {
+            int v = n->in[j];
+            if (v < 0)
+                continue;
+            if (x->kind[v] == V_NONE) {
+                rc = qs_error(e, QS_EINVAL, "%s reads '%s' before it is computed",
+                              qs_node_label(g, i, b, sizeof b), g->values[v].name);
+                goto out;
+            }
+            x->in[i][j] = &x->val[v];
+            known &= x->kind[v] == V_INIT || x->kind[v] == V_CONST;
+            reads_float_init |= x->kind[v] == V_INIT && x->val[v].dtype == QS_F32;
+        }
+        qs_tensor *spare = (qs_tensor *)(x->out[i] + n->nout + 1);
+        for (int j = 0; j < n->nout; j++)
+            x->out[i][j] = n->out[j] >= 0 ? &x->val[n->out[j]] : &spare[j];
+        qs_kctx c = node_ctx(x, i, e);
+        if ((rc = x->def[i]->infer(&c)) < 0)
+            goto out;
+        for (int j = 0; j < n->nout; j++)
+            if (!supported_dtype(c.out[j]->dtype) || c.out[j]->dtype == QS_UNDEFINED) {
+                rc = qs_error(e, QS_EUNSUPPORTED, "%s: output %d has unsupported type %s",
+                              qs_node_label(g, i, b, sizeof b), j, qs_dtype_name(c.out[j]->dtype));
+                goto out;
+            }
+        int is_shape = !strcmp(n->op, "Shape") && !n->domain[0];
+        if (is_shape || (known && !reads_float_init)) {
+            /* evaluate now, once */
+            for (int j = 0; j < n->nout; j++) {
+                qs_tensor *t = c.out[j];
+                t->data = calloc(qs_nbytes(t) + 1, 1);
+                if (!t->data) {
+                    rc = qs_error(e, QS_ENOMEM, "out of memory");
+                    goto out;
+                }
+                if (n->out[j] >= 0)
+                    x->kind[n->out[j]] = V_CONST;
+            }
+            size_t ss = x->def[i]->scratch ? x->def[i]->scratch(&c) : 0;
+            void *sbuf = ss ? malloc(ss) : NULL;
+            c.scratch = sbuf;
+            c.scratch_size = ss;
+            rc = ss && !sbuf ? qs_error(e, QS_ENOMEM, "out of memory") : x->def[i]->forward(&c);
+            free(sbuf);
+            for (int j = 0; j < n->nout; j++)
+                if (n->out[j] < 0) {
+                    free(c.out[j]->data);
+                    c.out[j]->data = NULL;
+                }
+            if (rc < 0)
+                goto out;
+            x->folded[i] = 1;
+            continue;
+        }
+        for (int j = 0; j < n->nout; j++)
+            if (n->out[j] >= 0)
+                x->kind[n->out[j]] = V_ACT;
+        size_t ss = x->def[i]->scratch ? x->def[i]->scratch(&c) : 0;
+        if (ss > scratch)
+            scratch = ss;
+    }
+
+    /* lifetimes: def = producing node (-1 for inputs), last = last reader (INT_MAX for outputs
+     * and, in training, for everything) */
+    for (int v = 0; v < nv; v++) {
+        defn[v] = -1;
+        last[v] = x->mode == QS_EXEC_TRAIN ? INT_MAX : -1;
+    }
+    for (int i = 0; i < nn; i++) {
+        if (x->folded[i])
+            continue;
+        const qs_node *n = &g->nodes[i];
+        for (int j = 0; j < n->nin; j++)
+            if (n->in[j] >= 0 && last[n->in[j]] < i)
+                last[n->in[j]] = i;
+        for (int j = 0; j < n->nout; j++)
+            if (n->out[j] >= 0)
+                defn[n->out[j]] = i;
+    }
+    for (int k = 0; k < g->noutputs; k++)
+        last[g->outputs[k]] = INT_MAX;
+    for (int k = 0; k < g->ninputs; k++)
+        last[g->inputs[k]] = INT_MAX;   /* callers may read back their inputs */
+    /* unnamed outputs: their own short-lived blocks */
+    size_t total = 0;
+    int nlive = 0;
+    for (int v = 0; v < nv; v++) {
+        if (x->kind[v] != V_INPUT && x->kind[v] != V_ACT)
+            continue;
+        size_t sz = align_up(qs_nbytes(&x->val[v]) + 1);
+        int lst = last[v] < defn[v] ? defn[v] : last[v];
+        x->offset[v] = place(live, nlive, sz, defn[v], lst);
+        live[nlive++] = (block){ x->offset[v], sz, defn[v], lst };
+        if (x->offset[v] + sz > total)
+            total = x->offset[v] + sz;
+    }
+    size_t unnamed = 0;
+    for (int i = 0; i < nn; i++)
+        for (int j = 0; j < g->nodes[i].nout; j++)
+            if (g->nodes[i].out[j] < 0 && !x->folded[i])
+                unnamed += align_up(qs_nbytes(x->out[i][j]) + 1);
+    x->arena_size = total + unnamed;
+    x->arena = aligned_alloc(ALIGN, align_up(x->arena_size + 1));
+    x->scratch_size = scratch;
+    x->scratch = scratch ? aligned_alloc(ALIGN, align_up(scratch)) : NULL;
+    if (!x->arena || (scratch && !x->scratch)) {
+        rc = qs_error(e, QS_ENOMEM, "out of memory: the plan needs %zu bytes of activations and %zu of scratch",
+                      x->arena_size, scratch);
+        goto out;
+    }
+    memset(x->arena, 0, x->arena_size);
+    for (int v = 0; v < nv; v++)
+        if (x->kind[v] == V_INPUT || x->kind[v] == V_ACT)
+            x->val[v].data = x->arena + x->offset[v];
+    size_t uoff = total;
+    for (int i = 0; i < nn; i++)
+        for (int j = 0; j < g->nodes[i].nout; j++)
+            if (g->nodes[i].out[j] < 0 && !x->folded[i]) {
+                x->out[i][j]->data = x->arena + uoff;
+                uoff += align_up(qs_nbytes(x->out[i][j]) + 1);
+            }
+
+    if (x->mode == QS_EXEC_TRAIN) {
+        x->needs_grad = calloc(nv + 1, 1);
+        x->has_grad = calloc(nv + 1, 1);
+        x->grad = calloc(nv + 1, sizeof *x->grad);
+        if (!x->needs_grad || !x->has_grad || !x->grad) {
+            rc = qs_error(e, QS_ENOMEM, "out of memory");
+            goto out;
+        }
+        size_t gsize = 0, gmax = 0;
+        for (int v = 0; v < nv; v++) {
+            qs_tensor *t = &x->val[v];
+            x->needs_grad[v] = t->dtype == QS_F32 &&
+                               (x->kind[v] == V_ACT || x->kind[v] == V_INPUT ||
+                                (x->kind[v] == V_INIT && x->trainable[v]));
+            if (x->needs_grad[v]) {
+                gsize += align_up(qs_nbytes(t) + 1);
+                if (qs_nbytes(t) > gmax)
+                    gmax = qs_nbytes(t);
+            }
+        }
+        x->grad_arena = aligned_alloc(ALIGN, align_up(gsize + 1));
+        x->gtmp_size = align_up(gmax + 1);
+        if (!x->grad_arena) {
+            rc = qs_error(e, QS_ENOMEM, "out of memory: %zu bytes of gradients", gsize);
+            goto out;
+        }
+        size_t off = 0;
+        for (int v = 0; v < nv; v++)
+            if (x->needs_grad[v]) {
+                x->grad[v] = x->val[v];
+                x->grad[v].owns_data = 0;
+                x->grad[v].data = x->grad_arena + off;
+                off += align_up(qs_nbytes(&x->val[v]) + 1);
+            }
+    }
+    x->planned = 1;
+out:
+    free(last);
+    free(defn);
+    free(live);
+    if (rc < 0)
+        plan_clear(x);
+    return rc;
+}
+
+int64_t qs_exec_batch(const qs_exec *x) { return x->batch; }
+size_t qs_exec_arena_bytes(const qs_exec *x) { return x->arena_size + x->scratch_size; }
+
+int qs_exec_set_input(qs_exec *x, int i, const qs_tensor *t, qs_err *e)
+{
+    if (!x->planned)
+        return qs_error(e, QS_EINVAL, "set_input before plan");
+    if (i < 0 || i >= x->g->ninputs)
+        return qs_error(e, QS_EINVAL, "the model has %d inputs, not %d", x->g->ninputs, i + 1);
+    int v = x->g->inputs[i];
+    qs_tensor *d = &x->val[v];
+    if (x->kind[v] != V_INPUT)
+        return qs_error(e, QS_EINVAL, "input '%s' is an initializer", x->g->values[v].name);
+    if (!qs_shape_eq(d, t)) {
+        char a[128], b[128];
+        return qs_error(e, QS_ESHAPE, "input '%s' expects shape %s, got %s", x->g->values[v].name,
+                        qs_shape_str(d->ndim, d->shape, a, sizeof a), qs_shape_str(t->ndim, t->shape, b, sizeof b));
+    }
+    if (t->dtype == d->dtype) {
+        memcpy(d->data, t->data, qs_nbytes(d));
+        return 0;
+    }
+    int64_t n = qs_numel(d);
+    if (d->dtype == QS_F32) {
+        for (int64_t k = 0; k < n; k++)
+            qs_f32(d)[k] = (float)qs_get_f64(t, k);
+        return 0;
+    }
+    if (d->dtype == QS_I64) {
+        for (int64_t k = 0; k < n; k++)
+            qs_i64(d)[k] = qs_get_i64(t, k);
+        return 0;
+    }
+    return qs_error(e, QS_EINVAL, "input '%s' expects %s data, got %s", x->g->values[v].name,
+                    qs_dtype_name(d->dtype), qs_dtype_name(t->dtype));
+}
+
+qs_tensor *qs_exec_input(qs_exec *x, int i)
+{
+    if (!x->planned || i < 0 || i >= x->g->ninputs)
+        return NULL;
+    return &x->val[x->g->inputs[i]];
+}
+
+int qs_exec_forward(qs_exec *x, qs_err *e)
+{
+    if (!x->planned)
+        return qs_error(e, QS_EINVAL, "forward before plan");
+    int nn = x->nnodes;
+    for (int i = 0; i < nn; i++) {
+        if (x->folded[i])
+            continue;
+        if (x->abort_flag && atomic_load(x->abort_flag))
+            return qs_error(e, QS_EABORTED, "aborted");
+        qs_kctx c = node_ctx(x, i, e);
+        int rc = x->def[i]->forward(&c);
+        if (rc < 0)
+            return rc;
+        if (x->progress)
+            x->progress(x->progress_ud, i + 1, nn);
+    }
+    return 0;
+}
+
+const qs_tensor *qs_exec_output(const qs_exec *x, int i)
+{
+    if (!x->planned || i < 0 || i >= x->g->noutputs)
+        return NULL;
+    return &x->val[x->g->outputs[i]];
+}
+
+const qs_tensor *qs_exec_value(const qs_exec *x, int v)
+{
+    if (!x->planned || v < 0 || v >= x->nvalues || x->kind[v] == V_NONE)
+        return NULL;
+    return &x->val[v];
+}
+
+static void add_into(float *d, const float *s, int64_t n)
+{
+    for (int64_t k = 0; k < n; k++)
+        d[k] += s[k];
+}
+
+int qs_exec_backward(qs_exec *x, const qs_tensor *const *dout, qs_err *e)
+{
+    if (!x->planned || x->mode != QS_EXEC_TRAIN)
+        return qs_error(e, QS_EINVAL, "backward needs a plan in training mode");
+    qs_graph *g = x->g;
+    memset(x->has_grad, 0, x->nvalues);
+    for (int k = 0; k < g->noutputs; k++) {
+        int v = g->outputs[k];
+        if (!dout || !dout[k] || !x->needs_grad[v])
+            continue;
+        if (!qs_shape_eq(dout[k], &x->val[v]))
+            return qs_error(e, QS_ESHAPE, "gradient for output '%s' has the wrong shape", g->values[v].name);
+        memcpy(x->grad[v].data, dout[k]->data, qs_nbytes(&x->val[v]));
+        x->has_grad[v] = 1;
+    }
+    qs_tensor *douts[64], *dins[64], tmp[64];
+    for (int i = x->nnodes - 1; i >= 0; i--) {
+        if (x->folded[i])
+            continue;
+        if (x->abort_flag && atomic_load(x->abort_flag))
+            return qs_error(e, QS_EABORTED, "aborted");
+        const qs_node *n = &g->nodes[i];
+        int any = 0;
+        for (int j = 0; j < n->nout && j < 64; j++) {
+            int v = n->out[j];
+            douts[j] = v >= 0 && x->has_grad[v] ? &x->grad[v] : NULL;
+            any |= douts[j] != NULL;
+        }
+        if (!any)
+            continue;
+        int wants = 0;
+        for (int j = 0; j < n->nin && j < 64; j++) {
+            int v = n->in[j];
+            dins[j] = NULL;
+            if (v < 0 || !x->needs_grad[v])
+                continue;
+            int dup = 0;
+            for (int k = 0; k < j; k++)
+                dup |= n->in[k] == v;
+            if (!x->has_grad[v] && !dup) {
+                dins[j] = &x->grad[v];
+            } else {
+                if (j >= 8)
+                    return qs_error(e, QS_EUNSUPPORTED, "%s: too many inputs to accumulate", n->op);
+                if (!x->gtmp[j] && !(x->gtmp[j] = aligned_alloc(ALIGN, x->gtmp_size)))
+                    return qs_error(e, QS_ENOMEM, "out of memory");
+                tmp[j] = x->val[v];
+                tmp[j].owns_data = 0;
+                tmp[j].data = x->gtmp[j];
+                dins[j] = &tmp[j];
+            }
+            wants = 1;
+        }
+        if (!wants)
+            continue;
+        if (!x->def[i]->backward) {
+            char b[256];
+            return qs_error(e, QS_EUNSUPPORTED, "%s has no backward pass", qs_node_label(g, i, b, sizeof b));
+        }
+        qs_kctx c = node_ctx(x, i, e);
+        c.din = dins;
+        c.dout = douts;
+        int rc = x->def[i]->backward(&c);
+        if (rc < 0)
+            return rc;
+        for (int j = 0; j < n->nin; j++) {
+            int v = n->in[j];
+            if (!dins[j])
+                continue;
+            if (dins[j] == &x->grad[v])
+                x->has_grad[v] = 1;
+            else if (x->has_grad[v])
+                add_into(qs_f32(&x->grad[v]), qs_f32(dins[j]), qs_numel(dins[j]));
+            else {
+                memcpy(x->grad[v].data, dins[j]->data, qs_nbytes(dins[j]));
+                x->has_grad[v] = 1;
+            }
+        }
+    }
+    return 0;
+}
+
+const qs_tensor *qs_exec_grad(const qs_exec *x, int v)
+{
+    if (!x->planned || x->mode != QS_EXEC_TRAIN || v < 0 || v >= x->nvalues || !x->has_grad[v])
+        return NULL;
+    return &x->grad[v];
+}
+
+void qs_exec_set_trainable(qs_exec *x, int v, int on)
+{
+    if (v >= 0 && v < x->g->nvalues)
+        x->trainable[v] = on ? 1 : 0;
+}
+
+void qs_exec_set_abort(qs_exec *x, atomic_int *flag) { x->abort_flag = flag; }
+
+void qs_exec_set_progress(qs_exec *x, qs_progress_fn fn, void *ud)
+{
+    x->progress = fn;
+    x->progress_ud = ud;
+}
+
+void qs_exec_set_threads(qs_exec *x, int n) { x->nthreads = n > 0 ? n : 1; }
