@@ -19,6 +19,9 @@ int qs_onnx_load(const char *path, qs_graph **out, qs_err *e);
 /* basedir: where external data files are looked up (NULL: current directory) */
 int qs_onnx_load_buffer(const void *buf, size_t len, const char *basedir, qs_graph **out, qs_err *e);
 int qs_onnx_save(const qs_graph *g, const char *path, qs_err *e);
+/* Like qs_onnx_save, but initializers of at least min_bytes go to "<file name>.data" beside the
+ * model (ONNX external data). qs_onnx_save does this by itself for models over protobuf's 2 GB. */
+int qs_onnx_save_external(const qs_graph *g, const char *path, size_t min_bytes, qs_err *e);
 /* Serialises into a malloc'd buffer (caller frees). */
 int qs_onnx_save_buffer(const qs_graph *g, void **buf, size_t *len, qs_err *e);
 
