@@ -30,6 +30,10 @@ int64_t qs_dataset_rows(const qs_dataset *d, int i);              /* leading dim
 int qs_dataset_batch(const qs_dataset *d, int i, int64_t start, int64_t n, qs_dtype to, qs_tensor *out,
                      qs_err *e);
 
+/* Copies rows [start, start+n) of any array (leading dim = rows) into out, converting the element
+ * type (float → int saturates); out must hold n rows' worth of elements. */
+int qs_copy_rows(const qs_tensor *src, int64_t start, int64_t n, qs_tensor *out, qs_err *e);
+
 int qs_npy_save(const char *path, const qs_tensor *t, qs_err *e);
 int qs_npz_save(const char *path, int n, const char *const *names, const qs_tensor *const *arrays,
                 qs_err *e);
