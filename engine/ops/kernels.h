@@ -1,4 +1,83 @@
-/* Shared low-level kernels (GEMM wrapper, im2col) used by several op families. */
+/* Shared low-level kernels for the compute-heavy op families (conv, gemm, pool, norm).
+ *
+ *   qs_sgemm(0, 1, M, N, K, 1.f, A, K, B, K, 0.f, C, N);     // C = A·Bᵀ, row-major, on OpenBLAS
+ *
+ *   qs_conv_geom g;                                           // one conv/pool window geometry
+ *   qs_conv_geom_init(c, nd, x_spatial, kernel, 0, &g);       // strides/pads/dilations/auto_pad of c's node
+ *   qs_im2col(&g, channels, x, col, nthreads);                // col: [channels·kvol, outvol]
+ *
+ * Every spatial geometry is normalized to three dims (depth, height, width), with leading dims of
+ * size 1 when the op is 1-D or 2-D: one set of loops then serves 1-D, 2-D and 3-D ops, and the
+ * innermost (width) loop stays a contiguous run that the compiler can vectorize.
+ *
+ * Each fast kernel here has a plain reference (`_ref`) written as the textbook loop nest; tests
+ * compare the two. The references are not used by the ops. */
 #ifndef QS_KERNELS_H
 #define QS_KERNELS_H
+
+#include <stdint.h>
+
+#include "ops/ops.h"
+
+/* ---- GEMM ------------------------------------------------------------------------------------ */
+
+/* C[M,N] = alpha·op(A)·op(B) + beta·C, row-major, op(X) = Xᵀ when its flag is set; lda/ldb/ldc are
+ * row strides of the matrices as stored. beta == 0 ignores C's old contents (even NaN). */
+void qs_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+              int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+void qs_sgemm_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                  int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+/* ---- convolution / pooling window geometry --------------------------------------------------- */
+
+#define QS_CONV_MAXD 3   /* spatial dims supported by conv and pool kernels */
+
+typedef struct qs_conv_geom {
+    int nd;                           /* spatial dims of the op: 1, 2 or 3 */
+    /* normalized to 3 dims: index 0 = depth, 1 = height, 2 = width (size-1 dims lead) */
+    int64_t in[3], out[3], k[3], stride[3], dil[3];
+    int64_t pad[3], pad_end[3];       /* begin / end padding (may be negative for ConvTranspose) */
+} qs_conv_geom;
+
+static inline int64_t qs_geom_invol(const qs_conv_geom *g) { return g->in[0] * g->in[1] * g->in[2]; }
+static inline int64_t qs_geom_outvol(const qs_conv_geom *g) { return g->out[0] * g->out[1] * g->out[2]; }
+static inline int64_t qs_geom_kvol(const qs_conv_geom *g) { return g->k[0] * g->k[1] * g->k[2]; }
+
+/* Fills g for the node in c: nd spatial dims, input sizes in_sp[nd], kernel[nd]; reads the node's
+ * strides, dilations (unless use_dil is 0: AveragePool before opset 19 has none), pads and auto_pad;
+ * ceil_mode rounds the output size up (pools). Output size follows the ONNX spec: explicit pads give
+ * floor/ceil((in + pads − ((k−1)·d + 1)) / s) + 1, and with ceil_mode a last window that would start
+ * in the end padding is dropped; SAME_UPPER/SAME_LOWER give ceil(in / s) with the total padding split
+ * (the odd one at the end for UPPER, at the beginning for LOWER); VALID gives ceil((in − ek + 1) / s).
+ * Refuses bad attributes (wrong counts, non-positive strides, negative pads, empty output) naming
+ * the attribute. */
+int qs_conv_geom_init(qs_kctx *c, int nd, const int64_t *in_sp, const int64_t *kernel, int ceil_mode,
+                      int use_dil, qs_conv_geom *g);
+/* Normalizes explicit values into g (no attribute reading): for ConvTranspose and tests. */
+void qs_conv_geom_set(qs_conv_geom *g, int nd, const int64_t *in_sp, const int64_t *out_sp,
+                      const int64_t *kernel, const int64_t *stride, const int64_t *dil, const int64_t *pad,
+                      const int64_t *pad_end);
+
+/* col[(c·kvol + kk), p] = x[c, window p's tap kk] (0 where the tap falls in the padding).
+ * x: [ch, in…] contiguous, col: [ch·kvol, outvol]. Splits channels across nthreads. */
+void qs_im2col(const qs_conv_geom *g, int64_t ch, const float *x, float *col, int nthreads);
+/* The adjoint: x[c, tap] += col[(c·kvol + kk), p]. Accumulates into x (zero it first). */
+void qs_col2im(const qs_conv_geom *g, int64_t ch, const float *col, float *x, int nthreads);
+void qs_im2col_ref(const qs_conv_geom *g, int64_t ch, const float *x, float *col);
+void qs_col2im_ref(const qs_conv_geom *g, int64_t ch, const float *col, float *x);
+
+/* Direct convolution as ONNX defines it: y[n, m, o…] = b[m] + Σ_{c in m's group, k…}
+ * w[m, c, k…]·x[n, g·C/group + c, o·s + k·d − pad]. x [N, C, in…], w [M, C/group, k…], b [M] or
+ * NULL, y [N, M, out…]. */
+void qs_conv_ref(const qs_conv_geom *g, int64_t N, int64_t C, int64_t M, int64_t group, const float *x,
+                 const float *w, const float *b, float *y);
+
+/* ---- threads ----------------------------------------------------------------------------------- */
+
+/* Runs fn(arg, begin, end) over [0, n) split into at most nthreads contiguous chunks of at least
+ * min_chunk items, the calling thread taking one. Runs inline when one chunk is enough. fn must not
+ * write to memory another chunk writes. */
+typedef void (*qs_range_fn)(void *arg, int64_t begin, int64_t end);
+void qs_parallel_for(int nthreads, int64_t n, int64_t min_chunk, qs_range_fn fn, void *arg);
+
 #endif

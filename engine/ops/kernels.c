@@ -1,0 +1,396 @@
+/* Shared low-level kernels: the sgemm wrapper, window geometry (strides/pads/dilations/auto_pad →
+ * output size), im2col/col2im, their reference loop nests, and a small parallel-for.
+ *
+ * im2col walks the column matrix row by row (one row per channel and kernel tap) and, for each
+ * output row of the width dim, splits the run into the part that falls in the left padding (zeros),
+ * the part that reads the input (a memcpy when the stride is 1) and the right padding (zeros): no
+ * per-element bounds test in the inner loop. col2im is the same walk with += into the input.
+ *
+ * The parallel-for starts plain pthreads per call. Kernels only use it for work big enough (tens of
+ * microseconds per chunk at least) that thread start-up is noise; GEMM threads live in OpenBLAS. */
+#include "ops/kernels.h"
+
+#include <cblas.h>
+#include <limits.h>
+#include <pthread.h>
+#include <string.h>
+
+/* ---- GEMM ------------------------------------------------------------------------------------ */
+
+void qs_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+              int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    if (M <= 0 || N <= 0)
+        return;
+    if (K <= 0) {   /* C = beta·C; BLAS implementations disagree on K = 0, so do it here */
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++)
+                C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
+        return;
+    }
+    QS_ASSERT(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && lda <= INT_MAX && ldb <= INT_MAX &&
+              ldc <= INT_MAX);
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+                (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+void qs_sgemm_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                  int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            double s = 0;
+            for (int64_t k = 0; k < K; k++) {
+                double a = trans_a ? A[k * lda + i] : A[i * lda + k];
+                double b = trans_b ? B[j * ldb + k] : B[k * ldb + j];
+                s += a * b;
+            }
+            double old = beta == 0.f ? 0 : (double)beta * C[i * ldc + j];
+            C[i * ldc + j] = (float)(alpha * s + old);
+        }
+}
+
+/* ---- geometry -------------------------------------------------------------------------------- */
+
+void qs_conv_geom_set(qs_conv_geom *g, int nd, const int64_t *in_sp, const int64_t *out_sp,
+                      const int64_t *kernel, const int64_t *stride, const int64_t *dil, const int64_t *pad,
+                      const int64_t *pad_end)
+{
+    QS_ASSERT(nd >= 1 && nd <= QS_CONV_MAXD);
+    g->nd = nd;
+    int lead = 3 - nd;
+    for (int i = 0; i < 3; i++) {
+        int j = i - lead;   /* index into the op's arrays, < 0 for the size-1 leading dims */
+        g->in[i] = j < 0 ? 1 : in_sp[j];
+        g->out[i] = j < 0 ? 1 : out_sp[j];
+        g->k[i] = j < 0 ? 1 : kernel[j];
+        g->stride[i] = j < 0 || !stride ? 1 : stride[j];
+        g->dil[i] = j < 0 || !dil ? 1 : dil[j];
+        g->pad[i] = j < 0 || !pad ? 0 : pad[j];
+        g->pad_end[i] = j < 0 || !pad_end ? 0 : pad_end[j];
+    }
+}
+
+static int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
+
+int qs_conv_geom_init(qs_kctx *c, int nd, const int64_t *in_sp, const int64_t *kernel, int ceil_mode,
+                      int use_dil, qs_conv_geom *g)
+{
+    const qs_node *n = c->node;
+    if (nd < 1 || nd > QS_CONV_MAXD)
+        return qs_op_error(c, QS_EUNSUPPORTED, "%d spatial dims; only 1 to %d are supported", nd,
+                           QS_CONV_MAXD);
+    int64_t stride[QS_CONV_MAXD], dil[QS_CONV_MAXD], pb[QS_CONV_MAXD], pe[QS_CONV_MAXD], out[QS_CONV_MAXD];
+    const int64_t *v;
+    int cnt;
+    for (int i = 0; i < nd; i++) {
+        stride[i] = dil[i] = 1;
+        pb[i] = pe[i] = 0;
+        if (kernel[i] < 1)
+            return qs_op_error(c, QS_EINVAL, "kernel size %lld on spatial dim %d must be positive",
+                               (long long)kernel[i], i);
+    }
+    if ((cnt = qs_node_ints(n, "strides", &v)) > 0) {
+        if (cnt != nd)
+            return qs_op_error(c, QS_EINVAL, "strides has %d values, expected %d (one per spatial dim)", cnt, nd);
+        for (int i = 0; i < nd; i++)
+            if ((stride[i] = v[i]) < 1)
+                return qs_op_error(c, QS_EINVAL, "strides[%d] = %lld must be positive", i, (long long)v[i]);
+    }
+    if (use_dil && (cnt = qs_node_ints(n, "dilations", &v)) > 0) {
+        if (cnt != nd)
+            return qs_op_error(c, QS_EINVAL, "dilations has %d values, expected %d (one per spatial dim)",
+                               cnt, nd);
+        for (int i = 0; i < nd; i++)
+            if ((dil[i] = v[i]) < 1)
+                return qs_op_error(c, QS_EINVAL, "dilations[%d] = %lld must be positive", i, (long long)v[i]);
+    }
+    const char *ap = qs_node_string(n, "auto_pad", "NOTSET");
+    int mode;   /* 0 NOTSET, 1 SAME_UPPER, 2 SAME_LOWER, 3 VALID */
+    if (!strcmp(ap, "NOTSET") || !ap[0])
+        mode = 0;
+    else if (!strcmp(ap, "SAME_UPPER"))
+        mode = 1;
+    else if (!strcmp(ap, "SAME_LOWER"))
+        mode = 2;
+    else if (!strcmp(ap, "VALID"))
+        mode = 3;
+    else
+        return qs_op_error(c, QS_EINVAL, "auto_pad '%s' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID", ap);
+    if (mode == 0 && (cnt = qs_node_ints(n, "pads", &v)) > 0) {
+        if (cnt != 2 * nd)
+            return qs_op_error(c, QS_EINVAL, "pads has %d values, expected %d (begin and end per spatial dim)",
+                               cnt, 2 * nd);
+        for (int i = 0; i < nd; i++) {
+            pb[i] = v[i];
+            pe[i] = v[nd + i];
+            if (pb[i] < 0 || pe[i] < 0)
+                return qs_op_error(c, QS_EINVAL, "pads must not be negative (pads[%d] = %lld)",
+                                   pb[i] < 0 ? i : nd + i, (long long)(pb[i] < 0 ? pb[i] : pe[i]));
+        }
+    }
+    for (int i = 0; i < nd; i++) {
+        int64_t ek = (kernel[i] - 1) * dil[i] + 1;   /* extent of the dilated window */
+        if (mode == 1 || mode == 2) {
+            out[i] = ceil_div(in_sp[i], stride[i]);
+            int64_t total = (out[i] - 1) * stride[i] + ek - in_sp[i];
+            if (total < 0)
+                total = 0;
+            pb[i] = mode == 1 ? total / 2 : total - total / 2;
+            pe[i] = total - pb[i];
+        } else {
+            int64_t span = in_sp[i] + pb[i] + pe[i] - ek;
+            if (span < 0)
+                return qs_op_error(c, QS_ESHAPE,
+                                   "window extent %lld (kernel %lld, dilation %lld) on spatial dim %d is larger "
+                                   "than the padded input (%lld)", (long long)ek, (long long)kernel[i],
+                                   (long long)dil[i], i, (long long)(in_sp[i] + pb[i] + pe[i]));
+            out[i] = (ceil_mode ? ceil_div(span, stride[i]) : span / stride[i]) + 1;
+            /* a last window that would start in the end padding is dropped */
+            if (ceil_mode && (out[i] - 1) * stride[i] >= in_sp[i] + pb[i])
+                out[i]--;
+        }
+        if (out[i] < 1)
+            return qs_op_error(c, QS_ESHAPE, "output would be empty on spatial dim %d (input %lld)", i,
+                               (long long)in_sp[i]);
+    }
+    qs_conv_geom_set(g, nd, in_sp, out, kernel, stride, dil, pb, pe);
+    return 0;
+}
+
+/* ---- im2col / col2im --------------------------------------------------------------------------- */
+
+/* [lo, hi): the outputs o in [0, O) whose tap o·s + off lands inside [0, I) */
+static void valid_range(int64_t off, int64_t s, int64_t isz, int64_t osz, int64_t *lo, int64_t *hi)
+{
+    int64_t l = off >= 0 ? 0 : (-off + s - 1) / s;
+    int64_t h = isz - off <= 0 ? 0 : (isz - off + s - 1) / s;
+    if (h > osz)
+        h = osz;
+    if (l > h)
+        l = h;
+    *lo = l;
+    *hi = h;
+}
+
+typedef struct {
+    const qs_conv_geom *g;
+    const float *src;
+    float *dst;
+} cols_job;
+
+static void im2col_range(void *arg, int64_t c0, int64_t c1)
+{
+    const cols_job *j = arg;
+    const qs_conv_geom *g = j->g;
+    const int64_t ID = g->in[0], IH = g->in[1], IW = g->in[2], OD = g->out[0], OH = g->out[1], OW = g->out[2];
+    const int64_t ivol = ID * IH * IW, ovol = OD * OH * OW, kvol = qs_geom_kvol(g), sw = g->stride[2];
+    for (int64_t c = c0; c < c1; c++) {
+        const float *xc = j->src + c * ivol;
+        float *dst = j->dst + c * kvol * ovol;
+        for (int64_t kd = 0; kd < g->k[0]; kd++)
+            for (int64_t kh = 0; kh < g->k[1]; kh++)
+                for (int64_t kw = 0; kw < g->k[2]; kw++, dst += ovol) {
+                    int64_t offw = kw * g->dil[2] - g->pad[2], lo, hi;
+                    valid_range(offw, sw, IW, OW, &lo, &hi);
+                    for (int64_t od = 0; od < OD; od++) {
+                        int64_t id = od * g->stride[0] + kd * g->dil[0] - g->pad[0];
+                        for (int64_t oh = 0; oh < OH; oh++) {
+                            int64_t ih = oh * g->stride[1] + kh * g->dil[1] - g->pad[1];
+                            float *d = dst + (od * OH + oh) * OW;
+                            if (id < 0 || id >= ID || ih < 0 || ih >= IH) {
+                                memset(d, 0, OW * sizeof *d);
+                                continue;
+                            }
+                            const float *xr = xc + (id * IH + ih) * IW;
+                            memset(d, 0, lo * sizeof *d);
+                            if (sw == 1)
+                                memcpy(d + lo, xr + lo + offw, (hi - lo) * sizeof *d);
+                            else
+                                for (int64_t ow = lo; ow < hi; ow++)
+                                    d[ow] = xr[ow * sw + offw];
+                            memset(d + hi, 0, (OW - hi) * sizeof *d);
+                        }
+                    }
+                }
+    }
+}
+
+static void col2im_range(void *arg, int64_t c0, int64_t c1)
+{
+    const cols_job *j = arg;
+    const qs_conv_geom *g = j->g;
+    const int64_t ID = g->in[0], IH = g->in[1], IW = g->in[2], OD = g->out[0], OH = g->out[1], OW = g->out[2];
+    const int64_t ivol = ID * IH * IW, ovol = OD * OH * OW, kvol = qs_geom_kvol(g), sw = g->stride[2];
+    for (int64_t c = c0; c < c1; c++) {
+        float *xc = j->dst + c * ivol;
+        const float *src = j->src + c * kvol * ovol;
+        for (int64_t kd = 0; kd < g->k[0]; kd++)
+            for (int64_t kh = 0; kh < g->k[1]; kh++)
+                for (int64_t kw = 0; kw < g->k[2]; kw++, src += ovol) {
+                    int64_t offw = kw * g->dil[2] - g->pad[2], lo, hi;
+                    valid_range(offw, sw, IW, OW, &lo, &hi);
+                    for (int64_t od = 0; od < OD; od++) {
+                        int64_t id = od * g->stride[0] + kd * g->dil[0] - g->pad[0];
+                        if (id < 0 || id >= ID)
+                            continue;
+                        for (int64_t oh = 0; oh < OH; oh++) {
+                            int64_t ih = oh * g->stride[1] + kh * g->dil[1] - g->pad[1];
+                            if (ih < 0 || ih >= IH)
+                                continue;
+                            const float *s = src + (od * OH + oh) * OW;
+                            float *xr = xc + (id * IH + ih) * IW;
+                            if (sw == 1)
+                                for (int64_t ow = lo; ow < hi; ow++)
+                                    xr[ow + offw] += s[ow];
+                            else
+                                for (int64_t ow = lo; ow < hi; ow++)
+                                    xr[ow * sw + offw] += s[ow];
+                        }
+                    }
+                }
+    }
+}
+
+/* Work below this many elements runs on one thread: thread start-up would cost more than it saves. */
+#define PAR_MIN_WORK 65536
+
+static void cols_run(qs_range_fn fn, const qs_conv_geom *g, int64_t ch, const float *src, float *dst,
+                     int nthreads)
+{
+    cols_job j = { g, src, dst };
+    int64_t per_ch = qs_geom_kvol(g) * qs_geom_outvol(g);
+    int64_t min_chunk = per_ch >= PAR_MIN_WORK ? 1 : PAR_MIN_WORK / (per_ch ? per_ch : 1);
+    qs_parallel_for(nthreads, ch, min_chunk, fn, &j);
+}
+
+void qs_im2col(const qs_conv_geom *g, int64_t ch, const float *x, float *col, int nthreads)
+{
+    cols_run(im2col_range, g, ch, x, col, nthreads);
+}
+
+void qs_col2im(const qs_conv_geom *g, int64_t ch, const float *col, float *x, int nthreads)
+{
+    cols_run(col2im_range, g, ch, col, x, nthreads);
+}
+
+/* The references address every element by its full index and test bounds per element. */
+#define FOR_TAPS(g) \
+    for (int64_t kd = 0; kd < (g)->k[0]; kd++) for (int64_t kh = 0; kh < (g)->k[1]; kh++) \
+    for (int64_t kw = 0; kw < (g)->k[2]; kw++)
+#define FOR_OUTS(g) \
+    for (int64_t od = 0; od < (g)->out[0]; od++) for (int64_t oh = 0; oh < (g)->out[1]; oh++) \
+    for (int64_t ow = 0; ow < (g)->out[2]; ow++)
+
+/* input offset of tap (kd, kh, kw) of window (od, oh, ow), or -1 in the padding */
+static int64_t tap_offset(const qs_conv_geom *g, int64_t od, int64_t oh, int64_t ow, int64_t kd, int64_t kh,
+                          int64_t kw)
+{
+    int64_t id = od * g->stride[0] + kd * g->dil[0] - g->pad[0];
+    int64_t ih = oh * g->stride[1] + kh * g->dil[1] - g->pad[1];
+    int64_t iw = ow * g->stride[2] + kw * g->dil[2] - g->pad[2];
+    if (id < 0 || id >= g->in[0] || ih < 0 || ih >= g->in[1] || iw < 0 || iw >= g->in[2])
+        return -1;
+    return (id * g->in[1] + ih) * g->in[2] + iw;
+}
+
+void qs_im2col_ref(const qs_conv_geom *g, int64_t ch, const float *x, float *col)
+{
+    int64_t ivol = qs_geom_invol(g), ovol = qs_geom_outvol(g), kvol = qs_geom_kvol(g);
+    for (int64_t c = 0; c < ch; c++)
+        FOR_TAPS(g) {
+            int64_t row = c * kvol + (kd * g->k[1] + kh) * g->k[2] + kw;
+            FOR_OUTS(g) {
+                int64_t p = (od * g->out[1] + oh) * g->out[2] + ow;
+                int64_t off = tap_offset(g, od, oh, ow, kd, kh, kw);
+                col[row * ovol + p] = off < 0 ? 0.f : x[c * ivol + off];
+            }
+        }
+}
+
+void qs_col2im_ref(const qs_conv_geom *g, int64_t ch, const float *col, float *x)
+{
+    int64_t ivol = qs_geom_invol(g), ovol = qs_geom_outvol(g), kvol = qs_geom_kvol(g);
+    for (int64_t c = 0; c < ch; c++)
+        FOR_TAPS(g) {
+            int64_t row = c * kvol + (kd * g->k[1] + kh) * g->k[2] + kw;
+            FOR_OUTS(g) {
+                int64_t p = (od * g->out[1] + oh) * g->out[2] + ow;
+                int64_t off = tap_offset(g, od, oh, ow, kd, kh, kw);
+                if (off >= 0)
+                    x[c * ivol + off] += col[row * ovol + p];
+            }
+        }
+}
+
+void qs_conv_ref(const qs_conv_geom *g, int64_t N, int64_t C, int64_t M, int64_t group, const float *x,
+                 const float *w, const float *b, float *y)
+{
+    int64_t ivol = qs_geom_invol(g), ovol = qs_geom_outvol(g), kvol = qs_geom_kvol(g);
+    int64_t Cg = C / group, Mg = M / group;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t m = 0; m < M; m++) {
+            int64_t grp = m / Mg;
+            FOR_OUTS(g) {
+                double s = b ? b[m] : 0;
+                for (int64_t c = 0; c < Cg; c++)
+                    FOR_TAPS(g) {
+                        int64_t off = tap_offset(g, od, oh, ow, kd, kh, kw);
+                        if (off < 0)
+                            continue;
+                        double xv = x[(n * C + grp * Cg + c) * ivol + off];
+                        double wv = w[(m * Cg + c) * kvol + (kd * g->k[1] + kh) * g->k[2] + kw];
+                        s += xv * wv;
+                    }
+                y[(n * M + m) * ovol + (od * g->out[1] + oh) * g->out[2] + ow] = (float)s;
+            }
+        }
+}
+
+/* ---- threads ------------------------------------------------------------------------------------ */
+
+typedef struct {
+    qs_range_fn fn;
+    void *arg;
+    int64_t begin, end;
+} pf_chunk;
+
+static void *pf_main(void *p)
+{
+    pf_chunk *ch = p;
+    ch->fn(ch->arg, ch->begin, ch->end);
+    return NULL;
+}
+
+#define PF_MAX_THREADS 64
+
+void qs_parallel_for(int nthreads, int64_t n, int64_t min_chunk, qs_range_fn fn, void *arg)
+{
+    if (n <= 0)
+        return;
+    if (min_chunk < 1)
+        min_chunk = 1;
+    int64_t t = nthreads < 1 ? 1 : nthreads;
+    if (t > PF_MAX_THREADS)
+        t = PF_MAX_THREADS;
+    if (t > n / min_chunk)
+        t = n / min_chunk;
+    if (t <= 1) {
+        fn(arg, 0, n);
+        return;
+    }
+    pf_chunk chunks[PF_MAX_THREADS];
+    pthread_t th[PF_MAX_THREADS];
+    int started[PF_MAX_THREADS];
+    for (int64_t i = 0; i < t; i++)
+        chunks[i] = (pf_chunk){ fn, arg, n * i / t, n * (i + 1) / t };
+    for (int64_t i = 1; i < t; i++)   /* chunk 0 runs on the calling thread */
+        started[i] = pthread_create(&th[i], NULL, pf_main, &chunks[i]) == 0;
+    fn(arg, chunks[0].begin, chunks[0].end);
+    for (int64_t i = 1; i < t; i++) {
+        if (started[i])
+            pthread_join(th[i], NULL);
+        else   /* no thread to be had: do the chunk here rather than fail */
+            fn(arg, chunks[i].begin, chunks[i].end);
+    }
+}
