@@ -1,6 +1,745 @@
-/* (being written) */
-#include "ops/ops.h"
+/* Elementwise ops: binary arithmetic with numpy broadcasting (Add, Sub, Mul, Div, Pow), comparisons
+ * (Equal, Less, Greater, …), Where, unary math (Sqrt, Exp, Log, Neg, Abs, …), reductions (ReduceMean,
+ * ReduceSum, …) and Cast.
+ *
+ * Design: float32 is the compute type and gets tight loops. Binary ops iterate with qs_bcast
+ * (opsutil.h), which merges dims so that the cases that matter — same shape (residual Add), a
+ * per-channel [1,C,1,1] operand after a conv, a scalar — reduce to flat inner loops with a
+ * broadcast stride of 0 or 1, specialised below. Every other numeric type (int64 shape arithmetic,
+ * uint8/int8 tensors, float64) takes a generic path that computes in int64 (integer outputs, with
+ * numpy's wrap-around on store) or double (float outputs). Backward is float32 only; gradients of a
+ * broadcast operand are summed over its broadcast dims. */
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#include "ops/opsutil.h"
+
+/* ------------------------------------------------------------------------------------------------
+ * binary ops */
+
+enum binop { B_ADD, B_SUB, B_MUL, B_DIV, B_POW, B_EQ, B_LT, B_GT, B_LE, B_GE };
+
+static enum binop binop_of(const qs_kctx *c)
+{
+    static const char *const names[] = { "Add", "Sub", "Mul", "Div", "Pow", "Equal", "Less", "Greater",
+                                         "LessOrEqual", "GreaterOrEqual" };
+    for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++)
+        if (!strcmp(c->node->op, names[i]))
+            return (enum binop)i;
+    return B_ADD;
+}
+
+static int is_compare(enum binop op) { return op >= B_EQ; }
+
+/* The operand headers as broadcasting sees them. Before opset 7, Add/Sub/Mul/Div broadcast only
+ * with broadcast=1, aligning B at `axis` of A (suffix matching when absent); padding B's shape
+ * with trailing 1s turns that into numpy broadcasting. */
+static int bin_operands(qs_kctx *c, qs_tensor *a, qs_tensor *b)
+{
+    if (c->nin < 2 || !c->in[0] || !c->in[1])
+        return qs_op_error(c, QS_EINVAL, "expects 2 inputs, got %d", c->nin);
+    *a = *c->in[0];
+    *b = *c->in[1];
+    if (c->opset < 7 && !is_compare(binop_of(c)) && qs_node_int(c->node, "broadcast", 0) &&
+        qs_node_attr(c->node, "axis")) {
+        int axis;
+        int rc = qs_norm_axis(c, qs_node_int(c->node, "axis", 0), a->ndim, "axis", &axis);
+        if (rc < 0)
+            return rc;
+        int trail = a->ndim - axis - b->ndim;
+        if (trail < 0)
+            return qs_op_error(c, QS_ESHAPE, "legacy broadcast: B of rank %d does not fit A of rank %d at axis %d",
+                               b->ndim, a->ndim, axis);
+        for (int i = 0; i < trail; i++)
+            b->shape[b->ndim++] = 1;
+    }
+    return 0;
+}
+
+static int bin_infer(qs_kctx *c)
+{
+    qs_tensor a, b;
+    int rc = bin_operands(c, &a, &b);
+    if (rc < 0)
+        return rc;
+    enum binop op = binop_of(c);
+    if (!qs_dtype_numeric(a.dtype) && !(op == B_EQ && a.dtype == QS_BOOL))
+        return qs_op_error(c, QS_EUNSUPPORTED, "input type %s is not supported", qs_dtype_name(a.dtype));
+    if (op == B_POW) {
+        if (!qs_dtype_numeric(b.dtype))
+            return qs_op_error(c, QS_EUNSUPPORTED, "exponent type %s is not supported", qs_dtype_name(b.dtype));
+    } else if (a.dtype != b.dtype) {
+        return qs_op_error(c, QS_EINVAL, "inputs have different types (%s and %s)", qs_dtype_name(a.dtype),
+                           qs_dtype_name(b.dtype));
+    }
+    int nd;
+    int64_t shape[QS_MAX_DIMS];
+    if ((rc = qs_broadcast_shape(c, &a, &b, &nd, shape)) < 0)
+        return rc;
+    qs_set_shape(c->out[0], is_compare(op) ? QS_BOOL : a.dtype, nd, shape);
+    return 0;
+}
+
+/* One row of a float32 binary op, the four stride cases spelled out so the compiler vectorises
+ * the common ones: both contiguous, or one side a scalar for the row. */
+#define BIN_ROW(EXPR)                                                             \
+    do {                                                                          \
+        if (sa && sb)                                                             \
+            for (int64_t i = 0; i < n; i++) { float x = pa[i], y = pb[i]; po[i] = (EXPR); } \
+        else if (sa) {                                                            \
+            float y = pb[0];                                                      \
+            for (int64_t i = 0; i < n; i++) { float x = pa[i]; po[i] = (EXPR); }  \
+        } else if (sb) {                                                          \
+            float x = pa[0];                                                      \
+            for (int64_t i = 0; i < n; i++) { float y = pb[i]; po[i] = (EXPR); }  \
+        } else {                                                                  \
+            float x = pa[0], y = pb[0];                                           \
+            for (int64_t i = 0; i < n; i++) po[i] = (EXPR);                       \
+        }                                                                         \
+    } while (0)
+
+static void bin_f32(enum binop op, const qs_bcast *b, const float *A, const float *B, float *O)
+{
+    int64_t n = qs_bcast_inner(b), rows = qs_bcast_rows(b);
+    int64_t sa = b->st[0][b->ndim - 1], sb = b->st[1][b->ndim - 1];
+    qs_bcast_pos p;
+    qs_bcast_start(&p);
+    for (int64_t r = 0; r < rows; r++, qs_bcast_next(b, &p)) {
+        const float *pa = A + p.off[0], *pb = B + p.off[1];
+        float *po = O + p.off[2];
+        switch (op) {
+        case B_ADD: BIN_ROW(x + y); break;
+        case B_SUB: BIN_ROW(x - y); break;
+        case B_MUL: BIN_ROW(x * y); break;
+        case B_DIV: BIN_ROW(x / y); break;
+        case B_POW: BIN_ROW(powf(x, y)); break;
+        default: break;
+        }
+    }
+}
+
+/* x^y for integers as numpy computes it (wrapping); negative exponents give 1/x^|y| truncated. */
+static int64_t ipow(int64_t x, int64_t y)
+{
+    if (y < 0)
+        return x == 1 ? 1 : x == -1 ? (y % 2 ? -1 : 1) : 0;
+    uint64_t r = 1, base = (uint64_t)x;
+    while (y) {
+        if (y & 1)
+            r *= base;
+        base *= base;
+        y >>= 1;
+    }
+    return (int64_t)r;
+}
+
+static int bin_generic(qs_kctx *c, enum binop op, const qs_bcast *b, const qs_tensor *A, const qs_tensor *B,
+                       qs_tensor *O)
+{
+    int64_t n = qs_bcast_inner(b), rows = qs_bcast_rows(b);
+    int64_t sa = b->st[0][b->ndim - 1], sb = b->st[1][b->ndim - 1];
+    /* integers compute exactly in int64; anything involving a float in double */
+    int as_int = qs_dtype_is_int(A->dtype) && qs_dtype_is_int(B->dtype);
+    qs_bcast_pos p;
+    qs_bcast_start(&p);
+    for (int64_t r = 0; r < rows; r++, qs_bcast_next(b, &p)) {
+        for (int64_t i = 0; i < n; i++) {
+            int64_t ia = p.off[0] + i * sa, ib = p.off[1] + i * sb, io = p.off[2] + i;
+            if (as_int) {
+                int64_t x = qs_load_i64(A, ia), y = qs_load_i64(B, ib), v = 0;
+                switch (op) {
+                case B_ADD: v = (int64_t)((uint64_t)x + (uint64_t)y); break;
+                case B_SUB: v = (int64_t)((uint64_t)x - (uint64_t)y); break;
+                case B_MUL: v = (int64_t)((uint64_t)x * (uint64_t)y); break;
+                case B_DIV:
+                    if (y == 0)
+                        return qs_op_error(c, QS_EINVAL, "integer division by zero");
+                    v = (x == INT64_MIN && y == -1) ? INT64_MIN : x / y;
+                    break;
+                case B_POW: v = ipow(x, y); break;
+                case B_EQ: v = x == y; break;
+                case B_LT: v = x < y; break;
+                case B_GT: v = x > y; break;
+                case B_LE: v = x <= y; break;
+                case B_GE: v = x >= y; break;
+                }
+                qs_store_i64(O->data, O->dtype, io, v);
+            } else {
+                double x = qs_get_f64(A, ia), y = qs_get_f64(B, ib), v = 0;
+                switch (op) {
+                case B_ADD: v = x + y; break;
+                case B_SUB: v = x - y; break;
+                case B_MUL: v = x * y; break;
+                case B_DIV: v = x / y; break;
+                case B_POW: v = pow(x, y); break;
+                case B_EQ: v = x == y; break;
+                case B_LT: v = x < y; break;
+                case B_GT: v = x > y; break;
+                case B_LE: v = x <= y; break;
+                case B_GE: v = x >= y; break;
+                }
+                qs_store_f64(O->data, O->dtype, io, v);
+            }
+        }
+    }
+    return 0;
+}
+
+static int bin_forward(qs_kctx *c)
+{
+    qs_tensor a, b;
+    int rc = bin_operands(c, &a, &b);
+    if (rc < 0)
+        return rc;
+    qs_tensor *o = c->out[0];
+    enum binop op = binop_of(c);
+    const qs_tensor *ops[3] = { &a, &b, o };
+    qs_bcast bc;
+    qs_bcast_init(&bc, o->ndim, o->shape, 3, ops);
+    if (a.dtype == QS_F32 && b.dtype == QS_F32 && o->dtype == QS_F32) {
+        bin_f32(op, &bc, qs_f32(&a), qs_f32(&b), qs_f32(o));
+        return 0;
+    }
+    return bin_generic(c, op, &bc, &a, &b, o);
+}
+
+/* Gradient contributions per element; x = a, y = b, o = output, g = its gradient. */
+#define BIN_BWD(GA, GB)                                                        \
+    for (int64_t r = 0; r < rows; r++, qs_bcast_next(&bc, &p))                 \
+        for (int64_t i = 0; i < n; i++) {                                      \
+            int64_t ia = p.off[0] + i * sa, ib = p.off[1] + i * sb, io = p.off[2] + i; \
+            float x = A[ia], y = B ? B[ib] : (float)qs_get_f64(&b, ib), g = G[io], o = O[io]; \
+            (void)x; (void)y; (void)o;                                         \
+            if (dA) dA[ia] += (GA);                                            \
+            if (dB) dB[ib] += (GB);                                            \
+        }
+
+static int bin_backward(qs_kctx *c)
+{
+    qs_tensor a, b;
+    int rc = bin_operands(c, &a, &b);
+    if (rc < 0)
+        return rc;
+    enum binop op = binop_of(c);
+    qs_tensor *dta = c->din ? c->din[0] : NULL, *dtb = c->din && c->nin > 1 ? c->din[1] : NULL;
+    float *dA = dta ? qs_f32(dta) : NULL, *dB = dtb ? qs_f32(dtb) : NULL;
+    if (dA)
+        memset(dA, 0, qs_nbytes(dta));
+    if (dB)
+        memset(dB, 0, qs_nbytes(dtb));
+    const qs_tensor *gt = c->dout ? c->dout[0] : NULL;
+    if (!gt || (!dA && !dB))
+        return 0;
+    if (a.dtype != QS_F32 || (b.dtype != QS_F32 && op != B_POW))
+        return qs_op_error(c, QS_EUNSUPPORTED, "backward needs float32 inputs");
+    const qs_tensor *y = c->out[0];
+    const qs_tensor *ops[3] = { &a, &b, y };
+    qs_bcast bc;
+    qs_bcast_init(&bc, y->ndim, y->shape, 3, ops);
+    int64_t n = qs_bcast_inner(&bc), rows = qs_bcast_rows(&bc);
+    int64_t sa = bc.st[0][bc.ndim - 1], sb = bc.st[1][bc.ndim - 1];
+    const float *A = qs_f32(&a), *B = b.dtype == QS_F32 ? qs_f32(&b) : NULL, *G = qs_f32(gt), *O = qs_f32(y);
+    qs_bcast_pos p;
+    qs_bcast_start(&p);
+    switch (op) {
+    case B_ADD: BIN_BWD(g, g); break;
+    case B_SUB: BIN_BWD(g, -g); break;
+    case B_MUL: BIN_BWD(g * y, g * x); break;
+    case B_DIV: BIN_BWD(g / y, -g * x / (y * y)); break;
+    /* d/dx x^y = y·x^(y-1); d/dy x^y = x^y·ln x, taken as 0 where ln x is undefined (x <= 0) */
+    case B_POW: BIN_BWD(y == 0 ? 0.f : g * y * powf(x, y - 1), x > 0 ? g * o * logf(x) : 0.f); break;
+    default: break;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Where(condition, X, Y): three-way broadcasting, dtype-generic by bytes */
+
+static int where_infer(qs_kctx *c)
+{
+    if (c->nin != 3 || !c->in[0] || !c->in[1] || !c->in[2])
+        return qs_op_error(c, QS_EINVAL, "expects 3 inputs (condition, X, Y)");
+    const qs_tensor *cond = c->in[0], *x = c->in[1], *y = c->in[2];
+    if (cond->dtype != QS_BOOL)
+        return qs_op_error(c, QS_EINVAL, "condition must be bool, got %s", qs_dtype_name(cond->dtype));
+    if (x->dtype != y->dtype || !qs_dtype_size(x->dtype))
+        return qs_op_error(c, QS_EINVAL, "X and Y must have the same type (%s and %s)", qs_dtype_name(x->dtype),
+                           qs_dtype_name(y->dtype));
+    qs_tensor t;
+    memset(&t, 0, sizeof t);
+    int rc = qs_broadcast_shape(c, x, y, &t.ndim, t.shape);
+    if (rc < 0)
+        return rc;
+    int nd;
+    int64_t shape[QS_MAX_DIMS];
+    if ((rc = qs_broadcast_shape(c, cond, &t, &nd, shape)) < 0)
+        return rc;
+    qs_set_shape(c->out[0], x->dtype, nd, shape);
+    return 0;
+}
+
+static int where_forward(qs_kctx *c)
+{
+    const qs_tensor *cond = c->in[0], *x = c->in[1], *y = c->in[2];
+    qs_tensor *o = c->out[0];
+    const qs_tensor *ops[4] = { cond, x, y, o };
+    qs_bcast b;
+    qs_bcast_init(&b, o->ndim, o->shape, 4, ops);
+    size_t es = qs_dtype_size(o->dtype);
+    int64_t n = qs_bcast_inner(&b), rows = qs_bcast_rows(&b);
+    int64_t sc = b.st[0][b.ndim - 1], sx = b.st[1][b.ndim - 1], sy = b.st[2][b.ndim - 1];
+    const uint8_t *C = qs_u8(cond);
+    const char *X = x->data, *Y = y->data;
+    char *O = o->data;
+    qs_bcast_pos p;
+    qs_bcast_start(&p);
+    for (int64_t r = 0; r < rows; r++, qs_bcast_next(&b, &p))
+        for (int64_t i = 0; i < n; i++) {
+            const char *src = C[p.off[0] + i * sc] ? X + (p.off[1] + i * sx) * es : Y + (p.off[2] + i * sy) * es;
+            memcpy(O + (p.off[3] + i) * es, src, es);
+        }
+    return 0;
+}
+
+static int where_backward(qs_kctx *c)
+{
+    const qs_tensor *cond = c->in[0], *x = c->in[1], *y = c->in[2], *o = c->out[0];
+    float *dX = c->din[1] ? qs_f32(c->din[1]) : NULL, *dY = c->din[2] ? qs_f32(c->din[2]) : NULL;
+    if (dX)
+        memset(dX, 0, qs_nbytes(c->din[1]));
+    if (dY)
+        memset(dY, 0, qs_nbytes(c->din[2]));
+    const qs_tensor *gt = c->dout[0];
+    if (!gt || o->dtype != QS_F32)
+        return 0;
+    const qs_tensor *ops[4] = { cond, x, y, o };
+    qs_bcast b;
+    qs_bcast_init(&b, o->ndim, o->shape, 4, ops);
+    int64_t n = qs_bcast_inner(&b), rows = qs_bcast_rows(&b);
+    int64_t sc = b.st[0][b.ndim - 1], sx = b.st[1][b.ndim - 1], sy = b.st[2][b.ndim - 1];
+    const uint8_t *C = qs_u8(cond);
+    const float *G = qs_f32(gt);
+    qs_bcast_pos p;
+    qs_bcast_start(&p);
+    for (int64_t r = 0; r < rows; r++, qs_bcast_next(&b, &p))
+        for (int64_t i = 0; i < n; i++) {
+            float g = G[p.off[3] + i];
+            if (C[p.off[0] + i * sc]) {
+                if (dX)
+                    dX[p.off[1] + i * sx] += g;
+            } else if (dY) {
+                dY[p.off[2] + i * sy] += g;
+            }
+        }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * unary math */
+
+enum unop { U_SQRT, U_EXP, U_LOG, U_NEG, U_ABS, U_RECIP, U_FLOOR, U_CEIL, U_ROUND, U_ERF, U_SIN, U_COS };
+
+static enum unop unop_of(const qs_kctx *c)
+{
+    static const char *const names[] = { "Sqrt", "Exp", "Log", "Neg", "Abs", "Reciprocal", "Floor", "Ceil",
+                                         "Round", "Erf", "Sin", "Cos" };
+    for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++)
+        if (!strcmp(c->node->op, names[i]))
+            return (enum unop)i;
+    return U_NEG;
+}
+
+static int un_infer(qs_kctx *c)
+{
+    if (c->nin < 1 || !c->in[0])
+        return qs_op_error(c, QS_EINVAL, "expects 1 input");
+    qs_dtype t = c->in[0]->dtype;
+    enum unop op = unop_of(c);
+    int ints_ok = op == U_NEG || op == U_ABS;
+    if (!(t == QS_F32 || t == QS_F64 || (ints_ok && qs_dtype_numeric(t))))
+        return qs_op_error(c, QS_EUNSUPPORTED, "input type %s is not supported", qs_dtype_name(t));
+    qs_set_shape(c->out[0], t, c->in[0]->ndim, c->in[0]->shape);
+    return 0;
+}
+
+static double un_eval(enum unop op, double x)
+{
+    switch (op) {
+    case U_SQRT: return sqrt(x);
+    case U_EXP: return exp(x);
+    case U_LOG: return log(x);
+    case U_NEG: return -x;
+    case U_ABS: return fabs(x);
+    case U_RECIP: return 1 / x;
+    case U_FLOOR: return floor(x);
+    case U_CEIL: return ceil(x);
+    case U_ROUND: return nearbyint(x);   /* half to even in the default rounding mode */
+    case U_ERF: return erf(x);
+    case U_SIN: return sin(x);
+    case U_COS: return cos(x);
+    }
+    return x;
+}
+
+static int un_forward(qs_kctx *c)
+{
+    const qs_tensor *x = c->in[0];
+    qs_tensor *y = c->out[0];
+    enum unop op = unop_of(c);
+    int64_t n = qs_numel(x);
+    if (x->dtype == QS_F32) {
+        const float *X = qs_f32(x);
+        float *Y = qs_f32(y);
+        switch (op) {
+        case U_SQRT: for (int64_t i = 0; i < n; i++) Y[i] = sqrtf(X[i]); break;
+        case U_EXP: for (int64_t i = 0; i < n; i++) Y[i] = expf(X[i]); break;
+        case U_LOG: for (int64_t i = 0; i < n; i++) Y[i] = logf(X[i]); break;
+        case U_NEG: for (int64_t i = 0; i < n; i++) Y[i] = -X[i]; break;
+        case U_ABS: for (int64_t i = 0; i < n; i++) Y[i] = fabsf(X[i]); break;
+        case U_RECIP: for (int64_t i = 0; i < n; i++) Y[i] = 1.f / X[i]; break;
+        default: for (int64_t i = 0; i < n; i++) Y[i] = (float)un_eval(op, X[i]); break;
+        }
+    } else if (x->dtype == QS_F64) {
+        for (int64_t i = 0; i < n; i++)
+            qs_store_f64(y->data, y->dtype, i, un_eval(op, qs_get_f64(x, i)));
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            int64_t v = qs_load_i64(x, i);
+            v = (op == U_NEG || v < 0) ? (int64_t)(0 - (uint64_t)v) : v;
+            qs_store_i64(y->data, y->dtype, i, v);
+        }
+    }
+    return 0;
+}
+
+static int un_backward(qs_kctx *c)
+{
+    if (!c->din[0])
+        return 0;
+    float *D = qs_f32(c->din[0]);
+    int64_t n = qs_numel(c->in[0]);
+    const qs_tensor *gt = c->dout[0];
+    if (!gt || c->in[0]->dtype != QS_F32) {
+        memset(D, 0, n * sizeof *D);
+        return 0;
+    }
+    const float *X = qs_f32(c->in[0]), *Y = qs_f32(c->out[0]), *G = qs_f32(gt);
+    switch (unop_of(c)) {
+    case U_SQRT: for (int64_t i = 0; i < n; i++) D[i] = G[i] * 0.5f / Y[i]; break;
+    case U_EXP: for (int64_t i = 0; i < n; i++) D[i] = G[i] * Y[i]; break;
+    case U_LOG: for (int64_t i = 0; i < n; i++) D[i] = G[i] / X[i]; break;
+    case U_NEG: for (int64_t i = 0; i < n; i++) D[i] = -G[i]; break;
+    case U_ABS: for (int64_t i = 0; i < n; i++) D[i] = X[i] > 0 ? G[i] : X[i] < 0 ? -G[i] : 0.f; break;
+    case U_RECIP: for (int64_t i = 0; i < n; i++) D[i] = -G[i] * Y[i] * Y[i]; break;
+    case U_ERF:
+        for (int64_t i = 0; i < n; i++)
+            D[i] = G[i] * 1.12837916709551257f * expf(-X[i] * X[i]);   /* 2/sqrt(pi) e^(-x²) */
+        break;
+    case U_SIN: for (int64_t i = 0; i < n; i++) D[i] = G[i] * cosf(X[i]); break;
+    case U_COS: for (int64_t i = 0; i < n; i++) D[i] = -G[i] * sinf(X[i]); break;
+    /* piecewise constant: zero almost everywhere */
+    case U_FLOOR: case U_CEIL: case U_ROUND: memset(D, 0, n * sizeof *D); break;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * reductions: ReduceSum, ReduceMean, ReduceSumSquare, ReduceMax, ReduceMin */
+
+enum redop { R_SUM, R_MEAN, R_SUMSQ, R_MAX, R_MIN };
+
+static enum redop redop_of(const qs_kctx *c)
+{
+    const char *op = c->node->op;
+    if (!strcmp(op, "ReduceMean")) return R_MEAN;
+    if (!strcmp(op, "ReduceSumSquare")) return R_SUMSQ;
+    if (!strcmp(op, "ReduceMax")) return R_MAX;
+    if (!strcmp(op, "ReduceMin")) return R_MIN;
+    return R_SUM;
+}
+
+/* Which dims are reduced (red[d] = 1) and the output shape with keepdims, from the axes attribute
+ * (ReduceSum before opset 13, the others before 18) or the axes input. */
+static int red_axes(qs_kctx *c, int red[QS_MAX_DIMS], int64_t keep[QS_MAX_DIMS])
+{
+    const qs_tensor *x = c->in[0];
+    int rank = x->ndim;
+    int64_t axes[QS_MAX_DIMS];
+    int n = 0;
+    int from_input = c->opset >= (redop_of(c) == R_SUM ? 13 : 18);
+    if (from_input) {
+        if (qs_opt_in(c, 1)) {
+            const qs_tensor *t = c->in[1];
+            if (qs_numel(t) > QS_MAX_DIMS)
+                return qs_op_error(c, QS_EINVAL, "axes has %lld values for rank %d", (long long)qs_numel(t), rank);
+            if ((n = qs_known_ints(c, 1, "axes", axes, QS_MAX_DIMS)) < 0)
+                return n;
+        }
+    } else {
+        const int64_t *v;
+        n = qs_node_ints(c->node, "axes", &v);
+        if (n > QS_MAX_DIMS)
+            return qs_op_error(c, QS_EINVAL, "axes has %d values for rank %d", n, rank);
+        memcpy(axes, v, n * sizeof *v);
+    }
+    int noop = from_input && n == 0 && qs_node_int(c->node, "noop_with_empty_axes", 0);
+    for (int d = 0; d < rank; d++)
+        red[d] = n == 0 && !noop;
+    for (int i = 0; i < n; i++) {
+        int a;
+        int rc = qs_norm_axis(c, axes[i], rank, "axes value", &a);
+        if (rc < 0)
+            return rc;
+        if (red[a])
+            return qs_op_error(c, QS_EINVAL, "axis %lld is listed twice", (long long)axes[i]);
+        red[a] = 1;
+    }
+    for (int d = 0; d < rank; d++)
+        keep[d] = red[d] ? 1 : x->shape[d];
+    return 0;
+}
+
+static int red_infer(qs_kctx *c)
+{
+    if (c->nin < 1 || !c->in[0])
+        return qs_op_error(c, QS_EINVAL, "expects a data input");
+    const qs_tensor *x = c->in[0];
+    if (!qs_dtype_numeric(x->dtype))
+        return qs_op_error(c, QS_EUNSUPPORTED, "input type %s is not supported", qs_dtype_name(x->dtype));
+    int red[QS_MAX_DIMS];
+    int64_t keep[QS_MAX_DIMS], shape[QS_MAX_DIMS];
+    int rc = red_axes(c, red, keep);
+    if (rc < 0)
+        return rc;
+    if (qs_node_int(c->node, "keepdims", 1)) {
+        qs_set_shape(c->out[0], x->dtype, x->ndim, keep);
+        return 0;
+    }
+    int nd = 0;
+    for (int d = 0; d < x->ndim; d++)
+        if (!red[d])
+            shape[nd++] = x->shape[d];
+    qs_set_shape(c->out[0], x->dtype, nd, shape);
+    return 0;
+}
+
+/* The iteration space is x's shape; the output, viewed with keepdims, broadcasts over it. */
+static int red_setup(qs_kctx *c, qs_bcast *b, int64_t *count)
+{
+    const qs_tensor *x = c->in[0];
+    int red[QS_MAX_DIMS];
+    qs_tensor keep;
+    memset(&keep, 0, sizeof keep);
+    int rc = red_axes(c, red, keep.shape);
+    if (rc < 0)
+        return rc;
+    keep.ndim = x->ndim;
+    const qs_tensor *ops[2] = { x, &keep };
+    qs_bcast_init(b, x->ndim, x->shape, 2, ops);
+    int64_t nout = qs_numel(&keep);
+    *count = nout ? qs_numel(x) / nout : 0;
+    return 0;
+}
+
+static int red_forward(qs_kctx *c)
+{
+    const qs_tensor *x = c->in[0];
+    qs_tensor *y = c->out[0];
+    enum redop op = redop_of(c);
+    qs_bcast b;
+    int64_t count;
+    int rc = red_setup(c, &b, &count);
+    if (rc < 0)
+        return rc;
+    int64_t ny = qs_numel(y), n = qs_bcast_inner(&b), rows = qs_bcast_rows(&b);
+    int64_t sy = b.st[1][b.ndim - 1];
+    double init = op == R_MAX ? -INFINITY : op == R_MIN ? INFINITY : 0;
+    qs_bcast_pos p;
+    qs_bcast_start(&p);
+    if (x->dtype == QS_F32) {
+        const float *X = qs_f32(x);
+        float *Y = qs_f32(y);
+        for (int64_t i = 0; i < ny; i++)
+            Y[i] = (float)init;
+        for (int64_t r = 0; r < rows; r++, qs_bcast_next(&b, &p)) {
+            const float *px = X + p.off[0];
+            float *py = Y + p.off[1];
+            if (sy == 0) {   /* the whole row folds into one output */
+                double acc = op == R_MAX || op == R_MIN ? *py : 0;
+                for (int64_t i = 0; i < n; i++) {
+                    float v = px[i];
+                    switch (op) {
+                    case R_SUM: case R_MEAN: acc += v; break;
+                    case R_SUMSQ: acc += (double)v * v; break;
+                    case R_MAX: acc = v > acc || v != v ? v : acc; break;
+                    case R_MIN: acc = v < acc || v != v ? v : acc; break;
+                    }
+                }
+                *py = op == R_MAX || op == R_MIN ? (float)acc : *py + (float)acc;
+            } else {
+                for (int64_t i = 0; i < n; i++) {
+                    float v = px[i];
+                    switch (op) {
+                    case R_SUM: case R_MEAN: py[i] += v; break;
+                    case R_SUMSQ: py[i] += v * v; break;
+                    case R_MAX: py[i] = v > py[i] || v != v ? v : py[i]; break;
+                    case R_MIN: py[i] = v < py[i] || v != v ? v : py[i]; break;
+                    }
+                }
+            }
+        }
+        if (op == R_MEAN)
+            for (int64_t i = 0; i < ny; i++)
+                Y[i] = count ? Y[i] / (float)count : NAN;
+        return 0;
+    }
+    /* other types: accumulate in the output through double (exact for the integers shape math uses) */
+    int is_int = qs_dtype_is_int(x->dtype);
+    for (int64_t i = 0; i < ny; i++) {
+        if (is_int && (op == R_MAX || op == R_MIN))
+            qs_store_i64(y->data, y->dtype, i, op == R_MAX ? INT64_MIN : INT64_MAX);
+        else
+            qs_store_f64(y->data, y->dtype, i, init);
+    }
+    for (int64_t r = 0; r < rows; r++, qs_bcast_next(&b, &p))
+        for (int64_t i = 0; i < n; i++) {
+            int64_t ix = p.off[0] + i, iy = p.off[1] + i * sy;
+            double v = qs_get_f64(x, ix), a = qs_get_f64(y, iy);
+            switch (op) {
+            case R_SUM: case R_MEAN: a += v; break;
+            case R_SUMSQ: a += v * v; break;
+            case R_MAX: a = v > a || v != v ? v : a; break;
+            case R_MIN: a = v < a || v != v ? v : a; break;
+            }
+            qs_store_f64(y->data, y->dtype, iy, a);
+        }
+    if (op == R_MEAN)
+        for (int64_t i = 0; i < ny; i++)
+            qs_store_f64(y->data, y->dtype, i, count ? qs_get_f64(y, i) / count : NAN);
+    return 0;
+}
+
+static int red_backward(qs_kctx *c)
+{
+    if (!c->din[0])
+        return 0;
+    const qs_tensor *x = c->in[0], *y = c->out[0], *gt = c->dout[0];
+    float *D = qs_f32(c->din[0]);
+    memset(D, 0, qs_nbytes(c->din[0]));
+    if (!gt || x->dtype != QS_F32)
+        return 0;
+    enum redop op = redop_of(c);
+    qs_bcast b;
+    int64_t count;
+    int rc = red_setup(c, &b, &count);
+    if (rc < 0)
+        return rc;
+    int64_t n = qs_bcast_inner(&b), rows = qs_bcast_rows(&b);
+    int64_t sy = b.st[1][b.ndim - 1];
+    const float *X = qs_f32(x), *Y = qs_f32(y), *G = qs_f32(gt);
+    float scale = op == R_MEAN ? 1.f / (float)count : 1.f;
+    qs_bcast_pos p;
+    qs_bcast_start(&p);
+    for (int64_t r = 0; r < rows; r++, qs_bcast_next(&b, &p))
+        for (int64_t i = 0; i < n; i++) {
+            int64_t ix = p.off[0] + i, iy = p.off[1] + i * sy;
+            switch (op) {
+            case R_SUM: case R_MEAN: D[ix] = G[iy] * scale; break;
+            case R_SUMSQ: D[ix] = 2 * X[ix] * G[iy]; break;
+            /* every element equal to the extreme gets the gradient (ties are measure zero) */
+            case R_MAX: case R_MIN: D[ix] = X[ix] == Y[iy] ? G[iy] : 0.f; break;
+            }
+        }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Cast */
+
+static int cast_target_ok(qs_dtype t)
+{
+    return qs_dtype_numeric(t) || t == QS_BOOL;
+}
+
+static int cast_infer(qs_kctx *c)
+{
+    if (c->nin < 1 || !c->in[0])
+        return qs_op_error(c, QS_EINVAL, "expects 1 input");
+    const qs_attr *a = qs_node_attr(c->node, "to");
+    if (!a)
+        return qs_op_error(c, QS_EINVAL, "missing attribute 'to'");
+    qs_dtype to = (qs_dtype)a->i;
+    if (a->type == QS_ATTR_STRING) {   /* Cast-1 names the type */
+        static const struct { const char *name; qs_dtype t; } names[] = {
+            { "FLOAT", QS_F32 }, { "DOUBLE", QS_F64 }, { "INT64", QS_I64 }, { "INT32", QS_I32 },
+            { "INT16", QS_I16 }, { "UINT16", QS_U16 }, { "INT8", QS_I8 }, { "UINT8", QS_U8 }, { "BOOL", QS_BOOL },
+        };
+        to = QS_UNDEFINED;
+        for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++)
+            if (a->s && !strcmp(a->s, names[i].name))
+                to = names[i].t;
+        if (to == QS_UNDEFINED)
+            return qs_op_error(c, QS_EUNSUPPORTED, "cast to '%s' is not supported", a->s ? a->s : "");
+    } else if (a->type != QS_ATTR_INT || !cast_target_ok(to))
+        return qs_op_error(c, QS_EUNSUPPORTED, "cast to type %lld (%s) is not supported", (long long)a->i,
+                           qs_dtype_name(to));
+    if (!cast_target_ok(c->in[0]->dtype))
+        return qs_op_error(c, QS_EUNSUPPORTED, "cast from %s is not supported", qs_dtype_name(c->in[0]->dtype));
+    qs_set_shape(c->out[0], to, c->in[0]->ndim, c->in[0]->shape);
+    return 0;
+}
+
+static int cast_forward(qs_kctx *c)
+{
+    const qs_tensor *x = c->in[0];
+    qs_tensor *y = c->out[0];
+    int64_t n = qs_numel(x);
+    if (x->dtype == y->dtype) {
+        if (y->data != x->data)
+            memcpy(y->data, x->data, qs_nbytes(x));
+    } else if (x->dtype == QS_I64 && y->dtype == QS_F32) {
+        for (int64_t i = 0; i < n; i++)
+            qs_f32(y)[i] = (float)qs_i64(x)[i];
+    } else if (qs_dtype_is_int(x->dtype)) {
+        for (int64_t i = 0; i < n; i++)
+            qs_store_i64(y->data, y->dtype, i, qs_load_i64(x, i));
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            qs_store_f64(y->data, y->dtype, i, qs_get_f64(x, i));
+    }
+    return 0;
+}
+
+/* float → float passes the gradient; a cast to an integer type has zero gradient */
+static int cast_backward(qs_kctx *c)
+{
+    if (!c->din[0])
+        return 0;
+    qs_tensor *d = c->din[0];
+    const qs_tensor *g = c->dout[0];
+    if (g && c->out[0]->dtype == QS_F32)
+        memcpy(d->data, g->data, qs_nbytes(d));
+    else
+        memset(d->data, 0, qs_nbytes(d));
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+
+#define BIN(name) { .domain = "", .op = name, .infer = bin_infer, .forward = bin_forward, .backward = bin_backward }
+#define CMP(name) { .domain = "", .op = name, .infer = bin_infer, .forward = bin_forward }
+#define UN(name) { .domain = "", .op = name, .infer = un_infer, .forward = un_forward, .backward = un_backward }
+#define RED(name) { .domain = "", .op = name, .infer = red_infer, .forward = red_forward, .backward = red_backward }
 
 const qs_op_def qs_ops_elementwise[] = {
+    BIN("Add"), BIN("Sub"), BIN("Mul"), BIN("Div"), BIN("Pow"),
+    CMP("Equal"), CMP("Less"), CMP("Greater"), CMP("LessOrEqual"), CMP("GreaterOrEqual"),
+    { .domain = "", .op = "Where", .infer = where_infer, .forward = where_forward, .backward = where_backward },
+    UN("Sqrt"), UN("Exp"), UN("Log"), UN("Neg"), UN("Abs"), UN("Reciprocal"), UN("Floor"), UN("Ceil"),
+    UN("Round"), UN("Erf"), UN("Sin"), UN("Cos"),
+    RED("ReduceSum"), RED("ReduceMean"), RED("ReduceSumSquare"), RED("ReduceMax"), RED("ReduceMin"),
+    { .domain = "", .op = "Cast", .infer = cast_infer, .forward = cast_forward, .backward = cast_backward },
     { .op = NULL },
 };
