@@ -1,0 +1,151 @@
+/* FakeQuant (domain "quantd"): quantize-dequantize in float, the simulation node QuantSim inserts.
+ *
+ *   y = (clamp(round_half_even(x / s) + z, qmin, qmax) − z) · s
+ *
+ * Inputs: x, scale (scalar or [C]), zero_point (same shape, float: integer-valued except while QAT
+ * learns the offset). Attributes: qmin, qmax (ints), axis (channel axis when scale has C entries),
+ * bypass (1: y = x, gradient 1 — calibration and the debugging flow switch quantizers off this way).
+ *
+ * Backward (paper §4.1–4.2): straight-through estimator for x (gradient 1 inside the grid, 0 where
+ * clamped) and LSQ-style gradients for the range parameters:
+ *   ∂y/∂s = round(x/s) − x/s inside,  qmin − z below,  qmax − z above
+ *   ∂y/∂z = 0 inside,                −s outside
+ * summed per channel. */
+#include "ops/ops.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "quant/quantizer.h"
+
+static int fq_params(qs_kctx *c, qs_grid *g, int *axis, int64_t *nch)
+{
+    const qs_tensor *x = c->in[0], *s = c->in[1], *z = c->nin > 2 ? c->in[2] : NULL;
+    if (c->nin < 2 || !x || !s)
+        return qs_op_error(c, QS_EINVAL, "needs inputs x and scale");
+    if (x->dtype != QS_F32 || s->dtype != QS_F32 || (z && z->dtype != QS_F32))
+        return qs_op_error(c, QS_EINVAL, "x, scale and zero_point must be float32");
+    g->qmin = (float)qs_node_int(c->node, "qmin", -128);
+    g->qmax = (float)qs_node_int(c->node, "qmax", 127);
+    g->bits = 0;
+    g->is_signed = g->qmin < 0;
+    if (!(g->qmin < g->qmax))
+        return qs_op_error(c, QS_EINVAL, "qmin %g must be below qmax %g", g->qmin, g->qmax);
+    *nch = qs_numel(s);
+    *axis = -1;
+    if (*nch > 1) {
+        int64_t a = qs_node_int(c->node, "axis", 0);
+        if (a < 0)
+            a += x->ndim;
+        if (a < 0 || a >= x->ndim || x->shape[a] != *nch)
+            return qs_op_error(c, QS_ESHAPE, "%lld scales do not match axis %lld of an input with %d dims",
+                               (long long)*nch, (long long)qs_node_int(c->node, "axis", 0), x->ndim);
+        *axis = (int)a;
+    }
+    if (z && qs_numel(z) != *nch)
+        return qs_op_error(c, QS_ESHAPE, "zero_point has %lld entries, scale %lld", (long long)qs_numel(z),
+                           (long long)*nch);
+    return 0;
+}
+
+static int fq_infer(qs_kctx *c)
+{
+    qs_grid g;
+    int axis;
+    int64_t nch;
+    int rc = fq_params(c, &g, &axis, &nch);
+    if (rc < 0)
+        return rc;
+    qs_set_shape(c->out[0], QS_F32, c->in[0]->ndim, c->in[0]->shape);
+    return 0;
+}
+
+/* zero points as floats, one per channel (zero when the input is omitted) */
+static const float *fq_zero(qs_kctx *c, int64_t nch, float *buf)
+{
+    if (c->nin > 2 && c->in[2])
+        return qs_f32(c->in[2]);
+    for (int64_t i = 0; i < nch && i < 1; i++)
+        buf[i] = 0;
+    return buf;
+}
+
+static int fq_forward(qs_kctx *c)
+{
+    qs_grid g;
+    int axis;
+    int64_t nch;
+    int rc = fq_params(c, &g, &axis, &nch);
+    if (rc < 0)
+        return rc;
+    float zbuf[1];
+    if (nch > 1 && !(c->nin > 2 && c->in[2]))
+        return qs_op_error(c, QS_EINVAL, "per-channel FakeQuant needs a zero_point input");
+    if (qs_node_int(c->node, "bypass", 0)) {
+        if (c->out[0]->data != c->in[0]->data)
+            memcpy(c->out[0]->data, c->in[0]->data, qs_nbytes(c->in[0]));
+        return 0;
+    }
+    const float *s = qs_f32(c->in[1]);
+    for (int64_t i = 0; i < nch; i++)
+        if (!(s[i] > 0) || !isfinite(s[i]))
+            return qs_op_error(c, QS_EINVAL, "scale[%lld] = %g is not a positive number", (long long)i, s[i]);
+    qs_fake_quant(c->in[0], c->out[0], axis, s, fq_zero(c, nch, zbuf), g);
+    return 0;
+}
+
+static int fq_backward(qs_kctx *c)
+{
+    qs_grid g;
+    int axis;
+    int64_t nch;
+    int rc = fq_params(c, &g, &axis, &nch);
+    if (rc < 0)
+        return rc;
+    const qs_tensor *x = c->in[0], *dy = c->dout[0];
+    qs_tensor *dx = c->din[0], *ds = c->din[1], *dz = c->nin > 2 ? c->din[2] : NULL;
+    float zbuf[1];
+    const float *s = qs_f32(c->in[1]), *z = fq_zero(c, nch, zbuf);
+    int64_t outer = 1, inner = 1, ch = nch;
+    if (axis >= 0) {
+        for (int d = 0; d < axis; d++) outer *= x->shape[d];
+        for (int d = axis + 1; d < x->ndim; d++) inner *= x->shape[d];
+    } else {
+        inner = qs_numel(x);
+    }
+    if (ds) memset(ds->data, 0, qs_nbytes(ds));
+    if (dz) memset(dz->data, 0, qs_nbytes(dz));
+    if (qs_node_int(c->node, "bypass", 0)) {
+        if (dx) memcpy(dx->data, dy->data, qs_nbytes(dy));
+        return 0;
+    }
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t ci = 0; ci < ch; ci++) {
+            double gs = 0, gz = 0;
+            float sc = s[ci], zc = z[ci];
+            for (int64_t i = 0; i < inner; i++) {
+                int64_t k = (o * ch + ci) * inner + i;
+                float v = qs_f32(x)[k] / sc, r = qs_round_even(v), q = r + zc, d = qs_f32(dy)[k];
+                if (q < g.qmin) {
+                    if (dx) qs_f32(dx)[k] = 0;
+                    gs += d * (g.qmin - zc);
+                    gz -= d * sc;
+                } else if (q > g.qmax) {
+                    if (dx) qs_f32(dx)[k] = 0;
+                    gs += d * (g.qmax - zc);
+                    gz -= d * sc;
+                } else {
+                    if (dx) qs_f32(dx)[k] = d;
+                    gs += d * (r - v);
+                }
+            }
+            if (ds) qs_f32(ds)[ci] += (float)gs;
+            if (dz) qs_f32(dz)[ci] += (float)gz;
+        }
+    return 0;
+}
+
+const qs_op_def qs_ops_fakequant[] = {
+    { .domain = "quantd", .op = "FakeQuant", .infer = fq_infer, .forward = fq_forward, .backward = fq_backward },
+    { .op = NULL },
+};

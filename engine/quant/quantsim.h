@@ -1,0 +1,85 @@
+/* QuantSim (paper §2.3–2.4, §3): the FP32 graph with FakeQuant nodes (domain "quantd") inserted by
+ * placement rules, plus the table of its quantizers. Everything downstream — range setting,
+ * AdaRound, bias correction, QAT, export — works on this table and the graph it points into.
+ *
+ *   qs_qsim_config cfg = qs_qsim_config_default();         // W8 symmetric per-channel, A8 asymmetric
+ *   qs_quantsim *sim = qs_quantsim_new(prepared_fp32, &cfg, &e);   // deep-copies the graph
+ *   … set ranges: qs_quantizer_set(&sim->q[i], ch, scale, zero_point) …
+ *   qs_exec *x = qs_exec_new(sim->g, QS_EXEC_INFER, &e);   // runs like any graph
+ *
+ * Placement rules:
+ *  - weights: the weight input (initializer) of Conv, ConvTranspose, Gemm and MatMul (MatMul: the
+ *    initializer operand) — per channel on the output-channel axis when cfg.per_channel (Conv W
+ *    [M, C/g, k…]: axis 0; ConvTranspose W [C, M/g, k…]: axis 1; Gemm B: axis 0 when transB else 1;
+ *    MatMul B [K, N]: axis 1);
+ *  - biases of Conv/Gemm: int32 at scale s_in·s_w with zero point 0 (kept in sync by
+ *    qs_quantsim_update_bias) so the simulation does what the exported int32 bias does;
+ *  - activations: one quantizer after each fused group — Conv/Gemm/MatMul (+ BatchNormalization)
+ *    (+ Relu/Clip/LeakyRelu/…) counts as one group and is quantized at the group's end; model
+ *    inputs; residual Add/Mul and Concat outputs; other compute ops (pools other than MaxPool,
+ *    Softmax, Sigmoid, …) get an output quantizer too;
+ *  - MaxPool, Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity, Dropout pass their input's
+ *    grid through (no quantizer after them: max and data movement keep values on the grid);
+ *  - exclusions by node name keep a group in FP32 (no weight or output quantizer).
+ * A FakeQuant with attribute bypass=1 passes x through unchanged: calibration runs with the
+ * activation quantizers bypassed, and the debugging flow toggles them. */
+#ifndef QS_QUANTSIM_H
+#define QS_QUANTSIM_H
+
+#include "graph.h"
+#include "quant/quantizer.h"
+
+typedef enum qs_qkind { QS_Q_INPUT, QS_Q_ACT, QS_Q_WEIGHT, QS_Q_BIAS } qs_qkind;
+
+typedef struct qs_qsim_config {
+    int wbits, abits;
+    int w_symmetric, a_symmetric;   /* paper §2.3: symmetric weights, asymmetric activations */
+    int per_channel;                /* weights per output channel */
+    int pow2;                       /* power-of-two scales */
+    int quantize_bias;              /* int32 bias at s_in·s_w (default on) */
+    int nexclude;
+    char **exclude;                 /* node names kept in FP32 (borrowed) */
+} qs_qsim_config;
+
+qs_qsim_config qs_qsim_config_default(void);
+
+typedef struct qs_quantizer {
+    char *name;        /* the quantized tensor's name in the FP32 model (encodings are keyed by it) */
+    char *layer;       /* the node (group) it belongs to, for reports and per-layer analysis */
+    qs_qkind kind;
+    int value;         /* value id of the tensor being quantized (the FakeQuant's input) */
+    int out;           /* value id of the FakeQuant's output */
+    int scale, zero;   /* value ids of the scale / zero-point initializers (float32, [nch] or []) */
+    int axis;          /* -1 per tensor */
+    int nch;
+    qs_grid grid;
+    int symmetric;
+    int bias_of;       /* QS_Q_BIAS: index of the weight quantizer; -1 otherwise */
+    int bias_in;       /*            index of the input activation quantizer, -1 if none */
+    int initialized;   /* ranges set */
+} qs_quantizer;
+
+typedef struct qs_quantsim {
+    qs_graph *g;       /* owned: the FP32 graph + FakeQuant nodes */
+    qs_qsim_config cfg;
+    int nq;
+    qs_quantizer *q;
+} qs_quantsim;
+
+qs_quantsim *qs_quantsim_new(const qs_graph *fp32, const qs_qsim_config *cfg, qs_err *e);
+void qs_quantsim_free(qs_quantsim *sim);
+
+/* Sets channel ch (or all, ch = -1) of quantizer i from scale and zero point. */
+void qs_quantsim_set(qs_quantsim *sim, int i, int ch, float scale, float zero_point);
+/* Sets quantizer i from a real range [lo, hi] per channel (ch = -1: per tensor) using its grid. */
+void qs_quantsim_set_range(qs_quantsim *sim, int i, int ch, float lo, float hi);
+float *qs_quantsim_scales(qs_quantsim *sim, int i);   /* live initializer data, nch floats */
+float *qs_quantsim_zeros(qs_quantsim *sim, int i);
+/* Recomputes bias scales s_in·s_w[c] after weight or activation ranges change. */
+void qs_quantsim_update_bias(qs_quantsim *sim);
+/* Bypass (1) or enable (0) quantizers of one kind (-1: all kinds), or one quantizer. */
+void qs_quantsim_bypass_kind(qs_quantsim *sim, int kind, int bypass);
+void qs_quantsim_bypass(qs_quantsim *sim, int i, int bypass);
+int qs_quantsim_find(const qs_quantsim *sim, const char *name);   /* by quantized tensor name */
+
+#endif

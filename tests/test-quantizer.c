@@ -1,0 +1,164 @@
+/* Quantizers against hand-computed values, the fast path against the reference, and FakeQuant's
+ * gradients against the paper's formulas (§4.1–4.2) and finite differences where they apply. */
+#include "tests/opcheck.h"
+#include "engine/quant/quantizer.h"
+
+TEST(grids)
+{
+    qs_grid g = qs_grid_make(8, 1);
+    ASSERT_EQ(g.qmin, -128);
+    ASSERT_EQ(g.qmax, 127);
+    g = qs_grid_make(8, 0);
+    ASSERT_EQ(g.qmin, 0);
+    ASSERT_EQ(g.qmax, 255);
+    g = qs_grid_make(4, 1);
+    ASSERT_EQ(g.qmin, -8);
+    ASSERT_EQ(g.qmax, 7);
+    g = qs_grid_make(16, 0);
+    ASSERT_EQ(g.qmax, 65535);
+}
+
+TEST(qparams_by_hand)
+{
+    float s;
+    int32_t z;
+    /* asymmetric uint8 over [-1, 3]: s = 4/255, z = round(0 + 1/s) = round(63.75) = 64 */
+    qs_qparams_from_range(qs_grid_make(8, 0), -1.f, 3.f, 0, 0, &s, &z);
+    ASSERT_CLOSE(s, 4.0 / 255, 1e-7, 0);
+    ASSERT_EQ(z, 64);
+    /* symmetric int8 over [-2, 1]: s = 2/127, z = 0 */
+    qs_qparams_from_range(qs_grid_make(8, 1), -2.f, 1.f, 1, 0, &s, &z);
+    ASSERT_CLOSE(s, 2.0 / 127, 1e-7, 0);
+    ASSERT_EQ(z, 0);
+    /* a range not containing 0 is widened to include it: [2, 6] → [0, 6] */
+    qs_qparams_from_range(qs_grid_make(8, 0), 2.f, 6.f, 0, 0, &s, &z);
+    ASSERT_CLOSE(s, 6.0 / 255, 1e-7, 0);
+    ASSERT_EQ(z, 0);
+    /* power of two: 2/127 = 0.01575 → 1/64 */
+    qs_qparams_from_range(qs_grid_make(8, 1), -2.f, 1.f, 1, 1, &s, &z);
+    ASSERT_CLOSE(s, 1.0 / 32, 0, 0);   /* 2/127 = 0.01575 > 2^-6, so up to 2^-5 */
+    /* degenerate */
+    qs_qparams_from_range(qs_grid_make(8, 0), 0.f, 0.f, 0, 0, &s, &z);
+    ASSERT_EQ(s, 1);
+    ASSERT_EQ(z, 0);
+}
+
+TEST(round_half_to_even_and_clamp)
+{
+    qs_grid g = qs_grid_make(8, 1);
+    ASSERT_EQ(qs_quantize1(2.5f, 1, 0, g), 2);
+    ASSERT_EQ(qs_quantize1(3.5f, 1, 0, g), 4);
+    ASSERT_EQ(qs_quantize1(-2.5f, 1, 0, g), -2);
+    ASSERT_EQ(qs_quantize1(-0.5f, 1, 0, g), 0);
+    ASSERT_EQ(qs_quantize1(1000.f, 1, 0, g), 127);
+    ASSERT_EQ(qs_quantize1(-1000.f, 1, 0, g), -128);
+    ASSERT_EQ(qs_quantize1(0.3f, 0.1f, 10, g), 13);
+    /* fake quant: x = 0.26, s = 0.1 → 3 → 0.3 */
+    ASSERT_CLOSE(qs_fake_quant1(0.26f, 0.1f, 0, g), 0.3, 1e-6, 0);
+}
+
+TEST(fast_path_matches_reference)
+{
+    int64_t shape[] = {3, 4, 5, 5};
+    for (int bits = 2; bits <= 16; bits += 2) {
+        qs_grid g = qs_grid_make(bits, bits % 4 == 0);
+        qs_tensor *x = opcheck_rand(4, shape, -3, 3), *a = qs_tensor_copy(x), *b = qs_tensor_copy(x);
+        /* plant exact ties */
+        for (int i = 0; i < 20; i++)
+            qs_f32(x)[i * 7] = (i - 10) * 0.5f * 0.05f;
+        float s[4] = {0.05f, 0.013f, 0.2f, 1.f}, z[4] = {0, 3, -2, 1};
+        if (!g.is_signed)
+            z[2] = 5;
+        qs_fake_quant_ref(x, a, 1, s, z, g);
+        qs_fake_quant(x, b, 1, s, z, g);
+        ASSERT_EQ(memcmp(a->data, b->data, qs_nbytes(a)), 0);
+        qs_fake_quant_ref(x, a, -1, s, z, g);
+        qs_fake_quant(x, b, -1, s, z, g);
+        ASSERT_EQ(memcmp(a->data, b->data, qs_nbytes(a)), 0);
+        qs_tensor_free(x);
+        qs_tensor_free(a);
+        qs_tensor_free(b);
+    }
+}
+
+TEST(quantize_tensor_to_int8)
+{
+    int64_t n = 5;
+    float v[] = {-1.f, -0.26f, 0.f, 0.25f, 10.f};
+    qs_tensor *x = opcheck_from(1, &n, v), *q = qs_tensor_new(QS_I8, 1, &n);
+    float s = 0.1f;
+    int32_t z = 0;
+    qs_err e = {0};
+    ASSERT_EQ(qs_quantize_tensor(x, q, -1, &s, &z, qs_grid_make(8, 1), &e), 0);
+    int8_t want[] = {-10, -3, 0, 2, 100};
+    for (int i = 0; i < 5; i++)
+        ASSERT_EQ(qs_i8(q)[i], want[i]);
+    qs_tensor_free(x);
+    qs_tensor_free(q);
+}
+
+/* FakeQuant node: forward, and gradients by the formulas */
+TEST(fakequant_forward_and_ste_lsq_gradients)
+{
+    qs_node n = opcheck_node("FakeQuant", "quantd");
+    qs_attr attrs[2] = {{.name = "qmin", .type = QS_ATTR_INT, .i = 0}, {.name = "qmax", .type = QS_ATTR_INT, .i = 15}};
+    n.attr = attrs;
+    n.nattr = 2;
+    int64_t len = 4, one = 1;
+    float xv[] = {-1.0f, 0.26f, 0.74f, 5.0f}, sv = 0.1f, zv = 3.f;
+    qs_tensor *in[3] = {opcheck_from(1, &len, xv), opcheck_from(1, &one, &sv), opcheck_from(1, &one, &zv)};
+    qs_tensor *out[1];
+    opcheck_forward(&n, 13, 3, in, 1, out);
+    /* x/s + z = -7 → clamp 0 → -0.3;  2.6+3 → 6 → 0.3;  7.4+3 → 10 → 0.7;  50+3 → 15 → 1.2 */
+    float want[] = {-0.3f, 0.3f, 0.7f, 1.2f};
+    for (int i = 0; i < 4; i++)
+        ASSERT_CLOSE(qs_f32(out[0])[i], want[i], 1e-6, 1e-7);
+    const qs_op_def *d = qs_op_find("quantd", "FakeQuant");
+    float dyv[] = {1.f, 2.f, 3.f, 4.f};
+    qs_tensor *dy = opcheck_from(1, &len, dyv);
+    qs_tensor *dx = qs_tensor_new(QS_F32, 1, &len), *ds = qs_tensor_new(QS_F32, 1, &one),
+              *dz = qs_tensor_new(QS_F32, 1, &one);
+    qs_tensor *din[3] = {dx, ds, dz}, *dout[1] = {dy};
+    qs_err e = {0};
+    qs_kctx c = {.node = &n, .opset = 13, .nin = 3, .nout = 1, .in = in, .out = out, .din = din, .dout = dout,
+                 .err = &e};
+    ASSERT_EQ(d->backward(&c), 0);
+    float wdx[] = {0, 2, 3, 0};
+    for (int i = 0; i < 4; i++)
+        ASSERT_EQ(qs_f32(dx)[i], wdx[i]);
+    /* ds = 1·(0−3) + 2·(3 − 2.6) + 3·(7 − 7.4) + 4·(15 − 3) */
+    double wds = 1 * (0 - 3.0) + 2 * (3 - 0.26 / 0.1) + 3 * (7 - 0.74 / 0.1) + 4 * (15 - 3.0);
+    ASSERT_CLOSE(qs_f32(ds)[0], wds, 1e-5, 1e-5);
+    /* dz = −s for the clamped ones: −0.1·1 − 0.1·4 */
+    ASSERT_CLOSE(qs_f32(dz)[0], -0.5, 1e-6, 1e-7);
+}
+
+/* Where the grid clamps, y = (q − z)·s is smooth in s, z and x: finite differences apply. */
+TEST(fakequant_gradients_match_finite_differences_when_clamped)
+{
+    qs_node n = opcheck_node("FakeQuant", "quantd");
+    qs_attr attrs[3] = {{.name = "qmin", .type = QS_ATTR_INT, .i = -8}, {.name = "qmax", .type = QS_ATTR_INT, .i = 7},
+                        {.name = "axis", .type = QS_ATTR_INT, .i = 1}};
+    n.attr = attrs;
+    n.nattr = 3;
+    int64_t shape[] = {2, 3}, three = 3;
+    float xv[] = {-9.f, 12.f, 30.f, 20.f, -17.f, -40.f}, sv[] = {0.5f, 1.f, 2.f}, zv[] = {1.f, -1.f, 0.f};
+    qs_tensor *in[3] = {opcheck_from(2, shape, xv), opcheck_from(1, &three, sv), opcheck_from(1, &three, zv)};
+    opcheck_grad(&n, 13, 3, in, 1, 1e-3, 1e-2, 1e-3);
+}
+
+TEST(fakequant_refuses_bad_scale)
+{
+    qs_node n = opcheck_node("FakeQuant", "quantd");
+    int64_t len = 2, one = 1;
+    float xv[] = {1, 2}, sv = 0.f, zv = 0;
+    qs_tensor *in[3] = {opcheck_from(1, &len, xv), opcheck_from(1, &one, &sv), opcheck_from(1, &one, &zv)};
+    qs_tensor *out[1];
+    qs_err e = {0};
+    ASSERT(opcheck_run(&n, 13, 3, in, 1, out, 0, &e) < 0);
+    ASSERT_STR_CONTAINS(e.msg, "scale[0]");
+}
+
+TEST_MAIN(grids, qparams_by_hand, round_half_to_even_and_clamp, fast_path_matches_reference, quantize_tensor_to_int8,
+          fakequant_forward_and_ste_lsq_gradients, fakequant_gradients_match_finite_differences_when_clamped,
+          fakequant_refuses_bad_scale)
