@@ -34,6 +34,8 @@ struct qs_exec {
     atomic_int *abort_flag;
     qs_progress_fn progress;
     void *progress_ud;
+    qs_node_fn observer;
+    void *observer_ud;
 
     int nvalues, nnodes;
     qs_tensor *val;          /* heads, one per value */
@@ -154,7 +156,8 @@ static void plan_clear(qs_exec *x)
     int mode = x->mode, nthreads = x->nthreads;
     atomic_int *ab = x->abort_flag;
     qs_progress_fn pf = x->progress;
-    void *pud = x->progress_ud;
+    void *pud = x->progress_ud, *oud = x->observer_ud;
+    qs_node_fn of = x->observer;
     memset(x, 0, sizeof *x);
     x->trainable = keep;
     x->g = g;
@@ -163,6 +166,8 @@ static void plan_clear(qs_exec *x)
     x->abort_flag = ab;
     x->progress = pf;
     x->progress_ud = pud;
+    x->observer = of;
+    x->observer_ud = oud;
 }
 
 void qs_exec_free(qs_exec *x)
@@ -505,6 +510,8 @@ int qs_exec_forward(qs_exec *x, qs_err *e)
         int rc = x->def[i]->forward(&c);
         if (rc < 0)
             return rc;
+        if (x->observer)
+            x->observer(x->observer_ud, i, x->out[i], x->g->nodes[i].nout);
         if (x->progress)
             x->progress(x->progress_ud, i + 1, nn);
     }
@@ -627,6 +634,12 @@ void qs_exec_set_trainable(qs_exec *x, int v, int on)
 }
 
 void qs_exec_set_abort(qs_exec *x, atomic_int *flag) { x->abort_flag = flag; }
+
+void qs_exec_set_observer(qs_exec *x, qs_node_fn fn, void *ud)
+{
+    x->observer = fn;
+    x->observer_ud = ud;
+}
 
 void qs_exec_set_progress(qs_exec *x, qs_progress_fn fn, void *ud)
 {

@@ -53,6 +53,11 @@ const qs_tensor *qs_exec_grad(const qs_exec *x, int value);
 /* Restricts which initializers get gradients (default: every float initializer). */
 void qs_exec_set_trainable(qs_exec *x, int value, int on);
 
+/* Called after each node's forward with its outputs (calibration observers, per-layer statistics);
+ * the tensors are only valid during the call in inference mode. */
+typedef void (*qs_node_fn)(void *ud, int node, qs_tensor *const *out, int nout);
+void qs_exec_set_observer(qs_exec *x, qs_node_fn fn, void *ud);
+
 void qs_exec_set_abort(qs_exec *x, atomic_int *flag);
 void qs_exec_set_progress(qs_exec *x, qs_progress_fn fn, void *ud);
 void qs_exec_set_threads(qs_exec *x, int n);
