@@ -1,0 +1,280 @@
+/* The executor on small hand-built graphs: forward against hand-computed values, activation-memory
+ * reuse (inference) against keep-everything (training), plan-time folding of shape chains, the
+ * whole-graph backward against finite differences, the abort flag, progress, and the one error
+ * that lists every unsupported op. */
+#include "tests/opcheck.h"
+#include "engine/exec.h"
+#include "engine/graph.h"
+
+static int init(qs_graph *g, const char *name, int ndim, const int64_t *shape, const float *v)
+{
+    int id = qs_graph_value(g, name);
+    qs_tensor *t = qs_tensor_new(QS_F32, ndim, shape);
+    if (v)
+        memcpy(t->data, v, qs_nbytes(t));
+    else
+        for (int64_t i = 0; i < qs_numel(t); i++)
+            qs_f32(t)[i] = opcheck_uniform(-1, 1);
+    qs_graph_set_init_steal(g, id, t);
+    return id;
+}
+
+static int input(qs_graph *g, const char *name, int ndim, const int64_t *shape, int symbolic_batch)
+{
+    int id = qs_graph_value(g, name);
+    qs_value *v = &g->values[id];
+    v->dtype = QS_F32;
+    v->ndim = ndim;
+    memcpy(v->shape, shape, ndim * sizeof *shape);
+    if (symbolic_batch) {
+        v->shape[0] = -1;
+        v->dim_param[0] = strdup("N");
+    }
+    g->inputs = realloc(g->inputs, (g->ninputs + 1) * sizeof *g->inputs);
+    g->inputs[g->ninputs++] = id;
+    return id;
+}
+
+static void output(qs_graph *g, int id)
+{
+    g->outputs = realloc(g->outputs, (g->noutputs + 1) * sizeof *g->outputs);
+    g->outputs[g->noutputs++] = id;
+}
+
+static int node(qs_graph *g, const char *op, int nin, const int *in, const char *out)
+{
+    int o = qs_graph_value(g, out);
+    qs_graph_add_node(g, op, out, nin, in, 1, &o);
+    return o;
+}
+
+/* y = Relu(x·Wᵀ + b) + x  (a residual MLP block), x: [N, 4] */
+static qs_graph *residual_mlp(void)
+{
+    qs_graph *g = qs_graph_new();
+    qs_graph_set_opset(g, "", 13);
+    int64_t xs[] = {1, 4}, ws[] = {4, 4}, bs[] = {4};
+    int x = input(g, "x", 2, xs, 1);
+    int w = init(g, "W", 2, ws, NULL), b = init(g, "b", 1, bs, NULL);
+    int gin[] = {x, w, b};
+    int h = node(g, "Gemm", 3, gin, "h");
+    qs_node_set_int(&g->nodes[g->nnodes - 1], "transB", 1);
+    int r = node(g, "Relu", 1, &h, "r");
+    int ain[] = {r, x};
+    int y = node(g, "Add", 2, ain, "y");
+    output(g, y);
+    return g;
+}
+
+TEST(forward_matches_hand_computation)
+{
+    qs_graph *g = residual_mlp();
+    qs_err e = {0};
+    qs_exec *x = qs_exec_new(g, QS_EXEC_INFER, &e);
+    ASSERT(x);
+    ASSERT_EQ(qs_exec_plan(x, 3, &e), 0);
+    ASSERT_EQ(qs_exec_batch(x), 3);
+    int64_t xs[] = {3, 4};
+    qs_tensor *in = opcheck_rand(2, xs, -1, 1);
+    ASSERT_EQ(qs_exec_set_input(x, 0, in, &e), 0);
+    ASSERT_EQ(qs_exec_forward(x, &e), 0);
+    const qs_tensor *y = qs_exec_output(x, 0);
+    const float *W = qs_f32(g->values[qs_graph_find_value(g, "W")].init);
+    const float *b = qs_f32(g->values[qs_graph_find_value(g, "b")].init);
+    for (int n = 0; n < 3; n++)
+        for (int j = 0; j < 4; j++) {
+            double h = b[j];
+            for (int k = 0; k < 4; k++)
+                h += (double)qs_f32(in)[n * 4 + k] * W[j * 4 + k];
+            double want = (h > 0 ? h : 0) + qs_f32(in)[n * 4 + j];
+            ASSERT_CLOSE(qs_f32(y)[n * 4 + j], want, 1e-5, 1e-6);
+        }
+    qs_exec_free(x);
+    qs_graph_free(g);
+}
+
+/* A long chain: with reuse, buffers are recycled; results must equal training mode (no reuse). */
+TEST(memory_reuse_gives_same_results)
+{
+    qs_graph *g = qs_graph_new();
+    qs_graph_set_opset(g, "", 13);
+    int64_t xs[] = {1, 8};
+    int v = input(g, "x", 2, xs, 1), first = v;
+    char name[32];
+    for (int i = 0; i < 12; i++) {
+        snprintf(name, sizeof name, "t%d", i);
+        int in[] = {v, first};
+        v = node(g, i % 3 == 2 ? "Add" : i % 3 == 1 ? "Sigmoid" : "Tanh", i % 3 == 2 ? 2 : 1, in, name);
+    }
+    output(g, v);
+    qs_err e = {0};
+    qs_exec *a = qs_exec_new(g, QS_EXEC_INFER, &e), *b = qs_exec_new(g, QS_EXEC_TRAIN, &e);
+    ASSERT(a && b);
+    ASSERT_EQ(qs_exec_plan(a, 5, &e), 0);
+    ASSERT_EQ(qs_exec_plan(b, 5, &e), 0);
+    ASSERT(qs_exec_arena_bytes(a) < qs_exec_arena_bytes(b));
+    int64_t s[] = {5, 8};
+    qs_tensor *in = opcheck_rand(2, s, -2, 2);
+    ASSERT_EQ(qs_exec_set_input(a, 0, in, &e), 0);
+    ASSERT_EQ(qs_exec_set_input(b, 0, in, &e), 0);
+    ASSERT_EQ(qs_exec_forward(a, &e), 0);
+    ASSERT_EQ(qs_exec_forward(b, &e), 0);
+    ASSERT_EQ(memcmp(qs_exec_output(a, 0)->data, qs_exec_output(b, 0)->data, 5 * 8 * 4), 0);
+    qs_exec_free(a);
+    qs_exec_free(b);
+    qs_graph_free(g);
+}
+
+/* Reshape(x, Concat(Gather(Shape(x), 0), [-1])) — the shape chain is folded at plan time, for any batch. */
+TEST(shape_chains_fold_at_plan_time)
+{
+    qs_graph *g = qs_graph_new();
+    qs_graph_set_opset(g, "", 13);
+    int64_t xs[] = {1, 2, 3};
+    int x = input(g, "x", 3, xs, 1);
+    int s = node(g, "Shape", 1, &x, "s");
+    int idx = qs_graph_value(g, "zero");
+    qs_graph_set_init_steal(g, idx, qs_tensor_new(QS_I64, 0, NULL));
+    int gin[] = {s, idx};
+    int n = node(g, "Gather", 2, gin, "n");
+    int one[] = {n};
+    int64_t ax = 0;
+    int nu = node(g, "Unsqueeze", 1, one, "nu");
+    int axes = qs_graph_value(g, "axes");
+    qs_graph_set_init_steal(g, axes, opcheck_ints(1, &ax));
+    g->nodes[g->nnodes - 1].in = realloc(g->nodes[g->nnodes - 1].in, 2 * sizeof(int));
+    g->nodes[g->nnodes - 1].in[1] = axes;
+    g->nodes[g->nnodes - 1].nin = 2;
+    int64_t m1 = -1;
+    int minus = qs_graph_value(g, "minus1");
+    qs_graph_set_init_steal(g, minus, opcheck_ints(1, &m1));
+    int cin[] = {nu, minus};
+    int shape = node(g, "Concat", 2, cin, "shape");
+    qs_node_set_int(&g->nodes[g->nnodes - 1], "axis", 0);
+    int rin[] = {x, shape};
+    int y = node(g, "Reshape", 2, rin, "y");
+    output(g, y);
+    qs_err e = {0};
+    qs_exec *xe = qs_exec_new(g, QS_EXEC_INFER, &e);
+    ASSERT(xe);
+    for (int64_t batch = 1; batch <= 4; batch += 3) {
+        if (qs_exec_plan(xe, batch, &e) < 0)
+            QT_FAIL_("plan: %s", e.msg);
+        const qs_tensor *out = qs_exec_output(xe, 0);
+        ASSERT_EQ(out->ndim, 2);
+        ASSERT_EQ(out->shape[0], batch);
+        ASSERT_EQ(out->shape[1], 6);
+        int64_t sh[] = {batch, 2, 3};
+        qs_tensor *in = opcheck_rand(3, sh, -1, 1);
+        ASSERT_EQ(qs_exec_set_input(xe, 0, in, &e), 0);
+        ASSERT_EQ(qs_exec_forward(xe, &e), 0);
+        ASSERT_EQ(memcmp(out->data, in->data, qs_nbytes(in)), 0);
+        qs_tensor_free(in);
+    }
+    qs_exec_free(xe);
+    qs_graph_free(g);
+}
+
+static double loss_of(qs_exec *x, const qs_tensor *w)
+{
+    qs_err e = {0};
+    if (qs_exec_forward(x, &e) < 0)
+        QT_FAIL_("forward: %s", e.msg);
+    const qs_tensor *y = qs_exec_output(x, 0);
+    double s = 0;
+    for (int64_t i = 0; i < qs_numel(y); i++)
+        s += (double)qs_f32(y)[i] * qs_f32(w)[i];
+    return s;
+}
+
+TEST(graph_backward_matches_finite_differences)
+{
+    qs_graph *g = residual_mlp();
+    qs_err e = {0};
+    qs_exec *x = qs_exec_new(g, QS_EXEC_TRAIN, &e);
+    ASSERT(x);
+    ASSERT_EQ(qs_exec_plan(x, 2, &e), 0);
+    int64_t xs[] = {2, 4};
+    qs_tensor *in = opcheck_rand(2, xs, -1, 1), *w = opcheck_rand(2, xs, -1, 1);
+    ASSERT_EQ(qs_exec_set_input(x, 0, in, &e), 0);
+    loss_of(x, w);
+    const qs_tensor *dout[] = {w};
+    if (qs_exec_backward(x, dout, &e) < 0)
+        QT_FAIL_("backward: %s", e.msg);
+    /* x feeds both Gemm and Add: its gradient is accumulated from the two */
+    int ids[] = {qs_graph_find_value(g, "x"), qs_graph_find_value(g, "W"), qs_graph_find_value(g, "b")};
+    for (int k = 0; k < 3; k++) {
+        const qs_tensor *gr = qs_exec_grad(x, ids[k]);
+        ASSERT(gr);
+        qs_tensor *t = ids[k] == ids[0] ? qs_exec_input(x, 0) : g->values[ids[k]].init;
+        float *copy = malloc(qs_nbytes(gr));
+        memcpy(copy, gr->data, qs_nbytes(gr));
+        for (int64_t i = 0; i < qs_numel(t); i++) {
+            float keep = qs_f32(t)[i];
+            qs_f32(t)[i] = keep + 1e-2f;
+            double lp = loss_of(x, w);
+            qs_f32(t)[i] = keep - 1e-2f;
+            double lm = loss_of(x, w);
+            qs_f32(t)[i] = keep;
+            ASSERT_CLOSE(copy[i], (lp - lm) / 2e-2, 2e-2, 2e-3);
+        }
+        free(copy);
+    }
+    qs_exec_free(x);
+    qs_graph_free(g);
+}
+
+static void raise_abort(void *ud, int64_t done, int64_t total)
+{
+    (void)total;
+    if (done == 1)
+        atomic_store((atomic_int *)ud, 1);
+}
+
+TEST(abort_flag_stops_between_nodes)
+{
+    qs_graph *g = residual_mlp();
+    qs_err e = {0};
+    qs_exec *x = qs_exec_new(g, QS_EXEC_INFER, &e);
+    atomic_int flag = 0;
+    qs_exec_set_abort(x, &flag);
+    qs_exec_set_progress(x, raise_abort, &flag);
+    ASSERT_EQ(qs_exec_plan(x, 1, &e), 0);
+    ASSERT_EQ(qs_exec_forward(x, &e), QS_EABORTED);
+    qs_exec_free(x);
+    qs_graph_free(g);
+}
+
+TEST(unsupported_ops_are_listed_together)
+{
+    qs_graph *g = residual_mlp();
+    int y = g->outputs[0];
+    node(g, "FancyOp", 1, &y, "z");
+    node(g, "OtherOp", 1, &y, "z2");
+    qs_err e = {0};
+    qs_exec *x = qs_exec_new(g, QS_EXEC_INFER, &e);
+    ASSERT(!x);
+    ASSERT_EQ(e.code, QS_EUNSUPPORTED);
+    ASSERT_STR_CONTAINS(e.msg, "FancyOp");
+    ASSERT_STR_CONTAINS(e.msg, "OtherOp");
+    ASSERT_STR_CONTAINS(e.msg, "2 problems");
+    qs_graph_free(g);
+}
+
+TEST(wrong_input_shape_names_the_expected_one)
+{
+    qs_graph *g = residual_mlp();
+    qs_err e = {0};
+    qs_exec *x = qs_exec_new(g, QS_EXEC_INFER, &e);
+    ASSERT_EQ(qs_exec_plan(x, 2, &e), 0);
+    int64_t bad[] = {2, 5};
+    qs_tensor *in = qs_tensor_new(QS_F32, 2, bad);
+    ASSERT_EQ(qs_exec_set_input(x, 0, in, &e), QS_ESHAPE);
+    ASSERT_STR_CONTAINS(e.msg, "[2, 4]");
+    qs_exec_free(x);
+    qs_graph_free(g);
+}
+
+TEST_MAIN(forward_matches_hand_computation, memory_reuse_gives_same_results, shape_chains_fold_at_plan_time,
+          graph_backward_matches_finite_differences, abort_flag_stops_between_nodes,
+          unsupported_ops_are_listed_together, wrong_input_shape_names_the_expected_one)
