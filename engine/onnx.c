@@ -434,7 +434,7 @@ static int apply_value_info(importer *im, const Onnx__ValueInfoProto *vi, int v,
                          : tp->value_case == ONNX__TYPE_PROTO__VALUE_MAP_TYPE ? "map"
                          : tp->value_case == ONNX__TYPE_PROTO__VALUE_OPTIONAL_TYPE ? "optional"
                          : tp->value_case == ONNX__TYPE_PROTO__VALUE_SPARSE_TENSOR_TYPE ? "sparse tensor" : "non-tensor";
-        return qs_error(im->e, QS_EUNSUPPORTED, "graph %s '%s' has a %s type; only tensors are supported", role,
+        return qs_error(im->e, QS_EUNSUPPORTED, "graph %s '%s' has %s type; only tensors are supported", role,
                         nz(vi->name), kind);
     }
     const Onnx__TypeProto__Tensor *tt = tp->tensor_type;
