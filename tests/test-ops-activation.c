@@ -1,0 +1,185 @@
+/* Activations: forward against hand values (numpy-computed where a calculator is needed), the
+ * opset-dependent forms of Clip and Softmax, and every backward against finite differences
+ * (away from the kinks). */
+#include "tests/optest.h"
+
+static qs_tensor *act(const char *op, qs_tensor *x)
+{
+    qs_node n = opcheck_node(op, NULL);
+    return run1(&n, 14, 1, (qs_tensor *[]){ x });
+}
+
+#define V4 TF(SHAPE(4), F(-2, -0.5f, 0.5f, 2))
+
+TEST(pointwise_forward)
+{
+    expect_f32(act("Relu", V4), SHAPE(4), F(0, 0, 0.5f, 2), 0);
+    expect_f32(act("Sigmoid", V4), SHAPE(4), F(0.1192029f, 0.3775407f, 0.6224593f, 0.8807971f), 1e-6);
+    expect_f32(act("Tanh", V4), SHAPE(4), F(-0.9640276f, -0.4621172f, 0.4621172f, 0.9640276f), 1e-6);
+    expect_f32(act("HardSigmoid", V4), SHAPE(4), F(0.1f, 0.4f, 0.6f, 0.9f), 1e-6);
+    expect_f32(act("HardSwish", V4), SHAPE(4), F(-0.3333333f, -0.2083333f, 0.2916667f, 1.666667f), 1e-6);
+    expect_f32(act("Elu", V4), SHAPE(4), F(-0.8646647f, -0.3934693f, 0.5f, 2), 1e-6);
+    expect_f32(act("Selu", V4), SHAPE(4), F(-1.520166f, -0.6917582f, 0.5253505f, 2.101402f), 1e-6);
+    expect_f32(act("Softplus", V4), SHAPE(4), F(0.126928f, 0.474077f, 0.974077f, 2.126928f), 1e-6);
+    expect_f32(act("Gelu", V4), SHAPE(4), F(-0.04550026f, -0.1542688f, 0.3457312f, 1.9545f), 1e-6);
+    expect_f32(act("LeakyRelu", V4), SHAPE(4), F(-0.02f, -0.005f, 0.5f, 2), 1e-7);
+    /* the saturated ends of HardSigmoid/HardSwish and huge sigmoid inputs */
+    expect_f32(act("HardSwish", TF(SHAPE(3), F(-4, 4, 3))), SHAPE(3), F(0, 4, 3), 0);
+    expect_f32(act("Sigmoid", TF(SHAPE(2), F(-100, 100))), SHAPE(2), F(0, 1), 1e-7);
+    /* Relu on integers (opset 14) */
+    expect_ints(act("Relu", TT(QS_I8, SHAPE(3), I(-5, 0, 7))), QS_I8, SHAPE(3), I(0, 0, 7));
+}
+
+TEST(attributes)
+{
+    qs_node n = opcheck_node("LeakyRelu", NULL);
+    qs_node_set_float(&n, "alpha", 0.1f);
+    expect_f32(run1(&n, 13, 1, (qs_tensor *[]){ V4 }), SHAPE(4), F(-0.2f, -0.05f, 0.5f, 2), 1e-7);
+    qs_node h = opcheck_node("HardSigmoid", NULL);
+    qs_node_set_float(&h, "alpha", 0.5f);
+    qs_node_set_float(&h, "beta", 0.25f);
+    expect_f32(run1(&h, 13, 1, (qs_tensor *[]){ V4 }), SHAPE(4), F(0, 0, 0.5f, 1), 1e-7);
+    qs_node e = opcheck_node("Elu", NULL);
+    qs_node_set_float(&e, "alpha", 2);
+    expect_f32(run1(&e, 13, 1, (qs_tensor *[]){ V4 }), SHAPE(4), F(-1.729329f, -0.7869387f, 0.5f, 2), 1e-6);
+    qs_node g = opcheck_node("Gelu", NULL);
+    qs_node_set_string(&g, "approximate", "tanh");
+    expect_f32(run1(&g, 20, 1, (qs_tensor *[]){ V4 }), SHAPE(4), F(-0.04540231f, -0.154286f, 0.345714f, 1.954598f), 1e-6);
+    qs_node_set_string(&g, "approximate", "erf");
+    run_fail(&g, 20, 1, (qs_tensor *[]){ V4 }, 1, QS_EINVAL);
+}
+
+TEST(pointwise_grads)
+{
+    /* values kept away from every kink (0 for Relu-likes, ±3 for HardSwish, ±2.5 for HardSigmoid) */
+    qs_tensor *x = TF(SHAPE(2, 4), F(-2.2f, -1.1f, -0.4f, -0.2f, 0.3f, 0.7f, 1.3f, 2.1f));
+    const char *ops[] = { "Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu", "Selu",
+                          "Softplus", "Gelu" };
+    for (int k = 0; k < (int)(sizeof ops / sizeof ops[0]); k++) {
+        qs_node n = opcheck_node(ops[k], NULL);
+        opcheck_grad(&n, 14, 1, (qs_tensor *[]){ x }, 1, 1e-3, 2e-3, 1e-4);
+    }
+    qs_node g = opcheck_node("Gelu", NULL);
+    qs_node_set_string(&g, "approximate", "tanh");
+    opcheck_grad(&g, 20, 1, (qs_tensor *[]){ x }, 1, 1e-3, 2e-3, 1e-4);
+    qs_node h = opcheck_node("HardSwish", NULL);
+    opcheck_grad(&h, 14, 1, (qs_tensor *[]){ TF(SHAPE(2), F(-3.5f, 3.5f)) }, 1, 1e-3, 2e-3, 1e-4);
+}
+
+TEST(prelu)
+{
+    qs_node n = opcheck_node("PRelu", NULL);
+    /* per-channel slope [C,1,1] on [N,C,H,W] */
+    qs_tensor *x = TF(SHAPE(1, 2, 1, 2), F(-1, 2, -3, 4));
+    qs_tensor *s = TF(SHAPE(2, 1, 1), F(0.5f, 0.25f));
+    expect_f32(run1(&n, 9, 2, (qs_tensor *[]){ x, s }), SHAPE(1, 2, 1, 2), F(-0.5f, 2, -0.75f, 4), 0);
+    /* scalar slope */
+    expect_f32(run1(&n, 9, 2, (qs_tensor *[]){ TF(SHAPE(3), F(-2, 0, 2)), TF(SHAPE(1), F(0.1f)) }), SHAPE(3),
+               F(-0.2f, 0, 2), 1e-7);
+    /* gradients for x and for the slope (summed over the broadcast dims) */
+    qs_tensor *xr = opcheck_rand(4, (int64_t[]){ 2, 3, 2, 2 }, -1, 1);
+    for (int64_t i = 0; i < qs_numel(xr); i++)   /* keep away from the kink at 0 */
+        if (fabsf(qs_f32(xr)[i]) < 0.05f)
+            qs_f32(xr)[i] = 0.3f;
+    opcheck_grad(&n, 9, 2, (qs_tensor *[]){ xr, opcheck_rand(3, (int64_t[]){ 3, 1, 1 }, 0.1f, 0.5f) }, 1, 1e-3, 2e-3,
+                 1e-4);
+    /* [C] does not broadcast to [N,C,H,W] (it aligns with W) */
+    const char *msg = run_fail(&n, 9, 2, (qs_tensor *[]){ TF(SHAPE(1, 3, 2, 2), NULL), TF(SHAPE(3), NULL) }, 1,
+                               QS_ESHAPE);
+    ASSERT_STR_CONTAINS(msg, "[3]");
+    ASSERT_STR_CONTAINS(msg, "[1, 3, 2, 2]");
+}
+
+TEST(clip_both_forms)
+{
+    qs_tensor *x = TF(SHAPE(5), F(-3, -1, 0.5f, 5, 8));
+    /* opset 6: attributes */
+    qs_node a = opcheck_node("Clip", NULL);
+    qs_node_set_float(&a, "min", -1.5f);
+    qs_node_set_float(&a, "max", 6);
+    expect_f32(run1(&a, 6, 1, (qs_tensor *[]){ x }), SHAPE(5), F(-1.5f, -1, 0.5f, 5, 6), 0);
+    qs_node d = opcheck_node("Clip", NULL);   /* defaults: no clipping */
+    expect_f32(run1(&d, 6, 1, (qs_tensor *[]){ x }), SHAPE(5), F(-3, -1, 0.5f, 5, 8), 0);
+    /* opset 11+: optional inputs; Relu6 = Clip(0, 6) */
+    qs_node n = opcheck_node("Clip", NULL);
+    expect_f32(run1(&n, 13, 3, (qs_tensor *[]){ x, TF(SCALAR, F(0)), TF(SCALAR, F(6)) }), SHAPE(5), F(0, 0, 0.5f, 5, 6), 0);
+    expect_f32(run1(&n, 13, 2, (qs_tensor *[]){ x, TF(SCALAR, F(0)) }), SHAPE(5), F(0, 0, 0.5f, 5, 8), 0);
+    expect_f32(run1(&n, 13, 3, (qs_tensor *[]){ x, NULL, TF(SCALAR, F(1)) }), SHAPE(5), F(-3, -1, 0.5f, 1, 1), 0);
+    expect_f32(run1(&n, 13, 1, (qs_tensor *[]){ x }), SHAPE(5), F(-3, -1, 0.5f, 5, 8), 0);
+    /* min > max: everything becomes max */
+    expect_f32(run1(&n, 13, 3, (qs_tensor *[]){ x, TF(SCALAR, F(2)), TF(SCALAR, F(1)) }), SHAPE(5), F(1, 1, 1, 1, 1), 0);
+    /* int8 (opset 12+) */
+    expect_ints(run1(&n, 13, 3, (qs_tensor *[]){ TT(QS_I8, SHAPE(3), I(-100, 5, 100)), TT(QS_I8, SCALAR, I(-10)),
+                                                 TT(QS_I8, SCALAR, I(10)) }),
+                QS_I8, SHAPE(3), I(-10, 5, 10));
+    /* the bounds must be scalars of the input's type */
+    run_fail(&n, 13, 2, (qs_tensor *[]){ x, TF(SHAPE(2), F(0, 1)) }, 1, QS_ESHAPE);
+    run_fail(&n, 13, 2, (qs_tensor *[]){ x, TI(SCALAR, I(0)) }, 1, QS_EINVAL);
+}
+
+TEST(clip_grads)
+{
+    qs_tensor *x = TF(SHAPE(6), F(-2.3f, -0.7f, 0.2f, 3.1f, 5.9f, 7.4f));
+    qs_node n = opcheck_node("Clip", NULL);
+    /* gradients for x, min and max */
+    opcheck_grad(&n, 13, 3, (qs_tensor *[]){ x, TF(SCALAR, F(-1)), TF(SCALAR, F(6)) }, 1, 1e-3, 2e-3, 1e-4);
+    opcheck_grad(&n, 13, 2, (qs_tensor *[]){ x, TF(SCALAR, F(0)) }, 1, 1e-3, 2e-3, 1e-4);
+    qs_node a = opcheck_node("Clip", NULL);
+    qs_node_set_float(&a, "min", 0);
+    qs_node_set_float(&a, "max", 6);
+    opcheck_grad(&a, 6, 1, (qs_tensor *[]){ x }, 1, 1e-3, 2e-3, 1e-4);
+}
+
+/* x = [[[1,2,3],[4,5,6]],[[0,-1,2],[1,1,1]]], shape [2,2,3], axis = 1 */
+#define SMX TF(SHAPE(2, 2, 3), F(1, 2, 3, 4, 5, 6, 0, -1, 2, 1, 1, 1))
+
+TEST(softmax_opset_semantics)
+{
+    qs_node n = opcheck_node("Softmax", NULL);
+    qs_node_set_int(&n, "axis", 1);
+    /* opset 13: along dim 1 only */
+    expect_f32(run1(&n, 13, 1, (qs_tensor *[]){ SMX }), SHAPE(2, 2, 3),
+               F(0.04742587f, 0.04742587f, 0.04742587f, 0.9525741f, 0.9525741f, 0.9525741f, 0.2689414f, 0.1192029f,
+                 0.7310586f, 0.7310586f, 0.8807971f, 0.2689414f), 1e-6);
+    /* opset 11: coerced to [2, 6], normalised over the 6 */
+    expect_f32(run1(&n, 11, 1, (qs_tensor *[]){ SMX }), SHAPE(2, 2, 3),
+               F(0.004269779f, 0.01160646f, 0.03154963f, 0.08576079f, 0.233122f, 0.6336913f, 0.05913038f,
+                 0.02175285f, 0.4369177f, 0.160733f, 0.160733f, 0.160733f), 1e-6);
+    /* default axis: 1 before 13 (the same [2,6] coercion), -1 from 13 */
+    qs_node d = opcheck_node("Softmax", NULL);
+    qs_tensor *y11 = run1(&d, 11, 1, (qs_tensor *[]){ SMX });
+    ASSERT_CLOSE(qs_f32(y11)[5], 0.6336913f, 1e-6, 0);
+    qs_tensor *y13 = run1(&d, 13, 1, (qs_tensor *[]){ SMX });
+    ASSERT_CLOSE(qs_f32(y13)[0], 0.09003057f, 1e-6, 0);
+    ASSERT_CLOSE(qs_f32(y13)[9], 1.f / 3, 1e-6, 0);
+    /* large inputs do not overflow */
+    qs_tensor *big = run1(&d, 13, 1, (qs_tensor *[]){ TF(SHAPE(2), F(1000, 1001)) });
+    expect_f32(big, SHAPE(2), F(0.2689414f, 0.7310586f), 1e-6);
+    qs_node bad = opcheck_node("Softmax", NULL);
+    qs_node_set_int(&bad, "axis", 3);
+    ASSERT_STR_CONTAINS(run_fail(&bad, 13, 1, (qs_tensor *[]){ SMX }, 1, QS_EINVAL), "axis 3");
+}
+
+TEST(logsoftmax)
+{
+    qs_node n = opcheck_node("LogSoftmax", NULL);
+    expect_f32(run1(&n, 13, 1, (qs_tensor *[]){ SMX }), SHAPE(2, 2, 3),
+               F(-2.407606f, -1.407606f, -0.407606f, -2.407606f, -1.407606f, -0.407606f, -2.169846f, -3.169846f,
+                 -0.169846f, -1.098612f, -1.098612f, -1.098612f), 1e-5);
+}
+
+TEST(softmax_grads)
+{
+    const char *ops[] = { "Softmax", "LogSoftmax" };
+    for (int k = 0; k < 2; k++)
+        for (int axis = -3; axis < 3; axis++)
+            for (int opset = 11; opset <= 13; opset += 2) {
+                qs_node n = opcheck_node(ops[k], NULL);
+                qs_node_set_int(&n, "axis", axis);
+                opcheck_grad(&n, opset, 1, (qs_tensor *[]){ opcheck_rand(3, (int64_t[]){ 2, 3, 4 }, -2, 2) }, 1, 1e-2,
+                             3e-3, 1e-4);
+            }
+}
+
+TEST_MAIN(pointwise_forward, attributes, pointwise_grads, prelu, clip_both_forms, clip_grads, softmax_opset_semantics,
+          logsoftmax, softmax_grads)

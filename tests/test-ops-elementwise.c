@@ -1,0 +1,294 @@
+/* Elementwise ops: forward against hand-computed values (numpy broadcasting cases, integer shape
+ * arithmetic, reductions, Cast), every float backward against finite differences, and the
+ * errors a bad model must get. */
+#include "tests/optest.h"
+
+static qs_tensor *bin(const char *op, int64_t opset, qs_tensor *a, qs_tensor *b)
+{
+    qs_node n = opcheck_node(op, NULL);
+    return run1(&n, opset, 2, (qs_tensor *[]){ a, b });
+}
+
+TEST(add_same_shape)
+{
+    qs_tensor *y = bin("Add", 14, TF(SHAPE(2, 2), F(1, 2, 3, 4)), TF(SHAPE(2, 2), F(10, 20, 30, 40)));
+    expect_f32(y, SHAPE(2, 2), F(11, 22, 33, 44), 0);
+}
+
+TEST(broadcast_hand_cases)
+{
+    /* row vector over a matrix */
+    expect_f32(bin("Add", 13, TF(SHAPE(2, 3), F(1, 2, 3, 4, 5, 6)), TF(SHAPE(3), F(10, 20, 30))), SHAPE(2, 3),
+               F(11, 22, 33, 14, 25, 36), 0);
+    /* column against row: an outer operation, both operands broadcast */
+    expect_f32(bin("Sub", 13, TF(SHAPE(2, 1), F(1, 2)), TF(SHAPE(1, 3), F(10, 20, 30))), SHAPE(2, 3),
+               F(-9, -19, -29, -8, -18, -28), 0);
+    /* scalar on either side */
+    expect_f32(bin("Mul", 13, TF(SCALAR, F(3)), TF(SHAPE(3), F(1, 2, 3))), SHAPE(3), F(3, 6, 9), 0);
+    expect_f32(bin("Div", 13, TF(SHAPE(3), F(1, 2, 3)), TF(SHAPE(1), F(2))), SHAPE(3), F(0.5f, 1, 1.5f), 0);
+    /* per-channel [1,C,1,1] after a conv: x[n,c,h,w] + b[c] */
+    qs_tensor *x = TF(SHAPE(2, 2, 1, 2), F(1, 2, 3, 4, 5, 6, 7, 8));
+    expect_f32(bin("Add", 13, x, TF(SHAPE(1, 2, 1, 1), F(100, 200))), SHAPE(2, 2, 1, 2),
+               F(101, 102, 203, 204, 105, 106, 207, 208), 0);
+    /* rank extension in the middle: [2,1,2] * [3,1] -> [2,3,2] */
+    expect_f32(bin("Mul", 13, TF(SHAPE(2, 1, 2), F(1, 2, 3, 4)), TF(SHAPE(3, 1), F(1, 10, 100))), SHAPE(2, 3, 2),
+               F(1, 2, 10, 20, 100, 200, 3, 4, 30, 40, 300, 400), 0);
+    expect_f32(bin("Pow", 13, TF(SHAPE(3), F(1, 2, 3)), TF(SCALAR, F(2))), SHAPE(3), F(1, 4, 9), 1e-7);
+}
+
+/* A naive reference with explicit index arithmetic for a random [2,3,4,5] op [3,1,5]. */
+TEST(broadcast_matches_reference)
+{
+    qs_tensor *a = opcheck_rand(4, (int64_t[]){ 2, 3, 4, 5 }, -2, 2);
+    qs_tensor *b = opcheck_rand(3, (int64_t[]){ 3, 1, 5 }, 0.5f, 2);
+    const char *ops[] = { "Add", "Sub", "Mul", "Div" };
+    for (int k = 0; k < 4; k++) {
+        qs_tensor *y = bin(ops[k], 13, a, b);
+        expect_shape(y, SHAPE(2, 3, 4, 5));
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < 3; j++)
+                for (int h = 0; h < 4; h++)
+                    for (int w = 0; w < 5; w++) {
+                        float x = qs_f32(a)[((i * 3 + j) * 4 + h) * 5 + w], z = qs_f32(b)[j * 5 + w];
+                        float r = k == 0 ? x + z : k == 1 ? x - z : k == 2 ? x * z : x / z;
+                        ASSERT_CLOSE(qs_f32(y)[((i * 3 + j) * 4 + h) * 5 + w], r, 1e-6, 0);
+                    }
+    }
+}
+
+TEST(int64_shape_arithmetic)
+{
+    qs_tensor *a = TI(SHAPE(4), I(1, 3, 224, -7)), *b = TI(SHAPE(1), I(2));
+    expect_ints(bin("Mul", 13, a, b), QS_I64, SHAPE(4), I(2, 6, 448, -14));
+    expect_ints(bin("Add", 13, a, b), QS_I64, SHAPE(4), I(3, 5, 226, -5));
+    expect_ints(bin("Sub", 13, a, b), QS_I64, SHAPE(4), I(-1, 1, 222, -9));
+    /* integer division truncates toward zero, like C and ONNX Runtime */
+    expect_ints(bin("Div", 13, a, b), QS_I64, SHAPE(4), I(0, 1, 112, -3));
+    /* large values stay exact (no detour through float) */
+    qs_tensor *big = TI(SCALAR, I(4611686018427387905LL));
+    expect_ints(bin("Add", 13, big, TI(SCALAR, I(1))), QS_I64, SCALAR, I(4611686018427387906LL));
+    expect_ints(bin("Pow", 13, TI(SHAPE(3), I(2, 3, -2)), TI(SCALAR, I(3))), QS_I64, SHAPE(3), I(8, 27, -8));
+}
+
+TEST(int32_and_uint8_arithmetic)
+{
+    expect_ints(bin("Mul", 13, TT(QS_I32, SHAPE(2), I(-3, 4)), TT(QS_I32, SHAPE(2), I(5, 6))), QS_I32, SHAPE(2),
+                I(-15, 24));
+    /* uint8 wraps around like numpy */
+    expect_ints(bin("Add", 14, TT(QS_U8, SHAPE(2), I(250, 3)), TT(QS_U8, SHAPE(2), I(10, 4))), QS_U8, SHAPE(2), I(4, 7));
+    expect_ints(bin("Div", 14, TT(QS_U8, SHAPE(2), I(250, 3)), TT(QS_U8, SHAPE(2), I(10, 4))), QS_U8, SHAPE(2), I(25, 0));
+}
+
+TEST(mixed_pow_types)
+{
+    /* float base, int64 exponent: output has the base's type */
+    expect_f32(bin("Pow", 15, TF(SHAPE(3), F(1, 2, 3)), TI(SHAPE(3), I(4, 5, 6))), SHAPE(3), F(1, 32, 729), 0);
+    /* int base, float exponent */
+    expect_ints(bin("Pow", 15, TI(SHAPE(3), I(1, 2, 3)), TF(SHAPE(3), F(4, 5, 6))), QS_I64, SHAPE(3), I(1, 32, 729));
+}
+
+TEST(comparisons_and_where)
+{
+    qs_tensor *a = TF(SHAPE(4), F(1, 2, 3, 4)), *b = TF(SCALAR, F(2));
+    expect_ints(bin("Equal", 13, a, b), QS_BOOL, SHAPE(4), I(0, 1, 0, 0));
+    expect_ints(bin("Less", 13, a, b), QS_BOOL, SHAPE(4), I(1, 0, 0, 0));
+    expect_ints(bin("GreaterOrEqual", 13, a, b), QS_BOOL, SHAPE(4), I(0, 1, 1, 1));
+    expect_ints(bin("Equal", 13, TI(SHAPE(2), I(5, 6)), TI(SHAPE(2), I(5, 7))), QS_BOOL, SHAPE(2), I(1, 0));
+
+    qs_node n = opcheck_node("Where", NULL);
+    qs_tensor *cond = TT(QS_BOOL, SHAPE(2, 1), I(1, 0));
+    qs_tensor *y = run1(&n, 16, 3, (qs_tensor *[]){ cond, TF(SHAPE(3), F(1, 2, 3)), TF(SHAPE(2, 3), F(9, 8, 7, 6, 5, 4)) });
+    expect_f32(y, SHAPE(2, 3), F(1, 2, 3, 6, 5, 4), 0);
+    /* int64 data too */
+    y = run1(&n, 16, 3, (qs_tensor *[]){ TT(QS_BOOL, SHAPE(2), I(0, 1)), TI(SHAPE(2), I(1, 2)), TI(SCALAR, I(-1)) });
+    expect_ints(y, QS_I64, SHAPE(2), I(-1, 2));
+}
+
+TEST(where_grad)
+{
+    qs_node n = opcheck_node("Where", NULL);
+    qs_tensor *cond = TT(QS_BOOL, SHAPE(2, 1, 3), I(1, 0, 1, 0, 0, 1));
+    opcheck_grad(&n, 16, 3, (qs_tensor *[]){ cond, opcheck_rand(2, (int64_t[]){ 2, 3 }, -1, 1),
+                                             opcheck_rand(1, (int64_t[]){ 3 }, -1, 1) }, 1, 1e-2, 1e-3, 1e-4);
+}
+
+TEST(not_broadcastable_names_node_and_shapes)
+{
+    qs_node n = opcheck_node("Add", NULL);
+    n.name = (char *)"res3_add";
+    const char *msg = run_fail(&n, 13, 2, (qs_tensor *[]){ TF(SHAPE(2, 3), NULL), TF(SHAPE(4), NULL) }, 1, QS_ESHAPE);
+    ASSERT_STR_CONTAINS(msg, "Add 'res3_add'");
+    ASSERT_STR_CONTAINS(msg, "[2, 3]");
+    ASSERT_STR_CONTAINS(msg, "[4]");
+    /* type mismatch is refused too */
+    msg = run_fail(&n, 13, 2, (qs_tensor *[]){ TF(SHAPE(2), NULL), TI(SHAPE(2), NULL) }, 1, QS_EINVAL);
+    ASSERT_STR_CONTAINS(msg, "int64");
+    /* integer division by zero is an error, not a crash */
+    n.op = (char *)"Div";
+    run_fail(&n, 13, 2, (qs_tensor *[]){ TI(SHAPE(2), I(1, 2)), TI(SHAPE(2), I(1, 0)) }, 1, QS_EINVAL);
+}
+
+TEST(legacy_broadcast_axis)
+{
+    /* opset 6: B [3] aligned at axis 1 of A [2,3,2] */
+    qs_node n = opcheck_node("Add", NULL);
+    qs_node_set_int(&n, "broadcast", 1);
+    qs_node_set_int(&n, "axis", 1);
+    qs_tensor *y = run1(&n, 6, 2, (qs_tensor *[]){ TF(SHAPE(2, 3, 2), F(0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1)),
+                                                   TF(SHAPE(3), F(10, 20, 30)) });
+    expect_f32(y, SHAPE(2, 3, 2), F(10, 10, 20, 20, 30, 30, 11, 11, 21, 21, 31, 31), 0);
+}
+
+TEST(binary_grads)
+{
+    const char *ops[] = { "Add", "Sub", "Mul", "Div" };
+    for (int k = 0; k < 4; k++) {
+        qs_node n = opcheck_node(ops[k], NULL);
+        /* both operands broadcast: [2,1,3] op [4,1] -> [2,4,3] */
+        qs_tensor *a = opcheck_rand(3, (int64_t[]){ 2, 1, 3 }, -1, 1);
+        qs_tensor *b = opcheck_rand(2, (int64_t[]){ 4, 1 }, 0.5f, 1.5f);
+        opcheck_grad(&n, 13, 2, (qs_tensor *[]){ a, b }, 1, 1e-2, 2e-3, 1e-3);
+        /* per-channel and same shape */
+        opcheck_grad(&n, 13, 2, (qs_tensor *[]){ opcheck_rand(4, (int64_t[]){ 2, 3, 2, 2 }, -1, 1),
+                                                 opcheck_rand(4, (int64_t[]){ 1, 3, 1, 1 }, 0.5f, 1.5f) },
+                     1, 1e-2, 2e-3, 1e-3);
+        opcheck_grad(&n, 13, 2, (qs_tensor *[]){ opcheck_rand(2, (int64_t[]){ 3, 4 }, -1, 1),
+                                                 opcheck_rand(2, (int64_t[]){ 3, 4 }, 0.5f, 1.5f) },
+                     1, 1e-2, 2e-3, 1e-3);
+    }
+    qs_node n = opcheck_node("Pow", NULL);
+    opcheck_grad(&n, 13, 2, (qs_tensor *[]){ opcheck_rand(2, (int64_t[]){ 2, 3 }, 0.5f, 2),
+                                             opcheck_rand(1, (int64_t[]){ 3 }, -1.5f, 2.5f) }, 1, 1e-3, 2e-3, 1e-3);
+}
+
+TEST(unary_forward)
+{
+    struct { const char *op; float x[2], y[2]; } cases[] = {
+        { "Sqrt", { 0.25f, 2 }, { 0.5f, 1.414214f } },
+        { "Exp", { -1, 0.5f }, { 0.3678794f, 1.648721f } },
+        { "Log", { 0.5f, 3 }, { -0.6931472f, 1.098612f } },
+        { "Neg", { -1.5f, 2 }, { 1.5f, -2 } },
+        { "Abs", { -1.5f, 2 }, { 1.5f, 2 } },
+        { "Reciprocal", { -4, 0.5f }, { -0.25f, 2 } },
+        { "Floor", { -1.5f, 2.5f }, { -2, 2 } },
+        { "Ceil", { -1.5f, 2.5f }, { -1, 3 } },
+        { "Round", { 2.5f, -0.5f }, { 2, -0.f } },
+    };
+    for (int i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++) {
+        qs_node n = opcheck_node(cases[i].op, NULL);
+        expect_f32(run1(&n, 13, 1, (qs_tensor *[]){ TF(SHAPE(2), cases[i].x) }), SHAPE(2), cases[i].y, 1e-6);
+    }
+    qs_node n = opcheck_node("Neg", NULL);
+    expect_ints(run1(&n, 13, 1, (qs_tensor *[]){ TI(SHAPE(2), I(3, -4)) }), QS_I64, SHAPE(2), I(-3, 4));
+    n.op = (char *)"Abs";
+    expect_ints(run1(&n, 13, 1, (qs_tensor *[]){ TT(QS_I8, SHAPE(2), I(-3, 4)) }), QS_I8, SHAPE(2), I(3, 4));
+}
+
+TEST(unary_grads)
+{
+    const char *ops[] = { "Sqrt", "Exp", "Log", "Neg", "Abs", "Reciprocal", "Erf", "Sin", "Cos" };
+    for (int k = 0; k < (int)(sizeof ops / sizeof ops[0]); k++) {
+        qs_node n = opcheck_node(ops[k], NULL);
+        opcheck_grad(&n, 13, 1, (qs_tensor *[]){ opcheck_rand(2, (int64_t[]){ 2, 3 }, 0.3f, 2) }, 1, 1e-3, 2e-3, 1e-4);
+    }
+    qs_node n = opcheck_node("Abs", NULL);
+    opcheck_grad(&n, 13, 1, (qs_tensor *[]){ TF(SHAPE(3), F(-2, -0.5f, 1)) }, 1, 1e-3, 1e-3, 1e-4);
+}
+
+static qs_tensor *reduce(const char *op, int64_t opset, qs_tensor *x, const int64_t *axes, int naxes, int keepdims,
+                         int axes_as_input)
+{
+    qs_node n = opcheck_node(op, NULL);
+    if (keepdims >= 0)
+        qs_node_set_int(&n, "keepdims", keepdims);
+    if (axes_as_input) {
+        if (!axes)
+            return run1(&n, opset, 1, (qs_tensor *[]){ x });
+        return run1(&n, opset, 2, (qs_tensor *[]){ x, opcheck_ints(naxes, axes) });
+    }
+    if (axes)
+        qs_node_set_ints(&n, "axes", naxes, axes);
+    return run1(&n, opset, 1, (qs_tensor *[]){ x });
+}
+
+TEST(reduce_mean_and_sum)
+{
+    /* x = [[[1,2],[3,4]],[[5,6],[7,8]]] */
+    qs_tensor *x = TF(SHAPE(2, 2, 2), F(1, 2, 3, 4, 5, 6, 7, 8));
+    expect_f32(reduce("ReduceMean", 13, x, I(1), 1, 1, 0), SHAPE(2, 1, 2), F(2, 3, 6, 7), 0);
+    expect_f32(reduce("ReduceMean", 13, x, I(-1), 1, 0, 0), SHAPE(2, 2), F(1.5f, 3.5f, 5.5f, 7.5f), 0);
+    expect_f32(reduce("ReduceMean", 13, x, I(0, 2), 2, 0, 0), SHAPE(2), F(3.5f, 5.5f), 0);
+    /* no axes: everything, keepdims default 1 */
+    expect_f32(reduce("ReduceMean", 13, x, NULL, 0, -1, 0), SHAPE(1, 1, 1), F(4.5f), 0);
+    /* opset 18: axes is an input */
+    expect_f32(reduce("ReduceMean", 18, x, I(2, 1), 2, 1, 1), SHAPE(2, 1, 1), F(2.5f, 6.5f), 0);
+    /* ReduceSum moved axes to an input at 13 */
+    expect_f32(reduce("ReduceSum", 13, x, I(0), 1, 0, 1), SHAPE(2, 2), F(6, 8, 10, 12), 0);
+    expect_f32(reduce("ReduceSum", 11, x, I(1), 1, 1, 0), SHAPE(2, 1, 2), F(4, 6, 12, 14), 0);
+    expect_f32(reduce("ReduceSum", 13, x, NULL, 0, 0, 1), SCALAR, F(36), 0);
+    expect_f32(reduce("ReduceSumSquare", 13, x, I(2), 1, 0, 0), SHAPE(2, 2), F(5, 25, 61, 113), 0);
+    expect_f32(reduce("ReduceMax", 13, x, I(0), 1, 0, 0), SHAPE(2, 2), F(5, 6, 7, 8), 0);
+    expect_f32(reduce("ReduceMin", 13, x, I(1), 1, 0, 0), SHAPE(2, 2), F(1, 2, 5, 6), 0);
+    /* int64 sums (shape arithmetic) */
+    expect_ints(reduce("ReduceSum", 13, TI(SHAPE(2, 2), I(1, 2, 3, 4)), I(1), 1, 0, 1), QS_I64, SHAPE(2), I(3, 7));
+}
+
+TEST(reduce_noop_and_errors)
+{
+    qs_node n = opcheck_node("ReduceSum", NULL);
+    qs_node_set_int(&n, "noop_with_empty_axes", 1);
+    qs_tensor *x = TF(SHAPE(2, 2), F(1, 2, 3, 4));
+    qs_tensor *empty = qs_tensor_new(QS_I64, 1, (int64_t[]){ 0 });
+    expect_f32(run1(&n, 13, 2, (qs_tensor *[]){ x, empty }), SHAPE(2, 2), F(1, 2, 3, 4), 0);
+    qs_node m = opcheck_node("ReduceMean", NULL);
+    qs_node_set_ints(&m, "axes", 1, I(2));
+    ASSERT_STR_CONTAINS(run_fail(&m, 13, 1, (qs_tensor *[]){ x }, 1, QS_EINVAL), "out of range");
+    /* an axes input computed at run time cannot be planned */
+    qs_tensor *axes = qs_tensor_new(QS_I64, 1, (int64_t[]){ 1 });
+    free(axes->data);
+    axes->data = NULL;
+    axes->owns_data = 0;
+    ASSERT_STR_CONTAINS(run_fail(&n, 13, 2, (qs_tensor *[]){ x, axes }, 1, QS_EUNSUPPORTED), "plan time");
+}
+
+TEST(reduce_grads)
+{
+    const char *ops[] = { "ReduceSum", "ReduceMean", "ReduceSumSquare", "ReduceMax", "ReduceMin" };
+    for (int k = 0; k < 5; k++) {
+        qs_node n = opcheck_node(ops[k], NULL);
+        qs_node_set_ints(&n, "axes", 2, I(0, 2));
+        qs_node_set_int(&n, "keepdims", k % 2);
+        opcheck_grad(&n, 11, 1, (qs_tensor *[]){ opcheck_rand(3, (int64_t[]){ 2, 3, 4 }, -1, 1) }, 1, 1e-3, 2e-3, 1e-4);
+    }
+    qs_node n = opcheck_node("ReduceMean", NULL);
+    opcheck_grad(&n, 18, 2, (qs_tensor *[]){ opcheck_rand(4, (int64_t[]){ 2, 3, 2, 2 }, -1, 1), opcheck_ints(2, I(2, 3)) },
+                 1, 1e-3, 2e-3, 1e-4);
+}
+
+TEST(cast)
+{
+    qs_node n = opcheck_node("Cast", NULL);
+    qs_tensor *x = TF(SHAPE(5), F(2.7f, -2.7f, 0, 300, -1));
+    qs_node_set_int(&n, "to", QS_I64);
+    expect_ints(run1(&n, 13, 1, (qs_tensor *[]){ x }), QS_I64, SHAPE(5), I(2, -2, 0, 300, -1));
+    qs_node_set_int(&n, "to", QS_I32);
+    expect_ints(run1(&n, 13, 1, (qs_tensor *[]){ x }), QS_I32, SHAPE(5), I(2, -2, 0, 300, -1));
+    qs_node_set_int(&n, "to", QS_I8);
+    expect_ints(run1(&n, 13, 1, (qs_tensor *[]){ x }), QS_I8, SHAPE(5), I(2, -2, 0, 44, -1));   /* 300 wraps */
+    qs_node_set_int(&n, "to", QS_U8);
+    expect_ints(run1(&n, 13, 1, (qs_tensor *[]){ TF(SHAPE(2), F(3.9f, 255)) }), QS_U8, SHAPE(2), I(3, 255));
+    qs_node_set_int(&n, "to", QS_BOOL);
+    expect_ints(run1(&n, 13, 1, (qs_tensor *[]){ x }), QS_BOOL, SHAPE(5), I(1, 1, 0, 1, 1));
+    qs_node_set_int(&n, "to", QS_F32);
+    expect_f32(run1(&n, 13, 1, (qs_tensor *[]){ TI(SHAPE(3), I(-3, 0, 1 << 20)) }), SHAPE(3), F(-3, 0, 1 << 20), 0);
+    expect_f32(run1(&n, 13, 1, (qs_tensor *[]){ TT(QS_U8, SHAPE(2), I(255, 7)) }), SHAPE(2), F(255, 7), 0);
+    /* float -> float passes gradients */
+    opcheck_grad(&n, 13, 1, (qs_tensor *[]){ opcheck_rand(1, (int64_t[]){ 4 }, -1, 1) }, 1, 1e-2, 1e-3, 1e-4);
+    qs_node_set_int(&n, "to", 16);   /* bfloat16 */
+    ASSERT_STR_CONTAINS(run_fail(&n, 13, 1, (qs_tensor *[]){ x }, 1, QS_EUNSUPPORTED), "not supported");
+}
+
+TEST_MAIN(add_same_shape, broadcast_hand_cases, broadcast_matches_reference, int64_shape_arithmetic,
+          int32_and_uint8_arithmetic, mixed_pow_types, comparisons_and_where, where_grad,
+          not_broadcastable_names_node_and_shapes, legacy_broadcast_axis, binary_grads, unary_forward, unary_grads,
+          reduce_mean_and_sum, reduce_noop_and_errors, reduce_grads, cast)
