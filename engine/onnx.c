@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1307,11 +1308,15 @@ static int save_file(const qs_graph *g, const char *path, size_t ext_min, qs_err
     arena a = { 0 };
     FILE *fp = NULL;
 
-    if (asprintf(&tmp, "%s.tmpXXXXXX", path) < 0)
+    /* not mkstemp: its 0600 would survive the rename; O_EXCL + the umask gives the usual mode */
+    static atomic_uint counter;
+    if (asprintf(&tmp, "%s.tmp.%ld.%u", path, (long)getpid(), atomic_fetch_add(&counter, 1)) < 0)
         return qs_error(e, QS_ENOMEM, "out of memory");
-    int fd = mkstemp(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd < 0) {
         rc = qs_error(e, QS_EIO, "cannot create '%s': %s", path, strerror(errno));
+        free(tmp);
+        tmp = NULL;
         goto out;
     }
     fp = fdopen(fd, "wb");
@@ -1370,7 +1375,8 @@ out:
     if (ext.fp)
         fclose(ext.fp);
     if (rc < 0) {
-        unlink(tmp);
+        if (tmp)
+            unlink(tmp);
         if (data_tmp)
             unlink(data_tmp);
     }

@@ -1,4 +1,5 @@
-/* ONNX's own operator conformance cases (Debian's libonnx-testdata): for every case, import the
+/* ONNX's own conformance cases (Debian's libonnx-testdata: node/, pytorch-converted/,
+ * pytorch-operator/ and simple/; real/ only holds download stubs): for every case, import the
  * model, and when the executor supports all its ops and types, run it on each test data set and
  * compare with the expected outputs (float: |got - want| <= 1e-5 + 1e-3 |want|; integers and
  * bools exactly; NaN only matches NaN).
@@ -477,7 +478,7 @@ int main(int argc, char **argv)
     const char *root = getenv("QD_ONNX_TESTDATA");
     if (!root)
         root = "/usr/share/libonnx-testdata/data";
-    const char *suites[] = { "node", "pytorch-converted", "pytorch-operator" };
+    const char *suites[] = { "node", "pytorch-converted", "pytorch-operator", "simple" };
     const char *filter = argc > 1 ? argv[1] : NULL;
 
     char **cases = NULL;
