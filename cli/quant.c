@@ -1,12 +1,933 @@
+/* quant: the command line.
+ *
+ * One table of commands ({name, summary, usage, help, fn}); each command parses its own options
+ * with the small parser below (`--opt value` or `--opt=value`) and returns its exit status:
+ * 0 success, 1 failure (the message names the file, input or op), 2 usage error. Results go to
+ * stdout — exactly one JSON object with --json — and everything else (errors, the progress bar)
+ * to stderr, so `quant eval … --json | jq` works.
+ *
+ * The engine commands run locally: info, run, eval, bench. Ctrl-C raises the engine's abort flag,
+ * so a long run stops between nodes and exits with 130; a second Ctrl-C kills as usual. */
 #include "config.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "cli/progress.h"
+#include "engine/data.h"
+#include "engine/exec.h"
+#include "engine/graph.h"
+#include "engine/onnx.h"
+#include "engine/runner.h"
+
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 130 };
+
+typedef struct command {
+    const char *name, *summary, *usage, *help;
+    int (*fn)(const struct command *cmd, int argc, char **argv);
+} command;
+
+static atomic_int interrupted;
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    atomic_store(&interrupted, 1);
+}
+
+static void catch_sigint(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sa.sa_flags = SA_RESETHAND;   /* the second Ctrl-C kills */
+    sigaction(SIGINT, &sa, NULL);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* --- messages and options -------------------------------------------------------------------- */
+
+static int usage_error(const command *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int usage_error(const command *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "quant %s: ", c->name);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nusage: %s\nSee 'quant help %s'.\n", c->usage, c->name);
+    return EXIT_USAGE;
+}
+
+static int fail(const command *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(const command *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "quant %s: ", c->name);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return EXIT_FAIL;
+}
+
+/* An engine failure: aborted by Ctrl-C → 130, otherwise the engine's message → 1. */
+static int engine_fail(const command *c, int rc, const qs_err *e)
+{
+    if (rc == QS_EABORTED && atomic_load(&interrupted)) {
+        fprintf(stderr, "quant %s: interrupted\n", c->name);
+        return EXIT_INTERRUPTED;
+    }
+    return fail(c, "%s", e->msg[0] ? e->msg : qs_strerror(rc));
+}
+
+static void print_help(const command *c)
+{
+    printf("usage: %s\n\n%s\n", c->usage, c->help);
+}
+
+typedef struct opt {
+    const char *name;    /* "--batch" */
+    const char **val;    /* options with a value */
+    int *flag;           /* flags */
+} opt;
+
+enum { PARSED = -1 };
+
+/* Fills options and up to maxpos positionals. Returns PARSED, or an exit status (help, usage). */
+static int parse_args(const command *c, int argc, char **argv, const opt *opts, const char **pos, int maxpos,
+                      int *npos)
+{
+    *npos = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            print_help(c);
+            return EXIT_OK;
+        }
+        if (a[0] != '-' || !a[1]) {
+            if (*npos == maxpos)
+                return usage_error(c, "unexpected argument '%s'", a);
+            pos[(*npos)++] = a;
+            continue;
+        }
+        const char *eq = strchr(a, '=');
+        size_t len = eq ? (size_t)(eq - a) : strlen(a);
+        const opt *o = NULL;
+        for (const opt *p = opts; p->name; p++)
+            if (strlen(p->name) == len && !strncmp(p->name, a, len))
+                o = p;
+        if (!o)
+            return usage_error(c, "unknown option '%.*s'", (int)len, a);
+        if (o->flag) {
+            if (eq)
+                return usage_error(c, "option %s takes no value", o->name);
+            *o->flag = 1;
+        } else if (eq) {
+            *o->val = eq + 1;
+        } else {
+            if (i + 1 >= argc)
+                return usage_error(c, "option %s needs a value", o->name);
+            *o->val = argv[++i];
+        }
+    }
+    return PARSED;
+}
+
+/* An integer option in [lo, hi]; NULL keeps the default. Returns PARSED or EXIT_USAGE. */
+static int int_opt(const command *c, const char *name, const char *s, int64_t lo, int64_t hi, int64_t *v)
+{
+    if (!s)
+        return PARSED;
+    char *end;
+    errno = 0;
+    long long x = strtoll(s, &end, 10);
+    if (errno || end == s || *end || x < lo || x > hi)
+        return usage_error(c, "%s must be an integer from %lld to %lld, not '%s'", name, (long long)lo,
+                           (long long)hi, s);
+    *v = x;
+    return PARSED;
+}
+
+static int has_ext(const char *path, const char *ext)
+{
+    size_t n = strlen(path), k = strlen(ext);
+    return n > k && !strcasecmp(path + n - k, ext);
+}
+
+static void set_threads(int64_t threads)
+{
+    if (threads > 0)
+        openblas_set_num_threads((int)threads);
+}
+
+/* --- shared helpers ---------------------------------------------------------------------------- */
+
+static qs_graph *load_model(const command *c, const char *path)
+{
+    qs_err e = {0};
+    qs_graph *g = NULL;
+    if (qs_onnx_load(path, &g, &e) < 0) {
+        fail(c, "%s", e.msg);
+        return NULL;
+    }
+    return g;
+}
+
+static qs_dataset *open_data(const command *c, const char *path)
+{
+    qs_err e = {0};
+    qs_dataset *d = NULL;
+    if (qs_dataset_open(path, &d, &e) < 0) {
+        fail(c, "%s", e.msg);
+        return NULL;
+    }
+    return d;
+}
+
+static const char *vname(const qs_graph *g, int v) { return g->values[v].name; }
+
+/* "a, b, c" for messages */
+static void list_names(char *buf, size_t n, int count, const char *(*get)(const void *, int), const void *ctx)
+{
+    size_t k = 0;
+    buf[0] = 0;
+    for (int i = 0; i < count && k < n; i++)
+        k += snprintf(buf + k, n - k, i ? ", %s" : "%s", get(ctx, i));
+}
+
+static const char *input_name(const void *g, int i) { return vname(g, ((const qs_graph *)g)->inputs[i]); }
+static const char *output_name(const void *g, int i) { return vname(g, ((const qs_graph *)g)->outputs[i]); }
+static const char *array_name(const void *d, int i) { return qs_dataset_name(d, i); }
+
+/* Which data set array feeds each graph input: .npz arrays by input name; a .npy (or an .npz with
+ * a single array) only for a single-input model. */
+static int map_inputs(const command *c, const qs_graph *g, const qs_dataset *d, const char *path, int *arrays)
+{
+    char names[1024];
+    list_names(names, sizeof names, g->ninputs, input_name, g);
+    int single = qs_dataset_count(d) == 1;
+    if (single && !qs_dataset_name(d, 0)[0] && g->ninputs != 1)
+        return fail(c, "%s holds one array but the model has %d inputs (%s); give an .npz keyed by input name",
+                    path, g->ninputs, names);
+    for (int i = 0; i < g->ninputs; i++) {
+        const char *name = vname(g, g->inputs[i]);
+        arrays[i] = qs_dataset_find(d, name);
+        if (arrays[i] < 0 && single && g->ninputs == 1)
+            arrays[i] = 0;
+        if (arrays[i] < 0) {
+            char have[1024];
+            list_names(have, sizeof have, qs_dataset_count(d), array_name, d);
+            return fail(c, "%s has no array '%s' for the model input '%s' (it has: %s; the model's inputs: %s)",
+                        path, name, name, have, names);
+        }
+    }
+    return EXIT_OK;
+}
+
+static json_t *shape_json(const qs_value *v)
+{
+    if (v->ndim < 0)
+        return json_null();
+    json_t *a = json_array();
+    for (int d = 0; d < v->ndim; d++)
+        json_array_append_new(a, v->dim_param[d] ? json_string(v->dim_param[d])
+                                 : v->shape[d] >= 0 ? json_integer(v->shape[d]) : json_null());
+    return a;
+}
+
+static char *shape_text(const qs_value *v, char *buf, size_t n)
+{
+    if (v->ndim < 0) {
+        snprintf(buf, n, "unknown");
+        return buf;
+    }
+    size_t k = snprintf(buf, n, "[");
+    for (int d = 0; d < v->ndim && k < n; d++) {
+        if (v->dim_param[d])
+            k += snprintf(buf + k, n - k, d ? ", %s" : "%s", v->dim_param[d]);
+        else if (v->shape[d] >= 0)
+            k += snprintf(buf + k, n - k, d ? ", %lld" : "%lld", (long long)v->shape[d]);
+        else
+            k += snprintf(buf + k, n - k, d ? ", ?" : "?");
+    }
+    if (k < n)
+        snprintf(buf + k, n - k, "]");
+    return buf;
+}
+
+static void print_json(json_t *j)
+{
+    json_dumpf(j, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
+    fputc('\n', stdout);
+    json_decref(j);
+}
+
+/* 1234567 → "1.23 M" */
+static void si(char *buf, size_t n, double v)
+{
+    const char *unit[] = {"", " K", " M", " G", " T", " P"};
+    int u = 0;
+    while (fabs(v) >= 1000 && u < 5) {
+        v /= 1000;
+        u++;
+    }
+    snprintf(buf, n, u ? "%.3g%s" : "%.0f%s", v, unit[u]);
+}
+
+/* --- quant info ---------------------------------------------------------------------------------- */
+
+/* Multiply-accumulates of the compute-heavy ops per pass of the plan. */
+static double count_macs(const qs_graph *g, const qs_exec *x)
+{
+    double macs = 0;
+    for (int i = 0; i < g->nnodes; i++) {
+        const qs_node *n = &g->nodes[i];
+        if (n->domain[0] || n->nin < 2 || n->nout < 1 || n->in[0] < 0 || n->in[1] < 0 || n->out[0] < 0)
+            continue;
+        const qs_tensor *a = qs_exec_value(x, n->in[0]), *b = qs_exec_value(x, n->in[1]),
+                        *y = qs_exec_value(x, n->out[0]);
+        if (!a || !b || !y || b->ndim < 1)
+            continue;
+        if (!strcmp(n->op, "Conv") && b->shape[0] > 0)   /* each output: Cin/group · kernel */
+            macs += (double)qs_numel(y) * ((double)qs_numel(b) / b->shape[0]);
+        else if (!strcmp(n->op, "ConvTranspose") && b->shape[0] > 0)   /* each input: Cout/group · kernel */
+            macs += (double)qs_numel(a) * ((double)qs_numel(b) / b->shape[0]);
+        else if (!strcmp(n->op, "Gemm") && a->ndim == 2)
+            macs += (double)qs_numel(y) * a->shape[qs_node_int(n, "transA", 0) ? 0 : 1];
+        else if (!strcmp(n->op, "MatMul") && a->ndim >= 1)
+            macs += (double)qs_numel(y) * a->shape[a->ndim - 1];
+    }
+    return macs;
+}
+
+struct op_count { const char *op; int n; };
+
+static int cmp_count(const void *a, const void *b)
+{
+    const struct op_count *x = a, *y = b;
+    return x->n != y->n ? y->n - x->n : strcmp(x->op, y->op);
+}
+
+static int cmd_info(const command *c, int argc, char **argv)
+{
+    int json = 0, npos;
+    const char *pos[1];
+    const opt opts[] = {{.name = "--json", .flag = &json}, {.name = NULL}};
+    int rc = parse_args(c, argc, argv, opts, pos, 1, &npos);
+    if (rc != PARSED)
+        return rc;
+    if (npos < 1)
+        return usage_error(c, "missing MODEL");
+    qs_graph *g = load_model(c, pos[0]);
+    if (!g)
+        return EXIT_FAIL;
+
+    /* op counts, most frequent first */
+    struct op_count *ops = calloc(g->nnodes + 1, sizeof *ops);
+    int nops = 0;
+    for (int i = 0; i < g->nnodes; i++) {
+        int k = 0;
+        while (k < nops && strcmp(ops[k].op, g->nodes[i].op))
+            k++;
+        if (k == nops)
+            ops[nops++].op = g->nodes[i].op;
+        ops[k].n++;
+    }
+    qsort(ops, nops, sizeof *ops, cmp_count);
+
+    /* parameters: elements of float initializers (int64 shape constants are not parameters) */
+    int64_t params = 0;
+    for (int v = 0; v < g->nvalues; v++) {
+        const qs_tensor *t = g->values[v].init;
+        if (t && (t->dtype == QS_F32 || t->dtype == QS_F64))
+            params += qs_numel(t);
+    }
+
+    qs_err e = {0};
+    int supported = qs_exec_check(g, &e) == 0;
+    char unsupported[QS_ERRMSG_MAX];
+    snprintf(unsupported, sizeof unsupported, "%s", supported ? "" : e.msg);
+
+    /* FLOPs at batch 1 (per sample for a model with a fixed larger batch), from a plan's shapes */
+    double macs = -1;
+    char why[QS_ERRMSG_MAX] = "";
+    if (supported) {
+        qs_exec *x = qs_exec_new(g, QS_EXEC_INFER, &e);
+        if (x && qs_exec_plan(x, 1, &e) == 0)
+            macs = count_macs(g, x) / (qs_exec_batch(x) > 0 ? qs_exec_batch(x) : 1);
+        else
+            snprintf(why, sizeof why, "%s", e.msg);
+        qs_exec_free(x);
+    } else {
+        snprintf(why, sizeof why, "the model has unsupported ops");
+    }
+
+    if (json) {
+        json_t *j = json_object(), *opsets = json_object(), *ins = json_array(), *outs = json_array(),
+               *counts = json_object(), *uns = json_array();
+        json_object_set_new(j, "model", json_string(pos[0]));
+        json_object_set_new(j, "ir_version", json_integer(g->ir_version));
+        json_object_set_new(j, "producer", json_string(g->producer_name ? g->producer_name : ""));
+        json_object_set_new(j, "opset", json_integer(qs_graph_opset(g, "")));
+        for (int i = 0; i < g->nopsets; i++)
+            json_object_set_new(opsets, g->opsets[i].domain, json_integer(g->opsets[i].version));
+        json_object_set_new(j, "opsets", opsets);
+        for (int k = 0; k < 2; k++) {
+            int n = k ? g->noutputs : g->ninputs;
+            const int *ids = k ? g->outputs : g->inputs;
+            for (int i = 0; i < n; i++) {
+                const qs_value *v = &g->values[ids[i]];
+                json_array_append_new(k ? outs : ins,
+                                      json_pack("{s:s, s:o, s:s}", "name", v->name, "shape", shape_json(v), "dtype",
+                                                qs_dtype_name(v->dtype)));
+            }
+        }
+        json_object_set_new(j, "inputs", ins);
+        json_object_set_new(j, "outputs", outs);
+        json_object_set_new(j, "nodes", json_integer(g->nnodes));
+        for (int k = 0; k < nops; k++)
+            json_object_set_new(counts, ops[k].op, json_integer(ops[k].n));
+        json_object_set_new(j, "ops", counts);
+        json_object_set_new(j, "parameters", json_integer(params));
+        json_object_set_new(j, "flops", macs >= 0 ? json_real(2 * macs) : json_null());
+        json_object_set_new(j, "macs", macs >= 0 ? json_real(macs) : json_null());
+        /* one entry per problem: the check's indented lines, or its whole message */
+        for (char *line = unsupported, *nl; *line; line = nl ? nl + 1 : line + strlen(line)) {
+            nl = strchr(line, '\n');
+            size_t len = nl ? (size_t)(nl - line) : strlen(line), lead = strspn(line, " \t");
+            if (lead && lead < len)
+                json_array_append_new(uns, json_stringn(line + lead, len - lead));
+        }
+        if (!supported && !json_array_size(uns))
+            json_array_append_new(uns, json_string(unsupported));
+        json_object_set_new(j, "unsupported", uns);
+        print_json(j);
+    } else {
+        char s[256];
+        printf("model        %s\n", pos[0]);
+        if (g->producer_name && g->producer_name[0])
+            printf("producer     %s %s\n", g->producer_name, g->producer_version ? g->producer_version : "");
+        printf("ir_version   %lld\nopset        %lld", (long long)g->ir_version, (long long)qs_graph_opset(g, ""));
+        for (int i = 0; i < g->nopsets; i++)
+            if (g->opsets[i].domain[0])
+                printf(", %s %lld", g->opsets[i].domain, (long long)g->opsets[i].version);
+        printf("\n");
+        for (int k = 0; k < 2; k++) {
+            int n = k ? g->noutputs : g->ninputs;
+            const int *ids = k ? g->outputs : g->inputs;
+            printf("%s\n", k ? "outputs" : "inputs");
+            for (int i = 0; i < n; i++) {
+                const qs_value *v = &g->values[ids[i]];
+                printf("  %-16s %-8s %s\n", v->name, qs_dtype_name(v->dtype), shape_text(v, s, sizeof s));
+            }
+        }
+        printf("nodes        %d\nops          ", g->nnodes);
+        for (int k = 0; k < nops; k++)
+            printf(k ? ", %s %d" : "%s %d", ops[k].op, ops[k].n);
+        si(s, sizeof s, (double)params);
+        printf(params >= 1000 ? "\nparameters   %lld (%s)\n" : "\nparameters   %lld\n", (long long)params, s);
+        if (macs >= 0) {
+            char m[64];
+            si(s, sizeof s, 2 * macs);
+            si(m, sizeof m, macs);
+            printf("FLOPs        %s per sample (2 x %s MACs of Conv, Gemm, MatMul)\n", s, m);
+        } else {
+            printf("FLOPs        unknown: %s\n", why);
+        }
+        if (supported)
+            printf("unsupported  none\n");
+        else {
+            printf("unsupported\n");
+            for (char *line = unsupported, *nl; *line; line = nl ? nl + 1 : line + strlen(line)) {
+                nl = strchr(line, '\n');
+                size_t lead = strspn(line, " \t"), len = nl ? (size_t)(nl - line) : strlen(line);
+                printf("  %.*s\n", (int)(len - lead), line + lead);
+            }
+        }
+    }
+    free(ops);
+    qs_graph_free(g);
+    return EXIT_OK;
+}
+
+/* --- quant run ----------------------------------------------------------------------------------- */
+
+static int cmd_run(const command *c, int argc, char **argv)
+{
+    const char *pos[1], *in = NULL, *outp = NULL, *sbatch = NULL, *sthreads = NULL;
+    int npos;
+    const opt opts[] = {{.name = "--input", .val = &in}, {.name = "--output", .val = &outp},
+                        {.name = "--batch", .val = &sbatch}, {.name = "--threads", .val = &sthreads},
+                        {.name = NULL}};
+    int rc = parse_args(c, argc, argv, opts, pos, 1, &npos);
+    if (rc != PARSED)
+        return rc;
+    int64_t batch = 32, threads = 0;
+    if (npos < 1)
+        return usage_error(c, "missing MODEL");
+    if (!in)
+        return usage_error(c, "missing --input X.npy|X.npz");
+    if (!outp)
+        return usage_error(c, "missing --output Y.npy|Y.npz");
+    if (!has_ext(outp, ".npy") && !has_ext(outp, ".npz"))
+        return usage_error(c, "--output must name a .npy or .npz file, not '%s'", outp);
+    if ((rc = int_opt(c, "--batch", sbatch, 1, 1 << 20, &batch)) != PARSED ||
+        (rc = int_opt(c, "--threads", sthreads, 1, 1024, &threads)) != PARSED)
+        return rc;
+    set_threads(threads);
+
+    qs_graph *g = load_model(c, pos[0]);
+    if (!g)
+        return EXIT_FAIL;
+    qs_dataset *d = NULL;
+    qs_runner *r = NULL;
+    qs_tensor **y = calloc(g->noutputs + 1, sizeof *y);
+    const qs_tensor **x = calloc(g->ninputs + 1, sizeof *x);
+    int *arrays = calloc(g->ninputs + 1, sizeof *arrays);
+    qs_err e = {0};
+    rc = EXIT_FAIL;
+    if (has_ext(outp, ".npy") && g->noutputs != 1) {
+        char names[1024];
+        list_names(names, sizeof names, g->noutputs, output_name, g);
+        fail(c, "the model has %d outputs (%s); write them to an .npz file", g->noutputs, names);
+        goto out;
+    }
+    if (!(d = open_data(c, in)) || map_inputs(c, g, d, in, arrays) != EXIT_OK)
+        goto out;
+    for (int i = 0; i < g->ninputs; i++)
+        x[i] = qs_dataset_array(d, arrays[i]);
+    if (!(r = qs_runner_new(g, batch, &e))) {
+        rc = fail(c, "%s", e.msg);
+        goto out;
+    }
+    if (threads)
+        qs_runner_set_threads(r, (int)threads);
+    catch_sigint();
+    double t0 = now_s();
+    cli_progress *p = cli_progress_new("run");
+    int err = qs_runner_run(r, x, y, cli_progress_cb, p, &interrupted, &e);
+    cli_progress_end(p);
+    if (err < 0) {
+        rc = engine_fail(c, err, &e);
+        goto out;
+    }
+    double secs = now_s() - t0;
+    if (has_ext(outp, ".npz")) {
+        const char **names = calloc(g->noutputs + 1, sizeof *names);
+        for (int k = 0; k < g->noutputs; k++)
+            names[k] = vname(g, g->outputs[k]);
+        err = qs_npz_save(outp, g->noutputs, names, (const qs_tensor *const *)y, &e);
+        free(names);
+    } else {
+        err = qs_npy_save(outp, y[0], &e);
+    }
+    if (err < 0) {
+        rc = fail(c, "%s", e.msg);
+        goto out;
+    }
+    int64_t n = y[0]->shape[0];
+    fprintf(stderr, "quant run: %lld samples in %.3f s (batch %lld) → %s\n", (long long)n, secs,
+            (long long)qs_runner_batch(r), outp);
+    rc = EXIT_OK;
+out:
+    for (int k = 0; y && k < g->noutputs; k++)
+        qs_tensor_free(y[k]);
+    free(y);
+    free(x);
+    free(arrays);
+    qs_runner_free(r);
+    qs_dataset_close(d);
+    qs_graph_free(g);
+    return rc;
+}
+
+/* --- quant eval ---------------------------------------------------------------------------------- */
+
+struct eval {
+    const qs_tensor *labels;
+    int64_t top1, top5, classes;
+};
+
+/* Rank of the label's score among the classes, ties broken by index as a stable sort would
+ * (so top-1 agrees with numpy's argmax). */
+static int eval_batch(void *ud, int64_t start, int64_t n, const qs_tensor *const *out, qs_exec *x, qs_err *e)
+{
+    struct eval *ev = ud;
+    const qs_tensor *y = out[0];
+    int64_t C = n ? qs_numel(y) / n : 0;
+    if (!ev->classes)
+        ev->classes = C;
+    if (C < 1 || y->dtype != QS_F32)
+        return qs_error(e, QS_ESHAPE, "the first output must hold float32 class scores per sample, got %s %s",
+                        qs_dtype_name(y->dtype), qs_shape_str(y->ndim, y->shape, (char[128]){0}, 128));
+    for (int64_t s = 0; s < n; s++) {
+        int64_t lab = qs_get_i64(ev->labels, start + s);
+        if (lab < 0 || lab >= C)
+            return qs_error(e, QS_EINVAL, "label %lld of sample %lld is not a class index in [0, %lld)",
+                            (long long)lab, (long long)(start + s), (long long)C);
+        const float *v = qs_f32(y) + s * C;
+        int64_t rank = 0;
+        for (int64_t j = 0; j < C; j++)
+            rank += v[j] > v[lab] || (v[j] == v[lab] && j < lab);
+        ev->top1 += rank < 1;
+        ev->top5 += rank < 5;
+    }
+    return 0;
+}
+
+static int cmd_eval(const command *c, int argc, char **argv)
+{
+    const char *pos[1], *in = NULL, *lab = NULL, *sbatch = NULL, *sthreads = NULL;
+    int npos, json = 0;
+    const opt opts[] = {{.name = "--input", .val = &in}, {.name = "--labels", .val = &lab},
+                        {.name = "--batch", .val = &sbatch}, {.name = "--threads", .val = &sthreads},
+                        {.name = "--json", .flag = &json}, {.name = NULL}};
+    int rc = parse_args(c, argc, argv, opts, pos, 1, &npos);
+    if (rc != PARSED)
+        return rc;
+    int64_t batch = 32, threads = 0;
+    if (npos < 1)
+        return usage_error(c, "missing MODEL");
+    if (!in)
+        return usage_error(c, "missing --input X.npy|X.npz");
+    if (!lab)
+        return usage_error(c, "missing --labels Y.npy");
+    if ((rc = int_opt(c, "--batch", sbatch, 1, 1 << 20, &batch)) != PARSED ||
+        (rc = int_opt(c, "--threads", sthreads, 1, 1024, &threads)) != PARSED)
+        return rc;
+    set_threads(threads);
+
+    qs_graph *g = load_model(c, pos[0]);
+    if (!g)
+        return EXIT_FAIL;
+    qs_dataset *d = NULL, *ld = NULL;
+    qs_runner *r = NULL;
+    int *arrays = calloc(g->ninputs + 1, sizeof *arrays);
+    qs_err e = {0};
+    rc = EXIT_FAIL;
+    if (!(d = open_data(c, in)) || map_inputs(c, g, d, in, arrays) != EXIT_OK || !(ld = open_data(c, lab)))
+        goto out;
+    int li = qs_dataset_count(ld) == 1 ? 0 : qs_dataset_find(ld, "labels");
+    if (li < 0) {
+        fail(c, "%s holds %d arrays; give a .npy of labels or an .npz with an array 'labels'", lab,
+             qs_dataset_count(ld));
+        goto out;
+    }
+    const qs_tensor *labels = qs_dataset_array(ld, li);
+    qs_dtype lt = labels->dtype;
+    if (lt != QS_I64 && lt != QS_I32 && lt != QS_U8 && lt != QS_I8 && lt != QS_I16 && lt != QS_U16) {
+        fail(c, "%s: labels must be integer class indices (int64, int32 or uint8), not %s", lab, qs_dtype_name(lt));
+        goto out;
+    }
+    int64_t n = qs_dataset_rows(d, arrays[0]);
+    if (labels->ndim < 1 || labels->ndim > 2 || (labels->ndim == 2 && labels->shape[1] != 1) ||
+        labels->shape[0] != n) {
+        char s[128];
+        fail(c, "%s: expected %lld labels of shape [%lld] (or [%lld, 1]), got %s", lab, (long long)n, (long long)n,
+             (long long)n, qs_shape_str(labels->ndim, labels->shape, s, sizeof s));
+        goto out;
+    }
+    if (!(r = qs_runner_new(g, batch, &e))) {
+        rc = fail(c, "%s", e.msg);
+        goto out;
+    }
+    if (threads)
+        qs_runner_set_threads(r, (int)threads);
+    catch_sigint();
+    struct eval ev = {.labels = labels};
+    double t0 = now_s();
+    cli_progress *p = cli_progress_new("eval");
+    int err = qs_runner_stream(r, d, arrays, 0, -1, eval_batch, &ev, cli_progress_cb, p, &interrupted, &e);
+    cli_progress_end(p);
+    double secs = now_s() - t0;
+    if (err < 0) {
+        rc = engine_fail(c, err, &e);
+        goto out;
+    }
+    double acc = n ? (double)ev.top1 / n : 0, top5 = n ? (double)ev.top5 / n : 0, sps = secs > 0 ? n / secs : 0;
+    int has5 = ev.classes >= 5;
+    if (json) {
+        json_t *j = json_object();
+        json_object_set_new(j, "accuracy", json_real(acc));
+        json_object_set_new(j, "top5", has5 ? json_real(top5) : json_null());
+        json_object_set_new(j, "samples", json_integer(n));
+        json_object_set_new(j, "seconds", json_real(secs));
+        json_object_set_new(j, "samples_per_s", json_real(sps));
+        print_json(j);
+    } else {
+        printf("accuracy   %.2f%% (%lld of %lld)\n", 100 * acc, (long long)ev.top1, (long long)n);
+        if (has5)
+            printf("top-5      %.2f%% (%lld of %lld)\n", 100 * top5, (long long)ev.top5, (long long)n);
+        printf("samples    %lld\nseconds    %.3f\nsamples/s  %.1f\n", (long long)n, secs, sps);
+    }
+    rc = EXIT_OK;
+out:
+    free(arrays);
+    qs_runner_free(r);
+    qs_dataset_close(d);
+    qs_dataset_close(ld);
+    qs_graph_free(g);
+    return rc;
+}
+
+/* --- quant bench --------------------------------------------------------------------------------- */
+
+static uint64_t rng_next(uint64_t *s)   /* xorshift64* */
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 0x2545F4914F6CDD1DULL;
+}
+
+static void fill_random(qs_tensor *t, uint64_t *seed)
+{
+    int64_t n = qs_numel(t);
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t r = rng_next(seed);
+        switch (t->dtype) {
+        case QS_F32: qs_f32(t)[i] = (float)((r >> 40) * (1.0 / (1 << 24))); break;   /* [0, 1) */
+        case QS_F64: ((double *)t->data)[i] = (r >> 11) * (1.0 / 9007199254740992.0); break;
+        case QS_I64: qs_i64(t)[i] = (int64_t)(r % 10); break;
+        case QS_I32: qs_i32(t)[i] = (int32_t)(r % 10); break;
+        default: if (qs_dtype_size(t->dtype) == 1) qs_u8(t)[i] = (uint8_t)(r % 10); break;
+        }
+    }
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* nearest-rank percentile of sorted v[n] */
+static double percentile(const double *v, int n, double p)
+{
+    int k = (int)ceil(p / 100 * n) - 1;
+    return v[k < 0 ? 0 : k >= n ? n - 1 : k];
+}
+
+static int cmd_bench(const command *c, int argc, char **argv)
+{
+    const char *pos[1], *sbatch = NULL, *sthreads = NULL, *siters = NULL, *swarm = NULL;
+    int npos, json = 0;
+    const opt opts[] = {{.name = "--batch", .val = &sbatch}, {.name = "--threads", .val = &sthreads},
+                        {.name = "--iters", .val = &siters}, {.name = "--warmup", .val = &swarm},
+                        {.name = "--json", .flag = &json}, {.name = NULL}};
+    int rc = parse_args(c, argc, argv, opts, pos, 1, &npos);
+    if (rc != PARSED)
+        return rc;
+    int64_t batch = 1, threads = 0, iters = 20, warm = 3;
+    if (npos < 1)
+        return usage_error(c, "missing MODEL");
+    if ((rc = int_opt(c, "--batch", sbatch, 1, 1 << 20, &batch)) != PARSED ||
+        (rc = int_opt(c, "--threads", sthreads, 1, 1024, &threads)) != PARSED ||
+        (rc = int_opt(c, "--iters", siters, 1, 1000000, &iters)) != PARSED ||
+        (rc = int_opt(c, "--warmup", swarm, 0, 1000000, &warm)) != PARSED)
+        return rc;
+    set_threads(threads);
+
+    qs_graph *g = load_model(c, pos[0]);
+    if (!g)
+        return EXIT_FAIL;
+    qs_err e = {0};
+    double *lat = calloc(iters, sizeof *lat);
+    rc = EXIT_FAIL;
+    qs_exec *x = qs_exec_new(g, QS_EXEC_INFER, &e);
+    if (!x || qs_exec_plan(x, batch, &e) < 0) {
+        rc = fail(c, "%s", e.msg);
+        goto out;
+    }
+    if (threads)
+        qs_exec_set_threads(x, (int)threads);
+    int64_t real = qs_exec_batch(x);
+    if (real != batch && !json)
+        fprintf(stderr, "quant bench: the model fixes its batch to %lld; timing batches of %lld\n", (long long)real,
+                (long long)real);
+    uint64_t seed = 0x9E3779B97F4A7C15ULL;
+    for (int i = 0; i < g->ninputs; i++)
+        fill_random(qs_exec_input(x, i), &seed);
+    catch_sigint();
+    qs_exec_set_abort(x, &interrupted);
+    cli_progress *p = cli_progress_new("bench");
+    int err = 0;
+    for (int64_t k = 0; k < warm + iters && err >= 0; k++) {
+        double t0 = now_s();
+        err = qs_exec_forward(x, &e);
+        if (k >= warm)
+            lat[k - warm] = (now_s() - t0) * 1e3;
+        cli_progress_update(p, k + 1, warm + iters);
+    }
+    cli_progress_end(p);
+    if (err < 0) {
+        rc = engine_fail(c, err, &e);
+        goto out;
+    }
+    double sum = 0;
+    for (int64_t k = 0; k < iters; k++)
+        sum += lat[k];
+    qsort(lat, iters, sizeof *lat, cmp_double);
+    double mean = sum / iters, p50 = percentile(lat, (int)iters, 50), p90 = percentile(lat, (int)iters, 90);
+    double sps = sum > 0 ? real * iters / (sum / 1e3) : 0;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double rss_mb = ru.ru_maxrss / 1024.0;   /* Linux reports KiB */
+    double arena_mb = qs_exec_arena_bytes(x) / (1024.0 * 1024.0);
+    if (json) {
+        json_t *j = json_object();
+        json_object_set_new(j, "batch", json_integer(real));
+        json_object_set_new(j, "threads", threads ? json_integer(threads) : json_null());
+        json_object_set_new(j, "iters", json_integer(iters));
+        json_object_set_new(j, "warmup", json_integer(warm));
+        json_object_set_new(j, "samples_per_s", json_real(sps));
+        json_object_set_new(j, "latency_ms", json_pack("{s:f, s:f, s:f}", "mean", mean, "p50", p50, "p90", p90));
+        json_object_set_new(j, "peak_rss_mb", json_real(rss_mb));
+        json_object_set_new(j, "arena_mb", json_real(arena_mb));
+        print_json(j);
+    } else {
+        printf("batch        %lld\n", (long long)real);
+        if (threads)
+            printf("threads      %lld\n", (long long)threads);
+        printf("iterations   %lld (after %lld warm-up)\n", (long long)iters, (long long)warm);
+        printf("throughput   %.1f samples/s\n", sps);
+        printf("latency      mean %.3f ms, p50 %.3f ms, p90 %.3f ms per batch\n", mean, p50, p90);
+        printf("peak RSS     %.1f MiB (activations and scratch %.1f MiB)\n", rss_mb, arena_mb);
+    }
+    rc = EXIT_OK;
+out:
+    free(lat);
+    qs_exec_free(x);
+    qs_graph_free(g);
+    return rc;
+}
+
+/* --- the table ----------------------------------------------------------------------------------- */
+
+static int cmd_help(const command *c, int argc, char **argv);
+
+static const command commands[] = {
+    {.name = "info", .summary = "describe a model: inputs, outputs, ops, parameters, FLOPs, unsupported ops",
+     .usage = "quant info MODEL [--json]",
+     .help = "Prints the model's inputs and outputs (names, shapes with symbolic dims, dtypes), opset, op\n"
+             "counts, parameter count (elements of float initializers), an estimate of FLOPs per sample\n"
+             "(2 x the multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul at batch 1) and the ops\n"
+             "quant cannot run.\n\n"
+             "  --json   one JSON object: {model, ir_version, producer, opset, opsets, inputs[{name, shape,\n"
+             "           dtype}], outputs[...], nodes, ops{type: count}, parameters, flops, macs, unsupported[]};\n"
+             "           symbolic dims are strings, unknown ones null",
+     .fn = cmd_info},
+    {.name = "run", .summary = "run a model over a data set and save its outputs",
+     .usage = "quant run MODEL --input X.npy|X.npz --output Y.npy|Y.npz [--batch N] [--threads T]",
+     .help = "Runs the model on every sample (row) of the input in batches and writes the outputs.\n\n"
+             "  --input X     .npz keyed by the model's input names, or .npy for a single-input model;\n"
+             "                any numeric dtype (converted to the input's type)\n"
+             "  --output Y    .npz keyed by output names, or .npy for a single-output model\n"
+             "  --batch N     samples per forward pass (default 32); a model that fixes its batch dim\n"
+             "                runs that many at a time. Outputs do not depend on N.\n"
+             "  --threads T   threads for OpenBLAS and the engine (default: OpenBLAS's own choice)",
+     .fn = cmd_run},
+    {.name = "eval", .summary = "top-1 / top-5 accuracy of a classifier on labelled data",
+     .usage = "quant eval MODEL --input X.npy|X.npz --labels Y.npy [--batch N] [--threads T] [--json]",
+     .help = "Streams the data set through the model in batches and compares the first output's class\n"
+             "scores ([N, C], or any [N, ...] with C scores per sample) with the labels.\n\n"
+             "  --input X     as for quant run\n"
+             "  --labels Y    class indices, int64, int32 or uint8, shape [N] or [N, 1]\n"
+             "  --batch N     samples per forward pass (default 32)\n"
+             "  --threads T   threads for OpenBLAS and the engine\n"
+             "  --json        print exactly one JSON object:\n"
+             "                {\"accuracy\", \"top5\", \"samples\", \"seconds\", \"samples_per_s\"}\n"
+             "                accuracy and top5 are fractions in [0, 1] (not percent); top5 is null with\n"
+             "                fewer than 5 classes. Ties count for the lower class index, as numpy's argmax.",
+     .fn = cmd_eval},
+    {.name = "bench", .summary = "throughput, latency and memory on random inputs",
+     .usage = "quant bench MODEL [--batch N] [--threads T] [--iters K] [--warmup W] [--json]",
+     .help = "Runs the model on random inputs (floats in [0, 1), small integers) and reports throughput\n"
+             "(samples/s), latency per batch (mean, p50, p90 in ms) and peak resident memory.\n\n"
+             "  --batch N     samples per forward pass (default 1; a fixed batch dim wins)\n"
+             "  --threads T   threads for OpenBLAS and the engine\n"
+             "  --iters K     timed forward passes (default 20)\n"
+             "  --warmup W    untimed passes first (default 3)\n"
+             "  --json        one JSON object: {batch, threads, iters, warmup, samples_per_s,\n"
+             "                latency_ms{mean, p50, p90}, peak_rss_mb, arena_mb}",
+     .fn = cmd_bench},
+    {.name = "help", .summary = "show help for a command", .usage = "quant help [COMMAND]",
+     .help = "Without COMMAND, lists the commands.", .fn = cmd_help},
+};
+#define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
+
+static void print_main_help(FILE *f)
+{
+    fprintf(f, "usage: quant [--version] [--help] COMMAND [ARGS]\n\n"
+               "Quantizes neural networks (ONNX in, QDQ ONNX out) and runs them.\n\ncommands:\n");
+    for (int i = 0; i < NCOMMANDS; i++)
+        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nExit status: 0 success, 1 failure, 2 usage error, 130 interrupted.\n"
+               "Run 'quant help COMMAND' for a command's options.\n");
+}
+
+static const command *find_command(const char *name)
+{
+    for (int i = 0; i < NCOMMANDS; i++)
+        if (!strcmp(commands[i].name, name))
+            return &commands[i];
+    return NULL;
+}
+
+static int cmd_help(const command *c, int argc, char **argv)
+{
+    if (argc == 0) {
+        print_main_help(stdout);
+        return EXIT_OK;
+    }
+    if (argc > 1)
+        return usage_error(c, "unexpected argument '%s'", argv[1]);
+    const command *t = find_command(argv[0]);
+    if (!t) {
+        fprintf(stderr, "quant help: unknown command '%s'; see 'quant --help'\n", argv[0]);
+        return EXIT_USAGE;
+    }
+    print_help(t);
+    return EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc > 1 && !strcmp(argv[1], "--version")) {
-        printf("quant %s\n", PACKAGE_VERSION);
-        return 0;
+    if (argc < 2) {
+        print_main_help(stderr);
+        return EXIT_USAGE;
     }
-    fprintf(stderr, "usage: quant --version\n");
-    return 2;
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+        printf("quant %s\n", PACKAGE_VERSION);
+        return EXIT_OK;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        print_main_help(stdout);
+        return EXIT_OK;
+    }
+    const command *c = find_command(argv[1]);
+    if (!c) {
+        fprintf(stderr, "quant: unknown %s '%s'; see 'quant --help'\n", argv[1][0] == '-' ? "option" : "command",
+                argv[1]);
+        return EXIT_USAGE;
+    }
+    return c->fn(c, argc - 2, argv + 2);
 }

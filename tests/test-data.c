@@ -395,7 +395,8 @@ TEST(npz_roundtrip_in_place_and_extracted)
     unsetenv("TMPDIR");
     d = open_ok(tmp_path("two.npz"));
     ASSERT_EQ(qs_dataset_count(d), 2);
-    const qs_tensor *x = qs_dataset_array(d, qs_dataset_find(d, "abc")), *y = qs_dataset_array(d, qs_dataset_find(d, "int"));
+    const qs_tensor *x = qs_dataset_array(d, qs_dataset_find(d, "abc"));
+    const qs_tensor *y = qs_dataset_array(d, qs_dataset_find(d, "int"));
     ASSERT(qs_shape_eq(x, a));
     ASSERT(!memcmp(x->data, a->data, 48));
     ASSERT(qs_shape_eq(y, b));
