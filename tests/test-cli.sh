@@ -160,4 +160,26 @@ if grep -q "%" "$T/err"; then not_ok "no progress bar off a terminal" "$(cat "$T
 QUANT_PROGRESS=1 "$Q" run "$F/cls.onnx" --input "$F/cls_x.npy" --output "$T/p.npy" --batch 4 2>"$T/err"
 if grep -qa "100%  20/20" "$T/err"; then ok "progress bar when forced"; else not_ok "progress bar when forced" "$(cat "$T/err")"; fi
 
+# --- real-world interop: the ONNX zoo's mnist-8 (fixed batch 1, raw 0-255 pixels, 98.9% documented) ------
+# The IDX files become .npy with a hand-made header, so this needs neither python nor numpy.
+R="$s/../shared/realworld"
+npy_u8() {   # npy_u8 SHAPE SKIP < idx.gz > out.npy: a uint8 .npy from gzip'd IDX data after SKIP bytes
+  dict="{'descr': '|u1', 'fortran_order': False, 'shape': ($1), }"
+  total=$(( (10 + ${#dict} + 1 + 63) / 64 * 64 )); hlen=$((total - 10))
+  printf "\223NUMPY\001\000\\$(printf %o "$hlen")\000%s%*s\n" "$dict" $((hlen - ${#dict} - 1)) ""
+  gzip -dc | tail -c +"$(($2 + 1))"
+}
+if [ -f "$R/mnist-8.onnx" ] && [ -f "$R/t10k-images-idx3-ubyte.gz" ]; then
+  npy_u8 "10000, 1, 28, 28" 16 <"$R/t10k-images-idx3-ubyte.gz" >"$T/mx.npy"
+  npy_u8 "10000," 8 <"$R/t10k-labels-idx1-ubyte.gz" >"$T/my.npy"
+  expect 0 '"samples": 10000' "mnist-8: eval on the MNIST test set" -- \
+    eval "$R/mnist-8.onnx" --input "$T/mx.npy" --labels "$T/my.npy" --batch 64 --json
+  acc=$(sed -n 's/.*"accuracy": \([0-9.]*\).*/\1/p' "$T/out")
+  if awk -v a="$acc" 'BEGIN { exit !(a >= 0.988 && a <= 0.990) }'; then ok "mnist-8 accuracy $acc is the zoo's 98.9%"
+  else not_ok "mnist-8 accuracy $acc is the zoo's 98.9%" "$(cat "$T/out" "$T/err")"; fi
+else
+  echo "ok $((n = n + 1)) - mnist-8 eval # SKIP ../shared/realworld absent"
+  echo "ok $((n = n + 1)) - mnist-8 accuracy # SKIP ../shared/realworld absent"
+fi
+
 echo "1..$n"
