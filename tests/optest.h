@@ -47,7 +47,7 @@ static inline qs_tensor *TT(qs_dtype dt, ot_shape s, const int64_t *v)
 
 static inline qs_tensor *run1(const qs_node *n, int64_t opset, int nin, qs_tensor **in)
 {
-    qs_tensor *out[1];
+    qs_tensor *out[1] = { NULL };
     opcheck_forward(n, opset, nin, in, 1, out);
     return out[0];
 }
@@ -57,7 +57,7 @@ static inline const char *run_fail(const qs_node *n, int64_t opset, int nin, qs_
 {
     static qs_err e;
     memset(&e, 0, sizeof e);
-    qs_tensor *out[8];
+    qs_tensor *out[8] = { NULL };
     int rc = opcheck_run(n, opset, nin, in, nout, out, 0, &e);
     if (rc != code)
         QT_FAIL_("%s: expected error %d, got %d (%s)", n->op, code, rc, e.msg);
