@@ -21,6 +21,8 @@ struct qs_runner {
     qs_exec *tail;     /* plan for a partial batch of tail_n samples */
     int64_t tail_n;
     int threads;
+    qs_node_fn observer;
+    void *observer_ud;
 };
 
 static int check_outputs(qs_runner *r, qs_exec *x, qs_err *e)
@@ -89,6 +91,15 @@ void qs_runner_free(qs_runner *r)
 int64_t qs_runner_batch(const qs_runner *r) { return r->batch; }
 qs_exec *qs_runner_exec(qs_runner *r) { return r->x; }
 
+void qs_runner_set_observer(qs_runner *r, qs_node_fn fn, void *ud)
+{
+    r->observer = fn;
+    r->observer_ud = ud;
+    qs_exec_set_observer(r->x, fn, ud);
+    if (r->tail)
+        qs_exec_set_observer(r->tail, fn, ud);
+}
+
 void qs_runner_set_threads(qs_runner *r, int n)
 {
     r->threads = n;
@@ -141,6 +152,7 @@ static int exec_for(qs_runner *r, int64_t n, qs_exec **out, qs_err *e)
             return e && e->code < 0 ? e->code : QS_ENOMEM;
         if (r->threads)
             qs_exec_set_threads(r->tail, r->threads);
+        qs_exec_set_observer(r->tail, r->observer, r->observer_ud);
         r->tail_n = 0;
         int rc = qs_exec_plan(r->tail, n, e);
         if (rc < 0)

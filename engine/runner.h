@@ -40,6 +40,9 @@ int qs_runner_plan(qs_runner *r, qs_err *e);
 /* Samples per forward pass: the batch asked for, or the model's fixed batch. */
 int64_t qs_runner_batch(const qs_runner *r);
 void qs_runner_set_threads(qs_runner *r, int n);
+/* Per-node observer on every plan the runner uses (see qs_exec_set_observer). Padding rows of a
+ * fixed-batch model are visible to it. */
+void qs_runner_set_observer(qs_runner *r, qs_node_fn fn, void *ud);
 /* The main plan (batch qs_runner_batch): shapes of every value, arena size. */
 qs_exec *qs_runner_exec(qs_runner *r);
 
