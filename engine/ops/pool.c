@@ -1,6 +1,339 @@
-/* (being written) */
-#include "ops/ops.h"
+/* Pooling: MaxPool (with its optional Indices output), AveragePool, GlobalMaxPool, GlobalAveragePool
+ * (1-D, 2-D, 3-D), forward and backward.
+ *
+ * Window geometry (kernel_shape, strides, pads, dilations, ceil_mode, auto_pad) is resolved once by
+ * qs_conv_geom_init, shared with Conv. For each output the kernel taps that land inside the input
+ * are a box [lo, hi) per dim, computed once per output, so the tap loops carry no bounds tests.
+ * Work is split across threads by (item, channel) plane; a plane's gradient is written only by the
+ * thread that owns it.
+ *
+ * MaxPool's gradient goes to the first maximum in window order (row-major over the taps), the same
+ * element its Indices output names. AveragePool's divisor is the number of taps inside the input, or
+ * with count_include_pad the number inside the padded input [−pad_begin, in + pad_end). MaxPool also
+ * runs on int8/uint8 tensors (opset 12) for inference; everything else is float32. */
+#include "ops/kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+enum { POOL_MAX, POOL_AVG, POOL_GMAX, POOL_GAVG };
+
+typedef struct pool_p {
+    qs_conv_geom g;
+    int64_t N, C, xvol, yvol;
+    int kind, count_include_pad, storage_order;
+} pool_p;
+
+static int pool_kind(const qs_kctx *c)
+{
+    const char *op = c->node->op;
+    return !strcmp(op, "MaxPool") ? POOL_MAX : !strcmp(op, "AveragePool") ? POOL_AVG
+         : !strcmp(op, "GlobalMaxPool") ? POOL_GMAX : POOL_GAVG;
+}
+
+static int pool_params(qs_kctx *c, pool_p *p)
+{
+    char sx[128];
+    memset(p, 0, sizeof *p);
+    p->kind = pool_kind(c);
+    if (c->nin < 1 || !c->in[0])
+        return qs_op_error(c, QS_EINVAL, "needs input X");
+    const qs_tensor *X = c->in[0];
+    qs_shape_str(X->ndim, X->shape, sx, sizeof sx);
+    int int8_ok = p->kind == POOL_MAX && (X->dtype == QS_I8 || X->dtype == QS_U8);
+    if (X->dtype != QS_F32 && !int8_ok)
+        return qs_op_error(c, QS_EUNSUPPORTED, "input X is %s; only float32%s is supported", qs_dtype_name(X->dtype),
+                           p->kind == POOL_MAX ? " (and int8/uint8)" : "");
+    if (X->ndim < 3)
+        return qs_op_error(c, QS_ESHAPE, "input X has shape %s; expected [N, C, D1, ...] with at least one "
+                           "spatial dim", sx);
+    int nd = X->ndim - 2;
+    if (nd > QS_CONV_MAXD)
+        return qs_op_error(c, QS_EUNSUPPORTED, "%d spatial dims (X %s); only 1 to %d are supported", nd, sx,
+                           QS_CONV_MAXD);
+    p->N = X->shape[0];
+    p->C = X->shape[1];
+    const int64_t *sp = X->shape + 2;
+    if (p->kind == POOL_GMAX || p->kind == POOL_GAVG) {
+        int64_t one[QS_CONV_MAXD] = { 1, 1, 1 };
+        for (int i = 0; i < nd; i++)
+            if (sp[i] < 1)
+                return qs_op_error(c, QS_ESHAPE, "input X %s has an empty spatial dim", sx);
+        qs_conv_geom_set(&p->g, nd, sp, one, sp, NULL, NULL, NULL, NULL);
+    } else {
+        const int64_t *ks;
+        int nk = qs_node_ints(c->node, "kernel_shape", &ks);
+        if (nk != nd)
+            return qs_op_error(c, QS_EINVAL, nk ? "kernel_shape has %d values, expected %d (one per spatial dim)"
+                                                : "kernel_shape is required (%d given, %d spatial dims)", nk, nd);
+        int ceil_mode = qs_node_int(c->node, "ceil_mode", 0) != 0;
+        int rc = qs_conv_geom_init(c, nd, sp, ks, ceil_mode, 1, &p->g);
+        if (rc < 0)
+            return rc;
+        p->count_include_pad = qs_node_int(c->node, "count_include_pad", 0) != 0;
+        p->storage_order = (int)qs_node_int(c->node, "storage_order", 0);
+        if (p->storage_order != 0 && p->storage_order != 1)
+            return qs_op_error(c, QS_EINVAL, "storage_order = %d must be 0 (row major) or 1 (column major)",
+                               p->storage_order);
+    }
+    p->xvol = qs_geom_invol(&p->g);
+    p->yvol = qs_geom_outvol(&p->g);
+    return 0;
+}
+
+static int want_indices(const qs_kctx *c)
+{
+    return c->nout > 1 && c->out[1] && (c->node->nout <= 1 || c->node->out[1] >= 0);
+}
+
+static int pool_infer(qs_kctx *c)
+{
+    pool_p p;
+    int rc = pool_params(c, &p);
+    if (rc < 0)
+        return rc;
+    int nd = p.g.nd;
+    int64_t shape[2 + QS_CONV_MAXD] = { p.N, p.C };
+    for (int i = 0; i < nd; i++)
+        shape[2 + i] = p.g.out[3 - nd + i];
+    qs_set_shape(c->out[0], c->in[0]->dtype, 2 + nd, shape);
+    if (c->nout > 1 && c->out[1]) {
+        if (p.kind != POOL_MAX)
+            return qs_op_error(c, QS_EINVAL, "has %d outputs; only MaxPool has a second (Indices)", c->nout);
+        qs_set_shape(c->out[1], QS_I64, 2 + nd, shape);
+    }
+    return 0;
+}
+
+/* taps k in [0, K) with start + k·d inside [lo_bound, hi_bound) */
+static inline void tap_range(int64_t start, int64_t d, int64_t K, int64_t lo_bound, int64_t hi_bound, int64_t *lo,
+                             int64_t *hi)
+{
+    int64_t a = start >= lo_bound ? 0 : (lo_bound - start + d - 1) / d;
+    int64_t b = hi_bound - start <= 0 ? 0 : (hi_bound - start + d - 1) / d;
+    if (b > K)
+        b = K;
+    *lo = a;
+    *hi = b > a ? b : a;
+}
+
+/* The window of output (od, oh, ow): tap boxes per dim and the input position of tap 0. */
+typedef struct {
+    int64_t lo[3], hi[3], start[3];
+} window;
+
+static inline void window_at(const qs_conv_geom *g, int64_t od, int64_t oh, int64_t ow, window *w)
+{
+    int64_t o[3] = { od, oh, ow };
+    for (int i = 0; i < 3; i++) {
+        w->start[i] = o[i] * g->stride[i] - g->pad[i];
+        tap_range(w->start[i], g->dil[i], g->k[i], 0, g->in[i], &w->lo[i], &w->hi[i]);
+    }
+}
+
+#define FOR_WINDOW(g, w, off) \
+    for (int64_t kd = (w).lo[0]; kd < (w).hi[0]; kd++) \
+        for (int64_t kh = (w).lo[1]; kh < (w).hi[1]; kh++) \
+            for (int64_t kw = (w).lo[2], off = (((w).start[0] + kd * (g)->dil[0]) * (g)->in[1] + \
+                     (w).start[1] + kh * (g)->dil[1]) * (g)->in[2] + (w).start[2] + (w).lo[2] * (g)->dil[2]; \
+                 kw < (w).hi[2]; kw++, off += (g)->dil[2])
+
+#define FOR_OUTPUTS(g) \
+    for (int64_t od = 0, oi = 0; od < (g)->out[0]; od++) \
+        for (int64_t oh = 0; oh < (g)->out[1]; oh++) \
+            for (int64_t ow = 0; ow < (g)->out[2]; ow++, oi++)
+
+static float avg_divisor(const pool_p *p, const window *w)
+{
+    const qs_conv_geom *g = &p->g;
+    if (p->kind == POOL_GAVG)
+        return (float)p->xvol;
+    int64_t n = 1;
+    for (int i = 0; i < 3; i++) {
+        int64_t lo = w->lo[i], hi = w->hi[i];
+        if (p->count_include_pad)
+            tap_range(w->start[i], g->dil[i], g->k[i], -g->pad[i], g->in[i] + g->pad_end[i], &lo, &hi);
+        n *= hi - lo;
+    }
+    return (float)(n > 0 ? n : 1);
+}
+
+/* offset of the first maximum in the window, -1 when the window has no tap inside the input */
+static inline int64_t window_argmax(const qs_conv_geom *g, const window *w, const float *x)
+{
+    int64_t best = -1;
+    float m = -INFINITY;
+    FOR_WINDOW(g, *w, off)
+        if (best < 0 || x[off] > m) {
+            m = x[off];
+            best = off;
+        }
+    return best;
+}
+
+/* index of a plane offset in the Indices output's convention (column major when storage_order = 1) */
+static int64_t storage_index(const pool_p *p, int64_t off)
+{
+    if (!p->storage_order)
+        return off;
+    const qs_conv_geom *g = &p->g;
+    int64_t iw = off % g->in[2], ih = off / g->in[2] % g->in[1], id = off / (g->in[2] * g->in[1]);
+    int64_t nd = g->nd;   /* column major over the op's own spatial dims: the first is fastest */
+    if (nd == 1)
+        return iw;
+    if (nd == 2)
+        return ih + iw * g->in[1];
+    return id + (ih + iw * g->in[1]) * g->in[0];
+}
+
+typedef struct {
+    const pool_p *p;
+    const void *x;
+    const float *dy;
+    void *y;
+    float *dx;
+    int64_t *idx;
+    qs_dtype dtype;
+} pool_job;
+
+#define MAXPOOL_INT_PLANE(name, T) \
+    static void name(const pool_p *p, const T *x, T *y) \
+    { \
+        const qs_conv_geom *g = &p->g; \
+        FOR_OUTPUTS(g) { \
+            window w; \
+            window_at(g, od, oh, ow, &w); \
+            int first = 1; \
+            T m = 0; \
+            FOR_WINDOW(g, w, off) \
+                if (first || x[off] > m) { \
+                    m = x[off]; \
+                    first = 0; \
+                } \
+            y[oi] = m; \
+        } \
+    }
+MAXPOOL_INT_PLANE(maxpool_plane_i8, int8_t)
+MAXPOOL_INT_PLANE(maxpool_plane_u8, uint8_t)
+
+static void pool_forward_range(void *arg, int64_t begin, int64_t end)
+{
+    const pool_job *j = arg;
+    const pool_p *p = j->p;
+    const qs_conv_geom *g = &p->g;
+    for (int64_t plane = begin; plane < end; plane++) {
+        if (j->dtype == QS_I8) {
+            maxpool_plane_i8(p, (const int8_t *)j->x + plane * p->xvol, (int8_t *)j->y + plane * p->yvol);
+            continue;
+        }
+        if (j->dtype == QS_U8) {
+            maxpool_plane_u8(p, (const uint8_t *)j->x + plane * p->xvol, (uint8_t *)j->y + plane * p->yvol);
+            continue;
+        }
+        const float *x = (const float *)j->x + plane * p->xvol;
+        float *y = (float *)j->y + plane * p->yvol;
+        int64_t *idx = j->idx ? j->idx + plane * p->yvol : NULL;
+        if (p->kind == POOL_MAX || p->kind == POOL_GMAX) {
+            FOR_OUTPUTS(g) {
+                window w;
+                window_at(g, od, oh, ow, &w);
+                int64_t best = window_argmax(g, &w, x);
+                y[oi] = best < 0 ? -INFINITY : x[best];
+                if (idx)
+                    idx[oi] = best < 0 ? -1 : plane * p->xvol + storage_index(p, best);
+            }
+        } else {
+            FOR_OUTPUTS(g) {
+                window w;
+                window_at(g, od, oh, ow, &w);
+                float s = 0;
+                FOR_WINDOW(g, w, off)
+                    s += x[off];
+                y[oi] = s / avg_divisor(p, &w);
+            }
+        }
+    }
+}
+
+static void pool_backward_range(void *arg, int64_t begin, int64_t end)
+{
+    const pool_job *j = arg;
+    const pool_p *p = j->p;
+    const qs_conv_geom *g = &p->g;
+    for (int64_t plane = begin; plane < end; plane++) {
+        const float *x = (const float *)j->x + plane * p->xvol, *dy = j->dy + plane * p->yvol;
+        float *dx = j->dx + plane * p->xvol;
+        memset(dx, 0, p->xvol * sizeof *dx);
+        if (p->kind == POOL_MAX || p->kind == POOL_GMAX) {
+            FOR_OUTPUTS(g) {
+                window w;
+                window_at(g, od, oh, ow, &w);
+                int64_t best = window_argmax(g, &w, x);
+                if (best >= 0)
+                    dx[best] += dy[oi];
+            }
+        } else {
+            FOR_OUTPUTS(g) {
+                window w;
+                window_at(g, od, oh, ow, &w);
+                float v = dy[oi] / avg_divisor(p, &w);
+                FOR_WINDOW(g, w, off)
+                    dx[off] += v;
+            }
+        }
+    }
+}
+
+/* planes per thread chunk: enough taps that a thread is worth starting */
+static int64_t plane_chunk(const pool_p *p)
+{
+    int64_t work = p->yvol * qs_geom_kvol(&p->g);
+    if (p->kind == POOL_GMAX || p->kind == POOL_GAVG)
+        work = p->xvol;
+    return work >= 32768 ? 1 : 32768 / (work ? work : 1);
+}
+
+static int pool_forward(qs_kctx *c)
+{
+    pool_p p;
+    int rc = pool_params(c, &p);
+    if (rc < 0)
+        return rc;
+    pool_job j = { .p = &p, .x = c->in[0]->data, .y = c->out[0]->data, .dtype = c->in[0]->dtype };
+    if (want_indices(c)) {
+        if (j.dtype != QS_F32)
+            return qs_op_error(c, QS_EUNSUPPORTED, "the Indices output needs a float32 input (X is %s)",
+                               qs_dtype_name(j.dtype));
+        j.idx = qs_i64(c->out[1]);
+    }
+    qs_parallel_for(c->nthreads, p.N * p.C, plane_chunk(&p), pool_forward_range, &j);
+    return 0;
+}
+
+static int pool_backward(qs_kctx *c)
+{
+    pool_p p;
+    int rc = pool_params(c, &p);
+    if (rc < 0)
+        return rc;
+    if (!c->din[0])
+        return 0;
+    if (c->in[0]->dtype != QS_F32)
+        return qs_op_error(c, QS_EUNSUPPORTED, "no gradient for a %s input", qs_dtype_name(c->in[0]->dtype));
+    if (!c->dout[0]) {
+        memset(c->din[0]->data, 0, qs_nbytes(c->din[0]));
+        return 0;
+    }
+    pool_job j = { .p = &p, .x = c->in[0]->data, .dy = qs_f32(c->dout[0]), .dx = qs_f32(c->din[0]) };
+    qs_parallel_for(c->nthreads, p.N * p.C, plane_chunk(&p), pool_backward_range, &j);
+    return 0;
+}
 
 const qs_op_def qs_ops_pool[] = {
+    { .domain = "", .op = "MaxPool", .infer = pool_infer, .forward = pool_forward, .backward = pool_backward },
+    { .domain = "", .op = "AveragePool", .infer = pool_infer, .forward = pool_forward, .backward = pool_backward },
+    { .domain = "", .op = "GlobalMaxPool", .infer = pool_infer, .forward = pool_forward, .backward = pool_backward },
+    { .domain = "", .op = "GlobalAveragePool", .infer = pool_infer, .forward = pool_forward,
+      .backward = pool_backward },
     { .op = NULL },
 };
