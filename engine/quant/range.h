@@ -36,7 +36,9 @@ typedef struct qs_observer qs_observer;
 qs_observer *qs_observer_new(void);
 void qs_observer_free(qs_observer *o);
 void qs_observer_add(qs_observer *o, const float *x, int64_t n);
-/* For QS_RANGE_CE: also keep up to max_rows rows of `classes` logits (a reservoir sample). */
+/* For QS_RANGE_CE: also keep up to max_rows rows of `classes` logits (a reservoir sample).
+ * qs_observer_add_rows observes the rows' values like qs_observer_add (call one or the other)
+ * and offers each finite row to the reservoir. */
 void qs_observer_keep_rows(qs_observer *o, int64_t classes, int64_t max_rows);
 void qs_observer_add_rows(qs_observer *o, const float *x, int64_t rows);
 int64_t qs_observer_count(const qs_observer *o);
