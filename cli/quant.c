@@ -544,7 +544,7 @@ static int cmd_run(const command *c, int argc, char **argv)
         goto out;
     }
     int64_t n = y[0]->shape[0];
-    fprintf(stderr, "quant run: %lld samples in %.3f s (batch %lld) → %s\n", (long long)n, secs,
+    fprintf(stderr, "quant run: %lld samples in %.3f s (batch %lld), wrote %s\n", (long long)n, secs,
             (long long)qs_runner_batch(r), outp);
     rc = EXIT_OK;
 out:
@@ -638,6 +638,10 @@ static int cmd_eval(const command *c, int argc, char **argv)
         goto out;
     }
     int64_t n = qs_dataset_rows(d, arrays[0]);
+    if (n <= 0) {
+        fail(c, "%s has no samples to evaluate", in);
+        goto out;
+    }
     if (labels->ndim < 1 || labels->ndim > 2 || (labels->ndim == 2 && labels->shape[1] != 1) ||
         labels->shape[0] != n) {
         char s[128];

@@ -46,6 +46,11 @@ int qs_runner_plan(qs_runner *r, qs_err *e)
     r->tail = NULL;
     r->tail_n = 0;
     int rc = qs_exec_plan(r->x, r->want, e);
+    if (rc < 0 && r->want > 1) {
+        /* Exports often bake the batch into a Reshape; such a model still runs one sample at a
+         * time. When batch 1 fails too, that error is the one that describes the model. */
+        rc = qs_exec_plan(r->x, 1, e);
+    }
     if (rc < 0)
         return rc;
     r->batch = qs_exec_batch(r->x);
@@ -213,7 +218,7 @@ static int run_batches(qs_runner *r, const qs_tensor *const *src, int64_t start,
             views[k].owns_data = 0;
             outs[k] = &views[k];
         }
-        if ((rc = sink(sink_ud, start + done, n, outs, x, e)) < 0)
+        if (sink && (rc = sink(sink_ud, start + done, n, outs, x, e)) < 0)
             goto out;
         done += n;
         if (progress)

@@ -7,8 +7,10 @@
  *
  * Inputs may be of any numeric type; rows are converted to each graph input's type as they are
  * copied into the plan. A model that fixes its batch dim (qs_exec_batch) runs that many samples at
- * a time. The last partial batch runs on a second, smaller plan (or, for a fixed batch, zero-padded
- * with the padding rows dropped), so outputs are exact and never depend on the batch size.
+ * a time; one that cannot be planned for the batch asked for but can for one sample (a Reshape with
+ * the batch baked in, or too little memory) runs one at a time. The last partial batch runs on a
+ * second, smaller plan (or, for a fixed batch, zero-padded with the padding rows dropped), so
+ * outputs are exact and never depend on the batch size.
  *
  * The streaming form reads samples from a data set in batches and hands each output batch to a
  * callback, so neither the inputs nor the outputs need to fit in memory:
@@ -27,7 +29,7 @@
 
 typedef struct qs_runner qs_runner;
 
-/* Called once per batch with rows [start, start+n) of every graph output (borrowed, shape [n, …],
+/* Called (when not NULL: an observer may be all a caller needs) once per batch with rows [start, start+n) of every graph output (borrowed, shape [n, …],
  * valid until the callback returns) and the executor that produced them (for qs_exec_value; its
  * values may hold padding rows beyond n). A negative return stops the run with that code. */
 typedef int (*qs_runner_sink)(void *ud, int64_t start, int64_t n, const qs_tensor *const *outputs,

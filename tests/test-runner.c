@@ -350,6 +350,12 @@ TEST(stream_from_a_data_set)
     ASSERT_EQ(qs_runner_stream(r, d, arrays, 0, -1, on_batch, &f, NULL, NULL, NULL, &e), QS_EIO);
     ASSERT_EQ(f.calls, 2);
     ASSERT_STR_CONTAINS(e.msg, "on purpose");
+    /* no sink: only progress (an observer would be the consumer) */
+    struct prog p = {0};
+    ASSERT_EQ(qs_runner_stream(r, d, arrays, 2, -1, NULL, NULL, on_progress, &p, NULL, &e), 0);
+    ASSERT_EQ(p.calls, 3);
+    ASSERT_EQ(p.done[2], 9);
+    ASSERT_EQ(p.total, 9);
     ASSERT(qs_runner_stream(r, d, arrays, 5, 7, on_batch, &w, NULL, NULL, NULL, &e) < 0);
     ASSERT_STR_CONTAINS(e.msg, "outside the data set's 11 samples");
 
@@ -366,6 +372,48 @@ TEST(stream_from_a_data_set)
     qs_dataset_close(d);
 }
 
+/* y = Reshape(x, [1, 27]) with x [N, 3, 3, 3]: the batch is baked into the shape, as old exports do */
+TEST(baked_in_batch_runs_one_at_a_time)
+{
+    qs_graph *g = qs_graph_new();
+    int x = qs_graph_value(g, "x"), sh = qs_graph_value(g, "shape"), y = qs_graph_value(g, "y");
+    int64_t xs[] = {-1, 3, 3, 3}, two[] = {2};
+    g->values[x].dtype = QS_F32;
+    g->values[x].ndim = 4;
+    memcpy(g->values[x].shape, xs, sizeof xs);
+    g->values[x].dim_param[0] = strdup("N");
+    qs_tensor *st = qs_tensor_new(QS_I64, 1, two);
+    qs_i64(st)[0] = 1;
+    qs_i64(st)[1] = 27;
+    qs_graph_set_init_steal(g, sh, st);
+    int in[] = {x, sh};
+    qs_graph_add_node(g, "Reshape", "flatten", 2, in, 1, &y);
+    g->ninputs = g->noutputs = 1;
+    g->inputs = malloc(sizeof(int));
+    g->outputs = malloc(sizeof(int));
+    g->inputs[0] = x;
+    g->outputs[0] = y;
+    qs_graph_set_opset(g, "", 13);
+    qs_err e = {0};
+    ASSERT_EQ(qs_graph_toposort(g, &e), 0);
+    qs_runner *r = runner(g, 8);
+    ASSERT_EQ(qs_runner_batch(r), 1);
+    int64_t s5[] = {5, 3, 3, 3};
+    qs_tensor *xt = qs_tensor_new(QS_F32, 4, s5), *out[1];
+    for (int i = 0; i < 5 * 27; i++)
+        qs_f32(xt)[i] = i * 0.5f;
+    const qs_tensor *ins[] = {xt};
+    ASSERT_EQ(qs_runner_run(r, ins, out, NULL, NULL, NULL, &e), 0);
+    ASSERT_EQ(out[0]->ndim, 2);
+    ASSERT_EQ(out[0]->shape[0], 5);
+    ASSERT_EQ(out[0]->shape[1], 27);
+    ASSERT(!memcmp(out[0]->data, xt->data, 5 * 27 * sizeof(float)));
+    qs_tensor_free(out[0]);
+    qs_tensor_free(xt);
+    qs_runner_free(r);
+    qs_graph_free(g);
+}
+
 TEST_MAIN(every_batch_size_gives_the_same_exact_outputs, fixed_batch_1_runs_one_sample_at_a_time,
           fixed_batch_4_pads_the_partial_batch, inputs_of_other_types_are_converted, progress_and_abort,
-          bad_inputs_are_named, stream_from_a_data_set)
+          bad_inputs_are_named, stream_from_a_data_set, baked_in_batch_runs_one_at_a_time)
