@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -779,10 +780,12 @@ int qs_npy_save(const char *path, const qs_tensor *t, qs_err *e)
     uint8_t *h = npy_header(t, &hl, e);
     if (!h)
         return qs_error_prefix(e, "%s: ", path);
-    /* write a temp file beside the target and rename it, so readers never see half a file */
+    /* write a temp file beside the target and rename it, so readers never see half a file; not
+     * mkstemp, whose 0600 would survive the rename: O_EXCL + the umask gives the usual mode */
+    static atomic_uint counter;
     char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.XXXXXX", path);
-    int fd = mkstemp(tmp);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(), atomic_fetch_add(&counter, 1));
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd < 0) {
         free(h);
         return qs_error(e, QS_EIO, "%s: %s", path, strerror(errno));
@@ -790,7 +793,6 @@ int qs_npy_save(const char *path, const qs_tensor *t, qs_err *e)
     int bad = write_all(fd, h, hl) < 0 || write_all(fd, t->data, qs_nbytes(t)) < 0;
     int err = errno;
     free(h);
-    fchmod(fd, 0644);
     if (close(fd) < 0 && !bad) {
         bad = 1;
         err = errno;
