@@ -288,7 +288,90 @@ TEST(cast)
     ASSERT_STR_CONTAINS(run_fail(&n, 13, 1, (qs_tensor *[]){ x }, 1, QS_EUNSUPPORTED), "not supported");
 }
 
+TEST(variadic_max_min_sum_mean)
+{
+    qs_node n = opcheck_node("Max", NULL);
+    qs_tensor *a = TF(SHAPE(2, 2), F(1, 5, -3, 2)), *b = TF(SHAPE(2), F(2, 4)), *c = TF(SCALAR, F(0));
+    expect_f32(run1(&n, 13, 3, (qs_tensor *[]){ a, b, c }), SHAPE(2, 2), F(2, 5, 2, 4), 0);
+    n.op = (char *)"Min";
+    expect_f32(run1(&n, 13, 3, (qs_tensor *[]){ a, b, c }), SHAPE(2, 2), F(0, 0, -3, 0), 0);
+    n.op = (char *)"Sum";
+    expect_f32(run1(&n, 13, 3, (qs_tensor *[]){ a, b, c }), SHAPE(2, 2), F(3, 9, -1, 6), 0);
+    n.op = (char *)"Mean";
+    expect_f32(run1(&n, 13, 2, (qs_tensor *[]){ a, b }), SHAPE(2, 2), F(1.5f, 4.5f, -0.5f, 3), 0);
+    n.op = (char *)"Max";
+    expect_f32(run1(&n, 13, 1, (qs_tensor *[]){ a }), SHAPE(2, 2), F(1, 5, -3, 2), 0);
+    expect_ints(run1(&n, 13, 2, (qs_tensor *[]){ TI(SHAPE(3), I(1, -7, 3)), TI(SCALAR, I(2)) }), QS_I64, SHAPE(3), I(2, 2, 3));
+    /* NaN propagates like numpy.maximum */
+    qs_tensor *y = run1(&n, 13, 2, (qs_tensor *[]){ TF(SHAPE(2), F(NAN, 1)), TF(SHAPE(2), F(0, NAN)) });
+    ASSERT(isnan(qs_f32(y)[0]) && isnan(qs_f32(y)[1]));
+    run_fail(&n, 13, 2, (qs_tensor *[]){ a, TF(SHAPE(3), NULL) }, 1, QS_ESHAPE);
+    const char *ops[] = { "Max", "Min", "Sum", "Mean" };
+    for (int k = 0; k < 4; k++) {
+        qs_node g = opcheck_node(ops[k], NULL);
+        opcheck_grad(&g, 13, 3, (qs_tensor *[]){ opcheck_rand(2, (int64_t[]){ 2, 3 }, -1, 1),
+                                                 opcheck_rand(1, (int64_t[]){ 3 }, -1, 1),
+                                                 opcheck_rand(2, (int64_t[]){ 2, 1 }, -1, 1) }, 1, 1e-3, 2e-3, 1e-4);
+    }
+}
+
+TEST(logic_and_sign)
+{
+    qs_tensor *a = TT(QS_BOOL, SHAPE(4), I(0, 0, 1, 1)), *b = TT(QS_BOOL, SHAPE(4), I(0, 1, 0, 1));
+    expect_ints(bin("And", 7, a, b), QS_BOOL, SHAPE(4), I(0, 0, 0, 1));
+    expect_ints(bin("Or", 7, a, b), QS_BOOL, SHAPE(4), I(0, 1, 1, 1));
+    expect_ints(bin("Xor", 7, a, b), QS_BOOL, SHAPE(4), I(0, 1, 1, 0));
+    qs_node n = opcheck_node("Not", NULL);
+    expect_ints(run1(&n, 7, 1, (qs_tensor *[]){ a }), QS_BOOL, SHAPE(4), I(1, 1, 0, 0));
+    run_fail(&n, 7, 1, (qs_tensor *[]){ TF(SHAPE(1), NULL) }, 1, QS_EUNSUPPORTED);
+    qs_node a2 = opcheck_node("And", NULL);
+    run_fail(&a2, 7, 2, (qs_tensor *[]){ TF(SHAPE(1), NULL), TF(SHAPE(1), NULL) }, 1, QS_EINVAL);
+    qs_node s = opcheck_node("Sign", NULL);
+    expect_f32(run1(&s, 13, 1, (qs_tensor *[]){ TF(SHAPE(3), F(-2, 0, 0.1f)) }), SHAPE(3), F(-1, 0, 1), 0);
+    expect_ints(run1(&s, 13, 1, (qs_tensor *[]){ TI(SHAPE(3), I(-9, 0, 4)) }), QS_I64, SHAPE(3), I(-1, 0, 1));
+}
+
+TEST(more_reductions)
+{
+    qs_tensor *x = TF(SHAPE(2, 2), F(1, -2, 3, 4));
+    expect_f32(reduce("ReduceL1", 13, x, I(1), 1, 0, 0), SHAPE(2), F(3, 7), 1e-6);
+    expect_f32(reduce("ReduceL2", 13, x, I(1), 1, 0, 0), SHAPE(2), F(2.236068f, 5), 1e-6);
+    expect_f32(reduce("ReduceLogSumExp", 13, x, I(0), 1, 0, 0), SHAPE(2), F(3.126928f, 4.0024757f), 1e-6);
+    expect_f32(reduce("ReduceLogSum", 13, TF(SHAPE(2), F(1, 2)), NULL, 0, 0, 0), SCALAR, F(1.0986123f), 1e-6);
+    expect_f32(reduce("ReduceProd", 13, x, I(0), 1, 1, 0), SHAPE(1, 2), F(3, -8), 0);
+    expect_f32(reduce("ReduceMax", 18, x, I(1), 1, 0, 1), SHAPE(2), F(1, 4), 0);
+    const char *ops[] = { "ReduceL1", "ReduceL2", "ReduceLogSumExp", "ReduceLogSum" };
+    for (int k = 0; k < 4; k++) {
+        qs_node n = opcheck_node(ops[k], NULL);
+        qs_node_set_ints(&n, "axes", 1, I(1));
+        opcheck_grad(&n, 13, 1, (qs_tensor *[]){ opcheck_rand(2, (int64_t[]){ 2, 3 }, 0.2f, 1) }, 1, 1e-3, 2e-3, 1e-4);
+    }
+}
+
+TEST(argmax_argmin)
+{
+    qs_tensor *x = TF(SHAPE(2, 3), F(1, 7, 7, 9, -1, 9));
+    qs_node n = opcheck_node("ArgMax", NULL);
+    qs_node_set_int(&n, "axis", 1);
+    expect_ints(run1(&n, 13, 1, (qs_tensor *[]){ x }), QS_I64, SHAPE(2, 1), I(1, 0));
+    qs_node_set_int(&n, "select_last_index", 1);
+    qs_node_set_int(&n, "keepdims", 0);
+    expect_ints(run1(&n, 13, 1, (qs_tensor *[]){ x }), QS_I64, SHAPE(2), I(2, 2));
+    qs_node m = opcheck_node("ArgMin", NULL);
+    expect_ints(run1(&m, 13, 1, (qs_tensor *[]){ x }), QS_I64, SHAPE(1, 3), I(0, 1, 0));
+}
+
+TEST(castlike)
+{
+    qs_node n = opcheck_node("CastLike", NULL);
+    expect_ints(run1(&n, 15, 2, (qs_tensor *[]){ TF(SHAPE(2), F(1.9f, -1.9f)), TI(SCALAR, I(0)) }), QS_I64, SHAPE(2),
+                I(1, -1));
+    opcheck_grad(&n, 15, 2, (qs_tensor *[]){ opcheck_rand(1, (int64_t[]){ 3 }, -1, 1), TF(SCALAR, F(0)) }, 1, 1e-2, 1e-3,
+                 1e-4);
+}
+
 TEST_MAIN(add_same_shape, broadcast_hand_cases, broadcast_matches_reference, int64_shape_arithmetic,
           int32_and_uint8_arithmetic, mixed_pow_types, comparisons_and_where, where_grad,
           not_broadcastable_names_node_and_shapes, legacy_broadcast_axis, binary_grads, unary_forward, unary_grads,
-          reduce_mean_and_sum, reduce_noop_and_errors, reduce_grads, cast)
+          reduce_mean_and_sum, reduce_noop_and_errors, reduce_grads, cast, variadic_max_min_sum_mean, logic_and_sign,
+          more_reductions, argmax_argmin, castlike)

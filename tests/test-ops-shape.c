@@ -409,5 +409,64 @@ TEST(slice_gather_pad_grads)
     }
 }
 
+TEST(tile)
+{
+    qs_node n = opcheck_node("Tile", NULL);
+    expect_f32(run1(&n, 13, 2, (qs_tensor *[]){ TF(SHAPE(2, 2), F(1, 2, 3, 4)), opcheck_ints(2, I(2, 3)) }), SHAPE(4, 6),
+               F(1, 2, 1, 2, 1, 2, 3, 4, 3, 4, 3, 4, 1, 2, 1, 2, 1, 2, 3, 4, 3, 4, 3, 4), 0);
+    expect_ints(run1(&n, 13, 2, (qs_tensor *[]){ TI(SHAPE(2), I(7, 8)), opcheck_ints(1, I(2)) }), QS_I64, SHAPE(4),
+                I(7, 8, 7, 8));
+    run_fail(&n, 13, 2, (qs_tensor *[]){ TF(SHAPE(2, 2), NULL), opcheck_ints(1, I(2)) }, 1, QS_EINVAL);
+    opcheck_grad(&n, 13, 2, (qs_tensor *[]){ opcheck_rand(2, (int64_t[]){ 2, 3 }, -1, 1), opcheck_ints(2, I(2, 2)) }, 1,
+                 1e-2, 1e-3, 1e-4);
+}
+
+TEST(depth_to_space)
+{
+    /* numpy's reshape/transpose/reshape from the spec, for arange(32) as [1, 8, 2, 2], blocksize 2 */
+    float v[32];
+    for (int i = 0; i < 32; i++)
+        v[i] = (float)i;
+    qs_tensor *x = TF(SHAPE(1, 8, 2, 2), v);
+    qs_node n = opcheck_node("DepthToSpace", NULL);
+    qs_node_set_int(&n, "blocksize", 2);
+    expect_f32(run1(&n, 13, 1, (qs_tensor *[]){ x }), SHAPE(1, 2, 4, 4),
+               F(0, 8, 1, 9, 16, 24, 17, 25, 2, 10, 3, 11, 18, 26, 19, 27, 4, 12, 5, 13, 20, 28, 21, 29, 6, 14, 7, 15, 22,
+                 30, 23, 31), 0);
+    qs_node_set_string(&n, "mode", "CRD");
+    expect_f32(run1(&n, 13, 1, (qs_tensor *[]){ x }), SHAPE(1, 2, 4, 4),
+               F(0, 4, 1, 5, 8, 12, 9, 13, 2, 6, 3, 7, 10, 14, 11, 15, 16, 20, 17, 21, 24, 28, 25, 29, 18, 22, 19, 23, 26,
+                 30, 27, 31), 0);
+    opcheck_grad(&n, 13, 1, (qs_tensor *[]){ opcheck_rand(4, (int64_t[]){ 1, 8, 1, 2 }, -1, 1) }, 1, 1e-2, 1e-3, 1e-4);
+    qs_node s = opcheck_node("SpaceToDepth", NULL);
+    qs_node_set_int(&s, "blocksize", 2);
+    expect_f32(run1(&s, 13, 1, (qs_tensor *[]){ TF(SHAPE(1, 1, 4, 4), v) }), SHAPE(1, 4, 2, 2),
+               F(0, 2, 8, 10, 1, 3, 9, 11, 4, 6, 12, 14, 5, 7, 13, 15), 0);
+    opcheck_grad(&s, 13, 1, (qs_tensor *[]){ opcheck_rand(4, (int64_t[]){ 1, 2, 2, 4 }, -1, 1) }, 1, 1e-2, 1e-3, 1e-4);
+    /* DCR DepthToSpace undoes SpaceToDepth */
+    qs_node d = opcheck_node("DepthToSpace", NULL);
+    qs_node_set_int(&d, "blocksize", 2);
+    qs_tensor *r = opcheck_rand(4, (int64_t[]){ 2, 3, 4, 6 }, -1, 1);
+    qs_tensor *back = run1(&d, 13, 1, (qs_tensor *[]){ run1(&s, 13, 1, (qs_tensor *[]){ r }) });
+    expect_f32(back, SHAPE(2, 3, 4, 6), qs_f32(r), 0);
+    run_fail(&d, 13, 1, (qs_tensor *[]){ TF(SHAPE(1, 6, 2, 2), NULL) }, 1, QS_ESHAPE);
+}
+
+TEST(range)
+{
+    qs_node n = opcheck_node("Range", NULL);
+    expect_ints(run1(&n, 11, 3, (qs_tensor *[]){ TI(SCALAR, I(10)), TI(SCALAR, I(4)), TI(SCALAR, I(-3)) }), QS_I64,
+                SHAPE(2), I(10, 7));
+    expect_f32(run1(&n, 11, 3, (qs_tensor *[]){ TF(SCALAR, F(1)), TF(SCALAR, F(2)), TF(SCALAR, F(0.25f)) }), SHAPE(4),
+               F(1, 1.25f, 1.5f, 1.75f), 0);
+    expect_shape(run1(&n, 11, 3, (qs_tensor *[]){ TI(SCALAR, I(3)), TI(SCALAR, I(3)), TI(SCALAR, I(1)) }), SHAPE(0));
+    run_fail(&n, 11, 3, (qs_tensor *[]){ TI(SCALAR, I(0)), TI(SCALAR, I(3)), TI(SCALAR, I(0)) }, 1, QS_EINVAL);
+    qs_tensor *u = TF(SCALAR, NULL);
+    free(u->data);
+    u->data = NULL;
+    u->owns_data = 0;
+    run_fail(&n, 11, 3, (qs_tensor *[]){ u, TF(SCALAR, F(2)), TF(SCALAR, F(1)) }, 1, QS_EUNSUPPORTED);
+}
+
 TEST_MAIN(reshape, reshape_errors, flatten, squeeze_unsqueeze, transpose, concat, split, slice, gather, pad, expand,
-          identity_dropout_shape_size, constants, view_and_layout_grads, concat_split_grads, slice_gather_pad_grads)
+          identity_dropout_shape_size, constants, view_and_layout_grads, concat_split_grads, slice_gather_pad_grads, tile, depth_to_space, range)

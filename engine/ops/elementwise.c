@@ -1,6 +1,7 @@
-/* Elementwise ops: binary arithmetic with numpy broadcasting (Add, Sub, Mul, Div, Pow), comparisons
- * (Equal, Less, Greater, …), Where, unary math (Sqrt, Exp, Log, Neg, Abs, …), reductions (ReduceMean,
- * ReduceSum, …) and Cast.
+/* Elementwise ops: binary arithmetic with numpy broadcasting (Add, Sub, Mul, Div, Pow), variadic
+ * Max/Min/Sum/Mean, comparisons (Equal, Less, Greater, …) and logic (And, Or, Xor, Not), Where,
+ * unary math (Sqrt, Exp, Log, Neg, Abs, …), reductions (ReduceMean, ReduceSum, ReduceMax, …),
+ * ArgMax/ArgMin, Cast and CastLike.
  *
  * Design: float32 is the compute type and gets tight loops. Binary ops iterate with qs_bcast
  * (opsutil.h), which merges dims so that the cases that matter — same shape (residual Add), a
@@ -18,19 +19,20 @@
 /* ------------------------------------------------------------------------------------------------
  * binary ops */
 
-enum binop { B_ADD, B_SUB, B_MUL, B_DIV, B_POW, B_EQ, B_LT, B_GT, B_LE, B_GE };
+enum binop { B_ADD, B_SUB, B_MUL, B_DIV, B_POW, B_MAX, B_MIN, B_EQ, B_LT, B_GT, B_LE, B_GE, B_AND, B_OR, B_XOR };
 
 static enum binop binop_of(const qs_kctx *c)
 {
-    static const char *const names[] = { "Add", "Sub", "Mul", "Div", "Pow", "Equal", "Less", "Greater",
-                                         "LessOrEqual", "GreaterOrEqual" };
+    static const char *const names[] = { "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Equal", "Less",
+                                         "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor" };
     for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++)
         if (!strcmp(c->node->op, names[i]))
             return (enum binop)i;
     return B_ADD;
 }
 
-static int is_compare(enum binop op) { return op >= B_EQ; }
+static int is_compare(enum binop op) { return op >= B_EQ; }   /* bool output */
+static int is_logical(enum binop op) { return op >= B_AND; }  /* bool inputs */
 
 /* The operand headers as broadcasting sees them. Before opset 7, Add/Sub/Mul/Div broadcast only
  * with broadcast=1, aligning B at `axis` of A (suffix matching when absent); padding B's shape
@@ -64,8 +66,9 @@ static int bin_infer(qs_kctx *c)
     if (rc < 0)
         return rc;
     enum binop op = binop_of(c);
-    if (!qs_dtype_numeric(a.dtype) && !(op == B_EQ && a.dtype == QS_BOOL))
-        return qs_op_error(c, QS_EUNSUPPORTED, "input type %s is not supported", qs_dtype_name(a.dtype));
+    if (is_logical(op) ? a.dtype != QS_BOOL : !qs_dtype_numeric(a.dtype) && !(op == B_EQ && a.dtype == QS_BOOL))
+        return qs_op_error(c, is_logical(op) ? QS_EINVAL : QS_EUNSUPPORTED, "input type %s is not supported",
+                           qs_dtype_name(a.dtype));
     if (op == B_POW) {
         if (!qs_dtype_numeric(b.dtype))
             return qs_op_error(c, QS_EUNSUPPORTED, "exponent type %s is not supported", qs_dtype_name(b.dtype));
@@ -114,6 +117,9 @@ static void bin_f32(enum binop op, const qs_bcast *b, const float *A, const floa
         case B_MUL: BIN_ROW(x * y); break;
         case B_DIV: BIN_ROW(x / y); break;
         case B_POW: BIN_ROW(powf(x, y)); break;
+        /* NaN propagates, as numpy's maximum/minimum do */
+        case B_MAX: BIN_ROW(x >= y || x != x ? x : y); break;
+        case B_MIN: BIN_ROW(x <= y || x != x ? x : y); break;
         default: break;
         }
     }
@@ -158,11 +164,16 @@ static int bin_generic(qs_kctx *c, enum binop op, const qs_bcast *b, const qs_te
                     v = (x == INT64_MIN && y == -1) ? INT64_MIN : x / y;
                     break;
                 case B_POW: v = ipow(x, y); break;
+                case B_MAX: v = x > y ? x : y; break;
+                case B_MIN: v = x < y ? x : y; break;
                 case B_EQ: v = x == y; break;
                 case B_LT: v = x < y; break;
                 case B_GT: v = x > y; break;
                 case B_LE: v = x <= y; break;
                 case B_GE: v = x >= y; break;
+                case B_AND: v = x && y; break;
+                case B_OR: v = x || y; break;
+                case B_XOR: v = !x != !y; break;
                 }
                 qs_store_i64(O->data, O->dtype, io, v);
             } else {
@@ -173,11 +184,14 @@ static int bin_generic(qs_kctx *c, enum binop op, const qs_bcast *b, const qs_te
                 case B_MUL: v = x * y; break;
                 case B_DIV: v = x / y; break;
                 case B_POW: v = pow(x, y); break;
+                case B_MAX: v = x >= y || x != x ? x : y; break;
+                case B_MIN: v = x <= y || x != x ? x : y; break;
                 case B_EQ: v = x == y; break;
                 case B_LT: v = x < y; break;
                 case B_GT: v = x > y; break;
                 case B_LE: v = x <= y; break;
                 case B_GE: v = x >= y; break;
+                default: break;   /* logical ops have integer (bool) inputs */
                 }
                 qs_store_f64(O->data, O->dtype, io, v);
             }
@@ -250,6 +264,103 @@ static int bin_backward(qs_kctx *c)
     /* d/dx x^y = y·x^(y-1); d/dy x^y = x^y·ln x, taken as 0 where ln x is undefined (x <= 0) */
     case B_POW: BIN_BWD(y == 0 ? 0.f : g * y * powf(x, y - 1), x > 0 ? g * o * logf(x) : 0.f); break;
     default: break;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * variadic Max, Min, Sum, Mean: a fold of the binary kernels over all inputs, broadcasting */
+
+static enum binop var_op(const qs_kctx *c)
+{
+    const char *op = c->node->op;
+    return !strcmp(op, "Max") ? B_MAX : !strcmp(op, "Min") ? B_MIN : B_ADD;
+}
+
+static int var_infer(qs_kctx *c)
+{
+    if (c->nin < 1)
+        return qs_op_error(c, QS_EINVAL, "expects at least 1 input");
+    qs_tensor acc;
+    memset(&acc, 0, sizeof acc);
+    for (int i = 0; i < c->nin; i++) {
+        const qs_tensor *x = c->in[i];
+        if (!x)
+            return qs_op_error(c, QS_EINVAL, "input %d is missing", i);
+        if (!qs_dtype_numeric(x->dtype))
+            return qs_op_error(c, QS_EUNSUPPORTED, "input type %s is not supported", qs_dtype_name(x->dtype));
+        if (x->dtype != c->in[0]->dtype)
+            return qs_op_error(c, QS_EINVAL, "input %d has type %s, input 0 has %s", i, qs_dtype_name(x->dtype),
+                               qs_dtype_name(c->in[0]->dtype));
+        int rc = qs_broadcast_shape(c, &acc, x, &acc.ndim, acc.shape);
+        if (rc < 0)
+            return rc;
+    }
+    qs_set_shape(c->out[0], c->in[0]->dtype, acc.ndim, acc.shape);
+    return 0;
+}
+
+static int var_forward(qs_kctx *c)
+{
+    qs_tensor *o = c->out[0];
+    enum binop op = var_op(c);
+    size_t es = qs_dtype_size(o->dtype);
+    /* o = in[0] broadcast, then o = o ⊕ in[i] in place (o is the full shape, so offsets coincide) */
+    {
+        const qs_tensor *ops[2] = { c->in[0], o };
+        qs_bcast b;
+        qs_bcast_init(&b, o->ndim, o->shape, 2, ops);
+        int64_t n = qs_bcast_inner(&b), rows = qs_bcast_rows(&b), s0 = b.st[0][b.ndim - 1];
+        qs_bcast_pos p;
+        qs_bcast_start(&p);
+        for (int64_t r = 0; r < rows; r++, qs_bcast_next(&b, &p))
+            for (int64_t i = 0; i < n; i++)
+                memcpy((char *)o->data + (p.off[1] + i) * es, (const char *)c->in[0]->data + (p.off[0] + i * s0) * es, es);
+    }
+    for (int k = 1; k < c->nin; k++) {
+        const qs_tensor *ops[3] = { o, c->in[k], o };
+        qs_bcast b;
+        qs_bcast_init(&b, o->ndim, o->shape, 3, ops);
+        if (o->dtype == QS_F32)
+            bin_f32(op, &b, qs_f32(o), qs_f32(c->in[k]), qs_f32(o));
+        else {
+            int rc = bin_generic(c, op, &b, o, c->in[k], o);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    if (!strcmp(c->node->op, "Mean"))
+        for (int64_t i = 0; i < qs_numel(o); i++)
+            qs_store_f64(o->data, o->dtype, i, qs_get_f64(o, i) / c->nin);
+    return 0;
+}
+
+static int var_backward(qs_kctx *c)
+{
+    const qs_tensor *o = c->out[0], *gt = c->dout[0];
+    enum binop op = var_op(c);
+    float scale = !strcmp(c->node->op, "Mean") ? 1.f / (float)c->nin : 1.f;
+    for (int k = 0; k < c->nin; k++) {
+        if (!c->din[k])
+            continue;
+        float *D = qs_f32(c->din[k]);
+        memset(D, 0, qs_nbytes(c->din[k]));
+        if (!gt || o->dtype != QS_F32)
+            continue;
+        const qs_tensor *ops[2] = { c->in[k], o };
+        qs_bcast b;
+        qs_bcast_init(&b, o->ndim, o->shape, 2, ops);
+        int64_t n = qs_bcast_inner(&b), rows = qs_bcast_rows(&b), sk = b.st[0][b.ndim - 1];
+        const float *X = qs_f32(c->in[k]), *O = qs_f32(o), *G = qs_f32(gt);
+        qs_bcast_pos p;
+        qs_bcast_start(&p);
+        for (int64_t r = 0; r < rows; r++, qs_bcast_next(&b, &p))
+            for (int64_t i = 0; i < n; i++) {
+                int64_t ix = p.off[0] + i * sk, io = p.off[1] + i;
+                /* Max/Min: the input(s) that supplied the result get the gradient */
+                if (op == B_ADD || X[ix] == O[io])
+                    D[ix] += G[io] * scale;
+            }
     }
     return 0;
 }
@@ -339,12 +450,13 @@ static int where_backward(qs_kctx *c)
 /* ------------------------------------------------------------------------------------------------
  * unary math */
 
-enum unop { U_SQRT, U_EXP, U_LOG, U_NEG, U_ABS, U_RECIP, U_FLOOR, U_CEIL, U_ROUND, U_ERF, U_SIN, U_COS };
+enum unop { U_SQRT, U_EXP, U_LOG, U_NEG, U_ABS, U_RECIP, U_FLOOR, U_CEIL, U_ROUND, U_ERF, U_SIN, U_COS, U_SIGN,
+            U_NOT };
 
 static enum unop unop_of(const qs_kctx *c)
 {
     static const char *const names[] = { "Sqrt", "Exp", "Log", "Neg", "Abs", "Reciprocal", "Floor", "Ceil",
-                                         "Round", "Erf", "Sin", "Cos" };
+                                         "Round", "Erf", "Sin", "Cos", "Sign", "Not" };
     for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++)
         if (!strcmp(c->node->op, names[i]))
             return (enum unop)i;
@@ -357,8 +469,8 @@ static int un_infer(qs_kctx *c)
         return qs_op_error(c, QS_EINVAL, "expects 1 input");
     qs_dtype t = c->in[0]->dtype;
     enum unop op = unop_of(c);
-    int ints_ok = op == U_NEG || op == U_ABS;
-    if (!(t == QS_F32 || t == QS_F64 || (ints_ok && qs_dtype_numeric(t))))
+    int ints_ok = op == U_NEG || op == U_ABS || op == U_SIGN;
+    if (op == U_NOT ? t != QS_BOOL : !(t == QS_F32 || t == QS_F64 || (ints_ok && qs_dtype_numeric(t))))
         return qs_op_error(c, QS_EUNSUPPORTED, "input type %s is not supported", qs_dtype_name(t));
     qs_set_shape(c->out[0], t, c->in[0]->ndim, c->in[0]->shape);
     return 0;
@@ -379,6 +491,8 @@ static double un_eval(enum unop op, double x)
     case U_ERF: return erf(x);
     case U_SIN: return sin(x);
     case U_COS: return cos(x);
+    case U_SIGN: return x > 0 ? 1 : x < 0 ? -1 : x;   /* keeps NaN (and 0) */
+    case U_NOT: return !x;
     }
     return x;
 }
@@ -407,7 +521,10 @@ static int un_forward(qs_kctx *c)
     } else {
         for (int64_t i = 0; i < n; i++) {
             int64_t v = qs_load_i64(x, i);
-            v = (op == U_NEG || v < 0) ? (int64_t)(0 - (uint64_t)v) : v;
+            if (op == U_SIGN || op == U_NOT)
+                v = op == U_NOT ? !v : (v > 0) - (v < 0);
+            else if (op == U_NEG || v < 0)
+                v = (int64_t)(0 - (uint64_t)v);
             qs_store_i64(y->data, y->dtype, i, v);
         }
     }
@@ -440,24 +557,62 @@ static int un_backward(qs_kctx *c)
     case U_SIN: for (int64_t i = 0; i < n; i++) D[i] = G[i] * cosf(X[i]); break;
     case U_COS: for (int64_t i = 0; i < n; i++) D[i] = -G[i] * sinf(X[i]); break;
     /* piecewise constant: zero almost everywhere */
-    case U_FLOOR: case U_CEIL: case U_ROUND: memset(D, 0, n * sizeof *D); break;
+    case U_FLOOR: case U_CEIL: case U_ROUND: case U_SIGN: case U_NOT: memset(D, 0, n * sizeof *D); break;
     }
     return 0;
 }
 
 /* ------------------------------------------------------------------------------------------------
- * reductions: ReduceSum, ReduceMean, ReduceSumSquare, ReduceMax, ReduceMin */
+ * reductions: ReduceSum, ReduceMean, ReduceSumSquare, ReduceL1, ReduceL2, ReduceLogSum,
+ * ReduceLogSumExp, ReduceProd, ReduceMax, ReduceMin. Each is a fold: acc = comb(acc, term(x)) from
+ * init, then fin(acc). */
 
-enum redop { R_SUM, R_MEAN, R_SUMSQ, R_MAX, R_MIN };
+enum redop { R_SUM, R_MEAN, R_SUMSQ, R_L1, R_L2, R_LOGSUM, R_LOGSUMEXP, R_PROD, R_MAX, R_MIN };
 
 static enum redop redop_of(const qs_kctx *c)
 {
-    const char *op = c->node->op;
-    if (!strcmp(op, "ReduceMean")) return R_MEAN;
-    if (!strcmp(op, "ReduceSumSquare")) return R_SUMSQ;
-    if (!strcmp(op, "ReduceMax")) return R_MAX;
-    if (!strcmp(op, "ReduceMin")) return R_MIN;
+    static const char *const names[] = { "ReduceSum", "ReduceMean", "ReduceSumSquare", "ReduceL1", "ReduceL2",
+                                         "ReduceLogSum", "ReduceLogSumExp", "ReduceProd", "ReduceMax", "ReduceMin" };
+    for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++)
+        if (!strcmp(c->node->op, names[i]))
+            return (enum redop)i;
     return R_SUM;
+}
+
+static double red_init(enum redop op)
+{
+    return op == R_MAX ? -INFINITY : op == R_MIN ? INFINITY : op == R_PROD ? 1 : 0;
+}
+
+static inline double red_term(enum redop op, double v)
+{
+    switch (op) {
+    case R_SUMSQ: case R_L2: return v * v;
+    case R_L1: return fabs(v);
+    case R_LOGSUMEXP: return exp(v);
+    default: return v;
+    }
+}
+
+static inline double red_comb(enum redop op, double a, double t)
+{
+    switch (op) {
+    /* NaN propagates */
+    case R_MAX: return t > a || t != t ? t : a;
+    case R_MIN: return t < a || t != t ? t : a;
+    case R_PROD: return a * t;
+    default: return a + t;
+    }
+}
+
+static double red_fin(enum redop op, double a, int64_t count)
+{
+    switch (op) {
+    case R_MEAN: return count ? a / (double)count : NAN;
+    case R_L2: return sqrt(a);
+    case R_LOGSUM: case R_LOGSUMEXP: return log(a);
+    default: return a;
+    }
 }
 
 /* Which dims are reduced (red[d] = 1) and the output shape with keepdims, from the axes attribute
@@ -555,44 +710,36 @@ static int red_forward(qs_kctx *c)
         return rc;
     int64_t ny = qs_numel(y), n = qs_bcast_inner(&b), rows = qs_bcast_rows(&b);
     int64_t sy = b.st[1][b.ndim - 1];
-    double init = op == R_MAX ? -INFINITY : op == R_MIN ? INFINITY : 0;
     qs_bcast_pos p;
     qs_bcast_start(&p);
     if (x->dtype == QS_F32) {
         const float *X = qs_f32(x);
         float *Y = qs_f32(y);
+        int plain = op == R_SUM || op == R_MEAN;
         for (int64_t i = 0; i < ny; i++)
-            Y[i] = (float)init;
+            Y[i] = (float)red_init(op);
         for (int64_t r = 0; r < rows; r++, qs_bcast_next(&b, &p)) {
             const float *px = X + p.off[0];
             float *py = Y + p.off[1];
-            if (sy == 0) {   /* the whole row folds into one output */
-                double acc = op == R_MAX || op == R_MIN ? *py : 0;
-                for (int64_t i = 0; i < n; i++) {
-                    float v = px[i];
-                    switch (op) {
-                    case R_SUM: case R_MEAN: acc += v; break;
-                    case R_SUMSQ: acc += (double)v * v; break;
-                    case R_MAX: acc = v > acc || v != v ? v : acc; break;
-                    case R_MIN: acc = v < acc || v != v ? v : acc; break;
-                    }
-                }
-                *py = op == R_MAX || op == R_MIN ? (float)acc : *py + (float)acc;
+            if (sy == 0) {   /* the whole row folds into one output, accumulated in double */
+                double acc = *py;
+                if (plain)
+                    for (int64_t i = 0; i < n; i++)
+                        acc += px[i];
+                else
+                    for (int64_t i = 0; i < n; i++)
+                        acc = red_comb(op, acc, red_term(op, px[i]));
+                *py = (float)acc;
+            } else if (plain) {
+                for (int64_t i = 0; i < n; i++)
+                    py[i] += px[i];
             } else {
-                for (int64_t i = 0; i < n; i++) {
-                    float v = px[i];
-                    switch (op) {
-                    case R_SUM: case R_MEAN: py[i] += v; break;
-                    case R_SUMSQ: py[i] += v * v; break;
-                    case R_MAX: py[i] = v > py[i] || v != v ? v : py[i]; break;
-                    case R_MIN: py[i] = v < py[i] || v != v ? v : py[i]; break;
-                    }
-                }
+                for (int64_t i = 0; i < n; i++)
+                    py[i] = (float)red_comb(op, py[i], red_term(op, px[i]));
             }
         }
-        if (op == R_MEAN)
-            for (int64_t i = 0; i < ny; i++)
-                Y[i] = count ? Y[i] / (float)count : NAN;
+        for (int64_t i = 0; i < ny; i++)
+            Y[i] = (float)red_fin(op, Y[i], count);
         return 0;
     }
     /* other types: accumulate in the output through double (exact for the integers shape math uses) */
@@ -601,23 +748,16 @@ static int red_forward(qs_kctx *c)
         if (is_int && (op == R_MAX || op == R_MIN))
             qs_store_i64(y->data, y->dtype, i, op == R_MAX ? INT64_MIN : INT64_MAX);
         else
-            qs_store_f64(y->data, y->dtype, i, init);
+            qs_store_f64(y->data, y->dtype, i, red_init(op));
     }
     for (int64_t r = 0; r < rows; r++, qs_bcast_next(&b, &p))
         for (int64_t i = 0; i < n; i++) {
             int64_t ix = p.off[0] + i, iy = p.off[1] + i * sy;
-            double v = qs_get_f64(x, ix), a = qs_get_f64(y, iy);
-            switch (op) {
-            case R_SUM: case R_MEAN: a += v; break;
-            case R_SUMSQ: a += v * v; break;
-            case R_MAX: a = v > a || v != v ? v : a; break;
-            case R_MIN: a = v < a || v != v ? v : a; break;
-            }
-            qs_store_f64(y->data, y->dtype, iy, a);
+            qs_store_f64(y->data, y->dtype, iy, red_comb(op, qs_get_f64(y, iy), red_term(op, qs_get_f64(x, ix))));
         }
-    if (op == R_MEAN)
+    if (op == R_MEAN || op == R_L2 || op == R_LOGSUM || op == R_LOGSUMEXP)
         for (int64_t i = 0; i < ny; i++)
-            qs_store_f64(y->data, y->dtype, i, count ? qs_get_f64(y, i) / count : NAN);
+            qs_store_f64(y->data, y->dtype, i, red_fin(op, qs_get_f64(y, i), count));
     return 0;
 }
 
@@ -645,12 +785,69 @@ static int red_backward(qs_kctx *c)
     for (int64_t r = 0; r < rows; r++, qs_bcast_next(&b, &p))
         for (int64_t i = 0; i < n; i++) {
             int64_t ix = p.off[0] + i, iy = p.off[1] + i * sy;
+            float v = X[ix], o = Y[iy], g = G[iy];
             switch (op) {
-            case R_SUM: case R_MEAN: D[ix] = G[iy] * scale; break;
-            case R_SUMSQ: D[ix] = 2 * X[ix] * G[iy]; break;
+            case R_SUM: case R_MEAN: D[ix] = g * scale; break;
+            case R_SUMSQ: D[ix] = 2 * v * g; break;
+            case R_L1: D[ix] = v > 0 ? g : v < 0 ? -g : 0.f; break;
+            case R_L2: D[ix] = o > 0 ? g * v / o : 0.f; break;
+            case R_LOGSUM: D[ix] = g / expf(o); break;          /* 1 / Σx */
+            case R_LOGSUMEXP: D[ix] = g * expf(v - o); break;   /* softmax */
+            case R_PROD: break;   /* registered without a backward (zeros make y/x wrong) */
             /* every element equal to the extreme gets the gradient (ties are measure zero) */
-            case R_MAX: case R_MIN: D[ix] = X[ix] == Y[iy] ? G[iy] : 0.f; break;
+            case R_MAX: case R_MIN: D[ix] = v == o ? g : 0.f; break;
             }
+        }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * ArgMax / ArgMin along one axis: int64 indices, first (or last) occurrence of the extreme */
+
+static int arg_infer(qs_kctx *c)
+{
+    if (c->nin < 1 || !c->in[0])
+        return qs_op_error(c, QS_EINVAL, "expects 1 input");
+    const qs_tensor *x = c->in[0];
+    if (!qs_dtype_numeric(x->dtype))
+        return qs_op_error(c, QS_EUNSUPPORTED, "input type %s is not supported", qs_dtype_name(x->dtype));
+    int axis;
+    int rc = qs_norm_axis(c, qs_node_int(c->node, "axis", 0), x->ndim, "axis", &axis);
+    if (rc < 0)
+        return rc;
+    int64_t shape[QS_MAX_DIMS];
+    int nd = 0, keep = (int)qs_node_int(c->node, "keepdims", 1);
+    for (int d = 0; d < x->ndim; d++)
+        if (d != axis)
+            shape[nd++] = x->shape[d];
+        else if (keep)
+            shape[nd++] = 1;
+    qs_set_shape(c->out[0], QS_I64, nd, shape);
+    return 0;
+}
+
+static int arg_forward(qs_kctx *c)
+{
+    const qs_tensor *x = c->in[0];
+    int axis;
+    qs_norm_axis(c, qs_node_int(c->node, "axis", 0), x->ndim, "axis", &axis);
+    int is_max = !strcmp(c->node->op, "ArgMax"), last = c->opset >= 12 && qs_node_int(c->node, "select_last_index", 0);
+    int64_t outer = qs_shape_numel(axis, x->shape), n = x->shape[axis];
+    int64_t inner = qs_shape_numel(x->ndim - axis - 1, x->shape + axis + 1);
+    int64_t *Y = qs_i64(c->out[0]);
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t j = 0; j < inner; j++) {
+            int64_t best = 0, base = o * n * inner + j;
+            double bv = n ? qs_get_f64(x, base) : 0;
+            for (int64_t k = 1; k < n; k++) {
+                double v = qs_get_f64(x, base + k * inner);
+                int better = is_max ? (last ? v >= bv : v > bv) : (last ? v <= bv : v < bv);
+                if (better) {
+                    best = k;
+                    bv = v;
+                }
+            }
+            Y[o * inner + j] = best;
         }
     return 0;
 }
@@ -712,9 +909,24 @@ static int cast_forward(qs_kctx *c)
     return 0;
 }
 
+/* CastLike: the target type is the second input's */
+static int castlike_infer(qs_kctx *c)
+{
+    if (c->nin < 2 || !c->in[0] || !c->in[1])
+        return qs_op_error(c, QS_EINVAL, "expects 2 inputs (input, target_type)");
+    qs_dtype to = c->in[1]->dtype;
+    if (!cast_target_ok(to) || !cast_target_ok(c->in[0]->dtype))
+        return qs_op_error(c, QS_EUNSUPPORTED, "cast from %s to %s is not supported", qs_dtype_name(c->in[0]->dtype),
+                           qs_dtype_name(to));
+    qs_set_shape(c->out[0], to, c->in[0]->ndim, c->in[0]->shape);
+    return 0;
+}
+
 /* float → float passes the gradient; a cast to an integer type has zero gradient */
 static int cast_backward(qs_kctx *c)
 {
+    if (c->nin > 1 && c->din[1])   /* CastLike's target only lends its type */
+        memset(c->din[1]->data, 0, qs_nbytes(c->din[1]));
     if (!c->din[0])
         return 0;
     qs_tensor *d = c->din[0];
@@ -730,16 +942,24 @@ static int cast_backward(qs_kctx *c)
 
 #define BIN(name) { .domain = "", .op = name, .infer = bin_infer, .forward = bin_forward, .backward = bin_backward }
 #define CMP(name) { .domain = "", .op = name, .infer = bin_infer, .forward = bin_forward }
+#define VAR(name) { .domain = "", .op = name, .infer = var_infer, .forward = var_forward, .backward = var_backward }
 #define UN(name) { .domain = "", .op = name, .infer = un_infer, .forward = un_forward, .backward = un_backward }
 #define RED(name) { .domain = "", .op = name, .infer = red_infer, .forward = red_forward, .backward = red_backward }
 
 const qs_op_def qs_ops_elementwise[] = {
     BIN("Add"), BIN("Sub"), BIN("Mul"), BIN("Div"), BIN("Pow"),
     CMP("Equal"), CMP("Less"), CMP("Greater"), CMP("LessOrEqual"), CMP("GreaterOrEqual"),
+    CMP("And"), CMP("Or"), CMP("Xor"),
+    VAR("Max"), VAR("Min"), VAR("Sum"), VAR("Mean"),
     { .domain = "", .op = "Where", .infer = where_infer, .forward = where_forward, .backward = where_backward },
     UN("Sqrt"), UN("Exp"), UN("Log"), UN("Neg"), UN("Abs"), UN("Reciprocal"), UN("Floor"), UN("Ceil"),
-    UN("Round"), UN("Erf"), UN("Sin"), UN("Cos"),
-    RED("ReduceSum"), RED("ReduceMean"), RED("ReduceSumSquare"), RED("ReduceMax"), RED("ReduceMin"),
+    UN("Round"), UN("Erf"), UN("Sin"), UN("Cos"), UN("Sign"), UN("Not"),
+    RED("ReduceSum"), RED("ReduceMean"), RED("ReduceSumSquare"), RED("ReduceL1"), RED("ReduceL2"),
+    RED("ReduceLogSum"), RED("ReduceLogSumExp"), RED("ReduceMax"), RED("ReduceMin"),
+    { .domain = "", .op = "ReduceProd", .infer = red_infer, .forward = red_forward },
+    { .domain = "", .op = "ArgMax", .infer = arg_infer, .forward = arg_forward },
+    { .domain = "", .op = "ArgMin", .infer = arg_infer, .forward = arg_forward },
     { .domain = "", .op = "Cast", .infer = cast_infer, .forward = cast_forward, .backward = cast_backward },
+    { .domain = "", .op = "CastLike", .infer = castlike_infer, .forward = cast_forward, .backward = cast_backward },
     { .op = NULL },
 };

@@ -1,12 +1,13 @@
 /* Shape ops: Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout (inference), Transpose, Concat,
- * Split, Slice, Gather, Pad, Expand, Shape, Size, Constant, ConstantOfShape.
+ * Split, Slice, Gather, Pad, Expand, Tile, DepthToSpace, SpaceToDepth, Shape, Size, Constant,
+ * ConstantOfShape, Range.
  *
  * These move bytes, so every kernel is generic over the element size: the same code reshapes a
  * float32 activation and concatenates int64 shape vectors during plan-time evaluation. Views
  * (Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout) copy the buffer unless the executor
  * gave the output the input's storage. Layout changes (Transpose, Slice, Expand) are one strided
  * copy: each output dim walks the input with some element stride (permuted for Transpose, scaled
- * by the step for Slice, 0 for Expand's broadcast dims).
+ * by the step for Slice, 0 for Expand's broadcast dims, a 6-D view for DepthToSpace).
  *
  * Shape-like inputs (Reshape's shape, Slice's starts/ends, Pad's pads, axes from opset 13, …) must
  * be known when the plan is built: infer reads them and refuses a run-time value, naming the input.
@@ -1033,6 +1034,228 @@ static int expand_backward(qs_kctx *c)
 }
 
 /* ------------------------------------------------------------------------------------------------
+ * Tile: out[d] = x[d] * repeats[d], element o reads x at o mod x.shape per dim */
+
+static int tile_infer(qs_kctx *c)
+{
+    int rc = need_input(c, 1);
+    if (rc < 0)
+        return rc;
+    const qs_tensor *x = c->in[0];
+    int64_t rep[QS_MAX_DIMS], shape[QS_MAX_DIMS];
+    int n = qs_known_ints(c, 1, "repeats", rep, QS_MAX_DIMS);
+    if (n < 0)
+        return n;
+    if (n != x->ndim)
+        return qs_op_error(c, QS_EINVAL, "repeats has %d values for an input of rank %d", n, x->ndim);
+    for (int d = 0; d < n; d++) {
+        if (rep[d] < 0)
+            return qs_op_error(c, QS_EINVAL, "repeats[%d] = %lld is negative", d, (long long)rep[d]);
+        shape[d] = x->shape[d] * rep[d];
+    }
+    qs_set_shape(c->out[0], x->dtype, n, shape);
+    return 0;
+}
+
+/* Walks the output; BODY sees oi (output index) and xi (input index). */
+#define TILE_WALK(BODY)                                                                \
+    do {                                                                               \
+        int64_t xst[QS_MAX_DIMS], o_[QS_MAX_DIMS] = { 0 }, total_ = qs_numel(y);      \
+        contig_strides(x->ndim, x->shape, xst);                                        \
+        for (int64_t oi = 0; oi < total_; oi++) {                                      \
+            int64_t xi = 0;                                                            \
+            for (int d_ = 0; d_ < x->ndim; d_++)                                       \
+                xi += (o_[d_] % x->shape[d_]) * xst[d_];                               \
+            BODY;                                                                      \
+            for (int d_ = x->ndim - 1; d_ >= 0; d_--) {                                \
+                if (++o_[d_] < y->shape[d_])                                           \
+                    break;                                                             \
+                o_[d_] = 0;                                                            \
+            }                                                                          \
+        }                                                                              \
+    } while (0)
+
+static int tile_forward(qs_kctx *c)
+{
+    const qs_tensor *x = c->in[0], *y = c->out[0];
+    size_t es = qs_dtype_size(x->dtype);
+    TILE_WALK(memcpy((char *)y->data + oi * (int64_t)es, (const char *)x->data + xi * (int64_t)es, es));
+    return 0;
+}
+
+static int tile_backward(qs_kctx *c)
+{
+    if (c->nin > 1 && c->din[1])
+        memset(c->din[1]->data, 0, qs_nbytes(c->din[1]));
+    if (!c->din[0])
+        return 0;
+    const qs_tensor *x = c->in[0], *y = c->out[0];
+    float *D = qs_f32(c->din[0]);
+    memset(D, 0, qs_nbytes(c->din[0]));
+    if (!c->dout[0])
+        return 0;
+    const float *G = qs_f32(c->dout[0]);
+    TILE_WALK(D[xi] += G[oi]);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * DepthToSpace / SpaceToDepth: a reshape to 6-D, a transpose, a reshape back; done as one strided
+ * copy through the 6-D view. */
+
+struct d2s_plan {
+    int64_t shape[6];   /* the 6-D output view, in output order */
+    int64_t src[6];     /* input element stride for each of those dims */
+};
+
+static int d2s_plan(qs_kctx *c, struct d2s_plan *pl, int64_t *oshape)
+{
+    const qs_tensor *x = c->in[0];
+    int to_space = !strcmp(c->node->op, "DepthToSpace");
+    if (x->ndim != 4)
+        return qs_op_error(c, QS_ESHAPE, "input must be 4-D [N, C, H, W], got rank %d", x->ndim);
+    int64_t b = qs_node_int(c->node, "blocksize", 0);
+    if (b < 1)
+        return qs_op_error(c, QS_EINVAL, "blocksize must be >= 1, got %lld", (long long)b);
+    int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    int64_t s_n = C * H * W, s_c = H * W, s_h = W;
+    if (to_space) {
+        if (C % (b * b))
+            return qs_op_error(c, QS_ESHAPE, "channels %lld are not divisible by blocksize² = %lld", (long long)C,
+                               (long long)(b * b));
+        int64_t c2 = C / (b * b);
+        const char *mode = qs_node_string(c->node, "mode", "DCR");
+        /* output [N, c2, H, b, W, b]; input channel = (b1·b + b2)·c2 + k (DCR) or k·b² + b1·b + b2 (CRD) */
+        int64_t st_k, st_b1, st_b2;
+        if (!strcmp(mode, "DCR")) {
+            st_k = s_c; st_b1 = b * c2 * s_c; st_b2 = c2 * s_c;
+        } else if (!strcmp(mode, "CRD")) {
+            st_k = b * b * s_c; st_b1 = b * s_c; st_b2 = s_c;
+        } else {
+            return qs_op_error(c, QS_EINVAL, "mode must be DCR or CRD, got \"%s\"", mode);
+        }
+        int64_t sh[6] = { N, c2, H, b, W, b }, st[6] = { s_n, st_k, s_h, st_b1, 1, st_b2 };
+        memcpy(pl->shape, sh, sizeof sh);
+        memcpy(pl->src, st, sizeof st);
+        oshape[0] = N; oshape[1] = c2; oshape[2] = H * b; oshape[3] = W * b;
+    } else {
+        if (H % b || W % b)
+            return qs_op_error(c, QS_ESHAPE, "H %lld and W %lld must be divisible by blocksize %lld", (long long)H,
+                               (long long)W, (long long)b);
+        /* output [N, b1, b2, C, H/b, W/b]: channel (b1·b + b2)·C + k reads x[n, k, h·b + b1, w·b + b2] */
+        int64_t sh[6] = { N, b, b, C, H / b, W / b }, st[6] = { s_n, s_h, 1, s_c, b * s_h, b };
+        memcpy(pl->shape, sh, sizeof sh);
+        memcpy(pl->src, st, sizeof st);
+        oshape[0] = N; oshape[1] = C * b * b; oshape[2] = H / b; oshape[3] = W / b;
+    }
+    return 0;
+}
+
+static int d2s_infer(qs_kctx *c)
+{
+    int rc = need_input(c, 1);
+    if (rc < 0)
+        return rc;
+    struct d2s_plan pl;
+    int64_t shape[4];
+    if ((rc = d2s_plan(c, &pl, shape)) < 0)
+        return rc;
+    qs_set_shape(c->out[0], c->in[0]->dtype, 4, shape);
+    return 0;
+}
+
+static int d2s_forward(qs_kctx *c)
+{
+    struct d2s_plan pl;
+    int64_t shape[4], dst[6];
+    int rc = d2s_plan(c, &pl, shape);
+    if (rc < 0)
+        return rc;
+    contig_strides(6, pl.shape, dst);
+    strided_copy(c->out[0]->data, dst, c->in[0]->data, pl.src, 6, pl.shape, qs_dtype_size(c->in[0]->dtype));
+    return 0;
+}
+
+static int d2s_backward(qs_kctx *c)
+{
+    if (!c->din[0])
+        return 0;
+    if (!c->dout[0]) {
+        memset(c->din[0]->data, 0, qs_nbytes(c->din[0]));
+        return 0;
+    }
+    struct d2s_plan pl;
+    int64_t shape[4], st[6];
+    int rc = d2s_plan(c, &pl, shape);
+    if (rc < 0)
+        return rc;
+    contig_strides(6, pl.shape, st);
+    /* a permutation: every input element is written exactly once */
+    strided_copy(c->din[0]->data, pl.src, c->dout[0]->data, st, 6, pl.shape, sizeof(float));
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Range(start, limit, delta): needs its inputs at plan time, since they decide the length */
+
+static int range_len(qs_kctx *c, int64_t *n)
+{
+    for (int i = 0; i < 3; i++) {
+        const qs_tensor *t = qs_opt_in(c, i);
+        if (!t)
+            return qs_op_error(c, QS_EINVAL, "expects 3 inputs (start, limit, delta)");
+        if (t->dtype != c->in[0]->dtype || qs_numel(t) != 1)
+            return qs_op_error(c, QS_EINVAL, "input %d must be a scalar of type %s", i, qs_dtype_name(c->in[0]->dtype));
+        if (!t->data)
+            return qs_op_error(c, QS_EUNSUPPORTED, "input %d must be known at plan time (it sets the output length)", i);
+    }
+    qs_dtype t = c->in[0]->dtype;
+    if (t != QS_F32 && t != QS_I64 && t != QS_I32 && t != QS_I16)
+        return qs_op_error(c, QS_EUNSUPPORTED, "type %s is not supported", qs_dtype_name(t));
+    if (t == QS_F32) {
+        double s = qs_get_f64(c->in[0], 0), l = qs_get_f64(c->in[1], 0), d = qs_get_f64(c->in[2], 0);
+        if (d == 0 || d != d || s != s || l != l)
+            return qs_op_error(c, QS_EINVAL, "delta must be non-zero and the bounds finite");
+        double len = ceil((l - s) / d);
+        *n = len > 0 ? (int64_t)len : 0;
+    } else {
+        int64_t s = qs_load_i64(c->in[0], 0), l = qs_load_i64(c->in[1], 0), d = qs_load_i64(c->in[2], 0);
+        if (d == 0)
+            return qs_op_error(c, QS_EINVAL, "delta is 0");
+        int64_t span = l - s;
+        int64_t len = d > 0 ? (span > 0 ? (span + d - 1) / d : 0) : (span < 0 ? (-span + -d - 1) / -d : 0);
+        *n = len;
+    }
+    return 0;
+}
+
+static int range_infer(qs_kctx *c)
+{
+    int64_t n;
+    int rc = range_len(c, &n);
+    if (rc < 0)
+        return rc;
+    qs_set_shape(c->out[0], c->in[0]->dtype, 1, &n);
+    return 0;
+}
+
+static int range_forward(qs_kctx *c)
+{
+    qs_tensor *y = c->out[0];
+    int64_t n = qs_numel(y);
+    if (y->dtype == QS_F32) {
+        float s = qs_f32(c->in[0])[0], d = qs_f32(c->in[2])[0];
+        for (int64_t i = 0; i < n; i++)
+            qs_f32(y)[i] = s + (float)i * d;
+    } else {
+        int64_t s = qs_load_i64(c->in[0], 0), d = qs_load_i64(c->in[2], 0);
+        for (int64_t i = 0; i < n; i++)
+            qs_store_i64(y->data, y->dtype, i, s + i * d);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------
  * Shape, Size, Constant, ConstantOfShape: values that exist without reading any input data */
 
 static void shape_range(const qs_kctx *c, int r, int *s, int *e)
@@ -1208,6 +1431,10 @@ const qs_op_def qs_ops_shape[] = {
     { .domain = "", .op = "Gather", .infer = gather_infer, .forward = gather_forward, .backward = gather_backward },
     { .domain = "", .op = "Pad", .infer = pad_infer, .forward = pad_forward, .backward = pad_backward },
     { .domain = "", .op = "Expand", .infer = expand_infer, .forward = expand_forward, .backward = expand_backward },
+    { .domain = "", .op = "Tile", .infer = tile_infer, .forward = tile_forward, .backward = tile_backward },
+    { .domain = "", .op = "DepthToSpace", .infer = d2s_infer, .forward = d2s_forward, .backward = d2s_backward },
+    { .domain = "", .op = "SpaceToDepth", .infer = d2s_infer, .forward = d2s_forward, .backward = d2s_backward },
+    { .domain = "", .op = "Range", .infer = range_infer, .forward = range_forward },
     { .domain = "", .op = "Shape", .infer = shape_infer, .forward = shape_forward },
     { .domain = "", .op = "Size", .infer = size_infer, .forward = size_forward },
     { .domain = "", .op = "Constant", .infer = constant_infer, .forward = constant_forward },
