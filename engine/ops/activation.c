@@ -72,7 +72,20 @@ static int act_infer(qs_kctx *c)
     return 0;
 }
 
-#define ACT_LOOP(EXPR) do { for (int64_t i = 0; i < n; i++) { float x = X[i]; Y[i] = (EXPR); } } while (0)
+#define ACT_LOOP(EXPR) QS_VFOR(i, n, float x = X[i]; Y[i] = (EXPR))
+
+static inline float sigmoid(float x)
+{
+    float e = expf(-fabsf(x));
+    return x >= 0 ? 1.f / (1.f + e) : e / (1.f + e);
+}
+
+/* branch-free clamp to [0, 1] (fminf/fmaxf are calls at -O2) */
+static inline float clamp01(float v)
+{
+    v = v < 0.f ? 0.f : v;
+    return v > 1.f ? 1.f : v;
+}
 
 static float gelu(float x, int tanh_approx)
 {
@@ -107,21 +120,21 @@ static int act_forward(qs_kctx *c)
     switch (op) {
     case A_RELU: ACT_LOOP(x > 0 ? x : 0.f); break;
     case A_LEAKY: ACT_LOOP(x < 0 ? a * x : x); break;
-    case A_SIGMOID: ACT_LOOP(x >= 0 ? 1.f / (1.f + expf(-x)) : expf(x) / (1.f + expf(x))); break;
+    /* one exp of −|x| serves both signs and never overflows */
+    case A_SIGMOID: ACT_LOOP(sigmoid(x)); break;
     case A_TANH: ACT_LOOP(tanhf(x)); break;
-    case A_HSIG: ACT_LOOP(fmaxf(0.f, fminf(1.f, a * x + b))); break;
-    case A_HSWISH: ACT_LOOP(x * fmaxf(0.f, fminf(1.f, x / 6.f + 0.5f))); break;
+    case A_HSIG: ACT_LOOP(clamp01(a * x + b)); break;
+    case A_HSWISH: ACT_LOOP(x * clamp01(x / 6.f + 0.5f)); break;
     case A_ELU: ACT_LOOP(x < 0 ? a * (expf(x) - 1.f) : x); break;
     case A_SELU: ACT_LOOP(x <= 0 ? g * a * (expf(x) - 1.f) : g * x); break;
     /* log(1 + e^x) without overflow for large x */
-    case A_SOFTPLUS: ACT_LOOP(x > 0 ? x + log1pf(expf(-x)) : log1pf(expf(x))); break;
+    case A_SOFTPLUS: ACT_LOOP((x > 0 ? x : 0.f) + log1pf(expf(-fabsf(x)))); break;
     case A_GELU: ACT_LOOP(gelu(x, p.tanh_approx)); break;
     }
     return 0;
 }
 
-#define ACT_BWD(EXPR) do { for (int64_t i = 0; i < n; i++) { float x = X[i], y = Y[i], g = G[i]; \
-                                                              (void)x; (void)y; D[i] = (EXPR); } } while (0)
+#define ACT_BWD(EXPR) QS_VFOR(i, n, float x = X[i]; float y = Y[i]; float g = G[i]; (void)x; (void)y; D[i] = (EXPR))
 
 static int act_backward(qs_kctx *c)
 {
@@ -147,7 +160,7 @@ static int act_backward(qs_kctx *c)
     case A_HSWISH: ACT_BWD(x < -3.f ? 0.f : x > 3.f ? g : g * (2.f * x + 3.f) / 6.f); break;
     case A_ELU: ACT_BWD(x < 0 ? g * (y + a) : g); break;
     case A_SELU: ACT_BWD(x <= 0 ? g * (y + ga * a) : g * ga); break;
-    case A_SOFTPLUS: ACT_BWD(g * (x >= 0 ? 1.f / (1.f + expf(-x)) : expf(x) / (1.f + expf(x)))); break;
+    case A_SOFTPLUS: ACT_BWD(g * sigmoid(x)); break;
     case A_GELU:
         if (p.tanh_approx) {
             ACT_BWD(g * (0.5f * (1.f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x))) +
@@ -294,10 +307,7 @@ static int clip_forward(qs_kctx *c)
         const float *X = qs_f32(x);
         float *Y = qs_f32(y), l = (float)lo, h = (float)hi;
         /* min(max(x, lo), hi): when lo > hi every value becomes hi, as the spec says */
-        for (int64_t i = 0; i < n; i++) {
-            float v = X[i] < l ? l : X[i];
-            Y[i] = v > h ? h : v;
-        }
+        QS_VFOR(i, n, float v = X[i] < l ? l : X[i]; Y[i] = v > h ? h : v);
         return 0;
     }
     if (qs_dtype_is_int(x->dtype)) {

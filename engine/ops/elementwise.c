@@ -86,20 +86,20 @@ static int bin_infer(qs_kctx *c)
 
 /* One row of a float32 binary op, the four stride cases spelled out so the compiler vectorises
  * the common ones: both contiguous, or one side a scalar for the row. */
-#define BIN_ROW(EXPR)                                                             \
-    do {                                                                          \
-        if (sa && sb)                                                             \
-            for (int64_t i = 0; i < n; i++) { float x = pa[i], y = pb[i]; po[i] = (EXPR); } \
-        else if (sa) {                                                            \
-            float y = pb[0];                                                      \
-            for (int64_t i = 0; i < n; i++) { float x = pa[i]; po[i] = (EXPR); }  \
-        } else if (sb) {                                                          \
-            float x = pa[0];                                                      \
-            for (int64_t i = 0; i < n; i++) { float y = pb[i]; po[i] = (EXPR); }  \
-        } else {                                                                  \
-            float x = pa[0], y = pb[0];                                           \
-            for (int64_t i = 0; i < n; i++) po[i] = (EXPR);                       \
-        }                                                                         \
+#define BIN_ROW(EXPR)                                                                          \
+    do {                                                                                       \
+        if (sa && sb)                                                                          \
+            QS_VFOR(i, n, float x = pa[i]; float y = pb[i]; po[i] = (EXPR));                   \
+        else if (sa) {                                                                         \
+            float y = pb[0];                                                                   \
+            QS_VFOR(i, n, float x = pa[i]; po[i] = (EXPR));                                    \
+        } else if (sb) {                                                                       \
+            float x = pa[0];                                                                   \
+            QS_VFOR(i, n, float y = pb[i]; po[i] = (EXPR));                                    \
+        } else {                                                                               \
+            float x = pa[0], y = pb[0];                                                        \
+            QS_VFOR(i, n, po[i] = (EXPR));                                                     \
+        }                                                                                      \
     } while (0)
 
 static void bin_f32(enum binop op, const qs_bcast *b, const float *A, const float *B, float *O)
@@ -510,9 +510,9 @@ static int un_forward(qs_kctx *c)
         case U_SQRT: for (int64_t i = 0; i < n; i++) Y[i] = sqrtf(X[i]); break;
         case U_EXP: for (int64_t i = 0; i < n; i++) Y[i] = expf(X[i]); break;
         case U_LOG: for (int64_t i = 0; i < n; i++) Y[i] = logf(X[i]); break;
-        case U_NEG: for (int64_t i = 0; i < n; i++) Y[i] = -X[i]; break;
-        case U_ABS: for (int64_t i = 0; i < n; i++) Y[i] = fabsf(X[i]); break;
-        case U_RECIP: for (int64_t i = 0; i < n; i++) Y[i] = 1.f / X[i]; break;
+        case U_NEG: QS_VFOR(i, n, Y[i] = -X[i]); break;
+        case U_ABS: QS_VFOR(i, n, Y[i] = fabsf(X[i])); break;
+        case U_RECIP: QS_VFOR(i, n, Y[i] = 1.f / X[i]); break;
         default: for (int64_t i = 0; i < n; i++) Y[i] = (float)un_eval(op, X[i]); break;
         }
     } else if (x->dtype == QS_F64) {
