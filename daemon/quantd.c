@@ -1,12 +1,115 @@
+/* quantd: the daemon's main. Reads the configuration, opens the store, starts the scheduler
+ * (libuv loop thread + worker pool) and the HTTP server (libmicrohttpd threads), then waits for
+ * signals on this thread with sigwait: no code runs in signal-handler context at all (the
+ * signals are blocked in every thread, and this one takes them synchronously).
+ *
+ *   SIGHUP           re-read the token file
+ *   SIGTERM, SIGINT  stop accepting connections, stop running jobs and requeue them (they run
+ *                    again at the next start), end event streams, exit 0
+ *
+ * With systemd (Type=notify) it reports READY=1 once listening and STOPPING=1 on the way out. */
 #include "config.h"
+#include "api/server.h"
+#include "daemon/conf.h"
+#include "daemon/log.h"
+#include "jobs/scheduler.h"
+#include "jobs/store.h"
+
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#ifdef HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#define notify(...) sd_notifyf(0, __VA_ARGS__)
+#else
+#define notify(...) ((void)0)
+#endif
+
 int main(int argc, char **argv)
 {
-    if (argc > 1 && !strcmp(argv[1], "--version")) {
-        printf("quantd %s\n", PACKAGE_VERSION);
-        return 0;
+    qd_config cfg;
+    char err[1024];
+    int rc = qd_config_load(&cfg, argc, argv, err, sizeof err);
+    if (rc != 0) {
+        if (rc < 0)
+            fprintf(stderr, "quantd: %s\n", err);
+        qd_config_free(&cfg);
+        return rc < 0 ? 2 : 0;
     }
-    fprintf(stderr, "usage: quantd --version\n");
-    return 2;
+    qd_log_init(cfg.log_level);
+
+    /* Before any thread starts, so that every thread inherits the mask. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    qd_store *st = NULL;
+    qd_server *srv = NULL;
+    qd_sched *sched = NULL;
+    if (qd_store_open(cfg.state_dir, &st, err, sizeof err) < 0)
+        goto fail;
+    if (!(srv = qd_server_new(&cfg, st, err, sizeof err)))
+        goto fail;
+    qd_sched_opts so = {
+        .workers = cfg.workers, .engine_threads = cfg.engine_threads, .max_queue = cfg.max_queue,
+        .debug_jobs = cfg.debug_jobs, .notify = qd_server_notify, .ud = srv,
+    };
+    if (qd_sched_start(st, &so, &sched, err, sizeof err) < 0)
+        goto fail;
+    char addr[128];
+    if (qd_server_listen(srv, sched, addr, sizeof addr, err, sizeof err) < 0)
+        goto fail;
+    QD_LOG_NOTICE("quantd %s listening on http://%s (state %s, %d worker%s, auth %s%s)", PACKAGE_VERSION, addr,
+                  cfg.state_dir, cfg.workers, cfg.workers > 1 ? "s" : "", cfg.token_file[0] ? "on" : "off",
+                  cfg.debug_jobs ? ", debug jobs on" : "");
+    notify("READY=1\nSTATUS=listening on %s", addr);
+
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            QD_LOG_NOTICE("SIGHUP: reloading tokens");
+            qd_server_reload_tokens(srv);
+            continue;
+        }
+        QD_LOG_NOTICE("%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        break;
+    }
+    notify("STOPPING=1\nSTATUS=stopping: requeueing running jobs");
+    qd_server_quiesce(srv);
+    int left = qd_sched_stop(sched, cfg.shutdown_timeout);
+    qd_server_stop(srv);
+    if (left) {
+        /* Workers still inside the engine may touch the store; their records are requeued
+         * already, so leave without tearing down what they use. */
+        QD_LOG_WARNING("exiting with %d job%s still stopping; requeued for the next start", left, left > 1 ? "s" : "");
+        _exit(0);
+    }
+    qd_sched_free(sched);
+    qd_server_free(srv);
+    qd_store_close(st);
+    QD_LOG_NOTICE("stopped");
+    qd_config_free(&cfg);
+    return 0;
+
+fail:
+    QD_LOG_ERROR("%s", err);
+    notify("STATUS=failed: %s", err);
+    if (sched) {
+        qd_sched_stop(sched, 0);
+        qd_sched_free(sched);
+    }
+    qd_server_free(srv);
+    qd_store_close(st);
+    qd_config_free(&cfg);
+    return 1;
 }

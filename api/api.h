@@ -1,0 +1,153 @@
+/* Internals shared by the API's files (server.c, routes*.c, events.c, spec.c); not a public
+ * header. A request's life:
+ *
+ *   1st callback (headers)   server.c allocates the qd_req, matches the route (404/405), checks
+ *                            the token (401) and Content-Length against the route's limit (413)
+ *   body callbacks           JSON bodies are buffered up to max_json_size; file bodies stream
+ *                            to a temp file under <state>/tmp while being hashed
+ *   last callback            the route's handler runs and queues exactly one reply
+ *   completion               MHD_OPTION_NOTIFY_COMPLETED frees the qd_req (and removes a temp
+ *                            upload that was not kept): the one place requests are freed
+ *
+ * Handlers return QD_H_OK (a reply is queued, whatever its status) or QD_H_CLOSE (no reply
+ * could be made; the connection is closed). */
+#ifndef QD_API_H
+#define QD_API_H
+
+#include <jansson.h>
+#include <limits.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "api/errors.h"
+#include "api/server.h"
+#include "jobs/sha256.h"
+
+typedef struct qd_req qd_req;
+
+enum { QD_H_OK = 0, QD_H_CLOSE = -1 };
+typedef int (*qd_handler)(qd_req *r);
+
+typedef enum { QD_BODY_NONE = 0, QD_BODY_JSON, QD_BODY_MODEL, QD_BODY_DATASET } qd_body;
+
+typedef struct qd_route {
+    const char *method;    /* "GET" also answers HEAD */
+    const char *pattern;   /* "/v1/jobs/{id}/artifacts/{name}": {x} matches one path segment */
+    qd_handler handler;
+    qd_body body;
+    int public;            /* no token needed */
+} qd_route;
+
+extern const qd_route qd_routes[];
+extern const int qd_nroutes;
+
+#define QD_MAX_ARGS 4
+
+/* SSE state of a GET /v1/jobs/{id}/events request (events.c) */
+typedef struct qd_sse {
+    int64_t last;          /* id of the last event written */
+    char *buf;             /* formatted events not yet handed to MHD */
+    size_t len, off, cap;
+    int ended;             /* the terminal state event is in buf: end after it */
+    int waiting;           /* suspended, in the hub's waiter list */
+    int keepalive;         /* the hub's timer asked for a comment line */
+    int counted;           /* counted in srv->nstreams */
+    struct qd_req *next_waiter;
+} qd_sse;
+
+struct qd_req {
+    qd_server *srv;
+    struct MHD_Connection *conn;
+    const char *method, *url;
+    int route;                       /* index into qd_routes, -1 when none matched */
+    char args[QD_MAX_ARGS][256];     /* the {x} segments, in order */
+    int replied;                     /* a reply has been queued */
+    unsigned status;                 /* its status (metrics, log) */
+    char allow[64];                  /* for a 405: the methods of this path */
+    int retry_after;                 /* for a 429: seconds */
+    int write_errno;                 /* an upload could not be written */
+    double t0;
+    /* body */
+    char *json;                      /* QD_BODY_JSON */
+    size_t json_len;
+    int fd;                          /* QD_BODY_MODEL/DATASET: temp file, -1 when none */
+    char tmp[PATH_MAX];              /* its path; emptied once renamed into place */
+    qd_sha256 sha;
+    int64_t body_len, limit;
+    int too_large;
+    qd_sse sse;
+};
+
+struct qd_server {
+    const qd_config *cfg;
+    qd_store *st;
+    qd_sched *sched;
+    struct MHD_Daemon *mhd;
+    double started;
+
+    pthread_rwlock_t tok_lock;
+    char **tokens;                   /* NULL when auth is off */
+    int ntokens;
+
+    /* event-stream hub (events.c) */
+    pthread_mutex_t hub_mu;
+    pthread_cond_t hub_cv;
+    qd_req *waiters;                 /* suspended SSE requests */
+    int hub_closing, nstreams;
+    pthread_t hub_thread;
+    int hub_thread_started;
+
+    /* metrics: requests by route and status */
+    atomic_long *http_count;         /* [(qd_nroutes + 1) * QD_NSTATUS] */
+    atomic_long http_inflight;
+};
+
+#define QD_NSTATUS 24
+extern const unsigned qd_status_list[QD_NSTATUS];   /* the last slot counts any other status */
+
+/* --- replies (server.c) --- */
+/* Queues resp with status (consumes resp). */
+int qd_reply(qd_req *r, unsigned status, struct MHD_Response *resp);
+/* Queues the JSON value (stolen) with status; extra headers as name/value pairs, NULL-terminated. */
+int qd_reply_json(qd_req *r, unsigned status, json_t *body, ...);
+int qd_reply_error(qd_req *r, qd_errcode code, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* A query-string argument or request header (NULL when absent). */
+const char *qd_arg(qd_req *r, const char *name);
+const char *qd_header(qd_req *r, const char *name);
+
+/* --- handlers --- */
+int qd_h_health(qd_req *r);
+int qd_h_metrics(qd_req *r);
+int qd_h_openapi(qd_req *r);
+int qd_h_model_upload(qd_req *r);
+int qd_h_model_list(qd_req *r);
+int qd_h_model_get(qd_req *r);
+int qd_h_model_delete(qd_req *r);
+int qd_h_dataset_upload(qd_req *r);
+int qd_h_dataset_list(qd_req *r);
+int qd_h_dataset_get(qd_req *r);
+int qd_h_dataset_delete(qd_req *r);
+int qd_h_job_submit(qd_req *r);
+int qd_h_job_list(qd_req *r);
+int qd_h_job_get(qd_req *r);
+int qd_h_job_cancel(qd_req *r);
+int qd_h_job_events(qd_req *r);
+int qd_h_artifact(qd_req *r);
+
+/* --- event streams (events.c) --- */
+int qd_hub_start(qd_server *srv);
+void qd_hub_close(qd_server *srv);     /* ends every stream (shutdown) */
+void qd_hub_forget(qd_server *srv, qd_req *r);   /* completion of a stream */
+
+/* --- job spec (spec.c) --- */
+/* Validates a POST /v1/jobs body; on error replies (400/422) and returns QD_H_OK with *ok = 0.
+ * On success fills refs (ids borrowed from spec) and returns their count in *nrefs. */
+int qd_spec_check(qd_req *r, json_t *spec, int debug_jobs, qd_ref *refs, int *nrefs, int *ok);
+
+/* the committed api/openapi.json, compiled in (api/openapi-json.c is generated from it) */
+extern const char qd_openapi_json[];
+
+#endif

@@ -1,0 +1,136 @@
+/* The route table, and the service routes: health, metrics, the OpenAPI document.
+ * Adding a route: one line here, its handler in a routes_*.c file, its entry in api/openapi.json. */
+#include "config.h"
+#include "api/api.h"
+#include "daemon/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+const qd_route qd_routes[] = {
+    { .method = "GET", .pattern = "/v1/health", .handler = qd_h_health, .public = 1 },
+    { .method = "GET", .pattern = "/metrics", .handler = qd_h_metrics, .public = 1 },
+    { .method = "GET", .pattern = "/v1/openapi.json", .handler = qd_h_openapi },
+    { .method = "POST", .pattern = "/v1/models", .handler = qd_h_model_upload, .body = QD_BODY_MODEL },
+    { .method = "GET", .pattern = "/v1/models", .handler = qd_h_model_list },
+    { .method = "GET", .pattern = "/v1/models/{id}", .handler = qd_h_model_get },
+    { .method = "DELETE", .pattern = "/v1/models/{id}", .handler = qd_h_model_delete },
+    { .method = "POST", .pattern = "/v1/datasets", .handler = qd_h_dataset_upload, .body = QD_BODY_DATASET },
+    { .method = "GET", .pattern = "/v1/datasets", .handler = qd_h_dataset_list },
+    { .method = "GET", .pattern = "/v1/datasets/{id}", .handler = qd_h_dataset_get },
+    { .method = "DELETE", .pattern = "/v1/datasets/{id}", .handler = qd_h_dataset_delete },
+    { .method = "POST", .pattern = "/v1/jobs", .handler = qd_h_job_submit, .body = QD_BODY_JSON },
+    { .method = "GET", .pattern = "/v1/jobs", .handler = qd_h_job_list },
+    { .method = "GET", .pattern = "/v1/jobs/{id}", .handler = qd_h_job_get },
+    { .method = "DELETE", .pattern = "/v1/jobs/{id}", .handler = qd_h_job_cancel },
+    { .method = "GET", .pattern = "/v1/jobs/{id}/events", .handler = qd_h_job_events },
+    { .method = "GET", .pattern = "/v1/jobs/{id}/artifacts/{name}", .handler = qd_h_artifact },
+};
+const int qd_nroutes = (int)(sizeof qd_routes / sizeof qd_routes[0]);
+
+static double mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Cheap on purpose (no database): load balancers and systemd probes call it often. */
+int qd_h_health(qd_req *r)
+{
+    qd_sched_stats s;
+    qd_sched_get_stats(r->srv->sched, &s);
+    return qd_reply_json(r, 200,
+                         json_pack("{s:s, s:s, s:f, s:{s:i, s:i, s:i}}", "status", "ok", "version",
+                                   PACKAGE_VERSION, "uptime_s", mono() - r->srv->started, "jobs", "queued",
+                                   s.queued, "running", s.running, "workers", s.workers),
+                         NULL);
+}
+
+int qd_h_openapi(qd_req *r)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(qd_openapi_json), (void *)qd_openapi_json,
+                                                                MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return QD_H_CLOSE;
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    return qd_reply(r, 200, resp);
+}
+
+/* Prometheus text exposition format (version 0.0.4). */
+int qd_h_metrics(qd_req *r)
+{
+    qd_server *srv = r->srv;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return qd_reply_error(r, QD_E_INTERNAL, NULL, "out of memory");
+    int64_t counts[5];
+    qd_store_job_counts(srv->st, counts);
+    qd_sched_stats s;
+    qd_sched_get_stats(srv->sched, &s);
+
+    fprintf(f, "# HELP quantd_jobs Jobs in the store by state.\n# TYPE quantd_jobs gauge\n");
+    for (int i = 0; i < 5; i++)
+        fprintf(f, "quantd_jobs{state=\"%s\"} %lld\n", qd_job_states[i], (long long)counts[i]);
+    fprintf(f, "# HELP quantd_queue_length Jobs waiting for a worker.\n# TYPE quantd_queue_length gauge\n"
+               "quantd_queue_length %d\n", s.queued);
+    fprintf(f, "# HELP quantd_jobs_running Jobs running now.\n# TYPE quantd_jobs_running gauge\n"
+               "quantd_jobs_running %d\n", s.running);
+    fprintf(f, "# HELP quantd_workers Jobs that may run at once.\n# TYPE quantd_workers gauge\n"
+               "quantd_workers %d\n", s.workers);
+    fprintf(f, "# HELP quantd_jobs_finished_total Jobs ended since start, by outcome.\n"
+               "# TYPE quantd_jobs_finished_total counter\n");
+    static const char *const outcome[3] = { "succeeded", "failed", "cancelled" };
+    for (int i = 0; i < 3; i++)
+        fprintf(f, "quantd_jobs_finished_total{state=\"%s\"} %lld\n", outcome[i], (long long)s.finished[i]);
+    fprintf(f, "# HELP quantd_job_duration_seconds Run time of jobs that ended since start.\n"
+               "# TYPE quantd_job_duration_seconds histogram\n");
+    for (int b = 0; b < QD_DURATION_BUCKETS; b++) {
+        if (b == QD_DURATION_BUCKETS - 1)
+            fprintf(f, "quantd_job_duration_seconds_bucket{le=\"+Inf\"} %lld\n", (long long)s.dur_bucket[b]);
+        else
+            fprintf(f, "quantd_job_duration_seconds_bucket{le=\"%g\"} %lld\n", qd_duration_bounds[b],
+                    (long long)s.dur_bucket[b]);
+    }
+    fprintf(f, "quantd_job_duration_seconds_sum %.3f\nquantd_job_duration_seconds_count %lld\n", s.dur_sum,
+            (long long)s.dur_count);
+    fprintf(f, "# HELP quantd_http_requests_total HTTP requests answered, by route and status.\n"
+               "# TYPE quantd_http_requests_total counter\n");
+    for (int i = 0; i <= qd_nroutes; i++)
+        for (int k = 0; k < QD_NSTATUS; k++) {
+            long c = atomic_load(&srv->http_count[i * QD_NSTATUS + k]);
+            if (!c)
+                continue;
+            char status[8];
+            if (qd_status_list[k])
+                snprintf(status, sizeof status, "%u", qd_status_list[k]);
+            else
+                snprintf(status, sizeof status, "other");
+            if (i < qd_nroutes)
+                fprintf(f, "quantd_http_requests_total{method=\"%s\",route=\"%s\",status=\"%s\"} %ld\n",
+                        qd_routes[i].method, qd_routes[i].pattern, status, c);
+            else
+                fprintf(f, "quantd_http_requests_total{method=\"\",route=\"unmatched\",status=\"%s\"} %ld\n",
+                        status, c);
+        }
+    pthread_mutex_lock(&srv->hub_mu);
+    int streams = srv->nstreams;
+    pthread_mutex_unlock(&srv->hub_mu);
+    fprintf(f, "# HELP quantd_event_streams Open event streams.\n# TYPE quantd_event_streams gauge\n"
+               "quantd_event_streams %d\n", streams);
+    fprintf(f, "# HELP quantd_http_requests_in_flight Requests being served.\n"
+               "# TYPE quantd_http_requests_in_flight gauge\nquantd_http_requests_in_flight %ld\n",
+            atomic_load(&srv->http_inflight));
+    fclose(f);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(text);
+        return QD_H_CLOSE;
+    }
+    MHD_add_response_header(resp, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    return qd_reply(r, 200, resp);
+}

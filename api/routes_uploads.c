@@ -1,0 +1,248 @@
+/* Models and data sets: uploads (already streamed to a temp file and hashed by server.c), their
+ * validation with the engine's own readers, and the list / get / delete routes.
+ *
+ * An upload becomes visible only once complete and valid: the temp file is fsync'ed, renamed
+ * into models/ or datasets/, and then its record is committed; the reply follows the commit. A
+ * refused upload's temp file is removed when the request completes (server.c). */
+#include "api/api.h"
+#include "daemon/log.h"
+#include "data.h"
+#include "exec.h"
+#include "onnx.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ?name= (optional, printable, ≤ 200 bytes); default: the first 12 hex digits of the hash. */
+static int upload_name(qd_req *r, const char *hex, char *out, size_t n, int *ok)
+{
+    const char *name = qd_arg(r, "name");
+    *ok = 0;
+    if (!name || !*name) {
+        snprintf(out, n, "%.12s", hex);
+        *ok = 1;
+        return QD_H_OK;
+    }
+    if (strlen(name) > 200)
+        return qd_reply_error(r, QD_E_BAD_REQUEST, "name", "name is longer than 200 bytes");
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return qd_reply_error(r, QD_E_BAD_REQUEST, "name", "name holds control characters");
+    snprintf(out, n, "%s", name);
+    *ok = 1;
+    return QD_H_OK;
+}
+
+/* The engine names the file it read; the client should not see our temp path. */
+static const char *scrub(qd_req *r, char *msg)
+{
+    size_t tl = strlen(r->tmp);
+    char *p;
+    while (tl && (p = strstr(msg, r->tmp))) {
+        static const char word[] = "the upload";
+        size_t wl = sizeof word - 1;
+        memmove(p + wl, p + tl, strlen(p + tl) + 1);
+        memcpy(p, word, wl);
+    }
+    return msg;
+}
+
+/* Makes the temp file durable and moves it into place. */
+static int publish(qd_req *r, const char *dest)
+{
+    if (fsync(r->fd) < 0 || rename(r->tmp, dest) < 0)
+        return -1;
+    r->tmp[0] = 0;   /* renamed: nothing to clean up any more */
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", dest);
+    int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {   /* the rename itself must survive a power cut too */
+        fsync(dfd);
+        close(dfd);
+    }
+    return 0;
+}
+
+static json_t *value_info(const qs_graph *g, int v)
+{
+    const qs_value *val = &g->values[v];
+    json_t *shape = json_array();
+    for (int d = 0; d < val->ndim; d++) {
+        if (val->shape[d] >= 0)
+            json_array_append_new(shape, json_integer(val->shape[d]));
+        else if (val->dim_param[d])
+            json_array_append_new(shape, json_string(val->dim_param[d]));
+        else
+            json_array_append_new(shape, json_null());
+    }
+    return json_pack("{s:s, s:o, s:s}", "name", val->name ? val->name : "", "shape",
+                     val->ndim >= 0 ? shape : (json_decref(shape), json_null()), "dtype",
+                     val->dtype ? qs_dtype_name(val->dtype) : "unknown");
+}
+
+/* Finishes the upload: record → store → 201. */
+static int store_upload(qd_req *r, qd_kind kind, const char *prefix, const char *ext, const char *hex,
+                        json_t *info)
+{
+    char id[32], name[256], dest[PATH_MAX];
+    int ok;
+    int h = upload_name(r, hex, name, sizeof name, &ok);
+    if (!ok) {
+        json_decref(info);
+        return h;
+    }
+    qd_store_new_id(prefix, id);
+    qd_store_file_path(r->srv->st, kind, id, ext, dest, sizeof dest);
+    if (publish(r, dest) < 0) {
+        json_decref(info);
+        return qd_reply_error(r, QD_E_INTERNAL, NULL, "cannot store the upload: %s", strerror(errno));
+    }
+    json_object_set_new(info, "id", json_string(id));
+    json_object_set_new(info, "name", json_string(name));
+    json_object_set_new(info, "sha256", json_string(hex));
+    json_object_set_new(info, "size", json_integer(r->body_len));
+    json_object_set_new(info, "ext", json_string(ext));
+    int rc = qd_store_add(r->srv->st, kind, info);
+    json_decref(info);
+    if (rc < 0) {
+        unlink(dest);
+        return qd_reply_error(r, QD_E_INTERNAL, NULL, "cannot record the upload");
+    }
+    json_t *rec = qd_store_get(r->srv->st, kind, id);
+    if (!rec)
+        return qd_reply_error(r, QD_E_INTERNAL, NULL, "the upload vanished");
+    char loc[128];
+    snprintf(loc, sizeof loc, "/v1/%s/%s", kind == QD_MODEL ? "models" : "datasets", id);
+    QD_LOG_INFO("%s %s stored (%s, %lld bytes)", kind == QD_MODEL ? "model" : "data set", id, name,
+                (long long)r->body_len);
+    return qd_reply_json(r, 201, rec, "Location", loc, NULL);
+}
+
+int qd_h_model_upload(qd_req *r)
+{
+    if (r->body_len == 0)
+        return qd_reply_error(r, QD_E_BAD_MODEL, NULL, "the body is empty: send the .onnx file's bytes");
+    char hex[65];
+    qd_sha256_hex(&r->sha, hex);
+    qs_err e = { 0 };
+    qs_graph *g = NULL;
+    if (qs_onnx_load(r->tmp, &g, &e) < 0)
+        return qd_reply_error(r, e.code == QS_EUNSUPPORTED ? QD_E_UNSUPPORTED_MODEL : QD_E_BAD_MODEL, NULL,
+                              "not a usable ONNX model: %s", scrub(r, e.msg));
+    if (qs_exec_check(g, &e) < 0) {
+        qs_graph_free(g);
+        return qd_reply_error(r, QD_E_UNSUPPORTED_MODEL, NULL, "%s", scrub(r, e.msg));
+    }
+    json_t *info = json_object();
+    json_object_set_new(info, "opset", json_integer(qs_graph_opset(g, "")));
+    json_object_set_new(info, "ir_version", json_integer(g->ir_version));
+    if (g->producer_name)
+        json_object_set_new(info, "producer", json_string(g->producer_name));
+    json_t *ins = json_array(), *outs = json_array(), *ops = json_object();
+    for (int i = 0; i < g->ninputs; i++)
+        json_array_append_new(ins, value_info(g, g->inputs[i]));
+    for (int i = 0; i < g->noutputs; i++)
+        json_array_append_new(outs, value_info(g, g->outputs[i]));
+    for (int i = 0; i < g->nnodes; i++) {
+        const char *op = g->nodes[i].op;
+        json_object_set_new(ops, op, json_integer(json_integer_value(json_object_get(ops, op)) + 1));
+    }
+    json_object_set_new(info, "inputs", ins);
+    json_object_set_new(info, "outputs", outs);
+    json_object_set_new(info, "ops", ops);
+    json_object_set_new(info, "nodes", json_integer(g->nnodes));
+    qs_graph_free(g);
+    return store_upload(r, QD_MODEL, "mdl_", "onnx", hex, info);
+}
+
+int qd_h_dataset_upload(qd_req *r)
+{
+    if (r->body_len == 0)
+        return qd_reply_error(r, QD_E_BAD_DATASET, NULL, "the body is empty: send the .npy or .npz file's bytes");
+    char hex[65];
+    qd_sha256_hex(&r->sha, hex);
+    /* the format by its magic bytes, not by what the client claims */
+    unsigned char magic[6] = { 0 };
+    if (pread(r->fd, magic, sizeof magic, 0) != (ssize_t)sizeof magic && r->body_len >= 6)
+        return qd_reply_error(r, QD_E_INTERNAL, NULL, "cannot read the upload back: %s", strerror(errno));
+    const char *ext;
+    if (!memcmp(magic, "\x93NUMPY", 6))
+        ext = "npy";
+    else if (!memcmp(magic, "PK\x03\x04", 4) || !memcmp(magic, "PK\x05\x06", 4))
+        ext = "npz";
+    else
+        return qd_reply_error(r, QD_E_MEDIA_TYPE, NULL,
+                              "not a .npy or .npz file (it starts with neither \\x93NUMPY nor a zip header)");
+    /* qs_dataset_open picks the reader by file name */
+    char typed[PATH_MAX];
+    snprintf(typed, sizeof typed, "%.*s.%s", (int)(strlen(r->tmp) - 4), r->tmp, ext);
+    if (strcmp(typed, r->tmp)) {
+        if (rename(r->tmp, typed) < 0)
+            return qd_reply_error(r, QD_E_INTERNAL, NULL, "cannot rename the upload: %s", strerror(errno));
+        snprintf(r->tmp, sizeof r->tmp, "%s", typed);
+    }
+    qs_err e = { 0 };
+    qs_dataset *d = NULL;
+    if (qs_dataset_open(r->tmp, &d, &e) < 0)
+        return qd_reply_error(r, e.code == QS_EUNSUPPORTED ? QD_E_UNSUPPORTED_DATASET : QD_E_BAD_DATASET, NULL,
+                              "not a usable .%s file: %s", ext, scrub(r, e.msg));
+    json_t *arrays = json_array();
+    for (int i = 0; i < qs_dataset_count(d); i++) {
+        const qs_tensor *t = qs_dataset_array(d, i);
+        json_t *shape = json_array();
+        for (int k = 0; k < t->ndim; k++)
+            json_array_append_new(shape, json_integer(t->shape[k]));
+        json_array_append_new(arrays, json_pack("{s:s, s:o, s:s}", "name", qs_dataset_name(d, i), "shape", shape,
+                                                "dtype", qs_dtype_name(t->dtype)));
+    }
+    qs_dataset_close(d);
+    return store_upload(r, QD_DATASET, "ds_", ext, hex, json_pack("{s:o}", "arrays", arrays));
+}
+
+/* ---- list / get / delete, the same for both kinds ------------------------------------------ */
+
+static int list(qd_req *r, qd_kind kind)
+{
+    const char *sha = qd_arg(r, "sha256");
+    json_t *items = qd_store_list(r->srv->st, kind, sha && *sha ? sha : NULL);
+    return qd_reply_json(r, 200, json_pack("{s:o}", kind == QD_MODEL ? "models" : "datasets", items), NULL);
+}
+
+static int get(qd_req *r, qd_kind kind)
+{
+    json_t *rec = qd_store_get(r->srv->st, kind, r->args[0]);
+    if (!rec)
+        return qd_reply_error(r, QD_E_NOT_FOUND, NULL, "no %s with id %s", kind == QD_MODEL ? "model" : "data set",
+                              r->args[0]);
+    return qd_reply_json(r, 200, rec, NULL);
+}
+
+static int del(qd_req *r, qd_kind kind)
+{
+    const char *what = kind == QD_MODEL ? "model" : "data set";
+    switch (qd_store_delete(r->srv->st, kind, r->args[0])) {
+    case 0: {
+        QD_LOG_INFO("%s %s deleted", what, r->args[0]);
+        struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+        return qd_reply(r, 204, resp);
+    }
+    case QD_ST_NOTFOUND:
+        return qd_reply_error(r, QD_E_NOT_FOUND, NULL, "no %s with id %s", what, r->args[0]);
+    case QD_ST_BUSY:
+        return qd_reply_error(r, QD_E_IN_USE, NULL, "%s %s is used by a queued or running job", what, r->args[0]);
+    default:
+        return qd_reply_error(r, QD_E_INTERNAL, NULL, "deleting %s %s failed", what, r->args[0]);
+    }
+}
+
+int qd_h_model_list(qd_req *r) { return list(r, QD_MODEL); }
+int qd_h_model_get(qd_req *r) { return get(r, QD_MODEL); }
+int qd_h_model_delete(qd_req *r) { return del(r, QD_MODEL); }
+int qd_h_dataset_list(qd_req *r) { return list(r, QD_DATASET); }
+int qd_h_dataset_get(qd_req *r) { return get(r, QD_DATASET); }
+int qd_h_dataset_delete(qd_req *r) { return del(r, QD_DATASET); }

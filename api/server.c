@@ -1,0 +1,580 @@
+/* The HTTP server: request life cycle, routing, auth, limits, replies; see api.h and server.h.
+ *
+ * libmicrohttpd runs a pool of polling threads (epoll); handlers run on them, so a handler must
+ * not block for long: the store's statements are short, uploads are written as they arrive, and
+ * an event stream that has nothing to send suspends its connection (events.c) instead of waiting.
+ * Routing is one table (routes.c) matched segment by segment. */
+#include "config.h"
+#include "api/api.h"
+#include "daemon/log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+const unsigned qd_status_list[QD_NSTATUS] = {
+    200, 201, 202, 204, 206, 304, 400, 401, 403, 404, 405, 408, 409, 411, 413, 415, 416, 422, 429,
+    500, 501, 503, 507, 0 /* any other */
+};
+
+static int status_index(unsigned status)
+{
+    for (int i = 0; i < QD_NSTATUS - 1; i++)
+        if (qd_status_list[i] == status)
+            return i;
+    return QD_NSTATUS - 1;
+}
+
+/* ---- replies ------------------------------------------------------------------------------- */
+
+int qd_reply(qd_req *r, unsigned status, struct MHD_Response *resp)
+{
+    if (!resp)
+        return QD_H_CLOSE;
+    r->replied = 1;
+    r->status = status;
+    int route = r->route >= 0 ? r->route : qd_nroutes;
+    atomic_fetch_add(&r->srv->http_count[route * QD_NSTATUS + status_index(status)], 1);
+    enum MHD_Result ok = MHD_queue_response(r->conn, status, resp);
+    MHD_destroy_response(resp);
+    return ok == MHD_YES ? QD_H_OK : QD_H_CLOSE;
+}
+
+static struct MHD_Response *json_response(json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(10));
+    json_decref(body);
+    if (!text)
+        return NULL;
+    struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(text);
+        return NULL;
+    }
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    return resp;
+}
+
+int qd_reply_json(qd_req *r, unsigned status, json_t *body, ...)
+{
+    struct MHD_Response *resp = json_response(body);
+    if (!resp)
+        return QD_H_CLOSE;
+    va_list ap;
+    va_start(ap, body);
+    const char *name;
+    while ((name = va_arg(ap, const char *))) {
+        const char *value = va_arg(ap, const char *);
+        MHD_add_response_header(resp, name, value);
+    }
+    va_end(ap);
+    return qd_reply(r, status, resp);
+}
+
+int qd_reply_error(qd_req *r, qd_errcode code, const char *field, const char *fmt, ...)
+{
+    char msg[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    const qd_error_def *d = &qd_errors[code];
+    json_t *err = json_pack("{s:s, s:s, s:s}", "code", d->code, "message", msg, "hint", d->hint);
+    if (field)
+        json_object_set_new(err, "field", json_string(field));
+    struct MHD_Response *resp = json_response(json_pack("{s:o}", "error", err));
+    if (!resp)
+        return QD_H_CLOSE;
+    char num[16];
+    switch (code) {
+    case QD_E_UNAUTHORIZED:
+        MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"quantd\"");
+        break;
+    case QD_E_METHOD_NOT_ALLOWED:
+        MHD_add_response_header(resp, "Allow", r->allow);
+        break;
+    case QD_E_QUEUE_FULL:
+    case QD_E_SHUTTING_DOWN:
+        snprintf(num, sizeof num, "%d", r->retry_after > 0 ? r->retry_after : 5);
+        MHD_add_response_header(resp, "Retry-After", num);
+        break;
+    default:
+        break;
+    }
+    if (d->status >= 500)
+        QD_LOG_ERROR("%s %s: %s", r->method, r->url, msg);
+    return qd_reply(r, d->status, resp);
+}
+
+const char *qd_arg(qd_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *qd_header(qd_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+/* ---- auth ----------------------------------------------------------------------------------- */
+
+static void free_tokens(char **t, int n)
+{
+    for (int i = 0; i < n; i++) {
+        explicit_bzero(t[i], strlen(t[i]));
+        free(t[i]);
+    }
+    free(t);
+}
+
+/* Token file: one token per line; blank lines and # comments skipped. */
+static int load_tokens(const char *path, char ***out, int *nout, char *err, size_t n)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, n, "token file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char **t = NULL, line[1024];
+    int k = 0;
+    while (fgets(line, sizeof line, f)) {
+        char *s = line, *e;
+        while (isspace((unsigned char)*s))
+            s++;
+        e = s + strlen(s);
+        while (e > s && isspace((unsigned char)e[-1]))
+            *--e = 0;
+        if (!*s || *s == '#')
+            continue;
+        char **nt = realloc(t, (size_t)(k + 1) * sizeof *t);
+        if (!nt || !(nt[k] = strdup(s))) {
+            t = nt ? nt : t;
+            free_tokens(t, k);
+            fclose(f);
+            snprintf(err, n, "out of memory");
+            return -1;
+        }
+        t = nt;
+        k++;
+    }
+    explicit_bzero(line, sizeof line);
+    fclose(f);
+    if (!k) {
+        snprintf(err, n, "token file %s holds no token (one per line)", path);
+        free(t);
+        return -1;
+    }
+    *out = t;
+    *nout = k;
+    return 0;
+}
+
+int qd_server_reload_tokens(qd_server *srv)
+{
+    if (!srv->cfg->token_file[0])
+        return 0;
+    char **t;
+    int n;
+    char err[512];
+    if (load_tokens(srv->cfg->token_file, &t, &n, err, sizeof err) < 0) {
+        QD_LOG_ERROR("reloading tokens: %s (keeping the previous ones)", err);
+        return -1;
+    }
+    pthread_rwlock_wrlock(&srv->tok_lock);
+    char **old = srv->tokens;
+    int nold = srv->ntokens;
+    srv->tokens = t;
+    srv->ntokens = n;
+    pthread_rwlock_unlock(&srv->tok_lock);
+    free_tokens(old, nold);
+    QD_LOG_NOTICE("tokens reloaded: %d", n);
+    return 0;
+}
+
+/* Compares without an early exit, so the time taken does not tell how much of a guess matched. */
+static int same_secret(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char d = la != lb;
+    for (size_t i = 0; i < la; i++)
+        d |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
+    return d == 0;
+}
+
+static int authorized(qd_req *r)
+{
+    qd_server *srv = r->srv;
+    if (!srv->cfg->token_file[0])
+        return 1;
+    const char *h = qd_header(r, "Authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7))
+        return 0;
+    h += 7;
+    while (*h == ' ')
+        h++;
+    int ok = 0;
+    pthread_rwlock_rdlock(&srv->tok_lock);
+    for (int i = 0; i < srv->ntokens; i++)
+        ok |= same_secret(h, srv->tokens[i]);
+    pthread_rwlock_unlock(&srv->tok_lock);
+    return ok;
+}
+
+/* ---- routing -------------------------------------------------------------------------------- */
+
+/* Matches url against pattern, capturing {x} segments. */
+static int match(const char *pattern, const char *url, char args[QD_MAX_ARGS][256])
+{
+    int na = 0;
+    const char *p = pattern, *u = url;
+    while (*p && *u) {
+        if (*p != '/' || *u != '/')
+            return 0;
+        p++;
+        u++;
+        size_t pl = strcspn(p, "/"), ul = strcspn(u, "/");
+        if (*p == '{') {
+            if (ul == 0 || ul >= 256 || na >= QD_MAX_ARGS)
+                return 0;
+            memcpy(args[na], u, ul);
+            args[na++][ul] = 0;
+        } else if (pl != ul || memcmp(p, u, pl)) {
+            return 0;
+        }
+        p += pl;
+        u += ul;
+    }
+    return !*p && (!*u || !strcmp(u, "/"));
+}
+
+static int method_is(const char *route_method, const char *method)
+{
+    return !strcmp(route_method, method) || (!strcmp(route_method, "GET") && !strcmp(method, "HEAD"));
+}
+
+/* First callback: route, auth, limits; may reply at once (the body is then never read). */
+static int begin_request(qd_req *r)
+{
+    qd_server *srv = r->srv;
+    /* ".." can only come from a client trying to leave a folder: refuse it outright */
+    for (const char *s = strstr(r->url, "/.."); s; s = strstr(s + 1, "/.."))
+        if (s[3] == '/' || s[3] == 0)
+            return qd_reply_error(r, QD_E_BAD_REQUEST, NULL, "path segments '..' are not allowed");
+    int path_known = 0;
+    char args[QD_MAX_ARGS][256];
+    for (int i = 0; i < qd_nroutes; i++) {
+        if (!match(qd_routes[i].pattern, r->url, args))
+            continue;
+        if (!path_known) {
+            path_known = 1;
+            r->allow[0] = 0;
+        }
+        size_t k = strlen(r->allow);
+        snprintf(r->allow + k, sizeof r->allow - k, "%s%s", k ? ", " : "", qd_routes[i].method);
+        if (r->route < 0 && method_is(qd_routes[i].method, r->method)) {
+            r->route = i;
+            memcpy(r->args, args, sizeof args);
+        }
+    }
+    if (r->route < 0) {
+        if (path_known) {
+            if (strstr(r->allow, "GET")) {
+                size_t k = strlen(r->allow);
+                snprintf(r->allow + k, sizeof r->allow - k, ", HEAD");
+            }
+            return qd_reply_error(r, QD_E_METHOD_NOT_ALLOWED, NULL, "%s is not allowed on %s (allowed: %s)",
+                                  r->method, r->url, r->allow);
+        }
+        return qd_reply_error(r, QD_E_NOT_FOUND, NULL, "no such path: %s", r->url);
+    }
+    const qd_route *rt = &qd_routes[r->route];
+    if (!rt->public && !authorized(r))
+        return qd_reply_error(r, QD_E_UNAUTHORIZED, NULL,
+                              qd_header(r, "Authorization") ? "the bearer token is not valid"
+                                                            : "this route needs a bearer token");
+    switch (rt->body) {
+    case QD_BODY_MODEL: r->limit = srv->cfg->max_model_size; break;
+    case QD_BODY_DATASET: r->limit = srv->cfg->max_dataset_size; break;
+    default: r->limit = srv->cfg->max_json_size; break;
+    }
+    const char *cl = qd_header(r, "Content-Length");
+    if (cl) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(cl, &end, 10);
+        if (end == cl || *end || errno || v < 0)
+            return qd_reply_error(r, QD_E_BAD_REQUEST, NULL, "Content-Length '%s' is not a number", cl);
+        if (v > r->limit)
+            return qd_reply_error(r, QD_E_TOO_LARGE, NULL, "the body has %lld bytes; the limit here is %lld",
+                                  v, (long long)r->limit);
+    }
+    if (rt->body == QD_BODY_MODEL || rt->body == QD_BODY_DATASET) {
+        const char *ct = qd_header(r, "Content-Type");
+        if (ct && !strncasecmp(ct, "multipart/", 10))
+            return qd_reply_error(r, QD_E_MEDIA_TYPE, NULL,
+                                  "multipart uploads are not accepted; send the file's raw bytes");
+        r->fd = qd_store_tmpfile(srv->st, rt->body == QD_BODY_MODEL ? ".onnx" : ".npy", r->tmp, sizeof r->tmp);
+        if (r->fd < 0) {
+            r->tmp[0] = 0;
+            return qd_reply_error(r, QD_E_INTERNAL, NULL, "cannot create a temp file: %s", strerror(errno));
+        }
+        qd_sha256_init(&r->sha);
+    }
+    return QD_H_OK;
+}
+
+/* Body callbacks: never hold more than one chunk of a file upload in memory. */
+static void take_body(qd_req *r, const char *data, size_t n)
+{
+    r->body_len += (int64_t)n;
+    if (r->too_large || r->write_errno)
+        return;
+    if (r->body_len > r->limit) {   /* chunked upload without Content-Length */
+        r->too_large = 1;
+        return;
+    }
+    if (r->fd >= 0) {
+        qd_sha256_update(&r->sha, data, n);
+        while (n) {
+            ssize_t w = write(r->fd, data, n);
+            if (w < 0) {
+                if (errno == EINTR)
+                    continue;
+                r->write_errno = errno;
+                return;
+            }
+            data += w;
+            n -= (size_t)w;
+        }
+    } else if (qd_routes[r->route].body == QD_BODY_JSON) {
+        char *j = realloc(r->json, r->json_len + n + 1);
+        if (!j) {
+            r->write_errno = ENOMEM;
+            return;
+        }
+        r->json = j;
+        memcpy(r->json + r->json_len, data, n);
+        r->json_len += n;
+        r->json[r->json_len] = 0;
+    }
+}
+
+static int finish_request(qd_req *r)
+{
+    if (r->too_large)
+        return qd_reply_error(r, QD_E_TOO_LARGE, NULL, "the body exceeds the limit of %lld bytes here",
+                              (long long)r->limit);
+    if (r->write_errno)
+        return qd_reply_error(r, QD_E_INTERNAL, NULL, "cannot store the upload: %s", strerror(r->write_errno));
+    return qd_routes[r->route].handler(r);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                 const char *version, const char *upload_data, size_t *upload_data_size,
+                                 void **con_cls)
+{
+    qd_server *srv = cls;
+    qd_req *r = *con_cls;
+    (void)version;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r)
+            return MHD_NO;
+        r->srv = srv;
+        r->conn = conn;
+        r->url = url;
+        r->method = method;
+        r->route = -1;
+        r->fd = -1;
+        r->t0 = now_s();
+        *con_cls = r;
+        atomic_fetch_add(&srv->http_inflight, 1);
+        return begin_request(r) == QD_H_OK ? MHD_YES : MHD_NO;
+    }
+    if (*upload_data_size) {
+        if (!r->replied)
+            take_body(r, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (r->replied)
+        return MHD_YES;
+    return finish_request(r) == QD_H_OK ? MHD_YES : MHD_NO;
+}
+
+/* The one place a request is freed. */
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    qd_server *srv = cls;
+    qd_req *r = *con_cls;
+    (void)conn;
+    if (!r)
+        return;
+    *con_cls = NULL;
+    if (r->route >= 0 && qd_routes[r->route].handler == qd_h_job_events)
+        qd_hub_forget(srv, r);
+    if (r->fd >= 0)
+        close(r->fd);
+    if (r->tmp[0])
+        unlink(r->tmp);   /* an upload that was refused or cut off leaves nothing behind */
+    QD_LOG_DEBUG("%s %s %u %.1f ms%s", r->method, r->url, r->status, (now_s() - r->t0) * 1e3,
+                 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection ended early)");
+    free(r->json);
+    free(r->sse.buf);
+    free(r);
+    atomic_fetch_sub(&srv->http_inflight, 1);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    if (QD_LOG_INFO > qd_log_level)
+        return;
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && msg[n - 1] == '\n')
+        msg[--n] = 0;
+    qd_log_write(QD_LOG_INFO, "libmicrohttpd: %s", msg);
+}
+
+/* ---- life cycle ----------------------------------------------------------------------------- */
+
+qd_server *qd_server_new(const qd_config *cfg, qd_store *st, char *err, size_t n)
+{
+    qd_server *srv = calloc(1, sizeof *srv);
+    if (!srv) {
+        snprintf(err, n, "out of memory");
+        return NULL;
+    }
+    srv->cfg = cfg;
+    srv->st = st;
+    pthread_rwlock_init(&srv->tok_lock, NULL);
+    pthread_mutex_init(&srv->hub_mu, NULL);
+    pthread_cond_init(&srv->hub_cv, NULL);
+    srv->http_count = calloc((size_t)(qd_nroutes + 1) * QD_NSTATUS, sizeof *srv->http_count);
+    if (!srv->http_count) {
+        snprintf(err, n, "out of memory");
+        qd_server_free(srv);
+        return NULL;
+    }
+    if (cfg->token_file[0] && load_tokens(cfg->token_file, &srv->tokens, &srv->ntokens, err, n) < 0) {
+        qd_server_free(srv);
+        return NULL;
+    }
+    return srv;
+}
+
+int qd_server_listen(qd_server *srv, qd_sched *sched, char *addr, size_t addrlen, char *err, size_t n)
+{
+    srv->sched = sched;
+    srv->started = now_s();
+    /* ADDR:PORT, [V6]:PORT, *:PORT */
+    const char *listen = srv->cfg->listen;
+    const char *colon = strrchr(listen, ':');
+    if (!colon || !colon[1]) {
+        snprintf(err, n, "listen '%s': expected ADDR:PORT", listen);
+        return -1;
+    }
+    char host[256];
+    snprintf(host, sizeof host, "%.*s", (int)(colon - listen), listen);
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = 0;
+    }
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+    struct addrinfo *ai = NULL;
+    int g = getaddrinfo(!strcmp(host, "*") || !host[0] ? NULL : host, colon + 1, &hints, &ai);
+    if (g) {
+        snprintf(err, n, "listen '%s': %s", listen, gai_strerror(g));
+        return -1;
+    }
+    if (qd_hub_start(srv) < 0) {
+        freeaddrinfo(ai);
+        snprintf(err, n, "cannot start the event-stream thread");
+        return -1;
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (ai->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    srv->mhd = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_access, srv,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,   /* first, so that it catches everything */
+        MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)srv->cfg->http_threads,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)srv->cfg->max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+        MHD_OPTION_END);
+    int saved = errno;
+    char shown[INET6_ADDRSTRLEN + 16] = "";
+    if (srv->mhd) {
+        const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->mhd, MHD_DAEMON_INFO_BIND_PORT);
+        char h[INET6_ADDRSTRLEN] = "?";
+        getnameinfo(ai->ai_addr, ai->ai_addrlen, h, sizeof h, NULL, 0, NI_NUMERICHOST);
+        snprintf(shown, sizeof shown, ai->ai_family == AF_INET6 ? "[%s]:%u" : "%s:%u", h,
+                 info ? info->port : 0);
+    }
+    freeaddrinfo(ai);
+    if (!srv->mhd) {
+        snprintf(err, n, "cannot listen on %s: %s", listen, saved ? strerror(saved) : "libmicrohttpd failed");
+        return -1;
+    }
+    if (addr)
+        snprintf(addr, addrlen, "%s", shown);
+    return 0;
+}
+
+void qd_server_notify(void *p, const char *job);   /* events.c */
+
+void qd_server_quiesce(qd_server *srv)
+{
+    if (!srv->mhd)
+        return;
+    MHD_socket fd = MHD_quiesce_daemon(srv->mhd);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+}
+
+void qd_server_stop(qd_server *srv)
+{
+    if (!srv->mhd)
+        return;
+    qd_hub_close(srv);
+    MHD_stop_daemon(srv->mhd);
+    srv->mhd = NULL;
+}
+
+void qd_server_free(qd_server *srv)
+{
+    if (!srv)
+        return;
+    if (srv->mhd)
+        qd_server_stop(srv);
+    if (srv->hub_thread_started)
+        pthread_join(srv->hub_thread, NULL);
+    free_tokens(srv->tokens, srv->ntokens);
+    free(srv->http_count);
+    pthread_rwlock_destroy(&srv->tok_lock);
+    pthread_mutex_destroy(&srv->hub_mu);
+    pthread_cond_destroy(&srv->hub_cv);
+    free(srv);
+}

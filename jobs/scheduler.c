@@ -1,0 +1,822 @@
+/* The job scheduler; see scheduler.h.
+ *
+ * Ownership: s->mu protects the queue (ids in FIFO order), the list of running jobs and the
+ * counters; it is taken by HTTP threads (submit, cancel) and by the loop thread (start, finish),
+ * never by workers. A state change is always a conditional store transition made under s->mu,
+ * so "cancel a queued job" and "start it" cannot both happen. Workers only touch their own `run`
+ * and push events into s->ev (its own mutex), then uv_async_send; the loop drains the list into
+ * one store transaction per wake-up (sends merge, so a burst costs one commit).
+ *
+ * Output files: a job writes into <state>/tmp/<id>/ and that folder is renamed to
+ * <state>/jobs/<id>/ when the job succeeds, so a job folder is either complete or absent. When
+ * a job is interrupted (daemon stopped or killed) its temp folder stays; at the next start a
+ * resumable type (qat) gets it as io.resume (renamed <id>.resume), others start clean. */
+#include "jobs/scheduler.h"
+#include "daemon/log.h"
+#include "jobs/sha256.h"
+#include "pipeline.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+const double qd_duration_bounds[QD_DURATION_BUCKETS] = { 1, 5, 15, 30, 60, 300, 900, 1800, 3600, INFINITY };
+
+typedef struct run {
+    struct run *next;
+    qd_sched *s;
+    uv_work_t req;
+    char id[32];
+    char type[16];
+    json_t *spec;
+    atomic_int abort;
+    int cancelled;      /* a user asked (DELETE) */
+    int shutdown;       /* the daemon is stopping: requeue rather than cancel */
+    double started;
+    char *paths[6];     /* model, calib, train, train_labels, val, val_labels */
+    char outdir[PATH_MAX], resume[PATH_MAX];
+    int has_resume;
+    /* set by the worker */
+    int rc;
+    qs_err err;
+    json_t *result, *artifacts;
+    /* progress throttling, worker thread only */
+    double last_progress;
+    char last_stage[128];
+} run;
+
+typedef struct pending {
+    struct pending *next;
+    char job[32];
+    const char *type;   /* static string */
+    json_t *data;
+} pending;
+
+struct qd_sched {
+    qd_store *st;
+    qd_sched_opts o;
+    uv_loop_t loop;
+    uv_async_t wake;
+    uv_thread_t thread;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;       /* signalled when a job leaves the running list */
+    char (*queue)[32];
+    int qhead, qlen, qcap;   /* queue[qhead .. qhead+qlen) */
+    run *running;
+    int nrunning;
+    int stopping, closing, abandoned;
+    qd_sched_stats stats;
+
+    pthread_mutex_t ev_mu;
+    pending *ev_head, **ev_tail;
+};
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ---- files --------------------------------------------------------------------------------- */
+
+static void rm_rf(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d) {
+        unlink(path);
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        char sub[PATH_MAX];
+        snprintf(sub, sizeof sub, "%s/%s", path, de->d_name);
+        struct stat sb;
+        if (lstat(sub, &sb) == 0 && S_ISDIR(sb.st_mode))
+            rm_rf(sub);
+        else
+            unlink(sub);
+    }
+    closedir(d);
+    rmdir(path);
+}
+
+static int exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(json_string_value(json_object_get(*(json_t *const *)a, "name")),
+                  json_string_value(json_object_get(*(json_t *const *)b, "name")));
+}
+
+/* The artifacts of a finished job: the regular files at the top of its output folder (folders,
+ * such as checkpoints, and hidden files are not served), hashed now so that downloads can carry
+ * ETag = sha256 without reading the file again. */
+static json_t *list_artifacts(const char *dir, qs_err *e)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        qs_error(e, QS_EIO, "listing the job's output %s: %s", dir, strerror(errno));
+        return NULL;
+    }
+    json_t *items[256];
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) && n < 256) {
+        if (de->d_name[0] == '.')
+            continue;
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        struct stat sb;
+        if (lstat(path, &sb) < 0 || !S_ISREG(sb.st_mode))
+            continue;
+        char hex[65];
+        int64_t size;
+        if (qd_sha256_file(path, hex, &size) < 0)
+            continue;
+        items[n++] = json_pack("{s:s, s:I, s:s}", "name", de->d_name, "size", (json_int_t)size, "sha256", hex);
+    }
+    closedir(d);
+    qsort(items, (size_t)n, sizeof items[0], cmp_names);
+    json_t *arr = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(arr, items[i]);
+    return arr;
+}
+
+/* ---- events from workers ----------------------------------------------------------------- */
+
+static void push_event(qd_sched *s, const char *job, const char *type, json_t *data)
+{
+    pending *p = calloc(1, sizeof *p);
+    if (!p) {
+        json_decref(data);
+        return;
+    }
+    snprintf(p->job, sizeof p->job, "%s", job);
+    p->type = type;
+    p->data = data;
+    pthread_mutex_lock(&s->ev_mu);
+    *s->ev_tail = p;
+    s->ev_tail = &p->next;
+    pthread_mutex_unlock(&s->ev_mu);
+    uv_async_send(&s->wake);
+}
+
+/* The engine's callback, on the worker thread. Progress is thinned to a few events a second per
+ * stage (a stage change, the last step and the first step always pass): the log keeps its shape
+ * while a 10,000-iteration AdaRound does not write 10,000 rows. */
+static void on_engine_event(void *ud, const qs_event *ev)
+{
+    run *r = ud;
+    json_t *data = NULL;
+    const char *type = NULL;
+    switch (ev->type) {
+    case QS_EV_PROGRESS: {
+        double now = mono_now();
+        const char *stage = ev->stage ? ev->stage : "";
+        int same = !strcmp(stage, r->last_stage);
+        if (same && ev->done < ev->total && ev->done > 0 && now - r->last_progress < 0.25)
+            return;
+        r->last_progress = now;
+        snprintf(r->last_stage, sizeof r->last_stage, "%s", stage);
+        type = "progress";
+        data = json_pack("{s:s, s:f, s:f}", "stage", stage, "done", ev->done, "total", ev->total);
+        if (ev->eta_s >= 0 && isfinite(ev->eta_s))
+            json_object_set_new(data, "eta_s", json_real(ev->eta_s));
+        else
+            json_object_set_new(data, "eta_s", json_null());
+        break;
+    }
+    case QS_EV_LOG:
+        type = "log";
+        data = json_pack("{s:s, s:s}", "level", ev->level ? ev->level : "info", "message",
+                         ev->message ? ev->message : "");
+        break;
+    case QS_EV_METRIC:
+        type = "metric";
+        data = json_pack("{s:s, s:f}", "name", ev->name ? ev->name : "", "value", ev->value);
+        if (!isfinite(ev->value)) {   /* JSON has no NaN */
+            json_decref(data);
+            data = json_pack("{s:s, s:n}", "name", ev->name ? ev->name : "", "value");
+        }
+        break;
+    case QS_EV_ARTIFACT:
+        /* Announced once the job has succeeded and its folder is in place (with size and
+         * sha256); a file the pipeline is still writing is not downloadable yet. */
+        return;
+    }
+    if (data)
+        push_event(r->s, r->id, type, data);
+}
+
+/* Writes the queued events to the store (one transaction) and tells the listeners. Loop thread. */
+static void flush_events(qd_sched *s)
+{
+    pthread_mutex_lock(&s->ev_mu);
+    pending *head = s->ev_head;
+    s->ev_head = NULL;
+    s->ev_tail = &s->ev_head;
+    pthread_mutex_unlock(&s->ev_mu);
+    if (!head)
+        return;
+    int n = 0;
+    for (pending *p = head; p; p = p->next)
+        n++;
+    qd_event_in *ev = calloc((size_t)n, sizeof *ev);
+    if (ev) {
+        int i = 0;
+        for (pending *p = head; p; p = p->next, i++)
+            ev[i] = (qd_event_in){ .job = p->job, .type = p->type, .data = p->data };
+        if (qd_store_events_add(s->st, n, ev) < 0)
+            QD_LOG_ERROR("could not record %d job events", n);
+        free(ev);
+    }
+    const char *last = "";
+    for (pending *p = head; p; p = p->next)
+        if (strcmp(p->job, last)) {   /* one wake-up per job and burst */
+            if (s->o.notify)
+                s->o.notify(s->o.ud, p->job);
+            last = p->job;
+        }
+    while (head) {
+        pending *next = head->next;
+        json_decref(head->data);
+        free(head);
+        head = next;
+    }
+}
+
+/* ---- the debug job -------------------------------------------------------------------------- */
+
+/* "sleep": waits config.seconds in 50 ms steps, reporting progress and polling the abort flag
+ * like a pipeline does, keeps a checkpoint (the step reached) in its output's checkpoint/ folder
+ * and resumes from io->resume's, and writes two artifacts. With config.fail it fails at the end.
+ * It lets the service's tests exercise every job path without depending on the engine. */
+static int debug_sleep(const qs_pipeline_io *io, json_t **result, qs_err *e)
+{
+    json_t *c = io->config;
+    double seconds = json_number_value(json_object_get(c, "seconds"));
+    if (!json_object_get(c, "seconds"))
+        seconds = 1;
+    int fail = json_is_true(json_object_get(c, "fail"));
+    json_int_t nbytes = json_integer_value(json_object_get(c, "artifact_bytes"));
+    if (!json_object_get(c, "artifact_bytes"))
+        nbytes = 100000;
+    int steps = (int)(seconds / 0.05);
+    if (steps < 1)
+        steps = 1;
+    int start = 0;
+    char path[PATH_MAX];
+    if (io->resume) {
+        snprintf(path, sizeof path, "%s/checkpoint/step", io->resume);
+        FILE *f = fopen(path, "r");
+        if (f) {
+            if (fscanf(f, "%d", &start) != 1 || start < 0 || start > steps)
+                start = 0;
+            fclose(f);
+        }
+    }
+    snprintf(path, sizeof path, "%s/checkpoint", io->outdir);
+    mkdir(path, 0750);
+    if (start && io->event) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "resuming from step %d of %d", start, steps);
+        io->event(io->ud, &(qs_event){ .type = QS_EV_LOG, .level = "info", .message = msg });
+    }
+    for (int i = start; i < steps; i++) {
+        if (io->abort && atomic_load(io->abort))
+            return qs_error(e, QS_EABORTED, "aborted at step %d of %d", i, steps);
+        struct timespec ts = { 0, 50 * 1000 * 1000 };
+        nanosleep(&ts, NULL);
+        snprintf(path, sizeof path, "%s/checkpoint/step", io->outdir);
+        FILE *f = fopen(path, "w");
+        if (f) {
+            fprintf(f, "%d\n", i + 1);
+            fclose(f);
+        }
+        if (io->event)
+            io->event(io->ud, &(qs_event){ .type = QS_EV_PROGRESS, .stage = "sleep", .done = i + 1,
+                                           .total = steps, .eta_s = (steps - i - 1) * 0.05 });
+    }
+    if (fail)
+        return qs_error(e, QS_EINVAL, "debug job failed as asked (config.fail)");
+    if (io->event) {
+        io->event(io->ud, &(qs_event){ .type = QS_EV_METRIC, .name = "steps", .value = steps });
+        io->event(io->ud, &(qs_event){ .type = QS_EV_LOG, .level = "info", .message = "done sleeping" });
+    }
+    snprintf(path, sizeof path, "%s/data.bin", io->outdir);
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return qs_error(e, QS_EIO, "%s: %s", path, strerror(errno));
+    for (json_int_t i = 0; i < nbytes; i++)
+        fputc((int)((i * 2654435761u) >> 24) & 255, f);
+    fclose(f);
+    *result = json_pack("{s:i, s:i}", "steps", steps, "resumed_from", start);
+    snprintf(path, sizeof path, "%s/report.json", io->outdir);
+    if (json_dump_file(*result, path, JSON_INDENT(2)) < 0)
+        return qs_error(e, QS_EIO, "%s: cannot write", path);
+    return 0;
+}
+
+/* ---- running a job --------------------------------------------------------------------------- */
+
+static void work_cb(uv_work_t *req)
+{
+    run *r = req->data;
+    qs_pipeline_io io = {
+        .model = r->paths[0], .calib = r->paths[1], .train = r->paths[2], .train_labels = r->paths[3],
+        .val = r->paths[4], .val_labels = r->paths[5], .outdir = r->outdir,
+        .resume = r->has_resume ? r->resume : NULL,
+        .config = json_object_get(r->spec, "config"),
+        .event = on_engine_event, .ud = r, .abort = &r->abort, .threads = r->s->o.engine_threads,
+    };
+    r->err.code = 0;
+    r->err.msg[0] = 0;
+    if (!strcmp(r->type, "sleep"))
+        r->rc = debug_sleep(&io, &r->result, &r->err);
+    else
+        r->rc = qs_pipeline_run(r->type, &io, &r->result, &r->err);
+    if (r->rc == 0) {
+        r->artifacts = list_artifacts(r->outdir, &r->err);
+        if (!r->artifacts)
+            r->rc = r->err.code ? r->err.code : QS_EIO;
+    }
+}
+
+static const char *job_error_code(int rc)
+{
+    switch (rc) {
+    case QS_EINVAL: return "invalid_input";
+    case QS_ENOMEM: return "out_of_memory";
+    case QS_EUNSUPPORTED: return "unsupported";
+    case QS_EIO: return "io_error";
+    case QS_ESHAPE: return "shape_mismatch";
+    case QS_EFORMAT: return "bad_format";
+    default: return "pipeline_failed";
+    }
+}
+
+static void run_free(run *r)
+{
+    if (!r)
+        return;
+    json_decref(r->spec);
+    json_decref(r->result);
+    json_decref(r->artifacts);
+    for (int i = 0; i < 6; i++)
+        free(r->paths[i]);
+    free(r);
+}
+
+static void count_finished(qd_sched *s, int which, double duration)
+{
+    s->stats.finished[which]++;
+    if (duration < 0)
+        return;
+    s->stats.dur_count++;
+    s->stats.dur_sum += duration;
+    for (int b = 0; b < QD_DURATION_BUCKETS; b++)
+        if (duration <= qd_duration_bounds[b])
+            s->stats.dur_bucket[b]++;
+}
+
+static void maybe_close(qd_sched *s);
+static void start_jobs(qd_sched *s);
+
+/* Loop thread: the worker is done; record the outcome. */
+static void after_work_cb(uv_work_t *req, int status)
+{
+    run *r = req->data;
+    qd_sched *s = r->s;
+    flush_events(s);   /* the job's own events go before its final state */
+
+    pthread_mutex_lock(&s->mu);
+    for (run **pp = &s->running; *pp; pp = &(*pp)->next)
+        if (*pp == r) {
+            *pp = r->next;
+            s->nrunning--;
+            break;
+        }
+    int aborted = r->rc == QS_EABORTED || (r->rc != 0 && atomic_load(&r->abort));
+    double duration = mono_now() - r->started;
+    int rc;
+    if (s->abandoned) {
+        rc = 0;   /* qd_sched_stop gave up waiting and requeued the record already */
+    } else if (r->rc == 0) {
+        char final[PATH_MAX];
+        qd_store_job_dir(s->st, r->id, final, sizeof final);
+        rm_rf(final);
+        if (rename(r->outdir, final) < 0) {
+            qs_error(&r->err, QS_EIO, "publishing the artifacts (%s → %s): %s", r->outdir, final, strerror(errno));
+            r->rc = QS_EIO;
+        }
+    }
+    if (s->abandoned) {
+    } else if (r->rc == 0) {
+        /* artifact events first, so a client that sees "succeeded" can download everything */
+        size_t i;
+        json_t *a;
+        int n = (int)json_array_size(r->artifacts), k = 0;
+        qd_event_in *ev = calloc((size_t)n + 1, sizeof *ev);
+        json_array_foreach(r->artifacts, i, a) {
+            json_t *d = json_deep_copy(a);
+            char url[512];
+            snprintf(url, sizeof url, "/v1/jobs/%s/artifacts/%s", r->id, json_string_value(json_object_get(a, "name")));
+            json_object_set_new(d, "url", json_string(url));
+            if (ev)
+                ev[k++] = (qd_event_in){ .job = r->id, .type = "artifact", .data = d };
+            else
+                json_decref(d);
+        }
+        if (ev) {
+            qd_store_events_add(s->st, k, ev);
+            for (int j = 0; j < k; j++)
+                json_decref(ev[j].data);
+            free(ev);
+        }
+        qd_job_update u = { .set_finished = 1, .result = r->result ? r->result : json_object(),
+                            .artifacts = r->artifacts };
+        rc = qd_store_job_transition(s->st, r->id, "running", "succeeded", &u, NULL);
+        if (!r->result)
+            json_decref(u.result);
+        count_finished(s, 0, duration);
+        QD_LOG_INFO("job %s (%s) succeeded in %.1f s", r->id, r->type, duration);
+    } else if (aborted && r->shutdown && !r->cancelled) {
+        json_t *extra = json_pack("{s:s}", "reason", "requeued: the daemon is stopping");
+        qd_job_update u = { .event_extra = extra };
+        rc = qd_store_job_transition(s->st, r->id, "running", "queued", &u, NULL);
+        json_decref(extra);
+        QD_LOG_INFO("job %s (%s) stopped for shutdown; requeued", r->id, r->type);
+    } else if (aborted) {
+        rm_rf(r->outdir);
+        qd_job_update u = { .set_finished = 1 };
+        rc = qd_store_job_transition(s->st, r->id, "running", "cancelled", &u, NULL);
+        count_finished(s, 2, duration);
+        QD_LOG_INFO("job %s (%s) cancelled after %.1f s", r->id, r->type, duration);
+    } else {
+        rm_rf(r->outdir);
+        json_t *err = json_pack("{s:s, s:s}", "code", job_error_code(r->rc), "message",
+                                r->err.msg[0] ? r->err.msg : qs_strerror(r->rc));
+        qd_job_update u = { .set_finished = 1, .error = err };
+        rc = qd_store_job_transition(s->st, r->id, "running", "failed", &u, NULL);
+        json_decref(err);
+        count_finished(s, 1, duration);
+        QD_LOG_INFO("job %s (%s) failed: %s", r->id, r->type, r->err.msg);
+    }
+    if (rc < 0)
+        QD_LOG_ERROR("job %s: recording its end failed (%d)", r->id, rc);
+    if (!(aborted && r->shutdown && !r->cancelled) && r->has_resume)
+        rm_rf(r->resume);
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    if (s->o.notify)
+        s->o.notify(s->o.ud, r->id);
+    (void)status;
+    run_free(r);
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping)
+        maybe_close(s);
+    else
+        start_jobs(s);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Resolves the spec's references into file paths. */
+static void set_path(qd_sched *s, run *r, int slot, qd_kind kind, json_t *id)
+{
+    if (!json_is_string(id))
+        return;
+    json_t *rec = qd_store_get(s->st, kind, json_string_value(id));
+    if (!rec)
+        return;   /* impossible while the job is live (delete refuses); the pipeline reports it */
+    char path[PATH_MAX];
+    qd_store_file_path(s->st, kind, json_string_value(id), json_string_value(json_object_get(rec, "format")),
+                       path, sizeof path);
+    r->paths[slot] = strdup(path);
+    json_decref(rec);
+}
+
+/* Loop thread, s->mu held: starts queued jobs while workers are free. */
+static void start_jobs(qd_sched *s)
+{
+    while (s->nrunning < s->o.workers && s->qlen > 0) {
+        char id[32];
+        memcpy(id, s->queue[s->qhead], sizeof id);
+        s->qhead++;
+        s->qlen--;
+        run *r = calloc(1, sizeof *r);
+        if (!r) {
+            QD_LOG_ERROR("out of memory starting job %s", id);
+            break;
+        }
+        r->s = s;
+        memcpy(r->id, id, sizeof id);
+        r->spec = qd_store_job_spec(s->st, id);
+        snprintf(r->type, sizeof r->type, "%s", json_string_value(json_object_get(r->spec, "type")));
+        json_t *sp = r->spec;
+        set_path(s, r, 0, QD_MODEL, json_object_get(sp, "model"));
+        set_path(s, r, 1, QD_DATASET, json_object_get(sp, "calibration"));
+        set_path(s, r, 2, QD_DATASET, json_object_get(json_object_get(sp, "train"), "data"));
+        set_path(s, r, 3, QD_DATASET, json_object_get(json_object_get(sp, "train"), "labels"));
+        set_path(s, r, 4, QD_DATASET, json_object_get(json_object_get(sp, "validation"), "data"));
+        set_path(s, r, 5, QD_DATASET, json_object_get(json_object_get(sp, "validation"), "labels"));
+
+        const char *dir = qd_store_dir(s->st);
+        snprintf(r->outdir, sizeof r->outdir, "%s/tmp/%s", dir, id);
+        snprintf(r->resume, sizeof r->resume, "%s/tmp/%s.resume", dir, id);
+        int resumable = !strcmp(r->type, "qat") || !strcmp(r->type, "sleep");
+        if (resumable && exists(r->outdir)) {   /* the last attempt's output is the newest */
+            rm_rf(r->resume);
+            rename(r->outdir, r->resume);
+        }
+        if (!resumable)
+            rm_rf(r->resume);
+        rm_rf(r->outdir);
+        r->has_resume = resumable && exists(r->resume);
+
+        qd_job_update u = { .set_started = 1 };
+        int rc = qd_store_job_transition(s->st, id, "queued", "running", &u, NULL);
+        if (rc == 0 && mkdir(r->outdir, 0750) < 0) {
+            QD_LOG_ERROR("job %s: cannot create %s: %s", id, r->outdir, strerror(errno));
+            json_t *err = json_pack("{s:s, s:s}", "code", "io_error", "message", "cannot create the job's output folder");
+            qd_job_update f = { .set_finished = 1, .error = err };
+            qd_store_job_transition(s->st, id, "running", "failed", &f, NULL);
+            json_decref(err);
+            rc = -1;
+        }
+        if (s->o.notify)
+            s->o.notify(s->o.ud, id);
+        if (rc < 0) {
+            run_free(r);
+            continue;
+        }
+        r->started = mono_now();
+        r->req.data = r;
+        r->next = s->running;
+        s->running = r;
+        s->nrunning++;
+        QD_LOG_INFO("job %s (%s) started%s", id, r->type, r->has_resume ? " (resuming)" : "");
+        uv_queue_work(&s->loop, &r->req, work_cb, after_work_cb);
+    }
+    if (s->qhead > 64 && s->qhead > s->qcap / 2) {   /* compact the consumed front */
+        memmove(s->queue, s->queue + s->qhead, (size_t)s->qlen * sizeof s->queue[0]);
+        s->qhead = 0;
+    }
+}
+
+static void on_close(uv_handle_t *h) { (void)h; }
+
+/* s->mu held. The loop ends once its only handle is closed. */
+static void maybe_close(qd_sched *s)
+{
+    if (s->stopping && s->nrunning == 0 && !s->closing) {
+        s->closing = 1;
+        uv_close((uv_handle_t *)&s->wake, on_close);
+    }
+}
+
+static void on_wake(uv_async_t *h)
+{
+    qd_sched *s = h->data;
+    flush_events(s);
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping)
+        maybe_close(s);
+    else
+        start_jobs(s);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void loop_main(void *arg)
+{
+    qd_sched *s = arg;
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+}
+
+/* s->mu held */
+static int queue_push(qd_sched *s, const char *id)
+{
+    if (s->qhead + s->qlen == s->qcap) {
+        int cap = s->qcap ? s->qcap * 2 : 64;
+        void *q = realloc(s->queue, (size_t)cap * sizeof s->queue[0]);
+        if (!q)
+            return -1;
+        s->queue = q;
+        s->qcap = cap;
+    }
+    snprintf(s->queue[s->qhead + s->qlen], sizeof s->queue[0], "%s", id);
+    s->qlen++;
+    return 0;
+}
+
+/* ---- public ---------------------------------------------------------------------------------- */
+
+int qd_sched_start(qd_store *st, const qd_sched_opts *o, qd_sched **out, char *err, size_t n)
+{
+    *out = NULL;
+    qd_sched *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, n, "out of memory");
+        return -1;
+    }
+    s->st = st;
+    s->o = *o;
+    s->stats.workers = o->workers;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    pthread_mutex_init(&s->ev_mu, NULL);
+    s->ev_tail = &s->ev_head;
+
+    /* libuv sizes its pool from this variable when the first work item is queued */
+    char size[16];
+    snprintf(size, sizeof size, "%d", o->workers);
+    setenv("UV_THREADPOOL_SIZE", size, 1);
+
+    int requeued = qd_store_requeue_running(st);
+    if (requeued)
+        QD_LOG_NOTICE("%d job%s left running by the previous process requeued", requeued, requeued > 1 ? "s" : "");
+    json_t *ids = qd_store_job_ids(st, "queued");
+    size_t i;
+    json_t *v;
+    json_array_foreach(ids, i, v)
+        queue_push(s, json_string_value(v));
+    json_decref(ids);
+    /* temp outputs of jobs that will not run again */
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s/tmp", qd_store_dir(st));
+    DIR *d = opendir(tmp);
+    if (d) {
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            if (strncmp(de->d_name, "job_", 4))
+                continue;
+            char id[32];
+            snprintf(id, sizeof id, "%.*s", (int)strcspn(de->d_name, "."), de->d_name);
+            char state[16];
+            if (qd_store_job_state(st, id, state) < 0 || strcmp(state, "queued")) {
+                char p[PATH_MAX];
+                snprintf(p, sizeof p, "%s/%s", tmp, de->d_name);
+                rm_rf(p);
+            }
+        }
+        closedir(d);
+    }
+
+    if (uv_loop_init(&s->loop) < 0 || uv_async_init(&s->loop, &s->wake, on_wake) < 0) {
+        snprintf(err, n, "libuv: cannot initialise the loop");
+        free(s);
+        return -1;
+    }
+    s->wake.data = s;
+    if (uv_thread_create(&s->thread, loop_main, s) < 0) {
+        snprintf(err, n, "libuv: cannot start the loop thread");
+        return -1;
+    }
+    if (s->qlen)
+        QD_LOG_INFO("%d queued job%s", s->qlen, s->qlen > 1 ? "s" : "");
+    uv_async_send(&s->wake);
+    *out = s;
+    return 0;
+}
+
+int qd_sched_type_known(const qd_sched *s, const char *type)
+{
+    static const char *const types[] = { "eval", "ptq", "analyze", "qat" };
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (!strcmp(type, types[i]))
+            return 1;
+    return s->o.debug_jobs && !strcmp(type, "sleep");
+}
+
+int qd_sched_submit(qd_sched *s, const char *id, const char *type, json_t *spec, int nrefs,
+                    const qd_ref *refs, const char **bad_field)
+{
+    *bad_field = NULL;
+    pthread_mutex_lock(&s->mu);
+    int rc;
+    if (s->stopping)
+        rc = QD_SCHED_STOPPING;
+    else if (s->qlen >= s->o.max_queue)
+        rc = QD_SCHED_FULL;
+    else if ((rc = qd_store_job_create(s->st, id, type, spec, nrefs, refs, bad_field)) == 0)
+        rc = queue_push(s, id) < 0 ? QD_ST_DB : 0;
+    pthread_mutex_unlock(&s->mu);
+    if (rc == 0) {
+        if (s->o.notify)
+            s->o.notify(s->o.ud, id);
+        uv_async_send(&s->wake);
+    }
+    return rc;
+}
+
+int qd_sched_cancel(qd_sched *s, const char *id)
+{
+    pthread_mutex_lock(&s->mu);
+    for (run *r = s->running; r; r = r->next)
+        if (!strcmp(r->id, id)) {
+            r->cancelled = 1;
+            atomic_store(&r->abort, 1);
+            pthread_mutex_unlock(&s->mu);
+            return 1;
+        }
+    qd_job_update u = { .set_finished = 1 };
+    int rc = qd_store_job_transition(s->st, id, "queued", "cancelled", &u, NULL);
+    if (rc == 0) {
+        for (int i = 0; i < s->qlen; i++)
+            if (!strcmp(s->queue[s->qhead + i], id)) {
+                memmove(s->queue + s->qhead + i, s->queue + s->qhead + i + 1,
+                        (size_t)(s->qlen - i - 1) * sizeof s->queue[0]);
+                s->qlen--;
+                break;
+            }
+        count_finished(s, 2, -1);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (rc == 0 && s->o.notify)
+        s->o.notify(s->o.ud, id);
+    return rc;
+}
+
+void qd_sched_get_stats(qd_sched *s, qd_sched_stats *out)
+{
+    pthread_mutex_lock(&s->mu);
+    *out = s->stats;
+    out->queued = s->qlen;
+    out->running = s->nrunning;
+    pthread_mutex_unlock(&s->mu);
+}
+
+int qd_sched_stop(qd_sched *s, int timeout_s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->stopping = 1;
+    for (run *r = s->running; r; r = r->next) {
+        r->shutdown = 1;
+        atomic_store(&r->abort, 1);
+    }
+    pthread_mutex_unlock(&s->mu);
+    uv_async_send(&s->wake);
+
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_s;
+    pthread_mutex_lock(&s->mu);
+    while (s->nrunning > 0)
+        if (pthread_cond_timedwait(&s->cv, &s->mu, &until) == ETIMEDOUT)
+            break;
+    int left = s->nrunning;
+    if (left) {
+        /* The engine did not poll its abort flag in time. The records go back to the queue now;
+         * the next start runs those jobs again. */
+        s->abandoned = 1;
+        json_t *extra = json_pack("{s:s}", "reason", "requeued: the daemon stopped while the job ran");
+        qd_job_update u = { .event_extra = extra };
+        for (run *r = s->running; r; r = r->next) {
+            qd_store_job_transition(s->st, r->id, "running", "queued", &u, NULL);
+            QD_LOG_WARNING("job %s did not stop within %d s; requeued", r->id, timeout_s);
+        }
+        json_decref(extra);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (!left) {
+        uv_async_send(&s->wake);   /* let the loop close its handle and return */
+        uv_thread_join(&s->thread);
+    }
+    return left;
+}
+
+void qd_sched_free(qd_sched *s)
+{
+    if (!s)
+        return;
+    uv_loop_close(&s->loop);
+    while (s->ev_head) {   /* events of jobs that ended after the loop stopped: already moot */
+        pending *next = s->ev_head->next;
+        json_decref(s->ev_head->data);
+        free(s->ev_head);
+        s->ev_head = next;
+    }
+    free(s->queue);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->ev_mu);
+    free(s);
+}

@@ -1,0 +1,113 @@
+/* The persistent store: models, data sets, jobs and every job's event log in one SQLite database
+ * (<state>/quantd.db, WAL), plus the files they name under the state dir:
+ *
+ *   <state>/models/<id>.onnx      <state>/datasets/<id>.npy|.npz
+ *   <state>/jobs/<id>/            a finished job's artifacts (renamed into place whole)
+ *   <state>/tmp/                  uploads and running jobs' outputs in progress (emptied at start)
+ *
+ * Records come out as jansson objects in the API's shape, so routes reply with them as they are.
+ * Every function is thread-safe (one connection behind a mutex; statements are short). A job's
+ * state only changes through qd_store_job_transition, a conditional update (from → to) that also
+ * appends the `state` event in the same transaction: two threads racing to move a job (cancel vs
+ * start) cannot both win, and the event log always agrees with the record.
+ *
+ *   qd_store *st;
+ *   if (qd_store_open("/var/lib/quantd", &st, err, sizeof err) < 0) …
+ *   json_t *m = qd_store_get(st, QD_MODEL, "mdl_…");   // NULL when absent
+ *   qd_store_close(st); */
+#ifndef QD_STORE_H
+#define QD_STORE_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct qd_store qd_store;
+
+enum {
+    QD_ST_OK = 0,
+    QD_ST_NOTFOUND = -1,   /* no such record */
+    QD_ST_BUSY = -2,       /* a live (queued or running) job uses it */
+    QD_ST_CONFLICT = -3,   /* the job is not in the expected state */
+    QD_ST_DB = -4,         /* SQLite failed (logged) */
+};
+
+typedef enum qd_kind { QD_MODEL = 0, QD_DATASET = 1 } qd_kind;
+
+int qd_store_open(const char *state_dir, qd_store **out, char *err, size_t errlen);
+void qd_store_close(qd_store *st);
+const char *qd_store_dir(const qd_store *st);
+
+/* A fresh id: prefix + 16 hex digits from the kernel's random source ("mdl_3f…"). */
+void qd_store_new_id(const char *prefix, char out[32]);
+double qd_now(void);   /* unix time, seconds */
+/* "2026-11-27T10:30:21.123Z" (UTC) into out[32]. */
+void qd_time_str(double t, char out[32]);
+
+/* Creates an empty temp file under <state>/tmp (mode 0600); path receives its name. fd or -1. */
+int qd_store_tmpfile(qd_store *st, const char *suffix, char *path, size_t n);
+/* Where an upload's file lives (ext: "onnx", "npy" or "npz"). */
+void qd_store_file_path(const qd_store *st, qd_kind kind, const char *id, const char *ext, char *out,
+                        size_t n);
+/* <state>/jobs/<id> */
+void qd_store_job_dir(const qd_store *st, const char *id, char *out, size_t n);
+
+/* --- models and data sets ---------------------------------------------------------------- */
+/* rec: {id, name, sha256, size, ext, …info}; borrowed. The file must already be in place. */
+int qd_store_add(qd_store *st, qd_kind kind, json_t *rec);
+json_t *qd_store_get(qd_store *st, qd_kind kind, const char *id);          /* new ref or NULL */
+/* All records, newest first; sha256 (may be NULL) keeps only those with that hash. */
+json_t *qd_store_list(qd_store *st, qd_kind kind, const char *sha256);
+/* Deletes the record and its file; QD_ST_BUSY when a live job references it. */
+int qd_store_delete(qd_store *st, qd_kind kind, const char *id);
+
+/* --- jobs ---------------------------------------------------------------------------------- */
+typedef struct qd_ref { const char *field; qd_kind kind; const char *id; } qd_ref;
+
+/* Inserts a queued job referencing the given uploads, with its first `state` event. When a
+ * reference does not exist: QD_ST_NOTFOUND and *bad_field = its field. */
+int qd_store_job_create(qd_store *st, const char *id, const char *type, json_t *spec, int nrefs,
+                        const qd_ref *refs, const char **bad_field);
+json_t *qd_store_job_get(qd_store *st, const char *id);                     /* new ref or NULL */
+/* Jobs newest first, optionally only those in state; at most limit. */
+json_t *qd_store_job_list(qd_store *st, const char *state, int limit);
+/* The job's state into out[16] (QD_ST_NOTFOUND when absent). */
+int qd_store_job_state(qd_store *st, const char *id, char out[16]);
+json_t *qd_store_job_spec(qd_store *st, const char *id);                    /* new ref or NULL */
+/* Ids of the jobs in state, oldest first (new ref: array of strings). */
+json_t *qd_store_job_ids(qd_store *st, const char *state);
+
+typedef struct qd_job_update {
+    int set_started, set_finished, clear_times;
+    json_t *result;      /* borrowed; NULL = unchanged */
+    json_t *error;       /* {code, message} or NULL */
+    json_t *artifacts;   /* [{name, size, sha256}] or NULL */
+    json_t *event_extra; /* extra fields merged into the state event (borrowed, may be NULL) */
+} qd_job_update;
+
+/* Moves the job from state `from` (NULL: any non-terminal state) to `to`, applies u (may be NULL)
+ * and appends a `state` event; *seq (may be NULL) receives the event's id. QD_ST_CONFLICT when the
+ * job was not in `from`, QD_ST_NOTFOUND when it does not exist. */
+int qd_store_job_transition(qd_store *st, const char *id, const char *from, const char *to,
+                            const qd_job_update *u, int64_t *seq);
+/* Jobs left running by a previous process → queued again (with a `state` event saying so).
+ * Returns how many. */
+int qd_store_requeue_running(qd_store *st);
+/* counts[state] for the states in qd_job_states (queued, running, succeeded, failed, cancelled). */
+extern const char *const qd_job_states[5];
+int qd_store_job_counts(qd_store *st, int64_t counts[5]);
+
+/* --- events ------------------------------------------------------------------------------- */
+typedef struct qd_event_in { const char *job; const char *type; json_t *data; } qd_event_in;
+
+/* Appends events (data borrowed) in one transaction, in order; a `progress` event also becomes
+ * the job's current progress. */
+int qd_store_events_add(qd_store *st, int n, const qd_event_in *ev);
+
+/* One event read back: data is its JSON text. */
+typedef struct qd_event_out { int64_t seq; double ts; char type[16]; char *data; } qd_event_out;
+/* Events of job with seq > after, oldest first, at most max; returns the count (or <0).
+ * Caller frees each data. */
+int qd_store_events_read(qd_store *st, const char *job, int64_t after, int max, qd_event_out *out);
+
+#endif
