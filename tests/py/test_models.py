@@ -6,6 +6,7 @@ predictions on the 10k Fashion-MNIST test set. Here we check:
   - `quant run` reproduces the logits: max|ours - torch| <= 1e-4 * max|torch| + 1e-5 (the max-abs
     sense, over the whole [64,10] output), for both the BN-folded export and the one keeping BN;
   - ONNX Runtime agrees with the same bound (checks the fixture files, and ours against ORT);
+  - `quant run` on the whole test set picks PyTorch's class on every image (float ties excepted);
   - `quant eval` gives exactly PyTorch's number of correct predictions. One sample of difference is
     tolerated only when every image on which we and PyTorch disagree is a genuine float tie (our two
     best logits within 1e-4 of the largest |logit|), which is checked by running the whole test set;
@@ -182,6 +183,17 @@ def test_eval_matches_pytorch_accuracy(run_quant, fashion_test, tmp_path, name, 
               f"from PyTorch on images {flips.tolist()[:20]}, of which float ties {ties.tolist()[:20]}")
     assert abs(correct - exp["correct"]) <= 1 and len(flips) == len(ties), detail
     pytest.xfail("tolerated one-sample float tie: " + detail)
+
+
+@pytest.mark.parametrize("name,form", FORMS, ids=FORM_IDS)
+def test_predictions_match_pytorch(run_quant, fashion_test, tmp_path, name, form):
+    """Image by image (stronger than the count, where errors could cancel): our top-1 is PyTorch's on
+    all 10k test images, except on genuine float ties."""
+    x_path = fashion_test[0]
+    torch_pred = np.load(os.path.join(FIXTURES, f"{name}.test_pred.npy")).astype(np.int64)
+    flips, ties = tie_flips(run_quant, tmp_path, model_path(form), x_path, torch_pred)
+    assert len(flips) == len(ties) and len(flips) <= 1, \
+        f"{form}: top-1 differs from PyTorch on images {flips.tolist()[:20]}, float ties among them {ties.tolist()}"
 
 
 # --- a real-world model: the ONNX zoo's mnist-8 --------------------------------------------------
