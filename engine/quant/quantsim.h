@@ -22,7 +22,11 @@
  *    grid through (no quantizer after them: max and data movement keep values on the grid);
  *  - exclusions by node name keep a group in FP32 (no weight or output quantizer).
  * A FakeQuant with attribute bypass=1 passes x through unchanged: calibration runs with the
- * activation quantizers bypassed, and the debugging flow toggles them. */
+ * activation quantizers bypassed (and the bias quantizers, whose scale s_in·s_w needs the input
+ * range being measured), and the debugging flow toggles them.
+ * Weight quantizers start with min-max ranges; activation quantizers have none (scale 1) until
+ * set, and export refuses any that is neither set nor bypassed. A graph output that gets a
+ * quantizer keeps its name (the FakeQuant writes it; the layer writes "<name>_fp"). */
 #ifndef QS_QUANTSIM_H
 #define QS_QUANTSIM_H
 
@@ -81,5 +85,12 @@ void qs_quantsim_update_bias(qs_quantsim *sim);
 void qs_quantsim_bypass_kind(qs_quantsim *sim, int kind, int bypass);
 void qs_quantsim_bypass(qs_quantsim *sim, int i, int bypass);
 int qs_quantsim_find(const qs_quantsim *sim, const char *name);   /* by quantized tensor name */
+int qs_quantsim_bypassed(const qs_quantsim *sim, int i);
+
+/* 1 when node n passes its first input's grid through unchanged (max and data movement: MaxPool,
+ * Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity, Dropout, GlobalMaxPool, Slice, Split,
+ * Gather, Pad with zeros, …), so no quantizer follows it. Export uses it to repeat the input's
+ * QDQ pair after such ops, as ONNX Runtime's QDQ format expects. */
+int qs_quantsim_keeps_grid(const qs_graph *g, const qs_node *n);
 
 #endif
