@@ -266,19 +266,61 @@ static void widen(qs_observer *o, double a, double b)
             o->bins[bin_index(o, olo + (i + 0.5) * ow)] += old[i];
 }
 
+/* Bins x (finite values only when `check`) — the calibration hot loop. The index is computed in
+ * float with a precomputed reciprocal (a bin off by a rounding error is harmless: re-binning goes
+ * by bin centres), branch-free apart from the NaN/Inf test. */
+static void bin_values(qs_observer *o, const float *x, int64_t n, int check)
+{
+    int64_t zeros = 0;
+    double inv = 1.0 / o->w;
+    if (!o->have_bins || !(inv < FLT_MAX / 4)) {   /* only zeros so far, or bins finer than float */
+        for (int64_t i = 0; i < n; i++) {
+            if (!isfinite(x[i]))
+                continue;
+            if (x[i] == 0)
+                zeros++;
+            else
+                o->bins[bin_index(o, x[i])]++;
+        }
+        o->zeros += zeros;
+        return;
+    }
+    const float finv = (float)inv, off = (float)(o->lo * inv), top = OBS_BINS - 1;
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i];
+        if (check && !(fabsf(v) <= FLT_MAX))
+            continue;
+        float t = v * finv - off;
+        t = t > 0 ? t : 0;
+        t = t < top ? t : top;
+        zeros += v == 0;
+        o->bins[(int)t] += v != 0;
+    }
+    o->zeros += zeros;
+}
+
 void qs_observer_add(qs_observer *o, const float *x, int64_t n)
 {
+    /* min, max and the NaN/Inf count in one loop the compiler vectorises (a NaN never wins a
+     * comparison); only a batch that holds NaN/Inf pays a second, careful pass */
     float bmin = INFINITY, bmax = -INFINITY;
-    int64_t finite = 0;
+    int64_t bad = 0;
     for (int64_t i = 0; i < n; i++) {
-        if (!isfinite(x[i])) {
-            o->nonfinite++;
-            continue;
-        }
-        finite++;
-        bmin = fminf(bmin, x[i]);
-        bmax = fmaxf(bmax, x[i]);
+        float v = x[i];
+        bad += !(fabsf(v) <= FLT_MAX);
+        bmin = v < bmin ? v : bmin;
+        bmax = v > bmax ? v : bmax;
     }
+    if (bad) {
+        bmin = INFINITY, bmax = -INFINITY;
+        for (int64_t i = 0; i < n; i++)
+            if (isfinite(x[i])) {
+                bmin = fminf(bmin, x[i]);
+                bmax = fmaxf(bmax, x[i]);
+            }
+        o->nonfinite += bad;
+    }
+    int64_t finite = n - bad;
     if (!finite)
         return;
     o->min = o->count ? fminf(o->min, bmin) : bmin;
@@ -294,14 +336,7 @@ void qs_observer_add(qs_observer *o, const float *x, int64_t n)
             widen(o, a, b);
         }
     }
-    for (int64_t i = 0; i < n; i++) {
-        if (!isfinite(x[i]))
-            continue;
-        if (x[i] == 0)
-            o->zeros++;
-        else
-            o->bins[bin_index(o, x[i])]++;
-    }
+    bin_values(o, x, n, bad != 0);
 }
 
 void qs_observer_keep_rows(qs_observer *o, int64_t classes, int64_t max_rows)
