@@ -332,6 +332,9 @@ static int fold_one(qs_graph *g, int li, int bi, const bn_params *p, qs_err *e)
             qs_tensor_free(nc);
         }
         l = &g->nodes[li];
+        int64_t opset = qs_graph_opset(g, "");
+        if (opset > 0 && opset < 7 && qs_node_set_int(l, "broadcast", 1) < 0)   /* Gemm-6 broadcasts C only when told */
+            goto out;
         if (kind == 3) {
             char *op = strdup("Gemm");
             if (!op)

@@ -104,7 +104,7 @@ static void search_range(float lo, float hi, qs_grid g, int symmetric, int pow2,
             klo = khi = k;
     }
     /* A symmetric grid has one free parameter (and an unsigned symmetric grid ignores lo). */
-    if (symmetric || r.lo0 == 0)
+    if (symmetric || r.lo0 == 0 || r.hi0 == 0)
         goto done;
     for (int round = 0; round < REFINE_ROUNDS; round++) {
         int moved = 0;
