@@ -51,6 +51,7 @@ static inline int qt_run(const struct qt_case *cases, int n, int argc, char **ar
     for (int i = 0; i < n; i++) {
         if (argc > 1 && !strstr(cases[i].name, argv[1])) {
             printf("ok %d - %s # SKIP not selected\n", i + 1, cases[i].name);
+            fflush(stdout);   /* before the next fork, or the child repeats the buffered line */
             continue;
         }
         pid_t pid = getenv("QT_NOFORK") ? 0 : fork();
