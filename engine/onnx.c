@@ -275,11 +275,6 @@ static size_t file_bytes(qs_dtype t, int64_t n)
     return is_4bit(t) ? (size_t)(n + 1) / 2 : (size_t)n * qs_dtype_size(t);
 }
 
-static const char *shape_str(int ndim, const int64_t *shape, char *buf, size_t n)
-{
-    return qs_shape_str(ndim, shape, buf, n);
-}
-
 /* Converts tp into a new tensor. what names it in messages ("initializer 'w'"). raw_data may be
  * taken over (tp is modified: its raw_data is cleared). */
 static int tensor_from_proto(Onnx__TensorProto *tp, const char *basedir, const char *what, qs_tensor **out,
@@ -315,7 +310,7 @@ static int tensor_from_proto(Onnx__TensorProto *tp, const char *basedir, const c
     if (!external && tp->has_raw_data && n > 0 && !is_4bit(dt) && host_is_le()) {
         if (tp->raw_data.len != fbytes)
             return qs_error(e, QS_EFORMAT, "%s: raw_data has %zu bytes, shape %s of %s needs %zu", what,
-                            tp->raw_data.len, shape_str(ndim, tp->dims, sb, sizeof sb), qs_dtype_name(dt),
+                            tp->raw_data.len, qs_shape_str(ndim, tp->dims, sb, sizeof sb), qs_dtype_name(dt),
                             fbytes);
         qs_tensor *t = qs_tensor_wrap(dt, ndim, tp->dims, tp->raw_data.data);
         if (!t)
@@ -330,7 +325,7 @@ static int tensor_from_proto(Onnx__TensorProto *tp, const char *basedir, const c
 
     qs_tensor *t = qs_tensor_new(dt, ndim, tp->dims);
     if (!t)
-        return qs_error(e, QS_ENOMEM, "%s: out of memory for shape %s", what, shape_str(ndim, tp->dims, sb, sizeof sb));
+        return qs_error(e, QS_ENOMEM, "%s: out of memory for shape %s", what, qs_shape_str(ndim, tp->dims, sb, sizeof sb));
     int rc = 0;
     size_t esz = qs_dtype_size(dt);
     if (external) {
@@ -342,7 +337,7 @@ static int tensor_from_proto(Onnx__TensorProto *tp, const char *basedir, const c
     } else if (tp->has_raw_data) {
         if (tp->raw_data.len != fbytes) {
             rc = qs_error(e, QS_EFORMAT, "%s: raw_data has %zu bytes, shape %s of %s needs %zu", what,
-                          tp->raw_data.len, shape_str(ndim, tp->dims, sb, sizeof sb), qs_dtype_name(dt), fbytes);
+                          tp->raw_data.len, qs_shape_str(ndim, tp->dims, sb, sizeof sb), qs_dtype_name(dt), fbytes);
         } else if (n > 0) {
             memcpy(t->data, tp->raw_data.data, fbytes);
             if (is_4bit(dt))
@@ -363,7 +358,7 @@ static int tensor_from_proto(Onnx__TensorProto *tp, const char *basedir, const c
         }
         if (have != want) {
             rc = qs_error(e, QS_EFORMAT, "%s: %s has %zu values, shape %s needs %zu", what, field, have,
-                          shape_str(ndim, tp->dims, sb, sizeof sb), want);
+                          qs_shape_str(ndim, tp->dims, sb, sizeof sb), want);
         } else {
             for (size_t i = 0; i < have; i++) {
                 switch (dt) {
