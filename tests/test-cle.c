@@ -1,0 +1,802 @@
+/* Cross-layer equalization and high-bias absorption (paper §3.2): small graphs run through the
+ * executor before and after the pass on random input — the outputs must agree — with the
+ * per-channel ranges checked against the paper's definition (computed here independently, from
+ * each weight's position rather than per channel), ReLU6 replacement, absorption worked out by
+ * hand, the chains that must be left alone, and the committed MobileNetV2-style fixture. */
+#include "tests/opcheck.h"
+#include "engine/exec.h"
+#include "engine/graph.h"
+#include "engine/onnx.h"
+#include "engine/data.h"
+#include "engine/quant/bnfold.h"
+#include "engine/quant/cle.h"
+
+static int init_t(qs_graph *g, const char *name, qs_tensor *t)
+{
+    int id = qs_graph_value(g, name);
+    qs_graph_set_init_steal(g, id, t);
+    return id;
+}
+
+static int init(qs_graph *g, const char *name, int ndim, const int64_t *shape, float lo, float hi)
+{
+    return init_t(g, name, opcheck_rand(ndim, shape, lo, hi));
+}
+
+static int input(qs_graph *g, const char *name, int ndim, const int64_t *shape)
+{
+    int id = qs_graph_value(g, name);
+    qs_value *v = &g->values[id];
+    v->dtype = QS_F32;
+    v->ndim = ndim;
+    memcpy(v->shape, shape, ndim * sizeof *shape);
+    v->shape[0] = -1;
+    g->inputs = realloc(g->inputs, (g->ninputs + 1) * sizeof *g->inputs);
+    g->inputs[g->ninputs++] = id;
+    return id;
+}
+
+static void output(qs_graph *g, const char *name)
+{
+    g->outputs = realloc(g->outputs, (g->noutputs + 1) * sizeof *g->outputs);
+    g->outputs[g->noutputs++] = qs_graph_value(g, name);
+}
+
+static qs_node *node(qs_graph *g, const char *op, const char *name, int nin, const int *in, const char *out)
+{
+    int o = qs_graph_value(g, out);
+    int id = qs_graph_add_node(g, op, name, nin, in, 1, &o);
+    return &g->nodes[id];
+}
+
+static int val(qs_graph *g, const char *name) { return qs_graph_value(g, name); }
+
+static qs_graph *graph(void)
+{
+    qs_graph *g = qs_graph_new();
+    qs_graph_set_opset(g, "", 13);
+    return g;
+}
+
+/* Conv named name reading x with a random weight [m, cin/group, k, k] whose output channel i is
+ * multiplied by spread^(i − m/2) (the imbalance CLE is for), and a random bias. */
+static void conv(qs_graph *g, const char *name, const char *x, int64_t cin, int64_t m, int64_t k, int64_t group,
+                 float spread, int pad, const char *out)
+{
+    char wn[64], bn[64];
+    snprintf(wn, sizeof wn, "%s_W", name);
+    snprintf(bn, sizeof bn, "%s_b", name);
+    int64_t ws[] = { m, cin / group, k, k };
+    qs_tensor *w = opcheck_rand(4, ws, -1, 1);
+    int64_t per = qs_numel(w) / m;
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < per; j++)
+            qs_f32(w)[i * per + j] *= powf(spread, (float)i - m / 2.f);
+    int in[] = { val(g, x), init_t(g, wn, w), init(g, bn, 1, &m, -0.5f, 0.5f) };
+    qs_node *n = node(g, "Conv", name, 3, in, out);
+    qs_node_set_int(n, "group", group);
+    if (pad) {
+        int64_t pads[] = { pad, pad, pad, pad };
+        qs_node_set_ints(n, "pads", 4, pads);
+    }
+}
+
+static void act(qs_graph *g, const char *op, const char *name, const char *x, const char *out)
+{
+    int in[] = { val(g, x) };
+    node(g, op, name, 1, in, out);
+}
+
+static qs_tensor *run(qs_graph *g, const qs_tensor *in)
+{
+    qs_err e = {0};
+    qs_exec *x = qs_exec_new(g, QS_EXEC_INFER, &e);
+    if (!x || qs_exec_plan(x, in->shape[0], &e) < 0 || qs_exec_set_input(x, 0, in, &e) < 0 ||
+        qs_exec_forward(x, &e) < 0)
+        QT_FAIL_("running the graph: %s", e.msg);
+    qs_tensor *y = qs_tensor_copy(qs_exec_output(x, 0));
+    qs_exec_free(x);
+    return y;
+}
+
+/* max |a − b| ≤ rtol · max |b|; returns the relative difference */
+static double assert_same(const qs_tensor *a, const qs_tensor *b, double rtol)
+{
+    ASSERT(qs_shape_eq(a, b));
+    double diff = 0, mag = 0;
+    for (int64_t i = 0; i < qs_numel(a); i++) {
+        diff = fmax(diff, fabs(qs_f32(a)[i] - qs_f32(b)[i]));
+        mag = fmax(mag, fabs(qs_f32(b)[i]));
+    }
+    if (!(diff <= rtol * mag + 1e-30))
+        QT_FAIL_("outputs differ by %g (largest output %g, rtol %g)", diff, mag, rtol);
+    return diff / (mag > 0 ? mag : 1);
+}
+
+static const qs_node *find_node(const qs_graph *g, const char *name)
+{
+    for (int i = 0; i < g->nnodes; i++)
+        if (!strcmp(g->nodes[i].name, name))
+            return &g->nodes[i];
+    return NULL;
+}
+
+static const qs_tensor *weight(const qs_graph *g, const char *layer)
+{
+    const qs_node *n = find_node(g, layer);
+    ASSERT(n);
+    return g->values[n->in[1]].init;
+}
+
+static const qs_tensor *bias(const qs_graph *g, const char *layer)
+{
+    const qs_node *n = find_node(g, layer);
+    ASSERT(n && n->nin > 2 && n->in[2] >= 0);
+    return g->values[n->in[2]].init;
+}
+
+/* Ranges by the paper's definition, walking every weight once: r_out[m] = max |W| of output
+ * channel m; r_in[c] = max |W| over weights applied to input channel c. Conv W [M, C/g, …]: the
+ * weight at (m, j) reads input channel (m / (M/g))·(C/g) + j. fc: 0 none, 1 Gemm [K, N], 2 Gemm
+ * transB [N, K]. */
+static void ranges(const qs_tensor *w, int64_t group, int fc, double *r_out, double *r_in)
+{
+    int64_t M, C, per;
+    if (fc) {
+        M = w->shape[fc == 1 ? 1 : 0];
+        C = w->shape[fc == 1 ? 0 : 1];
+        per = 1;
+    } else {
+        M = w->shape[0];
+        C = w->shape[1] * group;
+        per = qs_numel(w) / (w->shape[0] * w->shape[1]);
+    }
+    for (int64_t i = 0; r_out && i < M; i++)
+        r_out[i] = 0;
+    for (int64_t i = 0; r_in && i < C; i++)
+        r_in[i] = 0;
+    for (int64_t idx = 0; idx < qs_numel(w); idx++) {
+        double a = fabs(qs_f32(w)[idx]);
+        int64_t m, c;
+        if (fc == 1) {
+            c = idx / M;
+            m = idx % M;
+        } else if (fc == 2) {
+            m = idx / C;
+            c = idx % C;
+        } else {
+            m = idx / (w->shape[1] * per);
+            int64_t j = (idx / per) % w->shape[1];
+            c = (m / (M / group)) * w->shape[1] + j;
+        }
+        if (r_out && a > r_out[m]) r_out[m] = a;
+        if (r_in && a > r_in[c]) r_in[c] = a;
+    }
+}
+
+/* r_out of layer a vs r_in of layer b: equal within rtol */
+static void assert_equalized(const qs_graph *g, const char *a, const char *b, int64_t group_b, int fc_a, int fc_b,
+                             int64_t n, double rtol)
+{
+    double r1[64], r2[64];
+    ranges(weight(g, a), 1, fc_a, r1, NULL);
+    ranges(weight(g, b), group_b, fc_b, NULL, r2);
+    for (int64_t i = 0; i < n; i++)
+        ASSERT_CLOSE(r1[i], r2[i], rtol, 0);
+}
+
+static qs_cle_report *cle(qs_graph *g, qs_bn_record *bn, int nbn, const qs_cle_config *cfg)
+{
+    qs_cle_report *r = NULL;
+    qs_err e = {0};
+    if (qs_cle(g, bn, nbn, cfg, &r, &e) < 0)
+        QT_FAIL_("qs_cle: %s", e.msg);
+    ASSERT(r);
+    qs_err te = {0};
+    if (qs_graph_toposort(g, &te) < 0)
+        QT_FAIL_("graph after CLE: %s", te.msg);
+    return r;
+}
+
+TEST(two_convs_get_equal_ranges_and_same_outputs)
+{
+    qs_graph *g = graph();
+    int64_t xs[] = { 2, 4, 7, 6 };
+    input(g, "x", 4, xs);
+    conv(g, "c1", "x", 4, 6, 3, 1, 3.f, 1, "h");
+    act(g, "Relu", "relu", "h", "a");
+    conv(g, "c2", "a", 6, 5, 3, 1, 0.5f, 1, "y");
+    output(g, "y");
+    double r1[6], r2[6];
+    ranges(weight(g, "c1"), 1, 0, r1, NULL);
+    ranges(weight(g, "c2"), 1, 0, NULL, r2);
+    qs_tensor *x = opcheck_rand(4, xs, -2, 2), *before = run(g, x);
+    qs_cle_report *r = cle(g, NULL, 0, NULL);
+    qs_tensor *after = run(g, x);
+    assert_same(after, before, 1e-5);
+    ASSERT_EQ(r->npairs, 1);
+    ASSERT_STR_EQ(r->pairs[0].layer1, "c1");
+    ASSERT_STR_EQ(r->pairs[0].layer2, "c2");
+    ASSERT_STR_EQ(r->pairs[0].act_op, "Relu");
+    ASSERT(r->converged);
+    ASSERT(r->iterations >= 2 && r->iterations <= 3);   /* one sweep equalizes, the next finds s ≈ 1 */
+    assert_equalized(g, "c1", "c2", 1, 0, 0, 6, 1e-6);
+    /* both become sqrt(r1·r2), and s_i is the paper's sqrt(r1·r2)/r2 */
+    double a1[6];
+    ranges(weight(g, "c1"), 1, 0, a1, NULL);
+    for (int i = 0; i < 6; i++) {
+        ASSERT_CLOSE(a1[i], sqrt(r1[i] * r2[i]), 1e-6, 0);
+        ASSERT_CLOSE(r->pairs[0].scale[i], sqrt(r1[i] * r2[i]) / r2[i], 1e-6, 0);
+    }
+    /* the report's layer table: before and after per output channel */
+    ASSERT_EQ(r->nlayers, 2);
+    ASSERT_STR_EQ(r->layers[0].name, "c1");
+    ASSERT_EQ(r->layers[0].nch, 6);
+    for (int i = 0; i < 6; i++) {
+        ASSERT_CLOSE(fmax(fabs(r->layers[0].min_before[i]), fabs(r->layers[0].max_before[i])), r1[i], 1e-7, 0);
+        ASSERT_CLOSE(fmax(fabs(r->layers[0].min_after[i]), fabs(r->layers[0].max_after[i])), a1[i], 1e-7, 0);
+    }
+    qs_cle_report_free(r);
+    qs_tensor_free(x);
+    qs_tensor_free(before);
+    qs_tensor_free(after);
+    qs_graph_free(g);
+}
+
+/* pointwise → depthwise (multiplier mult) → pointwise, activations act1/act2 */
+static void depthwise_chain(int64_t mult, const char *act1, const char *act2)
+{
+    qs_graph *g = graph();
+    int64_t xs[] = { 3, 4, 8, 8 };
+    input(g, "x", 4, xs);
+    conv(g, "expand", "x", 4, 8, 1, 1, 2.f, 0, "h1");
+    act(g, act1, "a1", "h1", "r1");
+    conv(g, "dw", "r1", 8, 8 * mult, 3, 8, 1.7f, 1, "h2");
+    act(g, act2, "a2", "h2", "r2");
+    conv(g, "project", "r2", 8 * mult, 5, 1, 1, 1.3f, 0, "y");
+    output(g, "y");
+    qs_tensor *x = opcheck_rand(4, xs, -2, 2), *before = run(g, x);
+    qs_cle_config cfg = qs_cle_config_default();
+    cfg.tol = 1e-7;
+    cfg.max_iter = 500;
+    qs_cle_report *r = cle(g, NULL, 0, &cfg);
+    qs_tensor *after = run(g, x);
+    assert_same(after, before, 1e-5);
+    ASSERT_EQ(r->npairs, 2);
+    ASSERT(r->converged);
+    printf("# depthwise x%lld (%s, %s): %d sweeps, last max |s-1| %.2g\n", (long long)mult, act1, act2,
+           r->iterations, r->max_change);
+    /* converged: every pair has equal ranges (to the tolerance) */
+    assert_equalized(g, "expand", "dw", 8, 0, 0, 8, 1e-5);
+    assert_equalized(g, "dw", "project", 1, 0, 0, 8 * mult, 1e-5);
+    int dw = r->layers[1].depthwise;
+    ASSERT(dw);
+    qs_cle_report_free(r);
+    qs_tensor_free(x);
+    qs_tensor_free(before);
+    qs_tensor_free(after);
+    qs_graph_free(g);
+}
+
+TEST(depthwise_separable_chain) { depthwise_chain(1, "Relu", "Relu"); }
+TEST(depthwise_multiplier_2_leaky) { depthwise_chain(2, "LeakyRelu", "Relu"); }
+
+/* layer 2 grouped: input channel i feeds only the output channels of group(i) */
+static void grouped(int64_t group, int64_t m2)
+{
+    qs_graph *g = graph();
+    int64_t xs[] = { 2, 3, 6, 6 };
+    input(g, "x", 4, xs);
+    conv(g, "c1", "x", 3, 6, 3, 1, 2.5f, 1, "h");
+    act(g, "Relu", "relu", "h", "a");
+    conv(g, "c2", "a", 6, m2, 3, group, 1.f, 1, "y");
+    output(g, "y");
+    qs_tensor *x = opcheck_rand(4, xs, -2, 2), *before = run(g, x);
+    qs_cle_report *r = cle(g, NULL, 0, NULL);
+    qs_tensor *after = run(g, x);
+    assert_same(after, before, 1e-5);
+    ASSERT_EQ(r->npairs, 1);
+    assert_equalized(g, "c1", "c2", group, 0, 0, 6, 1e-6);
+    qs_cle_report_free(r);
+    qs_tensor_free(x);
+    qs_tensor_free(before);
+    qs_tensor_free(after);
+    qs_graph_free(g);
+}
+
+TEST(grouped_conv_2_groups) { grouped(2, 4); }
+TEST(grouped_conv_3_groups_multiplier) { grouped(3, 9); }
+
+TEST(depthwise_then_pointwise_no_activation)
+{
+    qs_graph *g = graph();
+    int64_t xs[] = { 2, 5, 6, 6 };
+    input(g, "x", 4, xs);
+    conv(g, "dw", "x", 5, 5, 3, 5, 4.f, 1, "h");
+    conv(g, "pw", "h", 5, 7, 1, 1, 1.f, 0, "y");
+    output(g, "y");
+    qs_tensor *x = opcheck_rand(4, xs, -2, 2), *before = run(g, x);
+    qs_cle_report *r = cle(g, NULL, 0, NULL);
+    qs_tensor *after = run(g, x);
+    assert_same(after, before, 1e-5);
+    ASSERT_EQ(r->npairs, 1);
+    ASSERT_STR_EQ(r->pairs[0].act_op, "none");
+    assert_equalized(g, "dw", "pw", 1, 0, 0, 5, 1e-6);
+    qs_cle_report_free(r);
+    qs_tensor_free(x);
+    qs_tensor_free(before);
+    qs_tensor_free(after);
+    qs_graph_free(g);
+}
+
+/* Conv → Clip(0, 6) → Conv; bounds as inputs (opset 13) or attributes (opset 10) */
+static qs_graph *relu6_graph(int attrs, const char *clip_op)
+{
+    qs_graph *g = graph();
+    if (attrs)
+        qs_graph_set_opset(g, "", 10);   /* Clip's bounds became inputs in opset 11 */
+    int64_t xs[] = { 2, 3, 6, 6 };
+    input(g, "x", 4, xs);
+    conv(g, "c1", "x", 3, 4, 3, 1, 3.f, 1, "h");
+    if (!strcmp(clip_op, "Clip")) {
+        float lo = 0, hi = 6;
+        if (attrs) {
+            int in[] = { val(g, "h") };
+            qs_node *n = node(g, "Clip", "relu6", 1, in, "a");
+            qs_node_set_float(n, "min", lo);
+            qs_node_set_float(n, "max", hi);
+        } else {
+            int in[] = { val(g, "h"), init_t(g, "six_lo", opcheck_from(0, NULL, &lo)),
+                         init_t(g, "six_hi", opcheck_from(0, NULL, &hi)) };
+            node(g, "Clip", "relu6", 3, in, "a");
+        }
+    } else {
+        act(g, clip_op, "relu6", "h", "a");
+    }
+    conv(g, "c2", "a", 4, 3, 3, 1, 1.f, 1, "y");
+    output(g, "y");
+    return g;
+}
+
+static void relu6_replaced(int attrs)
+{
+    qs_graph *g = relu6_graph(attrs, "Clip"), *ref = relu6_graph(attrs, "Relu");
+    /* same weights in both */
+    for (int v = 0; v < g->nvalues; v++)
+        if (g->values[v].init && qs_graph_find_value(ref, g->values[v].name) >= 0)
+            qs_graph_set_init_steal(ref, qs_graph_find_value(ref, g->values[v].name),
+                                    qs_tensor_copy(g->values[v].init));
+    int64_t xs[] = { 2, 3, 6, 6 };
+    qs_tensor *x = opcheck_rand(4, xs, -3, 3), *orig = run(g, x), *relu = run(ref, x);
+    qs_cle_report *r = cle(g, NULL, 0, NULL);
+    qs_tensor *after = run(g, x);
+    assert_same(after, relu, 1e-5);   /* the function is now the ReLU model's */
+    ASSERT_EQ(r->nrelu6, 1);
+    ASSERT_STR_EQ(r->relu6[0], "relu6");
+    ASSERT_STR_EQ(r->pairs[0].act_op, "Clip(0,6)->Relu");
+    const qs_node *n = find_node(g, "relu6");
+    ASSERT_STR_EQ(n->op, "Relu");
+    ASSERT_EQ(n->nin, 1);
+    ASSERT_EQ(n->nattr, 0);
+    if (!attrs)   /* the bounds nobody reads any more are gone */
+        ASSERT(!g->values[qs_graph_find_value(g, "six_hi")].init);
+    /* the data does exceed 6 somewhere: the original function differed */
+    double d = 0;
+    for (int64_t i = 0; i < qs_numel(orig); i++)
+        d = fmax(d, fabs(qs_f32(orig)[i] - qs_f32(relu)[i]));
+    ASSERT(d > 1e-3);
+    json_t *j = qs_cle_report_json(r);
+    ASSERT_EQ(json_array_size(json_object_get(j, "relu6_replaced")), 1);
+    ASSERT_STR_EQ(json_string_value(json_array_get(json_object_get(j, "relu6_replaced"), 0)), "relu6");
+    json_decref(j);
+    qs_cle_report_free(r);
+    qs_tensor_free(x);
+    qs_tensor_free(orig);
+    qs_tensor_free(relu);
+    qs_tensor_free(after);
+    qs_graph_free(g);
+    qs_graph_free(ref);
+}
+
+TEST(relu6_replaced_and_reported) { relu6_replaced(0); }
+TEST(relu6_attribute_form_replaced) { relu6_replaced(1); }
+
+TEST(relu6_kept_when_replacement_off)
+{
+    qs_graph *g = relu6_graph(0, "Clip");
+    qs_tensor *w1 = qs_tensor_copy(weight(g, "c1"));
+    qs_cle_config cfg = qs_cle_config_default();
+    cfg.replace_relu6 = 0;
+    qs_cle_report *r = cle(g, NULL, 0, &cfg);
+    ASSERT_EQ(r->npairs, 0);
+    ASSERT_EQ(r->nrelu6, 0);
+    ASSERT_EQ(r->nskipped, 1);
+    ASSERT_STR_CONTAINS(r->skipped[0].reason, "Clip(0, 6)");
+    ASSERT_STR_EQ(find_node(g, "relu6")->op, "Clip");
+    ASSERT(!memcmp(w1->data, weight(g, "c1")->data, qs_nbytes(w1)));
+    qs_tensor_free(w1);
+    qs_cle_report_free(r);
+    qs_graph_free(g);
+}
+
+/* x [N, 6] → Gemm (transB tb1) → Relu → Gemm (transB tb2); or MatMul first */
+static void fc_chain(int tb1, int tb2, int matmul)
+{
+    qs_graph *g = graph();
+    int64_t xs[] = { 5, 6 }, n1 = 8, n2 = 4;
+    input(g, "x", 2, xs);
+    int64_t w1s[] = { tb1 ? n1 : 6, tb1 ? 6 : n1 }, w2s[] = { tb2 ? n2 : n1, tb2 ? n1 : n2 };
+    qs_tensor *w1 = opcheck_rand(2, w1s, -1, 1);
+    for (int64_t i = 0; i < qs_numel(w1); i++) {   /* output channel j scaled by 2^(j−4) */
+        int64_t j = tb1 ? i / 6 : i % n1;
+        qs_f32(w1)[i] *= powf(2.f, (float)j - 4);
+    }
+    if (matmul) {
+        int in[] = { val(g, "x"), init_t(g, "W1", w1) };
+        node(g, "MatMul", "fc1", 2, in, "h");
+    } else {
+        int in[] = { val(g, "x"), init_t(g, "W1", w1), init(g, "b1", 1, &n1, -1, 1) };
+        qs_node *n = node(g, "Gemm", "fc1", 3, in, "h");
+        qs_node_set_int(n, "transB", tb1);
+        qs_node_set_float(n, "alpha", 0.7f);
+    }
+    act(g, "Relu", "relu", "h", "a");
+    int in2[] = { val(g, "a"), init(g, "W2", 2, w2s, -1, 1), init(g, "b2", 1, &n2, -1, 1) };
+    qs_node *n = node(g, "Gemm", "fc2", 3, in2, "y");
+    qs_node_set_int(n, "transB", tb2);
+    output(g, "y");
+    qs_tensor *x = opcheck_rand(2, xs, -2, 2), *before = run(g, x);
+    qs_cle_report *r = cle(g, NULL, 0, NULL);
+    qs_tensor *after = run(g, x);
+    assert_same(after, before, 1e-5);
+    ASSERT_EQ(r->npairs, 1);
+    assert_equalized(g, "fc1", "fc2", 1, tb1 ? 2 : 1, tb2 ? 2 : 1, n1, 1e-6);
+    qs_cle_report_free(r);
+    qs_tensor_free(x);
+    qs_tensor_free(before);
+    qs_tensor_free(after);
+    qs_graph_free(g);
+}
+
+TEST(gemm_relu_gemm) { fc_chain(0, 0, 0); }
+TEST(gemm_transB_relu_gemm_transB) { fc_chain(1, 1, 0); }
+TEST(matmul_relu_gemm) { fc_chain(0, 1, 1); }
+
+TEST(chains_left_alone)
+{
+    /* c1's output is read twice (a residual); c3 → Sigmoid → c4 is not equivariant; c4 → c5 → Relu
+     * → c6 → c7 pair up, and c7 shares c5's parameters (CLE gives c5 a private copy) */
+    qs_graph *g = graph();
+    int64_t xs[] = { 2, 4, 5, 5 };
+    input(g, "x", 4, xs);
+    conv(g, "c1", "x", 4, 4, 3, 1, 2.f, 1, "h1");
+    act(g, "Relu", "r1", "h1", "a1");
+    conv(g, "c2", "a1", 4, 4, 3, 1, 1.f, 1, "h2");
+    int add_in[] = { val(g, "h2"), val(g, "h1") };
+    node(g, "Add", "add", 2, add_in, "s");
+    conv(g, "c3", "s", 4, 4, 1, 1, 2.f, 0, "h3");
+    act(g, "Sigmoid", "sig", "h3", "a3");
+    conv(g, "c4", "a3", 4, 4, 1, 1, 1.f, 0, "h4");
+    conv(g, "c5", "h4", 4, 4, 1, 1, 2.f, 0, "h5");
+    act(g, "Relu", "r5", "h5", "a5");
+    conv(g, "c6", "a5", 4, 4, 1, 1, 1.f, 0, "h6");
+    int c7_in[] = { val(g, "h6"), val(g, "c5_W"), val(g, "c5_b") };   /* c7 shares c5's parameters */
+    node(g, "Conv", "c7", 3, c7_in, "y");
+    output(g, "y");
+    qs_tensor *x = opcheck_rand(4, xs, -2, 2), *before = run(g, x);
+    qs_cle_report *r = cle(g, NULL, 0, NULL);
+    qs_tensor *after = run(g, x);
+    assert_same(after, before, 1e-5);
+    /* c2 → add: not a layer; c1's output has two readers */
+    ASSERT_EQ(r->npairs, 3);
+    ASSERT_STR_EQ(r->pairs[0].layer1, "c4");
+    ASSERT_STR_EQ(r->pairs[1].layer1, "c5");
+    ASSERT_STR_EQ(r->pairs[2].layer1, "c6");
+    for (int i = 0; i < r->nskipped; i++)
+        printf("# skipped %s -> %s: %s\n", r->skipped[i].layer1, r->skipped[i].layer2, r->skipped[i].reason);
+    ASSERT_EQ(r->nskipped, 1);
+    ASSERT_STR_EQ(r->skipped[0].layer1, "c3");
+    ASSERT_STR_CONTAINS(r->skipped[0].reason, "Sigmoid");
+    /* c7 still reads the original initializer (rescaled as layer 2 of c6 → c7); c5 reads a copy */
+    ASSERT_STR_EQ(g->values[find_node(g, "c7")->in[1]].name, "c5_W");
+    ASSERT(strcmp(g->values[find_node(g, "c5")->in[1]].name, "c5_W"));
+    qs_cle_report_free(r);
+    qs_tensor_free(x);
+    qs_tensor_free(before);
+    qs_tensor_free(after);
+    qs_graph_free(g);
+}
+
+/* --- high-bias absorption ------------------------------------------------------------------------ */
+
+/* Conv c1 (3 → 4, small weights) → BN (μ 0, var 4, γ, β as given) → Relu → Conv c2 (4 → 3, 3×3,
+ * padding pad). |c1's output| ≤ 27·0.1·1 = 2.7, so BN's output ≥ β − 1.35·γ > β − 3γ = c: the
+ * ReLU never sees a value below c and absorption is exact (away from c2's padded borders). */
+static qs_graph *absorb_graph(int pad)
+{
+    qs_graph *g = graph();
+    int64_t xs[] = { 2, 3, 6, 6 }, ws[] = { 4, 3, 3, 3 }, c = 4;
+    input(g, "x", 4, xs);
+    int in1[] = { val(g, "x"), init(g, "c1_W", 4, ws, -0.1f, 0.1f), init(g, "c1_b", 1, &c, -0.1f, 0.1f) };
+    int64_t pads[] = { 1, 1, 1, 1 };
+    qs_node_set_ints(node(g, "Conv", "c1", 3, in1, "h"), "pads", 4, pads);
+    float gamma[] = { 0.5f, 1, 0.2f, 2 }, beta[] = { 3, 4, 0.1f, 1 }, mean[] = { 0, 0, 0, 0 }, var[] = { 4, 4, 4, 4 };
+    int bn_in[] = { val(g, "h"), init_t(g, "g", opcheck_from(1, &c, gamma)), init_t(g, "be", opcheck_from(1, &c, beta)),
+                    init_t(g, "mu", opcheck_from(1, &c, mean)), init_t(g, "var", opcheck_from(1, &c, var)) };
+    qs_node_set_float(node(g, "BatchNormalization", "bn", 5, bn_in, "hb"), "epsilon", 0.f);
+    act(g, "Relu", "relu", "hb", "a");
+    conv(g, "c2", "a", 4, 3, 3, 1, 1.f, pad, "y");
+    output(g, "y");
+    return g;
+}
+
+TEST(absorption_by_hand_preserves_outputs)
+{
+    qs_graph *g = absorb_graph(0);
+    qs_err e = {0};
+    qs_bn_record *bn;
+    int nbn;
+    ASSERT_EQ(qs_bnfold(g, &bn, &nbn, &e), 0);
+    ASSERT_EQ(nbn, 1);
+    qs_tensor *b1 = qs_tensor_copy(bias(g, "c1")), *b2 = qs_tensor_copy(bias(g, "c2"));
+    const qs_tensor *w2 = weight(g, "c2");
+    int64_t xs[] = { 2, 3, 6, 6 };
+    qs_tensor *x = opcheck_rand(4, xs, -1, 1), *before = run(g, x);
+    qs_cle_config cfg = qs_cle_config_default();
+    cfg.equalize = 0;
+    qs_cle_report *r = cle(g, bn, nbn, &cfg);
+    qs_tensor *after = run(g, x);
+    assert_same(after, before, 1e-5);
+    ASSERT_EQ(r->nabsorbed, 1);
+    /* c = max(0, β − 3γ) = (1.5, 1, 0, 0) */
+    double c[4] = { 1.5, 1, 0, 0 };
+    for (int i = 0; i < 4; i++) {
+        ASSERT_CLOSE(r->pairs[0].absorbed[i], c[i], 1e-6, 1e-7);
+        ASSERT_CLOSE(qs_f32(bias(g, "c1"))[i], qs_f32(b1)[i] - c[i], 1e-6, 1e-6);
+        ASSERT_CLOSE(bn[0].beta[i], (i == 0 ? 3 : i == 1 ? 4 : i == 2 ? 0.1 : 1) - c[i], 1e-6, 1e-7);
+    }
+    /* b2[m] += Σ_i Σ_taps W2[m, i, taps] · c_i */
+    for (int m = 0; m < 3; m++) {
+        double d = 0;
+        for (int i = 0; i < 4; i++)
+            for (int t = 0; t < 9; t++)
+                d += qs_f32(w2)[(m * 4 + i) * 9 + t] * c[i];
+        ASSERT_CLOSE(qs_f32(bias(g, "c2"))[m], qs_f32(b2)[m] + d, 1e-5, 1e-6);
+    }
+    qs_cle_report_free(r);
+    qs_bn_records_free(bn, nbn);
+    qs_tensor_free(b1);
+    qs_tensor_free(b2);
+    qs_tensor_free(x);
+    qs_tensor_free(before);
+    qs_tensor_free(after);
+    qs_graph_free(g);
+}
+
+TEST(absorption_after_equalization_keeps_records_consistent)
+{
+    qs_graph *g = absorb_graph(0);
+    qs_err e = {0};
+    qs_bn_record *bn;
+    int nbn;
+    ASSERT_EQ(qs_bnfold(g, &bn, &nbn, &e), 0);
+    float beta0[4], gamma0[4];
+    memcpy(beta0, bn[0].beta, sizeof beta0);
+    memcpy(gamma0, bn[0].gamma, sizeof gamma0);
+    int64_t xs[] = { 2, 3, 6, 6 };
+    qs_tensor *x = opcheck_rand(4, xs, -1, 1), *before = run(g, x);
+    qs_cle_report *r = cle(g, bn, nbn, NULL);
+    qs_tensor *after = run(g, x);
+    assert_same(after, before, 1e-5);
+    for (int i = 0; i < 4; i++) {
+        double s = r->pairs[0].scale[i];
+        /* the record follows the channel: γ/s, β/s − c, with c from the scaled statistics */
+        double c = fmax(0, beta0[i] / s - 3 * gamma0[i] / s);
+        ASSERT_CLOSE(r->pairs[0].absorbed[i], c, 1e-5, 1e-6);
+        ASSERT_CLOSE(bn[0].gamma[i], gamma0[i] / s, 1e-5, 0);
+        ASSERT_CLOSE(bn[0].beta[i], beta0[i] / s - c, 1e-5, 1e-6);
+    }
+    qs_cle_report_free(r);
+    qs_bn_records_free(bn, nbn);
+    qs_tensor_free(x);
+    qs_tensor_free(before);
+    qs_tensor_free(after);
+    qs_graph_free(g);
+}
+
+TEST(absorption_with_padding_exact_inside_only)
+{
+    /* c2 zero-pads: the border outputs' padded taps never saw c, so only the interior is exact */
+    qs_graph *g = absorb_graph(1);
+    qs_err e = {0};
+    qs_bn_record *bn;
+    int nbn;
+    ASSERT_EQ(qs_bnfold(g, &bn, &nbn, &e), 0);
+    int64_t xs[] = { 2, 3, 6, 6 };
+    qs_tensor *x = opcheck_rand(4, xs, -1, 1), *before = run(g, x);
+    qs_cle_config cfg = qs_cle_config_default();
+    cfg.equalize = 0;
+    qs_cle_report *r = cle(g, bn, nbn, &cfg);
+    qs_tensor *after = run(g, x);
+    double inner = 0, border = 0;
+    for (int64_t i = 0; i < qs_numel(after); i++) {
+        int64_t w = i % 6, h = (i / 6) % 6;
+        double d = fabs(qs_f32(after)[i] - qs_f32(before)[i]);
+        if (h == 0 || h == 5 || w == 0 || w == 5)
+            border = fmax(border, d);
+        else
+            inner = fmax(inner, d);
+    }
+    printf("# padded absorption: max change inside %.3g, at the border %.3g\n", inner, border);
+    ASSERT(inner < 1e-5);
+    ASSERT(border > 1e-3);
+    qs_cle_report_free(r);
+    qs_bn_records_free(bn, nbn);
+    qs_tensor_free(x);
+    qs_tensor_free(before);
+    qs_tensor_free(after);
+    qs_graph_free(g);
+}
+
+TEST(report_json)
+{
+    qs_graph *g = graph();
+    int64_t xs[] = { 2, 4, 5, 5 };
+    input(g, "x", 4, xs);
+    conv(g, "c1", "x", 4, 6, 3, 1, 3.f, 1, "h");
+    act(g, "Relu", "relu", "h", "a");
+    conv(g, "c2", "a", 6, 5, 3, 1, 1.f, 1, "y");
+    output(g, "y");
+    qs_cle_report *r = cle(g, NULL, 0, NULL);
+    json_t *j = qs_cle_report_json(r);
+    char *s = json_dumps(j, JSON_COMPACT);
+    ASSERT(s);
+    json_t *p = json_array_get(json_object_get(j, "pairs"), 0);
+    ASSERT_STR_EQ(json_string_value(json_object_get(p, "layer1")), "c1");
+    ASSERT_EQ(json_array_size(json_object_get(p, "scale")), 6);
+    ASSERT(json_is_null(json_object_get(p, "absorbed")));
+    json_t *l = json_array_get(json_object_get(j, "layers"), 1);
+    ASSERT_STR_EQ(json_string_value(json_object_get(l, "name")), "c2");
+    ASSERT_EQ(json_array_size(json_object_get(json_object_get(l, "after"), "max")), 5);
+    ASSERT(json_is_true(json_object_get(j, "converged")));
+    ASSERT(json_integer_value(json_object_get(j, "iterations")) >= 1);
+    free(s);
+    json_decref(j);
+    qs_cle_report_free(r);
+    qs_graph_free(g);
+}
+
+TEST(bad_config_is_an_error)
+{
+    qs_graph *g = graph();
+    qs_cle_config cfg = qs_cle_config_default();
+    cfg.max_iter = 0;
+    qs_err e = {0};
+    qs_cle_report *r = (qs_cle_report *)1;
+    ASSERT_EQ(qs_cle(g, NULL, 0, &cfg, &r, &e), QS_EINVAL);
+    ASSERT(!r);
+    ASSERT_STR_CONTAINS(e.msg, "max_iter");
+    qs_graph_free(g);
+}
+
+/* --- the MobileNetV2-style fixture ------------------------------------------------------------------ */
+
+/* spread of a layer's per-output-channel ranges: max_c r_c / min_c r_c */
+static double spread(const float *lo, const float *hi, int64_t n)
+{
+    double a = INFINITY, b = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double r = fmax(fabs(lo[i]), fabs(hi[i]));
+        a = fmin(a, r);
+        b = fmax(b, r);
+    }
+    return b / a;
+}
+
+TEST(fixture_mobilenet_bn)
+{
+    char path[1024], spath[1024];
+    snprintf(path, sizeof path, "%s/tests/fixtures/mobilenet_bn.onnx", QD_SRCDIR);
+    snprintf(spath, sizeof spath, "%s/tests/fixtures/mobilenet.sample.npy", QD_SRCDIR);
+    if (access(path, R_OK))
+        SKIP("mobilenet_bn.onnx not present");
+    qs_graph *orig, *g;
+    qs_err e = {0};
+    ASSERT_EQ(qs_onnx_load(path, &orig, &e), 0);
+    qs_tensor *x;
+    qs_dataset *d = NULL;
+    if (!access(spath, R_OK)) {   /* real images */
+        ASSERT_EQ(qs_dataset_open(spath, &d, &e), 0);
+        const qs_tensor *all = qs_dataset_array(d, 0);
+        int64_t s[] = { 16, 1, 28, 28 };
+        x = qs_tensor_new(QS_F32, 4, s);
+        ASSERT_EQ(qs_copy_rows(all, 0, 16, x, &e), 0);
+        qs_dataset_close(d);
+    } else {
+        int64_t s[] = { 16, 1, 28, 28 };
+        x = opcheck_rand(4, s, -1, 2);
+    }
+    g = qs_graph_clone(orig);
+    qs_bn_record *bn;
+    int nbn;
+    ASSERT_EQ(qs_bnfold(g, &bn, &nbn, &e), 0);
+    ASSERT(nbn > 0);
+    qs_graph *folded = qs_graph_clone(g);
+    qs_cle_config cfg = qs_cle_config_default();
+    cfg.absorb = 0;
+    qs_cle_report *r = cle(g, bn, nbn, &cfg);
+    printf("# %d pairs, %d sweeps (converged %d, last max |s-1| %.2g), %d ReLU6 replaced, %d skipped\n", r->npairs,
+           r->iterations, r->converged, r->max_change, r->nrelu6, r->nskipped);
+    ASSERT(r->npairs >= 8);
+    ASSERT(r->converged);
+    /* the reference: the folded model with the same ReLU6s replaced by ReLU, nothing else */
+    for (int k = 0; k < r->nrelu6; k++)
+        for (int i = 0; i < folded->nnodes; i++)
+            if (!strcmp(folded->nodes[i].name, r->relu6[k])) {
+                free(folded->nodes[i].op);
+                folded->nodes[i].op = strdup("Relu");
+                folded->nodes[i].nin = 1;
+            }
+    qs_tensor *y0 = run(orig, x), *yr = run(folded, x), *y = run(g, x);
+    double rel = assert_same(y, yr, 1e-4);
+    double d6 = 0, mag = 0;
+    for (int64_t i = 0; i < qs_numel(y0); i++) {
+        d6 = fmax(d6, fabs(qs_f32(y0)[i] - qs_f32(yr)[i]));
+        mag = fmax(mag, fabs(qs_f32(y0)[i]));
+    }
+    printf("# BN fold + CLE vs BN fold (ReLU6 → ReLU): max rel diff %.2g; ReLU6 → ReLU itself changes the logits "
+           "by %.3g of max\n", rel, d6 / mag);
+    /* depthwise layers: per-channel ranges much closer after CLE */
+    int ndw = 0;
+    double logsum_before = 0, logsum_after = 0;
+    for (int i = 0; i < r->nlayers; i++) {
+        const qs_cle_layer *t = &r->layers[i];
+        if (!t->depthwise)
+            continue;
+        double sb = spread(t->min_before, t->max_before, t->nch), sa = spread(t->min_after, t->max_after, t->nch);
+        printf("# depthwise %-40s channel range spread (max/min) %8.1f -> %6.2f\n", t->name, sb, sa);
+        ASSERT(sa < sb);
+        logsum_before += log(sb);
+        logsum_after += log(sa);
+        ndw++;
+    }
+    ASSERT(ndw >= 4);
+    printf("# geometric mean spread over %d depthwise layers: %.1f -> %.2f\n", ndw, exp(logsum_before / ndw),
+           exp(logsum_after / ndw));
+    ASSERT(exp(logsum_after / ndw) * 2 < exp(logsum_before / ndw));
+    /* high-bias absorption on top: exact except where a ReLU input falls below c (rare) and at
+     * zero-padded borders */
+    cfg.equalize = 0;
+    cfg.absorb = 1;
+    qs_cle_report *ra = cle(g, bn, nbn, &cfg);
+    qs_tensor *ya = run(g, x);
+    double da = 0, csum = 0;
+    int64_t cn = 0;
+    for (int64_t i = 0; i < qs_numel(y); i++)
+        da = fmax(da, fabs(qs_f32(ya)[i] - qs_f32(y)[i]));
+    for (int k = 0; k < ra->npairs; k++)
+        for (int64_t i = 0; ra->pairs[k].absorbed && i < ra->pairs[k].nch; i++)
+            csum += ra->pairs[k].absorbed[i], cn += ra->pairs[k].absorbed[i] > 0;
+    printf("# absorption: %d pairs, %lld channels, mean c %.3g; logits change by %.3g of max\n", ra->nabsorbed,
+           (long long)cn, cn ? csum / cn : 0, da / mag);
+    if (!ra->nabsorbed)   /* this small model has no channel with β > 3|γ|: nothing may change */
+        ASSERT(da == 0);
+    qs_cle_report_free(ra);
+    qs_tensor_free(ya);
+    qs_cle_report_free(r);
+    qs_bn_records_free(bn, nbn);
+    qs_tensor_free(x);
+    qs_tensor_free(y0);
+    qs_tensor_free(yr);
+    qs_tensor_free(y);
+    qs_graph_free(orig);
+    qs_graph_free(folded);
+    qs_graph_free(g);
+}
+
+TEST_MAIN(two_convs_get_equal_ranges_and_same_outputs, depthwise_separable_chain, depthwise_multiplier_2_leaky,
+          grouped_conv_2_groups, grouped_conv_3_groups_multiplier, depthwise_then_pointwise_no_activation,
+          relu6_replaced_and_reported, relu6_attribute_form_replaced, relu6_kept_when_replacement_off, gemm_relu_gemm,
+          gemm_transB_relu_gemm_transB, matmul_relu_gemm, chains_left_alone, absorption_by_hand_preserves_outputs,
+          absorption_after_equalization_keeps_records_consistent, absorption_with_padding_exact_inside_only,
+          report_json, bad_config_is_an_error, fixture_mobilenet_bn)
