@@ -370,8 +370,24 @@ TEST(castlike)
                  1e-4);
 }
 
+/* zero-size tensors go through without touching memory (a batch of 0, an empty shape vector) */
+TEST(empty_tensors)
+{
+    qs_tensor *e = qs_tensor_new(QS_F32, 2, (int64_t[]){ 0, 3 });
+    expect_shape(bin("Add", 13, e, TF(SHAPE(3), F(1, 2, 3))), SHAPE(0, 3));
+    expect_shape(bin("Mul", 13, TI(SHAPE(0), NULL), TI(SCALAR, I(2))), SHAPE(0));
+    expect_f32(reduce("ReduceSum", 13, e, I(0), 1, 0, 1), SHAPE(3), F(0, 0, 0), 0);
+    qs_tensor *m = reduce("ReduceMean", 13, e, I(0), 1, 0, 0);
+    ASSERT(isnan(qs_f32(m)[0]));
+    qs_node n = opcheck_node("Sqrt", NULL);
+    expect_shape(run1(&n, 13, 1, (qs_tensor *[]){ e }), SHAPE(0, 3));
+    qs_node c = opcheck_node("Cast", NULL);
+    qs_node_set_int(&c, "to", QS_I64);
+    expect_shape(run1(&c, 13, 1, (qs_tensor *[]){ e }), SHAPE(0, 3));
+}
+
 TEST_MAIN(add_same_shape, broadcast_hand_cases, broadcast_matches_reference, int64_shape_arithmetic,
           int32_and_uint8_arithmetic, mixed_pow_types, comparisons_and_where, where_grad,
           not_broadcastable_names_node_and_shapes, legacy_broadcast_axis, binary_grads, unary_forward, unary_grads,
           reduce_mean_and_sum, reduce_noop_and_errors, reduce_grads, cast, variadic_max_min_sum_mean, logic_and_sign,
-          more_reductions, argmax_argmin, castlike)
+          more_reductions, argmax_argmin, castlike, empty_tensors)

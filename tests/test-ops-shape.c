@@ -468,5 +468,25 @@ TEST(range)
     run_fail(&n, 11, 3, (qs_tensor *[]){ u, TF(SCALAR, F(2)), TF(SCALAR, F(1)) }, 1, QS_EUNSUPPORTED);
 }
 
+TEST(empty_tensors)
+{
+    qs_tensor *e = qs_tensor_new(QS_F32, 2, (int64_t[]){ 0, 3 });
+    qs_node t = opcheck_node("Transpose", NULL);
+    expect_shape(run1(&t, 13, 1, (qs_tensor *[]){ e }), SHAPE(3, 0));
+    qs_node c = opcheck_node("Concat", NULL);
+    qs_node_set_int(&c, "axis", 0);
+    expect_f32(run1(&c, 13, 2, (qs_tensor *[]){ e, TF(SHAPE(1, 3), F(1, 2, 3)) }), SHAPE(1, 3), F(1, 2, 3), 0);
+    qs_node p = opcheck_node("Pad", NULL);
+    expect_f32(run1(&p, 13, 2, (qs_tensor *[]){ e, opcheck_ints(4, I(1, 0, 0, 0)) }), SHAPE(1, 3), F(0, 0, 0), 0);
+    qs_node s = opcheck_node("Slice", NULL);
+    expect_shape(run1(&s, 13, 3, (qs_tensor *[]){ e, opcheck_ints(1, I(0)), opcheck_ints(1, I(5)) }), SHAPE(0, 3));
+    qs_node g = opcheck_node("Gather", NULL);
+    expect_shape(run1(&g, 13, 2, (qs_tensor *[]){ TF(SHAPE(2, 3), NULL), TI(SHAPE(0), NULL) }), SHAPE(0, 3));
+    qs_node r = opcheck_node("Reshape", NULL);
+    expect_shape(run1(&r, 13, 2, (qs_tensor *[]){ e, opcheck_ints(2, I(-1, 3)) }), SHAPE(0, 3));
+    /* without allowzero the 0 copies x's dim 1 (3): 9 elements cannot come from 0 */
+    run_fail(&r, 13, 2, (qs_tensor *[]){ e, opcheck_ints(2, I(3, 0)) }, 1, QS_ESHAPE);
+}
+
 TEST_MAIN(reshape, reshape_errors, flatten, squeeze_unsqueeze, transpose, concat, split, slice, gather, pad, expand,
-          identity_dropout_shape_size, constants, view_and_layout_grads, concat_split_grads, slice_gather_pad_grads, tile, depth_to_space, range)
+          identity_dropout_shape_size, constants, view_and_layout_grads, concat_split_grads, slice_gather_pad_grads, tile, depth_to_space, range, empty_tensors)

@@ -637,7 +637,8 @@ static int red_axes(qs_kctx *c, int red[QS_MAX_DIMS], int64_t keep[QS_MAX_DIMS])
         n = qs_node_ints(c->node, "axes", &v);
         if (n > QS_MAX_DIMS)
             return qs_op_error(c, QS_EINVAL, "axes has %d values for rank %d", n, rank);
-        memcpy(axes, v, n * sizeof *v);
+        if (n)
+            memcpy(axes, v, n * sizeof *v);
     }
     int noop = from_input && n == 0 && qs_node_int(c->node, "noop_with_empty_axes", 0);
     for (int d = 0; d < rank; d++)

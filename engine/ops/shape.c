@@ -154,7 +154,8 @@ static int reshape_infer(qs_kctx *c)
         n = qs_node_ints(c->node, "shape", &v);
         if (n > QS_MAX_DIMS)
             return qs_op_error(c, QS_EUNSUPPORTED, "shape has %d dims, at most %d supported", n, QS_MAX_DIMS);
-        memcpy(req, v, n * sizeof *v);
+        if (n)
+            memcpy(req, v, n * sizeof *v);
     }
     int allowzero = c->opset >= 14 && qs_node_int(c->node, "allowzero", 0);
     int unknown = -1, has_zero = 0;
@@ -222,7 +223,8 @@ static int axes_arg(qs_kctx *c, int64_t *axes)
     int n = qs_node_ints(c->node, "axes", &v);
     if (n > QS_MAX_DIMS)
         return qs_op_error(c, QS_EINVAL, "axes has %d values, at most %d supported", n, QS_MAX_DIMS);
-    memcpy(axes, v, n * sizeof *v);
+    if (n)
+        memcpy(axes, v, n * sizeof *v);
     return n;
 }
 
@@ -461,7 +463,8 @@ static int split_sizes(qs_kctx *c, int axis, int64_t *sizes)
         n = qs_node_ints(c->node, "split", &a);
         if (n > 256)
             return qs_op_error(c, QS_EUNSUPPORTED, "at most 256 parts supported");
-        memcpy(v, a, n * sizeof *a);
+        if (n)
+            memcpy(v, a, n * sizeof *a);
     }
     if (n) {
         if (n != nout)
@@ -603,13 +606,16 @@ static int slice_plan(qs_kctx *c, struct slice_plan *sp)
         int ne = qs_node_ints(c->node, "ends", &e);
         if (ne != n || n > QS_MAX_DIMS)
             return qs_op_error(c, QS_EINVAL, "starts has %d values but ends has %d", n, ne);
-        memcpy(starts, s, n * sizeof *s);
-        memcpy(ends, e, n * sizeof *e);
+        if (n)
+            memcpy(starts, s, n * sizeof *s);
+        if (n)
+            memcpy(ends, e, n * sizeof *e);
         if (qs_node_attr(c->node, "axes")) {
             na = qs_node_ints(c->node, "axes", &a);
             if (na > QS_MAX_DIMS)
                 return qs_op_error(c, QS_EINVAL, "axes has %d values", na);
-            memcpy(axes, a, na * sizeof *a);
+            if (na)
+                memcpy(axes, a, na * sizeof *a);
         }
     }
     if (na >= 0 && na != n)
@@ -857,7 +863,8 @@ static int pad_plan(qs_kctx *c, struct pad_plan *pp, int64_t *oshape)
         np = qs_node_ints(c->node, c->opset < 2 ? "paddings" : "pads", &p);
         if (np > 2 * QS_MAX_DIMS)
             return qs_op_error(c, QS_EINVAL, "pads has %d values for rank %d", np, r);
-        memcpy(pads, p, np * sizeof *p);
+        if (np)
+            memcpy(pads, p, np * sizeof *p);
         for (int d = 0; d < r; d++)
             axes[d] = d;
         qs_store_f64(pp->value, x->dtype, 0, qs_node_float(c->node, "value", 0.f));
