@@ -24,6 +24,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "cli/cli.h"
 #include "cli/progress.h"
 #include "engine/data.h"
 #include "engine/exec.h"
@@ -31,14 +32,7 @@
 #include "engine/onnx.h"
 #include "engine/runner.h"
 
-enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 130 };
-
-typedef struct command {
-    const char *name, *summary, *usage, *help;
-    int (*fn)(const struct command *cmd, int argc, char **argv);
-} command;
-
-static atomic_int interrupted;
+atomic_int interrupted;
 
 static void on_sigint(int sig)
 {
@@ -46,7 +40,7 @@ static void on_sigint(int sig)
     atomic_store(&interrupted, 1);
 }
 
-static void catch_sigint(void)
+void catch_sigint(void)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -64,8 +58,7 @@ static double now_s(void)
 
 /* --- messages and options -------------------------------------------------------------------- */
 
-static int usage_error(const command *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int usage_error(const command *c, const char *fmt, ...)
+int usage_error(const command *c, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -76,8 +69,7 @@ static int usage_error(const command *c, const char *fmt, ...)
     return EXIT_USAGE;
 }
 
-static int fail(const command *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(const command *c, const char *fmt, ...)
+int fail(const command *c, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -89,7 +81,7 @@ static int fail(const command *c, const char *fmt, ...)
 }
 
 /* An engine failure: aborted by Ctrl-C → 130, otherwise the engine's message → 1. */
-static int engine_fail(const command *c, int rc, const qs_err *e)
+int engine_fail(const command *c, int rc, const qs_err *e)
 {
     if (rc == QS_EABORTED && atomic_load(&interrupted)) {
         fprintf(stderr, "quant %s: interrupted\n", c->name);
@@ -103,16 +95,8 @@ static void print_help(const command *c)
     printf("usage: %s\n\n%s\n", c->usage, c->help);
 }
 
-typedef struct opt {
-    const char *name;    /* "--batch" */
-    const char **val;    /* options with a value */
-    int *flag;           /* flags */
-} opt;
-
-enum { PARSED = -1 };
-
 /* Fills options and up to maxpos positionals. Returns PARSED, or an exit status (help, usage). */
-static int parse_args(const command *c, int argc, char **argv, const opt *opts, const char **pos, int maxpos,
+int parse_args(const command *c, int argc, char **argv, const opt *opts, const char **pos, int maxpos,
                       int *npos)
 {
     *npos = 0;
@@ -152,7 +136,7 @@ static int parse_args(const command *c, int argc, char **argv, const opt *opts, 
 }
 
 /* An integer option in [lo, hi]; NULL keeps the default. Returns PARSED or EXIT_USAGE. */
-static int int_opt(const command *c, const char *name, const char *s, int64_t lo, int64_t hi, int64_t *v)
+int int_opt(const command *c, const char *name, const char *s, int64_t lo, int64_t hi, int64_t *v)
 {
     if (!s)
         return PARSED;
@@ -172,7 +156,7 @@ static int has_ext(const char *path, const char *ext)
     return n > k && !strcasecmp(path + n - k, ext);
 }
 
-static void set_threads(int64_t threads)
+void set_threads(int64_t threads)
 {
     if (threads > 0)
         openblas_set_num_threads((int)threads);
@@ -273,7 +257,7 @@ static char *shape_text(const qs_value *v, char *buf, size_t n)
     return buf;
 }
 
-static void print_json(json_t *j)
+void print_json(json_t *j)
 {
     json_dumpf(j, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
     fputc('\n', stdout);
@@ -873,6 +857,7 @@ static const command commands[] = {
              "  --json        one JSON object: {batch, threads, iters, warmup, samples_per_s,\n"
              "                latency_ms{mean, p50, p90}, peak_rss_mb, arena_mb}",
      .fn = cmd_bench},
+    QUANT_PIPELINE_COMMANDS
     {.name = "help", .summary = "show help for a command", .usage = "quant help [COMMAND]",
      .help = "Without COMMAND, lists the commands.", .fn = cmd_help},
 };

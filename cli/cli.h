@@ -1,0 +1,74 @@
+/* Shared pieces of the quant command line: the command table's entry type, option parsing and
+ * messages (cli/quant.c), and the pipeline commands (cli/pipelines.c). */
+#ifndef QD_CLI_H
+#define QD_CLI_H
+
+#include <jansson.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "engine/error.h"
+
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 130 };
+
+typedef struct command {
+    const char *name, *summary, *usage, *help;
+    int (*fn)(const struct command *cmd, int argc, char **argv);
+} command;
+
+typedef struct opt {
+    const char *name;    /* "--batch" */
+    const char **val;    /* options with a value */
+    int *flag;           /* flags */
+} opt;
+
+enum { PARSED = -1 };
+
+extern atomic_int interrupted;   /* raised by Ctrl-C; the engine's abort flag */
+void catch_sigint(void);
+
+int usage_error(const command *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int fail(const command *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int engine_fail(const command *c, int rc, const qs_err *e);
+/* Fills options and up to maxpos positionals. Returns PARSED, or an exit status (help, usage). */
+int parse_args(const command *c, int argc, char **argv, const opt *opts, const char **pos, int maxpos, int *npos);
+/* An integer option in [lo, hi]; NULL keeps the default. Returns PARSED or EXIT_USAGE. */
+int int_opt(const command *c, const char *name, const char *s, int64_t lo, int64_t hi, int64_t *v);
+void set_threads(int64_t threads);
+void print_json(json_t *j);   /* steals j */
+
+/* cli/pipelines.c */
+int cmd_ptq(const command *c, int argc, char **argv);
+
+#define QUANT_PIPELINE_COMMANDS \
+    {.name = "ptq", .summary = "post-training quantization: QDQ model, encodings, report", \
+     .usage = "quant ptq MODEL --calib X.npy [--val X.npy --labels Y.npy] [--config SPEC.json] [--wbits N]\n" \
+              "                 [--abits N] [--per-channel | --per-tensor] [--wrange minmax|mse]\n" \
+              "                 [--arange minmax|mse|percentile|ce] [--no-bn-fold] [--exclude NODE,...]\n" \
+              "                 [--calib-samples N] [--batch N] [--threads T] -o OUTDIR [--json]", \
+     .help = QUANT_PTQ_HELP, .fn = cmd_ptq},
+
+#define QUANT_PTQ_HELP \
+    "Runs the standard PTQ pipeline (paper section 3.5): BN folding, quantizers (symmetric weights,\n" \
+    "asymmetric activations), weight ranges, calibration of activation ranges on X, and writes into\n" \
+    "OUTDIR (replaced atomically when the run succeeds):\n" \
+    "  model.qdq.onnx       the quantized model in QDQ form (ONNX Runtime runs it as it is)\n" \
+    "  encodings.json       AIMET 1.0.0 encodings\n" \
+    "  model.prepared.onnx  the FP32 model the quantizers were fitted on (after BN folding)\n" \
+    "  report.json          config, every quantizer's range, per-layer SQNR, accuracies, timings\n\n" \
+    "  --calib X          unlabeled calibration inputs (.npy, or .npz keyed by input name)\n" \
+    "  --val X --labels Y validation data: FP32 and quantized accuracy\n" \
+    "  --config SPEC      a JSON file with the job spec's \"config\" object (or a whole job spec);\n" \
+    "                     the flags below override it\n" \
+    "  --wbits/--abits N  bit widths of weights / activations (2-16; default 8)\n" \
+    "  --per-channel | --per-tensor   weight granularity (default per channel)\n" \
+    "  --wrange R         weight ranges: minmax | mse (default mse)\n" \
+    "  --arange R         activation ranges: minmax | mse | percentile | ce (default mse, ce for the logits)\n" \
+    "  --no-bn-fold       keep BatchNormalization nodes\n" \
+    "  --exclude N1,N2    node names kept in FP32\n" \
+    "  --calib-samples N  calibration samples used (default 1024)\n" \
+    "  --batch N          calibration batch size (default 32)\n" \
+    "  --json             print {\"fp32_accuracy\", \"quant_accuracy\", \"seconds\", \"outdir\"}\n" \
+    "                     (accuracies are fractions, null without validation data)"
+
+#endif

@@ -1,0 +1,240 @@
+/* The pipeline commands of quant (ptq, …): build the job spec's config from --config and the
+ * flags, run the engine's pipeline with a progress bar per stage, and publish OUTDIR atomically —
+ * the pipeline writes into a fresh sibling folder that replaces OUTDIR only when everything
+ * succeeded, so a failed or interrupted run leaves the previous results as they were. */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "cli/progress.h"
+#include "engine/pipeline.h"
+
+/* --- config from --config and flags ------------------------------------------------------------ */
+
+static json_t *load_config(const command *c, const char *path)
+{
+    if (!path)
+        return json_object();
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    if (!j) {
+        fail(c, "%s:%d: %s", path, je.line, je.text);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        fail(c, "%s: the config must be a JSON object", path);
+        return NULL;
+    }
+    json_t *inner = json_object_get(j, "config");   /* a whole job spec */
+    if (inner && json_is_object(inner)) {
+        json_incref(inner);
+        json_decref(j);
+        return inner;
+    }
+    return j;
+}
+
+/* config.<section>.<key> = v (steals v); section NULL sets a top-level key */
+static void set_cfg(json_t *cfg, const char *section, const char *key, json_t *v)
+{
+    json_t *o = cfg;
+    if (section) {
+        o = json_object_get(cfg, section);
+        if (!o || !json_is_object(o)) {
+            o = json_object();
+            json_object_set_new(cfg, section, o);
+        }
+    }
+    json_object_set_new(o, key, v);
+}
+
+/* --- events → progress bars and messages ------------------------------------------------------- */
+
+typedef struct cli_events {
+    const command *c;
+    cli_progress *bar;
+    char stage[128];
+    int quiet;
+} cli_events;
+
+static void on_event(void *ud, const qs_event *ev)
+{
+    cli_events *s = ud;
+    switch (ev->type) {
+    case QS_EV_PROGRESS:
+        if (strcmp(s->stage, ev->stage)) {
+            cli_progress_end(s->bar);
+            snprintf(s->stage, sizeof s->stage, "%s", ev->stage);
+            s->bar = cli_progress_new(s->stage);
+        }
+        cli_progress_update(s->bar, (int64_t)ev->done, (int64_t)ev->total);
+        break;
+    case QS_EV_LOG:
+        if (!strcmp(ev->level, "warning") || !s->quiet) {
+            cli_progress_end(s->bar);
+            s->bar = NULL;
+            s->stage[0] = 0;
+            fprintf(stderr, "quant %s: %s%s\n", s->c->name, strcmp(ev->level, "warning") ? "" : "warning: ",
+                    ev->message);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/* --- OUTDIR published atomically --------------------------------------------------------------- */
+
+static void remove_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    char p[4096];
+    while ((de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        struct stat st;
+        if (!lstat(p, &st) && S_ISDIR(st.st_mode))
+            remove_tree(p);
+        else
+            unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static int run_into(const command *c, const char *type, qs_pipeline_io *io, const char *outdir, int json,
+                    json_t **result)
+{
+    char tmp[4096], old[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", outdir, (long)getpid());
+    snprintf(old, sizeof old, "%s.old-%ld", outdir, (long)getpid());
+    remove_tree(tmp);
+    if (mkdir(tmp, 0755) < 0)
+        return fail(c, "cannot create %s: %s", tmp, strerror(errno));
+    cli_events ev = {.c = c, .quiet = json};
+    io->outdir = tmp;
+    io->event = on_event;
+    io->ud = &ev;
+    io->abort = &interrupted;
+    qs_err e = {0};
+    catch_sigint();
+    int rc = qs_pipeline_run(type, io, result, &e);
+    cli_progress_end(ev.bar);
+    if (rc < 0) {
+        remove_tree(tmp);
+        return engine_fail(c, rc, &e);
+    }
+    struct stat st;
+    int had = stat(outdir, &st) == 0;
+    if (had && rename(outdir, old) < 0) {
+        remove_tree(tmp);
+        return fail(c, "cannot replace %s: %s", outdir, strerror(errno));
+    }
+    if (rename(tmp, outdir) < 0) {
+        int err = errno;
+        if (had)
+            rename(old, outdir);
+        remove_tree(tmp);
+        return fail(c, "cannot create %s: %s", outdir, strerror(err));
+    }
+    if (had)
+        remove_tree(old);
+    json_object_set_new(*result, "outdir", json_string(outdir));
+    return EXIT_OK;
+}
+
+static void print_accuracy(const char *label, json_t *v)
+{
+    if (json_is_number(v))
+        printf("%-18s %.2f%%\n", label, 100 * json_number_value(v));
+}
+
+/* --- quant ptq --------------------------------------------------------------------------------- */
+
+int cmd_ptq(const command *c, int argc, char **argv)
+{
+    const char *pos[1], *calib = NULL, *val = NULL, *labels = NULL, *cfgpath = NULL, *wbits = NULL, *abits = NULL,
+               *wrange = NULL, *arange = NULL, *exclude = NULL, *outdir = NULL, *samples = NULL, *batch = NULL,
+               *threads = NULL;
+    int npos, json = 0, per_channel = 0, per_tensor = 0, no_bn_fold = 0;
+    const opt opts[] = {
+        {.name = "--calib", .val = &calib}, {.name = "--val", .val = &val}, {.name = "--labels", .val = &labels},
+        {.name = "--config", .val = &cfgpath}, {.name = "--wbits", .val = &wbits}, {.name = "--abits", .val = &abits},
+        {.name = "--wrange", .val = &wrange}, {.name = "--arange", .val = &arange},
+        {.name = "--exclude", .val = &exclude}, {.name = "-o", .val = &outdir}, {.name = "--output", .val = &outdir},
+        {.name = "--calib-samples", .val = &samples}, {.name = "--batch", .val = &batch},
+        {.name = "--threads", .val = &threads}, {.name = "--json", .flag = &json},
+        {.name = "--per-channel", .flag = &per_channel}, {.name = "--per-tensor", .flag = &per_tensor},
+        {.name = "--no-bn-fold", .flag = &no_bn_fold}, {.name = NULL}};
+    int rc = parse_args(c, argc, argv, opts, pos, 1, &npos);
+    if (rc != PARSED)
+        return rc;
+    if (npos < 1)
+        return usage_error(c, "missing MODEL");
+    if (!calib)
+        return usage_error(c, "missing --calib X.npy|X.npz");
+    if (!outdir)
+        return usage_error(c, "missing -o OUTDIR");
+    if (!val != !labels)
+        return usage_error(c, "--val and --labels go together");
+    if (per_channel && per_tensor)
+        return usage_error(c, "--per-channel and --per-tensor exclude each other");
+    int64_t wb = 0, ab = 0, ns = 0, bs = 0, th = 0;
+    if ((rc = int_opt(c, "--wbits", wbits, 2, 16, &wb)) != PARSED || (rc = int_opt(c, "--abits", abits, 2, 16, &ab)) != PARSED ||
+        (rc = int_opt(c, "--calib-samples", samples, 1, 1LL << 40, &ns)) != PARSED ||
+        (rc = int_opt(c, "--batch", batch, 1, 65536, &bs)) != PARSED ||
+        (rc = int_opt(c, "--threads", threads, 1, 1024, &th)) != PARSED)
+        return rc;
+    json_t *cfg = load_config(c, cfgpath);
+    if (!cfg)
+        return EXIT_FAIL;
+    if (wb) set_cfg(cfg, "weights", "bits", json_integer(wb));
+    if (ab) set_cfg(cfg, "activations", "bits", json_integer(ab));
+    if (per_channel || per_tensor) set_cfg(cfg, "weights", "per_channel", json_boolean(per_channel));
+    if (wrange) set_cfg(cfg, "weights", "range", json_string(wrange));
+    if (arange) set_cfg(cfg, "activations", "range", json_string(arange));
+    if (no_bn_fold) set_cfg(cfg, NULL, "bn_fold", json_false());
+    if (ns) set_cfg(cfg, "calibration", "samples", json_integer(ns));
+    if (bs) set_cfg(cfg, "calibration", "batch_size", json_integer(bs));
+    if (exclude) {
+        json_t *arr = json_array();
+        char *dup = strdup(exclude), *save = NULL;
+        for (char *t = strtok_r(dup, ",", &save); t; t = strtok_r(NULL, ",", &save))
+            json_array_append_new(arr, json_string(t));
+        free(dup);
+        set_cfg(cfg, NULL, "exclude", arr);
+    }
+    set_threads(th);
+    qs_pipeline_io io = {.model = pos[0], .calib = calib, .val = val, .val_labels = labels, .config = cfg,
+                         .threads = (int)th};
+    json_t *result = NULL;
+    rc = run_into(c, "ptq", &io, outdir, json, &result);
+    json_decref(cfg);
+    if (rc != EXIT_OK)
+        return rc;
+    if (json) {
+        json_t *out = json_pack("{s:O, s:O, s:O, s:O}", "fp32_accuracy", json_object_get(result, "fp32_accuracy"),
+                                "quant_accuracy", json_object_get(result, "quant_accuracy"), "seconds",
+                                json_object_get(result, "seconds"), "outdir", json_object_get(result, "outdir"));
+        print_json(out);
+    } else {
+        print_accuracy("fp32 accuracy", json_object_get(result, "fp32_accuracy"));
+        print_accuracy("quantized accuracy", json_object_get(result, "quant_accuracy"));
+        printf("%-18s %.1f s\n%-18s %s\n", "time", json_number_value(json_object_get(result, "seconds")), "written to",
+               outdir);
+    }
+    json_decref(result);
+    return EXIT_OK;
+}

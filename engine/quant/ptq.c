@@ -1,0 +1,511 @@
+/* The PTQ pipeline (paper §3.5, Fig. 8), driven by the job spec's config:
+ *
+ *   FP32 model → BN fold → QuantSim (symmetric weights, asymmetric activations)
+ *     → weight ranges (min-max / MSE, per channel) → calibration: activation statistics streamed
+ *       through the sim with weights quantized and activation quantizers bypassed
+ *     → activation ranges (MSE / min-max / percentile; cross-entropy for the logits)
+ *     → accuracy FP32 vs quantized (when validation data is given), per-layer SQNR
+ *     → model.qdq.onnx, encodings.json, model.prepared.onnx, report.json
+ *
+ * Memory is bounded by the model and the observers' fixed histograms: calibration data streams
+ * from the mapped file one batch at a time. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "exec.h"
+#include "onnx.h"
+#include "pipeline_util.h"
+#include "qconfig.h"
+#include "quant/bnfold.h"
+#include "quant/export.h"
+#include "quant/quantsim.h"
+#include "quant/range.h"
+
+int qs_pipeline_ptq(const qs_pipeline_io *io, json_t **result, qs_err *e);
+
+typedef struct ptq {
+    const qs_pipeline_io *io;
+    qs_qconfig cfg;
+    qs_graph *model, *prepared;
+    qs_bn_record *bn;
+    int nbn;
+    qs_quantsim *sim;
+    qs_pl_data calib, val;
+    int64_t *labels;
+    int64_t ncalib;
+    json_t *timings, *warnings;
+} ptq;
+
+static void warn(ptq *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void warn(ptq *p, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_array_append_new(p->warnings, json_string(msg));
+    qs_pl_log(p->io, "warning", "%s", msg);
+}
+
+static void timing(ptq *p, const char *stage, double t0)
+{
+    json_object_set_new(p->timings, stage, json_real(qs_now() - t0));
+}
+
+/* --- weight ranges ----------------------------------------------------------------------------- */
+
+static int set_weight_ranges(ptq *p, qs_err *e)
+{
+    qs_quantsim *sim = p->sim;
+    for (int i = 0; i < sim->nq; i++) {
+        qs_quantizer *q = &sim->q[i];
+        if (q->kind != QS_Q_WEIGHT)
+            continue;
+        const qs_tensor *w = sim->g->values[q->value].init;
+        if (!w)
+            return qs_error(e, QS_EINVAL, "weight '%s' is not an initializer", q->name);
+        int rc = qs_range_weights(w, q->axis, q->grid, q->symmetric, p->cfg.weights.pow2, p->cfg.weights.range,
+                                  qs_quantsim_scales(sim, i), qs_quantsim_zeros(sim, i), e);
+        if (rc < 0)
+            return qs_error_prefix(e, "weight ranges of '%s': ", q->name);
+        q->initialized = 1;
+    }
+    return 0;
+}
+
+/* --- calibration ------------------------------------------------------------------------------- */
+
+typedef struct calib_state {
+    qs_quantsim *sim;
+    int *by_out;            /* sim value id → activation quantizer index, -1 */
+    qs_observer **obs;      /* per quantizer */
+} calib_state;
+
+static void calib_observe(void *ud, int node, qs_tensor *const *out, int nout)
+{
+    calib_state *s = ud;
+    const qs_node *n = &s->sim->g->nodes[node];
+    for (int j = 0; j < nout && j < n->nout; j++) {
+        int v = n->out[j];
+        int qi = v >= 0 ? s->by_out[v] : -1;
+        if (qi < 0 || !s->obs[qi])
+            continue;
+        qs_observer_add(s->obs[qi], qs_f32(out[j]), qs_numel(out[j]));
+        qs_observer_add_rows(s->obs[qi], qs_f32(out[j]), out[j]->shape[0]);
+    }
+}
+
+static int is_act(const qs_quantizer *q) { return q->kind == QS_Q_ACT || q->kind == QS_Q_INPUT; }
+
+static qs_range_method act_method(ptq *p, const qs_quantizer *q)
+{
+    return qs_graph_is_output(p->sim->g, q->out) ? p->cfg.act.last_layer : p->cfg.act.range;
+}
+
+static int calibrate(ptq *p, qs_err *e)
+{
+    qs_quantsim *sim = p->sim;
+    qs_graph *g = sim->g;
+    calib_state s = { .sim = sim };
+    int rc = 0;
+    s.by_out = malloc((g->nvalues + 1) * sizeof *s.by_out);
+    s.obs = calloc(sim->nq + 1, sizeof *s.obs);
+    qs_runner *r = NULL;
+    if (!s.by_out || !s.obs) {
+        rc = qs_error(e, QS_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (int v = 0; v < g->nvalues; v++)
+        s.by_out[v] = -1;
+    int nact = 0;
+    for (int i = 0; i < sim->nq; i++)
+        if (is_act(&sim->q[i])) {
+            s.by_out[sim->q[i].out] = i;
+            if (!(s.obs[i] = qs_observer_new())) {
+                rc = qs_error(e, QS_ENOMEM, "out of memory");
+                goto out;
+            }
+            nact++;
+        }
+    if (!nact)
+        goto out;
+    /* activations observed with weights quantized, activation quantizers passing data through */
+    qs_quantsim_bypass_kind(sim, QS_Q_ACT, 1);
+    qs_quantsim_bypass_kind(sim, QS_Q_INPUT, 1);
+    qs_quantsim_bypass_kind(sim, QS_Q_BIAS, 1);
+    if (!(r = qs_runner_new(g, p->cfg.calibration.batch_size, e))) {
+        rc = e->code;
+        goto out;
+    }
+    if (p->io->threads)
+        qs_runner_set_threads(r, p->io->threads);
+    qs_exec *x = qs_runner_exec(r);
+    for (int i = 0; i < sim->nq; i++) {
+        const qs_tensor *t = qs_exec_value(x, sim->q[i].out);
+        if (s.obs[i] && act_method(p, &sim->q[i]) == QS_RANGE_CE && t && t->ndim == 2)
+            qs_observer_keep_rows(s.obs[i], t->shape[1], 2048);
+    }
+    qs_runner_set_observer(r, calib_observe, &s);
+    double t0 = qs_now();
+    int64_t bs = qs_runner_batch(r);
+    for (int64_t start = 0; start < p->ncalib && rc == 0; start += bs) {
+        int64_t n = p->ncalib - start < bs ? p->ncalib - start : bs;
+        rc = qs_runner_stream(r, p->calib.d, p->calib.arrays, start, n, NULL, NULL, NULL, NULL, p->io->abort, e);
+        qs_pl_progress(p->io, "calibration", (double)(start + n), (double)p->ncalib, t0);
+    }
+    if (rc < 0)
+        goto out;
+    for (int i = 0; i < sim->nq; i++) {
+        if (!s.obs[i])
+            continue;
+        qs_quantizer *q = &sim->q[i];
+        if (qs_observer_nonfinite(s.obs[i]))
+            warn(p, "activation '%s' produced NaN/Inf during calibration; they were ignored for its range", q->name);
+        qs_range_method m = act_method(p, q);
+        if (m == QS_RANGE_CE && !(qs_exec_value(x, q->out) && qs_exec_value(x, q->out)->ndim == 2)) {
+            warn(p, "cross-entropy ranges need [N, classes] logits; '%s' uses MSE", q->name);
+            m = QS_RANGE_MSE;
+        }
+        if (m == QS_RANGE_BN) {
+            warn(p, "BN-based ranges apply without calibration data; '%s' uses MSE on the data given", q->name);
+            m = QS_RANGE_MSE;
+        }
+        float sc, zp;
+        rc = qs_observer_qparams(s.obs[i], q->grid, q->symmetric, p->cfg.act.pow2, m, p->cfg.act.percentile, &sc,
+                                 &zp, e);
+        if (rc < 0) {
+            qs_error_prefix(e, "activation range of '%s': ", q->name);
+            goto out;
+        }
+        qs_quantsim_set(sim, i, -1, sc, zp);
+        q->initialized = 1;
+    }
+out:
+    qs_quantsim_bypass_kind(sim, -1, 0);
+    qs_runner_free(r);
+    if (s.obs)
+        for (int i = 0; i < sim->nq; i++)
+            qs_observer_free(s.obs[i]);
+    free(s.obs);
+    free(s.by_out);
+    return rc;
+}
+
+/* --- per-layer SQNR ---------------------------------------------------------------------------- */
+
+typedef struct sqnr_state {
+    int *fp_map, *q_map;    /* prepared value id / sim value id → quantizer index */
+    float **buf;            /* per quantizer: the FP32 tensor of the current batch */
+    size_t *cap;
+    double *sig, *noise;
+    int oom;
+} sqnr_state;
+
+struct sqnr_ctx { sqnr_state *s; const qs_graph *g; int *map; int fp; };
+
+static void sqnr_observe(void *ud, int node, qs_tensor *const *out, int nout)
+{
+    struct sqnr_ctx *c = ud;
+    sqnr_state *s = c->s;
+    const qs_node *n = &c->g->nodes[node];
+    for (int j = 0; j < nout && j < n->nout; j++) {
+        int v = n->out[j], qi = v >= 0 ? c->map[v] : -1;
+        if (qi < 0 || out[j]->dtype != QS_F32)
+            continue;
+        size_t nb = qs_nbytes(out[j]);
+        if (c->fp) {
+            if (s->cap[qi] < nb) {
+                float *b = realloc(s->buf[qi], nb);
+                if (!b) {
+                    s->oom = 1;
+                    continue;
+                }
+                s->buf[qi] = b;
+                s->cap[qi] = nb;
+            }
+            memcpy(s->buf[qi], out[j]->data, nb);
+        } else if (s->buf[qi] && s->cap[qi] >= nb) {
+            const float *f = s->buf[qi], *q = qs_f32(out[j]);
+            for (int64_t k = 0; k < qs_numel(out[j]); k++) {
+                double d = (double)f[k] - q[k];
+                s->sig[qi] += (double)f[k] * f[k];
+                s->noise[qi] += d * d;
+            }
+        }
+    }
+}
+
+static int layer_sqnr(ptq *p, json_t *report_layers, qs_err *e)
+{
+    qs_quantsim *sim = p->sim;
+    sqnr_state s = {0};
+    int rc = 0;
+    qs_runner *rf = NULL, *rq = NULL;
+    s.fp_map = malloc((p->prepared->nvalues + 1) * sizeof(int));
+    s.q_map = malloc((sim->g->nvalues + 1) * sizeof(int));
+    s.buf = calloc(sim->nq + 1, sizeof *s.buf);
+    s.cap = calloc(sim->nq + 1, sizeof *s.cap);
+    s.sig = calloc(sim->nq + 1, sizeof *s.sig);
+    s.noise = calloc(sim->nq + 1, sizeof *s.noise);
+    if (!s.fp_map || !s.q_map || !s.buf || !s.cap || !s.sig || !s.noise) {
+        rc = qs_error(e, QS_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (int v = 0; v < p->prepared->nvalues; v++)
+        s.fp_map[v] = -1;
+    for (int v = 0; v < sim->g->nvalues; v++)
+        s.q_map[v] = -1;
+    for (int i = 0; i < sim->nq; i++) {
+        if (sim->q[i].kind != QS_Q_ACT)
+            continue;
+        int fv = qs_graph_find_value(p->prepared, sim->q[i].name);
+        if (fv < 0 || p->prepared->values[fv].producer < 0)
+            continue;
+        s.fp_map[fv] = i;
+        s.q_map[sim->q[i].out] = i;
+    }
+    int64_t bs = p->cfg.calibration.batch_size, n = p->ncalib < 256 ? p->ncalib : 256;
+    if (!(rf = qs_runner_new(p->prepared, bs, e)) || !(rq = qs_runner_new(sim->g, bs, e))) {
+        rc = e->code;
+        goto out;
+    }
+    if (p->io->threads) {
+        qs_runner_set_threads(rf, p->io->threads);
+        qs_runner_set_threads(rq, p->io->threads);
+    }
+    struct sqnr_ctx cf = { &s, p->prepared, s.fp_map, 1 }, cq = { &s, sim->g, s.q_map, 0 };
+    qs_runner_set_observer(rf, sqnr_observe, &cf);
+    qs_runner_set_observer(rq, sqnr_observe, &cq);
+    bs = qs_runner_batch(rf);
+    double t0 = qs_now();
+    for (int64_t start = 0; start < n && rc == 0; start += bs) {
+        int64_t k = n - start < bs ? n - start : bs;
+        rc = qs_runner_stream(rf, p->calib.d, p->calib.arrays, start, k, NULL, NULL, NULL, NULL, p->io->abort, e);
+        if (rc == 0)
+            rc = qs_runner_stream(rq, p->calib.d, p->calib.arrays, start, k, NULL, NULL, NULL, NULL, p->io->abort,
+                                  e);
+        qs_pl_progress(p->io, "per-layer sqnr", (double)(start + k), (double)n, t0);
+    }
+    if (rc < 0)
+        goto out;
+    if (s.oom) {
+        rc = qs_error(e, QS_ENOMEM, "out of memory measuring per-layer SQNR");
+        goto out;
+    }
+    for (int i = 0; i < sim->nq; i++) {
+        if (s.q_map[sim->q[i].out] != i)
+            continue;
+        double db = s.noise[i] > 0 ? 10 * log10(s.sig[i] / s.noise[i]) : INFINITY;
+        json_t *l = json_pack("{s:s, s:s, s:o}", "name", sim->q[i].name, "layer", sim->q[i].layer ? sim->q[i].layer : "",
+                              "sqnr_db", isfinite(db) ? json_real(db) : json_null());
+        json_array_append_new(report_layers, l);
+    }
+out:
+    qs_runner_free(rf);
+    qs_runner_free(rq);
+    if (s.buf)
+        for (int i = 0; i < sim->nq; i++)
+            free(s.buf[i]);
+    free(s.buf);
+    free(s.cap);
+    free(s.sig);
+    free(s.noise);
+    free(s.fp_map);
+    free(s.q_map);
+    return rc;
+}
+
+/* --- report ------------------------------------------------------------------------------------ */
+
+static const char *kind_name(qs_qkind k)
+{
+    return k == QS_Q_INPUT ? "input" : k == QS_Q_ACT ? "activation" : k == QS_Q_WEIGHT ? "weight" : "bias";
+}
+
+static json_t *quantizer_table(const qs_quantsim *sim)
+{
+    json_t *arr = json_array();
+    for (int i = 0; i < sim->nq; i++) {
+        const qs_quantizer *q = &sim->q[i];
+        const float *s = qs_f32(sim->g->values[q->scale].init), *z = qs_f32(sim->g->values[q->zero].init);
+        json_t *sc = json_array(), *zp = json_array(), *lo = json_array(), *hi = json_array();
+        for (int c = 0; c < q->nch; c++) {
+            float a, b;
+            qs_qparams_range(q->grid, s[c], z[c], &a, &b);
+            json_array_append_new(sc, json_real(s[c]));
+            json_array_append_new(zp, json_integer((json_int_t)z[c]));
+            json_array_append_new(lo, json_real(a));
+            json_array_append_new(hi, json_real(b));
+        }
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:i, s:b, s:b, s:i, s:o, s:o, s:o, s:o}", "name",
+                                             q->name, "layer", q->layer ? q->layer : "", "kind", kind_name(q->kind),
+                                             "bits", q->grid.bits, "signed", q->grid.is_signed, "symmetric",
+                                             q->symmetric, "axis", q->axis, "scale", sc, "zero_point", zp, "min", lo,
+                                             "max", hi));
+    }
+    return arr;
+}
+
+/* --- the pipeline ------------------------------------------------------------------------------ */
+
+static int ptq_run(ptq *p, json_t **result, qs_err *e)
+{
+    const qs_pipeline_io *io = p->io;
+    double t_all = qs_now(), t0;
+    int rc;
+    if ((rc = qs_qconfig_parse(io->config, &p->cfg, e)) < 0)
+        return rc;
+    if ((rc = qs_onnx_load(io->model, &p->model, e)) < 0 || (rc = qs_exec_check(p->model, e)) < 0)
+        return rc;
+    if (!io->calib)
+        return qs_error(e, QS_EINVAL, "PTQ needs calibration data");
+    if ((rc = qs_pl_open_inputs(io->calib, "calibration", p->model, &p->calib, e)) < 0)
+        return rc;
+    p->ncalib = p->calib.rows < p->cfg.calibration.samples ? p->calib.rows : p->cfg.calibration.samples;
+    if ((rc = qs_pl_check_finite(&p->calib, p->model, p->ncalib, "calibration", e)) < 0)
+        return rc;
+    if (io->val) {
+        if (!io->val_labels)
+            return qs_error(e, QS_EINVAL, "validation data needs labels");
+        if ((rc = qs_pl_open_inputs(io->val, "validation", p->model, &p->val, e)) < 0 ||
+            (rc = qs_pl_load_labels(io->val_labels, p->val.rows, &p->labels, e)) < 0)
+            return rc;
+    }
+
+    t0 = qs_now();
+    if (!(p->prepared = qs_graph_clone(p->model)))
+        return qs_error(e, QS_ENOMEM, "out of memory");
+    if (p->cfg.bn_fold && (rc = qs_bnfold(p->prepared, &p->bn, &p->nbn, e)) < 0)
+        return rc;
+    if (p->cfg.bn_fold)
+        qs_pl_log(io, "info", "folded %d BatchNormalization node%s", p->nbn, p->nbn == 1 ? "" : "s");
+    timing(p, "bn_fold", t0);
+
+    qs_qsim_config scfg = qs_qsim_config_default();
+    scfg.wbits = p->cfg.weights.bits;
+    scfg.abits = p->cfg.act.bits;
+    scfg.w_symmetric = p->cfg.weights.symmetric;
+    scfg.a_symmetric = p->cfg.act.symmetric;
+    scfg.per_channel = p->cfg.weights.per_channel;
+    scfg.pow2 = p->cfg.weights.pow2;
+    scfg.nexclude = p->cfg.nexclude;
+    scfg.exclude = p->cfg.exclude;
+    for (int i = 0; i < p->cfg.nexclude; i++) {
+        int found = 0;
+        for (int k = 0; k < p->prepared->nnodes && !found; k++)
+            found = !strcmp(p->prepared->nodes[k].name, p->cfg.exclude[i]);
+        if (!found)
+            return qs_error(e, QS_EINVAL, "config.exclude: no node named '%s' in the model", p->cfg.exclude[i]);
+    }
+    if (!(p->sim = qs_quantsim_new(p->prepared, &scfg, e)))
+        return e->code ? e->code : QS_EINVAL;
+    int nw = 0, na = 0;
+    for (int i = 0; i < p->sim->nq; i++)
+        nw += p->sim->q[i].kind == QS_Q_WEIGHT, na += is_act(&p->sim->q[i]);
+    if (!nw && !na)
+        warn(p, "the model has nothing to quantize: the artifacts hold the FP32 model");
+    qs_pl_log(io, "info", "%d weight and %d activation quantizers", nw, na);
+
+    t0 = qs_now();
+    if ((rc = set_weight_ranges(p, e)) < 0)
+        return rc;
+    timing(p, "weight_ranges", t0);
+
+    t0 = qs_now();
+    if ((rc = calibrate(p, e)) < 0)
+        return rc;
+    qs_quantsim_update_bias(p->sim);
+    timing(p, "calibration", t0);
+
+    json_t *res = json_object();
+    *result = res;
+    if (io->val) {
+        qs_pl_acc fp, qa;
+        t0 = qs_now();
+        if ((rc = qs_pl_accuracy(p->prepared, &p->val, p->labels, p->cfg.calibration.batch_size, io,
+                                 "evaluation fp32", &fp, e)) < 0 ||
+            (rc = qs_pl_accuracy(p->sim->g, &p->val, p->labels, p->cfg.calibration.batch_size, io,
+                                 "evaluation quantized", &qa, e)) < 0)
+            return rc;
+        json_object_set_new(res, "fp32_accuracy", json_real(fp.top1));
+        json_object_set_new(res, "quant_accuracy", json_real(qa.top1));
+        if (fp.top5 >= 0) {
+            json_object_set_new(res, "fp32_top5", json_real(fp.top5));
+            json_object_set_new(res, "quant_top5", json_real(qa.top5));
+        }
+        json_object_set_new(res, "validation_samples", json_integer(fp.samples));
+        qs_pl_metric(io, "fp32_accuracy", fp.top1);
+        qs_pl_metric(io, "quant_accuracy", qa.top1);
+        timing(p, "evaluation", t0);
+    } else {
+        json_object_set_new(res, "fp32_accuracy", json_null());
+        json_object_set_new(res, "quant_accuracy", json_null());
+    }
+
+    t0 = qs_now();
+    json_t *layers = json_array();
+    if ((rc = layer_sqnr(p, layers, e)) < 0) {
+        json_decref(layers);
+        return rc;
+    }
+    timing(p, "sqnr", t0);
+
+    t0 = qs_now();
+    qs_graph *qdq = NULL;
+    if ((rc = qs_export_qdq(p->sim, &qdq, e)) < 0) {
+        json_decref(layers);
+        return rc;
+    }
+    rc = qs_pl_write_onnx(io, "model.qdq.onnx", qdq, e);
+    qs_graph_free(qdq);
+    if (rc == 0)
+        rc = qs_pl_write_onnx(io, "model.prepared.onnx", p->prepared, e);
+    json_t *enc = qs_export_encodings(p->sim);
+    if (rc == 0)
+        rc = qs_pl_write_json(io, "encodings.json", enc, e);
+    json_decref(enc);
+    timing(p, "export", t0);
+    json_object_set_new(p->timings, "total", json_real(qs_now() - t_all));
+    json_object_set_new(res, "seconds", json_real(qs_now() - t_all));
+    if (rc < 0) {
+        json_decref(layers);
+        return rc;
+    }
+    json_t *report = json_pack("{s:s, s:s, s:o, s:O, s:o, s:o, s:O, s:O, s:I, s:I}", "type", "ptq", "model",
+                               io->model, "config", qs_qconfig_to_json(&p->cfg), "result", res, "quantizers",
+                               quantizer_table(p->sim), "layers", layers, "timings", p->timings, "warnings",
+                               p->warnings, "calibration_samples", (json_int_t)p->ncalib, "bn_folded",
+                               (json_int_t)p->nbn);
+    rc = qs_pl_write_json(io, "report.json", report, e);
+    json_decref(report);
+    return rc;
+}
+
+int qs_pipeline_ptq(const qs_pipeline_io *io, json_t **result, qs_err *e)
+{
+    ptq p = { .io = io, .timings = json_object(), .warnings = json_array() };
+    qs_qconfig_default(&p.cfg, "standard");
+    *result = NULL;
+    int rc = ptq_run(&p, result, e);
+    if (rc < 0) {
+        json_decref(*result);
+        *result = NULL;
+    } else if (io->outdir) {
+        json_object_set_new(*result, "outdir", json_string(io->outdir));
+    }
+    qs_quantsim_free(p.sim);
+    qs_bn_records_free(p.bn, p.nbn);
+    qs_graph_free(p.prepared);
+    qs_graph_free(p.model);
+    qs_pl_close(&p.calib);
+    qs_pl_close(&p.val);
+    free(p.labels);
+    qs_qconfig_free(&p.cfg);
+    json_decref(p.timings);
+    json_decref(p.warnings);
+    return rc;
+}
