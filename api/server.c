@@ -41,6 +41,13 @@ int qd_reply(qd_req *r, unsigned status, struct MHD_Response *resp)
         return QD_H_CLOSE;
     r->replied = 1;
     r->status = status;
+    if (status >= 300 && r->tmp[0]) {   /* a refused upload is gone before the client hears why */
+        if (r->fd >= 0)
+            close(r->fd);
+        r->fd = -1;
+        unlink(r->tmp);
+        r->tmp[0] = 0;
+    }
     int route = r->route >= 0 ? r->route : qd_nroutes;
     atomic_fetch_add(&r->srv->http_count[route * QD_NSTATUS + status_index(status)], 1);
     enum MHD_Result ok = MHD_queue_response(r->conn, status, resp);

@@ -22,6 +22,7 @@ typedef struct field {
     double min, max;                /* F_INT / F_NUMBER bounds (inclusive) */
     const char *const *choices;     /* F_STRING: allowed values, NULL-terminated (NULL: any) */
     unsigned required;              /* job types that need it */
+    unsigned only;                  /* job types it applies to (0: all) */
 } field;
 
 static const char *const TYPES[] = { "eval", "ptq", "analyze", "qat", "sleep", NULL };
@@ -39,17 +40,25 @@ static const field LABELLED_TRAIN[] = {
 };
 static const field LABELLED_VAL[] = {
     { .name = "data", .type = F_DATASET, .required = T_EVAL },
-    { .name = "labels", .type = F_DATASET },
+    { .name = "labels", .type = F_DATASET, .required = T_EVAL },
     { .name = NULL },
 };
+/* eval runs the model as it is: only how it batches (engine/pipeline.c) */
+static const field EVAL_CONFIG[] = {
+    { .name = "batch_size", .type = F_INT, .min = 1, .max = 65536 },
+    { .name = NULL },
+};
+enum { T_ENGINE = T_EVAL | T_PTQ | T_ANALYZE | T_QAT };
 static const field SPEC[] = {
     { .name = "type", .type = F_STRING, .choices = TYPES, .required = ~0u },
     { .name = "name", .type = F_STRING },
-    { .name = "model", .type = F_MODEL, .required = T_EVAL | T_PTQ | T_ANALYZE | T_QAT },
+    { .name = "model", .type = F_MODEL, .required = T_ENGINE },
     { .name = "calibration", .type = F_DATASET },
-    { .name = "train", .type = F_OBJECT, .sub = LABELLED_TRAIN, .required = T_QAT },
-    { .name = "validation", .type = F_OBJECT, .sub = LABELLED_VAL, .required = T_EVAL },
-    { .name = "config", .type = F_QCONFIG },
+    { .name = "train", .type = F_OBJECT, .sub = LABELLED_TRAIN, .required = T_QAT, .only = T_ENGINE },
+    { .name = "validation", .type = F_OBJECT, .sub = LABELLED_VAL, .required = T_EVAL, .only = T_ENGINE },
+    { .name = "config", .type = F_QCONFIG, .only = T_PTQ | T_ANALYZE | T_QAT },
+    { .name = "config", .type = F_OBJECT, .sub = EVAL_CONFIG, .only = T_EVAL },
+    { .name = "config", .type = F_OBJECT, .sub = SLEEP_CONFIG, .only = T_SLEEP },
     { .name = NULL },
 };
 
@@ -84,19 +93,22 @@ static int check_object(ctx *c, const field *fields, json_t *obj, const char *pr
     json_t *v;
     json_object_foreach(obj, key, v) {   /* unknown keys first: a typo is the likeliest mistake */
         const field *f = fields;
-        while (f->name && strcmp(f->name, key))
+        while (f->name && (strcmp(f->name, key) || (f->only && !(f->only & c->type))))
             f++;
         if (!f->name) {
             snprintf(path, sizeof path, "%s%s", prefix, key);
             char known[512] = "";
             size_t k = 0;
             for (const field *g = fields; g->name; g++)
-                k += (size_t)snprintf(known + k, sizeof known - k, "%s%s", k ? ", " : "", g->name);
+                if (!g->only || (g->only & c->type))
+                    k += (size_t)snprintf(known + k, sizeof known - k, "%s%s", k ? ", " : "", g->name);
             qd_reply_error(c->r, QD_E_INVALID_FIELD, path, "unknown field '%s' (known here: %s)", path, known);
             return -1;
         }
     }
     for (const field *f = fields; f->name; f++) {
+        if (f->only && !(f->only & c->type))
+            continue;
         snprintf(path, sizeof path, "%s%s", prefix, f->name);
         v = json_object_get(obj, f->name);
         if (!v || json_is_null(v)) {
@@ -223,16 +235,8 @@ int qd_spec_check(qd_req *r, json_t *spec, int debug_jobs, qd_ref *refs, int *nr
     if (!c->type || (c->type == T_SLEEP && !debug_jobs))
         return qd_reply_error(r, QD_E_INVALID_FIELD, "type", "'type' is \"%s\"; expected one of: eval, ptq, analyze, qat",
                               json_string_value(type));
-    if (c->type == T_SLEEP) {   /* same shape, its own config */
-        static const field SLEEP_SPEC[] = {
-            { .name = "type", .type = F_STRING, .required = ~0u }, { .name = "name", .type = F_STRING }, { .name = "model", .type = F_MODEL },
-            { .name = "calibration", .type = F_DATASET }, { .name = "config", .type = F_OBJECT, .sub = SLEEP_CONFIG }, { .name = NULL },
-        };
-        if (check_object(c, SLEEP_SPEC, spec, "") < 0)
-            return QD_H_OK;
-    } else if (check_object(c, SPEC, spec, "") < 0) {
+    if (check_object(c, SPEC, spec, "") < 0)
         return QD_H_OK;
-    }
     *nrefs = c->nrefs;
     *ok = 1;
     return QD_H_OK;

@@ -280,7 +280,7 @@ static int debug_sleep(const qs_pipeline_io *io, json_t **result, qs_err *e)
     json_int_t nbytes = json_integer_value(json_object_get(c, "artifact_bytes"));
     if (!json_object_get(c, "artifact_bytes"))
         nbytes = 100000;
-    int steps = (int)(seconds / 0.05);
+    int steps = (int)(seconds / 0.05 + 0.5);
     if (steps < 1)
         steps = 1;
     int start = 0;
