@@ -129,6 +129,47 @@ static int q_infer(qs_kctx *c)
     return 0;
 }
 
+/* One span of n elements sharing a scale and zero point, the common case (per tensor, per axis).
+ * Clamping x/s to [lo − z, hi − z] before rounding equals rounding then saturating, since the bounds
+ * are integers; the 1.5·2^23 addition rounds half to even like nearbyintf (|v| < 2^22 after the
+ * clamp) and, unlike a libm call, lets the compiler vectorise the loop. NaN maps to the zero point. */
+#define Q_SPAN(T)                                                                                   \
+    static void q_span_##T(const float *x, T *y, int64_t n, float s, float z, float lo, float hi)   \
+    {                                                                                               \
+        const float a = lo - z, b = hi - z, magic = 12582912.f;                                     \
+        QS_VFOR(i, n, float v = x[i] / s; v = v == v ? v : 0.f; v = v < a ? a : v; v = v > b ? b : v; \
+                y[i] = (T)(int32_t)((v + magic) - magic + z));                                      \
+    }
+Q_SPAN(uint8_t)
+Q_SPAN(int8_t)
+Q_SPAN(uint16_t)
+Q_SPAN(int16_t)
+
+#define DQ_SPAN(T)                                                                                  \
+    static void dq_span_##T(const T *x, float *y, int64_t n, float s, int32_t z)                    \
+    {                                                                                               \
+        QS_VFOR(i, n, y[i] = (float)((int32_t)x[i] - z) * s);                                      \
+    }
+DQ_SPAN(uint8_t)
+DQ_SPAN(int8_t)
+DQ_SPAN(uint16_t)
+DQ_SPAN(int16_t)
+
+static void dq_span_int32_t(const int32_t *x, float *y, int64_t n, float s, int32_t z)
+{
+    for (int64_t i = 0; i < n; i++)   /* int64 difference: int32 minus its zero point may overflow int32 */
+        y[i] = (float)((int64_t)x[i] - z) * s;
+}
+
+/* Spans of the non-blocked layouts: per tensor is one span of everything. */
+static void spans(struct qgrid *g)
+{
+    if (g->C == 1 && g->inner == 1 && g->so == 0) {
+        g->inner = g->outer;
+        g->outer = 1;
+    }
+}
+
 static int q_forward(qs_kctx *c)
 {
     const qs_tensor *x = c->in[0], *s = c->in[1], *z = qs_opt_in(c, 2);
@@ -141,6 +182,21 @@ static int q_forward(qs_kctx *c)
     qrange(y->dtype, &lo, &hi);
     const float *X = qs_f32(x), *S = qs_f32(s);
     float flo = (float)lo, fhi = (float)hi;
+    if (g.block == 1 && (y->dtype == QS_U8 || y->dtype == QS_I8 || y->dtype == QS_U16 || y->dtype == QS_I16)) {
+        spans(&g);
+        for (int64_t o = 0; o < g.outer; o++)
+            for (int64_t ch = 0; ch < g.C; ch++) {
+                int64_t i = (o * g.C + ch) * g.inner, k = o * g.so + ch * g.sc;
+                float zp = z ? (float)qs_load_i64(z, k) : 0.f;
+                switch (y->dtype) {
+                case QS_U8: q_span_uint8_t(X + i, (uint8_t *)y->data + i, g.inner, S[k], zp, flo, fhi); break;
+                case QS_I8: q_span_int8_t(X + i, (int8_t *)y->data + i, g.inner, S[k], zp, flo, fhi); break;
+                case QS_U16: q_span_uint16_t(X + i, (uint16_t *)y->data + i, g.inner, S[k], zp, flo, fhi); break;
+                default: q_span_int16_t(X + i, (int16_t *)y->data + i, g.inner, S[k], zp, flo, fhi); break;
+                }
+            }
+        return 0;
+    }
     int64_t i = 0;
     for (int64_t o = 0; o < g.outer; o++)
         for (int64_t ch = 0; ch < g.C; ch++)
@@ -186,6 +242,22 @@ static int dq_forward(qs_kctx *c)
         return rc;
     const float *S = qs_f32(s);
     float *Y = qs_f32(c->out[0]);
+    if (g.block == 1 && x->dtype != QS_U4 && x->dtype != QS_I4) {
+        spans(&g);
+        for (int64_t o = 0; o < g.outer; o++)
+            for (int64_t ch = 0; ch < g.C; ch++) {
+                int64_t i = (o * g.C + ch) * g.inner, k = o * g.so + ch * g.sc;
+                int32_t zp = z ? (int32_t)qs_load_i64(z, k) : 0;
+                switch (x->dtype) {
+                case QS_U8: dq_span_uint8_t((const uint8_t *)x->data + i, Y + i, g.inner, S[k], zp); break;
+                case QS_I8: dq_span_int8_t((const int8_t *)x->data + i, Y + i, g.inner, S[k], zp); break;
+                case QS_U16: dq_span_uint16_t((const uint16_t *)x->data + i, Y + i, g.inner, S[k], zp); break;
+                case QS_I16: dq_span_int16_t((const int16_t *)x->data + i, Y + i, g.inner, S[k], zp); break;
+                default: dq_span_int32_t((const int32_t *)x->data + i, Y + i, g.inner, S[k], zp); break;
+                }
+            }
+        return 0;
+    }
     int64_t i = 0;
     for (int64_t o = 0; o < g.outer; o++)
         for (int64_t ch = 0; ch < g.C; ch++)

@@ -6,6 +6,8 @@
 
 #include <string.h>
 
+#include "ops/opsutil.h"
+
 qs_grid qs_grid_make(int bits, int is_signed)
 {
     qs_grid g = { .bits = bits, .is_signed = is_signed };
@@ -96,14 +98,8 @@ static void fq_span(const float *x, float *y, int64_t n, float s, float z, qs_gr
         return;
     }
     const float lo = g.qmin - z, hi = g.qmax - z, magic = 12582912.f;   /* 1.5 · 2^23 */
-    for (int64_t i = 0; i < n; i++) {
-        float v = x[i] / s;
-        v = v < lo ? lo : v;
-        v = v > hi ? hi : v;
-        /* volatile-free trick: the compiler keeps (v + magic) − magic since -ffast-math is off */
-        v = (v + magic) - magic;
-        y[i] = v * s;
-    }
+    /* the compiler keeps (v + magic) − magic since -ffast-math is off */
+    QS_VFOR(i, n, float v = x[i] / s; v = v < lo ? lo : v; v = v > hi ? hi : v; y[i] = ((v + magic) - magic) * s);
 }
 
 void qs_fake_quant(const qs_tensor *x, qs_tensor *y, int axis, const float *s, const float *z, qs_grid g)
