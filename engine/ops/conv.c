@@ -138,18 +138,78 @@ static int conv_infer(qs_kctx *c)
     return 0;
 }
 
+/* The fast depthwise path (1-D and 2-D) works on blocks of 16 output channels of one batch item,
+ * interleaved so that one vector holds one position's 16 channels: the 16 input planes are
+ * transposed into a zero-padded buffer [PH][PW][16]; each output position is then the sum over taps
+ * of w_tap ⊙ buffer[tap's position] (vector multiply-adds with no bounds tests: the padding is
+ * zeros in the buffer); and the [OH·OW][16] result is transposed back into the 16 output planes.
+ * Vectors run the full length of every loop however small the planes are (MobileNet's go down to
+ * 4x4, where a loop along a row would be mostly loop overhead), and the transposes are 16x16
+ * register shuffles. */
+#define DW_MAXTAPS 64   /* larger kernels take the generic loops */
+
+typedef struct {
+    int64_t PH, PW;          /* padded input plane */
+    int64_t buf, out;        /* floats of the interleaved input buffer and output buffer */
+    int64_t tap[DW_MAXTAPS]; /* tap t of the window at buffer position q reads (q·16 + tap[t]) */
+} dw_blk;
+
+static int dw_fast(const qs_conv_geom *g) { return g->nd <= 2 && qs_geom_kvol(g) <= DW_MAXTAPS; }
+
+static void dw_blk_geom(const qs_conv_geom *g, dw_blk *d)
+{
+    int64_t need_h = (g->out[1] - 1) * g->stride[1] + (g->k[1] - 1) * g->dil[1] + 1;
+    int64_t need_w = (g->out[2] - 1) * g->stride[2] + (g->k[2] - 1) * g->dil[2] + 1;
+    d->PH = need_h > g->pad[1] + g->in[1] ? need_h : g->pad[1] + g->in[1];
+    d->PW = need_w > g->pad[2] + g->in[2] ? need_w : g->pad[2] + g->in[2];
+    d->buf = d->PH * d->PW * 16;
+    d->out = g->out[1] * g->out[2] * 16;
+    for (int64_t ky = 0, t = 0; ky < g->k[1]; ky++)
+        for (int64_t kx = 0; kx < g->k[2]; kx++, t++)
+            d->tap[t] = (ky * g->dil[1] * d->PW + kx * g->dil[2]) * 16;
+}
+
+/* batch items run in parallel, one per worker, each with its own column buffer */
+static int item_workers(const qs_kctx *c, const conv_p *p)
+{
+    int64_t t = c->nthreads > 1 ? c->nthreads : 1;
+    return (int)(t < p->N ? t : p->N > 0 ? p->N : 1);
+}
+
+/* depthwise: (batch item, block of 16 channels) pairs run in parallel */
+static int64_t dw_blocks(const conv_p *p) { return p->N * ((p->M + 15) / 16); }
+
+static int block_workers(const qs_kctx *c, const conv_p *p)
+{
+    int64_t t = c->nthreads > 1 ? c->nthreads : 1, blocks = dw_blocks(p);
+    return (int)(t < blocks ? t : blocks > 0 ? blocks : 1);
+}
+
 static size_t conv_scratch(const qs_kctx *c)
 {
     conv_p p;
-    if (conv_params((qs_kctx *)c, &p) < 0 || p.path != PATH_GEMM)
+    if (conv_params((qs_kctx *)c, &p) < 0 || p.path == PATH_1X1)
         return 0;
-    return (size_t)(p.Cg * p.kvol * p.yvol) * sizeof(float);
+    if (p.path == PATH_DW) {
+        if (!dw_fast(&p.g))
+            return 0;
+        dw_blk d;
+        dw_blk_geom(&p.g, &d);
+        return (size_t)block_workers(c, &p) * (size_t)(d.buf + d.out) * sizeof(float);
+    }
+    return (size_t)item_workers(c, &p) * (size_t)(p.Cg * p.kvol * p.yvol) * sizeof(float);
 }
 
-static int check_scratch(qs_kctx *c, size_t need)
+/* Scratch holds `slices` equal slices of slice_bytes; returns how many fit (at least one needed). */
+static int scratch_slices(qs_kctx *c, size_t slice_bytes, int slices, int *fit)
 {
-    if (c->scratch_size < need || (need && !c->scratch))
-        return qs_op_error(c, QS_EINVAL, "scratch of %zu bytes given, %zu needed", c->scratch_size, need);
+    *fit = slices;
+    if (!slice_bytes)
+        return 0;
+    if (!c->scratch || c->scratch_size < slice_bytes)
+        return qs_op_error(c, QS_EINVAL, "scratch of %zu bytes given, %zu needed", c->scratch_size, slice_bytes);
+    if ((size_t)slices > c->scratch_size / slice_bytes)
+        *fit = (int)(c->scratch_size / slice_bytes);
     return 0;
 }
 
@@ -157,11 +217,8 @@ static int check_scratch(qs_kctx *c, size_t need)
 static void add_bias(float *y, const float *b, int64_t N, int64_t M, int64_t vol)
 {
     for (int64_t n = 0; n < N; n++)
-        for (int64_t m = 0; m < M; m++) {
-            float *r = y + (n * M + m) * vol, bv = b[m];
-            for (int64_t i = 0; i < vol; i++)
-                r[i] += bv;
-        }
+        for (int64_t m = 0; m < M; m++)
+            qs_vec_add(vol, b[m], y + (n * M + m) * vol);
 }
 
 /* db[m] = Σ_{n, i} dy[n, m, i] */
@@ -231,16 +288,149 @@ static void dw_plane_forward(const qs_conv_geom *g, const float *x, const float 
     });
 }
 
+/* out[i] = bias + Σ_t w[t]·src[t][i] for i < n: 16 outputs at a time stay in registers across all
+ * taps (one store per output instead of one per tap). A source may be out itself: each block is
+ * read before it is written. */
+/* 16 floats as one value: a zmm register in the AVX-512 build, two ymm or four xmm in the others.
+ * v16u is the same with 4-byte alignment, for loads and stores at any float address. */
+typedef float v16 __attribute__((vector_size(64)));
+typedef float v16u __attribute__((vector_size(64), aligned(4)));
+typedef int v16i __attribute__((vector_size(64)));
+
+/* r[i][j] ↔ r[j][i]: at distance d = 8, 4, 2, 1, rows i and i + d swap their off-diagonal d-blocks */
+static inline void transpose16(v16 r[16])
+{
+    static const v16i lo8 = { 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23 };
+    static const v16i hi8 = { 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31 };
+    static const v16i lo4 = { 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27 };
+    static const v16i hi4 = { 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31 };
+    static const v16i lo2 = { 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29 };
+    static const v16i hi2 = { 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31 };
+    static const v16i lo1 = { 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30 };
+    static const v16i hi1 = { 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31 };
+    const v16i *lo[4] = { &lo8, &lo4, &lo2, &lo1 }, *hi[4] = { &hi8, &hi4, &hi2, &hi1 };
+    for (int s = 0, d = 8; s < 4; s++, d >>= 1)
+        for (int i = 0; i < 16; i++)
+            if (!(i & d)) {
+                v16 a = r[i], b = r[i + d];
+                r[i] = __builtin_shuffle(a, b, *lo[s]);
+                r[i + d] = __builtin_shuffle(a, b, *hi[s]);
+            }
+}
+
+/* One block: output channels m0 .. m0 + 15 (fewer at the end) of batch item n. */
+QS_HOT static void dw_block(const conv_p *p, const dw_blk *d, const float *x, const float *w, const float *b,
+                            float *y, int64_t n, int64_t m0, float *restrict buf, float *restrict out)
+{
+    const qs_conv_geom *g = &p->g;
+    const int64_t IH = g->in[1], IW = g->in[2], OH = g->out[1], OW = g->out[2], PW = d->PW;
+    const int64_t sh = g->stride[1], sw = g->stride[2], ntaps = qs_geom_kvol(g);
+    const int lanes = p->M - m0 < 16 ? (int)(p->M - m0) : 16;
+    const float *xp[16];
+    float *yp[16];
+    v16 wt[DW_MAXTAPS], bias = { 0 };
+    for (int l = 0; l < 16; l++) {
+        int64_t m = m0 + (l < lanes ? l : 0);
+        xp[l] = x + (n * p->C + m / p->Mg) * p->xvol;   /* a spare lane repeats lane 0; never stored */
+        yp[l] = y + (n * p->M + m) * p->yvol;
+        bias[l] = l < lanes && b ? b[m] : 0.f;
+        for (int64_t t = 0; t < ntaps; t++)
+            wt[t][l] = l < lanes ? w[m * ntaps + t] : 0.f;
+    }
+    /* input planes → interleaved, zero-padded buffer */
+    for (int64_t i = 0; i < d->buf; i += 16)
+        *(v16u *)(buf + i) = (v16){ 0 };
+    int64_t q = 0, ih = 0, iw = 0;
+    const int64_t hw = IH * IW;
+    for (; q + 16 <= hw; q += 16) {
+        v16 r[16];
+        for (int l = 0; l < 16; l++)
+            r[l] = *(const v16u *)(xp[l] + q);
+        transpose16(r);
+        for (int j = 0; j < 16; j++) {
+            *(v16u *)(buf + ((ih + g->pad[1]) * PW + iw + g->pad[2]) * 16) = r[j];
+            if (++iw == IW) {
+                iw = 0;
+                ih++;
+            }
+        }
+    }
+    for (; q < hw; q++) {
+        float *dst = buf + ((ih + g->pad[1]) * PW + iw + g->pad[2]) * 16;
+        for (int l = 0; l < 16; l++)
+            dst[l] = xp[l][q];
+        if (++iw == IW) {
+            iw = 0;
+            ih++;
+        }
+    }
+    /* every output position: bias + Σ taps, four positions at a time so that four independent sums
+     * hide the latency of the additions */
+    const int64_t *tap = d->tap, step = sw * 16;
+    for (int64_t oh = 0; oh < OH; oh++) {
+        int64_t ow = 0;
+        for (; OW >= 4 && ow < OW; ow += 4) {
+            if (ow + 4 > OW)   /* the last block overlaps the one before: recomputing is cheaper
+                                * than a loop of single positions */
+                ow = OW - 4;
+            const float *s0 = buf + (oh * sh * PW + ow * sw) * 16;
+            v16 a0 = bias, a1 = bias, a2 = bias, a3 = bias;
+            for (int64_t t = 0; t < ntaps; t++) {
+                const float *st = s0 + tap[t];
+                v16 wv = wt[t];
+                a0 += wv * *(const v16u *)st;
+                a1 += wv * *(const v16u *)(st + step);
+                a2 += wv * *(const v16u *)(st + 2 * step);
+                a3 += wv * *(const v16u *)(st + 3 * step);
+            }
+            float *o = out + (oh * OW + ow) * 16;
+            *(v16u *)o = a0;
+            *(v16u *)(o + 16) = a1;
+            *(v16u *)(o + 32) = a2;
+            *(v16u *)(o + 48) = a3;
+        }
+        for (; ow < OW; ow++) {
+            const float *s0 = buf + (oh * sh * PW + ow * sw) * 16;
+            v16 acc = bias;
+            for (int64_t t = 0; t < ntaps; t++)
+                acc += wt[t] * *(const v16u *)(s0 + tap[t]);
+            *(v16u *)(out + (oh * OW + ow) * 16) = acc;
+        }
+    }
+    /* interleaved output → output planes */
+    const int64_t ohw = OH * OW;
+    for (q = 0; q + 16 <= ohw; q += 16) {
+        v16 r[16];
+        for (int j = 0; j < 16; j++)
+            r[j] = *(const v16u *)(out + (q + j) * 16);
+        transpose16(r);
+        for (int l = 0; l < lanes; l++)
+            *(v16u *)(yp[l] + q) = r[l];
+    }
+    for (; q < ohw; q++)
+        for (int l = 0; l < lanes; l++)
+            yp[l][q] = out[q * 16 + l];
+}
+
 typedef struct {
     const conv_p *p;
     const float *x, *w, *b, *dy;
     float *y, *dx, *dw, *db;
+    float *scratch;        /* fast path: per worker, the interleaved input and output buffers */
+    dw_blk blk;
 } dw_job;
 
-static void dw_forward_range(void *arg, int64_t begin, int64_t end)
+static void dw_forward_range(void *arg, int64_t begin, int64_t end, int worker)
 {
     const dw_job *j = arg;
     const conv_p *p = j->p;
+    if (j->scratch) {
+        int64_t nblk = (p->M + 15) / 16;
+        float *buf = j->scratch + worker * (j->blk.buf + j->blk.out);
+        for (int64_t blk = begin; blk < end; blk++)   /* blk = n·nblk + channel block */
+            dw_block(p, &j->blk, j->x, j->w, j->b, j->y, blk / nblk, blk % nblk * 16, buf, buf + j->blk.buf);
+        return;
+    }
     for (int64_t plane = begin; plane < end; plane++) {   /* plane = n·M + m */
         int64_t n = plane / p->M, m = plane % p->M, cin = m / p->Mg;
         dw_plane_forward(&p->g, j->x + (n * p->C + cin) * p->xvol, j->w + m * p->kvol, j->b ? j->b[m] : 0.f,
@@ -250,7 +440,7 @@ static void dw_forward_range(void *arg, int64_t begin, int64_t end)
 
 /* Backward per input channel (group) cin: dX[:, cin] and dW/dB of the group's output channels are
  * written only by this chunk, so chunks never race. */
-static void dw_backward_range(void *arg, int64_t begin, int64_t end)
+static void dw_backward_range(void *arg, int64_t begin, int64_t end, int worker)
 {
     const dw_job *j = arg;
     const conv_p *p = j->p;
@@ -301,43 +491,85 @@ static void dw_backward_range(void *arg, int64_t begin, int64_t end)
 
 /* ---- Conv forward / backward ------------------------------------------------------------------------ */
 
+typedef struct {
+    const conv_p *p;
+    const float *x, *w, *b;
+    float *y, *col;
+    int64_t col_floats;   /* one worker's column buffer */
+} conv_job;
+
+/* One batch item: per group, Y_g = W_g · col(X_g) (col = X_g itself on the 1x1 path), then bias. */
+static void conv_item(const conv_job *j, int64_t n, float *col, int nthreads)
+{
+    const conv_p *p = j->p;
+    int64_t K = p->Cg * p->kvol;
+    for (int64_t grp = 0; grp < p->group; grp++) {
+        const float *xg = j->x + (n * p->C + grp * p->Cg) * p->xvol, *wg = j->w + grp * p->Mg * K, *bm = xg;
+        float *yg = j->y + (n * p->M + grp * p->Mg) * p->yvol;
+        if (p->path == PATH_GEMM) {
+            qs_im2col(&p->g, p->Cg, xg, col, nthreads);
+            bm = col;
+        }
+        qs_sgemm_mt(nthreads, 0, 0, p->Mg, p->yvol, K, 1.f, wg, K, bm, p->yvol, 0.f, yg, p->yvol);
+    }
+    if (j->b)
+        add_bias(j->y + n * p->M * p->yvol, j->b, 1, p->M, p->yvol);
+}
+
+static void conv_items_range(void *arg, int64_t n0, int64_t n1, int worker)
+{
+    const conv_job *j = arg;
+    for (int64_t n = n0; n < n1; n++)
+        conv_item(j, n, j->col + worker * j->col_floats, 1);
+}
+
 static int conv_forward(qs_kctx *c)
 {
     conv_p p;
-    int rc = conv_params(c, &p);
-    if (rc < 0 || (rc = check_scratch(c, conv_scratch(c))) < 0)
+    int rc = conv_params(c, &p), workers = 1;
+    if (rc < 0)
         return rc;
     const float *x = qs_f32(c->in[0]), *w = qs_f32(c->in[1]);
     const float *b = c->nin > 2 && c->in[2] ? qs_f32(c->in[2]) : NULL;
-    float *y = qs_f32(c->out[0]), *col = c->scratch;
+    float *y = qs_f32(c->out[0]);
     if (p.path == PATH_DW) {
         dw_job j = { .p = &p, .x = x, .w = w, .b = b, .y = y };
+        if (dw_fast(&p.g)) {
+            int nt = block_workers(c, &p);
+            dw_blk_geom(&p.g, &j.blk);
+            if ((rc = scratch_slices(c, (j.blk.buf + j.blk.out) * sizeof(float), nt, &nt)) < 0)
+                return rc;
+            j.scratch = c->scratch;
+            int64_t work = 16 * p.yvol * p.kvol;
+            qs_parallel_for(nt, dw_blocks(&p), work >= 65536 ? 1 : 65536 / work, dw_forward_range, &j);
+            return 0;
+        }
         int64_t work = p.yvol * p.kvol;
         qs_parallel_for(c->nthreads, p.N * p.M, work >= 16384 ? 1 : 16384 / (work ? work : 1), dw_forward_range, &j);
         return 0;
     }
-    int64_t K = p.Cg * p.kvol;
-    for (int64_t n = 0; n < p.N; n++)
-        for (int64_t grp = 0; grp < p.group; grp++) {
-            const float *xg = x + (n * p.C + grp * p.Cg) * p.xvol, *wg = w + grp * p.Mg * K, *bm = xg;
-            float *yg = y + (n * p.M + grp * p.Mg) * p.yvol;
-            if (p.path == PATH_GEMM) {
-                qs_im2col(&p.g, p.Cg, xg, col, c->nthreads);
-                bm = col;
-            }
-            qs_sgemm(0, 0, p.Mg, p.yvol, K, 1.f, wg, K, bm, p.yvol, 0.f, yg, p.yvol);
-        }
-    if (b)
-        add_bias(y, b, p.N, p.M, p.yvol);
+    qs_blas_single();
+    int64_t col_floats = p.path == PATH_GEMM ? p.Cg * p.kvol * p.yvol : 0;
+    if ((rc = scratch_slices(c, col_floats * sizeof(float), item_workers(c, &p), &workers)) < 0)
+        return rc;
+    conv_job j = { &p, x, w, b, y, c->scratch, col_floats };
+    if (workers > 1) {   /* the batch is the best split: whole items, no synchronisation */
+        qs_parallel_for(workers, p.N, 1, conv_items_range, &j);
+    } else {
+        for (int64_t n = 0; n < p.N; n++)
+            conv_item(&j, n, j.col, c->nthreads);
+    }
     return 0;
 }
 
 static int conv_backward(qs_kctx *c)
 {
     conv_p p;
-    int rc = conv_params(c, &p);
-    if (rc < 0 || (rc = check_scratch(c, conv_scratch(c))) < 0)
+    int rc = conv_params(c, &p), fit;
+    if (rc < 0 || (rc = scratch_slices(c, p.path == PATH_GEMM ? p.Cg * p.kvol * p.yvol * sizeof(float) : 0, 1,
+                                       &fit)) < 0)
         return rc;
+    int nt = c->nthreads;
     const float *x = qs_f32(c->in[0]), *w = qs_f32(c->in[1]);
     float *dx = c->din[0] ? qs_f32(c->din[0]) : NULL, *dw = c->din[1] ? qs_f32(c->din[1]) : NULL;
     float *db = c->nin > 2 && c->din[2] ? qs_f32(c->din[2]) : NULL, *col = c->scratch;
@@ -355,6 +587,7 @@ static int conv_backward(qs_kctx *c)
         qs_parallel_for(c->nthreads, p.C, work >= 16384 ? 1 : 16384 / (work ? work : 1), dw_backward_range, &j);
         return 0;
     }
+    qs_blas_single();
     int64_t K = p.Cg * p.kvol;
     if (dw)
         memset(dw, 0, qs_nbytes(c->din[1]));
@@ -366,18 +599,18 @@ static int conv_backward(qs_kctx *c)
             if (dw) {   /* dW_g += dY_g · colᵀ */
                 const float *bm = xg;
                 if (p.path == PATH_GEMM) {
-                    qs_im2col(&p.g, p.Cg, xg, col, c->nthreads);
+                    qs_im2col(&p.g, p.Cg, xg, col, nt);
                     bm = col;
                 }
-                qs_sgemm(0, 1, p.Mg, K, p.yvol, 1.f, dyg, p.yvol, bm, p.yvol, 1.f, dw + grp * p.Mg * K, K);
+                qs_sgemm_mt(nt, 0, 1, p.Mg, K, p.yvol, 1.f, dyg, p.yvol, bm, p.yvol, 1.f, dw + grp * p.Mg * K, K);
             }
             if (dxg) {  /* dcol = W_gᵀ · dY_g, then col2im */
                 if (p.path == PATH_1X1) {
-                    qs_sgemm(1, 0, K, p.yvol, p.Mg, 1.f, wg, K, dyg, p.yvol, 0.f, dxg, p.yvol);
+                    qs_sgemm_mt(nt, 1, 0, K, p.yvol, p.Mg, 1.f, wg, K, dyg, p.yvol, 0.f, dxg, p.yvol);
                 } else {
-                    qs_sgemm(1, 0, K, p.yvol, p.Mg, 1.f, wg, K, dyg, p.yvol, 0.f, col, p.yvol);
+                    qs_sgemm_mt(nt, 1, 0, K, p.yvol, p.Mg, 1.f, wg, K, dyg, p.yvol, 0.f, col, p.yvol);
                     memset(dxg, 0, p.Cg * p.xvol * sizeof(float));
-                    qs_col2im(&p.g, p.Cg, col, dxg, c->nthreads);
+                    qs_col2im(&p.g, p.Cg, col, dxg, nt);
                 }
             }
         }
@@ -491,9 +724,10 @@ static size_t convt_scratch(const qs_kctx *c)
 static int convt_forward(qs_kctx *c)
 {
     conv_p p;
-    int rc = convt_params(c, &p);
-    if (rc < 0 || (rc = check_scratch(c, convt_scratch(c))) < 0)
+    int rc = convt_params(c, &p), fit, nt = c->nthreads;
+    if (rc < 0 || (rc = scratch_slices(c, convt_scratch(c), 1, &fit)) < 0)
         return rc;
+    qs_blas_single();
     const float *x = qs_f32(c->in[0]), *w = qs_f32(c->in[1]);
     const float *b = c->nin > 2 && c->in[2] ? qs_f32(c->in[2]) : NULL;
     float *y = qs_f32(c->out[0]), *col = c->scratch;
@@ -503,11 +737,11 @@ static int convt_forward(qs_kctx *c)
             const float *xg = x + (n * p.C + grp * p.Cg) * p.xvol, *wg = w + grp * p.Cg * K;
             float *yg = y + (n * p.M + grp * p.Mg) * p.yvol;
             if (p.path == PATH_1X1) {
-                qs_sgemm(1, 0, p.Mg, p.xvol, p.Cg, 1.f, wg, K, xg, p.xvol, 0.f, yg, p.xvol);
+                qs_sgemm_mt(nt, 1, 0, p.Mg, p.xvol, p.Cg, 1.f, wg, K, xg, p.xvol, 0.f, yg, p.xvol);
             } else {
-                qs_sgemm(1, 0, K, p.xvol, p.Cg, 1.f, wg, K, xg, p.xvol, 0.f, col, p.xvol);
+                qs_sgemm_mt(nt, 1, 0, K, p.xvol, p.Cg, 1.f, wg, K, xg, p.xvol, 0.f, col, p.xvol);
                 memset(yg, 0, p.Mg * p.yvol * sizeof(float));
-                qs_col2im(&p.g, p.Mg, col, yg, c->nthreads);
+                qs_col2im(&p.g, p.Mg, col, yg, nt);
             }
         }
     if (b)
@@ -518,9 +752,10 @@ static int convt_forward(qs_kctx *c)
 static int convt_backward(qs_kctx *c)
 {
     conv_p p;
-    int rc = convt_params(c, &p);
-    if (rc < 0 || (rc = check_scratch(c, convt_scratch(c))) < 0)
+    int rc = convt_params(c, &p), fit, nt = c->nthreads;
+    if (rc < 0 || (rc = scratch_slices(c, convt_scratch(c), 1, &fit)) < 0)
         return rc;
+    qs_blas_single();
     const float *x = qs_f32(c->in[0]), *w = qs_f32(c->in[1]);
     float *dx = c->din[0] ? qs_f32(c->din[0]) : NULL, *dw = c->din[1] ? qs_f32(c->din[1]) : NULL;
     float *db = c->nin > 2 && c->din[2] ? qs_f32(c->din[2]) : NULL, *col = c->scratch;
@@ -539,14 +774,14 @@ static int convt_backward(qs_kctx *c)
             const float *xg = x + (n * p.C + grp * p.Cg) * p.xvol, *wg = w + grp * p.Cg * K;
             const float *dyg = dy + (n * p.M + grp * p.Mg) * p.yvol, *bm = dyg;
             if (p.path == PATH_GEMM) {
-                qs_im2col(&p.g, p.Mg, dyg, col, c->nthreads);
+                qs_im2col(&p.g, p.Mg, dyg, col, nt);
                 bm = col;
             }
             if (dx)   /* dX_g = W_g · col */
-                qs_sgemm(0, 0, p.Cg, p.xvol, K, 1.f, wg, K, bm, p.xvol, 0.f, dx + (n * p.C + grp * p.Cg) * p.xvol,
+                qs_sgemm_mt(nt, 0, 0, p.Cg, p.xvol, K, 1.f, wg, K, bm, p.xvol, 0.f, dx + (n * p.C + grp * p.Cg) * p.xvol,
                          p.xvol);
             if (dw)   /* dW_g += X_g · colᵀ */
-                qs_sgemm(0, 1, p.Cg, K, p.xvol, 1.f, xg, p.xvol, bm, p.xvol, 1.f, dw + grp * p.Cg * K, K);
+                qs_sgemm_mt(nt, 0, 1, p.Cg, K, p.xvol, 1.f, xg, p.xvol, bm, p.xvol, 1.f, dw + grp * p.Cg * K, K);
         }
     if (db)
         bias_grad(db, dy, p.N, p.M, p.yvol);

@@ -15,7 +15,42 @@
 #include <pthread.h>
 #include <string.h>
 
+/* ---- vector helpers --------------------------------------------------------------------------- */
+
+QS_HOT void qs_vec_axpy(int64_t n, float a, const float *restrict x, float *restrict y)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] += a * x[i];
+}
+
+QS_HOT void qs_vec_add(int64_t n, float b, float *y)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] += b;
+}
+
+QS_HOT void qs_vec_fill(int64_t n, float v, float *y)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = v;
+}
+
 /* ---- GEMM ------------------------------------------------------------------------------------ */
+
+/* OpenBLAS (0.3.17+ on Skylake-X and others) multiplies small matrices (M·N·K up to about 10⁶)
+ * with kernels that skip packing. Conv's GEMMs have few rows (output channels) and long rows
+ * (output positions), where packing the long operand costs as much as the multiply: cut such
+ * products into column blocks that qualify. Elsewhere the blocks just make a few more calls. */
+#define SGEMM_SMALL_MNK 1000000
+
+static void sgemm_call(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                       int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    QS_ASSERT(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && lda <= INT_MAX && ldb <= INT_MAX &&
+              ldc <= INT_MAX);
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+                (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
 
 void qs_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
               int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
@@ -28,10 +63,55 @@ void qs_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float a
                 C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
         return;
     }
-    QS_ASSERT(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && lda <= INT_MAX && ldb <= INT_MAX &&
-              ldc <= INT_MAX);
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-                (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+    double mnk = (double)M * (double)N * (double)K;
+    int64_t block = M * K > 0 ? SGEMM_SMALL_MNK / (M * K) / 16 * 16 : 0;
+    if (mnk <= SGEMM_SMALL_MNK || block < 64) {
+        sgemm_call(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    for (int64_t j = 0; j < N; j += block)
+        sgemm_call(trans_a, trans_b, M, N - j < block ? N - j : block, K, alpha, A, lda,
+                   B + (trans_b ? j * ldb : j), ldb, beta, C + j, ldc);
+}
+
+void qs_blas_single(void)
+{
+    if (openblas_get_num_threads() != 1)
+        openblas_set_num_threads(1);
+}
+
+typedef struct {
+    int ta, tb, by_rows;
+    int64_t M, N, K, lda, ldb, ldc;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+} sgemm_job;
+
+static void sgemm_block(void *arg, int64_t b0, int64_t b1, int worker)
+{
+    const sgemm_job *j = arg;
+    if (j->by_rows)   /* rows b0..b1 of C: rows of op(A) */
+        qs_sgemm(j->ta, j->tb, b1 - b0, j->N, j->K, j->alpha, j->A + (j->ta ? b0 : b0 * j->lda), j->lda, j->B,
+                 j->ldb, j->beta, j->C + b0 * j->ldc, j->ldc);
+    else              /* columns b0..b1 of C: columns of op(B) */
+        qs_sgemm(j->ta, j->tb, j->M, b1 - b0, j->K, j->alpha, j->A, j->lda, j->B + (j->tb ? b0 * j->ldb : b0),
+                 j->ldb, j->beta, j->C + b0, j->ldc);
+}
+
+/* below this many multiply-adds a product runs on one thread (~0.1 ms) */
+#define SGEMM_PAR_MACS (1 << 21)
+
+void qs_sgemm_mt(int nthreads, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                 const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    if (nthreads <= 1 || M * N * K < SGEMM_PAR_MACS || (M < 16 && N < 16)) {
+        qs_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    sgemm_job j = { trans_a, trans_b, M >= N, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C };
+    /* blocks of at least 16 rows/columns keep each thread's panel a useful GEMM size */
+    qs_parallel_for(nthreads, j.by_rows ? M : N, 16, sgemm_block, &j);
 }
 
 void qs_sgemm_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
@@ -179,44 +259,76 @@ typedef struct {
     float *dst;
 } cols_job;
 
-static void im2col_range(void *arg, int64_t c0, int64_t c1)
+/* One row of the column matrix: zeros for the taps in the padding, the input run between. Plain
+ * loops: the rows are short (an output row), so libc calls would cost more than the copy. */
+static inline void im2col_row(float *d, const float *xr, int64_t OW, int64_t lo, int64_t hi, int64_t sw,
+                              int64_t offw)
+{
+    for (int64_t ow = 0; ow < lo; ow++)
+        d[ow] = 0.f;
+    if (sw == 1)
+        for (int64_t ow = lo; ow < hi; ow++)
+            d[ow] = xr[ow + offw];
+    else
+        for (int64_t ow = lo; ow < hi; ow++)
+            d[ow] = xr[ow * sw + offw];
+    for (int64_t ow = hi; ow < OW; ow++)
+        d[ow] = 0.f;
+}
+
+static void im2col_range(void *arg, int64_t c0, int64_t c1, int worker)
 {
     const cols_job *j = arg;
     const qs_conv_geom *g = j->g;
     const int64_t ID = g->in[0], IH = g->in[1], IW = g->in[2], OD = g->out[0], OH = g->out[1], OW = g->out[2];
-    const int64_t ivol = ID * IH * IW, ovol = OD * OH * OW, kvol = qs_geom_kvol(g), sw = g->stride[2];
+    const int64_t ivol = ID * IH * IW, ovol = OD * OH * OW, kvol = qs_geom_kvol(g), sh = g->stride[1],
+                  sw = g->stride[2];
+    /* With unit strides and OW == IW (the usual "same" convolution) consecutive outputs of a tap read
+     * consecutive inputs even across rows: the valid rows of a tap are one contiguous copy, after
+     * which only the few columns that wrapped around a row edge are zeroed. */
+    const int plane_copy = sh == 1 && sw == 1 && OW == IW;
     for (int64_t c = c0; c < c1; c++) {
         const float *xc = j->src + c * ivol;
         float *dst = j->dst + c * kvol * ovol;
         for (int64_t kd = 0; kd < g->k[0]; kd++)
             for (int64_t kh = 0; kh < g->k[1]; kh++)
                 for (int64_t kw = 0; kw < g->k[2]; kw++, dst += ovol) {
-                    int64_t offw = kw * g->dil[2] - g->pad[2], lo, hi;
+                    int64_t offw = kw * g->dil[2] - g->pad[2], offh = kh * g->dil[1] - g->pad[1], lo, hi, hlo, hhi;
                     valid_range(offw, sw, IW, OW, &lo, &hi);
+                    valid_range(offh, sh, IH, OH, &hlo, &hhi);
                     for (int64_t od = 0; od < OD; od++) {
                         int64_t id = od * g->stride[0] + kd * g->dil[0] - g->pad[0];
-                        for (int64_t oh = 0; oh < OH; oh++) {
-                            int64_t ih = oh * g->stride[1] + kh * g->dil[1] - g->pad[1];
-                            float *d = dst + (od * OH + oh) * OW;
-                            if (id < 0 || id >= ID || ih < 0 || ih >= IH) {
-                                memset(d, 0, OW * sizeof *d);
-                                continue;
-                            }
-                            const float *xr = xc + (id * IH + ih) * IW;
-                            memset(d, 0, lo * sizeof *d);
-                            if (sw == 1)
-                                memcpy(d + lo, xr + lo + offw, (hi - lo) * sizeof *d);
-                            else
-                                for (int64_t ow = lo; ow < hi; ow++)
-                                    d[ow] = xr[ow * sw + offw];
-                            memset(d + hi, 0, (OW - hi) * sizeof *d);
+                        float *dp = dst + od * OH * OW;
+                        if (id < 0 || id >= ID || hlo >= hhi || lo >= hi) {
+                            memset(dp, 0, OH * OW * sizeof *dp);
+                            continue;
                         }
+                        const float *xp = xc + id * IH * IW;
+                        if (plane_copy) {
+                            int64_t first = hlo * OW + lo, last = (hhi - 1) * OW + hi;   /* dst [first, last) */
+                            memset(dp, 0, first * sizeof *dp);
+                            memcpy(dp + first, xp + (hlo + offh) * IW + lo + offw, (last - first) * sizeof *dp);
+                            memset(dp + last, 0, (OH * OW - last) * sizeof *dp);
+                            if (lo > 0 || hi < OW)
+                                for (int64_t oh = hlo; oh < hhi; oh++) {
+                                    float *d = dp + oh * OW;
+                                    for (int64_t ow = 0; ow < lo; ow++)
+                                        d[ow] = 0.f;
+                                    for (int64_t ow = hi; ow < OW; ow++)
+                                        d[ow] = 0.f;
+                                }
+                            continue;
+                        }
+                        memset(dp, 0, hlo * OW * sizeof *dp);
+                        for (int64_t oh = hlo; oh < hhi; oh++)
+                            im2col_row(dp + oh * OW, xp + (oh * sh + offh) * IW, OW, lo, hi, sw, offw);
+                        memset(dp + hhi * OW, 0, (OH - hhi) * OW * sizeof *dp);
                     }
                 }
     }
 }
 
-static void col2im_range(void *arg, int64_t c0, int64_t c1)
+static void col2im_range(void *arg, int64_t c0, int64_t c1, int worker)
 {
     const cols_job *j = arg;
     const qs_conv_geom *g = j->g;
@@ -353,12 +465,13 @@ typedef struct {
     qs_range_fn fn;
     void *arg;
     int64_t begin, end;
+    int worker;
 } pf_chunk;
 
 static void *pf_main(void *p)
 {
     pf_chunk *ch = p;
-    ch->fn(ch->arg, ch->begin, ch->end);
+    ch->fn(ch->arg, ch->begin, ch->end, ch->worker);
     return NULL;
 }
 
@@ -376,21 +489,21 @@ void qs_parallel_for(int nthreads, int64_t n, int64_t min_chunk, qs_range_fn fn,
     if (t > n / min_chunk)
         t = n / min_chunk;
     if (t <= 1) {
-        fn(arg, 0, n);
+        fn(arg, 0, n, 0);
         return;
     }
     pf_chunk chunks[PF_MAX_THREADS];
     pthread_t th[PF_MAX_THREADS];
     int started[PF_MAX_THREADS];
     for (int64_t i = 0; i < t; i++)
-        chunks[i] = (pf_chunk){ fn, arg, n * i / t, n * (i + 1) / t };
+        chunks[i] = (pf_chunk){ fn, arg, n * i / t, n * (i + 1) / t, (int)i };
     for (int64_t i = 1; i < t; i++)   /* chunk 0 runs on the calling thread */
         started[i] = pthread_create(&th[i], NULL, pf_main, &chunks[i]) == 0;
-    fn(arg, chunks[0].begin, chunks[0].end);
+    fn(arg, chunks[0].begin, chunks[0].end, 0);
     for (int64_t i = 1; i < t; i++) {
         if (started[i])
             pthread_join(th[i], NULL);
         else   /* no thread to be had: do the chunk here rather than fail */
-            fn(arg, chunks[i].begin, chunks[i].end);
+            fn(arg, chunks[i].begin, chunks[i].end, chunks[i].worker);
     }
 }

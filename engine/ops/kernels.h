@@ -19,6 +19,22 @@
 
 #include "ops/ops.h"
 
+/* Hot loops: GCC builds AVX-512, AVX2 and baseline copies of the function and picks one when the
+ * program loads (ifunc), since the build targets plain x86-64; and -O2 does not vectorize loops
+ * whose trip count is unknown, so these functions ask for -O3 (but keep short copy loops as loops
+ * rather than memcpy/memset calls, which cost more than they save on rows of a few dozen floats). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define QS_HOT __attribute__((target_clones("avx512f", "avx2", "default"), \
+                              optimize("O3", "no-tree-loop-distribute-patterns")))
+#else
+#define QS_HOT
+#endif
+
+/* y[i] += a·x[i];  y[i] += b;  y[i] = v  (x and y must not overlap) */
+void qs_vec_axpy(int64_t n, float a, const float *x, float *y);
+void qs_vec_add(int64_t n, float b, float *y);
+void qs_vec_fill(int64_t n, float v, float *y);
+
 /* ---- GEMM ------------------------------------------------------------------------------------ */
 
 /* C[M,N] = alpha·op(A)·op(B) + beta·C, row-major, op(X) = Xᵀ when its flag is set; lda/ldb/ldc are
@@ -27,6 +43,14 @@ void qs_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float a
               int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 void qs_sgemm_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                   int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* qs_sgemm split across nthreads (by blocks of C's rows or columns) when the product is big enough
+ * to pay for starting threads; the same result as qs_sgemm. */
+void qs_sgemm_mt(int nthreads, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                 const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* The kernels do their own threading (ctx->nthreads) and call OpenBLAS from several threads at
+ * once, so OpenBLAS itself must run single-threaded: its own pool would only spin against ours.
+ * Every op that calls sgemm calls this first, outside any parallel region. */
+void qs_blas_single(void);
 
 /* ---- convolution / pooling window geometry --------------------------------------------------- */
 
@@ -74,10 +98,11 @@ void qs_conv_ref(const qs_conv_geom *g, int64_t N, int64_t C, int64_t M, int64_t
 
 /* ---- threads ----------------------------------------------------------------------------------- */
 
-/* Runs fn(arg, begin, end) over [0, n) split into at most nthreads contiguous chunks of at least
- * min_chunk items, the calling thread taking one. Runs inline when one chunk is enough. fn must not
- * write to memory another chunk writes. */
-typedef void (*qs_range_fn)(void *arg, int64_t begin, int64_t end);
+/* Runs fn(arg, begin, end, worker) over [0, n) split into at most nthreads contiguous chunks of at
+ * least min_chunk items, the calling thread taking the first (worker 0; the others are 1, 2, … so a
+ * chunk can use its own slice of scratch). Runs inline when one chunk is enough. fn must not write
+ * to memory another chunk writes. */
+typedef void (*qs_range_fn)(void *arg, int64_t begin, int64_t end, int worker);
 void qs_parallel_for(int nthreads, int64_t n, int64_t min_chunk, qs_range_fn fn, void *arg);
 
 #endif

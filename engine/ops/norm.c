@@ -132,7 +132,7 @@ typedef struct {
 
 static float *opt_out(qs_kctx *c, int i) { return has_out(c, i) ? qs_f32(c->out[i]) : NULL; }
 
-static void bn_forward_range(void *arg, int64_t c0, int64_t c1)
+static void bn_forward_range(void *arg, int64_t c0, int64_t c1, int worker)
 {
     const bn_job *j = arg;
     const bn_p *p = j->p;
@@ -185,7 +185,7 @@ static int bn_forward(qs_kctx *c)
 static const float *opt_dout(qs_kctx *c, int i) { return i < c->nout && c->dout[i] ? qs_f32(c->dout[i]) : NULL; }
 static float *opt_din(qs_kctx *c, int i) { return c->din[i] ? qs_f32(c->din[i]) : NULL; }
 
-static void bn_backward_range(void *arg, int64_t c0, int64_t c1)
+static void bn_backward_range(void *arg, int64_t c0, int64_t c1, int worker)
 {
     const bn_job *j = arg;
     const bn_p *p = j->p;

@@ -216,7 +216,7 @@ typedef struct {
 MAXPOOL_INT_PLANE(maxpool_plane_i8, int8_t)
 MAXPOOL_INT_PLANE(maxpool_plane_u8, uint8_t)
 
-static void pool_forward_range(void *arg, int64_t begin, int64_t end)
+static void pool_forward_range(void *arg, int64_t begin, int64_t end, int worker)
 {
     const pool_job *j = arg;
     const pool_p *p = j->p;
@@ -255,7 +255,7 @@ static void pool_forward_range(void *arg, int64_t begin, int64_t end)
     }
 }
 
-static void pool_backward_range(void *arg, int64_t begin, int64_t end)
+static void pool_backward_range(void *arg, int64_t begin, int64_t end, int worker)
 {
     const pool_job *j = arg;
     const pool_p *p = j->p;
