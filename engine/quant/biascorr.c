@@ -1,0 +1,636 @@
+/* Bias correction (paper §3.3); the method is described in biascorr.h.
+ *
+ * Layers are found in the simulation graph by their weight quantizer (the node's weight input is
+ * that quantizer's FakeQuant output); the bias a layer adds is the float initializer behind its
+ * bias FakeQuant, or the initializer itself when the bias is not quantized. The empirical pass
+ * measures with the executor's per-node observer, which hands over each layer's output while the
+ * graph runs, so nothing but the per-channel sums is kept. Each pass gets a fresh runner: a bias
+ * added to a layer that had none changes the graph, and a new plan is cheap next to a pass over
+ * the data. */
+#include "quant/biascorr.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "exec.h"
+#include "runner.h"
+
+qs_biascorr_config qs_biascorr_config_default(void)
+{
+    return (qs_biascorr_config){ .samples = 512, .batch = 32, .quantize_activations = 0 };
+}
+
+static int is_op(const qs_node *n, const char *op) { return (!n->domain || !n->domain[0]) && !strcmp(n->op, op); }
+
+static int is_fakequant(const qs_node *n) { return n->domain && !strcmp(n->domain, "quantd") && !strcmp(n->op, "FakeQuant"); }
+
+static int count_reads(const qs_graph *g, int v)
+{
+    int k = 0;
+    for (int i = 0; i < g->nnodes; i++)
+        for (int j = 0; j < g->nodes[i].nin; j++)
+            k += g->nodes[i].in[j] == v;
+    return k + qs_graph_is_output(g, v);
+}
+
+/* --- layers -------------------------------------------------------------------------------------- */
+
+enum { K_CONV, K_CONVT, K_GEMM };
+
+typedef struct bc_layer {
+    int node;            /* in sim->g */
+    int wq;              /* weight quantizer */
+    int kind;
+    int64_t nch;         /* output channels (axis 1 of the output) */
+    int level;           /* quantized layers on the longest path to here, this one included */
+    double *sum_fp, *sum_q;
+    int64_t cnt_fp, cnt_q;
+} bc_layer;
+
+static char *xstrdup(const char *s) { return strdup(s ? s : ""); }
+
+static int add_skip(qs_biascorr_report *r, const char *name, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int add_skip(qs_biascorr_report *r, const char *name, const char *fmt, ...)
+{
+    qs_biascorr_skip *s = realloc(r->skipped, (r->nskipped + 1) * sizeof *s);
+    if (!s)
+        return -1;
+    r->skipped = s;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    s[r->nskipped].name = xstrdup(name);
+    s[r->nskipped].reason = xstrdup(msg);
+    r->nskipped++;
+    return s[r->nskipped - 1].name && s[r->nskipped - 1].reason ? 0 : -1;
+}
+
+/* The float bias initializer layer node ni adds: through its bias FakeQuant, or directly.
+ * -1: the layer has no bias; -2: it has one that cannot be corrected per channel (why says why). */
+static int bias_value(const qs_graph *g, int ni, int64_t nch, const char **why)
+{
+    const qs_node *n = &g->nodes[ni];
+    if (n->nin < 3 || n->in[2] < 0)
+        return -1;
+    int v = n->in[2], p = g->values[v].producer;
+    if (p >= 0 && is_fakequant(&g->nodes[p])) {
+        if (count_reads(g, v) != 1) {
+            *why = "its quantized bias is shared with other layers";
+            return -2;
+        }
+        v = g->nodes[p].in[0];
+    }
+    const qs_tensor *b = v >= 0 ? g->values[v].init : NULL;
+    if (!b || b->dtype != QS_F32) {
+        *why = "its bias is not a float32 constant";
+        return -2;
+    }
+    if (qs_numel(b) != nch || b->ndim > 2 || (b->ndim == 2 && b->shape[0] != 1)) {
+        *why = "its bias is not one value per output channel";
+        return -2;
+    }
+    if (count_reads(g, v) != 1) {
+        *why = "its bias is shared with other layers";
+        return -2;
+    }
+    return v;
+}
+
+/* Layers of the simulation with a weight quantizer, in node (topological) order. */
+static int find_layers(qs_quantsim *sim, qs_biascorr_report *rep, int analytical, bc_layer **out, int *nout,
+                       qs_err *e)
+{
+    qs_graph *g = sim->g;
+    bc_layer *ls = calloc(g->nnodes + 1, sizeof *ls);
+    int n = 0;
+    if (!ls)
+        return qs_error(e, QS_ENOMEM, "bias correction: out of memory");
+    for (int i = 0; i < g->nnodes; i++) {
+        const qs_node *nd = &g->nodes[i];
+        int kind = is_op(nd, "Conv") ? K_CONV : is_op(nd, "ConvTranspose") ? K_CONVT : is_op(nd, "Gemm") ? K_GEMM : -1;
+        if (kind < 0 || nd->nin < 2 || nd->nout < 1 || nd->out[0] < 0)
+            continue;
+        int wq = -1;
+        for (int q = 0; q < sim->nq; q++)
+            if (sim->q[q].kind == QS_Q_WEIGHT && sim->q[q].out == nd->in[1])
+                wq = q;
+        if (wq < 0)
+            continue;   /* not quantized (excluded): nothing to correct */
+        const qs_tensor *w = g->values[sim->q[wq].value].init;
+        if (!w || w->dtype != QS_F32 || w->ndim < (kind == K_GEMM ? 2 : 3)) {
+            free(ls);
+            return qs_error(e, QS_EINVAL, "bias correction: the weight of %s '%s' is not a float32 constant of the "
+                            "layer's rank", nd->op, nd->name);
+        }
+        int64_t nch = kind == K_CONV ? w->shape[0]
+                    : kind == K_CONVT ? w->shape[1] * qs_node_int(nd, "group", 1)
+                    : w->shape[qs_node_int(nd, "transB", 0) ? 0 : 1];
+        int rc = 0;
+        const char *why = NULL;
+        if (qs_quantsim_bypassed(sim, wq))
+            rc = add_skip(rep, nd->name, "its weight quantizer is bypassed");
+        else if (kind == K_GEMM && qs_node_int(nd, "transA", 0) && analytical)
+            rc = add_skip(rep, nd->name, "Gemm with transA");
+        else if (kind == K_GEMM && qs_node_float(nd, "beta", 1.f) == 0 && nd->nin > 2 && nd->in[2] >= 0)
+            rc = add_skip(rep, nd->name, "Gemm with beta = 0");
+        else if (bias_value(g, i, nch, &why) == -2)
+            rc = add_skip(rep, nd->name, "%s", why);
+        else {
+            ls[n++] = (bc_layer){ .node = i, .wq = wq, .kind = kind, .nch = nch };
+            continue;
+        }
+        if (rc < 0) {
+            free(ls);
+            return qs_error(e, QS_ENOMEM, "bias correction: out of memory");
+        }
+    }
+    *out = ls;
+    *nout = n;
+    return 0;
+}
+
+/* Subtracts corr (in output units) from layer L's bias, adding a bias when it has none, and
+ * records it in the report. */
+static int apply(qs_quantsim *sim, const bc_layer *L, const double *corr, qs_biascorr_report *rep, qs_err *e)
+{
+    qs_graph *g = sim->g;
+    const char *why = NULL;
+    int v = bias_value(g, L->node, L->nch, &why), added = 0;
+    qs_biascorr_layer *rl = realloc(rep->layers, (rep->nlayers + 1) * sizeof *rl);
+    if (!rl)
+        return qs_error(e, QS_ENOMEM, "bias correction: out of memory");
+    rep->layers = rl;
+    rl += rep->nlayers;
+    memset(rl, 0, sizeof *rl);
+    rl->name = xstrdup(g->nodes[L->node].name);
+    rl->nch = L->nch;
+    rl->correction = malloc((L->nch + 1) * sizeof *rl->correction);
+    rep->nlayers++;
+    if (!rl->name || !rl->correction)
+        return qs_error(e, QS_ENOMEM, "bias correction: out of memory");
+    if (v == -1) {   /* a float32 bias of zeros as input 2 */
+        qs_node *n = &g->nodes[L->node];
+        if (n->nin < 3) {
+            int *in = realloc(n->in, 3 * sizeof *in);
+            if (!in)
+                return qs_error(e, QS_ENOMEM, "bias correction: out of memory");
+            for (int i = n->nin; i < 3; i++)
+                in[i] = -1;
+            n->in = in;
+            n->nin = 3;
+        }
+        char base[512];
+        snprintf(base, sizeof base, "%s_bias", n->name[0] ? n->name : g->values[n->out[0]].name);
+        qs_tensor *t = qs_tensor_new(QS_F32, 1, &L->nch);
+        v = t ? qs_graph_new_value(g, base) : -1;
+        if (v < 0) {
+            qs_tensor_free(t);
+            return qs_error(e, QS_ENOMEM, "bias correction: out of memory");
+        }
+        qs_graph_set_init_steal(g, v, t);
+        n = &g->nodes[L->node];
+        n->in[2] = v;
+        if (L->kind == K_GEMM && qs_node_set_float(n, "beta", 1.f) < 0)   /* there was no C for beta to scale */
+            return qs_error(e, QS_ENOMEM, "bias correction: out of memory");
+        added = 1;
+    }
+    double beta = L->kind == K_GEMM ? qs_node_float(&g->nodes[L->node], "beta", 1.f) : 1;
+    float *b = qs_f32(g->values[v].init);
+    for (int64_t c = 0; c < L->nch; c++) {
+        b[c] = (float)(b[c] - corr[c] / beta);
+        rl->correction[c] = (float)corr[c];
+    }
+    rl->bias_added = added;
+    return 0;
+}
+
+/* --- empirical -------------------------------------------------------------------------------------- */
+
+typedef struct observe_state {
+    const qs_graph *g;
+    bc_layer *ls;
+    int *layer_of;       /* per node: layer index, -1 */
+    int quantized;       /* this pass: the quantized side */
+    int level;           /* quantized pass: the wave measured */
+    int64_t rows;        /* valid rows in the current batch (the rest is padding) */
+    char bad[256];       /* a layer output of unexpected shape */
+} observe_state;
+
+static void observe(void *ud, int node, qs_tensor *const *out, int nout)
+{
+    observe_state *s = ud;
+    int k = s->layer_of[node];
+    if (k < 0 || nout < 1 || s->bad[0])
+        return;
+    bc_layer *L = &s->ls[k];
+    if (s->quantized && L->level != s->level)
+        return;
+    const qs_tensor *y = out[0];
+    if (y->dtype != QS_F32 || y->ndim < 2 || y->shape[1] != L->nch) {
+        char sh[128];
+        snprintf(s->bad, sizeof s->bad, "the output of '%s' has shape %s; expected %lld channels on axis 1",
+                 s->g->nodes[node].name, qs_shape_str(y->ndim, y->shape, sh, sizeof sh), (long long)L->nch);
+        return;
+    }
+    int64_t rows = y->shape[0] < s->rows ? y->shape[0] : s->rows, per = 1;
+    for (int d = 2; d < y->ndim; d++)
+        per *= y->shape[d];
+    double *sum = s->quantized ? L->sum_q : L->sum_fp;
+    const float *p = qs_f32(y);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < L->nch; c++) {
+            const float *q = p + (r * L->nch + c) * per;
+            double acc = 0;
+            for (int64_t i = 0; i < per; i++)
+                acc += q[i];
+            sum[c] += acc;
+        }
+    if (s->quantized)
+        L->cnt_q += rows * per;
+    else
+        L->cnt_fp += rows * per;
+}
+
+typedef struct pass_ctx {
+    qs_quantsim *sim;
+    const qs_pl_data *data;
+    const qs_biascorr_config *cfg;
+    const qs_pipeline_io *io;
+    observe_state *st;
+    int64_t n;
+    double t0;
+    int pass, npasses;
+} pass_ctx;
+
+static int run_pass(pass_ctx *c, qs_err *e)
+{
+    qs_runner *r = qs_runner_new(c->sim->g, c->cfg->batch, e);
+    if (!r)
+        return qs_error_prefix(e, "bias correction: ");
+    if (c->io && c->io->threads)
+        qs_runner_set_threads(r, c->io->threads);
+    qs_runner_set_observer(r, observe, c->st);
+    int64_t bs = qs_runner_batch(r);
+    int rc = 0;
+    for (int64_t start = 0; start < c->n && rc == 0; start += bs) {
+        int64_t k = c->n - start < bs ? c->n - start : bs;
+        c->st->rows = k;   /* one forward per call: k ≤ the runner's batch */
+        rc = qs_runner_stream(r, c->data->d, c->data->arrays, start, k, NULL, NULL, NULL, NULL,
+                              c->io ? c->io->abort : NULL, e);
+        if (rc == 0 && c->st->bad[0])
+            rc = qs_error(e, QS_ESHAPE, "bias correction: %s", c->st->bad);
+        if (c->io)
+            qs_pl_progress(c->io, "bias correction", (double)(c->pass * c->n + start + k),
+                           (double)(c->npasses * c->n), c->t0);
+    }
+    qs_runner_free(r);
+    c->pass++;
+    return rc;
+}
+
+int qs_biascorr_empirical(qs_quantsim *sim, const qs_pl_data *data, const qs_biascorr_config *cfg,
+                          const qs_pipeline_io *io, qs_biascorr_report **report, qs_err *e)
+{
+    qs_biascorr_config dflt = qs_biascorr_config_default();
+    if (!cfg)
+        cfg = &dflt;
+    if (report)
+        *report = NULL;
+    if (cfg->batch < 1 || cfg->samples < 1)
+        return qs_error(e, QS_EINVAL, "bias correction: samples and batch must be at least 1");
+    if (!data || !data->d)
+        return qs_error(e, QS_EINVAL, "empirical bias correction needs calibration data");
+    int64_t n = data->rows < cfg->samples ? data->rows : cfg->samples;
+    if (n < 1)
+        return qs_error(e, QS_EINVAL, "empirical bias correction: the calibration data has no samples");
+    double t_start = qs_now();
+    qs_graph *g = sim->g;
+    qs_biascorr_report *rep = calloc(1, sizeof *rep);
+    bc_layer *ls = NULL;
+    int nl = 0, rc = 0, *saved = NULL, *lev = NULL;
+    observe_state st = { .g = g };
+    if (!rep)
+        return qs_error(e, QS_ENOMEM, "bias correction: out of memory");
+    rep->method = "empirical";
+    rep->samples = n;
+    if ((rc = find_layers(sim, rep, 0, &ls, &nl, e)) < 0)
+        goto out;
+    st.ls = ls;
+    saved = malloc((sim->nq + 1) * sizeof *saved);
+    lev = calloc(g->nvalues + 1, sizeof *lev);
+    st.layer_of = malloc((g->nnodes + 1) * sizeof *st.layer_of);
+    if (!saved || !lev || !st.layer_of) {
+        rc = qs_error(e, QS_ENOMEM, "bias correction: out of memory");
+        goto out;
+    }
+    /* waves: a layer's level is one more than the deepest quantized layer upstream of it */
+    int maxlevel = 0;
+    for (int i = 0; i < g->nnodes; i++)
+        st.layer_of[i] = -1;
+    for (int k = 0; k < nl; k++)
+        st.layer_of[ls[k].node] = k;
+    for (int i = 0; i < g->nnodes; i++) {
+        const qs_node *nd = &g->nodes[i];
+        int m = 0;
+        for (int j = 0; j < nd->nin; j++)
+            if (nd->in[j] >= 0 && lev[nd->in[j]] > m)
+                m = lev[nd->in[j]];
+        if (st.layer_of[i] >= 0) {
+            ls[st.layer_of[i]].level = ++m;
+            maxlevel = m > maxlevel ? m : maxlevel;
+        }
+        for (int j = 0; j < nd->nout; j++)
+            if (nd->out[j] >= 0)
+                lev[nd->out[j]] = m;
+    }
+    for (int k = 0; k < nl; k++) {
+        ls[k].sum_fp = calloc(ls[k].nch + 1, sizeof(double));
+        ls[k].sum_q = calloc(ls[k].nch + 1, sizeof(double));
+        if (!ls[k].sum_fp || !ls[k].sum_q) {
+            rc = qs_error(e, QS_ENOMEM, "bias correction: out of memory");
+            goto out;
+        }
+    }
+    if (!nl)
+        goto out;
+    for (int i = 0; i < sim->nq; i++)
+        saved[i] = qs_quantsim_bypassed(sim, i);
+    pass_ctx pc = { .sim = sim, .data = data, .cfg = cfg, .io = io, .st = &st, .n = n, .t0 = t_start,
+                    .npasses = maxlevel + 1 };
+
+    /* FP32: the simulation with every quantizer passing data through */
+    qs_quantsim_bypass_kind(sim, -1, 1);
+    if ((rc = run_pass(&pc, e)) < 0)
+        goto restore;
+    /* quantized: weights as the caller left them; activations only when asked and calibrated */
+    for (int i = 0; i < sim->nq; i++) {
+        const qs_quantizer *q = &sim->q[i];
+        int off = saved[i] || (q->kind != QS_Q_WEIGHT && (!cfg->quantize_activations || !q->initialized));
+        qs_quantsim_bypass(sim, i, off);
+    }
+    st.quantized = 1;
+    for (int level = 1; level <= maxlevel; level++) {
+        st.level = level;
+        if ((rc = run_pass(&pc, e)) < 0)
+            goto restore;
+        for (int k = 0; k < nl && rc == 0; k++) {
+            bc_layer *L = &ls[k];
+            if (L->level != level)
+                continue;
+            if (!L->cnt_q || !L->cnt_fp) {   /* never ran (a branch the data does not reach) */
+                if (add_skip(rep, g->nodes[L->node].name, "its output was not computed") < 0)
+                    rc = qs_error(e, QS_ENOMEM, "bias correction: out of memory");
+                continue;
+            }
+            for (int64_t c = 0; c < L->nch; c++)   /* E[y_q] − E[y_fp]: subtracted from the bias */
+                L->sum_q[c] = L->sum_q[c] / (double)L->cnt_q - L->sum_fp[c] / (double)L->cnt_fp;
+            rc = apply(sim, L, L->sum_q, rep, e);
+        }
+    }
+    rep->passes = pc.pass;
+restore:
+    for (int i = 0; i < sim->nq; i++)
+        qs_quantsim_bypass(sim, i, saved[i]);
+out:
+    for (int k = 0; ls && k < nl; k++) {
+        free(ls[k].sum_fp);
+        free(ls[k].sum_q);
+    }
+    free(ls);
+    free(saved);
+    free(lev);
+    free(st.layer_of);
+    rep->seconds = qs_now() - t_start;
+    if (rc == 0 && report)
+        *report = rep;
+    else
+        qs_biascorr_report_free(rep);
+    return rc;
+}
+
+/* --- analytical ----------------------------------------------------------------------------------- */
+
+/* E[max(0, x)] for x ~ N(mu, sigma²) */
+static double relu_mean(double mu, double sigma)
+{
+    if (!(sigma > 0))
+        return mu > 0 ? mu : 0;
+    double z = mu / sigma;
+    return sigma * exp(-0.5 * z * z) / sqrt(2 * 3.14159265358979323846) + mu * 0.5 * erfc(-z / sqrt(2.0));
+}
+
+static const qs_tensor *const_of(const qs_graph *g, int v)
+{
+    if (v < 0)
+        return NULL;
+    if (g->values[v].init)
+        return g->values[v].init;
+    int p = g->values[v].producer;
+    if (p >= 0 && is_op(&g->nodes[p], "Constant") && g->nodes[p].nin == 0) {
+        const qs_attr *a = qs_node_attr(&g->nodes[p], "value");
+        return a && a->type == QS_ATTR_TENSOR ? a->t : NULL;
+    }
+    return NULL;
+}
+
+/* Clip(0, hi) → 1 with *hi (∞ when unbounded); anything else → 0 */
+static int clip_relu(const qs_graph *g, const qs_node *n, double *hi)
+{
+    double lo = -INFINITY;
+    *hi = INFINITY;
+    const qs_tensor *t;
+    if (n->nin > 1 && n->in[1] >= 0) {
+        if (!(t = const_of(g, n->in[1])) || qs_numel(t) != 1)
+            return 0;
+        lo = qs_get_f64(t, 0);
+    } else if (qs_node_attr(n, "min")) {
+        lo = qs_node_float(n, "min", 0);
+    }
+    if (n->nin > 2 && n->in[2] >= 0) {
+        if (!(t = const_of(g, n->in[2])) || qs_numel(t) != 1)
+            return 0;
+        *hi = qs_get_f64(t, 0);
+    } else if (qs_node_attr(n, "max")) {
+        *hi = qs_node_float(n, "max", 0);
+    }
+    return lo == 0 && *hi > 0;
+}
+
+static int skip_fakequant(const qs_graph *g, int v)
+{
+    while (v >= 0 && g->values[v].producer >= 0 && is_fakequant(&g->nodes[g->values[v].producer]))
+        v = g->nodes[g->values[v].producer].in[0];
+    return v;
+}
+
+/* E[x] per input channel of layer node ni from the BN record of the layer feeding it; NULL (and
+ * *why) when its input does not come from a BN-folded layer. */
+static double *input_mean(const qs_graph *g, int ni, int64_t cin, const qs_bn_record *bn, int nbn, const char **why)
+{
+    int v = skip_fakequant(g, g->nodes[ni].in[0]);
+    int p = v >= 0 ? g->values[v].producer : -1;
+    int act = 0;   /* 0 none, 1 ReLU, 2 Clip(0, hi) */
+    double hi = INFINITY;
+    if (p >= 0 && is_op(&g->nodes[p], "Relu")) {
+        act = 1;
+    } else if (p >= 0 && is_op(&g->nodes[p], "Clip")) {
+        if (!clip_relu(g, &g->nodes[p], &hi)) {
+            *why = "its input comes through a Clip other than Clip(0, max)";
+            return NULL;
+        }
+        act = isinf(hi) ? 1 : 2;
+    }
+    if (act) {
+        v = skip_fakequant(g, g->nodes[p].in[0]);
+        p = v >= 0 ? g->values[v].producer : -1;
+    }
+    const qs_bn_record *rec = NULL;
+    for (int i = nbn - 1; p >= 0 && i >= 0 && !rec; i--)
+        if (bn[i].layer && bn[i].output && !strcmp(bn[i].layer, g->nodes[p].name) &&
+            !strcmp(bn[i].output, g->values[v].name))
+            rec = &bn[i];
+    if (!rec) {
+        *why = "its input does not come from a BN-folded layer (directly or through ReLU/ReLU6)";
+        return NULL;
+    }
+    if (rec->c != cin) {
+        *why = "the BN record's channel count differs from the layer's input channels";
+        return NULL;
+    }
+    double *m = malloc((cin + 1) * sizeof *m);
+    if (!m) {
+        *why = NULL;
+        return NULL;
+    }
+    for (int64_t i = 0; i < cin; i++) {
+        double mu = rec->beta[i], sigma = fabs((double)rec->gamma[i]);
+        m[i] = act == 0 ? mu : act == 1 ? relu_mean(mu, sigma) : relu_mean(mu, sigma) - relu_mean(mu - hi, sigma);
+    }
+    return m;
+}
+
+int qs_biascorr_analytical(qs_quantsim *sim, const qs_bn_record *bn, int nbn, qs_biascorr_report **report,
+                           qs_err *e)
+{
+    if (report)
+        *report = NULL;
+    double t_start = qs_now();
+    qs_graph *g = sim->g;
+    qs_biascorr_report *rep = calloc(1, sizeof *rep);
+    if (!rep)
+        return qs_error(e, QS_ENOMEM, "bias correction: out of memory");
+    rep->method = "analytical";
+    bc_layer *ls = NULL;
+    int nl = 0, rc = find_layers(sim, rep, 1, &ls, &nl, e);
+    for (int k = 0; rc == 0 && k < nl; k++) {
+        bc_layer *L = &ls[k];
+        const qs_node *nd = &g->nodes[L->node];
+        if (L->kind == K_CONVT) {
+            rc = add_skip(rep, nd->name, "analytical correction handles Conv and Gemm (ConvTranspose: use empirical)");
+            continue;
+        }
+        const qs_quantizer *q = &sim->q[L->wq];
+        const qs_tensor *w = g->values[q->value].init;
+        int tb = L->kind == K_GEMM && qs_node_int(nd, "transB", 0);
+        int64_t group = L->kind == K_CONV ? qs_node_int(nd, "group", 1) : 1;
+        int64_t cin = L->kind == K_CONV ? w->shape[1] * group : w->shape[tb ? 1 : 0];
+        const char *why = NULL;
+        double *mx = input_mean(g, L->node, cin, bn, nbn, &why), *corr = NULL;
+        if (!mx) {
+            rc = why ? add_skip(rep, nd->name, "%s", why) : -1;
+            if (rc < 0)
+                rc = qs_error(e, QS_ENOMEM, "bias correction: out of memory");
+            continue;
+        }
+        /* ε = W̃ − W with the quantizer's current grid */
+        qs_tensor *wq = qs_tensor_copy(w);
+        corr = calloc(L->nch + 1, sizeof *corr);
+        if (!wq || !corr) {
+            qs_tensor_free(wq);
+            free(mx);
+            free(corr);
+            rc = qs_error(e, QS_ENOMEM, "bias correction: out of memory");
+            break;
+        }
+        qs_fake_quant(w, wq, q->axis, qs_quantsim_scales(sim, L->wq), qs_quantsim_zeros(sim, L->wq), q->grid);
+        const float *w0 = qs_f32(w), *w1 = qs_f32(wq);
+        if (L->kind == K_CONV) {   /* W [M, C/g, taps]: weight (m, j) reads input channel group(m)·C/g + j */
+            int64_t cg = w->shape[1], mg = L->nch / group, taps = qs_numel(w) / (L->nch * cg);
+            for (int64_t m = 0; m < L->nch; m++)
+                for (int64_t j = 0; j < cg; j++) {
+                    double ex = mx[(m / mg) * cg + j], s = 0;
+                    for (int64_t t = 0; t < taps; t++) {
+                        int64_t idx = (m * cg + j) * taps + t;
+                        s += (double)w1[idx] - w0[idx];
+                    }
+                    corr[m] += s * ex;
+                }
+        } else {   /* Gemm: y = alpha·x·W (+ beta·C); W [K, N] or [N, K] with transB */
+            double alpha = qs_node_float(nd, "alpha", 1.f);
+            for (int64_t k2 = 0; k2 < cin; k2++)
+                for (int64_t m = 0; m < L->nch; m++) {
+                    int64_t idx = tb ? m * cin + k2 : k2 * L->nch + m;
+                    corr[m] += alpha * ((double)w1[idx] - w0[idx]) * mx[k2];
+                }
+        }
+        rc = apply(sim, L, corr, rep, e);
+        qs_tensor_free(wq);
+        free(mx);
+        free(corr);
+    }
+    free(ls);
+    rep->seconds = qs_now() - t_start;
+    if (rc == 0 && report)
+        *report = rep;
+    else
+        qs_biascorr_report_free(rep);
+    return rc;
+}
+
+/* --- report ------------------------------------------------------------------------------------- */
+
+void qs_biascorr_report_free(qs_biascorr_report *r)
+{
+    if (!r)
+        return;
+    for (int i = 0; i < r->nlayers; i++) {
+        free(r->layers[i].name);
+        free(r->layers[i].correction);
+    }
+    free(r->layers);
+    for (int i = 0; i < r->nskipped; i++) {
+        free(r->skipped[i].name);
+        free(r->skipped[i].reason);
+    }
+    free(r->skipped);
+    free(r);
+}
+
+json_t *qs_biascorr_report_json(const qs_biascorr_report *r)
+{
+    if (!r)
+        return json_null();
+    json_t *layers = json_array(), *skipped = json_array();
+    for (int i = 0; i < r->nlayers; i++) {
+        const qs_biascorr_layer *l = &r->layers[i];
+        json_t *c = json_array();
+        double mabs = 0;
+        for (int64_t k = 0; k < l->nch; k++) {
+            json_array_append_new(c, isfinite(l->correction[k]) ? json_real(l->correction[k]) : json_null());
+            mabs += fabs(l->correction[k]);
+        }
+        json_array_append_new(layers, json_pack("{s:s, s:I, s:b, s:o, s:f}", "name", l->name, "channels",
+                                                (json_int_t)l->nch, "bias_added", l->bias_added, "correction", c,
+                                                "mean_abs_correction", l->nch ? mabs / l->nch : 0.0));
+    }
+    for (int i = 0; i < r->nskipped; i++)
+        json_array_append_new(skipped, json_pack("{s:s, s:s}", "name", r->skipped[i].name, "reason",
+                                                 r->skipped[i].reason));
+    return json_pack("{s:s, s:I, s:i, s:f, s:o, s:o}", "method", r->method, "samples", (json_int_t)r->samples,
+                     "passes", r->passes, "seconds", r->seconds, "layers", layers, "skipped", skipped);
+}
