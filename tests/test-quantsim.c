@@ -407,6 +407,52 @@ TEST(matmul_weight_axis_and_bias_add_fused)
     qs_graph_free(g);
 }
 
+/* weights computed by the model from constants: MatMul(x, Reshape(W0, shape)) and a Conv whose
+ * weight is a Constant node — both folded into initializers and quantized like any weight */
+TEST(constant_weights_folded)
+{
+    qs_graph *g = new_graph(13);
+    int64_t xs[4] = { 1, 2, 3, 3 }, w0s[4] = { 18, 4, 1, 1 }, shp[2] = { 18, 4 };
+    add_input(g, "x", 4, xs);
+    qs_node *n = add_node(g, "Constant", "wconst", "", "cw");
+    int64_t cws[4] = { 2, 2, 1, 1 };
+    qs_tensor *cw = rand_tensor(4, cws, -1, 1);
+    n->attr = calloc(1, sizeof *n->attr);
+    n->attr[0].name = strdup("value");
+    n->attr[0].type = QS_ATTR_TENSOR;
+    n->attr[0].t = cw;
+    n->nattr = 1;
+    add_node(g, "Conv", "conv", "x,cw", "c");
+    add_node(g, "Flatten", "flat", "c", "f");
+    add_weight(g, "W0", 4, w0s, NULL);
+    qs_tensor *st = qs_tensor_new(QS_I64, 1, (int64_t[]){ 2 });
+    memcpy(st->data, shp, sizeof shp);
+    qs_graph_set_init_steal(g, qs_graph_value(g, "wshape"), st);
+    add_node(g, "Reshape", "wreshape", "W0,wshape", "W");
+    add_node(g, "MatMul", "mm", "f,W", "y");
+    add_output(g, "y");
+    qs_quantsim *sim = make_sim(g, NULL);
+    const qs_quantizer *w = get_q(sim, "W"), *c = get_q(sim, "cw");
+    ASSERT_EQ(w->kind, QS_Q_WEIGHT);
+    ASSERT_EQ(w->axis, 1);
+    ASSERT_EQ(w->nch, 4);
+    ASSERT_EQ(c->kind, QS_Q_WEIGHT);
+    ASSERT_EQ(c->nch, 2);
+    ASSERT_EQ(count_ops(sim->g, "Reshape"), 0);
+    ASSERT_EQ(count_ops(sim->g, "Constant"), 0);
+    /* same function: the folded sim with everything bypassed equals the FP32 graph */
+    int64_t bx[4] = { 3, 2, 3, 3 };
+    qs_tensor *x = rand_tensor(4, bx, -1, 1), *ref = run_one(g, x);
+    qs_quantsim_bypass_kind(sim, -1, 1);
+    qs_tensor *y = run_one(sim->g, x);
+    assert_same(y, ref);
+    qs_tensor_free(x);
+    qs_tensor_free(ref);
+    qs_tensor_free(y);
+    qs_quantsim_free(sim);
+    qs_graph_free(g);
+}
+
 TEST(exclusion_keeps_group_fp32)
 {
     qs_graph *g = conv_relu_conv();
@@ -923,7 +969,8 @@ TEST(encodings_aimet_1_0_0)
 }
 
 TEST_MAIN(conv_relu_conv_quantizers, conv_bn_relu_is_one_group, residual_add, concat_output_quantized,
-          maxpool_flatten_pass_through, matmul_weight_axis_and_bias_add_fused, exclusion_keeps_group_fp32,
+          maxpool_flatten_pass_through, matmul_weight_axis_and_bias_add_fused, constant_weights_folded,
+          exclusion_keeps_group_fp32,
           bad_config, bypassed_sim_equals_fp32, tiny_gemm_by_hand, minmax_ranges_from_data,
           export_runs_bit_identical, export_integers_by_hand, export_repeats_qdq_after_pass_through,
           export_refusals, export_4_and_16_bit_activations_at_opset_21, export_raises_old_opsets,

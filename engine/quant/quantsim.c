@@ -1,6 +1,8 @@
 /* QuantSim: the FP32 graph with FakeQuant nodes placed by the rules in quantsim.h.
  *
  * Placement runs in passes over a sorted deep copy of the model:
+ *  0. weights the model computes from constants (Constant nodes, Reshape/Transpose of an
+ *     initializer) are folded into initializers, so their layers get weight quantizers;
  *  1. types: the copy is planned once at batch 1, so every value's dtype and rank are known
  *     (only float values that depend on a model input get activation quantizers);
  *  2. groups: a node joins the group of its producer when it is the only reader of that
@@ -27,6 +29,7 @@
 #include <string.h>
 
 #include "exec.h"
+#include "ops/ops.h"
 
 qs_qsim_config qs_qsim_config_default(void)
 {
@@ -509,6 +512,113 @@ static int place(placer *p, qs_err *e)
     return 0;
 }
 
+/* Weights the model computes from constants (an initializer reshaped or transposed by a node, a
+ * Constant node, as in the ONNX zoo's mnist-8) are folded into initializers first, so the layer
+ * reading them gets a weight quantizer like any other. Only chains ending in a layer's weight or
+ * bias input are folded: other constant subgraphs stay as the model wrote them. */
+static int fold_node(qs_graph *g, int i, qs_err *e)
+{
+    const qs_node *n = &g->nodes[i];
+    const qs_op_def *d = qs_op_find(n->domain, n->op);
+    char b[300];
+    if (!d || n->nin > 16 || n->nout > 8)
+        return 0;
+    qs_tensor *in[17] = { 0 }, heads[8], *outs[8] = { 0 };
+    memset(heads, 0, sizeof heads);
+    for (int j = 0; j < n->nin; j++)
+        in[j] = n->in[j] >= 0 ? g->values[n->in[j]].init : NULL;
+    for (int j = 0; j < n->nout; j++)
+        outs[j] = &heads[j];
+    qs_kctx c = { .node = n, .opset = qs_graph_opset(g, ""), .nin = n->nin, .nout = n->nout, .in = in,
+                  .out = outs, .nthreads = 1, .err = e };
+    int rc = d->infer(&c);
+    for (int j = 0; rc == 0 && j < n->nout; j++)
+        if (!(outs[j] = qs_tensor_new(heads[j].dtype, heads[j].ndim, heads[j].shape)))
+            rc = qs_error(e, QS_ENOMEM, "out of memory");
+    size_t ss = rc == 0 && d->scratch ? d->scratch(&c) : 0;
+    void *scratch = ss ? malloc(ss) : NULL;
+    c.scratch = scratch;
+    c.scratch_size = ss;
+    if (rc == 0)
+        rc = ss && !scratch ? qs_error(e, QS_ENOMEM, "out of memory") : d->forward(&c);
+    free(scratch);
+    for (int j = 0; j < n->nout; j++) {
+        if (rc == 0 && g->nodes[i].out[j] >= 0) {
+            qs_graph_set_init_steal(g, g->nodes[i].out[j], outs[j]);
+            outs[j] = NULL;
+        }
+        if (outs[j] != &heads[j])
+            qs_tensor_free(outs[j]);
+    }
+    if (rc < 0)
+        qs_error_prefix(e, "folding the constant weights of %s: ", qs_node_label(g, i, b, sizeof b));
+    return rc;
+}
+
+static int fold_const_weights(qs_graph *g, qs_err *e)
+{
+    int nv = g->nvalues, nn = g->nnodes, rc = 0, nfold = 0;
+    char *dyn = calloc(nv + 1, 1), *want = calloc(nv + 1, 1), *drop = calloc(nn + 1, 1);
+    if (!dyn || !want || !drop) {
+        rc = qs_error(e, QS_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (int k = 0; k < g->ninputs; k++)
+        dyn[g->inputs[k]] = !g->values[g->inputs[k]].init;
+    for (int i = 0; i < nn; i++) {
+        const qs_node *n = &g->nodes[i];
+        int d = 0;
+        for (int j = 0; j < n->nin; j++)
+            d |= n->in[j] >= 0 && dyn[n->in[j]];
+        for (int j = 0; j < n->nout; j++)
+            if (n->out[j] >= 0)
+                dyn[n->out[j]] = (char)d;
+        if (is_op(n, LAYER_OPS))
+            for (int j = is_op1(n, "MatMul") ? 0 : 1; j < n->nin && j < 3; j++)
+                if (n->in[j] >= 0 && !g->values[n->in[j]].init && g->values[n->in[j]].producer >= 0)
+                    want[n->in[j]] = 1;
+    }
+    /* a wanted value's constant producer wants its inputs too (walk backwards) */
+    for (int i = nn - 1; i >= 0; i--) {
+        const qs_node *n = &g->nodes[i];
+        int w = 0, d = 0;
+        for (int j = 0; j < n->nout; j++)
+            if (n->out[j] >= 0) {
+                w |= want[n->out[j]];
+                d |= dyn[n->out[j]] || qs_graph_is_output(g, n->out[j]);
+            }
+        if (!w || d)
+            continue;
+        for (int j = 0; j < n->nin; j++)
+            if (n->in[j] >= 0)
+                want[n->in[j]] = 1;
+    }
+    for (int i = 0; i < nn && rc == 0; i++) {
+        const qs_node *n = &g->nodes[i];
+        int w = 0, ok = n->nout > 0;
+        for (int j = 0; j < n->nout; j++)
+            if (n->out[j] >= 0) {
+                w |= want[n->out[j]];
+                ok &= !dyn[n->out[j]] && !qs_graph_is_output(g, n->out[j]);
+            }
+        for (int j = 0; j < n->nin; j++)
+            ok &= n->in[j] < 0 || g->values[n->in[j]].init != NULL;
+        if (!w || !ok)
+            continue;
+        if ((rc = fold_node(g, i, e)) == 0) {
+            drop[i] = 1;
+            nfold++;
+        }
+    }
+    if (rc == 0 && nfold)
+        qs_graph_remove_nodes(g, drop);
+out:
+    free(dyn);
+    free(want);
+    free(drop);
+    return rc;
+}
+
 /* Plans the graph once at batch 1 to learn every value's dtype and rank (ONNX files often
  * declare neither for intermediate values). */
 static int infer_types(qs_graph *g, qs_err *e)
@@ -592,7 +702,7 @@ qs_quantsim *qs_quantsim_new(const qs_graph *fp32, const qs_qsim_config *cfg, qs
     if (!(sim->g = qs_graph_clone(fp32)))
         goto oom;
     qs_graph *g = sim->g;
-    if (infer_types(g, e) < 0) {
+    if (qs_graph_toposort(g, e) < 0 || fold_const_weights(g, e) < 0 || infer_types(g, e) < 0) {
         qs_error_prefix(e, "building the quantization simulation: ");
         goto fail;
     }
