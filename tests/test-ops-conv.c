@@ -6,6 +6,8 @@
 #include "tests/opcheck.h"
 #include "engine/ops/kernels.h"
 
+#include <pthread.h>
+
 /* ---- helpers ------------------------------------------------------------------------------------- */
 
 static int64_t S4[4];
@@ -71,6 +73,57 @@ TEST(sgemm_hand_computed_and_beta_zero_ignores_nan)
     qs_sgemm(0, 0, 2, 2, 0, 1.f, A, 3, B, 2, 2.f, C, 2);   /* K = 0: C = beta·C */
     float want2[] = { 8, 10, 20, 22 };
     assert_close_buf(C, want2, 4, 0, 0);
+}
+
+/* ---- parallel-for ------------------------------------------------------------------------------------ */
+
+typedef struct {
+    int *hits;
+    int nworkers;
+    int bad_worker;
+} pf_check;
+
+static void pf_count(void *arg, int64_t b, int64_t e, int worker)
+{
+    pf_check *c = arg;
+    if (worker < 0 || worker >= c->nworkers)
+        c->bad_worker = 1;
+    for (int64_t i = b; i < e; i++)
+        __atomic_add_fetch(&c->hits[i], 1, __ATOMIC_RELAXED);
+}
+
+static void *pf_thread(void *arg)
+{
+    int *hits = calloc(1000, sizeof *hits);
+    pf_check c = { hits, 3, 0 };
+    for (int r = 0; r < 200; r++)
+        qs_parallel_for(3, 1000, 7, pf_count, &c);
+    for (int i = 0; i < 1000; i++)
+        if (hits[i] != 200 || c.bad_worker)
+            return (void *)1;
+    free(hits);
+    return NULL;
+}
+
+TEST(parallel_for_runs_every_index_once)
+{
+    for (int t = 1; t <= 4; t++)
+        for (int64_t n = 0; n < 40; n += 3) {
+            int hits[40] = { 0 };
+            pf_check c = { hits, t, 0 };
+            qs_parallel_for(t, n, 2, pf_count, &c);
+            ASSERT(!c.bad_worker);
+            for (int64_t i = 0; i < 40; i++)
+                ASSERT_EQ(hits[i], i < n ? 1 : 0);
+        }
+    /* two callers at once: one gets the pool, the other its own threads; both complete */
+    pthread_t a, b;
+    void *ra, *rb;
+    ASSERT_EQ(pthread_create(&a, NULL, pf_thread, NULL), 0);
+    ASSERT_EQ(pthread_create(&b, NULL, pf_thread, NULL), 0);
+    pthread_join(a, &ra);
+    pthread_join(b, &rb);
+    ASSERT(ra == NULL && rb == NULL);
 }
 
 /* ---- im2col / col2im -------------------------------------------------------------------------------- */
@@ -261,6 +314,10 @@ static const conv_case conv_cases[] = {
     { 2, 2, 3, 6, 3, { 9, 7 }, { 3, 3 }, { 2, 2 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, 1 },
     { 2, 1, 3, 3, 3, { 9, 10 }, { 3, 2 }, { 2, 3 }, { 2, 2 }, { 2, 0 }, { 1, 2 }, 0 },
     { 2, 1, 2, 2, 2, { 3, 3 }, { 3, 3 }, { 1, 1 }, { 1, 1 }, { 2, 2 }, { 2, 2 }, 1 },   /* pads ≥ kernel reach */
+    /* depthwise over more than one block of 16 channels, the last one partial */
+    { 2, 2, 20, 20, 20, { 9, 8 }, { 3, 3 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, 1 },
+    { 2, 1, 10, 20, 10, { 6, 7 }, { 5, 3 }, { 2, 1 }, { 1, 2 }, { 2, 1 }, { 2, 2 }, 1 },
+    { 1, 2, 17, 17, 17, { 30 }, { 5 }, { 3 }, { 1 }, { 2 }, { 2 }, 0 },
     /* 1-D and 3-D */
     { 1, 2, 3, 4, 1, { 13 }, { 4 }, { 2 }, { 2 }, { 2 }, { 1 }, 1 },
     { 1, 2, 4, 8, 4, { 10 }, { 3 }, { 1 }, { 1 }, { 1 }, { 1 }, 1 },                 /* 1-D depthwise */
@@ -538,6 +595,7 @@ TEST(conv_bad_input_named)
 }
 
 TEST_MAIN(sgemm_matches_reference_all_transposes, sgemm_hand_computed_and_beta_zero_ignores_nan,
+          parallel_for_runs_every_index_once,
           im2col_col2im_match_reference, conv_box_filter_hand_computed, conv_auto_pad_same_lower_and_upper,
           conv_matches_reference, conv_matches_reference_two_threads, conv_kernel_shape_inferred_and_checked,
           conv_backward_matches_finite_differences, convtranspose_hand_computed,

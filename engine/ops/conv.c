@@ -298,6 +298,7 @@ typedef float v16u __attribute__((vector_size(64), aligned(4)));
 typedef int v16i __attribute__((vector_size(64)));
 
 /* r[i][j] ↔ r[j][i]: at distance d = 8, 4, 2, 1, rows i and i + d swap their off-diagonal d-blocks */
+#if defined(__GNUC__) && !defined(__clang__)
 static inline void transpose16(v16 r[16])
 {
     static const v16i lo8 = { 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23 };
@@ -317,6 +318,17 @@ static inline void transpose16(v16 r[16])
                 r[i + d] = __builtin_shuffle(a, b, *hi[s]);
             }
 }
+#else   /* compilers without GCC's __builtin_shuffle: element by element */
+static inline void transpose16(v16 r[16])
+{
+    for (int i = 0; i < 16; i++)
+        for (int j = i + 1; j < 16; j++) {
+            float t = r[i][j];
+            r[i][j] = r[j][i];
+            r[j][i] = t;
+        }
+}
+#endif
 
 /* One block: output channels m0 .. m0 + 15 (fewer at the end) of batch item n. */
 QS_HOT static void dw_block(const conv_p *p, const dw_blk *d, const float *x, const float *w, const float *b,

@@ -477,6 +477,79 @@ static void *pf_main(void *p)
 
 #define PF_MAX_THREADS 64
 
+/* Threads started per call cost tens of microseconds, as much as a small layer, so workers are
+ * kept in a pool between calls, sleeping on a condition variable. One caller at a time uses the
+ * pool; a concurrent caller (another job in the daemon, or a nested call) starts its own threads
+ * instead. Chunks are claimed under the mutex, and the caller runs chunks too. A forked child has
+ * none of the parent's threads: the fork handler gives it an empty pool. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t wake, done;
+    int nworkers, busy;
+    unsigned long gen;        /* bumped per job; a worker runs when it sees a new value */
+    pf_chunk *chunks;
+    int nchunks, next, pending;
+} pool;
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+
+static void pool_reset(void)
+{
+    pthread_mutex_init(&pool.mu, NULL);
+    pthread_cond_init(&pool.wake, NULL);
+    pthread_cond_init(&pool.done, NULL);
+    pool.nworkers = pool.busy = 0;
+    pool.chunks = NULL;
+    pool.nchunks = pool.next = pool.pending = 0;
+}
+
+static void pool_init(void)
+{
+    pool_reset();
+    pthread_atfork(NULL, NULL, pool_reset);
+}
+
+/* Runs unclaimed chunks of the current job; called and returns with the mutex held. */
+static void pool_drain(void)
+{
+    while (pool.next < pool.nchunks) {
+        pf_chunk *c = &pool.chunks[pool.next++];
+        pthread_mutex_unlock(&pool.mu);
+        c->fn(c->arg, c->begin, c->end, c->worker);
+        pthread_mutex_lock(&pool.mu);
+        if (--pool.pending == 0)
+            pthread_cond_signal(&pool.done);
+    }
+}
+
+static void *pool_main(void *arg)
+{
+    unsigned long seen = (unsigned long)(uintptr_t)arg;   /* the generation before its first job */
+    pthread_mutex_lock(&pool.mu);
+    for (;;) {
+        while (pool.gen == seen)
+            pthread_cond_wait(&pool.wake, &pool.mu);
+        seen = pool.gen;
+        pool_drain();
+    }
+    return NULL;
+}
+
+/* the old way, for when the pool is taken: a thread per chunk, joined */
+static void spawn_run(pf_chunk *chunks, int64_t t)
+{
+    pthread_t th[PF_MAX_THREADS];
+    int started[PF_MAX_THREADS];
+    for (int64_t i = 1; i < t; i++)   /* chunk 0 runs on the calling thread */
+        started[i] = pthread_create(&th[i], NULL, pf_main, &chunks[i]) == 0;
+    pf_main(&chunks[0]);
+    for (int64_t i = 1; i < t; i++) {
+        if (started[i])
+            pthread_join(th[i], NULL);
+        else   /* no thread to be had: do the chunk here rather than fail */
+            pf_main(&chunks[i]);
+    }
+}
+
 void qs_parallel_for(int nthreads, int64_t n, int64_t min_chunk, qs_range_fn fn, void *arg)
 {
     if (n <= 0)
@@ -493,17 +566,34 @@ void qs_parallel_for(int nthreads, int64_t n, int64_t min_chunk, qs_range_fn fn,
         return;
     }
     pf_chunk chunks[PF_MAX_THREADS];
-    pthread_t th[PF_MAX_THREADS];
-    int started[PF_MAX_THREADS];
     for (int64_t i = 0; i < t; i++)
         chunks[i] = (pf_chunk){ fn, arg, n * i / t, n * (i + 1) / t, (int)i };
-    for (int64_t i = 1; i < t; i++)   /* chunk 0 runs on the calling thread */
-        started[i] = pthread_create(&th[i], NULL, pf_main, &chunks[i]) == 0;
-    fn(arg, chunks[0].begin, chunks[0].end, 0);
-    for (int64_t i = 1; i < t; i++) {
-        if (started[i])
-            pthread_join(th[i], NULL);
-        else   /* no thread to be had: do the chunk here rather than fail */
-            fn(arg, chunks[i].begin, chunks[i].end, chunks[i].worker);
+    pthread_once(&pool_once, pool_init);
+    pthread_mutex_lock(&pool.mu);
+    if (pool.busy) {
+        pthread_mutex_unlock(&pool.mu);
+        spawn_run(chunks, t);
+        return;
     }
+    pool.busy = 1;
+    while (pool.nworkers < t - 1) {
+        pthread_t th;
+        if (pthread_create(&th, NULL, pool_main, (void *)(uintptr_t)pool.gen))
+            break;   /* fewer threads than asked: the chunks still all run */
+        pthread_detach(th);
+        pool.nworkers++;
+    }
+    pool.chunks = chunks;
+    pool.nchunks = (int)t;
+    pool.next = 0;
+    pool.pending = (int)t;
+    pool.gen++;
+    pthread_cond_broadcast(&pool.wake);
+    pool_drain();
+    while (pool.pending > 0)
+        pthread_cond_wait(&pool.done, &pool.mu);
+    pool.chunks = NULL;
+    pool.nchunks = pool.next = 0;
+    pool.busy = 0;
+    pthread_mutex_unlock(&pool.mu);
 }

@@ -216,6 +216,24 @@ typedef struct {
 MAXPOOL_INT_PLANE(maxpool_plane_i8, int8_t)
 MAXPOOL_INT_PLANE(maxpool_plane_u8, uint8_t)
 
+/* Global pools: the window is the whole plane, so a plain reduction does (MaxPool with Indices
+ * takes the windowed path, which also finds where the maximum is). */
+QS_HOT static float plane_sum(const float *x, int64_t n)
+{
+    float s = 0;
+    for (int64_t i = 0; i < n; i++)
+        s += x[i];
+    return s;
+}
+
+QS_HOT static float plane_max(const float *x, int64_t n)
+{
+    float m = x[0];
+    for (int64_t i = 1; i < n; i++)
+        m = x[i] > m ? x[i] : m;
+    return m;
+}
+
 static void pool_forward_range(void *arg, int64_t begin, int64_t end, int worker)
 {
     const pool_job *j = arg;
@@ -233,6 +251,14 @@ static void pool_forward_range(void *arg, int64_t begin, int64_t end, int worker
         const float *x = (const float *)j->x + plane * p->xvol;
         float *y = (float *)j->y + plane * p->yvol;
         int64_t *idx = j->idx ? j->idx + plane * p->yvol : NULL;
+        if (p->kind == POOL_GAVG) {
+            y[0] = plane_sum(x, p->xvol) / (float)p->xvol;
+            continue;
+        }
+        if (p->kind == POOL_GMAX && !idx) {
+            y[0] = plane_max(x, p->xvol);
+            continue;
+        }
         if (p->kind == POOL_MAX || p->kind == POOL_GMAX) {
             FOR_OUTPUTS(g) {
                 window w;
