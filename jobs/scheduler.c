@@ -355,6 +355,11 @@ static void work_cb(uv_work_t *req)
     else
         r->rc = qs_pipeline_run(r->type, &io, &r->result, &r->err);
     if (r->rc == 0) {
+        /* a pipeline may record where it wrote; here that temp folder is about to be renamed
+         * and means nothing to a client (artifact URLs say where things are) */
+        const char *od = json_string_value(json_object_get(r->result, "outdir"));
+        if (od && !strcmp(od, r->outdir))
+            json_object_del(r->result, "outdir");
         r->artifacts = list_artifacts(r->outdir, &r->err);
         if (!r->artifacts)
             r->rc = r->err.code ? r->err.code : QS_EIO;
@@ -416,7 +421,10 @@ static void after_work_cb(uv_work_t *req, int status)
             break;
         }
     int aborted = r->rc == QS_EABORTED || (r->rc != 0 && atomic_load(&r->abort));
+    int requeue = aborted && r->shutdown && !r->cancelled;
     double duration = mono_now() - r->started;
+    if (!requeue && r->has_resume && !s->abandoned)   /* files settle before the state says so */
+        rm_rf(r->resume);
     int rc;
     if (s->abandoned) {
         rc = 0;   /* qd_sched_stop gave up waiting and requeued the record already */
@@ -459,7 +467,7 @@ static void after_work_cb(uv_work_t *req, int status)
             json_decref(u.result);
         count_finished(s, 0, duration);
         QD_LOG_INFO("job %s (%s) succeeded in %.1f s", r->id, r->type, duration);
-    } else if (aborted && r->shutdown && !r->cancelled) {
+    } else if (requeue) {
         json_t *extra = json_pack("{s:s}", "reason", "requeued: the daemon is stopping");
         qd_job_update u = { .event_extra = extra };
         rc = qd_store_job_transition(s->st, r->id, "running", "queued", &u, NULL);
@@ -483,8 +491,6 @@ static void after_work_cb(uv_work_t *req, int status)
     }
     if (rc < 0)
         QD_LOG_ERROR("job %s: recording its end failed (%d)", r->id, rc);
-    if (!(aborted && r->shutdown && !r->cancelled) && r->has_resume)
-        rm_rf(r->resume);
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     if (s->o.notify)

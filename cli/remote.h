@@ -1,0 +1,35 @@
+/* The quant command line's --server mode: run a pipeline on a quantd server instead of locally,
+ * with the same inputs and the same outputs.
+ *
+ *   qd_remote_paths p = { .model = "m.onnx", .calib = "x.npy" };
+ *   int rc = qd_remote_run("http://gpu1:8080", token, "ptq", &p, config, "out", json_out);
+ *
+ * It uploads each file (skipped when the server already has one with the same sha256), submits
+ * the job spec (../shared/DESIGN.md), follows the job's event stream with a progress bar on
+ * stderr (reconnecting with Last-Event-ID if the connection drops), downloads the artifacts into
+ * outdir (checked against their sha256, then put in place as a whole, replacing outdir as the
+ * local pipelines do) and, with json_out, prints the job's result object on stdout.
+ * Returns an exit status: 0 the job succeeded, 1 it failed (or the server refused), 2 the spec
+ * was refused (a usage error: the message names the field), 130 interrupted (the job is
+ * cancelled on the server). token NULL: $QUANTD_TOKEN, if set. */
+#ifndef QD_REMOTE_H
+#define QD_REMOTE_H
+
+#include <jansson.h>
+#include <stdatomic.h>
+
+typedef struct qd_remote_paths {
+    const char *model;                  /* ONNX file */
+    const char *calib;                  /* .npy/.npz (ptq, analyze) */
+    const char *train, *train_labels;   /* qat */
+    const char *val, *val_labels;       /* eval; optional for the others */
+} qd_remote_paths;
+
+int qd_remote_run(const char *server, const char *token, const char *type, const qd_remote_paths *paths,
+                  json_t *config, const char *outdir, int json_out);
+
+/* A flag (e.g. raised by a SIGINT handler) polled while waiting: once raised, the job is
+ * cancelled on the server and qd_remote_run returns 130. */
+void qd_remote_set_interrupt(atomic_int *flag);
+
+#endif
