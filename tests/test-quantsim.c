@@ -638,6 +638,46 @@ TEST(minmax_ranges_from_data)
     qs_graph_free(g);
 }
 
+/* A dead channel after BN folding: weights ~1e-9 beside a bias of 0.5. At s_in·s_w the bias
+ * would be ~10^10 steps and clamp at int32; the weight scale of that channel is raised instead so
+ * the bias survives (and the export still matches the simulation bit for bit). */
+TEST(dead_channel_keeps_its_bias)
+{
+    qs_graph *g = new_graph(13);
+    int64_t xs[4] = { 1, 2, 3, 3 }, ws[4] = { 2, 2, 1, 1 }, bs[1] = { 2 };
+    float w[4] = { 0.5f, -0.25f, 1e-9f, -2e-9f }, b[2] = { 0.1f, 0.5f };
+    add_input(g, "x", 4, xs);
+    add_weight(g, "W", 4, ws, w);
+    add_weight(g, "B", 1, bs, b);
+    add_node(g, "Conv", "conv", "x,W,B", "y");
+    add_output(g, "y");
+    qs_quantsim *sim = make_sim(g, NULL);
+    int64_t bx[4] = { 4, 2, 3, 3 };
+    qs_tensor *x = rand_tensor(4, bx, -1, 1);
+    calibrate(sim, x);
+    int wi = qs_quantsim_find(sim, "W"), bi = qs_quantsim_find(sim, "B"), xi = qs_quantsim_find(sim, "x");
+    float sb = qs_quantsim_scales(sim, bi)[1];
+    ASSERT(0.5f / sb <= 4194304.f);
+    ASSERT_EQ(sb, qs_quantsim_scales(sim, xi)[0] * qs_quantsim_scales(sim, wi)[1]);
+    ASSERT_CLOSE(qs_quantsim_scales(sim, wi)[0], 0.5 / 127, 1e-6, 0);   /* the live channel is untouched */
+    qs_quantsim_bypass(sim, qs_quantsim_find(sim, "y"), 1);
+    qs_tensor *y = run_one(sim->g, x);
+    for (int64_t i = (2 * 2 + 1) * 9; i < (2 * 2 + 2) * 9; i++)   /* sample 2, channel 1: the bias alone */
+        ASSERT_CLOSE(qs_f32(y)[i], 0.5, 0, 1e-6);
+    qs_quantsim_bypass(sim, qs_quantsim_find(sim, "y"), 0);
+    qs_tensor *ys = run_one(sim->g, x);
+    qs_graph *q = export_qdq(sim);
+    qs_tensor *yq = run_one(q, x);
+    assert_same(yq, ys);
+    qs_tensor_free(x);
+    qs_tensor_free(y);
+    qs_tensor_free(ys);
+    qs_tensor_free(yq);
+    qs_graph_free(q);
+    qs_quantsim_free(sim);
+    qs_graph_free(g);
+}
+
 /* --- export ---------------------------------------------------------------------------------- */
 
 static void export_matches_sim(qs_graph *(*model)(void), const qs_qsim_config *cfg)
@@ -971,7 +1011,7 @@ TEST(encodings_aimet_1_0_0)
 TEST_MAIN(conv_relu_conv_quantizers, conv_bn_relu_is_one_group, residual_add, concat_output_quantized,
           maxpool_flatten_pass_through, matmul_weight_axis_and_bias_add_fused, constant_weights_folded,
           exclusion_keeps_group_fp32,
-          bad_config, bypassed_sim_equals_fp32, tiny_gemm_by_hand, minmax_ranges_from_data,
+          bad_config, bypassed_sim_equals_fp32, tiny_gemm_by_hand, minmax_ranges_from_data, dead_channel_keeps_its_bias,
           export_runs_bit_identical, export_integers_by_hand, export_repeats_qdq_after_pass_through,
           export_refusals, export_4_and_16_bit_activations_at_opset_21, export_raises_old_opsets,
           encodings_aimet_1_0_0)

@@ -101,9 +101,13 @@ static int nonneg_output(const qs_graph *g, const qs_node *n)
     return 0;
 }
 
+/* int32, with the top bound lowered to 2^31 − 128, the largest float below 2^31: float32
+ * arithmetic (FakeQuant's clamp) and the exported int32 then clamp at the same value. */
+#define BIAS_QMAX 2147483520.f
+
 static qs_grid bias_grid(void)
 {
-    qs_grid g = { .bits = 32, .is_signed = 1, .qmin = -2147483648.f, .qmax = 2147483647.f };
+    qs_grid g = { .bits = 32, .is_signed = 1, .qmin = -2147483648.f, .qmax = BIAS_QMAX };
     return g;
 }
 
@@ -164,9 +168,7 @@ static int add_quantizer(qs_quantsim *sim, const char *name, const char *layer, 
     if (node < 0)
         return qs_error(e, QS_ENOMEM, "out of memory");
     qs_node *n = &g->nodes[node];
-    /* grid bounds from the bit width: float qmax of a 32-bit grid is not exact */
-    int64_t qmin = grid.is_signed ? -((int64_t)1 << (grid.bits - 1)) : 0;
-    int64_t qmax = grid.is_signed ? ((int64_t)1 << (grid.bits - 1)) - 1 : ((int64_t)1 << grid.bits) - 1;
+    int64_t qmin = (int64_t)grid.qmin, qmax = (int64_t)grid.qmax;   /* exact: see bias_grid */
     if (qs_node_set_domain(n, "quantd") < 0 || qs_node_set_int(n, "qmin", qmin) < 0 ||
         qs_node_set_int(n, "qmax", qmax) < 0 || qs_node_set_int(n, "bypass", 0) < 0 ||
         (axis >= 0 && qs_node_set_int(n, "axis", axis) < 0))
@@ -785,14 +787,27 @@ float *qs_quantsim_zeros(qs_quantsim *sim, int i)
     return qs_f32(sim->g->values[sim->q[i].zero].init);
 }
 
+/* Bias scale s_in·s_w[c]. A channel whose bias is huge in units of that scale (weights nearly
+ * zero next to a real bias: a dead channel after BN folding) would lose its bias to int32
+ * clamping; there, as ONNX Runtime's quantizer does, the per-channel weight scale is raised until
+ * the bias fits. The limit is 2^22 steps rather than 2^31: far from overflow, inside the range
+ * where float32 rounds integers exactly (the fast FakeQuant path relies on |x/s| < 2^22), and
+ * reached only by channels whose weights are a negligible fraction of their bias. */
+#define BIAS_MAX_STEPS 4194304.f
 static void update_bias_one(qs_quantsim *sim, int b)
 {
     qs_quantizer *q = &sim->q[b];
     const qs_quantizer *w = &sim->q[q->bias_of], *a = &sim->q[q->bias_in];
+    const qs_tensor *B = sim->g->values[q->value].init;
     float sa = qs_quantsim_scales(sim, q->bias_in)[0];
-    const float *sw = qs_quantsim_scales(sim, q->bias_of);
+    float *sw = qs_quantsim_scales(sim, q->bias_of);
     float *s = qs_quantsim_scales(sim, b), *z = qs_quantsim_zeros(sim, b);
     for (int c = 0; c < q->nch; c++) {
+        if (w->nch > 1 && w->initialized && a->initialized && sa > 0) {
+            float need = fabsf(qs_f32(B)[c]) / BIAS_MAX_STEPS;
+            if (sa * sw[c] < need && isfinite(need))
+                sw[c] = need / sa * 1.0001f;   /* margin for the rounding of sa·sw */
+        }
         s[c] = sa * sw[w->nch > 1 ? c : 0];
         z[c] = 0;
     }
