@@ -512,9 +512,13 @@ int qs_export_qdq(const qs_quantsim *sim, qs_graph **out, qs_err *e)
     for (int i = 0; i < nq; i++)
         drop[fq[i]] = 1;
     qs_graph_remove_nodes(g, drop);
-    for (int v = 0; v < g->nvalues; v++)
-        if (g->values[v].init && !read_anywhere(g, v))
+    for (int v = 0; v < g->nvalues; v++) {
+        int is_input = 0;   /* an input with a default keeps it */
+        for (int k = 0; k < g->ninputs; k++)
+            is_input |= g->inputs[k] == v;
+        if (g->values[v].init && !is_input && !read_anywhere(g, v))
             qs_graph_set_init_steal(g, v, NULL);
+    }
     for (int k = 0; k < g->nopsets; k++)
         if (g->opsets[k].domain && !strcmp(g->opsets[k].domain, "quantd")) {
             free(g->opsets[k].domain);

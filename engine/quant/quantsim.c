@@ -790,10 +790,9 @@ float *qs_quantsim_zeros(qs_quantsim *sim, int i)
 /* Bias scale s_in·s_w[c]. A channel whose bias is huge in units of that scale (weights nearly
  * zero next to a real bias: a dead channel after BN folding) would lose its bias to int32
  * clamping; there, as ONNX Runtime's quantizer does, the per-channel weight scale is raised until
- * the bias fits. The limit is 2^22 steps rather than 2^31: far from overflow, inside the range
- * where float32 rounds integers exactly (the fast FakeQuant path relies on |x/s| < 2^22), and
- * reached only by channels whose weights are a negligible fraction of their bias. */
-#define BIAS_MAX_STEPS 4194304.f
+ * the bias fits, with a factor 2 of headroom. (16-bit weights and activations legitimately put
+ * biases at 10^8–10^9 steps, so the limit must be int32's, not a smaller one.) */
+#define BIAS_MAX_STEPS 1073741824.f
 static void update_bias_one(qs_quantsim *sim, int b)
 {
     qs_quantizer *q = &sim->q[b];
