@@ -35,6 +35,12 @@ QS_HOT void qs_vec_fill(int64_t n, float v, float *y)
         y[i] = v;
 }
 
+QS_HOT void qs_vec_affine(int64_t n, float a, float b, const float *x, float *y)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = a * x[i] + b;
+}
+
 /* ---- GEMM ------------------------------------------------------------------------------------ */
 
 /* OpenBLAS (0.3.17+ on Skylake-X and others) multiplies small matrices (M·N·K up to about 10⁶)
@@ -253,15 +259,31 @@ static void valid_range(int64_t off, int64_t s, int64_t isz, int64_t osz, int64_
     *hi = h;
 }
 
+#define COLS_MAXK 64   /* kernel sizes up to this get their tap ranges worked out once per call */
+
 typedef struct {
     const qs_conv_geom *g;
     const float *src;
     float *dst;
+    /* per kernel column kw: outputs [wlo, whi) read inside the row; per kernel row kh: [hlo, hhi).
+     * The same for every channel, and divisions are slow enough to matter here. */
+    int64_t wlo[COLS_MAXK], whi[COLS_MAXK], hlo[COLS_MAXK], hhi[COLS_MAXK];
 } cols_job;
+
+static void tap_ranges(const qs_conv_geom *g, int64_t kh, int64_t kw, const cols_job *j, int64_t *lo,
+                       int64_t *hi, int64_t *hlo, int64_t *hhi)
+{
+    if (kh < COLS_MAXK && kw < COLS_MAXK) {
+        *lo = j->wlo[kw], *hi = j->whi[kw], *hlo = j->hlo[kh], *hhi = j->hhi[kh];
+        return;
+    }
+    valid_range(kw * g->dil[2] - g->pad[2], g->stride[2], g->in[2], g->out[2], lo, hi);
+    valid_range(kh * g->dil[1] - g->pad[1], g->stride[1], g->in[1], g->out[1], hlo, hhi);
+}
 
 /* One row of the column matrix: zeros for the taps in the padding, the input run between. Plain
  * loops: the rows are short (an output row), so libc calls would cost more than the copy. */
-static inline void im2col_row(float *d, const float *xr, int64_t OW, int64_t lo, int64_t hi, int64_t sw,
+QS_HOT static void im2col_row(float *d, const float *xr, int64_t OW, int64_t lo, int64_t hi, int64_t sw,
                               int64_t offw)
 {
     for (int64_t ow = 0; ow < lo; ow++)
@@ -276,7 +298,7 @@ static inline void im2col_row(float *d, const float *xr, int64_t OW, int64_t lo,
         d[ow] = 0.f;
 }
 
-static void im2col_range(void *arg, int64_t c0, int64_t c1, int worker)
+QS_HOT static void im2col_range(void *arg, int64_t c0, int64_t c1, int worker)
 {
     const cols_job *j = arg;
     const qs_conv_geom *g = j->g;
@@ -294,8 +316,7 @@ static void im2col_range(void *arg, int64_t c0, int64_t c1, int worker)
             for (int64_t kh = 0; kh < g->k[1]; kh++)
                 for (int64_t kw = 0; kw < g->k[2]; kw++, dst += ovol) {
                     int64_t offw = kw * g->dil[2] - g->pad[2], offh = kh * g->dil[1] - g->pad[1], lo, hi, hlo, hhi;
-                    valid_range(offw, sw, IW, OW, &lo, &hi);
-                    valid_range(offh, sh, IH, OH, &hlo, &hhi);
+                    tap_ranges(g, kh, kw, j, &lo, &hi, &hlo, &hhi);
                     for (int64_t od = 0; od < OD; od++) {
                         int64_t id = od * g->stride[0] + kd * g->dil[0] - g->pad[0];
                         float *dp = dst + od * OH * OW;
@@ -309,14 +330,12 @@ static void im2col_range(void *arg, int64_t c0, int64_t c1, int worker)
                             memset(dp, 0, first * sizeof *dp);
                             memcpy(dp + first, xp + (hlo + offh) * IW + lo + offw, (last - first) * sizeof *dp);
                             memset(dp + last, 0, (OH * OW - last) * sizeof *dp);
-                            if (lo > 0 || hi < OW)
-                                for (int64_t oh = hlo; oh < hhi; oh++) {
-                                    float *d = dp + oh * OW;
-                                    for (int64_t ow = 0; ow < lo; ow++)
-                                        d[ow] = 0.f;
-                                    for (int64_t ow = hi; ow < OW; ow++)
-                                        d[ow] = 0.f;
-                                }
+                            for (int64_t ow = 0; ow < lo; ow++)   /* a column or two, down the rows */
+                                for (int64_t oh = hlo; oh < hhi; oh++)
+                                    dp[oh * OW + ow] = 0.f;
+                            for (int64_t ow = hi; ow < OW; ow++)
+                                for (int64_t oh = hlo; oh < hhi; oh++)
+                                    dp[oh * OW + ow] = 0.f;
                             continue;
                         }
                         memset(dp, 0, hlo * OW * sizeof *dp);
@@ -328,7 +347,7 @@ static void im2col_range(void *arg, int64_t c0, int64_t c1, int worker)
     }
 }
 
-static void col2im_range(void *arg, int64_t c0, int64_t c1, int worker)
+QS_HOT static void col2im_range(void *arg, int64_t c0, int64_t c1, int worker)
 {
     const cols_job *j = arg;
     const qs_conv_geom *g = j->g;
@@ -340,8 +359,8 @@ static void col2im_range(void *arg, int64_t c0, int64_t c1, int worker)
         for (int64_t kd = 0; kd < g->k[0]; kd++)
             for (int64_t kh = 0; kh < g->k[1]; kh++)
                 for (int64_t kw = 0; kw < g->k[2]; kw++, src += ovol) {
-                    int64_t offw = kw * g->dil[2] - g->pad[2], lo, hi;
-                    valid_range(offw, sw, IW, OW, &lo, &hi);
+                    int64_t offw = kw * g->dil[2] - g->pad[2], lo, hi, hlo, hhi;
+                    tap_ranges(g, kh, kw, j, &lo, &hi, &hlo, &hhi);
                     for (int64_t od = 0; od < OD; od++) {
                         int64_t id = od * g->stride[0] + kd * g->dil[0] - g->pad[0];
                         if (id < 0 || id >= ID)
@@ -370,7 +389,11 @@ static void col2im_range(void *arg, int64_t c0, int64_t c1, int worker)
 static void cols_run(qs_range_fn fn, const qs_conv_geom *g, int64_t ch, const float *src, float *dst,
                      int nthreads)
 {
-    cols_job j = { g, src, dst };
+    cols_job j = { g, src, dst, { 0 }, { 0 }, { 0 }, { 0 } };
+    for (int64_t k = 0; k < g->k[2] && k < COLS_MAXK; k++)
+        valid_range(k * g->dil[2] - g->pad[2], g->stride[2], g->in[2], g->out[2], &j.wlo[k], &j.whi[k]);
+    for (int64_t k = 0; k < g->k[1] && k < COLS_MAXK; k++)
+        valid_range(k * g->dil[1] - g->pad[1], g->stride[1], g->in[1], g->out[1], &j.hlo[k], &j.hhi[k]);
     int64_t per_ch = qs_geom_kvol(g) * qs_geom_outvol(g);
     int64_t min_chunk = per_ch >= PAR_MIN_WORK ? 1 : PAR_MIN_WORK / (per_ch ? per_ch : 1);
     qs_parallel_for(nthreads, ch, min_chunk, fn, &j);

@@ -30,10 +30,11 @@
 #define QS_HOT
 #endif
 
-/* y[i] += a·x[i];  y[i] += b;  y[i] = v  (x and y must not overlap) */
+/* y[i] += a·x[i] (x and y must not overlap);  y[i] += b;  y[i] = v;  y[i] = a·x[i] + b (in place too) */
 void qs_vec_axpy(int64_t n, float a, const float *x, float *y);
 void qs_vec_add(int64_t n, float b, float *y);
 void qs_vec_fill(int64_t n, float v, float *y);
+void qs_vec_affine(int64_t n, float a, float b, const float *x, float *y);
 
 /* ---- GEMM ------------------------------------------------------------------------------------ */
 

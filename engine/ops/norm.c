@@ -147,12 +147,8 @@ static void bn_forward_range(void *arg, int64_t c0, int64_t c1, int worker)
             channel_stats(x, p->N, p->C, p->S, ch, &mean, &var);
         double inv = 1.0 / sqrt(var + p->eps);
         float a = (float)(scale[ch] * inv), b = (float)(bias[ch] - mean * scale[ch] * inv);
-        for (int64_t n = 0; n < p->N; n++) {
-            const float *xr = x + (n * p->C + ch) * p->S;
-            float *yr = y + (n * p->C + ch) * p->S;
-            for (int64_t i = 0; i < p->S; i++)
-                yr[i] = a * xr[i] + b;
-        }
+        for (int64_t n = 0; n < p->N; n++)
+            qs_vec_affine(p->S, a, b, x + (n * p->C + ch) * p->S, y + (n * p->C + ch) * p->S);
         float mom = p->batch_stats ? p->momentum : 1.f;   /* inference: the running values pass through */
         if (o1)
             o1[ch] = (float)(rmean[ch] * mom + mean * (1 - mom));
