@@ -406,8 +406,9 @@ static int ptq_run(ptq *p, json_t **result, qs_err *e)
     int nw = 0, na = 0;
     for (int i = 0; i < p->sim->nq; i++)
         nw += p->sim->q[i].kind == QS_Q_WEIGHT, na += is_act(&p->sim->q[i]);
-    if (!nw && !na)
-        warn(p, "the model has nothing to quantize: the artifacts hold the FP32 model");
+    if (!nw)
+        warn(p, "the model has no weights to quantize (no Conv, Gemm or MatMul with constant weights)%s",
+             na ? "; only activations are quantized" : ": the artifacts hold the FP32 model");
     qs_pl_log(io, "info", "%d weight and %d activation quantizers", nw, na);
 
     t0 = qs_now();
