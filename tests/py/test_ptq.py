@@ -77,7 +77,7 @@ def test_simulation_export_and_onnxruntime_agree(run_quant, fixtures_dir, fashio
 
     # our executor on the exported file gives exactly the simulation's accuracy
     ours = np.load(_run_outputs(run_quant, qdq, xpath, tmp_path))
-    assert float((ours.argmax(1) == y).mean()) == pytest.approx(res["quant_accuracy"], abs=1e-12)
+    assert float((ours.argmax(1) == y).mean()) == pytest.approx(res["quant_accuracy"], abs=1e-9)   # printed to 10 digits
 
     # ONNX Runtime on the same file: as written (no fusion) and fully optimized
     for optimize in (False, True):
