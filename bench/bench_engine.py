@@ -131,7 +131,7 @@ def main():
     print("# environment: " + ", ".join(f"{k}={os.environ.get(k, '(unset)')}" for k in ENV_NOTE))
     rows = []
     hdr = (f"{'model':10s} {'batch':>5s} {'quant/s':>9s} {'ORT/s':>9s} {'ratio':>6s} {'quant ms':>9s} "
-           f"{'ORT ms':>8s} {'quant MB':>9s} {'ORT MB':>7s} {'ORT+ MB':>8s} {'mem':>5s} {'mem+':>5s}")
+           f"{'ORT ms':>8s} {'p50 ratio':>9s} {'quant MB':>9s} {'ORT MB':>7s} {'ORT+ MB':>8s} {'mem':>5s} {'mem+':>5s}")
     print(hdr)
     for name in a.models:
         model = os.path.join(a.fixtures, f"{name}.onnx")
@@ -148,15 +148,17 @@ def main():
                    "quant_samples_per_s": q["samples_per_s"], "ort_samples_per_s": o["samples_per_s"],
                    "ratio": q["samples_per_s"] / o["samples_per_s"],
                    "quant_latency_ms": q["latency_ms"], "ort_latency_ms": o["latency_ms"],
+                   "p50_ratio": o["latency_ms"] / q["latency_ms"],
                    "quant_peak_mb": qmb, "ort_peak_mb": omb, "ort_peak_above_baseline_mb": oplus,
                    "mem_ratio": qmb / omb, "mem_ratio_above_baseline": qmb / oplus if oplus > 0 else float("nan")}
             rows.append(row)
             print(f"{name:10s} {batch:5d} {row['quant_samples_per_s']:9.0f} {row['ort_samples_per_s']:9.0f} "
-                  f"{row['ratio']:6.2f} {row['quant_latency_ms']:9.3f} {row['ort_latency_ms']:8.3f} "
+                  f"{row['ratio']:6.2f} {row['quant_latency_ms']:9.3f} {row['ort_latency_ms']:8.3f} {row['p50_ratio']:9.2f} "
                   f"{qmb:9.1f} {omb:7.1f} {oplus:8.1f} {row['mem_ratio']:5.2f} "
                   f"{row['mem_ratio_above_baseline']:5.2f}", flush=True)
-    print("# ratio = quant/ORT throughput (>1: quant faster); mem = quant peak RSS / ORT peak RSS; "
-          "ORT+ and mem+ count ORT's RSS above its Python+import baseline")
+    print("# ratio = quant/ORT throughput (>1: quant faster); ms = median latency per batch; p50 ratio = "
+          "ORT ms / quant ms (>1: quant faster; robust to preemption on a shared machine)\n"
+          "# mem = quant peak RSS / ORT peak RSS; ORT+ and mem+ count ORT's RSS above its Python+import baseline")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"env": {k: os.environ.get(k) for k in ENV_NOTE}, "threads": a.threads,
