@@ -392,6 +392,53 @@ TEST(conv_backward_matches_finite_differences)
         grad_case(&cases[i]);
 }
 
+/* backward with a chosen thread count; din[i] allocated for inputs 0..nin-1 */
+static void backward_threads(const qs_node *n, int nin, qs_tensor **in, const qs_tensor *dy, int nthreads,
+                             qs_tensor **din)
+{
+    const qs_op_def *d = qs_op_find("", n->op);
+    qs_tensor *y;
+    qs_err e = {0};
+    if (run_threads(n, nin, in, &y, nthreads, &e) < 0)
+        QT_FAIL_("%s", e.msg);
+    for (int i = 0; i < nin; i++)
+        din[i] = qs_tensor_new(QS_F32, in[i]->ndim, in[i]->shape);
+    qs_tensor *dout[1] = { (qs_tensor *)dy };
+    qs_kctx c = { .node = n, .opset = 17, .nin = nin, .nout = 1, .in = in, .out = &y, .din = din, .dout = dout,
+                  .nthreads = nthreads, .training = 1, .err = &e };
+    size_t ss = d->scratch(&c);
+    c.scratch = ss ? malloc(ss) : NULL;
+    c.scratch_size = ss;
+    if (d->backward(&c) < 0)
+        QT_FAIL_("%s", e.msg);
+    free(c.scratch);
+}
+
+TEST(conv_backward_two_threads_matches_one)
+{
+    static const conv_case cases[] = {
+        { 2, 3, 4, 6, 2, { 9, 8 }, { 3, 3 }, { 2, 1 }, { 1, 1 }, { 1, 1 }, { 1, 0 }, 1 },    /* im2col, groups */
+        { 2, 5, 8, 4, 1, { 6, 6 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, { 0, 0 }, { 0, 0 }, 1 },    /* 1x1 */
+        { 2, 3, 8, 8, 8, { 7, 7 }, { 3, 3 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, 1 },    /* depthwise */
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        const conv_case *k = &cases[t];
+        int64_t xs[4] = { k->N, k->C, k->in[0], k->in[1] }, ws[4] = { k->M, k->C / k->group, k->k[0], k->k[1] };
+        qs_tensor *in[3] = { rand_t(4, xs), rand_t(4, ws), rand_t(1, &k->M) }, *y, *d1[3], *d2[3];
+        qs_node n = opcheck_node("Conv", NULL);
+        qs_node_set_int(&n, "group", k->group);
+        qs_node_set_ints(&n, "strides", 2, k->s);
+        qs_node_set_ints(&n, "pads", 4, (int64_t[]){ k->pb[0], k->pb[1], k->pe[0], k->pe[1] });
+        qs_err e = {0};
+        ASSERT_EQ(run_threads(&n, 3, in, &y, 1, &e), 0);
+        qs_tensor *dy = rand_t(y->ndim, y->shape);
+        backward_threads(&n, 3, in, dy, 1, d1);
+        backward_threads(&n, 3, in, dy, 2, d2);
+        for (int i = 0; i < 3; i++)
+            assert_close_buf(qs_f32(d2[i]), qs_f32(d1[i]), qs_numel(d1[i]), 1e-5, 1e-5);
+    }
+}
+
 /* ---- ConvTranspose ------------------------------------------------------------------------------------------- */
 
 /* Scatter form, straight from the definition: each input element adds x·w into a (stride-spaced,
@@ -598,5 +645,5 @@ TEST_MAIN(sgemm_matches_reference_all_transposes, sgemm_hand_computed_and_beta_z
           parallel_for_runs_every_index_once,
           im2col_col2im_match_reference, conv_box_filter_hand_computed, conv_auto_pad_same_lower_and_upper,
           conv_matches_reference, conv_matches_reference_two_threads, conv_kernel_shape_inferred_and_checked,
-          conv_backward_matches_finite_differences, convtranspose_hand_computed,
+          conv_backward_matches_finite_differences, conv_backward_two_threads_matches_one, convtranspose_hand_computed,
           convtranspose_matches_scatter_reference, convtranspose_output_shape_grad, conv_bad_input_named)

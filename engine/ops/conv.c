@@ -185,10 +185,12 @@ static int block_workers(const qs_kctx *c, const conv_p *p)
     return (int)(t < blocks ? t : blocks > 0 ? blocks : 1);
 }
 
+static void convb_slice(const conv_p *p, int64_t *col_floats, int64_t *slice_floats);
+
 static size_t conv_scratch(const qs_kctx *c)
 {
     conv_p p;
-    if (conv_params((qs_kctx *)c, &p) < 0 || p.path == PATH_1X1)
+    if (conv_params((qs_kctx *)c, &p) < 0 || (p.path == PATH_1X1 && !c->training && !c->din))
         return 0;
     if (p.path == PATH_DW) {
         if (!dw_fast(&p.g))
@@ -197,7 +199,13 @@ static size_t conv_scratch(const qs_kctx *c)
         dw_blk_geom(&p.g, &d);
         return (size_t)block_workers(c, &p) * (size_t)(d.buf + d.out) * sizeof(float);
     }
-    return (size_t)item_workers(c, &p) * (size_t)(p.Cg * p.kvol * p.yvol) * sizeof(float);
+    size_t fwd = (size_t)item_workers(c, &p) * (size_t)(p.Cg * p.kvol * p.yvol) * sizeof(float);
+    if (!c->training && !c->din)
+        return fwd;
+    int64_t col_floats, slice_floats;   /* backward: partial dW and dB per worker too */
+    convb_slice(&p, &col_floats, &slice_floats);
+    size_t bwd = (size_t)item_workers(c, &p) * (size_t)slice_floats * sizeof(float);
+    return bwd > fwd ? bwd : fwd;
 }
 
 /* Scratch holds `slices` equal slices of slice_bytes; returns how many fit (at least one needed). */
@@ -574,17 +582,81 @@ static int conv_forward(qs_kctx *c)
     return 0;
 }
 
+/* Backward, GEMM and 1x1 paths. Per item and group: dW_g += dY_g · colᵀ and dcol = W_gᵀ · dY_g, then
+ * col2im into dX. Items run in parallel like the forward; dW and dB, summed over items, go to
+ * per-worker partial sums in scratch that are added up at the end. */
+typedef struct {
+    const conv_p *p;
+    const float *x, *w, *dy;
+    float *dx, *dw, *db;     /* the serial case writes dw/db here directly */
+    float *scratch;
+    int64_t col_floats, slice_floats;
+} convb_job;
+
+static void conv_back_item(const convb_job *j, int64_t n, float *col, float *dw, int nthreads)
+{
+    const conv_p *p = j->p;
+    int64_t K = p->Cg * p->kvol;
+    for (int64_t grp = 0; grp < p->group; grp++) {
+        const float *xg = j->x + (n * p->C + grp * p->Cg) * p->xvol, *wg = j->w + grp * p->Mg * K;
+        const float *dyg = j->dy + (n * p->M + grp * p->Mg) * p->yvol;
+        float *dxg = j->dx ? j->dx + (n * p->C + grp * p->Cg) * p->xvol : NULL;
+        if (dw) {   /* dW_g += dY_g · colᵀ */
+            const float *bm = xg;
+            if (p->path == PATH_GEMM) {
+                qs_im2col(&p->g, p->Cg, xg, col, nthreads);
+                bm = col;
+            }
+            qs_sgemm_mt(nthreads, 0, 1, p->Mg, K, p->yvol, 1.f, dyg, p->yvol, bm, p->yvol, 1.f, dw + grp * p->Mg * K,
+                        K);
+        }
+        if (dxg) {  /* dcol = W_gᵀ · dY_g, then col2im */
+            if (p->path == PATH_1X1) {
+                qs_sgemm_mt(nthreads, 1, 0, K, p->yvol, p->Mg, 1.f, wg, K, dyg, p->yvol, 0.f, dxg, p->yvol);
+            } else {
+                qs_sgemm_mt(nthreads, 1, 0, K, p->yvol, p->Mg, 1.f, wg, K, dyg, p->yvol, 0.f, col, p->yvol);
+                memset(dxg, 0, p->Cg * p->xvol * sizeof(float));
+                qs_col2im(&p->g, p->Cg, col, dxg, nthreads);
+            }
+        }
+    }
+}
+
+static void conv_back_range(void *arg, int64_t n0, int64_t n1, int worker)
+{
+    const convb_job *j = arg;
+    const conv_p *p = j->p;
+    float *col = j->scratch + worker * j->slice_floats, *dw = col + j->col_floats;
+    float *db = dw + p->M * p->Cg * p->kvol;
+    for (int64_t n = n0; n < n1; n++) {
+        conv_back_item(j, n, col, j->dw ? dw : NULL, 1);
+        if (j->db)
+            for (int64_t m = 0; m < p->M; m++) {
+                const float *r = j->dy + (n * p->M + m) * p->yvol;
+                float s = 0;
+                for (int64_t i = 0; i < p->yvol; i++)
+                    s += r[i];
+                db[m] += s;
+            }
+    }
+}
+
+/* floats of one backward worker's scratch: column buffer, then partial dW and dB */
+static void convb_slice(const conv_p *p, int64_t *col_floats, int64_t *slice_floats)
+{
+    *col_floats = p->path == PATH_GEMM ? p->Cg * p->kvol * p->yvol : 0;
+    *slice_floats = *col_floats + p->M * p->Cg * p->kvol + p->M;
+}
+
 static int conv_backward(qs_kctx *c)
 {
     conv_p p;
-    int rc = conv_params(c, &p), fit;
-    if (rc < 0 || (rc = scratch_slices(c, p.path == PATH_GEMM ? p.Cg * p.kvol * p.yvol * sizeof(float) : 0, 1,
-                                       &fit)) < 0)
+    int rc = conv_params(c, &p);
+    if (rc < 0)
         return rc;
-    int nt = c->nthreads;
     const float *x = qs_f32(c->in[0]), *w = qs_f32(c->in[1]);
     float *dx = c->din[0] ? qs_f32(c->din[0]) : NULL, *dw = c->din[1] ? qs_f32(c->din[1]) : NULL;
-    float *db = c->nin > 2 && c->din[2] ? qs_f32(c->din[2]) : NULL, *col = c->scratch;
+    float *db = c->nin > 2 && c->din[2] ? qs_f32(c->din[2]) : NULL;
     qs_tensor *dyt = c->dout[0];
     if (!dyt) {   /* no gradient flows into Y: every input gradient is zero */
         for (int i = 0; i < c->nin && i < 3; i++)
@@ -600,32 +672,33 @@ static int conv_backward(qs_kctx *c)
         return 0;
     }
     qs_blas_single();
-    int64_t K = p.Cg * p.kvol;
+    convb_job j = { &p, x, w, dy, dx, dw, db, c->scratch, 0, 0 };
+    convb_slice(&p, &j.col_floats, &j.slice_floats);
+    int workers = item_workers(c, &p);
+    size_t slice_bytes = j.slice_floats * sizeof(float), fit = c->scratch ? c->scratch_size / slice_bytes : 0;
+    if ((size_t)workers > fit)   /* scratch sized for the forward only: fewer workers, or serial */
+        workers = fit > 1 ? (int)fit : 1;
+    if (workers > 1) {
+        int64_t nw = p.M * p.Cg * p.kvol;
+        for (int k = 0; k < workers; k++)
+            memset(j.scratch + k * j.slice_floats + j.col_floats, 0, (nw + p.M) * sizeof(float));
+        qs_parallel_for(workers, p.N, 1, conv_back_range, &j);
+        for (int k = 0; k < workers; k++) {   /* add up the partial sums */
+            const float *part = j.scratch + k * j.slice_floats + j.col_floats;
+            for (int64_t i = 0; dw && i < nw; i++)
+                dw[i] = k ? dw[i] + part[i] : part[i];
+            for (int64_t m = 0; db && m < p.M; m++)
+                db[m] = k ? db[m] + part[nw + m] : part[nw + m];
+        }
+        return 0;
+    }
+    int fit;
+    if ((rc = scratch_slices(c, j.col_floats * sizeof(float), 1, &fit)) < 0)
+        return rc;
     if (dw)
         memset(dw, 0, qs_nbytes(c->din[1]));
     for (int64_t n = 0; n < p.N; n++)
-        for (int64_t grp = 0; grp < p.group; grp++) {
-            const float *xg = x + (n * p.C + grp * p.Cg) * p.xvol, *wg = w + grp * p.Mg * K;
-            const float *dyg = dy + (n * p.M + grp * p.Mg) * p.yvol;
-            float *dxg = dx ? dx + (n * p.C + grp * p.Cg) * p.xvol : NULL;
-            if (dw) {   /* dW_g += dY_g · colᵀ */
-                const float *bm = xg;
-                if (p.path == PATH_GEMM) {
-                    qs_im2col(&p.g, p.Cg, xg, col, nt);
-                    bm = col;
-                }
-                qs_sgemm_mt(nt, 0, 1, p.Mg, K, p.yvol, 1.f, dyg, p.yvol, bm, p.yvol, 1.f, dw + grp * p.Mg * K, K);
-            }
-            if (dxg) {  /* dcol = W_gᵀ · dY_g, then col2im */
-                if (p.path == PATH_1X1) {
-                    qs_sgemm_mt(nt, 1, 0, K, p.yvol, p.Mg, 1.f, wg, K, dyg, p.yvol, 0.f, dxg, p.yvol);
-                } else {
-                    qs_sgemm_mt(nt, 1, 0, K, p.yvol, p.Mg, 1.f, wg, K, dyg, p.yvol, 0.f, col, p.yvol);
-                    memset(dxg, 0, p.Cg * p.xvol * sizeof(float));
-                    qs_col2im(&p.g, p.Cg, col, dxg, nt);
-                }
-            }
-        }
+        conv_back_item(&j, n, c->scratch, dw, c->nthreads);
     if (db)
         bias_grad(db, dy, p.N, p.M, p.yvol);
     return 0;
