@@ -17,30 +17,17 @@
 
 #include "exec.h"
 #include "onnx.h"
-#include "pipeline_util.h"
-#include "qconfig.h"
-#include "quant/bnfold.h"
 #include "quant/export.h"
-#include "quant/quantsim.h"
+#include "quant/ptq.h"
 #include "quant/range.h"
 
 int qs_pipeline_ptq(const qs_pipeline_io *io, json_t **result, qs_err *e);
 
-typedef struct ptq {
-    const qs_pipeline_io *io;
-    qs_qconfig cfg;
-    qs_graph *model, *prepared;
-    qs_bn_record *bn;
-    int nbn;
-    qs_quantsim *sim;
-    qs_pl_data calib, val;
-    int64_t *labels;
-    int64_t ncalib;
-    json_t *timings, *warnings;
-} ptq;
+typedef qs_ptq ptq;
+#define warn qs_ptq_warn
+#define timing qs_ptq_timing
 
-static void warn(ptq *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void warn(ptq *p, const char *fmt, ...)
+void qs_ptq_warn(ptq *p, const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;
@@ -51,14 +38,14 @@ static void warn(ptq *p, const char *fmt, ...)
     qs_pl_log(p->io, "warning", "%s", msg);
 }
 
-static void timing(ptq *p, const char *stage, double t0)
+void qs_ptq_timing(ptq *p, const char *stage, double t0)
 {
     json_object_set_new(p->timings, stage, json_real(qs_now() - t0));
 }
 
 /* --- weight ranges ----------------------------------------------------------------------------- */
 
-static int set_weight_ranges(ptq *p, qs_err *e)
+int qs_ptq_weight_ranges(ptq *p, qs_err *e)
 {
     qs_quantsim *sim = p->sim;
     for (int i = 0; i < sim->nq; i++) {
@@ -106,7 +93,7 @@ static qs_range_method act_method(ptq *p, const qs_quantizer *q)
     return qs_graph_is_output(p->sim->g, q->out) ? p->cfg.act.last_layer : p->cfg.act.range;
 }
 
-static int calibrate(ptq *p, qs_err *e)
+int qs_ptq_calibrate(ptq *p, qs_err *e)
 {
     qs_quantsim *sim = p->sim;
     qs_graph *g = sim->g;
@@ -326,7 +313,7 @@ static const char *kind_name(qs_qkind k)
     return k == QS_Q_INPUT ? "input" : k == QS_Q_ACT ? "activation" : k == QS_Q_WEIGHT ? "weight" : "bias";
 }
 
-static json_t *quantizer_table(const qs_quantsim *sim)
+json_t *qs_ptq_quantizer_table(const qs_quantsim *sim)
 {
     json_t *arr = json_array();
     for (int i = 0; i < sim->nq; i++) {
@@ -350,24 +337,30 @@ static json_t *quantizer_table(const qs_quantsim *sim)
     return arr;
 }
 
-/* --- the pipeline ------------------------------------------------------------------------------ */
+/* --- the stages ----------------------------------------------------------------------------- */
 
-static int ptq_run(ptq *p, json_t **result, qs_err *e)
+int qs_ptq_open(ptq *p, const qs_pipeline_io *io, qs_err *e)
 {
-    const qs_pipeline_io *io = p->io;
-    double t_all = qs_now(), t0;
+    memset(p, 0, sizeof *p);
+    p->io = io;
+    p->t_start = qs_now();
+    p->timings = json_object();
+    p->warnings = json_array();
+    p->extra = json_object();
     int rc;
-    if ((rc = qs_qconfig_parse(io->config, &p->cfg, e)) < 0)
+    if ((rc = qs_qconfig_parse(io->config, &p->cfg, e)) < 0) {
+        qs_qconfig_default(&p->cfg, "standard");
         return rc;
+    }
     if ((rc = qs_onnx_load(io->model, &p->model, e)) < 0 || (rc = qs_exec_check(p->model, e)) < 0)
         return rc;
-    if (!io->calib)
-        return qs_error(e, QS_EINVAL, "PTQ needs calibration data");
-    if ((rc = qs_pl_open_inputs(io->calib, "calibration", p->model, &p->calib, e)) < 0)
-        return rc;
-    p->ncalib = p->calib.rows < p->cfg.calibration.samples ? p->calib.rows : p->cfg.calibration.samples;
-    if ((rc = qs_pl_check_finite(&p->calib, p->model, p->ncalib, "calibration", e)) < 0)
-        return rc;
+    if (io->calib) {
+        if ((rc = qs_pl_open_inputs(io->calib, "calibration", p->model, &p->calib, e)) < 0)
+            return rc;
+        p->ncalib = p->calib.rows < p->cfg.calibration.samples ? p->calib.rows : p->cfg.calibration.samples;
+        if ((rc = qs_pl_check_finite(&p->calib, p->model, p->ncalib, "calibration", e)) < 0)
+            return rc;
+    }
     if (io->val) {
         if (!io->val_labels)
             return qs_error(e, QS_EINVAL, "validation data needs labels");
@@ -375,16 +368,26 @@ static int ptq_run(ptq *p, json_t **result, qs_err *e)
             (rc = qs_pl_load_labels(io->val_labels, p->val.rows, &p->labels, e)) < 0)
             return rc;
     }
+    return 0;
+}
 
-    t0 = qs_now();
-    if (!(p->prepared = qs_graph_clone(p->model)))
+int qs_ptq_fold(ptq *p, qs_err *e)
+{
+    double t0 = qs_now();
+    int rc;
+    if (!p->prepared && !(p->prepared = qs_graph_clone(p->model)))
         return qs_error(e, QS_ENOMEM, "out of memory");
-    if (p->cfg.bn_fold && (rc = qs_bnfold(p->prepared, &p->bn, &p->nbn, e)) < 0)
-        return rc;
-    if (p->cfg.bn_fold)
-        qs_pl_log(io, "info", "folded %d BatchNormalization node%s", p->nbn, p->nbn == 1 ? "" : "s");
+    if (p->cfg.bn_fold) {
+        if ((rc = qs_bnfold(p->prepared, &p->bn, &p->nbn, e)) < 0)
+            return rc;
+        qs_pl_log(p->io, "info", "folded %d BatchNormalization node%s", p->nbn, p->nbn == 1 ? "" : "s");
+    }
     timing(p, "bn_fold", t0);
+    return 0;
+}
 
+int qs_ptq_build_sim(ptq *p, qs_err *e)
+{
     qs_qsim_config scfg = qs_qsim_config_default();
     scfg.wbits = p->cfg.weights.bits;
     scfg.abits = p->cfg.act.bits;
@@ -401,6 +404,7 @@ static int ptq_run(ptq *p, json_t **result, qs_err *e)
         if (!found)
             return qs_error(e, QS_EINVAL, "config.exclude: no node named '%s' in the model", p->cfg.exclude[i]);
     }
+    qs_quantsim_free(p->sim);
     if (!(p->sim = qs_quantsim_new(p->prepared, &scfg, e)))
         return e->code ? e->code : QS_EINVAL;
     int nw = 0, na = 0;
@@ -409,58 +413,71 @@ static int ptq_run(ptq *p, json_t **result, qs_err *e)
     if (!nw)
         warn(p, "the model has no weights to quantize (no Conv, Gemm or MatMul with constant weights)%s",
              na ? "; only activations are quantized" : ": the artifacts hold the FP32 model");
-    qs_pl_log(io, "info", "%d weight and %d activation quantizers", nw, na);
+    qs_pl_log(p->io, "info", "%d weight and %d activation quantizers", nw, na);
+    return 0;
+}
 
+int qs_ptq_prepare(ptq *p, qs_err *e)
+{
+    int rc;
+    double t0;
+    if (!p->calib.d)
+        return qs_error(e, QS_EINVAL, "PTQ needs calibration data");
+    if ((rc = qs_ptq_fold(p, e)) < 0 || (rc = qs_ptq_build_sim(p, e)) < 0)
+        return rc;
     t0 = qs_now();
-    if ((rc = set_weight_ranges(p, e)) < 0)
+    if ((rc = qs_ptq_weight_ranges(p, e)) < 0)
         return rc;
     timing(p, "weight_ranges", t0);
-
     t0 = qs_now();
-    if ((rc = calibrate(p, e)) < 0)
+    if ((rc = qs_ptq_calibrate(p, e)) < 0)
         return rc;
     qs_quantsim_update_bias(p->sim);
     timing(p, "calibration", t0);
+    return 0;
+}
 
-    json_t *res = json_object();
-    *result = res;
-    if (io->val) {
-        qs_pl_acc fp, qa;
-        t0 = qs_now();
-        if ((rc = qs_pl_accuracy(p->prepared, &p->val, p->labels, p->cfg.calibration.batch_size, io,
-                                 "evaluation fp32", &fp, e)) < 0 ||
-            (rc = qs_pl_accuracy(p->sim->g, &p->val, p->labels, p->cfg.calibration.batch_size, io,
-                                 "evaluation quantized", &qa, e)) < 0)
-            return rc;
-        json_object_set_new(res, "fp32_accuracy", json_real(fp.top1));
-        json_object_set_new(res, "quant_accuracy", json_real(qa.top1));
-        if (fp.top5 >= 0) {
-            json_object_set_new(res, "fp32_top5", json_real(fp.top5));
-            json_object_set_new(res, "quant_top5", json_real(qa.top5));
-        }
-        json_object_set_new(res, "validation_samples", json_integer(fp.samples));
-        qs_pl_metric(io, "fp32_accuracy", fp.top1);
-        qs_pl_metric(io, "quant_accuracy", qa.top1);
-        timing(p, "evaluation", t0);
-    } else {
+int qs_ptq_accuracy(ptq *p, json_t *res, qs_err *e)
+{
+    if (!p->val.d) {
         json_object_set_new(res, "fp32_accuracy", json_null());
         json_object_set_new(res, "quant_accuracy", json_null());
+        return 0;
     }
-
-    t0 = qs_now();
-    json_t *layers = json_array();
-    if ((rc = layer_sqnr(p, layers, e)) < 0) {
-        json_decref(layers);
+    qs_pl_acc fp, qa;
+    double t0 = qs_now();
+    int rc;
+    if ((rc = qs_pl_accuracy(p->prepared, &p->val, p->labels, p->cfg.calibration.batch_size, p->io,
+                             "evaluation fp32", &fp, e)) < 0 ||
+        (rc = qs_pl_accuracy(p->sim->g, &p->val, p->labels, p->cfg.calibration.batch_size, p->io,
+                             "evaluation quantized", &qa, e)) < 0)
         return rc;
+    json_object_set_new(res, "fp32_accuracy", json_real(fp.top1));
+    json_object_set_new(res, "quant_accuracy", json_real(qa.top1));
+    if (fp.top5 >= 0) {
+        json_object_set_new(res, "fp32_top5", json_real(fp.top5));
+        json_object_set_new(res, "quant_top5", json_real(qa.top5));
     }
-    timing(p, "sqnr", t0);
+    json_object_set_new(res, "validation_samples", json_integer(fp.samples));
+    qs_pl_metric(p->io, "fp32_accuracy", fp.top1);
+    qs_pl_metric(p->io, "quant_accuracy", qa.top1);
+    timing(p, "evaluation", t0);
+    return 0;
+}
 
+int qs_ptq_write(ptq *p, const char *type, json_t *res, qs_err *e)
+{
+    const qs_pipeline_io *io = p->io;
+    double t0 = qs_now();
+    int rc;
+    json_t *layers = json_array();
+    if (p->calib.d && (rc = layer_sqnr(p, layers, e)) < 0)
+        goto out;
+    timing(p, "sqnr", t0);
     t0 = qs_now();
     qs_graph *qdq = NULL;
-    if ((rc = qs_export_qdq(p->sim, &qdq, e)) < 0) {
-        json_decref(layers);
-        return rc;
-    }
+    if ((rc = qs_export_qdq(p->sim, &qdq, e)) < 0)
+        goto out;
     rc = qs_pl_write_onnx(io, "model.qdq.onnx", qdq, e);
     qs_graph_free(qdq);
     if (rc == 0)
@@ -469,44 +486,66 @@ static int ptq_run(ptq *p, json_t **result, qs_err *e)
     if (rc == 0)
         rc = qs_pl_write_json(io, "encodings.json", enc, e);
     json_decref(enc);
+    if (rc < 0)
+        goto out;
     timing(p, "export", t0);
-    json_object_set_new(p->timings, "total", json_real(qs_now() - t_all));
-    json_object_set_new(res, "seconds", json_real(qs_now() - t_all));
-    if (rc < 0) {
-        json_decref(layers);
-        return rc;
-    }
-    json_t *report = json_pack("{s:s, s:s, s:o, s:O, s:o, s:o, s:O, s:O, s:I, s:I}", "type", "ptq", "model",
+    json_object_set_new(p->timings, "total", json_real(qs_now() - p->t_start));
+    json_object_set_new(res, "seconds", json_real(qs_now() - p->t_start));
+    json_t *report = json_pack("{s:s, s:s, s:o, s:O, s:o, s:O, s:O, s:O, s:I, s:I}", "type", type, "model",
                                io->model, "config", qs_qconfig_to_json(&p->cfg), "result", res, "quantizers",
-                               quantizer_table(p->sim), "layers", layers, "timings", p->timings, "warnings",
+                               qs_ptq_quantizer_table(p->sim), "layers", layers, "timings", p->timings, "warnings",
                                p->warnings, "calibration_samples", (json_int_t)p->ncalib, "bn_folded",
                                (json_int_t)p->nbn);
+    if (!report) {
+        rc = qs_error(e, QS_ENOMEM, "cannot build report.json");
+        goto out;
+    }
+    json_object_update(report, p->extra);
     rc = qs_pl_write_json(io, "report.json", report, e);
     json_decref(report);
+out:
+    json_decref(layers);
     return rc;
 }
 
+void qs_ptq_close(ptq *p)
+{
+    qs_quantsim_free(p->sim);
+    qs_bn_records_free(p->bn, p->nbn);
+    qs_graph_free(p->prepared);
+    qs_graph_free(p->model);
+    qs_pl_close(&p->calib);
+    qs_pl_close(&p->val);
+    free(p->labels);
+    qs_qconfig_free(&p->cfg);
+    json_decref(p->timings);
+    json_decref(p->warnings);
+    json_decref(p->extra);
+    memset(p, 0, sizeof *p);
+}
+
+/* --- the pipeline ------------------------------------------------------------------------------ */
+
 int qs_pipeline_ptq(const qs_pipeline_io *io, json_t **result, qs_err *e)
 {
-    ptq p = { .io = io, .timings = json_object(), .warnings = json_array() };
-    qs_qconfig_default(&p.cfg, "standard");
+    ptq p;
     *result = NULL;
-    int rc = ptq_run(&p, result, e);
-    if (rc < 0) {
-        json_decref(*result);
-        *result = NULL;
-    } else if (io->outdir) {
-        json_object_set_new(*result, "outdir", json_string(io->outdir));
-    }
-    qs_quantsim_free(p.sim);
-    qs_bn_records_free(p.bn, p.nbn);
-    qs_graph_free(p.prepared);
-    qs_graph_free(p.model);
-    qs_pl_close(&p.calib);
-    qs_pl_close(&p.val);
-    free(p.labels);
-    qs_qconfig_free(&p.cfg);
-    json_decref(p.timings);
-    json_decref(p.warnings);
+    json_t *res = json_object();
+    int rc = qs_ptq_open(&p, io, e);
+    if (rc == 0 && !p.calib.d)
+        rc = qs_error(e, QS_EINVAL, "PTQ needs calibration data");
+    if (rc == 0)
+        rc = qs_ptq_prepare(&p, e);
+    if (rc == 0)
+        rc = qs_ptq_accuracy(&p, res, e);
+    if (rc == 0)
+        rc = qs_ptq_write(&p, "ptq", res, e);
+    if (rc == 0 && io->outdir)
+        json_object_set_new(res, "outdir", json_string(io->outdir));
+    if (rc < 0)
+        json_decref(res);
+    else
+        *result = res;
+    qs_ptq_close(&p);
     return rc;
 }

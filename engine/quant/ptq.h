@@ -1,0 +1,56 @@
+/* The PTQ pipeline's stages, reusable by the other pipelines (analysis, QAT's range
+ * initialisation):
+ *
+ *   qs_ptq p;
+ *   qs_ptq_open(&p, io, e);          // config, model, calibration / validation data (checked)
+ *   qs_ptq_prepare(&p, e);           // BN fold (→ p.prepared), QuantSim (→ p.sim), weight ranges,
+ *                                    // calibration of activation ranges
+ *   qs_ptq_accuracy(&p, res, e);     // FP32 and quantized accuracy into res (when validation data)
+ *   qs_ptq_write(&p, "ptq", res, e); // per-layer SQNR, model.qdq.onnx, encodings.json,
+ *                                    // model.prepared.onnx, report.json (+ p.extra's keys)
+ *   qs_ptq_close(&p);
+ *
+ * Steps can be run piecemeal (qs_ptq_fold, qs_ptq_build_sim, qs_ptq_weight_ranges,
+ * qs_ptq_calibrate) by pipelines that insert their own between them. */
+#ifndef QS_PTQ_H
+#define QS_PTQ_H
+
+#include <jansson.h>
+
+#include "pipeline_util.h"
+#include "qconfig.h"
+#include "quant/bnfold.h"
+#include "quant/quantsim.h"
+
+typedef struct qs_ptq {
+    const qs_pipeline_io *io;
+    qs_qconfig cfg;
+    qs_graph *model;       /* as loaded */
+    qs_graph *prepared;    /* after BN folding (and CLE): what the quantizers are fitted on */
+    qs_bn_record *bn;      /* statistics of the folded BNs */
+    int nbn;
+    qs_quantsim *sim;
+    qs_pl_data calib, val; /* calib.d / val.d NULL when not given */
+    int64_t *labels;
+    int64_t ncalib;        /* calibration samples used */
+    json_t *timings;       /* stage → seconds */
+    json_t *warnings;      /* [message] */
+    json_t *extra;         /* more report.json keys from the algorithms (cle, adaround, …) */
+    double t_start;
+} qs_ptq;
+
+int qs_ptq_open(qs_ptq *p, const qs_pipeline_io *io, qs_err *e);
+int qs_ptq_prepare(qs_ptq *p, qs_err *e);
+int qs_ptq_fold(qs_ptq *p, qs_err *e);
+int qs_ptq_build_sim(qs_ptq *p, qs_err *e);
+int qs_ptq_weight_ranges(qs_ptq *p, qs_err *e);
+int qs_ptq_calibrate(qs_ptq *p, qs_err *e);
+int qs_ptq_accuracy(qs_ptq *p, json_t *res, qs_err *e);
+int qs_ptq_write(qs_ptq *p, const char *type, json_t *res, qs_err *e);
+void qs_ptq_close(qs_ptq *p);
+
+void qs_ptq_warn(qs_ptq *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void qs_ptq_timing(qs_ptq *p, const char *stage, double t0);
+json_t *qs_ptq_quantizer_table(const qs_quantsim *sim);
+
+#endif
