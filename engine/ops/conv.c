@@ -692,8 +692,8 @@ static int conv_backward(qs_kctx *c)
         }
         return 0;
     }
-    int fit;
-    if ((rc = scratch_slices(c, j.col_floats * sizeof(float), 1, &fit)) < 0)
+    int one;
+    if ((rc = scratch_slices(c, j.col_floats * sizeof(float), 1, &one)) < 0)
         return rc;
     if (dw)
         memset(dw, 0, qs_nbytes(c->din[1]));
