@@ -37,7 +37,14 @@ int int_opt(const command *c, const char *name, const char *s, int64_t lo, int64
 void set_threads(int64_t threads);
 void print_json(json_t *j);   /* steals j */
 
-/* cli/pipelines.c */
+/* cli/pipelines.c: shared by the pipeline commands */
+struct qs_pipeline_io;
+json_t *cli_load_config(const command *c, const char *path);   /* --config FILE (a config or a job spec) */
+void cli_set_cfg(json_t *cfg, const char *section, const char *key, json_t *v);   /* steals v */
+/* Runs a pipeline into a fresh sibling of outdir, with progress bars, and renames it into place. */
+int cli_run_pipeline(const command *c, const char *type, struct qs_pipeline_io *io, const char *outdir, int json,
+                     json_t **result);
+void cli_print_accuracy(const char *label, json_t *v);
 int cmd_ptq(const command *c, int argc, char **argv);
 
 #define QUANT_PIPELINE_COMMANDS \

@@ -18,7 +18,7 @@
 
 /* --- config from --config and flags ------------------------------------------------------------ */
 
-static json_t *load_config(const command *c, const char *path)
+json_t *cli_load_config(const command *c, const char *path)
 {
     if (!path)
         return json_object();
@@ -43,7 +43,7 @@ static json_t *load_config(const command *c, const char *path)
 }
 
 /* config.<section>.<key> = v (steals v); section NULL sets a top-level key */
-static void set_cfg(json_t *cfg, const char *section, const char *key, json_t *v)
+void cli_set_cfg(json_t *cfg, const char *section, const char *key, json_t *v)
 {
     json_t *o = cfg;
     if (section) {
@@ -114,8 +114,8 @@ static void remove_tree(const char *dir)
     rmdir(dir);
 }
 
-static int run_into(const command *c, const char *type, qs_pipeline_io *io, const char *outdir, int json,
-                    json_t **result)
+int cli_run_pipeline(const command *c, const char *type, qs_pipeline_io *io, const char *outdir, int json,
+                     json_t **result)
 {
     char tmp[4096], old[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp-%ld", outdir, (long)getpid());
@@ -155,7 +155,7 @@ static int run_into(const command *c, const char *type, qs_pipeline_io *io, cons
     return EXIT_OK;
 }
 
-static void print_accuracy(const char *label, json_t *v)
+void cli_print_accuracy(const char *label, json_t *v)
 {
     if (json_is_number(v))
         printf("%-18s %.2f%%\n", label, 100 * json_number_value(v));
@@ -197,30 +197,30 @@ int cmd_ptq(const command *c, int argc, char **argv)
         (rc = int_opt(c, "--batch", batch, 1, 65536, &bs)) != PARSED ||
         (rc = int_opt(c, "--threads", threads, 1, 1024, &th)) != PARSED)
         return rc;
-    json_t *cfg = load_config(c, cfgpath);
+    json_t *cfg = cli_load_config(c, cfgpath);
     if (!cfg)
         return EXIT_FAIL;
-    if (wb) set_cfg(cfg, "weights", "bits", json_integer(wb));
-    if (ab) set_cfg(cfg, "activations", "bits", json_integer(ab));
-    if (per_channel || per_tensor) set_cfg(cfg, "weights", "per_channel", json_boolean(per_channel));
-    if (wrange) set_cfg(cfg, "weights", "range", json_string(wrange));
-    if (arange) set_cfg(cfg, "activations", "range", json_string(arange));
-    if (no_bn_fold) set_cfg(cfg, NULL, "bn_fold", json_false());
-    if (ns) set_cfg(cfg, "calibration", "samples", json_integer(ns));
-    if (bs) set_cfg(cfg, "calibration", "batch_size", json_integer(bs));
+    if (wb) cli_set_cfg(cfg, "weights", "bits", json_integer(wb));
+    if (ab) cli_set_cfg(cfg, "activations", "bits", json_integer(ab));
+    if (per_channel || per_tensor) cli_set_cfg(cfg, "weights", "per_channel", json_boolean(per_channel));
+    if (wrange) cli_set_cfg(cfg, "weights", "range", json_string(wrange));
+    if (arange) cli_set_cfg(cfg, "activations", "range", json_string(arange));
+    if (no_bn_fold) cli_set_cfg(cfg, NULL, "bn_fold", json_false());
+    if (ns) cli_set_cfg(cfg, "calibration", "samples", json_integer(ns));
+    if (bs) cli_set_cfg(cfg, "calibration", "batch_size", json_integer(bs));
     if (exclude) {
         json_t *arr = json_array();
         char *dup = strdup(exclude), *save = NULL;
         for (char *t = strtok_r(dup, ",", &save); t; t = strtok_r(NULL, ",", &save))
             json_array_append_new(arr, json_string(t));
         free(dup);
-        set_cfg(cfg, NULL, "exclude", arr);
+        cli_set_cfg(cfg, NULL, "exclude", arr);
     }
     set_threads(th);
     qs_pipeline_io io = {.model = pos[0], .calib = calib, .val = val, .val_labels = labels, .config = cfg,
                          .threads = (int)th};
     json_t *result = NULL;
-    rc = run_into(c, "ptq", &io, outdir, json, &result);
+    rc = cli_run_pipeline(c, "ptq", &io, outdir, json, &result);
     json_decref(cfg);
     if (rc != EXIT_OK)
         return rc;
@@ -230,8 +230,8 @@ int cmd_ptq(const command *c, int argc, char **argv)
                                 json_object_get(result, "seconds"), "outdir", json_object_get(result, "outdir"));
         print_json(out);
     } else {
-        print_accuracy("fp32 accuracy", json_object_get(result, "fp32_accuracy"));
-        print_accuracy("quantized accuracy", json_object_get(result, "quant_accuracy"));
+        cli_print_accuracy("fp32 accuracy", json_object_get(result, "fp32_accuracy"));
+        cli_print_accuracy("quantized accuracy", json_object_get(result, "quant_accuracy"));
         printf("%-18s %.1f s\n%-18s %s\n", "time", json_number_value(json_object_get(result, "seconds")), "written to",
                outdir);
     }
