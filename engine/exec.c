@@ -66,7 +66,7 @@ static size_t align_up(size_t n) { return (n + ALIGN - 1) & ~(size_t)(ALIGN - 1)
 static int supported_dtype(qs_dtype t)
 {
     return t == QS_F32 || t == QS_I64 || t == QS_I32 || t == QS_I8 || t == QS_U8 || t == QS_BOOL ||
-           t == QS_F64 || t == QS_UNDEFINED;
+           t == QS_I16 || t == QS_U16 || t == QS_I4 || t == QS_U4 || t == QS_F64 || t == QS_UNDEFINED;
 }
 
 int qs_exec_check(const qs_graph *g, qs_err *e)

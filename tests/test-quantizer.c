@@ -81,6 +81,23 @@ TEST(fast_path_matches_reference)
     }
 }
 
+/* int32 bias grids: |x/s| beyond 2^22 must still round exactly like the reference */
+TEST(wide_grids_match_reference)
+{
+    qs_grid g = {.bits = 32, .is_signed = 1, .qmin = -2147483648.f, .qmax = 2147483520.f};
+    int64_t n = 1000;
+    qs_tensor *x = qs_tensor_new(QS_F32, 1, &n), *a = qs_tensor_new(QS_F32, 1, &n), *b = qs_tensor_new(QS_F32, 1, &n);
+    for (int64_t i = 0; i < n; i++)
+        qs_f32(x)[i] = opcheck_uniform(-50, 50);
+    float s = 1e-7f, z = 0;
+    qs_fake_quant_ref(x, a, -1, &s, &z, g);
+    qs_fake_quant(x, b, -1, &s, &z, g);
+    ASSERT_EQ(memcmp(a->data, b->data, qs_nbytes(a)), 0);
+    qs_tensor_free(x);
+    qs_tensor_free(a);
+    qs_tensor_free(b);
+}
+
 TEST(quantize_tensor_to_int8)
 {
     int64_t n = 5;
@@ -159,6 +176,7 @@ TEST(fakequant_refuses_bad_scale)
     ASSERT_STR_CONTAINS(e.msg, "scale[0]");
 }
 
-TEST_MAIN(grids, qparams_by_hand, round_half_to_even_and_clamp, fast_path_matches_reference, quantize_tensor_to_int8,
+TEST_MAIN(grids, qparams_by_hand, round_half_to_even_and_clamp, fast_path_matches_reference, wide_grids_match_reference,
+          quantize_tensor_to_int8,
           fakequant_forward_and_ste_lsq_gradients, fakequant_gradients_match_finite_differences_when_clamped,
           fakequant_refuses_bad_scale)

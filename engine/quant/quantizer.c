@@ -92,7 +92,9 @@ void qs_fake_quant_ref(const qs_tensor *x, qs_tensor *y, int axis, const float *
 
 static void fq_span(const float *x, float *y, int64_t n, float s, float z, qs_grid g)
 {
-    if (z != nearbyintf(z)) {   /* fractional offset (QAT): the exact scalar path */
+    /* fractional offset (QAT), or a grid wider than 2^22 (int32 biases) where the rounding trick
+     * below no longer holds: the exact scalar path */
+    if (z != nearbyintf(z) || g.qmax - g.qmin > 4194304.f) {
         for (int64_t i = 0; i < n; i++)
             y[i] = qs_fake_quant1(x[i], s, z, g);
         return;
