@@ -3,14 +3,20 @@
  * Conv picks one of three paths per node:
  *  - pointwise (1x1 kernel, stride 1, no padding): the input plane block [C/group, H·W] of one batch
  *    item already is the GEMM operand, so Y_g = W_g · X_g is one sgemm with no copy;
- *  - depthwise (one input channel per group, group > 1): a direct loop per (item, channel) plane,
- *    since a GEMM with K = kernel volume would spend its time on packing;
+ *  - depthwise (one input channel per group, group > 1): direct loops, since a GEMM with K = kernel
+ *    volume would spend its time packing. 1-D and 2-D take the fast path below, which works on 16
+ *    channels at once; 3-D (rare) takes plain per-plane loops;
  *  - general: im2col into caller-owned scratch, then one sgemm per (batch item, group).
- * Backward reuses the same column buffer: dW_g += dY_g · colᵀ, then dcol = W_gᵀ · dY_g and col2im
- * into dX. ConvTranspose is the adjoint of Conv: its forward is Conv's dX computation (sgemm then
- * col2im), its backward Conv's forward (im2col then sgemm).
+ * Batch items (or, depthwise, blocks of 16 channels of an item) are split across threads, each with
+ * its own slice of scratch; with a batch of one, the work inside the item is split instead.
  *
- * Only shapes, never data, decide the path, so infer, scratch, forward and backward agree. */
+ * Backward reuses the column buffer: dW_g += dY_g · colᵀ, then dcol = W_gᵀ · dY_g and col2im into
+ * dX, with per-thread partial sums of dW and dB. ConvTranspose is the adjoint of Conv: its forward
+ * is Conv's dX computation (sgemm then col2im), its backward Conv's forward (im2col then sgemm).
+ *
+ * Only shapes, never data, decide the path, so infer, scratch, forward and backward agree. Scratch
+ * covers the backward's needs too when the context is in training mode; with less scratch than the
+ * thread count wants, fewer threads run. */
 #include "ops/kernels.h"
 
 #include <string.h>
@@ -176,6 +182,9 @@ static int item_workers(const qs_kctx *c, const conv_p *p)
     return (int)(t < p->N ? t : p->N > 0 ? p->N : 1);
 }
 
+/* floats of one depthwise backward worker's scratch: X, dY and dX interleaved, partial dW and dB */
+static int64_t dwb_slice(const conv_p *p, const dw_blk *d) { return 2 * d->buf + d->out + p->M * p->kvol + p->M; }
+
 /* depthwise: (batch item, block of 16 channels) pairs run in parallel */
 static int64_t dw_blocks(const conv_p *p) { return p->N * ((p->M + 15) / 16); }
 
@@ -197,7 +206,11 @@ static size_t conv_scratch(const qs_kctx *c)
             return 0;
         dw_blk d;
         dw_blk_geom(&p.g, &d);
-        return (size_t)block_workers(c, &p) * (size_t)(d.buf + d.out) * sizeof(float);
+        size_t fwd = (size_t)block_workers(c, &p) * (size_t)(d.buf + d.out) * sizeof(float);
+        if ((!c->training && !c->din) || p.Mg != 1)
+            return fwd;
+        size_t bwd = (size_t)block_workers(c, &p) * (size_t)dwb_slice(&p, &d) * sizeof(float);
+        return bwd > fwd ? bwd : fwd;
     }
     size_t fwd = (size_t)item_workers(c, &p) * (size_t)(p.Cg * p.kvol * p.yvol) * sizeof(float);
     if (!c->training && !c->din)
@@ -338,6 +351,68 @@ static inline void transpose16(v16 r[16])
 }
 #endif
 
+/* 16 planes (xp[l], rows of IW) → buf[((ih + pt)·PW + iw + pl)·16 + l], the rest of buf zero */
+static inline void dw_interleave_in(const float *const *xp, int64_t IH, int64_t IW, int64_t pt, int64_t pl,
+                                    int64_t PW, int64_t nbuf, float *buf)
+{
+    for (int64_t i = 0; i < nbuf; i += 16)
+        *(v16u *)(buf + i) = (v16){ 0 };
+    int64_t q = 0, ih = 0, iw = 0;
+    const int64_t hw = IH * IW;
+    for (; q + 16 <= hw; q += 16) {
+        v16 r[16];
+        for (int l = 0; l < 16; l++)
+            r[l] = *(const v16u *)(xp[l] + q);
+        transpose16(r);
+        for (int j = 0; j < 16; j++) {
+            *(v16u *)(buf + ((ih + pt) * PW + iw + pl) * 16) = r[j];
+            if (++iw == IW) {
+                iw = 0;
+                ih++;
+            }
+        }
+    }
+    for (; q < hw; q++) {
+        float *dst = buf + ((ih + pt) * PW + iw + pl) * 16;
+        for (int l = 0; l < 16; l++)
+            dst[l] = xp[l][q];
+        if (++iw == IW) {
+            iw = 0;
+            ih++;
+        }
+    }
+}
+
+/* The inverse: planes yp[l] (the first `lanes` of them) ← buf at the same positions */
+static inline void dw_deinterleave(const float *buf, int64_t IH, int64_t IW, int64_t pt, int64_t pl, int64_t PW,
+                                   float *const *yp, int lanes)
+{
+    int64_t q = 0, ih = 0, iw = 0;
+    const int64_t hw = IH * IW;
+    for (; q + 16 <= hw; q += 16) {
+        v16 r[16];
+        for (int j = 0; j < 16; j++) {
+            r[j] = *(const v16u *)(buf + ((ih + pt) * PW + iw + pl) * 16);
+            if (++iw == IW) {
+                iw = 0;
+                ih++;
+            }
+        }
+        transpose16(r);
+        for (int l = 0; l < lanes; l++)
+            *(v16u *)(yp[l] + q) = r[l];
+    }
+    for (; q < hw; q++) {
+        const float *src = buf + ((ih + pt) * PW + iw + pl) * 16;
+        for (int l = 0; l < lanes; l++)
+            yp[l][q] = src[l];
+        if (++iw == IW) {
+            iw = 0;
+            ih++;
+        }
+    }
+}
+
 /* One block: output channels m0 .. m0 + 15 (fewer at the end) of batch item n. */
 QS_HOT static void dw_block(const conv_p *p, const dw_blk *d, const float *x, const float *w, const float *b,
                             float *y, int64_t n, int64_t m0, float *restrict buf, float *restrict out)
@@ -357,33 +432,7 @@ QS_HOT static void dw_block(const conv_p *p, const dw_blk *d, const float *x, co
         for (int64_t t = 0; t < ntaps; t++)
             wt[t][l] = l < lanes ? w[m * ntaps + t] : 0.f;
     }
-    /* input planes → interleaved, zero-padded buffer */
-    for (int64_t i = 0; i < d->buf; i += 16)
-        *(v16u *)(buf + i) = (v16){ 0 };
-    int64_t q = 0, ih = 0, iw = 0;
-    const int64_t hw = IH * IW;
-    for (; q + 16 <= hw; q += 16) {
-        v16 r[16];
-        for (int l = 0; l < 16; l++)
-            r[l] = *(const v16u *)(xp[l] + q);
-        transpose16(r);
-        for (int j = 0; j < 16; j++) {
-            *(v16u *)(buf + ((ih + g->pad[1]) * PW + iw + g->pad[2]) * 16) = r[j];
-            if (++iw == IW) {
-                iw = 0;
-                ih++;
-            }
-        }
-    }
-    for (; q < hw; q++) {
-        float *dst = buf + ((ih + g->pad[1]) * PW + iw + g->pad[2]) * 16;
-        for (int l = 0; l < 16; l++)
-            dst[l] = xp[l][q];
-        if (++iw == IW) {
-            iw = 0;
-            ih++;
-        }
-    }
+    dw_interleave_in(xp, IH, IW, g->pad[1], g->pad[2], PW, d->buf, buf);
     /* every output position: bias + Σ taps, four positions at a time so that four independent sums
      * hide the latency of the additions */
     const int64_t *tap = d->tap, step = sw * 16;
@@ -418,18 +467,58 @@ QS_HOT static void dw_block(const conv_p *p, const dw_blk *d, const float *x, co
         }
     }
     /* interleaved output → output planes */
-    const int64_t ohw = OH * OW;
-    for (q = 0; q + 16 <= ohw; q += 16) {
-        v16 r[16];
-        for (int j = 0; j < 16; j++)
-            r[j] = *(const v16u *)(out + (q + j) * 16);
-        transpose16(r);
-        for (int l = 0; l < lanes; l++)
-            *(v16u *)(yp[l] + q) = r[l];
+    dw_deinterleave(out, OH, OW, 0, 0, OW, yp, lanes);
+}
+
+/* Backward of one block, one input channel per output channel (Mg = 1): with X and dY interleaved,
+ * for every output position q and tap t, dW_t += dY_q ⊙ X_{q+t} and dX_{q+t} += W_t ⊙ dY_q (into an
+ * interleaved padded buffer whose interior becomes the dX planes); dB += dY_q. dW and dB add into
+ * the worker's partial sums, whose lanes are output channels. */
+QS_HOT static void dw_block_backward(const conv_p *p, const dw_blk *d, const float *x, const float *w,
+                                     const float *dy, float *dx, int64_t n, int64_t m0, float *restrict buf,
+                                     float *restrict dyb, float *restrict dxb, float *dwpart, float *dbpart)
+{
+    const qs_conv_geom *g = &p->g;
+    const int64_t IH = g->in[1], IW = g->in[2], OH = g->out[1], OW = g->out[2], PW = d->PW;
+    const int64_t sh = g->stride[1], sw = g->stride[2], ntaps = qs_geom_kvol(g);
+    const int lanes = p->M - m0 < 16 ? (int)(p->M - m0) : 16;
+    const float *xp[16], *dyp[16];
+    float *dxp[16];
+    v16 wt[DW_MAXTAPS], gw[DW_MAXTAPS], gb = { 0 };
+    for (int l = 0; l < 16; l++) {
+        int64_t m = m0 + (l < lanes ? l : 0);
+        xp[l] = x + (n * p->C + m) * p->xvol;
+        dyp[l] = dy + (n * p->M + m) * p->yvol;
+        dxp[l] = dx ? dx + (n * p->C + m) * p->xvol : NULL;
+        for (int64_t t = 0; t < ntaps; t++) {
+            wt[t][l] = l < lanes ? w[m * ntaps + t] : 0.f;
+            gw[t][l] = 0.f;
+        }
     }
-    for (; q < ohw; q++)
-        for (int l = 0; l < lanes; l++)
-            yp[l][q] = out[q * 16 + l];
+    dw_interleave_in(xp, IH, IW, g->pad[1], g->pad[2], PW, d->buf, buf);
+    dw_interleave_in(dyp, OH, OW, 0, 0, OW, d->out, dyb);
+    if (dx)
+        for (int64_t i = 0; i < d->buf; i += 16)
+            *(v16u *)(dxb + i) = (v16){ 0 };
+    const int64_t *tap = d->tap;
+    for (int64_t oh = 0; oh < OH; oh++)
+        for (int64_t ow = 0; ow < OW; ow++) {
+            v16 gy = *(const v16u *)(dyb + (oh * OW + ow) * 16);
+            int64_t base = (oh * sh * PW + ow * sw) * 16;
+            gb += gy;
+            for (int64_t t = 0; t < ntaps; t++)
+                gw[t] += gy * *(const v16u *)(buf + base + tap[t]);
+            if (dx)
+                for (int64_t t = 0; t < ntaps; t++)
+                    *(v16u *)(dxb + base + tap[t]) += wt[t] * gy;
+        }
+    for (int l = 0; l < lanes; l++) {
+        for (int64_t t = 0; t < ntaps; t++)
+            dwpart[(m0 + l) * ntaps + t] += gw[t][l];
+        dbpart[m0 + l] += gb[l];
+    }
+    if (dx)
+        dw_deinterleave(dxb, IH, IW, g->pad[1], g->pad[2], PW, dxp, lanes);
 }
 
 typedef struct {
@@ -456,6 +545,18 @@ static void dw_forward_range(void *arg, int64_t begin, int64_t end, int worker)
         dw_plane_forward(&p->g, j->x + (n * p->C + cin) * p->xvol, j->w + m * p->kvol, j->b ? j->b[m] : 0.f,
                          j->y + plane * p->yvol);
     }
+}
+
+static void dw_backward_block_range(void *arg, int64_t begin, int64_t end, int worker)
+{
+    const dw_job *j = arg;
+    const conv_p *p = j->p;
+    int64_t nblk = (p->M + 15) / 16;
+    float *buf = j->scratch + worker * dwb_slice(p, &j->blk), *dyb = buf + j->blk.buf, *dxb = dyb + j->blk.out;
+    float *dwpart = dxb + j->blk.buf, *dbpart = dwpart + p->M * p->kvol;
+    for (int64_t blk = begin; blk < end; blk++)
+        dw_block_backward(p, &j->blk, j->x, j->w, j->dy, j->dx, blk / nblk, blk % nblk * 16, buf, dyb, dxb, dwpart,
+                          dbpart);
 }
 
 /* Backward per input channel (group) cin: dX[:, cin] and dW/dB of the group's output channels are
@@ -667,6 +768,28 @@ static int conv_backward(qs_kctx *c)
     const float *dy = qs_f32(dyt);
     if (p.path == PATH_DW) {
         dw_job j = { .p = &p, .x = x, .w = w, .dy = dy, .dx = dx, .dw = dw, .db = db };
+        if (dw_fast(&p.g) && p.Mg == 1) {
+            dw_blk_geom(&p.g, &j.blk);
+            int64_t slice = dwb_slice(&p, &j.blk), nw = p.M * p.kvol;
+            size_t fit = c->scratch ? c->scratch_size / (slice * sizeof(float)) : 0;
+            int workers = block_workers(c, &p);
+            if ((size_t)workers > fit)
+                workers = (int)fit;
+            if (workers >= 1) {   /* else: scratch sized for the forward only, take the generic loops */
+                j.scratch = c->scratch;
+                for (int k = 0; k < workers; k++)
+                    memset(j.scratch + k * slice + 2 * j.blk.buf + j.blk.out, 0, (nw + p.M) * sizeof(float));
+                qs_parallel_for(workers, dw_blocks(&p), 1, dw_backward_block_range, &j);
+                for (int k = 0; k < workers; k++) {   /* add up the partial sums */
+                    const float *part = j.scratch + k * slice + 2 * j.blk.buf + j.blk.out;
+                    for (int64_t i = 0; dw && i < nw; i++)
+                        dw[i] = k ? dw[i] + part[i] : part[i];
+                    for (int64_t m = 0; db && m < p.M; m++)
+                        db[m] = k ? db[m] + part[nw + m] : part[nw + m];
+                }
+                return 0;
+            }
+        }
         int64_t work = p.N * p.Mg * p.yvol * p.kvol;
         qs_parallel_for(c->nthreads, p.C, work >= 16384 ? 1 : 16384 / (work ? work : 1), dw_backward_range, &j);
         return 0;
