@@ -51,14 +51,17 @@ int cmd_ptq(const command *c, int argc, char **argv);
     {.name = "ptq", .summary = "post-training quantization: QDQ model, encodings, report", \
      .usage = "quant ptq MODEL --calib X.npy [--val X.npy --labels Y.npy] [--config SPEC.json] [--wbits N]\n" \
               "                 [--abits N] [--per-channel | --per-tensor] [--wrange minmax|mse]\n" \
-              "                 [--arange minmax|mse|percentile|ce] [--no-bn-fold] [--exclude NODE,...]\n" \
+              "                 [--arange minmax|mse|percentile|ce] [--no-bn-fold] [--cle | --no-cle]\n" \
+              "                 [--bias-correction none|empirical|analytical] [--adaround | --no-adaround]\n" \
+              "                 [--adaround-iterations N] [--preset standard|basic] [--exclude NODE,...]\n" \
               "                 [--calib-samples N] [--batch N] [--threads T] -o OUTDIR [--json]", \
      .help = QUANT_PTQ_HELP, .fn = cmd_ptq},
 
 #define QUANT_PTQ_HELP \
-    "Runs the standard PTQ pipeline (paper section 3.5): BN folding, quantizers (symmetric weights,\n" \
-    "asymmetric activations), weight ranges, calibration of activation ranges on X, and writes into\n" \
-    "OUTDIR (replaced atomically when the run succeeds):\n" \
+    "Runs the standard PTQ pipeline (paper section 3.5, Fig. 8): BN folding, cross-layer equalization with\n" \
+    "high-bias absorption, quantizers (symmetric weights, asymmetric activations), MSE weight ranges,\n" \
+    "AdaRound (or, when it is off, bias correction), then MSE activation ranges calibrated on X\n" \
+    "(cross-entropy for the logits), and writes into OUTDIR (replaced atomically on success):\n" \
     "  model.qdq.onnx       the quantized model in QDQ form (ONNX Runtime runs it as it is)\n" \
     "  encodings.json       AIMET 1.0.0 encodings\n" \
     "  model.prepared.onnx  the FP32 model the quantizers were fitted on (after BN folding)\n" \
@@ -72,6 +75,10 @@ int cmd_ptq(const command *c, int argc, char **argv);
     "  --wrange R         weight ranges: minmax | mse (default mse)\n" \
     "  --arange R         activation ranges: minmax | mse | percentile | ce (default mse, ce for the logits)\n" \
     "  --no-bn-fold       keep BatchNormalization nodes\n" \
+    "  --cle | --no-cle   cross-layer equalization (default on; ReLU6 between pairs becomes ReLU)\n" \
+    "  --bias-correction M  none | empirical | analytical (default empirical; used when AdaRound is off)\n" \
+    "  --adaround | --no-adaround      AdaRound weight rounding; --adaround-iterations N per layer\n" \
+    "  --preset P         standard (the paper's pipeline) | basic (BN fold + min-max ranges only)\n" \
     "  --exclude N1,N2    node names kept in FP32\n" \
     "  --calib-samples N  calibration samples used (default 1024)\n" \
     "  --batch N          calibration batch size (default 32)\n" \

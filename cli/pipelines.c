@@ -167,8 +167,8 @@ int cmd_ptq(const command *c, int argc, char **argv)
 {
     const char *pos[1], *calib = NULL, *val = NULL, *labels = NULL, *cfgpath = NULL, *wbits = NULL, *abits = NULL,
                *wrange = NULL, *arange = NULL, *exclude = NULL, *outdir = NULL, *samples = NULL, *batch = NULL,
-               *threads = NULL;
-    int npos, json = 0, per_channel = 0, per_tensor = 0, no_bn_fold = 0;
+               *threads = NULL, *biascorr = NULL, *ada_iters = NULL, *preset = NULL;
+    int npos, json = 0, per_channel = 0, per_tensor = 0, no_bn_fold = 0, cle = 0, no_cle = 0, ada = 0, no_ada = 0;
     const opt opts[] = {
         {.name = "--calib", .val = &calib}, {.name = "--val", .val = &val}, {.name = "--labels", .val = &labels},
         {.name = "--config", .val = &cfgpath}, {.name = "--wbits", .val = &wbits}, {.name = "--abits", .val = &abits},
@@ -177,7 +177,10 @@ int cmd_ptq(const command *c, int argc, char **argv)
         {.name = "--calib-samples", .val = &samples}, {.name = "--batch", .val = &batch},
         {.name = "--threads", .val = &threads}, {.name = "--json", .flag = &json},
         {.name = "--per-channel", .flag = &per_channel}, {.name = "--per-tensor", .flag = &per_tensor},
-        {.name = "--no-bn-fold", .flag = &no_bn_fold}, {.name = NULL}};
+        {.name = "--no-bn-fold", .flag = &no_bn_fold}, {.name = "--cle", .flag = &cle},
+        {.name = "--no-cle", .flag = &no_cle}, {.name = "--bias-correction", .val = &biascorr},
+        {.name = "--adaround", .flag = &ada}, {.name = "--no-adaround", .flag = &no_ada},
+        {.name = "--adaround-iterations", .val = &ada_iters}, {.name = "--preset", .val = &preset}, {.name = NULL}};
     int rc = parse_args(c, argc, argv, opts, pos, 1, &npos);
     if (rc != PARSED)
         return rc;
@@ -191,15 +194,23 @@ int cmd_ptq(const command *c, int argc, char **argv)
         return usage_error(c, "--val and --labels go together");
     if (per_channel && per_tensor)
         return usage_error(c, "--per-channel and --per-tensor exclude each other");
-    int64_t wb = 0, ab = 0, ns = 0, bs = 0, th = 0;
+    if ((cle && no_cle) || (ada && no_ada))
+        return usage_error(c, "--X and --no-X exclude each other");
+    int64_t wb = 0, ab = 0, ns = 0, bs = 0, th = 0, ai = 0;
     if ((rc = int_opt(c, "--wbits", wbits, 2, 16, &wb)) != PARSED || (rc = int_opt(c, "--abits", abits, 2, 16, &ab)) != PARSED ||
         (rc = int_opt(c, "--calib-samples", samples, 1, 1LL << 40, &ns)) != PARSED ||
         (rc = int_opt(c, "--batch", batch, 1, 65536, &bs)) != PARSED ||
-        (rc = int_opt(c, "--threads", threads, 1, 1024, &th)) != PARSED)
+        (rc = int_opt(c, "--threads", threads, 1, 1024, &th)) != PARSED ||
+        (rc = int_opt(c, "--adaround-iterations", ada_iters, 1, 1000000, &ai)) != PARSED)
         return rc;
     json_t *cfg = cli_load_config(c, cfgpath);
     if (!cfg)
         return EXIT_FAIL;
+    if (preset) cli_set_cfg(cfg, NULL, "preset", json_string(preset));
+    if (cle || no_cle) cli_set_cfg(cfg, NULL, "cle", json_boolean(cle));
+    if (biascorr) cli_set_cfg(cfg, NULL, "bias_correction", json_string(biascorr));
+    if (ada || no_ada) cli_set_cfg(cfg, "adaround", "enabled", json_boolean(ada));
+    if (ai) cli_set_cfg(cfg, "adaround", "iterations", json_integer(ai));
     if (wb) cli_set_cfg(cfg, "weights", "bits", json_integer(wb));
     if (ab) cli_set_cfg(cfg, "activations", "bits", json_integer(ab));
     if (per_channel || per_tensor) cli_set_cfg(cfg, "weights", "per_channel", json_boolean(per_channel));

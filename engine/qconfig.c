@@ -20,11 +20,11 @@ void qs_qconfig_default(qs_qconfig *c, const char *preset)
     c->act.last_layer = basic ? QS_RANGE_MINMAX : QS_RANGE_CE;
     c->act.percentile = 99.99;
     c->bn_fold = 1;
-    /* CLE, absorption and AdaRound join the standard preset with the paper-algorithms module. */
-    c->cle = 0;
+    /* the paper's Fig. 8: CLE with absorption, then AdaRound (bias correction when it is off) */
+    c->cle = !basic;
     c->relu6_to_relu = 1;
-    c->bias_absorption = 0;
-    c->bias_correction = QS_BC_NONE;
+    c->bias_absorption = !basic;
+    c->bias_correction = basic ? QS_BC_NONE : QS_BC_EMPIRICAL;
     c->adaround.enabled = 0;
     c->adaround.iterations = 10000;
     c->adaround.reg = 0.01;

@@ -17,6 +17,8 @@
 
 #include "exec.h"
 #include "onnx.h"
+#include "quant/biascorr.h"
+#include "quant/cle.h"
 #include "quant/export.h"
 #include "quant/ptq.h"
 #include "quant/range.h"
@@ -383,7 +385,52 @@ int qs_ptq_fold(ptq *p, qs_err *e)
         qs_pl_log(p->io, "info", "folded %d BatchNormalization node%s", p->nbn, p->nbn == 1 ? "" : "s");
     }
     timing(p, "bn_fold", t0);
+    if (p->cfg.cle || p->cfg.bias_absorption) {
+        t0 = qs_now();
+        qs_cle_config cc = qs_cle_config_default();
+        cc.equalize = p->cfg.cle;
+        cc.absorb = p->cfg.bias_absorption;
+        cc.replace_relu6 = p->cfg.relu6_to_relu;
+        qs_cle_report *rep = NULL;
+        rc = qs_cle(p->prepared, p->bn, p->nbn, &cc, &rep, e);
+        if (rep) {
+            qs_pl_log(p->io, "info", "cross-layer equalization: %d pairs, %d sweeps, %d absorbed", rep->npairs,
+                      rep->iterations, rep->nabsorbed);
+            if (rep->nrelu6)
+                warn(p, "%d ReLU6 (Clip 0..6) replaced by ReLU for cross-layer equalization; the prepared FP32 "
+                     "model differs where activations exceeded 6", rep->nrelu6);
+            json_object_set_new(p->extra, "cle", qs_cle_report_json(rep));
+            qs_cle_report_free(rep);
+        }
+        if (rc < 0)
+            return rc;
+        timing(p, "cle", t0);
+    }
     return 0;
+}
+
+/* AdaRound when enabled (the standard pipeline, data being given), bias correction otherwise. */
+static int weight_rounding(ptq *p, qs_err *e)
+{
+    double t0 = qs_now();
+    int rc = 0;
+    if (p->cfg.bias_correction == QS_BC_NONE)
+        return 0;
+    qs_biascorr_report *rep = NULL;
+    if (p->cfg.bias_correction == QS_BC_EMPIRICAL) {
+        qs_biascorr_config bc = qs_biascorr_config_default();
+        bc.samples = (int)p->ncalib;
+        bc.batch = p->cfg.calibration.batch_size;
+        rc = qs_biascorr_empirical(p->sim, &p->calib, &bc, p->io, &rep, e);
+    } else {
+        rc = qs_biascorr_analytical(p->sim, p->bn, p->nbn, &rep, e);
+    }
+    if (rep) {
+        json_object_set_new(p->extra, "bias_correction", qs_biascorr_report_json(rep));
+        qs_biascorr_report_free(rep);
+    }
+    timing(p, "bias_correction", t0);
+    return rc;
 }
 
 int qs_ptq_build_sim(ptq *p, qs_err *e)
@@ -429,6 +476,8 @@ int qs_ptq_prepare(ptq *p, qs_err *e)
     if ((rc = qs_ptq_weight_ranges(p, e)) < 0)
         return rc;
     timing(p, "weight_ranges", t0);
+    if ((rc = weight_rounding(p, e)) < 0)
+        return rc;
     t0 = qs_now();
     if ((rc = qs_ptq_calibrate(p, e)) < 0)
         return rc;
@@ -447,7 +496,9 @@ int qs_ptq_accuracy(ptq *p, json_t *res, qs_err *e)
     qs_pl_acc fp, qa;
     double t0 = qs_now();
     int rc;
-    if ((rc = qs_pl_accuracy(p->prepared, &p->val, p->labels, p->cfg.calibration.batch_size, p->io,
+    /* FP32 is the model as given: what the user compares against (CLE's ReLU6 → ReLU may move the
+     * prepared model slightly) */
+    if ((rc = qs_pl_accuracy(p->model, &p->val, p->labels, p->cfg.calibration.batch_size, p->io,
                              "evaluation fp32", &fp, e)) < 0 ||
         (rc = qs_pl_accuracy(p->sim->g, &p->val, p->labels, p->cfg.calibration.batch_size, p->io,
                              "evaluation quantized", &qa, e)) < 0)
