@@ -10,6 +10,7 @@
 #include "pipeline_util.h"
 
 int qs_pipeline_ptq(const qs_pipeline_io *io, json_t **result, qs_err *e);
+int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e);
 
 /* eval: accuracy of a model (FP32 or QDQ) on labelled data. */
 static int pipeline_eval(const qs_pipeline_io *io, json_t **result, qs_err *e)
@@ -58,5 +59,7 @@ int qs_pipeline_run(const char *type, const qs_pipeline_io *io, json_t **result,
         return pipeline_eval(io, result, e);
     if (!strcmp(type, "ptq"))
         return qs_pipeline_ptq(io, result, e);
+    if (!strcmp(type, "analyze"))
+        return qs_pipeline_analyze(io, result, e);
     return qs_error(e, QS_EINVAL, "unknown job type '%s' (expected eval, ptq, analyze or qat)", type);
 }
