@@ -439,6 +439,65 @@ TEST(conv_backward_two_threads_matches_one)
     }
 }
 
+/* forward with the executor's fused clamp; compares with the plain forward clamped afterwards */
+static void check_fused_clamp(const qs_node *n, int nin, qs_tensor **in, int nthreads)
+{
+    const qs_op_def *d = qs_op_find("", n->op);
+    qs_tensor *plain, head;
+    qs_err e = {0};
+    ASSERT_EQ(run_threads(n, nin, in, &plain, nthreads, &e), 0);
+    memset(&head, 0, sizeof head);
+    qs_tensor *outs[1] = { &head };
+    qs_kctx c = { .node = n, .opset = 17, .nin = nin, .nout = 1, .in = in, .out = outs, .nthreads = nthreads,
+                  .err = &e, .fused_act = 1, .act_min = -0.2f, .act_max = 0.3f };
+    ASSERT_EQ(d->infer(&c), 0);
+    qs_tensor *y = qs_tensor_new(head.dtype, head.ndim, head.shape);
+    c.out = &y;
+    c.scratch_size = d->scratch ? d->scratch(&c) : 0;
+    c.scratch = c.scratch_size ? malloc(c.scratch_size) : NULL;
+    ASSERT_EQ(d->forward(&c), 0);
+    int below = 0, above = 0;
+    for (int64_t i = 0; i < qs_numel(y); i++) {
+        float v = qs_f32(plain)[i], want = v < -0.2f ? -0.2f : v > 0.3f ? 0.3f : v;
+        below += v < -0.2f;
+        above += v > 0.3f;
+        ASSERT_CLOSE(qs_f32(y)[i], want, 1e-6, 1e-6);
+    }
+    ASSERT(below > 0 && above > 0);   /* the clamp did something both ways */
+    free(c.scratch);
+}
+
+TEST(conv_fused_clamp)
+{
+    static const conv_case cases[] = {
+        { 2, 2, 3, 4, 1, { 6, 7 }, { 3, 3 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, 1 },    /* im2col */
+        { 2, 2, 5, 4, 1, { 4, 6 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, { 0, 0 }, { 0, 0 }, 0 },    /* 1x1, no bias */
+        { 2, 2, 20, 20, 20, { 7, 8 }, { 3, 3 }, { 2, 1 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, 1 }, /* depthwise */
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++)
+        for (int nt = 1; nt <= 2; nt++) {
+            const conv_case *k = &cases[t];
+            int64_t xs[4] = { k->N, k->C, k->in[0], k->in[1] }, ws[4] = { k->M, k->C / k->group, k->k[0], k->k[1] };
+            qs_tensor *in[3] = { rand_t(4, xs), rand_t(4, ws), rand_t(1, &k->M) };
+            qs_node n = opcheck_node("Conv", NULL);
+            qs_node_set_int(&n, "group", k->group);
+            qs_node_set_ints(&n, "strides", 2, k->s);
+            qs_node_set_ints(&n, "pads", 4, (int64_t[]){ k->pb[0], k->pb[1], k->pe[0], k->pe[1] });
+            check_fused_clamp(&n, k->bias ? 3 : 2, in, nt);
+        }
+    /* 3-D depthwise (the generic loops) and ConvTranspose */
+    qs_tensor *in3[3] = { rand_t(5, (int64_t[]){ 1, 3, 3, 4, 4 }), rand_t(5, (int64_t[]){ 3, 1, 2, 2, 2 }),
+                          rand_t(1, (int64_t[]){ 3 }) };
+    qs_node d3 = opcheck_node("Conv", NULL);
+    qs_node_set_int(&d3, "group", 3);
+    check_fused_clamp(&d3, 3, in3, 1);
+    qs_tensor *tin[3] = { rand_t(4, (int64_t[]){ 2, 3, 4, 4 }), rand_t(4, (int64_t[]){ 3, 2, 3, 3 }),
+                          rand_t(1, (int64_t[]){ 2 }) };
+    qs_node ct = opcheck_node("ConvTranspose", NULL);
+    qs_node_set_ints(&ct, "strides", 2, (int64_t[]){ 2, 2 });
+    check_fused_clamp(&ct, 3, tin, 1);
+}
+
 /* ---- ConvTranspose ------------------------------------------------------------------------------------------- */
 
 /* Scatter form, straight from the definition: each input element adds x·w into a (stride-spaced,
@@ -645,5 +704,6 @@ TEST_MAIN(sgemm_matches_reference_all_transposes, sgemm_hand_computed_and_beta_z
           parallel_for_runs_every_index_once,
           im2col_col2im_match_reference, conv_box_filter_hand_computed, conv_auto_pad_same_lower_and_upper,
           conv_matches_reference, conv_matches_reference_two_threads, conv_kernel_shape_inferred_and_checked,
-          conv_backward_matches_finite_differences, conv_backward_two_threads_matches_one, convtranspose_hand_computed,
+          conv_backward_matches_finite_differences, conv_backward_two_threads_matches_one, conv_fused_clamp,
+          convtranspose_hand_computed,
           convtranspose_matches_scatter_reference, convtranspose_output_shape_grad, conv_bad_input_named)

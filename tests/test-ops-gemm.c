@@ -184,6 +184,40 @@ TEST(matmul_batched_broadcast_matches_naive_and_finite_differences)
     }
 }
 
+/* forward with the executor's fused clamp vs the plain forward clamped afterwards */
+static void check_fused_clamp(const qs_node *n, int nin, qs_tensor **in)
+{
+    const qs_op_def *d = qs_op_find("", n->op);
+    qs_tensor *plain, head;
+    opcheck_forward(n, 13, nin, in, 1, &plain);
+    memset(&head, 0, sizeof head);
+    qs_tensor *outs[1] = { &head };
+    qs_err e = {0};
+    qs_kctx c = { .node = n, .opset = 13, .nin = nin, .nout = 1, .in = in, .out = outs, .nthreads = 1, .err = &e,
+                  .fused_act = 1, .act_min = 0.f, .act_max = 0.5f };
+    ASSERT_EQ(d->infer(&c), 0);
+    qs_tensor *y = qs_tensor_new(head.dtype, head.ndim, head.shape);
+    c.out = &y;
+    ASSERT_EQ(d->forward(&c), 0);
+    for (int64_t i = 0; i < qs_numel(y); i++) {
+        float v = qs_f32(plain)[i];
+        ASSERT_CLOSE(qs_f32(y)[i], v < 0 ? 0 : v > 0.5f ? 0.5f : v, 1e-6, 1e-6);
+    }
+}
+
+TEST(gemm_matmul_fused_clamp)
+{
+    qs_tensor *in[3] = { rand_t(2, (int64_t[]){ 4, 6 }), rand_t(2, (int64_t[]){ 5, 6 }), rand_t(1, (int64_t[]){ 5 }) };
+    qs_node g = opcheck_node("Gemm", NULL);
+    qs_node_set_int(&g, "transB", 1);
+    check_fused_clamp(&g, 3, in);
+    qs_tensor *mm[2] = { rand_t(3, (int64_t[]){ 2, 4, 6 }), rand_t(2, (int64_t[]){ 6, 3 }) };
+    qs_node m = opcheck_node("MatMul", NULL);
+    check_fused_clamp(&m, 2, mm);
+    qs_tensor *bm[2] = { rand_t(3, (int64_t[]){ 2, 4, 6 }), rand_t(3, (int64_t[]){ 2, 6, 3 }) };
+    check_fused_clamp(&m, 2, bm);
+}
+
 /* ---- bad input ---------------------------------------------------------------------------------------- */
 
 static void expect_error(qs_node *n, int nin, qs_tensor **in, int code, const char *needle)
@@ -218,4 +252,5 @@ TEST(gemm_matmul_bad_shapes_named)
 }
 
 TEST_MAIN(gemm_hand_computed, gemm_matches_naive_and_finite_differences, matmul_hand_computed_and_vectors,
-          matmul_batched_broadcast_matches_naive_and_finite_differences, gemm_matmul_bad_shapes_named)
+          matmul_batched_broadcast_matches_naive_and_finite_differences, gemm_matmul_fused_clamp,
+          gemm_matmul_bad_shapes_named)

@@ -374,6 +374,8 @@ TEST(pools_two_threads_match_one)
     ASSERT_EQ(d->infer(&c), 0);
     y2 = qs_tensor_new(head.dtype, head.ndim, head.shape);
     c.out = &y2;
+    c.scratch_size = d->scratch(&c);
+    c.scratch = malloc(c.scratch_size);
     ASSERT_EQ(d->forward(&c), 0);
     assert_close_buf(qs_f32(y2), qs_f32(y1), qs_numel(y1), 0, 0);
 }

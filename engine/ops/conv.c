@@ -234,12 +234,27 @@ static int scratch_slices(qs_kctx *c, size_t slice_bytes, int slices, int *fit)
     return 0;
 }
 
-/* y[n, m, :] += b[m] */
-static void add_bias(float *y, const float *b, int64_t N, int64_t M, int64_t vol)
+/* the executor's fused activation, if any (see qs_kctx) */
+typedef struct {
+    int on;
+    float lo, hi;
+} clamp_t;
+
+static clamp_t ctx_clamp(const qs_kctx *c)
+{
+    return (clamp_t){ c->fused_act != 0 && !c->training, c->act_min, c->act_max };
+}
+
+/* y[n, m, :] += b[m] (b may be NULL), then the fused clamp */
+static void add_bias(float *y, const float *b, int64_t N, int64_t M, int64_t vol, clamp_t cl)
 {
     for (int64_t n = 0; n < N; n++)
-        for (int64_t m = 0; m < M; m++)
-            qs_vec_add(vol, b[m], y + (n * M + m) * vol);
+        for (int64_t m = 0; m < M; m++) {
+            if (cl.on)
+                qs_vec_bias_clamp(vol, b ? b[m] : 0.f, cl.lo, cl.hi, y + (n * M + m) * vol);
+            else if (b)
+                qs_vec_add(vol, b[m], y + (n * M + m) * vol);
+        }
 }
 
 /* db[m] = Σ_{n, i} dy[n, m, i] */
@@ -527,6 +542,7 @@ typedef struct {
     float *y, *dx, *dw, *db;
     float *scratch;        /* fast path: per worker, the interleaved input and output buffers */
     dw_blk blk;
+    clamp_t clamp;
 } dw_job;
 
 static void dw_forward_range(void *arg, int64_t begin, int64_t end, int worker)
@@ -536,14 +552,20 @@ static void dw_forward_range(void *arg, int64_t begin, int64_t end, int worker)
     if (j->scratch) {
         int64_t nblk = (p->M + 15) / 16;
         float *buf = j->scratch + worker * (j->blk.buf + j->blk.out);
-        for (int64_t blk = begin; blk < end; blk++)   /* blk = n·nblk + channel block */
-            dw_block(p, &j->blk, j->x, j->w, j->b, j->y, blk / nblk, blk % nblk * 16, buf, buf + j->blk.buf);
+        for (int64_t blk = begin; blk < end; blk++) {   /* blk = n·nblk + channel block */
+            int64_t n = blk / nblk, m0 = blk % nblk * 16;
+            dw_block(p, &j->blk, j->x, j->w, j->b, j->y, n, m0, buf, buf + j->blk.buf);
+            for (int64_t m = m0; j->clamp.on && m < m0 + 16 && m < p->M; m++)
+                qs_vec_bias_clamp(p->yvol, 0.f, j->clamp.lo, j->clamp.hi, j->y + (n * p->M + m) * p->yvol);
+        }
         return;
     }
     for (int64_t plane = begin; plane < end; plane++) {   /* plane = n·M + m */
         int64_t n = plane / p->M, m = plane % p->M, cin = m / p->Mg;
         dw_plane_forward(&p->g, j->x + (n * p->C + cin) * p->xvol, j->w + m * p->kvol, j->b ? j->b[m] : 0.f,
                          j->y + plane * p->yvol);
+        if (j->clamp.on)
+            qs_vec_bias_clamp(p->yvol, 0.f, j->clamp.lo, j->clamp.hi, j->y + plane * p->yvol);
     }
 }
 
@@ -617,6 +639,7 @@ typedef struct {
     const float *x, *w, *b;
     float *y, *col;
     int64_t col_floats;   /* one worker's column buffer */
+    clamp_t clamp;
 } conv_job;
 
 /* One batch item: per group, Y_g = W_g · col(X_g) (col = X_g itself on the 1x1 path), then bias. */
@@ -633,8 +656,7 @@ static void conv_item(const conv_job *j, int64_t n, float *col, int nthreads)
         }
         qs_sgemm_mt(nthreads, 0, 0, p->Mg, p->yvol, K, 1.f, wg, K, bm, p->yvol, 0.f, yg, p->yvol);
     }
-    if (j->b)
-        add_bias(j->y + n * p->M * p->yvol, j->b, 1, p->M, p->yvol);
+    add_bias(j->y + n * p->M * p->yvol, j->b, 1, p->M, p->yvol, j->clamp);
 }
 
 static void conv_items_range(void *arg, int64_t n0, int64_t n1, int worker)
@@ -654,7 +676,7 @@ static int conv_forward(qs_kctx *c)
     const float *b = c->nin > 2 && c->in[2] ? qs_f32(c->in[2]) : NULL;
     float *y = qs_f32(c->out[0]);
     if (p.path == PATH_DW) {
-        dw_job j = { .p = &p, .x = x, .w = w, .b = b, .y = y };
+        dw_job j = { .p = &p, .x = x, .w = w, .b = b, .y = y, .clamp = ctx_clamp(c) };
         if (dw_fast(&p.g)) {
             int nt = block_workers(c, &p);
             dw_blk_geom(&p.g, &j.blk);
@@ -673,7 +695,7 @@ static int conv_forward(qs_kctx *c)
     int64_t col_floats = p.path == PATH_GEMM ? p.Cg * p.kvol * p.yvol : 0;
     if ((rc = scratch_slices(c, col_floats * sizeof(float), item_workers(c, &p), &workers)) < 0)
         return rc;
-    conv_job j = { &p, x, w, b, y, c->scratch, col_floats };
+    conv_job j = { &p, x, w, b, y, c->scratch, col_floats, ctx_clamp(c) };
     if (workers > 1) {   /* the batch is the best split: whole items, no synchronisation */
         qs_parallel_for(workers, p.N, 1, conv_items_range, &j);
     } else {
@@ -952,8 +974,7 @@ static int convt_forward(qs_kctx *c)
                 qs_col2im(&p.g, p.Mg, col, yg, nt);
             }
         }
-    if (b)
-        add_bias(y, b, p.N, p.M, p.yvol);
+    add_bias(y, b, p.N, p.M, p.yvol, ctx_clamp(c));
     return 0;
 }
 

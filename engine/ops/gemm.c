@@ -20,6 +20,13 @@ static int need_f32(qs_kctx *c, int i, const char *what)
     return 0;
 }
 
+/* the executor's fused Relu/Clip (see qs_kctx), applied to the finished output */
+static void fused_clamp(const qs_kctx *c, float *y, int64_t n)
+{
+    if (c->fused_act && !c->training)
+        qs_vec_bias_clamp(n, 0.f, c->act_min, c->act_max, y);
+}
+
 static void zero_grads(qs_kctx *c)
 {
     for (int i = 0; i < c->nin; i++)
@@ -103,6 +110,7 @@ static int gemm_forward(qs_kctx *c)
     qs_blas_single();
     qs_sgemm_mt(c->nthreads, p.ta, p.tb, p.M, p.N, p.K, p.alpha, qs_f32(A), A->shape[1], qs_f32(B), B->shape[1],
                 beta, y, p.N);
+    fused_clamp(c, y, p.M * p.N);
     return 0;
 }
 
@@ -255,18 +263,21 @@ static int matmul_forward(qs_kctx *c)
     qs_blas_single();
     if (p.b_nbatch == 1) {   /* B shared by every batch: fold the batch into M */
         qs_sgemm_mt(c->nthreads, 0, 0, p.nbatch * p.M, p.N, p.K, 1.f, a, p.K, b, p.N, 0.f, y, p.N);
+        fused_clamp(c, y, p.nbatch * p.M * p.N);
         return 0;
     }
     matmul_job j = { &p, a, b, y };
     if (c->nthreads > 1 && p.nbatch >= c->nthreads && p.nbatch * p.M * p.N * p.K >= (1 << 20)) {
         qs_parallel_for(c->nthreads, p.nbatch, 1, matmul_batches, &j);   /* whole products per thread */
-        return 0;
+    } else {
+        for (int64_t i = 0; i < p.nbatch; i++) {
+            int64_t oa, ob;
+            batch_offsets(&p, i, &oa, &ob);
+            qs_sgemm_mt(c->nthreads, 0, 0, p.M, p.N, p.K, 1.f, a + oa, p.K, b + ob, p.N, 0.f, y + i * p.M * p.N,
+                        p.N);
+        }
     }
-    for (int64_t i = 0; i < p.nbatch; i++) {
-        int64_t oa, ob;
-        batch_offsets(&p, i, &oa, &ob);
-        qs_sgemm_mt(c->nthreads, 0, 0, p.M, p.N, p.K, 1.f, a + oa, p.K, b + ob, p.N, 0.f, y + i * p.M * p.N, p.N);
-    }
+    fused_clamp(c, y, p.nbatch * p.M * p.N);
     return 0;
 }
 

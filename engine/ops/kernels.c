@@ -35,6 +35,15 @@ QS_HOT void qs_vec_fill(int64_t n, float v, float *y)
         y[i] = v;
 }
 
+QS_HOT void qs_vec_bias_clamp(int64_t n, float b, float lo, float hi, float *y)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float v = y[i] + b;
+        v = v < lo ? lo : v;
+        y[i] = v > hi ? hi : v;
+    }
+}
+
 QS_HOT void qs_vec_affine(int64_t n, float a, float b, const float *x, float *y)
 {
     for (int64_t i = 0; i < n; i++)

@@ -35,6 +35,8 @@ void qs_vec_axpy(int64_t n, float a, const float *x, float *y);
 void qs_vec_add(int64_t n, float b, float *y);
 void qs_vec_fill(int64_t n, float v, float *y);
 void qs_vec_affine(int64_t n, float a, float b, const float *x, float *y);
+/* y[i] = min(max(y[i] + b, lo), hi) */
+void qs_vec_bias_clamp(int64_t n, float b, float lo, float hi, float *y);
 
 /* ---- GEMM ------------------------------------------------------------------------------------ */
 

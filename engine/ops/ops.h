@@ -33,6 +33,11 @@ typedef struct qs_kctx {
     int training;        /* BatchNormalization uses batch statistics, Dropout stays identity */
     int nthreads;
     qs_err *err;
+    /* Inference only: the executor may fold a Relu/Clip that is the sole reader of a Conv,
+     * ConvTranspose, Gemm or MatMul output into that op, which then clamps its output to
+     * [act_min, act_max] while it is still in cache (fused_act != 0). Zero: no clamp. */
+    int fused_act;
+    float act_min, act_max;
 } qs_kctx;
 
 typedef struct qs_op_def {

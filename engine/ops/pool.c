@@ -117,17 +117,54 @@ static inline void tap_range(int64_t start, int64_t d, int64_t K, int64_t lo_bou
     *hi = b > a ? b : a;
 }
 
+/* [lo, hi): the outputs o in [0, O) whose tap o·s + off lands inside [0, I) */
+static void tap_range_out(int64_t off, int64_t s, int64_t isz, int64_t osz, int64_t *lo, int64_t *hi)
+{
+    int64_t l = off >= 0 ? 0 : (-off + s - 1) / s;
+    int64_t h = isz - off <= 0 ? 0 : (isz - off + s - 1) / s;
+    *hi = h > osz ? osz : h;
+    *lo = l > *hi ? *hi : l;
+}
+
+#define POOL_ROWS_MAXK 64   /* kernel widths up to this take the row-wise path */
+
 /* The window of output (od, oh, ow): tap boxes per dim and the input position of tap 0. */
 typedef struct {
     int64_t lo[3], hi[3], start[3];
 } window;
 
-static inline void window_at(const qs_conv_geom *g, int64_t od, int64_t oh, int64_t ow, window *w)
+/* Along one dim, for one output index: the first tap's position, the taps inside the input and
+ * the number inside the padded input. Windows are separable, so a table per dim (in scratch, made
+ * once per call) gives every window without a division in the loops. */
+typedef struct {
+    int64_t start, lo, hi, padded;
+} dim_win;
+
+static size_t win_tables_size(const qs_conv_geom *g)
 {
-    int64_t o[3] = { od, oh, ow };
+    return (size_t)(g->out[0] + g->out[1] + g->out[2]) * sizeof(dim_win);
+}
+
+static void win_tables(const qs_conv_geom *g, dim_win *tab)
+{
+    for (int i = 0; i < 3; i++)
+        for (int64_t o = 0; o < g->out[i]; o++, tab++) {
+            int64_t lo, hi;
+            tab->start = o * g->stride[i] - g->pad[i];
+            tap_range(tab->start, g->dil[i], g->k[i], 0, g->in[i], &tab->lo, &tab->hi);
+            tap_range(tab->start, g->dil[i], g->k[i], -g->pad[i], g->in[i] + g->pad_end[i], &lo, &hi);
+            tab->padded = hi - lo;
+        }
+}
+
+static inline void window_at(const qs_conv_geom *g, const dim_win *tab, int64_t od, int64_t oh, int64_t ow,
+                             window *w)
+{
+    const dim_win *t[3] = { tab + od, tab + g->out[0] + oh, tab + g->out[0] + g->out[1] + ow };
     for (int i = 0; i < 3; i++) {
-        w->start[i] = o[i] * g->stride[i] - g->pad[i];
-        tap_range(w->start[i], g->dil[i], g->k[i], 0, g->in[i], &w->lo[i], &w->hi[i]);
+        w->start[i] = t[i]->start;
+        w->lo[i] = t[i]->lo;
+        w->hi[i] = t[i]->hi;
     }
 }
 
@@ -143,32 +180,37 @@ static inline void window_at(const qs_conv_geom *g, int64_t od, int64_t oh, int6
         for (int64_t oh = 0; oh < (g)->out[1]; oh++) \
             for (int64_t ow = 0; ow < (g)->out[2]; ow++, oi++)
 
-static float avg_divisor(const pool_p *p, const window *w)
+static float avg_divisor(const pool_p *p, const dim_win *tab, int64_t od, int64_t oh, int64_t ow)
 {
     const qs_conv_geom *g = &p->g;
-    if (p->kind == POOL_GAVG)
-        return (float)p->xvol;
+    const dim_win *t[3] = { tab + od, tab + g->out[0] + oh, tab + g->out[0] + g->out[1] + ow };
     int64_t n = 1;
-    for (int i = 0; i < 3; i++) {
-        int64_t lo = w->lo[i], hi = w->hi[i];
-        if (p->count_include_pad)
-            tap_range(w->start[i], g->dil[i], g->k[i], -g->pad[i], g->in[i] + g->pad_end[i], &lo, &hi);
-        n *= hi - lo;
-    }
+    for (int i = 0; i < 3; i++)
+        n *= p->count_include_pad ? t[i]->padded : t[i]->hi - t[i]->lo;
     return (float)(n > 0 ? n : 1);
 }
 
-/* offset of the first maximum in the window, -1 when the window has no tap inside the input */
+/* offset of the first maximum in the window, -1 when the window has no tap inside the input.
+ * Selects rather than branches: which tap wins is data-dependent, so a branch mispredicts often. */
 static inline int64_t window_argmax(const qs_conv_geom *g, const window *w, const float *x)
 {
     int64_t best = -1;
     float m = -INFINITY;
-    FOR_WINDOW(g, *w, off)
-        if (best < 0 || x[off] > m) {
-            m = x[off];
-            best = off;
-        }
+    FOR_WINDOW(g, *w, off) {
+        int take = best < 0 || x[off] > m;
+        best = take ? off : best;
+        m = take ? x[off] : m;
+    }
     return best;
+}
+
+/* the maximum alone (forward without Indices); -inf for a window with no tap inside the input */
+static inline float window_max(const qs_conv_geom *g, const window *w, const float *x)
+{
+    float m = -INFINITY;
+    FOR_WINDOW(g, *w, off)
+        m = x[off] > m ? x[off] : m;
+    return m;
 }
 
 /* index of a plane offset in the Indices output's convention (column major when storage_order = 1) */
@@ -194,15 +236,18 @@ typedef struct {
     float *dx;
     int64_t *idx;
     qs_dtype dtype;
+    const dim_win *tab;
+    int rows;                            /* take pool_plane_rows */
+    int64_t kwlo[POOL_ROWS_MAXK], kwhi[POOL_ROWS_MAXK];
 } pool_job;
 
 #define MAXPOOL_INT_PLANE(name, T) \
-    static void name(const pool_p *p, const T *x, T *y) \
+    static void name(const pool_p *p, const dim_win *tab, const T *x, T *y) \
     { \
         const qs_conv_geom *g = &p->g; \
         FOR_OUTPUTS(g) { \
             window w; \
-            window_at(g, od, oh, ow, &w); \
+            window_at(g, tab, od, oh, ow, &w); \
             int first = 1; \
             T m = 0; \
             FOR_WINDOW(g, w, off) \
@@ -234,6 +279,45 @@ QS_HOT static float plane_max(const float *x, int64_t n)
     return m;
 }
 
+/* 1-D and 2-D float pools without Indices go by rows: for each output row, each kernel row inside
+ * the input and each kernel column, one pass along the output row over the outputs whose tap is
+ * inside (kwlo..kwhi) — a loop the compiler vectorizes, where a loop over each window's few taps
+ * would be mostly loop overhead. */
+QS_HOT static void pool_plane_rows(const pool_p *p, const pool_job *j, const float *x, float *y)
+{
+    const qs_conv_geom *g = &p->g;
+    const int64_t OH = g->out[1], OW = g->out[2], IW = g->in[2], sw = g->stride[2], dh = g->dil[1];
+    const dim_win *rows = j->tab + g->out[0], *cols = rows + OH;
+    const int max = p->kind == POOL_MAX;
+    for (int64_t oh = 0; oh < OH; oh++) {
+        float *yr = y + oh * OW;
+        const dim_win *r = rows + oh;
+        for (int64_t ow = 0; ow < OW; ow++)
+            yr[ow] = max ? -INFINITY : 0.f;
+        for (int64_t kh = r->lo; kh < r->hi; kh++) {
+            const float *xr = x + (r->start + kh * dh) * IW;
+            for (int64_t kw = 0; kw < g->k[2]; kw++) {
+                const int64_t off = kw * g->dil[2] - g->pad[2], lo = j->kwlo[kw], hi = j->kwhi[kw];
+                if (max)
+                    for (int64_t ow = lo; ow < hi; ow++) {
+                        float v = xr[ow * sw + off];
+                        yr[ow] = v > yr[ow] ? v : yr[ow];
+                    }
+                else
+                    for (int64_t ow = lo; ow < hi; ow++)
+                        yr[ow] += xr[ow * sw + off];
+            }
+        }
+        if (!max) {
+            int64_t nh = p->count_include_pad ? r->padded : r->hi - r->lo;
+            for (int64_t ow = 0; ow < OW; ow++) {
+                int64_t n = nh * (p->count_include_pad ? cols[ow].padded : cols[ow].hi - cols[ow].lo);
+                yr[ow] /= (float)(n > 0 ? n : 1);
+            }
+        }
+    }
+}
+
 static void pool_forward_range(void *arg, int64_t begin, int64_t end, int worker)
 {
     const pool_job *j = arg;
@@ -241,11 +325,11 @@ static void pool_forward_range(void *arg, int64_t begin, int64_t end, int worker
     const qs_conv_geom *g = &p->g;
     for (int64_t plane = begin; plane < end; plane++) {
         if (j->dtype == QS_I8) {
-            maxpool_plane_i8(p, (const int8_t *)j->x + plane * p->xvol, (int8_t *)j->y + plane * p->yvol);
+            maxpool_plane_i8(p, j->tab, (const int8_t *)j->x + plane * p->xvol, (int8_t *)j->y + plane * p->yvol);
             continue;
         }
         if (j->dtype == QS_U8) {
-            maxpool_plane_u8(p, (const uint8_t *)j->x + plane * p->xvol, (uint8_t *)j->y + plane * p->yvol);
+            maxpool_plane_u8(p, j->tab, (const uint8_t *)j->x + plane * p->xvol, (uint8_t *)j->y + plane * p->yvol);
             continue;
         }
         const float *x = (const float *)j->x + plane * p->xvol;
@@ -259,23 +343,30 @@ static void pool_forward_range(void *arg, int64_t begin, int64_t end, int worker
             y[0] = plane_max(x, p->xvol);
             continue;
         }
+        if (j->rows) {
+            pool_plane_rows(p, j, x, y);
+            continue;
+        }
         if (p->kind == POOL_MAX || p->kind == POOL_GMAX) {
             FOR_OUTPUTS(g) {
                 window w;
-                window_at(g, od, oh, ow, &w);
+                window_at(g, j->tab, od, oh, ow, &w);
+                if (!idx) {
+                    y[oi] = window_max(g, &w, x);
+                    continue;
+                }
                 int64_t best = window_argmax(g, &w, x);
                 y[oi] = best < 0 ? -INFINITY : x[best];
-                if (idx)
-                    idx[oi] = best < 0 ? -1 : plane * p->xvol + storage_index(p, best);
+                idx[oi] = best < 0 ? -1 : plane * p->xvol + storage_index(p, best);
             }
         } else {
             FOR_OUTPUTS(g) {
                 window w;
-                window_at(g, od, oh, ow, &w);
+                window_at(g, j->tab, od, oh, ow, &w);
                 float s = 0;
                 FOR_WINDOW(g, w, off)
                     s += x[off];
-                y[oi] = s / avg_divisor(p, &w);
+                y[oi] = s / avg_divisor(p, j->tab, od, oh, ow);
             }
         }
     }
@@ -293,7 +384,7 @@ static void pool_backward_range(void *arg, int64_t begin, int64_t end, int worke
         if (p->kind == POOL_MAX || p->kind == POOL_GMAX) {
             FOR_OUTPUTS(g) {
                 window w;
-                window_at(g, od, oh, ow, &w);
+                window_at(g, j->tab, od, oh, ow, &w);
                 int64_t best = window_argmax(g, &w, x);
                 if (best >= 0)
                     dx[best] += dy[oi];
@@ -301,8 +392,8 @@ static void pool_backward_range(void *arg, int64_t begin, int64_t end, int worke
         } else {
             FOR_OUTPUTS(g) {
                 window w;
-                window_at(g, od, oh, ow, &w);
-                float v = dy[oi] / avg_divisor(p, &w);
+                window_at(g, j->tab, od, oh, ow, &w);
+                float v = dy[oi] / avg_divisor(p, j->tab, od, oh, ow);
                 FOR_WINDOW(g, w, off)
                     dx[off] += v;
             }
@@ -319,6 +410,24 @@ static int64_t plane_chunk(const pool_p *p)
     return work >= 32768 ? 1 : 32768 / (work ? work : 1);
 }
 
+static size_t pool_scratch(const qs_kctx *c)
+{
+    pool_p p;
+    if (pool_params((qs_kctx *)c, &p) < 0)
+        return 0;
+    return win_tables_size(&p.g);
+}
+
+static int pool_tables(qs_kctx *c, const pool_p *p, pool_job *j)
+{
+    if (!c->scratch || c->scratch_size < win_tables_size(&p->g))
+        return qs_op_error(c, QS_EINVAL, "scratch of %zu bytes given, %zu needed", c->scratch_size,
+                           win_tables_size(&p->g));
+    win_tables(&p->g, c->scratch);
+    j->tab = c->scratch;
+    return 0;
+}
+
 static int pool_forward(qs_kctx *c)
 {
     pool_p p;
@@ -326,6 +435,13 @@ static int pool_forward(qs_kctx *c)
     if (rc < 0)
         return rc;
     pool_job j = { .p = &p, .x = c->in[0]->data, .y = c->out[0]->data, .dtype = c->in[0]->dtype };
+    if ((rc = pool_tables(c, &p, &j)) < 0)
+        return rc;
+    const qs_conv_geom *g = &p.g;
+    j.rows = (p.kind == POOL_MAX || p.kind == POOL_AVG) && j.dtype == QS_F32 && !want_indices(c) && g->nd <= 2 &&
+             g->k[2] <= POOL_ROWS_MAXK;
+    for (int64_t kw = 0; j.rows && kw < g->k[2]; kw++)
+        tap_range_out(kw * g->dil[2] - g->pad[2], g->stride[2], g->in[2], g->out[2], &j.kwlo[kw], &j.kwhi[kw]);
     if (want_indices(c)) {
         if (j.dtype != QS_F32)
             return qs_op_error(c, QS_EUNSUPPORTED, "the Indices output needs a float32 input (X is %s)",
@@ -351,15 +467,20 @@ static int pool_backward(qs_kctx *c)
         return 0;
     }
     pool_job j = { .p = &p, .x = c->in[0]->data, .dy = qs_f32(c->dout[0]), .dx = qs_f32(c->din[0]) };
+    if ((rc = pool_tables(c, &p, &j)) < 0)
+        return rc;
     qs_parallel_for(c->nthreads, p.N * p.C, plane_chunk(&p), pool_backward_range, &j);
     return 0;
 }
 
 const qs_op_def qs_ops_pool[] = {
-    { .domain = "", .op = "MaxPool", .infer = pool_infer, .forward = pool_forward, .backward = pool_backward },
-    { .domain = "", .op = "AveragePool", .infer = pool_infer, .forward = pool_forward, .backward = pool_backward },
-    { .domain = "", .op = "GlobalMaxPool", .infer = pool_infer, .forward = pool_forward, .backward = pool_backward },
-    { .domain = "", .op = "GlobalAveragePool", .infer = pool_infer, .forward = pool_forward,
+    { .domain = "", .op = "MaxPool", .infer = pool_infer, .scratch = pool_scratch, .forward = pool_forward,
       .backward = pool_backward },
+    { .domain = "", .op = "AveragePool", .infer = pool_infer, .scratch = pool_scratch, .forward = pool_forward,
+      .backward = pool_backward },
+    { .domain = "", .op = "GlobalMaxPool", .infer = pool_infer, .scratch = pool_scratch, .forward = pool_forward,
+      .backward = pool_backward },
+    { .domain = "", .op = "GlobalAveragePool", .infer = pool_infer, .scratch = pool_scratch,
+      .forward = pool_forward, .backward = pool_backward },
     { .op = NULL },
 };
