@@ -47,6 +47,7 @@ int cli_run_pipeline(const command *c, const char *type, struct qs_pipeline_io *
 void cli_print_accuracy(const char *label, json_t *v);
 int cmd_ptq(const command *c, int argc, char **argv);
 int cmd_analyze(const command *c, int argc, char **argv);   /* cli/cmd_analyze.c */
+int cmd_qat(const command *c, int argc, char **argv);       /* cli/cmd_qat.c */
 
 #define QUANT_PIPELINE_COMMANDS \
     {.name = "ptq", .summary = "post-training quantization: QDQ model, encodings, report", \
@@ -61,7 +62,41 @@ int cmd_analyze(const command *c, int argc, char **argv);   /* cli/cmd_analyze.c
      .usage = "quant analyze MODEL --calib X.npy --val X.npy --labels Y.npy -o OUTDIR [--config SPEC.json]\n" \
               "                     [--wbits N] [--abits N] [--per-channel | --per-tensor] [--cle | --no-cle]\n" \
               "                     [--val-samples N] [--calib-samples N] [--batch N] [--threads T] [--json]", \
-     .help = QUANT_ANALYZE_HELP, .fn = cmd_analyze},
+     .help = QUANT_ANALYZE_HELP, .fn = cmd_analyze}, \
+    {.name = "qat", .summary = "quantization-aware training: QDQ model, encodings, report", \
+     .usage = "quant qat MODEL --train X.npy --labels Y.npy [--val X.npy --val-labels Y.npy] [--calib X.npy]\n" \
+              "                 [--config SPEC.json] [--wbits N] [--abits N] [--per-channel | --per-tensor]\n" \
+              "                 [--epochs N] [--batch N] [--lr LR] [--optimizer sgd|nesterov|adam]\n" \
+              "                 [--schedule cosine|step|constant] [--steps N] [--flip] [--freeze-ranges]\n" \
+              "                 [--no-bn-fold] [--resume OUTDIR] [--threads T] -o OUTDIR [--json]", \
+     .help = QUANT_QAT_HELP, .fn = cmd_qat},
+
+#define QUANT_QAT_HELP \
+    "Runs the standard QAT pipeline (paper section 4.4): BN folding, CLE (config cle), quantizers, range\n" \
+    "initialisation as PTQ does it (calibration on the first training samples unless --calib is given),\n" \
+    "then trains the quantized model on X with learnable ranges (straight-through estimator, LSQ-style\n" \
+    "scale and offset gradients), validating after every epoch, and writes into OUTDIR (replaced\n" \
+    "atomically when the run succeeds) the PTQ artifacts - model.qdq.onnx, encodings.json,\n" \
+    "model.prepared.onnx (the trained FP32 weights), report.json (+ the per-epoch loss and accuracy\n" \
+    "curve) - and checkpoint/, from which --resume continues.\n\n" \
+    "  --train X --labels Y    training inputs and integer class labels (.npy; .npz keyed by input name)\n" \
+    "  --val X --val-labels Y  validation data: FP32, PTQ and QAT accuracy, and accuracy per epoch\n" \
+    "  --calib X          calibration inputs for the range initialisation (default: the training data)\n" \
+    "  --config SPEC      the job spec's \"config\" object (or a whole job spec); the flags override it\n" \
+    "  --wbits/--abits N  bit widths of weights / activations (2-16; default 8)\n" \
+    "  --per-channel | --per-tensor   weight granularity (default per channel)\n" \
+    "  --epochs N         passes over the training data (default 3)\n" \
+    "  --batch N          training batch (default 64; the last partial batch of an epoch is dropped)\n" \
+    "  --lr LR            learning rate (default 1e-5)\n" \
+    "  --optimizer O      adam (default; decoupled weight decay), sgd or nesterov (momentum 0.9)\n" \
+    "  --schedule S       cosine (default), step (x0.1 at 1/2 and 3/4) or constant\n" \
+    "  --steps N          stop after N steps in all (0: no limit)\n" \
+    "  --flip             random horizontal flips of NCHW image inputs\n" \
+    "  --freeze-ranges    keep the initial quantization ranges (train weights only)\n" \
+    "  --no-bn-fold       keep BatchNormalization: trained in training mode, re-estimated afterwards\n" \
+    "  --resume DIR       continue from DIR/checkpoint (same model and training setup)\n" \
+    "  --json             print {\"fp32_accuracy\", \"ptq_accuracy\", \"qat_accuracy\", \"seconds\", \"outdir\"}\n" \
+    "                     (accuracies are fractions, null without validation data)"
 
 #define QUANT_ANALYZE_HELP \
     "The quantization debugging flow (paper section 3.7): runs the PTQ stages (BN folding, CLE,\n" \

@@ -11,6 +11,7 @@
 
 int qs_pipeline_ptq(const qs_pipeline_io *io, json_t **result, qs_err *e);
 int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e);
+int qs_pipeline_qat(const qs_pipeline_io *io, json_t **result, qs_err *e);
 
 /* eval: accuracy of a model (FP32 or QDQ) on labelled data. */
 static int pipeline_eval(const qs_pipeline_io *io, json_t **result, qs_err *e)
@@ -61,5 +62,7 @@ int qs_pipeline_run(const char *type, const qs_pipeline_io *io, json_t **result,
         return qs_pipeline_ptq(io, result, e);
     if (!strcmp(type, "analyze"))
         return qs_pipeline_analyze(io, result, e);
+    if (!strcmp(type, "qat"))
+        return qs_pipeline_qat(io, result, e);
     return qs_error(e, QS_EINVAL, "unknown job type '%s' (expected eval, ptq, analyze or qat)", type);
 }
