@@ -60,6 +60,10 @@ static const key keys[] = {
     { .name = "engine_threads", .section = "jobs", .type = T_INT, .offset = F(engine_threads),
       .dflt = "0", .min = 0, .max = 256,
       .doc = "Compute threads per job (0: the engine's default)." },
+    { .name = "job_nice", .section = "jobs", .type = T_INT, .offset = F(job_nice), .dflt = "10",
+      .min = 0, .max = 19,
+      .doc = "Nice value of the threads that run jobs: compute yields the CPU to the HTTP threads,\n"
+             "so the API stays responsive while jobs use every core." },
     { .name = "max_queue", .section = "jobs", .type = T_INT, .offset = F(max_queue), .dflt = "100",
       .min = 1, .max = 1000000,
       .doc = "Queued jobs at most; beyond it POST /v1/jobs answers 429 with Retry-After." },

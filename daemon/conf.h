@@ -29,6 +29,7 @@ typedef struct qd_config {
     char *state_dir;          /* "" until resolved by qd_config_load */
     int workers;
     int engine_threads;
+    int job_nice;
     int max_queue;
     int shutdown_timeout;
     int debug_jobs;

@@ -59,7 +59,8 @@ int main(int argc, char **argv)
     if (!(srv = qd_server_new(&cfg, st, err, sizeof err)))
         goto fail;
     qd_sched_opts so = {
-        .workers = cfg.workers, .engine_threads = cfg.engine_threads, .max_queue = cfg.max_queue,
+        .workers = cfg.workers, .engine_threads = cfg.engine_threads, .job_nice = cfg.job_nice,
+        .max_queue = cfg.max_queue,
         .debug_jobs = cfg.debug_jobs, .notify = qd_server_notify, .ud = srv,
     };
     if (qd_sched_start(st, &so, &sched, err, sizeof err) < 0)

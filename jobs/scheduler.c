@@ -25,7 +25,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
@@ -341,6 +343,10 @@ static int debug_sleep(const qs_pipeline_io *io, json_t **result, qs_err *e)
 static void work_cb(uv_work_t *req)
 {
     run *r = req->data;
+    /* On Linux nice is per thread and inherited by threads created from this one (the engine's
+     * compute threads): jobs then only take the CPU time the HTTP threads leave. */
+    if (r->s->o.job_nice > 0)
+        setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), r->s->o.job_nice);
     qs_pipeline_io io = {
         .model = r->paths[0], .calib = r->paths[1], .train = r->paths[2], .train_labels = r->paths[3],
         .val = r->paths[4], .val_labels = r->paths[5], .outdir = r->outdir,

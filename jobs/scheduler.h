@@ -29,6 +29,7 @@ typedef void (*qd_notify_fn)(void *ud, const char *job);
 typedef struct qd_sched_opts {
     int workers;          /* jobs at once (also UV_THREADPOOL_SIZE) */
     int engine_threads;   /* qs_pipeline_io.threads */
+    int job_nice;         /* nice value of job threads (Linux: per thread) */
     int max_queue;        /* queued jobs at most */
     int debug_jobs;       /* accept the "sleep" job type */
     qd_notify_fn notify;
