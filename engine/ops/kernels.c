@@ -1,13 +1,14 @@
 /* Shared low-level kernels: the sgemm wrapper, window geometry (strides/pads/dilations/auto_pad →
- * output size), im2col/col2im, their reference loop nests, and a small parallel-for.
+ * output size), im2col/col2im, their reference loop nests, vector helpers and the parallel-for.
  *
- * im2col walks the column matrix row by row (one row per channel and kernel tap) and, for each
- * output row of the width dim, splits the run into the part that falls in the left padding (zeros),
- * the part that reads the input (a memcpy when the stride is 1) and the right padding (zeros): no
- * per-element bounds test in the inner loop. col2im is the same walk with += into the input.
+ * im2col walks the column matrix row by row (one row per channel and kernel tap). With unit strides
+ * and same-size rows a tap's rows are one contiguous copy plus a few zeroed edge columns; otherwise
+ * each output row splits into the part in the left padding (zeros), the part that reads the input
+ * and the right padding (zeros): no per-element bounds test in the inner loop. The tap ranges are
+ * worked out once per call. col2im is the same walk with += into the input.
  *
- * The parallel-for starts plain pthreads per call. Kernels only use it for work big enough (tens of
- * microseconds per chunk at least) that thread start-up is noise; GEMM threads live in OpenBLAS. */
+ * Threading is ours, not OpenBLAS's (see qs_blas_single): qs_parallel_for hands chunks to a pool of
+ * sleeping workers, and qs_sgemm_mt cuts a product into blocks of rows or columns for it. */
 #include "ops/kernels.h"
 
 #include <cblas.h>
@@ -17,22 +18,10 @@
 
 /* ---- vector helpers --------------------------------------------------------------------------- */
 
-QS_HOT void qs_vec_axpy(int64_t n, float a, const float *restrict x, float *restrict y)
-{
-    for (int64_t i = 0; i < n; i++)
-        y[i] += a * x[i];
-}
-
 QS_HOT void qs_vec_add(int64_t n, float b, float *y)
 {
     for (int64_t i = 0; i < n; i++)
         y[i] += b;
-}
-
-QS_HOT void qs_vec_fill(int64_t n, float v, float *y)
-{
-    for (int64_t i = 0; i < n; i++)
-        y[i] = v;
 }
 
 QS_HOT void qs_vec_bias_clamp(int64_t n, float b, float lo, float hi, float *y)

@@ -2,9 +2,10 @@
  *
  *   qs_sgemm(0, 1, M, N, K, 1.f, A, K, B, K, 0.f, C, N);     // C = A·Bᵀ, row-major, on OpenBLAS
  *
- *   qs_conv_geom g;                                           // one conv/pool window geometry
- *   qs_conv_geom_init(c, nd, x_spatial, kernel, 0, &g);       // strides/pads/dilations/auto_pad of c's node
+ *   qs_conv_geom g;                                           // one conv/pool window geometry:
+ *   qs_conv_geom_init(c, nd, x_spatial, kernel, 0, 1, &g);    // strides/pads/dilations/auto_pad of c's node
  *   qs_im2col(&g, channels, x, col, nthreads);                // col: [channels·kvol, outvol]
+ *   qs_parallel_for(nthreads, n, min_chunk, fn, arg);         // fn(arg, begin, end, worker) on a pool
  *
  * Every spatial geometry is normalized to three dims (depth, height, width), with leading dims of
  * size 1 when the op is 1-D or 2-D: one set of loops then serves 1-D, 2-D and 3-D ops, and the
@@ -30,12 +31,9 @@
 #define QS_HOT
 #endif
 
-/* y[i] += a·x[i] (x and y must not overlap);  y[i] += b;  y[i] = v;  y[i] = a·x[i] + b (in place too) */
-void qs_vec_axpy(int64_t n, float a, const float *x, float *y);
+/* y[i] += b;  y[i] = a·x[i] + b (x may be y);  y[i] = min(max(y[i] + b, lo), hi) */
 void qs_vec_add(int64_t n, float b, float *y);
-void qs_vec_fill(int64_t n, float v, float *y);
 void qs_vec_affine(int64_t n, float a, float b, const float *x, float *y);
-/* y[i] = min(max(y[i] + b, lo), hi) */
 void qs_vec_bias_clamp(int64_t n, float b, float lo, float hi, float *y);
 
 /* ---- GEMM ------------------------------------------------------------------------------------ */
