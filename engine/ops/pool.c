@@ -1,9 +1,11 @@
 /* Pooling: MaxPool (with its optional Indices output), AveragePool, GlobalMaxPool, GlobalAveragePool
  * (1-D, 2-D, 3-D), forward and backward.
  *
- * Window geometry (kernel_shape, strides, pads, dilations, ceil_mode, auto_pad) is resolved once by
+ * Window geometry (kernel_shape, strides, pads, dilations, ceil_mode, auto_pad) is resolved by
  * qs_conv_geom_init, shared with Conv. For each output the kernel taps that land inside the input
- * are a box [lo, hi) per dim, computed once per output, so the tap loops carry no bounds tests.
+ * are a box [lo, hi) per dim; windows are separable, so one small table per dim (in scratch) holds
+ * them all and the tap loops carry no bounds tests. Float pools without Indices on 1-D/2-D inputs go
+ * row by row instead (vectorizable loops along the output row); global pools are plain reductions.
  * Work is split across threads by (item, channel) plane; a plane's gradient is written only by the
  * thread that owns it.
  *
