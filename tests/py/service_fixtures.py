@@ -55,8 +55,9 @@ class Response:
 class Quantd:
     """One quantd process on 127.0.0.1:<free port> with its own state dir."""
 
-    def __init__(self, binary, state_dir, *args, token=None, port=None):
+    def __init__(self, binary, state_dir, *args, token=None, port=None, env=None):
         self.binary, self.state_dir, self.args = binary, str(state_dir), list(args)
+        self.env = env
         self.port = port or free_port()
         self.token = token
         self.proc = None
@@ -67,7 +68,7 @@ class Quantd:
         self.log = open(self.log_path, "ab")
         cmd = [self.binary, "--listen", f"127.0.0.1:{self.port}", "--state-dir", self.state_dir,
                "--log-level", "debug"] + self.args
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -725,6 +725,26 @@ def test_config_file_and_flags(quantd_bin, tmp_path):
     assert r.returncode == 2 and "max_model_size" in r.stderr
 
 
+def test_sd_notify_ready_and_stopping(quantd_bin, tmp_path):
+    """Type=notify: READY=1 once listening, STOPPING=1 on SIGTERM (a fake $NOTIFY_SOCKET)."""
+    sock_path = str(tmp_path / "notify.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(sock_path)
+    s.settimeout(10)
+    d = Quantd(quantd_bin, tmp_path / "st", env=dict(os.environ, NOTIFY_SOCKET=sock_path))
+    d.start()
+    try:
+        msg = s.recv(4096).decode()
+        assert "READY=1" in msg and f"127.0.0.1:{d.port}" in msg
+        d.proc.send_signal(signal.SIGTERM)
+        msg = s.recv(4096).decode()
+        assert "STOPPING=1" in msg
+        assert d.proc.wait(10) == 0
+    finally:
+        d.stop()
+        s.close()
+
+
 def test_journald_prefix(make_quantd, tmp_path, quantd_bin):
     env = dict(os.environ, JOURNAL_STREAM="8:12345")
     r = subprocess.run([quantd_bin, "--state-dir", str(tmp_path / "j"), "--listen", "256.0.0.1:1"],
