@@ -124,6 +124,7 @@ TEST(parallel_for_runs_every_index_once)
     pthread_join(a, &ra);
     pthread_join(b, &rb);
     ASSERT(ra == NULL && rb == NULL);
+    qs_parallel_shutdown();   /* join the workers before the harness's _exit */
 }
 
 /* ---- im2col / col2im -------------------------------------------------------------------------------- */
@@ -340,6 +341,7 @@ TEST(conv_matches_reference_two_threads)
     check_conv_case(&big, 2);
     conv_case bigdw = { 2, 2, 16, 16, 16, { 40, 40 }, { 3, 3 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, 1 };
     check_conv_case(&bigdw, 2);
+    qs_parallel_shutdown();   /* join the workers before the harness's _exit */
 }
 
 TEST(conv_kernel_shape_inferred_and_checked)
@@ -437,6 +439,7 @@ TEST(conv_backward_two_threads_matches_one)
         for (int i = 0; i < 3; i++)
             assert_close_buf(qs_f32(d2[i]), qs_f32(d1[i]), qs_numel(d1[i]), 1e-5, 1e-5);
     }
+    qs_parallel_shutdown();   /* join the workers before the harness's _exit */
 }
 
 /* forward with the executor's fused clamp; compares with the plain forward clamped afterwards */
@@ -496,6 +499,7 @@ TEST(conv_fused_clamp)
     qs_node ct = opcheck_node("ConvTranspose", NULL);
     qs_node_set_ints(&ct, "strides", 2, (int64_t[]){ 2, 2 });
     check_fused_clamp(&ct, 3, tin, 1);
+    qs_parallel_shutdown();   /* join the workers before the harness's _exit */
 }
 
 /* ---- ConvTranspose ------------------------------------------------------------------------------------------- */

@@ -7,6 +7,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 #include "tests/opcheck.h"
+#include "engine/ops/kernels.h"
 
 static qs_tensor *rand_t(int ndim, const int64_t *shape) { return opcheck_rand(ndim, shape, -1, 1); }
 
@@ -378,6 +379,7 @@ TEST(pools_two_threads_match_one)
     c.scratch = malloc(c.scratch_size);
     ASSERT_EQ(d->forward(&c), 0);
     assert_close_buf(qs_f32(y2), qs_f32(y1), qs_numel(y1), 0, 0);
+    qs_parallel_shutdown();   /* join the workers before the harness's _exit */
 }
 
 /* ---- bad input ------------------------------------------------------------------------------------------ */

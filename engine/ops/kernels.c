@@ -502,11 +502,13 @@ static void *pf_main(void *p)
  * kept in a pool between calls, sleeping on a condition variable. One caller at a time uses the
  * pool; a concurrent caller (another job in the daemon, or a nested call) starts its own threads
  * instead. Chunks are claimed under the mutex, and the caller runs chunks too. A forked child has
- * none of the parent's threads: the fork handler gives it an empty pool. */
+ * none of the parent's threads: the fork handler gives it an empty pool. The workers are joined at
+ * exit (or by qs_parallel_shutdown, e.g. before _exit). */
 static struct {
     pthread_mutex_t mu;
     pthread_cond_t wake, done;
-    int nworkers, busy;
+    pthread_t th[PF_MAX_THREADS];
+    int nworkers, busy, quit;
     unsigned long gen;        /* bumped per job; a worker runs when it sees a new value */
     pf_chunk *chunks;
     int nchunks, next, pending;
@@ -518,7 +520,7 @@ static void pool_reset(void)
     pthread_mutex_init(&pool.mu, NULL);
     pthread_cond_init(&pool.wake, NULL);
     pthread_cond_init(&pool.done, NULL);
-    pool.nworkers = pool.busy = 0;
+    pool.nworkers = pool.busy = pool.quit = 0;
     pool.chunks = NULL;
     pool.nchunks = pool.next = pool.pending = 0;
 }
@@ -527,6 +529,27 @@ static void pool_init(void)
 {
     pool_reset();
     pthread_atfork(NULL, NULL, pool_reset);
+    atexit(qs_parallel_shutdown);   /* threads still alive at exit look like leaks to valgrind */
+}
+
+void qs_parallel_shutdown(void)
+{
+    pthread_once(&pool_once, pool_init);
+    pthread_mutex_lock(&pool.mu);
+    if (pool.busy) {   /* in use: leave it be */
+        pthread_mutex_unlock(&pool.mu);
+        return;
+    }
+    pool.busy = pool.quit = 1;   /* busy: callers meanwhile start their own threads */
+    pthread_cond_broadcast(&pool.wake);
+    int n = pool.nworkers;
+    pthread_mutex_unlock(&pool.mu);
+    for (int i = 0; i < n; i++)
+        pthread_join(pool.th[i], NULL);
+    pthread_mutex_lock(&pool.mu);
+    pool.nworkers = 0;
+    pool.busy = pool.quit = 0;
+    pthread_mutex_unlock(&pool.mu);
 }
 
 /* Runs unclaimed chunks of the current job; called and returns with the mutex held. */
@@ -547,11 +570,14 @@ static void *pool_main(void *arg)
     unsigned long seen = (unsigned long)(uintptr_t)arg;   /* the generation before its first job */
     pthread_mutex_lock(&pool.mu);
     for (;;) {
-        while (pool.gen == seen)
+        while (pool.gen == seen && !pool.quit)
             pthread_cond_wait(&pool.wake, &pool.mu);
+        if (pool.quit)
+            break;
         seen = pool.gen;
         pool_drain();
     }
+    pthread_mutex_unlock(&pool.mu);
     return NULL;
 }
 
@@ -598,10 +624,8 @@ void qs_parallel_for(int nthreads, int64_t n, int64_t min_chunk, qs_range_fn fn,
     }
     pool.busy = 1;
     while (pool.nworkers < t - 1) {
-        pthread_t th;
-        if (pthread_create(&th, NULL, pool_main, (void *)(uintptr_t)pool.gen))
+        if (pthread_create(&pool.th[pool.nworkers], NULL, pool_main, (void *)(uintptr_t)pool.gen))
             break;   /* fewer threads than asked: the chunks still all run */
-        pthread_detach(th);
         pool.nworkers++;
     }
     pool.chunks = chunks;

@@ -105,5 +105,8 @@ void qs_conv_ref(const qs_conv_geom *g, int64_t N, int64_t C, int64_t M, int64_t
  * to memory another chunk writes. */
 typedef void (*qs_range_fn)(void *arg, int64_t begin, int64_t end, int worker);
 void qs_parallel_for(int nthreads, int64_t n, int64_t min_chunk, qs_range_fn fn, void *arg);
+/* Joins the pool's idle workers (they start again on demand). Runs at exit by itself; call it
+ * before _exit, or to give the threads back, when no parallel-for is running. */
+void qs_parallel_shutdown(void);
 
 #endif
