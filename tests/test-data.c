@@ -236,7 +236,8 @@ TEST(handwritten_bad_files)
     expect_error(tmp_path("missing.npy"), "No such file");
     write_file(tmp_path("bad.npz"), "hello world", 11);
     expect_error(tmp_path("bad.npz"), "not a .npz");
-    write_file(tmp_path("bad2.npz"), "PK\x03\x04 not really a zip", 24);
+    static const char fake_zip[] = "PK\x03\x04 not really a zip";
+    write_file(tmp_path("bad2.npz"), fake_zip, sizeof fake_zip - 1);
     expect_error(tmp_path("bad2.npz"), "not a valid .npz");
     rm_tmp();
 }

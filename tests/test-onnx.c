@@ -44,7 +44,8 @@ static Onnx__TensorProto *tensor_pb(const char *name, int dtype, int ndim, const
     t->data_type = dtype;
     t->n_dims = (size_t)ndim;
     t->dims = zalloc(8 * sizeof(int64_t));
-    memcpy(t->dims, dims, (size_t)ndim * sizeof(int64_t));
+    if (ndim)   /* scalars pass dims == NULL */
+        memcpy(t->dims, dims, (size_t)ndim * sizeof(int64_t));
     return t;
 }
 
