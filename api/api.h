@@ -136,6 +136,7 @@ int qd_h_job_get(qd_req *r);
 int qd_h_job_cancel(qd_req *r);
 int qd_h_job_events(qd_req *r);
 int qd_h_artifact(qd_req *r);
+int qd_h_static(qd_req *r);   /* the web dashboard's files (static.c) */
 
 /* --- event streams (events.c) --- */
 int qd_hub_start(qd_server *srv);

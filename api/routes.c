@@ -27,6 +27,11 @@ const qd_route qd_routes[] = {
     { .method = "DELETE", .pattern = "/v1/jobs/{id}", .handler = qd_h_job_cancel },
     { .method = "GET", .pattern = "/v1/jobs/{id}/events", .handler = qd_h_job_events },
     { .method = "GET", .pattern = "/v1/jobs/{id}/artifacts/{name}", .handler = qd_h_artifact },
+    /* the web dashboard (api/static.c): last, so that every route above wins over "/{file}" */
+    { .method = "GET", .pattern = "/", .handler = qd_h_static, .public = 1 },
+    { .method = "GET", .pattern = "/{file}", .handler = qd_h_static, .public = 1 },
+    { .method = "GET", .pattern = "/pages/{file}", .handler = qd_h_static, .public = 1 },
+    { .method = "GET", .pattern = "/vendor/chart.js", .handler = qd_h_static, .public = 1 },
 };
 const int qd_nroutes = (int)(sizeof qd_routes / sizeof qd_routes[0]);
 

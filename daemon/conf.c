@@ -20,6 +20,14 @@
 #ifndef QD_SRCDIR
 #define QD_SRCDIR ""
 #endif
+#ifndef QD_WEBDIR
+#define QD_WEBDIR_DOC "$(pkgdatadir)/web"
+#else
+#define QD_WEBDIR_DOC QD_WEBDIR
+#endif
+#ifndef QD_CHARTJS   /* configure --with-chartjs=FILE */
+#define QD_CHARTJS "/usr/share/javascript/chart.js/chart.min.js"
+#endif
 
 typedef enum { T_STRING, T_INT, T_SIZE, T_BOOL, T_LEVEL } key_type;
 
@@ -51,6 +59,12 @@ static const key keys[] = {
     { .name = "sse_keepalive", .section = "http", .type = T_INT, .offset = F(sse_keepalive),
       .dflt = "15", .min = 1, .max = 3600,
       .doc = "Seconds between keep-alive comments on an idle event stream (detects gone clients)." },
+    { .name = "web_root", .section = "http", .type = T_STRING, .offset = F(web_root), .dflt = "",
+      .doc = "Folder of the web dashboard's files, served at /. Empty: web/ of the source tree when\n"
+             "the binary sits in it, else the installed copy (" QD_WEBDIR_DOC ")." },
+    { .name = "chartjs", .section = "http", .type = T_STRING, .offset = F(chartjs), .dflt = QD_CHARTJS,
+      .doc = "Chart.js for the dashboard's charts (Debian package libjs-chart.js), served at\n"
+             "/vendor/chart.js." },
     { .name = "state_dir", .section = "jobs", .type = T_STRING, .offset = F(state_dir), .dflt = "",
       .doc = "Where models, data sets, jobs, artifacts and the database live. Empty: ./var of the\n"
              "source tree when the binary sits in it, $STATE_DIRECTORY under systemd, else\n"

@@ -25,6 +25,8 @@ typedef struct qd_config {
     int max_connections;
     char *token_file;         /* "" = no auth */
     int sse_keepalive;        /* seconds between SSE comment lines on an idle stream */
+    char *web_root;           /* the dashboard's files ("" = the default place, api/static.c) */
+    char *chartjs;            /* Chart.js, served at /vendor/chart.js */
     /* jobs */
     char *state_dir;          /* "" until resolved by qd_config_load */
     int workers;
