@@ -56,7 +56,7 @@ int cmd_qat(const command *c, int argc, char **argv);       /* cli/cmd_qat.c */
               "                 [--arange minmax|mse|percentile|ce] [--no-bn-fold] [--cle | --no-cle]\n" \
               "                 [--bias-correction none|empirical|analytical] [--adaround | --no-adaround]\n" \
               "                 [--adaround-iterations N] [--preset standard|basic] [--exclude NODE,...]\n" \
-              "                 [--calib-samples N] [--batch N] [--threads T] -o OUTDIR [--json]", \
+              "                 [--calib-samples N] [--batch N] [--threads T] [--target-drop P] -o OUTDIR [--json]", \
      .help = QUANT_PTQ_HELP, .fn = cmd_ptq}, \
     {.name = "analyze", .summary = "debugging flow: FP32 check, per-layer sensitivity, weight ranges", \
      .usage = "quant analyze MODEL --calib X.npy --val X.npy --labels Y.npy -o OUTDIR [--config SPEC.json]\n" \
@@ -143,6 +143,9 @@ int cmd_qat(const command *c, int argc, char **argv);       /* cli/cmd_qat.c */
     "  --exclude N1,N2    node names kept in FP32\n" \
     "  --calib-samples N  calibration samples used (default 1024)\n" \
     "  --batch N          calibration batch size (default 32)\n" \
+    "  --target-drop P    closed loop (needs --val): while top-1 is more than P points below FP32, keep\n" \
+    "                     the most sensitive quantizer groups at 16 bits, then in FP32, one by one;\n" \
+    "                     lists what was kept (report.json: target_drop)\n" \
     "  --json             print {\"fp32_accuracy\", \"quant_accuracy\", \"seconds\", \"outdir\"}\n" \
     "                     (accuracies are fractions, null without validation data)"
 

@@ -163,11 +163,27 @@ void cli_print_accuracy(const char *label, json_t *v)
 
 /* --- quant ptq --------------------------------------------------------------------------------- */
 
+/* The closed loop's outcome (engine/quant/analyze.h): the groups kept in higher precision. */
+static void print_target_drop(json_t *td)
+{
+    if (!td)
+        return;
+    json_t *kept = json_object_get(td, "kept"), *k;
+    size_t i;
+    printf("%-18s %.2f points: %s\n", "target drop", json_number_value(json_object_get(td, "points")),
+           json_is_true(json_object_get(td, "met")) ? "met" : "NOT met");
+    if (!json_array_size(kept))
+        printf("%-18s none (already within the target)\n", "kept");
+    json_array_foreach(kept, i, k)
+        printf("%-18s %s (%s) in %s\n", i ? "" : "kept", json_string_value(json_object_get(k, "group")),
+               json_string_value(json_object_get(k, "op")), json_string_value(json_object_get(k, "precision")));
+}
+
 int cmd_ptq(const command *c, int argc, char **argv)
 {
     const char *pos[1], *calib = NULL, *val = NULL, *labels = NULL, *cfgpath = NULL, *wbits = NULL, *abits = NULL,
                *wrange = NULL, *arange = NULL, *exclude = NULL, *outdir = NULL, *samples = NULL, *batch = NULL,
-               *threads = NULL, *biascorr = NULL, *ada_iters = NULL, *preset = NULL;
+               *threads = NULL, *biascorr = NULL, *ada_iters = NULL, *preset = NULL, *target = NULL;
     int npos, json = 0, per_channel = 0, per_tensor = 0, no_bn_fold = 0, cle = 0, no_cle = 0, ada = 0, no_ada = 0;
     const opt opts[] = {
         {.name = "--calib", .val = &calib}, {.name = "--val", .val = &val}, {.name = "--labels", .val = &labels},
@@ -180,7 +196,8 @@ int cmd_ptq(const command *c, int argc, char **argv)
         {.name = "--no-bn-fold", .flag = &no_bn_fold}, {.name = "--cle", .flag = &cle},
         {.name = "--no-cle", .flag = &no_cle}, {.name = "--bias-correction", .val = &biascorr},
         {.name = "--adaround", .flag = &ada}, {.name = "--no-adaround", .flag = &no_ada},
-        {.name = "--adaround-iterations", .val = &ada_iters}, {.name = "--preset", .val = &preset}, {.name = NULL}};
+        {.name = "--adaround-iterations", .val = &ada_iters}, {.name = "--preset", .val = &preset},
+        {.name = "--target-drop", .val = &target}, {.name = NULL}};
     int rc = parse_args(c, argc, argv, opts, pos, 1, &npos);
     if (rc != PARSED)
         return rc;
@@ -196,6 +213,15 @@ int cmd_ptq(const command *c, int argc, char **argv)
         return usage_error(c, "--per-channel and --per-tensor exclude each other");
     if ((cle && no_cle) || (ada && no_ada))
         return usage_error(c, "--X and --no-X exclude each other");
+    double drop = -1;
+    if (target) {
+        char *end;
+        drop = strtod(target, &end);
+        if (end == target || *end || !(drop >= 0 && drop <= 100))
+            return usage_error(c, "--target-drop must be a number of accuracy points from 0 to 100, not '%s'", target);
+        if (!val)
+            return usage_error(c, "--target-drop needs validation data: --val X.npy --labels Y.npy");
+    }
     int64_t wb = 0, ab = 0, ns = 0, bs = 0, th = 0, ai = 0;
     if ((rc = int_opt(c, "--wbits", wbits, 2, 16, &wb)) != PARSED || (rc = int_opt(c, "--abits", abits, 2, 16, &ab)) != PARSED ||
         (rc = int_opt(c, "--calib-samples", samples, 1, 1LL << 40, &ns)) != PARSED ||
@@ -219,6 +245,7 @@ int cmd_ptq(const command *c, int argc, char **argv)
     if (no_bn_fold) cli_set_cfg(cfg, NULL, "bn_fold", json_false());
     if (ns) cli_set_cfg(cfg, "calibration", "samples", json_integer(ns));
     if (bs) cli_set_cfg(cfg, "calibration", "batch_size", json_integer(bs));
+    if (target) cli_set_cfg(cfg, NULL, "target_drop", json_real(drop));
     if (exclude) {
         json_t *arr = json_array();
         char *dup = strdup(exclude), *save = NULL;
@@ -239,10 +266,13 @@ int cmd_ptq(const command *c, int argc, char **argv)
         json_t *out = json_pack("{s:O, s:O, s:O, s:O}", "fp32_accuracy", json_object_get(result, "fp32_accuracy"),
                                 "quant_accuracy", json_object_get(result, "quant_accuracy"), "seconds",
                                 json_object_get(result, "seconds"), "outdir", json_object_get(result, "outdir"));
+        if (json_object_get(result, "target_drop"))
+            json_object_set(out, "target_drop", json_object_get(result, "target_drop"));
         print_json(out);
     } else {
         cli_print_accuracy("fp32 accuracy", json_object_get(result, "fp32_accuracy"));
         cli_print_accuracy("quantized accuracy", json_object_get(result, "quant_accuracy"));
+        print_target_drop(json_object_get(result, "target_drop"));
         printf("%-18s %.1f s\n%-18s %s\n", "time", json_number_value(json_object_get(result, "seconds")), "written to",
                outdir);
     }

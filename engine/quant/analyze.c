@@ -4,7 +4,12 @@
  * weight ranges, calibrated activation ranges) but without bias correction and AdaRound: those
  * rewrite biases and weights for the quantized model, so switching a layer's quantizers off
  * would no longer give back its FP32 layer, and they would hide the very errors the flow looks
- * for (the paper applies them as fixes after the diagnosis). Then every measurement is a forward
+ * for (the paper applies them as fixes after the diagnosis). The quantized model is scored as the
+ * PTQ pipeline calibrates it (activation ranges observed with the weights quantized); then the
+ * activation ranges are calibrated again with the weight quantizers off, and every isolating
+ * measurement (weights only, activations only, per group) uses those: with the pipeline's ranges a
+ * badly quantized layer moves the ranges of every layer after it, and "only that later layer
+ * quantized" would be blamed for it. Every measurement is a forward
  * pass over the first N validation samples (config "analysis": {"val_samples": N}, default 1000;
  * the per-group part costs two passes per group) on one planned runner per graph — switching
  * quantizers is a FakeQuant attribute that the kernel reads at run time, so nothing is
@@ -23,13 +28,15 @@
  *             "prediction_agreement": loaded vs prepared top-1, "max_abs_diff", "max_rel_diff":
  *             loaded vs prepared logits (relative to max |logit|), "sim_max_rel_diff": prepared vs
  *             bypassed simulation, "ok": bool, "message": why not ok (absent when ok)},
- *    "quantized" | "weights_only" | "activations_only": {"accuracy", "top5" (≥ 5 classes),
- *             "sqnr_db", "drop_points": 100·(FP32 prepared − this)},
+ *    "quantized" | "weights_only" | "activations_only" | "quantized_fp32_ranges": {"accuracy",
+ *             "top5" (≥ 5 classes), "sqnr_db", "drop_points": 100·(FP32 prepared − this)} —
+ *             "quantized" with the pipeline's ranges (what quant ptq gives without bias correction
+ *             and AdaRound), the others with the FP32-calibrated activation ranges,
  *    "layers": [{"name", "op", "rank" (1 = worst), "quantizers": [{"name", "kind", "bits",
  *             "per_channel"}], "weight_bits", "activation_bits" (null when the group has none),
  *             "accuracy_only_this", "accuracy_all_but_this", "sqnr_only_this_db",
  *             "sqnr_all_but_this_db", "drop_only_this_points": FP32 − only this,
- *             "recovery_all_but_this_points": all but this − quantized, "weight_sqnr_db": the
+ *             "recovery_all_but_this_points": all but this − quantized_fp32_ranges, "weight_sqnr_db": the
  *             weight tensor's own quantization SQNR (null without a weight)}] in model order,
  *    "ranking": [{"name", "op", "accuracy_only_this", "accuracy_all_but_this",
  *             "sqnr_only_this_db"}] worst first: lowest accuracy with only it quantized, ties (the
@@ -42,7 +49,8 @@
  *
  * Closed loop (qs_ptq_target_drop). Groups are ranked once, by the accuracy of the model with
  * every group but that one quantized (what keeping it in higher precision would give back), on
- * at most 1000 validation samples, ties broken by output SQNR. Then, worst first, a group gets
+ * at most 1000 validation samples with FP32-calibrated activation ranges as above (the pipeline's
+ * ranges are put back afterwards), ties broken by output SQNR. Then, worst first, a group gets
  * 16-bit weights and activations — its weights and bias are restored from the prepared FP32
  * model first (AdaRound writes rounded weights into the simulation's initializers and bias
  * correction shifts biases, both for the low-bit grid), its weight ranges are recomputed on the
@@ -268,6 +276,46 @@ static const char *kind_name(qs_qkind k)
     return k == QS_Q_INPUT ? "input" : k == QS_Q_ACT ? "activation" : k == QS_Q_WEIGHT ? "weight" : "bias";
 }
 
+/* Activation ranges calibrated on the FP32 network: weight quantizers off while observing. (The
+ * PTQ pipeline observes with weights quantized, so a badly quantized layer moves every range
+ * downstream of it; measuring one group at a time needs ranges that do not depend on the others.)
+ * Leaves every quantizer enabled, as qs_ptq_calibrate does. */
+static int calibrate_fp32(qs_ptq *p, qs_err *e)
+{
+    qs_quantsim_bypass_kind(p->sim, QS_Q_WEIGHT, 1);
+    int rc = qs_ptq_calibrate(p, e);
+    qs_quantsim_bypass_kind(p->sim, -1, 0);
+    qs_quantsim_update_bias(p->sim);
+    return rc;
+}
+
+/* Every quantizer's scales and zero points, to put back after a temporary recalibration. */
+static float *ranges_save(const qs_quantsim *sim)
+{
+    size_t n = 0, k = 0;
+    for (int i = 0; i < sim->nq; i++)
+        n += 2 * (size_t)sim->q[i].nch;
+    float *buf = malloc((n + 1) * sizeof *buf);
+    for (int i = 0; buf && i < sim->nq; i++) {
+        int c = sim->q[i].nch;
+        memcpy(buf + k, qs_quantsim_scales((qs_quantsim *)sim, i), c * sizeof *buf);
+        memcpy(buf + k + c, qs_quantsim_zeros((qs_quantsim *)sim, i), c * sizeof *buf);
+        k += 2 * (size_t)c;
+    }
+    return buf;
+}
+
+static void ranges_restore(qs_quantsim *sim, const float *buf)
+{
+    size_t k = 0;
+    for (int i = 0; i < sim->nq; i++) {
+        int c = sim->q[i].nch;
+        memcpy(qs_quantsim_scales(sim, i), buf + k, c * sizeof *buf);
+        memcpy(qs_quantsim_zeros(sim, i), buf + k + c, c * sizeof *buf);
+        k += 2 * (size_t)c;
+    }
+}
+
 /* --- the analysis pipeline ---------------------------------------------------------------------- */
 
 /* "analysis": {"val_samples": N} is read here and removed from the copy of the config that the
@@ -421,13 +469,13 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
         rc = e->code ? e->code : QS_EINVAL;
         goto out;
     }
-    double done = 0, total = 6 + 2.0 * ng;
+    double done = 0, total = 7 + 2.0 * ng;
     const char *stage = "analysis";
     t0 = qs_now();
 #define STEP() qs_pl_progress(io, stage, ++done, total, t0)
 
     /* FP32 sanity: as loaded vs prepared vs the simulation with everything off */
-    eval_out fl, fp, fb, oq, ow, oa;
+    eval_out fl, fp, fb, optq, oq, ow, oa;
     int64_t classes = 0, cl2 = 0;
     if ((rc = evaluate(&p, rl, n, NULL, 0, &loaded, &cl2, &fl, e)) < 0)
         goto out;
@@ -484,7 +532,15 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
         qs_ptq_warn(&p, "%s", msg);
     }
 
-    /* all quantized, weights only, activations only */
+    /* the quantized model as the PTQ pipeline calibrates it (weights quantized while observing) */
+    set_all(on, sim->nq, 1);
+    apply(sim, on);
+    if ((rc = evaluate(&p, rs, n, ref, classes, NULL, NULL, &optq, e)) < 0)
+        goto out;
+    STEP();
+    /* the isolating measurements on activation ranges of the FP32 network (see the header) */
+    if ((rc = calibrate_fp32(&p, e)) < 0)
+        goto out;
     set_all(on, sim->nq, 1);
     apply(sim, on);
     if ((rc = evaluate(&p, rs, n, ref, classes, NULL, NULL, &oq, e)) < 0)
@@ -579,11 +635,12 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
     }
     double secs = qs_now() - p.t_start;
     json_object_set_new(p.timings, "total", json_real(secs));
-    an = json_pack("{s:s, s:I, s:I, s:O, s:o, s:o, s:o, s:O, s:O, s:O, s:o, s:o, s:O, s:O, s:f}", "model",
+    an = json_pack("{s:s, s:I, s:I, s:O, s:o, s:o, s:o, s:o, s:O, s:O, s:O, s:o, s:o, s:O, s:O, s:f}", "model",
                    io->model, "validation_samples", (json_int_t)n, "calibration_samples", (json_int_t)p.ncalib,
-                   "fp32", fp32, "quantized", mode_json(&oq, fp.top1), "weights_only", mode_json(&ow, fp.top1),
-                   "activations_only", mode_json(&oa, fp.top1), "layers", layers, "ranking", ranking, "weight_ranges",
-                   wr, "diagnosis", diagnosis(fp.top1, &ow, &oa, &oq, fp32_ok), "config", qs_qconfig_to_json(&p.cfg),
+                   "fp32", fp32, "quantized", mode_json(&optq, fp.top1), "weights_only", mode_json(&ow, fp.top1),
+                   "activations_only", mode_json(&oa, fp.top1), "quantized_fp32_ranges", mode_json(&oq, fp.top1),
+                   "layers", layers, "ranking", ranking, "weight_ranges",
+                   wr, "diagnosis", diagnosis(fp.top1, &ow, &oa, &optq, fp32_ok), "config", qs_qconfig_to_json(&p.cfg),
                    "warnings", p.warnings, "timings", p.timings, "seconds", secs);
     json_t *cle = json_object_get(p.extra, "cle");
     if (an && cle) {
@@ -597,7 +654,7 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
     }
     if (io->outdir && (rc = qs_pl_write_json(io, "analysis.json", an, e)) < 0)
         goto out;
-    res = json_pack("{s:f, s:f, s:f, s:f, s:O, s:f}", "fp32_accuracy", fl.top1, "quant_accuracy", oq.top1,
+    res = json_pack("{s:f, s:f, s:f, s:f, s:O, s:f}", "fp32_accuracy", fl.top1, "quant_accuracy", optq.top1,
                     "weights_only_accuracy", ow.top1, "activations_only_accuracy", oa.top1, "worst", worst, "seconds",
                     qs_now() - p.t_start);
     if (res && io->outdir)
@@ -605,7 +662,7 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
     if (!res)
         rc = qs_error(e, QS_ENOMEM, "out of memory");
     qs_pl_metric(io, "fp32_accuracy", fl.top1);
-    qs_pl_metric(io, "quant_accuracy", oq.top1);
+    qs_pl_metric(io, "quant_accuracy", optq.top1);
 out:
     if (rc == 0)
         *result = res;
@@ -748,7 +805,7 @@ int qs_ptq_target_drop(qs_ptq *p, double points, json_t *res, qs_err *e)
     qgroup *gr = NULL;
     gres *st = NULL;
     char *on = NULL;
-    float *ref = NULL;
+    float *ref = NULL, *saved = NULL;
     qs_runner *rq = NULL, *rp = NULL;
     json_t *steps = json_array(), *kept = json_array(), *ranking = json_array();
     int ng = 0, rc;
@@ -802,6 +859,12 @@ int qs_ptq_target_drop(qs_ptq *p, double points, json_t *res, qs_err *e)
         }
         if ((rc = evaluate(p, rp, nrank, NULL, 0, &ref, &classes, &o, e)) < 0)
             goto out;
+        if (!(saved = ranges_save(sim))) {
+            rc = qs_error(e, QS_ENOMEM, "out of memory");
+            goto out;
+        }
+        if ((rc = calibrate_fp32(p, e)) < 0)
+            goto out;
         for (int k = 0; k < ng; k++) {
             set_all(on, sim->nq, 1);
             set_group(on, &gr[k], 0);
@@ -811,6 +874,7 @@ int qs_ptq_target_drop(qs_ptq *p, double points, json_t *res, qs_err *e)
             st[k] = (gres){ .acc_allbut = o.top1, .sqnr_allbut = o.sqnr_db, .idx = k };
             qs_pl_progress(io, "target drop: ranking", k + 1, ng, t0);
         }
+        ranges_restore(sim, saved);
         apply_loop(sim, gr, ng, on);
         qsort(st, ng, sizeof *st, cmp_gain);
         for (int r = 0; r < ng; r++)
@@ -880,6 +944,9 @@ int qs_ptq_target_drop(qs_ptq *p, double points, json_t *res, qs_err *e)
 out:
     qs_runner_free(rq);
     qs_runner_free(rp);
+    if (saved && rc < 0)
+        ranges_restore(sim, saved);
+    free(saved);
     free(ref);
     free(st);
     free(on);
