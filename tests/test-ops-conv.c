@@ -385,6 +385,7 @@ TEST(conv_backward_matches_finite_differences)
         { 2, 2, 3, 2, 1, { 5, 4 }, { 3, 3 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, 1 },       /* im2col */
         { 2, 1, 4, 4, 2, { 6, 5 }, { 3, 2 }, { 2, 1 }, { 1, 2 }, { 1, 0 }, { 0, 1 }, 1 },       /* groups */
         { 2, 2, 3, 2, 1, { 3, 4 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, { 0, 0 }, { 0, 0 }, 1 },       /* 1x1 */
+        { 2, 2, 3, 4, 1, { 5, 6 }, { 1, 1 }, { 2, 2 }, { 1, 1 }, { 0, 0 }, { 0, 0 }, 1 },       /* 1x1, stride 2 */
         { 2, 2, 3, 3, 3, { 5, 5 }, { 3, 3 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, 1 },       /* depthwise */
         { 2, 1, 2, 4, 2, { 7, 6 }, { 3, 2 }, { 2, 2 }, { 2, 1 }, { 1, 0 }, { 2, 1 }, 1 },       /* dw ×2, strided */
         { 1, 2, 2, 3, 1, { 9 }, { 3 }, { 2 }, { 2 }, { 1 }, { 2 }, 1 },                       /* 1-D */
@@ -440,6 +441,48 @@ TEST(conv_backward_two_threads_matches_one)
             assert_close_buf(qs_f32(d2[i]), qs_f32(d1[i]), qs_numel(d1[i]), 1e-5, 1e-5);
     }
     qs_parallel_shutdown();   /* join the workers before the harness's _exit */
+}
+
+static double dot(const qs_tensor *a, const qs_tensor *b)
+{
+    double s = 0;
+    for (int64_t i = 0; i < qs_numel(a); i++)
+        s += (double)qs_f32(a)[i] * qs_f32(b)[i];
+    return s;
+}
+
+/* Conv is bilinear in (X, W), so its backward is exact where finite differences are noisy:
+ * <dY, Conv(X, W)> = <dX, X> = <dW, W>. Checked on layers of realistic size on every path. */
+TEST(conv_backward_adjoint_identities)
+{
+    static const conv_case cases[] = {
+        { 2, 4, 16, 16, 1, { 14, 14 }, { 3, 3 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, 0 },
+        { 2, 4, 16, 32, 1, { 14, 14 }, { 3, 3 }, { 2, 2 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, 0 },
+        { 2, 4, 16, 32, 1, { 14, 14 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, { 0, 0 }, { 0, 0 }, 0 },
+        { 2, 4, 16, 32, 1, { 14, 14 }, { 1, 1 }, { 2, 2 }, { 1, 1 }, { 0, 0 }, { 0, 0 }, 0 },
+        { 2, 4, 40, 40, 40, { 14, 14 }, { 3, 3 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, 0 },
+        { 2, 4, 40, 40, 40, { 14, 14 }, { 3, 3 }, { 2, 2 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, 0 },
+        { 2, 4, 8, 16, 8, { 9, 9 }, { 3, 3 }, { 1, 1 }, { 2, 2 }, { 2, 2 }, { 2, 2 }, 0 },
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++)
+        for (int nt = 1; nt <= 2; nt++) {
+            const conv_case *k = &cases[t];
+            int64_t xs[4] = { k->N, k->C, k->in[0], k->in[1] }, ws[4] = { k->M, k->C / k->group, k->k[0], k->k[1] };
+            qs_tensor *in[2] = { rand_t(4, xs), rand_t(4, ws) }, *y, *d[2];
+            qs_node n = opcheck_node("Conv", NULL);
+            qs_node_set_int(&n, "group", k->group);
+            qs_node_set_ints(&n, "strides", 2, k->s);
+            qs_node_set_ints(&n, "dilations", 2, k->d);
+            qs_node_set_ints(&n, "pads", 4, (int64_t[]){ k->pb[0], k->pb[1], k->pe[0], k->pe[1] });
+            qs_err e = {0};
+            ASSERT_EQ(run_threads(&n, 2, in, &y, nt, &e), 0);
+            qs_tensor *dy = rand_t(y->ndim, y->shape);
+            backward_threads(&n, 2, in, dy, nt, d);
+            double ref = dot(dy, y);
+            ASSERT_CLOSE(dot(d[0], in[0]), ref, 1e-5, 1e-4);
+            ASSERT_CLOSE(dot(d[1], in[1]), ref, 1e-5, 1e-4);
+        }
+    qs_parallel_shutdown();
 }
 
 /* forward with the executor's fused clamp; compares with the plain forward clamped afterwards */
@@ -708,6 +751,7 @@ TEST_MAIN(sgemm_matches_reference_all_transposes, sgemm_hand_computed_and_beta_z
           parallel_for_runs_every_index_once,
           im2col_col2im_match_reference, conv_box_filter_hand_computed, conv_auto_pad_same_lower_and_upper,
           conv_matches_reference, conv_matches_reference_two_threads, conv_kernel_shape_inferred_and_checked,
-          conv_backward_matches_finite_differences, conv_backward_two_threads_matches_one, conv_fused_clamp,
+          conv_backward_matches_finite_differences, conv_backward_two_threads_matches_one, conv_backward_adjoint_identities,
+          conv_fused_clamp,
           convtranspose_hand_computed,
           convtranspose_matches_scatter_reference, convtranspose_output_shape_grad, conv_bad_input_named)
