@@ -251,7 +251,7 @@ static double output_mse(qs_graph *fp, qs_quantsim *sim, const qs_tensor *x)
         double d = (double)qs_f32(a)[i] - qs_f32(b)[i];
         acc += d * d;
     }
-    int64_t cols = qs_numel(a) / a->shape[1];
+    int64_t cols = qs_numel(a) / a->shape[a->ndim == 4 ? 1 : a->ndim - 1];   /* NCHW, or channels last */
     qs_tensor_free(a);
     qs_tensor_free(b);
     for (int i = 0; i < sim->nq; i++)
@@ -422,6 +422,43 @@ TEST(depthwise_conv)
     qs_graph *g = conv_model(1, 8, 8);
     single_layer(g, "conv", x, xt, 4, 1500, 0.9);
     qs_graph_free(g);
+    qs_tensor_free(x);
+    qs_tensor_free(xt);
+}
+
+/* x [N, 6, 24] → MatMul by W [24, 10] → y [N, 6, 10]: six columns per sample */
+static qs_graph *matmul_model(void)
+{
+    qs_graph *g = graph();
+    int64_t xs[] = { 1, 6, 24 }, ws[] = { 24, 10 };
+    input(g, "x", 3, xs);
+    int in[] = { val(g, "x"), init_t(g, "W", gauss_t(2, ws, 0.3f)) };
+    node(g, "MatMul", "mm", 2, in, "y");
+    output(g, "y");
+    return g;
+}
+
+TEST(matmul_beats_nearest_and_memory_cap)
+{
+    int64_t xs[] = { 512, 6, 24 };
+    qs_tensor *both = low_rank(512 * 6, 24, 6, 3, xs), *x = half(both, 256, 0), *xt = half(both, 256, 1);
+    qs_graph *g = matmul_model();
+    single_layer(g, "mm", x, xt, 4, 1500, 0.8);
+    /* a memory cap below the data's size: fewer samples, said in the report */
+    qs_quantsim *sim = sim_of(g, 4, 1);
+    tmpdata t;
+    data_open(&t, x, sim->g);
+    qs_adaround_config cfg = qs_adaround_config_default();
+    cfg.iterations = 10;
+    cfg.max_bytes = 100 * (6 * 24 + 6 * 10) * (int64_t)sizeof(float);
+    qs_adaround_report *r = run_adaround(sim, &t, &cfg);
+    ASSERT_EQ(r->layers[0].samples, 100);
+    ASSERT_EQ(r->layers[0].columns, 32 * 6);
+    qs_adaround_report_free(r);
+    data_close(&t);
+    qs_quantsim_free(sim);
+    qs_graph_free(g);
+    qs_tensor_free(both);
     qs_tensor_free(x);
     qs_tensor_free(xt);
 }
@@ -719,5 +756,6 @@ TEST(fixture_resnet_w4)
 
 TEST_MAIN(h_values_and_gradient, v_init_inverts_h, regulariser_and_gradient, beta_schedule, init_reproduces_weights,
           gemm_beats_nearest_4_and_3_bits, conv_grouped_strided_beats_nearest, depthwise_conv,
+          matmul_beats_nearest_and_memory_cap,
           zero_iterations_is_nearest, export_matches_sim_bit_for_bit, later_layers_see_quantized_inputs,
           deterministic, progress_and_abort, bad_input, fixture_resnet_w4)

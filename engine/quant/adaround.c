@@ -564,8 +564,7 @@ static int adaround_layer(layer_run *lr, ada_layer *L, qs_adaround_layer *rl, in
     int64_t chunk = P < 1024 ? P : 1024;
     T = malloc((size_t)(n * M * P + 1) * sizeof *T);
     cols = malloc((size_t)(chunk * K + 1) * sizeof *cols);
-    Y = malloc((size_t)(M * chunk + 1) * sizeof *Y);
-    if (!T || !cols || !Y)
+    if (!T || !cols)
         goto oom;
     for (int64_t s = 0; s < n; s++)
         for (int64_t p0 = 0; p0 < P; p0 += chunk) {
@@ -576,8 +575,7 @@ static int adaround_layer(layer_run *lr, ada_layer *L, qs_adaround_layer *rl, in
         }
     free(cx.buf);
     free(cols);
-    free(Y);
-    cols = Y = NULL;
+    cols = NULL;
 
     /* quantized inputs: the layers before are AdaRounded; other quantizers as the caller set them */
     for (int i = 0; i < sim->nq; i++) {
@@ -722,6 +720,8 @@ static int adaround_layer(layer_run *lr, ada_layer *L, qs_adaround_layer *rl, in
 oom:
     rc = qs_error(e, QS_ENOMEM, "AdaRound: out of memory for layer '%s'", nd->name);
 out:
+    for (int i = 0; i < sim->nq; i++)
+        qs_quantsim_bypass(sim, i, lr->saved[i]);
     free(cx.buf);
     free(T);
     free(cols);
