@@ -701,6 +701,26 @@ static void fill_random(qs_tensor *t, uint64_t *seed)
     }
 }
 
+/* Peak resident memory of this process: VmHWM, not getrusage's ru_maxrss, which Linux carries
+ * over from a large parent across fork + exec. */
+static double peak_rss_mb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6))
+            kb = atof(line + 6);
+    if (f)
+        fclose(f);
+    if (kb == 0) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        kb = ru.ru_maxrss;
+    }
+    return kb / 1024.0;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -776,9 +796,7 @@ static int cmd_bench(const command *c, int argc, char **argv)
     qsort(lat, iters, sizeof *lat, cmp_double);
     double mean = sum / iters, p50 = percentile(lat, (int)iters, 50), p90 = percentile(lat, (int)iters, 90);
     double sps = sum > 0 ? real * iters / (sum / 1e3) : 0;
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    double rss_mb = ru.ru_maxrss / 1024.0;   /* Linux reports KiB */
+    double rss_mb = peak_rss_mb();
     double arena_mb = qs_exec_arena_bytes(x) / (1024.0 * 1024.0);
     if (json) {
         json_t *j = json_object();
