@@ -787,7 +787,7 @@ int qs_qat_save(const qs_qat *t, const char *dir, json_t *meta, qs_err *e)
         unlink(tmp);
         goto out;
     }
-    json_t *st = json_pack("{s:s, s:i, s:i, s:I, s:I, s:I, s:I, s:s, s:I, s:i, s:s, s:O, s:O, s:O}", "format",
+    json_t *st = json_pack("{s:s, s:i, s:i, s:I, s:I, s:I, s:I, s:s, s:I, s:b, s:s, s:O, s:O, s:O}", "format",
                            CKPT_FORMAT, "version", CKPT_VERSION, "epoch", t->epoch, "iteration", (json_int_t)t->iter,
                            "step", (json_int_t)t->step, "batch", (json_int_t)t->batch, "iterations_per_epoch",
                            (json_int_t)t->iters, "optimizer", optim_name(t->o.optimizer), "seed",
