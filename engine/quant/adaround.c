@@ -18,6 +18,7 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -301,6 +302,26 @@ static void gather(const ada_layer *L, const float *xs, int64_t p, float *row)
             row[t] = x[off[t]];
 }
 
+/* Columns [begin, end) of an iteration: column j is position pick[j] (j itself when pick is NULL)
+ * of the batch's samples sperm[0..]. */
+typedef struct gather_job {
+    const ada_layer *L;
+    const float *X;
+    const int64_t *sperm, *pick;
+    float *cols;
+} gather_job;
+
+static void gather_range(void *arg, int64_t begin, int64_t end, int worker)
+{
+    (void)worker;
+    const gather_job *j = arg;
+    const ada_layer *L = j->L;
+    for (int64_t i = begin; i < end; i++) {
+        int64_t c = j->pick ? j->pick[i] : i;
+        gather(L, j->X + j->sperm[c / L->P] * L->per_x, c % L->P, j->cols + i * L->K);
+    }
+}
+
 /* rows samples of a captured input (batch first, as the graph holds it) into dst, zero-padded for
  * a Conv */
 static void store_rows(const ada_layer *L, const float *src, int64_t rows, float *dst)
@@ -339,6 +360,11 @@ typedef struct capture {
     int64_t rows;          /* valid rows of the current batch */
     float *buf;
     qs_err err;
+    /* the rest of the graph is not needed once the input is stored: the observer raises stop,
+     * the flag the runner polls, and watches the caller's abort flag in its place */
+    atomic_int stop;
+    atomic_int *user_abort;
+    int stored, aborted;
 } capture;
 
 static void store(capture *c, const qs_tensor *x)
@@ -381,12 +407,19 @@ static void store(capture *c, const qs_tensor *x)
 static void observe(void *ud, int node, qs_tensor *const *out, int nout)
 {
     capture *c = ud;
+    if (c->user_abort && atomic_load(c->user_abort)) {
+        c->aborted = 1;
+        atomic_store(&c->stop, 1);
+    }
     if (node != c->producer)
         return;
     const qs_node *nd = &c->g->nodes[node];
     for (int j = 0; j < nout && j < nd->nout; j++)
-        if (nd->out[j] == c->value)
+        if (nd->out[j] == c->value) {
             store(c, out[j]);
+            c->stored = 1;
+            atomic_store(&c->stop, 1);
+        }
 }
 
 static int sink(void *ud, int64_t start, int64_t n, const qs_tensor *const *outputs, qs_exec *x, qs_err *e)
@@ -409,13 +442,25 @@ static int run_capture(qs_quantsim *sim, const qs_pl_data *data, const qs_adarou
         qs_runner_set_threads(r, io->threads);
     if (c->producer >= 0)
         qs_runner_set_observer(r, observe, c);
+    c->user_abort = io ? io->abort : NULL;
     int64_t bs = qs_runner_batch(r);
     int rc = 0;
     for (int64_t start = 0; start < c->want && rc == 0; start += bs) {
         int64_t k = c->want - start < bs ? c->want - start : bs;
         c->rows = k;   /* one forward per call: k ≤ the runner's batch */
+        c->stored = 0;
+        atomic_store(&c->stop, 0);
         rc = qs_runner_stream(r, data->d, data->arrays, start, k, c->producer < 0 ? sink : NULL, c, NULL, NULL,
-                              io ? io->abort : NULL, e);
+                              c->producer < 0 ? c->user_abort : &c->stop, e);
+        if (rc == QS_EABORTED && c->stored && !c->aborted) {
+            rc = 0;   /* stopped on purpose after the layer's input */
+            if (e) {
+                e->code = 0;
+                e->msg[0] = 0;
+            }
+        }
+        else if (rc == QS_EABORTED && c->aborted)
+            rc = qs_error(e, QS_EABORTED, "AdaRound: aborted");
         if (rc == 0 && c->err.code)
             rc = qs_error(e, c->err.code, "%s", c->err.msg);
         if (c->buf && c->n >= c->cap)
@@ -637,10 +682,8 @@ static int adaround_layer(layer_run *lr, ada_layer *L, qs_adaround_layer *rl, in
         draw(&rs, sperm, n, b);
         if (nc < pool)
             draw(&rs, pperm, pool, nc);
-        for (int64_t j = 0; j < nc; j++) {
-            int64_t c = nc < pool ? pperm[j] : j;
-            gather(L, X + sperm[c / P] * L->per_x, c % P, cols + j * K);
-        }
+        gather_job gj = { L, X, sperm, nc < pool ? pperm : NULL, cols };
+        qs_parallel_for(lr->nthreads, nc, 256, gather_range, &gj);
         soft_weights(&o, wq->grid);
         layer_forward(L, o.wt, cols, nc, Y, lr->nthreads);
         for (int64_t j = 0; j < nc; j++) {   /* Y − T (the rows are scattered: fetch ahead) */
