@@ -15,6 +15,8 @@
 #include "exec.h"
 
 #include <limits.h>
+#include <math.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,12 +41,15 @@ struct qs_exec {
     qs_node_fn observer;
     void *observer_ud;
 
+    int fuse;                /* fold Relu/Clip into the preceding Conv/Gemm/MatMul (next plan) */
+
     int nvalues, nnodes;
     qs_tensor *val;          /* heads, one per value */
     char *kind;              /* V_* */
     size_t *offset;          /* arena offset of V_INPUT / V_ACT values */
     const qs_op_def **def;   /* per node */
-    char *folded;            /* per node: evaluated at plan time */
+    char *folded;            /* per node: evaluated at plan time, or fused into its producer */
+    float *act_min, *act_max;/* per node: clamp fused into it (act_min <= act_max), else act_min > act_max */
     qs_tensor ***in, ***out; /* per node: pointers into val[] (NULL for omitted inputs) */
     char *arena;
     size_t arena_size;
@@ -62,6 +67,65 @@ struct qs_exec {
 };
 
 static size_t align_up(size_t n) { return (n + ALIGN - 1) & ~(size_t)(ALIGN - 1); }
+
+int qs_exec_default_threads(void)
+{
+    const char *env = getenv("QUANTD_THREADS");
+    long n = env ? atol(env) : sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 64 ? 64 : (int)n;
+}
+
+/* The clamp an activation node applies, when it is Relu or Clip with bounds known at plan time. */
+static int fusable_act(qs_exec *x, const qs_node *n, float *lo, float *hi)
+{
+    if (n->domain[0] || n->nout != 1)
+        return 0;
+    if (!strcmp(n->op, "Relu")) {
+        *lo = 0;
+        *hi = INFINITY;
+        return 1;
+    }
+    if (strcmp(n->op, "Clip"))
+        return 0;
+    *lo = -INFINITY;
+    *hi = INFINITY;
+    if (qs_graph_opset(x->g, "") < 11) {
+        *lo = qs_node_float(n, "min", -INFINITY);
+        *hi = qs_node_float(n, "max", INFINITY);
+        return 1;
+    }
+    for (int k = 1; k < n->nin && k < 3; k++) {
+        int v = n->in[k];
+        if (v < 0)
+            continue;
+        if ((x->kind[v] != V_INIT && x->kind[v] != V_CONST) || x->val[v].dtype != QS_F32 || qs_numel(&x->val[v]) != 1)
+            return 0;
+        *(k == 1 ? lo : hi) = qs_f32(&x->val[v])[0];
+    }
+    return *lo <= *hi;
+}
+
+/* Node i (Conv, ConvTranspose, Gemm, MatMul) may take over node j's clamp when j is the only reader
+ * of i's output and that output is not a graph output. Returns j or -1. */
+static int fusion_partner(qs_exec *x, int i, const int *nreaders, const int *reader, float *lo, float *hi)
+{
+    const qs_node *n = &x->g->nodes[i];
+    if (!x->fuse || x->mode != QS_EXEC_INFER || n->domain[0] || n->nout < 1 || n->out[0] < 0)
+        return -1;
+    if (strcmp(n->op, "Conv") && strcmp(n->op, "ConvTranspose") && strcmp(n->op, "Gemm") && strcmp(n->op, "MatMul"))
+        return -1;
+    int v = n->out[0];
+    if (nreaders[v] != 1 || qs_graph_is_output(x->g, v))
+        return -1;
+    int j = reader[v];
+    const qs_node *a = &x->g->nodes[j];
+    if (a->nin < 1 || a->in[0] != v || !fusable_act(x, a, lo, hi))
+        return -1;
+    for (int k = 1; k < a->nin; k++)
+        if (a->in[k] == v)
+            return -1;
+    return j;
+}
 
 static int supported_dtype(qs_dtype t)
 {
@@ -111,7 +175,7 @@ qs_exec *qs_exec_new(qs_graph *g, int mode, qs_err *e)
     }
     x->g = g;
     x->mode = mode;
-    x->nthreads = 1;
+    x->nthreads = qs_exec_default_threads();
     if (qs_graph_toposort(g, e) < 0 || qs_exec_check(g, e) < 0) {
         free(x);
         return NULL;
@@ -145,6 +209,8 @@ static void plan_clear(qs_exec *x)
     free(x->offset);
     free(x->def);
     free(x->folded);
+    free(x->act_min);
+    free(x->act_max);
     free(x->arena);
     free(x->scratch);
     free(x->needs_grad);
@@ -155,7 +221,7 @@ static void plan_clear(qs_exec *x)
         free(x->gtmp[i]);
     char *keep = x->trainable;
     qs_graph *g = x->g;
-    int mode = x->mode, nthreads = x->nthreads;
+    int mode = x->mode, nthreads = x->nthreads, fuse = x->fuse;
     atomic_int *ab = x->abort_flag;
     qs_progress_fn pf = x->progress;
     void *pud = x->progress_ud, *oud = x->observer_ud;
@@ -165,6 +231,7 @@ static void plan_clear(qs_exec *x)
     x->g = g;
     x->mode = mode;
     x->nthreads = nthreads;
+    x->fuse = fuse;
     x->abort_flag = ab;
     x->progress = pf;
     x->progress_ud = pud;
@@ -187,6 +254,11 @@ static qs_kctx node_ctx(qs_exec *x, int i, qs_err *e)
     qs_kctx c = { .node = n, .opset = qs_graph_opset(x->g, ""), .nin = n->nin, .nout = n->nout,
                   .in = x->in[i], .out = x->out[i], .scratch = x->scratch, .scratch_size = x->scratch_size,
                   .training = x->mode == QS_EXEC_TRAIN, .nthreads = x->nthreads, .err = e };
+    if (x->act_min && x->act_min[i] <= x->act_max[i]) {
+        c.fused_act = 1;
+        c.act_min = x->act_min[i];
+        c.act_max = x->act_max[i];
+    }
     return c;
 }
 
@@ -253,12 +325,16 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     x->offset = calloc(nv + 1, sizeof *x->offset);
     x->def = calloc(nn + 1, sizeof *x->def);
     x->folded = calloc(nn + 1, 1);
+    x->act_min = malloc((nn + 1) * sizeof *x->act_min);
+    x->act_max = malloc((nn + 1) * sizeof *x->act_max);
     x->in = calloc(nn + 1, sizeof *x->in);
     x->out = calloc(nn + 1, sizeof *x->out);
     int *last = malloc((nv + 1) * sizeof *last), *defn = malloc((nv + 1) * sizeof *defn);
     block *live = malloc((nv + 1) * sizeof *live);
+    int *nreaders = calloc(nv + 1, sizeof *nreaders), *reader = calloc(nv + 1, sizeof *reader);
+    int *fused_into = malloc((nn + 1) * sizeof *fused_into);
     if (!x->val || !x->kind || !x->offset || !x->def || !x->folded || !x->in || !x->out || !last || !defn ||
-        !live) {
+        !live || !x->act_min || !x->act_max || !nreaders || !reader || !fused_into) {
         rc = qs_error(e, QS_ENOMEM, "out of memory planning the graph");
         goto out;
     }
@@ -272,6 +348,19 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     }
     if ((rc = plan_inputs(x, batch, e)) < 0)
         goto out;
+    for (int i = 0; i < nn; i++) {
+        x->act_min[i] = 1;
+        x->act_max[i] = 0;   /* no clamp */
+        fused_into[i] = -1;
+        const qs_node *n = &g->nodes[i];
+        for (int j = 0; j < n->nin; j++) {
+            int v = n->in[j];
+            if (v >= 0 && (j == 0 || n->in[j - 1] != v)) {
+                nreaders[v]++;
+                reader[v] = i;
+            }
+        }
+    }
 
     /* shapes, folding */
     size_t scratch = 0;
@@ -303,6 +392,16 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
         qs_tensor *spare = (qs_tensor *)(x->out[i] + n->nout + 1);
         for (int j = 0; j < n->nout; j++)
             x->out[i][j] = n->out[j] >= 0 ? &x->val[n->out[j]] : &spare[j];
+        if (fused_into[i] >= 0) {
+            /* the producer already applied this clamp and wrote straight into our output */
+            int p = fused_into[i], pv = g->nodes[p].out[0];
+            x->val[n->out[0]] = x->val[pv];
+            x->kind[n->out[0]] = V_ACT;
+            x->kind[pv] = V_NONE;
+            x->out[p][0] = &x->val[n->out[0]];
+            x->folded[i] = 2;
+            continue;
+        }
         qs_kctx c = node_ctx(x, i, e);
         if ((rc = x->def[i]->infer(&c)) < 0)
             goto out;
@@ -346,6 +445,14 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
         for (int j = 0; j < n->nout; j++)
             if (n->out[j] >= 0)
                 x->kind[n->out[j]] = V_ACT;
+        float lo, hi;
+        int partner = fusion_partner(x, i, nreaders, reader, &lo, &hi);
+        if (partner > i) {
+            fused_into[partner] = i;
+            x->act_min[i] = lo;
+            x->act_max[i] = hi;
+            c = node_ctx(x, i, e);
+        }
         size_t ss = x->def[i]->scratch ? x->def[i]->scratch(&c) : 0;
         if (ss > scratch)
             scratch = ss;
@@ -358,14 +465,18 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
         last[v] = x->mode == QS_EXEC_TRAIN ? INT_MAX : -1;
     }
     for (int i = 0; i < nn; i++) {
+        const qs_node *n = &g->nodes[i];
+        if (x->folded[i] == 2) {   /* fused: its producer defines its output */
+            defn[n->out[0]] = fused_into[i];
+            continue;
+        }
         if (x->folded[i])
             continue;
-        const qs_node *n = &g->nodes[i];
         for (int j = 0; j < n->nin; j++)
             if (n->in[j] >= 0 && last[n->in[j]] < i)
                 last[n->in[j]] = i;
         for (int j = 0; j < n->nout; j++)
-            if (n->out[j] >= 0)
+            if (n->out[j] >= 0 && x->kind[n->out[j]] != V_NONE)
                 defn[n->out[j]] = i;
     }
     for (int k = 0; k < g->noutputs; k++)
@@ -451,6 +562,9 @@ out:
     free(last);
     free(defn);
     free(live);
+    free(nreaders);
+    free(reader);
+    free(fused_into);
     if (rc < 0)
         plan_clear(x);
     return rc;
@@ -652,3 +766,4 @@ void qs_exec_set_progress(qs_exec *x, qs_progress_fn fn, void *ud)
 }
 
 void qs_exec_set_threads(qs_exec *x, int n) { x->nthreads = n > 0 ? n : 1; }
+void qs_exec_set_fusion(qs_exec *x, int on) { x->fuse = on ? 1 : 0; }

@@ -60,7 +60,15 @@ void qs_exec_set_observer(qs_exec *x, qs_node_fn fn, void *ud);
 
 void qs_exec_set_abort(qs_exec *x, atomic_int *flag);
 void qs_exec_set_progress(qs_exec *x, qs_progress_fn fn, void *ud);
+/* Threads for the kernels; takes effect at the next plan (scratch is sized per thread). Default:
+ * qs_exec_default_threads() — the online CPUs, or QUANTD_THREADS. */
 void qs_exec_set_threads(qs_exec *x, int n);
+int qs_exec_default_threads(void);
+/* Inference only, from the next plan: a Relu or Clip that is the only reader of a Conv,
+ * ConvTranspose, Gemm or MatMul output is applied inside that kernel, and the pre-activation value
+ * is never materialised (qs_exec_value gives NULL for it, observers do not see it). Off by
+ * default; the runner turns it on unless an observer is set. */
+void qs_exec_set_fusion(qs_exec *x, int on);
 /* Peak bytes of activation and scratch memory the plan allocated (for benchmarks). */
 size_t qs_exec_arena_bytes(const qs_exec *x);
 

@@ -77,7 +77,9 @@ qs_runner *qs_runner_new(qs_graph *g, int64_t batch, qs_err *e)
     }
     r->g = g;
     r->want = batch;
-    if (!(r->x = qs_exec_new(g, QS_EXEC_INFER, e)) || qs_runner_plan(r, e) < 0) {
+    if ((r->x = qs_exec_new(g, QS_EXEC_INFER, e)))
+        qs_exec_set_fusion(r->x, 1);   /* off again once an observer needs every node's output */
+    if (!r->x || qs_runner_plan(r, e) < 0) {
         qs_runner_free(r);
         return NULL;
     }
@@ -98,19 +100,29 @@ qs_exec *qs_runner_exec(qs_runner *r) { return r->x; }
 
 void qs_runner_set_observer(qs_runner *r, qs_node_fn fn, void *ud)
 {
+    int was = r->observer != NULL;
     r->observer = fn;
     r->observer_ud = ud;
     qs_exec_set_observer(r->x, fn, ud);
-    if (r->tail)
+    qs_exec_set_fusion(r->x, fn == NULL);
+    if (r->tail) {
         qs_exec_set_observer(r->tail, fn, ud);
+        qs_exec_set_fusion(r->tail, fn == NULL);
+    }
+    /* fused plans hide pre-activation values from observers: re-plan when that changes */
+    if (was != (fn != NULL))
+        qs_runner_plan(r, NULL);
 }
 
 void qs_runner_set_threads(qs_runner *r, int n)
 {
+    if (n == r->threads)
+        return;
     r->threads = n;
     qs_exec_set_threads(r->x, n);
     if (r->tail)
         qs_exec_set_threads(r->tail, n);
+    qs_runner_plan(r, NULL);   /* scratch is sized per thread */
 }
 
 /* Every source has the same number of rows, and rows of the shape the plan expects. */
@@ -158,6 +170,7 @@ static int exec_for(qs_runner *r, int64_t n, qs_exec **out, qs_err *e)
         if (r->threads)
             qs_exec_set_threads(r->tail, r->threads);
         qs_exec_set_observer(r->tail, r->observer, r->observer_ud);
+        qs_exec_set_fusion(r->tail, r->observer == NULL);
         r->tail_n = 0;
         int rc = qs_exec_plan(r->tail, n, e);
         if (rc < 0)

@@ -224,6 +224,30 @@ TEST(graph_backward_matches_finite_differences)
     qs_graph_free(g);
 }
 
+/* Gemm → Relu fused into one kernel call gives the unfused result; the pre-activation is hidden. */
+TEST(relu_fusion_matches_unfused)
+{
+    qs_graph *g = residual_mlp();
+    qs_err e = {0};
+    qs_exec *a = qs_exec_new(g, QS_EXEC_INFER, &e), *b = qs_exec_new(g, QS_EXEC_INFER, &e);
+    qs_exec_set_fusion(a, 1);
+    ASSERT_EQ(qs_exec_plan(a, 6, &e), 0);
+    ASSERT_EQ(qs_exec_plan(b, 6, &e), 0);
+    int64_t xs[] = {6, 4};
+    qs_tensor *in = opcheck_rand(2, xs, -1, 1);
+    ASSERT_EQ(qs_exec_set_input(a, 0, in, &e), 0);
+    ASSERT_EQ(qs_exec_set_input(b, 0, in, &e), 0);
+    ASSERT_EQ(qs_exec_forward(a, &e), 0);
+    ASSERT_EQ(qs_exec_forward(b, &e), 0);
+    ASSERT_EQ(memcmp(qs_exec_output(a, 0)->data, qs_exec_output(b, 0)->data, 6 * 4 * 4), 0);
+    int h = qs_graph_find_value(g, "h");
+    ASSERT(qs_exec_value(a, h) == NULL);   /* fused away */
+    ASSERT(qs_exec_value(b, h) != NULL);
+    qs_exec_free(a);
+    qs_exec_free(b);
+    qs_graph_free(g);
+}
+
 static void raise_abort(void *ud, int64_t done, int64_t total)
 {
     (void)total;
@@ -276,5 +300,5 @@ TEST(wrong_input_shape_names_the_expected_one)
 }
 
 TEST_MAIN(forward_matches_hand_computation, memory_reuse_gives_same_results, shape_chains_fold_at_plan_time,
-          graph_backward_matches_finite_differences, abort_flag_stops_between_nodes,
+          graph_backward_matches_finite_differences, relu_fusion_matches_unfused, abort_flag_stops_between_nodes,
           unsupported_ops_are_listed_together, wrong_input_shape_names_the_expected_one)
