@@ -466,7 +466,7 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
     }
     if (!(rl = new_runner(&p, p.model, e)) || !(rp = new_runner(&p, p.prepared, e)) ||
         !(rs = new_runner(&p, sim->g, e))) {
-        rc = e->code ? e->code : QS_EINVAL;
+        rc = e && e->code ? e->code : QS_EINVAL;
         goto out;
     }
     double done = 0, total = 7 + 2.0 * ng;
@@ -630,7 +630,7 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
     }
     free(rank);
     if (!(wr = weight_ranges(&p, e))) {
-        rc = e->code ? e->code : QS_ENOMEM;
+        rc = e && e->code ? e->code : QS_ENOMEM;
         goto out;
     }
     double secs = qs_now() - p.t_start;
@@ -820,7 +820,7 @@ int qs_ptq_target_drop(qs_ptq *p, double points, json_t *res, qs_err *e)
         goto out;
     }
     if (!(rq = new_runner(p, sim->g, e))) {
-        rc = e->code ? e->code : QS_EINVAL;
+        rc = e && e->code ? e->code : QS_EINVAL;
         goto out;
     }
     /* the accuracies qs_ptq_accuracy measured on the same data, or measured here */
@@ -831,7 +831,7 @@ int qs_ptq_target_drop(qs_ptq *p, double points, json_t *res, qs_err *e)
         fp32 = json_number_value(jf);
     } else {
         if (!(rp = new_runner(p, p->prepared, e))) {
-            rc = e->code ? e->code : QS_EINVAL;
+            rc = e && e->code ? e->code : QS_EINVAL;
             goto out;
         }
         if ((rc = evaluate(p, rp, all, NULL, 0, NULL, NULL, &o, e)) < 0)
@@ -854,7 +854,7 @@ int qs_ptq_target_drop(qs_ptq *p, double points, json_t *res, qs_err *e)
                   DROP(acc), points, ng);
         /* rank: the accuracy every group but this one gives (a subset of the validation data) */
         if (!(rp = new_runner(p, p->prepared, e))) {
-            rc = e->code ? e->code : QS_EINVAL;
+            rc = e && e->code ? e->code : QS_EINVAL;
             goto out;
         }
         if ((rc = evaluate(p, rp, nrank, NULL, 0, &ref, &classes, &o, e)) < 0)
