@@ -63,6 +63,7 @@ struct qd_req {
     const char *method, *url;
     int route;                       /* index into qd_routes, -1 when none matched */
     char args[QD_MAX_ARGS][256];     /* the {x} segments, in order */
+    int begun;                       /* routed and checked (begin_request ran) */
     int replied;                     /* a reply has been queued */
     unsigned status;                 /* its status (metrics, log) */
     char allow[64];                  /* for a 405: the methods of this path */

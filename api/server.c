@@ -412,13 +412,30 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         r->t0 = now_s();
         *con_cls = r;
         atomic_fetch_add(&srv->http_inflight, 1);
+        /* A request with a body is checked now, so that a refusal (401, 404, 413) goes out
+         * before the body is read. One without waits for the next call: an answer queued on
+         * this first call makes libmicrohttpd close the connection, and a client polling a
+         * missing job or with a stale token should keep its connection. */
+        if (!qd_header(r, "Content-Length") && !qd_header(r, "Transfer-Encoding"))
+            return MHD_YES;
+        r->begun = 1;
         return begin_request(r) == QD_H_OK ? MHD_YES : MHD_NO;
     }
     if (*upload_data_size) {
+        if (!r->begun) {   /* a body after all (HTTP/1.0 without Content-Length): check now */
+            r->begun = 1;
+            if (begin_request(r) != QD_H_OK)
+                return MHD_NO;
+        }
         if (!r->replied)
             take_body(r, upload_data, *upload_data_size);
         *upload_data_size = 0;
         return MHD_YES;
+    }
+    if (!r->begun) {
+        r->begun = 1;
+        if (begin_request(r) != QD_H_OK)
+            return MHD_NO;
     }
     if (r->replied)
         return MHD_YES;

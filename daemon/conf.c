@@ -397,6 +397,15 @@ int qd_config_load(qd_config *c, int argc, char **argv, char *err, size_t n)
         if ((rc = set_value(c, k, over_val[i], err, n)) < 0)
             goto out;
     }
+    {   /* the listen address's form now, so that a typo fails before anything starts */
+        const char *colon = strrchr(c->listen, ':');
+        char *end = NULL;
+        long port = colon ? strtol(colon + 1, &end, 10) : -1;
+        if (!colon || end == colon + 1 || *end || port < 0 || port > 65535) {
+            rc = fail(err, n, "listen: '%s' is not ADDR:PORT (e.g. 127.0.0.1:8080, [::1]:8080, *:8080)", c->listen);
+            goto out;
+        }
+    }
     if (!c->state_dir[0]) {
         char *d = default_state_dir();
         if (!d) {
