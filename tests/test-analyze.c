@@ -224,7 +224,8 @@ TEST(analysis_fields_and_independent_figures)
             QT_FAIL_("analysis.json lacks '%s'", keys[i]);
     ASSERT_EQ(json_integer_value(json_object_get(an, "validation_samples")), 500);
     json_t *fp = json_object_get(an, "fp32");
-    ASSERT(json_is_true(json_object_get(fp, "ok")));
+    ASSERT(json_is_true(json_object_get(fp, "ok")) && json_is_true(json_object_get(fp, "function_preserved")));
+    ASSERT(!json_object_get(fp, "message"));
     ASSERT_CLOSE(num(fp, "accuracy"), num(fp, "accuracy_prepared"), 0, 1e-12);   /* CLE keeps the function */
     ASSERT_CLOSE(num(fp, "accuracy_sim_bypassed"), num(fp, "accuracy_prepared"), 0, 1e-12);
     ASSERT(num(fp, "max_rel_diff") < 1e-4);

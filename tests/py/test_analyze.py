@@ -47,6 +47,8 @@ def test_analyze_json_and_analysis_file(run_quant, fixtures_dir, data, tmp_path)
     assert ANALYSIS_KEYS <= set(an)
     assert an["validation_samples"] == 300
     assert an["fp32"]["ok"] is True, an["fp32"]
+    # CLE replaced the model's ReLU6 by ReLU: accuracy holds, the function does not, and the check says why
+    assert an["fp32"]["function_preserved"] is False and "ReLU6" in an["fp32"]["message"]
     assert res["fp32_accuracy"] == pytest.approx(an["fp32"]["accuracy"], abs=1e-8)   # printed to 9 digits
     assert res["quant_accuracy"] == pytest.approx(an["quantized"]["accuracy"], abs=1e-8)
     # the FP32 accuracy is the model's on those 300 samples, as ONNX Runtime computes it
