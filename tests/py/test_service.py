@@ -926,3 +926,36 @@ def test_remote_follows_the_job_across_a_server_restart(make_quantd, tmp_path):
         assert sorted(os.listdir(tmp_path / "out")) == ["data.bin", "report.json"]
     finally:
         d2.stop()
+
+
+def test_qat_resumes_from_its_checkpoint_after_kill9(make_quantd, tmp_path, fashion_test):
+    """kill -9 during QAT training: the restarted daemon requeues the job, which continues from
+    the checkpoint of the last finished epoch (the scheduler hands the interrupted output folder
+    to the pipeline as io.resume) and completes."""
+    xp, yp, _, _ = fashion_test
+    d = make_quantd(state=tmp_path / "st")
+    m = d.upload_ok("models", MLP)
+    x = d.upload_ok("datasets", xp)
+    y = d.upload_ok("datasets", yp)
+    job = d.submit({"type": "qat", "model": m["id"], "train": {"data": x["id"], "labels": y["id"]},
+                    "calibration": x["id"],
+                    "config": {"calibration": {"samples": 256}, "qat": {"epochs": 6, "batch_size": 64}}})
+    deadline = time.time() + 300
+    while time.time() < deadline:   # two epochs done: a checkpoint at step 312
+        p = d.job(job["id"])["progress"] or {}
+        if p.get("stage") in ("training epoch 3", "training epoch 4"):
+            break
+        time.sleep(0.02)
+    else:
+        pytest.fail("QAT did not reach its third epoch")
+    d.kill9()
+    d2 = make_quantd(state=tmp_path / "st")
+    j = d2.wait(job["id"], "succeeded", timeout=600)
+    assert j["attempts"] == 2
+    report = json.loads(d2.request("GET", next(a["url"] for a in j["artifacts"] if a["name"] == "report.json")).body)
+    steps = report["qat"]["training"]["parameters"]["iterations_per_epoch"]
+    assert report["qat"]["training"]["resumed_from_step"] >= 2 * steps
+    assert [c["epoch"] for c in report["qat"]["curve"]] == [1, 2, 3, 4, 5, 6]
+    st, _, events, _ = d2.events(job["id"])
+    assert any(e[1] == "log" and "resuming from step" in e[2]["message"] for e in events)
+    assert files_in(os.path.join(d2.state_dir, "tmp")) == []
