@@ -74,6 +74,7 @@ async function route() {
     clear(main, h('h1', { tabindex: -1 }, 'Something went wrong'), errorBox(err));
   }
   if (gen === generation) focusHeading();
+  health();
 }
 
 let firstRoute = true;
@@ -133,5 +134,4 @@ async function health() {
 
 window.addEventListener('hashchange', route);
 route();
-health();
-setInterval(health, 10000);
+setInterval(() => { if (!document.hidden) health(); }, 5000);

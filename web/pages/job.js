@@ -16,6 +16,7 @@ import {
 import { chartBlock, layerBarConfig, barsHeight, palette } from '../charts.js';
 
 const MAX_LOG = 3000;
+const MAX_STAGES = 10;
 
 export async function render(main, { id }) {
   const enc = encodeURIComponent(id);
@@ -93,7 +94,7 @@ export async function render(main, { id }) {
       ['Duration', fmtDuration(jobDuration(job))],
     ];
     if (job.attempts > 1) rows.push(['Attempts', String(job.attempts)]);
-    clear(meta, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
+    clear(meta, rows.map(([k, v]) => [h('dt', {}, k), h('dd', { id: k === 'Duration' ? 'job-duration' : null }, v)]));
     clear(badge, stateBadge(job.state));
     cancelBtn.hidden = api.isTerminal(job.state);
     if (job.state === 'failed' && job.error) {
@@ -121,8 +122,13 @@ export async function render(main, { id }) {
     if (job.state === 'queued') pieces.push('Waiting for a worker.');
     else if (job.state === 'running') pieces.push(current ? `Stage: ${current}.` : 'Starting.');
     else pieces.push(`The job ${job.state}.`);
-    progressLive.textContent = pieces.join(' ');
-    clear(stagesList, [...stages.entries()].map(([name, s]) => {
+    const line = pieces.join(' ');
+    if (progressLive.textContent !== line) progressLive.textContent = line;   // live region: speak changes only
+    // a long QAT run has two stages per epoch: show the latest few, count the rest
+    const all = [...stages.entries()];
+    const shown = all.slice(-MAX_STAGES);
+    clear(stagesList, all.length > shown.length
+      ? h('li', { class: 'done earlier' }, `${all.length - shown.length} earlier stages`) : null, shown.map(([name, s]) => {
       const done = name !== current || job.state === 'succeeded' || (s.total > 0 && s.done >= s.total);
       return h('li', { class: done ? 'done' : 'active' },
         h('span', { class: 'stage-name' }, name),
@@ -318,7 +324,10 @@ export async function render(main, { id }) {
       clear(errors, errorBox(err, fatal ? 'Following the job' : 'Event stream interrupted; reconnecting'));
     },
   });
-  const tick = setInterval(() => { if (job.state === 'running') renderMeta(); }, 1000);
+  const tick = setInterval(() => {
+    const dd = document.getElementById('job-duration');
+    if (job.state === 'running' && dd) dd.textContent = fmtDuration(jobDuration(job));
+  }, 1000);
   // A job that had ended when the page opened is finished at once; its stream only replays
   // the log. A live one finishes when its stream delivers the terminal state and ends.
   return () => {
@@ -358,8 +367,8 @@ function accuracySection(result, analysis) {
   const samples = result.validation_samples;
   const table = h('table', { class: 'accuracy' },
     h('caption', { class: 'sr-only' }, 'Top-1 accuracy on the validation data'),
-    h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Model'), h('th', { scope: 'col', class: 'num' }, 'Top-1 accuracy'),
-      h('th', { scope: 'col', class: 'num' }, 'Change vs FP32'), h('td', { 'aria-hidden': 'true' }))),
+    h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Model'), h('th', { scope: 'col', class: 'num' }, 'Top-1'),
+      h('th', { scope: 'col', class: 'num' }, 'vs FP32'), h('td', { 'aria-hidden': 'true' }))),
     h('tbody', {}, rows.map(([k, label, v]) => {
       const delta = fp32 !== null && k !== 'fp32_accuracy' ? 100 * (v - fp32) : null;
       const fill = h('span', { class: `fill ${k === 'fp32_accuracy' ? 'ref' : ''}` });
@@ -368,7 +377,7 @@ function accuracySection(result, analysis) {
         h('th', { scope: 'row' }, label),
         h('td', { class: 'num' }, fmtPct(v)),
         h('td', { class: `num ${delta !== null && delta < -0.5 ? 'bad' : ''}` },
-          delta === null ? '—' : `${delta >= 0 ? '+' : '−'}${Math.abs(delta).toFixed(2)} points`),
+          delta === null ? '—' : h('span', { title: 'percentage points' }, `${delta >= 0 ? '+' : '−'}${Math.abs(delta).toFixed(2)} pt`)),
         h('td', { class: 'bar-cell', 'aria-hidden': 'true' }, h('span', { class: 'hbar' }, fill)));
     })));
   return {
