@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "data.h"
@@ -955,6 +956,13 @@ out:
 
 /* --- the pipeline ---------------------------------------------------------------------------- */
 
+static double cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 /* The standard QAT pipeline (paper §4.4, Fig. 12):
  *
  *   FP32 model → BN fold (static, default) → CLE (config.cle) → quantizers → range init by the PTQ
@@ -1174,9 +1182,11 @@ static int run_qat(qat_run *r, json_t *res, qs_err *e)
     }
     /* the starting point is this run's first checkpoint: a crash before the first epoch ends
      * then resumes from here instead of losing the previous run's progress */
+    double c0 = cpu_seconds();
     if ((rc = checkpoint(r, e)) < 0 || (rc = train_loop(r, e)) < 0)
         goto out;
     qs_ptq_timing(p, "training", t0);
+    double train_wall = qs_now() - t0, train_cpu = cpu_seconds() - c0;
 
     /* export form, BN re-estimation, final accuracy */
     qs_qat_finalize(r->t);
@@ -1221,6 +1231,13 @@ static int run_qat(qat_run *r, json_t *res, qs_err *e)
                               "flip", r->o.flip, "seed", (json_int_t)r->o.seed, "training_samples",
                               (json_int_t)r->train.rows, "resumed_from_step", (json_int_t)resumed);
     json_object_set_new(train, "parameters", qs_qat_summary(r->t));
+    /* throughput of this run's steps (validation and checkpoints included); CPU time counts every
+     * thread, so that a shared machine's load does not hide the cost */
+    int64_t nsteps = qs_qat_total_steps(r->t) - resumed;
+    json_object_set_new(train, "wall_seconds", json_real(train_wall));
+    json_object_set_new(train, "cpu_seconds", json_real(train_cpu));
+    json_object_set_new(train, "samples_per_second",
+                        json_real(train_wall > 0 ? (double)nsteps * qs_qat_batch(r->t) / train_wall : 0));
     json_object_set_new(train, "bn_handling", json_string(qs_qat_nbn(r->t) ? "trained in training mode (bn_fold=false)"
                                                           : p->nbn ? "static folding" : "none"));
     json_t *q = json_pack("{s:o, s:O, s:O, s:O, s:O}", "training", train, "curve", r->curve, "fp32_accuracy", r->fp32,
