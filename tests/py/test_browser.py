@@ -501,3 +501,55 @@ def test_web_root_and_chartjs_config_keys(make_quantd, tmp_path):
     assert "libjs-chart.js" in e["message"] and "chartjs" in e["message"]
     e = d2.request("GET", "/").error()
     assert "web_root" in e["message"]
+
+
+def test_keyboard_navigation_and_form_errors(browser, make_quantd):
+    """Everything reachable from the keyboard; a refused job shows the API's message at its field."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+    d = make_quantd()
+    mid = d.upload_ok("models", MLP, "mlp")["id"]
+    page = Page(browser, f"http://127.0.0.1:{d.port}")
+    page.open("/jobs")
+    page.js("document.activeElement.blur()")
+    focused = []
+    for _ in range(6):   # skip link, brand, then the navigation, in reading order
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        focused.append(page.js("return document.activeElement.textContent.trim()"))
+        if focused[-1] == "New job":
+            break
+    assert focused[0] == "Skip to content" and focused[-1] == "New job", focused
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    page.wait_js("return location.hash === '#/new' && document.activeElement.tagName === 'H1'",
+                 what="the new-job page with focus on its heading")
+    assert browser.title == "New job — quantd"
+    # every control of the form has a label a screen reader announces
+    unlabelled = page.js("""return [...document.querySelectorAll('#new-job input, #new-job select')]
+                              .filter((e) => !e.labels || !e.labels.length || !e.labels[0].textContent.trim())
+                              .map((e) => e.id || e.name)""")
+    assert unlabelled == [], unlabelled
+    # the radio buttons switch the form with the arrow keys
+    page.q("#type-ptq").click()
+    ActionChains(browser).send_keys(Keys.ARROW_DOWN).perform()
+    page.wait_js("return document.getElementById('type-qat').checked && "
+                 "!document.getElementById('job-train-data').closest('.field').hidden", what="QAT fields")
+    ActionChains(browser).send_keys(Keys.ARROW_UP).perform()
+    # the model goes away after the page listed it: the server refuses the job and says why
+    assert d.request("DELETE", f"/v1/models/{mid}").status == 204
+    page.js("document.getElementById('submit-job').focus()")
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    page.wait_js("return document.querySelector('#new-job-errors [role=alert]') !== null", what="the refusal")
+    st, body = d.json("POST", "/v1/jobs", {"type": "ptq", "model": mid, "config": {"preset": "standard"}})
+    assert st == 422 and body["error"]["field"] == "model"
+    assert body["error"]["message"] in page.text("#new-job-errors"), page.text("#new-job-errors")
+    assert page.js("return document.activeElement.id") == "job-model"
+    assert page.q("#job-model").get_attribute("aria-invalid") == "true"
+    assert page.js("return location.hash") == "#/new"
+    # the same on a phone: a 390 px wide form with the error
+    page.shoot("new-job-error")
+    # and a local check names the field before anything is sent
+    page.select("#job-model", "")
+    page.q("#submit-job").click()
+    page.wait_js("return document.activeElement.id === 'job-model'", what="focus on the missing model")
+    assert "'model' is required" in page.text("#new-job-errors")
+    assert page.errors() == []
