@@ -286,17 +286,59 @@ static void bin_values(qs_observer *o, const float *x, int64_t n, int check)
         return;
     }
     const float finv = (float)inv, off = (float)(o->lo * inv), top = OBS_BINS - 1;
-    for (int64_t i = 0; i < n; i++) {
-        float v = x[i];
-        if (check && !(fabsf(v) <= FLT_MAX))
-            continue;
-        float t = v * finv - off;
-        t = t > 0 ? t : 0;
-        t = t < top ? t : top;
-        zeros += v == 0;
-        o->bins[(int)t] += v != 0;
+    if (n < 4 * OBS_BINS || check) {
+        for (int64_t i = 0; i < n; i++) {
+            float v = x[i];
+            if (check && !(fabsf(v) <= FLT_MAX))
+                continue;
+            float t = v * finv - off;
+            t = t > 0 ? t : 0;
+            t = t < top ? t : top;
+            zeros += v == 0;
+            o->bins[(int)t] += v != 0;
+        }
+        o->zeros += zeros;
+        return;
     }
-    o->zeros += zeros;
+    /* Large batches: four interleaved 32-bit histograms break the read-modify-write chain on one
+     * bin (after a ReLU half the values are zeros, all landing in the same slot), and zeros go to a
+     * spare slot at the end instead of a compare-and-count. */
+    static _Thread_local uint32_t h[4][OBS_BINS + 1];
+    for (int64_t start = 0; start < n; start += INT32_MAX / 2) {
+        int64_t m = n - start < INT32_MAX / 2 ? n - start : INT32_MAX / 2;
+        const float *p = x + start;
+        memset(h, 0, sizeof h);
+        int64_t i = 0;
+        int32_t idx[16];
+        for (; i + 16 <= m; i += 16) {
+            /* bin indices for 16 values in a vectorisable loop (±0 → the spare slot, found from the
+             * bits so no float compare branches), then four interleaved counters */
+            for (int k = 0; k < 16; k++) {
+                float v = p[i + k], t = v * finv - off;
+                uint32_t bits;
+                memcpy(&bits, &v, 4);
+                int32_t nz = -(int32_t)((bits << 1) != 0);
+                t = t > 0 ? t : 0;
+                t = t < top ? t : top;
+                idx[k] = OBS_BINS + (((int32_t)t - OBS_BINS) & nz);
+            }
+            for (int k = 0; k < 16; k += 4) {
+                h[0][idx[k]]++;
+                h[1][idx[k + 1]]++;
+                h[2][idx[k + 2]]++;
+                h[3][idx[k + 3]]++;
+            }
+        }
+        for (; i < m; i++) {
+            float v = p[i], t = v * finv - off;
+            t = t > 0 ? t : 0;
+            t = t < top ? t : top;
+            h[0][v != 0 ? (int)t : OBS_BINS]++;
+        }
+        for (int b = 0; b < OBS_BINS; b++)
+            o->bins[b] += (uint64_t)h[0][b] + h[1][b] + h[2][b] + h[3][b];
+        o->zeros += (int64_t)h[0][OBS_BINS] + h[1][OBS_BINS] + h[2][OBS_BINS] + h[3][OBS_BINS];
+    }
 }
 
 void qs_observer_add(qs_observer *o, const float *x, int64_t n)
@@ -305,11 +347,33 @@ void qs_observer_add(qs_observer *o, const float *x, int64_t n)
      * comparison); only a batch that holds NaN/Inf pays a second, careful pass */
     float bmin = INFINITY, bmax = -INFINITY;
     int64_t bad = 0;
-    for (int64_t i = 0; i < n; i++) {
-        float v = x[i];
-        bad += !(fabsf(v) <= FLT_MAX);
-        bmin = v < bmin ? v : bmin;
-        bmax = v > bmax ? v : bmax;
+    {
+        /* 16 independent lanes so the compiler keeps them in vector registers */
+        float mn[16], mx[16];
+        int32_t nb[16];
+        for (int k = 0; k < 16; k++)
+            mn[k] = INFINITY, mx[k] = -INFINITY, nb[k] = 0;
+        int64_t i = 0;
+        for (; i + 16 <= n; i += 16)
+            for (int k = 0; k < 16; k++) {
+                float v = x[i + k];
+                uint32_t bits;
+                memcpy(&bits, &v, 4);
+                nb[k] += (bits & 0x7f800000u) == 0x7f800000u;   /* exponent all ones: Inf or NaN */
+                mn[k] = v < mn[k] ? v : mn[k];
+                mx[k] = v > mx[k] ? v : mx[k];
+            }
+        for (int k = 0; k < 16; k++) {
+            bad += nb[k];
+            bmin = mn[k] < bmin ? mn[k] : bmin;
+            bmax = mx[k] > bmax ? mx[k] : bmax;
+        }
+        for (; i < n; i++) {
+            float v = x[i];
+            bad += !(fabsf(v) <= FLT_MAX);
+            bmin = v < bmin ? v : bmin;
+            bmax = v > bmax ? v : bmax;
+        }
     }
     if (bad) {
         bmin = INFINITY, bmax = -INFINITY;
