@@ -1,0 +1,243 @@
+#!/usr/bin/python3
+"""QAT benchmarks (issue 6), outside the test suite. Two parts:
+
+  accuracy  W4A4 and W8A8 QAT of the ResNet- and MobileNetV2-style fixtures (tests/fixtures/*_bn.onnx,
+            BN folded statically by the pipeline) on the 60k Fashion-MNIST training split, against
+            FP32 and against the standard PTQ pipeline (`quant ptq`, calibrated on 1024 training
+            images), scored on the 10k test split. Needs only numpy and the built `quant`.
+  speed     training-step throughput (samples/s) of `quant qat` against PyTorch on the CPU (Debian's
+            python3-torch at /usr/bin/python3): the same architecture (tests/fixtures/make_fixtures.py's
+            definitions, BN folded as ours is), the same batch, thread count and quantizers — torch.ao's
+            LSQ fake quantization (_LearnableFakeQuantize: learnable scale and offset with gradient
+            scaling), per-channel symmetric weights and per-tensor asymmetric activations, Adam.
+            Random weights: throughput does not depend on them. Runs alternate between the two
+            and the best of --repeats counts (the machine is shared).
+
+  /usr/bin/python3 bench/bench_qat.py [--quant ./quant] [--part accuracy|speed|all] [--epochs 3]
+                                      [--lr 1e-4] [--threads 2] [--batch 64] [--json out.json]
+
+Results go to docs/results.md (QAT) and docs/benchmarks.md (QAT throughput) by hand.
+"""
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.dirname(HERE)
+FIX = os.path.join(SRC, "tests", "fixtures")
+FASHION = "/usr/share/datasets/fashion-mnist"
+MEAN, STD = 0.2860, 0.3530
+
+
+def read_idx(path):
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def normalise(images):
+    x = images.astype(np.float32)
+    x = (x / np.float32(255.0) - np.float32(MEAN)) / np.float32(STD)
+    return x.reshape(-1, 1, 28, 28)
+
+
+def prepare_data(tmp):
+    paths = {}
+    for split, name in (("train", "train"), ("t10k", "test")):
+        x = normalise(read_idx(os.path.join(FASHION, f"{split}-images-idx3-ubyte.gz")))
+        y = read_idx(os.path.join(FASHION, f"{split}-labels-idx1-ubyte.gz")).astype(np.int64)
+        paths[name + "_x"], paths[name + "_y"] = os.path.join(tmp, f"{name}_x.npy"), os.path.join(tmp, f"{name}_y.npy")
+        np.save(paths[name + "_x"], x)
+        np.save(paths[name + "_y"], y)
+        if name == "train":
+            paths["calib"] = os.path.join(tmp, "calib.npy")
+            np.save(paths["calib"], x[:1024])
+    return paths
+
+
+def quant(args, *cmd):
+    t0 = time.time()
+    r = subprocess.run([args.quant, *map(str, cmd)], capture_output=True, text=True)
+    if r.returncode:
+        sys.exit(f"quant {' '.join(map(str, cmd))} failed ({r.returncode}):\n{r.stderr}")
+    return json.loads(r.stdout), time.time() - t0
+
+
+# --- accuracy ------------------------------------------------------------------------------------
+
+def accuracy_part(args, data, tmp):
+    rows = []
+    configs = [("W4A4", 4, 4, args.epochs, args.lr), ("W8A8", 8, 8, args.epochs8, args.lr8)]
+    for model in args.models.split(","):
+        path = os.path.join(FIX, f"{model}_bn.onnx")
+        for name, wb, ab, epochs, lr in configs:
+            out = os.path.join(tmp, f"{model}_{name}")
+            ptq, tp = quant(args, "ptq", path, "--calib", data["calib"], "--val", data["test_x"], "--labels",
+                            data["test_y"], "--wbits", wb, "--abits", ab, "--threads", args.threads, "-o",
+                            out + "_ptq", "--json")
+            qat, tq = quant(args, "qat", path, "--train", data["train_x"], "--labels", data["train_y"], "--val",
+                            data["test_x"], "--val-labels", data["test_y"], "--wbits", wb, "--abits", ab,
+                            "--epochs", epochs, "--lr", lr, "--batch", args.batch, "--threads", args.threads,
+                            "-o", out + "_qat", "--json")
+            rep = json.load(open(os.path.join(out + "_qat", "report.json")))
+            curve = [(c["epoch"], round(c["loss"], 4), c["accuracy"]) for c in rep["qat"]["curve"]]
+            row = {"model": model, "config": name, "epochs": epochs, "lr": lr, "fp32": ptq["fp32_accuracy"],
+                   "ptq": ptq["quant_accuracy"], "qat_init": qat["ptq_accuracy"], "qat": qat["qat_accuracy"],
+                   "ptq_seconds": round(tp, 1), "qat_seconds": round(tq, 1), "curve": curve}
+            rows.append(row)
+            print(f"{model:9s} {name}  FP32 {row['fp32']:.4f}  PTQ {row['ptq']:.4f}  QAT init {row['qat_init']:.4f}"
+                  f"  QAT({epochs} ep) {row['qat']:.4f}  (ptq {tp:.0f}s, qat {tq:.0f}s)  curve {curve}", flush=True)
+    return rows
+
+
+# --- speed -----------------------------------------------------------------------------------------
+
+def ours_speed(args, data, model, tmp, steps):
+    out = os.path.join(tmp, f"speed_{model}")
+    quant(args, "qat", os.path.join(FIX, f"{model}_bn.onnx"), "--train", data["train_x"], "--labels",
+          data["train_y"], "--calib", data["calib"], "--wbits", 4, "--abits", 4, "--steps", steps, "--batch",
+          args.batch, "--lr", 1e-4, "--threads", args.threads, "-o", out, "--json")
+    tr = json.load(open(os.path.join(out, "report.json")))["qat"]["training"]
+    return {"wall": steps * args.batch / tr["wall_seconds"], "cpu": steps * args.batch / tr["cpu_seconds"]}
+
+
+TORCH_CODE = r'''
+import sys, time, json
+import numpy as np
+P = json.loads(sys.argv[1])
+FIX, THREADS, MODEL, BATCH, XPATH, YPATH, STEPS = (P[k] for k in ("fix", "threads", "model", "batch", "x", "y",
+                                                                   "steps"))
+import torch, torch.nn as nn, torch.nn.functional as F
+sys.path.insert(0, FIX)
+import make_fixtures as mf
+from torch.ao.quantization import (QConfig, QConfigMapping, MovingAverageMinMaxObserver, PerChannelMinMaxObserver,
+                                   MovingAveragePerChannelMinMaxObserver, FusedMovingAvgObsFakeQuantize)
+from torch.ao.quantization._learnable_fake_quantize import _LearnableFakeQuantize
+from torch.ao.quantization.quantize_fx import prepare_qat_fx, fuse_fx
+torch.set_num_threads(THREADS)
+torch.manual_seed(0)
+model = {"resnet": mf.ResNet, "mobilenet": mf.MobileNet}[MODEL]()
+model.eval()
+model = fuse_fx(model)            # BN folded into the convolutions, as the QAT pipeline does statically
+FQ = P.get("fq", "lsq")
+model.train()
+ex = (torch.zeros(BATCH, 1, 28, 28),)
+if FQ == "lsq":
+    act = _LearnableFakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=15,
+                                           dtype=torch.quint8, qscheme=torch.per_tensor_affine, use_grad_scaling=True)
+    wt = _LearnableFakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=-8, quant_max=7,
+                                          dtype=torch.qint8, qscheme=torch.per_tensor_symmetric, use_grad_scaling=True)
+    model = prepare_qat_fx(model, QConfigMapping().set_global(QConfig(activation=act, weight=wt)), ex)
+    # per-channel learnable weight quantizers (with_args cannot know each layer's channel count)
+    for m in model.modules():
+        if hasattr(m, "weight_fake_quant") and m.weight.dim() > 1:
+            m.weight_fake_quant = _LearnableFakeQuantize(observer=PerChannelMinMaxObserver, quant_min=-8, quant_max=7,
+                                                         channel_len=m.weight.shape[0], dtype=torch.qint8,
+                                                         qscheme=torch.per_channel_symmetric, ch_axis=0,
+                                                         use_grad_scaling=True)
+elif FQ == "fused":
+    # torch.ao's default QAT quantizers (fused observer + fake quant, ranges from moving min/max)
+    act = FusedMovingAvgObsFakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=15,
+                                                  dtype=torch.quint8)
+    wt = FusedMovingAvgObsFakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, quant_min=-8,
+                                                 quant_max=7, dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+    model = prepare_qat_fx(model, QConfigMapping().set_global(QConfig(activation=act, weight=wt)), ex)
+x = torch.from_numpy(np.load(XPATH, mmap_mode="r")[:BATCH * 40].copy())
+y = torch.from_numpy(np.load(YPATH)[:BATCH * 40].copy())
+with torch.no_grad():                               # range initialisation (observers), then learning
+    model(x[:BATCH])
+for m in model.modules():
+    if isinstance(m, _LearnableFakeQuantize):
+        m.enable_param_learning()
+opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+def step(i):
+    j = (i % 40) * BATCH
+    opt.zero_grad()
+    loss = F.cross_entropy(model(x[j:j + BATCH]), y[j:j + BATCH])
+    loss.backward()
+    opt.step()
+for i in range(5):
+    step(i)
+t0, c0 = time.perf_counter(), time.process_time()
+for i in range(STEPS):
+    step(i)
+wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+print(json.dumps({"wall": STEPS * BATCH / wall, "cpu": STEPS * BATCH / cpu}))
+'''
+
+
+def torch_speed(args, data, model, steps, fq):
+    params = {"fix": FIX, "threads": args.threads, "model": model, "batch": args.batch, "x": data["train_x"],
+              "y": data["train_y"], "steps": steps, "fq": fq}
+    r = subprocess.run(["/usr/bin/python3", "-c", TORCH_CODE, json.dumps(params)], capture_output=True, text=True,
+                       env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
+    if r.returncode:
+        sys.exit(f"PyTorch benchmark failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def speed_part(args, data, tmp):
+    """samples/s by wall clock (best of the runs) and per CPU-second (all threads; robust to the load of
+    a shared machine), for quant qat and for PyTorch with LSQ ("lsq") and with its default fused
+    observer fake quantization ("fused"); the ratio is ours / PyTorch-LSQ."""
+    rows = []
+    for model in args.models.split(","):
+        runs = {"quant": [], "lsq": [], "fused": []}
+        for _ in range(args.repeats):
+            runs["quant"].append(ours_speed(args, data, model, tmp, args.steps))
+            for fq in ("lsq", "fused"):
+                runs[fq].append(torch_speed(args, data, model, args.steps, fq))
+        best = {k: {m: max(r[m] for r in v) for m in ("wall", "cpu")} for k, v in runs.items()}
+        row = {"model": model, "batch": args.batch, "threads": args.threads, "steps": args.steps, "best": best,
+               "ratio_wall": best["quant"]["wall"] / best["lsq"]["wall"],
+               "ratio_cpu": best["quant"]["cpu"] / best["lsq"]["cpu"],
+               "ratio_fused_cpu": best["quant"]["cpu"] / best["fused"]["cpu"], "runs": runs}
+        rows.append(row)
+        print(f"{model:9s} batch {args.batch}, {args.threads} threads, samples/s wall | per CPU-s:  quant qat "
+              f"{best['quant']['wall']:.0f} | {best['quant']['cpu']:.0f};  PyTorch LSQ {best['lsq']['wall']:.0f} | "
+              f"{best['lsq']['cpu']:.0f};  PyTorch fused {best['fused']['wall']:.0f} | {best['fused']['cpu']:.0f};  "
+              f"ratio vs LSQ {row['ratio_wall']:.2f}x wall, {row['ratio_cpu']:.2f}x CPU; vs fused "
+              f"{row['ratio_fused_cpu']:.2f}x CPU", flush=True)
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quant", default=os.path.join(SRC, "quant"))
+    ap.add_argument("--part", choices=["accuracy", "speed", "all"], default="all")
+    ap.add_argument("--epochs", type=int, default=3, help="W4A4 QAT epochs")
+    ap.add_argument("--epochs8", type=int, default=1, help="W8A8 QAT epochs")
+    ap.add_argument("--lr", type=float, default=1e-4, help="W4A4 learning rate (Adam, cosine)")
+    ap.add_argument("--lr8", type=float, default=1e-5, help="W8A8 learning rate")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=150, help="training steps per speed run")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--models", default="resnet,mobilenet")
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args()
+    if not os.path.exists(os.path.join(FASHION, "train-images-idx3-ubyte.gz")):
+        sys.exit("Fashion-MNIST absent (Debian package dataset-fashion-mnist)")
+    res = {"args": vars(args)}
+    with tempfile.TemporaryDirectory(prefix="bench-qat-") as tmp:
+        data = prepare_data(tmp)
+        if args.part in ("speed", "all"):
+            res["speed"] = speed_part(args, data, tmp)
+        if args.part in ("accuracy", "all"):
+            res["accuracy"] = accuracy_part(args, data, tmp)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

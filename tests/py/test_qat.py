@@ -1,0 +1,130 @@
+"""`quant qat` end to end (issue 6's smoke evidence): a short QAT run of the MLP fixture on Fashion-MNIST
+exports the four artifacts; the accuracy the pipeline reports for its simulation is what our executor
+and ONNX Runtime give on the exported model.qdq.onnx; --resume continues a finished run for more
+epochs; bad input fails cleanly. The full-size runs are bench/bench_qat.py's (docs/results.md).
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import FASHION, normalise, read_idx
+
+ort = pytest.importorskip("onnxruntime")
+
+NTRAIN = 2048
+
+
+@pytest.fixture(scope="session")
+def fashion_train(tmp_path_factory):
+    """The first 2048 training images and labels."""
+    imgs = os.path.join(FASHION, "train-images-idx3-ubyte.gz")
+    labs = os.path.join(FASHION, "train-labels-idx1-ubyte.gz")
+    if not (os.path.exists(imgs) and os.path.exists(labs)):
+        pytest.skip("Fashion-MNIST absent (Debian package dataset-fashion-mnist)")
+    d = tmp_path_factory.mktemp("train")
+    np.save(d / "x.npy", normalise(read_idx(imgs)[:NTRAIN]))
+    np.save(d / "y.npy", read_idx(labs)[:NTRAIN].astype(np.int64))
+    return str(d / "x.npy"), str(d / "y.npy")
+
+
+@pytest.fixture(scope="session")
+def fashion_val(fashion_test, tmp_path_factory):
+    """The first 2000 test images."""
+    _, _, x, y = fashion_test
+    d = tmp_path_factory.mktemp("val")
+    np.save(d / "x.npy", x[:2000])
+    np.save(d / "y.npy", y[:2000])
+    return str(d / "x.npy"), str(d / "y.npy"), x[:2000], y[:2000]
+
+
+def ort_logits(path, x):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: x})[0]
+
+
+@pytest.mark.parametrize("bits", [("4", "8"), ("4", "4")], ids=["w4a8", "w4a4"])
+def test_qat_exports_and_onnxruntime_agrees(run_quant, fixtures_dir, fashion_train, fashion_val, tmp_path, bits):
+    tx, ty = fashion_train
+    vx, vy, x, y = fashion_val
+    out = tmp_path / "out"
+    r = run_quant.ok("qat", os.path.join(fixtures_dir, "mlp.onnx"), "--train", tx, "--labels", ty, "--val", vx,
+                     "--val-labels", vy, "--wbits", bits[0], "--abits", bits[1], "--epochs", "2", "--batch", "64",
+                     "--lr", "1e-3", "-o", out, "--json")
+    res = json.loads(r.stdout)
+    assert set(res) == {"fp32_accuracy", "ptq_accuracy", "qat_accuracy", "seconds", "outdir"}
+    for f in ["model.qdq.onnx", "encodings.json", "model.prepared.onnx", "report.json", "checkpoint/state.json"]:
+        assert (out / f).is_file(), f
+    assert not list(tmp_path.glob("out.tmp-*"))
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["type"] == "qat"
+    curve = rep["qat"]["curve"]
+    assert [c["epoch"] for c in curve] == [1, 2]
+    assert curve[1]["loss"] < curve[0]["loss"]
+    assert rep["qat"]["training"]["steps"] == 2 * NTRAIN // 64
+    print(f"mlp W{bits[0]}A{bits[1]}: FP32 {res['fp32_accuracy']:.4f}, PTQ {res['ptq_accuracy']:.4f}, "
+          f"QAT {res['qat_accuracy']:.4f}, curve {[(c['loss'], c['accuracy']) for c in curve]}")
+    # training does not make the model worse than its PTQ start (at 4-bit activations it must help)
+    assert res["qat_accuracy"] >= res["ptq_accuracy"] - 0.005
+    if bits[1] == "4":
+        assert res["qat_accuracy"] > res["ptq_accuracy"]
+
+    # our executor on the exported file gives exactly the simulation's accuracy
+    qdq = str(out / "model.qdq.onnx")
+    run_quant.ok("run", qdq, "--input", vx, "--output", tmp_path / "ours.npy")
+    ours = np.load(tmp_path / "ours.npy")
+    assert float((ours.argmax(1) == y).mean()) == pytest.approx(res["qat_accuracy"], abs=1e-9)
+
+    # ONNX Runtime on the same file (see test_ptq.py for why predictions may differ on a rare sample)
+    theirs = ort_logits(qdq, x)
+    agree = float((theirs.argmax(1) == ours.argmax(1)).mean())
+    acc = float((theirs.argmax(1) == y).mean())
+    print(f"  onnxruntime: agree {agree:.4%}, accuracy {acc:.4f}")
+    assert agree >= 0.999
+    assert abs(acc - res["qat_accuracy"]) <= 0.0005
+
+    # encodings: integer offsets, the report's scales
+    enc = json.loads((out / "encodings.json").read_text())
+    for e in enc["activation_encodings"] + enc["param_encodings"]:
+        assert all(float(o).is_integer() for o in e["offset"])
+
+
+def test_resume_continues_for_more_epochs(run_quant, fixtures_dir, fashion_train, tmp_path):
+    tx, ty = fashion_train
+    model = os.path.join(fixtures_dir, "mlp.onnx")
+    common = ["--train", tx, "--labels", ty, "--batch", "128", "--lr", "1e-3", "--wbits", "4", "--abits", "4"]
+    run_quant.ok("qat", model, *common, "--epochs", "1", "-o", tmp_path / "a")
+    st = json.loads((tmp_path / "a" / "checkpoint" / "state.json").read_text())
+    assert st["step"] == NTRAIN // 128 and st["epoch"] == 1
+    # resume into the same folder: it is replaced only when the run succeeds
+    r = run_quant.ok("qat", model, *common, "--epochs", "2", "--resume", tmp_path / "a", "-o", tmp_path / "a",
+                     "--json")
+    assert json.loads(r.stdout)["qat_accuracy"] is None   # no validation data
+    rep = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert rep["qat"]["training"]["resumed_from_step"] == NTRAIN // 128
+    assert [c["epoch"] for c in rep["qat"]["curve"]] == [1, 2]
+    # a different setup is refused, naming what differs
+    r = run_quant("qat", model, *common, "--batch", "64", "--resume", tmp_path / "a", "-o", tmp_path / "b")
+    assert r.returncode == 1 and "batch 128" in r.stderr, r.stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_bad_input(run_quant, fixtures_dir, fashion_train, tmp_path):
+    tx, ty = fashion_train
+    model = os.path.join(fixtures_dir, "mlp.onnx")
+    r = run_quant("qat", model, "--train", tx, "-o", tmp_path / "o")
+    assert r.returncode == 2 and "--labels" in r.stderr
+    r = run_quant("qat", model, "--train", tx, "--labels", ty, "--optimizer", "rmsprop", "-o", tmp_path / "o")
+    assert r.returncode == 2 and "rmsprop" in r.stderr
+    bad = np.zeros(NTRAIN, np.int64)
+    bad[7] = 10
+    np.save(tmp_path / "bad.npy", bad)
+    r = run_quant("qat", model, "--train", tx, "--labels", tmp_path / "bad.npy", "--steps", "2", "-o", tmp_path / "o")
+    assert r.returncode == 1 and "label 10 of sample 7" in r.stderr, r.stderr
+    np.save(tmp_path / "short.npy", np.zeros(5, np.int64))
+    r = run_quant("qat", model, "--train", tx, "--labels", tmp_path / "short.npy", "-o", tmp_path / "o")
+    assert r.returncode == 1 and "5 entries" in r.stderr, r.stderr
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob("o.tmp-*"))
