@@ -128,3 +128,36 @@ def test_bad_input(run_quant, fixtures_dir, fashion_train, tmp_path):
     r = run_quant("qat", model, "--train", tx, "--labels", tmp_path / "short.npy", "-o", tmp_path / "o")
     assert r.returncode == 1 and "5 entries" in r.stderr, r.stderr
     assert not (tmp_path / "o").exists() and not list(tmp_path.glob("o.tmp-*"))
+
+
+def test_batchnorm_kept_is_trained_reestimated_and_exported(run_quant, fixtures_dir, fashion_train, fashion_val,
+                                                            tmp_path):
+    """--no-bn-fold: BN trains in training mode and is re-estimated afterwards; the exported model keeps
+    its (float) BatchNormalization nodes and still computes what the simulation computed."""
+    tx, ty = fashion_train
+    vx, vy, x, y = fashion_val
+    out = tmp_path / "out"
+    res = json.loads(run_quant.ok("qat", os.path.join(fixtures_dir, "resnet_bn.onnx"), "--train", tx, "--labels", ty,
+                                  "--val", vx, "--val-labels", vy, "--no-bn-fold", "--steps", "16", "--batch", "32",
+                                  "--lr", "1e-4", "--threads", "2", "-o", out, "--json").stdout)
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["bn_reestimation"]["applied"] is True and rep["bn_reestimation"]["batchnorms"] == 8
+    assert rep["qat"]["training"]["bn_handling"].startswith("trained")
+    qdq = str(out / "model.qdq.onnx")
+    info = json.loads(run_quant.ok("info", qdq, "--json").stdout)
+    assert info["ops"].get("BatchNormalization") == 8
+    run_quant.ok("run", qdq, "--input", vx, "--output", tmp_path / "ours.npy")
+    ours = np.load(tmp_path / "ours.npy")
+    assert float((ours.argmax(1) == y).mean()) == pytest.approx(res["qat_accuracy"], abs=1e-9)
+    theirs = ort_logits(qdq, x)
+    agree = float((theirs.argmax(1) == ours.argmax(1)).mean())
+    print(f"resnet_bn (BN kept): FP32 {res['fp32_accuracy']:.4f}, PTQ {res['ptq_accuracy']:.4f}, "
+          f"QAT {res['qat_accuracy']:.4f}; onnxruntime agrees on {agree:.4%}")
+    assert agree >= 0.998
+    # the default folds BN statically: nothing is left to re-estimate, and the report says why
+    out2 = tmp_path / "out2"
+    run_quant.ok("qat", os.path.join(fixtures_dir, "resnet_bn.onnx"), "--train", tx, "--labels", ty, "--steps", "2",
+                 "--batch", "32", "-o", out2)
+    rep2 = json.loads((out2 / "report.json").read_text())
+    assert rep2["bn_folded"] == 8 and rep2["bn_reestimation"]["applied"] is False
+    assert "folded statically" in rep2["bn_reestimation"]["reason"]
