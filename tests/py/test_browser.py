@@ -222,13 +222,29 @@ def test_dashboard_end_to_end(browser, make_quantd, tmp_path, labels_npy):
     shutil.copy(MLP_X, calib)
     upload_through_page(page, str(calib))
     upload_through_page(page, labels_npy, "labels")
+    # a large file: the bar moves while the bytes go out (XMLHttpRequest upload events)
+    big = tmp_path / "big.npy"
+    np.save(big, np.zeros((12_000_000,), np.float32))   # 48 MB
+    page.js("""
+        window.__progress = [];
+        const b = document.getElementById('upload-progress');
+        new MutationObserver(() => window.__progress.push(b.value)).observe(b, { attributes: true });""")
+    upload_through_page(page, str(big))
+    values = page.js("return window.__progress")
+    assert any(0 < v < 1 for v in values) and values[-1] == 1, values
+    # and it goes away with its Delete button
+    bid = {s["name"]: s["id"] for s in d.json("GET", "/v1/datasets")[1]["datasets"]}["big.npy"]
+    page.q(f"tr[data-id='{bid}'] button.danger").click()
+    page.accept_confirm()
+    page.wait_js("return document.querySelector(`tr[data-id='${arguments[0]}']`) === null", bid, what="row removed")
+    assert d.request("GET", f"/v1/datasets/{bid}").status == 404
     sets = {s["name"]: s for s in d.json("GET", "/v1/datasets")[1]["datasets"]}
     assert set(sets) == {"calib.npy", "labels"}, sets
     assert sets["calib.npy"]["arrays"][0]["shape"] == [64, 1, 28, 28]
     page.shoot("datasets")
 
     # --- a job occupies the one worker, so the PTQ job is seen queued first ---
-    blocker = d.submit({"type": "sleep", "name": "warm-up", "config": {"seconds": 3}})
+    blocker = d.submit({"type": "sleep", "name": "warm-up", "config": {"seconds": 8}})
 
     # --- new job: PTQ from the form, standard preset, 64 calibration samples, no AdaRound ---
     page.go("/new")
