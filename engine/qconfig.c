@@ -41,6 +41,7 @@ void qs_qconfig_default(qs_qconfig *c, const char *preset)
     c->qat.learn_ranges = 1;
     c->qat.bn_reestimate = 1;
     c->target_drop = -1;
+    c->analysis.val_samples = 1000;
 }
 
 void qs_qconfig_free(qs_qconfig *c)
@@ -174,7 +175,7 @@ int qs_qconfig_parse(json_t *cfg, qs_qconfig *c, qs_err *e)
 {
     static const char *const top[] = {"preset", "weights", "activations", "bn_fold", "cle", "relu6_to_relu",
                                       "bias_absorption", "bias_correction", "adaround", "calibration", "exclude",
-                                      "overrides", "qat", "target_drop", NULL};
+                                      "overrides", "qat", "target_drop", "analysis", NULL};
     static const char *const wkeys[] = {"bits", "symmetric", "per_channel", "range", "pow2", NULL};
     static const char *const akeys[] = {"bits", "symmetric", "range", "pow2", "percentile", "last_layer", NULL};
     static const char *const adakeys[] = {"enabled", "iterations", "reg", "batch_size", "samples", NULL};
@@ -271,7 +272,7 @@ int qs_qconfig_parse(json_t *cfg, qs_qconfig *c, qs_err *e)
         }
     }
     json_t *ov = json_object_get(cfg, "overrides");
-    if (ov) {
+    if (ov && !json_is_null(ov)) {
         if (!json_is_object(ov)) {
             rc = qs_error(e, QS_EINVAL, "config.overrides: must be an object keyed by node name");
             goto fail;
@@ -294,7 +295,14 @@ int qs_qconfig_parse(json_t *cfg, qs_qconfig *c, qs_err *e)
         TRY(get_bool(o, "bn_reestimate", "config.qat", &c->qat.bn_reestimate, e));
         TRY(get_bool(o, "flip", "config.qat", &c->qat.flip, e));
     }
-    TRY(get_num(cfg, "target_drop", P, 0, 100, &c->target_drop, e));
+    if (!json_is_null(json_object_get(cfg, "target_drop")))   /* null: off, as qs_qconfig_to_json writes it */
+        TRY(get_num(cfg, "target_drop", P, 0, 100, &c->target_drop, e));
+    TRY(get_obj(cfg, "analysis", P, &o, e));
+    if (o) {
+        static const char *const anakeys[] = {"val_samples", NULL};
+        TRY(only_keys(o, "config.analysis", anakeys, e));
+        TRY(get_int(o, "val_samples", "config.analysis", 1, 100000000, &c->analysis.val_samples, e));
+    }
 #undef TRY
     return 0;
 fail:
@@ -311,7 +319,7 @@ json_t *qs_qconfig_to_json(const qs_qconfig *c)
     return json_pack(
         "{s:s, s:{s:i, s:b, s:b, s:b, s:s}, s:{s:i, s:b, s:b, s:s, s:s, s:f}, s:b, s:b, s:b, s:b, s:s,"
         " s:{s:b, s:i, s:f, s:i, s:i}, s:{s:i, s:i}, s:o, s:O, s:{s:i, s:i, s:s, s:f, s:f, s:f, s:b, s:b, s:b, s:s,"
-        " s:f, s:i}, s:f}",
+        " s:f, s:i}, s:o, s:{s:i}}",
         "preset", c->preset,
         "weights", "bits", c->weights.bits, "symmetric", c->weights.symmetric, "per_channel", c->weights.per_channel,
         "pow2", c->weights.pow2, "range", qs_range_method_name(c->weights.range),
@@ -328,5 +336,5 @@ json_t *qs_qconfig_to_json(const qs_qconfig *c)
         "lr", c->qat.lr, "weight_decay", c->qat.weight_decay, "momentum", c->qat.momentum,
         "learn_ranges", c->qat.learn_ranges, "bn_reestimate", c->qat.bn_reestimate, "flip", c->qat.flip,
         "schedule", c->qat.schedule, "clip_grad", c->qat.clip_grad, "steps", c->qat.steps,
-        "target_drop", c->target_drop);
+        "target_drop", c->target_drop >= 0 ? json_real(c->target_drop) : json_null(), "analysis", "val_samples", c->analysis.val_samples);
 }

@@ -32,6 +32,7 @@ typedef struct qs_qconfig {
     struct { int epochs, batch_size; char optimizer[16]; double lr, weight_decay, momentum; int learn_ranges,
              bn_reestimate, flip; char schedule[16]; double clip_grad; int steps; } qat;
     double target_drop;              /* < 0: off; the closed loop of §3.7 */
+    struct { int val_samples; } analysis;   /* the debugging flow's validation subset */
 } qs_qconfig;
 
 void qs_qconfig_default(qs_qconfig *c, const char *preset);

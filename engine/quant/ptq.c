@@ -17,6 +17,7 @@
 
 #include "exec.h"
 #include "onnx.h"
+#include "quant/analyze.h"
 #include "quant/biascorr.h"
 #include "quant/cle.h"
 #include "quant/export.h"
@@ -589,6 +590,8 @@ int qs_pipeline_ptq(const qs_pipeline_io *io, json_t **result, qs_err *e)
         rc = qs_ptq_prepare(&p, e);
     if (rc == 0)
         rc = qs_ptq_accuracy(&p, res, e);
+    if (rc == 0 && p.cfg.target_drop >= 0)   /* §3.7's closed loop: keep sensitive groups wider */
+        rc = qs_ptq_target_drop(&p, p.cfg.target_drop, res, e);
     if (rc == 0)
         rc = qs_ptq_write(&p, "ptq", res, e);
     if (rc == 0 && io->outdir)
