@@ -121,7 +121,7 @@ export async function render(main, { id }) {
     const pieces = [];
     if (job.state === 'queued') pieces.push('Waiting for a worker.');
     else if (job.state === 'running') pieces.push(current ? `Stage: ${current}.` : 'Starting.');
-    else pieces.push(`The job ${job.state}.`);
+    else pieces.push(job.state === 'cancelled' ? 'The job was cancelled.' : `The job ${job.state}.`);
     const line = pieces.join(' ');
     if (progressLive.textContent !== line) progressLive.textContent = line;   // live region: speak changes only
     // a long QAT run has two stages per epoch: show the latest few, count the rest
