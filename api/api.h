@@ -103,8 +103,14 @@ struct qd_server {
     /* metrics: requests by route and status */
     atomic_long *http_count;         /* [(qd_nroutes + 1) * QD_NSTATUS] */
     atomic_long http_inflight;
+    /* request durations by route (event streams excluded): a Prometheus histogram with
+     * QD_NLAT cumulative buckets, plus the sum in microseconds */
+    atomic_long *lat_bucket;         /* [(qd_nroutes + 1) * QD_NLAT] */
+    atomic_long *lat_sum_us;         /* [qd_nroutes + 1] */
 };
 
+#define QD_NLAT 12
+extern const double qd_lat_bounds[QD_NLAT];         /* seconds; the last is +Inf */
 #define QD_NSTATUS 24
 extern const unsigned qd_status_list[QD_NSTATUS];   /* the last slot counts any other status */
 

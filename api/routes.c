@@ -122,6 +122,29 @@ int qd_h_metrics(qd_req *r)
                 fprintf(f, "quantd_http_requests_total{method=\"\",route=\"unmatched\",status=\"%s\"} %ld\n",
                         status, c);
         }
+    fprintf(f, "# HELP quantd_http_request_duration_seconds Time from a request's headers to its completion "
+               "(event streams excluded).\n# TYPE quantd_http_request_duration_seconds histogram\n");
+    for (int i = 0; i <= qd_nroutes; i++) {
+        long n = atomic_load(&srv->lat_bucket[i * QD_NLAT + QD_NLAT - 1]);
+        if (!n)
+            continue;
+        char labels[160];
+        if (i < qd_nroutes)
+            snprintf(labels, sizeof labels, "method=\"%s\",route=\"%s\"", qd_routes[i].method, qd_routes[i].pattern);
+        else
+            snprintf(labels, sizeof labels, "method=\"\",route=\"unmatched\"");
+        for (int b = 0; b < QD_NLAT; b++) {
+            long c = atomic_load(&srv->lat_bucket[i * QD_NLAT + b]);
+            if (b == QD_NLAT - 1)
+                fprintf(f, "quantd_http_request_duration_seconds_bucket{%s,le=\"+Inf\"} %ld\n", labels, c);
+            else
+                fprintf(f, "quantd_http_request_duration_seconds_bucket{%s,le=\"%g\"} %ld\n", labels,
+                        qd_lat_bounds[b], c);
+        }
+        fprintf(f, "quantd_http_request_duration_seconds_sum{%s} %.6f\n", labels,
+                atomic_load(&srv->lat_sum_us[i]) / 1e6);
+        fprintf(f, "quantd_http_request_duration_seconds_count{%s} %ld\n", labels, n);
+    }
     pthread_mutex_lock(&srv->hub_mu);
     int streams = srv->nstreams;
     pthread_mutex_unlock(&srv->hub_mu);

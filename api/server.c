@@ -11,6 +11,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -24,6 +25,9 @@ const unsigned qd_status_list[QD_NSTATUS] = {
     200, 201, 202, 204, 206, 304, 400, 401, 403, 404, 405, 408, 409, 411, 413, 415, 416, 422, 429,
     500, 501, 503, 507, 0 /* any other */
 };
+
+const double qd_lat_bounds[QD_NLAT] = { 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1,
+                                         INFINITY };
 
 static int status_index(unsigned status)
 {
@@ -458,7 +462,15 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         close(r->fd);
     if (r->tmp[0])
         unlink(r->tmp);   /* an upload that was refused or cut off leaves nothing behind */
-    QD_LOG_DEBUG("%s %s %u %.1f ms%s", r->method, r->url, r->status, (now_s() - r->t0) * 1e3,
+    double dt = now_s() - r->t0;
+    if (r->replied && !r->sse.counted) {   /* an event stream's life is not a request's latency */
+        int route = r->route >= 0 ? r->route : qd_nroutes;
+        for (int b = 0; b < QD_NLAT; b++)
+            if (dt <= qd_lat_bounds[b])
+                atomic_fetch_add(&srv->lat_bucket[route * QD_NLAT + b], 1);
+        atomic_fetch_add(&srv->lat_sum_us[route], (long)(dt * 1e6));
+    }
+    QD_LOG_DEBUG("%s %s %u %.1f ms%s", r->method, r->url, r->status, dt * 1e3,
                  toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection ended early)");
     free(r->json);
     free(r->sse.buf);
@@ -494,7 +506,9 @@ qd_server *qd_server_new(const qd_config *cfg, qd_store *st, char *err, size_t n
     pthread_mutex_init(&srv->hub_mu, NULL);
     pthread_cond_init(&srv->hub_cv, NULL);
     srv->http_count = calloc((size_t)(qd_nroutes + 1) * QD_NSTATUS, sizeof *srv->http_count);
-    if (!srv->http_count) {
+    srv->lat_bucket = calloc((size_t)(qd_nroutes + 1) * QD_NLAT, sizeof *srv->lat_bucket);
+    srv->lat_sum_us = calloc((size_t)(qd_nroutes + 1), sizeof *srv->lat_sum_us);
+    if (!srv->http_count || !srv->lat_bucket || !srv->lat_sum_us) {
         snprintf(err, n, "out of memory");
         qd_server_free(srv);
         return NULL;
@@ -597,6 +611,8 @@ void qd_server_free(qd_server *srv)
         pthread_join(srv->hub_thread, NULL);
     free_tokens(srv->tokens, srv->ntokens);
     free(srv->http_count);
+    free(srv->lat_bucket);
+    free(srv->lat_sum_us);
     pthread_rwlock_destroy(&srv->tok_lock);
     pthread_mutex_destroy(&srv->hub_mu);
     pthread_cond_destroy(&srv->hub_cv);

@@ -31,7 +31,7 @@
 #include <unistd.h>
 
 enum {
-    S_BEGIN, S_COMMIT, S_ROLLBACK,
+    S_BEGIN, S_SYNC_NORMAL, S_SYNC_FULL, S_COMMIT, S_ROLLBACK,
     S_UPLOAD_INSERT_M, S_UPLOAD_INSERT_D, S_UPLOAD_GET_M, S_UPLOAD_GET_D,
     S_UPLOAD_DEL_M, S_UPLOAD_DEL_D, S_REF_LIVE,
     S_JOB_INSERT, S_REF_INSERT, S_JOB_GET, S_JOB_STATE, S_JOB_SPEC,
@@ -81,6 +81,8 @@ static const char SCHEMA[] =
 
 static const char *const SQL[S_NSLOTS] = {
     [S_BEGIN] = "BEGIN IMMEDIATE",
+    [S_SYNC_NORMAL] = "PRAGMA synchronous=NORMAL",
+    [S_SYNC_FULL] = "PRAGMA synchronous=FULL",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
     [S_UPLOAD_INSERT_M] = "INSERT INTO models(id,name,sha256,size,ext,created,info) VALUES(?,?,?,?,?,?,?)",
@@ -529,6 +531,11 @@ int qd_store_events_add(qd_store *st, int n, const qd_event_in *ev)
         return 0;
     conn *c = &st->w;
     pthread_mutex_lock(&c->mu);
+    /* Progress, log and metric events are committed without waiting for fsync: they reach the
+     * disk with the next synchronous commit (WAL keeps the order), at the latest with the job's
+     * final state, and until then a crash of the process loses nothing (only a power cut could
+     * lose the last few). Event streams see them a disk-flush sooner. */
+    exec_slot(c, S_SYNC_NORMAL);
     int rc = begin(c);
     for (int i = 0; rc == 0 && i < n; i++) {
         rc = event_insert(c, ev[i].job, ev[i].type, ev[i].data, NULL);
@@ -543,6 +550,7 @@ int qd_store_events_add(qd_store *st, int n, const qd_event_in *ev)
         rc = commit(c);
     else
         rollback(c);
+    exec_slot(c, S_SYNC_FULL);
     pthread_mutex_unlock(&c->mu);
     return rc;
 }

@@ -688,6 +688,15 @@ def test_metrics(quantd):
     assert metrics['quantd_http_requests_total{method="GET",route="/v1/health",status="200"}'] >= 3
     assert metrics['quantd_http_requests_total{method="POST",route="/v1/jobs",status="202"}'] == 1
     assert metrics['quantd_http_requests_total{method="",route="unmatched",status="404"}'] == 1
+    h = 'quantd_http_request_duration_seconds_%s{method="GET",route="/v1/health"%s}'
+    n = metrics[h % ("count", "")]
+    assert n >= 3 and metrics[h % ("bucket", ',le="+Inf"')] == n
+    assert 0 < metrics[h % ("sum", "")] < n * 1.0
+    prefix = 'quantd_http_request_duration_seconds_bucket{method="GET",route="/v1/health",le="'
+    buckets = [(float(k[len(prefix):-2]), v) for k, v in metrics.items()
+               if k.startswith(prefix) and "+Inf" not in k]
+    assert len(buckets) == 11
+    assert [v for _, v in sorted(buckets)] == sorted(v for _, v in buckets)   # cumulative
     # every line is well-formed Prometheus text
     for line in text.splitlines():
         assert line.startswith("#") or re.fullmatch(r'[a-z_]+(\{([a-z_]+="[^"]*",?)*\})? [0-9.e+-]+', line), line
