@@ -11,7 +11,9 @@
             LSQ fake quantization (_LearnableFakeQuantize: learnable scale and offset with gradient
             scaling), per-channel symmetric weights and per-tensor asymmetric activations, Adam.
             Random weights: throughput does not depend on them. Runs alternate between the two
-            and the best of --repeats counts (the machine is shared).
+            and the best of --repeats counts (the machine is shared). PyTorch runs with
+            OMP_WAIT_POLICY=PASSIVE: on a loaded machine its spinning OpenMP workers otherwise lose
+            their time slices and it runs several times slower than it can.
 
   /usr/bin/python3 bench/bench_qat.py [--quant ./quant] [--part accuracy|speed|all] [--epochs 3]
                                       [--lr 1e-4] [--threads 2] [--batch 64] [--json out.json]
@@ -179,7 +181,7 @@ def torch_speed(args, data, model, steps, fq):
     params = {"fix": FIX, "threads": args.threads, "model": model, "batch": args.batch, "x": data["train_x"],
               "y": data["train_y"], "steps": steps, "fq": fq}
     r = subprocess.run(["/usr/bin/python3", "-c", TORCH_CODE, json.dumps(params)], capture_output=True, text=True,
-                       env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
+                       env=dict(os.environ, OMP_NUM_THREADS=str(args.threads), OMP_WAIT_POLICY="PASSIVE"))
     if r.returncode:
         sys.exit(f"PyTorch benchmark failed:\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])

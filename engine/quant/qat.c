@@ -837,13 +837,15 @@ json_t *qs_qat_read_state(const char *dir, qs_err *e)
     return st;
 }
 
-static int copy_array(const qs_dataset *d, const char *key, float *dst, int64_t n, const char *what, qs_err *e)
+/* Checks that the checkpoint holds float array key of n elements and copies it into dst (if given). */
+static int ckpt_array(const qs_dataset *d, const char *key, int64_t n, float *dst, const char *path, qs_err *e)
 {
     int a = qs_dataset_find(d, key);
     const qs_tensor *t = a >= 0 ? qs_dataset_array(d, a) : NULL;
     if (!t || t->dtype != QS_F32 || qs_numel(t) != n)
-        return qs_error(e, QS_EFORMAT, "checkpoint: array for %s is missing or has the wrong size", what);
-    memcpy(dst, t->data, (size_t)n * sizeof *dst);
+        return qs_error(e, QS_EFORMAT, "checkpoint %s: array %s is missing or has the wrong size", path, key);
+    if (dst)
+        memcpy(dst, t->data, (size_t)n * sizeof *dst);
     return 0;
 }
 
@@ -912,40 +914,45 @@ int qs_qat_load(qs_qat *t, const char *dir, json_t **meta, qs_err *e)
             goto out;
         }
     }
-    /* stage the copies so that a bad array leaves the trainer as it was */
+    /* every array and the position are checked before anything changes: a bad checkpoint leaves
+     * the trainer as it was */
+    json_int_t epoch = json_integer_value(json_object_get(st, "epoch")),
+               iter = json_integer_value(json_object_get(st, "iteration")),
+               step = json_integer_value(json_object_get(st, "step"));
+    if (iter < 0 || iter >= t->iters || step < 0 || epoch < 0 || epoch > 1000000) {
+        rc = qs_error(e, QS_EFORMAT, "checkpoint %s/state.json: bad position", dir);
+        goto out;
+    }
     char key[32];
     json_array_foreach(inits, k, it) {
         int v = qs_graph_find_value(g, json_string_value(json_object_get(it, "name")));
         snprintf(key, sizeof key, "i%zu", k);
-        int a = qs_dataset_find(d, key);
-        const qs_tensor *src = a >= 0 ? qs_dataset_array(d, a) : NULL;
-        if (!src || src->dtype != QS_F32 || qs_numel(src) != qs_numel(g->values[v].init)) {
-            rc = qs_error(e, QS_EFORMAT, "checkpoint %s: array %s is missing or has the wrong size", path, key);
+        if ((rc = ckpt_array(d, key, qs_numel(g->values[v].init), NULL, path, e)) < 0)
             goto out;
-        }
+    }
+    for (int i = 0; i < t->np; i++) {
+        snprintf(key, sizeof key, "m%d", i);
+        if ((rc = ckpt_array(d, key, t->p[i].n, NULL, path, e)) < 0)
+            goto out;
+        snprintf(key, sizeof key, "v%d", i);
+        if (t->p[i].v && (rc = ckpt_array(d, key, t->p[i].n, NULL, path, e)) < 0)
+            goto out;
     }
     json_array_foreach(inits, k, it) {
         int v = qs_graph_find_value(g, json_string_value(json_object_get(it, "name")));
         snprintf(key, sizeof key, "i%zu", k);
-        copy_array(d, key, qs_f32(g->values[v].init), qs_numel(g->values[v].init), g->values[v].name, e);
+        ckpt_array(d, key, qs_numel(g->values[v].init), qs_f32(g->values[v].init), path, e);
     }
-    for (int i = 0; i < t->np && rc == 0; i++) {
+    for (int i = 0; i < t->np; i++) {
         snprintf(key, sizeof key, "m%d", i);
-        rc = copy_array(d, key, t->p[i].m, t->p[i].n, "the optimiser state", e);
-        if (rc == 0 && t->p[i].v) {
-            snprintf(key, sizeof key, "v%d", i);
-            rc = copy_array(d, key, t->p[i].v, t->p[i].n, "the optimiser state", e);
-        }
+        ckpt_array(d, key, t->p[i].n, t->p[i].m, path, e);
+        snprintf(key, sizeof key, "v%d", i);
+        if (t->p[i].v)
+            ckpt_array(d, key, t->p[i].n, t->p[i].v, path, e);
     }
-    if (rc < 0)
-        goto out;
-    t->epoch = (int)json_integer_value(json_object_get(st, "epoch"));
-    t->iter = json_integer_value(json_object_get(st, "iteration"));
-    t->step = json_integer_value(json_object_get(st, "step"));
-    if (t->iter < 0 || t->iter >= t->iters || t->step < 0 || t->epoch < 0) {
-        rc = qs_error(e, QS_EFORMAT, "checkpoint %s/state.json: bad position", dir);
-        goto out;
-    }
+    t->epoch = (int)epoch;
+    t->iter = iter;
+    t->step = step;
     if (meta)
         *meta = json_incref(json_object_get(st, "meta"));
 out:
