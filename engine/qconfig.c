@@ -25,7 +25,7 @@ void qs_qconfig_default(qs_qconfig *c, const char *preset)
     c->relu6_to_relu = 1;
     c->bias_absorption = !basic;
     c->bias_correction = basic ? QS_BC_NONE : QS_BC_EMPIRICAL;
-    c->adaround.enabled = 0;
+    c->adaround.enabled = !basic;
     c->adaround.iterations = 10000;
     c->adaround.reg = 0.01;
     c->adaround.batch_size = 32;

@@ -17,6 +17,7 @@
 
 #include "exec.h"
 #include "onnx.h"
+#include "quant/adaround.h"
 #include "quant/analyze.h"
 #include "quant/biascorr.h"
 #include "quant/cle.h"
@@ -410,11 +411,27 @@ int qs_ptq_fold(ptq *p, qs_err *e)
     return 0;
 }
 
-/* AdaRound when enabled (the standard pipeline, data being given), bias correction otherwise. */
+/* AdaRound when enabled (the standard pipeline, data being given), bias correction otherwise.
+ * Weight ranges must not be recomputed afterwards: AdaRound's weights sit on the current grid. */
 static int weight_rounding(ptq *p, qs_err *e)
 {
     double t0 = qs_now();
     int rc = 0;
+    if (p->cfg.adaround.enabled) {
+        qs_adaround_config ac = qs_adaround_config_default();
+        ac.iterations = p->cfg.adaround.iterations;
+        ac.reg = p->cfg.adaround.reg;
+        ac.batch = p->cfg.adaround.batch_size;
+        ac.samples = p->cfg.adaround.samples < p->ncalib ? p->cfg.adaround.samples : (int)p->ncalib;
+        qs_adaround_report *ar = NULL;
+        rc = qs_adaround(p->sim, &p->calib, &ac, p->io, &ar, e);
+        if (ar) {
+            json_object_set_new(p->extra, "adaround", qs_adaround_report_json(ar));
+            qs_adaround_report_free(ar);
+        }
+        timing(p, "adaround", t0);
+        return rc;
+    }
     if (p->cfg.bias_correction == QS_BC_NONE)
         return 0;
     qs_biascorr_report *rep = NULL;

@@ -19,11 +19,13 @@ from conftest import FASHION, normalise, read_idx
 
 ort = pytest.importorskip("onnxruntime")
 
+# The PTQ core's evidence: the standard pipeline with bias correction in place of AdaRound (which
+# runs 10k iterations per layer; test_paper_ptq.py checks it with fewer).
 CONFIGS = {
-    "w8a8_pc": ["--per-channel"],
-    "w8a8_pt": ["--per-tensor"],
-    "w4a8_pc": ["--wbits", "4", "--per-channel"],
-    "w4a8_pt": ["--wbits", "4", "--per-tensor"],
+    "w8a8_pc": ["--per-channel", "--no-adaround"],
+    "w8a8_pt": ["--per-tensor", "--no-adaround"],
+    "w4a8_pc": ["--wbits", "4", "--per-channel", "--no-adaround"],
+    "w4a8_pt": ["--wbits", "4", "--per-tensor", "--no-adaround"],
 }
 MODELS = ["resnet", "mobilenet", "vgg", "mlp"]
 
@@ -106,7 +108,7 @@ def _run_outputs(run_quant, model, xpath, tmp_path):
 def test_report_and_encodings(run_quant, fixtures_dir, fashion_calib, tmp_path):
     out = tmp_path / "o"
     run_quant.ok("ptq", os.path.join(fixtures_dir, "resnet_bn.onnx"), "--calib", fashion_calib,
-                 "--calib-samples", "256", "-o", out)
+                 "--calib-samples", "256", "--adaround-iterations", "50", "-o", out)
     rep = json.loads((out / "report.json").read_text())
     assert rep["bn_folded"] == 8
     assert rep["config"]["weights"]["bits"] == 8 and rep["config"]["activations"]["range"] == "mse"
@@ -138,7 +140,8 @@ def test_mnist8_qdq_runs_in_onnxruntime(run_quant, mnist_test, realworld_dir, tm
     np.save(calib, x[:512])
     out = tmp_path / "o"
     res = json.loads(run_quant.ok("ptq", os.path.join(realworld_dir, "mnist-8.onnx"), "--calib", calib, "--val",
-                                  xpath, "--labels", ypath, "-o", out, "--json").stdout)
+                                  xpath, "--labels", ypath, "--adaround-iterations", "200", "-o", out,
+                                  "--json").stdout)
     theirs = ort_logits(str(out / "model.qdq.onnx"), x)
     acc = float((theirs.argmax(1) == y).mean())
     print(f"mnist-8: FP32 {res['fp32_accuracy']:.4f}, quantized {res['quant_accuracy']:.4f}, ORT {acc:.4f}")
@@ -182,7 +185,7 @@ def test_nan_in_data_is_named(run_quant, resnet, tmp_path):
 
 def test_failed_run_keeps_previous_outdir(run_quant, resnet, fashion_calib, tmp_path):
     out = tmp_path / "o"
-    run_quant.ok("ptq", resnet, "--calib", fashion_calib, "--calib-samples", "64", "-o", out)
+    run_quant.ok("ptq", resnet, "--calib", fashion_calib, "--calib-samples", "64", "--no-adaround", "-o", out)
     before = (out / "model.qdq.onnx").read_bytes()
     np.save(tmp_path / "bad.npy", np.zeros((4, 2), np.float32))
     _fails(run_quant, "ptq", resnet, "--calib", tmp_path / "bad.npy", "-o", out)
