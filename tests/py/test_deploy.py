@@ -539,8 +539,10 @@ def test_debian_package_builds_with_the_expected_contents(tmp_path):
     env = dict(os.environ, DEB_BUILD_OPTIONS=f"nocheck parallel={os.cpu_count() or 2}",
                DEB_BUILD_PROFILES="nocheck")
     t0 = time.time()
-    r = run(["dpkg-buildpackage", "-b", "-us", "-uc"], cwd=src, env=env, timeout=1800)
-    assert r.returncode == 0, (r.stdout[-4000:], r.stderr[-4000:])
+    r = run(["dpkg-buildpackage", "-b", "-us", "-uc"], cwd=src, env=env, timeout=1800,
+            stderr=subprocess.STDOUT, capture_output=False, stdout=subprocess.PIPE)
+    if r.returncode != 0:
+        pytest.fail(f"dpkg-buildpackage exited {r.returncode}:\n{r.stdout[-6000:]}")
     print(f"dpkg-buildpackage took {time.time() - t0:.0f} s")
     debs = [f for f in os.listdir(tmp_path) if f.startswith("quantd_") and f.endswith(".deb")]
     assert len(debs) == 1, os.listdir(tmp_path)
@@ -567,7 +569,9 @@ def test_debian_package_builds_with_the_expected_contents(tmp_path):
         assert lib in depends, f"{lib} not in Depends: {depends}"
     assert (x / "DEBIAN/conffiles").read_text().split() == ["/etc/quantd/quantd.conf"]
     postinst = (x / "DEBIAN/postinst").read_text()
-    assert "systemd-sysusers" in postinst and "quantd.conf" in postinst, postinst      # the user
-    assert "systemd-tmpfiles --create" in postinst, postinst                             # /var/lib/quantd
+    # the user first, then /var/lib/quantd owned by it
+    assert "systemd-sysusers" in postinst and "systemd-tmpfiles" in postinst, postinst
+    assert postinst.index("systemd-sysusers") < postinst.index("systemd-tmpfiles"), postinst
+    assert re.search(r"systemd-tmpfiles .*--create quantd\.conf", postinst), postinst
     assert re.search(r"deb-systemd-helper\b.*\benable\b.*quantd\.service", postinst), postinst
-    assert re.search(r"deb-systemd-invoke\b.*\b(start|restart)\b.*quantd\.service", postinst), postinst
+    assert "_dh_action=start" in postinst and re.search(r"deb-systemd-invoke .*'quantd\.service'", postinst), postinst
