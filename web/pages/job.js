@@ -77,6 +77,7 @@ export async function render(main, { id }) {
   const curve = { loss: [], acc: [] };   // live QAT metrics, in arrival order
   let qatChart = null;
   let finished = false;
+  let gone = false;   // the user left: work still in flight must not draw into the old page
   let models = null;
   // Events replayed from before the page opened are drawn but not announced.
   const openedAt = Date.now();
@@ -229,6 +230,7 @@ export async function render(main, { id }) {
     } catch (err) {
       clear(errors, errorBox(err, 'Reloading the job'));
     }
+    if (gone) return;
     renderMeta();
     renderProgress();
     renderArtifacts();
@@ -293,6 +295,7 @@ export async function render(main, { id }) {
     clear(results);
     if (job.state !== 'succeeded') return;
     const [report, analysis] = await Promise.all([fetchArtifact('report.json'), fetchArtifact('analysis.json')]);
+    if (gone) return;
     const result = job.result || (report && report.result) || {};
     const sections = [
       accuracySection(result, analysis),
@@ -314,7 +317,7 @@ export async function render(main, { id }) {
   renderArtifacts();
   api.get('/v1/models').then((l) => {
     models = new Map((l.models || []).map((m) => [m.id, m.name]));
-    renderMeta();
+    if (!gone) renderMeta();
   }).catch(() => {});
   if (api.isTerminal(job.state)) finish();
   let stream = api.follow(id, {
@@ -331,6 +334,7 @@ export async function render(main, { id }) {
   // A job that had ended when the page opened is finished at once; its stream only replays
   // the log. A live one finishes when its stream delivers the terminal state and ends.
   return () => {
+    gone = true;
     clearInterval(tick);
     if (stream) stream.close();
   };
