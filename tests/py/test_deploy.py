@@ -526,11 +526,15 @@ def test_daemon_started_as_the_unit_starts_it(inst):
 
 # --- the Debian package -----------------------------------------------------------------------------
 
-@pytest.mark.skipif(os.environ.get("QD_TEST_DEB") == "0", reason="QD_TEST_DEB=0")
-def test_debian_package_builds_with_the_expected_contents(tmp_path):
+@pytest.fixture(scope="module")
+def deb(tmp_path_factory):
+    """dpkg-buildpackage -b from the release tree; the path of the quantd .deb."""
+    if os.environ.get("QD_TEST_DEB") == "0":
+        pytest.skip("QD_TEST_DEB=0")
     for tool in ("dpkg-buildpackage", "dh", "dpkg-deb"):
         if not shutil.which(tool):
             pytest.skip(f"{tool} absent (Debian packages dpkg-dev, debhelper)")
+    tmp_path = tmp_path_factory.mktemp("deb")
     # from the release tarball, as a packager would; never in the (possibly configured) source tree
     # (`make distdir` writes the release tree without packing it)
     src = tmp_path / "quantd-src"
@@ -546,8 +550,10 @@ def test_debian_package_builds_with_the_expected_contents(tmp_path):
     print(f"dpkg-buildpackage took {time.time() - t0:.0f} s")
     debs = [f for f in os.listdir(tmp_path) if f.startswith("quantd_") and f.endswith(".deb")]
     assert len(debs) == 1, os.listdir(tmp_path)
-    deb = str(tmp_path / debs[0])
+    return str(tmp_path / debs[0])
 
+
+def test_debian_package_has_the_expected_contents(deb, tmp_path):
     listing = run(["dpkg-deb", "-c", deb]).stdout
     files = {ln.split()[-1].lstrip(".") for ln in listing.splitlines() if not ln.startswith("d")}
     expected = {"/usr/bin/quantd", "/usr/bin/quant", "/lib/systemd/system/quantd.service",
@@ -575,3 +581,115 @@ def test_debian_package_builds_with_the_expected_contents(tmp_path):
     assert re.search(r"systemd-tmpfiles .*--create quantd\.conf", postinst), postinst
     assert re.search(r"deb-systemd-helper\b.*\benable\b.*quantd\.service", postinst), postinst
     assert "_dh_action=start" in postinst and re.search(r"deb-systemd-invoke .*'quantd\.service'", postinst), postinst
+    postrm = (x / "DEBIAN/postrm").read_text()
+    assert re.search(r'"\$1" = "purge".*\n\s*rm -rf /var/lib/quantd', postrm), postrm
+
+
+# --- the package under a real systemd ----------------------------------------------------------------
+
+NSPAWN_CHECKS = r"""#!/bin/sh
+# Runs at boot inside the container (qtest.service, after multi-user.target); results on /out.
+exec >/out/result.txt 2>&1
+echo "enabled=$(systemctl is-enabled quantd)"
+for i in $(seq 1 60); do [ "$(systemctl is-active quantd)" = active ] && break; sleep 1; done
+systemctl show quantd -p Type -p ActiveState -p SubState -p StatusText -p NRestarts
+PID=$(systemctl show -p MainPID --value quantd)
+grep -E '^(Uid|CapEff|NoNewPrivs|Seccomp):' /proc/$PID/status
+stat -c 'state=%U %a' /var/lib/quantd
+python3 /out/job.py
+find /var/lib/quantd -mindepth 1 -perm /077 -printf 'open_to_others=%p\n'
+systemd-analyze security quantd --no-pager | grep 'Overall exposure'
+systemctl kill -s KILL quantd
+for i in $(seq 1 30); do sleep 1; [ "$(systemctl show -p NRestarts --value quantd)" = 1 ] &&
+  [ "$(systemctl is-active quantd)" = active ] && break; done
+echo "after_kill=$(systemctl is-active quantd) restarts=$(systemctl show -p NRestarts --value quantd)"
+systemctl stop quantd
+systemctl show quantd -p Result -p ExecMainStatus -p ActiveState | sed 's/^/stopped_/'
+echo done=1
+systemctl poweroff
+"""
+
+NSPAWN_JOB = """import json, time, urllib.request
+def req(method, path, body=None, ctype=None):
+    r = urllib.request.Request("http://127.0.0.1:8080" + path, data=body, method=method,
+                               headers={"Content-Type": ctype} if ctype else {})
+    with urllib.request.urlopen(r, timeout=60) as f:
+        raw = f.read()
+        return json.loads(raw) if "json" in f.headers.get("Content-Type", "") else raw
+print("health=" + req("GET", "/v1/health")["status"])
+print("dashboard=" + str(b"<html" in req("GET", "/").lower()))
+m = req("POST", "/v1/models", open("/out/mlp.onnx", "rb").read(), "application/octet-stream")
+x = req("POST", "/v1/datasets", open("/out/mlp.sample.npy", "rb").read(), "application/octet-stream")
+j = req("POST", "/v1/jobs", json.dumps({"type": "ptq", "model": m["id"], "calibration": x["id"],
+        "config": {"adaround": {"iterations": 50}}}).encode(), "application/json")
+for _ in range(600):
+    j = req("GET", "/v1/jobs/" + j["id"])
+    if j["state"] in ("succeeded", "failed", "cancelled"):
+        break
+    time.sleep(0.5)
+print("job=" + j["state"], j.get("error") or "")
+"""
+
+
+def test_package_installs_and_runs_under_systemd(deb, tmp_path):
+    """The .deb installed (dpkg -i) into a throw-away overlay of this machine's root, which then
+    boots systemd in a container (systemd-nspawn, private network): the postinst created the user
+    and the state directory and enabled the unit; systemd starts it with the whole sandbox, it
+    becomes active (READY=1), serves the API and the dashboard, runs a PTQ job, is restarted
+    after SIGKILL, and stops cleanly. The host is untouched (the overlay's upper layer is a tmpfs
+    in a private mount namespace). Needs root, overlayfs and systemd-nspawn (systemd-container)."""
+    if os.geteuid() != 0 or not shutil.which("systemd-nspawn") or not shutil.which("unshare"):
+        pytest.skip("needs root, systemd-nspawn (Debian package systemd-container) and unshare")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "job.py").write_text(NSPAWN_JOB)
+    shutil.copy(os.path.join(FIXTURES, "mlp.onnx"), out)
+    shutil.copy(os.path.join(FIXTURES, "mlp.sample.npy"), out)
+    checks = tmp_path / "qtest.sh"
+    checks.write_text(NSPAWN_CHECKS)
+    checks.chmod(0o755)
+    m, t = tmp_path / "merged", tmp_path / "t"
+    m.mkdir()
+    t.mkdir()
+    script = f"""set -e
+mount -t tmpfs tmpfs {t}
+mkdir {t}/upper {t}/work
+mount -t overlay overlay -o lowerdir=/,upperdir={t}/upper,workdir={t}/work {m}
+cp {deb} {m}/root/quantd.deb
+mount --bind /proc {m}/proc; mount --bind /dev {m}/dev
+chroot {m} dpkg -i /root/quantd.deb
+umount {m}/proc {m}/dev
+cp {checks} {m}/usr/local/sbin/qtest.sh
+printf '[Unit]\nAfter=multi-user.target\n[Service]\nType=oneshot\nExecStart=/usr/local/sbin/qtest.sh\n' \
+  >{m}/etc/systemd/system/qtest.service
+ln -s /etc/systemd/system/qtest.service {m}/etc/systemd/system/multi-user.target.wants/qtest.service
+mkdir {m}/out
+echo "== booting"
+timeout 300 systemd-nspawn -q -D {m} --boot --register=no --keep-unit --link-journal=no \
+  --private-network --bind={out}:/out --console=pipe </dev/null
+"""
+    r = run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], timeout=400)
+    log = r.stdout[-3000:] + r.stderr[-3000:]
+    if "== booting" not in r.stdout:
+        if "dpkg" in log and "Setting up quantd" not in log:
+            pytest.fail(f"dpkg -i failed:\n{log}")
+        pytest.skip(f"no overlay/nspawn container here:\n{log}")
+    assert "Creating user 'quantd'" in r.stdout + r.stderr, log
+    res = (out / "result.txt").read_text() if (out / "result.txt").exists() else ""
+    print(res)
+    kv = dict(ln.split("=", 1) for ln in res.splitlines() if "=" in ln)
+    proc = {ln.split(":")[0]: ln.split(":", 1)[1].split() for ln in res.splitlines() if re.match(r"^\w+:\t", ln)}
+    assert kv.get("done") == "1", res + log
+    assert kv["enabled"] == "enabled"
+    assert (kv["Type"], kv["ActiveState"], kv["SubState"]) == ("notify", "active", "running"), res
+    assert kv["StatusText"].startswith("listening on"), res
+    assert int(proc["Uid"][0]) != 0 and proc["NoNewPrivs"] == ["1"] and proc["Seccomp"] == ["2"], res
+    assert int(proc["CapEff"][0], 16) == 0, res
+    assert kv["state"] == "quantd 750", res
+    assert (kv["health"], kv["dashboard"], kv["job"].split()[0]) == ("ok", "True", "succeeded"), res
+    assert "open_to_others" not in kv, res
+    m_ = re.search(r"Overall exposure level for quantd.service: ([0-9.]+)", res)
+    assert m_ and float(m_.group(1)) <= 2.0, res
+    assert kv["after_kill"].startswith("active restarts=1"), res
+    assert (kv["stopped_Result"], kv["stopped_ExecMainStatus"], kv["stopped_ActiveState"]) == \
+        ("success", "0", "inactive"), res
