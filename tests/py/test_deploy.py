@@ -14,8 +14,12 @@ service runs the way systemd will run it.
   RestrictAddressFamilies, rebuilt here with libseccomp from `systemd-analyze syscall-filter`),
   sends READY=1 from its main pid once it listens, runs a real PTQ job (OpenBLAS included),
   and on SIGTERM sends STOPPING=1 and exits 0;
-- the Debian package builds from the release tarball and holds the expected files, dependencies,
-  conffile and maintainer scripts (QD_TEST_DEB=0 skips this one: it compiles everything again).
+- `make uninstall` removes all of it but a config file the administrator edited;
+- the Debian package builds from the release tree and holds the expected files, dependencies,
+  conffile and maintainer scripts; installed into a throw-away overlay of this machine's root
+  that then boots systemd in a container, it creates the user and the state directory, enables
+  the unit, and systemd itself runs quantd under the unit's sandbox (QD_TEST_DEB=0 skips these
+  two: they compile everything again, about 2 minutes on 2 cores).
 """
 import ctypes
 import ctypes.util
@@ -133,6 +137,33 @@ def test_install_puts_every_file_in_place(inst):
     assert not missing, f"not installed: {missing}"
     for b in ("quantd", "quant"):
         assert os.access(at(d["bindir"] + "/" + b), os.X_OK)
+
+
+def files_under(root):
+    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+
+
+def test_uninstall_removes_everything_but_an_edited_config(inst, tmp_path):
+    """`make uninstall` takes back every file; an administrator's edited config survives both
+    uninstall and a later install over it."""
+    dest = str(tmp_path / "d")
+    make = ["make", "-s", "-C", BUILDDIR]
+    assert run(make + ["install", f"DESTDIR={dest}"]).returncode == 0
+    assert len(files_under(dest)) == len(files_under(inst["dest"]))
+    r = run(make + ["uninstall", f"DESTDIR={dest}"])
+    assert r.returncode == 0, r.stderr
+    assert files_under(dest) == []
+
+    conf = dest + inst["dirs"]["sysconfdir"] + "/quantd/quantd.conf"
+    assert run(make + ["install", f"DESTDIR={dest}"]).returncode == 0
+    with open(conf, "a") as f:
+        f.write("\n[jobs]\nworkers = 3\n")
+    r = run(make + ["install", f"DESTDIR={dest}"])
+    assert r.returncode == 0 and "keeping" in r.stdout, r.stdout
+    assert open(conf).read().endswith("workers = 3\n")
+    r = run(make + ["uninstall", f"DESTDIR={dest}"])
+    assert r.returncode == 0 and "it was edited" in r.stdout, r.stdout
+    assert files_under(dest) == [os.path.relpath(conf, dest)]
 
 
 def test_unit_paths_exist_in_the_install(inst):
