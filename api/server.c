@@ -607,8 +607,10 @@ void qd_server_free(qd_server *srv)
         return;
     if (srv->mhd)
         qd_server_stop(srv);
-    if (srv->hub_thread_started)
+    if (srv->hub_thread_started) {
+        qd_hub_close(srv);   /* (again, if the server never listened) */
         pthread_join(srv->hub_thread, NULL);
+    }
     free_tokens(srv->tokens, srv->ntokens);
     free(srv->http_count);
     free(srv->lat_bucket);

@@ -105,10 +105,9 @@ int main(int argc, char **argv)
 fail:
     QD_LOG_ERROR("%s", err);
     notify("STATUS=failed: %s", err);
-    if (sched) {
-        qd_sched_stop(sched, 0);
-        qd_sched_free(sched);
-    }
+    if (sched && qd_sched_stop(sched, cfg.shutdown_timeout) > 0)
+        _exit(1);   /* a job still runs (it is requeued): leave its memory alone */
+    qd_sched_free(sched);
     qd_server_free(srv);
     qd_store_close(st);
     qd_config_free(&cfg);

@@ -807,9 +807,11 @@ int qd_sched_stop(qd_sched *s, int timeout_s)
         }
         json_decref(extra);
     }
+    int closing = s->closing;
     pthread_mutex_unlock(&s->mu);
     if (!left) {
-        uv_async_send(&s->wake);   /* let the loop close its handle and return */
+        if (!closing)
+            uv_async_send(&s->wake);   /* let the loop close its handle and return */
         uv_thread_join(&s->thread);
     }
     return left;

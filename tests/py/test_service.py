@@ -968,3 +968,23 @@ def test_qat_resumes_from_its_checkpoint_after_kill9(make_quantd, tmp_path, fash
     st, _, events, _ = d2.events(job["id"])
     assert any(e[1] == "log" and "resuming from step" in e[2]["message"] for e in events)
     assert files_in(os.path.join(d2.state_dir, "tmp")) == []
+
+
+def test_listen_failure_exits_1_and_keeps_the_queue(make_quantd, tmp_path, quantd_bin):
+    d = make_quantd("--set", "debug_jobs=true", state=tmp_path / "st")
+    job = d.submit(sleep_spec(1))
+    d.wait(job["id"], "running")
+    d.stop()
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        r = subprocess.run([quantd_bin, "--state-dir", str(tmp_path / "st"), "--set", "debug_jobs=true",
+                            "--listen", f"127.0.0.1:{busy.getsockname()[1]}"],
+                           capture_output=True, text=True, timeout=30)
+    finally:
+        busy.close()
+    assert r.returncode == 1 and "Address already in use" in r.stderr
+    d2 = make_quantd("--set", "debug_jobs=true", state=tmp_path / "st")
+    j = d2.wait(job["id"], "succeeded", timeout=30)
+    assert j["result"]["steps"] == 20
