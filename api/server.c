@@ -290,7 +290,8 @@ static int begin_request(qd_req *r)
             r->allow[0] = 0;
         }
         size_t k = strlen(r->allow);
-        snprintf(r->allow + k, sizeof r->allow - k, "%s%s", k ? ", " : "", qd_routes[i].method);
+        if (!strstr(r->allow, qd_routes[i].method))   /* two routes may share a path and method */
+            snprintf(r->allow + k, sizeof r->allow - k, "%s%s", k ? ", " : "", qd_routes[i].method);
         if (r->route < 0 && method_is(qd_routes[i].method, r->method)) {
             r->route = i;
             memcpy(r->args, args, sizeof args);
