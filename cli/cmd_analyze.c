@@ -96,7 +96,7 @@ int cmd_analyze(const command *c, int argc, char **argv)
     json_t *result = NULL;
     rc = cli_run_pipeline(c, "analyze", &io, outdir, json, &result);
     json_decref(cfg);
-    if (rc != EXIT_OK)
+    if (rc != EXIT_OK || !result)
         return rc;
     if (json) {
         print_json(result);

@@ -98,7 +98,7 @@ int cmd_qat(const command *c, int argc, char **argv)
     json_t *result = NULL;
     rc = cli_run_pipeline(c, "qat", &io, outdir, json, &result);
     json_decref(cfg);
-    if (rc != EXIT_OK)
+    if (rc != EXIT_OK || !result)
         return rc;
     if (json) {
         json_t *out = json_pack("{s:O, s:O, s:O, s:O, s:O}", "fp32_accuracy", json_object_get(result, "fp32_accuracy"),

@@ -14,6 +14,7 @@
 
 #include "cli/cli.h"
 #include "cli/progress.h"
+#include "cli/remote.h"
 #include "engine/pipeline.h"
 
 /* --- config from --config and flags ------------------------------------------------------------ */
@@ -117,6 +118,15 @@ static void remove_tree(const char *dir)
 int cli_run_pipeline(const command *c, const char *type, qs_pipeline_io *io, const char *outdir, int json,
                      json_t **result)
 {
+    if (cli_server) {
+        qd_remote_paths rp = {.model = io->model, .calib = io->calib, .train = io->train,
+                              .train_labels = io->train_labels, .val = io->val, .val_labels = io->val_labels};
+        qd_remote_set_interrupt(&interrupted);
+        catch_sigint();
+        if (io->resume)
+            return usage_error(c, "--resume applies to local runs; a server resumes its own jobs");
+        return qd_remote_run(cli_server, cli_token, type, &rp, io->config, outdir, result);
+    }
     char tmp[4096], old[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp-%ld", outdir, (long)getpid());
     snprintf(old, sizeof old, "%s.old-%ld", outdir, (long)getpid());
@@ -260,7 +270,7 @@ int cmd_ptq(const command *c, int argc, char **argv)
     json_t *result = NULL;
     rc = cli_run_pipeline(c, "ptq", &io, outdir, json, &result);
     json_decref(cfg);
-    if (rc != EXIT_OK)
+    if (rc != EXIT_OK || !result)
         return rc;
     if (json) {
         json_t *out = json_pack("{s:O, s:O, s:O, s:O}", "fp32_accuracy", json_object_get(result, "fp32_accuracy"),

@@ -26,6 +26,7 @@
 
 #include "cli/cli.h"
 #include "cli/progress.h"
+#include "cli/remote.h"
 #include "engine/data.h"
 #include "engine/exec.h"
 #include "engine/graph.h"
@@ -33,6 +34,7 @@
 #include "engine/runner.h"
 
 atomic_int interrupted;
+const char *cli_server, *cli_token;
 
 static void on_sigint(int sig)
 {
@@ -577,6 +579,34 @@ static int eval_batch(void *ud, int64_t start, int64_t n, const qs_tensor *const
     return 0;
 }
 
+/* quant eval --server: the same job on a quantd, printed as a local run prints it. */
+static int eval_remote(const command *c, const char *model, const char *in, const char *lab, int64_t batch, int json)
+{
+    qd_remote_paths p = {.model = model, .val = in, .val_labels = lab};
+    json_t *cfg = json_pack("{s:I}", "batch_size", (json_int_t)batch), *res = NULL;
+    qd_remote_set_interrupt(&interrupted);
+    catch_sigint();
+    int rc = qd_remote_run(cli_server, cli_token, "eval", &p, cfg, NULL, &res);
+    json_decref(cfg);
+    if (rc != EXIT_OK || !res)
+        return rc;
+    json_t *acc = json_object_get(res, "accuracy"), *top5 = json_object_get(res, "top5");
+    if (json) {
+        print_json(json_pack("{s:O, s:O, s:O, s:O, s:O}", "accuracy", acc, "top5", top5 ? top5 : json_null(),
+                             "samples", json_object_get(res, "samples"), "seconds", json_object_get(res, "seconds"),
+                             "samples_per_s", json_object_get(res, "samples_per_s")));
+    } else {
+        printf("accuracy   %.2f%%\n", 100 * json_number_value(acc));
+        if (json_is_number(top5))
+            printf("top-5      %.2f%%\n", 100 * json_number_value(top5));
+        printf("samples    %lld\nseconds    %.3f (on the server)\n",
+               (long long)json_integer_value(json_object_get(res, "samples")),
+               json_number_value(json_object_get(res, "seconds")));
+    }
+    json_decref(res);
+    return EXIT_OK;
+}
+
 static int cmd_eval(const command *c, int argc, char **argv)
 {
     const char *pos[1], *in = NULL, *lab = NULL, *sbatch = NULL, *sthreads = NULL;
@@ -598,6 +628,8 @@ static int cmd_eval(const command *c, int argc, char **argv)
         (rc = int_opt(c, "--threads", sthreads, 1, 1024, &threads)) != PARSED)
         return rc;
     set_threads(threads);
+    if (cli_server)
+        return eval_remote(c, pos[0], in, lab, batch, json);
 
     qs_graph *g = load_model(c, pos[0]);
     if (!g)
@@ -887,6 +919,8 @@ static void print_main_help(FILE *f)
                "Quantizes neural networks (ONNX in, QDQ ONNX out) and runs them.\n\ncommands:\n");
     for (int i = 0; i < NCOMMANDS; i++)
         fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nptq, qat, analyze and eval also take --server URL [--token T] (or $QUANTD_TOKEN): the same\n"
+               "job runs on a quantd server, with the same inputs and the same outputs.\n");
     fprintf(f, "\nExit status: 0 success, 1 failure, 2 usage error, 130 interrupted.\n"
                "Run 'quant help COMMAND' for a command's options.\n");
 }
@@ -936,5 +970,33 @@ int main(int argc, char **argv)
                 argv[1]);
         return EXIT_USAGE;
     }
-    return c->fn(c, argc - 2, argv + 2);
+    /* --server/--token belong to the pipeline commands; every other command refuses them as usual */
+    int n = 0;
+    char **args = argv + 2;
+    if (!strcmp(c->name, "ptq") || !strcmp(c->name, "qat") || !strcmp(c->name, "analyze") ||
+        !strcmp(c->name, "eval")) {
+        for (int i = 2; i < argc; i++) {
+            const char *a = argv[i], **slot = NULL, *eq = strchr(a, '=');
+            size_t len = eq ? (size_t)(eq - a) : strlen(a);
+            if (len == 8 && !strncmp(a, "--server", 8))
+                slot = &cli_server;
+            else if (len == 7 && !strncmp(a, "--token", 7))
+                slot = &cli_token;
+            if (!slot) {
+                args[n++] = argv[i];
+                continue;
+            }
+            if (eq)
+                *slot = eq + 1;
+            else if (i + 1 < argc)
+                *slot = argv[++i];
+            else
+                return usage_error(c, "option %.*s needs a value", (int)len, a);
+        }
+        if (cli_token && !cli_server)
+            return usage_error(c, "--token goes with --server URL");
+    } else {
+        n = argc - 2;
+    }
+    return c->fn(c, n, args);
 }

@@ -450,8 +450,10 @@ static int download(client *cl, json_t *job, const char *outdir)
 /* ---- the whole run -------------------------------------------------------------------------- */
 
 int qd_remote_run(const char *server, const char *token, const char *type, const qd_remote_paths *p,
-                  json_t *config, const char *outdir, int json_out)
+                  json_t *config, const char *outdir, json_t **result)
 {
+    if (result)
+        *result = NULL;
     if (!server || strncmp(server, "http", 4)) {
         say("--server %s: expected a URL such as http://host:8080", server ? server : "(none)");
         return RC_USAGE;
@@ -554,10 +556,11 @@ int qd_remote_run(const char *server, const char *token, const char *type, const
         } else {
             if (outdir)
                 rc = download(&cl, job, outdir);
-            if (rc == RC_OK && json_out) {
-                json_dumpf(json_object_get(job, "result"), stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
-                fputc('\n', stdout);
-                fflush(stdout);
+            if (rc == RC_OK && result) {
+                json_t *r = json_object_get(job, "result");
+                *result = json_is_object(r) ? json_deep_copy(r) : json_object();
+                if (outdir)   /* where the artifacts are here, as a local run says */
+                    json_object_set_new(*result, "outdir", json_string(outdir));
             }
         }
     }

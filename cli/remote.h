@@ -8,7 +8,8 @@
  * the job spec (../shared/DESIGN.md), follows the job's event stream with a progress bar on
  * stderr (reconnecting with Last-Event-ID if the connection drops), downloads the artifacts into
  * outdir (checked against their sha256, then put in place as a whole, replacing outdir as the
- * local pipelines do) and, with json_out, prints the job's result object on stdout.
+ * local pipelines do) and, when result is not NULL, hands back the job's result object (a new
+ * reference, with "outdir" set to the local folder) for the caller to print as a local run would.
  * Returns an exit status: 0 the job succeeded, 1 it failed (or the server refused), 2 the spec
  * was refused (a usage error: the message names the field), 130 interrupted (the job is
  * cancelled on the server). token NULL: $QUANTD_TOKEN, if set. */
@@ -26,7 +27,7 @@ typedef struct qd_remote_paths {
 } qd_remote_paths;
 
 int qd_remote_run(const char *server, const char *token, const char *type, const qd_remote_paths *paths,
-                  json_t *config, const char *outdir, int json_out);
+                  json_t *config, const char *outdir, json_t **result);
 
 /* A flag (e.g. raised by a SIGINT handler) polled while waiting: once raised, the job is
  * cancelled on the server and qd_remote_run returns 130. */

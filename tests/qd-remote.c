@@ -55,7 +55,13 @@ int main(int argc, char **argv)
     struct sigaction sa = { .sa_handler = on_sigint };
     sigaction(SIGINT, &sa, NULL);
     qd_remote_set_interrupt(&stop);
-    int rc = qd_remote_run(argv[1], token, argv[2], &p, cfg, outdir, json_out);
+    json_t *result = NULL;
+    int rc = qd_remote_run(argv[1], token, argv[2], &p, cfg, outdir, json_out ? &result : NULL);
+    if (result) {
+        json_dumpf(result, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
+        fputc('\n', stdout);
+        json_decref(result);
+    }
     json_decref(cfg);
     return rc;
 }
