@@ -1,23 +1,22 @@
-/* SHA-256 (FIPS 180-4), streaming: uploads are hashed as they arrive, artifacts as they are listed.
+/* SHA-256, streaming: uploads are hashed as they arrive, artifacts as they are listed. A thin
+ * wrapper over nettle (Debian's nettle-dev, already a dependency of libmicrohttpd's TLS stack),
+ * which keeps one small interface for the daemon and the CLI.
  *
  *   qd_sha256 h;
  *   qd_sha256_init(&h);
  *   qd_sha256_update(&h, buf, n);          // any number of times
  *   char hex[65];
- *   qd_sha256_hex(&h, hex);                // finishes; hex is lower-case, NUL-terminated
- *
- * Written here (about a hundred lines) so that neither the daemon nor the CLI needs libcrypto. */
+ *   qd_sha256_hex(&h, hex);                // finishes; hex is lower-case, NUL-terminated */
 #ifndef QD_SHA256_H
 #define QD_SHA256_H
 
+#include <nettle/sha2.h>
 #include <stddef.h>
 #include <stdint.h>
 
 typedef struct qd_sha256 {
-    uint32_t h[8];
+    struct sha256_ctx ctx;
     uint64_t len;        /* bytes hashed so far */
-    uint8_t block[64];
-    size_t fill;         /* bytes waiting in block */
 } qd_sha256;
 
 void qd_sha256_init(qd_sha256 *s);
