@@ -201,7 +201,7 @@ static qs_tensor *logits(const char *path, const char *val)
 
 /* --- analysis ---------------------------------------------------------------------------------- */
 
-#define ANALYZE_CFG "{\"bias_correction\": \"none\", \"weights\": {\"per_channel\": false}}"
+#define ANALYZE_CFG "{\"bias_correction\": \"none\", \"adaround\": {\"enabled\": false}, \"weights\": {\"per_channel\": false}}"
 
 TEST(analysis_fields_and_independent_figures)
 {
