@@ -78,7 +78,8 @@ def quant(args, *cmd):
 
 def accuracy_part(args, data, tmp):
     rows = []
-    configs = [("W4A4", 4, 4, args.epochs, args.lr), ("W8A8", 8, 8, args.epochs8, args.lr8)]
+    configs = [c for c in [("W4A4", 4, 4, args.epochs, args.lr), ("W8A8", 8, 8, args.epochs8, args.lr8)]
+               if c[0] in args.configs.split(",")]
     for model in args.models.split(","):
         path = os.path.join(FIX, f"{model}_bn.onnx")
         for name, wb, ab, epochs, lr in configs:
@@ -90,13 +91,18 @@ def accuracy_part(args, data, tmp):
                             data["test_x"], "--val-labels", data["test_y"], "--wbits", wb, "--abits", ab,
                             "--epochs", epochs, "--lr", lr, "--batch", args.batch, "--threads", args.threads,
                             "-o", out + "_qat", "--json")
+            prep = json.load(open(os.path.join(out + "_ptq", "report.json")))["config"]
+            # the standard pipeline runs AdaRound when enabled, bias correction otherwise
+            ptq_method = "+".join(["cle"] * bool(prep.get("cle")) + (
+                ["adaround"] if prep["adaround"]["enabled"] else
+                [f"{prep['bias_correction']} bias correction"] * (prep["bias_correction"] != "none")))
             rep = json.load(open(os.path.join(out + "_qat", "report.json")))
             curve = [(c["epoch"], round(c["loss"], 4), c["accuracy"]) for c in rep["qat"]["curve"]]
             row = {"model": model, "config": name, "epochs": epochs, "lr": lr, "fp32": ptq["fp32_accuracy"],
-                   "ptq": ptq["quant_accuracy"], "qat_init": qat["ptq_accuracy"], "qat": qat["qat_accuracy"],
+                   "ptq": ptq["quant_accuracy"], "ptq_method": ptq_method, "qat_init": qat["ptq_accuracy"], "qat": qat["qat_accuracy"],
                    "ptq_seconds": round(tp, 1), "qat_seconds": round(tq, 1), "curve": curve}
             rows.append(row)
-            print(f"{model:9s} {name}  FP32 {row['fp32']:.4f}  PTQ {row['ptq']:.4f}  QAT init {row['qat_init']:.4f}"
+            print(f"{model:9s} {name}  FP32 {row['fp32']:.4f}  PTQ ({ptq_method}) {row['ptq']:.4f}  QAT init {row['qat_init']:.4f}"
                   f"  QAT({epochs} ep) {row['qat']:.4f}  (ptq {tp:.0f}s, qat {tq:.0f}s)  curve {curve}", flush=True)
     return rows
 
@@ -219,12 +225,13 @@ def main():
     ap.add_argument("--epochs", type=int, default=3, help="W4A4 QAT epochs")
     ap.add_argument("--epochs8", type=int, default=1, help="W8A8 QAT epochs")
     ap.add_argument("--lr", type=float, default=1e-4, help="W4A4 learning rate (Adam, cosine)")
-    ap.add_argument("--lr8", type=float, default=1e-5, help="W8A8 learning rate")
+    ap.add_argument("--lr8", type=float, default=1e-4, help="W8A8 learning rate")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=150, help="training steps per speed run")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--models", default="resnet,mobilenet")
+    ap.add_argument("--configs", default="W4A4,W8A8")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     if not os.path.exists(os.path.join(FASHION, "train-images-idx3-ubyte.gz")):
