@@ -785,10 +785,43 @@ TEST(resume_from_a_foreign_checkpoint_is_refused)
     teardown(&f);
 }
 
+/* A model whose output is a Softmax still trains, with a warning that says why it learns slowly. */
+TEST(softmax_output_is_warned_about)
+{
+    fx f;
+    setup(&f, "mlp", 32);
+    qs_graph *g = load_fixture("mlp.onnx");
+    int logits = g->outputs[0], probs = qs_graph_value(g, "probs");
+    int n = qs_graph_add_node(g, "Softmax", "softmax", 1, &logits, 1, &probs);
+    ASSERT(n >= 0 && qs_node_set_int(&g->nodes[n], "axis", 1) == 0);
+    g->outputs[0] = probs;
+    char path[256];
+    snprintf(path, sizeof path, "%s/softmax.onnx", f.dir);
+    qs_err e = {0};
+    if (qs_onnx_save(g, path, &e) < 0)
+        QT_FAIL_("%s", e.msg);
+    qs_graph_free(g);
+    json_t *c = json_loads("{\"qat\": {\"steps\": 2, \"batch_size\": 16}}", 0, NULL);
+    events ev = {0};
+    json_t *res = NULL;
+    qs_pipeline_io io = {.model = path, .train = f.x, .train_labels = f.y, .outdir = f.out, .config = c,
+                         .event = on_event, .ud = &ev};
+    if (qs_pipeline_run("qat", &io, &res, &e) < 0)
+        QT_FAIL_("%s", e.msg);
+    json_t *rep = load_json(f.out, "report.json");
+    json_t *w = json_array_get(json_object_get(rep, "warnings"), 0);
+    ASSERT(w);
+    ASSERT_STR_CONTAINS(json_string_value(w), "comes from Softmax");
+    json_decref(rep);
+    json_decref(res);
+    json_decref(c);
+    teardown(&f);
+}
+
 TEST_MAIN(sgd_momentum_matches_pytorch, nesterov_matches_pytorch, adam_matches_pytorch_adamw, schedules,
           clip_grad_global_norm, shuffles_depend_on_seed_and_epoch_only,
           graph_backward_with_quantizers_bypassed_matches_finite_differences,
           lsq_range_gradients_of_a_graph_match_finite_differences_when_clamped, trainer_parameters,
           bn_reestimation_sets_the_batch_statistics, smoke_qat_loss_falls_and_artifacts_export,
           resume_after_abort_matches_uninterrupted_run, resume_with_batchnorm_kept_matches_uninterrupted_run,
-          bad_input_is_named, resume_from_a_foreign_checkpoint_is_refused)
+          bad_input_is_named, resume_from_a_foreign_checkpoint_is_refused, softmax_output_is_warned_about)

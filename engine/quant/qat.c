@@ -1168,6 +1168,17 @@ static int run_qat(qat_run *r, json_t *res, qs_err *e)
         goto out;
     }
     qs_qat_set_abort(r->t, io->abort);
+    {
+        const qs_graph *g = p->sim->g;
+        int prod = g->values[g->outputs[0]].producer;
+        if (prod >= 0 && is_fq(&g->nodes[prod]))   /* the output's quantizer */
+            prod = g->values[g->nodes[prod].in[0]].producer;
+        if (prod >= 0 && g->nodes[prod].domain[0] == 0 &&
+            (!strcmp(g->nodes[prod].op, "Softmax") || !strcmp(g->nodes[prod].op, "LogSoftmax")))
+            qs_ptq_warn(p, "the model's first output comes from %s; training applies its cross-entropy to that "
+                        "output as if it were logits, which learns slowly: export the model without it",
+                        g->nodes[prod].op);
+    }
     if (qs_qat_batch(r->t) < r->o.batch)
         qs_ptq_warn(p, "the training set has %lld samples, fewer than the batch %lld: training uses batches of %lld",
                     (long long)r->train.rows, (long long)r->o.batch, (long long)qs_qat_batch(r->t));
