@@ -14,7 +14,8 @@
  * Mini-batches are gathered row by row from the memory-mapped training set in an order fixed by
  * (seed, epoch), with optional horizontal flips decided by (seed, step, row): a checkpoint needs no
  * generator state, and a resumed run sees exactly the batches an uninterrupted run would. The last
- * partial batch of an epoch is dropped (every step has the same batch statistics and size).
+ * partial batch of an epoch is dropped (every step has the same batch statistics and size). A
+ * model that fixes its batch (mnist-8: 1) runs a step as several passes whose gradients add up.
  *
  * BatchNormalization (§4.3, §4.4). Static folding is the default, as the paper recommends: the
  * pipeline folds BN into the preceding layer before the quantizers are placed (config bn_fold,
@@ -30,8 +31,9 @@
  * PTQ's bn_fold=false does.
  *
  * Checkpoints (qs_qat_save) hold every float initializer of the graph, the optimiser's moments and
- * the position (epoch, iteration, step), so the daemon's requeue after a crash continues where the
- * last epoch ended (io->resume) instead of starting over. */
+ * the position (epoch, iteration, step); the pipeline writes one at the start, after every epoch
+ * and every 10 minutes inside a long one, so the daemon's requeue after a crash continues from
+ * there (io->resume) instead of starting over, with the same batches and the same result. */
 #include "quant/qat.h"
 
 #include <dirent.h>
