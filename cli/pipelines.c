@@ -143,6 +143,17 @@ int cli_run_pipeline(const command *c, const char *type, qs_pipeline_io *io, con
     int rc = qs_pipeline_run(type, io, result, &e);
     cli_progress_end(ev.bar);
     if (rc < 0) {
+        /* a run that got as far as a training checkpoint keeps it, so --resume can pick it up */
+        char ck[4200], partial[4200];
+        snprintf(ck, sizeof ck, "%s/checkpoint/state.json", tmp);
+        snprintf(partial, sizeof partial, "%s.partial", outdir);
+        struct stat cst;
+        if (!stat(ck, &cst)) {
+            remove_tree(partial);
+            if (!rename(tmp, partial))
+                fprintf(stderr, "quant %s: the last checkpoint is in %s; continue with --resume %s\n", c->name,
+                        partial, partial);
+        }
         remove_tree(tmp);
         return engine_fail(c, rc, &e);
     }
