@@ -793,12 +793,15 @@ static int cmd_bench(const command *c, int argc, char **argv)
     double *lat = calloc(iters, sizeof *lat);
     rc = EXIT_FAIL;
     qs_exec *x = qs_exec_new(g, QS_EXEC_INFER, &e);
+    if (x) {   /* before planning: scratch is sized per thread; fusion as eval and run get it */
+        if (threads)
+            qs_exec_set_threads(x, (int)threads);
+        qs_exec_set_fusion(x, 1);
+    }
     if (!x || qs_exec_plan(x, batch, &e) < 0) {
         rc = fail(c, "%s", e.msg);
         goto out;
     }
-    if (threads)
-        qs_exec_set_threads(x, (int)threads);
     int64_t real = qs_exec_batch(x);
     if (real != batch && !json)
         fprintf(stderr, "quant bench: the model fixes its batch to %lld; timing batches of %lld\n", (long long)real,
