@@ -93,28 +93,6 @@ static double mono_now(void)
 
 /* ---- files --------------------------------------------------------------------------------- */
 
-static void rm_rf(const char *path)
-{
-    DIR *d = opendir(path);
-    if (!d) {
-        unlink(path);
-        return;
-    }
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-            continue;
-        char sub[PATH_MAX];
-        snprintf(sub, sizeof sub, "%s/%s", path, de->d_name);
-        struct stat sb;
-        if (lstat(sub, &sb) == 0 && S_ISDIR(sb.st_mode))
-            rm_rf(sub);
-        else
-            unlink(sub);
-    }
-    closedir(d);
-    rmdir(path);
-}
 
 static int exists(const char *path)
 {
@@ -430,14 +408,14 @@ static void after_work_cb(uv_work_t *req, int status)
     int requeue = aborted && r->shutdown && !r->cancelled;
     double duration = mono_now() - r->started;
     if (!requeue && r->has_resume && !s->abandoned)   /* files settle before the state says so */
-        rm_rf(r->resume);
+        qd_rm_rf(r->resume);
     int rc;
     if (s->abandoned) {
         rc = 0;   /* qd_sched_stop gave up waiting and requeued the record already */
     } else if (r->rc == 0) {
         char final[PATH_MAX];
         qd_store_job_dir(s->st, r->id, final, sizeof final);
-        rm_rf(final);
+        qd_rm_rf(final);
         if (rename(r->outdir, final) < 0) {
             qs_error(&r->err, QS_EIO, "publishing the artifacts (%s → %s): %s", r->outdir, final, strerror(errno));
             r->rc = QS_EIO;
@@ -480,13 +458,13 @@ static void after_work_cb(uv_work_t *req, int status)
         json_decref(extra);
         QD_LOG_INFO("job %s (%s) stopped for shutdown; requeued", r->id, r->type);
     } else if (aborted) {
-        rm_rf(r->outdir);
+        qd_rm_rf(r->outdir);
         qd_job_update u = { .set_finished = 1 };
         rc = qd_store_job_transition(s->st, r->id, "running", "cancelled", &u, NULL);
         count_finished(s, 2, duration);
         QD_LOG_INFO("job %s (%s) cancelled after %.1f s", r->id, r->type, duration);
     } else {
-        rm_rf(r->outdir);
+        qd_rm_rf(r->outdir);
         json_t *err = json_pack("{s:s, s:s}", "code", job_error_code(r->rc), "message",
                                 r->err.msg[0] ? r->err.msg : qs_strerror(r->rc));
         qd_job_update u = { .set_finished = 1, .error = err };
@@ -556,12 +534,12 @@ static void start_jobs(qd_sched *s)
         snprintf(r->resume, sizeof r->resume, "%s/tmp/%s.resume", dir, id);
         int resumable = !strcmp(r->type, "qat") || !strcmp(r->type, "sleep");
         if (resumable && exists(r->outdir)) {   /* the last attempt's output is the newest */
-            rm_rf(r->resume);
+            qd_rm_rf(r->resume);
             rename(r->outdir, r->resume);
         }
         if (!resumable)
-            rm_rf(r->resume);
-        rm_rf(r->outdir);
+            qd_rm_rf(r->resume);
+        qd_rm_rf(r->outdir);
         r->has_resume = resumable && exists(r->resume);
 
         qd_job_update u = { .set_started = 1 };
@@ -686,7 +664,7 @@ int qd_sched_start(qd_store *st, const qd_sched_opts *o, qd_sched **out, char *e
             if (qd_store_job_state(st, id, state) < 0 || strcmp(state, "queued")) {
                 char p[PATH_MAX];
                 snprintf(p, sizeof p, "%s/%s", tmp, de->d_name);
-                rm_rf(p);
+                qd_rm_rf(p);
             }
         }
         closedir(d);

@@ -232,8 +232,7 @@ static int mkdir_p(const char *dir)
     return mkdir(buf, 0750) < 0 && errno != EEXIST ? -1 : 0;
 }
 
-/* Removes a directory tree (no symlinks followed). Used on temp dirs only. */
-static void rm_rf(const char *path)
+void qd_rm_rf(const char *path)
 {
     DIR *d = opendir(path);
     if (!d) {
@@ -248,7 +247,7 @@ static void rm_rf(const char *path)
         snprintf(sub, sizeof sub, "%s/%s", path, de->d_name);
         struct stat sb;
         if (lstat(sub, &sb) == 0 && S_ISDIR(sb.st_mode))
-            rm_rf(sub);
+            qd_rm_rf(sub);
         else
             unlink(sub);
     }
@@ -320,7 +319,7 @@ int qd_store_open(const char *dir, qd_store **out, char *err, size_t n)
             if (!strncmp(de->d_name, "up_", 3)) {
                 char sub[PATH_MAX];
                 snprintf(sub, sizeof sub, "%s/%s", tmp, de->d_name);
-                rm_rf(sub);
+                qd_rm_rf(sub);
             }
         closedir(d);
     }

@@ -110,4 +110,7 @@ typedef struct qd_event_out { int64_t seq; double ts; char type[16]; char *data;
  * Caller frees each data. */
 int qd_store_events_read(qd_store *st, const char *job, int64_t after, int max, qd_event_out *out);
 
+/* Removes a directory tree (no symlinks followed); for the state dir's temp and job folders. */
+void qd_rm_rf(const char *path);
+
 #endif
