@@ -235,8 +235,17 @@ def test_dashboard_end_to_end(browser, make_quantd, tmp_path, labels_npy):
         window.__progress = [];
         const b = document.getElementById('upload-progress');
         new MutationObserver(() => window.__progress.push(b.value)).observe(b, { attributes: true });""")
+    # throttled to 16 MB/s (Chromium's network emulation), so that progress events come between the
+    # first and the last byte even on an idle machine, where loopback would finish in one event
+    page.d.execute_cdp_cmd("Network.enable", {})
+    page.d.execute_cdp_cmd("Network.emulateNetworkConditions", {"offline": False, "latency": 0,
+                                                                "downloadThroughput": -1,
+                                                                "uploadThroughput": 16 * 1024 * 1024})
     upload_through_page(page, str(big))
+    page.d.execute_cdp_cmd("Network.emulateNetworkConditions", {"offline": False, "latency": 0,
+                                                                "downloadThroughput": -1, "uploadThroughput": -1})
     values = page.js("return window.__progress")
+    print(f"upload progress values seen: {len(values)}")
     assert any(0 < v < 1 for v in values) and values[-1] == 1, values
     # and it goes away with its Delete button
     bid = {s["name"]: s["id"] for s in d.json("GET", "/v1/datasets")[1]["datasets"]}["big.npy"]
