@@ -332,8 +332,8 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     int *last = malloc((nv + 1) * sizeof *last), *defn = malloc((nv + 1) * sizeof *defn);
     block *live = malloc((nv + 1) * sizeof *live);
     int *nreaders = calloc(nv + 1, sizeof *nreaders), *reader = calloc(nv + 1, sizeof *reader);
-    int *fused_into = malloc((nn + 1) * sizeof *fused_into);
-    if (!x->val || !x->kind || !x->offset || !x->def || !x->folded || !x->in || !x->out || !last || !defn ||
+    int *fused_into = malloc((nn + 1) * sizeof *fused_into), *prod = malloc((nv + 1) * sizeof *prod);
+    if (!prod || !x->val || !x->kind || !x->offset || !x->def || !x->folded || !x->in || !x->out || !last || !defn ||
         !live || !x->act_min || !x->act_max || !nreaders || !reader || !fused_into) {
         rc = qs_error(e, QS_ENOMEM, "out of memory planning the graph");
         goto out;
@@ -353,6 +353,9 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
         x->act_max[i] = 0;   /* no clamp */
         fused_into[i] = -1;
         const qs_node *n = &g->nodes[i];
+        for (int j = 0; j < n->nout; j++)
+            if (n->out[j] >= 0)
+                prod[n->out[j]] = i;
         for (int j = 0; j < n->nin; j++) {
             int v = n->in[j];
             if (v >= 0 && (j == 0 || n->in[j - 1] != v)) {
@@ -392,6 +395,20 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
         qs_tensor *spare = (qs_tensor *)(x->out[i] + n->nout + 1);
         for (int j = 0; j < n->nout; j++)
             x->out[i][j] = n->out[j] >= 0 ? &x->val[n->out[j]] : &spare[j];
+        /* Decided here rather than at the producer: a Clip's bounds often come from Constant nodes
+         * that sit between the producer and the Clip, and are known only now. */
+        float lo, hi;
+        if (n->nin > 0 && n->in[0] >= 0 && x->kind[n->in[0]] == V_ACT && !x->folded[prod[n->in[0]]] &&
+            fusion_partner(x, prod[n->in[0]], nreaders, reader, &lo, &hi) == i) {
+            int p = prod[n->in[0]];
+            fused_into[i] = p;
+            x->act_min[p] = lo;
+            x->act_max[p] = hi;
+            qs_kctx pc = node_ctx(x, p, e);   /* the producer's scratch with the clamp on */
+            size_t ss = x->def[p]->scratch ? x->def[p]->scratch(&pc) : 0;
+            if (ss > scratch)
+                scratch = ss;
+        }
         if (fused_into[i] >= 0) {
             /* the producer already applied this clamp and wrote straight into our output */
             int p = fused_into[i], pv = g->nodes[p].out[0];
@@ -445,14 +462,6 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
         for (int j = 0; j < n->nout; j++)
             if (n->out[j] >= 0)
                 x->kind[n->out[j]] = V_ACT;
-        float lo, hi;
-        int partner = fusion_partner(x, i, nreaders, reader, &lo, &hi);
-        if (partner > i) {
-            fused_into[partner] = i;
-            x->act_min[i] = lo;
-            x->act_max[i] = hi;
-            c = node_ctx(x, i, e);
-        }
         size_t ss = x->def[i]->scratch ? x->def[i]->scratch(&c) : 0;
         if (ss > scratch)
             scratch = ss;
@@ -565,6 +574,7 @@ out:
     free(nreaders);
     free(reader);
     free(fused_into);
+    free(prod);
     if (rc < 0)
         plan_clear(x);
     return rc;

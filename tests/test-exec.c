@@ -248,6 +248,48 @@ TEST(relu_fusion_matches_unfused)
     qs_graph_free(g);
 }
 
+/* PyTorch's export order: Gemm, then the Constant nodes holding Clip's bounds, then Clip. The bounds
+ * are known only after the Gemm is planned; the clamp must still be fused, and give the same result. */
+TEST(clip_with_constant_bounds_fuses)
+{
+    qs_graph *g = qs_graph_new();
+    qs_graph_set_opset(g, "", 13);
+    int64_t xs[] = {1, 4}, ws[] = {4, 4};
+    int x = input(g, "x", 2, xs, 1), w = init(g, "W", 2, ws, NULL);
+    int gin[] = {x, w};
+    int h = node(g, "Gemm", 2, gin, "h");
+    int lo = node(g, "Constant", 0, NULL, "lo"), hi = node(g, "Constant", 0, NULL, "hi");
+    qs_node_set_float(&g->nodes[1], "value_float", -0.25f);
+    qs_node_set_float(&g->nodes[2], "value_float", 0.5f);
+    int cin[] = {h, lo, hi};
+    output(g, node(g, "Clip", 3, cin, "y"));
+    qs_err e = {0};
+    qs_exec *a = qs_exec_new(g, QS_EXEC_INFER, &e), *b = qs_exec_new(g, QS_EXEC_INFER, &e);
+    qs_exec_set_fusion(a, 1);
+    ASSERT_EQ(qs_exec_plan(a, 5, &e), 0);
+    ASSERT_EQ(qs_exec_plan(b, 5, &e), 0);
+    int64_t is[] = {5, 4};
+    qs_tensor *in = opcheck_rand(2, is, -2, 2);
+    ASSERT_EQ(qs_exec_set_input(a, 0, in, &e), 0);
+    ASSERT_EQ(qs_exec_set_input(b, 0, in, &e), 0);
+    ASSERT_EQ(qs_exec_forward(a, &e), 0);
+    ASSERT_EQ(qs_exec_forward(b, &e), 0);
+    const float *ya = qs_f32(qs_exec_output(a, 0)), *yb = qs_f32(qs_exec_output(b, 0));
+    int clipped = 0;
+    for (int i = 0; i < 20; i++) {
+        ASSERT_EQ(ya[i], yb[i]);
+        ASSERT(ya[i] >= -0.25f && ya[i] <= 0.5f);
+        clipped += ya[i] == -0.25f || ya[i] == 0.5f;
+    }
+    ASSERT(clipped > 0);   /* the bounds were in play */
+    ASSERT(qs_exec_value(a, h) == NULL);   /* fused away */
+    ASSERT(qs_exec_value(b, h) != NULL);
+    qs_tensor_free(in);
+    qs_exec_free(a);
+    qs_exec_free(b);
+    qs_graph_free(g);
+}
+
 static void raise_abort(void *ud, int64_t done, int64_t total)
 {
     (void)total;
@@ -300,5 +342,6 @@ TEST(wrong_input_shape_names_the_expected_one)
 }
 
 TEST_MAIN(forward_matches_hand_computation, memory_reuse_gives_same_results, shape_chains_fold_at_plan_time,
-          graph_backward_matches_finite_differences, relu_fusion_matches_unfused, abort_flag_stops_between_nodes,
+          graph_backward_matches_finite_differences, relu_fusion_matches_unfused,
+          clip_with_constant_bounds_fuses, abort_flag_stops_between_nodes,
           unsupported_ops_are_listed_together, wrong_input_shape_names_the_expected_one)
