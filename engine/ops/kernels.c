@@ -14,6 +14,8 @@
 #include <cblas.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
+#include <unistd.h>
 #include <string.h>
 #include <time.h>
 
@@ -509,7 +511,8 @@ static void *pf_main(void *p)
  * only then sleeps on the condition variable; the caller likewise spins before sleeping on the
  * job's completion. A network runs one parallel loop per layer, a few tens of microseconds apart: a
  * futex wake-up per layer cost 10–15% of a small model's inference. The spin is bounded, so an idle
- * daemon sleeps. gen and pending are written under the mutex and read outside it atomically. */
+ * daemon sleeps; it yields the CPU as it goes, and is off when the pool has more threads than there
+ * are CPUs (as OpenMP runtimes do). gen and pending are written under the mutex and read outside it atomically. */
 static struct {
     pthread_mutex_t mu;
     pthread_cond_t wake, done;
@@ -523,6 +526,7 @@ static struct {
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
 
 #define PF_SPIN_NS 100000
+static int spin_ok;   /* no spinning when the pool has more threads than the machine has CPUs */
 
 static void pool_reset(void)
 {
@@ -581,6 +585,8 @@ static inline void cpu_relax(void)
  * the caller (for_done) until no chunk is pending. 1 when it came. */
 static int spin_wait(int for_done, unsigned long seen)
 {
+    if (!__atomic_load_n(&spin_ok, __ATOMIC_RELAXED))
+        return 0;
     int64_t t0 = now_ns();
     for (int i = 1;; i++) {
         if (for_done ? __atomic_load_n(&pool.pending, __ATOMIC_ACQUIRE) == 0
@@ -588,8 +594,11 @@ static int spin_wait(int for_done, unsigned long seen)
                            __atomic_load_n(&pool.quit, __ATOMIC_ACQUIRE))
             return 1;
         cpu_relax();
-        if (!(i & 63) && now_ns() - t0 > PF_SPIN_NS)
-            return 0;
+        if (!(i & 63)) {
+            if (now_ns() - t0 > PF_SPIN_NS)
+                return 0;
+            sched_yield();   /* a no-op on an idle core; lets a preempted thread run when cores are short */
+        }
     }
 }
 
@@ -677,6 +686,8 @@ void qs_parallel_for(int nthreads, int64_t n, int64_t min_chunk, qs_range_fn fn,
             break;   /* fewer threads than asked: the chunks still all run */
         pool.nworkers++;
     }
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    __atomic_store_n(&spin_ok, cpus < 1 || pool.nworkers + 1 <= cpus, __ATOMIC_RELAXED);
     pool.chunks = chunks;
     pool.nchunks = (int)t;
     pool.next = 0;
