@@ -4,6 +4,8 @@
  * 3x3 box, whose sums are easy to check by hand), the naive reference loops in kernels.c (and a
  * scatter-form ConvTranspose written here), and central finite differences for every backward. */
 #include "tests/opcheck.h"
+
+#include <unistd.h>
 #include "engine/ops/kernels.h"
 
 #include <pthread.h>
@@ -116,6 +118,17 @@ TEST(parallel_for_runs_every_index_once)
             for (int64_t i = 0; i < 40; i++)
                 ASSERT_EQ(hits[i], i < n ? 1 : 0);
         }
+    /* back-to-back jobs (workers still spinning) and jobs after a pause (workers asleep) */
+    int many[64] = { 0 };
+    pf_check m = { many, 2, 0 };
+    for (int r = 0; r < 3000; r++) {
+        qs_parallel_for(2, 64, 1, pf_count, &m);
+        if (r % 500 == 0)
+            usleep(2000);   /* longer than the pool's spin */
+    }
+    ASSERT(!m.bad_worker);
+    for (int i = 0; i < 64; i++)
+        ASSERT_EQ(many[i], 3000);
     /* two callers at once: one gets the pool, the other its own threads; both complete */
     pthread_t a, b;
     void *ra, *rb;
