@@ -50,6 +50,7 @@ struct qs_exec {
     const qs_op_def **def;   /* per node */
     char *folded;            /* per node: evaluated at plan time, or fused into its producer */
     float *act_min, *act_max;/* per node: clamp fused into it (act_min <= act_max), else act_min > act_max */
+    int *resid;              /* per node: value of a residual Add fused into it (Conv only), else -1 */
     qs_tensor ***in, ***out; /* per node: pointers into val[] (NULL for omitted inputs) */
     char *arena;
     size_t arena_size;
@@ -105,26 +106,55 @@ static int fusable_act(qs_exec *x, const qs_node *n, float *lo, float *hi)
     return *lo <= *hi;
 }
 
-/* Node i (Conv, ConvTranspose, Gemm, MatMul) may take over node j's clamp when j is the only reader
- * of i's output and that output is not a graph output. Returns j or -1. */
-static int fusion_partner(qs_exec *x, int i, const int *nreaders, const int *reader, float *lo, float *hi)
+/* Inference-time fusion. A Conv, ConvTranspose, Gemm or MatMul node p whose output value v has one
+ * reader (and is not a graph output) may absorb that reader: a Relu/Clip (its clamp), or, for Conv,
+ * a residual Add of v and a tensor u of v's shape computed before p (the Conv adds u in its epilogue)
+ * — and then the Relu/Clip after that Add. The absorbed node is marked folded == 2, its output takes
+ * v's place, and p writes straight into it. Returns 1 when node i (the reader) can be absorbed; *p
+ * is the absorbing node. */
+static int fusable_reader(qs_exec *x, int i, const int *prod, const int *fused_into, const int *nreaders, int *p)
 {
     const qs_node *n = &x->g->nodes[i];
-    if (!x->fuse || x->mode != QS_EXEC_INFER || n->domain[0] || n->nout < 1 || n->out[0] < 0)
+    if (!x->fuse || x->mode != QS_EXEC_INFER || n->domain[0] || n->nin < 1 || n->nout != 1 || n->out[0] < 0)
+        return 0;
+    int v = n->in[0];
+    if (v < 0 || x->kind[v] != V_ACT || prod[v] < 0 || nreaders[v] != 1 || qs_graph_is_output(x->g, v))
+        return 0;
+    int q = prod[v];
+    if (x->folded[q] == 2)   /* v is the output of a node already absorbed: look through it */
+        q = fused_into[q];
+    if (x->folded[q] || x->out[q][0] != &x->val[v] || x->act_min[q] <= x->act_max[q])
+        return 0;   /* not p's live output, or p already clamps (nothing may follow a clamp) */
+    const qs_node *pn = &x->g->nodes[q];
+    if (pn->domain[0] || (strcmp(pn->op, "Conv") && strcmp(pn->op, "ConvTranspose") && strcmp(pn->op, "Gemm") &&
+                          strcmp(pn->op, "MatMul")))
+        return 0;
+    *p = q;
+    return 1;
+}
+
+/* The residual of an Add (node i) that Conv p can absorb: the Add's other input u, same shape and
+ * type as p's output, already computed before p runs. Returns u or -1. */
+static int residual_input(qs_exec *x, int i, int p, const int *prod, const int *fused_into)
+{
+    const qs_node *n = &x->g->nodes[i], *pn = &x->g->nodes[p];
+    if (strcmp(n->op, "Add") || n->nin != 2 || strcmp(pn->op, "Conv") || x->resid[p] >= 0)
         return -1;
-    if (strcmp(n->op, "Conv") && strcmp(n->op, "ConvTranspose") && strcmp(n->op, "Gemm") && strcmp(n->op, "MatMul"))
+    int v = (int)(x->out[p][0] - x->val), u = n->in[0] == v ? n->in[1] : n->in[0];
+    if (u < 0 || u == v || (n->in[0] != v && n->in[1] != v))
         return -1;
-    int v = n->out[0];
-    if (nreaders[v] != 1 || qs_graph_is_output(x->g, v))
-        return -1;
-    int j = reader[v];
-    const qs_node *a = &x->g->nodes[j];
-    if (a->nin < 1 || a->in[0] != v || !fusable_act(x, a, lo, hi))
-        return -1;
-    for (int k = 1; k < a->nin; k++)
-        if (a->in[k] == v)
+    if (x->kind[u] == V_ACT) {
+        int q = prod[u];
+        if (q < 0 || (x->folded[q] == 2 ? fused_into[q] : q) >= p)
             return -1;
-    return j;
+    } else if (x->kind[u] != V_INPUT) {
+        return -1;
+    }
+    const qs_tensor *tu = &x->val[u], *tv = &x->val[v];
+    if (tu->dtype != QS_F32 || tv->dtype != QS_F32 || tu->ndim != tv->ndim ||
+        memcmp(tu->shape, tv->shape, tv->ndim * sizeof *tv->shape))
+        return -1;
+    return u;
 }
 
 static int supported_dtype(qs_dtype t)
@@ -211,6 +241,7 @@ static void plan_clear(qs_exec *x)
     free(x->folded);
     free(x->act_min);
     free(x->act_max);
+    free(x->resid);
     free(x->arena);
     free(x->scratch);
     free(x->needs_grad);
@@ -259,6 +290,8 @@ static qs_kctx node_ctx(qs_exec *x, int i, qs_err *e)
         c.act_min = x->act_min[i];
         c.act_max = x->act_max[i];
     }
+    if (x->resid && x->resid[i] >= 0)
+        c.residual = &x->val[x->resid[i]];
     return c;
 }
 
@@ -327,6 +360,7 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     x->folded = calloc(nn + 1, 1);
     x->act_min = malloc((nn + 1) * sizeof *x->act_min);
     x->act_max = malloc((nn + 1) * sizeof *x->act_max);
+    x->resid = malloc((nn + 1) * sizeof *x->resid);
     x->in = calloc(nn + 1, sizeof *x->in);
     x->out = calloc(nn + 1, sizeof *x->out);
     int *last = malloc((nv + 1) * sizeof *last), *defn = malloc((nv + 1) * sizeof *defn);
@@ -334,7 +368,7 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     int *nreaders = calloc(nv + 1, sizeof *nreaders), *reader = calloc(nv + 1, sizeof *reader);
     int *fused_into = malloc((nn + 1) * sizeof *fused_into), *prod = malloc((nv + 1) * sizeof *prod);
     if (!prod || !x->val || !x->kind || !x->offset || !x->def || !x->folded || !x->in || !x->out || !last || !defn ||
-        !live || !x->act_min || !x->act_max || !nreaders || !reader || !fused_into) {
+        !live || !x->act_min || !x->act_max || !x->resid || !nreaders || !reader || !fused_into) {
         rc = qs_error(e, QS_ENOMEM, "out of memory planning the graph");
         goto out;
     }
@@ -348,9 +382,12 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     }
     if ((rc = plan_inputs(x, batch, e)) < 0)
         goto out;
+    for (int v = 0; v < nv; v++)
+        prod[v] = -1;
     for (int i = 0; i < nn; i++) {
         x->act_min[i] = 1;
         x->act_max[i] = 0;   /* no clamp */
+        x->resid[i] = -1;
         fused_into[i] = -1;
         const qs_node *n = &g->nodes[i];
         for (int j = 0; j < n->nout; j++)
@@ -398,20 +435,24 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
         /* Decided here rather than at the producer: a Clip's bounds often come from Constant nodes
          * that sit between the producer and the Clip, and are known only now. */
         float lo, hi;
-        if (n->nin > 0 && n->in[0] >= 0 && x->kind[n->in[0]] == V_ACT && !x->folded[prod[n->in[0]]] &&
-            fusion_partner(x, prod[n->in[0]], nreaders, reader, &lo, &hi) == i) {
-            int p = prod[n->in[0]];
-            fused_into[i] = p;
-            x->act_min[p] = lo;
-            x->act_max[p] = hi;
-            qs_kctx pc = node_ctx(x, p, e);   /* the producer's scratch with the clamp on */
+        int p, u = -1;
+        if (fusable_reader(x, i, prod, fused_into, nreaders, &p) &&
+            ((u = residual_input(x, i, p, prod, fused_into)) >= 0 || fusable_act(x, n, &lo, &hi))) {
+            for (int k = 1; k < n->nin; k++)   /* the bounds must not be the fused value itself */
+                if (u < 0 && n->in[k] == n->in[0])
+                    goto unfused;
+            int pv = (int)(x->out[p][0] - x->val);
+            if (u >= 0) {
+                x->resid[p] = u;
+            } else {
+                x->act_min[p] = lo;
+                x->act_max[p] = hi;
+            }
+            qs_kctx pc = node_ctx(x, p, e);   /* the producer's scratch with the fusion on */
             size_t ss = x->def[p]->scratch ? x->def[p]->scratch(&pc) : 0;
             if (ss > scratch)
                 scratch = ss;
-        }
-        if (fused_into[i] >= 0) {
-            /* the producer already applied this clamp and wrote straight into our output */
-            int p = fused_into[i], pv = g->nodes[p].out[0];
+            fused_into[i] = p;
             x->val[n->out[0]] = x->val[pv];
             x->kind[n->out[0]] = V_ACT;
             x->kind[pv] = V_NONE;
@@ -419,6 +460,7 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
             x->folded[i] = 2;
             continue;
         }
+    unfused:;
         qs_kctx c = node_ctx(x, i, e);
         if ((rc = x->def[i]->infer(&c)) < 0)
             goto out;
@@ -475,15 +517,17 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     }
     for (int i = 0; i < nn; i++) {
         const qs_node *n = &g->nodes[i];
+        if (x->folded[i] == 1)
+            continue;
+        /* an absorbed node's inputs count as read at its own place: a fused residual stays live
+         * from before its Conv until then */
+        for (int j = 0; j < n->nin; j++)
+            if (n->in[j] >= 0 && last[n->in[j]] < i)
+                last[n->in[j]] = i;
         if (x->folded[i] == 2) {   /* fused: its producer defines its output */
             defn[n->out[0]] = fused_into[i];
             continue;
         }
-        if (x->folded[i])
-            continue;
-        for (int j = 0; j < n->nin; j++)
-            if (n->in[j] >= 0 && last[n->in[j]] < i)
-                last[n->in[j]] = i;
         for (int j = 0; j < n->nout; j++)
             if (n->out[j] >= 0 && x->kind[n->out[j]] != V_NONE)
                 defn[n->out[j]] = i;

@@ -290,6 +290,61 @@ TEST(clip_with_constant_bounds_fuses)
     qs_graph_free(g);
 }
 
+static int conv3x3(qs_graph *g, int x, const char *w, const char *out)
+{
+    int64_t ws[] = {4, 4, 3, 3}, pads[] = {1, 1, 1, 1};
+    int in[] = {x, init(g, w, 4, ws, NULL)};
+    int o = node(g, "Conv", 2, in, out);
+    qs_node_set_ints(&g->nodes[g->nnodes - 1], "pads", 4, pads);
+    return o;
+}
+
+/* A residual block, y = Relu(Conv(Relu(Conv(x))) + x): the Add and the Relu after it fold into the
+ * second Conv, bit-identical to running them. z = Conv(y) + Conv'(y) must not fold: the second
+ * operand is computed after the first Conv runs. */
+TEST(residual_add_fuses_into_conv)
+{
+    qs_graph *g = qs_graph_new();
+    qs_graph_set_opset(g, "", 13);
+    int64_t xs[] = {1, 4, 5, 5};
+    int x = input(g, "x", 4, xs, 1);
+    int h1 = conv3x3(g, x, "W1", "h1"), r1 = node(g, "Relu", 1, &h1, "r1");
+    int h2 = conv3x3(g, r1, "W2", "h2");
+    int ain[] = {h2, x};
+    int s = node(g, "Add", 2, ain, "s"), y = node(g, "Relu", 1, &s, "y");
+    output(g, y);   /* kept to the end, to be compared */
+    int c3 = conv3x3(g, y, "W3", "c3"), c4 = conv3x3(g, y, "W4", "c4");
+    int zin[] = {c3, c4};
+    output(g, node(g, "Add", 2, zin, "z"));
+    qs_err e = {0};
+    qs_exec *a = qs_exec_new(g, QS_EXEC_INFER, &e), *b = qs_exec_new(g, QS_EXEC_INFER, &e);
+    qs_exec_set_fusion(a, 1);
+    ASSERT_EQ(qs_exec_plan(a, 3, &e), 0);
+    ASSERT_EQ(qs_exec_plan(b, 3, &e), 0);
+    int64_t is[] = {3, 4, 5, 5};
+    qs_tensor *in = opcheck_rand(4, is, -1, 1);
+    ASSERT_EQ(qs_exec_set_input(a, 0, in, &e), 0);
+    ASSERT_EQ(qs_exec_set_input(b, 0, in, &e), 0);
+    ASSERT_EQ(qs_exec_forward(a, &e), 0);
+    ASSERT_EQ(qs_exec_forward(b, &e), 0);
+    ASSERT_EQ(memcmp(qs_exec_output(a, 1)->data, qs_exec_output(b, 1)->data, 3 * 4 * 25 * 4), 0);
+    ASSERT(qs_exec_value(a, h2) == NULL && qs_exec_value(a, s) == NULL);   /* folded into the Conv */
+    ASSERT(qs_exec_value(a, y) != NULL);
+    ASSERT(qs_exec_value(a, c3) != NULL && qs_exec_value(a, c4) != NULL);  /* not folded */
+    ASSERT(qs_exec_value(b, h2) != NULL && qs_exec_value(b, s) != NULL);
+    const float *ya = qs_f32(qs_exec_value(a, y)), *yb = qs_f32(qs_exec_value(b, y));
+    int zeros = 0;
+    for (int i = 0; i < 3 * 4 * 25; i++) {
+        ASSERT_EQ(ya[i], yb[i]);
+        zeros += ya[i] == 0.f;
+    }
+    ASSERT(zeros > 0 && zeros < 3 * 4 * 25);   /* the Relu after the Add was in play */
+    qs_tensor_free(in);
+    qs_exec_free(a);
+    qs_exec_free(b);
+    qs_graph_free(g);
+}
+
 static void raise_abort(void *ud, int64_t done, int64_t total)
 {
     (void)total;
@@ -343,5 +398,5 @@ TEST(wrong_input_shape_names_the_expected_one)
 
 TEST_MAIN(forward_matches_hand_computation, memory_reuse_gives_same_results, shape_chains_fold_at_plan_time,
           graph_backward_matches_finite_differences, relu_fusion_matches_unfused,
-          clip_with_constant_bounds_fuses, abort_flag_stops_between_nodes,
+          clip_with_constant_bounds_fuses, residual_add_fuses_into_conv, abort_flag_stops_between_nodes,
           unsupported_ops_are_listed_together, wrong_input_shape_names_the_expected_one)

@@ -19,6 +19,7 @@
  * thread count wants, fewer threads run. */
 #include "ops/kernels.h"
 
+#include <math.h>
 #include <string.h>
 
 enum { PATH_GEMM, PATH_1X1, PATH_DW };
@@ -238,23 +239,45 @@ static int scratch_slices(qs_kctx *c, size_t slice_bytes, int slices, int *fit)
 typedef struct {
     int on;
     float lo, hi;
+    const float *res;   /* the fused residual, laid out like Y (Conv only), or NULL */
 } clamp_t;
 
 static clamp_t ctx_clamp(const qs_kctx *c)
 {
-    return (clamp_t){ c->fused_act != 0 && !c->training, c->act_min, c->act_max };
+    int inf = !c->training;
+    return (clamp_t){ c->fused_act != 0 && inf, c->act_min, c->act_max,
+                      inf && c->residual ? qs_f32(c->residual) : NULL };
 }
 
-/* y[n, m, :] += b[m] (b may be NULL), then the fused clamp */
-static void add_bias(float *y, const float *b, int64_t N, int64_t M, int64_t vol, clamp_t cl)
+/* y[n, m, :] += b[m] (b may be NULL) + residual[n, m, :] (when fused), then the fused clamp; n counts
+ * from item n0 (the residual is indexed from the start of the batch, y from item n0) */
+static void add_bias_at(float *y, const float *b, int64_t n0, int64_t N, int64_t M, int64_t vol, clamp_t cl)
 {
     for (int64_t n = 0; n < N; n++)
         for (int64_t m = 0; m < M; m++) {
-            if (cl.on)
-                qs_vec_bias_clamp(vol, b ? b[m] : 0.f, cl.lo, cl.hi, y + (n * M + m) * vol);
+            float *yr = y + (n * M + m) * vol;
+            if (cl.res)   /* in the unfused order: bias, then the Add, then the clamp */
+                qs_vec_bias_res_clamp(vol, b ? b[m] : 0.f, cl.res + ((n0 + n) * M + m) * vol,
+                                      cl.on ? cl.lo : -INFINITY, cl.on ? cl.hi : INFINITY, yr);
+            else if (cl.on)
+                qs_vec_bias_clamp(vol, b ? b[m] : 0.f, cl.lo, cl.hi, yr);
             else if (b)
-                qs_vec_add(vol, b[m], y + (n * M + m) * vol);
+                qs_vec_add(vol, b[m], yr);
         }
+}
+
+/* one output plane: + residual plane r (NULL: none), then the clamp */
+static void plane_epilogue(float *y, const float *r, int64_t vol, clamp_t cl)
+{
+    if (r)
+        qs_vec_bias_res_clamp(vol, 0.f, r, cl.on ? cl.lo : -INFINITY, cl.on ? cl.hi : INFINITY, y);
+    else if (cl.on)
+        qs_vec_bias_clamp(vol, 0.f, cl.lo, cl.hi, y);
+}
+
+static void add_bias(float *y, const float *b, int64_t N, int64_t M, int64_t vol, clamp_t cl)
+{
+    add_bias_at(y, b, 0, N, M, vol, cl);
 }
 
 /* db[m] = Σ_{n, i} dy[n, m, i] */
@@ -555,8 +578,10 @@ static void dw_forward_range(void *arg, int64_t begin, int64_t end, int worker)
         for (int64_t blk = begin; blk < end; blk++) {   /* blk = n·nblk + channel block */
             int64_t n = blk / nblk, m0 = blk % nblk * 16;
             dw_block(p, &j->blk, j->x, j->w, j->b, j->y, n, m0, buf, buf + j->blk.buf);
-            for (int64_t m = m0; j->clamp.on && m < m0 + 16 && m < p->M; m++)
-                qs_vec_bias_clamp(p->yvol, 0.f, j->clamp.lo, j->clamp.hi, j->y + (n * p->M + m) * p->yvol);
+            for (int64_t m = m0; (j->clamp.on || j->clamp.res) && m < m0 + 16 && m < p->M; m++) {
+                int64_t off = (n * p->M + m) * p->yvol;
+                plane_epilogue(j->y + off, j->clamp.res ? j->clamp.res + off : NULL, p->yvol, j->clamp);
+            }
         }
         return;
     }
@@ -564,8 +589,8 @@ static void dw_forward_range(void *arg, int64_t begin, int64_t end, int worker)
         int64_t n = plane / p->M, m = plane % p->M, cin = m / p->Mg;
         dw_plane_forward(&p->g, j->x + (n * p->C + cin) * p->xvol, j->w + m * p->kvol, j->b ? j->b[m] : 0.f,
                          j->y + plane * p->yvol);
-        if (j->clamp.on)
-            qs_vec_bias_clamp(p->yvol, 0.f, j->clamp.lo, j->clamp.hi, j->y + plane * p->yvol);
+        plane_epilogue(j->y + plane * p->yvol, j->clamp.res ? j->clamp.res + plane * p->yvol : NULL, p->yvol,
+                       j->clamp);
     }
 }
 
@@ -656,7 +681,7 @@ static void conv_item(const conv_job *j, int64_t n, float *col, int nthreads)
         }
         qs_sgemm_mt(nthreads, 0, 0, p->Mg, p->yvol, K, 1.f, wg, K, bm, p->yvol, 0.f, yg, p->yvol);
     }
-    add_bias(j->y + n * p->M * p->yvol, j->b, 1, p->M, p->yvol, j->clamp);
+    add_bias_at(j->y + n * p->M * p->yvol, j->b, n, 1, p->M, p->yvol, j->clamp);
 }
 
 static void conv_items_range(void *arg, int64_t n0, int64_t n1, int worker)

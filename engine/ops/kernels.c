@@ -27,6 +27,16 @@ QS_HOT void qs_vec_add(int64_t n, float b, float *y)
         y[i] += b;
 }
 
+QS_HOT void qs_vec_bias_res_clamp(int64_t n, float b, const float *restrict r, float lo, float hi,
+                                  float *restrict y)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float v = (y[i] + b) + r[i];
+        v = v < lo ? lo : v;
+        y[i] = v > hi ? hi : v;
+    }
+}
+
 QS_HOT void qs_vec_bias_clamp(int64_t n, float b, float lo, float hi, float *y)
 {
     for (int64_t i = 0; i < n; i++) {

@@ -33,6 +33,8 @@
 
 /* y[i] += b;  y[i] = a·x[i] + b (x may be y);  y[i] = min(max(y[i] + b, lo), hi) */
 void qs_vec_add(int64_t n, float b, float *y);
+/* y = clamp((y + b) + r, lo, hi): a bias, a residual and a clamp in one pass (±INFINITY: no clamp) */
+void qs_vec_bias_res_clamp(int64_t n, float b, const float *r, float lo, float hi, float *y);
 void qs_vec_affine(int64_t n, float a, float b, const float *x, float *y);
 void qs_vec_bias_clamp(int64_t n, float b, float lo, float hi, float *y);
 

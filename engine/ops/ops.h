@@ -38,6 +38,9 @@ typedef struct qs_kctx {
      * [act_min, act_max] while it is still in cache (fused_act != 0). Zero: no clamp. */
     int fused_act;
     float act_min, act_max;
+    /* Inference only, Conv only: a residual Add that read the Conv's output is folded in too; the
+     * Conv adds this tensor (Y's shape) to its output before the clamp. NULL: none. */
+    const qs_tensor *residual;
 } qs_kctx;
 
 typedef struct qs_op_def {
