@@ -224,21 +224,30 @@ TEST(graph_backward_matches_finite_differences)
     qs_graph_free(g);
 }
 
+/* Runs g on `in` twice: *a with fusion on, *b without (both inference). */
+static void run_fused_and_not(qs_graph *g, const qs_tensor *in, qs_exec **a, qs_exec **b)
+{
+    qs_err e = {0};
+    *a = qs_exec_new(g, QS_EXEC_INFER, &e);
+    *b = qs_exec_new(g, QS_EXEC_INFER, &e);
+    ASSERT(*a && *b);
+    qs_exec_set_fusion(*a, 1);
+    ASSERT_EQ(qs_exec_plan(*a, in->shape[0], &e), 0);
+    ASSERT_EQ(qs_exec_plan(*b, in->shape[0], &e), 0);
+    ASSERT_EQ(qs_exec_set_input(*a, 0, in, &e), 0);
+    ASSERT_EQ(qs_exec_set_input(*b, 0, in, &e), 0);
+    ASSERT_EQ(qs_exec_forward(*a, &e), 0);
+    ASSERT_EQ(qs_exec_forward(*b, &e), 0);
+}
+
 /* Gemm → Relu fused into one kernel call gives the unfused result; the pre-activation is hidden. */
 TEST(relu_fusion_matches_unfused)
 {
     qs_graph *g = residual_mlp();
-    qs_err e = {0};
-    qs_exec *a = qs_exec_new(g, QS_EXEC_INFER, &e), *b = qs_exec_new(g, QS_EXEC_INFER, &e);
-    qs_exec_set_fusion(a, 1);
-    ASSERT_EQ(qs_exec_plan(a, 6, &e), 0);
-    ASSERT_EQ(qs_exec_plan(b, 6, &e), 0);
     int64_t xs[] = {6, 4};
     qs_tensor *in = opcheck_rand(2, xs, -1, 1);
-    ASSERT_EQ(qs_exec_set_input(a, 0, in, &e), 0);
-    ASSERT_EQ(qs_exec_set_input(b, 0, in, &e), 0);
-    ASSERT_EQ(qs_exec_forward(a, &e), 0);
-    ASSERT_EQ(qs_exec_forward(b, &e), 0);
+    qs_exec *a, *b;
+    run_fused_and_not(g, in, &a, &b);
     ASSERT_EQ(memcmp(qs_exec_output(a, 0)->data, qs_exec_output(b, 0)->data, 6 * 4 * 4), 0);
     int h = qs_graph_find_value(g, "h");
     ASSERT(qs_exec_value(a, h) == NULL);   /* fused away */
@@ -263,17 +272,10 @@ TEST(clip_with_constant_bounds_fuses)
     qs_node_set_float(&g->nodes[2], "value_float", 0.5f);
     int cin[] = {h, lo, hi};
     output(g, node(g, "Clip", 3, cin, "y"));
-    qs_err e = {0};
-    qs_exec *a = qs_exec_new(g, QS_EXEC_INFER, &e), *b = qs_exec_new(g, QS_EXEC_INFER, &e);
-    qs_exec_set_fusion(a, 1);
-    ASSERT_EQ(qs_exec_plan(a, 5, &e), 0);
-    ASSERT_EQ(qs_exec_plan(b, 5, &e), 0);
     int64_t is[] = {5, 4};
     qs_tensor *in = opcheck_rand(2, is, -2, 2);
-    ASSERT_EQ(qs_exec_set_input(a, 0, in, &e), 0);
-    ASSERT_EQ(qs_exec_set_input(b, 0, in, &e), 0);
-    ASSERT_EQ(qs_exec_forward(a, &e), 0);
-    ASSERT_EQ(qs_exec_forward(b, &e), 0);
+    qs_exec *a, *b;
+    run_fused_and_not(g, in, &a, &b);
     const float *ya = qs_f32(qs_exec_output(a, 0)), *yb = qs_f32(qs_exec_output(b, 0));
     int clipped = 0;
     for (int i = 0; i < 20; i++) {
@@ -316,17 +318,10 @@ TEST(residual_add_fuses_into_conv)
     int c3 = conv3x3(g, y, "W3", "c3"), c4 = conv3x3(g, y, "W4", "c4");
     int zin[] = {c3, c4};
     output(g, node(g, "Add", 2, zin, "z"));
-    qs_err e = {0};
-    qs_exec *a = qs_exec_new(g, QS_EXEC_INFER, &e), *b = qs_exec_new(g, QS_EXEC_INFER, &e);
-    qs_exec_set_fusion(a, 1);
-    ASSERT_EQ(qs_exec_plan(a, 3, &e), 0);
-    ASSERT_EQ(qs_exec_plan(b, 3, &e), 0);
     int64_t is[] = {3, 4, 5, 5};
     qs_tensor *in = opcheck_rand(4, is, -1, 1);
-    ASSERT_EQ(qs_exec_set_input(a, 0, in, &e), 0);
-    ASSERT_EQ(qs_exec_set_input(b, 0, in, &e), 0);
-    ASSERT_EQ(qs_exec_forward(a, &e), 0);
-    ASSERT_EQ(qs_exec_forward(b, &e), 0);
+    qs_exec *a, *b;
+    run_fused_and_not(g, in, &a, &b);
     ASSERT_EQ(memcmp(qs_exec_output(a, 1)->data, qs_exec_output(b, 1)->data, 3 * 4 * 25 * 4), 0);
     ASSERT(qs_exec_value(a, h2) == NULL && qs_exec_value(a, s) == NULL);   /* folded into the Conv */
     ASSERT(qs_exec_value(a, y) != NULL);
