@@ -26,14 +26,23 @@ static void assert_close_buf(const float *a, const float *ref, int64_t n, double
 }
 
 /* infer + forward with a chosen thread count (opcheck_run always uses one) */
-static int run_threads(const qs_node *n, int nin, qs_tensor **in, qs_tensor **out, int nthreads, qs_err *e)
+/* the epilogue the executor may fold into a Conv: a residual added, then a clamp */
+typedef struct {
+    int clamp;
+    float lo, hi;
+    const qs_tensor *residual;
+} epilogue;
+
+static int run_epilogue(const qs_node *n, int nin, qs_tensor **in, qs_tensor **out, int nthreads,
+                        const epilogue *ep, qs_err *e)
 {
     const qs_op_def *d = qs_op_find("", n->op);
     qs_tensor head;
     memset(&head, 0, sizeof head);
     qs_tensor *outs[1] = { &head };
     qs_kctx c = { .node = n, .opset = 17, .nin = nin, .nout = 1, .in = in, .out = outs, .nthreads = nthreads,
-                  .err = e };
+                  .err = e, .fused_act = ep->clamp, .act_min = ep->lo, .act_max = ep->hi,
+                  .residual = ep->residual };
     int rc = d->infer(&c);
     if (rc < 0)
         return rc;
@@ -45,6 +54,12 @@ static int run_threads(const qs_node *n, int nin, qs_tensor **in, qs_tensor **ou
     rc = d->forward(&c);
     free(c.scratch);
     return rc;
+}
+
+static int run_threads(const qs_node *n, int nin, qs_tensor **in, qs_tensor **out, int nthreads, qs_err *e)
+{
+    epilogue none = { 0 };
+    return run_epilogue(n, nin, in, out, nthreads, &none, e);
 }
 
 /* ---- sgemm ---------------------------------------------------------------------------------------- */
@@ -279,7 +294,8 @@ typedef struct {
     int bias;
 } conv_case;
 
-static void check_conv_case(const conv_case *t, int nthreads)
+/* mode 0: plain; 1: fused clamp; 2: fused residual; 3: both (against the reference, then + r, clamp) */
+static void check_conv_case_mode(const conv_case *t, int nthreads, int mode)
 {
     int64_t xs[5] = { t->N, t->C }, ws[5] = { t->M, t->C / t->group }, out[3];
     for (int i = 0; i < t->nd; i++) {
@@ -299,7 +315,12 @@ static void check_conv_case(const conv_case *t, int nthreads)
     }
     qs_node_set_ints(&n, "pads", 2 * t->nd, pads);
     qs_err e = {0};
-    if (run_threads(&n, t->bias ? 3 : 2, in, &y, nthreads, &e) < 0)
+    int64_t ys[5] = { t->N, t->M };
+    for (int i = 0; i < t->nd; i++)
+        ys[2 + i] = out[i];
+    qs_tensor *r = rand_t(2 + t->nd, ys);
+    epilogue ep = { mode & 1, -0.3f, 0.4f, mode & 2 ? r : NULL };
+    if (run_epilogue(&n, t->bias ? 3 : 2, in, &y, nthreads, &ep, &e) < 0)
         QT_FAIL_("%s", e.msg);
     ASSERT_EQ(y->ndim, 2 + t->nd);
     ASSERT_EQ(y->shape[1], t->M);
@@ -310,7 +331,23 @@ static void check_conv_case(const conv_case *t, int nthreads)
     qs_tensor *ref = qs_tensor_new(QS_F32, y->ndim, y->shape);
     qs_conv_ref(&g, t->N, t->C, t->M, t->group, qs_f32(in[0]), qs_f32(in[1]), t->bias ? qs_f32(in[2]) : NULL,
                 qs_f32(ref));
+    int clamped = 0;
+    for (int64_t i = 0; i < qs_numel(ref); i++) {
+        float v = qs_f32(ref)[i] + (mode & 2 ? qs_f32(r)[i] : 0.f);
+        if (mode & 1) {
+            clamped += v < ep.lo || v > ep.hi;
+            v = v < ep.lo ? ep.lo : v > ep.hi ? ep.hi : v;
+        }
+        qs_f32(ref)[i] = v;
+    }
+    if (mode & 1)
+        ASSERT(clamped > 0);
     assert_close_buf(qs_f32(y), qs_f32(ref), qs_numel(y), 1e-4, 1e-4);
+}
+
+static void check_conv_case(const conv_case *t, int nthreads)
+{
+    check_conv_case_mode(t, nthreads, 0);
 }
 
 static const conv_case conv_cases[] = {
@@ -343,6 +380,14 @@ TEST(conv_matches_reference)
 {
     for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++)
         check_conv_case(&conv_cases[i], 1);
+}
+
+/* the clamp and residual the executor folds in, on every path (GEMM, 1x1, depthwise fast and 3-D) */
+TEST(conv_fused_epilogue_matches_reference)
+{
+    for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++)
+        for (int mode = 1; mode <= 3; mode++)
+            check_conv_case_mode(&conv_cases[i], 1 + (int)(i % 2), mode);
 }
 
 TEST(conv_matches_reference_two_threads)
@@ -763,7 +808,7 @@ TEST(conv_bad_input_named)
 TEST_MAIN(sgemm_matches_reference_all_transposes, sgemm_hand_computed_and_beta_zero_ignores_nan,
           parallel_for_runs_every_index_once,
           im2col_col2im_match_reference, conv_box_filter_hand_computed, conv_auto_pad_same_lower_and_upper,
-          conv_matches_reference, conv_matches_reference_two_threads, conv_kernel_shape_inferred_and_checked,
+          conv_matches_reference, conv_matches_reference_two_threads, conv_fused_epilogue_matches_reference, conv_kernel_shape_inferred_and_checked,
           conv_backward_matches_finite_differences, conv_backward_two_threads_matches_one, conv_backward_adjoint_identities,
           conv_fused_clamp,
           convtranspose_hand_computed,

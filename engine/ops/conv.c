@@ -451,10 +451,22 @@ static inline void dw_deinterleave(const float *buf, int64_t IH, int64_t IW, int
     }
 }
 
-/* One block: output channels m0 .. m0 + 15 (fewer at the end) of batch item n. */
+/* v = max(lo, min(v, hi)) lane by lane, as the scalar clamp does it (a NaN passes through); a
+ * macro, since a function passing vectors would change the ABI between the target clones */
+#define CLAMP16(v, lo, hi)                                                \
+    do {                                                                  \
+        v16i below_ = (v) < (lo), above_ = (v) > (hi);                    \
+        (v) = (v16)(((v16i)(lo) & below_) | ((v16i)(v) & ~below_));       \
+        (v) = (v16)(((v16i)(hi) & above_) | ((v16i)(v) & ~above_));       \
+    } while (0)
+
+/* One block: output channels m0 .. m0 + 15 (fewer at the end) of batch item n; the fused clamp
+ * (cl.on, and no residual to add first) is applied in registers. */
 QS_HOT static void dw_block(const conv_p *p, const dw_blk *d, const float *x, const float *w, const float *b,
-                            float *y, int64_t n, int64_t m0, float *restrict buf, float *restrict out)
+                            float *y, int64_t n, int64_t m0, float *restrict buf, float *restrict out, clamp_t cl)
 {
+    const int clamp = cl.on && !cl.res;
+    const v16 lo = (v16){ 0 } + (clamp ? cl.lo : -INFINITY), hi = (v16){ 0 } + (clamp ? cl.hi : INFINITY);
     const qs_conv_geom *g = &p->g;
     const int64_t IH = g->in[1], IW = g->in[2], OH = g->out[1], OW = g->out[2], PW = d->PW;
     const int64_t sh = g->stride[1], sw = g->stride[2], ntaps = qs_geom_kvol(g);
@@ -491,6 +503,12 @@ QS_HOT static void dw_block(const conv_p *p, const dw_blk *d, const float *x, co
                 a3 += wv * *(const v16u *)(st + 3 * step);
             }
             float *o = out + (oh * OW + ow) * 16;
+            if (clamp) {
+                CLAMP16(a0, lo, hi);
+                CLAMP16(a1, lo, hi);
+                CLAMP16(a2, lo, hi);
+                CLAMP16(a3, lo, hi);
+            }
             *(v16u *)o = a0;
             *(v16u *)(o + 16) = a1;
             *(v16u *)(o + 32) = a2;
@@ -501,6 +519,8 @@ QS_HOT static void dw_block(const conv_p *p, const dw_blk *d, const float *x, co
             v16 acc = bias;
             for (int64_t t = 0; t < ntaps; t++)
                 acc += wt[t] * *(const v16u *)(s0 + tap[t]);
+            if (clamp)
+                CLAMP16(acc, lo, hi);
             *(v16u *)(out + (oh * OW + ow) * 16) = acc;
         }
     }
@@ -577,8 +597,8 @@ static void dw_forward_range(void *arg, int64_t begin, int64_t end, int worker)
         float *buf = j->scratch + worker * (j->blk.buf + j->blk.out);
         for (int64_t blk = begin; blk < end; blk++) {   /* blk = n·nblk + channel block */
             int64_t n = blk / nblk, m0 = blk % nblk * 16;
-            dw_block(p, &j->blk, j->x, j->w, j->b, j->y, n, m0, buf, buf + j->blk.buf);
-            for (int64_t m = m0; (j->clamp.on || j->clamp.res) && m < m0 + 16 && m < p->M; m++) {
+            dw_block(p, &j->blk, j->x, j->w, j->b, j->y, n, m0, buf, buf + j->blk.buf, j->clamp);
+            for (int64_t m = m0; j->clamp.res && m < m0 + 16 && m < p->M; m++) {   /* clamped already */
                 int64_t off = (n * p->M + m) * p->yvol;
                 plane_epilogue(j->y + off, j->clamp.res ? j->clamp.res + off : NULL, p->yvol, j->clamp);
             }
