@@ -65,9 +65,11 @@ void qs_exec_set_progress(qs_exec *x, qs_progress_fn fn, void *ud);
 void qs_exec_set_threads(qs_exec *x, int n);
 int qs_exec_default_threads(void);
 /* Inference only, from the next plan: a Relu or Clip that is the only reader of a Conv,
- * ConvTranspose, Gemm or MatMul output is applied inside that kernel, and the pre-activation value
- * is never materialised (qs_exec_value gives NULL for it, observers do not see it). Off by
- * default; the runner turns it on unless an observer is set. */
+ * ConvTranspose, Gemm or MatMul output is applied inside that kernel; for Conv, so is a residual
+ * Add that is its output's only reader (the other operand, of the same shape, computed earlier),
+ * and then a Relu/Clip after that Add. The values in between are never materialised
+ * (qs_exec_value gives NULL for them, observers do not see them). Off by default; the runner turns
+ * it on unless an observer is set. */
 void qs_exec_set_fusion(qs_exec *x, int on);
 /* Peak bytes of activation and scratch memory the plan allocated (for benchmarks). */
 size_t qs_exec_arena_bytes(const qs_exec *x);
