@@ -50,6 +50,7 @@ struct qs_exec {
     const qs_op_def **def;   /* per node */
     char *folded;            /* per node: evaluated at plan time, or fused into its producer */
     float *act_min, *act_max;/* per node: clamp fused into it (act_min <= act_max), else act_min > act_max */
+    int *fused_act;          /* per node: the Relu/Clip node fused into it, else -1 */
     qs_tensor ***in, ***out; /* per node: pointers into val[] (NULL for omitted inputs) */
     char *arena;
     size_t arena_size;
@@ -211,6 +212,7 @@ static void plan_clear(qs_exec *x)
     free(x->folded);
     free(x->act_min);
     free(x->act_max);
+    free(x->fused_act);
     free(x->arena);
     free(x->scratch);
     free(x->needs_grad);
@@ -327,6 +329,7 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     x->folded = calloc(nn + 1, 1);
     x->act_min = malloc((nn + 1) * sizeof *x->act_min);
     x->act_max = malloc((nn + 1) * sizeof *x->act_max);
+    x->fused_act = malloc((nn + 1) * sizeof *x->fused_act);
     x->in = calloc(nn + 1, sizeof *x->in);
     x->out = calloc(nn + 1, sizeof *x->out);
     int *last = malloc((nv + 1) * sizeof *last), *defn = malloc((nv + 1) * sizeof *defn);
@@ -334,7 +337,7 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     int *nreaders = calloc(nv + 1, sizeof *nreaders), *reader = calloc(nv + 1, sizeof *reader);
     int *fused_into = malloc((nn + 1) * sizeof *fused_into), *prod = malloc((nv + 1) * sizeof *prod);
     if (!prod || !x->val || !x->kind || !x->offset || !x->def || !x->folded || !x->in || !x->out || !last || !defn ||
-        !live || !x->act_min || !x->act_max || !nreaders || !reader || !fused_into) {
+        !live || !x->act_min || !x->act_max || !x->fused_act || !nreaders || !reader || !fused_into) {
         rc = qs_error(e, QS_ENOMEM, "out of memory planning the graph");
         goto out;
     }
@@ -352,6 +355,7 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
         x->act_min[i] = 1;
         x->act_max[i] = 0;   /* no clamp */
         fused_into[i] = -1;
+        x->fused_act[i] = -1;
         const qs_node *n = &g->nodes[i];
         for (int j = 0; j < n->nout; j++)
             if (n->out[j] >= 0)
@@ -402,6 +406,7 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
             fusion_partner(x, prod[n->in[0]], nreaders, reader, &lo, &hi) == i) {
             int p = prod[n->in[0]];
             fused_into[i] = p;
+            x->fused_act[p] = i;
             x->act_min[p] = lo;
             x->act_max[p] = hi;
             qs_kctx pc = node_ctx(x, p, e);   /* the producer's scratch with the clamp on */
@@ -638,8 +643,11 @@ int qs_exec_forward(qs_exec *x, qs_err *e)
         int rc = x->def[i]->forward(&c);
         if (rc < 0)
             return rc;
-        if (x->observer)
-            x->observer(x->observer_ud, i, x->out[i], x->g->nodes[i].nout);
+        if (x->observer) {
+            /* a fused producer wrote its activation's output: report it as that node's */
+            int j = x->fused_act[i] >= 0 ? x->fused_act[i] : i;
+            x->observer(x->observer_ud, j, x->out[j], x->g->nodes[j].nout);
+        }
         if (x->progress)
             x->progress(x->progress_ud, i + 1, nn);
     }

@@ -54,7 +54,8 @@ const qs_tensor *qs_exec_grad(const qs_exec *x, int value);
 void qs_exec_set_trainable(qs_exec *x, int value, int on);
 
 /* Called after each node's forward with its outputs (calibration observers, per-layer statistics);
- * the tensors are only valid during the call in inference mode. */
+ * the tensors are only valid during the call in inference mode. With fusion on, a fused pair makes
+ * one call, for the activation node with its output; the producer's own output never exists. */
 typedef void (*qs_node_fn)(void *ud, int node, qs_tensor *const *out, int nout);
 void qs_exec_set_observer(qs_exec *x, qs_node_fn fn, void *ud);
 
@@ -67,7 +68,7 @@ int qs_exec_default_threads(void);
 /* Inference only, from the next plan: a Relu or Clip that is the only reader of a Conv,
  * ConvTranspose, Gemm or MatMul output is applied inside that kernel, and the pre-activation value
  * is never materialised (qs_exec_value gives NULL for it, observers do not see it). Off by
- * default; the runner turns it on unless an observer is set. */
+ * default; the runner turns it on unless an observer that needs every node's output is set. */
 void qs_exec_set_fusion(qs_exec *x, int on);
 /* Peak bytes of activation and scratch memory the plan allocated (for benchmarks). */
 size_t qs_exec_arena_bytes(const qs_exec *x);

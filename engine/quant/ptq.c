@@ -70,23 +70,90 @@ int qs_ptq_weight_ranges(ptq *p, qs_err *e)
 
 /* --- calibration ------------------------------------------------------------------------------- */
 
+/* Calibration runs the sim with its activation quantizers bypassed, and a bypassed FakeQuant is a
+ * copy: the run goes on a graph without them, each reader reading the quantizer's input, and the
+ * observers watch that value. Same arithmetic, one copy per quantizer less, and the executor's
+ * Relu/Clip fusion stays on (the values watched end fused groups, so fusion keeps them).
+ *
+ * The graph is a clone whose initializers borrow the sim's (no second copy of the weights). Only
+ * FakeQuants fed by a node are dropped: one on a graph input or an initializer stays, as the
+ * executor never reports graph inputs to observers. src[v] is the value the clone computes in
+ * place of v (v itself unless v was a dropped FakeQuant's output). */
+static qs_graph *calib_graph(const qs_quantsim *sim, int *src, qs_err *e)
+{
+    qs_graph *g = sim->g;
+    qs_tensor **inits = calloc(g->nvalues + 1, sizeof *inits);
+    char *drop = calloc(g->nnodes + 1, 1);
+    qs_graph *c = NULL;
+    if (!inits || !drop)
+        goto oom;
+    for (int v = 0; v < g->nvalues; v++) {
+        inits[v] = g->values[v].init;
+        g->values[v].init = NULL;
+    }
+    c = qs_graph_clone(g);
+    for (int v = 0; v < g->nvalues; v++)
+        g->values[v].init = inits[v];
+    if (!c)
+        goto oom;
+    for (int v = 0; v < g->nvalues; v++) {
+        src[v] = v;
+        const qs_tensor *t = inits[v];
+        if (t && !(c->values[v].init = qs_tensor_wrap(t->dtype, t->ndim, t->shape, t->data)))
+            goto oom;
+    }
+    /* nodes are in topological order (the sim's executor sorted them), so src[] of a FakeQuant's
+     * input is final when the FakeQuant is reached, and chains resolve */
+    for (int i = 0; i < c->nnodes; i++) {
+        qs_node *n = &c->nodes[i];
+        for (int j = 0; j < n->nin; j++)
+            if (n->in[j] >= 0)
+                n->in[j] = src[n->in[j]];
+        int x = n->nin > 0 ? n->in[0] : -1;
+        if (strcmp(n->domain, "quantd") || strcmp(n->op, "FakeQuant") || !qs_node_int(n, "bypass", 0) ||
+            n->nout != 1 || n->out[0] < 0 || x < 0 || c->values[x].init || c->values[x].producer < 0)
+            continue;
+        drop[i] = 1;
+        src[n->out[0]] = x;
+    }
+    for (int k = 0; k < c->noutputs; k++)
+        c->outputs[k] = src[c->outputs[k]];
+    qs_graph_remove_nodes(c, drop);
+    if (qs_graph_toposort(c, e) < 0) {
+        qs_graph_free(c);
+        c = NULL;
+    }
+    free(inits);
+    free(drop);
+    return c;
+oom:
+    free(inits);
+    free(drop);
+    qs_graph_free(c);
+    qs_error(e, QS_ENOMEM, "out of memory");
+    return NULL;
+}
+
 typedef struct calib_state {
-    qs_quantsim *sim;
-    int *by_out;            /* sim value id → activation quantizer index, -1 */
+    const qs_graph *g;      /* the graph being run */
+    int *head, *next;       /* value id → first quantizer watching it, → the next one, -1 ends */
+    int *watch;             /* quantizer → the value it watches in g, -1 for none */
     qs_observer **obs;      /* per quantizer */
+    char *rows;             /* per quantizer: keeps logit rows (cross-entropy) */
 } calib_state;
 
 static void calib_observe(void *ud, int node, qs_tensor *const *out, int nout)
 {
     calib_state *s = ud;
-    const qs_node *n = &s->sim->g->nodes[node];
+    const qs_node *n = &s->g->nodes[node];
     for (int j = 0; j < nout && j < n->nout; j++) {
         int v = n->out[j];
-        int qi = v >= 0 ? s->by_out[v] : -1;
-        if (qi < 0 || !s->obs[qi])
-            continue;
-        qs_observer_add(s->obs[qi], qs_f32(out[j]), qs_numel(out[j]));
-        qs_observer_add_rows(s->obs[qi], qs_f32(out[j]), out[j]->shape[0]);
+        for (int qi = v >= 0 ? s->head[v] : -1; qi >= 0; qi = s->next[qi]) {
+            if (s->rows[qi])
+                qs_observer_add_rows(s->obs[qi], qs_f32(out[j]), out[j]->shape[0]);
+            else
+                qs_observer_add(s->obs[qi], qs_f32(out[j]), qs_numel(out[j]));
+        }
     }
 }
 
@@ -100,22 +167,23 @@ static qs_range_method act_method(ptq *p, const qs_quantizer *q)
 int qs_ptq_calibrate(ptq *p, qs_err *e)
 {
     qs_quantsim *sim = p->sim;
-    qs_graph *g = sim->g;
-    calib_state s = { .sim = sim };
-    int rc = 0;
-    s.by_out = malloc((g->nvalues + 1) * sizeof *s.by_out);
-    s.obs = calloc(sim->nq + 1, sizeof *s.obs);
+    calib_state s = {0};
+    int rc = 0, nq = sim->nq, nv = sim->g->nvalues;
+    qs_graph *g = NULL;
     qs_runner *r = NULL;
-    if (!s.by_out || !s.obs) {
+    int *src = malloc((nv + 1) * sizeof *src);
+    s.head = malloc((nv + 1) * sizeof *s.head);
+    s.next = malloc((nq + 1) * sizeof *s.next);
+    s.watch = malloc((nq + 1) * sizeof *s.watch);
+    s.obs = calloc(nq + 1, sizeof *s.obs);
+    s.rows = calloc(nq + 1, 1);
+    if (!src || !s.head || !s.next || !s.watch || !s.obs || !s.rows) {
         rc = qs_error(e, QS_ENOMEM, "out of memory");
         goto out;
     }
-    for (int v = 0; v < g->nvalues; v++)
-        s.by_out[v] = -1;
     int nact = 0;
-    for (int i = 0; i < sim->nq; i++)
+    for (int i = 0; i < nq; i++)
         if (is_act(&sim->q[i])) {
-            s.by_out[sim->q[i].out] = i;
             if (!(s.obs[i] = qs_observer_new())) {
                 rc = qs_error(e, QS_ENOMEM, "out of memory");
                 goto out;
@@ -128,19 +196,38 @@ int qs_ptq_calibrate(ptq *p, qs_err *e)
     qs_quantsim_bypass_kind(sim, QS_Q_ACT, 1);
     qs_quantsim_bypass_kind(sim, QS_Q_INPUT, 1);
     qs_quantsim_bypass_kind(sim, QS_Q_BIAS, 1);
-    if (!(r = qs_runner_new(g, p->cfg.calibration.batch_size, e))) {
-        rc = e->code;
+    if (qs_graph_toposort(sim->g, e) < 0 || !(g = calib_graph(sim, src, e)) ||
+        !(r = qs_runner_new(g, p->cfg.calibration.batch_size, e))) {
+        rc = e->code ? e->code : QS_ENOMEM;
         goto out;
+    }
+    s.g = g;
+    for (int v = 0; v < nv; v++)
+        s.head[v] = -1;
+    for (int i = nq - 1; i >= 0; i--) {
+        s.watch[i] = s.obs[i] ? src[sim->q[i].out] : -1;
+        s.next[i] = s.watch[i] >= 0 ? s.head[s.watch[i]] : -1;
+        if (s.watch[i] >= 0)
+            s.head[s.watch[i]] = i;
     }
     if (p->io->threads)
         qs_runner_set_threads(r, p->io->threads);
+    /* fusion hides a fused producer's own output: fine unless a quantizer watches one */
+    qs_runner_set_observer_fused(r, calib_observe, &s);
     qs_exec *x = qs_runner_exec(r);
-    for (int i = 0; i < sim->nq; i++) {
-        const qs_tensor *t = qs_exec_value(x, sim->q[i].out);
-        if (s.obs[i] && act_method(p, &sim->q[i]) == QS_RANGE_CE && t && t->ndim == 2)
+    for (int i = 0; i < nq; i++)
+        if (s.watch[i] >= 0 && !qs_exec_value(x, s.watch[i])) {
+            qs_runner_set_observer(r, calib_observe, &s);
+            x = qs_runner_exec(r);
+            break;
+        }
+    for (int i = 0; i < nq; i++) {
+        const qs_tensor *t = s.watch[i] >= 0 ? qs_exec_value(x, s.watch[i]) : NULL;
+        if (act_method(p, &sim->q[i]) == QS_RANGE_CE && t && t->ndim == 2) {
             qs_observer_keep_rows(s.obs[i], t->shape[1], 2048);
+            s.rows[i] = 1;
+        }
     }
-    qs_runner_set_observer(r, calib_observe, &s);
     double t0 = qs_now();
     int64_t bs = qs_runner_batch(r);
     for (int64_t start = 0; start < p->ncalib && rc == 0; start += bs) {
@@ -150,14 +237,14 @@ int qs_ptq_calibrate(ptq *p, qs_err *e)
     }
     if (rc < 0)
         goto out;
-    for (int i = 0; i < sim->nq; i++) {
+    for (int i = 0; i < nq; i++) {
         if (!s.obs[i])
             continue;
         qs_quantizer *q = &sim->q[i];
         if (qs_observer_nonfinite(s.obs[i]))
             warn(p, "activation '%s' produced NaN/Inf during calibration; they were ignored for its range", q->name);
         qs_range_method m = act_method(p, q);
-        if (m == QS_RANGE_CE && !(qs_exec_value(x, q->out) && qs_exec_value(x, q->out)->ndim == 2)) {
+        if (m == QS_RANGE_CE && !s.rows[i]) {
             warn(p, "cross-entropy ranges need [N, classes] logits; '%s' uses MSE", q->name);
             m = QS_RANGE_MSE;
         }
@@ -178,11 +265,16 @@ int qs_ptq_calibrate(ptq *p, qs_err *e)
 out:
     qs_quantsim_bypass_kind(sim, -1, 0);
     qs_runner_free(r);
+    qs_graph_free(g);
     if (s.obs)
-        for (int i = 0; i < sim->nq; i++)
+        for (int i = 0; i < nq; i++)
             qs_observer_free(s.obs[i]);
     free(s.obs);
-    free(s.by_out);
+    free(s.rows);
+    free(s.watch);
+    free(s.next);
+    free(s.head);
+    free(src);
     return rc;
 }
 
