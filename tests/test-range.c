@@ -291,6 +291,94 @@ TEST(observer_memory_is_constant)
     qs_observer_free(o);
 }
 
+/* Large batches are sampled once an observer has seen enough values; min, max, the count and the
+ * zeros stay exact, and the ranges stay those of the whole data: checked against the exact SSE of
+ * the data itself and against an observer fed in small batches (which bins every value). */
+TEST(observer_sampled_batches_keep_exact_stats)
+{
+    int64_t n = 6000000;
+    float *x = malloc(n * sizeof *x);
+    int64_t zeros = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double u = urand();
+        x[i] = u < 0.4 ? 0.f : (float)(fabs(nrand()) * (u < 0.99 ? 1.0 : 4.0) - 0.2);   /* a tail */
+        zeros += x[i] == 0;
+    }
+    x[n - 3] = 40.f;          /* the extremes sit where a sample would almost surely miss them */
+    x[n / 2 + 7] = -7.f;
+    qs_observer *big = qs_observer_new(), *small = qs_observer_new();
+    for (int64_t at = 0; at < n; at += 400000)
+        qs_observer_add(big, x + at, n - at < 400000 ? n - at : 400000);
+    for (int64_t at = 0; at < n; at += 8000)
+        qs_observer_add(small, x + at, n - at < 8000 ? n - at : 8000);
+    float lo, hi;
+    qs_observer_minmax(big, &lo, &hi);
+    ASSERT_EQ(lo, -7.f);
+    ASSERT_EQ(hi, 40.f);
+    ASSERT_EQ(qs_observer_count(big), n);
+    qs_err e = {0};
+    int64_t shape = n;
+    qs_tensor *t = qs_tensor_wrap(QS_F32, 1, &shape, x);
+    for (int sym = 0; sym <= 1; sym++) {
+        qs_grid g = qs_grid_make(8, sym);
+        float sb, zb, ss, zs;
+        ASSERT_EQ(qs_observer_qparams(big, g, sym, 0, QS_RANGE_MSE, 0, &sb, &zb, &e), 0);
+        ASSERT_EQ(qs_observer_qparams(small, g, sym, 0, QS_RANGE_MSE, 0, &ss, &zs, &e), 0);
+        double err_big = sse_of(t, sb, zb, g), err_small = sse_of(t, ss, zs, g);
+        ASSERT(err_big <= err_small * 1.005);
+        if (sym) {   /* the exact optimum over the data itself */
+            float sw, zw;
+            ASSERT_EQ(qs_range_weights(t, -1, g, 1, 0, QS_RANGE_MSE, &sw, &zw, &e), 0);
+            ASSERT(err_big <= sse_of(t, sw, zw, g) * 1.01);
+        }
+        /* min-max is exact */
+        ASSERT_EQ(qs_observer_qparams(big, g, sym, 0, QS_RANGE_MINMAX, 0, &sb, &zb, &e), 0);
+        ASSERT_EQ(qs_observer_qparams(small, g, sym, 0, QS_RANGE_MINMAX, 0, &ss, &zs, &e), 0);
+        ASSERT(sb == ss && zb == zs);
+    }
+    /* percentiles: the fraction of the data at or below the answer */
+    double pcts[] = { 50, 99, 99.9 };
+    for (int k = 0; k < 3; k++) {
+        float s, z;
+        ASSERT_EQ(qs_observer_qparams(big, qs_grid_make(16, 0), 0, 0, QS_RANGE_PERCENTILE, pcts[k], &s, &z, &e), 0);
+        qs_qparams_range(qs_grid_make(16, 0), s, z, &lo, &hi);
+        int64_t below = 0;
+        for (int64_t i = 0; i < n; i++)
+            below += x[i] <= hi;
+        ASSERT_CLOSE((double)below / n, pcts[k] / 100, 0, pcts[k] > 99 ? 0.0002 : 0.002);
+    }
+    qs_tensor_free(t);
+    qs_observer_free(big);
+    qs_observer_free(small);
+    free(x);
+}
+
+/* The sample must not alias with the layout: here every 16th run of 16 values is large (one run per
+ * sampling group of 256), so a sample taken at a fixed place in each group would see either all of
+ * them or none. */
+TEST(observer_sample_does_not_alias)
+{
+    int64_t n = 4000000;
+    float *x = malloc(n * sizeof *x);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = (float)((i / 16) % 16 == 5 ? 10 + urand() : urand());   /* 1/16 of the values in [10, 11) */
+    qs_observer *o = qs_observer_new();
+    for (int64_t at = 0; at < n; at += 500000)
+        qs_observer_add(o, x + at, 500000);
+    qs_err e = {0};
+    float s, z, lo, hi;
+    /* 15/16 of the data lies in [0, 1), 1/16 in [10, 11): the 92nd percentile is 0.92·16/15,
+     * the 96th 10 + (0.96 − 15/16)·16 */
+    ASSERT_EQ(qs_observer_qparams(o, qs_grid_make(16, 0), 0, 0, QS_RANGE_PERCENTILE, 92, &s, &z, &e), 0);
+    qs_qparams_range(qs_grid_make(16, 0), s, z, &lo, &hi);
+    ASSERT_CLOSE(hi, 0.92 * 16 / 15, 0, 0.01);
+    ASSERT_EQ(qs_observer_qparams(o, qs_grid_make(16, 0), 0, 0, QS_RANGE_PERCENTILE, 96, &s, &z, &e), 0);
+    qs_qparams_range(qs_grid_make(16, 0), s, z, &lo, &hi);
+    ASSERT_CLOSE(hi, 10 + (0.96 - 15.0 / 16) * 16, 0, 0.02);
+    qs_observer_free(o);
+    free(x);
+}
+
 TEST(percentile_known_data)
 {
     qs_err e = {0};
@@ -464,5 +552,6 @@ TEST(bn_range_by_hand)
 
 TEST_MAIN(method_names, minmax_weights_by_hand, per_channel_axes, mse_clips_outlier_and_lowers_sse,
           mse_near_brute_force, observer_one_batch_vs_hundred, observer_mse_uniform_keeps_full_range,
-          observer_memory_is_constant, percentile_known_data, cross_entropy_covers_large_logits,
+          observer_memory_is_constant, observer_sampled_batches_keep_exact_stats, observer_sample_does_not_alias,
+          percentile_known_data, cross_entropy_covers_large_logits,
           nonfinite_counted_never_binned, degenerate_data, bad_arguments, bn_range_by_hand)

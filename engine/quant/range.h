@@ -5,7 +5,9 @@
  *
  * Activations are observed while calibration data streams through the model; an observer holds a
  * fixed-size histogram (re-binned when the range grows), so memory never grows with the number of
- * samples:
+ * samples. Min, max, counts and the histogram's tails are exact; once an observer has seen a few
+ * hundred thousand values, the middle of a large batch is sampled (see range.c), which keeps the
+ * cost per value well below an inference's:
  *   qs_observer *o = qs_observer_new();
  *   for each batch: qs_observer_add(o, data, n);
  *   qs_observer_qparams(o, grid, symmetric, QS_RANGE_MSE, 0, &scale, &zero);
