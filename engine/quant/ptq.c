@@ -24,6 +24,7 @@
 #include "quant/export.h"
 #include "quant/ptq.h"
 #include "quant/range.h"
+#include "ops/kernels.h"   /* qs_parallel_for */
 
 int qs_pipeline_ptq(const qs_pipeline_io *io, json_t **result, qs_err *e);
 
@@ -164,6 +165,28 @@ static qs_range_method act_method(ptq *p, const qs_quantizer *q)
     return qs_graph_is_output(p->sim->g, q->out) ? p->cfg.act.last_layer : p->cfg.act.range;
 }
 
+typedef struct qparams_job {
+    ptq *p;
+    const calib_state *s;
+    qs_range_method *m;                             /* per quantizer */
+    struct { float scale, zero; int rc; } *res;     /* per quantizer */
+    int nthreads;
+} qparams_job;
+
+/* Worker w takes quantizers w, w + nthreads, …: costs differ (a ReLU output's range has one free
+ * end), so interleaving balances better than contiguous runs. */
+static void qparams_range(void *arg, int64_t begin, int64_t end, int worker)
+{
+    qparams_job *j = arg;
+    const qs_quantsim *sim = j->p->sim;
+    for (int64_t w = begin; w < end; w++)
+        for (int i = (int)w; i < sim->nq; i += j->nthreads)
+            if (j->s->obs[i])
+                j->res[i].rc = qs_observer_qparams(j->s->obs[i], sim->q[i].grid, sim->q[i].symmetric,
+                                                   j->p->cfg.act.pow2, j->m[i], j->p->cfg.act.percentile,
+                                                   &j->res[i].scale, &j->res[i].zero, NULL);
+}
+
 int qs_ptq_calibrate(ptq *p, qs_err *e)
 {
     qs_quantsim *sim = p->sim;
@@ -237,31 +260,49 @@ int qs_ptq_calibrate(ptq *p, qs_err *e)
     }
     if (rc < 0)
         goto out;
+    qparams_job job = { p, &s, malloc((nq + 1) * sizeof *job.m), malloc((nq + 1) * sizeof *job.res),
+                        p->io->threads > 0 ? p->io->threads : qs_exec_default_threads() };
+    if (!job.m || !job.res) {
+        free(job.m);
+        free(job.res);
+        rc = qs_error(e, QS_ENOMEM, "out of memory");
+        goto out;
+    }
     for (int i = 0; i < nq; i++) {
         if (!s.obs[i])
             continue;
         qs_quantizer *q = &sim->q[i];
         if (qs_observer_nonfinite(s.obs[i]))
             warn(p, "activation '%s' produced NaN/Inf during calibration; they were ignored for its range", q->name);
-        qs_range_method m = act_method(p, q);
-        if (m == QS_RANGE_CE && !s.rows[i]) {
+        job.m[i] = act_method(p, q);
+        if (job.m[i] == QS_RANGE_CE && !s.rows[i]) {
             warn(p, "cross-entropy ranges need [N, classes] logits; '%s' uses MSE", q->name);
-            m = QS_RANGE_MSE;
+            job.m[i] = QS_RANGE_MSE;
         }
-        if (m == QS_RANGE_BN) {
+        if (job.m[i] == QS_RANGE_BN) {
             warn(p, "BN-based ranges apply without calibration data; '%s' uses MSE on the data given", q->name);
-            m = QS_RANGE_MSE;
+            job.m[i] = QS_RANGE_MSE;
         }
-        float sc, zp;
-        rc = qs_observer_qparams(s.obs[i], q->grid, q->symmetric, p->cfg.act.pow2, m, p->cfg.act.percentile, &sc,
-                                 &zp, e);
-        if (rc < 0) {
-            qs_error_prefix(e, "activation range of '%s': ", q->name);
-            goto out;
+    }
+    /* each quantizer's search is independent and deterministic: spread them over the threads */
+    if (job.nthreads > nq)
+        job.nthreads = nq > 0 ? nq : 1;
+    qs_parallel_for(job.nthreads, job.nthreads, 1, qparams_range, &job);
+    for (int i = 0; i < nq && rc == 0; i++) {
+        if (!s.obs[i])
+            continue;
+        qs_quantizer *q = &sim->q[i];
+        if (job.res[i].rc < 0) {   /* again, for the message */
+            rc = qs_observer_qparams(s.obs[i], q->grid, q->symmetric, p->cfg.act.pow2, job.m[i],
+                                     p->cfg.act.percentile, &job.res[i].scale, &job.res[i].zero, e);
+            rc = qs_error_prefix(e, "activation range of '%s': ", q->name);
+            break;
         }
-        qs_quantsim_set(sim, i, -1, sc, zp);
+        qs_quantsim_set(sim, i, -1, job.res[i].scale, job.res[i].zero);
         q->initialized = 1;
     }
+    free(job.m);
+    free(job.res);
 out:
     qs_quantsim_bypass_kind(sim, -1, 0);
     qs_runner_free(r);
@@ -313,11 +354,14 @@ static void sqnr_observe(void *ud, int node, qs_tensor *const *out, int nout)
             memcpy(s->buf[qi], out[j]->data, nb);
         } else if (s->buf[qi] && s->cap[qi] >= nb) {
             const float *f = s->buf[qi], *q = qs_f32(out[j]);
-            for (int64_t k = 0; k < qs_numel(out[j]); k++) {
+            double sig = 0, noise = 0;
+            for (int64_t k = 0, cnt = qs_numel(out[j]); k < cnt; k++) {
                 double d = (double)f[k] - q[k];
-                s->sig[qi] += (double)f[k] * f[k];
-                s->noise[qi] += d * d;
+                sig += (double)f[k] * f[k];
+                noise += d * d;
             }
+            s->sig[qi] += sig;
+            s->noise[qi] += noise;
         }
     }
 }
