@@ -76,10 +76,10 @@ int qs_ptq_weight_ranges(ptq *p, qs_err *e)
  * observers watch that value. Same arithmetic, one copy per quantizer less, and the executor's
  * Relu/Clip fusion stays on (the values watched end fused groups, so fusion keeps them).
  *
- * The graph is a clone whose initializers borrow the sim's (no second copy of the weights). Only
- * FakeQuants fed by a node are dropped: one on a graph input or an initializer stays, as the
- * executor never reports graph inputs to observers. src[v] is the value the clone computes in
- * place of v (v itself unless v was a dropped FakeQuant's output). */
+ * The graph is a clone whose initializers borrow the sim's (no second copy of the weights). The
+ * bypassed FakeQuants fed by a node or an initializer (the biases') are dropped; one on a graph
+ * input stays, as the executor never reports graph inputs to observers. src[v] is the value the
+ * clone computes in place of v (v itself unless v was a dropped FakeQuant's output). */
 static qs_graph *calib_graph(const qs_quantsim *sim, int *src, qs_err *e)
 {
     qs_graph *g = sim->g;
@@ -112,7 +112,7 @@ static qs_graph *calib_graph(const qs_quantsim *sim, int *src, qs_err *e)
                 n->in[j] = src[n->in[j]];
         int x = n->nin > 0 ? n->in[0] : -1;
         if (strcmp(n->domain, "quantd") || strcmp(n->op, "FakeQuant") || !qs_node_int(n, "bypass", 0) ||
-            n->nout != 1 || n->out[0] < 0 || x < 0 || c->values[x].init || c->values[x].producer < 0)
+            n->nout != 1 || n->out[0] < 0 || x < 0 || (!c->values[x].init && c->values[x].producer < 0))
             continue;
         drop[i] = 1;
         src[n->out[0]] = x;
