@@ -353,9 +353,9 @@ TEST(observer_sampled_batches_keep_exact_stats)
     free(x);
 }
 
-/* The sample must not alias with the layout: here every 16th run of 16 values is large (one run per
- * sampling group of 256), so a sample taken at a fixed place in each group would see either all of
- * them or none. */
+/* The sample must not alias with the layout: here every 16th run of 16 values is large, a period
+ * that divides the sampling groups (of 256 or 512 values), so a sample taken at a fixed place in
+ * each group would see either all of them or none. */
 TEST(observer_sample_does_not_alias)
 {
     int64_t n = 4000000;

@@ -22,10 +22,10 @@
  *
  * Calibration streams every activation of every sample through an observer, which for small
  * models costs as much as the inference itself; so once an observer has binned OBS_EXACT values,
- * large batches are sampled (qs_observer_add): min, max, the count, the zeros and NaN/Inf stay
- * exact, the tails (where the MSE search's clipping costs come from) are binned value by value,
- * and the rest is a random sample of blocks counted with the inverse of its rate, so every bin's
- * expected count is the full count. Small calibration sets never reach the sampling. */
+ * large batches are sampled (qs_observer_add): min, max, the count and NaN/Inf stay exact, the
+ * tails (where the MSE search's clipping costs come from) are binned value by value, and the rest,
+ * zeros included, is a random sample of blocks counted with the inverse of its rate, so every
+ * bin's expected count is the full count. Small calibration sets never reach the sampling. */
 #include "quant/range.h"
 
 #include "ops/kernels.h"   /* QS_HOT */
@@ -36,7 +36,7 @@
 
 #define OBS_BINS 2048
 #define OBS_EXACT (1 << 18)   /* values binned one by one before large batches are sampled */
-#define OBS_STRIDE 16         /* then one block of OBS_BLOCK values in every OBS_STRIDE is binned, */
+#define OBS_STRIDE 32         /* then one block of OBS_BLOCK values in every OBS_STRIDE is binned, */
 #define OBS_BLOCK 16
 #define OBS_TAIL 1024         /* except the tails (1/OBS_TAIL of the values each side): all binned */
 #define OBS_CHUNK 8192        /* values scanned then binned while in the cache */
@@ -224,7 +224,7 @@ int qs_range_weights(const qs_tensor *w, int axis, qs_grid g, int symmetric, int
 
 struct qs_observer {
     int64_t count;        /* finite values, zeros included */
-    int64_t zeros;        /* exact zeros (kept out of the bins) */
+    int64_t zeros;        /* exact zeros, kept out of the bins (weighted like them when sampled) */
     int64_t nonfinite;
     float min, max;       /* exact, over finite values */
     int have_bins;        /* the histogram has a range (some nonzero finite value was seen) */
@@ -346,6 +346,63 @@ QS_HOT static void scan_batch(const float *x, int64_t n, scan *r)
     }
 }
 
+/* The scan of a sampled chunk (at most OBS_CHUNK values): exact min and max, whether NaN/Inf
+ * occur (v − v is NaN only for them), and the indices of the tail values, below tlo or above thi.
+ * Half the work of scan_batch per value (zeros are counted from the sample instead), and the
+ * tails cost almost nothing: each run of TAIL_SPAN values keeps per-lane min/max, and only a lane
+ * whose min or max reaches a tail is looked at value by value (TAIL_SPAN / SCAN_LANES of them).
+ * Returns the number of tail indices written to `tails`. */
+#define TAIL_SPAN 1024
+
+QS_HOT static int scan_sampled(const float *x, int64_t m, float tlo, float thi, float *min, float *max, int *bad,
+                               int32_t *tails)
+{
+    float gmn[SCAN_LANES], gmx[SCAN_LANES], nan[SCAN_LANES], mn[SCAN_LANES], mx[SCAN_LANES];
+    for (int k = 0; k < SCAN_LANES; k++)
+        gmn[k] = INFINITY, gmx[k] = -INFINITY, nan[k] = 0;
+    int ntails = 0;
+    int64_t i = 0;
+    while (i + SCAN_LANES <= m) {
+        int64_t end = i + TAIL_SPAN <= m ? i + TAIL_SPAN : m - (m - i) % SCAN_LANES, start = i;
+        for (int k = 0; k < SCAN_LANES; k++)
+            mn[k] = INFINITY, mx[k] = -INFINITY;
+        for (; i < end; i += SCAN_LANES)
+            for (int k = 0; k < SCAN_LANES; k++) {
+                float v = x[i + k];
+                nan[k] += v - v;
+                mn[k] = v < mn[k] ? v : mn[k];
+                mx[k] = v > mx[k] ? v : mx[k];
+            }
+        int hit = 0;
+        for (int k = 0; k < SCAN_LANES; k++) {
+            hit |= (mn[k] < tlo) | (mx[k] > thi);
+            gmn[k] = mn[k] < gmn[k] ? mn[k] : gmn[k];
+            gmx[k] = mx[k] > gmx[k] ? mx[k] : gmx[k];
+        }
+        if (hit)
+            for (int k = 0; k < SCAN_LANES; k++)
+                if (mn[k] < tlo || mx[k] > thi)
+                    for (int64_t j = start + k; j < end; j += SCAN_LANES)
+                        if (x[j] < tlo || x[j] > thi)
+                            tails[ntails++] = (int32_t)j;
+    }
+    float a = INFINITY, b = -INFINITY, c = 0;
+    for (; i < m; i++) {   /* the values past the last whole run: binned whole by the caller */
+        a = x[i] < a ? x[i] : a;
+        b = x[i] > b ? x[i] : b;
+        c += x[i] - x[i];
+    }
+    for (int k = 0; k < SCAN_LANES; k++) {
+        a = gmn[k] < a ? gmn[k] : a;
+        b = gmx[k] > b ? gmx[k] : b;
+        c += nan[k];
+    }
+    *min = a;
+    *max = b;
+    *bad = c != 0;
+    return ntails;
+}
+
 /* Bin index of v (clamped into the bins), or OBS_BINS (a spare slot) for ±0. Computed in float
  * with a precomputed reciprocal: a bin off by a rounding error is harmless (re-binning goes by bin
  * centres). */
@@ -416,58 +473,44 @@ QS_HOT static void bin_all(qs_observer *o, const float *x, int64_t n, float finv
         o->bins[bin_slot(x[i], finv, off)]++;
 }
 
-/* Bins a sampled chunk (see qs_observer_add): the tails, below tlo or above thi (tlo ≤ 0 ≤ thi, so
- * zeros are never in them), every value; the rest one random block of OBS_BLOCK values per group
- * of OBS_STRIDE blocks, with weight OBS_STRIDE; what fills no whole group, every value. The chunk
- * is small enough to stay in the cache from the scan before.
- *
- * "Below tlo or above thi" is the sign bit of (v − tlo) | (thi − v), the same arithmetic in both
- * loops: in these target_clones functions GCC lowers vector compares against anything but a
- * constant lane by lane. */
-QS_HOT static void bin_sampled(qs_observer *o, const float *x, int64_t m, float tlo, float thi, float finv,
-                               float off)
+/* Bins a sampled chunk (see qs_observer_add): the tails (below tlo or above thi, tlo ≤ 0 ≤ thi, so
+ * zeros are never in them), every value, from the indices scan_sampled found; the rest one random
+ * block of OBS_BLOCK values per group of OBS_STRIDE blocks, with weight OBS_STRIDE, its zeros
+ * counted with the same weight; what fills no whole group, every value. Returns the zeros counted.
+ * In a sampled block the tails are masked by the sign bit of (v − tlo) | (thi − v), which is
+ * v < tlo || v > thi: in these target_clones functions GCC lowers vector compares against anything
+ * but a constant lane by lane. */
+QS_HOT static int64_t bin_sampled(qs_observer *o, const float *x, int64_t m, const int32_t *tails, int ntails,
+                                  float tlo, float thi, float finv, float off)
 {
     const int64_t group = OBS_STRIDE * OBS_BLOCK, full = m / group * group;
     const v16f lo = (v16f){0} + tlo, hi = (v16f){0} + thi;
-#define TAIL16(v) (((v16i)((v) - lo)) | ((v16i)(hi - (v))))   /* sign bit: a tail */
-/* any lane's sign bit, OR-folded by halves */
-#define ANY16(t) ((t) |= __builtin_shuffle((t), (v16i){ 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7 }), \
-                  (t) |= __builtin_shuffle((t), (v16i){ 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3 }),   \
-                  (t) |= __builtin_shuffle((t), (v16i){ 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1 }),   \
-                  (t) |= __builtin_shuffle((t), (v16i){ 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0 }),   \
-                  (t)[0] < 0)
     int32_t idx[16];
-    for (int64_t i = 0; i < full; i += 64) {
-        v16f v[4];
-        memcpy(v, x + i, sizeof v);
-        v16i t[4] = { TAIL16(v[0]), TAIL16(v[1]), TAIL16(v[2]), TAIL16(v[3]) }, any = t[0] | t[1] | t[2] | t[3];
-        if (!ANY16(any))
-            continue;
-        for (int j = 0; j < 4; j++) {   /* a few times in a hundred: which 16, then which values */
-            v16i tj = t[j];
-            if (!ANY16(tj))
-                continue;
-            memcpy(idx, &t[j], sizeof idx);
-            for (int k = 0; k < 16; k++)
-                if (idx[k] < 0)
-                    o->bins[bin_slot(x[i + 16 * j + k], finv, off)]++;
-        }
-    }
+    int64_t zeros = 0;
+    for (int t = 0; t < ntails; t++)
+        if (tails[t] < full)   /* (the remainder is binned whole below) */
+            o->bins[bin_slot(x[tails[t]], finv, off)]++;
+    v16i nzeros = {0};
     for (int64_t g = 0; g < full; g += group) {
         const float *p = x + g + (int64_t)(next_random(&o->sample_rng) % OBS_STRIDE) * OBS_BLOCK;
         v16f v;
         v16i bin, nz;
         memcpy(&v, p, sizeof v);
         BINS16(p, finv, off, bin, nz);
-        v16i slot = SLOTS16(bin, nz & ~(TAIL16(v) >> 31));   /* the tails were counted above */
+        v16i tail = ((v16i)(v - lo) | (v16i)(hi - v)) >> 31;   /* counted above */
+        v16i slot = SLOTS16(bin, nz & ~tail);
+        nzeros += ~nz & 1;
         memcpy(idx, &slot, sizeof idx);
         for (int k = 0; k < 16; k++)
             o->bins[idx[k]] += OBS_STRIDE;
     }
-#undef TAIL16
-#undef ANY16
-    for (int64_t i = full; i < m; i++)
+    for (int k = 0; k < 16; k++)
+        zeros += (int64_t)nzeros[k] * OBS_STRIDE;
+    for (int64_t i = full; i < m; i++) {
+        zeros += x[i] == 0;
         o->bins[bin_slot(x[i], finv, off)]++;
+    }
+    return zeros;
 }
 
 /* Folds a batch's exact statistics into the observer and widens the bins to cover them. */
@@ -537,12 +580,13 @@ static void tail_bins(const qs_observer *o, int32_t *blo, int32_t *bhi)
     *bhi = j;
 }
 
-/* Min, max, the count, the zeros and NaN/Inf are always exact. The bins take every value until
+/* Min, max, the count and NaN/Inf are always exact. The bins and the zeros take every value until
  * the observer has binned OBS_EXACT of them; after that a large batch is sampled, chunk by chunk
  * (scan, then bin, while the chunk is in the cache): its tails every value, the rest one block of
  * OBS_BLOCK values in every OBS_STRIDE at a random place (so no stride can alias with the
- * tensor's layout), counted OBS_STRIDE times. Every bin's expected count is then what binning
- * every value gives, and the tails, where the MSE search's clipping costs come from, are exact. */
+ * tensor's layout), counted OBS_STRIDE times. Every bin's expected count (and the zeros') is then
+ * what binning every value gives, and the tails, where the MSE search's clipping costs come from,
+ * are exact. A chunk holding NaN/Inf is binned whole (they are counted and skipped). */
 void qs_observer_add(qs_observer *o, const float *x, int64_t n)
 {
     if (o->binned < OBS_EXACT || n < 4 * OBS_BINS || !o->have_bins) {
@@ -552,19 +596,20 @@ void qs_observer_add(qs_observer *o, const float *x, int64_t n)
     int32_t blo, bhi;
     tail_bins(o, &blo, &bhi);
     float tlo = fminf((float)(o->lo + blo * o->w), 0.f), thi = fmaxf((float)(o->lo + (bhi + 1) * o->w), 0.f);
+    int32_t tails[OBS_CHUNK];
     for (int64_t at = 0; at < n; at += OBS_CHUNK) {
         int64_t m = n - at < OBS_CHUNK ? n - at : OBS_CHUNK;
         const float *p = x + at;
-        scan st;
-        scan_batch(p, m, &st);
-        double inv = 1.0 / o->w;
-        if (st.bad || !(inv < FLT_MAX / 4)) {
+        float mn, mx;
+        int bad;
+        int ntails = scan_sampled(p, m, tlo, thi, &mn, &mx, &bad, tails);
+        if (bad || !(1.0 / o->w < FLT_MAX / 4)) {
             add_exact(o, p, m);
             continue;
         }
-        add_stats(o, st.min, st.max, m, st.zeros);
-        inv = 1.0 / o->w;
-        bin_sampled(o, p, m, tlo, thi, (float)inv, (float)(o->lo * inv));
+        add_stats(o, mn, mx, m, 0);
+        double inv = 1.0 / o->w;
+        o->zeros += bin_sampled(o, p, m, tails, ntails, tlo, thi, (float)inv, (float)(o->lo * inv));
         o->binned += m;
     }
 }
