@@ -8,7 +8,8 @@
  *     → model.qdq.onnx, encodings.json, model.prepared.onnx, report.json
  *
  * Memory is bounded by the model and the observers' fixed histograms: calibration data streams
- * from the mapped file one batch at a time. */
+ * from the mapped file one batch at a time (in up to CALIB_SHARDS shards side by side, each with
+ * its own plan and observers: a fixed multiple, whatever the number of samples). */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,6 +26,9 @@
 #include "quant/ptq.h"
 #include "quant/range.h"
 #include "ops/kernels.h"   /* qs_parallel_for */
+
+#include <pthread.h>
+#include <stdatomic.h>
 
 int qs_pipeline_ptq(const qs_pipeline_io *io, json_t **result, qs_err *e);
 
@@ -187,40 +191,129 @@ static void qparams_range(void *arg, int64_t begin, int64_t end, int worker)
                                                    &j->res[i].scale, &j->res[i].zero, NULL);
 }
 
+/* Calibration runs in CALIB_SHARDS fixed shards of whole batches when the calibration set is
+ * large and the model small: each shard streams its share through a runner of its own with one
+ * thread into observers of its own, the shards run side by side on the threads, and their
+ * observers are merged in shard order at the end. Small models gain most from this: threading
+ * each op of a small model costs more in wake-ups and in caches split between cores than the op
+ * itself (the observers read every activation, half of it from the other core's cache). The
+ * shards are fixed, not one per thread, so the result does not depend on the thread count. */
+#define CALIB_SHARDS 4
+#define CALIB_SHARD_BATCHES 16         /* at least this many batches per shard */
+#define CALIB_SHARD_ARENA (32 << 20)   /* and a plan's activations at most this many bytes */
+
+typedef struct calib_shard {
+    calib_state s;            /* the shared maps; this shard's observers */
+    qs_runner *r;
+    int64_t start, count;     /* its samples */
+    int rc;
+    qs_err e;
+} calib_shard;
+
+typedef struct calib_run {
+    ptq *p;
+    calib_shard *sh;
+    int nshards;
+    atomic_llong done;        /* samples streamed, over all shards */
+    pthread_mutex_t mu;       /* progress events one at a time */
+    double t0;
+} calib_run;
+
+static void calib_shards(void *arg, int64_t begin, int64_t end, int worker)
+{
+    calib_run *cr = arg;
+    for (int64_t k = begin; k < end; k++) {
+        calib_shard *sh = &cr->sh[k];
+        int64_t bs = qs_runner_batch(sh->r);
+        for (int64_t at = sh->start; at < sh->start + sh->count && sh->rc == 0; at += bs) {
+            int64_t n = sh->start + sh->count - at < bs ? sh->start + sh->count - at : bs;
+            sh->rc = qs_runner_stream(sh->r, cr->p->calib.d, cr->p->calib.arrays, at, n, NULL, NULL, NULL, NULL,
+                                      cr->p->io->abort, &sh->e);
+            long long done = atomic_fetch_add(&cr->done, n) + n;
+            pthread_mutex_lock(&cr->mu);
+            qs_pl_progress(cr->p->io, "calibration", (double)done, (double)cr->p->ncalib, cr->t0);
+            pthread_mutex_unlock(&cr->mu);
+        }
+    }
+}
+
+/* A runner on the calibration graph observing into s, fused unless a watched value would be fused
+ * away; keeps logit rows for the cross-entropy quantizers. */
+static qs_runner *calib_runner(ptq *p, calib_state *s, int threads, qs_err *e)
+{
+    qs_quantsim *sim = p->sim;
+    qs_runner *r = qs_runner_new((qs_graph *)s->g, p->cfg.calibration.batch_size, e);
+    if (!r)
+        return NULL;
+    if (threads)
+        qs_runner_set_threads(r, threads);
+    /* fusion hides a fused producer's own output: fine unless a quantizer watches one */
+    qs_runner_set_observer_fused(r, calib_observe, s);
+    qs_exec *x = qs_runner_exec(r);
+    for (int i = 0; i < sim->nq; i++)
+        if (s->watch[i] >= 0 && !qs_exec_value(x, s->watch[i])) {
+            qs_runner_set_observer(r, calib_observe, s);
+            x = qs_runner_exec(r);
+            break;
+        }
+    for (int i = 0; i < sim->nq; i++) {
+        const qs_tensor *t = s->watch[i] >= 0 ? qs_exec_value(x, s->watch[i]) : NULL;
+        if (act_method(p, &sim->q[i]) == QS_RANGE_CE && t && t->ndim == 2) {
+            qs_observer_keep_rows(s->obs[i], t->shape[1], 2048);
+            s->rows[i] = 1;
+        }
+    }
+    return r;
+}
+
+static qs_observer **new_observers(const qs_quantsim *sim)
+{
+    qs_observer **obs = calloc(sim->nq + 1, sizeof *obs);
+    for (int i = 0; obs && i < sim->nq; i++)
+        if (is_act(&sim->q[i]) && !(obs[i] = qs_observer_new())) {
+            for (int k = 0; k < i; k++)
+                qs_observer_free(obs[k]);
+            free(obs);
+            return NULL;
+        }
+    return obs;
+}
+
+static void free_observers(const qs_quantsim *sim, qs_observer **obs)
+{
+    for (int i = 0; obs && i < sim->nq; i++)
+        qs_observer_free(obs[i]);
+    free(obs);
+}
+
 int qs_ptq_calibrate(ptq *p, qs_err *e)
 {
     qs_quantsim *sim = p->sim;
     calib_state s = {0};
-    int rc = 0, nq = sim->nq, nv = sim->g->nvalues;
+    calib_shard sh[CALIB_SHARDS];
+    memset(sh, 0, sizeof sh);
+    int rc = 0, nq = sim->nq, nv = sim->g->nvalues, nshards = 1;
+    int threads = p->io->threads > 0 ? p->io->threads : qs_exec_default_threads();
     qs_graph *g = NULL;
-    qs_runner *r = NULL;
     int *src = malloc((nv + 1) * sizeof *src);
     s.head = malloc((nv + 1) * sizeof *s.head);
     s.next = malloc((nq + 1) * sizeof *s.next);
     s.watch = malloc((nq + 1) * sizeof *s.watch);
-    s.obs = calloc(nq + 1, sizeof *s.obs);
     s.rows = calloc(nq + 1, 1);
-    if (!src || !s.head || !s.next || !s.watch || !s.obs || !s.rows) {
+    if (!src || !s.head || !s.next || !s.watch || !s.rows || !(s.obs = new_observers(sim))) {
         rc = qs_error(e, QS_ENOMEM, "out of memory");
         goto out;
     }
     int nact = 0;
     for (int i = 0; i < nq; i++)
-        if (is_act(&sim->q[i])) {
-            if (!(s.obs[i] = qs_observer_new())) {
-                rc = qs_error(e, QS_ENOMEM, "out of memory");
-                goto out;
-            }
-            nact++;
-        }
+        nact += s.obs[i] != NULL;
     if (!nact)
         goto out;
     /* activations observed with weights quantized, activation quantizers passing data through */
     qs_quantsim_bypass_kind(sim, QS_Q_ACT, 1);
     qs_quantsim_bypass_kind(sim, QS_Q_INPUT, 1);
     qs_quantsim_bypass_kind(sim, QS_Q_BIAS, 1);
-    if (qs_graph_toposort(sim->g, e) < 0 || !(g = calib_graph(sim, src, e)) ||
-        !(r = qs_runner_new(g, p->cfg.calibration.batch_size, e))) {
+    if (qs_graph_toposort(sim->g, e) < 0 || !(g = calib_graph(sim, src, e))) {
         rc = e->code ? e->code : QS_ENOMEM;
         goto out;
     }
@@ -233,35 +326,51 @@ int qs_ptq_calibrate(ptq *p, qs_err *e)
         if (s.watch[i] >= 0)
             s.head[s.watch[i]] = i;
     }
-    if (p->io->threads)
-        qs_runner_set_threads(r, p->io->threads);
-    /* fusion hides a fused producer's own output: fine unless a quantizer watches one */
-    qs_runner_set_observer_fused(r, calib_observe, &s);
-    qs_exec *x = qs_runner_exec(r);
-    for (int i = 0; i < nq; i++)
-        if (s.watch[i] >= 0 && !qs_exec_value(x, s.watch[i])) {
-            qs_runner_set_observer(r, calib_observe, &s);
-            x = qs_runner_exec(r);
-            break;
-        }
-    for (int i = 0; i < nq; i++) {
-        const qs_tensor *t = s.watch[i] >= 0 ? qs_exec_value(x, s.watch[i]) : NULL;
-        if (act_method(p, &sim->q[i]) == QS_RANGE_CE && t && t->ndim == 2) {
-            qs_observer_keep_rows(s.obs[i], t->shape[1], 2048);
-            s.rows[i] = 1;
+    sh[0].s = s;
+    if (!(sh[0].r = calib_runner(p, &sh[0].s, p->io->threads, e))) {
+        rc = e->code ? e->code : QS_ENOMEM;
+        goto out;
+    }
+    int64_t bs = qs_runner_batch(sh[0].r), nbatches = (p->ncalib + bs - 1) / bs;
+    if (nbatches >= CALIB_SHARDS * CALIB_SHARD_BATCHES &&
+        qs_exec_arena_bytes(qs_runner_exec(sh[0].r)) <= CALIB_SHARD_ARENA) {
+        nshards = CALIB_SHARDS;
+        qs_runner_set_threads(sh[0].r, 1);   /* the shards share the threads instead */
+        for (int k = 1; k < nshards; k++) {
+            sh[k].s = s;
+            if (!(sh[k].s.obs = new_observers(sim))) {
+                rc = qs_error(e, QS_ENOMEM, "out of memory");
+                goto out;
+            }
+            if (!(sh[k].r = calib_runner(p, &sh[k].s, 1, e))) {
+                rc = e->code ? e->code : QS_ENOMEM;
+                goto out;
+            }
         }
     }
-    double t0 = qs_now();
-    int64_t bs = qs_runner_batch(r);
-    for (int64_t start = 0; start < p->ncalib && rc == 0; start += bs) {
-        int64_t n = p->ncalib - start < bs ? p->ncalib - start : bs;
-        rc = qs_runner_stream(r, p->calib.d, p->calib.arrays, start, n, NULL, NULL, NULL, NULL, p->io->abort, e);
-        qs_pl_progress(p->io, "calibration", (double)(start + n), (double)p->ncalib, t0);
+    for (int k = 0; k < nshards; k++) {   /* whole batches, as evenly as they go */
+        int64_t b0 = nbatches * k / nshards, b1 = nbatches * (k + 1) / nshards;
+        sh[k].start = b0 * bs;
+        sh[k].count = (b1 * bs < p->ncalib ? b1 * bs : p->ncalib) - sh[k].start;
     }
+    calib_run cr = { .p = p, .sh = sh, .nshards = nshards, .t0 = qs_now() };
+    atomic_init(&cr.done, 0);
+    pthread_mutex_init(&cr.mu, NULL);
+    qs_parallel_for(nshards > 1 ? (threads < nshards ? threads : nshards) : 1, nshards, 1, calib_shards, &cr);
+    pthread_mutex_destroy(&cr.mu);
+    for (int k = 0; k < nshards && rc == 0; k++)
+        if (sh[k].rc < 0) {
+            rc = sh[k].rc;
+            if (e)
+                *e = sh[k].e;
+        }
+    for (int k = 1; k < nshards && rc == 0; k++)
+        for (int i = 0; i < nq && rc == 0; i++)
+            if (s.obs[i] && (rc = qs_observer_merge(s.obs[i], sh[k].s.obs[i])) < 0)
+                qs_error(e, rc, "out of memory merging the calibration shards");
     if (rc < 0)
         goto out;
-    qparams_job job = { p, &s, malloc((nq + 1) * sizeof *job.m), malloc((nq + 1) * sizeof *job.res),
-                        p->io->threads > 0 ? p->io->threads : qs_exec_default_threads() };
+    qparams_job job = { p, &s, malloc((nq + 1) * sizeof *job.m), malloc((nq + 1) * sizeof *job.res), threads };
     if (!job.m || !job.res) {
         free(job.m);
         free(job.res);
@@ -305,12 +414,13 @@ int qs_ptq_calibrate(ptq *p, qs_err *e)
     free(job.res);
 out:
     qs_quantsim_bypass_kind(sim, -1, 0);
-    qs_runner_free(r);
+    for (int k = 0; k < CALIB_SHARDS; k++) {
+        qs_runner_free(sh[k].r);
+        if (k > 0)
+            free_observers(sim, sh[k].s.obs);
+    }
     qs_graph_free(g);
-    if (s.obs)
-        for (int i = 0; i < nq; i++)
-            qs_observer_free(s.obs[i]);
-    free(s.obs);
+    free_observers(sim, s.obs);
     free(s.rows);
     free(s.watch);
     free(s.next);

@@ -682,6 +682,98 @@ static double hist_mass(const qs_observer *o)
     return m;
 }
 
+/* ---- merging observers (calibration shards) ---------------------------------------------- */
+
+/* Adds n values spread uniformly over [a, b] (a point mass when b ≤ a) to o's bins, split by the
+ * overlap with each bin, rounded so that the parts add up to n exactly. */
+static void spread(qs_observer *o, double a, double b, uint64_t n)
+{
+    if (!(b > a)) {
+        o->bins[bin_index(o, a)] += n;
+        return;
+    }
+    int64_t j0 = bin_index(o, a), j1 = bin_index(o, b);
+    uint64_t given = 0;
+    for (int64_t j = j0; j <= j1; j++) {
+        double hi = j == j1 ? b : fmin(b, o->lo + (j + 1) * o->w);
+        uint64_t upto = j == j1 ? n : (uint64_t)llround((double)n * (hi - a) / (b - a));
+        if (upto > n)
+            upto = n;
+        if (upto > given) {
+            o->bins[j] += upto - given;
+            given = upto;
+        }
+    }
+}
+
+typedef struct keyed { double key; int64_t row; } keyed;
+
+static int by_key_desc(const void *a, const void *b)
+{
+    const keyed *x = a, *y = b;
+    return x->key < y->key ? 1 : x->key > y->key ? -1 : (x->row > y->row) - (x->row < y->row);
+}
+
+int qs_observer_merge(qs_observer *dst, const qs_observer *src)
+{
+    dst->nonfinite += src->nonfinite;
+    if (src->count) {
+        dst->min = dst->count ? fminf(dst->min, src->min) : src->min;
+        dst->max = dst->count ? fmaxf(dst->max, src->max) : src->max;
+        dst->count += src->count;
+        dst->zeros += src->zeros;
+        dst->binned += src->binned;
+        if (src->have_bins && !dst->have_bins) {
+            dst->have_bins = 1;
+            dst->lo = src->lo;
+            dst->w = src->w;
+            memcpy(dst->bins, src->bins, sizeof dst->bins);
+        } else if (src->have_bins) {
+            widen(dst, fmin(0.0, dst->min), fmax(0.0, dst->max));
+            for (int i = 0; i < OBS_BINS; i++)
+                if (src->bins[i]) {
+                    double a, b;
+                    bin_extent(src, i, &a, &b);
+                    spread(dst, a, b, src->bins[i]);
+                }
+        }
+    }
+    if (!dst->rows || !src->rows || src->rows_kept == 0 || src->classes != dst->classes)
+        return src->rows && src->rows_kept && !dst->rows ? QS_EINVAL : 0;
+    /* the reservoirs: a uniform sample of both streams, each kept row standing for seen/kept rows
+     * of its stream (weighted sampling by keys u^(1/weight), the largest kept) */
+    int64_t k = dst->classes, nd = dst->rows_kept, ns = src->rows_kept, keep = dst->max_rows;
+    if (nd + ns <= keep) {
+        memcpy(dst->rows + nd * k, src->rows, (size_t)(ns * k) * sizeof *dst->rows);
+        dst->rows_kept = nd + ns;
+        dst->rows_seen += src->rows_seen;
+        return 0;
+    }
+    keyed *key = malloc((size_t)(nd + ns) * sizeof *key);
+    float *rows = malloc((size_t)(keep * k) * sizeof *rows);
+    if (!key || !rows) {
+        free(key);
+        free(rows);
+        return QS_ENOMEM;
+    }
+    double wd = (double)dst->rows_seen / (double)nd, ws = (double)src->rows_seen / (double)ns;
+    for (int64_t r = 0; r < nd + ns; r++) {
+        double u = ((double)(next_random(&dst->rng) >> 11) + 0.5) / 9007199254740992.0;
+        key[r] = (keyed){ log(u) / (r < nd ? wd : ws), r };   /* log of u^(1/w): larger is kept */
+    }
+    qsort(key, (size_t)(nd + ns), sizeof *key, by_key_desc);
+    for (int64_t slot = 0; slot < keep; slot++) {
+        int64_t r = key[slot].row;
+        memcpy(rows + slot * k, r < nd ? dst->rows + r * k : src->rows + (r - nd) * k, (size_t)k * sizeof *rows);
+    }
+    memcpy(dst->rows, rows, (size_t)(keep * k) * sizeof *rows);
+    dst->rows_kept = keep;
+    dst->rows_seen += src->rows_seen;
+    free(key);
+    free(rows);
+    return 0;
+}
+
 /* ---- percentile ----------------------------------------------------------------------------- */
 
 /* The value below which a fraction q of the finite values lie: bins are uniform, the zeros are a
