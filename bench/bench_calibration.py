@@ -7,7 +7,10 @@ Peak memory is sampled from /proc/PID/status while quant runs: VmHWM (peak resid
 counts the pages of the memory-mapped calibration file the kernel keeps resident — reclaimable page
 cache, not allocations) and the peak of RssAnon (anonymous memory: what quant itself allocated).
 
-    .venv/bin/python bench/bench_calibration.py [--build DIR] [--models resnet,mobilenet]
+    .venv/bin/python bench/bench_calibration.py [--build DIR] [--models resnet,mobilenet] [--repeat R]
+
+With --repeat R (default 3) every measurement is taken R times and the median is reported (on a
+machine shared with other work single runs vary by tens of percent); peak memory is the largest.
 
 Needs numpy and Debian's dataset-fashion-mnist (training split as calibration data).
 """
@@ -15,6 +18,7 @@ import argparse
 import gzip
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,6 +63,7 @@ def main():
     ap.add_argument("--build", default=os.environ.get("QD_BUILDDIR", SRC))
     ap.add_argument("--models", default="resnet,mobilenet")
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     quant = os.path.join(args.build, "quant")
     tmp = tempfile.mkdtemp(prefix="qd-calib-")
@@ -69,17 +74,23 @@ def main():
           f"{'peak RSS':>9} {'peak anon':>9}")
     for m in args.models.split(","):
         model = os.path.join(SRC, "tests", "fixtures", f"{m}.onnx")
-        bench = json.loads(subprocess.run([quant, "bench", model, "--batch", str(args.batch), "--iters", "50",
-                                           "--json"], capture_output=True, text=True, check=True).stdout)
-        infer = bench["samples_per_s"]
+        def infer_rate():
+            bench = json.loads(subprocess.run([quant, "bench", model, "--batch", str(args.batch), "--iters", "50",
+                                               "--json"], capture_output=True, text=True, check=True).stdout)
+            return bench["samples_per_s"]
         for n in (1000, 20000):
             out_dir = os.path.join(tmp, f"{m}-{n}")
             # the basic preset: calibration is the only data pass besides the short SQNR pass
             cmd = [quant, "ptq", model, "--calib", calib, "--calib-samples", str(n), "--batch", str(args.batch),
                    "--preset", "basic", "--arange", "mse", "-o", out_dir, "--json"]
-            _, rss, anon = run_sampled(cmd)
-            rep = json.load(open(os.path.join(out_dir, "report.json")))
-            secs = rep["timings"]["calibration"]
+            times, rates, rss, anon = [], [], 0, 0
+            for _ in range(max(1, args.repeat)):   # interleaved, so both see the same machine load
+                rates.append(infer_rate())
+                _, r, a = run_sampled(cmd)
+                rss, anon = max(rss, r), max(anon, a)
+                rep = json.load(open(os.path.join(out_dir, "report.json")))
+                times.append(rep["timings"]["calibration"])
+            secs, infer = statistics.median(times), statistics.median(rates)
             print(f"{m:10} {n:7d} {secs:8.2f} {n / secs:9.0f} {infer:9.0f} {infer / (n / secs):6.2f} "
                   f"{rss:8.0f}M {anon:8.0f}M")
     print("ratio = calibration time per sample / inference time per sample (target <= ~1.5)")

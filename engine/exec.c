@@ -42,6 +42,7 @@ struct qs_exec {
     void *observer_ud;
 
     int fuse;                /* fold Relu/Clip into the preceding Conv/Gemm/MatMul (next plan) */
+    char *keep;              /* per value: never fused away (an observer watches it) */
 
     int nvalues, nnodes;
     qs_tensor *val;          /* heads, one per value */
@@ -50,6 +51,7 @@ struct qs_exec {
     const qs_op_def **def;   /* per node */
     char *folded;            /* per node: evaluated at plan time, or fused into its producer */
     float *act_min, *act_max;/* per node: clamp fused into it (act_min <= act_max), else act_min > act_max */
+    int *fused_act;          /* per node: the last node absorbed into it (whose output it writes), else -1 */
     int *resid;              /* per node: value of a residual Add fused into it (Conv only), else -1 */
     qs_tensor ***in, ***out; /* per node: pointers into val[] (NULL for omitted inputs) */
     char *arena;
@@ -118,7 +120,8 @@ static int fusable_reader(qs_exec *x, int i, const int *prod, const int *fused_i
     if (!x->fuse || x->mode != QS_EXEC_INFER || n->domain[0] || n->nin < 1 || n->nout != 1 || n->out[0] < 0)
         return 0;
     int v = n->in[0];
-    if (v < 0 || x->kind[v] != V_ACT || prod[v] < 0 || nreaders[v] != 1 || qs_graph_is_output(x->g, v))
+    if (v < 0 || x->kind[v] != V_ACT || prod[v] < 0 || nreaders[v] != 1 || qs_graph_is_output(x->g, v) ||
+        x->keep[v])
         return 0;
     int q = prod[v];
     if (x->folded[q] == 2)   /* v is the output of a node already absorbed: look through it */
@@ -211,7 +214,10 @@ qs_exec *qs_exec_new(qs_graph *g, int mode, qs_err *e)
         return NULL;
     }
     x->trainable = calloc(g->nvalues + 1, 1);
-    if (!x->trainable) {
+    x->keep = calloc(g->nvalues + 1, 1);
+    if (!x->trainable || !x->keep) {
+        free(x->trainable);
+        free(x->keep);
         free(x);
         qs_error(e, QS_ENOMEM, "out of memory");
         return NULL;
@@ -241,6 +247,7 @@ static void plan_clear(qs_exec *x)
     free(x->folded);
     free(x->act_min);
     free(x->act_max);
+    free(x->fused_act);
     free(x->resid);
     free(x->arena);
     free(x->scratch);
@@ -250,7 +257,7 @@ static void plan_clear(qs_exec *x)
     free(x->grad_arena);
     for (int i = 0; i < 8; i++)
         free(x->gtmp[i]);
-    char *keep = x->trainable;
+    char *trainable = x->trainable, *keep = x->keep;
     qs_graph *g = x->g;
     int mode = x->mode, nthreads = x->nthreads, fuse = x->fuse;
     atomic_int *ab = x->abort_flag;
@@ -258,7 +265,8 @@ static void plan_clear(qs_exec *x)
     void *pud = x->progress_ud, *oud = x->observer_ud;
     qs_node_fn of = x->observer;
     memset(x, 0, sizeof *x);
-    x->trainable = keep;
+    x->trainable = trainable;
+    x->keep = keep;
     x->g = g;
     x->mode = mode;
     x->nthreads = nthreads;
@@ -276,6 +284,7 @@ void qs_exec_free(qs_exec *x)
         return;
     plan_clear(x);
     free(x->trainable);
+    free(x->keep);
     free(x);
 }
 
@@ -360,6 +369,7 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     x->folded = calloc(nn + 1, 1);
     x->act_min = malloc((nn + 1) * sizeof *x->act_min);
     x->act_max = malloc((nn + 1) * sizeof *x->act_max);
+    x->fused_act = malloc((nn + 1) * sizeof *x->fused_act);
     x->resid = malloc((nn + 1) * sizeof *x->resid);
     x->in = calloc(nn + 1, sizeof *x->in);
     x->out = calloc(nn + 1, sizeof *x->out);
@@ -368,7 +378,7 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     int *nreaders = calloc(nv + 1, sizeof *nreaders), *reader = calloc(nv + 1, sizeof *reader);
     int *fused_into = malloc((nn + 1) * sizeof *fused_into), *prod = malloc((nv + 1) * sizeof *prod);
     if (!prod || !x->val || !x->kind || !x->offset || !x->def || !x->folded || !x->in || !x->out || !last || !defn ||
-        !live || !x->act_min || !x->act_max || !x->resid || !nreaders || !reader || !fused_into) {
+        !live || !x->act_min || !x->act_max || !x->resid || !x->fused_act || !nreaders || !reader || !fused_into) {
         rc = qs_error(e, QS_ENOMEM, "out of memory planning the graph");
         goto out;
     }
@@ -389,6 +399,7 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
         x->act_max[i] = 0;   /* no clamp */
         x->resid[i] = -1;
         fused_into[i] = -1;
+        x->fused_act[i] = -1;
         const qs_node *n = &g->nodes[i];
         for (int j = 0; j < n->nout; j++)
             if (n->out[j] >= 0)
@@ -453,6 +464,7 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
             if (ss > scratch)
                 scratch = ss;
             fused_into[i] = p;
+            x->fused_act[p] = i;   /* observers see p's call as the last absorbed node's */
             x->val[n->out[0]] = x->val[pv];
             x->kind[n->out[0]] = V_ACT;
             x->kind[pv] = V_NONE;
@@ -682,8 +694,11 @@ int qs_exec_forward(qs_exec *x, qs_err *e)
         int rc = x->def[i]->forward(&c);
         if (rc < 0)
             return rc;
-        if (x->observer)
-            x->observer(x->observer_ud, i, x->out[i], x->g->nodes[i].nout);
+        if (x->observer) {
+            /* a fused producer wrote its activation's output: report it as that node's */
+            int j = x->fused_act[i] >= 0 ? x->fused_act[i] : i;
+            x->observer(x->observer_ud, j, x->out[j], x->g->nodes[j].nout);
+        }
         if (x->progress)
             x->progress(x->progress_ud, i + 1, nn);
     }
@@ -821,3 +836,9 @@ void qs_exec_set_progress(qs_exec *x, qs_progress_fn fn, void *ud)
 
 void qs_exec_set_threads(qs_exec *x, int n) { x->nthreads = n > 0 ? n : 1; }
 void qs_exec_set_fusion(qs_exec *x, int on) { x->fuse = on ? 1 : 0; }
+
+void qs_exec_keep_value(qs_exec *x, int value)
+{
+    if (value >= 0 && value < x->g->nvalues)
+        x->keep[value] = 1;
+}

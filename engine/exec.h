@@ -54,7 +54,8 @@ const qs_tensor *qs_exec_grad(const qs_exec *x, int value);
 void qs_exec_set_trainable(qs_exec *x, int value, int on);
 
 /* Called after each node's forward with its outputs (calibration observers, per-layer statistics);
- * the tensors are only valid during the call in inference mode. */
+ * the tensors are only valid during the call in inference mode. With fusion on, a fused pair makes
+ * one call, for the activation node with its output; the producer's own output never exists. */
 typedef void (*qs_node_fn)(void *ud, int node, qs_tensor *const *out, int nout);
 void qs_exec_set_observer(qs_exec *x, qs_node_fn fn, void *ud);
 
@@ -69,8 +70,10 @@ int qs_exec_default_threads(void);
  * Add that is its output's only reader (the other operand, of the same shape, computed earlier),
  * and then a Relu/Clip after that Add. The values in between are never materialised
  * (qs_exec_value gives NULL for them, observers do not see them). Off by default; the runner turns
- * it on unless an observer is set. */
+ * it on unless an observer that needs every node's output is set. */
 void qs_exec_set_fusion(qs_exec *x, int on);
+/* From the next plan: fusion never hides this value (an observer watches it). */
+void qs_exec_keep_value(qs_exec *x, int value);
 /* Peak bytes of activation and scratch memory the plan allocated (for benchmarks). */
 size_t qs_exec_arena_bytes(const qs_exec *x);
 

@@ -23,6 +23,8 @@ struct qs_runner {
     int threads;
     qs_node_fn observer;
     void *observer_ud;
+    int fuse;          /* Relu/Clip fusion on (no observer, or one that does not need it off) */
+    char *keep;        /* per value: kept from fusion on every plan (qs_runner_keep_value), or NULL */
 };
 
 static int check_outputs(qs_runner *r, qs_exec *x, qs_err *e)
@@ -77,8 +79,9 @@ qs_runner *qs_runner_new(qs_graph *g, int64_t batch, qs_err *e)
     }
     r->g = g;
     r->want = batch;
+    r->fuse = 1;   /* off again once an observer needs every node's output */
     if ((r->x = qs_exec_new(g, QS_EXEC_INFER, e)))
-        qs_exec_set_fusion(r->x, 1);   /* off again once an observer needs every node's output */
+        qs_exec_set_fusion(r->x, 1);
     if (!r->x || qs_runner_plan(r, e) < 0) {
         qs_runner_free(r);
         return NULL;
@@ -92,26 +95,51 @@ void qs_runner_free(qs_runner *r)
         return;
     qs_exec_free(r->x);
     qs_exec_free(r->tail);
+    free(r->keep);
     free(r);
 }
 
 int64_t qs_runner_batch(const qs_runner *r) { return r->batch; }
 qs_exec *qs_runner_exec(qs_runner *r) { return r->x; }
 
-void qs_runner_set_observer(qs_runner *r, qs_node_fn fn, void *ud)
+static void set_observer(qs_runner *r, qs_node_fn fn, void *ud, int fuse)
 {
-    int was = r->observer != NULL;
+    int was = r->fuse;
     r->observer = fn;
     r->observer_ud = ud;
+    r->fuse = fuse;
     qs_exec_set_observer(r->x, fn, ud);
-    qs_exec_set_fusion(r->x, fn == NULL);
+    qs_exec_set_fusion(r->x, fuse);
     if (r->tail) {
         qs_exec_set_observer(r->tail, fn, ud);
-        qs_exec_set_fusion(r->tail, fn == NULL);
+        qs_exec_set_fusion(r->tail, fuse);
     }
     /* fused plans hide pre-activation values from observers: re-plan when that changes */
-    if (was != (fn != NULL))
+    if (was != fuse)
         qs_runner_plan(r, NULL);
+}
+
+void qs_runner_set_observer(qs_runner *r, qs_node_fn fn, void *ud) { set_observer(r, fn, ud, fn == NULL); }
+void qs_runner_set_observer_fused(qs_runner *r, qs_node_fn fn, void *ud) { set_observer(r, fn, ud, 1); }
+
+static void apply_keep(const qs_runner *r, qs_exec *x)
+{
+    for (int v = 0; r->keep && v < r->g->nvalues; v++)
+        if (r->keep[v])
+            qs_exec_keep_value(x, v);
+}
+
+int qs_runner_keep_value(qs_runner *r, int value)
+{
+    if (value < 0 || value >= r->g->nvalues)
+        return 0;
+    if (!r->keep && !(r->keep = calloc(r->g->nvalues + 1, 1)))
+        return -1;
+    r->keep[value] = 1;
+    apply_keep(r, r->x);
+    if (r->tail)
+        apply_keep(r, r->tail);
+    return 0;
 }
 
 void qs_runner_set_threads(qs_runner *r, int n)
@@ -170,7 +198,8 @@ static int exec_for(qs_runner *r, int64_t n, qs_exec **out, qs_err *e)
         if (r->threads)
             qs_exec_set_threads(r->tail, r->threads);
         qs_exec_set_observer(r->tail, r->observer, r->observer_ud);
-        qs_exec_set_fusion(r->tail, r->observer == NULL);
+        qs_exec_set_fusion(r->tail, r->fuse);
+        apply_keep(r, r->tail);
         r->tail_n = 0;
         int rc = qs_exec_plan(r->tail, n, e);
         if (rc < 0)

@@ -45,6 +45,13 @@ void qs_runner_set_threads(qs_runner *r, int n);
 /* Per-node observer on every plan the runner uses (see qs_exec_set_observer). Padding rows of a
  * fixed-batch model are visible to it. */
 void qs_runner_set_observer(qs_runner *r, qs_node_fn fn, void *ud);
+/* The same, keeping Relu/Clip fusion (see qs_exec_set_fusion): for observers that only need values
+ * fusion keeps (qs_exec_value is not NULL for them), such as the outputs of fused groups. Cheaper:
+ * the activation is applied inside the producer instead of in a pass of its own. */
+void qs_runner_set_observer_fused(qs_runner *r, qs_node_fn fn, void *ud);
+/* Keeps a value from being fused away on every plan (qs_exec_keep_value), from the next plan on
+ * (qs_runner_plan re-plans). -1 when out of memory. */
+int qs_runner_keep_value(qs_runner *r, int value);
 /* The main plan (batch qs_runner_batch): shapes of every value, arena size. */
 qs_exec *qs_runner_exec(qs_runner *r);
 

@@ -257,6 +257,50 @@ TEST(relu_fusion_matches_unfused)
     qs_graph_free(g);
 }
 
+/* What an observer sees: each node once with its outputs; with fusion the Gemm+Relu pair makes one
+ * call, for the Relu node with the Relu's output (never the Gemm's node id with the Relu's data). */
+typedef struct seen { int calls[8]; float relu[24]; const qs_graph *g; } seen;
+
+static void record(void *ud, int node, qs_tensor *const *out, int nout)
+{
+    seen *s = ud;
+    s->calls[node]++;
+    if (!strcmp(s->g->nodes[node].op, "Relu") && nout == 1 && qs_numel(out[0]) == 24)
+        memcpy(s->relu, out[0]->data, sizeof s->relu);
+}
+
+TEST(observer_with_fusion_reports_the_activation)
+{
+    qs_graph *g = residual_mlp();   /* nodes: Gemm, Relu, Add */
+    qs_err e = {0};
+    qs_exec *a = qs_exec_new(g, QS_EXEC_INFER, &e), *b = qs_exec_new(g, QS_EXEC_INFER, &e);
+    seen fused = { .g = g }, plain = { .g = g };
+    qs_exec_set_fusion(a, 1);
+    qs_exec_set_observer(a, record, &fused);
+    qs_exec_set_observer(b, record, &plain);
+    ASSERT_EQ(qs_exec_plan(a, 6, &e), 0);
+    ASSERT_EQ(qs_exec_plan(b, 6, &e), 0);
+    int64_t xs[] = {6, 4};
+    qs_tensor *in = opcheck_rand(2, xs, -1, 1);
+    ASSERT_EQ(qs_exec_set_input(a, 0, in, &e), 0);
+    ASSERT_EQ(qs_exec_set_input(b, 0, in, &e), 0);
+    ASSERT_EQ(qs_exec_forward(a, &e), 0);
+    ASSERT_EQ(qs_exec_forward(b, &e), 0);
+    ASSERT_STR_EQ(g->nodes[0].op, "Gemm");
+    ASSERT_STR_EQ(g->nodes[1].op, "Relu");
+    ASSERT(fused.calls[0] == 0 && fused.calls[1] == 1 && fused.calls[2] == 1);
+    ASSERT(plain.calls[0] == 1 && plain.calls[1] == 1 && plain.calls[2] == 1);
+    ASSERT_EQ(memcmp(fused.relu, plain.relu, sizeof fused.relu), 0);
+    int zeros = 0;
+    for (int i = 0; i < 24; i++)
+        zeros += fused.relu[i] == 0;
+    ASSERT(zeros > 0 && zeros < 24);   /* post-activation data, not the Gemm's */
+    qs_tensor_free(in);
+    qs_exec_free(a);
+    qs_exec_free(b);
+    qs_graph_free(g);
+}
+
 /* PyTorch's export order: Gemm, then the Constant nodes holding Clip's bounds, then Clip. The bounds
  * are known only after the Gemm is planned; the clamp must still be fused, and give the same result. */
 TEST(clip_with_constant_bounds_fuses)
@@ -334,6 +378,17 @@ TEST(residual_add_fuses_into_conv)
         zeros += ya[i] == 0.f;
     }
     ASSERT(zeros > 0 && zeros < 3 * 4 * 25);   /* the Relu after the Add was in play */
+    /* a value kept for an observer is not fused away; the rest still fuses */
+    qs_err e = {0};
+    qs_exec *k = qs_exec_new(g, QS_EXEC_INFER, &e);
+    qs_exec_set_fusion(k, 1);
+    qs_exec_keep_value(k, h2);
+    ASSERT_EQ(qs_exec_plan(k, 3, &e), 0);
+    ASSERT_EQ(qs_exec_set_input(k, 0, in, &e), 0);
+    ASSERT_EQ(qs_exec_forward(k, &e), 0);
+    ASSERT(qs_exec_value(k, h2) != NULL && qs_exec_value(k, qs_graph_find_value(g, "h1")) == NULL);
+    ASSERT_EQ(memcmp(qs_exec_output(k, 1)->data, qs_exec_output(b, 1)->data, 3 * 4 * 25 * 4), 0);
+    qs_exec_free(k);
     qs_tensor_free(in);
     qs_exec_free(a);
     qs_exec_free(b);
@@ -392,6 +447,7 @@ TEST(wrong_input_shape_names_the_expected_one)
 }
 
 TEST_MAIN(forward_matches_hand_computation, memory_reuse_gives_same_results, shape_chains_fold_at_plan_time,
+          observer_with_fusion_reports_the_activation,
           graph_backward_matches_finite_differences, relu_fusion_matches_unfused,
           clip_with_constant_bounds_fuses, residual_add_fuses_into_conv, abort_flag_stops_between_nodes,
           unsupported_ops_are_listed_together, wrong_input_shape_names_the_expected_one)

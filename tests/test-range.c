@@ -291,6 +291,156 @@ TEST(observer_memory_is_constant)
     qs_observer_free(o);
 }
 
+/* Large batches are sampled once an observer has seen enough values; min, max, the count and the
+ * zeros stay exact, and the ranges stay those of the whole data: checked against the exact SSE of
+ * the data itself and against an observer fed in small batches (which bins every value). */
+TEST(observer_sampled_batches_keep_exact_stats)
+{
+    int64_t n = 6000000;
+    float *x = malloc(n * sizeof *x);
+    int64_t zeros = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double u = urand();
+        x[i] = u < 0.4 ? 0.f : (float)(fabs(nrand()) * (u < 0.99 ? 1.0 : 4.0) - 0.2);   /* a tail */
+        zeros += x[i] == 0;
+    }
+    x[n - 3] = 40.f;          /* the extremes sit where a sample would almost surely miss them */
+    x[n / 2 + 7] = -7.f;
+    qs_observer *big = qs_observer_new(), *small = qs_observer_new();
+    for (int64_t at = 0; at < n; at += 400000)
+        qs_observer_add(big, x + at, n - at < 400000 ? n - at : 400000);
+    for (int64_t at = 0; at < n; at += 8000)
+        qs_observer_add(small, x + at, n - at < 8000 ? n - at : 8000);
+    float lo, hi;
+    qs_observer_minmax(big, &lo, &hi);
+    ASSERT_EQ(lo, -7.f);
+    ASSERT_EQ(hi, 40.f);
+    ASSERT_EQ(qs_observer_count(big), n);
+    qs_err e = {0};
+    int64_t shape = n;
+    qs_tensor *t = qs_tensor_wrap(QS_F32, 1, &shape, x);
+    for (int sym = 0; sym <= 1; sym++) {
+        qs_grid g = qs_grid_make(8, sym);
+        float sb, zb, ss, zs;
+        ASSERT_EQ(qs_observer_qparams(big, g, sym, 0, QS_RANGE_MSE, 0, &sb, &zb, &e), 0);
+        ASSERT_EQ(qs_observer_qparams(small, g, sym, 0, QS_RANGE_MSE, 0, &ss, &zs, &e), 0);
+        double err_big = sse_of(t, sb, zb, g), err_small = sse_of(t, ss, zs, g);
+        ASSERT(err_big <= err_small * 1.005);
+        if (sym) {   /* the exact optimum over the data itself */
+            float sw, zw;
+            ASSERT_EQ(qs_range_weights(t, -1, g, 1, 0, QS_RANGE_MSE, &sw, &zw, &e), 0);
+            ASSERT(err_big <= sse_of(t, sw, zw, g) * 1.01);
+        }
+        /* min-max is exact */
+        ASSERT_EQ(qs_observer_qparams(big, g, sym, 0, QS_RANGE_MINMAX, 0, &sb, &zb, &e), 0);
+        ASSERT_EQ(qs_observer_qparams(small, g, sym, 0, QS_RANGE_MINMAX, 0, &ss, &zs, &e), 0);
+        ASSERT(sb == ss && zb == zs);
+    }
+    /* percentiles: the fraction of the data at or below the answer */
+    double pcts[] = { 50, 99, 99.9 };
+    for (int k = 0; k < 3; k++) {
+        float s, z;
+        ASSERT_EQ(qs_observer_qparams(big, qs_grid_make(16, 0), 0, 0, QS_RANGE_PERCENTILE, pcts[k], &s, &z, &e), 0);
+        qs_qparams_range(qs_grid_make(16, 0), s, z, &lo, &hi);
+        int64_t below = 0;
+        for (int64_t i = 0; i < n; i++)
+            below += x[i] <= hi;
+        ASSERT_CLOSE((double)below / n, pcts[k] / 100, 0, pcts[k] > 99 ? 0.0002 : 0.002);
+    }
+    qs_tensor_free(t);
+    qs_observer_free(big);
+    qs_observer_free(small);
+    free(x);
+}
+
+/* Calibration shards: observers that each saw part of the data, merged, give what one observer
+ * that saw it all gives: exact counts and extremes, MSE ranges whose true error is as low, the
+ * same percentiles to within a bin, and a cross-entropy reservoir drawn from both streams. */
+TEST(observer_merge_matches_one_observer)
+{
+    int64_t n = 400000;
+    float *x = malloc(n * sizeof *x);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = i % 3 == 0 ? 0.f : (float)(nrand() * (i < n / 2 ? 1.0 : 1.7) + 0.2);   /* halves differ */
+    x[10] = -20.f;   /* each extreme in one half only */
+    x[n - 10] = 30.f;
+    qs_observer *all = observe(x, n, 50), *a = observe(x, n / 2, 25), *b = observe(x + n / 2, n - n / 2, 25);
+    qs_observer *empty = qs_observer_new();
+    ASSERT_EQ(qs_observer_merge(a, b), 0);
+    ASSERT_EQ(qs_observer_merge(empty, a), 0);   /* into a fresh observer: a copy */
+    float l0, h0, l1, h1;
+    qs_observer_minmax(all, &l0, &h0);
+    qs_observer_minmax(a, &l1, &h1);
+    ASSERT(l0 == l1 && h0 == h1 && l1 == -20.f && h1 == 30.f);
+    ASSERT_EQ(qs_observer_count(a), n);
+    qs_err e = {0};
+    int64_t shape = n;
+    qs_tensor *t = qs_tensor_wrap(QS_F32, 1, &shape, x);
+    for (int sym = 0; sym <= 1; sym++) {
+        qs_grid g = qs_grid_make(8, sym);
+        float s0, z0, s1, z1, s2, z2;
+        ASSERT_EQ(qs_observer_qparams(all, g, sym, 0, QS_RANGE_MSE, 0, &s0, &z0, &e), 0);
+        ASSERT_EQ(qs_observer_qparams(a, g, sym, 0, QS_RANGE_MSE, 0, &s1, &z1, &e), 0);
+        ASSERT_EQ(qs_observer_qparams(empty, g, sym, 0, QS_RANGE_MSE, 0, &s2, &z2, &e), 0);
+        ASSERT(sse_of(t, s1, z1, g) <= sse_of(t, s0, z0, g) * 1.005);
+        ASSERT(!memcmp(&s1, &s2, sizeof s1) && z1 == z2);
+        ASSERT_EQ(qs_observer_qparams(all, g, sym, 0, QS_RANGE_PERCENTILE, 99.5, &s0, &z0, &e), 0);
+        ASSERT_EQ(qs_observer_qparams(a, g, sym, 0, QS_RANGE_PERCENTILE, 99.5, &s1, &z1, &e), 0);
+        ASSERT_CLOSE(s1, s0, 0.01, 0);
+    }
+    qs_tensor_free(t);
+    /* reservoirs: rows of 4 logits, the first stream's rows all 1s, the second's all 2s; the merged
+     * reservoir (8 rows) must hold rows of both */
+    qs_observer *ra = qs_observer_new(), *rb = qs_observer_new();
+    qs_observer_keep_rows(ra, 4, 8);
+    qs_observer_keep_rows(rb, 4, 8);
+    float ones[400], twos[400];
+    for (int i = 0; i < 400; i++)
+        ones[i] = 1.f, twos[i] = 2.f + (i % 4);
+    qs_observer_add_rows(ra, ones, 100);
+    qs_observer_add_rows(rb, twos, 100);
+    ASSERT_EQ(qs_observer_merge(ra, rb), 0);
+    ASSERT_EQ(qs_observer_count(ra), 800);
+    float sc, zp;
+    ASSERT_EQ(qs_observer_qparams(ra, qs_grid_make(8, 0), 0, 0, QS_RANGE_CE, 0, &sc, &zp, &e), 0);
+    qs_observer *plain = qs_observer_new();   /* kept no rows: merging rows into it is refused */
+    ASSERT_EQ(qs_observer_merge(plain, rb), QS_EINVAL);
+    qs_observer_free(plain);
+    qs_observer_free(ra);
+    qs_observer_free(rb);
+    qs_observer_free(all);
+    qs_observer_free(a);
+    qs_observer_free(b);
+    qs_observer_free(empty);
+    free(x);
+}
+
+/* The sample must not alias with the layout: here every 16th run of 16 values is large, a period
+ * that divides the sampling groups (of 256 or 512 values), so a sample taken at a fixed place in
+ * each group would see either all of them or none. */
+TEST(observer_sample_does_not_alias)
+{
+    int64_t n = 4000000;
+    float *x = malloc(n * sizeof *x);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = (float)((i / 16) % 16 == 5 ? 10 + urand() : urand());   /* 1/16 of the values in [10, 11) */
+    qs_observer *o = qs_observer_new();
+    for (int64_t at = 0; at < n; at += 500000)
+        qs_observer_add(o, x + at, 500000);
+    qs_err e = {0};
+    float s, z, lo, hi;
+    /* 15/16 of the data lies in [0, 1), 1/16 in [10, 11): the 92nd percentile is 0.92·16/15,
+     * the 96th 10 + (0.96 − 15/16)·16 */
+    ASSERT_EQ(qs_observer_qparams(o, qs_grid_make(16, 0), 0, 0, QS_RANGE_PERCENTILE, 92, &s, &z, &e), 0);
+    qs_qparams_range(qs_grid_make(16, 0), s, z, &lo, &hi);
+    ASSERT_CLOSE(hi, 0.92 * 16 / 15, 0, 0.01);
+    ASSERT_EQ(qs_observer_qparams(o, qs_grid_make(16, 0), 0, 0, QS_RANGE_PERCENTILE, 96, &s, &z, &e), 0);
+    qs_qparams_range(qs_grid_make(16, 0), s, z, &lo, &hi);
+    ASSERT_CLOSE(hi, 10 + (0.96 - 15.0 / 16) * 16, 0, 0.02);
+    qs_observer_free(o);
+    free(x);
+}
+
 TEST(percentile_known_data)
 {
     qs_err e = {0};
@@ -464,5 +614,7 @@ TEST(bn_range_by_hand)
 
 TEST_MAIN(method_names, minmax_weights_by_hand, per_channel_axes, mse_clips_outlier_and_lowers_sse,
           mse_near_brute_force, observer_one_batch_vs_hundred, observer_mse_uniform_keeps_full_range,
-          observer_memory_is_constant, percentile_known_data, cross_entropy_covers_large_logits,
+          observer_memory_is_constant, observer_sampled_batches_keep_exact_stats, observer_merge_matches_one_observer,
+          observer_sample_does_not_alias,
+          percentile_known_data, cross_entropy_covers_large_logits,
           nonfinite_counted_never_binned, degenerate_data, bad_arguments, bn_range_by_hand)

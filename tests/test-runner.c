@@ -414,6 +414,60 @@ TEST(baked_in_batch_runs_one_at_a_time)
     qs_graph_free(g);
 }
 
-TEST_MAIN(every_batch_size_gives_the_same_exact_outputs, fixed_batch_1_runs_one_sample_at_a_time,
+/* qs_runner_set_observer_fused keeps Relu fusion on every plan (the last partial batch's too): the
+ * Conv's own output is never materialised or reported, the Relu's callback carries the activations;
+ * qs_runner_set_observer turns fusion off again and the Conv is seen. */
+typedef struct relu_seen { const qs_graph *g; int64_t conv_calls, relu_rows, add_calls, row0; } relu_seen;
+
+static void watch(void *ud, int node, qs_tensor *const *out, int nout)
+{
+    relu_seen *s = ud;
+    const char *op = s->g->nodes[node].op;
+    if (!strcmp(op, "Conv"))
+        s->conv_calls++;
+    if (!strcmp(op, "Add"))
+        s->add_calls++;
+    if (strcmp(op, "Relu") || nout != 1)
+        return;
+    for (int64_t n = 0; n < out[0]->shape[0]; n++, s->row0++)
+        for (int co = 0; co < CO; co++)
+            for (int i = 0; i < H; i++)
+                for (int j = 0; j < W; j++)
+                    ASSERT_CLOSE(qs_f32(out[0])[((n * CO + co) * H + i) * W + j], ref_y0(s->row0, co, i, j), 1e-5,
+                                 1e-5);
+    s->relu_rows += out[0]->shape[0];
+}
+
+TEST(fused_observer_keeps_fusion)
+{
+    qs_graph *g = model(-1);
+    qs_runner *r = runner(g, 4);
+    relu_seen s = { .g = g };
+    qs_runner_set_observer_fused(r, watch, &s);
+    int conv = qs_graph_find_value(g, "conv");
+    ASSERT(qs_exec_value(qs_runner_exec(r), conv) == NULL);   /* fused away */
+    qs_tensor *x = make_x(7), *z = make_z(7), *y[2];
+    run_ok(r, x, z, y);   /* batches of 4 and 3 */
+    check_outputs(y, 0, 7);
+    ASSERT_EQ(s.conv_calls, 0);
+    ASSERT_EQ(s.relu_rows, 7);
+    ASSERT_EQ(s.add_calls, 2);
+    qs_tensor_free(y[0]);
+    qs_tensor_free(y[1]);
+    s = (relu_seen){ .g = g };
+    qs_runner_set_observer(r, watch, &s);
+    ASSERT(qs_exec_value(qs_runner_exec(r), conv) != NULL);
+    run_ok(r, x, z, y);
+    ASSERT_EQ(s.conv_calls, 2);
+    ASSERT_EQ(s.relu_rows, 7);
+    qs_tensor_free(y[0]);
+    qs_tensor_free(y[1]);
+    qs_tensor_free(x);
+    qs_tensor_free(z);
+    qs_runner_free(r);
+    qs_graph_free(g);
+}
+
+TEST_MAIN(every_batch_size_gives_the_same_exact_outputs, fused_observer_keeps_fusion, fixed_batch_1_runs_one_sample_at_a_time,
           fixed_batch_4_pads_the_partial_batch, inputs_of_other_types_are_converted, progress_and_abort,
           bad_inputs_are_named, stream_from_a_data_set, baked_in_batch_runs_one_at_a_time)

@@ -12,7 +12,13 @@
  *    uint16/int16 at opset 21). Other activation widths have no ONNX type: refused;
  *  - after a pass-through op (MaxPool, Reshape, …) whose input carries an activation grid, the
  *    same Q/DQ pair is repeated: re-quantizing a grid value is exact (|(q−z)·s / s − (q−z)| is far
- *    below 1/2), and ONNX Runtime needs DQ → op → Q around such ops to keep them in integers;
+ *    below 1/2), and ONNX Runtime needs DQ → op → Q around such ops to keep them in integers.
+ *    Not when the op cannot take that integer type (MaxPool has no 4- or 16-bit kind): ORT would
+ *    drop the pair and hand the op a type it refuses;
+ *  - where ORT would rewrite a dequantized activation's reader onto a type it has no kernel for
+ *    (moving Q/DQ through MaxPool, fusing 4-bit Q/DQ around Conv/Gemm/MatMul into QLinearConv and
+ *    kin), a Clip to the grid's own range sits between the DequantizeLinear and the reader: exact,
+ *    and it keeps ORT's hands off (guard_ort);
  *  - a bypassed quantizer is dropped (its readers read the float value).
  * The default-domain opset is raised to max(13, model's), or 21 when 4- or 16-bit types appear;
  * ops whose signature changed in between are converted (attributes that became inputs) or
@@ -381,6 +387,119 @@ static int add_qdq(qs_graph *g, const char *name, int x, int out, int scale, int
     return 0;
 }
 
+/* Whether pass-through op n's data input may be of integer type t in ONNX (opset 21 type
+ * constraints). The Q/DQ pair repeated after such an op invites a runtime to drop DQ → op → Q and
+ * run the op on the integers (ONNX Runtime does at its extended level): that must give a valid
+ * graph. int4/uint4 are allowed only for the data-movement ops opset 21 extended; MaxPool and
+ * ReduceMax/Min take 8-bit integers but no 16-bit ones; GlobalMaxPool and Dropout take floats
+ * only. Every other pass-through op takes any tensor type. */
+static int op_takes_type(const qs_node *n, qs_dtype t)
+{
+    static const char *const int4_ok[] = { "Identity", "Reshape", "Flatten", "Pad", "Squeeze", "Transpose",
+                                           "Unsqueeze", NULL };
+    static const char *const only8[] = { "MaxPool", "ReduceMax", "ReduceMin", NULL };
+    static const char *const float_only[] = { "GlobalMaxPool", "Dropout", NULL };
+    int in4 = 0, in8 = 0, inf = 0;
+    for (int k = 0; int4_ok[k]; k++)
+        in4 |= !strcmp(n->op, int4_ok[k]);
+    for (int k = 0; only8[k]; k++)
+        in8 |= !strcmp(n->op, only8[k]);
+    for (int k = 0; float_only[k]; k++)
+        inf |= !strcmp(n->op, float_only[k]);
+    if (!is_default(n) || inf)
+        return 0;
+    if (t == QS_I4 || t == QS_U4)
+        return in4;
+    if (t == QS_I16 || t == QS_U16)
+        return !in8;
+    return 1;
+}
+
+/* ONNX Runtime (its QDQPropagationTransformer, extended level) moves a DequantizeLinear forward,
+ * and a QuantizeLinear backward, through these ops, then drops DQ → op → Q pairs with equal
+ * parameters so that the op runs on the integers, whatever their type: a uint4 MaxPool, which ONNX
+ * does not define, and ORT then refuses the whole graph. */
+static int ort_propagates(const qs_node *n)
+{
+    static const char *const ops[] = { "MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice", NULL };
+    for (int k = 0; ops[k]; k++)
+        if (is_default(n) && !strcmp(n->op, ops[k]))
+            return 1;
+    return 0;
+}
+
+/* ORT fuses DQ → op → Q around these into integer kernels (QLinearConv, QGemm, QLinearMatMul, …)
+ * that have no 4-bit kinds, again without checking, and refuses the graph. */
+static int ort_fuses(const qs_node *n)
+{
+    static const char *const ops[] = { "Conv", "ConvTranspose", "Gemm", "MatMul", NULL };
+    for (int k = 0; ops[k]; k++)
+        if (is_default(n) && !strcmp(n->op, ops[k]))
+            return 1;
+    return 0;
+}
+
+/* Where an activation's DequantizeLinear feeds an op that ORT would hand an integer type it
+ * cannot take (see ort_propagates, ort_fuses), a Clip to the grid's own range goes in between:
+ * exact (every dequantized value is one of the grid's, all within [(qmin − z)·s, (qmax − z)·s],
+ * computed as DequantizeLinear computes them), and ORT neither propagates through it, nor
+ * removes it, nor fuses across it, so the op runs on floats as in the simulation. One Clip per
+ * dequantized value, shared by the readers that need it. Repeated pairs are never placed after
+ * such an op (see the grid propagation in qs_export_qdq), so no QuantizeLinear further on pulls a
+ * pair back across it. */
+static int guard_ort(qs_graph *g, qs_err *e)
+{
+    int nn = g->nnodes, nv = g->nvalues;
+    int *clip = malloc((nv + 1) * sizeof *clip);   /* dequantized value → its Clip'ed copy */
+    if (!clip)
+        return qs_error(e, QS_ENOMEM, "out of memory");
+    for (int v = 0; v < nv; v++)
+        clip[v] = -1;
+    int rc = 0;
+    for (int i = 0; i < nn && rc == 0; i++) {
+        const qs_node *n = &g->nodes[i];
+        int v = n->nin > 0 ? n->in[0] : -1, p = v >= 0 ? g->values[v].producer : -1;
+        if (v < 0 || v >= nv || p < 0 || !is_default(&g->nodes[p]) || strcmp(g->nodes[p].op, "DequantizeLinear") ||
+            g->nodes[p].nin < 3 || g->nodes[p].in[0] < 0 || g->nodes[p].in[2] < 0)
+            continue;
+        const qs_node *dq = &g->nodes[p];
+        qs_dtype t = g->values[dq->in[0]].dtype;
+        int four = t == QS_U4 || t == QS_I4;
+        const qs_tensor *sc = g->values[dq->in[1]].init, *zp = g->values[dq->in[2]].init;
+        if (!(ort_propagates(n) && !op_takes_type(n, t)) && !(ort_fuses(n) && four))
+            continue;
+        if (!sc || !zp || qs_numel(sc) != 1 || qs_numel(zp) != 1 || g->values[v].init)
+            continue;   /* a weight's (per-channel) DQ: not an activation grid */
+        if (clip[v] < 0) {
+            int32_t qmin = t == QS_U4 || t == QS_U16 || t == QS_U8 ? 0 : t == QS_I4 ? -8 : t == QS_I16 ? -32768 : -128;
+            int32_t qmax = t == QS_U4 ? 15 : t == QS_I4 ? 7 : t == QS_U16 ? 65535 : t == QS_I16 ? 32767
+                           : t == QS_U8 ? 255 : 127;
+            float s = qs_f32(sc)[0];
+            int32_t z = (int32_t)qs_get_f64(zp, 0);
+            char name[1024];
+            snprintf(name, sizeof name, "%s_grid", g->values[v].name);
+            int lo = add_init(g, "grid_min", f32_scalar((float)(qmin - z) * s));
+            int hi = add_init(g, "grid_max", f32_scalar((float)(qmax - z) * s));
+            int c = qs_graph_new_value(g, name);
+            if (lo < 0 || hi < 0 || c < 0) {
+                rc = qs_error(e, QS_ENOMEM, "out of memory");
+                break;
+            }
+            copy_decl(g, c, v);
+            int cin[3] = { v, lo, hi };
+            snprintf(name, sizeof name, "%s_grid_Clip", g->values[v].name);
+            if (qs_graph_add_node(g, "Clip", name, 3, cin, 1, &c) < 0) {
+                rc = qs_error(e, QS_ENOMEM, "out of memory");
+                break;
+            }
+            clip[v] = c;
+        }
+        g->nodes[i].in[0] = clip[v];   /* (by index: adding the Clip may have moved the nodes) */
+    }
+    free(clip);
+    return rc;
+}
+
 static void replace_reads(qs_graph *g, int from, int to, int except_node)
 {
     for (int i = 0; i < g->nnodes; i++)
@@ -445,7 +564,9 @@ int qs_export_qdq(const qs_quantsim *sim, qs_graph **out, qs_err *e)
             int q = qof[n->out[0]];
             if (!bypassed[q] && (sim->q[q].kind == QS_Q_ACT || sim->q[q].kind == QS_Q_INPUT))
                 srcq[n->out[0]] = q;
-        } else if (n->nin > 0 && n->in[0] >= 0 && srcq[n->in[0]] >= 0 && qs_quantsim_keeps_grid(g, n)) {
+        } else if (n->nin > 0 && n->in[0] >= 0 && srcq[n->in[0]] >= 0 && qs_quantsim_keeps_grid(g, n) &&
+                   op_takes_type(n, type[srcq[n->in[0]]])) {
+            /* (past an op that cannot take the integer type, no pair is repeated: see op_takes_type) */
             for (int j = 0; j < n->nout; j++)
                 if (n->out[j] >= 0 && g->values[n->out[j]].dtype == QS_F32)
                     srcq[n->out[j]] = srcq[n->in[0]];
@@ -501,6 +622,9 @@ int qs_export_qdq(const qs_quantsim *sim, qs_graph **out, qs_err *e)
             qs_error(e, rc, "out of memory");
     }
     if (rc < 0)
+        goto done;
+
+    if ((rc = guard_ort(g, e)) < 0)
         goto done;
 
     /* drop the FakeQuant nodes and the float weights nothing reads any more */

@@ -8,7 +8,8 @@
  *     → model.qdq.onnx, encodings.json, model.prepared.onnx, report.json
  *
  * Memory is bounded by the model and the observers' fixed histograms: calibration data streams
- * from the mapped file one batch at a time. */
+ * from the mapped file one batch at a time (in up to CALIB_SHARDS shards side by side, each with
+ * its own plan and observers: a fixed multiple, whatever the number of samples). */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -24,6 +25,10 @@
 #include "quant/export.h"
 #include "quant/ptq.h"
 #include "quant/range.h"
+#include "ops/kernels.h"   /* qs_parallel_for */
+
+#include <pthread.h>
+#include <stdatomic.h>
 
 int qs_pipeline_ptq(const qs_pipeline_io *io, json_t **result, qs_err *e);
 
@@ -70,23 +75,90 @@ int qs_ptq_weight_ranges(ptq *p, qs_err *e)
 
 /* --- calibration ------------------------------------------------------------------------------- */
 
+/* Calibration runs the sim with its activation quantizers bypassed, and a bypassed FakeQuant is a
+ * copy: the run goes on a graph without them, each reader reading the quantizer's input, and the
+ * observers watch that value. Same arithmetic, one copy per quantizer less, and the executor's
+ * Relu/Clip fusion stays on (the values watched end fused groups, so fusion keeps them).
+ *
+ * The graph is a clone whose initializers borrow the sim's (no second copy of the weights). The
+ * bypassed FakeQuants fed by a node or an initializer (the biases') are dropped; one on a graph
+ * input stays, as the executor never reports graph inputs to observers. src[v] is the value the
+ * clone computes in place of v (v itself unless v was a dropped FakeQuant's output). */
+static qs_graph *calib_graph(const qs_quantsim *sim, int *src, qs_err *e)
+{
+    qs_graph *g = sim->g;
+    qs_tensor **inits = calloc(g->nvalues + 1, sizeof *inits);
+    char *drop = calloc(g->nnodes + 1, 1);
+    qs_graph *c = NULL;
+    if (!inits || !drop)
+        goto oom;
+    for (int v = 0; v < g->nvalues; v++) {
+        inits[v] = g->values[v].init;
+        g->values[v].init = NULL;
+    }
+    c = qs_graph_clone(g);
+    for (int v = 0; v < g->nvalues; v++)
+        g->values[v].init = inits[v];
+    if (!c)
+        goto oom;
+    for (int v = 0; v < g->nvalues; v++) {
+        src[v] = v;
+        const qs_tensor *t = inits[v];
+        if (t && !(c->values[v].init = qs_tensor_wrap(t->dtype, t->ndim, t->shape, t->data)))
+            goto oom;
+    }
+    /* nodes are in topological order (the sim's executor sorted them), so src[] of a FakeQuant's
+     * input is final when the FakeQuant is reached, and chains resolve */
+    for (int i = 0; i < c->nnodes; i++) {
+        qs_node *n = &c->nodes[i];
+        for (int j = 0; j < n->nin; j++)
+            if (n->in[j] >= 0)
+                n->in[j] = src[n->in[j]];
+        int x = n->nin > 0 ? n->in[0] : -1;
+        if (strcmp(n->domain, "quantd") || strcmp(n->op, "FakeQuant") || !qs_node_int(n, "bypass", 0) ||
+            n->nout != 1 || n->out[0] < 0 || x < 0 || (!c->values[x].init && c->values[x].producer < 0))
+            continue;
+        drop[i] = 1;
+        src[n->out[0]] = x;
+    }
+    for (int k = 0; k < c->noutputs; k++)
+        c->outputs[k] = src[c->outputs[k]];
+    qs_graph_remove_nodes(c, drop);
+    if (qs_graph_toposort(c, e) < 0) {
+        qs_graph_free(c);
+        c = NULL;
+    }
+    free(inits);
+    free(drop);
+    return c;
+oom:
+    free(inits);
+    free(drop);
+    qs_graph_free(c);
+    qs_error(e, QS_ENOMEM, "out of memory");
+    return NULL;
+}
+
 typedef struct calib_state {
-    qs_quantsim *sim;
-    int *by_out;            /* sim value id → activation quantizer index, -1 */
+    const qs_graph *g;      /* the graph being run */
+    int *head, *next;       /* value id → first quantizer watching it, → the next one, -1 ends */
+    int *watch;             /* quantizer → the value it watches in g, -1 for none */
     qs_observer **obs;      /* per quantizer */
+    char *rows;             /* per quantizer: keeps logit rows (cross-entropy) */
 } calib_state;
 
 static void calib_observe(void *ud, int node, qs_tensor *const *out, int nout)
 {
     calib_state *s = ud;
-    const qs_node *n = &s->sim->g->nodes[node];
+    const qs_node *n = &s->g->nodes[node];
     for (int j = 0; j < nout && j < n->nout; j++) {
         int v = n->out[j];
-        int qi = v >= 0 ? s->by_out[v] : -1;
-        if (qi < 0 || !s->obs[qi])
-            continue;
-        qs_observer_add(s->obs[qi], qs_f32(out[j]), qs_numel(out[j]));
-        qs_observer_add_rows(s->obs[qi], qs_f32(out[j]), out[j]->shape[0]);
+        for (int qi = v >= 0 ? s->head[v] : -1; qi >= 0; qi = s->next[qi]) {
+            if (s->rows[qi])
+                qs_observer_add_rows(s->obs[qi], qs_f32(out[j]), out[j]->shape[0]);
+            else
+                qs_observer_add(s->obs[qi], qs_f32(out[j]), qs_numel(out[j]));
+        }
     }
 }
 
@@ -97,92 +169,273 @@ static qs_range_method act_method(ptq *p, const qs_quantizer *q)
     return qs_graph_is_output(p->sim->g, q->out) ? p->cfg.act.last_layer : p->cfg.act.range;
 }
 
+typedef struct qparams_job {
+    ptq *p;
+    const calib_state *s;
+    qs_range_method *m;                             /* per quantizer */
+    struct { float scale, zero; int rc; } *res;     /* per quantizer */
+    int nthreads;
+} qparams_job;
+
+/* Worker w takes quantizers w, w + nthreads, …: costs differ (a ReLU output's range has one free
+ * end), so interleaving balances better than contiguous runs. */
+static void qparams_range(void *arg, int64_t begin, int64_t end, int worker)
+{
+    qparams_job *j = arg;
+    const qs_quantsim *sim = j->p->sim;
+    for (int64_t w = begin; w < end; w++)
+        for (int i = (int)w; i < sim->nq; i += j->nthreads)
+            if (j->s->obs[i])
+                j->res[i].rc = qs_observer_qparams(j->s->obs[i], sim->q[i].grid, sim->q[i].symmetric,
+                                                   j->p->cfg.act.pow2, j->m[i], j->p->cfg.act.percentile,
+                                                   &j->res[i].scale, &j->res[i].zero, NULL);
+}
+
+/* Calibration runs in CALIB_SHARDS fixed shards of whole batches when the calibration set is
+ * large and the model small: each shard streams its share through a runner of its own with one
+ * thread into observers of its own, the shards run side by side on the threads, and their
+ * observers are merged in shard order at the end. Small models gain most from this: threading
+ * each op of a small model costs more in wake-ups and in caches split between cores than the op
+ * itself (the observers read every activation, half of it from the other core's cache). The
+ * shards are fixed, not one per thread, so the result does not depend on the thread count. */
+#define CALIB_SHARDS 4
+#define CALIB_SHARD_BATCHES 16         /* at least this many batches per shard */
+#define CALIB_SHARD_ARENA (32 << 20)   /* and a plan's activations at most this many bytes */
+
+typedef struct calib_shard {
+    calib_state s;            /* the shared maps; this shard's observers */
+    qs_runner *r;
+    int64_t start, count;     /* its samples */
+    int rc;
+    qs_err e;
+} calib_shard;
+
+typedef struct calib_run {
+    ptq *p;
+    calib_shard *sh;
+    int nshards;
+    atomic_llong done;        /* samples streamed, over all shards */
+    pthread_mutex_t mu;       /* progress events one at a time */
+    double t0;
+} calib_run;
+
+static void calib_shards(void *arg, int64_t begin, int64_t end, int worker)
+{
+    calib_run *cr = arg;
+    for (int64_t k = begin; k < end; k++) {
+        calib_shard *sh = &cr->sh[k];
+        int64_t bs = qs_runner_batch(sh->r);
+        for (int64_t at = sh->start; at < sh->start + sh->count && sh->rc == 0; at += bs) {
+            int64_t n = sh->start + sh->count - at < bs ? sh->start + sh->count - at : bs;
+            sh->rc = qs_runner_stream(sh->r, cr->p->calib.d, cr->p->calib.arrays, at, n, NULL, NULL, NULL, NULL,
+                                      cr->p->io->abort, &sh->e);
+            long long done = atomic_fetch_add(&cr->done, n) + n;
+            pthread_mutex_lock(&cr->mu);
+            qs_pl_progress(cr->p->io, "calibration", (double)done, (double)cr->p->ncalib, cr->t0);
+            pthread_mutex_unlock(&cr->mu);
+        }
+    }
+}
+
+/* A runner on the calibration graph observing into s, fused unless a watched value would be fused
+ * away; keeps logit rows for the cross-entropy quantizers. */
+static qs_runner *calib_runner(ptq *p, calib_state *s, int threads, qs_err *e)
+{
+    qs_quantsim *sim = p->sim;
+    qs_runner *r = qs_runner_new((qs_graph *)s->g, p->cfg.calibration.batch_size, e);
+    if (!r)
+        return NULL;
+    if (threads)
+        qs_runner_set_threads(r, threads);
+    /* fusion hides the values inside a fused chain: keep the ones a quantizer watches */
+    for (int i = 0; i < sim->nq; i++)
+        if (s->watch[i] >= 0 && qs_runner_keep_value(r, s->watch[i]) < 0) {
+            qs_runner_free(r);
+            qs_error(e, QS_ENOMEM, "out of memory");
+            return NULL;
+        }
+    qs_runner_set_observer_fused(r, calib_observe, s);
+    if (qs_runner_plan(r, e) < 0) {
+        qs_runner_free(r);
+        return NULL;
+    }
+    qs_exec *x = qs_runner_exec(r);
+    for (int i = 0; i < sim->nq; i++)
+        if (s->watch[i] >= 0 && !qs_exec_value(x, s->watch[i])) {
+            qs_runner_set_observer(r, calib_observe, s);
+            x = qs_runner_exec(r);
+            break;
+        }
+    for (int i = 0; i < sim->nq; i++) {
+        const qs_tensor *t = s->watch[i] >= 0 ? qs_exec_value(x, s->watch[i]) : NULL;
+        if (act_method(p, &sim->q[i]) == QS_RANGE_CE && t && t->ndim == 2) {
+            qs_observer_keep_rows(s->obs[i], t->shape[1], 2048);
+            s->rows[i] = 1;
+        }
+    }
+    return r;
+}
+
+static qs_observer **new_observers(const qs_quantsim *sim)
+{
+    qs_observer **obs = calloc(sim->nq + 1, sizeof *obs);
+    for (int i = 0; obs && i < sim->nq; i++)
+        if (is_act(&sim->q[i]) && !(obs[i] = qs_observer_new())) {
+            for (int k = 0; k < i; k++)
+                qs_observer_free(obs[k]);
+            free(obs);
+            return NULL;
+        }
+    return obs;
+}
+
+static void free_observers(const qs_quantsim *sim, qs_observer **obs)
+{
+    for (int i = 0; obs && i < sim->nq; i++)
+        qs_observer_free(obs[i]);
+    free(obs);
+}
+
 int qs_ptq_calibrate(ptq *p, qs_err *e)
 {
     qs_quantsim *sim = p->sim;
-    qs_graph *g = sim->g;
-    calib_state s = { .sim = sim };
-    int rc = 0;
-    s.by_out = malloc((g->nvalues + 1) * sizeof *s.by_out);
-    s.obs = calloc(sim->nq + 1, sizeof *s.obs);
-    qs_runner *r = NULL;
-    if (!s.by_out || !s.obs) {
+    calib_state s = {0};
+    calib_shard sh[CALIB_SHARDS];
+    memset(sh, 0, sizeof sh);
+    int rc = 0, nq = sim->nq, nv = sim->g->nvalues, nshards = 1;
+    int threads = p->io->threads > 0 ? p->io->threads : qs_exec_default_threads();
+    qs_graph *g = NULL;
+    int *src = malloc((nv + 1) * sizeof *src);
+    s.head = malloc((nv + 1) * sizeof *s.head);
+    s.next = malloc((nq + 1) * sizeof *s.next);
+    s.watch = malloc((nq + 1) * sizeof *s.watch);
+    s.rows = calloc(nq + 1, 1);
+    if (!src || !s.head || !s.next || !s.watch || !s.rows || !(s.obs = new_observers(sim))) {
         rc = qs_error(e, QS_ENOMEM, "out of memory");
         goto out;
     }
-    for (int v = 0; v < g->nvalues; v++)
-        s.by_out[v] = -1;
     int nact = 0;
-    for (int i = 0; i < sim->nq; i++)
-        if (is_act(&sim->q[i])) {
-            s.by_out[sim->q[i].out] = i;
-            if (!(s.obs[i] = qs_observer_new())) {
-                rc = qs_error(e, QS_ENOMEM, "out of memory");
-                goto out;
-            }
-            nact++;
-        }
+    for (int i = 0; i < nq; i++)
+        nact += s.obs[i] != NULL;
     if (!nact)
         goto out;
     /* activations observed with weights quantized, activation quantizers passing data through */
     qs_quantsim_bypass_kind(sim, QS_Q_ACT, 1);
     qs_quantsim_bypass_kind(sim, QS_Q_INPUT, 1);
     qs_quantsim_bypass_kind(sim, QS_Q_BIAS, 1);
-    if (!(r = qs_runner_new(g, p->cfg.calibration.batch_size, e))) {
-        rc = e->code;
+    if (qs_graph_toposort(sim->g, e) < 0 || !(g = calib_graph(sim, src, e))) {
+        rc = e->code ? e->code : QS_ENOMEM;
         goto out;
     }
-    if (p->io->threads)
-        qs_runner_set_threads(r, p->io->threads);
-    qs_exec *x = qs_runner_exec(r);
-    for (int i = 0; i < sim->nq; i++) {
-        const qs_tensor *t = qs_exec_value(x, sim->q[i].out);
-        if (s.obs[i] && act_method(p, &sim->q[i]) == QS_RANGE_CE && t && t->ndim == 2)
-            qs_observer_keep_rows(s.obs[i], t->shape[1], 2048);
+    s.g = g;
+    for (int v = 0; v < nv; v++)
+        s.head[v] = -1;
+    for (int i = nq - 1; i >= 0; i--) {
+        s.watch[i] = s.obs[i] ? src[sim->q[i].out] : -1;
+        s.next[i] = s.watch[i] >= 0 ? s.head[s.watch[i]] : -1;
+        if (s.watch[i] >= 0)
+            s.head[s.watch[i]] = i;
     }
-    qs_runner_set_observer(r, calib_observe, &s);
-    double t0 = qs_now();
-    int64_t bs = qs_runner_batch(r);
-    for (int64_t start = 0; start < p->ncalib && rc == 0; start += bs) {
-        int64_t n = p->ncalib - start < bs ? p->ncalib - start : bs;
-        rc = qs_runner_stream(r, p->calib.d, p->calib.arrays, start, n, NULL, NULL, NULL, NULL, p->io->abort, e);
-        qs_pl_progress(p->io, "calibration", (double)(start + n), (double)p->ncalib, t0);
+    sh[0].s = s;
+    if (!(sh[0].r = calib_runner(p, &sh[0].s, p->io->threads, e))) {
+        rc = e->code ? e->code : QS_ENOMEM;
+        goto out;
     }
+    int64_t bs = qs_runner_batch(sh[0].r), nbatches = (p->ncalib + bs - 1) / bs;
+    if (nbatches >= CALIB_SHARDS * CALIB_SHARD_BATCHES &&
+        qs_exec_arena_bytes(qs_runner_exec(sh[0].r)) <= CALIB_SHARD_ARENA) {
+        nshards = CALIB_SHARDS;
+        qs_runner_set_threads(sh[0].r, 1);   /* the shards share the threads instead */
+        for (int k = 1; k < nshards; k++) {
+            sh[k].s = s;
+            if (!(sh[k].s.obs = new_observers(sim))) {
+                rc = qs_error(e, QS_ENOMEM, "out of memory");
+                goto out;
+            }
+            if (!(sh[k].r = calib_runner(p, &sh[k].s, 1, e))) {
+                rc = e->code ? e->code : QS_ENOMEM;
+                goto out;
+            }
+        }
+    }
+    for (int k = 0; k < nshards; k++) {   /* whole batches, as evenly as they go */
+        int64_t b0 = nbatches * k / nshards, b1 = nbatches * (k + 1) / nshards;
+        sh[k].start = b0 * bs;
+        sh[k].count = (b1 * bs < p->ncalib ? b1 * bs : p->ncalib) - sh[k].start;
+    }
+    calib_run cr = { .p = p, .sh = sh, .nshards = nshards, .t0 = qs_now() };
+    atomic_init(&cr.done, 0);
+    pthread_mutex_init(&cr.mu, NULL);
+    qs_parallel_for(nshards > 1 ? (threads < nshards ? threads : nshards) : 1, nshards, 1, calib_shards, &cr);
+    pthread_mutex_destroy(&cr.mu);
+    for (int k = 0; k < nshards && rc == 0; k++)
+        if (sh[k].rc < 0) {
+            rc = sh[k].rc;
+            if (e)
+                *e = sh[k].e;
+        }
+    for (int k = 1; k < nshards && rc == 0; k++)
+        for (int i = 0; i < nq && rc == 0; i++)
+            if (s.obs[i] && (rc = qs_observer_merge(s.obs[i], sh[k].s.obs[i])) < 0)
+                qs_error(e, rc, "out of memory merging the calibration shards");
     if (rc < 0)
         goto out;
-    for (int i = 0; i < sim->nq; i++) {
+    qparams_job job = { p, &s, malloc((nq + 1) * sizeof *job.m), malloc((nq + 1) * sizeof *job.res), threads };
+    if (!job.m || !job.res) {
+        free(job.m);
+        free(job.res);
+        rc = qs_error(e, QS_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < nq; i++) {
         if (!s.obs[i])
             continue;
         qs_quantizer *q = &sim->q[i];
         if (qs_observer_nonfinite(s.obs[i]))
             warn(p, "activation '%s' produced NaN/Inf during calibration; they were ignored for its range", q->name);
-        qs_range_method m = act_method(p, q);
-        if (m == QS_RANGE_CE && !(qs_exec_value(x, q->out) && qs_exec_value(x, q->out)->ndim == 2)) {
+        job.m[i] = act_method(p, q);
+        if (job.m[i] == QS_RANGE_CE && !s.rows[i]) {
             warn(p, "cross-entropy ranges need [N, classes] logits; '%s' uses MSE", q->name);
-            m = QS_RANGE_MSE;
+            job.m[i] = QS_RANGE_MSE;
         }
-        if (m == QS_RANGE_BN) {
+        if (job.m[i] == QS_RANGE_BN) {
             warn(p, "BN-based ranges apply without calibration data; '%s' uses MSE on the data given", q->name);
-            m = QS_RANGE_MSE;
+            job.m[i] = QS_RANGE_MSE;
         }
-        float sc, zp;
-        rc = qs_observer_qparams(s.obs[i], q->grid, q->symmetric, p->cfg.act.pow2, m, p->cfg.act.percentile, &sc,
-                                 &zp, e);
-        if (rc < 0) {
-            qs_error_prefix(e, "activation range of '%s': ", q->name);
-            goto out;
+    }
+    /* each quantizer's search is independent and deterministic: spread them over the threads */
+    if (job.nthreads > nq)
+        job.nthreads = nq > 0 ? nq : 1;
+    qs_parallel_for(job.nthreads, job.nthreads, 1, qparams_range, &job);
+    for (int i = 0; i < nq && rc == 0; i++) {
+        if (!s.obs[i])
+            continue;
+        qs_quantizer *q = &sim->q[i];
+        if (job.res[i].rc < 0) {   /* again, for the message */
+            rc = qs_observer_qparams(s.obs[i], q->grid, q->symmetric, p->cfg.act.pow2, job.m[i],
+                                     p->cfg.act.percentile, &job.res[i].scale, &job.res[i].zero, e);
+            rc = qs_error_prefix(e, "activation range of '%s': ", q->name);
+            break;
         }
-        qs_quantsim_set(sim, i, -1, sc, zp);
+        qs_quantsim_set(sim, i, -1, job.res[i].scale, job.res[i].zero);
         q->initialized = 1;
     }
+    free(job.m);
+    free(job.res);
 out:
     qs_quantsim_bypass_kind(sim, -1, 0);
-    qs_runner_free(r);
-    if (s.obs)
-        for (int i = 0; i < sim->nq; i++)
-            qs_observer_free(s.obs[i]);
-    free(s.obs);
-    free(s.by_out);
+    for (int k = 0; k < CALIB_SHARDS; k++) {
+        qs_runner_free(sh[k].r);
+        if (k > 0)
+            free_observers(sim, sh[k].s.obs);
+    }
+    qs_graph_free(g);
+    free_observers(sim, s.obs);
+    free(s.rows);
+    free(s.watch);
+    free(s.next);
+    free(s.head);
+    free(src);
     return rc;
 }
 
@@ -221,11 +474,14 @@ static void sqnr_observe(void *ud, int node, qs_tensor *const *out, int nout)
             memcpy(s->buf[qi], out[j]->data, nb);
         } else if (s->buf[qi] && s->cap[qi] >= nb) {
             const float *f = s->buf[qi], *q = qs_f32(out[j]);
-            for (int64_t k = 0; k < qs_numel(out[j]); k++) {
+            double sig = 0, noise = 0;
+            for (int64_t k = 0, cnt = qs_numel(out[j]); k < cnt; k++) {
                 double d = (double)f[k] - q[k];
-                s->sig[qi] += (double)f[k] * f[k];
-                s->noise[qi] += d * d;
+                sig += (double)f[k] * f[k];
+                noise += d * d;
             }
+            s->sig[qi] += sig;
+            s->noise[qi] += noise;
         }
     }
 }

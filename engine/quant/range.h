@@ -5,7 +5,9 @@
  *
  * Activations are observed while calibration data streams through the model; an observer holds a
  * fixed-size histogram (re-binned when the range grows), so memory never grows with the number of
- * samples:
+ * samples. Min, max, counts and the histogram's tails are exact; once an observer has seen a few
+ * hundred thousand values, the middle of a large batch is sampled (see range.c), which keeps the
+ * cost per value well below an inference's:
  *   qs_observer *o = qs_observer_new();
  *   for each batch: qs_observer_add(o, data, n);
  *   qs_observer_qparams(o, grid, symmetric, QS_RANGE_MSE, 0, &scale, &zero);
@@ -41,6 +43,12 @@ void qs_observer_add(qs_observer *o, const float *x, int64_t n);
  * and offers each finite row to the reservoir. */
 void qs_observer_keep_rows(qs_observer *o, int64_t classes, int64_t max_rows);
 void qs_observer_add_rows(qs_observer *o, const float *x, int64_t rows);
+/* Folds src into dst (src unchanged), as if dst had also seen src's values: counts, min and max
+ * exactly; src's bins re-binned into dst's (each bin's mass spread over the dst bins it overlaps,
+ * the histogram's own uniform-bin model); the cross-entropy reservoirs combined into one uniform
+ * sample of both streams. Calibration shards run on separate threads are merged this way.
+ * QS_EINVAL when src kept logit rows and dst keeps none; QS_ENOMEM. */
+int qs_observer_merge(qs_observer *dst, const qs_observer *src);
 int64_t qs_observer_count(const qs_observer *o);
 void qs_observer_minmax(const qs_observer *o, float *lo, float *hi);
 int qs_observer_nonfinite(const qs_observer *o);   /* NaN/Inf seen (reported, never binned) */

@@ -11,6 +11,7 @@ value lands across a rounding boundary of the next quantizer. Predictions must s
 """
 import json
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -103,6 +104,28 @@ def _run_outputs(run_quant, model, xpath, tmp_path):
     path = tmp_path / "ours.npy"
     run_quant.ok("run", model, "--input", xpath, "--output", path)
     return path
+
+
+def test_calibration_does_not_depend_on_threads(quant, fixtures_dir, tmp_path):
+    """A calibration set of 64 batches or more is streamed in fixed shards side by side, one thread
+    each, and their observers merged in order: the ranges (and so the encodings) must not depend on
+    how many threads there are."""
+    imgs = os.path.join(FASHION, "train-images-idx3-ubyte.gz")
+    if not os.path.exists(imgs):
+        pytest.skip("Fashion-MNIST absent (Debian package dataset-fashion-mnist)")
+    np.save(tmp_path / "calib.npy", normalise(read_idx(imgs)[:4096]))
+    enc = {}
+    for threads in (1, 2, 3):
+        out = tmp_path / f"t{threads}"
+        r = subprocess.run([quant, "ptq", os.path.join(fixtures_dir, "mobilenet.onnx"), "--calib",
+                            str(tmp_path / "calib.npy"), "--calib-samples", "4096", "--preset", "basic", "--arange",
+                            "mse", "-o", str(out)],
+                           capture_output=True, text=True, timeout=600,
+                           env=dict(os.environ, QUANTD_THREADS=str(threads)))
+        assert r.returncode == 0, r.stderr
+        enc[threads] = json.load(open(out / "encodings.json"))
+        assert json.load(open(out / "report.json"))["calibration_samples"] == 4096
+    assert enc[1] == enc[2] == enc[3]
 
 
 def test_report_and_encodings(run_quant, fixtures_dir, fashion_calib, tmp_path):

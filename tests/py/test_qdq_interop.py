@@ -131,35 +131,52 @@ def test_mnist8_realworld(demo, mnist_test, realworld_dir, tmp_path):
         assert abs(acc - 0.989) <= 0.002
 
 
-A_CASES = [(f, b) for f in ["resnet", "mlp"] for b in (4, 16)]
+def test_4_bit_grid_before_maxpool(demo, tmp_path):
+    """x → Relu → Add(·, x) → MaxPool with 4-bit activations. ONNX Runtime's extended optimizations move
+    Q/DQ pairs through MaxPool (QDQPropagationTransformer) and then drop DQ → MaxPool → Q, which hands
+    MaxPool a uint4 tensor: ONNX defines no such MaxPool and ORT refuses the whole graph. The export
+    keeps MaxPool on floats, so every optimization level runs, and (no accumulation here) matches the
+    simulation bit for bit."""
+    x = np.random.RandomState(0).randn(32, 3, 8, 8).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    res = export(demo, "builtin:eltwise", str(tmp_path / "x.npy"), tmp_path, "--abits", "4")
+    assert np.array_equal(res["qdq"], res["sim"])
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                  ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        out = ort_run(str(tmp_path / "model.qdq.onnx"), x, level)
+        assert np.array_equal(out, res["sim"]), f"{level}: max |diff| {np.abs(out - res['sim']).max()}"
+
+
+A_CASES = [(f, b) for f in ["resnet", "mlp", "vgg"] for b in (4, 16)]
 
 
 @pytest.mark.parametrize("form,abits", A_CASES, ids=[f"{f}-a{b}" for f, b in A_CASES])
 def test_4_and_16_bit_activations(demo, fashion_eval, tmp_path, form, abits):
-    """uint4 / uint16 Q/DQ at opset 21. ORT runs them as written (no optimizations, or basic ones);
-    its extended optimizations fuse a uint4 QDQ Conv into QLinearConv, which has no uint4 kernel
-    (ORT 1.32 refuses the graph): see test_4_bit_activations_ort_fusion."""
+    """uint4 / uint16 Q/DQ at opset 21, run by ORT as written (no optimizations, or basic ones) and with
+    all of them. ORT's extended optimizations would fuse a uint4 QDQ Conv/Gemm into QLinearConv/QGemm,
+    and move Q/DQ through MaxPool, neither of which has a uint4 kind (ORT refuses such a graph): the
+    export keeps those ops on floats (see test_4_bit_grid_before_maxpool)."""
     eval_path, x, _ = fashion_eval
     res = export(demo, os.path.join(FIXTURES, form + ".onnx"), os.path.join(FIXTURES, form + ".sample.npy"),
                  tmp_path, "--abits", str(abits), eval_path=eval_path)
     sim = res["sim"]
     if "qdq" in res:
         assert np.array_equal(res["qdq"], sim)
-    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC):
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                  ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
         same, agree = compare(ort_run(str(tmp_path / "model.qdq.onnx"), x, level), sim)
         print(f"\n{form} A{abits} ORT {level}: identical elements {same:.4f}, predictions agree {agree:.4f}"
               f"{'' if 'qdq' in res else ' (our executor cannot run the export yet)'}")
         assert agree >= MIN_AGREE
-    if abits == 16:
-        same, agree = compare(ort_run(str(tmp_path / "model.qdq.onnx"), x, True), sim)
-        assert agree >= MIN_AGREE
 
 
-@pytest.mark.xfail(strict=True, reason="ONNX Runtime fuses uint4 QDQ Conv/Gemm into integer kernels that "
-                   "have no uint4 type and refuses the graph (seen with ORT 1.32); remove when ORT handles it")
-def test_4_bit_activations_ort_fusion(demo, fashion_eval, tmp_path):
+@pytest.mark.xfail(strict=True, reason="ONNX Runtime's ClipQuantFusion (Clip → QuantizeLinear) throws on a uint4 "
+                   "zero point ('Unexpected data type for QuantizeLinear input ... of 21', seen with ORT 1.32): "
+                   "a ReLU6 net with 4-bit activations does not load with extended optimizations; remove when ORT "
+                   "handles it")
+def test_4_bit_activations_after_clip_ort_fusion(demo, fashion_eval, tmp_path):
     eval_path, x, _ = fashion_eval
-    res = export(demo, os.path.join(FIXTURES, "resnet.onnx"), os.path.join(FIXTURES, "resnet.sample.npy"),
+    res = export(demo, os.path.join(FIXTURES, "mobilenet.onnx"), os.path.join(FIXTURES, "mobilenet.sample.npy"),
                  tmp_path, "--abits", "4", eval_path=eval_path)
     _, agree = compare(ort_run(str(tmp_path / "model.qdq.onnx"), x, True), res["sim"])
     assert agree >= MIN_AGREE
