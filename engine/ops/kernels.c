@@ -65,6 +65,10 @@ static void sgemm_call(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K
 {
     QS_ASSERT(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && lda <= INT_MAX && ldb <= INT_MAX &&
               ldc <= INT_MAX);
+    /* Every call single-threaded, not only the ops' (which call this too): a product that OpenBLAS
+     * runs on its own threads leaves them spinning for a while afterwards, taking a core from ours —
+     * calibration after such a call ran at half speed. */
+    qs_blas_single();
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
                 (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
 }
