@@ -136,15 +136,16 @@ static int fusable_reader(qs_exec *x, int i, const int *prod, const int *fused_i
     return 1;
 }
 
-/* The residual of an Add (node i) that Conv p can absorb: the Add's other input u, same shape and
- * type as p's output, already computed before p runs. Returns u or -1. */
+/* The residual of an Add (node i) that Conv p can absorb: fusable_reader found p's output as the
+ * Add's first input, so the residual is the second, u, of the same shape and type, already computed
+ * before p runs. Returns u or -1. */
 static int residual_input(qs_exec *x, int i, int p, const int *prod, const int *fused_into)
 {
     const qs_node *n = &x->g->nodes[i], *pn = &x->g->nodes[p];
     if (strcmp(n->op, "Add") || n->nin != 2 || strcmp(pn->op, "Conv") || x->resid[p] >= 0)
         return -1;
-    int v = (int)(x->out[p][0] - x->val), u = n->in[0] == v ? n->in[1] : n->in[0];
-    if (u < 0 || u == v || (n->in[0] != v && n->in[1] != v))
+    int v = n->in[0], u = n->in[1];
+    if (u < 0 || u == v)
         return -1;
     if (x->kind[u] == V_ACT) {
         int q = prod[u];
@@ -375,10 +376,10 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     x->out = calloc(nn + 1, sizeof *x->out);
     int *last = malloc((nv + 1) * sizeof *last), *defn = malloc((nv + 1) * sizeof *defn);
     block *live = malloc((nv + 1) * sizeof *live);
-    int *nreaders = calloc(nv + 1, sizeof *nreaders), *reader = calloc(nv + 1, sizeof *reader);
+    int *nreaders = calloc(nv + 1, sizeof *nreaders);
     int *fused_into = malloc((nn + 1) * sizeof *fused_into), *prod = malloc((nv + 1) * sizeof *prod);
     if (!prod || !x->val || !x->kind || !x->offset || !x->def || !x->folded || !x->in || !x->out || !last || !defn ||
-        !live || !x->act_min || !x->act_max || !x->resid || !x->fused_act || !nreaders || !reader || !fused_into) {
+        !live || !x->act_min || !x->act_max || !x->resid || !x->fused_act || !nreaders || !fused_into) {
         rc = qs_error(e, QS_ENOMEM, "out of memory planning the graph");
         goto out;
     }
@@ -406,10 +407,8 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
                 prod[n->out[j]] = i;
         for (int j = 0; j < n->nin; j++) {
             int v = n->in[j];
-            if (v >= 0 && (j == 0 || n->in[j - 1] != v)) {
+            if (v >= 0 && (j == 0 || n->in[j - 1] != v))
                 nreaders[v]++;
-                reader[v] = i;
-            }
         }
     }
 
@@ -449,10 +448,9 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
         int p, u = -1;
         if (fusable_reader(x, i, prod, fused_into, nreaders, &p) &&
             ((u = residual_input(x, i, p, prod, fused_into)) >= 0 || fusable_act(x, n, &lo, &hi))) {
-            for (int k = 1; k < n->nin; k++)   /* the bounds must not be the fused value itself */
-                if (u < 0 && n->in[k] == n->in[0])
-                    goto unfused;
-            int pv = (int)(x->out[p][0] - x->val);
+            /* (fusable_act takes Clip bounds only from initializers and constants, never the fused
+             * activation value itself) */
+            int pv = n->in[0];
             if (u >= 0) {
                 x->resid[p] = u;
             } else {
@@ -472,7 +470,6 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
             x->folded[i] = 2;
             continue;
         }
-    unfused:;
         qs_kctx c = node_ctx(x, i, e);
         if ((rc = x->def[i]->infer(&c)) < 0)
             goto out;
@@ -628,7 +625,6 @@ out:
     free(defn);
     free(live);
     free(nreaders);
-    free(reader);
     free(fused_into);
     free(prod);
     if (rc < 0)

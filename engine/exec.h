@@ -54,8 +54,8 @@ const qs_tensor *qs_exec_grad(const qs_exec *x, int value);
 void qs_exec_set_trainable(qs_exec *x, int value, int on);
 
 /* Called after each node's forward with its outputs (calibration observers, per-layer statistics);
- * the tensors are only valid during the call in inference mode. With fusion on, a fused pair makes
- * one call, for the activation node with its output; the producer's own output never exists. */
+ * the tensors are only valid during the call in inference mode. With fusion on, a fused chain makes
+ * one call, for its last node with its output; the values inside the chain never exist. */
 typedef void (*qs_node_fn)(void *ud, int node, qs_tensor *const *out, int nout);
 void qs_exec_set_observer(qs_exec *x, qs_node_fn fn, void *ud);
 

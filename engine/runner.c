@@ -135,10 +135,10 @@ int qs_runner_keep_value(qs_runner *r, int value)
         return 0;
     if (!r->keep && !(r->keep = calloc(r->g->nvalues + 1, 1)))
         return -1;
-    r->keep[value] = 1;
-    apply_keep(r, r->x);
+    r->keep[value] = 1;   /* for a tail plan made later */
+    qs_exec_keep_value(r->x, value);
     if (r->tail)
-        apply_keep(r, r->tail);
+        qs_exec_keep_value(r->tail, value);
     return 0;
 }
 

@@ -224,20 +224,31 @@ TEST(graph_backward_matches_finite_differences)
     qs_graph_free(g);
 }
 
-/* Runs g on `in` twice: *a with fusion on, *b without (both inference). */
-static void run_fused_and_not(qs_graph *g, const qs_tensor *in, qs_exec **a, qs_exec **b)
+/* Runs g on `in` twice: *a with fusion on, *b without (both inference), each with observer fn (when
+ * not NULL) and its own user data. */
+static void run_fused_and_not_observed(qs_graph *g, const qs_tensor *in, qs_exec **a, qs_exec **b, qs_node_fn fn,
+                                       void *ud_a, void *ud_b)
 {
     qs_err e = {0};
     *a = qs_exec_new(g, QS_EXEC_INFER, &e);
     *b = qs_exec_new(g, QS_EXEC_INFER, &e);
     ASSERT(*a && *b);
     qs_exec_set_fusion(*a, 1);
+    if (fn) {
+        qs_exec_set_observer(*a, fn, ud_a);
+        qs_exec_set_observer(*b, fn, ud_b);
+    }
     ASSERT_EQ(qs_exec_plan(*a, in->shape[0], &e), 0);
     ASSERT_EQ(qs_exec_plan(*b, in->shape[0], &e), 0);
     ASSERT_EQ(qs_exec_set_input(*a, 0, in, &e), 0);
     ASSERT_EQ(qs_exec_set_input(*b, 0, in, &e), 0);
     ASSERT_EQ(qs_exec_forward(*a, &e), 0);
     ASSERT_EQ(qs_exec_forward(*b, &e), 0);
+}
+
+static void run_fused_and_not(qs_graph *g, const qs_tensor *in, qs_exec **a, qs_exec **b)
+{
+    run_fused_and_not_observed(g, in, a, b, NULL, NULL, NULL);
 }
 
 /* Gemm → Relu fused into one kernel call gives the unfused result; the pre-activation is hidden. */
@@ -272,20 +283,11 @@ static void record(void *ud, int node, qs_tensor *const *out, int nout)
 TEST(observer_with_fusion_reports_the_activation)
 {
     qs_graph *g = residual_mlp();   /* nodes: Gemm, Relu, Add */
-    qs_err e = {0};
-    qs_exec *a = qs_exec_new(g, QS_EXEC_INFER, &e), *b = qs_exec_new(g, QS_EXEC_INFER, &e);
     seen fused = { .g = g }, plain = { .g = g };
-    qs_exec_set_fusion(a, 1);
-    qs_exec_set_observer(a, record, &fused);
-    qs_exec_set_observer(b, record, &plain);
-    ASSERT_EQ(qs_exec_plan(a, 6, &e), 0);
-    ASSERT_EQ(qs_exec_plan(b, 6, &e), 0);
     int64_t xs[] = {6, 4};
     qs_tensor *in = opcheck_rand(2, xs, -1, 1);
-    ASSERT_EQ(qs_exec_set_input(a, 0, in, &e), 0);
-    ASSERT_EQ(qs_exec_set_input(b, 0, in, &e), 0);
-    ASSERT_EQ(qs_exec_forward(a, &e), 0);
-    ASSERT_EQ(qs_exec_forward(b, &e), 0);
+    qs_exec *a, *b;
+    run_fused_and_not_observed(g, in, &a, &b, record, &fused, &plain);
     ASSERT_STR_EQ(g->nodes[0].op, "Gemm");
     ASSERT_STR_EQ(g->nodes[1].op, "Relu");
     ASSERT(fused.calls[0] == 0 && fused.calls[1] == 1 && fused.calls[2] == 1);
