@@ -37,7 +37,6 @@ int engine_fail(const command *c, int rc, const qs_err *e);
 int parse_args(const command *c, int argc, char **argv, const opt *opts, const char **pos, int maxpos, int *npos);
 /* An integer option in [lo, hi]; NULL keeps the default. Returns PARSED or EXIT_USAGE. */
 int int_opt(const command *c, const char *name, const char *s, int64_t lo, int64_t hi, int64_t *v);
-void set_threads(int64_t threads);
 void print_json(json_t *j);   /* steals j */
 
 /* cli/pipelines.c: shared by the pipeline commands */

@@ -90,7 +90,6 @@ int cmd_analyze(const command *c, int argc, char **argv)
     if (vs) cli_set_cfg(cfg, "analysis", "val_samples", json_integer(vs));
     if (cs) cli_set_cfg(cfg, "calibration", "samples", json_integer(cs));
     if (bs) cli_set_cfg(cfg, "calibration", "batch_size", json_integer(bs));
-    set_threads(th);
     qs_pipeline_io io = {.model = pos[0], .calib = calib, .val = val, .val_labels = labels, .config = cfg,
                          .threads = (int)th};
     json_t *result = NULL;

@@ -92,7 +92,6 @@ int cmd_qat(const command *c, int argc, char **argv)
     if (schedule) cli_set_cfg(cfg, "qat", "schedule", json_string(schedule));
     if (flip) cli_set_cfg(cfg, "qat", "flip", json_true());
     if (freeze) cli_set_cfg(cfg, "qat", "learn_ranges", json_false());
-    set_threads(th);
     qs_pipeline_io io = {.model = pos[0], .calib = calib, .train = train, .train_labels = labels, .val = val,
                          .val_labels = val_labels, .resume = resume, .config = cfg, .threads = (int)th};
     json_t *result = NULL;

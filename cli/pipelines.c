@@ -275,7 +275,6 @@ int cmd_ptq(const command *c, int argc, char **argv)
         free(dup);
         cli_set_cfg(cfg, NULL, "exclude", arr);
     }
-    set_threads(th);
     qs_pipeline_io io = {.model = pos[0], .calib = calib, .val = val, .val_labels = labels, .config = cfg,
                          .threads = (int)th};
     json_t *result = NULL;

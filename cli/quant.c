@@ -10,7 +10,6 @@
  * so a long run stops between nodes and exits with 130; a second Ctrl-C kills as usual. */
 #include "config.h"
 
-#include <cblas.h>
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -157,12 +156,6 @@ static int has_ext(const char *path, const char *ext)
 {
     size_t n = strlen(path), k = strlen(ext);
     return n > k && !strcasecmp(path + n - k, ext);
-}
-
-void set_threads(int64_t threads)
-{
-    if (threads > 0)
-        openblas_set_num_threads((int)threads);
 }
 
 /* --- shared helpers ---------------------------------------------------------------------------- */
@@ -479,7 +472,6 @@ static int cmd_run(const command *c, int argc, char **argv)
     if ((rc = int_opt(c, "--batch", sbatch, 1, 1 << 20, &batch)) != PARSED ||
         (rc = int_opt(c, "--threads", sthreads, 1, 1024, &threads)) != PARSED)
         return rc;
-    set_threads(threads);
 
     qs_graph *g = load_model(c, pos[0]);
     if (!g)
@@ -628,7 +620,6 @@ static int cmd_eval(const command *c, int argc, char **argv)
     if ((rc = int_opt(c, "--batch", sbatch, 1, 1 << 20, &batch)) != PARSED ||
         (rc = int_opt(c, "--threads", sthreads, 1, 1024, &threads)) != PARSED)
         return rc;
-    set_threads(threads);
     if (cli_server)
         return eval_remote(c, pos[0], in, lab, batch, json);
 
@@ -785,7 +776,6 @@ static int cmd_bench(const command *c, int argc, char **argv)
         (rc = int_opt(c, "--iters", siters, 1, 1000000, &iters)) != PARSED ||
         (rc = int_opt(c, "--warmup", swarm, 0, 1000000, &warm)) != PARSED)
         return rc;
-    set_threads(threads);
 
     qs_graph *g = load_model(c, pos[0]);
     if (!g)
@@ -885,7 +875,7 @@ static const command commands[] = {
              "  --output Y    .npz keyed by output names, or .npy for a single-output model\n"
              "  --batch N     samples per forward pass (default 32); a model that fixes its batch dim\n"
              "                runs that many at a time. Outputs do not depend on N.\n"
-             "  --threads T   threads for OpenBLAS and the engine (default: OpenBLAS's own choice)",
+             "  --threads T   threads for the engine (default: the online CPUs, or QUANTD_THREADS)",
      .fn = cmd_run},
     {.name = "eval", .summary = "top-1 / top-5 accuracy of a classifier on labelled data",
      .usage = "quant eval MODEL --input X.npy|X.npz --labels Y.npy [--batch N] [--threads T] [--json]",
@@ -894,7 +884,7 @@ static const command commands[] = {
              "  --input X     as for quant run\n"
              "  --labels Y    class indices, int64, int32 or uint8, shape [N] or [N, 1]\n"
              "  --batch N     samples per forward pass (default 32)\n"
-             "  --threads T   threads for OpenBLAS and the engine\n"
+             "  --threads T   threads for the engine\n"
              "  --json        print exactly one JSON object:\n"
              "                {\"accuracy\", \"top5\", \"samples\", \"seconds\", \"samples_per_s\"}\n"
              "                accuracy and top5 are fractions in [0, 1] (not percent); top5 is null with\n"
@@ -905,7 +895,7 @@ static const command commands[] = {
      .help = "Runs the model on random inputs (floats in [0, 1), small integers) and reports throughput\n"
              "(samples/s), latency per batch (mean, p50, p90 in ms) and peak resident memory.\n\n"
              "  --batch N     samples per forward pass (default 1; a fixed batch dim wins)\n"
-             "  --threads T   threads for OpenBLAS and the engine\n"
+             "  --threads T   threads for the engine\n"
              "  --iters K     timed forward passes (default 20)\n"
              "  --warmup W    untimed passes first (default 3)\n"
              "  --json        one JSON object: {batch, threads, iters, warmup, samples_per_s,\n"
@@ -957,7 +947,7 @@ static int cmd_help(const command *c, int argc, char **argv)
 /* OpenBLAS starts its own threads when the library loads, and they spin (sched_yield) for about a
  * tenth of a second whatever openblas_set_num_threads says later: on a two-core machine a short
  * command (a 1k-sample calibration takes 0.1 s) lost a core to them. quant never uses them — the
- * engine threads itself and keeps OpenBLAS single-threaded (qs_blas_single) — so unless the user
+ * engine threads itself and keeps OpenBLAS single-threaded (engine/ops/kernels.c) — so unless the user
  * set OPENBLAS_NUM_THREADS, the process re-executes itself once with it set to 1, which OpenBLAS
  * reads at load time. Should the exec fail, quant carries on as it is. */
 static void openblas_single_from_load(char **argv)

@@ -736,7 +736,6 @@ static int conv_forward(qs_kctx *c)
         qs_parallel_for(c->nthreads, p.N * p.M, work >= 16384 ? 1 : 16384 / (work ? work : 1), dw_forward_range, &j);
         return 0;
     }
-    qs_blas_single();
     int64_t col_floats = p.path == PATH_GEMM ? p.Cg * p.kvol * p.yvol : 0;
     if ((rc = scratch_slices(c, col_floats * sizeof(float), item_workers(c, &p), &workers)) < 0)
         return rc;
@@ -861,7 +860,6 @@ static int conv_backward(qs_kctx *c)
         qs_parallel_for(c->nthreads, p.C, work >= 16384 ? 1 : 16384 / (work ? work : 1), dw_backward_range, &j);
         return 0;
     }
-    qs_blas_single();
     convb_job j = { &p, x, w, dy, dx, dw, db, c->scratch, 0, 0 };
     convb_slice(&p, &j.col_floats, &j.slice_floats);
     int workers = item_workers(c, &p);
@@ -1002,7 +1000,6 @@ static int convt_forward(qs_kctx *c)
     int rc = convt_params(c, &p), fit, nt = c->nthreads;
     if (rc < 0 || (rc = scratch_slices(c, convt_scratch(c), 1, &fit)) < 0)
         return rc;
-    qs_blas_single();
     const float *x = qs_f32(c->in[0]), *w = qs_f32(c->in[1]);
     const float *b = c->nin > 2 && c->in[2] ? qs_f32(c->in[2]) : NULL;
     float *y = qs_f32(c->out[0]), *col = c->scratch;
@@ -1029,7 +1026,6 @@ static int convt_backward(qs_kctx *c)
     int rc = convt_params(c, &p), fit, nt = c->nthreads;
     if (rc < 0 || (rc = scratch_slices(c, convt_scratch(c), 1, &fit)) < 0)
         return rc;
-    qs_blas_single();
     const float *x = qs_f32(c->in[0]), *w = qs_f32(c->in[1]);
     float *dx = c->din[0] ? qs_f32(c->din[0]) : NULL, *dw = c->din[1] ? qs_f32(c->din[1]) : NULL;
     float *db = c->nin > 2 && c->din[2] ? qs_f32(c->din[2]) : NULL, *col = c->scratch;

@@ -107,7 +107,6 @@ static int gemm_forward(qs_kctx *c)
         beta = 1.f;
     }
     const qs_tensor *A = c->in[0], *B = c->in[1];
-    qs_blas_single();
     qs_sgemm_mt(c->nthreads, p.ta, p.tb, p.M, p.N, p.K, p.alpha, qs_f32(A), A->shape[1], qs_f32(B), B->shape[1],
                 beta, y, p.N);
     fused_clamp(c, y, p.M * p.N);
@@ -127,7 +126,6 @@ static int gemm_backward(qs_kctx *c)
     const float *dy = qs_f32(c->dout[0]), *a = qs_f32(c->in[0]), *b = qs_f32(c->in[1]);
     int64_t lda = c->in[0]->shape[1], ldb = c->in[1]->shape[1];
     int nt = c->nthreads;
-    qs_blas_single();
     if (c->din[0]) {   /* op(A)' = alpha·dY·op(B)ᵀ */
         float *da = qs_f32(c->din[0]);
         if (!p.ta)
@@ -260,7 +258,6 @@ static int matmul_forward(qs_kctx *c)
         return rc;
     const float *a = qs_f32(c->in[0]), *b = qs_f32(c->in[1]);
     float *y = qs_f32(c->out[0]);
-    qs_blas_single();
     if (p.b_nbatch == 1) {   /* B shared by every batch: fold the batch into M */
         qs_sgemm_mt(c->nthreads, 0, 0, p.nbatch * p.M, p.N, p.K, 1.f, a, p.K, b, p.N, 0.f, y, p.N);
         fused_clamp(c, y, p.nbatch * p.M * p.N);
@@ -294,7 +291,6 @@ static int matmul_backward(qs_kctx *c)
     const float *a = qs_f32(c->in[0]), *b = qs_f32(c->in[1]), *dy = qs_f32(c->dout[0]);
     float *da = c->din[0] ? qs_f32(c->din[0]) : NULL, *db = c->din[1] ? qs_f32(c->din[1]) : NULL;
     int nt = c->nthreads;
-    qs_blas_single();
     if (p.b_nbatch == 1) {
         int64_t rows = p.nbatch * p.M;
         if (da)   /* dA = dY·Bᵀ, A's batch folded into M */

@@ -7,8 +7,9 @@
  * and the right padding (zeros): no per-element bounds test in the inner loop. The tap ranges are
  * worked out once per call. col2im is the same walk with += into the input.
  *
- * Threading is ours, not OpenBLAS's (see qs_blas_single): qs_parallel_for hands chunks to a pool of
- * sleeping workers, and qs_sgemm_mt cuts a product into blocks of rows or columns for it. */
+ * Threading is ours, not OpenBLAS's (which runs single-threaded, see blas_single): qs_parallel_for
+ * hands chunks to a pool of workers, and qs_sgemm_mt cuts a product into blocks of rows or columns
+ * for it. */
 #include "ops/kernels.h"
 
 #include <cblas.h>
@@ -60,15 +61,19 @@ QS_HOT void qs_vec_affine(int64_t n, float a, float b, const float *x, float *y)
  * products into column blocks that qualify. Elsewhere the blocks just make a few more calls. */
 #define SGEMM_SMALL_MNK 1000000
 
+/* The kernels do their own threading and call OpenBLAS from several threads at once, so OpenBLAS
+ * runs single-threaded, set once before its first use: its own threads would only spin against ours
+ * (a product it ran on them left them spinning for a while afterwards, and calibration after such a
+ * call ran at half speed). */
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+static void blas_single(void) { openblas_set_num_threads(1); }
+
 static void sgemm_call(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                        int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
     QS_ASSERT(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && lda <= INT_MAX && ldb <= INT_MAX &&
               ldc <= INT_MAX);
-    /* Every call single-threaded, not only the ops' (which call this too): a product that OpenBLAS
-     * runs on its own threads leaves them spinning for a while afterwards, taking a core from ours —
-     * calibration after such a call ran at half speed. */
-    qs_blas_single();
+    pthread_once(&blas_once, blas_single);
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
                 (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
 }
@@ -95,11 +100,6 @@ void qs_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float a
                    B + (trans_b ? j * ldb : j), ldb, beta, C + j, ldc);
 }
 
-void qs_blas_single(void)
-{
-    if (openblas_get_num_threads() != 1)
-        openblas_set_num_threads(1);
-}
 
 typedef struct {
     int ta, tb, by_rows;
@@ -526,7 +526,8 @@ static void *pf_main(void *p)
  * job's completion. A network runs one parallel loop per layer, a few tens of microseconds apart: a
  * futex wake-up per layer cost 10–15% of a small model's inference. The spin is bounded, so an idle
  * daemon sleeps; it yields the CPU as it goes, and is off when the pool has more threads than there
- * are CPUs (as OpenMP runtimes do). gen and pending are written under the mutex and read outside it atomically. */
+ * are CPUs (as OpenMP runtimes do). gen and pending are written under the mutex and read outside it
+ * atomically. */
 static struct {
     pthread_mutex_t mu;
     pthread_cond_t wake, done;
@@ -541,6 +542,7 @@ static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
 
 #define PF_SPIN_NS 100000
 static int spin_ok;   /* no spinning when the pool has more threads than the machine has CPUs */
+static long pool_cpus;   /* online CPUs, read once (sysconf reads a file under /sys each time) */
 
 static void pool_reset(void)
 {
@@ -554,6 +556,7 @@ static void pool_reset(void)
 
 static void pool_init(void)
 {
+    pool_cpus = sysconf(_SC_NPROCESSORS_ONLN);
     pool_reset();
     pthread_atfork(NULL, NULL, pool_reset);
     atexit(qs_parallel_shutdown);   /* threads still alive at exit look like leaks to valgrind */
@@ -700,8 +703,7 @@ void qs_parallel_for(int nthreads, int64_t n, int64_t min_chunk, qs_range_fn fn,
             break;   /* fewer threads than asked: the chunks still all run */
         pool.nworkers++;
     }
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    __atomic_store_n(&spin_ok, cpus < 1 || pool.nworkers + 1 <= cpus, __ATOMIC_RELAXED);
+    __atomic_store_n(&spin_ok, pool_cpus < 1 || pool.nworkers + 1 <= pool_cpus, __ATOMIC_RELAXED);
     pool.chunks = chunks;
     pool.nchunks = (int)t;
     pool.next = 0;

@@ -50,10 +50,6 @@ void qs_sgemm_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, flo
  * to pay for starting threads; the same result as qs_sgemm. */
 void qs_sgemm_mt(int nthreads, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
-/* The kernels do their own threading (ctx->nthreads) and call OpenBLAS from several threads at
- * once, so OpenBLAS itself must run single-threaded: its own pool would only spin against ours.
- * Every op that calls sgemm calls this first, outside any parallel region. */
-void qs_blas_single(void);
 
 /* ---- convolution / pooling window geometry --------------------------------------------------- */
 

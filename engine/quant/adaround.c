@@ -833,7 +833,6 @@ int qs_adaround(qs_quantsim *sim, const qs_pl_data *data, const qs_adaround_conf
     rep->cfg = *cfg;
     for (int i = 0; i < sim->nq; i++)
         saved[i] = qs_quantsim_bypassed(sim, i);
-    qs_blas_single();
     layer_run lr = { .sim = sim, .data = data, .cfg = cfg, .io = io, .saved = saved, .fp32 = fp32, .done = done,
                      .nthreads = io && io->threads > 0 ? io->threads : 1 };
     for (int i = 0; i < g->nnodes && rc == 0; i++) {
