@@ -249,30 +249,28 @@ static clamp_t ctx_clamp(const qs_kctx *c)
                       inf && c->residual ? qs_f32(c->residual) : NULL };
 }
 
-/* y[n, m, :] += b[m] (b may be NULL) + residual[n, m, :] (when fused), then the fused clamp; n counts
- * from item n0 (the residual is indexed from the start of the batch, y from item n0) */
+/* One output plane: + bias *b (b may be NULL) + residual plane r (NULL: none), then the fused clamp,
+ * in the unfused order (bias, then the Add, then the clamp) and in one pass. */
+static void plane_epilogue(float *y, const float *b, const float *r, int64_t vol, clamp_t cl)
+{
+    float bias = b ? *b : 0.f;
+    if (r)
+        qs_vec_bias_res_clamp(vol, bias, r, cl.on ? cl.lo : -INFINITY, cl.on ? cl.hi : INFINITY, y);
+    else if (cl.on)
+        qs_vec_bias_clamp(vol, bias, cl.lo, cl.hi, y);
+    else if (b)
+        qs_vec_add(vol, bias, y);
+}
+
+/* plane_epilogue over items n0 .. n0 + N − 1, y pointing at item n0 (the residual is indexed from the
+ * start of the batch) */
 static void add_bias_at(float *y, const float *b, int64_t n0, int64_t N, int64_t M, int64_t vol, clamp_t cl)
 {
     for (int64_t n = 0; n < N; n++)
         for (int64_t m = 0; m < M; m++) {
-            float *yr = y + (n * M + m) * vol;
-            if (cl.res)   /* in the unfused order: bias, then the Add, then the clamp */
-                qs_vec_bias_res_clamp(vol, b ? b[m] : 0.f, cl.res + ((n0 + n) * M + m) * vol,
-                                      cl.on ? cl.lo : -INFINITY, cl.on ? cl.hi : INFINITY, yr);
-            else if (cl.on)
-                qs_vec_bias_clamp(vol, b ? b[m] : 0.f, cl.lo, cl.hi, yr);
-            else if (b)
-                qs_vec_add(vol, b[m], yr);
+            const float *r = cl.res ? cl.res + ((n0 + n) * M + m) * vol : NULL;
+            plane_epilogue(y + (n * M + m) * vol, b ? b + m : NULL, r, vol, cl);
         }
-}
-
-/* one output plane: + residual plane r (NULL: none), then the clamp */
-static void plane_epilogue(float *y, const float *r, int64_t vol, clamp_t cl)
-{
-    if (r)
-        qs_vec_bias_res_clamp(vol, 0.f, r, cl.on ? cl.lo : -INFINITY, cl.on ? cl.hi : INFINITY, y);
-    else if (cl.on)
-        qs_vec_bias_clamp(vol, 0.f, cl.lo, cl.hi, y);
 }
 
 static void add_bias(float *y, const float *b, int64_t N, int64_t M, int64_t vol, clamp_t cl)
@@ -598,9 +596,9 @@ static void dw_forward_range(void *arg, int64_t begin, int64_t end, int worker)
         for (int64_t blk = begin; blk < end; blk++) {   /* blk = n·nblk + channel block */
             int64_t n = blk / nblk, m0 = blk % nblk * 16;
             dw_block(p, &j->blk, j->x, j->w, j->b, j->y, n, m0, buf, buf + j->blk.buf, j->clamp);
-            for (int64_t m = m0; j->clamp.res && m < m0 + 16 && m < p->M; m++) {   /* clamped already */
+            for (int64_t m = m0; j->clamp.res && m < m0 + 16 && m < p->M; m++) {   /* else clamped already */
                 int64_t off = (n * p->M + m) * p->yvol;
-                plane_epilogue(j->y + off, j->clamp.res ? j->clamp.res + off : NULL, p->yvol, j->clamp);
+                plane_epilogue(j->y + off, NULL, j->clamp.res + off, p->yvol, j->clamp);
             }
         }
         return;
@@ -609,8 +607,8 @@ static void dw_forward_range(void *arg, int64_t begin, int64_t end, int worker)
         int64_t n = plane / p->M, m = plane % p->M, cin = m / p->Mg;
         dw_plane_forward(&p->g, j->x + (n * p->C + cin) * p->xvol, j->w + m * p->kvol, j->b ? j->b[m] : 0.f,
                          j->y + plane * p->yvol);
-        plane_epilogue(j->y + plane * p->yvol, j->clamp.res ? j->clamp.res + plane * p->yvol : NULL, p->yvol,
-                       j->clamp);
+        plane_epilogue(j->y + plane * p->yvol, NULL, j->clamp.res ? j->clamp.res + plane * p->yvol : NULL,
+                       p->yvol, j->clamp);
     }
 }
 
