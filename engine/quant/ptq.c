@@ -78,7 +78,7 @@ int qs_ptq_weight_ranges(ptq *p, qs_err *e)
 /* Calibration runs the sim with its activation quantizers bypassed, and a bypassed FakeQuant is a
  * copy: the run goes on a graph without them, each reader reading the quantizer's input, and the
  * observers watch that value. Same arithmetic, one copy per quantizer less, and the executor's
- * Relu/Clip fusion stays on (the values watched end fused groups, so fusion keeps them).
+ * fusion stays on, except that the values watched are kept from it (qs_runner_keep_value).
  *
  * The graph is a clone whose initializers borrow the sim's (no second copy of the weights). The
  * bypassed FakeQuants fed by a node or an initializer (the biases') are dropped; one on a graph
@@ -237,8 +237,8 @@ static void calib_shards(void *arg, int64_t begin, int64_t end, int worker)
     }
 }
 
-/* A runner on the calibration graph observing into s, fused unless a watched value would be fused
- * away; keeps logit rows for the cross-entropy quantizers. */
+/* A runner on the calibration graph observing into s, fused except around the values the quantizers
+ * watch; keeps logit rows for the cross-entropy quantizers. */
 static qs_runner *calib_runner(ptq *p, calib_state *s, int threads, qs_err *e)
 {
     qs_quantsim *sim = p->sim;
@@ -260,12 +260,6 @@ static qs_runner *calib_runner(ptq *p, calib_state *s, int threads, qs_err *e)
         return NULL;
     }
     qs_exec *x = qs_runner_exec(r);
-    for (int i = 0; i < sim->nq; i++)
-        if (s->watch[i] >= 0 && !qs_exec_value(x, s->watch[i])) {
-            qs_runner_set_observer(r, calib_observe, s);
-            x = qs_runner_exec(r);
-            break;
-        }
     for (int i = 0; i < sim->nq; i++) {
         const qs_tensor *t = s->watch[i] >= 0 ? qs_exec_value(x, s->watch[i]) : NULL;
         if (act_method(p, &sim->q[i]) == QS_RANGE_CE && t && t->ndim == 2) {
