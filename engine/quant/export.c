@@ -387,6 +387,15 @@ static int add_qdq(qs_graph *g, const char *name, int x, int out, int scale, int
     return 0;
 }
 
+/* Whether n is one of the default-domain ops in the NULL-terminated list */
+static int op_in(const qs_node *n, const char *const *ops)
+{
+    for (int k = 0; is_default(n) && ops[k]; k++)
+        if (!strcmp(n->op, ops[k]))
+            return 1;
+    return 0;
+}
+
 /* Whether pass-through op n's data input may be of integer type t in ONNX (opset 21 type
  * constraints). The Q/DQ pair repeated after such an op invites a runtime to drop DQ → op → Q and
  * run the op on the integers (ONNX Runtime does at its extended level): that must give a valid
@@ -399,19 +408,12 @@ static int op_takes_type(const qs_node *n, qs_dtype t)
                                            "Unsqueeze", NULL };
     static const char *const only8[] = { "MaxPool", "ReduceMax", "ReduceMin", NULL };
     static const char *const float_only[] = { "GlobalMaxPool", "Dropout", NULL };
-    int in4 = 0, in8 = 0, inf = 0;
-    for (int k = 0; int4_ok[k]; k++)
-        in4 |= !strcmp(n->op, int4_ok[k]);
-    for (int k = 0; only8[k]; k++)
-        in8 |= !strcmp(n->op, only8[k]);
-    for (int k = 0; float_only[k]; k++)
-        inf |= !strcmp(n->op, float_only[k]);
-    if (!is_default(n) || inf)
+    if (!is_default(n) || op_in(n, float_only))
         return 0;
     if (t == QS_I4 || t == QS_U4)
-        return in4;
+        return op_in(n, int4_ok);
     if (t == QS_I16 || t == QS_U16)
-        return !in8;
+        return !op_in(n, only8);
     return 1;
 }
 
@@ -419,25 +421,12 @@ static int op_takes_type(const qs_node *n, qs_dtype t)
  * and a QuantizeLinear backward, through these ops, then drops DQ → op → Q pairs with equal
  * parameters so that the op runs on the integers, whatever their type: a uint4 MaxPool, which ONNX
  * does not define, and ORT then refuses the whole graph. */
-static int ort_propagates(const qs_node *n)
-{
-    static const char *const ops[] = { "MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice", NULL };
-    for (int k = 0; ops[k]; k++)
-        if (is_default(n) && !strcmp(n->op, ops[k]))
-            return 1;
-    return 0;
-}
+static const char *const ort_propagates[] = { "MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice",
+                                              NULL };
 
 /* ORT fuses DQ → op → Q around these into integer kernels (QLinearConv, QGemm, QLinearMatMul, …)
  * that have no 4-bit kinds, again without checking, and refuses the graph. */
-static int ort_fuses(const qs_node *n)
-{
-    static const char *const ops[] = { "Conv", "ConvTranspose", "Gemm", "MatMul", NULL };
-    for (int k = 0; ops[k]; k++)
-        if (is_default(n) && !strcmp(n->op, ops[k]))
-            return 1;
-    return 0;
-}
+static const char *const ort_fuses[] = { "Conv", "ConvTranspose", "Gemm", "MatMul", NULL };
 
 /* Where an activation's DequantizeLinear feeds an op that ORT would hand an integer type it
  * cannot take (see ort_propagates, ort_fuses), a Clip to the grid's own range goes in between:
@@ -466,20 +455,19 @@ static int guard_ort(qs_graph *g, qs_err *e)
         qs_dtype t = g->values[dq->in[0]].dtype;
         int four = t == QS_U4 || t == QS_I4;
         const qs_tensor *sc = g->values[dq->in[1]].init, *zp = g->values[dq->in[2]].init;
-        if (!(ort_propagates(n) && !op_takes_type(n, t)) && !(ort_fuses(n) && four))
+        if (!(op_in(n, ort_propagates) && !op_takes_type(n, t)) && !(op_in(n, ort_fuses) && four))
             continue;
         if (!sc || !zp || qs_numel(sc) != 1 || qs_numel(zp) != 1 || g->values[v].init)
             continue;   /* a weight's (per-channel) DQ: not an activation grid */
         if (clip[v] < 0) {
-            int32_t qmin = t == QS_U4 || t == QS_U16 || t == QS_U8 ? 0 : t == QS_I4 ? -8 : t == QS_I16 ? -32768 : -128;
-            int32_t qmax = t == QS_U4 ? 15 : t == QS_I4 ? 7 : t == QS_U16 ? 65535 : t == QS_I16 ? 32767
-                           : t == QS_U8 ? 255 : 127;
-            float s = qs_f32(sc)[0];
-            int32_t z = (int32_t)qs_get_f64(zp, 0);
+            int bits = four ? 4 : t == QS_U16 || t == QS_I16 ? 16 : 8;
+            float rlo, rhi;
+            qs_qparams_range(qs_grid_make(bits, t == QS_I4 || t == QS_I8 || t == QS_I16), qs_f32(sc)[0],
+                             (float)qs_get_f64(zp, 0), &rlo, &rhi);
             char name[1024];
             snprintf(name, sizeof name, "%s_grid", g->values[v].name);
-            int lo = add_init(g, "grid_min", f32_scalar((float)(qmin - z) * s));
-            int hi = add_init(g, "grid_max", f32_scalar((float)(qmax - z) * s));
+            int lo = add_init(g, "grid_min", f32_scalar(rlo));
+            int hi = add_init(g, "grid_max", f32_scalar(rhi));
             int c = qs_graph_new_value(g, name);
             if (lo < 0 || hi < 0 || c < 0) {
                 rc = qs_error(e, QS_ENOMEM, "out of memory");
