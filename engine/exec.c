@@ -55,9 +55,9 @@ struct qs_exec {
     int *resid;              /* per node: value of a residual Add fused into it (Conv only), else -1 */
     qs_tensor ***in, ***out; /* per node: pointers into val[] (NULL for omitted inputs) */
     char *arena;
-    size_t arena_size;
+    size_t arena_size, arena_cap;     /* the buffers outlive a plan: a replan that fits reuses them */
     char *scratch;
-    size_t scratch_size;
+    size_t scratch_size, scratch_cap;
 
     /* training */
     char *trainable;         /* per value: initializer receives a gradient */
@@ -250,15 +250,14 @@ static void plan_clear(qs_exec *x)
     free(x->act_max);
     free(x->fused_act);
     free(x->resid);
-    free(x->arena);
-    free(x->scratch);
     free(x->needs_grad);
     free(x->has_grad);
     free(x->grad);
     free(x->grad_arena);
     for (int i = 0; i < 8; i++)
         free(x->gtmp[i]);
-    char *trainable = x->trainable, *keep = x->keep;
+    char *trainable = x->trainable, *keep = x->keep, *arena = x->arena, *scratch = x->scratch;
+    size_t arena_cap = x->arena_cap, scratch_cap = x->scratch_cap;
     qs_graph *g = x->g;
     int mode = x->mode, nthreads = x->nthreads, fuse = x->fuse;
     atomic_int *ab = x->abort_flag;
@@ -268,6 +267,10 @@ static void plan_clear(qs_exec *x)
     memset(x, 0, sizeof *x);
     x->trainable = trainable;
     x->keep = keep;
+    x->arena = arena;
+    x->arena_cap = arena_cap;
+    x->scratch = scratch;
+    x->scratch_cap = scratch_cap;
     x->g = g;
     x->mode = mode;
     x->nthreads = nthreads;
@@ -284,6 +287,8 @@ void qs_exec_free(qs_exec *x)
     if (!x)
         return;
     plan_clear(x);
+    free(x->arena);
+    free(x->scratch);
     free(x->trainable);
     free(x->keep);
     free(x);
@@ -355,6 +360,19 @@ static size_t place(block *live, int nlive, size_t size, int def, int last)
         if (!moved)
             return off;
     }
+}
+
+/* Makes *buf at least `need` bytes (ALIGN-aligned), keeping it when it already is: replanning
+ * (another batch, thread count or fusion) then touches no fresh pages. */
+static char *grow(char **buf, size_t *cap, size_t need)
+{
+    if (*buf && need <= *cap)
+        return *buf;
+    free(*buf);
+    *cap = 0;
+    if ((*buf = aligned_alloc(ALIGN, need)))
+        *cap = need;
+    return *buf;
 }
 
 int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
@@ -564,10 +582,9 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
             if (g->nodes[i].out[j] < 0 && !x->folded[i])
                 unnamed += align_up(qs_nbytes(x->out[i][j]) + 1);
     x->arena_size = total + unnamed;
-    x->arena = aligned_alloc(ALIGN, align_up(x->arena_size + 1));
     x->scratch_size = scratch;
-    x->scratch = scratch ? aligned_alloc(ALIGN, align_up(scratch)) : NULL;
-    if (!x->arena || (scratch && !x->scratch)) {
+    if (!grow(&x->arena, &x->arena_cap, align_up(x->arena_size + 1)) ||
+        (scratch && !grow(&x->scratch, &x->scratch_cap, align_up(scratch)))) {
         rc = qs_error(e, QS_ENOMEM, "out of memory: the plan needs %zu bytes of activations and %zu of scratch",
                       x->arena_size, scratch);
         goto out;
