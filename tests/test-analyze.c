@@ -443,19 +443,20 @@ TEST(target_drop_w4a4)
     char model[512];
     fixture(model, sizeof model, "resnet.onnx");
     qs_ptq p;
-    json_t *res = ptq_loop(&f, model, "{\"weights\": {\"bits\": 4}, \"activations\": {\"bits\": 4}}", 1.0, &p);
-    print_kept("resnet W4A4 per channel, target 1 point", res);
+    const double target = 0.5;   /* points; W4A4 loses more than that here */
+    json_t *res = ptq_loop(&f, model, "{\"weights\": {\"bits\": 4}, \"activations\": {\"bits\": 4}}", target, &p);
+    print_kept("resnet W4A4 per channel, target 0.5 point", res);
     json_t *td = json_object_get(res, "target_drop"), *kept = json_object_get(td, "kept");
-    ASSERT(num(td, "accuracy_before") < num(res, "fp32_accuracy") - 0.01);   /* W4A4 does lose accuracy */
+    ASSERT(num(td, "accuracy_before") < num(res, "fp32_accuracy") - target / 100);   /* the loop has work */
     ASSERT(json_is_true(json_object_get(td, "met")));
     ASSERT(json_array_size(kept) >= 1);
-    ASSERT(100 * (num(res, "fp32_accuracy") - num(res, "quant_accuracy")) <= 1.0);
+    ASSERT(100 * (num(res, "fp32_accuracy") - num(res, "quant_accuracy")) <= target);
     /* one by one: every step but the last missed the target */
     json_t *steps = json_object_get(json_object_get(p.extra, "target_drop"), "steps"), *s;
     size_t i;
     ASSERT_EQ(json_array_size(steps), json_array_size(kept));
     json_array_foreach(steps, i, s)
-        ASSERT((num(s, "drop_points") <= 1.0) == (i + 1 == json_array_size(steps)));
+        ASSERT((num(s, "drop_points") <= target) == (i + 1 == json_array_size(steps)));
     ASSERT_CLOSE(export_accuracy(&p, &f), num(res, "quant_accuracy"), 0, 0.0015);
     qs_ptq_close(&p);
     json_decref(res);

@@ -353,6 +353,56 @@ TEST(observer_sampled_batches_keep_exact_stats)
     free(x);
 }
 
+/* A large batch's scan spread over threads gives bit-identical answers for every thread count:
+ * batches that widen the range (values beyond the bins so far, binned once the bins have grown)
+ * and a batch holding NaN/Inf included. Min, max, the counts and the MSE ranges are checked
+ * against the data itself. */
+TEST(observer_threads_do_not_change_result)
+{
+    int64_t n = 3000000, batch = 600000;
+    float *x = growing_data(n);
+    x[n - batch / 2] = NAN;          /* in the last batch, which is sampled */
+    x[n - batch / 2 + 1] = INFINITY;
+    x[n - 7] = -INFINITY;
+    int threads[] = { 1, 2, 3, 7 };
+    float ref[2][2];
+    for (int k = 0; k < 4; k++) {
+        qs_observer *o = qs_observer_new();
+        for (int64_t at = 0; at < n; at += batch)
+            qs_observer_add_threads(o, x + at, batch, threads[k]);
+        float lo, hi;
+        qs_observer_minmax(o, &lo, &hi);
+        ASSERT_EQ(lo, -9.f);
+        ASSERT_EQ(hi, 25.f);
+        ASSERT_EQ(qs_observer_count(o), n - 3);
+        ASSERT_EQ(qs_observer_nonfinite(o), 3);
+        qs_err e = {0};
+        for (int sym = 0; sym <= 1; sym++) {
+            float s, z;
+            ASSERT_EQ(qs_observer_qparams(o, qs_grid_make(8, sym), sym, 0, QS_RANGE_MSE, 0, &s, &z, &e), 0);
+            if (k == 0)
+                ref[sym][0] = s, ref[sym][1] = z;
+            ASSERT(!memcmp(&s, &ref[sym][0], sizeof s) && z == ref[sym][1]);
+        }
+        qs_observer_free(o);
+    }
+    /* the answer itself: its true error against the exact optimum's, over the finite values */
+    int64_t m = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (isfinite(x[i]))
+            x[m++] = x[i];
+    qs_tensor *t = qs_tensor_wrap(QS_F32, 1, &m, x);
+    for (int sym = 0; sym <= 1; sym++) {
+        qs_grid g = qs_grid_make(8, sym);
+        float sw, zw;
+        qs_err e = {0};
+        ASSERT_EQ(qs_range_weights(t, -1, g, sym, 0, QS_RANGE_MSE, &sw, &zw, &e), 0);
+        ASSERT(sse_of(t, ref[sym][0], ref[sym][1], g) <= sse_of(t, sw, zw, g) * 1.01);
+    }
+    qs_tensor_free(t);
+    free(x);
+}
+
 /* Calibration shards: observers that each saw part of the data, merged, give what one observer
  * that saw it all gives: exact counts and extremes, MSE ranges whose true error is as low, the
  * same percentiles to within a bin, and a cross-entropy reservoir drawn from both streams. */
@@ -612,7 +662,7 @@ TEST(bn_range_by_hand)
     ASSERT_CLOSE(hi, 2.25, 1e-6, 0);
 }
 
-TEST_MAIN(method_names, minmax_weights_by_hand, per_channel_axes, mse_clips_outlier_and_lowers_sse,
+TEST_MAIN(method_names, observer_threads_do_not_change_result, minmax_weights_by_hand, per_channel_axes, mse_clips_outlier_and_lowers_sse,
           mse_near_brute_force, observer_one_batch_vs_hundred, observer_mse_uniform_keeps_full_range,
           observer_memory_is_constant, observer_sampled_batches_keep_exact_stats, observer_merge_matches_one_observer,
           observer_sample_does_not_alias,

@@ -145,6 +145,7 @@ typedef struct calib_state {
     int *watch;             /* quantizer → the value it watches in g, -1 for none */
     qs_observer **obs;      /* per quantizer */
     char *rows;             /* per quantizer: keeps logit rows (cross-entropy) */
+    int threads;            /* for an observer's scan of a large batch */
 } calib_state;
 
 static void calib_observe(void *ud, int node, qs_tensor *const *out, int nout)
@@ -157,7 +158,7 @@ static void calib_observe(void *ud, int node, qs_tensor *const *out, int nout)
             if (s->rows[qi])
                 qs_observer_add_rows(s->obs[qi], qs_f32(out[j]), out[j]->shape[0]);
             else
-                qs_observer_add(s->obs[qi], qs_f32(out[j]), qs_numel(out[j]));
+                qs_observer_add_threads(s->obs[qi], qs_f32(out[j]), qs_numel(out[j]), s->threads);
         }
     }
 }
@@ -191,16 +192,22 @@ static void qparams_range(void *arg, int64_t begin, int64_t end, int worker)
                                                    &j->res[i].scale, &j->res[i].zero, NULL);
 }
 
-/* Calibration runs in CALIB_SHARDS fixed shards of whole batches when the calibration set is
- * large and the model small: each shard streams its share through a runner of its own with one
- * thread into observers of its own, the shards run side by side on the threads, and their
- * observers are merged in shard order at the end. Small models gain most from this: threading
- * each op of a small model costs more in wake-ups and in caches split between cores than the op
- * itself (the observers read every activation, half of it from the other core's cache). The
- * shards are fixed, not one per thread, so the result does not depend on the thread count. */
-#define CALIB_SHARDS 4
-#define CALIB_SHARD_BATCHES 16         /* at least this many batches per shard */
+/* Calibration runs in shards of whole batches when the calibration set is large enough and the
+ * model small: each shard streams its share through a runner of its own with one thread into
+ * observers of its own, the shards run side by side on the threads, and their observers are
+ * merged in shard order at the end. Small models gain most from this: threading each op of a
+ * small model costs more in wake-ups and in caches split between cores than the op itself (the
+ * observers read every activation, half of it from the other core's cache). The shard count
+ * follows from the number of batches, never from the thread count, so the result does not depend
+ * on the threads (calib_nshards). Unsharded, each observer's scan of a large batch is spread over
+ * the threads instead (qs_observer_add_threads). */
+#define CALIB_SHARDS 4                 /* at most */
 #define CALIB_SHARD_ARENA (32 << 20)   /* and a plan's activations at most this many bytes */
+
+/* Four shards from 64 batches, two from 16. Each shard has fixed costs (its plan, its observers'
+ * exact start) that a few batches must pay for, and an even count keeps two threads balanced
+ * (three shards on two threads leave one thread running two). */
+static int calib_nshards(int64_t nbatches) { return nbatches >= 64 ? 4 : nbatches >= 16 ? 2 : 1; }
 
 typedef struct calib_shard {
     calib_state s;            /* the shared maps; this shard's observers */
@@ -330,18 +337,20 @@ int qs_ptq_calibrate(ptq *p, qs_err *e)
         if (s.watch[i] >= 0)
             s.head[s.watch[i]] = i;
     }
+    s.threads = threads;
     sh[0].s = s;
     if (!(sh[0].r = calib_runner(p, &sh[0].s, p->io->threads, e))) {
         rc = e->code ? e->code : QS_ENOMEM;
         goto out;
     }
     int64_t bs = qs_runner_batch(sh[0].r), nbatches = (p->ncalib + bs - 1) / bs;
-    if (nbatches >= CALIB_SHARDS * CALIB_SHARD_BATCHES &&
-        qs_exec_arena_bytes(qs_runner_exec(sh[0].r)) <= CALIB_SHARD_ARENA) {
-        nshards = CALIB_SHARDS;
+    if (calib_nshards(nbatches) > 1 && qs_exec_arena_bytes(qs_runner_exec(sh[0].r)) <= CALIB_SHARD_ARENA) {
+        nshards = calib_nshards(nbatches);
         qs_runner_set_threads(sh[0].r, 1);   /* the shards share the threads instead */
+        sh[0].s.threads = 1;
         for (int k = 1; k < nshards; k++) {
             sh[k].s = s;
+            sh[k].s.threads = 1;
             if (!(sh[k].s.obs = new_observers(sim))) {
                 rc = qs_error(e, QS_ENOMEM, "out of memory");
                 goto out;

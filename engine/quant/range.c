@@ -872,32 +872,36 @@ typedef int32_t v8i __attribute__((vector_size(32)));
 /* Σ over the bins of density · ∫_a^b (x − fq(x))² dx, the grid's clipping range being [lc, hc]:
  * the clipped parts in closed form, the part inside as above. Eight bins at a
  * time in vector extensions, each term masked where it does not apply (the bin arrays are padded
- * to a multiple of 8 with empty bins). */
+ * to a multiple of 8 with empty bins). The terms' divisions by 3 and by 12 are taken once, on the
+ * sums: a vector division costs as much as the rest of a step. */
 QS_HOT static double bins_sse(const hist_ctx *h, double s, double lc, double hc)
 {
     const v8d zero = {0}, one = zero + 1, lcv = zero + lc, hcv = zero + hc;
     const double s3 = s * s * s, inv_s = 1 / s;
-    v8d acc = zero;
+    v8d acc3 = zero, acc12 = zero;   /* Σ density · (thirds), Σ density · (twelfths of s³) */
     for (int i = 0; i < h->m; i += 8) {
         v8d a, b, dens;
         memcpy(&a, h->a + i, sizeof a);
         memcpy(&b, h->b + i, sizeof b);
         memcpy(&dens, h->dens + i, sizeof dens);
         v8d t1 = VSEL(b < lcv, b, lcv) - lc, t0 = a - lc;
-        v8d below = VSEL(a < lcv, (t1 * t1 * t1 - t0 * t0 * t0) / 3, zero);
+        v8d below = VSEL(a < lcv, t1 * t1 * t1 - t0 * t0 * t0, zero);
         v8d u1 = b - hc, u0 = VSEL(a > hcv, a, hcv) - hc;
-        v8d above = VSEL(b > hcv, (u1 * u1 * u1 - u0 * u0 * u0) / 3, zero);
+        v8d above = VSEL(b > hcv, u1 * u1 * u1 - u0 * u0 * u0, zero);
         v8d l = VSEL(a > lcv, a, lcv), u = VSEL(b < hcv, b, hcv);
         v8d pl = l * inv_s + 0.5, pu = u * inv_s + 0.5;
         v8d t, ml = VFLOOR(pl, t), mu = VFLOOR(pu, t);
         v8d fl = pl - ml - 0.5, fu = pu - mu - 0.5;
-        v8d inside = s3 * ((mu - ml) / 12 + (fu * fu * fu - fl * fl * fl) / 3);
-        acc += dens * (below + above + VSEL(u > l, inside, zero));
+        v8l in = u > l;
+        acc3 += dens * (below + above + VSEL(in, s3 * (fu * fu * fu - fl * fl * fl), zero));
+        acc12 += VSEL(in, dens * (mu - ml), zero);
     }
-    double total = 0;
-    for (int k = 0; k < 8; k++)
-        total += acc[k];
-    return total;
+    double thirds = 0, twelfths = 0;
+    for (int k = 0; k < 8; k++) {
+        thirds += acc3[k];
+        twelfths += acc12[k];
+    }
+    return thirds / 3 + s3 * twelfths / 12;
 }
 
 static double hist_mse(void *ctx, float s, float z)

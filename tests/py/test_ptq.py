@@ -107,25 +107,27 @@ def _run_outputs(run_quant, model, xpath, tmp_path):
 
 
 def test_calibration_does_not_depend_on_threads(quant, fixtures_dir, tmp_path):
-    """A calibration set of 64 batches or more is streamed in fixed shards side by side, one thread
-    each, and their observers merged in order: the ranges (and so the encodings) must not depend on
-    how many threads there are."""
+    """Calibration streams 64 batches or more in four fixed shards side by side, one thread each,
+    16 to 63 batches in two, and their observers are merged in order; fewer batches run unsharded,
+    each observer's scan of a large batch spread over the threads. In every case the ranges (and so
+    the encodings) must not depend on how many threads there are."""
     imgs = os.path.join(FASHION, "train-images-idx3-ubyte.gz")
     if not os.path.exists(imgs):
         pytest.skip("Fashion-MNIST absent (Debian package dataset-fashion-mnist)")
     np.save(tmp_path / "calib.npy", normalise(read_idx(imgs)[:4096]))
-    enc = {}
-    for threads in (1, 2, 3):
-        out = tmp_path / f"t{threads}"
-        r = subprocess.run([quant, "ptq", os.path.join(fixtures_dir, "mobilenet.onnx"), "--calib",
-                            str(tmp_path / "calib.npy"), "--calib-samples", "4096", "--preset", "basic", "--arange",
-                            "mse", "-o", str(out)],
-                           capture_output=True, text=True, timeout=600,
-                           env=dict(os.environ, QUANTD_THREADS=str(threads)))
-        assert r.returncode == 0, r.stderr
-        enc[threads] = json.load(open(out / "encodings.json"))
-        assert json.load(open(out / "report.json"))["calibration_samples"] == 4096
-    assert enc[1] == enc[2] == enc[3]
+    for samples in (256, 1024, 4096):   # at batch 32: 8 batches, 32, 128
+        enc = {}
+        for threads in (1, 2, 3):
+            out = tmp_path / f"s{samples}-t{threads}"
+            r = subprocess.run([quant, "ptq", os.path.join(fixtures_dir, "mobilenet.onnx"), "--calib",
+                                str(tmp_path / "calib.npy"), "--calib-samples", str(samples), "--batch", "32",
+                                "--preset", "basic", "--arange", "mse", "-o", str(out)],
+                               capture_output=True, text=True, timeout=600,
+                               env=dict(os.environ, QUANTD_THREADS=str(threads)))
+            assert r.returncode == 0, r.stderr
+            enc[threads] = json.load(open(out / "encodings.json"))
+            assert json.load(open(out / "report.json"))["calibration_samples"] == samples
+        assert enc[1] == enc[2] == enc[3], samples
 
 
 def test_report_and_encodings(run_quant, fixtures_dir, fashion_calib, tmp_path):
