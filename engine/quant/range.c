@@ -25,12 +25,15 @@
  * large batches are sampled (qs_observer_add): min, max, the count and NaN/Inf stay exact, the
  * tails (where the MSE search's clipping costs come from) are binned value by value, and the rest,
  * zeros included, is a random sample of blocks counted with the inverse of its rate, so every
- * bin's expected count is the full count. Small calibration sets never reach the sampling. */
+ * bin's expected count is the full count. Small calibration sets never reach the sampling. A
+ * sampled batch's chunks are independent, so their scan can be spread over threads
+ * (qs_observer_add_threads) without changing the result (see add_sampled). */
 #include "quant/range.h"
 
 #include "ops/kernels.h"   /* QS_HOT */
 
 #include <float.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -473,26 +476,35 @@ QS_HOT static void bin_all(qs_observer *o, const float *x, int64_t n, float finv
         o->bins[bin_slot(x[i], finv, off)]++;
 }
 
-/* Bins a sampled chunk (see qs_observer_add): the tails (below tlo or above thi, tlo ≤ 0 ≤ thi, so
- * zeros are never in them), every value, from the indices scan_sampled found; the rest one random
- * block of OBS_BLOCK values per group of OBS_STRIDE blocks, with weight OBS_STRIDE, its zeros
- * counted with the same weight; what fills no whole group, every value. Returns the zeros counted.
+/* Bins a sampled chunk (see qs_observer_add) into h, with the bins' mapping (finv, off): the tails
+ * (below tlo or above thi, tlo ≤ 0 ≤ thi, so zeros are never in them), every value, from the
+ * indices scan_sampled found; the rest one random block of OBS_BLOCK values per group of
+ * OBS_STRIDE blocks, with weight OBS_STRIDE, its zeros counted with the same weight; what fills no
+ * whole group, every value. A value outside [omin, omax], the data's range so far (which the bins
+ * cover), is left out and *outside set: the caller bins it once the bins have widened (only a tail
+ * can be outside). Returns the zeros counted.
  * In a sampled block the tails are masked by the sign bit of (v − tlo) | (thi − v), which is
  * v < tlo || v > thi: in these target_clones functions GCC lowers vector compares against anything
  * but a constant lane by lane. */
-QS_HOT static int64_t bin_sampled(qs_observer *o, const float *x, int64_t m, const int32_t *tails, int ntails,
-                                  float tlo, float thi, float finv, float off)
+QS_HOT static int64_t bin_sampled(uint64_t *h, const float *x, int64_t m, const int32_t *tails, int ntails,
+                                  float tlo, float thi, float omin, float omax, float finv, float off, uint64_t rng,
+                                  int *outside)
 {
     const int64_t group = OBS_STRIDE * OBS_BLOCK, full = m / group * group;
     const v16f lo = (v16f){0} + tlo, hi = (v16f){0} + thi;
     int32_t idx[16];
     int64_t zeros = 0;
     for (int t = 0; t < ntails; t++)
-        if (tails[t] < full)   /* (the remainder is binned whole below) */
-            o->bins[bin_slot(x[tails[t]], finv, off)]++;
+        if (tails[t] < full) {   /* (the remainder is binned whole below) */
+            float v = x[tails[t]];
+            if (v < omin || v > omax)
+                *outside = 1;
+            else
+                h[bin_slot(v, finv, off)]++;
+        }
     v16i nzeros = {0};
     for (int64_t g = 0; g < full; g += group) {
-        const float *p = x + g + (int64_t)(next_random(&o->sample_rng) % OBS_STRIDE) * OBS_BLOCK;
+        const float *p = x + g + (int64_t)(next_random(&rng) % OBS_STRIDE) * OBS_BLOCK;
         v16f v;
         v16i bin, nz;
         memcpy(&v, p, sizeof v);
@@ -502,13 +514,16 @@ QS_HOT static int64_t bin_sampled(qs_observer *o, const float *x, int64_t m, con
         nzeros += ~nz & 1;
         memcpy(idx, &slot, sizeof idx);
         for (int k = 0; k < 16; k++)
-            o->bins[idx[k]] += OBS_STRIDE;
+            h[idx[k]] += OBS_STRIDE;
     }
     for (int k = 0; k < 16; k++)
         zeros += (int64_t)nzeros[k] * OBS_STRIDE;
     for (int64_t i = full; i < m; i++) {
         zeros += x[i] == 0;
-        o->bins[bin_slot(x[i], finv, off)]++;
+        if (x[i] < omin || x[i] > omax)
+            *outside = 1;
+        else
+            h[bin_slot(x[i], finv, off)]++;
     }
     return zeros;
 }
@@ -580,39 +595,132 @@ static void tail_bins(const qs_observer *o, int32_t *blo, int32_t *bhi)
     *bhi = j;
 }
 
+/* A sampled batch goes in rounds of up to OBS_ROUND chunks of OBS_CHUNK values. The chunks of a
+ * round are scanned and binned independently, on any number of threads (sample_chunks), each
+ * into a histogram of its worker's with the mapping the round starts with; the histograms are
+ * integer counts added into the observer's, so the sum does not depend on which worker took
+ * which chunk. Each chunk's sampled blocks are drawn from a generator seeded by the round's seed
+ * and the chunk's index, not from one stream, so the sample does not depend on it either. Then
+ * the round's exact statistics widen the bins once, and the few values that fell outside the old
+ * bins (flagged chunks, rescanned) and the chunks holding NaN/Inf (binned whole) go in. */
+#define OBS_ROUND 64
+#define OBS_PAR_CHUNKS 4   /* chunks per thread at least */
+#define OBS_DEFER_NONFINITE 1
+#define OBS_DEFER_OUTSIDE 2
+
+typedef struct sample_round {
+    qs_observer *o;
+    const float *x;
+    int64_t n;                   /* the round's values */
+    float tlo, thi, finv, off;   /* the tails' bounds and the bins' mapping as the round starts */
+    float omin, omax;            /* the data's range so far, which the bins cover */
+    uint64_t seed;
+    int alone;                   /* one worker: it bins straight into the observer's bins */
+    pthread_mutex_t mu;
+    float min, max;              /* over the chunks binned here (not deferred ones) */
+    int64_t count, zeros;
+    uint8_t defer[OBS_ROUND];    /* per chunk: OBS_DEFER_* */
+} sample_round;
+
+static uint64_t chunk_seed(uint64_t seed, int64_t c)
+{
+    uint64_t z = seed + 0x9e3779b97f4a7c15ull * (uint64_t)(c + 1);   /* splitmix64's finaliser */
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return z ? z : 1;   /* xorshift's one forbidden state */
+}
+
+static void sample_chunks(void *arg, int64_t begin, int64_t end, int worker)
+{
+    (void)worker;
+    sample_round *r = arg;
+    uint64_t own[OBS_BINS + 4], *h = r->alone ? r->o->bins : own;   /* alone: no other worker */
+    int32_t tails[OBS_CHUNK];
+    if (!r->alone)
+        memset(own, 0, sizeof own);
+    float mn = INFINITY, mx = -INFINITY;
+    int64_t count = 0, zeros = 0;
+    for (int64_t c = begin; c < end; c++) {
+        const float *p = r->x + c * OBS_CHUNK;
+        int64_t m = r->n - c * OBS_CHUNK < OBS_CHUNK ? r->n - c * OBS_CHUNK : OBS_CHUNK;
+        float a, b;
+        int bad, outside = 0;
+        int ntails = scan_sampled(p, m, r->tlo, r->thi, &a, &b, &bad, tails);
+        if (bad) {
+            r->defer[c] = OBS_DEFER_NONFINITE;
+            continue;
+        }
+        mn = a < mn ? a : mn;
+        mx = b > mx ? b : mx;
+        count += m;
+        zeros += bin_sampled(h, p, m, tails, ntails, r->tlo, r->thi, r->omin, r->omax, r->finv, r->off,
+                             chunk_seed(r->seed, c), &outside);
+        r->defer[c] = outside ? OBS_DEFER_OUTSIDE : 0;
+    }
+    if (!count)
+        return;
+    pthread_mutex_lock(&r->mu);
+    r->min = mn < r->min ? mn : r->min;
+    r->max = mx > r->max ? mx : r->max;
+    r->count += count;
+    r->zeros += zeros;
+    for (int i = 0; i < OBS_BINS && !r->alone; i++)
+        r->o->bins[i] += h[i];
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void add_sampled(qs_observer *o, const float *x, int64_t n, int nthreads)
+{
+    int32_t blo, bhi;
+    tail_bins(o, &blo, &bhi);
+    double inv = 1.0 / o->w;
+    sample_round r = {
+        .o = o, .x = x, .n = n,
+        .tlo = fminf((float)(o->lo + blo * o->w), 0.f), .thi = fmaxf((float)(o->lo + (bhi + 1) * o->w), 0.f),
+        .finv = (float)inv, .off = (float)(o->lo * inv), .omin = o->min, .omax = o->max,
+        .seed = next_random(&o->sample_rng), .min = INFINITY, .max = -INFINITY,
+    };
+    int64_t nchunks = (n + OBS_CHUNK - 1) / OBS_CHUNK;
+    pthread_mutex_init(&r.mu, NULL);
+    r.alone = nthreads <= 1 || nchunks < 2 * OBS_PAR_CHUNKS;   /* as qs_parallel_for decides */
+    qs_parallel_for(r.alone ? 1 : nthreads, nchunks, OBS_PAR_CHUNKS, sample_chunks, &r);
+    pthread_mutex_destroy(&r.mu);
+    if (r.count) {
+        add_stats(o, r.min, r.max, r.count, r.zeros);
+        o->binned += r.count;
+    }
+    for (int64_t c = 0; c < nchunks; c++) {   /* the tails the old bins did not reach */
+        const float *p = x + c * OBS_CHUNK;
+        int64_t m = n - c * OBS_CHUNK < OBS_CHUNK ? n - c * OBS_CHUNK : OBS_CHUNK;
+        for (int64_t i = 0; r.defer[c] == OBS_DEFER_OUTSIDE && i < m; i++)
+            if (p[i] < r.omin || p[i] > r.omax)
+                o->bins[bin_index(o, p[i])]++;
+    }
+    for (int64_t c = 0; c < nchunks; c++)
+        if (r.defer[c] == OBS_DEFER_NONFINITE)
+            add_exact(o, x + c * OBS_CHUNK, n - c * OBS_CHUNK < OBS_CHUNK ? n - c * OBS_CHUNK : OBS_CHUNK);
+}
+
 /* Min, max, the count and NaN/Inf are always exact. The bins and the zeros take every value until
  * the observer has binned OBS_EXACT of them; after that a large batch is sampled, chunk by chunk
  * (scan, then bin, while the chunk is in the cache): its tails every value, the rest one block of
  * OBS_BLOCK values in every OBS_STRIDE at a random place (so no stride can alias with the
  * tensor's layout), counted OBS_STRIDE times. Every bin's expected count (and the zeros') is then
  * what binning every value gives, and the tails, where the MSE search's clipping costs come from,
- * are exact. A chunk holding NaN/Inf is binned whole (they are counted and skipped). */
-void qs_observer_add(qs_observer *o, const float *x, int64_t n)
+ * are exact. A chunk holding NaN/Inf is binned whole (they are counted and skipped). The result
+ * does not depend on nthreads (see add_sampled). */
+void qs_observer_add_threads(qs_observer *o, const float *x, int64_t n, int nthreads)
 {
-    if (o->binned < OBS_EXACT || n < 4 * OBS_BINS || !o->have_bins) {
+    if (o->binned < OBS_EXACT || n < 4 * OBS_BINS || !o->have_bins || !(1.0 / o->w < FLT_MAX / 4)) {
         add_exact(o, x, n);
         return;
     }
-    int32_t blo, bhi;
-    tail_bins(o, &blo, &bhi);
-    float tlo = fminf((float)(o->lo + blo * o->w), 0.f), thi = fmaxf((float)(o->lo + (bhi + 1) * o->w), 0.f);
-    int32_t tails[OBS_CHUNK];
-    for (int64_t at = 0; at < n; at += OBS_CHUNK) {
-        int64_t m = n - at < OBS_CHUNK ? n - at : OBS_CHUNK;
-        const float *p = x + at;
-        float mn, mx;
-        int bad;
-        int ntails = scan_sampled(p, m, tlo, thi, &mn, &mx, &bad, tails);
-        if (bad || !(1.0 / o->w < FLT_MAX / 4)) {
-            add_exact(o, p, m);
-            continue;
-        }
-        add_stats(o, mn, mx, m, 0);
-        double inv = 1.0 / o->w;
-        o->zeros += bin_sampled(o, p, m, tails, ntails, tlo, thi, (float)inv, (float)(o->lo * inv));
-        o->binned += m;
-    }
+    for (int64_t at = 0; at < n; at += OBS_ROUND * OBS_CHUNK)
+        add_sampled(o, x + at, n - at < OBS_ROUND * OBS_CHUNK ? n - at : OBS_ROUND * OBS_CHUNK, nthreads);
 }
+
+void qs_observer_add(qs_observer *o, const float *x, int64_t n) { qs_observer_add_threads(o, x, n, 1); }
 
 void qs_observer_keep_rows(qs_observer *o, int64_t classes, int64_t max_rows)
 {
