@@ -25,6 +25,7 @@
 
 #include "exec.h"
 #include "ops/kernels.h"
+#include "quant/rng.h"
 #include "runner.h"
 
 qs_adaround_config qs_adaround_config_default(void)
@@ -84,16 +85,7 @@ float qs_adaround_soft(float w, float v, float s, float z, qs_grid g)
     return (q - z) * s;
 }
 
-/* splitmix64: small, seedable, good enough to draw samples and columns */
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static int64_t rng_below(uint64_t *s, int64_t n) { return (int64_t)(rng_next(s) % (uint64_t)n); }
+static int64_t rng_below(uint64_t *s, int64_t n) { return (int64_t)(qs_splitmix64(s) % (uint64_t)n); }
 
 /* The first k entries of perm[n] become a uniform random k-subset (partial Fisher–Yates; perm
  * stays a permutation, so it needs no resetting between draws). */
@@ -856,7 +848,7 @@ int qs_adaround(qs_quantsim *sim, const qs_pl_data *data, const qs_adaround_conf
         rl += rep->nlayers;
         memset(rl, 0, sizeof *rl);
         /* one RNG stream per layer: a layer's draws do not depend on the layers before it */
-        lr.seed = cfg->seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(i + 1));
+        lr.seed = cfg->seed ^ (QS_SPLITMIX_GAMMA * (uint64_t)(i + 1));
         int skipped = 0;
         rc = adaround_layer(&lr, &L, rl, &skipped, e);
         if (rc == 0 && skipped && add_skip(rep, nd->name, "its input was not computed on the calibration data") < 0)

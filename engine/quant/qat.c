@@ -51,6 +51,7 @@
 #include "ops/loss.h"
 #include "ops/norm.h"
 #include "quant/ptq.h"
+#include "quant/rng.h"
 
 #define MIN_SCALE 1e-8f   /* scales are clamped here: FakeQuant needs s > 0 */
 #define CKPT_FORMAT "quantd-qat-checkpoint"
@@ -128,18 +129,10 @@ double qs_clip_grad_norm(float *const *g, const int64_t *n, int k, double max_no
 
 /* --- data order ------------------------------------------------------------------------------ */
 
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 static uint64_t hash3(uint64_t seed, uint64_t a, uint64_t b)
 {
     uint64_t s = seed ^ (a * 0xD6E8FEB86659FD93ull) ^ (b * 0xA0761D6478BD642Full);
-    return splitmix64(&s);
+    return qs_splitmix64(&s);
 }
 
 void qs_qat_permutation(uint64_t seed, int64_t epoch, int64_t n, int64_t *perm)
@@ -148,7 +141,7 @@ void qs_qat_permutation(uint64_t seed, int64_t epoch, int64_t n, int64_t *perm)
     for (int64_t i = 0; i < n; i++)
         perm[i] = i;
     for (int64_t i = n - 1; i > 0; i--) {   /* Fisher–Yates; the modulo bias is negligible at 2^64 */
-        int64_t j = (int64_t)(splitmix64(&s) % (uint64_t)(i + 1));
+        int64_t j = (int64_t)(qs_splitmix64(&s) % (uint64_t)(i + 1));
         int64_t tmp = perm[i];
         perm[i] = perm[j];
         perm[j] = tmp;

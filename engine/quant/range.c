@@ -31,6 +31,7 @@
 #include "quant/range.h"
 
 #include "ops/kernels.h"   /* QS_HOT */
+#include "quant/rng.h"
 
 #include <float.h>
 #include <pthread.h>
@@ -622,12 +623,10 @@ typedef struct sample_round {
     uint8_t defer[OBS_ROUND];    /* per chunk: OBS_DEFER_* */
 } sample_round;
 
+/* The c-th value of the splitmix64 stream from seed: chunk c's own generator state. */
 static uint64_t chunk_seed(uint64_t seed, int64_t c)
 {
-    uint64_t z = seed + 0x9e3779b97f4a7c15ull * (uint64_t)(c + 1);   /* splitmix64's finaliser */
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
+    uint64_t s = seed + QS_SPLITMIX_GAMMA * (uint64_t)c, z = qs_splitmix64(&s);
     return z ? z : 1;   /* xorshift's one forbidden state */
 }
 
