@@ -95,13 +95,18 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
             pthread_mutex_unlock(&srv->hub_mu);
             return MHD_CONTENT_READER_END_OF_STREAM;
         }
+        /* The state is read before the events: a job's final state and its last event are
+         * committed together, so a job found ended here has all its events readable below, and
+         * finding none new then means everything was sent. (Read the other way round, a job
+         * ending between the two reads cut the stream before its last events.) */
+        char state[16] = "";
+        int gone = qd_store_job_state(srv->st, r->args[0], state) < 0;
         qd_event_out ev[BATCH];
         int n = qd_store_events_read(srv->st, r->args[0], s->last, BATCH, ev);
         if (n > 0) {
             format_events(s, ev, n);
         } else {
-            char state[16] = "";
-            if (n < 0 || qd_store_job_state(srv->st, r->args[0], state) < 0 || terminal(state)) {
+            if (n < 0 || gone || terminal(state)) {
                 /* gone, or ended with everything sent */
                 pthread_mutex_unlock(&srv->hub_mu);
                 return MHD_CONTENT_READER_END_OF_STREAM;
