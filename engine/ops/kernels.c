@@ -100,7 +100,6 @@ void qs_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float a
                    B + (trans_b ? j * ldb : j), ldb, beta, C + j, ldc);
 }
 
-
 typedef struct {
     int ta, tb, by_rows;
     int64_t M, N, K, lda, ldb, ldc;

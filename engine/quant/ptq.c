@@ -220,7 +220,6 @@ typedef struct calib_shard {
 typedef struct calib_run {
     ptq *p;
     calib_shard *sh;
-    int nshards;
     atomic_llong done;        /* samples streamed, over all shards */
     pthread_mutex_t mu;       /* progress events one at a time */
     double t0;
@@ -366,7 +365,7 @@ int qs_ptq_calibrate(ptq *p, qs_err *e)
         sh[k].start = b0 * bs;
         sh[k].count = (b1 * bs < p->ncalib ? b1 * bs : p->ncalib) - sh[k].start;
     }
-    calib_run cr = { .p = p, .sh = sh, .nshards = nshards, .t0 = qs_now() };
+    calib_run cr = { .p = p, .sh = sh, .t0 = qs_now() };
     atomic_init(&cr.done, 0);
     pthread_mutex_init(&cr.mu, NULL);
     qs_parallel_for(nshards > 1 ? (threads < nshards ? threads : nshards) : 1, nshards, 1, calib_shards, &cr);

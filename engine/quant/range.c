@@ -612,16 +612,21 @@ static void tail_bins(const qs_observer *o, int32_t *blo, int32_t *bhi)
 typedef struct sample_round {
     qs_observer *o;
     const float *x;
-    int64_t n;                   /* the round's values */
+    int64_t n, nchunks;          /* the round's values, in chunks of OBS_CHUNK */
     float tlo, thi, finv, off;   /* the tails' bounds and the bins' mapping as the round starts */
     float omin, omax;            /* the data's range so far, which the bins cover */
     uint64_t seed;
-    int alone;                   /* one worker: it bins straight into the observer's bins */
     pthread_mutex_t mu;
     float min, max;              /* over the chunks binned here (not deferred ones) */
     int64_t count, zeros;
     uint8_t defer[OBS_ROUND];    /* per chunk: OBS_DEFER_* */
 } sample_round;
+
+/* Values in chunk c of n values */
+static int64_t chunk_len(int64_t n, int64_t c)
+{
+    return n - c * OBS_CHUNK < OBS_CHUNK ? n - c * OBS_CHUNK : OBS_CHUNK;
+}
 
 /* The c-th value of the splitmix64 stream from seed: chunk c's own generator state. */
 static uint64_t chunk_seed(uint64_t seed, int64_t c)
@@ -634,15 +639,16 @@ static void sample_chunks(void *arg, int64_t begin, int64_t end, int worker)
 {
     (void)worker;
     sample_round *r = arg;
-    uint64_t own[OBS_BINS + 4], *h = r->alone ? r->o->bins : own;   /* alone: no other worker */
+    const int alone = begin == 0 && end == r->nchunks;   /* no other worker: bin straight into o */
+    uint64_t own[OBS_BINS + 4], *h = alone ? r->o->bins : own;
     int32_t tails[OBS_CHUNK];
-    if (!r->alone)
+    if (!alone)
         memset(own, 0, sizeof own);
     float mn = INFINITY, mx = -INFINITY;
     int64_t count = 0, zeros = 0;
     for (int64_t c = begin; c < end; c++) {
         const float *p = r->x + c * OBS_CHUNK;
-        int64_t m = r->n - c * OBS_CHUNK < OBS_CHUNK ? r->n - c * OBS_CHUNK : OBS_CHUNK;
+        int64_t m = chunk_len(r->n, c);
         float a, b;
         int bad, outside = 0;
         int ntails = scan_sampled(p, m, r->tlo, r->thi, &a, &b, &bad, tails);
@@ -664,7 +670,7 @@ static void sample_chunks(void *arg, int64_t begin, int64_t end, int worker)
     r->max = mx > r->max ? mx : r->max;
     r->count += count;
     r->zeros += zeros;
-    for (int i = 0; i < OBS_BINS && !r->alone; i++)
+    for (int i = 0; i < OBS_BINS && !alone; i++)
         r->o->bins[i] += h[i];
     pthread_mutex_unlock(&r->mu);
 }
@@ -675,30 +681,29 @@ static void add_sampled(qs_observer *o, const float *x, int64_t n, int nthreads)
     tail_bins(o, &blo, &bhi);
     double inv = 1.0 / o->w;
     sample_round r = {
-        .o = o, .x = x, .n = n,
+        .o = o, .x = x, .n = n, .nchunks = (n + OBS_CHUNK - 1) / OBS_CHUNK,
         .tlo = fminf((float)(o->lo + blo * o->w), 0.f), .thi = fmaxf((float)(o->lo + (bhi + 1) * o->w), 0.f),
         .finv = (float)inv, .off = (float)(o->lo * inv), .omin = o->min, .omax = o->max,
         .seed = next_random(&o->sample_rng), .min = INFINITY, .max = -INFINITY,
     };
-    int64_t nchunks = (n + OBS_CHUNK - 1) / OBS_CHUNK;
     pthread_mutex_init(&r.mu, NULL);
-    r.alone = nthreads <= 1 || nchunks < 2 * OBS_PAR_CHUNKS;   /* as qs_parallel_for decides */
-    qs_parallel_for(r.alone ? 1 : nthreads, nchunks, OBS_PAR_CHUNKS, sample_chunks, &r);
+    qs_parallel_for(nthreads, r.nchunks, OBS_PAR_CHUNKS, sample_chunks, &r);
     pthread_mutex_destroy(&r.mu);
     if (r.count) {
         add_stats(o, r.min, r.max, r.count, r.zeros);
         o->binned += r.count;
     }
-    for (int64_t c = 0; c < nchunks; c++) {   /* the tails the old bins did not reach */
+    for (int64_t c = 0; c < r.nchunks; c++) {   /* the tails the old bins did not reach */
+        if (r.defer[c] != OBS_DEFER_OUTSIDE)
+            continue;
         const float *p = x + c * OBS_CHUNK;
-        int64_t m = n - c * OBS_CHUNK < OBS_CHUNK ? n - c * OBS_CHUNK : OBS_CHUNK;
-        for (int64_t i = 0; r.defer[c] == OBS_DEFER_OUTSIDE && i < m; i++)
+        for (int64_t i = 0; i < chunk_len(n, c); i++)
             if (p[i] < r.omin || p[i] > r.omax)
                 o->bins[bin_index(o, p[i])]++;
     }
-    for (int64_t c = 0; c < nchunks; c++)
+    for (int64_t c = 0; c < r.nchunks; c++)
         if (r.defer[c] == OBS_DEFER_NONFINITE)
-            add_exact(o, x + c * OBS_CHUNK, n - c * OBS_CHUNK < OBS_CHUNK ? n - c * OBS_CHUNK : OBS_CHUNK);
+            add_exact(o, x + c * OBS_CHUNK, chunk_len(n, c));
 }
 
 /* Min, max, the count and NaN/Inf are always exact. The bins and the zeros take every value until
