@@ -151,8 +151,10 @@ qs_graph *qs_graph_clone(const qs_graph *s)
     g->outputs = malloc((s->noutputs + 1) * sizeof *g->outputs);
     if (!g->inputs || !g->outputs)
         goto fail;
-    memcpy(g->inputs, s->inputs, s->ninputs * sizeof *g->inputs);
-    memcpy(g->outputs, s->outputs, s->noutputs * sizeof *g->outputs);
+    if (s->ninputs)
+        memcpy(g->inputs, s->inputs, s->ninputs * sizeof *g->inputs);
+    if (s->noutputs)
+        memcpy(g->outputs, s->outputs, s->noutputs * sizeof *g->outputs);
     g->ninputs = s->ninputs;
     g->noutputs = s->noutputs;
     return g;
@@ -538,7 +540,8 @@ int qs_graph_toposort(qs_graph *g, qs_err *e)
     }
     for (int i = 0; i < nn; i++)
         sorted[i] = g->nodes[order[i]];
-    memcpy(g->nodes, sorted, nn * sizeof *sorted);
+    if (nn)   /* an empty graph has no node array: memcpy from or to NULL is undefined even for 0 bytes */
+        memcpy(g->nodes, sorted, nn * sizeof *sorted);
     free(sorted);
     for (int v = 0; v < nv; v++)
         g->values[v].producer = -1;
