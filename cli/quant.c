@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -958,9 +959,36 @@ static void openblas_single_from_load(char **argv)
         execv("/proc/self/exe", argv);
 }
 
+/* QUANT_MAX_TENSOR_SIZE: the engine's limit on any one tensor a model creates (bytes, or with a
+ * K/M/G/T suffix), as quantd.conf's max_tensor_size is for the daemon. */
+static int apply_tensor_limit(void)
+{
+    const char *s = getenv("QUANT_MAX_TENSOR_SIZE");
+    if (!s || !*s)
+        return 0;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10), mul = 1;
+    switch (*end) {
+    case 'k': case 'K': mul = 1ULL << 10; end++; break;
+    case 'm': case 'M': mul = 1ULL << 20; end++; break;
+    case 'g': case 'G': mul = 1ULL << 30; end++; break;
+    case 't': case 'T': mul = 1ULL << 40; end++; break;
+    default: break;
+    }
+    if (end == s || *end || errno || s[0] == '-' || v == 0 || v > SIZE_MAX / 2 / mul) {
+        fprintf(stderr, "quant: QUANT_MAX_TENSOR_SIZE='%s' is not a size (e.g. 512M, 8G)\n", s);
+        return -1;
+    }
+    qs_set_max_tensor_bytes((size_t)(v * mul));
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     openblas_single_from_load(argv);
+    if (apply_tensor_limit() < 0)
+        return EXIT_USAGE;
     if (argc < 2) {
         print_main_help(stderr);
         return EXIT_USAGE;

@@ -97,6 +97,11 @@ static const key keys[] = {
       .doc = "Largest data set upload. Larger: 413." },
     { .name = "max_json_size", .section = "limits", .type = T_SIZE, .offset = F(max_json_size),
       .dflt = "1M", .min = 1024, .max = GiB, .doc = "Largest JSON request body. Larger: 413." },
+    { .name = "max_tensor_size", .section = "limits", .type = T_SIZE, .offset = F(max_tensor_size),
+      .dflt = "2G", .min = 1024, .max = 1024 * GiB,
+      .doc = "Largest tensor a model may create: an initializer, a Constant, a value computed\n"
+             "while planning (ConstantOfShape, Expand, Tile, …) or an activation at the job's\n"
+             "batch size. Larger: the upload or the job fails with an error naming the tensor." },
     { .name = "log_level", .section = "daemon", .type = T_LEVEL, .offset = F(log_level),
       .dflt = "info", .doc = "error, warning, notice, info or debug." },
 };

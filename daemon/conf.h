@@ -39,6 +39,7 @@ typedef struct qd_config {
     int64_t max_model_size;
     int64_t max_dataset_size;
     int64_t max_json_size;
+    int64_t max_tensor_size;
     /* daemon */
     int log_level;
 

@@ -14,6 +14,7 @@
 #include "daemon/log.h"
 #include "jobs/scheduler.h"
 #include "jobs/store.h"
+#include "tensor.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -41,6 +42,7 @@ int main(int argc, char **argv)
         return rc < 0 ? 2 : 0;
     }
     qd_log_init(cfg.log_level);
+    qs_set_max_tensor_bytes((size_t)cfg.max_tensor_size);   /* uploads and jobs alike */
 
     /* Before any thread starts, so that every thread inherits the mask. */
     sigset_t sigs;

@@ -336,7 +336,29 @@ static int plan_inputs(qs_exec *x, int64_t batch, qs_err *e)
                                 "leading (batch) dim may be symbolic", val->name, d);
             t->shape[d] = dim;
         }
+        char what[300];
+        snprintf(what, sizeof what, "graph input '%s' at batch %lld", val->name, (long long)batch);
+        int rc = qs_check_tensor_size(e, what, t->dtype, t->ndim, t->shape);
+        if (rc < 0)
+            return rc;
         x->kind[v] = V_INPUT;
+    }
+    return 0;
+}
+
+/* Node i's inferred outputs against the tensor size limit, before anything is allocated for them:
+ * their shapes come from the model (ConstantOfShape, Expand, Tile, Range, Reshape, the batch). */
+static int check_output_sizes(const qs_exec *x, int i, const qs_kctx *c, qs_err *e)
+{
+    const qs_node *n = &x->g->nodes[i];
+    for (int j = 0; j < n->nout; j++) {
+        char b[256], what[600];
+        const qs_tensor *t = c->out[j];
+        snprintf(what, sizeof what, "%s: output %d ('%s')", qs_node_label(x->g, i, b, sizeof b), j,
+                 n->out[j] >= 0 ? x->g->values[n->out[j]].name : "");
+        int rc = qs_check_tensor_size(e, what, t->dtype, t->ndim, t->shape);
+        if (rc < 0)
+            return rc;
     }
     return 0;
 }
@@ -497,6 +519,8 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
                               qs_node_label(g, i, b, sizeof b), j, qs_dtype_name(c.out[j]->dtype));
                 goto out;
             }
+        if ((rc = check_output_sizes(x, i, &c, e)) < 0)
+            goto out;
         int is_shape = !strcmp(n->op, "Shape") && !n->domain[0];
         int int_weight = !strcmp(n->op, "DequantizeLinear") && !n->domain[0] && n->nin > 0 && n->in[0] >= 0 &&
                          x->kind[n->in[0]] == V_INIT && qs_dtype_is_int(x->val[n->in[0]].dtype);

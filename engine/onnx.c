@@ -295,23 +295,44 @@ static int tensor_from_proto(Onnx__TensorProto *tp, const char *basedir, const c
         return qs_error(e, QS_EUNSUPPORTED, "%s: segmented tensors are not supported", what);
     int ndim = (int)tp->n_dims;
     int64_t n = 1;
+    char sb[QS_MAX_DIMS * 24 + 4];
+    qs_shape_str(ndim, tp->dims, sb, sizeof sb);
     for (int i = 0; i < ndim; i++) {
         if (tp->dims[i] < 0)
-            return qs_error(e, QS_EFORMAT, "%s: negative dimension %lld", what, (long long)tp->dims[i]);
+            return qs_error(e, QS_EFORMAT, "%s: negative dimension %lld in shape %s", what, (long long)tp->dims[i], sb);
         if (tp->dims[i] && n > (INT64_MAX / 16) / tp->dims[i])
-            return qs_error(e, QS_EFORMAT, "%s: shape is too large", what);
+            return qs_error(e, QS_EFORMAT, "%s: shape %s is too large", what, sb);
         n *= tp->dims[i];
     }
     size_t fbytes = file_bytes(dt, n);
-    char sb[128];
 
-    /* raw bytes already in memory layout: take protobuf-c's buffer instead of copying */
+    /* The data must match the dims before anything is allocated from them: a few bytes of
+     * protobuf can claim any shape. External data is checked against its file when read. */
     bool external = tp->has_data_location && tp->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
-    if (!external && tp->has_raw_data && n > 0 && !is_4bit(dt) && host_is_le()) {
+    if (!external && tp->has_raw_data) {
         if (tp->raw_data.len != fbytes)
             return qs_error(e, QS_EFORMAT, "%s: raw_data has %zu bytes, shape %s of %s needs %zu", what,
-                            tp->raw_data.len, qs_shape_str(ndim, tp->dims, sb, sizeof sb), qs_dtype_name(dt),
-                            fbytes);
+                            tp->raw_data.len, sb, qs_dtype_name(dt), fbytes);
+    } else if (!external) {
+        /* typed fields: which one holds the values depends on the type */
+        size_t have = 0, want = (size_t)n;
+        const char *field;
+        switch (dt) {
+        case QS_F32: have = tp->n_float_data; field = "float_data"; break;
+        case QS_I64: have = tp->n_int64_data; field = "int64_data"; break;
+        case QS_F64: have = tp->n_double_data; field = "double_data"; break;
+        case QS_I4: case QS_U4: have = tp->n_int32_data; field = "int32_data"; want = (size_t)(n + 1) / 2; break;
+        default: have = tp->n_int32_data; field = "int32_data"; break;
+        }
+        if (have != want)
+            return qs_error(e, QS_EFORMAT, "%s: %s has %zu values, shape %s needs %zu", what, field, have, sb, want);
+    }
+    int rc = qs_check_tensor_size(e, what, dt, ndim, tp->dims);
+    if (rc < 0)
+        return rc;
+
+    /* raw bytes already in memory layout: take protobuf-c's buffer instead of copying */
+    if (!external && tp->has_raw_data && n > 0 && !is_4bit(dt) && host_is_le()) {
         qs_tensor *t = qs_tensor_wrap(dt, ndim, tp->dims, tp->raw_data.data);
         if (!t)
             return qs_error(e, QS_ENOMEM, "out of memory");
@@ -325,8 +346,7 @@ static int tensor_from_proto(Onnx__TensorProto *tp, const char *basedir, const c
 
     qs_tensor *t = qs_tensor_new(dt, ndim, tp->dims);
     if (!t)
-        return qs_error(e, QS_ENOMEM, "%s: out of memory for shape %s", what, qs_shape_str(ndim, tp->dims, sb, sizeof sb));
-    int rc = 0;
+        return qs_error(e, QS_ENOMEM, "%s: out of memory for shape %s", what, sb);
     size_t esz = qs_dtype_size(dt);
     if (external) {
         rc = read_external(tp, basedir, what, t->data, fbytes, e);
@@ -335,10 +355,7 @@ static int tensor_from_proto(Onnx__TensorProto *tp, const char *basedir, const c
         else if (rc == 0)
             le_fix(t->data, (size_t)n, esz);
     } else if (tp->has_raw_data) {
-        if (tp->raw_data.len != fbytes) {
-            rc = qs_error(e, QS_EFORMAT, "%s: raw_data has %zu bytes, shape %s of %s needs %zu", what,
-                          tp->raw_data.len, qs_shape_str(ndim, tp->dims, sb, sizeof sb), qs_dtype_name(dt), fbytes);
-        } else if (n > 0) {
+        if (n > 0) {
             memcpy(t->data, tp->raw_data.data, fbytes);
             if (is_4bit(dt))
                 unpack_4bit(t->data, n, dt == QS_I4);
@@ -346,37 +363,24 @@ static int tensor_from_proto(Onnx__TensorProto *tp, const char *basedir, const c
                 le_fix(t->data, (size_t)n, esz);
         }
     } else {
-        /* typed fields: which one holds the values depends on the type */
-        size_t have = 0, want = (size_t)n;
-        const char *field = "";
-        switch (dt) {
-        case QS_F32: have = tp->n_float_data; field = "float_data"; break;
-        case QS_I64: have = tp->n_int64_data; field = "int64_data"; break;
-        case QS_F64: have = tp->n_double_data; field = "double_data"; break;
-        case QS_I4: case QS_U4: have = tp->n_int32_data; field = "int32_data"; want = (size_t)(n + 1) / 2; break;
-        default: have = tp->n_int32_data; field = "int32_data"; break;
-        }
-        if (have != want) {
-            rc = qs_error(e, QS_EFORMAT, "%s: %s has %zu values, shape %s needs %zu", what, field, have,
-                          qs_shape_str(ndim, tp->dims, sb, sizeof sb), want);
-        } else {
-            for (size_t i = 0; i < have; i++) {
-                switch (dt) {
-                case QS_F32: qs_f32(t)[i] = tp->float_data[i]; break;
-                case QS_I64: qs_i64(t)[i] = tp->int64_data[i]; break;
-                case QS_F64: ((double *)t->data)[i] = tp->double_data[i]; break;
-                case QS_I32: qs_i32(t)[i] = tp->int32_data[i]; break;
-                case QS_I16: ((int16_t *)t->data)[i] = (int16_t)tp->int32_data[i]; break;
-                case QS_U16: ((uint16_t *)t->data)[i] = (uint16_t)tp->int32_data[i]; break;
-                case QS_I8: qs_i8(t)[i] = (int8_t)tp->int32_data[i]; break;
-                case QS_U8: case QS_I4: case QS_U4: qs_u8(t)[i] = (uint8_t)tp->int32_data[i]; break;
-                case QS_BOOL: qs_u8(t)[i] = tp->int32_data[i] != 0; break;
-                default: break;
-                }
+        /* typed fields, their count checked above; 4-bit values come packed two per int32 */
+        size_t have = is_4bit(dt) ? (size_t)(n + 1) / 2 : (size_t)n;
+        for (size_t i = 0; i < have; i++) {
+            switch (dt) {
+            case QS_F32: qs_f32(t)[i] = tp->float_data[i]; break;
+            case QS_I64: qs_i64(t)[i] = tp->int64_data[i]; break;
+            case QS_F64: ((double *)t->data)[i] = tp->double_data[i]; break;
+            case QS_I32: qs_i32(t)[i] = tp->int32_data[i]; break;
+            case QS_I16: ((int16_t *)t->data)[i] = (int16_t)tp->int32_data[i]; break;
+            case QS_U16: ((uint16_t *)t->data)[i] = (uint16_t)tp->int32_data[i]; break;
+            case QS_I8: qs_i8(t)[i] = (int8_t)tp->int32_data[i]; break;
+            case QS_U8: case QS_I4: case QS_U4: qs_u8(t)[i] = (uint8_t)tp->int32_data[i]; break;
+            case QS_BOOL: qs_u8(t)[i] = tp->int32_data[i] != 0; break;
+            default: break;
             }
-            if (is_4bit(dt))
-                unpack_4bit(t->data, n, dt == QS_I4);
         }
+        if (is_4bit(dt))
+            unpack_4bit(t->data, n, dt == QS_I4);
     }
     if (rc < 0) {
         qs_tensor_free(t);

@@ -1,5 +1,6 @@
 #include "tensor.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,49 @@ int64_t qs_shape_numel(int ndim, const int64_t *shape)
     return n;
 }
 
+int qs_shape_bytes(qs_dtype dtype, int ndim, const int64_t *shape, size_t *bytes)
+{
+    int64_t es = (int64_t)qs_dtype_size(dtype), n = 1;
+    if (!es || ndim < 0 || ndim > QS_MAX_DIMS)
+        return -1;
+    for (int i = 0; i < ndim; i++)
+        if (shape[i] < 0)
+            return -1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] == 0) {
+            *bytes = 0;
+            return 0;
+        }
+        if (n > INT64_MAX / es / shape[i])
+            return -1;
+        n *= shape[i];
+    }
+    *bytes = (size_t)(n * es);
+    return 0;
+}
+
+static _Atomic size_t max_tensor_bytes = QS_DEFAULT_MAX_TENSOR_BYTES;
+
+void qs_set_max_tensor_bytes(size_t bytes) { max_tensor_bytes = bytes ? bytes : QS_DEFAULT_MAX_TENSOR_BYTES; }
+size_t qs_max_tensor_bytes(void) { return max_tensor_bytes; }
+
+int qs_check_tensor_size(qs_err *e, const char *what, qs_dtype dtype, int ndim, const int64_t *shape)
+{
+    char sb[QS_MAX_DIMS * 24 + 4];
+    size_t bytes, limit = qs_max_tensor_bytes();
+    qs_shape_str(ndim, shape, sb, sizeof sb);
+    for (int i = 0; i < ndim; i++)
+        if (shape[i] < 0)
+            return qs_error(e, QS_ESHAPE, "%s: shape %s has a negative dimension", what, sb);
+    if (qs_shape_bytes(dtype, ndim, shape, &bytes) < 0)
+        return qs_error(e, QS_EUNSUPPORTED, "%s: shape %s of %s is too large (over 2^63 bytes); the tensor "
+                        "size limit is %zu bytes (max_tensor_size)", what, sb, qs_dtype_name(dtype), limit);
+    if (bytes > limit)
+        return qs_error(e, QS_EUNSUPPORTED, "%s: shape %s of %s is %zu bytes, over the tensor size limit of "
+                        "%zu bytes (max_tensor_size)", what, sb, qs_dtype_name(dtype), bytes, limit);
+    return 0;
+}
+
 int64_t qs_numel(const qs_tensor *t) { return qs_shape_numel(t->ndim, t->shape); }
 size_t qs_nbytes(const qs_tensor *t) { return (size_t)qs_numel(t) * qs_dtype_size(t->dtype); }
 
@@ -64,9 +108,9 @@ static qs_tensor *tensor_head(qs_dtype dtype, int ndim, const int64_t *shape)
 {
     if (ndim < 0 || ndim > QS_MAX_DIMS || !qs_dtype_size(dtype))
         return NULL;
-    for (int i = 0; i < ndim; i++)
-        if (shape[i] < 0)
-            return NULL;
+    size_t bytes;
+    if (qs_shape_bytes(dtype, ndim, shape, &bytes) < 0)   /* a negative dim, or a size over 2^63 */
+        return NULL;
     qs_tensor *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;

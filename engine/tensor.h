@@ -38,6 +38,20 @@ const char *qs_dtype_name(qs_dtype t);   /* "float32", "int64", … */
 int qs_dtype_is_int(qs_dtype t);
 
 int64_t qs_shape_numel(int ndim, const int64_t *shape);
+/* Bytes of a tensor of this type and shape into *bytes; -1 when a dim is negative, the type has no
+ * size, or the size does not fit in 63 bits (checked before any multiplication overflows). */
+int qs_shape_bytes(qs_dtype dtype, int ndim, const int64_t *shape, size_t *bytes);
+
+/* The size limit on any one tensor whose size a model decides: initializers, Constant values,
+ * values computed at plan time and the activations the executor plans. Process-wide (quantd's
+ * [limits] max_tensor_size, quant's QUANT_MAX_TENSOR_SIZE); set it before loading models.
+ * 0 restores the default. */
+#define QS_DEFAULT_MAX_TENSOR_BYTES ((size_t)2 << 30)   /* protobuf's own limit on an inline tensor */
+void qs_set_max_tensor_bytes(size_t bytes);
+size_t qs_max_tensor_bytes(void);
+/* 0 when a tensor of this type and shape is valid and within the limit; else an error naming
+ * what ("initializer 'w'", "Expand 'e': output 0"), the shape, its size and the limit. */
+int qs_check_tensor_size(qs_err *e, const char *what, qs_dtype dtype, int ndim, const int64_t *shape);
 int64_t qs_numel(const qs_tensor *t);
 size_t qs_nbytes(const qs_tensor *t);
 /* "[1, 3, 224, 224]" into buf; returns buf */

@@ -178,6 +178,8 @@ static int reshape_infer(qs_kctx *c)
         }
         has_zero |= v == 0;
         shape[i] = v;
+        if (v && prod > INT64_MAX / v)
+            return shape_error(c, "requested shape", n, req, x);
         prod *= v;
     }
     if (allowzero && has_zero && unknown >= 0)
@@ -1058,6 +1060,9 @@ static int tile_infer(qs_kctx *c)
     for (int d = 0; d < n; d++) {
         if (rep[d] < 0)
             return qs_op_error(c, QS_EINVAL, "repeats[%d] = %lld is negative", d, (long long)rep[d]);
+        if (rep[d] && x->shape[d] > INT64_MAX / rep[d])
+            return qs_op_error(c, QS_EINVAL, "repeats[%d] = %lld times dim %lld overflows", d, (long long)rep[d],
+                               (long long)x->shape[d]);
         shape[d] = x->shape[d] * rep[d];
     }
     qs_set_shape(c->out[0], x->dtype, n, shape);
@@ -1224,14 +1229,19 @@ static int range_len(qs_kctx *c, int64_t *n)
         if (d == 0 || d != d || s != s || l != l)
             return qs_op_error(c, QS_EINVAL, "delta must be non-zero and the bounds finite");
         double len = ceil((l - s) / d);
+        if (!(len < 0x1p62))   /* also inf: the cast below would be undefined */
+            return qs_op_error(c, QS_EINVAL, "the range from %g to %g by %g has too many elements", s, l, d);
         *n = len > 0 ? (int64_t)len : 0;
     } else {
         int64_t s = qs_load_i64(c->in[0], 0), l = qs_load_i64(c->in[1], 0), d = qs_load_i64(c->in[2], 0);
         if (d == 0)
             return qs_op_error(c, QS_EINVAL, "delta is 0");
-        int64_t span = l - s;
-        int64_t len = d > 0 ? (span > 0 ? (span + d - 1) / d : 0) : (span < 0 ? (-span + -d - 1) / -d : 0);
-        *n = len;
+        int64_t span;
+        if (__builtin_sub_overflow(l, s, &span) || (span == INT64_MIN && d == -1))
+            return qs_op_error(c, QS_EINVAL, "the range from %lld to %lld by %lld has too many elements",
+                               (long long)s, (long long)l, (long long)d);
+        /* ceil(span / d) when they have the same sign, without the overflow of span + d - 1 */
+        *n = (span > 0 && d > 0) || (span < 0 && d < 0) ? span / d + (span % d != 0) : 0;
     }
     return 0;
 }
