@@ -458,6 +458,10 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
         const qs_node *n = &g->nodes[i];
         char b[256];
         x->def[i] = qs_op_find(n->domain, n->op);
+        if (n->nout < 1) {   /* every op writes out[0]; a node whose outputs are all omitted has none */
+            rc = qs_error(e, QS_EINVAL, "%s has no outputs", qs_node_label(g, i, b, sizeof b));
+            goto out;
+        }
         x->in[i] = calloc(n->nin + 1, sizeof **x->in);
         /* the pointer array is followed by heads for outputs the graph leaves unnamed */
         x->out[i] = calloc(1, (n->nout + 1) * (sizeof **x->out + sizeof(qs_tensor)));

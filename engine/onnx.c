@@ -599,6 +599,8 @@ static int import_node(importer *im, Onnx__NodeProto *np, size_t idx)
     node_label(np, idx, label, sizeof label);
     if (!np->op_type || !*np->op_type)
         return qs_error(e, QS_EFORMAT, "node %zu has no op_type", idx);
+    if (np->n_output == 0)   /* every ONNX operator has at least one output */
+        return qs_error(e, QS_EFORMAT, "%s has no outputs", label);
 
     /* trailing omitted outputs are simply absent; one omitted in the middle stays -1 */
     size_t nout = np->n_output;

@@ -1366,6 +1366,29 @@ TEST(tensor_limit_at_plan_time)
     pb_free_all();
 }
 
+/* Found by fuzz-onnx: a node without outputs reached the ops' infer, which all write out[0]. */
+TEST(node_without_outputs)
+{
+    qs_err e = { 0 };
+    static const char *const N[] = { "N" };
+    model md = model_pb(8, 13);
+    add_input(&md, vi_pb("x", QS_F32, 2, (int64_t[]){ -1, 4 }, N));
+    add_init(&md, i64_init("r", 2, (int64_t[]){ 1, 3 }));
+    add_node(&md, node_pb("Tile", "t", "x,r", NULL));
+    add_output(&md, vi_pb("x", QS_F32, 2, (int64_t[]){ -1, 4 }, N));
+    ASSERT_EQ(load_err(&md, &e), QS_EFORMAT);
+    ASSERT_STR_CONTAINS(e.msg, "Tile 't' has no outputs");
+
+    md = model_pb(8, 13);   /* its one output omitted: imports (ONNX allows it), refused by the plan */
+    add_input(&md, vi_pb("x", QS_F32, 2, (int64_t[]){ -1, 4 }, N));
+    add_init(&md, i64_init("r", 2, (int64_t[]){ 1, 3 }));
+    add_node(&md, node_pb("Tile", "t", "x,r", ""));
+    add_output(&md, vi_pb("x", QS_F32, 2, (int64_t[]){ -1, 4 }, N));
+    ASSERT_EQ(plan_err(&md, 1, &e), QS_EINVAL);
+    ASSERT_STR_CONTAINS(e.msg, "Tile 't' has no outputs");
+    pb_free_all();
+}
+
 /* `quant info` on the 312-byte ConstantOfShape model reports the refusal instead of filling
  * 3.2 GB; QUANT_MAX_TENSOR_SIZE moves the limit. */
 TEST(quant_info_refuses_oversized_constant)
@@ -1413,4 +1436,4 @@ TEST_MAIN(import_conv_model, initializer_encodings, initializers_listed_as_input
           unsorted_nodes_and_value_info, external_data, round_trip_file_bit_identical, export_built_graph,
           errors_are_named, load_tensor_file, conformance_models_round_trip, empty_graph_model,
           claimed_size_without_data, tensor_limit_on_initializers_and_constants, tensor_limit_at_plan_time,
-          quant_info_refuses_oversized_constant)
+          node_without_outputs, quant_info_refuses_oversized_constant)
