@@ -133,6 +133,19 @@ def test_bad_model_upload_leaves_nothing(quantd, body, code, status):
     assert quantd.json("GET", "/v1/models")[1]["models"] == []
 
 
+def test_max_tensor_size_refuses_large_initializers(make_quantd):
+    """[limits] max_tensor_size reaches the engine: the MLP fixture's [32, 784] first weight
+    (100352 bytes) is over a 64K limit and the upload says which tensor, how big, and the limit."""
+    d = make_quantd("--set", "max_tensor_size=64K")
+    r = d.upload("models", MLP, name="mlp")
+    assert r.status == 422, r.body
+    e = r.error()
+    assert e["code"] == "unsupported_model"
+    assert "initializer '1.weight': shape [32, 784] of float32 is 100352 bytes, over the tensor size limit " \
+        "of 65536 bytes" in e["message"], e
+    assert files_in(os.path.join(d.state_dir, "models")) == []
+
+
 def test_truncated_model_is_400(quantd, tmp_path):
     with open(MLP, "rb") as f:
         data = f.read()
