@@ -26,6 +26,7 @@
 #include "jobs/sha256.h"
 
 typedef struct qd_req qd_req;
+typedef struct qd_conn qd_conn;
 
 enum { QD_H_OK = 0, QD_H_CLOSE = -1 };
 typedef int (*qd_handler)(qd_req *r);
@@ -78,6 +79,7 @@ struct qd_req {
     qd_sha256 sha;
     int64_t body_len, limit;
     int too_large;
+    qd_conn *cn;                     /* the connection's deadline record (NULL: none) */
     qd_sse sse;
 };
 
@@ -87,6 +89,13 @@ struct qd_server {
     qd_sched *sched;
     struct MHD_Daemon *mhd;
     double started;
+
+    /* open connections, for the header and body deadlines (server.c) */
+    pthread_mutex_t conn_mu;
+    pthread_cond_t conn_cv;
+    struct qd_conn *conns;
+    int reaper_stop, reaper_started;
+    pthread_t reaper;
 
     pthread_rwlock_t tok_lock;
     char **tokens;                   /* NULL when auth is off */
@@ -121,6 +130,12 @@ int qd_reply(qd_req *r, unsigned status, struct MHD_Response *resp);
 int qd_reply_json(qd_req *r, unsigned status, json_t *body, ...);
 int qd_reply_error(qd_req *r, qd_errcode code, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* UTF-8 (jansson accepts nothing else): qd_utf8_clean copies src into dst (size n), each invalid
+ * byte replaced by U+FFFD and the copy cut between characters; qd_utf8_prefix is the length of s's
+ * longest prefix of at most max bytes that does not split a character. */
+void qd_utf8_clean(char *dst, size_t n, const char *src);
+size_t qd_utf8_prefix(const char *s, size_t max);
+int qd_utf8_valid(const char *s);
 /* A query-string argument or request header (NULL when absent). */
 const char *qd_arg(qd_req *r, const char *name);
 const char *qd_header(qd_req *r, const char *name);

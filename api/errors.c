@@ -10,6 +10,9 @@ const qd_error_def qd_errors[QD_E_COUNT] = {
     [QD_E_BAD_MODEL] = { "bad_model", 400, "upload a valid ONNX model file (the raw bytes of the .onnx)" },
     [QD_E_BAD_DATASET] = { "bad_dataset", 400, "upload a valid .npy or .npz file (numpy.save / numpy.savez)" },
     [QD_E_UNAUTHORIZED] = { "unauthorized", 401, "send the header `Authorization: Bearer <token>`" },
+    [QD_E_FORBIDDEN] = { "forbidden", 403,
+                         "the Host or Origin header is not one of this server's; the operator can add it to "
+                         "allowed_hosts or allowed_origins in quantd.conf" },
     [QD_E_NOT_FOUND] = { "not_found", 404, "check the id or path; GET /v1/openapi.json lists the routes" },
     [QD_E_METHOD_NOT_ALLOWED] = { "method_not_allowed", 405, "the Allow header lists the methods of this path" },
     [QD_E_IN_USE] = { "in_use", 409, "a queued or running job uses it; cancel that job or wait for it" },

@@ -13,6 +13,7 @@ typedef enum qd_errcode {
     QD_E_BAD_MODEL,
     QD_E_BAD_DATASET,
     QD_E_UNAUTHORIZED,
+    QD_E_FORBIDDEN,
     QD_E_NOT_FOUND,
     QD_E_METHOD_NOT_ALLOWED,
     QD_E_IN_USE,

@@ -12,12 +12,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -37,6 +39,9 @@ static int status_index(unsigned status)
     return QD_NSTATUS - 1;
 }
 
+static void conn_set_phase(qd_server *srv, qd_conn *c, int phase);
+enum { CONN_HEADERS, CONN_BODY, CONN_BUSY, CONN_KILLED };
+
 /* ---- replies ------------------------------------------------------------------------------- */
 
 int qd_reply(qd_req *r, unsigned status, struct MHD_Response *resp)
@@ -45,6 +50,7 @@ int qd_reply(qd_req *r, unsigned status, struct MHD_Response *resp)
         return QD_H_CLOSE;
     r->replied = 1;
     r->status = status;
+    conn_set_phase(r->srv, r->cn, CONN_BUSY);   /* the deadlines end where the reply begins */
     if (status >= 300 && r->tmp[0]) {   /* a refused upload is gone before the client hears why */
         if (r->fd >= 0)
             close(r->fd);
@@ -59,9 +65,85 @@ int qd_reply(qd_req *r, unsigned status, struct MHD_Response *resp)
     return ok == MHD_YES ? QD_H_OK : QD_H_CLOSE;
 }
 
+/* ---- UTF-8: JSON strings must be valid UTF-8, or jansson refuses to build the reply ---------- */
+
+/* Length of the valid UTF-8 character at s (1 to 4), or 0 when s does not start one (RFC 3629:
+ * no overlong forms, no surrogates, nothing above U+10FFFF). */
+static size_t utf8_char(const unsigned char *s)
+{
+    unsigned c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t n;
+    unsigned lo = 0x80, hi = 0xbf;   /* bounds of the second byte */
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        if (c == 0xe0)
+            lo = 0xa0;
+        else if (c == 0xed)
+            hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        if (c == 0xf0)
+            lo = 0x90;
+        else if (c == 0xf4)
+            hi = 0x8f;
+    } else
+        return 0;
+    if (s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    return n;
+}
+
+size_t qd_utf8_prefix(const char *s, size_t max)
+{
+    size_t len = strnlen(s, max);
+    if (len < max)
+        return len;
+    /* back off over continuation bytes to the start of the character that was cut */
+    size_t k = len;
+    while (k > 0 && len - k < 4 && ((unsigned char)s[k] & 0xc0) == 0x80)
+        k--;
+    return ((unsigned char)s[k] & 0xc0) == 0x80 ? len : k;
+}
+
+void qd_utf8_clean(char *dst, size_t n, const char *src)
+{
+    static const char fffd[] = "\xef\xbf\xbd";   /* U+FFFD REPLACEMENT CHARACTER */
+    const unsigned char *s = (const unsigned char *)src;
+    size_t k = 0;
+    while (*s) {
+        size_t c = utf8_char(s);
+        const char *put = c ? (const char *)s : fffd;
+        size_t len = c ? c : 3;
+        if (k + len >= n)   /* cut between characters only */
+            break;
+        memcpy(dst + k, put, len);
+        k += len;
+        s += c ? c : 1;
+    }
+    dst[k] = 0;
+}
+
+int qd_utf8_valid(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        size_t c = utf8_char(p);
+        if (!c)
+            return 0;
+        p += c;
+    }
+    return 1;
+}
+
 static struct MHD_Response *json_response(json_t *body)
 {
-    char *text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(10));
+    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(10)) : NULL;
     json_decref(body);
     if (!text)
         return NULL;
@@ -75,11 +157,27 @@ static struct MHD_Response *json_response(json_t *body)
     return resp;
 }
 
+/* When a reply's JSON cannot be built (out of memory, a string jansson refuses), the client still
+ * hears something: a fixed 500 error of the usual shape. */
+static int reply_fallback(qd_req *r)
+{
+    static const char body[] = "{\"error\":{\"code\":\"internal\",\"message\":\"the server could not encode "
+                               "its reply\",\"hint\":\"the server failed; its log has the details\"}}";
+    QD_LOG_ERROR("%s %s: the reply could not be encoded as JSON", r->method, r->url);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(sizeof body - 1, (void *)body, MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return QD_H_CLOSE;
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    return qd_reply(r, 500, resp);
+}
+
 int qd_reply_json(qd_req *r, unsigned status, json_t *body, ...)
 {
     struct MHD_Response *resp = json_response(body);
     if (!resp)
-        return QD_H_CLOSE;
+        return reply_fallback(r);
     va_list ap;
     va_start(ap, body);
     const char *name;
@@ -91,6 +189,21 @@ int qd_reply_json(qd_req *r, unsigned status, json_t *body, ...)
     return qd_reply(r, status, resp);
 }
 
+/* The error body {"error": {code, message, field?, hint}}; NULL when it cannot be built. */
+static json_t *error_body(qd_errcode code, const char *field, const char *raw)
+{
+    char msg[4096], fld[512];
+    /* messages quote what the client sent (a URL, a key, a file's header): any bytes at all */
+    qd_utf8_clean(msg, sizeof msg, raw);
+    const qd_error_def *d = &qd_errors[code];
+    json_t *err = json_pack("{s:s, s:s, s:s}", "code", d->code, "message", msg, "hint", d->hint);
+    if (err && field) {
+        qd_utf8_clean(fld, sizeof fld, field);
+        json_object_set_new(err, "field", json_string(fld));
+    }
+    return err ? json_pack("{s:o}", "error", err) : NULL;
+}
+
 int qd_reply_error(qd_req *r, qd_errcode code, const char *field, const char *fmt, ...)
 {
     char msg[4096];
@@ -99,12 +212,9 @@ int qd_reply_error(qd_req *r, qd_errcode code, const char *field, const char *fm
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     const qd_error_def *d = &qd_errors[code];
-    json_t *err = json_pack("{s:s, s:s, s:s}", "code", d->code, "message", msg, "hint", d->hint);
-    if (field)
-        json_object_set_new(err, "field", json_string(field));
-    struct MHD_Response *resp = json_response(json_pack("{s:o}", "error", err));
+    struct MHD_Response *resp = json_response(error_body(code, field, msg));
     if (!resp)
-        return QD_H_CLOSE;
+        return reply_fallback(r);
     char num[16];
     switch (code) {
     case QD_E_UNAUTHORIZED:
@@ -126,6 +236,37 @@ int qd_reply_error(qd_req *r, qd_errcode code, const char *field, const char *fm
     return qd_reply(r, d->status, resp);
 }
 
+/* A 413 in the middle of a body. libmicrohttpd 0.9.75 queues a reply only before the body or after
+ * all of it, so the reply is written to the socket here (nothing else is being written while the
+ * body is read) and the caller returns MHD_NO: libmicrohttpd closes the connection and reads no
+ * more. */
+static int refuse_mid_body(qd_req *r)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg, "the body exceeds the limit of %lld bytes here", (long long)r->limit);
+    json_t *body = error_body(QD_E_TOO_LARGE, NULL, msg);
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    const union MHD_ConnectionInfo *fd = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (text && fd) {
+        char head[192];
+        int hl = snprintf(head, sizeof head, "HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\n"
+                                             "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                          strlen(text));
+        struct iovec iov[2] = { { head, (size_t)hl }, { text, strlen(text) } };
+        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+        if (sendmsg(fd->connect_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) > 0)
+            shutdown(fd->connect_fd, SHUT_WR);   /* the reply, then the end: before any reset */
+    }
+    free(text);
+    conn_set_phase(r->srv, r->cn, CONN_BUSY);
+    r->replied = 1;
+    r->status = 413;
+    int route = r->route >= 0 ? r->route : qd_nroutes;
+    atomic_fetch_add(&r->srv->http_count[route * QD_NSTATUS + status_index(413)], 1);
+    return QD_H_CLOSE;
+}
+
 const char *qd_arg(qd_req *r, const char *name)
 {
     return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
@@ -134,6 +275,123 @@ const char *qd_arg(qd_req *r, const char *name)
 const char *qd_header(qd_req *r, const char *name)
 {
     return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+/* ---- deadlines ------------------------------------------------------------------------------
+ *
+ * libmicrohttpd's connection timeout is an idle timeout: a client sending one byte every few
+ * seconds keeps its connection, and enough such clients take every slot. So each connection has
+ * a record here (MHD_OPTION_NOTIFY_CONNECTION) with a deadline, and a reaper thread closes the
+ * ones past it: the request line and headers must arrive within header_timeout seconds of the
+ * connection's opening (or of the previous reply, on a kept-alive connection); a body gets
+ * body_timeout seconds plus one for each body_min_rate bytes received (mod_reqtimeout's rule).
+ * Once a reply is queued, or a request has no body, the connection is the handler's and only the
+ * idle timeout applies. The reaper answers 408 and shuts the socket down; libmicrohttpd then sees
+ * the connection end and closes it. It only touches a socket while the record is linked, under
+ * conn_mu, and libmicrohttpd calls NOTIFY_CLOSED (which unlinks it) before it closes the socket. */
+
+struct qd_conn {
+    qd_conn *prev, *next;
+    int fd;
+    int phase;
+    double deadline;                 /* CONN_HEADERS */
+    double body_t0;                  /* CONN_BODY */
+    atomic_llong body_bytes;
+};
+
+static double now_s(void);
+
+static void conn_set_phase(qd_server *srv, qd_conn *c, int phase)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&srv->conn_mu);
+    if (c->phase != CONN_KILLED) {
+        c->phase = phase;
+        if (phase == CONN_HEADERS)
+            c->deadline = now_s() + srv->cfg->header_timeout;
+        else if (phase == CONN_BODY)
+            c->body_t0 = now_s();
+    }
+    pthread_mutex_unlock(&srv->conn_mu);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    qd_server *srv = cls;
+    qd_conn *c = *socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *fd = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!fd || !(c = calloc(1, sizeof *c)))
+            return;   /* no deadline then; the idle timeout still applies */
+        c->fd = fd->connect_fd;
+        c->phase = CONN_HEADERS;
+        c->deadline = now_s() + srv->cfg->header_timeout;
+        pthread_mutex_lock(&srv->conn_mu);
+        c->next = srv->conns;
+        if (c->next)
+            c->next->prev = c;
+        srv->conns = c;
+        pthread_mutex_unlock(&srv->conn_mu);
+        *socket_context = c;
+    } else if (c) {
+        pthread_mutex_lock(&srv->conn_mu);
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            srv->conns = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        pthread_mutex_unlock(&srv->conn_mu);
+        free(c);
+        *socket_context = NULL;
+    }
+}
+
+static int conn_expired(const qd_server *srv, qd_conn *c, double now)
+{
+    if (c->phase == CONN_HEADERS)
+        return now > c->deadline;
+    if (c->phase == CONN_BODY)
+        return now > c->body_t0 + srv->cfg->body_timeout +
+                         (double)atomic_load(&c->body_bytes) / (double)srv->cfg->body_min_rate;
+    return 0;
+}
+
+static void *reaper_main(void *arg)
+{
+    qd_server *srv = arg;
+#define TIMEOUT_BODY "{\"error\":{\"code\":\"timeout\",\"message\":\"the request was not received in time\"," \
+                     "\"hint\":\"send the headers and the body without pausing\"}}"
+    _Static_assert(sizeof TIMEOUT_BODY - 1 == 132, "the Content-Length below");
+    static const char reply[] = "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+                                "Content-Type: application/json\r\nContent-Length: 132\r\n\r\n" TIMEOUT_BODY;
+    pthread_mutex_lock(&srv->conn_mu);
+    while (!srv->reaper_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 250 * 1000000L;   /* a quarter-second tick: deadlines are seconds */
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&srv->conn_cv, &srv->conn_mu, &ts);
+        double now = now_s();
+        for (qd_conn *c = srv->conns; c; c = c->next) {
+            if (!conn_expired(srv, c, now))
+                continue;
+            QD_LOG_INFO("closing a connection that was too slow to send its %s",
+                        c->phase == CONN_HEADERS ? "request headers" : "request body");
+            c->phase = CONN_KILLED;
+            /* a best effort: the socket is nonblocking and the reply tiny */
+            if (send(c->fd, reply, sizeof reply - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+                (void)0;
+            shutdown(c->fd, SHUT_RDWR);
+        }
+    }
+    pthread_mutex_unlock(&srv->conn_mu);
+    return NULL;
 }
 
 /* ---- auth ----------------------------------------------------------------------------------- */
@@ -272,6 +530,124 @@ static int method_is(const char *route_method, const char *method)
     return !strcmp(route_method, method) || (!strcmp(route_method, "GET") && !strcmp(method, "HEAD"));
 }
 
+/* ---- who may ask: Host and Origin ------------------------------------------------------------ */
+
+/* Whether item (len bytes) is in list, a comma-separated list of names (case-insensitive). */
+static int in_list(const char *list, const char *item, size_t len)
+{
+    for (const char *p = list; *p;) {
+        p += strspn(p, ", \t");
+        size_t k = strcspn(p, ", \t");
+        if (k && ((k == 1 && *p == '*') || (k == len && !strncasecmp(p, item, len))))
+            return 1;
+        p += k;
+    }
+    return 0;
+}
+
+/* Host must name this server: an IP address, localhost, or a name the operator listed in
+ * allowed_hosts. A page that rebinds its own DNS name to this machine's address sends that name,
+ * which is refused; an address cannot be rebound, so any is fine. The port is not compared: a
+ * browser always sends the one it connected to, and a reverse proxy may send another. */
+static int host_allowed(qd_server *srv, const char *host)
+{
+    if (!host)   /* HTTP/1.0: no browser sends a request without Host */
+        return 1;
+    const char *end;
+    if (host[0] == '[') {
+        end = strchr(host, ']');
+        if (!end)
+            return 0;
+        end++;
+    } else {
+        end = host + strcspn(host, ":");
+    }
+    if (*end && (*end != ':' || strspn(end + 1, "0123456789") != strlen(end + 1)))
+        return 0;
+    size_t len = (size_t)(end - host);
+    if (in_list(srv->cfg->allowed_hosts, host, len))
+        return 1;
+    char name[INET6_ADDRSTRLEN + 2];
+    if (len < 1 || len >= sizeof name)
+        return 0;
+    memcpy(name, host, len);
+    name[len] = 0;
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (name[0] == '[') {
+        name[len - 1] = 0;
+        return inet_pton(AF_INET6, name + 1, addr) == 1;
+    }
+    return inet_pton(AF_INET, name, addr) == 1 || !strcasecmp(name, "localhost");
+}
+
+static int changes_state(const char *method)
+{
+    return !strcmp(method, "POST") || !strcmp(method, "PUT") || !strcmp(method, "DELETE") ||
+           !strcmp(method, "PATCH");
+}
+
+/* A state-changing request that carries an Origin must come from this server's own pages (the
+ * Origin's host:port is the Host asked for) or from an origin listed in allowed_origins. Clients
+ * that are not browsers send no Origin. */
+static int origin_allowed(qd_server *srv, const char *origin, const char *host)
+{
+    if (!origin)
+        return 1;
+    if (in_list(srv->cfg->allowed_origins, origin, strlen(origin)))
+        return 1;
+    const char *auth = strstr(origin, "://");
+    if (!host || !auth || (strncasecmp(origin, "http://", 7) && strncasecmp(origin, "https://", 8)))
+        return 0;   /* "null" (a sandboxed or file:// page) included */
+    return !strcasecmp(auth + 3, host);
+}
+
+/* Content types a browser may send to another site without asking it first (a "simple" request);
+ * a JSON route refuses them, so that a page elsewhere cannot post a job even without an Origin. */
+static int simple_content_type(const char *ct)
+{
+    static const char *const simple[] = { "text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data" };
+    size_t len = strcspn(ct, "; \t");
+    for (size_t i = 0; i < sizeof simple / sizeof simple[0]; i++)
+        if (strlen(simple[i]) == len && !strncasecmp(ct, simple[i], len))
+            return 1;
+    return 0;
+}
+
+static enum MHD_Result find_bad_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    const char **bad = cls;
+    if (!qd_utf8_valid(key) || (value && !qd_utf8_valid(value))) {
+        *bad = key;
+        return MHD_NO;
+    }
+    return MHD_YES;
+}
+
+/* Host, Origin and query-string checks, before routing: 0, or -1 with the reply queued. */
+static int check_sender(qd_req *r, int *h)
+{
+    const char *host = qd_header(r, "Host"), *origin = qd_header(r, "Origin");
+    if (!host_allowed(r->srv, host)) {
+        *h = qd_reply_error(r, QD_E_FORBIDDEN, NULL, "Host '%s' is not a name of this server (allowed_hosts)", host);
+        return -1;
+    }
+    if (changes_state(r->method) && !origin_allowed(r->srv, origin, host)) {
+        *h = qd_reply_error(r, QD_E_FORBIDDEN, NULL,
+                            "%s from Origin '%s' is refused: not this server's origin (allowed_origins)",
+                            r->method, origin);
+        return -1;
+    }
+    const char *bad = NULL;
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, find_bad_arg, &bad);
+    if (bad) {
+        *h = qd_reply_error(r, QD_E_BAD_REQUEST, bad, "query argument '%s' is not valid UTF-8", bad);
+        return -1;
+    }
+    return 0;
+}
+
 /* First callback: route, auth, limits; may reply at once (the body is then never read). */
 static int begin_request(qd_req *r)
 {
@@ -280,6 +656,9 @@ static int begin_request(qd_req *r)
     for (const char *s = strstr(r->url, "/.."); s; s = strstr(s + 1, "/.."))
         if (s[3] == '/' || s[3] == 0)
             return qd_reply_error(r, QD_E_BAD_REQUEST, NULL, "path segments '..' are not allowed");
+    int h;
+    if (check_sender(r, &h) < 0)
+        return h;
     int path_known = 0;
     char args[QD_MAX_ARGS][256];
     for (int i = 0; i < qd_nroutes; i++) {
@@ -329,8 +708,12 @@ static int begin_request(qd_req *r)
             return qd_reply_error(r, QD_E_TOO_LARGE, NULL, "the body has %lld bytes; the limit here is %lld",
                                   v, (long long)r->limit);
     }
+    const char *ct = qd_header(r, "Content-Type");
+    if (rt->body == QD_BODY_JSON && ct && simple_content_type(ct))
+        return qd_reply_error(r, QD_E_MEDIA_TYPE, NULL,
+                              "%s %s takes Content-Type: application/json, not '%s' (a type browsers send "
+                              "across sites without asking)", r->method, rt->pattern, ct);
     if (rt->body == QD_BODY_MODEL || rt->body == QD_BODY_DATASET) {
-        const char *ct = qd_header(r, "Content-Type");
         if (ct && !strncasecmp(ct, "multipart/", 10))
             return qd_reply_error(r, QD_E_MEDIA_TYPE, NULL,
                                   "multipart uploads are not accepted; send the file's raw bytes");
@@ -348,9 +731,11 @@ static int begin_request(qd_req *r)
 static void take_body(qd_req *r, const char *data, size_t n)
 {
     r->body_len += (int64_t)n;
+    if (r->cn)
+        atomic_fetch_add(&r->cn->body_bytes, (long long)n);
     if (r->too_large || r->write_errno)
         return;
-    if (r->body_len > r->limit) {   /* chunked upload without Content-Length */
+    if (r->body_len > r->limit) {   /* chunked upload without Content-Length: answered at once */
         r->too_large = 1;
         return;
     }
@@ -417,11 +802,15 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         r->t0 = now_s();
         *con_cls = r;
         atomic_fetch_add(&srv->http_inflight, 1);
+        const union MHD_ConnectionInfo *sc = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        r->cn = sc ? sc->socket_context : NULL;
+        int body = qd_header(r, "Content-Length") || qd_header(r, "Transfer-Encoding");
+        conn_set_phase(srv, r->cn, body ? CONN_BODY : CONN_BUSY);
         /* A request with a body is checked now, so that a refusal (401, 404, 413) goes out
          * before the body is read. One without waits for the next call: an answer queued on
          * this first call makes libmicrohttpd close the connection, and a client polling a
          * missing job or with a stale token should keep its connection. */
-        if (!qd_header(r, "Content-Length") && !qd_header(r, "Transfer-Encoding"))
+        if (!body)
             return MHD_YES;
         r->begun = 1;
         return begin_request(r) == QD_H_OK ? MHD_YES : MHD_NO;
@@ -435,6 +824,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (!r->replied)
             take_body(r, upload_data, *upload_data_size);
         *upload_data_size = 0;
+        /* over the limit: answer now, and read no more of the body */
+        if (r->too_large && !r->replied) {
+            refuse_mid_body(r);
+            return MHD_NO;
+        }
         return MHD_YES;
     }
     if (!r->begun) {
@@ -457,6 +851,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r)
         return;
     *con_cls = NULL;
+    conn_set_phase(srv, r->cn, CONN_HEADERS);   /* a kept-alive connection waits for its next request */
     if (r->route >= 0 && qd_routes[r->route].handler == qd_h_job_events)
         qd_hub_forget(srv, r);
     if (r->fd >= 0)
@@ -506,6 +901,8 @@ qd_server *qd_server_new(const qd_config *cfg, qd_store *st, char *err, size_t n
     pthread_rwlock_init(&srv->tok_lock, NULL);
     pthread_mutex_init(&srv->hub_mu, NULL);
     pthread_cond_init(&srv->hub_cv, NULL);
+    pthread_mutex_init(&srv->conn_mu, NULL);
+    pthread_cond_init(&srv->conn_cv, NULL);
     srv->http_count = calloc((size_t)(qd_nroutes + 1) * QD_NSTATUS, sizeof *srv->http_count);
     srv->lat_bucket = calloc((size_t)(qd_nroutes + 1) * QD_NLAT, sizeof *srv->lat_bucket);
     srv->lat_sum_us = calloc((size_t)(qd_nroutes + 1), sizeof *srv->lat_sum_us);
@@ -560,8 +957,10 @@ int qd_server_listen(qd_server *srv, qd_sched *sched, char *addr, size_t addrlen
         MHD_OPTION_SOCK_ADDR, ai->ai_addr,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)srv->cfg->http_threads,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)srv->cfg->max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)srv->cfg->max_connections_per_ip,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,   /* idle; the deadlines above are the reaper's */
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
         MHD_OPTION_END);
     int saved = errno;
     char shown[INET6_ADDRSTRLEN + 16] = "";
@@ -577,6 +976,11 @@ int qd_server_listen(qd_server *srv, qd_sched *sched, char *addr, size_t addrlen
         snprintf(err, n, "cannot listen on %s: %s", listen, saved ? strerror(saved) : "libmicrohttpd failed");
         return -1;
     }
+    if (pthread_create(&srv->reaper, NULL, reaper_main, srv) != 0) {
+        snprintf(err, n, "cannot start the connection reaper thread");
+        return -1;
+    }
+    srv->reaper_started = 1;
     if (addr)
         snprintf(addr, addrlen, "%s", shown);
     return 0;
@@ -600,6 +1004,14 @@ void qd_server_stop(qd_server *srv)
     qd_hub_close(srv);
     MHD_stop_daemon(srv->mhd);
     srv->mhd = NULL;
+    if (srv->reaper_started) {
+        pthread_mutex_lock(&srv->conn_mu);
+        srv->reaper_stop = 1;
+        pthread_cond_signal(&srv->conn_cv);
+        pthread_mutex_unlock(&srv->conn_mu);
+        pthread_join(srv->reaper, NULL);
+        srv->reaper_started = 0;
+    }
 }
 
 void qd_server_free(qd_server *srv)
@@ -619,5 +1031,7 @@ void qd_server_free(qd_server *srv)
     pthread_rwlock_destroy(&srv->tok_lock);
     pthread_mutex_destroy(&srv->hub_mu);
     pthread_cond_destroy(&srv->hub_cv);
+    pthread_mutex_destroy(&srv->conn_mu);
+    pthread_cond_destroy(&srv->conn_cv);
     free(srv);
 }

@@ -85,6 +85,14 @@ static const char *type_name(ftype t)
     return "?";
 }
 
+/* prefix + name into path, cut (when too long) between UTF-8 characters, never inside one */
+static void join_path(char *path, size_t n, const char *prefix, const char *name)
+{
+    size_t pl = qd_utf8_prefix(prefix, n - 1);
+    size_t nl = qd_utf8_prefix(name, n - 1 - pl);
+    snprintf(path, n, "%.*s%.*s", (int)pl, prefix, (int)nl, name);
+}
+
 /* 0 when fine; otherwise replies and returns -1 (the reply's status is in r). */
 static int check_object(ctx *c, const field *fields, json_t *obj, const char *prefix)
 {
@@ -96,7 +104,7 @@ static int check_object(ctx *c, const field *fields, json_t *obj, const char *pr
         while (f->name && (strcmp(f->name, key) || (f->only && !(f->only & c->type))))
             f++;
         if (!f->name) {
-            snprintf(path, sizeof path, "%s%s", prefix, key);
+            join_path(path, sizeof path, prefix, key);
             char known[512] = "";
             size_t k = 0;
             for (const field *g = fields; g->name; g++)
@@ -109,7 +117,7 @@ static int check_object(ctx *c, const field *fields, json_t *obj, const char *pr
     for (const field *f = fields; f->name; f++) {
         if (f->only && !(f->only & c->type))
             continue;
-        snprintf(path, sizeof path, "%s%s", prefix, f->name);
+        join_path(path, sizeof path, prefix, f->name);
         v = json_object_get(obj, f->name);
         if (!v || json_is_null(v)) {
             if (f->required & c->type) {
@@ -157,7 +165,8 @@ static int check_object(ctx *c, const field *fields, json_t *obj, const char *pr
         case F_OBJECT:
             if (!(ok = json_is_object(v)))
                 break;
-            snprintf(path, sizeof path, "%s%s.", prefix, f->name);
+            join_path(path, sizeof path - 1, prefix, f->name);
+            strcat(path, ".");
             if (check_object(c, f->sub, v, path) < 0)
                 return -1;
             break;

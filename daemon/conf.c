@@ -65,6 +65,31 @@ static const key keys[] = {
     { .name = "chartjs", .section = "http", .type = T_STRING, .offset = F(chartjs), .dflt = QD_CHARTJS,
       .doc = "Chart.js for the dashboard's charts (Debian package libjs-chart.js), served at\n"
              "/vendor/chart.js." },
+    { .name = "max_connections_per_ip", .section = "http", .type = T_INT,
+      .offset = F(max_connections_per_ip), .dflt = "64", .min = 0, .max = 65536,
+      .doc = "Open connections at most from one client address (0: no limit beyond\n"
+             "max_connections); more are refused at accept, so one client cannot lock out the rest." },
+    { .name = "header_timeout", .section = "http", .type = T_INT, .offset = F(header_timeout),
+      .dflt = "20", .min = 1, .max = 3600,
+      .doc = "Seconds a request's line and headers may take to arrive, counted from the connection's\n"
+             "opening or the previous reply; a slower client gets 408 and the connection is closed.\n"
+             "Also how long an idle keep-alive connection stays open." },
+    { .name = "body_timeout", .section = "http", .type = T_INT, .offset = F(body_timeout),
+      .dflt = "20", .min = 1, .max = 86400,
+      .doc = "Seconds a request body may take, plus one second for every body_min_rate bytes\n"
+             "received: an upload that keeps that rate is never cut off, one that stalls is (408)." },
+    { .name = "body_min_rate", .section = "http", .type = T_SIZE, .offset = F(body_min_rate),
+      .dflt = "500", .min = 1, .max = GiB,
+      .doc = "Bytes per second that extend body_timeout by one second (K, M suffixes)." },
+    { .name = "allowed_hosts", .section = "http", .type = T_STRING, .offset = F(allowed_hosts),
+      .dflt = "",
+      .doc = "Host names (comma-separated) accepted in the Host header besides IP addresses and\n"
+             "localhost; other Hosts get 403 (DNS rebinding). \"*\": any." },
+    { .name = "allowed_origins", .section = "http", .type = T_STRING, .offset = F(allowed_origins),
+      .dflt = "",
+      .doc = "Origins (comma-separated, e.g. https://dash.example.com) besides the server's own that may\n"
+             "send POST, PUT, PATCH or DELETE requests (a dashboard hosted elsewhere); other\n"
+             "Origins get 403 (cross-site request forgery). \"*\": any." },
     { .name = "state_dir", .section = "jobs", .type = T_STRING, .offset = F(state_dir), .dflt = "",
       .doc = "Where models, data sets, jobs, artifacts and the database live. Empty: ./var of the\n"
              "source tree when the binary sits in it, $STATE_DIRECTORY under systemd, else\n"

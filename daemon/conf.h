@@ -27,6 +27,12 @@ typedef struct qd_config {
     int sse_keepalive;        /* seconds between SSE comment lines on an idle stream */
     char *web_root;           /* the dashboard's files ("" = the default place, api/static.c) */
     char *chartjs;            /* Chart.js, served at /vendor/chart.js */
+    int max_connections_per_ip;  /* 0 = no limit */
+    int header_timeout;       /* seconds for a request's line and headers */
+    int body_timeout;         /* seconds for a body, plus one per body_min_rate bytes */
+    int64_t body_min_rate;    /* bytes per second */
+    char *allowed_hosts;      /* names accepted in Host besides IP addresses and localhost */
+    char *allowed_origins;    /* origins allowed to send state-changing requests */
     /* jobs */
     char *state_dir;          /* "" until resolved by qd_config_load */
     int workers;

@@ -244,7 +244,7 @@ def test_413_on_content_length_without_reading_the_body(make_quantd):
     d = make_quantd("--set", "max_model_size=64K", "--set", "max_json_size=2K")
     # announce 1 GB and send nothing: the reply must come at once, from the headers alone
     s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
-    s.sendall(b"POST /v1/models HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+    s.sendall(b"POST /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
               b"Content-Length: 1000000000\r\n\r\n")
     t0 = time.time()
     reply = b""
@@ -556,7 +556,7 @@ def test_kill9_during_a_job_then_restart_requeues_and_completes(make_quantd, tmp
 def test_kill9_mid_upload_leaves_nothing(make_quantd, tmp_path):
     d = make_quantd(state=tmp_path / "st")
     s = socket.create_connection(("127.0.0.1", d.port))
-    s.sendall(b"POST /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"x" * 50000)
+    s.sendall(b"POST /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n" + b"x" * 50000)
     time.sleep(0.3)
     assert len(files_in(os.path.join(d.state_dir, "tmp"))) == 1   # being received
     d.kill9()
