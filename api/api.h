@@ -86,6 +86,7 @@ struct qd_server {
     qd_store *st;
     qd_sched *sched;
     struct MHD_Daemon *mhd;
+    int listen_fd;                   /* bound by qd_server_bind, until libmicrohttpd takes it */
     double started;
 
     pthread_rwlock_t tok_lock;

@@ -38,3 +38,39 @@ def test_quant_ptq_signal_removes_its_temp_output(quant, tmp_path, sig):
     assert not tmp.exists() and not out.exists()
     assert sorted(f.name for f in tmp_path.iterdir()) == ["calib.npy"]
 
+
+# --- quantd: a port in use stops it before any job is touched --------------------------------------
+
+def job_row(state_dir, jid):
+    db = sqlite3.connect(f"file:{os.path.join(state_dir, 'quantd.db')}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT state, attempts FROM jobs WHERE id=?", (jid,)).fetchone()
+        nev = db.execute("SELECT COUNT(*) FROM events WHERE job=?", (jid,)).fetchone()[0]
+        return row + (nev,)
+    finally:
+        db.close()
+
+
+def test_port_in_use_exits_before_requeueing(make_quantd, tmp_path):
+    state = tmp_path / "st"
+    d = make_quantd("--set", "debug_jobs=true", state=state)
+    jid = d.submit({"type": "sleep", "config": {"seconds": 30}})["id"]
+    d.wait(jid, "running")
+    d.kill9()   # the job stays "running" in the store, attempt 1
+    before = job_row(state, jid)
+    assert before[:2] == ("running", 1)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run([quantd_binary(), "--listen", f"127.0.0.1:{port}", "--state-dir", str(state),
+                            "--set", "debug_jobs=true"], capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr, r.stderr
+    assert job_row(state, jid) == before   # not requeued, not started, no event
+    d2 = Quantd(quantd_binary(), state, "--set", "debug_jobs=true").start()
+    try:
+        assert d2.wait(jid, "running")["attempts"] == 2
+    finally:
+        d2.stop()
+
