@@ -38,7 +38,8 @@ static int upload_name(qd_req *r, const char *hex, char *out, size_t n, int *ok)
     return QD_H_OK;
 }
 
-/* The engine names the file it read; the client should not see our temp path. */
+/* The engine names the file it read; the client should not see our temp path, nor any other
+ * path of the server's. */
 static const char *scrub(qd_req *r, char *msg)
 {
     size_t tl = strlen(r->tmp);
@@ -49,7 +50,7 @@ static const char *scrub(qd_req *r, char *msg)
         memmove(p + wl, p + tl, strlen(p + tl) + 1);
         memcpy(p, word, wl);
     }
-    return msg;
+    return qd_store_relative(r->srv->st, msg);
 }
 
 /* Makes the temp file durable and moves it into place. */

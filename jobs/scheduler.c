@@ -185,11 +185,14 @@ static void on_engine_event(void *ud, const qs_event *ev)
             json_object_set_new(data, "eta_s", json_null());
         break;
     }
-    case QS_EV_LOG:
+    case QS_EV_LOG: {
+        char msg[sizeof r->err.msg];
+        snprintf(msg, sizeof msg, "%s", ev->message ? ev->message : "");
         type = "log";
         data = json_pack("{s:s, s:s}", "level", ev->level ? ev->level : "info", "message",
-                         ev->message ? ev->message : "");
+                         qd_store_relative(r->s->st, msg));
         break;
+    }
     case QS_EV_METRIC:
         type = "metric";
         data = json_pack("{s:s, s:f}", "name", ev->name ? ev->name : "", "value", ev->value);
@@ -466,7 +469,7 @@ static void after_work_cb(uv_work_t *req, int status)
     } else {
         qd_rm_rf(r->outdir);
         json_t *err = json_pack("{s:s, s:s}", "code", job_error_code(r->rc), "message",
-                                r->err.msg[0] ? r->err.msg : qs_strerror(r->rc));
+                                r->err.msg[0] ? qd_store_relative(s->st, r->err.msg) : qs_strerror(r->rc));
         qd_job_update u = { .set_finished = 1, .error = err };
         rc = qd_store_job_transition(s->st, r->id, "running", "failed", &u, NULL);
         json_decref(err);

@@ -331,6 +331,9 @@ int qd_store_open(const char *dir, qd_store **out, char *err, size_t n)
         snprintf(err, n, "out of memory");
         return -1;
     }
+    /* "state/" → "state": every path below is dir + "/…", which qd_store_relative recognises */
+    for (size_t k = strlen(st->dir); k > 1 && st->dir[k - 1] == '/'; k--)
+        st->dir[k - 1] = 0;
     st->lock_fd = lock_fd;
     char db[PATH_MAX];
     snprintf(db, sizeof db, "%s/quantd.db", dir);
@@ -354,6 +357,18 @@ void qd_store_close(qd_store *st)
 }
 
 const char *qd_store_dir(const qd_store *st) { return st->dir; }
+
+char *qd_store_relative(const qd_store *st, char *msg)
+{
+    size_t dl = strlen(st->dir);
+    for (char *p = msg; (p = strstr(p, st->dir));) {
+        if (p[dl] == '/')
+            memmove(p, p + dl + 1, strlen(p + dl + 1) + 1);
+        else
+            p += dl;
+    }
+    return msg;
+}
 
 int qd_store_tmpfile(qd_store *st, const char *suffix, char *path, size_t n)
 {

@@ -37,6 +37,10 @@ typedef enum qd_kind { QD_MODEL = 0, QD_DATASET = 1 } qd_kind;
 int qd_store_open(const char *state_dir, qd_store **out, char *err, size_t errlen);
 void qd_store_close(qd_store *st);
 const char *qd_store_dir(const qd_store *st);
+/* Rewrites, in place, the paths under the state dir in msg relative to it ("/var/lib/quantd/models/
+ * mdl_1.onnx: …" → "models/mdl_1.onnx: …"): job errors, events and upload replies reach clients,
+ * who have no business knowing the server's file system. Returns msg. Any thread. */
+char *qd_store_relative(const qd_store *st, char *msg);
 
 /* A fresh id: prefix + 16 hex digits from the kernel's random source ("mdl_3f…"). */
 void qd_store_new_id(const char *prefix, char out[32]);

@@ -74,3 +74,33 @@ def test_port_in_use_exits_before_requeueing(make_quantd, tmp_path):
     finally:
         d2.stop()
 
+
+# --- job errors name files relative to the state dir ----------------------------------------------
+
+CLS = os.path.join(FIXTURES, "cli", "cls.onnx")
+CLS_X = os.path.join(FIXTURES, "cli", "cls_x.npy")
+
+
+def all_text(quantd, jid):
+    _, _, events, _ = quantd.events(jid)
+    return repr(quantd.job(jid)) + repr(events)
+
+
+def test_job_errors_do_not_show_server_paths(quantd, tmp_path):
+    state = os.path.realpath(quantd.state_dir)
+    np.save(tmp_path / "labels.npy", np.zeros(5, np.int64))   # cls_x.npy has 20 samples
+    m = quantd.upload_ok("models", CLS)
+    x = quantd.upload_ok("datasets", CLS_X)
+    y = quantd.upload_ok("datasets", tmp_path / "labels.npy")
+    spec = {"type": "eval", "model": m["id"], "validation": {"data": x["id"], "labels": y["id"]}}
+    # the engine names the data set it read
+    j = quantd.wait(quantd.submit(spec)["id"], ("succeeded", "failed"))
+    assert j["state"] == "failed", j
+    assert j["error"]["message"] == f"labels datasets/{y['id']}.npy has 5 entries but the data has 20 samples"
+    assert state not in all_text(quantd, j["id"]) and quantd.state_dir not in all_text(quantd, j["id"])
+    # a file gone behind the daemon's back
+    os.remove(os.path.join(quantd.state_dir, "models", m["id"] + ".onnx"))
+    j = quantd.wait(quantd.submit(spec)["id"], ("succeeded", "failed"))
+    assert j["state"] == "failed", j
+    assert j["error"]["message"] == f"cannot open 'models/{m['id']}.onnx': No such file or directory"
+    assert state not in all_text(quantd, j["id"]) and quantd.state_dir not in all_text(quantd, j["id"])
