@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,43 @@ static const char *scrub(qd_req *r, char *msg)
         memcpy(p, word, wl);
     }
     return qd_store_relative(r->srv->st, msg);
+}
+
+/* An .npz whose members had to be inflated (deflated, or stored misaligned) is replaced by a copy
+ * of stored, aligned members, so that jobs map it in place instead of inflating it again each
+ * time. The copy counts against max_dataset_size like the upload did. 0, or a reply is queued. */
+static int store_inflated(qd_req *r, const qs_dataset *d, int *ok)
+{
+    *ok = 0;
+    char stored[PATH_MAX];
+    snprintf(stored, sizeof stored, "%s.stored.npz", r->tmp);
+    qs_err e = { 0 };
+    struct stat sb;
+    int fd = -1;
+    if (qs_dataset_save_stored(d, stored, &e) < 0 || (fd = open(stored, O_RDONLY | O_CLOEXEC)) < 0 ||
+        fstat(fd, &sb) < 0) {
+        if (fd >= 0)
+            close(fd);
+        unlink(stored);
+        return qd_reply_error(r, QD_E_INTERNAL, NULL, "cannot store the data set uncompressed: %s",
+                              e.msg[0] ? qd_store_relative(r->srv->st, e.msg) : strerror(errno));
+    }
+    if (sb.st_size > r->limit) {
+        close(fd);
+        unlink(stored);
+        return qd_reply_error(r, QD_E_TOO_LARGE, NULL,
+                              "the data set takes %lld bytes uncompressed; the limit (max_dataset_size) is %lld",
+                              (long long)sb.st_size, (long long)r->limit);
+    }
+    if (rename(stored, r->tmp) < 0) {
+        close(fd);
+        unlink(stored);
+        return qd_reply_error(r, QD_E_INTERNAL, NULL, "cannot store the data set: %s", strerror(errno));
+    }
+    close(r->fd);   /* publish() syncs the file it renames: the copy now */
+    r->fd = fd;
+    *ok = 1;
+    return QD_H_OK;
 }
 
 /* Makes the temp file durable and moves it into place. */
@@ -189,7 +227,14 @@ int qd_h_dataset_upload(qd_req *r)
     }
     qs_err e = { 0 };
     qs_dataset *d = NULL;
-    if (qs_dataset_open(r->tmp, &d, &e) < 0)
+    /* a zip bomb stops at the limit: inflated members count like the bytes of the upload, and
+     * they go to the state dir's tmp/, which the limit is about, not to a small /tmp */
+    char tmpdir[PATH_MAX];
+    snprintf(tmpdir, sizeof tmpdir, "%s/tmp", qd_store_dir(r->srv->st));
+    int rc = qs_dataset_open_limit(r->tmp, r->limit, tmpdir, &d, &e);
+    if (rc == QS_ELIMIT)
+        return qd_reply_error(r, QD_E_TOO_LARGE, NULL, "%s (max_dataset_size)", scrub(r, e.msg));
+    if (rc < 0)
         return qd_reply_error(r, e.code == QS_EUNSUPPORTED ? QD_E_UNSUPPORTED_DATASET : QD_E_BAD_DATASET, NULL,
                               "not a usable .%s file: %s", ext, scrub(r, e.msg));
     json_t *arrays = json_array();
@@ -201,7 +246,17 @@ int qd_h_dataset_upload(qd_req *r)
         json_array_append_new(arrays, json_pack("{s:s, s:o, s:s}", "name", qs_dataset_name(d, i), "shape", shape,
                                                 "dtype", qs_dtype_name(t->dtype)));
     }
+    int ok = 1, h = QD_H_OK;
+    if (qs_dataset_inflated(d) > 0) {
+        QD_LOG_INFO("data set upload: %lld bytes inflated; storing the arrays uncompressed",
+                    (long long)qs_dataset_inflated(d));
+        h = store_inflated(r, d, &ok);
+    }
     qs_dataset_close(d);
+    if (!ok) {
+        json_decref(arrays);
+        return h;
+    }
     return store_upload(r, QD_DATASET, "ds_", ext, hex, json_pack("{s:o}", "arrays", arrays));
 }
 

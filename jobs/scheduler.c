@@ -362,6 +362,7 @@ static const char *job_error_code(int rc)
     case QS_EIO: return "io_error";
     case QS_ESHAPE: return "shape_mismatch";
     case QS_EFORMAT: return "bad_format";
+    case QS_ELIMIT: return "too_large";
     default: return "pipeline_failed";
     }
 }

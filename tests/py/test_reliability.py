@@ -104,3 +104,72 @@ def test_job_errors_do_not_show_server_paths(quantd, tmp_path):
     assert j["state"] == "failed", j
     assert j["error"]["message"] == f"cannot open 'models/{m['id']}.onnx': No such file or directory"
     assert state not in all_text(quantd, j["id"]) and quantd.state_dir not in all_text(quantd, j["id"])
+
+
+# --- .npz uploads: zip bombs stop at max_dataset_size; deflated data is inflated once --------------
+
+def npz_with_deflated_zeros(path, nbytes):
+    """An .npz whose one member x.npy holds nbytes of float32 zeros, deflated (~1000:1), written in
+    chunks so the test never holds it in memory."""
+    import zipfile
+    hdr = np.lib.format.header_data_from_array_1_0(np.zeros(0, np.float32))
+    hdr["shape"] = (nbytes // 4,)
+    import io
+    b = io.BytesIO()
+    np.lib.format.write_array_header_1_0(b, hdr)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        with z.open("x.npy", "w", force_zip64=True) as f:
+            f.write(b.getvalue())
+            chunk = bytes(1 << 20)
+            for _ in range(nbytes >> 20):
+                f.write(chunk)
+    return len(b.getvalue()) + nbytes
+
+
+@pytest.fixture
+def quantd_no_tmpdir(make_quantd, tmp_path):
+    """A daemon whose TMPDIR does not exist: any inflation into a temp file fails loudly."""
+    d = Quantd(quantd_binary(), tmp_path / "st", "--set", "max_dataset_size=8M",
+               env=dict(os.environ, TMPDIR=str(tmp_path / "nonexistent")))
+    d.start()
+    yield d
+    d.stop()
+
+
+def test_npz_zip_bomb_is_refused_before_inflating(quantd_no_tmpdir, tmp_path):
+    total = npz_with_deflated_zeros(tmp_path / "bomb.npz", 256 << 20)
+    assert os.path.getsize(tmp_path / "bomb.npz") < 1 << 20
+    t0 = time.time()
+    r = quantd_no_tmpdir.upload("datasets", tmp_path / "bomb.npz")
+    took = time.time() - t0
+    assert r.status == 413, (r.status, r.body)
+    e = r.error()
+    assert e["code"] == "too_large"
+    assert e["message"] == (f"the upload: member 'x.npy' inflates to {total} bytes, over the limit of "
+                            f"{8 << 20} bytes (max_dataset_size)")
+    assert took < 2, took
+    st = quantd_no_tmpdir.state_dir
+    assert os.listdir(os.path.join(st, "tmp")) == [] and os.listdir(os.path.join(st, "datasets")) == []
+
+
+def test_deflated_npz_is_stored_once_uncompressed(quantd_no_tmpdir, tmp_path):
+    """np.savez_compressed data: stored as an .npz of stored members, which jobs map in place. The
+    daemon has no TMPDIR, so neither the upload nor the job could inflate anything."""
+    import zipfile
+    x, y = np.load(os.path.join(FIXTURES, "cli", "cls_x.npy")), np.load(os.path.join(FIXTURES, "cli", "cls_labels.npy"))
+    np.savez_compressed(tmp_path / "x.npz", x=x)
+    np.savez_compressed(tmp_path / "y.npz", y=y)
+    d = quantd_no_tmpdir
+    m = d.upload_ok("models", CLS)
+    xs, ys = d.upload_ok("datasets", tmp_path / "x.npz"), d.upload_ok("datasets", tmp_path / "y.npz")
+    for rec, arr, name in [(xs, x, "x"), (ys, y, "y")]:
+        stored = os.path.join(d.state_dir, "datasets", rec["id"] + ".npz")
+        with zipfile.ZipFile(stored) as z:
+            assert [(i.filename, i.compress_type) for i in z.infolist()] == [(name + ".npy", zipfile.ZIP_STORED)]
+        with np.load(stored) as z:
+            assert z[name].dtype == arr.dtype and (z[name] == arr).all()
+        assert rec["sha256"] == __import__("hashlib").sha256(open(tmp_path / f"{name}.npz", "rb").read()).hexdigest()
+    j = d.wait(d.submit({"type": "eval", "model": m["id"], "validation": {"data": xs["id"], "labels": ys["id"]}})["id"],
+               ("succeeded", "failed"))
+    assert j["state"] == "succeeded", j["error"]
+    assert j["result"]["accuracy"] == pytest.approx(0.75)   # as tests/fixtures/make_cli_models.py built it
