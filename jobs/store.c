@@ -153,13 +153,20 @@ static void done(sqlite3_stmt *s)
     }
 }
 
+/* A failed step's code: a full disk is worth telling apart, since it passes (callers retry). */
+static int db_error(conn *c)
+{
+    return (sqlite3_extended_errcode(c->db) & 0xff) == SQLITE_FULL ? QD_ST_FULL : QD_ST_DB;
+}
+
 static int step_done(conn *c, sqlite3_stmt *s)
 {
     int rc = sqlite3_step(s);
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+    int err = rc != SQLITE_DONE && rc != SQLITE_ROW ? db_error(c) : 0;
+    if (err)
         QD_LOG_ERROR("sqlite: %s", sqlite3_errmsg(c->db));
     done(s);
-    return rc != SQLITE_DONE && rc != SQLITE_ROW ? QD_ST_DB : 0;
+    return err;
 }
 
 static int exec_slot(conn *c, int slot)
@@ -530,7 +537,7 @@ static int event_insert(conn *c, const char *job, const char *type, const json_t
     sqlite3_bind_double(s, 3, qd_now());
     bind_text(s, 4, type);
     bind_json(s, 5, data);
-    int rc = sqlite3_step(s) == SQLITE_DONE ? 0 : QD_ST_DB;
+    int rc = sqlite3_step(s) == SQLITE_DONE ? 0 : db_error(c);
     if (rc)
         QD_LOG_ERROR("sqlite: adding event: %s", sqlite3_errmsg(c->db));
     else if (seq)
@@ -821,7 +828,7 @@ static int transition_locked(conn *c, const char *id, const char *from, const ch
         bind_json(s, 5, u->artifacts);
     }
     bind_text(s, 6, id);
-    int rc = sqlite3_step(s) == SQLITE_DONE ? 0 : QD_ST_DB;
+    int rc = sqlite3_step(s) == SQLITE_DONE ? 0 : db_error(c);
     if (rc)
         QD_LOG_ERROR("sqlite: job %s -> %s: %s", id, to, sqlite3_errmsg(c->db));
     sqlite3_finalize(s);

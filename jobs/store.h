@@ -30,6 +30,7 @@ enum {
     QD_ST_BUSY = -2,       /* a live (queued or running) job uses it */
     QD_ST_CONFLICT = -3,   /* the job is not in the expected state */
     QD_ST_DB = -4,         /* SQLite failed (logged) */
+    QD_ST_FULL = -5,       /* the state dir's disk is full (SQLITE_FULL): nothing was written */
 };
 
 typedef enum qd_kind { QD_MODEL = 0, QD_DATASET = 1 } qd_kind;

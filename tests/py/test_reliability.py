@@ -173,3 +173,54 @@ def test_deflated_npz_is_stored_once_uncompressed(quantd_no_tmpdir, tmp_path):
                ("succeeded", "failed"))
     assert j["state"] == "succeeded", j["error"]
     assert j["result"]["accuracy"] == pytest.approx(0.75)   # as tests/fixtures/make_cli_models.py built it
+
+
+# --- a full disk: no job is stranded ----------------------------------------------------------------
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 4 MiB tmpfs: a state dir whose disk the test can fill. Mounting needs root (CI runs as
+    root); elsewhere this fails, never skips."""
+    if os.geteuid() != 0:
+        pytest.fail("this test mounts a tmpfs and needs root (CI runs as root): run it with sudo")
+    d = tmp_path / "fs"
+    d.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(d)], check=True)
+    yield d
+    subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def fill(path):
+    """Writes a file until the disk is full."""
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(bytes(16384))
+                f.flush()
+        except OSError:
+            pass
+
+
+def test_disk_full_fails_or_runs_jobs_never_strands_them(small_fs):
+    d = Quantd(quantd_binary(), small_fs / "st", "--set", "debug_jobs=true", "--workers", "1")
+    d.start()
+    try:
+        a = d.submit({"type": "sleep", "config": {"seconds": 2, "artifact_bytes": 1000}})["id"]
+        b = d.submit({"type": "sleep", "config": {"seconds": 0.2, "artifact_bytes": 1000}})["id"]
+        d.wait(a, "running")
+        fill(small_fs / "filler")   # a's events, a's end and b's start cannot be written now
+        time.sleep(3)                # a's 2 s are over meanwhile
+        os.remove(small_fs / "filler")
+        ja = d.wait(a, ("succeeded", "failed"), timeout=15)
+        jb = d.wait(b, ("succeeded", "failed"), timeout=15)
+        # a ended while nothing could be written: it fails, and says why
+        assert ja["state"] == "failed", ja
+        assert ja["error"]["code"] == "io_error" and "disk is full" in ja["error"]["message"], ja["error"]
+        # b was acknowledged: it runs once there is space again
+        assert jb["state"] == "succeeded", (jb, d.logtext())
+        assert jb["attempts"] == 1
+        # and the daemon takes new work
+        c = d.submit({"type": "sleep", "config": {"seconds": 0.1, "artifact_bytes": 10}})["id"]
+        assert d.wait(c, ("succeeded", "failed"))["state"] == "succeeded"
+    finally:
+        d.stop()
