@@ -475,6 +475,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     QD_LOG_DEBUG("%s %s %u %.1f ms%s", r->method, r->url, r->status, dt * 1e3,
                  toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection ended early)");
     free(r->json);
+    json_decref(r->v.info);
     free(r->sse.buf);
     free(r);
     atomic_fetch_sub(&srv->http_inflight, 1);
@@ -508,6 +509,9 @@ qd_server *qd_server_new(const qd_config *cfg, qd_store *st, char *err, size_t n
     pthread_rwlock_init(&srv->tok_lock, NULL);
     pthread_mutex_init(&srv->hub_mu, NULL);
     pthread_cond_init(&srv->hub_cv, NULL);
+    pthread_mutex_init(&srv->v_mu, NULL);
+    pthread_cond_init(&srv->v_cv, NULL);
+    srv->v_tail = &srv->v_head;
     srv->http_count = calloc((size_t)(qd_nroutes + 1) * QD_NSTATUS, sizeof *srv->http_count);
     srv->lat_bucket = calloc((size_t)(qd_nroutes + 1) * QD_NLAT, sizeof *srv->lat_bucket);
     srv->lat_sum_us = calloc((size_t)(qd_nroutes + 1), sizeof *srv->lat_sum_us);
@@ -615,6 +619,7 @@ void qd_server_stop(qd_server *srv)
     if (!srv->mhd)
         return;
     qd_hub_close(srv);
+    qd_uploads_stop(srv);
     MHD_stop_daemon(srv->mhd);
     srv->mhd = NULL;
 }
@@ -638,5 +643,7 @@ void qd_server_free(qd_server *srv)
     pthread_rwlock_destroy(&srv->tok_lock);
     pthread_mutex_destroy(&srv->hub_mu);
     pthread_cond_destroy(&srv->hub_cv);
+    pthread_mutex_destroy(&srv->v_mu);
+    pthread_cond_destroy(&srv->v_cv);
     free(srv);
 }

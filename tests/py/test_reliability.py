@@ -224,3 +224,65 @@ def test_disk_full_fails_or_runs_jobs_never_strands_them(small_fs):
         assert d.wait(c, ("succeeded", "failed"))["state"] == "succeeded"
     finally:
         d.stop()
+
+
+def test_health_answers_while_an_upload_is_validated(make_quantd, tmp_path):
+    """One HTTP thread: had the upload's validation (inflating 96 MiB, storing it uncompressed) run
+    on it, /v1/health would wait for the whole validation."""
+    import threading
+    d = make_quantd("--set", "http_threads=1", "--set", "max_dataset_size=1G")
+    npz_with_deflated_zeros(tmp_path / "big.npz", 96 << 20)
+    up = {}
+
+    def upload():
+        t0 = time.time()
+        up["r"] = d.upload("datasets", tmp_path / "big.npz")
+        up["took"] = time.time() - t0
+
+    t = threading.Thread(target=upload)
+    t.start()
+    lat = []
+    while t.is_alive():
+        t0 = time.time()
+        assert d.request("GET", "/v1/health", timeout=60).status == 200
+        if t.is_alive():
+            lat.append(time.time() - t0)
+        time.sleep(0.02)
+    t.join()
+    assert up["r"].status == 201, up["r"].body
+    assert len(lat) >= 3, (lat, up["took"])
+    print(f"upload {up['took']:.2f} s, {len(lat)} health requests meanwhile, slowest {max(lat) * 1e3:.1f} ms")
+    assert max(lat) < 0.25 * up["took"], (max(lat), up["took"])
+
+
+def test_sigterm_during_an_upload_validation_stops_cleanly(make_quantd, tmp_path):
+    import threading
+    d = make_quantd("--set", "max_dataset_size=1G")
+    npz_with_deflated_zeros(tmp_path / "big.npz", 96 << 20)
+    up = {}
+
+    def upload():
+        try:
+            up["r"] = d.upload("datasets", tmp_path / "big.npz")
+        except OSError as e:   # the connection closed with the daemon
+            up["error"] = e
+
+    t = threading.Thread(target=upload)
+    t.start()
+    deadline = time.time() + 10   # until the body is in and validation has begun
+    while time.time() < deadline and "data set upload" not in d.logtext() and t.is_alive():
+        time.sleep(0.01)
+    assert d.stop(timeout=20) == 0, d.logtext()
+    t.join(30)
+    # the validation in progress ran to its end; whether or not its reply got out before the
+    # connections closed, the files and the records agree, and nothing is left half-stored
+    st = d.state_dir
+    assert os.listdir(os.path.join(st, "tmp")) == []
+    d2 = Quantd(quantd_binary(), st).start()
+    try:
+        ids = sorted(x["id"] + ".npz" for x in d2.json("GET", "/v1/datasets")[1]["datasets"])
+        assert sorted(os.listdir(os.path.join(st, "datasets"))) == ids
+        if "r" in up and up["r"].status == 201:
+            assert ids == [up["r"].json()["id"] + ".npz"]
+    finally:
+        d2.stop()
