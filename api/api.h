@@ -33,6 +33,21 @@ typedef int (*qd_handler)(qd_req *r);
 
 typedef enum { QD_BODY_NONE = 0, QD_BODY_JSON, QD_BODY_MODEL, QD_BODY_DATASET } qd_body;
 
+/* An upload's validation, run on a validation thread while the request's connection is suspended
+ * (routes_uploads.c): ONNX import or inflating an .npz can take seconds, and HTTP threads must
+ * stay free for everyone else. */
+typedef struct qd_validation {
+    int state;                       /* QD_V_NONE, QD_V_QUEUED (suspended), QD_V_DONE */
+    void (*fn)(qd_req *r);
+    int failed;                      /* the reply to make: code and message */
+    qd_errcode code;
+    char msg[4096];
+    json_t *info;                    /* on success: the record's fields */
+    char ext[8], hex[65];
+    qd_req *next;                    /* in the validation queue */
+} qd_validation;
+enum { QD_V_NONE = 0, QD_V_QUEUED, QD_V_DONE };
+
 typedef struct qd_route {
     const char *method;    /* "GET" also answers HEAD */
     const char *pattern;   /* "/v1/jobs/{id}/artifacts/{name}": {x} matches one path segment */
@@ -80,6 +95,7 @@ struct qd_req {
     int64_t body_len, limit;
     int too_large;
     qd_conn *cn;                     /* the connection's deadline record (NULL: none) */
+    qd_validation v;
     qd_sse sse;
 };
 
@@ -88,6 +104,7 @@ struct qd_server {
     qd_store *st;
     qd_sched *sched;
     struct MHD_Daemon *mhd;
+    int listen_fd;                   /* bound by qd_server_bind, until libmicrohttpd takes it */
     double started;
 
     /* open connections, for the header and body deadlines (server.c) */
@@ -108,6 +125,13 @@ struct qd_server {
     int hub_closing, nstreams;
     pthread_t hub_thread;
     int hub_thread_started;
+
+    /* upload validation threads (routes_uploads.c), started on first use */
+    pthread_mutex_t v_mu;
+    pthread_cond_t v_cv;
+    qd_req *v_head, **v_tail;
+    pthread_t v_threads[2];
+    int v_nthreads, v_closing;
 
     /* metrics: requests by route and status */
     atomic_long *http_count;         /* [(qd_nroutes + 1) * QD_NSTATUS] */
@@ -159,6 +183,11 @@ int qd_h_job_cancel(qd_req *r);
 int qd_h_job_events(qd_req *r);
 int qd_h_artifact(qd_req *r);
 int qd_h_static(qd_req *r);   /* the web dashboard's files (static.c) */
+
+/* --- uploads (routes_uploads.c) --- */
+/* Before MHD_stop_daemon: waits for the validations in progress, answers those not started with
+ * 503 and resumes every connection they suspended. */
+void qd_uploads_stop(qd_server *srv);
 
 /* --- event streams (events.c) --- */
 int qd_hub_start(qd_server *srv);

@@ -3,7 +3,13 @@
  *
  * An upload becomes visible only once complete and valid: the temp file is fsync'ed, renamed
  * into models/ or datasets/, and then its record is committed; the reply follows the commit. A
- * refused upload's temp file is removed when the request completes (server.c). */
+ * refused upload's temp file is removed when the request completes (server.c).
+ *
+ * Validation (ONNX import and op check, opening a data set — which may inflate an .npz) runs on
+ * one of two validation threads, not on the HTTP thread: the handler suspends the connection and
+ * queues the request; the validation thread fills r->v (the reply to make, or the record's
+ * fields), fsyncs the file and resumes the connection; libmicrohttpd then calls the handler
+ * again, which replies. So slow or hostile uploads never hold up /v1/health or anyone else. */
 #include "api/api.h"
 #include "daemon/log.h"
 #include "data.h"
@@ -13,6 +19,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <stdarg.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +46,8 @@ static int upload_name(qd_req *r, const char *hex, char *out, size_t n, int *ok)
     return QD_H_OK;
 }
 
-/* The engine names the file it read; the client should not see our temp path. */
+/* The engine names the file it read; the client should not see our temp path, nor any other
+ * path of the server's. */
 static const char *scrub(qd_req *r, char *msg)
 {
     size_t tl = strlen(r->tmp);
@@ -49,7 +58,127 @@ static const char *scrub(qd_req *r, char *msg)
         memmove(p + wl, p + tl, strlen(p + tl) + 1);
         memcpy(p, word, wl);
     }
-    return msg;
+    return qd_store_relative(r->srv->st, msg);
+}
+
+/* ---- validation threads -------------------------------------------------------------------- */
+
+/* Validation thread: the reply the handler is to make. */
+static void v_fail(qd_req *r, qd_errcode code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void v_fail(qd_req *r, qd_errcode code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->v.msg, sizeof r->v.msg, fmt, ap);
+    va_end(ap);
+    r->v.failed = 1;
+    r->v.code = code;
+}
+
+static void *v_main(void *arg)
+{
+    qd_server *srv = arg;
+    pthread_mutex_lock(&srv->v_mu);
+    for (;;) {
+        while (!srv->v_head && !srv->v_closing)
+            pthread_cond_wait(&srv->v_cv, &srv->v_mu);
+        qd_req *r = srv->v_head;
+        if (!r)
+            break;   /* closing, and nothing left */
+        if (!(srv->v_head = r->v.next))
+            srv->v_tail = &srv->v_head;
+        int closing = srv->v_closing;
+        pthread_mutex_unlock(&srv->v_mu);
+        if (closing) {
+            v_fail(r, QD_E_SHUTTING_DOWN, "the server is stopping; send the upload again once it is back");
+        } else {
+            r->v.fn(r);
+            /* the reply follows the commit, which needs the bytes on disk: sync here, not on
+             * the HTTP thread (publish() syncs again, by then at no cost) */
+            if (!r->v.failed && fsync(r->fd) < 0)
+                v_fail(r, QD_E_INTERNAL, "cannot store the upload: %s", strerror(errno));
+        }
+        r->v.state = QD_V_DONE;
+        MHD_resume_connection(r->conn);
+        pthread_mutex_lock(&srv->v_mu);
+    }
+    pthread_mutex_unlock(&srv->v_mu);
+    return NULL;
+}
+
+/* Handler: queues r for fn on a validation thread (started on first use) and suspends its
+ * connection; the handler runs again once fn is done. */
+static int validate_later(qd_req *r, void (*fn)(qd_req *r))
+{
+    qd_server *srv = r->srv;
+    pthread_mutex_lock(&srv->v_mu);
+    int n = (int)(sizeof srv->v_threads / sizeof srv->v_threads[0]);
+    while (!srv->v_closing && srv->v_nthreads < n &&
+           pthread_create(&srv->v_threads[srv->v_nthreads], NULL, v_main, srv) == 0)
+        srv->v_nthreads++;
+    if (srv->v_closing || !srv->v_nthreads) {
+        pthread_mutex_unlock(&srv->v_mu);
+        return srv->v_closing ? qd_reply_error(r, QD_E_SHUTTING_DOWN, NULL, "the server is stopping")
+                              : qd_reply_error(r, QD_E_INTERNAL, NULL, "cannot start a validation thread");
+    }
+    r->v.fn = fn;
+    r->v.state = QD_V_QUEUED;
+    r->v.next = NULL;
+    MHD_suspend_connection(r->conn);
+    *srv->v_tail = r;
+    srv->v_tail = &r->v.next;
+    pthread_cond_signal(&srv->v_cv);
+    pthread_mutex_unlock(&srv->v_mu);
+    return QD_H_OK;
+}
+
+void qd_uploads_stop(qd_server *srv)
+{
+    pthread_mutex_lock(&srv->v_mu);
+    srv->v_closing = 1;
+    pthread_cond_broadcast(&srv->v_cv);
+    pthread_mutex_unlock(&srv->v_mu);
+    for (int i = 0; i < srv->v_nthreads; i++)
+        pthread_join(srv->v_threads[i], NULL);
+    srv->v_nthreads = 0;
+}
+
+/* An .npz whose members had to be inflated (deflated, or stored misaligned) is replaced by a copy
+ * of stored, aligned members, so that jobs map it in place instead of inflating it again each
+ * time. The copy counts against max_dataset_size like the upload did. Validation thread; 0, or
+ * -1 with the reply in r->v. */
+static int store_inflated(qd_req *r, const qs_dataset *d)
+{
+    char stored[PATH_MAX];
+    snprintf(stored, sizeof stored, "%s.stored.npz", r->tmp);
+    qs_err e = { 0 };
+    struct stat sb;
+    int fd = -1;
+    if (qs_dataset_save_stored(d, stored, &e) < 0 || (fd = open(stored, O_RDONLY | O_CLOEXEC)) < 0 ||
+        fstat(fd, &sb) < 0) {
+        if (fd >= 0)
+            close(fd);
+        unlink(stored);
+        v_fail(r, QD_E_INTERNAL, "cannot store the data set uncompressed: %s",
+               e.msg[0] ? qd_store_relative(r->srv->st, e.msg) : strerror(errno));
+        return -1;
+    }
+    if (sb.st_size > r->limit) {
+        close(fd);
+        unlink(stored);
+        v_fail(r, QD_E_TOO_LARGE, "the data set takes %lld bytes uncompressed; the limit (max_dataset_size) is %lld",
+               (long long)sb.st_size, (long long)r->limit);
+        return -1;
+    }
+    if (rename(stored, r->tmp) < 0) {
+        close(fd);
+        unlink(stored);
+        v_fail(r, QD_E_INTERNAL, "cannot store the data set: %s", strerror(errno));
+        return -1;
+    }
+    close(r->fd);   /* the file to sync and publish is the copy now */
+    r->fd = fd;
+    return 0;
 }
 
 /* Makes the temp file durable and moves it into place. */
@@ -123,20 +252,20 @@ static int store_upload(qd_req *r, qd_kind kind, const char *prefix, const char 
     return qd_reply_json(r, 201, rec, "Location", loc, NULL);
 }
 
-int qd_h_model_upload(qd_req *r)
+/* Validation thread: imports the model and checks its ops. */
+static void validate_model(qd_req *r)
 {
-    if (r->body_len == 0)
-        return qd_reply_error(r, QD_E_BAD_MODEL, NULL, "the body is empty: send the .onnx file's bytes");
-    char hex[65];
-    qd_sha256_hex(&r->sha, hex);
     qs_err e = { 0 };
     qs_graph *g = NULL;
-    if (qs_onnx_load(r->tmp, &g, &e) < 0)
-        return qd_reply_error(r, e.code == QS_EUNSUPPORTED ? QD_E_UNSUPPORTED_MODEL : QD_E_BAD_MODEL, NULL,
-                              "not a usable ONNX model: %s", scrub(r, e.msg));
+    if (qs_onnx_load(r->tmp, &g, &e) < 0) {
+        v_fail(r, e.code == QS_EUNSUPPORTED ? QD_E_UNSUPPORTED_MODEL : QD_E_BAD_MODEL, "not a usable ONNX model: %s",
+               scrub(r, e.msg));
+        return;
+    }
     if (qs_exec_check(g, &e) < 0) {
         qs_graph_free(g);
-        return qd_reply_error(r, QD_E_UNSUPPORTED_MODEL, NULL, "%s", scrub(r, e.msg));
+        v_fail(r, QD_E_UNSUPPORTED_MODEL, "%s", scrub(r, e.msg));
+        return;
     }
     json_t *info = json_object();
     json_object_set_new(info, "opset", json_integer(qs_graph_opset(g, "")));
@@ -157,15 +286,78 @@ int qd_h_model_upload(qd_req *r)
     json_object_set_new(info, "ops", ops);
     json_object_set_new(info, "nodes", json_integer(g->nnodes));
     qs_graph_free(g);
-    return store_upload(r, QD_MODEL, "mdl_", "onnx", hex, info);
+    r->v.info = info;
+}
+
+/* Second call, once validated: the reply. */
+static int finish_upload(qd_req *r, qd_kind kind, const char *prefix)
+{
+    if (r->v.failed)
+        return qd_reply_error(r, r->v.code, NULL, "%s", r->v.msg);
+    json_t *info = r->v.info;
+    r->v.info = NULL;
+    return store_upload(r, kind, prefix, r->v.ext, r->v.hex, info);
+}
+
+int qd_h_model_upload(qd_req *r)
+{
+    if (r->v.state == QD_V_DONE)
+        return finish_upload(r, QD_MODEL, "mdl_");
+    if (r->body_len == 0)
+        return qd_reply_error(r, QD_E_BAD_MODEL, NULL, "the body is empty: send the .onnx file's bytes");
+    qd_sha256_hex(&r->sha, r->v.hex);
+    snprintf(r->v.ext, sizeof r->v.ext, "onnx");
+    return validate_later(r, validate_model);
+}
+
+/* Validation thread: opens the data set (inflating at most max_dataset_size) and lists its arrays. */
+static void validate_dataset(qd_req *r)
+{
+    qs_err e = { 0 };
+    qs_dataset *d = NULL;
+    /* a zip bomb stops at the limit: inflated members count like the bytes of the upload, and
+     * they go to the state dir's tmp/, which the limit is about, not to a small /tmp */
+    char tmpdir[PATH_MAX];
+    snprintf(tmpdir, sizeof tmpdir, "%s/tmp", qd_store_dir(r->srv->st));
+    int rc = qs_dataset_open_limit(r->tmp, r->limit, tmpdir, &d, &e);
+    if (rc == QS_ELIMIT) {
+        v_fail(r, QD_E_TOO_LARGE, "%s (max_dataset_size)", scrub(r, e.msg));
+        return;
+    }
+    if (rc < 0) {
+        v_fail(r, e.code == QS_EUNSUPPORTED ? QD_E_UNSUPPORTED_DATASET : QD_E_BAD_DATASET, "not a usable .%s file: %s",
+               r->v.ext, scrub(r, e.msg));
+        return;
+    }
+    json_t *arrays = json_array();
+    for (int i = 0; i < qs_dataset_count(d); i++) {
+        const qs_tensor *t = qs_dataset_array(d, i);
+        json_t *shape = json_array();
+        for (int k = 0; k < t->ndim; k++)
+            json_array_append_new(shape, json_integer(t->shape[k]));
+        json_array_append_new(arrays, json_pack("{s:s, s:o, s:s}", "name", qs_dataset_name(d, i), "shape", shape,
+                                                "dtype", qs_dtype_name(t->dtype)));
+    }
+    rc = 0;
+    if (qs_dataset_inflated(d) > 0) {
+        QD_LOG_INFO("data set upload: %lld bytes inflated; storing the arrays uncompressed",
+                    (long long)qs_dataset_inflated(d));
+        rc = store_inflated(r, d);
+    }
+    qs_dataset_close(d);
+    if (rc < 0)
+        json_decref(arrays);
+    else
+        r->v.info = json_pack("{s:o}", "arrays", arrays);
 }
 
 int qd_h_dataset_upload(qd_req *r)
 {
+    if (r->v.state == QD_V_DONE)
+        return finish_upload(r, QD_DATASET, "ds_");
     if (r->body_len == 0)
         return qd_reply_error(r, QD_E_BAD_DATASET, NULL, "the body is empty: send the .npy or .npz file's bytes");
-    char hex[65];
-    qd_sha256_hex(&r->sha, hex);
+    qd_sha256_hex(&r->sha, r->v.hex);
     /* the format by its magic bytes, not by what the client claims */
     unsigned char magic[6] = { 0 };
     if (pread(r->fd, magic, sizeof magic, 0) != (ssize_t)sizeof magic && r->body_len >= 6)
@@ -178,6 +370,7 @@ int qd_h_dataset_upload(qd_req *r)
     else
         return qd_reply_error(r, QD_E_MEDIA_TYPE, NULL,
                               "not a .npy or .npz file (it starts with neither \\x93NUMPY nor a zip header)");
+    snprintf(r->v.ext, sizeof r->v.ext, "%s", ext);
     /* qs_dataset_open picks the reader by file name */
     char typed[PATH_MAX];
     snprintf(typed, sizeof typed, "%.*s.%s", (int)(strlen(r->tmp) - 4), r->tmp, ext);
@@ -186,22 +379,7 @@ int qd_h_dataset_upload(qd_req *r)
             return qd_reply_error(r, QD_E_INTERNAL, NULL, "cannot rename the upload: %s", strerror(errno));
         snprintf(r->tmp, sizeof r->tmp, "%s", typed);
     }
-    qs_err e = { 0 };
-    qs_dataset *d = NULL;
-    if (qs_dataset_open(r->tmp, &d, &e) < 0)
-        return qd_reply_error(r, e.code == QS_EUNSUPPORTED ? QD_E_UNSUPPORTED_DATASET : QD_E_BAD_DATASET, NULL,
-                              "not a usable .%s file: %s", ext, scrub(r, e.msg));
-    json_t *arrays = json_array();
-    for (int i = 0; i < qs_dataset_count(d); i++) {
-        const qs_tensor *t = qs_dataset_array(d, i);
-        json_t *shape = json_array();
-        for (int k = 0; k < t->ndim; k++)
-            json_array_append_new(shape, json_integer(t->shape[k]));
-        json_array_append_new(arrays, json_pack("{s:s, s:o, s:s}", "name", qs_dataset_name(d, i), "shape", shape,
-                                                "dtype", qs_dtype_name(t->dtype)));
-    }
-    qs_dataset_close(d);
-    return store_upload(r, QD_DATASET, "ds_", ext, hex, json_pack("{s:o}", "arrays", arrays));
+    return validate_later(r, validate_dataset);
 }
 
 /* ---- list / get / delete, the same for both kinds ------------------------------------------ */

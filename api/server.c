@@ -14,6 +14,7 @@
 #include <math.h>
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -793,6 +794,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     QD_LOG_DEBUG("%s %s %u %.1f ms%s", r->method, r->url, r->status, dt * 1e3,
                  toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection ended early)");
     free(r->json);
+    json_decref(r->v.info);
     free(r->sse.buf);
     free(r);
     atomic_fetch_sub(&srv->http_inflight, 1);
@@ -822,11 +824,15 @@ qd_server *qd_server_new(const qd_config *cfg, qd_store *st, char *err, size_t n
     }
     srv->cfg = cfg;
     srv->st = st;
+    srv->listen_fd = -1;
     pthread_rwlock_init(&srv->tok_lock, NULL);
     pthread_mutex_init(&srv->hub_mu, NULL);
     pthread_cond_init(&srv->hub_cv, NULL);
     pthread_mutex_init(&srv->conn_mu, NULL);
     pthread_cond_init(&srv->conn_cv, NULL);
+    pthread_mutex_init(&srv->v_mu, NULL);
+    pthread_cond_init(&srv->v_cv, NULL);
+    srv->v_tail = &srv->v_head;
     srv->http_count = calloc((size_t)(qd_nroutes + 1) * QD_NSTATUS, sizeof *srv->http_count);
     srv->lat_bucket = calloc((size_t)(qd_nroutes + 1) * QD_NLAT, sizeof *srv->lat_bucket);
     srv->lat_sum_us = calloc((size_t)(qd_nroutes + 1), sizeof *srv->lat_sum_us);
@@ -842,19 +848,18 @@ qd_server *qd_server_new(const qd_config *cfg, qd_store *st, char *err, size_t n
     return srv;
 }
 
-int qd_server_listen(qd_server *srv, qd_sched *sched, char *addr, size_t addrlen, char *err, size_t n)
+/* Opens the listening socket of cfg->listen (ADDR:PORT, [V6]:PORT, *:PORT). Done before the
+ * scheduler starts, so that a port in use stops the daemon before it touches any job. */
+int qd_server_bind(qd_server *srv, char *addr, size_t addrlen, char *err, size_t n)
 {
-    srv->sched = sched;
-    srv->started = now_s();
-    /* ADDR:PORT, [V6]:PORT, *:PORT */
-    const char *listen = srv->cfg->listen;
-    const char *colon = strrchr(listen, ':');
+    const char *listen_on = srv->cfg->listen;
+    const char *colon = strrchr(listen_on, ':');
     if (!colon || !colon[1]) {
-        snprintf(err, n, "listen '%s': expected ADDR:PORT", listen);
+        snprintf(err, n, "listen '%s': expected ADDR:PORT", listen_on);
         return -1;
     }
     char host[256];
-    snprintf(host, sizeof host, "%.*s", (int)(colon - listen), listen);
+    snprintf(host, sizeof host, "%.*s", (int)(colon - listen_on), listen_on);
     if (host[0] == '[' && host[strlen(host) - 1] == ']') {
         memmove(host, host + 1, strlen(host));
         host[strlen(host) - 1] = 0;
@@ -864,21 +869,48 @@ int qd_server_listen(qd_server *srv, qd_sched *sched, char *addr, size_t addrlen
     struct addrinfo *ai = NULL;
     int g = getaddrinfo(!strcmp(host, "*") || !host[0] ? NULL : host, colon + 1, &hints, &ai);
     if (g) {
-        snprintf(err, n, "listen '%s': %s", listen, gai_strerror(g));
+        snprintf(err, n, "listen '%s': %s", listen_on, gai_strerror(g));
         return -1;
     }
-    if (qd_hub_start(srv) < 0) {
+    int one = 1, fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd >= 0) {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (ai->ai_family == AF_INET6)   /* as libmicrohttpd does without dual stack */
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    }
+    if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
+        snprintf(err, n, "cannot listen on %s: %s", listen_on, strerror(errno));
+        if (fd >= 0)
+            close(fd);
         freeaddrinfo(ai);
+        return -1;
+    }
+    freeaddrinfo(ai);
+    struct sockaddr_storage sa;
+    socklen_t salen = sizeof sa;
+    char h[INET6_ADDRSTRLEN] = "?", port[16] = "0";
+    if (getsockname(fd, (struct sockaddr *)&sa, &salen) == 0)
+        getnameinfo((struct sockaddr *)&sa, salen, h, sizeof h, port, sizeof port, NI_NUMERICHOST | NI_NUMERICSERV);
+    if (addr)
+        snprintf(addr, addrlen, sa.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", h, port);
+    srv->listen_fd = fd;
+    return 0;
+}
+
+int qd_server_listen(qd_server *srv, qd_sched *sched, char *err, size_t n)
+{
+    srv->sched = sched;
+    srv->started = now_s();
+    if (qd_hub_start(srv) < 0) {
         snprintf(err, n, "cannot start the event-stream thread");
         return -1;
     }
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    if (ai->ai_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
+    errno = 0;
     srv->mhd = MHD_start_daemon(
         flags, 0, NULL, NULL, on_access, srv,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,   /* first, so that it catches everything */
-        MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_LISTEN_SOCKET, srv->listen_fd,   /* qd_server_bind's */
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)srv->cfg->http_threads,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)srv->cfg->max_connections,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)srv->cfg->max_connections_per_ip,
@@ -886,18 +918,8 @@ int qd_server_listen(qd_server *srv, qd_sched *sched, char *addr, size_t addrlen
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
         MHD_OPTION_END);
-    int saved = errno;
-    char shown[INET6_ADDRSTRLEN + 16] = "";
-    if (srv->mhd) {
-        const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->mhd, MHD_DAEMON_INFO_BIND_PORT);
-        char h[INET6_ADDRSTRLEN] = "?";
-        getnameinfo(ai->ai_addr, ai->ai_addrlen, h, sizeof h, NULL, 0, NI_NUMERICHOST);
-        snprintf(shown, sizeof shown, ai->ai_family == AF_INET6 ? "[%s]:%u" : "%s:%u", h,
-                 info ? info->port : 0);
-    }
-    freeaddrinfo(ai);
     if (!srv->mhd) {
-        snprintf(err, n, "cannot listen on %s: %s", listen, saved ? strerror(saved) : "libmicrohttpd failed");
+        snprintf(err, n, "cannot serve on %s: %s", srv->cfg->listen, errno ? strerror(errno) : "libmicrohttpd failed");
         return -1;
     }
     if (pthread_create(&srv->reaper, NULL, reaper_main, srv) != 0) {
@@ -905,8 +927,7 @@ int qd_server_listen(qd_server *srv, qd_sched *sched, char *addr, size_t addrlen
         return -1;
     }
     srv->reaper_started = 1;
-    if (addr)
-        snprintf(addr, addrlen, "%s", shown);
+    srv->listen_fd = -1;   /* libmicrohttpd's now: it closes it when it stops */
     return 0;
 }
 
@@ -926,6 +947,7 @@ void qd_server_stop(qd_server *srv)
     if (!srv->mhd)
         return;
     qd_hub_close(srv);
+    qd_uploads_stop(srv);
     MHD_stop_daemon(srv->mhd);
     srv->mhd = NULL;
     if (srv->reaper_started) {
@@ -948,6 +970,8 @@ void qd_server_free(qd_server *srv)
         qd_hub_close(srv);   /* (again, if the server never listened) */
         pthread_join(srv->hub_thread, NULL);
     }
+    if (srv->listen_fd >= 0)
+        close(srv->listen_fd);
     free_tokens(srv->tokens, srv->ntokens);
     free(srv->http_count);
     free(srv->lat_bucket);
@@ -957,5 +981,7 @@ void qd_server_free(qd_server *srv)
     pthread_cond_destroy(&srv->hub_cv);
     pthread_mutex_destroy(&srv->conn_mu);
     pthread_cond_destroy(&srv->conn_cv);
+    pthread_mutex_destroy(&srv->v_mu);
+    pthread_cond_destroy(&srv->v_cv);
     free(srv);
 }

@@ -3,6 +3,7 @@
  *
  *   qd_server *srv = qd_server_new(&cfg, store, err, sizeof err);
  *   qd_sched_opts o = { …, .notify = qd_server_notify, .ud = srv };   // event streams wake up
+ *   qd_server_bind(srv, addr, sizeof addr, err, sizeof err);   // before any job is touched
  *   qd_server_listen(srv, sched, err, sizeof err);
  *   …
  *   qd_server_quiesce(srv);   // stop accepting (SIGTERM)
@@ -20,8 +21,11 @@
 typedef struct qd_server qd_server;
 
 qd_server *qd_server_new(const qd_config *cfg, qd_store *st, char *err, size_t errlen);
-/* Binds cfg->listen and starts serving. The bound address goes into addr (may be NULL). */
-int qd_server_listen(qd_server *srv, qd_sched *sched, char *addr, size_t addrlen, char *err, size_t errlen);
+/* Binds cfg->listen; the bound address goes into addr (may be NULL). -1 with the reason (a port in
+ * use: "cannot listen on 127.0.0.1:8080: Address already in use"). */
+int qd_server_bind(qd_server *srv, char *addr, size_t addrlen, char *err, size_t errlen);
+/* Starts serving on the bound socket. */
+int qd_server_listen(qd_server *srv, qd_sched *sched, char *err, size_t errlen);
 /* qd_notify_fn: events of job were committed; wakes the event streams following it. Any thread. */
 void qd_server_notify(void *srv, const char *job);
 /* Re-reads the token file (SIGHUP). 0, or -1 (the old tokens stay) with the reason logged. */

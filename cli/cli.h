@@ -24,11 +24,11 @@ typedef struct opt {
 
 enum { PARSED = -1 };
 
-extern atomic_int interrupted;   /* raised by Ctrl-C; the engine's abort flag */
+extern atomic_int interrupted;   /* the signal that interrupted (SIGINT, SIGTERM, SIGHUP); the engine's abort flag */
 /* --server URL / --token T, taken out of the arguments of ptq, qat, analyze and eval by main():
  * those commands then run on a quantd server (cli/remote.c) with the same inputs and outputs. */
 extern const char *cli_server, *cli_token;
-void catch_sigint(void);
+void catch_interrupts(void);
 
 int usage_error(const command *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int fail(const command *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -122,7 +122,7 @@ int cli_run_pipeline(const command *c, const char *type, qs_pipeline_io *io, con
         qd_remote_paths rp = {.model = io->model, .calib = io->calib, .train = io->train,
                               .train_labels = io->train_labels, .val = io->val, .val_labels = io->val_labels};
         qd_remote_set_interrupt(&interrupted);
-        catch_sigint();
+        catch_interrupts();
         if (io->resume)
             return usage_error(c, "--resume applies to local runs; a server resumes its own jobs");
         return qd_remote_run(cli_server, cli_token, type, &rp, io->config, outdir, result);
@@ -139,7 +139,7 @@ int cli_run_pipeline(const command *c, const char *type, qs_pipeline_io *io, con
     io->ud = &ev;
     io->abort = &interrupted;
     qs_err e = {0};
-    catch_sigint();
+    catch_interrupts();
     int rc = qs_pipeline_run(type, io, result, &e);
     cli_progress_end(ev.bar);
     if (rc < 0) {

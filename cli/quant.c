@@ -6,7 +6,7 @@
  * stdout — exactly one JSON object with --json — and everything else (errors, the progress bar)
  * to stderr, so `quant eval … --json | jq` works.
  *
- * The engine commands run locally: info, run, eval, bench. Ctrl-C raises the engine's abort flag,
+ * The engine commands run locally: info, run, eval, bench. Ctrl-C (or SIGTERM, SIGHUP) raises the engine's abort flag,
  * so a long run stops between nodes and exits with 130; a second Ctrl-C kills as usual. */
 #include "config.h"
 
@@ -37,19 +37,22 @@
 atomic_int interrupted;
 const char *cli_server, *cli_token;
 
-static void on_sigint(int sig)
+static void on_interrupt(int sig)
 {
-    (void)sig;
-    atomic_store(&interrupted, 1);
+    atomic_store(&interrupted, sig);
 }
 
-void catch_sigint(void)
+/* SIGINT (Ctrl-C), SIGTERM (kill, systemd, CI timeouts) and SIGHUP (the terminal went away) all
+ * raise the abort flag, so the run stops at the engine's next poll and removes its temp output. */
+void catch_interrupts(void)
 {
+    static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
-    sa.sa_flags = SA_RESETHAND;   /* the second Ctrl-C kills */
-    sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = on_interrupt;
+    sa.sa_flags = SA_RESETHAND;   /* the second signal kills */
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        sigaction(sigs[i], &sa, NULL);
 }
 
 static double now_s(void)
@@ -83,11 +86,13 @@ int fail(const command *c, const char *fmt, ...)
     return EXIT_FAIL;
 }
 
-/* An engine failure: aborted by Ctrl-C → 130, otherwise the engine's message → 1. */
+/* An engine failure: aborted by Ctrl-C (or SIGTERM, SIGHUP) → 130, otherwise the engine's message → 1. */
 int engine_fail(const command *c, int rc, const qs_err *e)
 {
     if (rc == QS_EABORTED && atomic_load(&interrupted)) {
-        fprintf(stderr, "quant %s: interrupted\n", c->name);
+        int sig = atomic_load(&interrupted);
+        fprintf(stderr, "quant %s: interrupted (%s)\n", c->name,
+                sig == SIGTERM ? "SIGTERM" : sig == SIGHUP ? "SIGHUP" : "SIGINT");
         return EXIT_INTERRUPTED;
     }
     return fail(c, "%s", e->msg[0] ? e->msg : qs_strerror(rc));
@@ -500,7 +505,7 @@ static int cmd_run(const command *c, int argc, char **argv)
     }
     if (threads)
         qs_runner_set_threads(r, (int)threads);
-    catch_sigint();
+    catch_interrupts();
     double t0 = now_s();
     cli_progress *p = cli_progress_new("run");
     int err = qs_runner_run(r, x, y, cli_progress_cb, p, &interrupted, &e);
@@ -579,7 +584,7 @@ static int eval_remote(const command *c, const char *model, const char *in, cons
     qd_remote_paths p = {.model = model, .val = in, .val_labels = lab};
     json_t *cfg = json_pack("{s:I}", "batch_size", (json_int_t)batch), *res = NULL;
     qd_remote_set_interrupt(&interrupted);
-    catch_sigint();
+    catch_interrupts();
     int rc = qd_remote_run(cli_server, cli_token, "eval", &p, cfg, NULL, &res);
     json_decref(cfg);
     if (rc != EXIT_OK || !res)
@@ -664,7 +669,7 @@ static int cmd_eval(const command *c, int argc, char **argv)
     }
     if (threads)
         qs_runner_set_threads(r, (int)threads);
-    catch_sigint();
+    catch_interrupts();
     struct eval ev = {.labels = labels};
     double t0 = now_s();
     cli_progress *p = cli_progress_new("eval");
@@ -801,7 +806,7 @@ static int cmd_bench(const command *c, int argc, char **argv)
     uint64_t seed = 0x9E3779B97F4A7C15ULL;
     for (int i = 0; i < g->ninputs; i++)
         fill_random(qs_exec_input(x, i), &seed);
-    catch_sigint();
+    catch_interrupts();
     qs_exec_set_abort(x, &interrupted);
     cli_progress *p = cli_progress_new("bench");
     int err = 0;

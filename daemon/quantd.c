@@ -60,6 +60,10 @@ int main(int argc, char **argv)
         goto fail;
     if (!(srv = qd_server_new(&cfg, st, err, sizeof err)))
         goto fail;
+    /* the port first: a daemon that cannot serve must not requeue or start any job */
+    char addr[128];
+    if (qd_server_bind(srv, addr, sizeof addr, err, sizeof err) < 0)
+        goto fail;
     qd_sched_opts so = {
         .workers = cfg.workers, .engine_threads = cfg.engine_threads, .job_nice = cfg.job_nice,
         .max_queue = cfg.max_queue,
@@ -67,8 +71,7 @@ int main(int argc, char **argv)
     };
     if (qd_sched_start(st, &so, &sched, err, sizeof err) < 0)
         goto fail;
-    char addr[128];
-    if (qd_server_listen(srv, sched, addr, sizeof addr, err, sizeof err) < 0)
+    if (qd_server_listen(srv, sched, err, sizeof err) < 0)
         goto fail;
     QD_LOG_NOTICE("quantd %s listening on http://%s (state %s, %d worker%s, auth %s%s)", PACKAGE_VERSION, addr,
                   cfg.state_dir, cfg.workers, cfg.workers > 1 ? "s" : "", cfg.token_file[0] ? "on" : "off",

@@ -9,7 +9,11 @@
  * used in place: the archive is mapped once and we locate the member's bytes through the zip
  * central directory (libzip does not expose data offsets). A deflated member — or a stored one whose
  * data would be misaligned for its dtype — is inflated once into an unlinked temp file in $TMPDIR
- * and mapped from there, so even compressed data larger than memory streams.
+ * and mapped from there, so even compressed data larger than memory streams. Inflation is bounded:
+ * by the caller's limit (checked against the declared sizes before anything is written) and by
+ * each member's declared size (a zip header may lie, so the bytes are counted as they come).
+ * qs_npz_save pads each .npy header so that the member's data is 64-byte aligned in the archive:
+ * what it writes opens in place.
  *
  * Only the rare hand-made .npy whose data is not aligned for its dtype is copied to the heap. */
 #include "data.h"
@@ -41,6 +45,7 @@ struct qs_dataset {
     struct array *a;
     void *map;         /* the file itself (a .npy, or an archive with members used in place) */
     size_t maplen;
+    int64_t inflated;  /* bytes inflated into temp files */
 };
 
 /* --- .npy header ----------------------------------------------------------------------------- */
@@ -387,17 +392,26 @@ static int zip_data_offset(const uint8_t *m, size_t len, const char *name, uint6
     return -1;
 }
 
-/* Inflates member idx into an unlinked temp file and maps it. */
-static int extract(zip_t *za, zip_uint64_t idx, uint64_t size, const char *label, void **map, size_t *maplen,
-                   qs_err *e)
+/* Inflates member idx, which declares `size` bytes, into an unlinked temp file and maps it. The
+ * caller's limit (-1: none) bounds all members together; `used` bytes of it are inflated already. */
+static int extract(zip_t *za, zip_uint64_t idx, uint64_t size, int64_t limit, int64_t used, const char *dir,
+                   const char *label, void **map, size_t *maplen, qs_err *e)
 {
-    const char *dir = getenv("TMPDIR");
+    if (limit >= 0 && size > (uint64_t)(limit - used))
+        return used ? qs_error(e, QS_ELIMIT, "%s inflates to %llu bytes, which with the %lld bytes of the members "
+                                             "before it is over the limit of %lld bytes", label,
+                               (unsigned long long)size, (long long)used, (long long)limit)
+                    : qs_error(e, QS_ELIMIT, "%s inflates to %llu bytes, over the limit of %lld bytes", label,
+                               (unsigned long long)size, (long long)limit);
+    if (!dir || !*dir)
+        dir = getenv("TMPDIR");
+    if (!dir || !*dir)
+        dir = "/tmp";
     char tmpl[4096];
-    snprintf(tmpl, sizeof tmpl, "%s/quantd-npz-XXXXXX", dir && *dir ? dir : "/tmp");
+    snprintf(tmpl, sizeof tmpl, "%s/quantd-npz-XXXXXX", dir);
     int fd = mkstemp(tmpl);
     if (fd < 0)
-        return qs_error(e, QS_EIO, "%s: cannot create a temp file in %s: %s", label, dir && *dir ? dir : "/tmp",
-                        strerror(errno));
+        return qs_error(e, QS_EIO, "%s: cannot create a temp file in %s: %s", label, dir, strerror(errno));
     unlink(tmpl);   /* the file lives as long as the mapping */
     int rc = 0;
     zip_file_t *zf = zip_fopen_index(za, idx, 0);
@@ -416,6 +430,11 @@ static int extract(zip_t *za, zip_uint64_t idx, uint64_t size, const char *label
         }
         if (n == 0)
             break;
+        if ((uint64_t)n > size - got) {   /* the header lied: stop before writing any of it */
+            rc = qs_error(e, QS_EFORMAT, "%s inflates to more than the %llu bytes its header declares", label,
+                          (unsigned long long)size);
+            goto out;
+        }
         for (zip_int64_t w = 0; w < n;) {
             ssize_t k = write(fd, buf + w, n - w);
             if (k < 0) {
@@ -442,7 +461,7 @@ out:
     return rc;
 }
 
-static int open_npz(const char *path, qs_dataset *d, int fd, qs_err *e)
+static int open_npz(const char *path, qs_dataset *d, int fd, int64_t max_inflate, const char *tmpdir, qs_err *e)
 {
     int zerr = 0;
     zip_t *za = zip_fdopen(fd, ZIP_RDONLY | ZIP_CHECKCONS, &zerr);
@@ -512,8 +531,10 @@ static int open_npz(const char *path, qs_dataset *d, int fd, qs_err *e)
             rc = qs_error(e, QS_EFORMAT, "%s: empty member", label);
             goto out;
         }
-        if ((rc = extract(za, i, st.size, label, &a->map, &a->maplen, e)) < 0 ||
-            (rc = attach(a, label, a->map, a->maplen, e)) < 0)
+        if ((rc = extract(za, i, st.size, max_inflate, d->inflated, tmpdir, label, &a->map, &a->maplen, e)) < 0)
+            goto out;
+        d->inflated += (int64_t)st.size;
+        if ((rc = attach(a, label, a->map, a->maplen, e)) < 0)
             goto out;
     }
 out:
@@ -522,6 +543,11 @@ out:
 }
 
 int qs_dataset_open(const char *path, qs_dataset **out, qs_err *e)
+{
+    return qs_dataset_open_limit(path, -1, NULL, out, e);
+}
+
+int qs_dataset_open_limit(const char *path, int64_t max_inflate, const char *tmpdir, qs_dataset **out, qs_err *e)
 {
     *out = NULL;
     qs_dataset *d = calloc(1, sizeof *d);
@@ -540,7 +566,7 @@ int qs_dataset_open(const char *path, qs_dataset **out, qs_err *e)
     }
     const uint8_t *m = d->map;
     if (d->maplen >= 4 && !memcmp(m, "PK", 2)) {
-        rc = open_npz(path, d, fd, e);   /* takes fd */
+        rc = open_npz(path, d, fd, max_inflate, tmpdir, e);   /* takes fd */
     } else if (ends_with(path, ".npz")) {
         close(fd);
         rc = qs_error(e, QS_EFORMAT, "%s: not a .npz file (no zip signature)", path);
@@ -562,6 +588,7 @@ int qs_dataset_open(const char *path, qs_dataset **out, qs_err *e)
 }
 
 int qs_dataset_count(const qs_dataset *d) { return d->n; }
+int64_t qs_dataset_inflated(const qs_dataset *d) { return d->inflated; }
 const char *qs_dataset_name(const qs_dataset *d, int i) { return i >= 0 && i < d->n ? d->a[i].name : NULL; }
 const qs_tensor *qs_dataset_array(const qs_dataset *d, int i) { return i >= 0 && i < d->n ? &d->a[i].view : NULL; }
 
@@ -717,9 +744,11 @@ static const char *descr_of(qs_dtype t)
     }
 }
 
-/* The header (magic … newline), padded so the data starts at a multiple of 64 bytes as numpy does.
- * Version 1.0 unless the dict does not fit a 2-byte length. Returns a malloc'd buffer. */
-static uint8_t *npy_header(const qs_tensor *t, size_t *len, qs_err *e)
+/* The header (magic … newline), padded so the data starts at a multiple of 64 bytes as numpy does —
+ * counted from `base`, where the header itself starts in the file (0 for a .npy, the member's data
+ * offset in a .npz). Version 1.0 unless the dict does not fit a 2-byte length. Returns a malloc'd
+ * buffer. */
+static uint8_t *npy_header(const qs_tensor *t, uint64_t base, size_t *len, qs_err *e)
 {
     const char *descr = descr_of(t->dtype);
     if (!descr) {
@@ -735,10 +764,10 @@ static uint8_t *npy_header(const qs_tensor *t, size_t *len, qs_err *e)
     char dict[512];
     int dl = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }", descr, shape);
     size_t pre = 10;
-    size_t total = (pre + dl + 1 + 63) / 64 * 64;
+    size_t total = (base + pre + dl + 1 + 63) / 64 * 64 - base;
     if (total - pre > 65535) {
         pre = 12;
-        total = (pre + dl + 1 + 63) / 64 * 64;
+        total = (base + pre + dl + 1 + 63) / 64 * 64 - base;
     }
     uint8_t *h = malloc(total);
     if (!h) {
@@ -777,7 +806,7 @@ static int write_all(int fd, const void *buf, size_t n)
 int qs_npy_save(const char *path, const qs_tensor *t, qs_err *e)
 {
     size_t hl;
-    uint8_t *h = npy_header(t, &hl, e);
+    uint8_t *h = npy_header(t, 0, &hl, e);
     if (!h)
         return qs_error_prefix(e, "%s: ", path);
     /* write a temp file beside the target and rename it, so readers never see half a file; not
@@ -832,9 +861,13 @@ int qs_npz_save(const char *path, int n, const char *const *names, const qs_tens
         rc = qs_error(e, QS_ENOMEM, "out of memory");
         goto fail;
     }
+    /* where each member's data will start: libzip writes stored members in order, each after a
+     * 30-byte local header and its name (no extra fields for these small, known-size sources) */
+    uint64_t off = 0;
     for (int i = 0; i < n; i++) {
         size_t hl;
-        if (!(hdr[i] = npy_header(arrays[i], &hl, e))) {
+        off += 30 + strlen(names[i]) + 4;
+        if (!(hdr[i] = npy_header(arrays[i], off, &hl, e))) {
             rc = qs_error_prefix(e, "%s: array '%s': ", path, names[i]);
             goto fail;
         }
@@ -850,6 +883,7 @@ int qs_npz_save(const char *path, int n, const char *const *names, const qs_tens
             goto fail;
         }
         zip_set_file_compression(za, idx, ZIP_CM_STORE, 0);
+        off += hl + qs_nbytes(arrays[i]);
     }
     if (zip_close(za) < 0) {
         rc = qs_error(e, QS_EIO, "%s: %s", path, zip_error_strerror(zip_get_error(za)));
@@ -862,5 +896,21 @@ fail:
     for (int i = 0; hdr && i < n; i++)
         free(hdr[i]);
     free(hdr);
+    return rc;
+}
+
+int qs_dataset_save_stored(const qs_dataset *d, const char *path, qs_err *e)
+{
+    const char **names = calloc((size_t)d->n + 1, sizeof *names);
+    const qs_tensor **arrays = calloc((size_t)d->n + 1, sizeof *arrays);
+    int rc = names && arrays ? 0 : qs_error(e, QS_ENOMEM, "%s: out of memory", path);
+    for (int i = 0; rc == 0 && i < d->n; i++) {
+        names[i] = d->a[i].name;
+        arrays[i] = &d->a[i].view;
+    }
+    if (rc == 0)
+        rc = qs_npz_save(path, d->n, names, arrays, e);
+    free(names);
+    free(arrays);
     return rc;
 }

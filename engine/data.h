@@ -10,7 +10,9 @@
  *
  * dtypes: float32, float64, int64, int32, uint8 (and int8, bool); C order only — Fortran order is
  * refused with a clear error. A deflated .npz member is inflated once into an unlinked temp file
- * and mapped from there. */
+ * and mapped from there; qs_dataset_open_limit bounds how much that may write (a zip bomb's
+ * headers may lie: inflation also stops at a member's declared size), and qs_dataset_save_stored
+ * writes a copy that later opens need not inflate at all. */
 #ifndef QS_DATA_H
 #define QS_DATA_H
 
@@ -19,6 +21,17 @@
 typedef struct qs_dataset qs_dataset;
 
 int qs_dataset_open(const char *path, qs_dataset **out, qs_err *e);
+/* As qs_dataset_open, inflating at most max_inflate bytes in all (-1: no limit) into temp files in
+ * tmpdir (NULL: $TMPDIR, else /tmp): a member whose declared size would pass the limit is refused
+ * before anything is inflated (QS_ELIMIT, naming the member, its size and the limit); one
+ * inflating past its declared size is QS_EFORMAT. */
+int qs_dataset_open_limit(const char *path, int64_t max_inflate, const char *tmpdir, qs_dataset **out,
+                          qs_err *e);
+/* Bytes inflated into temp files when d was opened: 0 when every array is used in place. */
+int64_t qs_dataset_inflated(const qs_dataset *d);
+/* Writes d's arrays as a .npz of stored members whose data is aligned, which qs_dataset_open maps
+ * in place (inflated() == 0). */
+int qs_dataset_save_stored(const qs_dataset *d, const char *path, qs_err *e);
 void qs_dataset_close(qs_dataset *d);
 int qs_dataset_count(const qs_dataset *d);
 const char *qs_dataset_name(const qs_dataset *d, int i);

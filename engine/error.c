@@ -40,6 +40,7 @@ const char *qs_strerror(int code)
     case QS_EABORTED: return "aborted";
     case QS_ESHAPE: return "shape mismatch";
     case QS_EFORMAT: return "bad file format";
+    case QS_ELIMIT: return "over a size limit";
     default: return "unknown error";
     }
 }

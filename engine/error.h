@@ -20,6 +20,7 @@ enum {
     QS_EABORTED = -5,      /* the abort flag was raised */
     QS_ESHAPE = -6,        /* shapes do not fit */
     QS_EFORMAT = -7,       /* a file is not what it claims to be */
+    QS_ELIMIT = -8,        /* over a size limit the caller set (a data set inflating too far) */
 };
 
 #define QS_ERRMSG_MAX 4096

@@ -34,6 +34,8 @@
 
 const double qd_duration_bounds[QD_DURATION_BUCKETS] = { 1, 5, 15, 30, 60, 300, 900, 1800, 3600, INFINITY };
 
+enum { RETRY_MS = 500 };
+
 typedef struct run {
     struct run *next;
     qd_sched *s;
@@ -55,6 +57,11 @@ typedef struct run {
     /* progress throttling, worker thread only */
     double last_progress;
     char last_stage[128];
+    /* the end, once decided (loop thread) */
+    int unrecorded_events;   /* some of the job's events could not be stored (disk full) */
+    const char *end;         /* "succeeded", "failed", "cancelled" or "queued" (requeued) */
+    int end_events_done;     /* the artifact events of a success are stored */
+    double duration;
 } run;
 
 typedef struct pending {
@@ -77,6 +84,12 @@ struct qd_sched {
     int qhead, qlen, qcap;   /* queue[qhead .. qhead+qlen) */
     run *running;
     int nrunning;
+    /* A full disk (SQLITE_FULL) must not strand a job: an end that could not be recorded waits in
+     * `ending` and a start that could not be recorded stays at the queue's head; the retry timer
+     * tries again every RETRY_MS until the store takes the writes. */
+    uv_timer_t retry;
+    run *ending;
+    int stalled;
     int stopping, closing, abandoned;
     qd_sched_stats stats;
 
@@ -185,11 +198,14 @@ static void on_engine_event(void *ud, const qs_event *ev)
             json_object_set_new(data, "eta_s", json_null());
         break;
     }
-    case QS_EV_LOG:
+    case QS_EV_LOG: {
+        char msg[sizeof r->err.msg];
+        snprintf(msg, sizeof msg, "%s", ev->message ? ev->message : "");
         type = "log";
         data = json_pack("{s:s, s:s}", "level", ev->level ? ev->level : "info", "message",
-                         ev->message ? ev->message : "");
+                         qd_store_relative(r->s->st, msg));
         break;
+    }
     case QS_EV_METRIC:
         type = "metric";
         data = json_pack("{s:s, s:f}", "name", ev->name ? ev->name : "", "value", ev->value);
@@ -205,6 +221,21 @@ static void on_engine_event(void *ud, const qs_event *ev)
     }
     if (data)
         push_event(r->s, r->id, type, data);
+}
+
+/* Events of these jobs could not be stored: a running job among them stops and fails with that
+ * reason (once its end can be recorded), rather than going on with a log nobody can read. */
+static void lost_events(qd_sched *s, const pending *head)
+{
+    pthread_mutex_lock(&s->mu);
+    for (run *r = s->running; r; r = r->next)
+        for (const pending *p = head; p; p = p->next)
+            if (!strcmp(p->job, r->id)) {
+                r->unrecorded_events = 1;
+                atomic_store(&r->abort, 1);
+                break;
+            }
+    pthread_mutex_unlock(&s->mu);
 }
 
 /* Writes the queued events to the store (one transaction) and tells the listeners. Loop thread. */
@@ -225,8 +256,10 @@ static void flush_events(qd_sched *s)
         int i = 0;
         for (pending *p = head; p; p = p->next, i++)
             ev[i] = (qd_event_in){ .job = p->job, .type = p->type, .data = p->data };
-        if (qd_store_events_add(s->st, n, ev) < 0)
+        if (qd_store_events_add(s->st, n, ev) < 0) {
             QD_LOG_ERROR("could not record %d job events", n);
+            lost_events(s, head);
+        }
         free(ev);
     }
     const char *last = "";
@@ -308,7 +341,9 @@ static int debug_sleep(const qs_pipeline_io *io, json_t **result, qs_err *e)
         return qs_error(e, QS_EIO, "%s: %s", path, strerror(errno));
     for (json_int_t i = 0; i < nbytes; i++)
         fputc((int)((i * 2654435761u) >> 24) & 255, f);
-    fclose(f);
+    int bad = ferror(f);
+    if (fclose(f) != 0 || bad)   /* a full disk must fail the job, as in a pipeline */
+        return qs_error(e, QS_EIO, "%s: %s", path, strerror(errno));
     *result = json_pack("{s:i, s:i}", "steps", steps, "resumed_from", start);
     snprintf(path, sizeof path, "%s/report.json", io->outdir);
     if (json_dump_file(*result, path, JSON_INDENT(2)) < 0)
@@ -359,6 +394,7 @@ static const char *job_error_code(int rc)
     case QS_EIO: return "io_error";
     case QS_ESHAPE: return "shape_mismatch";
     case QS_EFORMAT: return "bad_format";
+    case QS_ELIMIT: return "too_large";
     default: return "pipeline_failed";
     }
 }
@@ -389,12 +425,121 @@ static void count_finished(qd_sched *s, int which, double duration)
 
 static void maybe_close(qd_sched *s);
 static void start_jobs(qd_sched *s);
+static void on_retry(uv_timer_t *t);
+
+/* Loop thread, s->mu held: the job's outcome, and the files that go with it (once). */
+static void decide_end(qd_sched *s, run *r)
+{
+    int aborted = r->rc == QS_EABORTED || (r->rc != 0 && atomic_load(&r->abort));
+    int requeue = aborted && r->shutdown && !r->cancelled;
+    if (!requeue && r->has_resume)   /* files settle before the state says so */
+        qd_rm_rf(r->resume);
+    if (r->rc == 0 && r->unrecorded_events) {
+        qs_error(&r->err, QS_EIO, "the job's events could not be recorded: the state dir's disk is full");
+        r->rc = QS_EIO;
+    } else if (aborted && r->unrecorded_events && !requeue && !r->cancelled) {
+        qs_error(&r->err, QS_EIO, "stopped: the job's events could not be recorded (the state dir's disk is full)");
+        r->rc = QS_EIO;
+        aborted = 0;
+    }
+    if (r->rc == 0) {
+        char final[PATH_MAX];
+        qd_store_job_dir(s->st, r->id, final, sizeof final);
+        qd_rm_rf(final);
+        if (rename(r->outdir, final) < 0) {
+            qs_error(&r->err, QS_EIO, "publishing the artifacts (%s → %s): %s", r->outdir, final, strerror(errno));
+            r->rc = QS_EIO;
+        }
+    }
+    if (r->rc == 0) {
+        r->end = "succeeded";
+    } else if (requeue) {
+        r->end = "queued";
+    } else {
+        qd_rm_rf(r->outdir);
+        r->end = aborted ? "cancelled" : "failed";
+    }
+}
+
+/* Loop thread, s->mu held: writes the decided end to the store. 0, or a QD_ST_* code (the caller
+ * retries later). */
+static int record_end(qd_sched *s, run *r)
+{
+    int rc;
+    if (!strcmp(r->end, "succeeded")) {
+        /* artifact events first, so a client that sees "succeeded" can download everything */
+        if (!r->end_events_done) {
+            size_t i;
+            json_t *a;
+            int n = (int)json_array_size(r->artifacts), k = 0;
+            qd_event_in *ev = calloc((size_t)n + 1, sizeof *ev);
+            if (!ev)
+                return QD_ST_DB;
+            json_array_foreach(r->artifacts, i, a) {
+                json_t *d = json_deep_copy(a);
+                char url[512];
+                snprintf(url, sizeof url, "/v1/jobs/%s/artifacts/%s", r->id, json_string_value(json_object_get(a, "name")));
+                json_object_set_new(d, "url", json_string(url));
+                ev[k++] = (qd_event_in){ .job = r->id, .type = "artifact", .data = d };
+            }
+            rc = qd_store_events_add(s->st, k, ev);
+            for (int j = 0; j < k; j++)
+                json_decref(ev[j].data);
+            free(ev);
+            if (rc < 0)
+                return rc;
+            r->end_events_done = 1;
+        }
+        qd_job_update u = { .set_finished = 1, .result = r->result ? r->result : json_object(),
+                            .artifacts = r->artifacts };
+        rc = qd_store_job_transition(s->st, r->id, "running", "succeeded", &u, NULL);
+        if (!r->result)
+            json_decref(u.result);
+        if (rc == 0) {
+            count_finished(s, 0, r->duration);
+            QD_LOG_INFO("job %s (%s) succeeded in %.1f s", r->id, r->type, r->duration);
+        }
+    } else if (!strcmp(r->end, "queued")) {
+        json_t *extra = json_pack("{s:s}", "reason", "requeued: the daemon is stopping");
+        qd_job_update u = { .event_extra = extra };
+        rc = qd_store_job_transition(s->st, r->id, "running", "queued", &u, NULL);
+        json_decref(extra);
+        if (rc == 0)
+            QD_LOG_INFO("job %s (%s) stopped for shutdown; requeued", r->id, r->type);
+    } else if (!strcmp(r->end, "cancelled")) {
+        qd_job_update u = { .set_finished = 1 };
+        rc = qd_store_job_transition(s->st, r->id, "running", "cancelled", &u, NULL);
+        if (rc == 0) {
+            count_finished(s, 2, r->duration);
+            QD_LOG_INFO("job %s (%s) cancelled after %.1f s", r->id, r->type, r->duration);
+        }
+    } else {
+        json_t *err = json_pack("{s:s, s:s}", "code", job_error_code(r->rc), "message",
+                                r->err.msg[0] ? qd_store_relative(s->st, r->err.msg) : qs_strerror(r->rc));
+        qd_job_update u = { .set_finished = 1, .error = err };
+        rc = qd_store_job_transition(s->st, r->id, "running", "failed", &u, NULL);
+        json_decref(err);
+        if (rc == 0) {
+            count_finished(s, 1, r->duration);
+            QD_LOG_INFO("job %s (%s) failed: %s", r->id, r->type, r->err.msg);
+        }
+    }
+    /* a job no longer running (cancelled by a racing request, gone) has nothing left to record */
+    return rc == QD_ST_CONFLICT || rc == QD_ST_NOTFOUND ? 0 : rc;
+}
+
+static void arm_retry(qd_sched *s)
+{
+    if (!uv_is_active((uv_handle_t *)&s->retry) && !s->closing)
+        uv_timer_start(&s->retry, on_retry, RETRY_MS, RETRY_MS);
+}
 
 /* Loop thread: the worker is done; record the outcome. */
 static void after_work_cb(uv_work_t *req, int status)
 {
     run *r = req->data;
     qd_sched *s = r->s;
+    (void)status;
     flush_events(s);   /* the job's own events go before its final state */
 
     pthread_mutex_lock(&s->mu);
@@ -404,89 +549,68 @@ static void after_work_cb(uv_work_t *req, int status)
             s->nrunning--;
             break;
         }
-    int aborted = r->rc == QS_EABORTED || (r->rc != 0 && atomic_load(&r->abort));
-    int requeue = aborted && r->shutdown && !r->cancelled;
-    double duration = mono_now() - r->started;
-    if (!requeue && r->has_resume && !s->abandoned)   /* files settle before the state says so */
-        qd_rm_rf(r->resume);
-    int rc;
-    if (s->abandoned) {
-        rc = 0;   /* qd_sched_stop gave up waiting and requeued the record already */
-    } else if (r->rc == 0) {
-        char final[PATH_MAX];
-        qd_store_job_dir(s->st, r->id, final, sizeof final);
-        qd_rm_rf(final);
-        if (rename(r->outdir, final) < 0) {
-            qs_error(&r->err, QS_EIO, "publishing the artifacts (%s → %s): %s", r->outdir, final, strerror(errno));
-            r->rc = QS_EIO;
-        }
-    }
-    if (s->abandoned) {
-    } else if (r->rc == 0) {
-        /* artifact events first, so a client that sees "succeeded" can download everything */
-        size_t i;
-        json_t *a;
-        int n = (int)json_array_size(r->artifacts), k = 0;
-        qd_event_in *ev = calloc((size_t)n + 1, sizeof *ev);
-        json_array_foreach(r->artifacts, i, a) {
-            json_t *d = json_deep_copy(a);
-            char url[512];
-            snprintf(url, sizeof url, "/v1/jobs/%s/artifacts/%s", r->id, json_string_value(json_object_get(a, "name")));
-            json_object_set_new(d, "url", json_string(url));
-            if (ev)
-                ev[k++] = (qd_event_in){ .job = r->id, .type = "artifact", .data = d };
-            else
-                json_decref(d);
-        }
-        if (ev) {
-            qd_store_events_add(s->st, k, ev);
-            for (int j = 0; j < k; j++)
-                json_decref(ev[j].data);
-            free(ev);
-        }
-        qd_job_update u = { .set_finished = 1, .result = r->result ? r->result : json_object(),
-                            .artifacts = r->artifacts };
-        rc = qd_store_job_transition(s->st, r->id, "running", "succeeded", &u, NULL);
-        if (!r->result)
-            json_decref(u.result);
-        count_finished(s, 0, duration);
-        QD_LOG_INFO("job %s (%s) succeeded in %.1f s", r->id, r->type, duration);
-    } else if (requeue) {
-        json_t *extra = json_pack("{s:s}", "reason", "requeued: the daemon is stopping");
-        qd_job_update u = { .event_extra = extra };
-        rc = qd_store_job_transition(s->st, r->id, "running", "queued", &u, NULL);
-        json_decref(extra);
-        QD_LOG_INFO("job %s (%s) stopped for shutdown; requeued", r->id, r->type);
-    } else if (aborted) {
-        qd_rm_rf(r->outdir);
-        qd_job_update u = { .set_finished = 1 };
-        rc = qd_store_job_transition(s->st, r->id, "running", "cancelled", &u, NULL);
-        count_finished(s, 2, duration);
-        QD_LOG_INFO("job %s (%s) cancelled after %.1f s", r->id, r->type, duration);
-    } else {
-        qd_rm_rf(r->outdir);
-        json_t *err = json_pack("{s:s, s:s}", "code", job_error_code(r->rc), "message",
-                                r->err.msg[0] ? r->err.msg : qs_strerror(r->rc));
-        qd_job_update u = { .set_finished = 1, .error = err };
-        rc = qd_store_job_transition(s->st, r->id, "running", "failed", &u, NULL);
-        json_decref(err);
-        count_finished(s, 1, duration);
-        QD_LOG_INFO("job %s (%s) failed: %s", r->id, r->type, r->err.msg);
-    }
-    if (rc < 0)
-        QD_LOG_ERROR("job %s: recording its end failed (%d)", r->id, rc);
     pthread_cond_broadcast(&s->cv);
+    if (s->abandoned) {   /* qd_sched_stop gave up waiting and requeued the record already */
+        pthread_mutex_unlock(&s->mu);
+        run_free(r);
+        return;
+    }
+    r->duration = mono_now() - r->started;
+    decide_end(s, r);
+    int rc = record_end(s, r);
+    if (rc < 0) {
+        QD_LOG_ERROR("job %s: recording its end (%s) failed (%d); retrying", r->id, r->end, rc);
+        r->next = s->ending;
+        s->ending = r;
+        arm_retry(s);
+        r = NULL;
+    }
     pthread_mutex_unlock(&s->mu);
-    if (s->o.notify)
-        s->o.notify(s->o.ud, r->id);
-    (void)status;
-    run_free(r);
+    if (r) {
+        if (s->o.notify)
+            s->o.notify(s->o.ud, r->id);
+        run_free(r);
+    }
     pthread_mutex_lock(&s->mu);
     if (s->stopping)
         maybe_close(s);
     else
         start_jobs(s);
     pthread_mutex_unlock(&s->mu);
+}
+
+/* The retry timer (loop thread): ends not yet recorded, then the stalled queue. */
+static void on_retry(uv_timer_t *t)
+{
+    qd_sched *s = t->data;
+    flush_events(s);
+    pthread_mutex_lock(&s->mu);
+    run *done_list = NULL;
+    for (run **pp = &s->ending; *pp;) {
+        run *r = *pp;
+        if (record_end(s, r) == 0) {
+            *pp = r->next;
+            r->next = done_list;
+            done_list = r;
+        } else {
+            pp = &r->next;
+        }
+    }
+    s->stalled = 0;
+    if (s->stopping)
+        maybe_close(s);
+    else
+        start_jobs(s);
+    if (!s->ending && !s->stalled)
+        uv_timer_stop(&s->retry);
+    pthread_mutex_unlock(&s->mu);
+    while (done_list) {
+        run *next = done_list->next;
+        if (s->o.notify)
+            s->o.notify(s->o.ud, done_list->id);
+        run_free(done_list);
+        done_list = next;
+    }
 }
 
 /* Resolves the spec's references into file paths. */
@@ -542,15 +666,36 @@ static void start_jobs(qd_sched *s)
         qd_rm_rf(r->outdir);
         r->has_resume = resumable && exists(r->resume);
 
-        qd_job_update u = { .set_started = 1 };
-        int rc = qd_store_job_transition(s->st, id, "queued", "running", &u, NULL);
-        if (rc == 0 && mkdir(r->outdir, 0750) < 0) {
+        /* the folder first: a full disk then leaves the job queued, as if not tried yet */
+        int rc = 0, full = 0;
+        if (mkdir(r->outdir, 0750) < 0) {
             QD_LOG_ERROR("job %s: cannot create %s: %s", id, r->outdir, strerror(errno));
-            json_t *err = json_pack("{s:s, s:s}", "code", "io_error", "message", "cannot create the job's output folder");
-            qd_job_update f = { .set_finished = 1, .error = err };
-            qd_store_job_transition(s->st, id, "running", "failed", &f, NULL);
-            json_decref(err);
-            rc = -1;
+            full = errno == ENOSPC || errno == EDQUOT;
+            if (!full) {
+                char msg[512];
+                snprintf(msg, sizeof msg, "cannot create the job's output folder tmp/%s: %s", id, strerror(errno));
+                json_t *err = json_pack("{s:s, s:s}", "code", "io_error", "message", msg);
+                qd_job_update f = { .set_finished = 1, .error = err };
+                rc = qd_store_job_transition(s->st, id, "queued", "failed", &f, NULL);
+                json_decref(err);
+                full = rc == QD_ST_DB || rc == QD_ST_FULL;
+                rc = -1;
+            }
+        } else {
+            qd_job_update u = { .set_started = 1 };
+            rc = qd_store_job_transition(s->st, id, "queued", "running", &u, NULL);
+            full = rc == QD_ST_DB || rc == QD_ST_FULL;
+            if (rc < 0)
+                rmdir(r->outdir);
+        }
+        if (full) {   /* back to the head of the queue; the retry timer tries again */
+            QD_LOG_WARNING("job %s: cannot start it now (the state dir's disk is full?); retrying", id);
+            s->qhead--;
+            s->qlen++;
+            s->stalled = 1;
+            arm_retry(s);
+            run_free(r);
+            break;
         }
         if (s->o.notify)
             s->o.notify(s->o.ud, id);
@@ -574,11 +719,15 @@ static void start_jobs(qd_sched *s)
 
 static void on_close(uv_handle_t *h) { (void)h; }
 
-/* s->mu held. The loop ends once its only handle is closed. */
+/* s->mu held. The loop ends once its handles are closed. Ends that still cannot be recorded stay
+ * "running" in the store: the next start requeues those jobs. */
 static void maybe_close(qd_sched *s)
 {
     if (s->stopping && s->nrunning == 0 && !s->closing) {
         s->closing = 1;
+        for (run *r = s->ending; r; r = r->next)
+            QD_LOG_WARNING("job %s: its end (%s) was never recorded; it runs again at the next start", r->id, r->end);
+        uv_close((uv_handle_t *)&s->retry, on_close);
         uv_close((uv_handle_t *)&s->wake, on_close);
     }
 }
@@ -676,6 +825,8 @@ int qd_sched_start(qd_store *st, const qd_sched_opts *o, qd_sched **out, char *e
         return -1;
     }
     s->wake.data = s;
+    uv_timer_init(&s->loop, &s->retry);
+    s->retry.data = s;
     if (uv_thread_create(&s->thread, loop_main, s) < 0) {
         snprintf(err, n, "libuv: cannot start the loop thread");
         return -1;
@@ -805,6 +956,11 @@ void qd_sched_free(qd_sched *s)
         json_decref(s->ev_head->data);
         free(s->ev_head);
         s->ev_head = next;
+    }
+    while (s->ending) {
+        run *next = s->ending->next;
+        run_free(s->ending);
+        s->ending = next;
     }
     free(s->queue);
     pthread_mutex_destroy(&s->mu);

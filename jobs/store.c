@@ -153,13 +153,20 @@ static void done(sqlite3_stmt *s)
     }
 }
 
+/* A failed step's code: a full disk is worth telling apart, since it passes (callers retry). */
+static int db_error(conn *c)
+{
+    return (sqlite3_extended_errcode(c->db) & 0xff) == SQLITE_FULL ? QD_ST_FULL : QD_ST_DB;
+}
+
 static int step_done(conn *c, sqlite3_stmt *s)
 {
     int rc = sqlite3_step(s);
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+    int err = rc != SQLITE_DONE && rc != SQLITE_ROW ? db_error(c) : 0;
+    if (err)
         QD_LOG_ERROR("sqlite: %s", sqlite3_errmsg(c->db));
     done(s);
-    return rc != SQLITE_DONE && rc != SQLITE_ROW ? QD_ST_DB : 0;
+    return err;
 }
 
 static int exec_slot(conn *c, int slot)
@@ -331,6 +338,9 @@ int qd_store_open(const char *dir, qd_store **out, char *err, size_t n)
         snprintf(err, n, "out of memory");
         return -1;
     }
+    /* "state/" → "state": every path below is dir + "/…", which qd_store_relative recognises */
+    for (size_t k = strlen(st->dir); k > 1 && st->dir[k - 1] == '/'; k--)
+        st->dir[k - 1] = 0;
     st->lock_fd = lock_fd;
     char db[PATH_MAX];
     snprintf(db, sizeof db, "%s/quantd.db", dir);
@@ -354,6 +364,18 @@ void qd_store_close(qd_store *st)
 }
 
 const char *qd_store_dir(const qd_store *st) { return st->dir; }
+
+char *qd_store_relative(const qd_store *st, char *msg)
+{
+    size_t dl = strlen(st->dir);
+    for (char *p = msg; (p = strstr(p, st->dir));) {
+        if (p[dl] == '/')
+            memmove(p, p + dl + 1, strlen(p + dl + 1) + 1);
+        else
+            p += dl;
+    }
+    return msg;
+}
 
 int qd_store_tmpfile(qd_store *st, const char *suffix, char *path, size_t n)
 {
@@ -515,7 +537,7 @@ static int event_insert(conn *c, const char *job, const char *type, const json_t
     sqlite3_bind_double(s, 3, qd_now());
     bind_text(s, 4, type);
     bind_json(s, 5, data);
-    int rc = sqlite3_step(s) == SQLITE_DONE ? 0 : QD_ST_DB;
+    int rc = sqlite3_step(s) == SQLITE_DONE ? 0 : db_error(c);
     if (rc)
         QD_LOG_ERROR("sqlite: adding event: %s", sqlite3_errmsg(c->db));
     else if (seq)
@@ -806,7 +828,7 @@ static int transition_locked(conn *c, const char *id, const char *from, const ch
         bind_json(s, 5, u->artifacts);
     }
     bind_text(s, 6, id);
-    int rc = sqlite3_step(s) == SQLITE_DONE ? 0 : QD_ST_DB;
+    int rc = sqlite3_step(s) == SQLITE_DONE ? 0 : db_error(c);
     if (rc)
         QD_LOG_ERROR("sqlite: job %s -> %s: %s", id, to, sqlite3_errmsg(c->db));
     sqlite3_finalize(s);

@@ -30,6 +30,7 @@ enum {
     QD_ST_BUSY = -2,       /* a live (queued or running) job uses it */
     QD_ST_CONFLICT = -3,   /* the job is not in the expected state */
     QD_ST_DB = -4,         /* SQLite failed (logged) */
+    QD_ST_FULL = -5,       /* the state dir's disk is full (SQLITE_FULL): nothing was written */
 };
 
 typedef enum qd_kind { QD_MODEL = 0, QD_DATASET = 1 } qd_kind;
@@ -37,6 +38,10 @@ typedef enum qd_kind { QD_MODEL = 0, QD_DATASET = 1 } qd_kind;
 int qd_store_open(const char *state_dir, qd_store **out, char *err, size_t errlen);
 void qd_store_close(qd_store *st);
 const char *qd_store_dir(const qd_store *st);
+/* Rewrites, in place, the paths under the state dir in msg relative to it ("/var/lib/quantd/models/
+ * mdl_1.onnx: …" → "models/mdl_1.onnx: …"): job errors, events and upload replies reach clients,
+ * who have no business knowing the server's file system. Returns msg. Any thread. */
+char *qd_store_relative(const qd_store *st, char *msg);
 
 /* A fresh id: prefix + 16 hex digits from the kernel's random source ("mdl_3f…"). */
 void qd_store_new_id(const char *prefix, char out[32]);

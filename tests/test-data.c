@@ -2,8 +2,11 @@
 #include "harness.h"
 
 #include <dirent.h>
+#include <signal.h>
 #include <stdint.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <zip.h>
 
 #include "engine/data.h"
 
@@ -377,9 +380,9 @@ TEST(npz_roundtrip_in_place_and_extracted)
     for (int i = 0; i < 6; i++)
         qs_i64(b)[i] = -i * 100000000000LL;
     qs_err e = {0};
-    /* Member "ab.npy" starts right after a 30+6-byte local header: its float data is 4-aligned in
-     * the archive and used in place. "abc.npy" is misaligned and must be extracted: with TMPDIR
-     * pointing nowhere, only the second file can fail. */
+    /* Our writer pads each .npy header so that every member's data is aligned in the archive,
+     * whatever the names' lengths: both files open in place, with TMPDIR pointing nowhere.
+     * (numpy's misaligned members are extracted: numpy_npz_stored_and_deflated.) */
     const char *n1[] = {"ab"}, *n2[] = {"abc"};
     const qs_tensor *arr1[] = {a}, *arr2[] = {b, a};
     ASSERT_EQ(qs_npz_save(tmp_path("in_place.npz"), 1, n1, arr1, &e), 0);
@@ -391,10 +394,11 @@ TEST(npz_roundtrip_in_place_and_extracted)
     ASSERT_EQ(qs_dataset_count(d), 1);
     ASSERT_STR_EQ(qs_dataset_name(d, 0), "ab");
     ASSERT(!memcmp(qs_dataset_array(d, 0)->data, a->data, 48));
+    ASSERT_EQ(qs_dataset_inflated(d), 0);
     qs_dataset_close(d);
-    expect_error(tmp_path("two.npz"), "temp file");
-    unsetenv("TMPDIR");
     d = open_ok(tmp_path("two.npz"));
+    ASSERT_EQ(qs_dataset_inflated(d), 0);
+    unsetenv("TMPDIR");
     ASSERT_EQ(qs_dataset_count(d), 2);
     const qs_tensor *x = qs_dataset_array(d, qs_dataset_find(d, "abc"));
     const qs_tensor *y = qs_dataset_array(d, qs_dataset_find(d, "int"));
@@ -409,6 +413,169 @@ TEST(npz_roundtrip_in_place_and_extracted)
     ASSERT_STR_CONTAINS(e.msg, "'x' given twice");
     qs_tensor_free(a);
     qs_tensor_free(b);
+    rm_tmp();
+}
+
+/* --- bounded inflation (zip bombs) and inflating once ------------------------------------------ */
+
+/* A .npz of one deflated member `name`.npy: a float32 vector of n zeros (compresses ~1000:1). */
+static void deflated_zeros(const char *path, const char *name, int64_t n)
+{
+    qs_tensor *t = qs_tensor_new(QS_F32, 1, &n);
+    const char *names[] = {name};
+    const qs_tensor *arrays[] = {t};
+    qs_err e = {0};
+    ASSERT_EQ(qs_npz_save(path, 1, names, arrays, &e), 0);
+    qs_tensor_free(t);
+    /* re-add the member deflated */
+    zip_t *za = zip_open(path, 0, NULL);
+    ASSERT(za);
+    ASSERT_EQ(zip_set_file_compression(za, 0, ZIP_CM_DEFLATE, 9), 0);
+    ASSERT_EQ(zip_close(za), 0);
+}
+
+static void deflated_many(const char *path, int members, int64_t n)
+{
+    qs_tensor *t = qs_tensor_new(QS_F32, 1, &n);
+    char names[8][8];
+    const char *np[8];
+    const qs_tensor *arrays[8];
+    for (int i = 0; i < members; i++) {
+        snprintf(names[i], sizeof names[i], "m%d", i);
+        np[i] = names[i];
+        arrays[i] = t;
+    }
+    qs_err e = {0};
+    ASSERT_EQ(qs_npz_save(path, members, np, arrays, &e), 0);
+    qs_tensor_free(t);
+    zip_t *za = zip_open(path, 0, NULL);
+    ASSERT(za);
+    for (int i = 0; i < members; i++)
+        ASSERT_EQ(zip_set_file_compression(za, i, ZIP_CM_DEFLATE, 9), 0);
+    ASSERT_EQ(zip_close(za), 0);
+}
+
+/* Member i's uncompressed size as the archive declares it. */
+static long long member_size(const char *path, int i)
+{
+    zip_t *za = zip_open(path, ZIP_RDONLY, NULL);
+    ASSERT(za);
+    zip_stat_t st;
+    ASSERT_EQ(zip_stat_index(za, i, 0, &st), 0);
+    zip_discard(za);
+    return (long long)st.size;
+}
+
+static int open_limit(const char *path, int64_t limit, qs_err *e)
+{
+    qs_dataset *d = NULL;
+    int rc = qs_dataset_open_limit(path, limit, NULL, &d, e);
+    qs_dataset_close(d);
+    return rc;
+}
+
+TEST(zip_bomb_refused_by_declared_size_before_inflating)
+{
+    mkdir_tmp();
+    deflated_zeros(tmp_path("bomb.npz"), "x", 1 << 20);   /* 4 MiB + 128 header bytes inflated */
+    struct stat sb;
+    ASSERT_EQ(stat(tmp_path("bomb.npz"), &sb), 0);
+    ASSERT(sb.st_size < 64 * 1024);
+    /* TMPDIR points nowhere: had it tried to inflate, the error would be about the temp file */
+    setenv("TMPDIR", "/nonexistent-quantd-dir", 1);
+    long long size = member_size(tmp_path("bomb.npz"), 0);
+    ASSERT(size > 4 << 20 && size < (4 << 20) + 256);   /* the data and its .npy header */
+    char want[256];
+    snprintf(want, sizeof want, "member 'x.npy' inflates to %lld bytes, over the limit of 1048576 bytes", size);
+    qs_err e = {0};
+    ASSERT_EQ(open_limit(tmp_path("bomb.npz"), 1 << 20, &e), QS_ELIMIT);
+    ASSERT_STR_CONTAINS(e.msg, want);
+    /* at the limit it opens (and so needs the temp file) */
+    ASSERT_EQ(open_limit(tmp_path("bomb.npz"), size, &e), QS_EIO);
+    ASSERT_STR_CONTAINS(e.msg, "cannot create a temp file");
+    unsetenv("TMPDIR");
+    ASSERT_EQ(open_limit(tmp_path("bomb.npz"), size, &e), 0);
+    rm_tmp();
+}
+
+TEST(zip_bomb_limit_counts_all_members)
+{
+    mkdir_tmp();
+    deflated_many(tmp_path("many.npz"), 3, 100000);   /* 3 × 400000 data bytes */
+    long long s0 = member_size(tmp_path("many.npz"), 0), s1 = member_size(tmp_path("many.npz"), 1),
+              s2 = member_size(tmp_path("many.npz"), 2);
+    char want[256];
+    snprintf(want, sizeof want, "member 'm2.npy' inflates to %lld bytes, which with the %lld bytes of the "
+             "members before it is over the limit of 1000000 bytes", s2, s0 + s1);
+    qs_err e = {0};
+    ASSERT_EQ(open_limit(tmp_path("many.npz"), 1000000, &e), QS_ELIMIT);
+    ASSERT_STR_CONTAINS(e.msg, want);
+    ASSERT_EQ(open_limit(tmp_path("many.npz"), s0 + s1 + s2, &e), 0);
+    rm_tmp();
+}
+
+/* Rewrites the uncompressed size of the archive's only member in its local and central headers. */
+static void lie_about_size(const char *path, uint32_t size)
+{
+    FILE *f = fopen(path, "r+b");
+    ASSERT(f);
+    uint8_t buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    int patched = 0;
+    for (size_t i = 0; i + 46 <= n; i++) {
+        uint32_t sig = buf[i] | buf[i + 1] << 8 | buf[i + 2] << 16 | (uint32_t)buf[i + 3] << 24;
+        size_t at = sig == 0x04034b50 ? i + 22 : sig == 0x02014b50 ? i + 24 : 0;
+        if (!at)
+            continue;
+        for (int k = 0; k < 4; k++)
+            buf[at + k] = (uint8_t)(size >> (8 * k));
+        patched++;
+    }
+    ASSERT_EQ(patched, 2);
+    rewind(f);
+    ASSERT_EQ(fwrite(buf, 1, n, f), n);
+    fclose(f);
+}
+
+TEST(zip_bomb_lying_header_stops_at_the_declared_size)
+{
+    mkdir_tmp();
+    deflated_zeros(tmp_path("liar.npz"), "x", 1 << 20);   /* really 4194432 bytes */
+    lie_about_size(tmp_path("liar.npz"), 4096);
+    /* a file size limit in this (forked) test process: writing past 64 KiB fails with EFBIG, so
+     * only a reader that stops at the declared 4096 bytes gets to report the lie */
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit rl = {64 * 1024, 64 * 1024};
+    ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &rl), 0);
+    setenv("TMPDIR", dir, 1);
+    qs_err e = {0};
+    ASSERT_EQ(open_limit(tmp_path("liar.npz"), 1 << 30, &e), QS_EFORMAT);
+    ASSERT_STR_CONTAINS(e.msg, "member 'x.npy' inflates to more than the 4096 bytes its header declares");
+    ASSERT_EQ(open_limit(tmp_path("liar.npz"), -1, &e), QS_EFORMAT);
+    ASSERT_STR_CONTAINS(e.msg, "its header declares");
+    rm_tmp();
+}
+
+TEST(save_stored_opens_without_inflating)
+{
+    mkdir_tmp();
+    qs_dataset *d = open_ok(fixture("deflated.npz"));
+    ASSERT_EQ(qs_dataset_inflated(d), 176 + 144 + 12128);   /* the members' sizes, as Python's zipfile lists them */
+    qs_err e = {0};
+    ASSERT_EQ(qs_dataset_save_stored(d, tmp_path("stored.npz"), &e), 0);
+    qs_dataset_close(d);
+    setenv("TMPDIR", "/nonexistent-quantd-dir", 1);   /* no temp file can be made: none may be needed */
+    d = open_ok(tmp_path("stored.npz"));
+    ASSERT_EQ(qs_dataset_inflated(d), 0);
+    ASSERT_EQ(qs_dataset_count(d), 3);
+    check_fixture_f64(qs_dataset_array(d, qs_dataset_find(d, "f64")));
+    check_fixture_i32(qs_dataset_array(d, qs_dataset_find(d, "i32")));
+    const qs_tensor *big = qs_dataset_array(d, qs_dataset_find(d, "big"));
+    ASSERT_EQ(big->shape[0], 1000);
+    for (int i = 0; i < 3000; i++)
+        ASSERT_EQ(qs_f32(big)[i], (float)i);
+    qs_dataset_close(d);
+    unsetenv("TMPDIR");
     rm_tmp();
 }
 
@@ -485,4 +652,5 @@ TEST(numpy_reads_our_files)
 TEST_MAIN(npy_roundtrip_every_dtype, npy_header_follows_nep1, npy_scalar_and_empty, handwritten_headers_v1_v2_v3,
           handwritten_bad_files, numpy_npy_fixtures, numpy_refused_fixtures, numpy_npz_stored_and_deflated,
           deflated_members_go_through_tmpdir, npz_roundtrip_in_place_and_extracted, batches_convert_rows,
-          numpy_reads_our_files)
+          numpy_reads_our_files, zip_bomb_refused_by_declared_size_before_inflating, zip_bomb_limit_counts_all_members,
+          zip_bomb_lying_header_stops_at_the_declared_size, save_stored_opens_without_inflating)

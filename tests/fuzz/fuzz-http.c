@@ -70,8 +70,8 @@ static void start_server(void)
         abort();
     }
     qd_sched_opts so = { .workers = 1, .max_queue = 4, .notify = qd_server_notify, .ud = srv };
-    if (qd_sched_start(st, &so, &sched, err, sizeof err) < 0 ||
-        qd_server_listen(srv, sched, addr, sizeof addr, err, sizeof err) < 0) {
+    if (qd_server_bind(srv, addr, sizeof addr, err, sizeof err) < 0 || qd_sched_start(st, &so, &sched, err, sizeof err) < 0 ||
+        qd_server_listen(srv, sched, err, sizeof err) < 0) {
         fprintf(stderr, "fuzz-http: %s\n", err);
         abort();
     }
