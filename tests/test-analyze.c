@@ -9,7 +9,8 @@
  *    between) but wrecks per-tensor ranges of that group — is ranked worst;
  *  - --target-drop keeps the planted layer first and meets the target; on W4A4 it meets the target
  *    with the first-ranked group alone (and stops at a drop exactly at the target), lists what it
- *    kept, and the exported model scores what the loop reports;
+ *    kept, and the exported model scores what the loop reports; its ranking measures a group with
+ *    its FP32 weights (after AdaRound), as promoting it does;
  *  - bad input gives clear errors. */
 #include <math.h>
 #include <stdint.h>
@@ -506,6 +507,30 @@ TEST(target_drop_w4a4)
     teardown(&f);
 }
 
+/* The ranking measures what the loop then does: with every group but one quantized, that one with
+ * its FP32 weight — as promoting it to 16 bits gives back. AdaRound leaves grid values in the
+ * weight initializers, so switching a group's quantizers off is not enough. At 16-bit activations
+ * (their ranges do not matter) the first step's accuracy is the first group's ranking figure. */
+TEST(target_drop_ranking_measures_the_fp32_layer)
+{
+    fx f;
+    setup(&f, 1000);
+    char model[512];
+    fixture(model, sizeof model, "mlp.onnx");
+    qs_ptq p;
+    json_t *res = ptq_loop(&f, model, "{\"weights\": {\"bits\": 2}, \"activations\": {\"bits\": 16}, "
+                           "\"adaround\": {\"iterations\": 200}}", 0, &p);
+    print_kept("mlp W2A16 AdaRound, target 0 points", res, &p);
+    json_t *ex = json_object_get(p.extra, "target_drop");
+    json_t *first = json_array_get(json_object_get(ex, "ranking"), 0), *step = json_array_get(json_object_get(ex, "steps"), 0);
+    ASSERT(first && step);
+    ASSERT_STR_EQ(json_string_value(json_object_get(step, "group")), json_string_value(json_object_get(first, "group")));
+    ASSERT_CLOSE(num(step, "accuracy"), num(first, "accuracy_all_but_this"), 0, 0.0015);
+    qs_ptq_close(&p);
+    json_decref(res);
+    teardown(&f);
+}
+
 /* --- bad input --------------------------------------------------------------------------------- */
 
 TEST(bad_input)
@@ -568,4 +593,4 @@ TEST(bad_input)
 }
 
 TEST_MAIN(analysis_fields_and_independent_figures, planted_bad_layer_ranked_worst, target_drop_keeps_the_planted_layer,
-          target_drop_w4a4, bad_input)
+          target_drop_w4a4, target_drop_ranking_measures_the_fp32_layer, bad_input)
