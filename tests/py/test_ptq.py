@@ -14,11 +14,11 @@ import os
 import subprocess
 
 import numpy as np
+import onnxruntime as ort   # in the venv (quickstart): missing, these tests fail, not skip
 import pytest
 
 from conftest import FASHION, normalise, read_idx
 
-ort = pytest.importorskip("onnxruntime")
 
 # The PTQ core's evidence: the standard pipeline with bias correction in place of AdaRound (which
 # runs 10k iterations per layer; test_paper_ptq.py checks it with fewer).
