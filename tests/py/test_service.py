@@ -556,7 +556,7 @@ def test_kill9_mid_upload_leaves_nothing(make_quantd, tmp_path):
 
 
 def test_sigterm_requeues_the_running_job(make_quantd, tmp_path):
-    d = make_quantd("--set", "debug_jobs=true", state=tmp_path / "st")
+    d = make_quantd("--set", "debug_jobs=true", "--workers", "1", state=tmp_path / "st")   # one runs, one waits
     job = d.submit(sleep_spec(3))
     queued = d.submit(sleep_spec(0.1))
     d.wait_progress(job["id"])
