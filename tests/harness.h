@@ -5,7 +5,8 @@
  *   TEST(conv_matches_reference) { ASSERT_EQ(1 + 1, 2); }
  *   TEST_MAIN(conv_matches_reference, other_test)
  *
- * A test may call SKIP("why") to be reported as skipped. Tests are independent: each runs in a
+ * A test may call SKIP("why") to be reported as skipped — for optional things the system may lack,
+ * never for a committed fixture (ASSERT_FIXTURE). Tests are independent: each runs in a
  * forked child, so a crash in one is reported as that test's failure and the rest still run. */
 #ifndef QD_TESTS_HARNESS_H
 #define QD_TESTS_HARNESS_H
@@ -38,6 +39,11 @@ struct qt_case { const char *name; qt_fn fn; };
 #define ASSERT_CLOSE(a, b, rtol, atol) do { double a_ = (a), b_ = (b); \
     if (!(fabs(a_ - b_) <= (atol) + (rtol) * fabs(b_))) \
         QT_FAIL_("%s ~ %s: %.9g vs %.9g (rtol %g, atol %g)", #a, #b, a_, b_, (double)(rtol), (double)(atol)); } while (0)
+
+/* A file the repository commits (tests/fixtures/…): missing, it is a broken checkout or build, so
+ * the test fails; SKIP is for optional things the system may lack (Debian data packages). */
+#define ASSERT_FIXTURE(path) do { const char *p_ = (path); \
+    if (access(p_, R_OK)) QT_FAIL_("committed fixture %s is missing", p_); } while (0)
 
 #define QT_SKIP_STATUS 77
 #define SKIP(...) do { printf("# skip reason: "); printf(__VA_ARGS__); printf("\n"); fflush(stdout); \

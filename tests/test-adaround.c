@@ -713,8 +713,8 @@ TEST(fixture_resnet_w4)
     char path[1024], spath[1024];
     snprintf(path, sizeof path, "%s/tests/fixtures/resnet.onnx", QD_SRCDIR);
     snprintf(spath, sizeof spath, "%s/tests/fixtures/resnet.sample.npy", QD_SRCDIR);
-    if (access(path, R_OK) || access(spath, R_OK))
-        SKIP("resnet.onnx or resnet.sample.npy not present");
+    ASSERT_FIXTURE(path);
+    ASSERT_FIXTURE(spath);
     qs_graph *g;
     qs_err e = {0};
     ASSERT_EQ(qs_onnx_load(path, &g, &e), 0);

@@ -550,8 +550,8 @@ TEST(fixture_mobilenet_w4)
     char path[1024], spath[1024];
     snprintf(path, sizeof path, "%s/tests/fixtures/mobilenet_bn.onnx", QD_SRCDIR);
     snprintf(spath, sizeof spath, "%s/tests/fixtures/mobilenet.sample.npy", QD_SRCDIR);
-    if (access(path, R_OK) || access(spath, R_OK))
-        SKIP("mobilenet_bn.onnx or mobilenet.sample.npy not present");
+    ASSERT_FIXTURE(path);
+    ASSERT_FIXTURE(spath);
     qs_graph *g;
     qs_err e = {0};
     ASSERT_EQ(qs_onnx_load(path, &g, &e), 0);

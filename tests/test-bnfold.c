@@ -446,8 +446,7 @@ static void fold_fixture(const char *file)
 {
     char path[1024];
     snprintf(path, sizeof path, "%s/tests/fixtures/%s", QD_SRCDIR, file);
-    if (access(path, R_OK))
-        SKIP("%s not present", file);
+    ASSERT_FIXTURE(path);
     qs_graph *g;
     qs_err e = {0};
     ASSERT_EQ(qs_onnx_load(path, &g, &e), 0);

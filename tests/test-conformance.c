@@ -5,9 +5,10 @@
  * bools exactly; NaN only matches NaN).
  *
  * The list of cases is only known at run time, so this test writes its TAP lines itself instead
- * of using TEST_MAIN: one line per case, "# SKIP <reason>" for cases that need an op or a type
- * the engine does not have, "not ok" plus a diagnostic line naming the worst mismatch for real
- * failures. Each case runs in a forked child with a time limit, so a crash or a hang is that
+ * of using TEST_MAIN: one line per case, "# SKIP <reason>" for cases that need an op, a type or
+ * an opset the engine does not have (qs_exec_check, or the importer for sequences and control
+ * flow), "not ok" plus a diagnostic line naming the worst mismatch for real failures — an op the
+ * registry has that refuses a case at plan or run time is one. Each case runs in a forked child with a time limit, so a crash or a hang is that
  * case's failure and the run goes on.
  *
  *   tests/test-conformance [substring]     only cases whose name contains substring
@@ -225,8 +226,10 @@ static int run_graph(qs_graph *g, const qs_tensor **feed, qs_tensor **want, char
     if (!x)
         return set_result(r, FAIL, "exec_new: %s", e.msg);
     int64_t batch = g->ninputs && feed[0]->ndim ? feed[0]->shape[0] : 1;
+    /* qs_exec_check passed: every op is in the registry, at a supported opset and types. An op
+     * that then refuses the case is a failure to report, never a skip. */
     if (qs_exec_plan(x, batch, &e) < 0) {
-        status = set_result(r, e.code == QS_EUNSUPPORTED ? SKIP : FAIL, "plan: %s", e.msg);
+        status = set_result(r, FAIL, "plan: %s", e.msg);
         goto out;
     }
     for (int k = 0; k < g->ninputs; k++)
@@ -235,7 +238,7 @@ static int run_graph(qs_graph *g, const qs_tensor **feed, qs_tensor **want, char
             goto out;
         }
     if (qs_exec_forward(x, &e) < 0) {
-        status = set_result(r, e.code == QS_EUNSUPPORTED ? SKIP : FAIL, "forward: %s", e.msg);
+        status = set_result(r, FAIL, "forward: %s", e.msg);
         goto out;
     }
     if (nout > g->noutputs) {

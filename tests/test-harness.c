@@ -23,6 +23,8 @@ static void bad_str(void) { ASSERT_STR_EQ("abc", "abd"); }
 static void bad_contains(void) { ASSERT_STR_CONTAINS("unsupported op", "Conv"); }
 static void skipped(void) { SKIP("testing skip"); }
 static void nan_close(void) { ASSERT_CLOSE(NAN, 1.0, 1, 1); }
+static void missing_fixture(void) { ASSERT_FIXTURE(QD_SRCDIR "/tests/fixtures/no-such-fixture.onnx"); }
+static void present_fixture(void) { ASSERT_FIXTURE(QD_SRCDIR "/tests/fixtures/mlp.onnx"); }
 
 TEST(passing_assertions_pass) { ASSERT_EQ(status_of(ok_close), 0); }
 TEST(failing_assertions_fail)
@@ -34,5 +36,12 @@ TEST(failing_assertions_fail)
 }
 TEST(nan_is_never_close) { ASSERT_EQ(status_of(nan_close), 1); }
 TEST(skip_has_its_own_status) { ASSERT_EQ(status_of(skipped), QT_SKIP_STATUS); }
+/* a committed fixture that is missing fails the test; it is not skipped */
+TEST(missing_fixture_fails)
+{
+    ASSERT_EQ(status_of(missing_fixture), 1);
+    ASSERT_EQ(status_of(present_fixture), 0);
+}
 
-TEST_MAIN(passing_assertions_pass, failing_assertions_fail, nan_is_never_close, skip_has_its_own_status)
+TEST_MAIN(passing_assertions_pass, failing_assertions_fail, nan_is_never_close, skip_has_its_own_status,
+          missing_fixture_fails)

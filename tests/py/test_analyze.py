@@ -52,7 +52,7 @@ def test_analyze_json_and_analysis_file(run_quant, fixtures_dir, data, tmp_path)
     assert res["fp32_accuracy"] == pytest.approx(an["fp32"]["accuracy"], abs=1e-8)   # printed to 9 digits
     assert res["quant_accuracy"] == pytest.approx(an["quantized"]["accuracy"], abs=1e-8)
     # the FP32 accuracy is the model's on those 300 samples, as ONNX Runtime computes it
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort   # in the venv (quickstart): missing, the test fails
     s = ort.InferenceSession(os.path.join(fixtures_dir, "mobilenet.onnx"), providers=["CPUExecutionProvider"])
     logits = s.run(None, {s.get_inputs()[0].name: data["images"][:300]})[0]
     assert res["fp32_accuracy"] == pytest.approx(float((logits.argmax(1) == data["labels"][:300]).mean()), abs=1e-8)
@@ -103,19 +103,26 @@ def test_analyze_bad_input(run_quant, fixtures_dir, data, tmp_path):
 
 
 def test_ptq_target_drop(run_quant, fixtures_dir, data, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+    """W4A4 with bias correction loses about 10 points on resnet.onnx, most of it at the input and
+    in the stem (tests/test-analyze.c): a 6-point target is met with a few groups at 16 bits, the
+    first ones of the ranking, not all 14."""
+    import onnxruntime as ort   # in the venv (quickstart): missing, the test fails
     out = tmp_path / "out"
     r = run_quant.ok("ptq", os.path.join(fixtures_dir, "resnet.onnx"), "--calib", data["calib"], "--val", data["x"],
-                     "--labels", data["y"], "--wbits", "4", "--abits", "4", "--target-drop", "1", "--no-adaround", "-o", out,
+                     "--labels", data["y"], "--wbits", "4", "--abits", "4", "--target-drop", "6", "--no-adaround", "-o", out,
                      "--json")
     res = json.loads(r.stdout)
-    if "target_drop" not in res:
-        pytest.skip("the ptq pipeline does not run the closed loop (qs_ptq_target_drop) yet")
     td = res["target_drop"]
-    assert td["met"] is True and td["points"] == 1
-    assert 100 * (res["fp32_accuracy"] - res["quant_accuracy"]) <= 1
-    assert td["accuracy_before"] < res["fp32_accuracy"] - 0.01 and td["kept"]
+    assert td["met"] is True and td["points"] == 6
+    # accuracies are k/600: a drop of exactly the target computes a hair above it
+    assert 100 * (res["fp32_accuracy"] - res["quant_accuracy"]) <= 6 + 1e-9
+    assert td["accuracy_before"] < res["fp32_accuracy"] - 0.06
     report = json.loads((out / "report.json").read_text())
+    ranking = [g["group"] for g in report["target_drop"]["ranking"]]
+    assert len(ranking) == 14
+    assert 1 <= len(td["kept"]) <= 3 and [k["group"] for k in td["kept"]] == ranking[:len(td["kept"])], td["kept"]
+    drops = [s["drop_points"] for s in report["target_drop"]["steps"]]
+    assert len(drops) == len(td["kept"]) and all(d > 6 + 1e-9 for d in drops[:-1]) and drops[-1] <= 6 + 1e-9, drops
     kept = {k["group"]: k["precision"] for k in td["kept"]}
     assert kept == {k["group"]: k["precision"] for k in report["target_drop"]["kept"]}
     # the report's quantizer table shows the kept groups at 16 bits and the others at 4
@@ -133,7 +140,7 @@ def test_ptq_target_drop(run_quant, fixtures_dir, data, tmp_path):
     acc = float((logits.argmax(1) == data["labels"]).mean())
     assert acc == pytest.approx(res["quant_accuracy"], abs=2 / 600)
     r = run_quant.ok("ptq", os.path.join(fixtures_dir, "resnet.onnx"), "--calib", data["calib"], "--val", data["x"],
-                     "--labels", data["y"], "--wbits", "4", "--abits", "4", "--target-drop", "1", "--no-adaround", "-o", out)
+                     "--labels", data["y"], "--wbits", "4", "--abits", "4", "--target-drop", "6", "--no-adaround", "-o", out)
     assert "target drop" in r.stdout and "met" in r.stdout
     for g in kept:
         assert g in r.stdout

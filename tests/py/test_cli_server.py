@@ -46,7 +46,7 @@ def test_eval_remote_and_token(run_quant, make_quantd, fixtures_dir, data, tmp_p
     local = json.loads(run_quant.ok("eval", model, "--input", x, "--labels", y, "--json").stdout)
     url = f"http://127.0.0.1:{d.port}"
     r = run_quant("eval", model, "--input", x, "--labels", y, "--json", "--server", url)
-    assert r.returncode == 1 and ("401" in r.stderr or "token" in r.stderr.lower()), r.stderr
+    assert r.returncode == 1 and "401" in r.stderr and "unauthorized" in r.stderr, r.stderr
     remote = json.loads(run_quant.ok("eval", model, "--input", x, "--labels", y, "--json", "--server", url,
                                      "--token", "s3cret").stdout)
     assert remote["accuracy"] == local["accuracy"] and remote["samples"] == local["samples"]
