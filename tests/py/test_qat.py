@@ -51,9 +51,13 @@ def test_qat_exports_and_onnxruntime_agrees(run_quant, fixtures_dir, fashion_tra
     tx, ty = fashion_train
     vx, vy, x, y = fashion_val
     out = tmp_path / "out"
+    # At 4-bit activations training must beat its PTQ start. Two epochs at 1e-3 moved the 2000-sample
+    # accuracy by 0 to 0.1 points depending on the CPU's sgemm kernels (0.8645 → 0.8645 on an AMD EPYC),
+    # so that run gets six epochs at 2e-3 (+0.6 points there, still well under a second).
+    epochs, lr = (6, "2e-3") if bits[1] == "4" else (2, "1e-3")
     r = run_quant.ok("qat", os.path.join(fixtures_dir, "mlp.onnx"), "--train", tx, "--labels", ty, "--val", vx,
-                     "--val-labels", vy, "--wbits", bits[0], "--abits", bits[1], "--epochs", "2", "--batch", "64",
-                     "--lr", "1e-3", "-o", out, "--json")
+                     "--val-labels", vy, "--wbits", bits[0], "--abits", bits[1], "--epochs", str(epochs), "--batch",
+                     "64", "--lr", lr, "-o", out, "--json")
     res = json.loads(r.stdout)
     assert set(res) == {"fp32_accuracy", "ptq_accuracy", "qat_accuracy", "seconds", "outdir"}
     for f in ["model.qdq.onnx", "encodings.json", "model.prepared.onnx", "report.json", "checkpoint/state.json"]:
@@ -62,9 +66,9 @@ def test_qat_exports_and_onnxruntime_agrees(run_quant, fixtures_dir, fashion_tra
     rep = json.loads((out / "report.json").read_text())
     assert rep["type"] == "qat"
     curve = rep["qat"]["curve"]
-    assert [c["epoch"] for c in curve] == [1, 2]
-    assert curve[1]["loss"] < curve[0]["loss"]
-    assert rep["qat"]["training"]["steps"] == 2 * NTRAIN // 64
+    assert [c["epoch"] for c in curve] == list(range(1, epochs + 1))
+    assert curve[-1]["loss"] < curve[0]["loss"]
+    assert rep["qat"]["training"]["steps"] == epochs * NTRAIN // 64
     print(f"mlp W{bits[0]}A{bits[1]}: FP32 {res['fp32_accuracy']:.4f}, PTQ {res['ptq_accuracy']:.4f}, "
           f"QAT {res['qat_accuracy']:.4f}, curve {[(c['loss'], c['accuracy']) for c in curve]}")
     # training does not make the model worse than its PTQ start (at 4-bit activations it must help)
