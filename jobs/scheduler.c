@@ -427,6 +427,17 @@ static void maybe_close(qd_sched *s);
 static void start_jobs(qd_sched *s);
 static void on_retry(uv_timer_t *t);
 
+/* On the loop thread, after anything that may free a worker: start queued jobs, or close down. */
+static void next_step(qd_sched *s)
+{
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping)
+        maybe_close(s);
+    else
+        start_jobs(s);
+    pthread_mutex_unlock(&s->mu);
+}
+
 /* Loop thread, s->mu held: the job's outcome, and the files that go with it (once). */
 static void decide_end(qd_sched *s, run *r)
 {
@@ -571,12 +582,7 @@ static void after_work_cb(uv_work_t *req, int status)
             s->o.notify(s->o.ud, r->id);
         run_free(r);
     }
-    pthread_mutex_lock(&s->mu);
-    if (s->stopping)
-        maybe_close(s);
-    else
-        start_jobs(s);
-    pthread_mutex_unlock(&s->mu);
+    next_step(s);
 }
 
 /* The retry timer (loop thread): ends not yet recorded, then the stalled queue. */
@@ -736,12 +742,7 @@ static void on_wake(uv_async_t *h)
 {
     qd_sched *s = h->data;
     flush_events(s);
-    pthread_mutex_lock(&s->mu);
-    if (s->stopping)
-        maybe_close(s);
-    else
-        start_jobs(s);
-    pthread_mutex_unlock(&s->mu);
+    next_step(s);
 }
 
 static void loop_main(void *arg)
