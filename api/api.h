@@ -152,6 +152,8 @@ extern const unsigned qd_status_list[QD_NSTATUS];   /* the last slot counts any 
 int qd_reply(qd_req *r, unsigned status, struct MHD_Response *resp);
 /* Queues the JSON value (stolen) with status; extra headers as name/value pairs, NULL-terminated. */
 int qd_reply_json(qd_req *r, unsigned status, json_t *body, ...);
+/* The error code for a failed write's errno: storage_full (507) for a full disk, else internal. */
+qd_errcode qd_io_error(int err);
 int qd_reply_error(qd_req *r, qd_errcode code, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* UTF-8 (jansson accepts nothing else): qd_utf8_clean copies src into dst (size n), each invalid

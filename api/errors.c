@@ -15,12 +15,14 @@ const qd_error_def qd_errors[QD_E_COUNT] = {
                          "allowed_hosts or allowed_origins in quantd.conf" },
     [QD_E_NOT_FOUND] = { "not_found", 404, "check the id or path; GET /v1/openapi.json lists the routes" },
     [QD_E_METHOD_NOT_ALLOWED] = { "method_not_allowed", 405, "the Allow header lists the methods of this path" },
+    [QD_E_TIMEOUT] = { "timeout", 408, "send the headers and the body without pausing (header_timeout, body_timeout)" },
     [QD_E_IN_USE] = { "in_use", 409, "a queued or running job uses it; cancel that job or wait for it" },
     [QD_E_JOB_FINISHED] = { "job_finished", 409, "the job has already ended; nothing to cancel" },
     [QD_E_TOO_LARGE] = { "too_large", 413, "the body exceeds the server's limit (see message); "
                                            "the operator can raise it in quantd.conf" },
     [QD_E_MEDIA_TYPE] = { "unsupported_media_type", 415,
-                          "send the file's raw bytes as application/octet-stream (e.g. curl --data-binary @file)" },
+                          "uploads take the file's raw bytes as application/octet-stream (curl --data-binary @file); "
+                          "job specs take application/json" },
     [QD_E_RANGE] = { "range_not_satisfiable", 416, "the Range lies outside the file; see Content-Range" },
     [QD_E_UNSUPPORTED_MODEL] = { "unsupported_model", 422,
                                  "the model parses but uses operators or types the engine does not run" },
@@ -32,4 +34,6 @@ const qd_error_def qd_errors[QD_E_COUNT] = {
     [QD_E_QUEUE_FULL] = { "queue_full", 429, "too many queued jobs; retry after Retry-After seconds" },
     [QD_E_INTERNAL] = { "internal", 500, "the server failed; its log has the details" },
     [QD_E_SHUTTING_DOWN] = { "shutting_down", 503, "the server is stopping; retry shortly" },
+    [QD_E_STORAGE_FULL] = { "storage_full", 507, "the server's disk is full; nothing was stored: retry once the "
+                                                 "operator has freed space" },
 };

@@ -16,6 +16,7 @@ typedef enum qd_errcode {
     QD_E_FORBIDDEN,
     QD_E_NOT_FOUND,
     QD_E_METHOD_NOT_ALLOWED,
+    QD_E_TIMEOUT,
     QD_E_IN_USE,
     QD_E_JOB_FINISHED,
     QD_E_TOO_LARGE,
@@ -27,6 +28,7 @@ typedef enum qd_errcode {
     QD_E_QUEUE_FULL,
     QD_E_INTERNAL,
     QD_E_SHUTTING_DOWN,
+    QD_E_STORAGE_FULL,
     QD_E_COUNT
 } qd_errcode;
 

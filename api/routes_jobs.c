@@ -53,6 +53,9 @@ int qd_h_job_submit(qd_req *r)
                            bad, missing);
         break;
     }
+    case QD_ST_FULL:
+        h = qd_reply_error(r, QD_E_STORAGE_FULL, NULL, "could not record the job: the state dir's disk is full");
+        break;
     default:
         h = qd_reply_error(r, QD_E_INTERNAL, NULL, "could not record the job");
         break;

@@ -96,7 +96,7 @@ static void *v_main(void *arg)
             /* the reply follows the commit, which needs the bytes on disk: sync here, not on
              * the HTTP thread (publish() syncs again, by then at no cost) */
             if (!r->v.failed && fsync(r->fd) < 0)
-                v_fail(r, QD_E_INTERNAL, "cannot store the upload: %s", strerror(errno));
+                v_fail(r, qd_io_error(errno), "cannot store the upload: %s", strerror(errno));
         }
         r->v.state = QD_V_DONE;
         MHD_resume_connection(r->conn);
@@ -173,7 +173,7 @@ static int store_inflated(qd_req *r, const qs_dataset *d)
     if (rename(stored, r->tmp) < 0) {
         close(fd);
         unlink(stored);
-        v_fail(r, QD_E_INTERNAL, "cannot store the data set: %s", strerror(errno));
+        v_fail(r, qd_io_error(errno), "cannot store the data set: %s", strerror(errno));
         return -1;
     }
     close(r->fd);   /* the file to sync and publish is the copy now */
@@ -229,7 +229,7 @@ static int store_upload(qd_req *r, qd_kind kind, const char *prefix, const char 
     qd_store_file_path(r->srv->st, kind, id, ext, dest, sizeof dest);
     if (publish(r, dest) < 0) {
         json_decref(info);
-        return qd_reply_error(r, QD_E_INTERNAL, NULL, "cannot store the upload: %s", strerror(errno));
+        return qd_reply_error(r, qd_io_error(errno), NULL, "cannot store the upload: %s", strerror(errno));
     }
     json_object_set_new(info, "id", json_string(id));
     json_object_set_new(info, "name", json_string(name));
@@ -240,7 +240,9 @@ static int store_upload(qd_req *r, qd_kind kind, const char *prefix, const char 
     json_decref(info);
     if (rc < 0) {
         unlink(dest);
-        return qd_reply_error(r, QD_E_INTERNAL, NULL, "cannot record the upload");
+        return rc == QD_ST_FULL ? qd_reply_error(r, QD_E_STORAGE_FULL, NULL, "cannot record the upload: the state "
+                                                                           "dir's disk is full")
+                                : qd_reply_error(r, QD_E_INTERNAL, NULL, "cannot record the upload");
     }
     json_t *rec = qd_store_get(r->srv->st, kind, id);
     if (!rec)

@@ -20,7 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -44,6 +43,11 @@ static void conn_set_phase(qd_server *srv, qd_conn *c, int phase);
 enum { CONN_HEADERS, CONN_BODY, CONN_BUSY, CONN_KILLED };
 
 /* ---- replies ------------------------------------------------------------------------------- */
+
+qd_errcode qd_io_error(int err)
+{
+    return err == ENOSPC || err == EDQUOT ? QD_E_STORAGE_FULL : QD_E_INTERNAL;
+}
 
 int qd_reply(qd_req *r, unsigned status, struct MHD_Response *resp)
 {
@@ -161,29 +165,34 @@ int qd_reply_error(qd_req *r, qd_errcode code, const char *field, const char *fm
     return qd_reply(r, d->status, resp);
 }
 
+/* A whole HTTP reply carrying an error body, for the two places that write to a connection's socket
+ * themselves (below, and the reaper); len 0 when it cannot be built. */
+static size_t raw_error_reply(char *out, size_t n, qd_errcode code, const char *msg)
+{
+    json_t *body = error_body(code, NULL, msg);
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    unsigned status = qd_errors[code].status;
+    int len = text ? snprintf(out, n, "HTTP/1.1 %u %s\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                                      "Content-Length: %zu\r\n\r\n%s",
+                              status, MHD_get_reason_phrase_for(status), strlen(text), text)
+                     : -1;
+    free(text);
+    return len > 0 && (size_t)len < n ? (size_t)len : 0;
+}
+
 /* A 413 in the middle of a body. libmicrohttpd 0.9.75 queues a reply only before the body or after
  * all of it, so the reply is written to the socket here (nothing else is being written while the
  * body is read) and the caller returns MHD_NO: libmicrohttpd closes the connection and reads no
  * more. */
 static int refuse_mid_body(qd_req *r)
 {
-    char msg[256];
+    char msg[256], reply[1024];
     snprintf(msg, sizeof msg, "the body exceeds the limit of %lld bytes here", (long long)r->limit);
-    json_t *body = error_body(QD_E_TOO_LARGE, NULL, msg);
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
+    size_t len = raw_error_reply(reply, sizeof reply, QD_E_TOO_LARGE, msg);
     const union MHD_ConnectionInfo *fd = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (text && fd) {
-        char head[192];
-        int hl = snprintf(head, sizeof head, "HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\n"
-                                             "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                          strlen(text));
-        struct iovec iov[2] = { { head, (size_t)hl }, { text, strlen(text) } };
-        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
-        if (sendmsg(fd->connect_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) > 0)
-            shutdown(fd->connect_fd, SHUT_WR);   /* the reply, then the end: before any reset */
-    }
-    free(text);
+    if (len && fd && send(fd->connect_fd, reply, len, MSG_NOSIGNAL | MSG_DONTWAIT) > 0)
+        shutdown(fd->connect_fd, SHUT_WR);   /* the reply, then the end: before any reset */
     conn_set_phase(r->srv, r->cn, CONN_BUSY);
     r->replied = 1;
     r->status = 413;
@@ -287,11 +296,8 @@ static int conn_expired(const qd_server *srv, qd_conn *c, double now)
 static void *reaper_main(void *arg)
 {
     qd_server *srv = arg;
-#define TIMEOUT_BODY "{\"error\":{\"code\":\"timeout\",\"message\":\"the request was not received in time\"," \
-                     "\"hint\":\"send the headers and the body without pausing\"}}"
-    _Static_assert(sizeof TIMEOUT_BODY - 1 == 132, "the Content-Length below");
-    static const char reply[] = "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
-                                "Content-Type: application/json\r\nContent-Length: 132\r\n\r\n" TIMEOUT_BODY;
+    char reply[1024];
+    size_t len = raw_error_reply(reply, sizeof reply, QD_E_TIMEOUT, "the request was not received in time");
     pthread_mutex_lock(&srv->conn_mu);
     while (!srv->reaper_stop) {
         struct timespec ts;
@@ -310,7 +316,7 @@ static void *reaper_main(void *arg)
                         c->phase == CONN_HEADERS ? "request headers" : "request body");
             c->phase = CONN_KILLED;
             /* a best effort: the socket is nonblocking and the reply tiny */
-            if (send(c->fd, reply, sizeof reply - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+            if (len && send(c->fd, reply, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
                 (void)0;
             shutdown(c->fd, SHUT_RDWR);
         }
@@ -645,7 +651,7 @@ static int begin_request(qd_req *r)
         r->fd = qd_store_tmpfile(srv->st, rt->body == QD_BODY_MODEL ? ".onnx" : ".npy", r->tmp, sizeof r->tmp);
         if (r->fd < 0) {
             r->tmp[0] = 0;
-            return qd_reply_error(r, QD_E_INTERNAL, NULL, "cannot create a temp file: %s", strerror(errno));
+            return qd_reply_error(r, qd_io_error(errno), NULL, "cannot create a temp file: %s", strerror(errno));
         }
         qd_sha256_init(&r->sha);
     }
@@ -696,7 +702,8 @@ static int finish_request(qd_req *r)
         return qd_reply_error(r, QD_E_TOO_LARGE, NULL, "the body exceeds the limit of %lld bytes here",
                               (long long)r->limit);
     if (r->write_errno)
-        return qd_reply_error(r, QD_E_INTERNAL, NULL, "cannot store the upload: %s", strerror(r->write_errno));
+        return qd_reply_error(r, qd_io_error(r->write_errno), NULL, "cannot store the upload: %s",
+                              strerror(r->write_errno));
     return qd_routes[r->route].handler(r);
 }
 

@@ -150,6 +150,24 @@ def test_dripping_headers_are_cut_off_at_header_timeout(make_quantd):
     assert d.request("GET", "/v1/health", timeout=2).status == 200
 
 
+def test_unfinished_headers_get_a_408_error_body(make_quantd):
+    d = make_quantd("--set", "header_timeout=1")
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+    s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")   # no blank line: never finished
+    reply = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        reply += chunk
+    s.close()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), reply
+    assert f"Content-Length: {len(body)}".encode() in head, reply
+    err = json.loads(body)["error"]
+    assert err["code"] == "timeout" and "header_timeout" in err["hint"], err
+
+
 def test_dripping_body_is_cut_off(make_quantd):
     d = make_quantd("--set", "body_timeout=2", "--set", "body_min_rate=1K")
     s = socket.create_connection(("127.0.0.1", d.port), timeout=6)

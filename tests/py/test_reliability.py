@@ -191,24 +191,33 @@ def small_fs(tmp_path):
 
 
 def fill(path):
-    """Writes a file until the disk is full."""
-    with open(path, "wb") as f:
-        try:
-            while True:
-                f.write(bytes(16384))
-                f.flush()
-        except OSError:
-            pass
+    """Writes a file until the disk is full, to the last byte."""
+    with open(path, "wb", buffering=0) as f:
+        for chunk in (16384, 512, 1):
+            try:
+                while True:
+                    f.write(bytes(chunk))
+            except OSError:
+                pass
 
 
-def test_disk_full_fails_or_runs_jobs_never_strands_them(small_fs):
+def test_disk_full_fails_or_runs_jobs_never_strands_them(small_fs, tmp_path):
     d = Quantd(quantd_binary(), small_fs / "st", "--set", "debug_jobs=true", "--workers", "1")
     d.start()
+    np.save(tmp_path / "x.npy", np.zeros((4, 3), np.float32))
     try:
         a = d.submit({"type": "sleep", "config": {"seconds": 2, "artifact_bytes": 1000}})["id"]
         b = d.submit({"type": "sleep", "config": {"seconds": 0.2, "artifact_bytes": 1000}})["id"]
         d.wait(a, "running")
         fill(small_fs / "filler")   # a's events, a's end and b's start cannot be written now
+        # new work is refused with 507 while the disk is full: never acknowledged and then lost
+        r = d.upload("datasets", tmp_path / "x.npy")
+        assert r.status == 507 and r.error()["code"] == "storage_full", (r.status, r.body)
+        # a job spec is one small row: SQLite may still find room for it in its WAL file; if it
+        # does, the job is acknowledged and must run once there is space (checked below)
+        st, body = d.json("POST", "/v1/jobs", {"type": "sleep", "config": {"seconds": 0.1}})
+        assert (st, body["error"]["code"] if st != 202 else None) in ((507, "storage_full"), (202, None)), (st, body)
+        late = body["id"] if st == 202 else None
         time.sleep(3)                # a's 2 s are over meanwhile
         os.remove(small_fs / "filler")
         ja = d.wait(a, ("succeeded", "failed"), timeout=15)
@@ -222,6 +231,8 @@ def test_disk_full_fails_or_runs_jobs_never_strands_them(small_fs):
         # and the daemon takes new work
         c = d.submit({"type": "sleep", "config": {"seconds": 0.1, "artifact_bytes": 10}})["id"]
         assert d.wait(c, ("succeeded", "failed"))["state"] == "succeeded"
+        if late:
+            assert d.wait(late, ("succeeded", "failed"))["state"] == "succeeded"
     finally:
         d.stop()
 
