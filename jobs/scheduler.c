@@ -90,6 +90,7 @@ struct qd_sched {
     uv_timer_t retry;
     run *ending;
     int stalled;
+    json_t *orphans;         /* ids left running by a previous process, not yet requeued (full disk) */
     int stopping, closing, abandoned;
     qd_sched_stats stats;
 
@@ -426,6 +427,26 @@ static void count_finished(qd_sched *s, int which, double duration)
 static void maybe_close(qd_sched *s);
 static void start_jobs(qd_sched *s);
 static void on_retry(uv_timer_t *t);
+static int queue_push(qd_sched *s, const char *id);
+
+/* Jobs the previous process left running whose requeue at start failed: into the queue once their
+ * record says queued (called with mu held). */
+static void requeue_orphans(qd_sched *s)
+{
+    for (size_t i = 0; i < json_array_size(s->orphans);) {
+        const char *id = json_string_value(json_array_get(s->orphans, i));
+        int rc = qd_store_requeue(s->st, id);
+        if (rc == 0 && queue_push(s, id) < 0)
+            return;   /* out of memory: the record is queued, and the next start runs it */
+        if (rc == 0 || rc == QD_ST_CONFLICT || rc == QD_ST_NOTFOUND) {
+            if (rc == 0)
+                QD_LOG_NOTICE("job %s left running by the previous process requeued", id);
+            json_array_remove(s->orphans, i);
+        } else {
+            i++;
+        }
+    }
+}
 
 /* On the loop thread, after anything that may free a worker: start queued jobs, or close down. */
 static void next_step(qd_sched *s)
@@ -602,12 +623,13 @@ static void on_retry(uv_timer_t *t)
             pp = &r->next;
         }
     }
+    requeue_orphans(s);
     s->stalled = 0;
     if (s->stopping)
         maybe_close(s);
     else
         start_jobs(s);
-    if (!s->ending && !s->stalled)
+    if (!s->ending && !s->stalled && !json_array_size(s->orphans))
         uv_timer_stop(&s->retry);
     pthread_mutex_unlock(&s->mu);
     while (done_list) {
@@ -790,9 +812,13 @@ int qd_sched_start(qd_store *st, const qd_sched_opts *o, qd_sched **out, char *e
     snprintf(size, sizeof size, "%d", o->workers);
     setenv("UV_THREADPOOL_SIZE", size, 1);
 
-    int requeued = qd_store_requeue_running(st);
+    s->orphans = json_array();
+    int requeued = qd_store_requeue_running(st, s->orphans);
     if (requeued)
         QD_LOG_NOTICE("%d job%s left running by the previous process requeued", requeued, requeued > 1 ? "s" : "");
+    if (json_array_size(s->orphans))   /* a full disk, say: the retry timer tries again */
+        QD_LOG_WARNING("%zu job%s left running by the previous process could not be requeued yet",
+                       json_array_size(s->orphans), json_array_size(s->orphans) > 1 ? "s" : "");
     json_t *ids = qd_store_job_ids(st, "queued");
     size_t i;
     json_t *v;
@@ -822,12 +848,15 @@ int qd_sched_start(qd_store *st, const qd_sched_opts *o, qd_sched **out, char *e
 
     if (uv_loop_init(&s->loop) < 0 || uv_async_init(&s->loop, &s->wake, on_wake) < 0) {
         snprintf(err, n, "libuv: cannot initialise the loop");
+        json_decref(s->orphans);
         free(s);
         return -1;
     }
     s->wake.data = s;
     uv_timer_init(&s->loop, &s->retry);
     s->retry.data = s;
+    if (json_array_size(s->orphans))
+        arm_retry(s);
     if (uv_thread_create(&s->thread, loop_main, s) < 0) {
         snprintf(err, n, "libuv: cannot start the loop thread");
         return -1;
@@ -929,13 +958,10 @@ int qd_sched_stop(qd_sched *s, int timeout_s)
         /* The engine did not poll its abort flag in time. The records go back to the queue now;
          * the next start runs those jobs again. */
         s->abandoned = 1;
-        json_t *extra = json_pack("{s:s}", "reason", "requeued: the daemon stopped while the job ran");
-        qd_job_update u = { .event_extra = extra };
         for (run *r = s->running; r; r = r->next) {
-            qd_store_job_transition(s->st, r->id, "running", "queued", &u, NULL);
+            qd_store_requeue(s->st, r->id);
             QD_LOG_WARNING("job %s did not stop within %d s; requeued", r->id, timeout_s);
         }
-        json_decref(extra);
     }
     int closing = s->closing;
     pthread_mutex_unlock(&s->mu);
@@ -963,6 +989,7 @@ void qd_sched_free(qd_sched *s)
         run_free(s->ending);
         s->ending = next;
     }
+    json_decref(s->orphans);
     free(s->queue);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);

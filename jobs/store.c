@@ -862,18 +862,27 @@ int qd_store_job_transition(qd_store *st, const char *id, const char *from, cons
     return rc;
 }
 
-int qd_store_requeue_running(qd_store *st)
+int qd_store_requeue(qd_store *st, const char *id)
+{
+    json_t *extra = json_pack("{s:s}", "reason", "requeued: the daemon stopped while the job ran");
+    qd_job_update u = { .event_extra = extra };
+    int rc = qd_store_job_transition(st, id, "running", "queued", &u, NULL);
+    json_decref(extra);
+    return rc;
+}
+
+int qd_store_requeue_running(qd_store *st, json_t *left)
 {
     json_t *ids = qd_store_job_ids(st, "running");
     int n = 0;
     size_t i;
     json_t *v;
-    json_t *extra = json_pack("{s:s}", "reason", "requeued: the daemon stopped while the job ran");
-    qd_job_update u = { .event_extra = extra };
-    json_array_foreach(ids, i, v)
-        if (qd_store_job_transition(st, json_string_value(v), "running", "queued", &u, NULL) == 0)
+    json_array_foreach(ids, i, v) {
+        if (qd_store_requeue(st, json_string_value(v)) == 0)
             n++;
-    json_decref(extra);
+        else if (left)
+            json_array_append(left, v);
+    }
     json_decref(ids);
     return n;
 }

@@ -95,9 +95,11 @@ typedef struct qd_job_update {
  * job was not in `from`, QD_ST_NOTFOUND when it does not exist. */
 int qd_store_job_transition(qd_store *st, const char *id, const char *from, const char *to,
                             const qd_job_update *u, int64_t *seq);
-/* Jobs left running by a previous process → queued again (with a `state` event saying so).
- * Returns how many. */
-int qd_store_requeue_running(qd_store *st);
+/* A job left running by a previous process → queued again (with a `state` event saying so). */
+int qd_store_requeue(qd_store *st, const char *id);
+/* Every such job; returns how many were requeued, and appends to left (may be NULL) the ids of
+ * those that could not be (a full disk). */
+int qd_store_requeue_running(qd_store *st, json_t *left);
 /* counts[state] for the states in qd_job_states (queued, running, succeeded, failed, cancelled). */
 extern const char *const qd_job_states[5];
 int qd_store_job_counts(qd_store *st, int64_t counts[5]);

@@ -237,6 +237,27 @@ def test_disk_full_fails_or_runs_jobs_never_strands_them(small_fs, tmp_path):
         d.stop()
 
 
+def test_disk_full_at_start_requeues_the_dead_process_jobs_when_space_returns(small_fs):
+    """A process killed mid-job leaves it "running"; the next start requeues it. With the disk full
+    at that start the requeue cannot be written: the job must still run once there is space."""
+    st = small_fs / "st"
+    d = Quantd(quantd_binary(), st, "--set", "debug_jobs=true", "--workers", "1").start()
+    a = d.submit({"type": "sleep", "config": {"seconds": 3, "artifact_bytes": 100}})["id"]
+    d.wait(a, "running")
+    d.kill9()
+    fill(small_fs / "filler")
+    d = Quantd(quantd_binary(), st, "--set", "debug_jobs=true", "--workers", "1", port=d.port)
+    d.start()
+    try:
+        time.sleep(1)
+        assert d.job(a)["state"] == "running"   # nothing could be written: the record is as it was
+        os.remove(small_fs / "filler")
+        j = d.wait(a, ("succeeded", "failed"), timeout=20)
+        assert j["state"] == "succeeded" and j["attempts"] == 2, j
+    finally:
+        d.stop()
+
+
 def test_health_answers_while_an_upload_is_validated(make_quantd, tmp_path):
     """One HTTP thread: had the upload's validation (inflating 96 MiB, storing it uncompressed) run
     on it, /v1/health would wait for the whole validation."""
