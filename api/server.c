@@ -49,6 +49,18 @@ qd_errcode qd_io_error(int err)
     return err == ENOSPC || err == EDQUOT ? QD_E_STORAGE_FULL : QD_E_INTERNAL;
 }
 
+/* A refused upload is gone before the client hears why. */
+static void drop_upload(qd_req *r)
+{
+    if (!r->tmp[0])
+        return;
+    if (r->fd >= 0)
+        close(r->fd);
+    r->fd = -1;
+    unlink(r->tmp);
+    r->tmp[0] = 0;
+}
+
 int qd_reply(qd_req *r, unsigned status, struct MHD_Response *resp)
 {
     if (!resp)
@@ -56,13 +68,8 @@ int qd_reply(qd_req *r, unsigned status, struct MHD_Response *resp)
     r->replied = 1;
     r->status = status;
     conn_set_phase(r->srv, r->cn, CONN_BUSY);   /* the deadlines end where the reply begins */
-    if (status >= 300 && r->tmp[0]) {   /* a refused upload is gone before the client hears why */
-        if (r->fd >= 0)
-            close(r->fd);
-        r->fd = -1;
-        unlink(r->tmp);
-        r->tmp[0] = 0;
-    }
+    if (status >= 300)
+        drop_upload(r);
     int route = r->route >= 0 ? r->route : qd_nroutes;
     atomic_fetch_add(&r->srv->http_count[route * QD_NSTATUS + status_index(status)], 1);
     enum MHD_Result ok = MHD_queue_response(r->conn, status, resp);
@@ -190,6 +197,7 @@ static int refuse_mid_body(qd_req *r)
     char msg[256], reply[1024];
     snprintf(msg, sizeof msg, "the body exceeds the limit of %lld bytes here", (long long)r->limit);
     size_t len = raw_error_reply(reply, sizeof reply, QD_E_TOO_LARGE, msg);
+    drop_upload(r);
     const union MHD_ConnectionInfo *fd = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (len && fd && send(fd->connect_fd, reply, len, MSG_NOSIGNAL | MSG_DONTWAIT) > 0)
         shutdown(fd->connect_fd, SHUT_WR);   /* the reply, then the end: before any reset */
