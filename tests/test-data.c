@@ -216,6 +216,10 @@ TEST(handwritten_bad_files)
         {1, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", 20, "truncated"},
         {2, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", 23, "needs 24 data bytes"},
         {1, "{'descr': '<f4', 'fortran_order': False, 'shape': (1,2,3,4,5,6,7,8,9), }", 24, "more than 8"},
+        /* empty, but a row's element count overflows int64 (a fuzzing finding: UB in qs_shape_numel) */
+        {1, "{'descr': '>i1', 'fortran_order': False, 'shape': (1, 2, 1,3, 2222222222222222212, 0,3), }", 0,
+         "array too large"},
+        {1, "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 3074457345618258603, 3), }", 0, "array too large"},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         size_t n = handmade(buf, cases[k].v, cases[k].dict, vals, cases[k].nd);
