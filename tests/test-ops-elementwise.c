@@ -306,6 +306,15 @@ TEST(variadic_max_min_sum_mean)
     qs_tensor *y = run1(&n, 13, 2, (qs_tensor *[]){ TF(SHAPE(2), F(NAN, 1)), TF(SHAPE(2), F(0, NAN)) });
     ASSERT(isnan(qs_f32(y)[0]) && isnan(qs_f32(y)[1]));
     run_fail(&n, 13, 2, (qs_tensor *[]){ a, TF(SHAPE(3), NULL) }, 1, QS_ESHAPE);
+    /* the lower rank first: the broadcast shape grows while it is folded (a fuzz-onnx finding: [2]
+     * and [1, 4] came out as [1, 4], and the kernel read past the first input) */
+    expect_f32(run1(&n, 13, 2, (qs_tensor *[]){ TF(SHAPE(3), F(1, 5, -2)), TF(SHAPE(2, 1), F(0, 4)) }), SHAPE(2, 3),
+               F(1, 5, 0, 4, 5, 4), 0);
+    n.op = (char *)"Sum";
+    expect_f32(run1(&n, 13, 2, (qs_tensor *[]){ TF(SHAPE(4), F(1, 2, 3, 4)), TF(SHAPE(3, 1), F(0, 10, 20)) }),
+               SHAPE(3, 4), F(1, 2, 3, 4, 11, 12, 13, 14, 21, 22, 23, 24), 0);
+    n.op = (char *)"Max";
+    run_fail(&n, 13, 2, (qs_tensor *[]){ TI(SHAPE(2), I(1, 4)), TI(SHAPE(1, 4), I(1, 1, 1, 1)) }, 1, QS_ESHAPE);
     const char *ops[] = { "Max", "Min", "Sum", "Mean" };
     for (int k = 0; k < 4; k++) {
         qs_node g = opcheck_node(ops[k], NULL);

@@ -55,8 +55,10 @@ void qs_set_shape(qs_tensor *out, qs_dtype dtype, int ndim, const int64_t *shape
         out->shape[i] = shape[i];
 }
 
-int qs_broadcast_shape(qs_kctx *c, const qs_tensor *a, const qs_tensor *b, int *ndim, int64_t *shape)
+int qs_broadcast_shape(qs_kctx *c, const qs_tensor *a, const qs_tensor *b, int *ndim, int64_t *shape_out)
 {
+    /* into a local first: callers fold a list of inputs with shape_out == a->shape (Max, Sum, …) */
+    int64_t shape[QS_MAX_DIMS];
     int n = a->ndim > b->ndim ? a->ndim : b->ndim;
     for (int i = 0; i < n; i++) {
         int ia = a->ndim - n + i, ib = b->ndim - n + i;
@@ -69,6 +71,7 @@ int qs_broadcast_shape(qs_kctx *c, const qs_tensor *a, const qs_tensor *b, int *
         }
         shape[i] = da == 1 ? db : da;
     }
+    memcpy(shape_out, shape, (size_t)n * sizeof shape[0]);
     *ndim = n;
     return 0;
 }
