@@ -778,6 +778,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     }
     if (r->replied)
         return MHD_YES;
+    /* the body is in: the client's deadlines end here, not at the reply, which may wait for an
+     * upload's validation (suspended, then resumed: no 408 may cut in) */
+    conn_set_phase(srv, r->cn, CONN_BUSY);
     return finish_request(r) == QD_H_OK ? MHD_YES : MHD_NO;
 }
 
