@@ -237,6 +237,7 @@ struct qd_conn {
     int fd;
     int phase;
     double deadline;                 /* CONN_HEADERS */
+    int kept;                        /* kept alive after a reply: idle, not late, at the deadline */
     double body_t0;                  /* CONN_BODY */
     atomic_llong body_bytes;
 };
@@ -250,8 +251,10 @@ static void conn_set_phase(qd_server *srv, qd_conn *c, int phase)
     pthread_mutex_lock(&srv->conn_mu);
     if (c->phase != CONN_KILLED) {
         c->phase = phase;
-        if (phase == CONN_HEADERS)
+        if (phase == CONN_HEADERS) {   /* only ever after a reply (on_connection sets the first) */
             c->deadline = now_s() + srv->cfg->header_timeout;
+            c->kept = 1;
+        }
         else if (phase == CONN_BODY)
             c->body_t0 = now_s();
     }
@@ -320,11 +323,18 @@ static void *reaper_main(void *arg)
         for (qd_conn *c = srv->conns; c; c = c->next) {
             if (!conn_expired(srv, c, now))
                 continue;
-            QD_LOG_INFO("closing a connection that was too slow to send its %s",
-                        c->phase == CONN_HEADERS ? "request headers" : "request body");
+            /* A kept-alive connection that sent nothing more is closed without a word, as idle
+             * connections are: a 408 there could meet the client's next request on the wire and
+             * be read as its answer. (Half a request on it is closed the same way.) */
+            int idle = c->phase == CONN_HEADERS && c->kept;
+            if (idle)
+                QD_LOG_DEBUG("closing a kept-alive connection idle for %d s", srv->cfg->header_timeout);
+            else
+                QD_LOG_INFO("closing a connection that was too slow to send its %s",
+                            c->phase == CONN_HEADERS ? "request headers" : "request body");
             c->phase = CONN_KILLED;
             /* a best effort: the socket is nonblocking and the reply tiny */
-            if (len && send(c->fd, reply, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+            if (!idle && len && send(c->fd, reply, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
                 (void)0;
             shutdown(c->fd, SHUT_RDWR);
         }

@@ -4,6 +4,7 @@ what is sent; every loop is bounded and every socket has a timeout.
 """
 import http.client
 import json
+import re
 import os
 import resource
 import socket
@@ -166,6 +167,27 @@ def test_unfinished_headers_get_a_408_error_body(make_quantd):
     assert f"Content-Length: {len(body)}".encode() in head, reply
     err = json.loads(body)["error"]
     assert err["code"] == "timeout" and "header_timeout" in err["hint"], err
+
+
+def test_an_idle_kept_alive_connection_is_closed_without_a_408(make_quantd):
+    """After a reply, waiting for a next request is idleness, not lateness: the connection closes
+    at header_timeout with no 408, which a client could take for its next request's answer."""
+    d = make_quantd("--set", "header_timeout=1")
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+    s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        reply += s.recv(4096)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    n = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    while len(body) < n:
+        body += s.recv(4096)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    t0 = time.time()
+    rest = s.recv(4096)   # nothing until the server closes
+    s.close()
+    assert rest == b"", rest
+    assert 0.9 < time.time() - t0 < 3
 
 
 def test_dripping_body_is_cut_off(make_quantd):
