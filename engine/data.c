@@ -249,18 +249,10 @@ static int parse_npy(const char *label, const uint8_t *buf, size_t len, qs_tenso
         return qs_error(e, QS_EUNSUPPORTED,
                         "%s: Fortran-order arrays are not supported; save with np.ascontiguousarray", label);
 
-    /* Every count the readers form from the shape (a row's elements, the array's bytes) must fit
-     * in int64, also when another dim is 0 and the array is empty: the product of the nonzero dims. */
-    size_t esz = qs_dtype_size(view->dtype), span = esz, need;
-    int empty = 0;
-    for (int i = 0; i < view->ndim; i++) {
-        size_t d = (size_t)view->shape[i];
-        if (d && span > (size_t)INT64_MAX / d)
-            return qs_error(e, QS_EFORMAT, "%s: array too large", label);
-        span *= d ? d : 1;
-        empty |= !d;
-    }
-    need = empty ? 0 : span;
+    /* every count the readers form from the shape must fit in int64, also in an empty array */
+    size_t need;
+    if (qs_shape_bytes(view->dtype, view->ndim, view->shape, &need) < 0)
+        return qs_error(e, QS_EFORMAT, "%s: array too large", label);
     *data_off = pre + hlen;
     if (need > len - *data_off) {
         char s[128];

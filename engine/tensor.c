@@ -49,22 +49,24 @@ int64_t qs_shape_numel(int ndim, const int64_t *shape)
 
 int qs_shape_bytes(qs_dtype dtype, int ndim, const int64_t *shape, size_t *bytes)
 {
-    int64_t es = (int64_t)qs_dtype_size(dtype), n = 1;
+    int64_t es = (int64_t)qs_dtype_size(dtype), span = es;
+    int empty = 0;
     if (!es || ndim < 0 || ndim > QS_MAX_DIMS)
         return -1;
-    for (int i = 0; i < ndim; i++)
+    /* the product of the nonzero dims must fit even when a 0 makes the tensor empty: readers form
+     * row lengths and strides from the other dims */
+    for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0)
             return -1;
-    for (int i = 0; i < ndim; i++) {
         if (shape[i] == 0) {
-            *bytes = 0;
-            return 0;
+            empty = 1;
+            continue;
         }
-        if (n > INT64_MAX / es / shape[i])
+        if (span > INT64_MAX / shape[i])
             return -1;
-        n *= shape[i];
+        span *= shape[i];
     }
-    *bytes = (size_t)(n * es);
+    *bytes = empty ? 0 : (size_t)span;
     return 0;
 }
 
@@ -82,7 +84,7 @@ int qs_check_tensor_size(qs_err *e, const char *what, qs_dtype dtype, int ndim, 
         if (shape[i] < 0)
             return qs_error(e, QS_ESHAPE, "%s: shape %s has a negative dimension", what, sb);
     if (qs_shape_bytes(dtype, ndim, shape, &bytes) < 0)
-        return qs_error(e, QS_EUNSUPPORTED, "%s: shape %s of %s is too large (over 2^63 bytes); the tensor "
+        return qs_error(e, QS_EUNSUPPORTED, "%s: shape %s of %s is too large (its dims multiply past 2^63 bytes); the tensor "
                         "size limit is %zu bytes (max_tensor_size)", what, sb, qs_dtype_name(dtype), limit);
     if (bytes > limit)
         return qs_error(e, QS_EUNSUPPORTED, "%s: shape %s of %s is %zu bytes, over the tensor size limit of "
@@ -109,7 +111,7 @@ static qs_tensor *tensor_head(qs_dtype dtype, int ndim, const int64_t *shape)
     if (ndim < 0 || ndim > QS_MAX_DIMS || !qs_dtype_size(dtype))
         return NULL;
     size_t bytes;
-    if (qs_shape_bytes(dtype, ndim, shape, &bytes) < 0)   /* a negative dim, or a size over 2^63 */
+    if (qs_shape_bytes(dtype, ndim, shape, &bytes) < 0)   /* a negative dim, or dims past 2^63 bytes */
         return NULL;
     qs_tensor *t = calloc(1, sizeof *t);
     if (!t)

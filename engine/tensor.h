@@ -39,7 +39,8 @@ int qs_dtype_is_int(qs_dtype t);
 
 int64_t qs_shape_numel(int ndim, const int64_t *shape);
 /* Bytes of a tensor of this type and shape into *bytes; -1 when a dim is negative, the type has no
- * size, or the size does not fit in 63 bits (checked before any multiplication overflows). */
+ * size, or the size does not fit in 63 bits (checked before any multiplication overflows) — with
+ * the 0 dims of an empty tensor left out, so that no count formed from its other dims overflows. */
 int qs_shape_bytes(qs_dtype dtype, int ndim, const int64_t *shape, size_t *bytes);
 
 /* The size limit on any one tensor whose size a model decides: initializers, Constant values,
