@@ -511,7 +511,7 @@ TEST(long_target_drop_w4a4)
  * its FP32 weight — as promoting it to 16 bits gives back. AdaRound leaves grid values in the
  * weight initializers, so switching a group's quantizers off is not enough. At 16-bit activations
  * (their ranges do not matter) the first step's accuracy is the first group's ranking figure. */
-TEST(long_target_drop_ranking_measures_the_fp32_layer)
+TEST(target_drop_ranking_measures_the_fp32_layer)
 {
     fx f;
     setup(&f, 1000);
@@ -593,4 +593,4 @@ TEST(bad_input)
 }
 
 TEST_MAIN(analysis_fields_and_independent_figures, planted_bad_layer_ranked_worst, long_target_drop_keeps_the_planted_layer,
-          long_target_drop_w4a4, long_target_drop_ranking_measures_the_fp32_layer, bad_input)
+          long_target_drop_w4a4, target_drop_ranking_measures_the_fp32_layer, bad_input)
