@@ -28,7 +28,7 @@
 
 #include "pipeline.h"
 #include "pipeline_util.h"
-#include "qconfig.h"
+#include "spec_json.h"
 #include "quant/quantsim.h"
 
 /* --- optimisers ------------------------------------------------------------------------------ */
