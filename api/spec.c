@@ -18,8 +18,10 @@ int qd_spec_check(qd_req *r, json_t *spec, int debug_jobs, qs_job_spec *s, int *
         return qd_reply_error(r, QD_E_INVALID_JSON, NULL, "the job spec must be a JSON object");
     qs_err e = { 0 };
     if (qs_job_spec_parse(spec, debug_jobs ? QS_SPEC_DEBUG_JOBS : 0, s, &e) < 0) {
-        char field[128];
-        qs_spec_err_field(&e, field, sizeof field);
+        char path[1024], field[256];
+        qs_spec_err_field(&e, path, sizeof path);
+        /* cut (a key may be long) between UTF-8 characters, never inside one */
+        snprintf(field, sizeof field, "%.*s", (int)qd_utf8_prefix(path, sizeof field - 1), path);
         return qd_reply_error(r, e.code == QS_ENOMEM ? QD_E_INTERNAL : QD_E_INVALID_FIELD, *field ? field : NULL,
                               "%s", e.msg);
     }

@@ -374,7 +374,7 @@ static int walk(qs_job_spec *s, const char *p, json_t *obj, unsigned type, qs_er
             for (int i = 0; i < NROWS; i++)
                 if (child_of(&rows[i], p) && accepts(&rows[i], type) && k < sizeof names)
                     k += (size_t)snprintf(names + k, sizeof names - k, "%s%s", k ? ", " : "", leaf(&rows[i]));
-            return qs_error(e, QS_EINVAL, "%s%s%s: unknown field (expected one of: %s)", p, *p ? "." : "", key,
+            return qs_error(e, QS_EINVAL, "unknown field '%s%s%s' (expected one of: %s)", p, *p ? "." : "", key,
                             names);
         }
     }
@@ -595,10 +595,20 @@ int qs_qconfig_parse_text(const char *text, qs_qconfig *c, qs_err *e)
 
 void qs_spec_err_field(const qs_err *e, char *buf, size_t n)
 {
-    size_t k = strcspn(e->msg, ": ");
-    if (e->msg[k] != ':' || k >= n)
-        k = 0;
-    snprintf(buf, n, "%.*s", (int)k, e->msg);
+    static const char unknown[] = "unknown field '";
+    const char *m = e->msg;
+    size_t k;
+    if (!strncmp(m, unknown, sizeof unknown - 1)) {   /* the one message that quotes its path */
+        m += sizeof unknown - 1;
+        k = strcspn(m, "'");
+    } else {
+        k = strcspn(m, ": ");
+        if (m[k] != ':')
+            k = 0;
+    }
+    if (k >= n)
+        k = n - 1;
+    snprintf(buf, n, "%.*s", (int)k, m);
 }
 
 /* ---- writing ---------------------------------------------------------------------------------- */

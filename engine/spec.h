@@ -15,7 +15,8 @@
  * The config alone (what `quant --config` and a pipeline read) has its own entry points; the
  * JSON (jansson) side is in spec_json.h, for the engine's and the daemon's own use. Unknown
  * fields are refused (a typo must not silently fall back to a default). Errors start with the
- * path of the field they concern, then ": ", then what was expected. */
+ * path of the field they concern, then ": ", then what was expected; an unknown field's is
+ * "unknown field 'PATH' (expected one of: …)". */
 #ifndef QS_SPEC_H
 #define QS_SPEC_H
 
@@ -84,7 +85,7 @@ void qs_qconfig_free(qs_qconfig *c);
 /* Replaces the exclusion list with a comma-separated one (CLI --exclude). */
 int qs_qconfig_set_exclude(qs_qconfig *c, const char *csv);
 
-/* The field an error concerns: the path that e->msg starts with, into buf ("" when none). */
+/* The field an error concerns: the path its message names, into buf ("" when none; cut to n). */
 void qs_spec_err_field(const qs_err *e, char *buf, size_t n);
 
 /* What a data set must look like for a model: the model's inputs and the data set's arrays by

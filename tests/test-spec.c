@@ -236,9 +236,9 @@ TEST(a_field_of_another_job_type_is_unknown)
 {
     qs_err e = {0};
     ASSERT_EQ(parse_with(QS_JOB_EVAL, "config.weights.bits", "8", &e), QS_EINVAL);
-    ASSERT_STR_CONTAINS(e.msg, "config.weights: unknown field");
+    ASSERT_STR_CONTAINS(e.msg, "unknown field 'config.weights'");
     ASSERT_EQ(parse_with(QS_JOB_PTQ, "config.batch_size", "8", &e), QS_EINVAL);
-    ASSERT_STR_CONTAINS(e.msg, "config.batch_size: unknown field");
+    ASSERT_STR_CONTAINS(e.msg, "unknown field 'config.batch_size'");
     ASSERT_EQ(parse_with(QS_JOB_EVAL, "config.batch_size", "8", &e), 0);
 }
 

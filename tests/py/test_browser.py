@@ -267,7 +267,8 @@ def test_dashboard_end_to_end(browser, make_quantd, tmp_path, labels_npy):
     # the server's defaults (GET /v1/presets): the standard preset runs AdaRound
     page.wait_js("return document.getElementById('cfg-adaround-enabled').checked === true", what="the presets")
     assert page.js("return document.getElementById('cfg-calibration-samples').value") == "1024"   # preset
-    page.q("#cfg-adaround-enabled").click()   # unticked: sent as an explicit false
+    # unticked (as a user's click does: input and change events), it is sent as an explicit false
+    page.js("const c = document.getElementById('cfg-adaround-enabled'); c.scrollIntoView({block: 'center'}); c.click()")
     assert page.js("return document.getElementById('job-model').value") == mid   # the only model
     page.select("#job-calibration", sets["calib.npy"]["id"])
     page.select("#job-val-data", sets["calib.npy"]["id"])
