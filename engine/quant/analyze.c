@@ -166,8 +166,8 @@ static int evaluate(qs_ptq *p, qs_runner *r, int64_t n, const float *ref, int64_
 static qs_runner *new_runner(qs_ptq *p, qs_graph *g, qs_err *e)
 {
     qs_runner *r = qs_runner_new(g, p->cfg.calibration.batch_size, e);
-    if (r && p->io->threads)
-        qs_runner_set_threads(r, p->io->threads);
+    if (r)
+        qs_runner_set_pool(r, p->io->pool);
     return r;
 }
 
