@@ -56,6 +56,14 @@ int qs_pipeline_run(const char *type, const qs_pipeline_io *io, json_t **result,
         return qs_error(e, QS_EINVAL, "job type missing");
     if (!io->model)
         return qs_error(e, QS_EINVAL, "no model given");
+    if (!io->pool) {   /* a pool for this run only */
+        qs_pipeline_io own = *io;
+        if (!(own.pool = qs_threadpool_new(0, 0, e)))
+            return e ? e->code : QS_ENOMEM;
+        int rc = qs_pipeline_run(type, &own, result, e);
+        qs_threadpool_free(own.pool);
+        return rc;
+    }
     if (!strcmp(type, "eval"))
         return pipeline_eval(io, result, e);
     if (!strcmp(type, "ptq"))

@@ -357,8 +357,9 @@ static int debug_sleep(const qs_pipeline_io *io, json_t **result, qs_err *e)
 static void work_cb(uv_work_t *req)
 {
     run *r = req->data;
-    /* On Linux nice is per thread and inherited by threads created from this one (the engine's
-     * compute threads): jobs then only take the CPU time the HTTP threads leave. */
+    /* On Linux nice is per thread: the job's own thread computes too (it takes chunks of its
+     * parallel loops), and the shared pool's workers were started with the same nice value. Jobs
+     * then only take the CPU time the HTTP threads leave. */
     if (r->s->o.job_nice > 0)
         setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), r->s->o.job_nice);
     qs_pipeline_io io = {
@@ -366,7 +367,7 @@ static void work_cb(uv_work_t *req)
         .val = r->paths[4], .val_labels = r->paths[5], .outdir = r->outdir,
         .resume = r->has_resume ? r->resume : NULL,
         .config = json_object_get(r->spec, "config"),
-        .event = on_engine_event, .ud = r, .abort = &r->abort, .threads = r->s->o.engine_threads,
+        .event = on_engine_event, .ud = r, .abort = &r->abort, .pool = r->s->o.pool,
     };
     r->err.code = 0;
     r->err.msg[0] = 0;
