@@ -23,7 +23,7 @@
 
 #include "api/errors.h"
 #include "api/server.h"
-#include "jobs/sha256.h"
+#include "common/sha256.h"
 
 typedef struct qd_req qd_req;
 typedef struct qd_conn qd_conn;
@@ -100,7 +100,7 @@ struct qd_req {
 };
 
 struct qd_server {
-    const qd_config *cfg;
+    qd_server_options opt;           /* qd_server_new's copy */
     qd_store *st;
     qd_sched *sched;
     struct MHD_Daemon *mhd;

@@ -14,7 +14,7 @@
  * request for an ended job with nothing left to send gets 204, which also tells a browser's
  * EventSource not to reconnect. */
 #include "api/api.h"
-#include "daemon/log.h"
+#include "common/log.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -213,7 +213,7 @@ static void *keepalive_main(void *arg)
     while (!srv->hub_closing) {
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += srv->cfg->sse_keepalive;
+        until.tv_sec += srv->opt.sse_keepalive;
         if (pthread_cond_timedwait(&srv->hub_cv, &srv->hub_mu, &until) == ETIMEDOUT && !srv->hub_closing)
             wake(srv, NULL, 1);
     }

@@ -11,7 +11,7 @@
  * fields), fsyncs the file and resumes the connection; libmicrohttpd then calls the handler
  * again, which replies. So slow or hostile uploads never hold up /v1/health or anyone else. */
 #include "api/api.h"
-#include "daemon/log.h"
+#include "common/log.h"
 #include "data.h"
 #include "exec.h"
 #include "onnx.h"

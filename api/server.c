@@ -6,7 +6,7 @@
  * Routing is one table (routes.c) matched segment by segment. */
 #include "config.h"
 #include "api/api.h"
-#include "daemon/log.h"
+#include "common/log.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -252,7 +252,7 @@ static void conn_set_phase(qd_server *srv, qd_conn *c, int phase)
     if (c->phase != CONN_KILLED) {
         c->phase = phase;
         if (phase == CONN_HEADERS) {   /* only ever after a reply (on_connection sets the first) */
-            c->deadline = now_s() + srv->cfg->header_timeout;
+            c->deadline = now_s() + srv->opt.header_timeout;
             c->kept = 1;
         }
         else if (phase == CONN_BODY)
@@ -272,7 +272,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
             return;   /* no deadline then; the idle timeout still applies */
         c->fd = fd->connect_fd;
         c->phase = CONN_HEADERS;
-        c->deadline = now_s() + srv->cfg->header_timeout;
+        c->deadline = now_s() + srv->opt.header_timeout;
         pthread_mutex_lock(&srv->conn_mu);
         c->next = srv->conns;
         if (c->next)
@@ -299,8 +299,8 @@ static int conn_expired(const qd_server *srv, qd_conn *c, double now)
     if (c->phase == CONN_HEADERS)
         return now > c->deadline;
     if (c->phase == CONN_BODY)
-        return now > c->body_t0 + srv->cfg->body_timeout +
-                         (double)atomic_load(&c->body_bytes) / (double)srv->cfg->body_min_rate;
+        return now > c->body_t0 + srv->opt.body_timeout +
+                         (double)atomic_load(&c->body_bytes) / (double)srv->opt.body_min_rate;
     return 0;
 }
 
@@ -328,7 +328,7 @@ static void *reaper_main(void *arg)
              * be read as its answer. (Half a request on it is closed the same way.) */
             int idle = c->phase == CONN_HEADERS && c->kept;
             if (idle)
-                QD_LOG_DEBUG("closing a kept-alive connection idle for %d s", srv->cfg->header_timeout);
+                QD_LOG_DEBUG("closing a kept-alive connection idle for %d s", srv->opt.header_timeout);
             else
                 QD_LOG_INFO("closing a connection that was too slow to send its %s",
                             c->phase == CONN_HEADERS ? "request headers" : "request body");
@@ -398,12 +398,12 @@ static int load_tokens(const char *path, char ***out, int *nout, char *err, size
 
 int qd_server_reload_tokens(qd_server *srv)
 {
-    if (!srv->cfg->token_file[0])
+    if (!srv->opt.token_file[0])
         return 0;
     char **t;
     int n;
     char err[512];
-    if (load_tokens(srv->cfg->token_file, &t, &n, err, sizeof err) < 0) {
+    if (load_tokens(srv->opt.token_file, &t, &n, err, sizeof err) < 0) {
         QD_LOG_ERROR("reloading tokens: %s (keeping the previous ones)", err);
         return -1;
     }
@@ -431,7 +431,7 @@ static int same_secret(const char *a, const char *b)
 static int authorized(qd_req *r)
 {
     qd_server *srv = r->srv;
-    if (!srv->cfg->token_file[0])
+    if (!srv->opt.token_file[0])
         return 1;
     const char *h = qd_header(r, "Authorization");
     if (!h || strncasecmp(h, "Bearer ", 7))
@@ -514,7 +514,7 @@ static int host_allowed(qd_server *srv, const char *host)
     if (*end && (*end != ':' || strspn(end + 1, "0123456789") != strlen(end + 1)))
         return 0;
     size_t len = (size_t)(end - host);
-    if (in_list(srv->cfg->allowed_hosts, host, len))
+    if (in_list(srv->opt.allowed_hosts, host, len))
         return 1;
     char name[INET6_ADDRSTRLEN + 2];
     if (len < 1 || len >= sizeof name)
@@ -542,7 +542,7 @@ static int origin_allowed(qd_server *srv, const char *origin, const char *host)
 {
     if (!origin)
         return 1;
-    if (in_list(srv->cfg->allowed_origins, origin, strlen(origin)))
+    if (in_list(srv->opt.allowed_origins, origin, strlen(origin)))
         return 1;
     const char *auth = strstr(origin, "://");
     if (!host || !auth || (strncasecmp(origin, "http://", 7) && strncasecmp(origin, "https://", 8)))
@@ -642,9 +642,9 @@ static int begin_request(qd_req *r)
                               qd_header(r, "Authorization") ? "the bearer token is not valid"
                                                             : "this route needs a bearer token");
     switch (rt->body) {
-    case QD_BODY_MODEL: r->limit = srv->cfg->max_model_size; break;
-    case QD_BODY_DATASET: r->limit = srv->cfg->max_dataset_size; break;
-    default: r->limit = srv->cfg->max_json_size; break;
+    case QD_BODY_MODEL: r->limit = srv->opt.max_model_size; break;
+    case QD_BODY_DATASET: r->limit = srv->opt.max_dataset_size; break;
+    default: r->limit = srv->opt.max_json_size; break;
     }
     const char *cl = qd_header(r, "Content-Length");
     if (cl) {
@@ -843,14 +843,14 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- life cycle ----------------------------------------------------------------------------- */
 
-qd_server *qd_server_new(const qd_config *cfg, qd_store *st, char *err, size_t n)
+qd_server *qd_server_new(const qd_server_options *opt, qd_store *st, char *err, size_t n)
 {
     qd_server *srv = calloc(1, sizeof *srv);
     if (!srv) {
         snprintf(err, n, "out of memory");
         return NULL;
     }
-    srv->cfg = cfg;
+    srv->opt = *opt;
     srv->st = st;
     srv->listen_fd = -1;
     pthread_rwlock_init(&srv->tok_lock, NULL);
@@ -869,18 +869,18 @@ qd_server *qd_server_new(const qd_config *cfg, qd_store *st, char *err, size_t n
         qd_server_free(srv);
         return NULL;
     }
-    if (cfg->token_file[0] && load_tokens(cfg->token_file, &srv->tokens, &srv->ntokens, err, n) < 0) {
+    if (opt->token_file[0] && load_tokens(opt->token_file, &srv->tokens, &srv->ntokens, err, n) < 0) {
         qd_server_free(srv);
         return NULL;
     }
     return srv;
 }
 
-/* Opens the listening socket of cfg->listen (ADDR:PORT, [V6]:PORT, *:PORT). Done before the
+/* Opens the listening socket of opt.listen (ADDR:PORT, [V6]:PORT, *:PORT). Done before the
  * scheduler starts, so that a port in use stops the daemon before it touches any job. */
 int qd_server_bind(qd_server *srv, char *addr, size_t addrlen, char *err, size_t n)
 {
-    const char *listen_on = srv->cfg->listen;
+    const char *listen_on = srv->opt.listen;
     const char *colon = strrchr(listen_on, ':');
     if (!colon || !colon[1]) {
         snprintf(err, n, "listen '%s': expected ADDR:PORT", listen_on);
@@ -939,15 +939,15 @@ int qd_server_listen(qd_server *srv, qd_sched *sched, char *err, size_t n)
         flags, 0, NULL, NULL, on_access, srv,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,   /* first, so that it catches everything */
         MHD_OPTION_LISTEN_SOCKET, srv->listen_fd,   /* qd_server_bind's */
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)srv->cfg->http_threads,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)srv->cfg->max_connections,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)srv->cfg->max_connections_per_ip,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)srv->opt.http_threads,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)srv->opt.max_connections,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)srv->opt.max_connections_per_ip,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,   /* idle; the deadlines above are the reaper's */
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
         MHD_OPTION_END);
     if (!srv->mhd) {
-        snprintf(err, n, "cannot serve on %s: %s", srv->cfg->listen, errno ? strerror(errno) : "libmicrohttpd failed");
+        snprintf(err, n, "cannot serve on %s: %s", srv->opt.listen, errno ? strerror(errno) : "libmicrohttpd failed");
         return -1;
     }
     if (pthread_create(&srv->reaper, NULL, reaper_main, srv) != 0) {

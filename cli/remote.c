@@ -8,7 +8,7 @@
 #include "config.h"
 #include "cli/remote.h"
 #include "cli/progress.h"
-#include "jobs/sha256.h"
+#include "common/sha256.h"
 
 #include <curl/curl.h>
 #include <dirent.h>

@@ -11,7 +11,7 @@
 #include "config.h"
 #include "api/server.h"
 #include "daemon/conf.h"
-#include "daemon/log.h"
+#include "common/log.h"
 #include "jobs/scheduler.h"
 #include "jobs/store.h"
 #include "tensor.h"
@@ -58,7 +58,8 @@ int main(int argc, char **argv)
     qd_sched *sched = NULL;
     if (qd_store_open(cfg.state_dir, &st, err, sizeof err) < 0)
         goto fail;
-    if (!(srv = qd_server_new(&cfg, st, err, sizeof err)))
+    qd_server_options so_http = qd_config_server_options(&cfg);
+    if (!(srv = qd_server_new(&so_http, st, err, sizeof err)))
         goto fail;
     /* the port first: a daemon that cannot serve must not requeue or start any job */
     char addr[128];

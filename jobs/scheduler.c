@@ -12,8 +12,8 @@
  * a job is interrupted (daemon stopped or killed) its temp folder stays; at the next start a
  * resumable type (qat) gets it as io.resume (renamed <id>.resume), others start clean. */
 #include "jobs/scheduler.h"
-#include "daemon/log.h"
-#include "jobs/sha256.h"
+#include "common/log.h"
+#include "common/sha256.h"
 #include "pipeline.h"
 
 #include <dirent.h>
