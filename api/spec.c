@@ -26,7 +26,7 @@ typedef struct field {
 } field;
 
 static const char *const TYPES[] = { "eval", "ptq", "analyze", "qat", "sleep", NULL };
-/* the debug job (debug_jobs = true): see scheduler.c */
+/* the debug job (debug_jobs = true): see jobs/debug_jobs.c */
 static const field SLEEP_CONFIG[] = {
     { .name = "seconds", .type = F_NUMBER, .min = 0, .max = 86400 },
     { .name = "fail", .type = F_BOOL },

@@ -12,6 +12,7 @@
 #include "api/server.h"
 #include "daemon/conf.h"
 #include "common/log.h"
+#include "jobs/debug_jobs.h"
 #include "jobs/scheduler.h"
 #include "jobs/store.h"
 #include "tensor.h"
@@ -68,7 +69,7 @@ int main(int argc, char **argv)
     qd_sched_opts so = {
         .workers = cfg.workers, .engine_threads = cfg.engine_threads, .job_nice = cfg.job_nice,
         .max_queue = cfg.max_queue,
-        .debug_jobs = cfg.debug_jobs, .notify = qd_server_notify, .ud = srv,
+        .extra_types = cfg.debug_jobs ? qd_debug_job_types : NULL, .notify = qd_server_notify, .ud = srv,
     };
     if (qd_sched_start(st, &so, &sched, err, sizeof err) < 0)
         goto fail;

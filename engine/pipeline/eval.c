@@ -1,21 +1,16 @@
-/* Pipeline dispatch and the eval pipeline. The PTQ, analysis and QAT pipelines live beside the
- * algorithms they drive (engine/quant/ptq.c, …). */
-#include "pipeline.h"
+/* The eval job: top-1 (and top-5) accuracy of a model, FP32 or QDQ, on labelled data. */
+#include "pipeline/drivers.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 #include "exec.h"
 #include "onnx.h"
-#include "pipeline_util.h"
-
-int qs_pipeline_ptq(const qs_pipeline_io *io, json_t **result, qs_err *e);
-int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e);
-int qs_pipeline_qat(const qs_pipeline_io *io, json_t **result, qs_err *e);
 
 /* eval: accuracy of a model (FP32 or QDQ) on labelled data. */
-static int pipeline_eval(const qs_pipeline_io *io, json_t **result, qs_err *e)
+int qs_pipeline_eval(const qs_pipeline_io *io, json_t **result, qs_err *e)
 {
+    *result = NULL;
+    QS_NEED_MODEL(io, e);
     qs_graph *g = NULL;
     qs_pl_data d = {0};
     int64_t *labels = NULL;
@@ -47,22 +42,4 @@ out:
     qs_pl_close(&d);
     qs_graph_free(g);
     return rc;
-}
-
-int qs_pipeline_run(const char *type, const qs_pipeline_io *io, json_t **result, qs_err *e)
-{
-    *result = NULL;
-    if (!type)
-        return qs_error(e, QS_EINVAL, "job type missing");
-    if (!io->model)
-        return qs_error(e, QS_EINVAL, "no model given");
-    if (!strcmp(type, "eval"))
-        return pipeline_eval(io, result, e);
-    if (!strcmp(type, "ptq"))
-        return qs_pipeline_ptq(io, result, e);
-    if (!strcmp(type, "analyze"))
-        return qs_pipeline_analyze(io, result, e);
-    if (!strcmp(type, "qat"))
-        return qs_pipeline_qat(io, result, e);
-    return qs_error(e, QS_EINVAL, "unknown job type '%s' (expected eval, ptq, analyze or qat)", type);
 }
