@@ -413,7 +413,7 @@ static void print_kept(const char *what, json_t *res, const qs_ptq *p)
                num(k, "accuracy"), num(k, "drop_points"));
 }
 
-TEST(target_drop_keeps_the_planted_layer)
+TEST(long_target_drop_keeps_the_planted_layer)
 {
     fx f;
     setup(&f, 1000);
@@ -457,7 +457,7 @@ TEST(target_drop_keeps_the_planted_layer)
  * and the loop would walk through every group). Here W4A4 loses about 11 points, most of it in
  * the stem (one input channel: nine weights per 4-bit channel grid), which ranks first. The loop
  * must stop as soon as the target is met: one group at 16 bits, not all of them. */
-TEST(target_drop_w4a4)
+TEST(long_target_drop_w4a4)
 {
     fx f;
     setup(&f, 1000);
@@ -592,5 +592,5 @@ TEST(bad_input)
     teardown(&f);
 }
 
-TEST_MAIN(analysis_fields_and_independent_figures, planted_bad_layer_ranked_worst, target_drop_keeps_the_planted_layer,
-          target_drop_w4a4, target_drop_ranking_measures_the_fp32_layer, bad_input)
+TEST_MAIN(analysis_fields_and_independent_figures, planted_bad_layer_ranked_worst, long_target_drop_keeps_the_planted_layer,
+          long_target_drop_w4a4, target_drop_ranking_measures_the_fp32_layer, bad_input)

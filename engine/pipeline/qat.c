@@ -220,8 +220,7 @@ static int run_qat(qat_run *r, json_t *res, qs_err *e)
     {
         const qs_graph *g = p->sim->g;
         int prod = g->values[g->outputs[0]].producer;
-        if (prod >= 0 && !strcmp(g->nodes[prod].domain, "quantd") &&
-            !strcmp(g->nodes[prod].op, "FakeQuant"))   /* the output's quantizer */
+        if (prod >= 0 && qs_node_is_fakequant(&g->nodes[prod]))   /* the output's quantizer */
             prod = g->values[g->nodes[prod].in[0]].producer;
         if (prod >= 0 && g->nodes[prod].domain[0] == 0 &&
             (!strcmp(g->nodes[prod].op, "Softmax") || !strcmp(g->nodes[prod].op, "LogSoftmax")))

@@ -17,7 +17,6 @@
 #include "quant/adaround.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +26,8 @@
 #include "ops/kernels.h"
 #include "quant/rng.h"
 #include "runner.h"
+
+static char *xstrdup(const char *s) { return strdup(s ? s : ""); }
 
 qs_adaround_config qs_adaround_config_default(void)
 {
@@ -120,37 +121,6 @@ typedef struct ada_layer {
     int64_t wshape[QS_MAX_DIMS];
 } ada_layer;
 
-static int is_op(const qs_node *n, const char *op) { return (!n->domain || !n->domain[0]) && !strcmp(n->op, op); }
-
-static int count_reads(const qs_graph *g, int v)
-{
-    int k = 0;
-    for (int i = 0; i < g->nnodes; i++)
-        for (int j = 0; j < g->nodes[i].nin; j++)
-            k += g->nodes[i].in[j] == v;
-    return k + qs_graph_is_output(g, v);
-}
-
-static char *xstrdup(const char *s) { return strdup(s ? s : ""); }
-
-static int add_skip(qs_adaround_report *r, const char *name, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int add_skip(qs_adaround_report *r, const char *name, const char *fmt, ...)
-{
-    qs_adaround_skip *s = realloc(r->skipped, (r->nskipped + 1) * sizeof *s);
-    if (!s)
-        return -1;
-    r->skipped = s;
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    s[r->nskipped].name = xstrdup(name);
-    s[r->nskipped].reason = xstrdup(msg);
-    r->nskipped++;
-    return s[r->nskipped - 1].name && s[r->nskipped - 1].reason ? 0 : -1;
-}
-
 static int weight_quantizer(const qs_quantsim *sim, int v)
 {
     for (int q = 0; q < sim->nq; q++)
@@ -164,7 +134,7 @@ static const char *layer_of(const qs_quantsim *sim, int i, ada_layer *L, char *b
 {
     const qs_graph *g = sim->g;
     const qs_node *nd = &g->nodes[i];
-    int kind = is_op(nd, "Conv") ? K_CONV : is_op(nd, "Gemm") ? K_GEMM : K_MATMUL;
+    int kind = qs_node_is_op(nd, "Conv") ? K_CONV : qs_node_is_op(nd, "Gemm") ? K_GEMM : K_MATMUL;
     int wq = nd->nin > 1 ? weight_quantizer(sim, nd->in[1]) : -1;
     memset(L, 0, sizeof *L);
     if (wq < 0)
@@ -176,7 +146,7 @@ static const char *layer_of(const qs_quantsim *sim, int i, ada_layer *L, char *b
         return "its weight quantizer is bypassed";
     if (!w || w->dtype != QS_F32)
         return "its weight is not a float32 constant";
-    if (count_reads(g, q->out) != 1 || count_reads(g, q->value) != 1)
+    if (qs_graph_count_reads(g, q->out) != 1 || qs_graph_count_reads(g, q->value) != 1)
         return "its weight is shared with other nodes";
     if (nd->nout < 1 || nd->out[0] < 0 || nd->nin < 1 || nd->in[0] < 0)
         return "it has no input or output";
@@ -829,13 +799,13 @@ int qs_adaround(qs_quantsim *sim, const qs_pl_data *data, const qs_adaround_conf
                      .nthreads = io && io->threads > 0 ? io->threads : 1 };
     for (int i = 0; i < g->nnodes && rc == 0; i++) {
         const qs_node *nd = &g->nodes[i];
-        if (!is_op(nd, "Conv") && !is_op(nd, "Gemm") && !is_op(nd, "MatMul"))
+        if (!qs_node_is_op(nd, "Conv") && !qs_node_is_op(nd, "Gemm") && !qs_node_is_op(nd, "MatMul"))
             continue;
         ada_layer L;
         char why_buf[256];
         const char *why = layer_of(sim, i, &L, why_buf, sizeof why_buf);
         if (why) {
-            if (why[0] && add_skip(rep, nd->name, "%s", why) < 0)
+            if (why[0] && qs_skip_add(&rep->skipped, &rep->nskipped, nd->name, NULL, "%s", why) < 0)
                 rc = qs_error(e, QS_ENOMEM, "AdaRound: out of memory");
             continue;
         }
@@ -851,7 +821,7 @@ int qs_adaround(qs_quantsim *sim, const qs_pl_data *data, const qs_adaround_conf
         lr.seed = cfg->seed ^ (QS_SPLITMIX_GAMMA * (uint64_t)(i + 1));
         int skipped = 0;
         rc = adaround_layer(&lr, &L, rl, &skipped, e);
-        if (rc == 0 && skipped && add_skip(rep, nd->name, "its input was not computed on the calibration data") < 0)
+        if (rc == 0 && skipped && qs_skip_add(&rep->skipped, &rep->nskipped, nd->name, NULL, "its input was not computed on the calibration data") < 0)
             rc = qs_error(e, QS_ENOMEM, "AdaRound: out of memory");
         if (rc == 0 && !skipped)
             rep->nlayers++;
@@ -884,11 +854,7 @@ void qs_adaround_report_free(qs_adaround_report *r)
     for (int i = 0; i < r->nlayers; i++)
         free(r->layers[i].name);
     free(r->layers);
-    for (int i = 0; i < r->nskipped; i++) {
-        free(r->skipped[i].name);
-        free(r->skipped[i].reason);
-    }
-    free(r->skipped);
+    qs_skips_free(r->skipped, r->nskipped);
     free(r);
 }
 
@@ -898,7 +864,7 @@ json_t *qs_adaround_report_json(const qs_adaround_report *r)
 {
     if (!r)
         return json_null();
-    json_t *layers = json_array(), *skipped = json_array();
+    json_t *layers = json_array(), *skipped = qs_skips_json(r->skipped, r->nskipped, "name", NULL);
     int64_t samples = 0;
     for (int i = 0; i < r->nlayers; i++) {
         const qs_adaround_layer *l = &r->layers[i];
@@ -916,9 +882,6 @@ json_t *qs_adaround_report_json(const qs_adaround_report *r)
         json_object_set_new(o, "frac_changed", num(l->frac_changed));
         json_array_append_new(layers, o);
     }
-    for (int i = 0; i < r->nskipped; i++)
-        json_array_append_new(skipped, json_pack("{s:s, s:s}", "name", r->skipped[i].name, "reason",
-                                                 r->skipped[i].reason));
     const qs_adaround_config *c = &r->cfg;
     json_t *cfg = json_pack("{s:i, s:f, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:I, s:I}", "iterations", c->iterations,
                             "reg", c->reg, "beta_start", c->beta_start, "beta_end", c->beta_end, "warm_start",

@@ -113,7 +113,7 @@ static qs_graph *calib_graph(const qs_quantsim *sim, int *src, qs_err *e)
             if (n->in[j] >= 0)
                 n->in[j] = src[n->in[j]];
         int x = n->nin > 0 ? n->in[0] : -1;
-        if (strcmp(n->domain, "quantd") || strcmp(n->op, "FakeQuant") || !qs_node_int(n, "bypass", 0) ||
+        if (!qs_node_is_fakequant(n) || !qs_node_int(n, "bypass", 0) ||
             n->nout != 1 || n->out[0] < 0 || x < 0 || (!c->values[x].init && c->values[x].producer < 0))
             continue;
         drop[i] = 1;

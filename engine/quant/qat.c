@@ -224,9 +224,6 @@ struct qs_qat {
     int64_t iter, step;
 };
 
-static int is_op(const qs_node *n, const char *op) { return !n->domain[0] && !strcmp(n->op, op); }
-static int is_fq(const qs_node *n) { return !strcmp(n->domain, "quantd") && !strcmp(n->op, "FakeQuant"); }
-
 /* The float initializer behind input j of node n: directly, or the input of the FakeQuant that
  * feeds it (a quantized weight or bias). -1 when it is computed. */
 static int param_source(const qs_graph *g, const qs_node *n, int j)
@@ -235,7 +232,7 @@ static int param_source(const qs_graph *g, const qs_node *n, int j)
         return -1;
     int v = n->in[j];
     int prod = g->values[v].producer;
-    if (prod >= 0 && is_fq(&g->nodes[prod]))
+    if (prod >= 0 && qs_node_is_fakequant(&g->nodes[prod]))
         v = g->nodes[prod].in[0];
     const qs_tensor *t = v >= 0 ? g->values[v].init : NULL;
     return t && t->dtype == QS_F32 && g->values[v].producer < 0 ? v : -1;
@@ -264,14 +261,14 @@ static int find_params(qs_qat *t, qs_err *e)
     int rc = 0;
     for (int i = 0; i < g->nnodes && rc == 0; i++) {
         const qs_node *n = &g->nodes[i];
-        if (is_op(n, "Conv") || is_op(n, "ConvTranspose") || is_op(n, "Gemm")) {
+        if (qs_node_is_op(n, "Conv") || qs_node_is_op(n, "ConvTranspose") || qs_node_is_op(n, "Gemm")) {
             rc = add_param(t, seen, param_source(g, n, 1), P_WEIGHT, -1);
             if (rc == 0)
                 rc = add_param(t, seen, param_source(g, n, 2), P_OTHER, -1);
-        } else if (is_op(n, "MatMul")) {
+        } else if (qs_node_is_op(n, "MatMul")) {
             for (int j = 0; j < 2 && rc == 0; j++)
                 rc = add_param(t, seen, param_source(g, n, j), P_WEIGHT, -1);
-        } else if (is_op(n, "BatchNormalization") && n->nin >= 5) {
+        } else if (qs_node_is_op(n, "BatchNormalization") && n->nin >= 5) {
             for (int j = 1; j <= 2 && rc == 0; j++)
                 rc = add_param(t, seen, param_source(g, n, j), P_OTHER, -1);
         }
@@ -293,7 +290,7 @@ static int find_bns(qs_qat *t, qs_err *e)
     qs_graph *g = t->sim->g;
     for (int i = 0; i < g->nnodes; i++) {
         const qs_node *n = &g->nodes[i];
-        if (!is_op(n, "BatchNormalization") || n->nin < 5)
+        if (!qs_node_is_op(n, "BatchNormalization") || n->nin < 5)
             continue;
         int mean = n->in[3], var = n->in[4];
         const qs_tensor *tm = mean >= 0 ? g->values[mean].init : NULL, *tv = var >= 0 ? g->values[var].init : NULL;
