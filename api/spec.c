@@ -2,11 +2,11 @@
  * walked recursively. The first problem found is replied as 400 invalid_field naming the field by
  * its path ("config.weights.bits"); unknown fields are refused too, so a typo does not silently
  * fall back to a default. The "config" object is checked by the engine's own parser
- * (qs_qconfig_parse), so the daemon accepts exactly what the pipelines understand. */
+ * (qs_config_check), so the daemon accepts exactly what the pipelines understand. */
 #include "api/api.h"
-#include "qconfig.h"
 
 #include <math.h>
+#include <quant/config.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -177,9 +177,11 @@ static int check_object(ctx *c, const field *fields, json_t *obj, const char *pr
             /* the engine's own parser: the daemon accepts exactly what the pipelines understand */
             if (!(ok = json_is_object(v)))
                 break;
-            qs_qconfig q;
             qs_err e = { 0 };
-            if (qs_qconfig_parse(v, &q, &e) < 0) {
+            char *text = json_dumps(v, JSON_COMPACT);
+            int rc = text ? qs_config_check(text, NULL, &e) : qs_error(&e, QS_ENOMEM, "out of memory");
+            free(text);
+            if (rc < 0) {
                 char fieldname[128];
                 size_t fl = strcspn(e.msg, ": ");
                 snprintf(fieldname, sizeof fieldname, "%.*s", (int)fl, e.msg);
@@ -187,7 +189,6 @@ static int check_object(ctx *c, const field *fields, json_t *obj, const char *pr
                                e.msg);
                 return -1;
             }
-            qs_qconfig_free(&q);
             break;
         }
         case F_STRINGS: {

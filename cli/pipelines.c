@@ -15,7 +15,7 @@
 #include "cli/cli.h"
 #include "cli/progress.h"
 #include "cli/remote.h"
-#include "engine/pipeline.h"
+#include "pipeline_json.h"
 
 /* --- config from --config and flags ------------------------------------------------------------ */
 
@@ -115,8 +115,8 @@ static void remove_tree(const char *dir)
     rmdir(dir);
 }
 
-int cli_run_pipeline(const command *c, const char *type, qs_pipeline_io *io, const char *outdir, int json,
-                     json_t **result)
+int cli_run_pipeline(const command *c, const char *type, qs_pipeline_io *io, json_t *cfg, const char *outdir,
+                     int json, json_t **result)
 {
     if (cli_server) {
         qd_remote_paths rp = {.model = io->model, .calib = io->calib, .train = io->train,
@@ -125,7 +125,7 @@ int cli_run_pipeline(const command *c, const char *type, qs_pipeline_io *io, con
         catch_interrupts();
         if (io->resume)
             return usage_error(c, "--resume applies to local runs; a server resumes its own jobs");
-        return qd_remote_run(cli_server, cli_token, type, &rp, io->config, outdir, result);
+        return qd_remote_run(cli_server, cli_token, type, &rp, cfg, outdir, result);
     }
     char tmp[4096], old[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp-%ld", outdir, (long)getpid());
@@ -139,8 +139,16 @@ int cli_run_pipeline(const command *c, const char *type, qs_pipeline_io *io, con
     io->ud = &ev;
     io->abort = &interrupted;
     qs_err e = {0};
+    char *cfg_text = cfg ? json_dumps(cfg, JSON_COMPACT) : NULL;
+    if (cfg && !cfg_text) {
+        remove_tree(tmp);
+        return fail(c, "out of memory");
+    }
+    io->config_json = cfg_text;
     catch_interrupts();
-    int rc = qs_pipeline_run(type, io, result, &e);
+    int rc = qs_pipeline_run_json(type, io, result, &e);
+    io->config_json = NULL;
+    free(cfg_text);
     cli_progress_end(ev.bar);
     if (rc < 0) {
         /* a run that got as far as a training checkpoint keeps it, so --resume can pick it up */
@@ -275,10 +283,10 @@ int cmd_ptq(const command *c, int argc, char **argv)
         free(dup);
         cli_set_cfg(cfg, NULL, "exclude", arr);
     }
-    qs_pipeline_io io = {.model = pos[0], .calib = calib, .val = val, .val_labels = labels, .config = cfg,
+    qs_pipeline_io io = {.model = pos[0], .calib = calib, .val = val, .val_labels = labels,
                          .threads = (int)th};
     json_t *result = NULL;
-    rc = cli_run_pipeline(c, "ptq", &io, outdir, json, &result);
+    rc = cli_run_pipeline(c, "ptq", &io, cfg, outdir, json, &result);
     json_decref(cfg);
     if (rc != EXIT_OK || !result)
         return rc;

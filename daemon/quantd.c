@@ -14,9 +14,9 @@
 #include "daemon/log.h"
 #include "jobs/scheduler.h"
 #include "jobs/store.h"
-#include "tensor.h"
 
 #include <pthread.h>
+#include <quant/tensor.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>

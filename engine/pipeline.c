@@ -8,6 +8,7 @@
 #include "exec.h"
 #include "onnx.h"
 #include "pipeline_util.h"
+#include "qconfig.h"
 
 int qs_pipeline_ptq(const qs_pipeline_io *io, json_t **result, qs_err *e);
 int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e);
@@ -28,9 +29,13 @@ static int pipeline_eval(const qs_pipeline_io *io, json_t **result, qs_err *e)
         (rc = qs_pl_load_labels(io->val_labels, d.rows, &labels, e)) < 0)
         goto out;
     int64_t batch = 32;
-    json_t *b = io->config ? json_object_get(io->config, "batch_size") : NULL;
+    json_t *cfg;
+    if ((rc = qs_config_json_load(io->config_json, &cfg, e)) < 0)
+        goto out;
+    json_t *b = cfg ? json_object_get(cfg, "batch_size") : NULL;
     if (b && json_is_integer(b) && json_integer_value(b) > 0)
         batch = json_integer_value(b);
+    json_decref(cfg);
     qs_pl_acc acc;
     if ((rc = qs_pl_accuracy(g, &d, labels, batch, io, "evaluation", &acc, e)) < 0)
         goto out;
@@ -49,7 +54,7 @@ out:
     return rc;
 }
 
-int qs_pipeline_run(const char *type, const qs_pipeline_io *io, json_t **result, qs_err *e)
+int qs_pipeline_run_json(const char *type, const qs_pipeline_io *io, json_t **result, qs_err *e)
 {
     *result = NULL;
     if (!type)
@@ -65,4 +70,15 @@ int qs_pipeline_run(const char *type, const qs_pipeline_io *io, json_t **result,
     if (!strcmp(type, "qat"))
         return qs_pipeline_qat(io, result, e);
     return qs_error(e, QS_EINVAL, "unknown job type '%s' (expected eval, ptq, analyze or qat)", type);
+}
+
+int qs_pipeline_run(const char *type, const qs_pipeline_io *io, char **result_json, qs_err *e)
+{
+    json_t *result = NULL;
+    *result_json = NULL;
+    int rc = qs_pipeline_run_json(type, io, &result, e);
+    if (rc == 0 && result && !(*result_json = json_dumps(result, JSON_COMPACT | JSON_REAL_PRECISION(17))))
+        rc = qs_error(e, QS_ENOMEM, "out of memory");
+    json_decref(result);
+    return rc;
 }

@@ -338,3 +338,48 @@ json_t *qs_qconfig_to_json(const qs_qconfig *c)
         "schedule", c->qat.schedule, "clip_grad", c->qat.clip_grad, "steps", c->qat.steps,
         "target_drop", c->target_drop >= 0 ? json_real(c->target_drop) : json_null(), "analysis", "val_samples", c->analysis.val_samples);
 }
+
+/* --- the text forms: the pipelines get the config as JSON text (qs_pipeline_io.config_json) ---- */
+
+int qs_config_json_load(const char *text, json_t **cfg, qs_err *e)
+{
+    *cfg = NULL;
+    if (!text)
+        return 0;
+    json_error_t je;
+    if (!(*cfg = json_loads(text, JSON_DECODE_ANY, &je)))
+        return qs_error(e, QS_EINVAL, "config: not valid JSON (line %d: %s)", je.line, je.text);
+    return 0;
+}
+
+int qs_qconfig_parse_text(const char *text, qs_qconfig *c, qs_err *e)
+{
+    json_t *cfg;
+    int rc = qs_config_json_load(text, &cfg, e);
+    if (rc < 0) {
+        qs_qconfig_default(c, "standard");
+        qs_qconfig_free(c);
+        return rc;
+    }
+    rc = qs_qconfig_parse(cfg, c, e);
+    json_decref(cfg);
+    return rc;
+}
+
+int qs_config_check(const char *config_json, char **full_json, qs_err *e)
+{
+    qs_qconfig c;
+    if (full_json)
+        *full_json = NULL;
+    int rc = qs_qconfig_parse_text(config_json, &c, e);
+    if (rc < 0)
+        return rc;
+    if (full_json) {
+        json_t *j = qs_qconfig_to_json(&c);
+        if (!j || !(*full_json = json_dumps(j, JSON_COMPACT)))
+            rc = qs_error(e, QS_ENOMEM, "out of memory");
+        json_decref(j);
+    }
+    qs_qconfig_free(&c);
+    return rc;
+}

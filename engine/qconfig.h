@@ -7,6 +7,7 @@
  *   json_t *used = qs_qconfig_to_json(&c);      // the full config a report records
  *   qs_qconfig_free(&c);
  *
+ * The public, text-only face of this is qs_config_check (<quant/config.h>).
  * Unknown fields are refused (a typo must not silently fall back to a default). */
 #ifndef QS_QCONFIG_H
 #define QS_QCONFIG_H
@@ -14,6 +15,7 @@
 #include <jansson.h>
 
 #include "error.h"
+#include <quant/config.h>
 #include "quant/range.h"
 
 typedef enum { QS_BC_NONE, QS_BC_EMPIRICAL, QS_BC_ANALYTICAL } qs_biascorr_mode;
@@ -40,6 +42,10 @@ void qs_qconfig_default(qs_qconfig *c, const char *preset);
 int qs_qconfig_parse(json_t *cfg, qs_qconfig *c, qs_err *e);
 json_t *qs_qconfig_to_json(const qs_qconfig *c);
 void qs_qconfig_free(qs_qconfig *c);
+/* The same from JSON text (NULL: all defaults), as qs_pipeline_io.config_json holds it. */
+int qs_qconfig_parse_text(const char *text, qs_qconfig *c, qs_err *e);
+/* JSON text → *cfg (new reference; NULL for NULL text); QS_EINVAL naming the syntax error. */
+int qs_config_json_load(const char *text, json_t **cfg, qs_err *e);
 /* Replaces the exclusion list with a comma-separated one (CLI --exclude). */
 int qs_qconfig_set_exclude(qs_qconfig *c, const char *csv);
 

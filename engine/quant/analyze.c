@@ -321,30 +321,42 @@ static void ranges_restore(qs_quantsim *sim, const float *buf)
 
 /* --- the analysis pipeline ---------------------------------------------------------------------- */
 
-/* "analysis": {"val_samples": N} is read here and removed from the copy of the config that the
- * PTQ stages parse (qs_qconfig refuses keys it does not know). */
-static int analysis_options(const qs_pipeline_io *io, json_t **cfg_copy, int64_t *val_samples, qs_err *e)
+/* "analysis": {"val_samples": N} is read here and removed from the copy of the config (JSON text,
+ * *cfg_copy, malloc'd) that the PTQ stages parse (qs_qconfig refuses keys it does not know). */
+static int analysis_options(const qs_pipeline_io *io, char **cfg_copy, int64_t *val_samples, qs_err *e)
 {
     *val_samples = DEFAULT_VAL_SAMPLES;
     *cfg_copy = NULL;
-    json_t *a = io->config && json_is_object(io->config) ? json_object_get(io->config, "analysis") : NULL;
+    json_t *cfg;
+    int rc = qs_config_json_load(io->config_json, &cfg, e);
+    if (rc < 0)
+        return rc;
+    json_t *a = cfg && json_is_object(cfg) ? json_object_get(cfg, "analysis") : NULL;
     if (!a)
-        return 0;
-    if (!json_is_object(a))
-        return qs_error(e, QS_EINVAL, "config.analysis: must be an object, e.g. {\"val_samples\": 1000}");
+        goto out;
+    rc = QS_EINVAL;
+    if (!json_is_object(a)) {
+        qs_error(e, rc, "config.analysis: must be an object, e.g. {\"val_samples\": 1000}");
+        goto out;
+    }
     const char *k;
     json_t *v;
     json_object_foreach(a, k, v) {
-        if (strcmp(k, "val_samples"))
-            return qs_error(e, QS_EINVAL, "config.analysis.%s: unknown field (expected val_samples)", k);
-        if (!json_is_integer(v) || json_integer_value(v) < 1)
-            return qs_error(e, QS_EINVAL, "config.analysis.val_samples: must be an integer >= 1");
+        if (strcmp(k, "val_samples")) {
+            qs_error(e, rc, "config.analysis.%s: unknown field (expected val_samples)", k);
+            goto out;
+        }
+        if (!json_is_integer(v) || json_integer_value(v) < 1) {
+            qs_error(e, rc, "config.analysis.val_samples: must be an integer >= 1");
+            goto out;
+        }
         *val_samples = json_integer_value(v);
     }
-    if (!(*cfg_copy = json_copy(io->config)))
-        return qs_error(e, QS_ENOMEM, "out of memory");
-    json_object_del(*cfg_copy, "analysis");
-    return 0;
+    json_object_del(cfg, "analysis");
+    rc = (*cfg_copy = json_dumps(cfg, JSON_COMPACT)) ? 0 : qs_error(e, QS_ENOMEM, "out of memory");
+out:
+    json_decref(cfg);
+    return rc;
 }
 
 typedef struct gres {
@@ -427,7 +439,8 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
     qs_ptq p;
     memset(&p, 0, sizeof p);
     qs_pipeline_io io2 = *io;
-    json_t *cfg_copy = NULL, *res = NULL, *an = NULL, *layers = NULL, *fp32 = NULL, *ranking = NULL, *worst = NULL;
+    char *cfg_copy = NULL;
+    json_t *res = NULL, *an = NULL, *layers = NULL, *fp32 = NULL, *ranking = NULL, *worst = NULL;
     json_t *wr = NULL;
     int64_t want;
     qs_runner *rl = NULL, *rp = NULL, *rs = NULL;
@@ -441,7 +454,7 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
     if ((rc = analysis_options(io, &cfg_copy, &want, e)) < 0)
         return rc;
     if (cfg_copy)
-        io2.config = cfg_copy;
+        io2.config_json = cfg_copy;
     if ((rc = qs_ptq_open(&p, &io2, e)) < 0)
         goto out;
     if (!p.calib.d) {
@@ -695,7 +708,7 @@ out:
     free(on);
     groups_free(gr, ng);
     qs_ptq_close(&p);
-    json_decref(cfg_copy);
+    free(cfg_copy);
     return rc;
 }
 

@@ -610,7 +610,7 @@ int qs_ptq_open(ptq *p, const qs_pipeline_io *io, qs_err *e)
     p->warnings = json_array();
     p->extra = json_object();
     int rc;
-    if ((rc = qs_qconfig_parse(io->config, &p->cfg, e)) < 0) {
+    if ((rc = qs_qconfig_parse_text(io->config_json, &p->cfg, e)) < 0) {
         qs_qconfig_default(&p->cfg, "standard");
         return rc;
     }
