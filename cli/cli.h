@@ -43,9 +43,9 @@ void print_json(json_t *j);   /* steals j */
 struct qs_pipeline_io;
 json_t *cli_load_config(const command *c, const char *path);   /* --config FILE (a config or a job spec) */
 void cli_set_cfg(json_t *cfg, const char *section, const char *key, json_t *v);   /* steals v */
-/* Runs a pipeline with the config cfg (borrowed) into a fresh sibling of outdir, with progress
- * bars, and renames it into place; with --server, runs it there. */
-int cli_run_pipeline(const command *c, const char *type, struct qs_pipeline_io *io, json_t *cfg, const char *outdir,
+/* Runs a pipeline into a fresh sibling of outdir, with progress bars, and renames it into place;
+ * locally on a pool of `threads` compute threads (0: the engine's default) made for the command. */
+int cli_run_pipeline(const command *c, const char *type, struct qs_pipeline_io *io, int threads, const char *outdir,
                      int json, json_t **result);
 void cli_print_accuracy(const char *label, json_t *v);
 int cmd_ptq(const command *c, int argc, char **argv);

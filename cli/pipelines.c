@@ -15,7 +15,7 @@
 #include "cli/cli.h"
 #include "cli/progress.h"
 #include "cli/remote.h"
-#include "pipeline_json.h"
+#include "engine/pipeline.h"
 
 /* --- config from --config and flags ------------------------------------------------------------ */
 
@@ -115,7 +115,7 @@ static void remove_tree(const char *dir)
     rmdir(dir);
 }
 
-int cli_run_pipeline(const command *c, const char *type, qs_pipeline_io *io, json_t *cfg, const char *outdir,
+int cli_run_pipeline(const command *c, const char *type, qs_pipeline_io *io, int threads, const char *outdir,
                      int json, json_t **result)
 {
     if (cli_server) {
@@ -125,7 +125,7 @@ int cli_run_pipeline(const command *c, const char *type, qs_pipeline_io *io, jso
         catch_interrupts();
         if (io->resume)
             return usage_error(c, "--resume applies to local runs; a server resumes its own jobs");
-        return qd_remote_run(cli_server, cli_token, type, &rp, cfg, outdir, result);
+        return qd_remote_run(cli_server, cli_token, type, &rp, io->config, outdir, result);
     }
     char tmp[4096], old[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp-%ld", outdir, (long)getpid());
@@ -139,16 +139,10 @@ int cli_run_pipeline(const command *c, const char *type, qs_pipeline_io *io, jso
     io->ud = &ev;
     io->abort = &interrupted;
     qs_err e = {0};
-    char *cfg_text = cfg ? json_dumps(cfg, JSON_COMPACT) : NULL;
-    if (cfg && !cfg_text) {
-        remove_tree(tmp);
-        return fail(c, "out of memory");
-    }
-    io->config_json = cfg_text;
     catch_interrupts();
-    int rc = qs_pipeline_run_json(type, io, result, &e);
-    io->config_json = NULL;
-    free(cfg_text);
+    int rc = (io->pool = qs_threadpool_new(threads, 0, &e)) ? qs_pipeline_run(type, io, result, &e) : e.code;
+    qs_threadpool_free(io->pool);
+    io->pool = NULL;
     cli_progress_end(ev.bar);
     if (rc < 0) {
         /* a run that got as far as a training checkpoint keeps it, so --resume can pick it up */
@@ -283,10 +277,9 @@ int cmd_ptq(const command *c, int argc, char **argv)
         free(dup);
         cli_set_cfg(cfg, NULL, "exclude", arr);
     }
-    qs_pipeline_io io = {.model = pos[0], .calib = calib, .val = val, .val_labels = labels,
-                         .threads = (int)th};
+    qs_pipeline_io io = {.model = pos[0], .calib = calib, .val = val, .val_labels = labels, .config = cfg};
     json_t *result = NULL;
-    rc = cli_run_pipeline(c, "ptq", &io, cfg, outdir, json, &result);
+    rc = cli_run_pipeline(c, "ptq", &io, (int)th, outdir, json, &result);
     json_decref(cfg);
     if (rc != EXIT_OK || !result)
         return rc;

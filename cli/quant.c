@@ -488,6 +488,7 @@ static int cmd_run(const command *c, int argc, char **argv)
         return EXIT_FAIL;
     qs_dataset *d = NULL;
     qs_runner *r = NULL;
+    qs_threadpool *tp = NULL;
     qs_tensor **y = calloc(qs_graph_output_count(g) + 1, sizeof *y);
     const qs_tensor **x = calloc(qs_graph_input_count(g) + 1, sizeof *x);
     int *arrays = calloc(qs_graph_input_count(g) + 1, sizeof *arrays);
@@ -507,8 +508,11 @@ static int cmd_run(const command *c, int argc, char **argv)
         rc = fail(c, "%s", e.msg);
         goto out;
     }
-    if (threads)
-        qs_runner_set_threads(r, (int)threads);
+    if (!(tp = qs_threadpool_new((int)threads, 0, &e))) {   /* the command's compute threads */
+        rc = fail(c, "%s", e.msg);
+        goto out;
+    }
+    qs_runner_set_pool(r, tp);
     catch_interrupts();
     double t0 = now_s();
     cli_progress *p = cli_progress_new("run");
@@ -543,6 +547,7 @@ out:
     free(x);
     free(arrays);
     qs_runner_free(r);
+    qs_threadpool_free(tp);
     qs_dataset_close(d);
     qs_graph_free(g);
     return rc;
@@ -638,6 +643,7 @@ static int cmd_eval(const command *c, int argc, char **argv)
         return EXIT_FAIL;
     qs_dataset *d = NULL, *ld = NULL;
     qs_runner *r = NULL;
+    qs_threadpool *tp = NULL;
     int *arrays = calloc(qs_graph_input_count(g) + 1, sizeof *arrays);
     qs_err e = {0};
     rc = EXIT_FAIL;
@@ -671,8 +677,11 @@ static int cmd_eval(const command *c, int argc, char **argv)
         rc = fail(c, "%s", e.msg);
         goto out;
     }
-    if (threads)
-        qs_runner_set_threads(r, (int)threads);
+    if (!(tp = qs_threadpool_new((int)threads, 0, &e))) {   /* the command's compute threads */
+        rc = fail(c, "%s", e.msg);
+        goto out;
+    }
+    qs_runner_set_pool(r, tp);
     catch_interrupts();
     struct eval ev = {.labels = labels};
     double t0 = now_s();
@@ -704,6 +713,7 @@ static int cmd_eval(const command *c, int argc, char **argv)
 out:
     free(arrays);
     qs_runner_free(r);
+    qs_threadpool_free(tp);
     qs_dataset_close(d);
     qs_dataset_close(ld);
     qs_graph_free(g);
@@ -793,10 +803,10 @@ static int cmd_bench(const command *c, int argc, char **argv)
     qs_err e = {0};
     double *lat = calloc(iters, sizeof *lat);
     rc = EXIT_FAIL;
-    qs_exec *x = qs_exec_new(g, QS_EXEC_INFER, &e);
+    qs_threadpool *tp = qs_threadpool_new((int)threads, 0, &e);
+    qs_exec *x = tp ? qs_exec_new(g, QS_EXEC_INFER, &e) : NULL;
     if (x) {   /* before planning: scratch is sized per thread; fusion as eval and run get it */
-        if (threads)
-            qs_exec_set_threads(x, (int)threads);
+        qs_exec_set_pool(x, tp);
         qs_exec_set_fusion(x, 1);
     }
     if (!x || qs_exec_plan(x, batch, &e) < 0) {
@@ -858,6 +868,7 @@ static int cmd_bench(const command *c, int argc, char **argv)
 out:
     free(lat);
     qs_exec_free(x);
+    qs_threadpool_free(tp);
     qs_graph_free(g);
     return rc;
 }

@@ -17,6 +17,7 @@
 
 #include <pthread.h>
 #include <quant/tensor.h>
+#include <quant/threadpool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +57,7 @@ int main(int argc, char **argv)
     qd_store *st = NULL;
     qd_server *srv = NULL;
     qd_sched *sched = NULL;
+    qs_threadpool *pool = NULL;
     if (qd_store_open(cfg.state_dir, &st, err, sizeof err) < 0)
         goto fail;
     if (!(srv = qd_server_new(&cfg, st, err, sizeof err)))
@@ -64,8 +66,15 @@ int main(int argc, char **argv)
     char addr[128];
     if (qd_server_bind(srv, addr, sizeof addr, err, sizeof err) < 0)
         goto fail;
+    /* One pool of compute threads for every job: jobs running at once share it instead of each
+     * starting threads of its own. Its workers take job_nice as the job threads do. */
+    qs_err qe = {0};
+    if (!(pool = qs_threadpool_new(cfg.engine_threads, cfg.job_nice, &qe))) {
+        snprintf(err, sizeof err, "%s", qe.msg);
+        goto fail;
+    }
     qd_sched_opts so = {
-        .workers = cfg.workers, .engine_threads = cfg.engine_threads, .job_nice = cfg.job_nice,
+        .workers = cfg.workers, .pool = pool, .job_nice = cfg.job_nice,
         .max_queue = cfg.max_queue,
         .debug_jobs = cfg.debug_jobs, .notify = qd_server_notify, .ud = srv,
     };
@@ -103,6 +112,7 @@ int main(int argc, char **argv)
     qd_sched_free(sched);
     qd_server_free(srv);
     qd_store_close(st);
+    qs_threadpool_free(pool);
     QD_LOG_NOTICE("stopped");
     qd_config_free(&cfg);
     return 0;
@@ -115,6 +125,7 @@ fail:
     qd_sched_free(sched);
     qd_server_free(srv);
     qd_store_close(st);
+    qs_threadpool_free(pool);
     qd_config_free(&cfg);
     return 1;
 }

@@ -5,6 +5,7 @@
 
 #include "graph.h"
 #include "tensor.h"
+#include "threadpool.h"
 #include <quant/exec.h>
 
 #endif

@@ -445,6 +445,51 @@ int qs_graph_is_output(const qs_graph *g, int v)
     return 0;
 }
 
+int qs_graph_count_reads(const qs_graph *g, int v)
+{
+    int k = 0;
+    for (int i = 0; i < g->nnodes; i++)
+        for (int j = 0; j < g->nodes[i].nin; j++)
+            k += g->nodes[i].in[j] == v;
+    return k + qs_graph_is_output(g, v);
+}
+
+int qs_node_is_op(const qs_node *n, const char *op)
+{
+    return (!n->domain || !n->domain[0]) && !strcmp(n->op, op);
+}
+
+int qs_node_is_fakequant(const qs_node *n)
+{
+    return n->domain && !strcmp(n->domain, "quantd") && !strcmp(n->op, "FakeQuant");
+}
+
+const qs_tensor *qs_graph_const_of(const qs_graph *g, int v)
+{
+    if (v < 0)
+        return NULL;
+    if (g->values[v].init)
+        return g->values[v].init;
+    int p = g->values[v].producer;
+    if (p >= 0 && qs_node_is_op(&g->nodes[p], "Constant") && g->nodes[p].nin == 0) {
+        const qs_attr *a = qs_node_attr(&g->nodes[p], "value");
+        return a && a->type == QS_ATTR_TENSOR ? a->t : NULL;
+    }
+    return NULL;
+}
+
+int qs_graph_skip_identity(const qs_graph *g, int v)
+{
+    /* bounded: a malformed graph may loop before toposort rejects it */
+    for (int hops = 0; v >= 0 && hops < 16 && !g->values[v].init; hops++) {
+        int p = g->values[v].producer;
+        if (p < 0 || !qs_node_is_op(&g->nodes[p], "Identity") || g->nodes[p].nin != 1)
+            break;
+        v = g->nodes[p].in[0];
+    }
+    return v;
+}
+
 const char *qs_node_label(const qs_graph *g, int node, char *buf, int n)
 {
     const qs_node *nd = &g->nodes[node];

@@ -110,6 +110,20 @@ int qs_graph_set_opset(qs_graph *g, const char *domain, int64_t version);
 /* Node ids that read value v, in node order; returns the count, fills up to max ids. */
 int qs_graph_consumers(const qs_graph *g, int v, int *ids, int max);
 int qs_graph_is_output(const qs_graph *g, int v);
+/* How often v is read: once per node input slot that names it, plus one when it is a graph output.
+ * A pass may rewrite a value in place only when this is 1 (its one reader is the node at hand). */
+int qs_graph_count_reads(const qs_graph *g, int v);
+
+/* n is op in the default ONNX domain (not one of our "quantd" ops of the same name). */
+int qs_node_is_op(const qs_node *n, const char *op);
+/* n is our FakeQuant node (domain "quantd"). */
+int qs_node_is_fakequant(const qs_node *n);
+/* A constant's data (borrowed): v's initializer, or the value of the Constant node producing it
+ * (exporters put Clip bounds and shapes there); NULL for a computed value or v < 0. */
+const qs_tensor *qs_graph_const_of(const qs_graph *g, int v);
+/* v with any chain of Identity nodes before it skipped (PyTorch's exporter shares equal
+ * initializers through Identity nodes): the value the first Identity reads, or v itself. */
+int qs_graph_skip_identity(const qs_graph *g, int v);
 
 /* Sorts nodes topologically (stable for graphs already in order); fails on a cycle or on a
  * value that is read but never produced, naming it. Recomputes every value's producer. */

@@ -8,7 +8,6 @@
 #include "exec.h"
 #include "onnx.h"
 #include "pipeline_util.h"
-#include "qconfig.h"
 
 int qs_pipeline_ptq(const qs_pipeline_io *io, json_t **result, qs_err *e);
 int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e);
@@ -29,13 +28,9 @@ static int pipeline_eval(const qs_pipeline_io *io, json_t **result, qs_err *e)
         (rc = qs_pl_load_labels(io->val_labels, d.rows, &labels, e)) < 0)
         goto out;
     int64_t batch = 32;
-    json_t *cfg;
-    if ((rc = qs_config_json_load(io->config_json, &cfg, e)) < 0)
-        goto out;
-    json_t *b = cfg ? json_object_get(cfg, "batch_size") : NULL;
+    json_t *b = io->config ? json_object_get(io->config, "batch_size") : NULL;
     if (b && json_is_integer(b) && json_integer_value(b) > 0)
         batch = json_integer_value(b);
-    json_decref(cfg);
     qs_pl_acc acc;
     if ((rc = qs_pl_accuracy(g, &d, labels, batch, io, "evaluation", &acc, e)) < 0)
         goto out;
@@ -54,13 +49,21 @@ out:
     return rc;
 }
 
-int qs_pipeline_run_json(const char *type, const qs_pipeline_io *io, json_t **result, qs_err *e)
+int qs_pipeline_run(const char *type, const qs_pipeline_io *io, json_t **result, qs_err *e)
 {
     *result = NULL;
     if (!type)
         return qs_error(e, QS_EINVAL, "job type missing");
     if (!io->model)
         return qs_error(e, QS_EINVAL, "no model given");
+    if (!io->pool) {   /* a pool for this run only */
+        qs_pipeline_io own = *io;
+        if (!(own.pool = qs_threadpool_new(0, 0, e)))
+            return e ? e->code : QS_ENOMEM;
+        int rc = qs_pipeline_run(type, &own, result, e);
+        qs_threadpool_free(own.pool);
+        return rc;
+    }
     if (!strcmp(type, "eval"))
         return pipeline_eval(io, result, e);
     if (!strcmp(type, "ptq"))
@@ -70,15 +73,4 @@ int qs_pipeline_run_json(const char *type, const qs_pipeline_io *io, json_t **re
     if (!strcmp(type, "qat"))
         return qs_pipeline_qat(io, result, e);
     return qs_error(e, QS_EINVAL, "unknown job type '%s' (expected eval, ptq, analyze or qat)", type);
-}
-
-int qs_pipeline_run(const char *type, const qs_pipeline_io *io, char **result_json, qs_err *e)
-{
-    json_t *result = NULL;
-    *result_json = NULL;
-    int rc = qs_pipeline_run_json(type, io, &result, e);
-    if (rc == 0 && result && !(*result_json = json_dumps(result, JSON_COMPACT | JSON_REAL_PRECISION(17))))
-        rc = qs_error(e, QS_ENOMEM, "out of memory");
-    json_decref(result);
-    return rc;
 }

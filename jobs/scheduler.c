@@ -14,7 +14,7 @@
 #include "jobs/scheduler.h"
 #include "daemon/log.h"
 #include "jobs/sha256.h"
-#include "pipeline_json.h"
+#include "pipeline.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -284,8 +284,9 @@ static void flush_events(qd_sched *s)
  * like a pipeline does, keeps a checkpoint (the step reached) in its output's checkpoint/ folder
  * and resumes from io->resume's, and writes two artifacts. With config.fail it fails at the end.
  * It lets the service's tests exercise every job path without depending on the engine. */
-static int debug_sleep(const qs_pipeline_io *io, json_t *c, json_t **result, qs_err *e)
+static int debug_sleep(const qs_pipeline_io *io, json_t **result, qs_err *e)
 {
+    json_t *c = io->config;
     double seconds = json_number_value(json_object_get(c, "seconds"));
     if (!json_object_get(c, "seconds"))
         seconds = 1;
@@ -356,27 +357,24 @@ static int debug_sleep(const qs_pipeline_io *io, json_t *c, json_t **result, qs_
 static void work_cb(uv_work_t *req)
 {
     run *r = req->data;
-    /* On Linux nice is per thread and inherited by threads created from this one (the engine's
-     * compute threads): jobs then only take the CPU time the HTTP threads leave. */
+    /* On Linux nice is per thread: the job's own thread computes too (it takes chunks of its
+     * parallel loops), and the shared pool's workers were started with the same nice value. Jobs
+     * then only take the CPU time the HTTP threads leave. */
     if (r->s->o.job_nice > 0)
         setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), r->s->o.job_nice);
-    json_t *config = json_object_get(r->spec, "config");
-    char *config_text = config ? json_dumps(config, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     qs_pipeline_io io = {
         .model = r->paths[0], .calib = r->paths[1], .train = r->paths[2], .train_labels = r->paths[3],
         .val = r->paths[4], .val_labels = r->paths[5], .outdir = r->outdir,
-        .resume = r->has_resume ? r->resume : NULL, .config_json = config_text,
-        .event = on_engine_event, .ud = r, .abort = &r->abort, .threads = r->s->o.engine_threads,
+        .resume = r->has_resume ? r->resume : NULL,
+        .config = json_object_get(r->spec, "config"),
+        .event = on_engine_event, .ud = r, .abort = &r->abort, .pool = r->s->o.pool,
     };
     r->err.code = 0;
     r->err.msg[0] = 0;
-    if (config && !config_text)
-        r->rc = qs_error(&r->err, QS_ENOMEM, "out of memory");
-    else if (!strcmp(r->type, "sleep"))
-        r->rc = debug_sleep(&io, config, &r->result, &r->err);
+    if (!strcmp(r->type, "sleep"))
+        r->rc = debug_sleep(&io, &r->result, &r->err);
     else
-        r->rc = qs_pipeline_run_json(r->type, &io, &r->result, &r->err);
-    free(config_text);
+        r->rc = qs_pipeline_run(r->type, &io, &r->result, &r->err);
     if (r->rc == 0) {
         /* a pipeline may record where it wrote; here that temp folder is about to be renamed
          * and means nothing to a client (artifact URLs say where things are) */

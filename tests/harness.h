@@ -7,7 +7,12 @@
  *
  * A test may call SKIP("why") to be reported as skipped — for optional things the system may lack,
  * never for a committed fixture (ASSERT_FIXTURE). Tests are independent: each runs in a
- * forked child, so a crash in one is reported as that test's failure and the rest still run. */
+ * forked child, so a crash in one is reported as that test's failure and the rest still run.
+ *
+ * Two tiers: a test whose name starts with "long_" (an end-to-end accuracy case that takes more
+ * than a few seconds) runs only when QT_LONG=1 is set, as `make check-long` does; plain
+ * `make check` reports it as a TAP skip that says so. Each case's wall time follows its result
+ * line as a TAP comment ("# time name 1.23 s"), so the .log files show where the time goes. */
 #ifndef QD_TESTS_HARNESS_H
 #define QD_TESTS_HARNESS_H
 
@@ -15,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/wait.h>
 
@@ -49,6 +55,20 @@ struct qt_case { const char *name; qt_fn fn; };
 #define SKIP(...) do { printf("# skip reason: "); printf(__VA_ARGS__); printf("\n"); fflush(stdout); \
                        exit(QT_SKIP_STATUS); } while (0)
 
+static inline double qt_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* the long tier is on (QT_LONG set and not "0") */
+static inline int qt_long(void)
+{
+    const char *v = getenv("QT_LONG");
+    return v && v[0] && strcmp(v, "0");
+}
+
 static inline int qt_run(const struct qt_case *cases, int n, int argc, char **argv)
 {
     int failed = 0;
@@ -60,6 +80,13 @@ static inline int qt_run(const struct qt_case *cases, int n, int argc, char **ar
             fflush(stdout);   /* before the next fork, or the child repeats the buffered line */
             continue;
         }
+        if (!strncmp(cases[i].name, "long_", 5) && !qt_long()) {
+            printf("ok %d - %s # SKIP long end-to-end case: make check-long runs it (QT_LONG=1)\n", i + 1,
+                   cases[i].name);
+            fflush(stdout);
+            continue;
+        }
+        double t0 = qt_now();
         pid_t pid = getenv("QT_NOFORK") ? 0 : fork();
         if (pid == 0) {
             cases[i].fn();
@@ -81,6 +108,7 @@ static inline int qt_run(const struct qt_case *cases, int n, int argc, char **ar
             else
                 printf("not ok %d - %s\n", i + 1, cases[i].name);
         }
+        printf("# time %s %.2f s\n", cases[i].name, qt_now() - t0);
         fflush(stdout);
     }
     return failed ? 1 : 0;

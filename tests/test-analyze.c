@@ -156,9 +156,9 @@ static json_t *run(const char *type, const char *model, const fx *f, const char 
 {
     json_t *c = cfg_json(cfg), *res = NULL;
     qs_pipeline_io io = { .model = model, .calib = f->calib, .val = f->val, .val_labels = f->labels,
-                          .outdir = outdir, .config_json = cfg };
+                          .outdir = outdir, .config = c };
     qs_err e = { 0 };
-    if (qs_pipeline_run_json(type, &io, &res, &e) < 0)
+    if (qs_pipeline_run(type, &io, &res, &e) < 0)
         QT_FAIL_("%s pipeline: %s", type, e.msg);
     json_decref(c);
     return res;
@@ -351,7 +351,7 @@ static json_t *ptq_loop(const fx *f, const char *model, const char *cfg, double 
 {
     json_t *c = cfg_json(cfg), *res = json_object();
     static qs_pipeline_io io;
-    io = (qs_pipeline_io){ .model = model, .calib = f->calib, .val = f->val, .val_labels = f->labels, .config_json = cfg };
+    io = (qs_pipeline_io){ .model = model, .calib = f->calib, .val = f->val, .val_labels = f->labels, .config = c };
     qs_err e = { 0 };
     if (qs_ptq_open(p, &io, &e) < 0 || qs_ptq_prepare(p, &e) < 0 || qs_ptq_accuracy(p, res, &e) < 0 ||
         qs_ptq_target_drop(p, points, res, &e) < 0)
@@ -413,7 +413,7 @@ static void print_kept(const char *what, json_t *res, const qs_ptq *p)
                num(k, "accuracy"), num(k, "drop_points"));
 }
 
-TEST(target_drop_keeps_the_planted_layer)
+TEST(long_target_drop_keeps_the_planted_layer)
 {
     fx f;
     setup(&f, 1000);
@@ -457,7 +457,7 @@ TEST(target_drop_keeps_the_planted_layer)
  * and the loop would walk through every group). Here W4A4 loses about 11 points, most of it in
  * the stem (one input channel: nine weights per 4-bit channel grid), which ranks first. The loop
  * must stop as soon as the target is met: one group at 16 bits, not all of them. */
-TEST(target_drop_w4a4)
+TEST(long_target_drop_w4a4)
 {
     fx f;
     setup(&f, 1000);
@@ -543,25 +543,31 @@ TEST(bad_input)
     json_t *res = NULL;
     /* no validation data */
     qs_pipeline_io io = { .model = model, .calib = f.calib, .outdir = f.out };
-    ASSERT(qs_pipeline_run_json("analyze", &io, &res, &e) == QS_EINVAL);
+    ASSERT(qs_pipeline_run("analyze", &io, &res, &e) == QS_EINVAL);
     ASSERT_STR_CONTAINS(e.msg, "validation data");
     ASSERT(!res);
     /* no calibration data */
     io = (qs_pipeline_io){ .model = model, .val = f.val, .val_labels = f.labels, .outdir = f.out };
-    ASSERT(qs_pipeline_run_json("analyze", &io, &res, &e) == QS_EINVAL);
+    ASSERT(qs_pipeline_run("analyze", &io, &res, &e) == QS_EINVAL);
     ASSERT_STR_CONTAINS(e.msg, "calibration data");
     /* a bad analysis option, an unknown one */
+    json_t *c = cfg_json("{\"analysis\": {\"val_samples\": 0}}");
     io = (qs_pipeline_io){ .model = model, .calib = f.calib, .val = f.val, .val_labels = f.labels, .outdir = f.out,
-                           .config_json = "{\"analysis\": {\"val_samples\": 0}}" };
-    ASSERT(qs_pipeline_run_json("analyze", &io, &res, &e) == QS_EINVAL);
+                           .config = c };
+    ASSERT(qs_pipeline_run("analyze", &io, &res, &e) == QS_EINVAL);
     ASSERT_STR_CONTAINS(e.msg, "config.analysis.val_samples");
-    io.config_json = "{\"analysis\": {\"samples\": 10}}";
-    ASSERT(qs_pipeline_run_json("analyze", &io, &res, &e) == QS_EINVAL);
+    json_decref(c);
+    c = cfg_json("{\"analysis\": {\"samples\": 10}}");
+    io.config = c;
+    ASSERT(qs_pipeline_run("analyze", &io, &res, &e) == QS_EINVAL);
     ASSERT_STR_CONTAINS(e.msg, "config.analysis.samples");
+    json_decref(c);
     /* the rest of the config is still checked by the PTQ parser */
-    io.config_json = "{\"analysis\": {\"val_samples\": 10}, \"weights\": {\"bitz\": 4}}";
-    ASSERT(qs_pipeline_run_json("analyze", &io, &res, &e) == QS_EINVAL);
+    c = cfg_json("{\"analysis\": {\"val_samples\": 10}, \"weights\": {\"bitz\": 4}}");
+    io.config = c;
+    ASSERT(qs_pipeline_run("analyze", &io, &res, &e) == QS_EINVAL);
     ASSERT_STR_CONTAINS(e.msg, "bitz");
+    json_decref(c);
     /* nothing half-written */
     char p[256];
     snprintf(p, sizeof p, "%s/analysis.json", f.out);
@@ -574,15 +580,17 @@ TEST(bad_input)
     ASSERT_STR_CONTAINS(e.msg, "validation data");
     qs_ptq_close(&pt);
     /* a small analysis that works: val_samples bounds the measurement */
+    c = cfg_json("{\"analysis\": {\"val_samples\": 20}}");
     io = (qs_pipeline_io){ .model = model, .calib = f.calib, .val = f.val, .val_labels = f.labels, .outdir = f.out,
-                           .config_json = "{\"analysis\": {\"val_samples\": 20}}" };
-    ASSERT(qs_pipeline_run_json("analyze", &io, &res, &e) == 0);
+                           .config = c };
+    ASSERT(qs_pipeline_run("analyze", &io, &res, &e) == 0);
     json_t *an = load_json(f.out, "analysis.json");
     ASSERT_EQ(json_integer_value(json_object_get(an, "validation_samples")), 20);
     json_decref(an);
     json_decref(res);
+    json_decref(c);
     teardown(&f);
 }
 
-TEST_MAIN(analysis_fields_and_independent_figures, planted_bad_layer_ranked_worst, target_drop_keeps_the_planted_layer,
-          target_drop_w4a4, target_drop_ranking_measures_the_fp32_layer, bad_input)
+TEST_MAIN(analysis_fields_and_independent_figures, planted_bad_layer_ranked_worst, long_target_drop_keeps_the_planted_layer,
+          long_target_drop_w4a4, target_drop_ranking_measures_the_fp32_layer, bad_input)

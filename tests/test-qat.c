@@ -405,9 +405,9 @@ static int run_qat(const fx *f, const char *model, const char *outdir, const cha
     if (!c)
         QT_FAIL_("config: %s", je.text);
     qs_pipeline_io io = {.model = mpath, .train = f->x, .train_labels = f->y, .val = f->x, .val_labels = f->y,
-                         .outdir = outdir, .resume = resume, .config_json = cfg, .event = on_event, .ud = ev,
+                         .outdir = outdir, .resume = resume, .config = c, .event = on_event, .ud = ev,
                          .abort = &ev->abort};
-    int rc = qs_pipeline_run_json("qat", &io, res, e);
+    int rc = qs_pipeline_run("qat", &io, res, e);
     json_decref(c);
     return rc;
 }
@@ -746,7 +746,7 @@ TEST(bad_input_is_named)
     snprintf(mpath, sizeof mpath, "%s/tests/fixtures/mlp.onnx", QD_SRCDIR);
     qs_pipeline_io io = {.model = mpath, .outdir = f.out};
     memset(&e, 0, sizeof e);
-    ASSERT(qs_pipeline_run_json("qat", &io, &res, &e) < 0);
+    ASSERT(qs_pipeline_run("qat", &io, &res, &e) < 0);
     ASSERT_STR_CONTAINS(e.msg, "training data");
     teardown(&f);
 }
@@ -801,12 +801,12 @@ TEST(softmax_output_is_warned_about)
     if (qs_onnx_save(g, path, &e) < 0)
         QT_FAIL_("%s", e.msg);
     qs_graph_free(g);
-    const char *c = "{\"qat\": {\"steps\": 2, \"batch_size\": 16}}";
+    json_t *c = json_loads("{\"qat\": {\"steps\": 2, \"batch_size\": 16}}", 0, NULL);
     events ev = {0};
     json_t *res = NULL;
-    qs_pipeline_io io = {.model = path, .train = f.x, .train_labels = f.y, .outdir = f.out, .config_json = c,
+    qs_pipeline_io io = {.model = path, .train = f.x, .train_labels = f.y, .outdir = f.out, .config = c,
                          .event = on_event, .ud = &ev};
-    if (qs_pipeline_run_json("qat", &io, &res, &e) < 0)
+    if (qs_pipeline_run("qat", &io, &res, &e) < 0)
         QT_FAIL_("%s", e.msg);
     json_t *rep = load_json(f.out, "report.json");
     json_t *w = json_array_get(json_object_get(rep, "warnings"), 0);
@@ -814,6 +814,7 @@ TEST(softmax_output_is_warned_about)
     ASSERT_STR_CONTAINS(json_string_value(w), "comes from Softmax");
     json_decref(rep);
     json_decref(res);
+    json_decref(c);
     teardown(&f);
 }
 

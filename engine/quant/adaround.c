@@ -17,7 +17,6 @@
 #include "quant/adaround.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +26,8 @@
 #include "ops/kernels.h"
 #include "quant/rng.h"
 #include "runner.h"
+
+static char *xstrdup(const char *s) { return strdup(s ? s : ""); }
 
 qs_adaround_config qs_adaround_config_default(void)
 {
@@ -120,37 +121,6 @@ typedef struct ada_layer {
     int64_t wshape[QS_MAX_DIMS];
 } ada_layer;
 
-static int is_op(const qs_node *n, const char *op) { return (!n->domain || !n->domain[0]) && !strcmp(n->op, op); }
-
-static int count_reads(const qs_graph *g, int v)
-{
-    int k = 0;
-    for (int i = 0; i < g->nnodes; i++)
-        for (int j = 0; j < g->nodes[i].nin; j++)
-            k += g->nodes[i].in[j] == v;
-    return k + qs_graph_is_output(g, v);
-}
-
-static char *xstrdup(const char *s) { return strdup(s ? s : ""); }
-
-static int add_skip(qs_adaround_report *r, const char *name, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int add_skip(qs_adaround_report *r, const char *name, const char *fmt, ...)
-{
-    qs_adaround_skip *s = realloc(r->skipped, (r->nskipped + 1) * sizeof *s);
-    if (!s)
-        return -1;
-    r->skipped = s;
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    s[r->nskipped].name = xstrdup(name);
-    s[r->nskipped].reason = xstrdup(msg);
-    r->nskipped++;
-    return s[r->nskipped - 1].name && s[r->nskipped - 1].reason ? 0 : -1;
-}
-
 static int weight_quantizer(const qs_quantsim *sim, int v)
 {
     for (int q = 0; q < sim->nq; q++)
@@ -164,7 +134,7 @@ static const char *layer_of(const qs_quantsim *sim, int i, ada_layer *L, char *b
 {
     const qs_graph *g = sim->g;
     const qs_node *nd = &g->nodes[i];
-    int kind = is_op(nd, "Conv") ? K_CONV : is_op(nd, "Gemm") ? K_GEMM : K_MATMUL;
+    int kind = qs_node_is_op(nd, "Conv") ? K_CONV : qs_node_is_op(nd, "Gemm") ? K_GEMM : K_MATMUL;
     int wq = nd->nin > 1 ? weight_quantizer(sim, nd->in[1]) : -1;
     memset(L, 0, sizeof *L);
     if (wq < 0)
@@ -176,7 +146,7 @@ static const char *layer_of(const qs_quantsim *sim, int i, ada_layer *L, char *b
         return "its weight quantizer is bypassed";
     if (!w || w->dtype != QS_F32)
         return "its weight is not a float32 constant";
-    if (count_reads(g, q->out) != 1 || count_reads(g, q->value) != 1)
+    if (qs_graph_count_reads(g, q->out) != 1 || qs_graph_count_reads(g, q->value) != 1)
         return "its weight is shared with other nodes";
     if (nd->nout < 1 || nd->out[0] < 0 || nd->nin < 1 || nd->in[0] < 0)
         return "it has no input or output";
@@ -333,10 +303,11 @@ static void store_rows(const ada_layer *L, const float *src, int64_t rows, float
 
 /* Y[n, M] = alpha·cols·Wmᵀ for cols [n, K], group by group (a row of Y per column, so that it
  * lines up with the targets, stored position-major). */
-static void layer_forward(const ada_layer *L, const float *Wm, const float *cols, int64_t n, float *Y, int nthreads)
+static void layer_forward(const ada_layer *L, const float *Wm, const float *cols, int64_t n, float *Y,
+                          qs_threadpool *tp)
 {
     for (int64_t gi = 0; gi < L->group; gi++)
-        qs_sgemm_mt(nthreads, 0, 1, n, L->Mg, L->Kg, L->alpha, cols + gi * L->Kg, L->K, Wm + gi * L->Mg * L->Kg,
+        qs_sgemm_mt(tp, qs_threadpool_size(tp), 0, 1, n, L->Mg, L->Kg, L->alpha, cols + gi * L->Kg, L->K, Wm + gi * L->Mg * L->Kg,
                     L->Kg, 0.f, Y + gi * L->Mg, L->M);
 }
 
@@ -430,8 +401,8 @@ static int run_capture(qs_quantsim *sim, const qs_pl_data *data, const qs_adarou
     qs_runner *r = qs_runner_new(sim->g, cfg->batch, e);
     if (!r)
         return qs_error_prefix(e, "AdaRound: ");
-    if (io && io->threads)
-        qs_runner_set_threads(r, io->threads);
+    if (io)
+        qs_runner_set_pool(r, io->pool);
     if (c->producer >= 0)
         qs_runner_set_observer(r, observe, c);
     c->user_abort = io ? io->abort : NULL;
@@ -530,9 +501,9 @@ static void soft_weights(opt_state *o, qs_grid gr)
 
 /* Σ_columns Σ_m (alpha·(Wm·x̃) − T)² / n over the evaluation columns cols [n, K] with targets T [n, M]. */
 static double recon_mse(const ada_layer *L, const float *Wm, const float *cols, const float *T, int64_t n, float *Y,
-                        int nthreads)
+                        qs_threadpool *tp)
 {
-    layer_forward(L, Wm, cols, n, Y, nthreads);
+    layer_forward(L, Wm, cols, n, Y, tp);
     double acc = 0;
     for (int64_t i = 0; i < L->M * n; i++) {
         double d = (double)Y[i] - T[i];
@@ -546,7 +517,7 @@ typedef struct layer_run {
     const qs_pl_data *data;
     const qs_adaround_config *cfg;
     const qs_pipeline_io *io;
-    int nthreads;
+    qs_threadpool *pool;   /* the pipeline's, for the layer's products */
     const int *saved;      /* bypass flags as the caller left them */
     float **fp32, **done;  /* per quantizer: FP32 and AdaRounded weights of the layers finished */
     uint64_t seed;
@@ -608,7 +579,7 @@ static int adaround_layer(layer_run *lr, ada_layer *L, qs_adaround_layer *rl, in
             int64_t cnt = P - p0 < chunk ? P - p0 : chunk;
             for (int64_t j = 0; j < cnt; j++)
                 gather(L, cx.buf + s * L->per_x, p0 + j, cols + j * K);
-            layer_forward(L, o.w, cols, cnt, T + (s * P + p0) * M, lr->nthreads);
+            layer_forward(L, o.w, cols, cnt, T + (s * P + p0) * M, lr->pool);
         }
     free(cx.buf);
     free(cols);
@@ -675,9 +646,9 @@ static int adaround_layer(layer_run *lr, ada_layer *L, qs_adaround_layer *rl, in
         if (nc < pool)
             draw(&rs, pperm, pool, nc);
         gather_job gj = { L, X, sperm, nc < pool ? pperm : NULL, cols };
-        qs_parallel_for(lr->nthreads, nc, 256, gather_range, &gj);
+        qs_threadpool_for(lr->pool, qs_threadpool_size(lr->pool), nc, 256, gather_range, &gj);
         soft_weights(&o, wq->grid);
-        layer_forward(L, o.wt, cols, nc, Y, lr->nthreads);
+        layer_forward(L, o.wt, cols, nc, Y, lr->pool);
         for (int64_t j = 0; j < nc; j++) {   /* Y − T (the rows are scattered: fetch ahead) */
             int64_t c = nc < pool ? pperm[j] : j;
             if (j + 8 < nc) {
@@ -693,7 +664,7 @@ static int adaround_layer(layer_run *lr, ada_layer *L, qs_adaround_layer *rl, in
         }
         /* dL/dW̃ = 2·alpha/n · (Y − T)ᵀ·cols, group by group */
         for (int64_t gi = 0; gi < L->group; gi++)
-            qs_sgemm_mt(lr->nthreads, 1, 0, L->Mg, L->Kg, nc, 2.f * L->alpha / (float)nc, Y + gi * L->Mg, M,
+            qs_sgemm_mt(lr->pool, qs_threadpool_size(lr->pool), 1, 0, L->Mg, L->Kg, nc, 2.f * L->alpha / (float)nc, Y + gi * L->Mg, M,
                         cols + gi * L->Kg, K, 0.f, o.grad + gi * L->Mg * L->Kg, L->Kg);
         double beta = qs_adaround_beta(cfg, it);
         int reg_on = it >= wend && cfg->reg > 0 && beta > 0;
@@ -728,8 +699,8 @@ static int adaround_layer(layer_run *lr, ada_layer *L, qs_adaround_layer *rl, in
         wa[i] = (q - o.z[i]) * o.s[i];
         wn[i] = (qn - o.z[i]) * o.s[i];
     }
-    rl->mse_nearest = recon_mse(L, wn, ecols, eT, ne, ey, lr->nthreads);
-    rl->mse_adaround = recon_mse(L, wa, ecols, eT, ne, ey, lr->nthreads);
+    rl->mse_nearest = recon_mse(L, wn, ecols, eT, ne, ey, lr->pool);
+    rl->mse_adaround = recon_mse(L, wa, ecols, eT, ne, ey, lr->pool);
     qs_tensor *wt = g->values[wq->value].init;
     float *wd = qs_f32(wt);
     if (!(lr->fp32[L->wq] = malloc(qs_nbytes(wt))) || !(lr->done[L->wq] = malloc(qs_nbytes(wt))))
@@ -826,16 +797,16 @@ int qs_adaround(qs_quantsim *sim, const qs_pl_data *data, const qs_adaround_conf
     for (int i = 0; i < sim->nq; i++)
         saved[i] = qs_quantsim_bypassed(sim, i);
     layer_run lr = { .sim = sim, .data = data, .cfg = cfg, .io = io, .saved = saved, .fp32 = fp32, .done = done,
-                     .nthreads = io && io->threads > 0 ? io->threads : 1 };
+                     .pool = io ? io->pool : NULL };
     for (int i = 0; i < g->nnodes && rc == 0; i++) {
         const qs_node *nd = &g->nodes[i];
-        if (!is_op(nd, "Conv") && !is_op(nd, "Gemm") && !is_op(nd, "MatMul"))
+        if (!qs_node_is_op(nd, "Conv") && !qs_node_is_op(nd, "Gemm") && !qs_node_is_op(nd, "MatMul"))
             continue;
         ada_layer L;
         char why_buf[256];
         const char *why = layer_of(sim, i, &L, why_buf, sizeof why_buf);
         if (why) {
-            if (why[0] && add_skip(rep, nd->name, "%s", why) < 0)
+            if (why[0] && qs_skip_add(&rep->skipped, &rep->nskipped, nd->name, NULL, "%s", why) < 0)
                 rc = qs_error(e, QS_ENOMEM, "AdaRound: out of memory");
             continue;
         }
@@ -851,7 +822,7 @@ int qs_adaround(qs_quantsim *sim, const qs_pl_data *data, const qs_adaround_conf
         lr.seed = cfg->seed ^ (QS_SPLITMIX_GAMMA * (uint64_t)(i + 1));
         int skipped = 0;
         rc = adaround_layer(&lr, &L, rl, &skipped, e);
-        if (rc == 0 && skipped && add_skip(rep, nd->name, "its input was not computed on the calibration data") < 0)
+        if (rc == 0 && skipped && qs_skip_add(&rep->skipped, &rep->nskipped, nd->name, NULL, "its input was not computed on the calibration data") < 0)
             rc = qs_error(e, QS_ENOMEM, "AdaRound: out of memory");
         if (rc == 0 && !skipped)
             rep->nlayers++;
@@ -884,11 +855,7 @@ void qs_adaround_report_free(qs_adaround_report *r)
     for (int i = 0; i < r->nlayers; i++)
         free(r->layers[i].name);
     free(r->layers);
-    for (int i = 0; i < r->nskipped; i++) {
-        free(r->skipped[i].name);
-        free(r->skipped[i].reason);
-    }
-    free(r->skipped);
+    qs_skips_free(r->skipped, r->nskipped);
     free(r);
 }
 
@@ -898,7 +865,7 @@ json_t *qs_adaround_report_json(const qs_adaround_report *r)
 {
     if (!r)
         return json_null();
-    json_t *layers = json_array(), *skipped = json_array();
+    json_t *layers = json_array(), *skipped = qs_skips_json(r->skipped, r->nskipped, "name", NULL);
     int64_t samples = 0;
     for (int i = 0; i < r->nlayers; i++) {
         const qs_adaround_layer *l = &r->layers[i];
@@ -916,9 +883,6 @@ json_t *qs_adaround_report_json(const qs_adaround_report *r)
         json_object_set_new(o, "frac_changed", num(l->frac_changed));
         json_array_append_new(layers, o);
     }
-    for (int i = 0; i < r->nskipped; i++)
-        json_array_append_new(skipped, json_pack("{s:s, s:s}", "name", r->skipped[i].name, "reason",
-                                                 r->skipped[i].reason));
     const qs_adaround_config *c = &r->cfg;
     json_t *cfg = json_pack("{s:i, s:f, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:I, s:I}", "iterations", c->iterations,
                             "reg", c->reg, "beta_start", c->beta_start, "beta_end", c->beta_end, "warm_start",

@@ -44,6 +44,7 @@
 #include "pipeline.h"
 #include "pipeline_util.h"
 #include "quant/quantsim.h"
+#include "quant/skips.h"
 
 typedef struct qs_adaround_config {
     int iterations;             /* per layer (default 10000) */
@@ -76,13 +77,11 @@ typedef struct qs_adaround_layer {
     double frac_changed;        /* weights rounded differently from round-to-nearest */
 } qs_adaround_layer;
 
-typedef struct qs_adaround_skip { char *name, *reason; } qs_adaround_skip;
-
 typedef struct qs_adaround_report {
     int nlayers;
     qs_adaround_layer *layers;
     int nskipped;
-    qs_adaround_skip *skipped;
+    qs_skip *skipped;           /* layers left alone, and why */
     qs_adaround_config cfg;     /* as used */
     double seconds;
 } qs_adaround_report;

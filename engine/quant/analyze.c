@@ -74,7 +74,6 @@
 #include "quant/range.h"
 #include "runner.h"
 
-#define DEFAULT_VAL_SAMPLES 1000
 #define RANK_SAMPLES 1000        /* validation samples used to rank groups in the closed loop */
 #define PROMOTED_BITS 16
 
@@ -167,8 +166,8 @@ static int evaluate(qs_ptq *p, qs_runner *r, int64_t n, const float *ref, int64_
 static qs_runner *new_runner(qs_ptq *p, qs_graph *g, qs_err *e)
 {
     qs_runner *r = qs_runner_new(g, p->cfg.calibration.batch_size, e);
-    if (r && p->io->threads)
-        qs_runner_set_threads(r, p->io->threads);
+    if (r)
+        qs_runner_set_pool(r, p->io->pool);
     return r;
 }
 
@@ -321,44 +320,6 @@ static void ranges_restore(qs_quantsim *sim, const float *buf)
 
 /* --- the analysis pipeline ---------------------------------------------------------------------- */
 
-/* "analysis": {"val_samples": N} is read here and removed from the copy of the config (JSON text,
- * *cfg_copy, malloc'd) that the PTQ stages parse (qs_qconfig refuses keys it does not know). */
-static int analysis_options(const qs_pipeline_io *io, char **cfg_copy, int64_t *val_samples, qs_err *e)
-{
-    *val_samples = DEFAULT_VAL_SAMPLES;
-    *cfg_copy = NULL;
-    json_t *cfg;
-    int rc = qs_config_json_load(io->config_json, &cfg, e);
-    if (rc < 0)
-        return rc;
-    json_t *a = cfg && json_is_object(cfg) ? json_object_get(cfg, "analysis") : NULL;
-    if (!a)
-        goto out;
-    rc = QS_EINVAL;
-    if (!json_is_object(a)) {
-        qs_error(e, rc, "config.analysis: must be an object, e.g. {\"val_samples\": 1000}");
-        goto out;
-    }
-    const char *k;
-    json_t *v;
-    json_object_foreach(a, k, v) {
-        if (strcmp(k, "val_samples")) {
-            qs_error(e, rc, "config.analysis.%s: unknown field (expected val_samples)", k);
-            goto out;
-        }
-        if (!json_is_integer(v) || json_integer_value(v) < 1) {
-            qs_error(e, rc, "config.analysis.val_samples: must be an integer >= 1");
-            goto out;
-        }
-        *val_samples = json_integer_value(v);
-    }
-    json_object_del(cfg, "analysis");
-    rc = (*cfg_copy = json_dumps(cfg, JSON_COMPACT)) ? 0 : qs_error(e, QS_ENOMEM, "out of memory");
-out:
-    json_decref(cfg);
-    return rc;
-}
-
 typedef struct gres {
     double acc_only, acc_allbut, sqnr_only, sqnr_allbut, wsqnr;
     int idx;
@@ -438,11 +399,8 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
     *result = NULL;
     qs_ptq p;
     memset(&p, 0, sizeof p);
-    qs_pipeline_io io2 = *io;
-    char *cfg_copy = NULL;
     json_t *res = NULL, *an = NULL, *layers = NULL, *fp32 = NULL, *ranking = NULL, *worst = NULL;
     json_t *wr = NULL;
-    int64_t want;
     qs_runner *rl = NULL, *rp = NULL, *rs = NULL;
     float *ref = NULL, *loaded = NULL;
     qgroup *gr = NULL;
@@ -451,11 +409,8 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
     int ng = 0, rc;
     double t0;
 
-    if ((rc = analysis_options(io, &cfg_copy, &want, e)) < 0)
-        return rc;
-    if (cfg_copy)
-        io2.config_json = cfg_copy;
-    if ((rc = qs_ptq_open(&p, &io2, e)) < 0)
+    /* the config, "analysis": {"val_samples"} included, is the spec table's (engine/spec.c) */
+    if ((rc = qs_ptq_open(&p, io, e)) < 0)
         goto out;
     if (!p.calib.d) {
         rc = qs_error(e, QS_EINVAL, "analyze needs calibration data (--calib X.npy)");
@@ -471,7 +426,7 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
     if ((rc = qs_ptq_prepare(&p, e)) < 0)
         goto out;
     qs_quantsim *sim = p.sim;
-    int64_t n = p.val.rows < want ? p.val.rows : want;
+    int64_t want = p.cfg.analysis.val_samples, n = p.val.rows < want ? p.val.rows : want;
     if ((rc = build_groups(sim, &gr, &ng, e)) < 0)
         goto out;
     st = calloc(ng + 1, sizeof *st);
@@ -708,7 +663,6 @@ out:
     free(on);
     groups_free(gr, ng);
     qs_ptq_close(&p);
-    free(cfg_copy);
     return rc;
 }
 

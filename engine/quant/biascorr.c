@@ -10,7 +10,6 @@
 #include "quant/biascorr.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,22 +17,11 @@
 #include "exec.h"
 #include "runner.h"
 
+static char *xstrdup(const char *s) { return strdup(s ? s : ""); }
+
 qs_biascorr_config qs_biascorr_config_default(void)
 {
     return (qs_biascorr_config){ .samples = 512, .batch = 32, .quantize_activations = 0 };
-}
-
-static int is_op(const qs_node *n, const char *op) { return (!n->domain || !n->domain[0]) && !strcmp(n->op, op); }
-
-static int is_fakequant(const qs_node *n) { return n->domain && !strcmp(n->domain, "quantd") && !strcmp(n->op, "FakeQuant"); }
-
-static int count_reads(const qs_graph *g, int v)
-{
-    int k = 0;
-    for (int i = 0; i < g->nnodes; i++)
-        for (int j = 0; j < g->nodes[i].nin; j++)
-            k += g->nodes[i].in[j] == v;
-    return k + qs_graph_is_output(g, v);
 }
 
 /* --- layers -------------------------------------------------------------------------------------- */
@@ -50,26 +38,6 @@ typedef struct bc_layer {
     int64_t cnt_fp, cnt_q;
 } bc_layer;
 
-static char *xstrdup(const char *s) { return strdup(s ? s : ""); }
-
-static int add_skip(qs_biascorr_report *r, const char *name, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int add_skip(qs_biascorr_report *r, const char *name, const char *fmt, ...)
-{
-    qs_biascorr_skip *s = realloc(r->skipped, (r->nskipped + 1) * sizeof *s);
-    if (!s)
-        return -1;
-    r->skipped = s;
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    s[r->nskipped].name = xstrdup(name);
-    s[r->nskipped].reason = xstrdup(msg);
-    r->nskipped++;
-    return s[r->nskipped - 1].name && s[r->nskipped - 1].reason ? 0 : -1;
-}
-
 /* The float bias initializer layer node ni adds: through its bias FakeQuant, or directly.
  * -1: the layer has no bias; -2: it has one that cannot be corrected per channel (why says why). */
 static int bias_value(const qs_graph *g, int ni, int64_t nch, const char **why)
@@ -78,8 +46,8 @@ static int bias_value(const qs_graph *g, int ni, int64_t nch, const char **why)
     if (n->nin < 3 || n->in[2] < 0)
         return -1;
     int v = n->in[2], p = g->values[v].producer;
-    if (p >= 0 && is_fakequant(&g->nodes[p])) {
-        if (count_reads(g, v) != 1) {
+    if (p >= 0 && qs_node_is_fakequant(&g->nodes[p])) {
+        if (qs_graph_count_reads(g, v) != 1) {
             *why = "its quantized bias is shared with other layers";
             return -2;
         }
@@ -94,7 +62,7 @@ static int bias_value(const qs_graph *g, int ni, int64_t nch, const char **why)
         *why = "its bias is not one value per output channel";
         return -2;
     }
-    if (count_reads(g, v) != 1) {
+    if (qs_graph_count_reads(g, v) != 1) {
         *why = "its bias is shared with other layers";
         return -2;
     }
@@ -112,7 +80,7 @@ static int find_layers(qs_quantsim *sim, qs_biascorr_report *rep, int analytical
         return qs_error(e, QS_ENOMEM, "bias correction: out of memory");
     for (int i = 0; i < g->nnodes; i++) {
         const qs_node *nd = &g->nodes[i];
-        int kind = is_op(nd, "Conv") ? K_CONV : is_op(nd, "ConvTranspose") ? K_CONVT : is_op(nd, "Gemm") ? K_GEMM : -1;
+        int kind = qs_node_is_op(nd, "Conv") ? K_CONV : qs_node_is_op(nd, "ConvTranspose") ? K_CONVT : qs_node_is_op(nd, "Gemm") ? K_GEMM : -1;
         if (kind < 0 || nd->nin < 2 || nd->nout < 1 || nd->out[0] < 0)
             continue;
         int wq = -1;
@@ -133,13 +101,13 @@ static int find_layers(qs_quantsim *sim, qs_biascorr_report *rep, int analytical
         int rc = 0;
         const char *why = NULL;
         if (qs_quantsim_bypassed(sim, wq))
-            rc = add_skip(rep, nd->name, "its weight quantizer is bypassed");
+            rc = qs_skip_add(&rep->skipped, &rep->nskipped, nd->name, NULL, "its weight quantizer is bypassed");
         else if (kind == K_GEMM && qs_node_int(nd, "transA", 0) && analytical)
-            rc = add_skip(rep, nd->name, "Gemm with transA");
+            rc = qs_skip_add(&rep->skipped, &rep->nskipped, nd->name, NULL, "Gemm with transA");
         else if (kind == K_GEMM && qs_node_float(nd, "beta", 1.f) == 0 && nd->nin > 2 && nd->in[2] >= 0)
-            rc = add_skip(rep, nd->name, "Gemm with beta = 0");
+            rc = qs_skip_add(&rep->skipped, &rep->nskipped, nd->name, NULL, "Gemm with beta = 0");
         else if (bias_value(g, i, nch, &why) == -2)
-            rc = add_skip(rep, nd->name, "%s", why);
+            rc = qs_skip_add(&rep->skipped, &rep->nskipped, nd->name, NULL, "%s", why);
         else {
             ls[n++] = (bc_layer){ .node = i, .wq = wq, .kind = kind, .nch = nch };
             continue;
@@ -272,8 +240,8 @@ static int run_pass(pass_ctx *c, qs_err *e)
     qs_runner *r = qs_runner_new(c->sim->g, c->cfg->batch, e);
     if (!r)
         return qs_error_prefix(e, "bias correction: ");
-    if (c->io && c->io->threads)
-        qs_runner_set_threads(r, c->io->threads);
+    if (c->io)
+        qs_runner_set_pool(r, c->io->pool);
     qs_runner_set_observer(r, observe, c->st);
     int64_t bs = qs_runner_batch(r);
     int rc = 0;
@@ -383,7 +351,7 @@ int qs_biascorr_empirical(qs_quantsim *sim, const qs_pl_data *data, const qs_bia
             if (L->level != level)
                 continue;
             if (!L->cnt_q || !L->cnt_fp) {   /* never ran (a branch the data does not reach) */
-                if (add_skip(rep, g->nodes[L->node].name, "its output was not computed") < 0)
+                if (qs_skip_add(&rep->skipped, &rep->nskipped, g->nodes[L->node].name, NULL, "its output was not computed") < 0)
                     rc = qs_error(e, QS_ENOMEM, "bias correction: out of memory");
                 continue;
             }
@@ -424,20 +392,6 @@ static double relu_mean(double mu, double sigma)
     return sigma * exp(-0.5 * z * z) / sqrt(2 * 3.14159265358979323846) + mu * 0.5 * erfc(-z / sqrt(2.0));
 }
 
-static const qs_tensor *const_of(const qs_graph *g, int v)
-{
-    if (v < 0)
-        return NULL;
-    if (g->values[v].init)
-        return g->values[v].init;
-    int p = g->values[v].producer;
-    if (p >= 0 && is_op(&g->nodes[p], "Constant") && g->nodes[p].nin == 0) {
-        const qs_attr *a = qs_node_attr(&g->nodes[p], "value");
-        return a && a->type == QS_ATTR_TENSOR ? a->t : NULL;
-    }
-    return NULL;
-}
-
 /* Clip(0, hi) → 1 with *hi (∞ when unbounded); anything else → 0 */
 static int clip_relu(const qs_graph *g, const qs_node *n, double *hi)
 {
@@ -445,14 +399,14 @@ static int clip_relu(const qs_graph *g, const qs_node *n, double *hi)
     *hi = INFINITY;
     const qs_tensor *t;
     if (n->nin > 1 && n->in[1] >= 0) {
-        if (!(t = const_of(g, n->in[1])) || qs_numel(t) != 1)
+        if (!(t = qs_graph_const_of(g, n->in[1])) || qs_numel(t) != 1)
             return 0;
         lo = qs_get_f64(t, 0);
     } else if (qs_node_attr(n, "min")) {
         lo = qs_node_float(n, "min", 0);
     }
     if (n->nin > 2 && n->in[2] >= 0) {
-        if (!(t = const_of(g, n->in[2])) || qs_numel(t) != 1)
+        if (!(t = qs_graph_const_of(g, n->in[2])) || qs_numel(t) != 1)
             return 0;
         *hi = qs_get_f64(t, 0);
     } else if (qs_node_attr(n, "max")) {
@@ -463,7 +417,7 @@ static int clip_relu(const qs_graph *g, const qs_node *n, double *hi)
 
 static int skip_fakequant(const qs_graph *g, int v)
 {
-    while (v >= 0 && g->values[v].producer >= 0 && is_fakequant(&g->nodes[g->values[v].producer]))
+    while (v >= 0 && g->values[v].producer >= 0 && qs_node_is_fakequant(&g->nodes[g->values[v].producer]))
         v = g->nodes[g->values[v].producer].in[0];
     return v;
 }
@@ -476,9 +430,9 @@ static double *input_mean(const qs_graph *g, int ni, int64_t cin, const qs_bn_re
     int p = v >= 0 ? g->values[v].producer : -1;
     int act = 0;   /* 0 none, 1 ReLU, 2 Clip(0, hi) */
     double hi = INFINITY;
-    if (p >= 0 && is_op(&g->nodes[p], "Relu")) {
+    if (p >= 0 && qs_node_is_op(&g->nodes[p], "Relu")) {
         act = 1;
-    } else if (p >= 0 && is_op(&g->nodes[p], "Clip")) {
+    } else if (p >= 0 && qs_node_is_op(&g->nodes[p], "Clip")) {
         if (!clip_relu(g, &g->nodes[p], &hi)) {
             *why = "its input comes through a Clip other than Clip(0, max)";
             return NULL;
@@ -531,7 +485,7 @@ int qs_biascorr_analytical(qs_quantsim *sim, const qs_bn_record *bn, int nbn, qs
         bc_layer *L = &ls[k];
         const qs_node *nd = &g->nodes[L->node];
         if (L->kind == K_CONVT) {
-            rc = add_skip(rep, nd->name, "analytical correction handles Conv and Gemm (ConvTranspose: use empirical)");
+            rc = qs_skip_add(&rep->skipped, &rep->nskipped, nd->name, NULL, "analytical correction handles Conv and Gemm (ConvTranspose: use empirical)");
             continue;
         }
         const qs_quantizer *q = &sim->q[L->wq];
@@ -542,7 +496,7 @@ int qs_biascorr_analytical(qs_quantsim *sim, const qs_bn_record *bn, int nbn, qs
         const char *why = NULL;
         double *mx = input_mean(g, L->node, cin, bn, nbn, &why), *corr = NULL;
         if (!mx) {
-            rc = why ? add_skip(rep, nd->name, "%s", why) : -1;
+            rc = why ? qs_skip_add(&rep->skipped, &rep->nskipped, nd->name, NULL, "%s", why) : -1;
             if (rc < 0)
                 rc = qs_error(e, QS_ENOMEM, "bias correction: out of memory");
             continue;
@@ -603,11 +557,7 @@ void qs_biascorr_report_free(qs_biascorr_report *r)
         free(r->layers[i].correction);
     }
     free(r->layers);
-    for (int i = 0; i < r->nskipped; i++) {
-        free(r->skipped[i].name);
-        free(r->skipped[i].reason);
-    }
-    free(r->skipped);
+    qs_skips_free(r->skipped, r->nskipped);
     free(r);
 }
 
@@ -615,7 +565,7 @@ json_t *qs_biascorr_report_json(const qs_biascorr_report *r)
 {
     if (!r)
         return json_null();
-    json_t *layers = json_array(), *skipped = json_array();
+    json_t *layers = json_array(), *skipped = qs_skips_json(r->skipped, r->nskipped, "name", NULL);
     for (int i = 0; i < r->nlayers; i++) {
         const qs_biascorr_layer *l = &r->layers[i];
         json_t *c = json_array();
@@ -628,9 +578,6 @@ json_t *qs_biascorr_report_json(const qs_biascorr_report *r)
                                                 (json_int_t)l->nch, "bias_added", l->bias_added, "correction", c,
                                                 "mean_abs_correction", l->nch ? mabs / l->nch : 0.0));
     }
-    for (int i = 0; i < r->nskipped; i++)
-        json_array_append_new(skipped, json_pack("{s:s, s:s}", "name", r->skipped[i].name, "reason",
-                                                 r->skipped[i].reason));
     return json_pack("{s:s, s:I, s:i, s:f, s:o, s:o}", "method", r->method, "samples", (json_int_t)r->samples,
                      "passes", r->passes, "seconds", r->seconds, "layers", layers, "skipped", skipped);
 }

@@ -42,6 +42,7 @@
 #include "pipeline_util.h"
 #include "quant/bnfold.h"
 #include "quant/quantsim.h"
+#include "quant/skips.h"
 
 typedef struct qs_biascorr_config {
     int64_t samples;            /* calibration samples used (default 512; fewer if the data has fewer) */
@@ -58,14 +59,12 @@ typedef struct qs_biascorr_layer {
     int bias_added;             /* the layer had no bias: a float32 one was added */
 } qs_biascorr_layer;
 
-typedef struct qs_biascorr_skip { char *name, *reason; } qs_biascorr_skip;
-
 typedef struct qs_biascorr_report {
     const char *method;         /* "empirical" | "analytical" */
     int nlayers;
     qs_biascorr_layer *layers;
     int nskipped;
-    qs_biascorr_skip *skipped;
+    qs_skip *skipped;           /* layers left alone, and why */
     int64_t samples;            /* empirical: samples per pass */
     int passes;                 /* empirical: passes over the data (1 FP32 + waves) */
     double seconds;

@@ -56,50 +56,18 @@ static int is_float(const qs_tensor *t) { return t && (t->dtype == QS_F32 || t->
 
 static const qs_tensor *init_of(const qs_graph *g, int v) { return v >= 0 ? g->values[v].init : NULL; }
 
-/* A BN parameter's constant value: an initializer, or one passed through Identity or given by a
- * Constant node (PyTorch's exporter shares equal initializers through Identity nodes). */
-static const qs_tensor *const_of(const qs_graph *g, int v)
-{
-    for (int hops = 0; v >= 0 && hops < 16; hops++) {
-        if (g->values[v].init)
-            return g->values[v].init;
-        int p = g->values[v].producer;
-        if (p < 0 || g->nodes[p].domain[0])
-            return NULL;
-        const qs_node *n = &g->nodes[p];
-        if (!strcmp(n->op, "Identity") && n->nin == 1) {
-            v = n->in[0];
-        } else if (!strcmp(n->op, "Constant")) {
-            const qs_attr *a = qs_node_attr(n, "value");
-            return a && a->type == QS_ATTR_TENSOR ? a->t : NULL;
-        } else {
-            return NULL;
-        }
-    }
-    return NULL;
-}
-
-static int count_reads(const qs_graph *g, int v)
-{
-    int k = 0;
-    for (int i = 0; i < g->nnodes; i++)
-        for (int j = 0; j < g->nodes[i].nin; j++)
-            k += g->nodes[i].in[j] == v;
-    return k + qs_graph_is_output(g, v);
-}
-
 /* Makes input slot `slot` of node `ni` an initializer this node alone reads, copying it when
  * shared. Returns its tensor (converted to float32), or NULL on OOM. */
 static qs_tensor *own_init(qs_graph *g, int ni, int slot, const char *suffix)
 {
     int v = g->nodes[ni].in[slot];
     qs_tensor *t = g->values[v].init;
-    if (count_reads(g, v) == 1 && t->dtype == QS_F32)
+    if (qs_graph_count_reads(g, v) == 1 && t->dtype == QS_F32)
         return t;
     qs_tensor *c = t->dtype == QS_F32 ? qs_tensor_copy(t) : qs_tensor_cast(t, QS_F32);
     if (!c)
         return NULL;
-    if (count_reads(g, v) == 1) {   /* only the type changes */
+    if (qs_graph_count_reads(g, v) == 1) {   /* only the type changes */
         qs_graph_set_init_steal(g, v, c);
         return c;
     }
@@ -161,11 +129,11 @@ static int read_bn(const qs_graph *g, const qs_node *n, bn_params *p)
     if (qs_node_int(n, "training_mode", 0) || !qs_node_int(n, "spatial", 1))
         return 0;
     for (int i = 1; i < n->nout; i++)   /* running statistics outputs (training only) */
-        if (n->out[i] >= 0 && count_reads(g, n->out[i]))
+        if (n->out[i] >= 0 && qs_graph_count_reads(g, n->out[i]))
             return 0;
     const qs_tensor *t[4];
     for (int i = 0; i < 4; i++) {
-        t[i] = const_of(g, n->in[i + 1]);
+        t[i] = qs_graph_const_of(g, qs_graph_skip_identity(g, n->in[i + 1]));
         if (!is_float(t[i]) || qs_numel(t[i]) != qs_numel(t[0]) || t[i]->ndim != 1)
             return 0;
     }
@@ -319,7 +287,7 @@ static int fold_one(qs_graph *g, int li, int bi, const bn_params *p, qs_err *e)
                 double cv = c0 ? qs_get_f64(c0, r * cols + (cols == 1 ? 0 : k)) : 0;
                 qs_f32(nc)[r * c + k] = (float)(beta_g * f[k] * cv + shift[k]);
             }
-        if (has_bias && count_reads(g, l->in[2]) == 1) {
+        if (has_bias && qs_graph_count_reads(g, l->in[2]) == 1) {
             qs_graph_set_init_steal(g, l->in[2], nc);
         } else {
             snprintf(base, sizeof base, "%s_bias", l->name[0] ? l->name : g->values[l->out[0]].name);
@@ -363,7 +331,7 @@ static void prune(qs_graph *g, int *vals, int nv)
         int any = 0;
         for (int i = 0; drop && i < nv; i++) {
             int v = vals[i];
-            if (v < 0 || count_reads(g, v))
+            if (v < 0 || qs_graph_count_reads(g, v))
                 continue;
             vals[i] = -1;
             int p = g->values[v].producer;
@@ -427,7 +395,7 @@ int qs_bnfold(qs_graph *g, qs_bn_record **records, int *n, qs_err *e)
             continue;
         int x = g->nodes[bi].in[0], y = g->nodes[bi].out[0];
         int li = x >= 0 ? g->values[x].producer : -1;
-        if (li < 0 || drop[li] || count_reads(g, x) != 1 || layer_kind(g, &g->nodes[li], x, p.c) < 0) {
+        if (li < 0 || drop[li] || qs_graph_count_reads(g, x) != 1 || layer_kind(g, &g->nodes[li], x, p.c) < 0) {
             bn_params_free(&p);
             continue;
         }

@@ -12,41 +12,16 @@
 
 #include <float.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+static char *xstrdup(const char *s) { return strdup(s ? s : ""); }
 
 qs_cle_config qs_cle_config_default(void)
 {
     return (qs_cle_config){ .equalize = 1, .absorb = 1, .replace_relu6 = 1, .max_iter = 100, .tol = 1e-4,
                             .absorb_sigmas = 3.f };
-}
-
-static int is_op(const qs_node *n, const char *op) { return (!n->domain || !n->domain[0]) && !strcmp(n->op, op); }
-
-static int count_reads(const qs_graph *g, int v)
-{
-    int k = 0;
-    for (int i = 0; i < g->nnodes; i++)
-        for (int j = 0; j < g->nodes[i].nin; j++)
-            k += g->nodes[i].in[j] == v;
-    return k + qs_graph_is_output(g, v);
-}
-
-/* A constant's data: an initializer, or the value of a Constant node (exports put Clip bounds there). */
-static const qs_tensor *const_of(const qs_graph *g, int v)
-{
-    if (v < 0)
-        return NULL;
-    if (g->values[v].init)
-        return g->values[v].init;
-    int p = g->values[v].producer;
-    if (p >= 0 && is_op(&g->nodes[p], "Constant") && g->nodes[p].nin == 0) {
-        const qs_attr *a = qs_node_attr(&g->nodes[p], "value");
-        return a && a->type == QS_ATTR_TENSOR ? a->t : NULL;
-    }
-    return NULL;
 }
 
 static const qs_tensor *f32_init(const qs_graph *g, int v)
@@ -93,7 +68,7 @@ static int parse_layer(const qs_graph *g, int ni, layer *L)
     if (bv >= 0 && !b)
         return 0;   /* a bias that is not a float32 constant */
     L->bv = bv;
-    if (is_op(n, "Conv")) {
+    if (qs_node_is_op(n, "Conv")) {
         int64_t grp = qs_node_int(n, "group", 1);
         if (w->ndim < 3 || grp < 1 || w->shape[0] % grp)
             return 0;
@@ -105,7 +80,7 @@ static int parse_layer(const qs_graph *g, int ni, layer *L)
         L->bias_ok = !b || (b->ndim == 1 && b->shape[0] == L->nout);
         return 1;
     }
-    if (is_op(n, "Gemm")) {
+    if (qs_node_is_op(n, "Gemm")) {
         if (w->ndim != 2 || qs_node_int(n, "transA", 0))
             return 0;
         L->fam = FAM_FC;
@@ -119,7 +94,7 @@ static int parse_layer(const qs_graph *g, int ni, layer *L)
         L->bias_ok = !b || (qs_numel(b) == L->nout && (b->ndim == 1 || (b->ndim == 2 && b->shape[0] == 1)));
         return 1;
     }
-    if (is_op(n, "MatMul")) {
+    if (qs_node_is_op(n, "MatMul")) {
         if (w->ndim != 2 || n->nin != 2)
             return 0;
         L->fam = FAM_FC;
@@ -175,7 +150,7 @@ static double in_absmax(float *w, const layer *L, int64_t k)
 static int own_init(qs_graph *g, int ni, int slot)
 {
     int v = g->nodes[ni].in[slot];
-    if (count_reads(g, v) == 1)
+    if (qs_graph_count_reads(g, v) == 1)
         return v;
     qs_tensor *c = qs_tensor_copy(g->values[v].init);
     char base[512];
@@ -226,7 +201,7 @@ static int clip_bound(const qs_graph *g, const qs_node *n, int slot, const char 
 {
     *out = dflt;
     if (n->nin > slot && n->in[slot] >= 0) {
-        const qs_tensor *t = const_of(g, n->in[slot]);
+        const qs_tensor *t = qs_graph_const_of(g, n->in[slot]);
         if (!t || qs_numel(t) != 1)
             return 0;
         *out = qs_get_f64(t, 0);
@@ -240,11 +215,11 @@ static int clip_bound(const qs_graph *g, const qs_node *n, int slot, const char 
 static int act_kind(const qs_graph *g, const qs_node *n, double *hi)
 {
     *hi = INFINITY;
-    if (is_op(n, "Relu"))
+    if (qs_node_is_op(n, "Relu"))
         return ACT_RELU;
-    if (is_op(n, "LeakyRelu"))
+    if (qs_node_is_op(n, "LeakyRelu"))
         return ACT_LEAKY;
-    if (is_op(n, "Clip")) {
+    if (qs_node_is_op(n, "Clip")) {
         double lo;
         if (!clip_bound(g, n, 1, "min", -INFINITY, &lo) || !clip_bound(g, n, 2, "max", INFINITY, hi))
             return ACT_OTHER;
@@ -283,9 +258,9 @@ static int clip_to_relu(qs_graph *g, int ni, char *drop)
     n->nattr = 0;
     for (int i = 0; i < 2; i++) {
         int pn = bounds[i] >= 0 ? g->values[bounds[i]].producer : -1;
-        if (pn >= 0 && is_op(&g->nodes[pn], "Constant") && count_reads(g, bounds[i]) == 0)
+        if (pn >= 0 && qs_node_is_op(&g->nodes[pn], "Constant") && qs_graph_count_reads(g, bounds[i]) == 0)
             drop[pn] = 1;   /* removed at the end of the pass: node ids must not move before */
-        if (bounds[i] >= 0 && g->values[bounds[i]].init && pn < 0 && count_reads(g, bounds[i]) == 0) {
+        if (bounds[i] >= 0 && g->values[bounds[i]].init && pn < 0 && qs_graph_count_reads(g, bounds[i]) == 0) {
             int is_input = 0;
             for (int k = 0; k < g->ninputs; k++)
                 is_input |= g->inputs[k] == bounds[i];
@@ -314,34 +289,11 @@ typedef struct cle_state {
     char *drop;                /* per node: a Constant left without readers */
 } cle_state;
 
-static char *xstrdup(const char *s) { return strdup(s ? s : ""); }
-
-static int add_skip(qs_cle_report *r, const qs_graph *g, int l1, int l2, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-static int add_skip(qs_cle_report *r, const qs_graph *g, int l1, int l2, const char *fmt, ...)
-{
-    qs_cle_skip *s = realloc(r->skipped, (r->nskipped + 1) * sizeof *s);
-    if (!s)
-        return -1;
-    r->skipped = s;
-    s += r->nskipped;
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    s->layer1 = xstrdup(g->nodes[l1].name);
-    s->layer2 = xstrdup(g->nodes[l2].name);
-    s->reason = xstrdup(msg);
-    r->nskipped++;
-    return s->layer1 && s->layer2 && s->reason ? 0 : -1;
-}
-
 /* The one node reading v (not a graph output), or -1. */
 static int sole_reader(const qs_graph *g, int v)
 {
     int ids[2];
-    if (qs_graph_is_output(g, v) || count_reads(g, v) != 1 || qs_graph_consumers(g, v, ids, 2) != 1)
+    if (qs_graph_is_output(g, v) || qs_graph_count_reads(g, v) != 1 || qs_graph_consumers(g, v, ids, 2) != 1)
         return -1;
     return ids[0];
 }
@@ -373,7 +325,7 @@ static int find_pairs(cle_state *s, qs_bn_record *bn, int nbn, qs_err *e)
             if (a->nout < 1 || a->out[0] < 0)
                 continue;
             for (int j = 1; j < a->nin; j++)
-                if (a->in[j] >= 0 && !const_of(g, a->in[j]))
+                if (a->in[j] >= 0 && !qs_graph_const_of(g, a->in[j]))
                     goto next;   /* a second data input (Add, Concat, …): not a chain */
             act = c;
             kind = act_kind(g, a, &hi);
@@ -385,16 +337,20 @@ static int find_pairs(cle_state *s, qs_bn_record *bn, int nbn, qs_err *e)
             continue;   /* Conv → Flatten → Gemm and such: channels are not on the same axis */
         int rc = 0;
         if (kind == ACT_OTHER)
-            rc = add_skip(s->rep, g, i, l2, "%s '%s' between them is not scale-equivariant", g->nodes[act].op,
-                          g->nodes[act].name);
+            rc = qs_skip_add(&s->rep->skipped, &s->rep->nskipped, g->nodes[i].name, g->nodes[l2].name,
+                             "%s '%s' between them is not scale-equivariant", g->nodes[act].op,
+                             g->nodes[act].name);
         else if (kind == ACT_BOUNDED && !s->cfg->replace_relu6)
-            rc = add_skip(s->rep, g, i, l2, "Clip(0, %g) '%s' is not scale-equivariant (ReLU6 replacement is off)",
-                          hi, g->nodes[act].name);
+            rc = qs_skip_add(&s->rep->skipped, &s->rep->nskipped, g->nodes[i].name, g->nodes[l2].name,
+                             "Clip(0, %g) '%s' is not scale-equivariant (ReLU6 replacement is off)",
+                             hi, g->nodes[act].name);
         else if (L1.nout != L2.nin)
-            rc = add_skip(s->rep, g, i, l2, "%lld output channels feed %lld input channels", (long long)L1.nout,
-                          (long long)L2.nin);
+            rc = qs_skip_add(&s->rep->skipped, &s->rep->nskipped, g->nodes[i].name, g->nodes[l2].name,
+                             "%lld output channels feed %lld input channels", (long long)L1.nout,
+                             (long long)L2.nin);
         else if (!L1.bias_ok)
-            rc = add_skip(s->rep, g, i, l2, "the bias of '%s' is not one value per output channel", g->nodes[i].name);
+            rc = qs_skip_add(&s->rep->skipped, &s->rep->nskipped, g->nodes[i].name, g->nodes[l2].name,
+                             "the bias of '%s' is not one value per output channel", g->nodes[i].name);
         else {
             pair *p = realloc(s->pairs, (s->npairs + 1) * sizeof *p);
             if (!p)
@@ -476,7 +432,7 @@ static char *act_name(const qs_graph *g, const pair *p)
         snprintf(buf, sizeof buf, "Clip(0,%g)->Relu", p->hi);
         return xstrdup(buf);
     }
-    if (is_op(&g->nodes[p->act], "Clip"))
+    if (qs_node_is_op(&g->nodes[p->act], "Clip"))
         return xstrdup("Clip(0,inf)");
     return xstrdup(g->nodes[p->act].op);
 }
@@ -497,12 +453,7 @@ void qs_cle_report_free(qs_cle_report *r)
     for (int i = 0; i < r->nrelu6; i++)
         free(r->relu6[i]);
     free(r->relu6);
-    for (int i = 0; i < r->nskipped; i++) {
-        free(r->skipped[i].layer1);
-        free(r->skipped[i].layer2);
-        free(r->skipped[i].reason);
-    }
-    free(r->skipped);
+    qs_skips_free(r->skipped, r->nskipped);
     for (int i = 0; i < r->nlayers; i++) {
         qs_cle_layer *t = &r->layers[i];
         free(t->name);
@@ -538,7 +489,7 @@ json_t *qs_cle_report_json(const qs_cle_report *r)
 {
     if (!r)
         return json_null();
-    json_t *pairs = json_array(), *relu6 = json_array(), *skipped = json_array(), *layers = json_array();
+    json_t *pairs = json_array(), *relu6 = json_array(), *skipped = qs_skips_json(r->skipped, r->nskipped, "layer1", "layer2"), *layers = json_array();
     for (int i = 0; i < r->npairs; i++) {
         const qs_cle_pair *p = &r->pairs[i];
         json_array_append_new(pairs, json_pack("{s:s, s:s, s:s, s:s, s:I, s:o, s:o}", "layer1", p->layer1, "layer2",
@@ -548,9 +499,6 @@ json_t *qs_cle_report_json(const qs_cle_report *r)
     }
     for (int i = 0; i < r->nrelu6; i++)
         json_array_append_new(relu6, json_string(r->relu6[i]));
-    for (int i = 0; i < r->nskipped; i++)
-        json_array_append_new(skipped, json_pack("{s:s, s:s, s:s}", "layer1", r->skipped[i].layer1, "layer2",
-                                                 r->skipped[i].layer2, "reason", r->skipped[i].reason));
     for (int i = 0; i < r->nlayers; i++) {
         const qs_cle_layer *t = &r->layers[i];
         json_array_append_new(layers, json_pack("{s:s, s:s, s:I, s:b, s:{s:o, s:o}, s:{s:o, s:o}}", "name", t->name,
@@ -651,8 +599,9 @@ static int absorb(cle_state *s, int k, qs_err *e)
     if (L1.bv < 0)
         return 0;
     if (!L2.has_bias_slot || !L2.bias_ok || L2.beta == 0) {
-        int rc = add_skip(s->rep, g, pr->l1, pr->l2, "no absorption: '%s' has no per-channel bias to absorb into",
-                          g->nodes[pr->l2].name);
+        int rc = qs_skip_add(&s->rep->skipped, &s->rep->nskipped, g->nodes[pr->l1].name, g->nodes[pr->l2].name,
+                             "no absorption: '%s' has no per-channel bias to absorb into",
+                             g->nodes[pr->l2].name);
         return rc < 0 ? qs_error(e, QS_ENOMEM, "cle: out of memory") : 0;
     }
     double *c = calloc(L1.nout + 1, sizeof *c), *delta = calloc(L2.nout + 1, sizeof *delta);

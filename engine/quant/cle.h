@@ -45,6 +45,7 @@
 
 #include "graph.h"
 #include "quant/bnfold.h"
+#include "quant/skips.h"
 
 typedef struct qs_cle_config {
     int equalize;          /* rescale the pairs (default 1) */
@@ -74,10 +75,6 @@ typedef struct qs_cle_layer {
     float *min_before, *max_before, *min_after, *max_after;
 } qs_cle_layer;
 
-typedef struct qs_cle_skip {
-    char *layer1, *layer2, *reason;
-} qs_cle_skip;
-
 typedef struct qs_cle_report {
     int npairs;              /* pairs equalized (or absorbed) */
     qs_cle_pair *pairs;
@@ -88,7 +85,7 @@ typedef struct qs_cle_report {
     int nrelu6;
     char **relu6;            /* names of the Clip nodes replaced by Relu */
     int nskipped;            /* chains that matched but were left alone, and why */
-    qs_cle_skip *skipped;
+    qs_skip *skipped;        /* name → name2: the pair's two layers */
     int nlayers;             /* every Conv/Gemm/MatMul with constant weights */
     qs_cle_layer *layers;
 } qs_cle_report;

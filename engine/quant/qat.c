@@ -223,9 +223,6 @@ struct qs_qat {
     int64_t iter, step;
 };
 
-static int is_op(const qs_node *n, const char *op) { return !n->domain[0] && !strcmp(n->op, op); }
-static int is_fq(const qs_node *n) { return !strcmp(n->domain, "quantd") && !strcmp(n->op, "FakeQuant"); }
-
 /* The float initializer behind input j of node n: directly, or the input of the FakeQuant that
  * feeds it (a quantized weight or bias). -1 when it is computed. */
 static int param_source(const qs_graph *g, const qs_node *n, int j)
@@ -234,7 +231,7 @@ static int param_source(const qs_graph *g, const qs_node *n, int j)
         return -1;
     int v = n->in[j];
     int prod = g->values[v].producer;
-    if (prod >= 0 && is_fq(&g->nodes[prod]))
+    if (prod >= 0 && qs_node_is_fakequant(&g->nodes[prod]))
         v = g->nodes[prod].in[0];
     const qs_tensor *t = v >= 0 ? g->values[v].init : NULL;
     return t && t->dtype == QS_F32 && g->values[v].producer < 0 ? v : -1;
@@ -263,14 +260,14 @@ static int find_params(qs_qat *t, qs_err *e)
     int rc = 0;
     for (int i = 0; i < g->nnodes && rc == 0; i++) {
         const qs_node *n = &g->nodes[i];
-        if (is_op(n, "Conv") || is_op(n, "ConvTranspose") || is_op(n, "Gemm")) {
+        if (qs_node_is_op(n, "Conv") || qs_node_is_op(n, "ConvTranspose") || qs_node_is_op(n, "Gemm")) {
             rc = add_param(t, seen, param_source(g, n, 1), P_WEIGHT, -1);
             if (rc == 0)
                 rc = add_param(t, seen, param_source(g, n, 2), P_OTHER, -1);
-        } else if (is_op(n, "MatMul")) {
+        } else if (qs_node_is_op(n, "MatMul")) {
             for (int j = 0; j < 2 && rc == 0; j++)
                 rc = add_param(t, seen, param_source(g, n, j), P_WEIGHT, -1);
-        } else if (is_op(n, "BatchNormalization") && n->nin >= 5) {
+        } else if (qs_node_is_op(n, "BatchNormalization") && n->nin >= 5) {
             for (int j = 1; j <= 2 && rc == 0; j++)
                 rc = add_param(t, seen, param_source(g, n, j), P_OTHER, -1);
         }
@@ -292,7 +289,7 @@ static int find_bns(qs_qat *t, qs_err *e)
     qs_graph *g = t->sim->g;
     for (int i = 0; i < g->nnodes; i++) {
         const qs_node *n = &g->nodes[i];
-        if (!is_op(n, "BatchNormalization") || n->nin < 5)
+        if (!qs_node_is_op(n, "BatchNormalization") || n->nin < 5)
             continue;
         int mean = n->in[3], var = n->in[4];
         const qs_tensor *tm = mean >= 0 ? g->values[mean].init : NULL, *tv = var >= 0 ? g->values[var].init : NULL;
@@ -381,7 +378,7 @@ qs_qat *qs_qat_new(qs_quantsim *sim, const qs_qat_opts *o, const qs_pl_data *tra
         qs_exec_set_trainable(t->x, v, 0);
     for (int i = 0; i < t->np; i++)
         qs_exec_set_trainable(t->x, t->p[i].value, 1);
-    qs_exec_set_threads(t->x, o->threads > 0 ? o->threads : 1);
+    qs_exec_set_pool(t->x, o->pool);
     if (qs_exec_plan(t->x, t->batch, e) < 0) {
         qs_error_prefix(e, "planning training at batch %lld: ", (long long)t->batch);
         goto fail;
@@ -1109,7 +1106,7 @@ static int run_qat(qat_run *r, json_t *res, qs_err *e)
         return rc;
     if ((rc = qs_qat_opts_from_config(&p->cfg, &r->o, e)) < 0)
         return rc;
-    r->o.threads = io->threads;
+    r->o.pool = io->pool;
 
     /* a previous run to continue? (the daemon's requeue, or quant qat --resume) */
     json_t *state = NULL;
@@ -1166,7 +1163,7 @@ static int run_qat(qat_run *r, json_t *res, qs_err *e)
     {
         const qs_graph *g = p->sim->g;
         int prod = g->values[g->outputs[0]].producer;
-        if (prod >= 0 && is_fq(&g->nodes[prod]))   /* the output's quantizer */
+        if (prod >= 0 && qs_node_is_fakequant(&g->nodes[prod]))   /* the output's quantizer */
             prod = g->values[g->nodes[prod].in[0]].producer;
         if (prod >= 0 && g->nodes[prod].domain[0] == 0 &&
             (!strcmp(g->nodes[prod].op, "Softmax") || !strcmp(g->nodes[prod].op, "LogSoftmax")))

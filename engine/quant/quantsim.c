@@ -57,21 +57,17 @@ static int in_list(const char *op, const char *const *list)
     return 0;
 }
 
-static int is_op(const qs_node *n, const char *const *list)
+/* n is one of the default-domain ops in list */
+static int is_op_in(const qs_node *n, const char *const *list)
 {
     return (!n->domain || !n->domain[0]) && in_list(n->op, list);
 }
 
-static int is_op1(const qs_node *n, const char *op)
-{
-    return (!n->domain || !n->domain[0]) && !strcmp(n->op, op);
-}
-
 int qs_quantsim_keeps_grid(const qs_graph *g, const qs_node *n)
 {
-    if (is_op(n, GRID_OPS))
+    if (is_op_in(n, GRID_OPS))
         return 1;
-    if (is_op1(n, "Pad")) {
+    if (qs_node_is_op(n, "Pad")) {
         /* edge/reflect copy values; a constant pad keeps the grid only when it pads with 0,
          * which every grid represents exactly */
         if (strcmp(qs_node_string(n, "mode", "constant"), "constant"))
@@ -89,9 +85,9 @@ int qs_quantsim_keeps_grid(const qs_graph *g, const qs_node *n)
  * "unsigned symmetric"), which doubles its resolution. */
 static int nonneg_output(const qs_graph *g, const qs_node *n)
 {
-    if (is_op(n, NONNEG_OPS))
+    if (is_op_in(n, NONNEG_OPS))
         return 1;
-    if (is_op1(n, "Clip")) {
+    if (qs_node_is_op(n, "Clip")) {
         if (n->nin > 1 && n->in[1] >= 0) {
             const qs_tensor *t = g->values[n->in[1]].init;
             return t && qs_numel(t) == 1 && qs_get_f64(t, 0) >= 0;
@@ -217,10 +213,10 @@ typedef struct placer {
 
 static int node_kind(const qs_node *n)
 {
-    if (is_op(n, LAYER_OPS)) return K_LAYER;
-    if (is_op1(n, "BatchNormalization")) return K_BN;
-    if (is_op(n, ACT_OPS)) return K_ACT;
-    if (is_op1(n, "Add")) return K_ADD;
+    if (is_op_in(n, LAYER_OPS)) return K_LAYER;
+    if (qs_node_is_op(n, "BatchNormalization")) return K_BN;
+    if (is_op_in(n, ACT_OPS)) return K_ACT;
+    if (qs_node_is_op(n, "Add")) return K_ADD;
     return K_OTHER;
 }
 
@@ -359,13 +355,13 @@ static int add_weights(placer *p, int i, qs_err *e)
     const qs_qsim_config *cfg = &sim->cfg;
     const qs_node *n = &g->nodes[i];
     int slot = 1, axis = -1;
-    if (is_op1(n, "Conv")) {
+    if (qs_node_is_op(n, "Conv")) {
         axis = 0;
-    } else if (is_op1(n, "ConvTranspose")) {
+    } else if (qs_node_is_op(n, "ConvTranspose")) {
         axis = 1;
-    } else if (is_op1(n, "Gemm")) {
+    } else if (qs_node_is_op(n, "Gemm")) {
         axis = qs_node_int(n, "transB", 0) ? 0 : 1;
-    } else if (is_op1(n, "MatMul")) {
+    } else if (qs_node_is_op(n, "MatMul")) {
         if (n->nin > 1 && is_float_init(g, n->in[1])) {
             int r = g->values[n->in[1]].init->ndim;
             axis = r >= 2 ? r - 1 : -1;
@@ -402,7 +398,7 @@ static int add_weights(placer *p, int i, qs_err *e)
     /* bias: int32 at s_in·s_w, only where both scales exist and the layer adds it as is */
     if (!cfg->quantize_bias || n->nin < 3 || !is_float_init(g, n->in[2]) || n->in[2] >= p->nv0)
         return 0;
-    if (is_op1(n, "MatMul") || (is_op1(n, "Gemm") && (qs_node_float(n, "alpha", 1) != 1 ||
+    if (qs_node_is_op(n, "MatMul") || (qs_node_is_op(n, "Gemm") && (qs_node_float(n, "alpha", 1) != 1 ||
                                                       qs_node_float(n, "beta", 1) != 1)))
         return 0;
     int b = n->in[2], a = n->in[0];
@@ -452,7 +448,7 @@ static int place(placer *p, qs_err *e)
                     p->reader[n->in[j]] = i;
                 }
             }
-        if (is_op1(n, "Shape") || is_op1(n, "Size"))
+        if (qs_node_is_op(n, "Shape") || qs_node_is_op(n, "Size"))
             d = 0;
         for (int j = 0; j < n->nout; j++)
             if (n->out[j] >= 0)
@@ -575,8 +571,8 @@ static int fold_const_weights(qs_graph *g, qs_err *e)
         for (int j = 0; j < n->nout; j++)
             if (n->out[j] >= 0)
                 dyn[n->out[j]] = (char)d;
-        if (is_op(n, LAYER_OPS))
-            for (int j = is_op1(n, "MatMul") ? 0 : 1; j < n->nin && j < 3; j++)
+        if (is_op_in(n, LAYER_OPS))
+            for (int j = qs_node_is_op(n, "MatMul") ? 0 : 1; j < n->nin && j < 3; j++)
                 if (n->in[j] >= 0 && !g->values[n->in[j]].init && g->values[n->in[j]].producer >= 0)
                     want[n->in[j]] = 1;
     }

@@ -19,6 +19,7 @@
 
 #include <quant/graph.h>
 #include <quant/tensor.h>
+#include <quant/threadpool.h>
 
 typedef struct qs_exec qs_exec;
 
@@ -61,10 +62,10 @@ void qs_exec_set_observer(qs_exec *x, qs_node_fn fn, void *ud);
 
 void qs_exec_set_abort(qs_exec *x, atomic_int *flag);
 void qs_exec_set_progress(qs_exec *x, qs_progress_fn fn, void *ud);
-/* Threads for the kernels; takes effect at the next plan (scratch is sized per thread). Default:
- * qs_exec_default_threads() — the online CPUs, or QUANTD_THREADS. */
-void qs_exec_set_threads(qs_exec *x, int n);
-int qs_exec_default_threads(void);
+/* The pool the kernels' parallel loops run on (borrowed: it must outlive x's runs), split as many
+ * ways as it has threads; takes effect at the next plan (scratch is sized per thread). Default:
+ * NULL, everything on the calling thread. Executors on other threads may share the pool. */
+void qs_exec_set_pool(qs_exec *x, qs_threadpool *tp);
 /* Inference only, from the next plan: a Relu or Clip that is the only reader of a Conv,
  * ConvTranspose, Gemm or MatMul output is applied inside that kernel; for Conv, so is a residual
  * Add that is its output's only reader (the other operand, of the same shape, computed earlier),

@@ -7,9 +7,8 @@
  *   qs_graph *g;
  *   if (qs_onnx_load("model.onnx", &g, &e) < 0) { fprintf(stderr, "%s\n", e.msg); … }
  *   qs_runner *r = qs_runner_new(g, 32, &e);          // run it over data in batches
- *   qs_pipeline_run("ptq", &io, &result_json, &e);    // or a whole job: eval, ptq, analyze, qat
  *
- * Handles (qs_graph, qs_exec, qs_runner, qs_dataset) are opaque; a tensor is a plain struct.
+ * Handles (qs_graph, qs_exec, qs_runner, qs_dataset, qs_threadpool) are opaque; a tensor is a plain struct.
  * Every function returns 0 or a negative QS_E* code and fills the qs_err it is given. The
  * library exports only qs_* symbols. */
 #ifndef QUANT_QUANT_H
@@ -23,7 +22,6 @@
 #include <quant/data.h>
 #include <quant/exec.h>
 #include <quant/runner.h>
-#include <quant/config.h>
-#include <quant/pipeline.h>
+#include <quant/threadpool.h>
 
 #endif

@@ -41,7 +41,8 @@ void qs_runner_free(qs_runner *r);
 int qs_runner_plan(qs_runner *r, qs_err *e);
 /* Samples per forward pass: the batch asked for, or the model's fixed batch. */
 int64_t qs_runner_batch(const qs_runner *r);
-void qs_runner_set_threads(qs_runner *r, int n);
+/* The pool the kernels run on (borrowed; see qs_exec_set_pool). Default: NULL, the calling thread. */
+void qs_runner_set_pool(qs_runner *r, qs_threadpool *tp);
 /* Per-node observer on every plan the runner uses (see qs_exec_set_observer). Padding rows of a
  * fixed-batch model are visible to it. */
 void qs_runner_set_observer(qs_runner *r, qs_node_fn fn, void *ud);
