@@ -24,6 +24,7 @@
 #include "api/errors.h"
 #include "api/server.h"
 #include "common/sha256.h"
+#include "spec_json.h"
 
 typedef struct qd_req qd_req;
 typedef struct qd_conn qd_conn;
@@ -193,6 +194,7 @@ double qd_mono_now(void);   /* monotonic seconds */
 int qd_h_health(qd_req *r);
 int qd_h_metrics(qd_req *r);
 int qd_h_openapi(qd_req *r);
+int qd_h_presets(qd_req *r);
 int qd_h_model_upload(qd_req *r);
 int qd_h_model_list(qd_req *r);
 int qd_h_model_get(qd_req *r);
@@ -222,9 +224,14 @@ void qd_hub_forget(qd_server *srv, qd_req *r);   /* completion of a stream */
 void qd_hub_park(qd_server *srv, qd_req *r);
 
 /* --- job spec (spec.c) --- */
-/* Validates a POST /v1/jobs body; on error replies (400/422) and returns QD_H_OK with *ok = 0.
- * On success fills refs (ids borrowed from spec) and returns their count in *nrefs. */
-int qd_spec_check(qd_req *r, json_t *spec, int debug_jobs, qd_ref *refs, int *nrefs, int *ok);
+/* Parses a POST /v1/jobs body with the engine's spec table into s; on error replies 400
+ * invalid_field naming the field and returns QD_H_OK with *ok = 0 (s is then freed). */
+int qd_spec_check(qd_req *r, json_t *spec, int debug_jobs, qs_job_spec *s, int *ok);
+/* The models and data sets s names, with their fields (ids borrowed from s); returns the count. */
+int qd_spec_refs(const qs_job_spec *s, qd_ref refs[6]);
+/* That every reference exists (422 unknown_reference), the job type has the data it needs and
+ * each input data set fits the model's inputs (422 data_mismatch); on error replies, *ok = 0. */
+int qd_spec_check_data(qd_req *r, const qs_job_spec *s, int *ok);
 
 /* the committed api/openapi.json, compiled in (api/openapi-json.c is generated from it) */
 extern const char qd_openapi_json[];

@@ -31,6 +31,9 @@ const qd_error_def qd_errors[QD_E_COUNT] = {
                                    "float32/64, int8/32/64, uint8, bool)" },
     [QD_E_UNKNOWN_REFERENCE] = { "unknown_reference", 422,
                                  "the id in field does not exist; upload it first (POST /v1/models or /v1/datasets)" },
+    [QD_E_DATA_MISMATCH] = { "data_mismatch", 422,
+                             "the job needs a data set (field) that holds the model's inputs: the shape in the "
+                             "message, N samples first" },
     [QD_E_QUEUE_FULL] = { "queue_full", 429, "too many queued jobs; retry after Retry-After seconds" },
     [QD_E_INTERNAL] = { "internal", 500, "the server failed; its log has the details" },
     [QD_E_SHUTTING_DOWN] = { "shutting_down", 503, "the server is stopping; retry shortly" },

@@ -4,6 +4,7 @@
 #include "api/api.h"
 #include "common/log.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@ const qd_route qd_routes[] = {
     { .method = "GET", .pattern = "/v1/health", .handler = qd_h_health, .public = 1 },
     { .method = "GET", .pattern = "/metrics", .handler = qd_h_metrics, .public = 1 },
     { .method = "GET", .pattern = "/v1/openapi.json", .handler = qd_h_openapi },
+    { .method = "GET", .pattern = "/v1/presets", .handler = qd_h_presets },
     { .method = "POST", .pattern = "/v1/models", .handler = qd_h_model_upload, .body = QD_BODY_MODEL },
     { .method = "GET", .pattern = "/v1/models", .handler = qd_h_model_list },
     { .method = "GET", .pattern = "/v1/models/{id}", .handler = qd_h_model_get },
@@ -54,14 +56,47 @@ int qd_h_health(qd_req *r)
                          NULL);
 }
 
+/* The committed document with the job spec's "config" schema spliced in, generated from the
+ * engine's spec table (engine/spec.c) so that the two cannot disagree; built once. */
+static char *openapi_doc;
+static pthread_once_t openapi_once = PTHREAD_ONCE_INIT;
+
+static void openapi_build(void)
+{
+    json_t *doc = json_loads(qd_openapi_json, 0, NULL);
+    json_t *schemas = json_object_get(json_object_get(doc, "components"), "schemas");
+    json_t *props = json_object_get(json_object_get(schemas, "JobSpec"), "properties");
+    json_t *config = qs_spec_config_schema();
+    if (props && config) {
+        json_object_set_new(config, "description",
+                            json_string("Settings; every field overrides the preset's default. Generated from the "
+                                        "engine's spec table (GET /v1/presets has each preset's defaults). "
+                                        "Which fields a job takes depends on its type (see each field)."));
+        json_object_set_new(schemas, "JobConfig", config);
+        json_object_set_new(props, "config", json_pack("{s:s}", "$ref", "#/components/schemas/JobConfig"));
+    } else {
+        json_decref(config);
+    }
+    openapi_doc = doc ? json_dumps(doc, JSON_INDENT(1)) : NULL;
+    json_decref(doc);
+}
+
 int qd_h_openapi(qd_req *r)
 {
-    struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(qd_openapi_json), (void *)qd_openapi_json,
-                                                                MHD_RESPMEM_PERSISTENT);
+    pthread_once(&openapi_once, openapi_build);
+    const char *doc = openapi_doc ? openapi_doc : qd_openapi_json;
+    struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(doc), (void *)doc, MHD_RESPMEM_PERSISTENT);
     if (!resp)
         return QD_H_CLOSE;
     MHD_add_response_header(resp, "Content-Type", "application/json");
     return qd_reply(r, 200, resp);
+}
+
+/* Every config field's effective default per preset, from the engine's spec table: what the
+ * dashboard's form shows for an untouched field. */
+int qd_h_presets(qd_req *r)
+{
+    return qd_reply_json(r, 200, json_pack("{s:o}", "presets", qs_spec_presets_json()), NULL);
 }
 
 /* Prometheus text exposition format (version 0.0.4). */

@@ -21,19 +21,27 @@ int qd_h_job_submit(qd_req *r)
     if (!spec)
         return qd_reply_error(r, QD_E_INVALID_JSON, NULL, "the body is not valid JSON: %s (line %d, column %d)",
                               jerr.text, jerr.line, jerr.column);
-    qd_ref refs[8];
-    int nrefs, ok;
-    int h = qd_spec_check(r, spec, r->srv->opt.debug_jobs, refs, &nrefs, &ok);
-    if (!ok) {
-        json_decref(spec);
+    /* parsed once, here: the job record keeps the normalised spec (every config field spelt out),
+     * so what runs is what was accepted, whatever the defaults become */
+    qs_job_spec js;
+    int ok;
+    int h = qd_spec_check(r, spec, r->srv->opt.debug_jobs, &js, &ok);
+    json_decref(spec);
+    if (!ok)
+        return h;
+    if ((h = qd_spec_check_data(r, &js, &ok)), !ok) {
+        qs_job_spec_free(&js);
         return h;
     }
+    qd_ref refs[6];
+    int nrefs = qd_spec_refs(&js, refs);
+    spec = qs_job_spec_to_json(&js);
     char id[32];
     qd_store_new_id("job_", id);
     char type[16];
-    snprintf(type, sizeof type, "%s", json_string_value(json_object_get(spec, "type")));
+    snprintf(type, sizeof type, "%s", qs_job_type_name(js.type));
     const char *bad = NULL;
-    int rc = qd_sched_submit(r->srv->sched, id, type, spec, nrefs, refs, &bad);
+    int rc = spec ? qd_sched_submit(r->srv->sched, id, type, spec, nrefs, refs, &bad) : QS_ENOMEM;
     switch (rc) {
     case 0:
         break;
@@ -61,6 +69,7 @@ int qd_h_job_submit(qd_req *r)
         break;
     }
     json_decref(spec);
+    qs_job_spec_free(&js);
     if (rc != 0)
         return h;
     QD_LOG_INFO("job %s (%s) queued", id, type);

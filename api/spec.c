@@ -1,252 +1,137 @@
-/* Job spec validation: a declarative description of the JSON shape in DESIGN.md ("Job spec"),
- * walked recursively. The first problem found is replied as 400 invalid_field naming the field by
- * its path ("config.weights.bits"); unknown fields are refused too, so a typo does not silently
- * fall back to a default. The "config" object is checked by the engine's own parser
- * (qs_qconfig_parse), so the daemon accepts exactly what the pipelines understand. */
+/* Job spec validation at submit. The shape of the spec — fields, types, bounds, allowed values,
+ * which job type needs what — is the engine's table (engine/spec.c), so the daemon accepts
+ * exactly what the pipelines understand; this file turns its verdict into replies and adds what
+ * only the daemon can check: that the data sets a job names fit its model and its type.
+ *
+ *   400 invalid_field       the spec's own problem, the field named by its path
+ *   422 unknown_reference   a model or data set that does not exist
+ *   422 data_mismatch       a data set the job needs is missing, or does not fit the model's inputs */
 #include "api/api.h"
-#include "qconfig.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
-typedef enum { F_STRING, F_INT, F_NUMBER, F_BOOL, F_OBJECT, F_FREE_OBJECT, F_STRINGS, F_MODEL, F_DATASET, F_QCONFIG } ftype;
-
-/* job types, as bits, for `required` */
-enum { T_EVAL = 1, T_PTQ = 2, T_ANALYZE = 4, T_QAT = 8, T_SLEEP = 16 };
-
-typedef struct field {
-    const char *name;
-    ftype type;
-    const struct field *sub;        /* F_OBJECT: its fields, ended by { .name = NULL } */
-    double min, max;                /* F_INT / F_NUMBER bounds (inclusive) */
-    const char *const *choices;     /* F_STRING: allowed values, NULL-terminated (NULL: any) */
-    unsigned required;              /* job types that need it */
-    unsigned only;                  /* job types it applies to (0: all) */
-} field;
-
-static const char *const TYPES[] = { "eval", "ptq", "analyze", "qat", "sleep", NULL };
-/* the debug job (debug_jobs = true): see jobs/debug_jobs.c */
-static const field SLEEP_CONFIG[] = {
-    { .name = "seconds", .type = F_NUMBER, .min = 0, .max = 86400 },
-    { .name = "fail", .type = F_BOOL },
-    { .name = "artifact_bytes", .type = F_INT, .min = 0, .max = 1e9 },
-    { .name = NULL },
-};
-static const field LABELLED_TRAIN[] = {
-    { .name = "data", .type = F_DATASET, .required = T_QAT },
-    { .name = "labels", .type = F_DATASET, .required = T_QAT },
-    { .name = NULL },
-};
-static const field LABELLED_VAL[] = {
-    { .name = "data", .type = F_DATASET, .required = T_EVAL },
-    { .name = "labels", .type = F_DATASET, .required = T_EVAL },
-    { .name = NULL },
-};
-/* eval runs the model as it is: only how it batches (engine/pipeline.c) */
-static const field EVAL_CONFIG[] = {
-    { .name = "batch_size", .type = F_INT, .min = 1, .max = 65536 },
-    { .name = NULL },
-};
-enum { T_ENGINE = T_EVAL | T_PTQ | T_ANALYZE | T_QAT };
-static const field SPEC[] = {
-    { .name = "type", .type = F_STRING, .choices = TYPES, .required = ~0u },
-    { .name = "name", .type = F_STRING },
-    { .name = "model", .type = F_MODEL, .required = T_ENGINE },
-    { .name = "calibration", .type = F_DATASET },
-    { .name = "train", .type = F_OBJECT, .sub = LABELLED_TRAIN, .required = T_QAT, .only = T_ENGINE },
-    { .name = "validation", .type = F_OBJECT, .sub = LABELLED_VAL, .required = T_EVAL, .only = T_ENGINE },
-    { .name = "config", .type = F_QCONFIG, .only = T_PTQ | T_ANALYZE | T_QAT },
-    { .name = "config", .type = F_OBJECT, .sub = EVAL_CONFIG, .only = T_EVAL },
-    { .name = "config", .type = F_OBJECT, .sub = SLEEP_CONFIG, .only = T_SLEEP },
-    { .name = NULL },
-};
-
-typedef struct ctx {
-    qd_req *r;
-    unsigned type;
-    qd_ref *refs;
-    int nrefs;
-    char paths[8][96];   /* storage for the refs' field names */
-} ctx;
-
-static const char *type_name(ftype t)
-{
-    switch (t) {
-    case F_STRING: return "a string";
-    case F_INT: return "an integer";
-    case F_NUMBER: return "a number";
-    case F_BOOL: return "true or false";
-    case F_OBJECT: case F_FREE_OBJECT: case F_QCONFIG: return "an object";
-    case F_STRINGS: return "an array of strings";
-    case F_MODEL: return "a model id (mdl_…)";
-    case F_DATASET: return "a data set id (ds_…)";
-    }
-    return "?";
-}
-
-/* prefix + name into path, cut (when too long) between UTF-8 characters, never inside one */
-static void join_path(char *path, size_t n, const char *prefix, const char *name)
-{
-    size_t pl = qd_utf8_prefix(prefix, n - 1);
-    size_t nl = qd_utf8_prefix(name, n - 1 - pl);
-    snprintf(path, n, "%.*s%.*s", (int)pl, prefix, (int)nl, name);
-}
-
-/* 0 when fine; otherwise replies and returns -1 (the reply's status is in r). */
-static int check_object(ctx *c, const field *fields, json_t *obj, const char *prefix)
-{
-    char path[256];
-    const char *key;
-    json_t *v;
-    json_object_foreach(obj, key, v) {   /* unknown keys first: a typo is the likeliest mistake */
-        const field *f = fields;
-        while (f->name && (strcmp(f->name, key) || (f->only && !(f->only & c->type))))
-            f++;
-        if (!f->name) {
-            join_path(path, sizeof path, prefix, key);
-            char known[512] = "";
-            size_t k = 0;
-            for (const field *g = fields; g->name; g++)
-                if (!g->only || (g->only & c->type))
-                    k += (size_t)snprintf(known + k, sizeof known - k, "%s%s", k ? ", " : "", g->name);
-            qd_reply_error(c->r, QD_E_INVALID_FIELD, path, "unknown field '%s' (known here: %s)", path, known);
-            return -1;
-        }
-    }
-    for (const field *f = fields; f->name; f++) {
-        if (f->only && !(f->only & c->type))
-            continue;
-        join_path(path, sizeof path, prefix, f->name);
-        v = json_object_get(obj, f->name);
-        if (!v || json_is_null(v)) {
-            if (f->required & c->type) {
-                qd_reply_error(c->r, QD_E_INVALID_FIELD, path, "'%s' is required for this job type (%s)", path,
-                               type_name(f->type));
-                return -1;
-            }
-            continue;
-        }
-        int ok = 1;
-        switch (f->type) {
-        case F_STRING:
-            ok = json_is_string(v);
-            if (ok && f->choices) {
-                const char *const *ch = f->choices;
-                while (*ch && strcmp(*ch, json_string_value(v)))
-                    ch++;
-                if (!*ch) {
-                    char list[256] = "";
-                    size_t k = 0;
-                    for (ch = f->choices; *ch; ch++)
-                        k += (size_t)snprintf(list + k, sizeof list - k, "%s%s", k ? ", " : "", *ch);
-                    qd_reply_error(c->r, QD_E_INVALID_FIELD, path, "'%s' is \"%s\"; expected one of: %s", path,
-                                   json_string_value(v), list);
-                    return -1;
-                }
-            }
-            break;
-        case F_INT:
-        case F_NUMBER: {
-            ok = f->type == F_INT ? json_is_integer(v) : json_is_number(v);
-            if (!ok)
-                break;
-            double x = json_number_value(v);
-            if (!(x >= f->min && x <= f->max)) {
-                qd_reply_error(c->r, QD_E_INVALID_FIELD, path, "'%s' is %g; expected %s from %g to %g", path, x,
-                               type_name(f->type), f->min, f->max);
-                return -1;
-            }
-            break;
-        }
-        case F_BOOL:
-            ok = json_is_boolean(v);
-            break;
-        case F_OBJECT:
-            if (!(ok = json_is_object(v)))
-                break;
-            join_path(path, sizeof path - 1, prefix, f->name);
-            strcat(path, ".");
-            if (check_object(c, f->sub, v, path) < 0)
-                return -1;
-            break;
-        case F_FREE_OBJECT:
-            ok = json_is_object(v);
-            break;
-        case F_QCONFIG: {
-            /* the engine's own parser: the daemon accepts exactly what the pipelines understand */
-            if (!(ok = json_is_object(v)))
-                break;
-            qs_qconfig q;
-            qs_err e = { 0 };
-            if (qs_qconfig_parse(v, &q, &e) < 0) {
-                char fieldname[128];
-                size_t fl = strcspn(e.msg, ": ");
-                snprintf(fieldname, sizeof fieldname, "%.*s", (int)fl, e.msg);
-                qd_reply_error(c->r, QD_E_INVALID_FIELD, strncmp(fieldname, "config", 6) ? path : fieldname, "%s",
-                               e.msg);
-                return -1;
-            }
-            qs_qconfig_free(&q);
-            break;
-        }
-        case F_STRINGS: {
-            if (!(ok = json_is_array(v)))
-                break;
-            size_t i;
-            json_t *s;
-            json_array_foreach(v, i, s)
-                if (!json_is_string(s)) {
-                    qd_reply_error(c->r, QD_E_INVALID_FIELD, path, "'%s[%zu]' must be a string", path, i);
-                    return -1;
-                }
-            break;
-        }
-        case F_MODEL:
-        case F_DATASET:
-            ok = json_is_string(v) && json_string_length(v) > 0 && json_string_length(v) < 32;
-            if (ok && c->nrefs < 8) {
-                snprintf(c->paths[c->nrefs], sizeof c->paths[0], "%s", path);
-                c->refs[c->nrefs] = (qd_ref){ .field = c->paths[c->nrefs], .kind = f->type == F_MODEL ? QD_MODEL : QD_DATASET,
-                                              .id = json_string_value(v) };
-                c->nrefs++;
-            }
-            break;
-        }
-        if (!ok) {
-            qd_reply_error(c->r, QD_E_INVALID_FIELD, path, "'%s' must be %s", path, type_name(f->type));
-            return -1;
-        }
-    }
-    return 0;
-}
-
-/* refs' field names must outlive the call: they live in a static per-thread buffer */
-static __thread ctx tls_ctx;
-
-int qd_spec_check(qd_req *r, json_t *spec, int debug_jobs, qd_ref *refs, int *nrefs, int *ok)
+int qd_spec_check(qd_req *r, json_t *spec, int debug_jobs, qs_job_spec *s, int *ok)
 {
     *ok = 0;
-    *nrefs = 0;
     if (!json_is_object(spec))
         return qd_reply_error(r, QD_E_INVALID_JSON, NULL, "the job spec must be a JSON object");
-    ctx *c = &tls_ctx;
-    memset(c, 0, sizeof *c);
-    c->r = r;
-    c->refs = refs;
-    json_t *type = json_object_get(spec, "type");
-    if (!json_is_string(type))
-        return qd_reply_error(r, QD_E_INVALID_FIELD, "type", "'type' is required: one of eval, ptq, analyze, qat");
-    static const unsigned bits[] = { T_EVAL, T_PTQ, T_ANALYZE, T_QAT, T_SLEEP };
-    for (int i = 0; TYPES[i]; i++)
-        if (!strcmp(TYPES[i], json_string_value(type)))
-            c->type = bits[i];
-    if (!c->type || (c->type == T_SLEEP && !debug_jobs))
-        return qd_reply_error(r, QD_E_INVALID_FIELD, "type", "'type' is \"%s\"; expected one of: eval, ptq, analyze, qat",
-                              json_string_value(type));
-    if (check_object(c, SPEC, spec, "") < 0)
-        return QD_H_OK;
-    *nrefs = c->nrefs;
+    qs_err e = { 0 };
+    if (qs_job_spec_parse(spec, debug_jobs ? QS_SPEC_DEBUG_JOBS : 0, s, &e) < 0) {
+        char path[1024], field[256];
+        qs_spec_err_field(&e, path, sizeof path);
+        /* cut (a key may be long) between UTF-8 characters, never inside one */
+        snprintf(field, sizeof field, "%.*s", (int)qd_utf8_prefix(path, sizeof field - 1), path);
+        return qd_reply_error(r, e.code == QS_ENOMEM ? QD_E_INTERNAL : QD_E_INVALID_FIELD, *field ? field : NULL,
+                              "%s", e.msg);
+    }
+    *ok = 1;
+    return QD_H_OK;
+}
+
+int qd_spec_refs(const qs_job_spec *s, qd_ref refs[6])
+{
+    const struct { const char *field, *id; qd_kind kind; } all[] = {
+        { "model", s->model, QD_MODEL },
+        { "calibration", s->calibration, QD_DATASET },
+        { "train.data", s->train.data, QD_DATASET },
+        { "train.labels", s->train.labels, QD_DATASET },
+        { "validation.data", s->validation.data, QD_DATASET },
+        { "validation.labels", s->validation.labels, QD_DATASET },
+    };
+    int n = 0;
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (*all[i].id)
+            refs[n++] = (qd_ref){ .field = all[i].field, .kind = all[i].kind, .id = all[i].id };
+    return n;
+}
+
+/* A record's tensors ({name, shape: [int | "dim" | null]}) as the engine's table wants them;
+ * NULL-free. Returns the count, or -1 when a rank is unknown (nothing to check against). */
+static int tensors(json_t *list, qs_spec_tensor *out, int max)
+{
+    size_t i;
+    json_t *t;
+    int n = 0;
+    json_array_foreach(list, i, t) {
+        json_t *shape = json_object_get(t, "shape");
+        if (n == max || !json_is_array(shape) || json_array_size(shape) > 8)
+            return -1;
+        out[n].name = json_string_value(json_object_get(t, "name"));
+        out[n].ndim = (int)json_array_size(shape);
+        for (int d = 0; d < out[n].ndim; d++) {
+            json_t *x = json_array_get(shape, d);
+            out[n].shape[d] = json_is_integer(x) ? json_integer_value(x) : -1;
+        }
+        n++;
+    }
+    return n;
+}
+
+static void shape_of(const qs_spec_tensor *t, char *buf, size_t n)
+{
+    size_t k = (size_t)snprintf(buf, n, "[N");
+    for (int d = 1; d < t->ndim && k < n; d++)
+        k += t->shape[d] < 0 ? (size_t)snprintf(buf + k, n - k, ", ?")
+                             : (size_t)snprintf(buf + k, n - k, ", %lld", (long long)t->shape[d]);
+    if (k < n)
+        snprintf(buf + k, n - k, "]");
+}
+
+int qd_spec_check_data(qd_req *r, const qs_job_spec *s, int *ok)
+{
+    *ok = 0;
+    qd_ref refs[6];
+    int nrefs = qd_spec_refs(s, refs);
+    /* a reference that does not exist is named first (the store checks again, atomically, when
+     * the job is recorded) */
+    for (int i = 0; i < nrefs; i++) {
+        json_t *rec = qd_store_get(r->srv->st, refs[i].kind, refs[i].id);
+        if (!rec)
+            return qd_reply_error(r, QD_E_UNKNOWN_REFERENCE, refs[i].field,
+                                  "'%s' is %s, which does not exist (upload it first)", refs[i].field, refs[i].id);
+        json_decref(rec);
+    }
+    json_t *model = *s->model ? qd_store_get(r->srv->st, QD_MODEL, s->model) : NULL;
+    qs_spec_tensor in[16];
+    int nin = model ? tensors(json_object_get(model, "inputs"), in, 16) : -1;
+    char want[256] = "the model's inputs";
+    if (nin == 1)
+        shape_of(&in[0], want, sizeof want);
+    /* the data a job type cannot run without (the engine would fail at its first stage) */
+    const char *missing = NULL, *why = NULL;
+    if ((s->type == QS_JOB_PTQ || s->type == QS_JOB_ANALYZE) && !*s->calibration)
+        missing = "calibration", why = "calibration data (unlabelled inputs)";
+    else if (s->type == QS_JOB_ANALYZE && !*s->validation.data)
+        missing = "validation.data", why = "validation data and labels";
+    else if (s->type == QS_JOB_ANALYZE && !*s->validation.labels)
+        missing = "validation.labels", why = "validation data and labels";
+    else if (s->type == QS_JOB_PTQ && s->config.target_drop >= 0 && !*s->validation.data)
+        missing = "validation.data", why = "validation data and labels for config.target_drop";
+    if (missing) {
+        json_decref(model);
+        return qd_reply_error(r, QD_E_DATA_MISMATCH, missing, "'%s' is missing: a %s job needs %s, a data set of "
+                              "shape %s", missing, qs_job_type_name(s->type), why, want);
+    }
+    /* the inputs' data sets against the model's inputs */
+    const struct { const char *field, *id; } data[] = {
+        { "calibration", s->calibration }, { "train.data", s->train.data }, { "validation.data", s->validation.data },
+    };
+    for (size_t i = 0; nin >= 0 && i < sizeof data / sizeof data[0]; i++) {
+        if (!*data[i].id || (s->type == QS_JOB_SLEEP))
+            continue;
+        json_t *ds = qd_store_get(r->srv->st, QD_DATASET, data[i].id);
+        qs_spec_tensor arr[16];
+        int narr = ds ? tensors(json_object_get(ds, "arrays"), arr, 16) : -1;
+        qs_err e = { 0 };
+        int rc = narr >= 0 ? qs_spec_check_data(data[i].field, data[i].id, in, nin, arr, narr, &e) : 0;
+        json_decref(ds);
+        if (rc < 0) {
+            json_decref(model);
+            return qd_reply_error(r, QD_E_DATA_MISMATCH, data[i].field, "%s", e.msg);
+        }
+    }
+    json_decref(model);
     *ok = 1;
     return QD_H_OK;
 }

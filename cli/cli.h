@@ -8,8 +8,9 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include <quant/error.h>
+
 #include "cli/remote.h"
-#include "engine/error.h"
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 130 };
 
@@ -50,9 +51,10 @@ int cmd_info(const command *c, int argc, char **argv);      /* cli/cmd_info.c */
 struct qs_pipeline_io;
 json_t *cli_load_config(const command *c, const char *path);   /* --config FILE (a config or a job spec) */
 void cli_set_cfg(json_t *cfg, const char *section, const char *key, json_t *v);   /* steals v */
-/* Runs a pipeline into a fresh sibling of outdir, with progress bars, and renames it into place. */
-int cli_run_pipeline(const command *c, const char *type, struct qs_pipeline_io *io, const char *outdir, int json,
-                     json_t **result);
+/* Runs a pipeline into a fresh sibling of outdir, with progress bars, and renames it into place;
+ * locally on a pool of `threads` compute threads (0: the engine's default) made for the command. */
+int cli_run_pipeline(const command *c, const char *type, struct qs_pipeline_io *io, int threads, const char *outdir,
+                     int json, json_t **result);
 void cli_print_accuracy(const char *label, json_t *v);
 int cmd_ptq(const command *c, int argc, char **argv);
 int cmd_analyze(const command *c, int argc, char **argv);   /* cli/cmd_analyze.c */

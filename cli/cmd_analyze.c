@@ -90,10 +90,9 @@ int cmd_analyze(const command *c, int argc, char **argv)
     if (vs) cli_set_cfg(cfg, "analysis", "val_samples", json_integer(vs));
     if (cs) cli_set_cfg(cfg, "calibration", "samples", json_integer(cs));
     if (bs) cli_set_cfg(cfg, "calibration", "batch_size", json_integer(bs));
-    qs_pipeline_io io = {.model = pos[0], .calib = calib, .val = val, .val_labels = labels, .config = cfg,
-                         .threads = (int)th};
+    qs_pipeline_io io = {.model = pos[0], .calib = calib, .val = val, .val_labels = labels, .config = cfg};
     json_t *result = NULL;
-    rc = cli_run_pipeline(c, "analyze", &io, outdir, json, &result);
+    rc = cli_run_pipeline(c, "analyze", &io, (int)th, outdir, json, &result);
     json_decref(cfg);
     if (rc != EXIT_OK || !result)
         return rc;

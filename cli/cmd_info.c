@@ -6,33 +6,39 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
-#include "engine/exec.h"
-#include "engine/graph.h"
+#include <quant/quant.h>
 
-static json_t *shape_json(const qs_value *v)
+#include "cli/cli.h"
+
+static json_t *shape_json(const qs_graph *g, int v)
 {
-    if (v->ndim < 0)
+    int ndim = qs_graph_value_ndim(g, v);
+    if (ndim < 0)
         return json_null();
     json_t *a = json_array();
-    for (int d = 0; d < v->ndim; d++)
-        json_array_append_new(a, v->dim_param[d] ? json_string(v->dim_param[d])
-                                 : v->shape[d] >= 0 ? json_integer(v->shape[d]) : json_null());
+    for (int d = 0; d < ndim; d++) {
+        const char *param = qs_graph_value_dim_param(g, v, d);
+        int64_t dim = qs_graph_value_dim(g, v, d);
+        json_array_append_new(a, param ? json_string(param) : dim >= 0 ? json_integer(dim) : json_null());
+    }
     return a;
 }
 
-static char *shape_text(const qs_value *v, char *buf, size_t n)
+static char *shape_text(const qs_graph *g, int v, char *buf, size_t n)
 {
-    if (v->ndim < 0) {
+    int ndim = qs_graph_value_ndim(g, v);
+    if (ndim < 0) {
         snprintf(buf, n, "unknown");
         return buf;
     }
     size_t k = snprintf(buf, n, "[");
-    for (int d = 0; d < v->ndim && k < n; d++) {
-        if (v->dim_param[d])
-            k += snprintf(buf + k, n - k, d ? ", %s" : "%s", v->dim_param[d]);
-        else if (v->shape[d] >= 0)
-            k += snprintf(buf + k, n - k, d ? ", %lld" : "%lld", (long long)v->shape[d]);
+    for (int d = 0; d < ndim && k < n; d++) {
+        const char *param = qs_graph_value_dim_param(g, v, d);
+        int64_t dim = qs_graph_value_dim(g, v, d);
+        if (param)
+            k += snprintf(buf + k, n - k, d ? ", %s" : "%s", param);
+        else if (dim >= 0)
+            k += snprintf(buf + k, n - k, d ? ", %lld" : "%lld", (long long)dim);
         else
             k += snprintf(buf + k, n - k, d ? ", ?" : "?");
     }
@@ -57,21 +63,25 @@ static void si(char *buf, size_t n, double v)
 static double count_macs(const qs_graph *g, const qs_exec *x)
 {
     double macs = 0;
-    for (int i = 0; i < g->nnodes; i++) {
-        const qs_node *n = &g->nodes[i];
-        if (n->domain[0] || n->nin < 2 || n->nout < 1 || n->in[0] < 0 || n->in[1] < 0 || n->out[0] < 0)
+    for (int i = 0; i < qs_graph_node_count(g); i++) {
+        if (qs_graph_node_domain(g, i)[0] || qs_graph_node_input_count(g, i) < 2 ||
+            qs_graph_node_output_count(g, i) < 1)
             continue;
-        const qs_tensor *a = qs_exec_value(x, n->in[0]), *b = qs_exec_value(x, n->in[1]),
-                        *y = qs_exec_value(x, n->out[0]);
+        int in0 = qs_graph_node_input(g, i, 0), in1 = qs_graph_node_input(g, i, 1),
+            out0 = qs_graph_node_output(g, i, 0);
+        if (in0 < 0 || in1 < 0 || out0 < 0)
+            continue;
+        const char *op = qs_graph_node_op(g, i);
+        const qs_tensor *a = qs_exec_value(x, in0), *b = qs_exec_value(x, in1), *y = qs_exec_value(x, out0);
         if (!a || !b || !y || b->ndim < 1)
             continue;
-        if (!strcmp(n->op, "Conv") && b->shape[0] > 0)   /* each output: Cin/group · kernel */
+        if (!strcmp(op, "Conv") && b->shape[0] > 0)   /* each output: Cin/group · kernel */
             macs += (double)qs_numel(y) * ((double)qs_numel(b) / b->shape[0]);
-        else if (!strcmp(n->op, "ConvTranspose") && b->shape[0] > 0)   /* each input: Cout/group · kernel */
+        else if (!strcmp(op, "ConvTranspose") && b->shape[0] > 0)   /* each input: Cout/group · kernel */
             macs += (double)qs_numel(a) * ((double)qs_numel(b) / b->shape[0]);
-        else if (!strcmp(n->op, "Gemm") && a->ndim == 2)
-            macs += (double)qs_numel(y) * a->shape[qs_node_int(n, "transA", 0) ? 0 : 1];
-        else if (!strcmp(n->op, "MatMul") && a->ndim >= 1)
+        else if (!strcmp(op, "Gemm") && a->ndim == 2)
+            macs += (double)qs_numel(y) * a->shape[qs_graph_node_int(g, i, "transA", 0) ? 0 : 1];
+        else if (!strcmp(op, "MatMul") && a->ndim >= 1)
             macs += (double)qs_numel(y) * a->shape[a->ndim - 1];
     }
     return macs;
@@ -100,25 +110,22 @@ int cmd_info(const command *c, int argc, char **argv)
         return EXIT_FAIL;
 
     /* op counts, most frequent first */
-    struct op_count *ops = calloc(g->nnodes + 1, sizeof *ops);
+    int nnodes = qs_graph_node_count(g);
+    struct op_count *ops = calloc(nnodes + 1, sizeof *ops);
     int nops = 0;
-    for (int i = 0; i < g->nnodes; i++) {
+    for (int i = 0; i < nnodes; i++) {
+        const char *op = qs_graph_node_op(g, i);
         int k = 0;
-        while (k < nops && strcmp(ops[k].op, g->nodes[i].op))
+        while (k < nops && strcmp(ops[k].op, op))
             k++;
         if (k == nops)
-            ops[nops++].op = g->nodes[i].op;
+            ops[nops++].op = op;
         ops[k].n++;
     }
     qsort(ops, nops, sizeof *ops, cmp_count);
 
     /* parameters: elements of float initializers (int64 shape constants are not parameters) */
-    int64_t params = 0;
-    for (int v = 0; v < g->nvalues; v++) {
-        const qs_tensor *t = g->values[v].init;
-        if (t && (t->dtype == QS_F32 || t->dtype == QS_F64))
-            params += qs_numel(t);
-    }
+    int64_t params = qs_graph_param_count(g);
 
     qs_err e = {0};
     int supported = qs_exec_check(g, &e) == 0;
@@ -143,25 +150,24 @@ int cmd_info(const command *c, int argc, char **argv)
         json_t *j = json_object(), *opsets = json_object(), *ins = json_array(), *outs = json_array(),
                *counts = json_object(), *uns = json_array();
         json_object_set_new(j, "model", json_string(pos[0]));
-        json_object_set_new(j, "ir_version", json_integer(g->ir_version));
-        json_object_set_new(j, "producer", json_string(g->producer_name ? g->producer_name : ""));
+        json_object_set_new(j, "ir_version", json_integer(qs_graph_ir_version(g)));
+        json_object_set_new(j, "producer", json_string(qs_graph_producer_name(g) ? qs_graph_producer_name(g) : ""));
         json_object_set_new(j, "opset", json_integer(qs_graph_opset(g, "")));
-        for (int i = 0; i < g->nopsets; i++)
-            json_object_set_new(opsets, g->opsets[i].domain, json_integer(g->opsets[i].version));
+        for (int i = 0; i < qs_graph_opset_count(g); i++)
+            json_object_set_new(opsets, qs_graph_opset_domain(g, i), json_integer(qs_graph_opset_version(g, i)));
         json_object_set_new(j, "opsets", opsets);
         for (int k = 0; k < 2; k++) {
-            int n = k ? g->noutputs : g->ninputs;
-            const int *ids = k ? g->outputs : g->inputs;
+            int n = k ? qs_graph_output_count(g) : qs_graph_input_count(g);
             for (int i = 0; i < n; i++) {
-                const qs_value *v = &g->values[ids[i]];
+                int v = k ? qs_graph_output(g, i) : qs_graph_input(g, i);
                 json_array_append_new(k ? outs : ins,
-                                      json_pack("{s:s, s:o, s:s}", "name", v->name, "shape", shape_json(v), "dtype",
-                                                qs_dtype_name(v->dtype)));
+                                      json_pack("{s:s, s:o, s:s}", "name", qs_graph_value_name(g, v), "shape",
+                                                shape_json(g, v), "dtype", qs_dtype_name(qs_graph_value_dtype(g, v))));
             }
         }
         json_object_set_new(j, "inputs", ins);
         json_object_set_new(j, "outputs", outs);
-        json_object_set_new(j, "nodes", json_integer(g->nnodes));
+        json_object_set_new(j, "nodes", json_integer(nnodes));
         for (int k = 0; k < nops; k++)
             json_object_set_new(counts, ops[k].op, json_integer(ops[k].n));
         json_object_set_new(j, "ops", counts);
@@ -182,23 +188,25 @@ int cmd_info(const command *c, int argc, char **argv)
     } else {
         char s[256];
         printf("model        %s\n", pos[0]);
-        if (g->producer_name && g->producer_name[0])
-            printf("producer     %s %s\n", g->producer_name, g->producer_version ? g->producer_version : "");
-        printf("ir_version   %lld\nopset        %lld", (long long)g->ir_version, (long long)qs_graph_opset(g, ""));
-        for (int i = 0; i < g->nopsets; i++)
-            if (g->opsets[i].domain[0])
-                printf(", %s %lld", g->opsets[i].domain, (long long)g->opsets[i].version);
+        const char *producer = qs_graph_producer_name(g), *producer_version = qs_graph_producer_version(g);
+        if (producer && producer[0])
+            printf("producer     %s %s\n", producer, producer_version ? producer_version : "");
+        printf("ir_version   %lld\nopset        %lld", (long long)qs_graph_ir_version(g),
+               (long long)qs_graph_opset(g, ""));
+        for (int i = 0; i < qs_graph_opset_count(g); i++)
+            if (qs_graph_opset_domain(g, i)[0])
+                printf(", %s %lld", qs_graph_opset_domain(g, i), (long long)qs_graph_opset_version(g, i));
         printf("\n");
         for (int k = 0; k < 2; k++) {
-            int n = k ? g->noutputs : g->ninputs;
-            const int *ids = k ? g->outputs : g->inputs;
+            int n = k ? qs_graph_output_count(g) : qs_graph_input_count(g);
             printf("%s\n", k ? "outputs" : "inputs");
             for (int i = 0; i < n; i++) {
-                const qs_value *v = &g->values[ids[i]];
-                printf("  %-16s %-8s %s\n", v->name, qs_dtype_name(v->dtype), shape_text(v, s, sizeof s));
+                int v = k ? qs_graph_output(g, i) : qs_graph_input(g, i);
+                printf("  %-16s %-8s %s\n", qs_graph_value_name(g, v), qs_dtype_name(qs_graph_value_dtype(g, v)),
+                       shape_text(g, v, s, sizeof s));
             }
         }
-        printf("nodes        %d\nops          ", g->nnodes);
+        printf("nodes        %d\nops          ", nnodes);
         for (int k = 0; k < nops; k++)
             printf(k ? ", %s %d" : "%s %d", ops[k].op, ops[k].n);
         si(s, sizeof s, (double)params);

@@ -93,9 +93,9 @@ int cmd_qat(const command *c, int argc, char **argv)
     if (flip) cli_set_cfg(cfg, "qat", "flip", json_true());
     if (freeze) cli_set_cfg(cfg, "qat", "learn_ranges", json_false());
     qs_pipeline_io io = {.model = pos[0], .calib = calib, .train = train, .train_labels = labels, .val = val,
-                         .val_labels = val_labels, .resume = resume, .config = cfg, .threads = (int)th};
+                         .val_labels = val_labels, .resume = resume, .config = cfg};
     json_t *result = NULL;
-    rc = cli_run_pipeline(c, "qat", &io, outdir, json, &result);
+    rc = cli_run_pipeline(c, "qat", &io, (int)th, outdir, json, &result);
     json_decref(cfg);
     if (rc != EXIT_OK || !result)
         return rc;

@@ -115,8 +115,8 @@ static void remove_tree(const char *dir)
     rmdir(dir);
 }
 
-int cli_run_pipeline(const command *c, const char *type, qs_pipeline_io *io, const char *outdir, int json,
-                     json_t **result)
+int cli_run_pipeline(const command *c, const char *type, qs_pipeline_io *io, int threads, const char *outdir,
+                     int json, json_t **result)
 {
     if (cli_remote.server) {
         qd_remote_paths rp = {.model = io->model, .calib = io->calib, .train = io->train,
@@ -139,7 +139,9 @@ int cli_run_pipeline(const command *c, const char *type, qs_pipeline_io *io, con
     io->abort = &interrupted;
     qs_err e = {0};
     catch_interrupts();
-    int rc = qs_pipeline_run(type, io, result, &e);
+    int rc = (io->pool = qs_threadpool_new(threads, 0, &e)) ? qs_pipeline_run(type, io, result, &e) : e.code;
+    qs_threadpool_free(io->pool);
+    io->pool = NULL;
     cli_progress_end(ev.bar);
     if (rc < 0) {
         /* a run that got as far as a training checkpoint keeps it, so --resume can pick it up */
@@ -274,10 +276,9 @@ int cmd_ptq(const command *c, int argc, char **argv)
         free(dup);
         cli_set_cfg(cfg, NULL, "exclude", arr);
     }
-    qs_pipeline_io io = {.model = pos[0], .calib = calib, .val = val, .val_labels = labels, .config = cfg,
-                         .threads = (int)th};
+    qs_pipeline_io io = {.model = pos[0], .calib = calib, .val = val, .val_labels = labels, .config = cfg};
     json_t *result = NULL;
-    rc = cli_run_pipeline(c, "ptq", &io, outdir, json, &result);
+    rc = cli_run_pipeline(c, "ptq", &io, (int)th, outdir, json, &result);
     json_decref(cfg);
     if (rc != EXIT_OK || !result)
         return rc;

@@ -28,11 +28,7 @@
 #include "cli/cli.h"
 #include "cli/progress.h"
 #include "cli/remote.h"
-#include "engine/data.h"
-#include "engine/exec.h"
-#include "engine/graph.h"
-#include "engine/onnx.h"
-#include "engine/runner.h"
+#include <quant/quant.h>
 
 static double now_s(void)
 {
@@ -71,7 +67,7 @@ static qs_dataset *open_data(const command *c, const char *path)
     return d;
 }
 
-static const char *vname(const qs_graph *g, int v) { return g->values[v].name; }
+static const char *vname(const qs_graph *g, int v) { return qs_graph_value_name(g, v); }
 
 /* "a, b, c" for messages */
 static void list_names(char *buf, size_t n, int count, const char *(*get)(const void *, int), const void *ctx)
@@ -82,8 +78,8 @@ static void list_names(char *buf, size_t n, int count, const char *(*get)(const 
         k += snprintf(buf + k, n - k, i ? ", %s" : "%s", get(ctx, i));
 }
 
-static const char *input_name(const void *g, int i) { return vname(g, ((const qs_graph *)g)->inputs[i]); }
-static const char *output_name(const void *g, int i) { return vname(g, ((const qs_graph *)g)->outputs[i]); }
+static const char *input_name(const void *g, int i) { return vname(g, qs_graph_input(g, i)); }
+static const char *output_name(const void *g, int i) { return vname(g, qs_graph_output(g, i)); }
 static const char *array_name(const void *d, int i) { return qs_dataset_name(d, i); }
 
 /* Which data set array feeds each graph input: .npz arrays by input name; a .npy (or an .npz with
@@ -91,15 +87,15 @@ static const char *array_name(const void *d, int i) { return qs_dataset_name(d, 
 static int map_inputs(const command *c, const qs_graph *g, const qs_dataset *d, const char *path, int *arrays)
 {
     char names[1024];
-    list_names(names, sizeof names, g->ninputs, input_name, g);
+    list_names(names, sizeof names, qs_graph_input_count(g), input_name, g);
     int single = qs_dataset_count(d) == 1;
-    if (single && !qs_dataset_name(d, 0)[0] && g->ninputs != 1)
+    if (single && !qs_dataset_name(d, 0)[0] && qs_graph_input_count(g) != 1)
         return fail(c, "%s holds one array but the model has %d inputs (%s); give an .npz keyed by input name",
-                    path, g->ninputs, names);
-    for (int i = 0; i < g->ninputs; i++) {
-        const char *name = vname(g, g->inputs[i]);
+                    path, qs_graph_input_count(g), names);
+    for (int i = 0; i < qs_graph_input_count(g); i++) {
+        const char *name = vname(g, qs_graph_input(g, i));
         arrays[i] = qs_dataset_find(d, name);
-        if (arrays[i] < 0 && single && g->ninputs == 1)
+        if (arrays[i] < 0 && single && qs_graph_input_count(g) == 1)
             arrays[i] = 0;
         if (arrays[i] < 0) {
             char have[1024];
@@ -141,27 +137,31 @@ static int cmd_run(const command *c, int argc, char **argv)
         return EXIT_FAIL;
     qs_dataset *d = NULL;
     qs_runner *r = NULL;
-    qs_tensor **y = calloc(g->noutputs + 1, sizeof *y);
-    const qs_tensor **x = calloc(g->ninputs + 1, sizeof *x);
-    int *arrays = calloc(g->ninputs + 1, sizeof *arrays);
+    qs_threadpool *tp = NULL;
+    qs_tensor **y = calloc(qs_graph_output_count(g) + 1, sizeof *y);
+    const qs_tensor **x = calloc(qs_graph_input_count(g) + 1, sizeof *x);
+    int *arrays = calloc(qs_graph_input_count(g) + 1, sizeof *arrays);
     qs_err e = {0};
     rc = EXIT_FAIL;
-    if (has_ext(outp, ".npy") && g->noutputs != 1) {
+    if (has_ext(outp, ".npy") && qs_graph_output_count(g) != 1) {
         char names[1024];
-        list_names(names, sizeof names, g->noutputs, output_name, g);
-        fail(c, "the model has %d outputs (%s); write them to an .npz file", g->noutputs, names);
+        list_names(names, sizeof names, qs_graph_output_count(g), output_name, g);
+        fail(c, "the model has %d outputs (%s); write them to an .npz file", qs_graph_output_count(g), names);
         goto out;
     }
     if (!(d = open_data(c, in)) || map_inputs(c, g, d, in, arrays) != EXIT_OK)
         goto out;
-    for (int i = 0; i < g->ninputs; i++)
+    for (int i = 0; i < qs_graph_input_count(g); i++)
         x[i] = qs_dataset_array(d, arrays[i]);
     if (!(r = qs_runner_new(g, batch, &e))) {
         rc = fail(c, "%s", e.msg);
         goto out;
     }
-    if (threads)
-        qs_runner_set_threads(r, (int)threads);
+    if (!(tp = qs_threadpool_new((int)threads, 0, &e))) {   /* the command's compute threads */
+        rc = fail(c, "%s", e.msg);
+        goto out;
+    }
+    qs_runner_set_pool(r, tp);
     catch_interrupts();
     double t0 = now_s();
     cli_progress *p = cli_progress_new("run");
@@ -173,10 +173,10 @@ static int cmd_run(const command *c, int argc, char **argv)
     }
     double secs = now_s() - t0;
     if (has_ext(outp, ".npz")) {
-        const char **names = calloc(g->noutputs + 1, sizeof *names);
-        for (int k = 0; k < g->noutputs; k++)
-            names[k] = vname(g, g->outputs[k]);
-        err = qs_npz_save(outp, g->noutputs, names, (const qs_tensor *const *)y, &e);
+        const char **names = calloc(qs_graph_output_count(g) + 1, sizeof *names);
+        for (int k = 0; k < qs_graph_output_count(g); k++)
+            names[k] = vname(g, qs_graph_output(g, k));
+        err = qs_npz_save(outp, qs_graph_output_count(g), names, (const qs_tensor *const *)y, &e);
         free(names);
     } else {
         err = qs_npy_save(outp, y[0], &e);
@@ -190,12 +190,13 @@ static int cmd_run(const command *c, int argc, char **argv)
             (long long)qs_runner_batch(r), outp);
     rc = EXIT_OK;
 out:
-    for (int k = 0; y && k < g->noutputs; k++)
+    for (int k = 0; y && k < qs_graph_output_count(g); k++)
         qs_tensor_free(y[k]);
     free(y);
     free(x);
     free(arrays);
     qs_runner_free(r);
+    qs_threadpool_free(tp);
     qs_dataset_close(d);
     qs_graph_free(g);
     return rc;
@@ -290,7 +291,8 @@ static int cmd_eval(const command *c, int argc, char **argv)
         return EXIT_FAIL;
     qs_dataset *d = NULL, *ld = NULL;
     qs_runner *r = NULL;
-    int *arrays = calloc(g->ninputs + 1, sizeof *arrays);
+    qs_threadpool *tp = NULL;
+    int *arrays = calloc(qs_graph_input_count(g) + 1, sizeof *arrays);
     qs_err e = {0};
     rc = EXIT_FAIL;
     if (!(d = open_data(c, in)) || map_inputs(c, g, d, in, arrays) != EXIT_OK || !(ld = open_data(c, lab)))
@@ -323,8 +325,11 @@ static int cmd_eval(const command *c, int argc, char **argv)
         rc = fail(c, "%s", e.msg);
         goto out;
     }
-    if (threads)
-        qs_runner_set_threads(r, (int)threads);
+    if (!(tp = qs_threadpool_new((int)threads, 0, &e))) {   /* the command's compute threads */
+        rc = fail(c, "%s", e.msg);
+        goto out;
+    }
+    qs_runner_set_pool(r, tp);
     catch_interrupts();
     struct eval ev = {.labels = labels};
     double t0 = now_s();
@@ -356,6 +361,7 @@ static int cmd_eval(const command *c, int argc, char **argv)
 out:
     free(arrays);
     qs_runner_free(r);
+    qs_threadpool_free(tp);
     qs_dataset_close(d);
     qs_dataset_close(ld);
     qs_graph_free(g);
@@ -445,10 +451,10 @@ static int cmd_bench(const command *c, int argc, char **argv)
     qs_err e = {0};
     double *lat = calloc(iters, sizeof *lat);
     rc = EXIT_FAIL;
-    qs_exec *x = qs_exec_new(g, QS_EXEC_INFER, &e);
+    qs_threadpool *tp = qs_threadpool_new((int)threads, 0, &e);
+    qs_exec *x = tp ? qs_exec_new(g, QS_EXEC_INFER, &e) : NULL;
     if (x) {   /* before planning: scratch is sized per thread; fusion as eval and run get it */
-        if (threads)
-            qs_exec_set_threads(x, (int)threads);
+        qs_exec_set_pool(x, tp);
         qs_exec_set_fusion(x, 1);
     }
     if (!x || qs_exec_plan(x, batch, &e) < 0) {
@@ -460,7 +466,7 @@ static int cmd_bench(const command *c, int argc, char **argv)
         fprintf(stderr, "quant bench: the model fixes its batch to %lld; timing batches of %lld\n", (long long)real,
                 (long long)real);
     uint64_t seed = 0x9E3779B97F4A7C15ULL;
-    for (int i = 0; i < g->ninputs; i++)
+    for (int i = 0; i < qs_graph_input_count(g); i++)
         fill_random(qs_exec_input(x, i), &seed);
     catch_interrupts();
     qs_exec_set_abort(x, &interrupted);
@@ -510,6 +516,7 @@ static int cmd_bench(const command *c, int argc, char **argv)
 out:
     free(lat);
     qs_exec_free(x);
+    qs_threadpool_free(tp);
     qs_graph_free(g);
     return rc;
 }

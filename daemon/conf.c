@@ -98,7 +98,8 @@ static const key keys[] = {
       .min = 1, .max = 64, .doc = "Jobs running at once (the libuv worker pool's size)." },
     { .name = "engine_threads", .section = "jobs", .type = T_INT, .offset = F(engine_threads),
       .dflt = "0", .min = 0, .max = 256,
-      .doc = "Compute threads per job (0: the engine's default)." },
+      .doc = "Compute threads of the engine's one pool, which the running jobs share\n"
+             "(0: the online CPUs, or QUANTD_THREADS)." },
     { .name = "job_nice", .section = "jobs", .type = T_INT, .offset = F(job_nice), .dflt = "10",
       .min = 0, .max = 19,
       .doc = "Nice value of the threads that run jobs: compute yields the CPU to the HTTP threads,\n"

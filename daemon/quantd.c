@@ -15,9 +15,10 @@
 #include "jobs/debug_jobs.h"
 #include "jobs/scheduler.h"
 #include "jobs/store.h"
-#include "tensor.h"
 
 #include <pthread.h>
+#include <quant/tensor.h>
+#include <quant/threadpool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +58,7 @@ int main(int argc, char **argv)
     qd_store *st = NULL;
     qd_server *srv = NULL;
     qd_sched *sched = NULL;
+    qs_threadpool *pool = NULL;
     if (qd_store_open(cfg.state_dir, &st, err, sizeof err) < 0)
         goto fail;
     qd_server_options so_http = qd_config_server_options(&cfg);
@@ -66,8 +68,15 @@ int main(int argc, char **argv)
     char addr[128];
     if (qd_server_bind(srv, addr, sizeof addr, err, sizeof err) < 0)
         goto fail;
+    /* One pool of compute threads for every job: jobs running at once share it instead of each
+     * starting threads of its own. Its workers take job_nice as the job threads do. */
+    qs_err qe = {0};
+    if (!(pool = qs_threadpool_new(cfg.engine_threads, cfg.job_nice, &qe))) {
+        snprintf(err, sizeof err, "%s", qe.msg);
+        goto fail;
+    }
     qd_sched_opts so = {
-        .workers = cfg.workers, .engine_threads = cfg.engine_threads, .job_nice = cfg.job_nice,
+        .workers = cfg.workers, .pool = pool, .job_nice = cfg.job_nice,
         .max_queue = cfg.max_queue,
         .extra_types = cfg.debug_jobs ? qd_debug_job_types : NULL, .notify = qd_server_notify, .ud = srv,
     };
@@ -105,6 +114,7 @@ int main(int argc, char **argv)
     qd_sched_free(sched);
     qd_server_free(srv);
     qd_store_close(st);
+    qs_threadpool_free(pool);
     QD_LOG_NOTICE("stopped");
     qd_config_free(&cfg);
     return 0;
@@ -117,6 +127,7 @@ fail:
     qd_sched_free(sched);
     qd_server_free(srv);
     qd_store_close(st);
+    qs_threadpool_free(pool);
     qd_config_free(&cfg);
     return 1;
 }

@@ -16,7 +16,6 @@
 
 #include <limits.h>
 #include <math.h>
-#include <unistd.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +33,8 @@ struct qs_exec {
     int mode;
     int planned;
     int64_t batch;
-    int nthreads;
+    qs_threadpool *pool;     /* the kernels' parallel loops run on it ... */
+    int nthreads;            /* ... split this many ways: its size at the last plan (scratch is per thread) */
     atomic_int *abort_flag;
     qs_progress_fn progress;
     void *progress_ud;
@@ -70,13 +70,6 @@ struct qs_exec {
 };
 
 static size_t align_up(size_t n) { return (n + ALIGN - 1) & ~(size_t)(ALIGN - 1); }
-
-int qs_exec_default_threads(void)
-{
-    const char *env = getenv("QUANTD_THREADS");
-    long n = env ? atol(env) : sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : n > 64 ? 64 : (int)n;
-}
 
 /* The clamp an activation node applies, when it is Relu or Clip with bounds known at plan time. */
 static int fusable_act(qs_exec *x, const qs_node *n, float *lo, float *hi)
@@ -209,7 +202,6 @@ qs_exec *qs_exec_new(qs_graph *g, int mode, qs_err *e)
     }
     x->g = g;
     x->mode = mode;
-    x->nthreads = qs_exec_default_threads();
     if (qs_graph_toposort(g, e) < 0 || qs_exec_check(g, e) < 0) {
         free(x);
         return NULL;
@@ -259,7 +251,8 @@ static void plan_clear(qs_exec *x)
     char *trainable = x->trainable, *keep = x->keep, *arena = x->arena, *scratch = x->scratch;
     size_t arena_cap = x->arena_cap, scratch_cap = x->scratch_cap;
     qs_graph *g = x->g;
-    int mode = x->mode, nthreads = x->nthreads, fuse = x->fuse;
+    int mode = x->mode, fuse = x->fuse;
+    qs_threadpool *pool = x->pool;
     atomic_int *ab = x->abort_flag;
     qs_progress_fn pf = x->progress;
     void *pud = x->progress_ud, *oud = x->observer_ud;
@@ -273,7 +266,7 @@ static void plan_clear(qs_exec *x)
     x->scratch_cap = scratch_cap;
     x->g = g;
     x->mode = mode;
-    x->nthreads = nthreads;
+    x->pool = pool;
     x->fuse = fuse;
     x->abort_flag = ab;
     x->progress = pf;
@@ -299,7 +292,8 @@ static qs_kctx node_ctx(qs_exec *x, int i, qs_err *e)
     const qs_node *n = &x->g->nodes[i];
     qs_kctx c = { .node = n, .opset = qs_graph_opset(x->g, ""), .nin = n->nin, .nout = n->nout,
                   .in = x->in[i], .out = x->out[i], .scratch = x->scratch, .scratch_size = x->scratch_size,
-                  .training = x->mode == QS_EXEC_TRAIN, .nthreads = x->nthreads, .err = e };
+                  .training = x->mode == QS_EXEC_TRAIN, .nthreads = x->nthreads, .pool = x->pool,
+                  .err = e };
     if (x->act_min && x->act_min[i] <= x->act_max[i]) {
         c.fused_act = 1;
         c.act_min = x->act_min[i];
@@ -401,6 +395,7 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
 {
     qs_graph *g = x->g;
     plan_clear(x);
+    x->nthreads = qs_threadpool_size(x->pool);
     int nv = x->nvalues = g->nvalues, nn = x->nnodes = g->nnodes;
     int rc = 0;
     x->val = calloc(nv + 1, sizeof *x->val);
@@ -875,7 +870,7 @@ void qs_exec_set_progress(qs_exec *x, qs_progress_fn fn, void *ud)
     x->progress_ud = ud;
 }
 
-void qs_exec_set_threads(qs_exec *x, int n) { x->nthreads = n > 0 ? n : 1; }
+void qs_exec_set_pool(qs_exec *x, qs_threadpool *tp) { x->pool = tp; }
 void qs_exec_set_fusion(qs_exec *x, int on) { x->fuse = on ? 1 : 0; }
 
 void qs_exec_keep_value(qs_exec *x, int value)

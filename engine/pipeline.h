@@ -10,6 +10,7 @@
  *   json_t *result = NULL;
  *   int rc = qs_pipeline_run("ptq", &io, &result, &e);   // result: {"fp32_accuracy":…, …}
  *
+ * Several pipelines may run at once on one pool (the daemon hands every job the same one).
  * Events are delivered on the calling (worker) thread; the callback must be quick and thread-safe
  * on the caller's side (the daemon queues them for its loop thread). */
 #ifndef QS_PIPELINE_H
@@ -19,6 +20,7 @@
 #include <stdatomic.h>
 
 #include "error.h"
+#include "threadpool.h"
 
 typedef enum qs_event_type {
     QS_EV_PROGRESS,   /* stage, done, total, eta_s */
@@ -50,7 +52,8 @@ typedef struct qs_pipeline_io {
     qs_event_fn event;
     void *ud;
     atomic_int *abort;                 /* raised → the pipeline stops with QS_EABORTED */
-    int threads;                       /* 0: default */
+    qs_threadpool *pool;               /* the kernels' threads (borrowed; NULL: the run makes its own
+                                          pool of qs_threadpool_default_size() threads) */
 } qs_pipeline_io;
 
 /* type: "eval", "ptq", "analyze", "qat". *result (new reference) holds the figures the CLI prints

@@ -208,8 +208,8 @@ int qs_pl_accuracy(qs_graph *g, const qs_pl_data *d, const int64_t *labels, int6
     qs_runner *r = qs_runner_new(g, batch, e);
     if (!r)
         return e ? e->code : QS_EINVAL;
-    if (io && io->threads)
-        qs_runner_set_threads(r, io->threads);
+    if (io)
+        qs_runner_set_pool(r, io->pool);
     struct acc_state s = { .labels = labels, .io = io, .stage = stage, .total = d->rows, .t0 = t0 };
     int rc = qs_runner_stream(r, d->d, d->arrays, 0, -1, acc_sink, &s, NULL, NULL, io ? io->abort : NULL, e);
     qs_runner_free(r);

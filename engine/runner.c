@@ -20,7 +20,7 @@ struct qs_runner {
     int fixed;         /* the model fixes its batch: pad partial batches instead of re-planning */
     qs_exec *tail;     /* plan for a partial batch of tail_n samples */
     int64_t tail_n;
-    int threads;
+    qs_threadpool *pool;
     qs_node_fn observer;
     void *observer_ud;
     int fuse;          /* Relu/Clip fusion on (no observer, or one that does not need it off) */
@@ -142,15 +142,17 @@ int qs_runner_keep_value(qs_runner *r, int value)
     return 0;
 }
 
-void qs_runner_set_threads(qs_runner *r, int n)
+void qs_runner_set_pool(qs_runner *r, qs_threadpool *tp)
 {
-    if (n == r->threads)
+    if (tp == r->pool)
         return;
-    r->threads = n;
-    qs_exec_set_threads(r->x, n);
+    int replan = qs_threadpool_size(tp) != qs_threadpool_size(r->pool);
+    r->pool = tp;
+    qs_exec_set_pool(r->x, tp);
     if (r->tail)
-        qs_exec_set_threads(r->tail, n);
-    qs_runner_plan(r, NULL);   /* scratch is sized per thread */
+        qs_exec_set_pool(r->tail, tp);
+    if (replan)
+        qs_runner_plan(r, NULL);   /* scratch is sized per thread */
 }
 
 /* Every source has the same number of rows, and rows of the shape the plan expects. */
@@ -195,8 +197,7 @@ static int exec_for(qs_runner *r, int64_t n, qs_exec **out, qs_err *e)
     if (!r->tail || r->tail_n != n) {
         if (!r->tail && !(r->tail = qs_exec_new(r->g, QS_EXEC_INFER, e)))
             return e && e->code < 0 ? e->code : QS_ENOMEM;
-        if (r->threads)
-            qs_exec_set_threads(r->tail, r->threads);
+        qs_exec_set_pool(r->tail, r->pool);
         qs_exec_set_observer(r->tail, r->observer, r->observer_ud);
         qs_exec_set_fusion(r->tail, r->fuse);
         apply_keep(r, r->tail);

@@ -293,8 +293,9 @@ static const qs_pipeline_type *job_type(const qd_sched *s, const char *type)
 static void work_cb(uv_work_t *req)
 {
     run *r = req->data;
-    /* On Linux nice is per thread and inherited by threads created from this one (the engine's
-     * compute threads): jobs then only take the CPU time the HTTP threads leave. */
+    /* On Linux nice is per thread: the job's own thread computes too (it takes chunks of its
+     * parallel loops), and the shared pool's workers were started with the same nice value. Jobs
+     * then only take the CPU time the HTTP threads leave. */
     if (r->s->o.job_nice > 0)
         setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), r->s->o.job_nice);
     qs_pipeline_io io = {
@@ -302,12 +303,16 @@ static void work_cb(uv_work_t *req)
         .val = r->paths[4], .val_labels = r->paths[5], .outdir = r->outdir,
         .resume = r->has_resume ? r->resume : NULL,
         .config = json_object_get(r->spec, "config"),
-        .event = on_engine_event, .ud = r, .abort = &r->abort, .threads = r->s->o.engine_threads,
+        .event = on_engine_event, .ud = r, .abort = &r->abort, .pool = r->s->o.pool,
     };
     r->err.code = 0;
     r->err.msg[0] = 0;
-    /* a type neither table knows fails here, with the engine's message */
-    r->rc = r->jt ? r->jt->run(&io, &r->result, &r->err) : qs_pipeline_run(r->type, &io, &r->result, &r->err);
+    /* the engine's types go through qs_pipeline_run (its checks; a type neither table knows fails
+     * there, with the engine's message), the extra types straight to their driver */
+    if (r->jt && !qs_pipeline_find(NULL, r->type))
+        r->rc = r->jt->run(&io, &r->result, &r->err);
+    else
+        r->rc = qs_pipeline_run(r->type, &io, &r->result, &r->err);
     if (r->rc == 0) {
         /* a pipeline may record where it wrote; here that temp folder is about to be renamed
          * and means nothing to a client (artifact URLs say where things are) */

@@ -23,6 +23,7 @@
 
 #include "jobs/store.h"
 #include "pipeline.h"
+#include "threadpool.h"
 
 typedef struct qd_sched qd_sched;
 
@@ -30,7 +31,7 @@ typedef void (*qd_notify_fn)(void *ud, const char *job);
 
 typedef struct qd_sched_opts {
     int workers;          /* jobs at once (also UV_THREADPOOL_SIZE) */
-    int engine_threads;   /* qs_pipeline_io.threads */
+    qs_threadpool *pool;  /* the engine's compute threads, shared by the jobs (borrowed; qs_pipeline_io.pool) */
     int job_nice;         /* nice value of job threads (Linux: per thread) */
     int max_queue;        /* queued jobs at most */
     const qs_pipeline_type *extra_types;   /* job types besides the engine's, ended by a NULL name

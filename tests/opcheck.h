@@ -12,6 +12,25 @@
 #include "tests/harness.h"
 #include "engine/ops/ops.h"
 
+/* A pool of nthreads threads for a kernel's context (NULL for one), made on first use and kept
+ * for the test; opcheck_pools_free joins them all before the harness's _exit. */
+static qs_threadpool *opcheck_pools_[65];
+static inline qs_threadpool *opcheck_pool(int nthreads)
+{
+    if (nthreads <= 1 || nthreads > 64)
+        return NULL;
+    if (!opcheck_pools_[nthreads])
+        opcheck_pools_[nthreads] = qs_threadpool_new(nthreads, 0, NULL);
+    return opcheck_pools_[nthreads];
+}
+static inline void opcheck_pools_free(void)
+{
+    for (int i = 0; i < 65; i++) {
+        qs_threadpool_free(opcheck_pools_[i]);
+        opcheck_pools_[i] = NULL;
+    }
+}
+
 static inline uint64_t opcheck_rng_(void)
 {
     static uint64_t s = 0x9E3779B97F4A7C15ull;

@@ -41,6 +41,7 @@ static int run_epilogue(const qs_node *n, int nin, qs_tensor **in, qs_tensor **o
     memset(&head, 0, sizeof head);
     qs_tensor *outs[1] = { &head };
     qs_kctx c = { .node = n, .opset = 17, .nin = nin, .nout = 1, .in = in, .out = outs, .nthreads = nthreads,
+                  .pool = opcheck_pool(nthreads),
                   .err = e, .fused_act = ep->clamp, .act_min = ep->lo, .act_max = ep->hi,
                   .residual = ep->residual };
     int rc = d->infer(&c);
@@ -92,69 +93,6 @@ TEST(sgemm_hand_computed_and_beta_zero_ignores_nan)
     assert_close_buf(C, want2, 4, 0, 0);
 }
 
-/* ---- parallel-for ------------------------------------------------------------------------------------ */
-
-typedef struct {
-    int *hits;
-    int nworkers;
-    int bad_worker;
-} pf_check;
-
-static void pf_count(void *arg, int64_t b, int64_t e, int worker)
-{
-    pf_check *c = arg;
-    if (worker < 0 || worker >= c->nworkers)
-        c->bad_worker = 1;
-    for (int64_t i = b; i < e; i++)
-        __atomic_add_fetch(&c->hits[i], 1, __ATOMIC_RELAXED);
-}
-
-static void *pf_thread(void *arg)
-{
-    int *hits = calloc(1000, sizeof *hits);
-    pf_check c = { hits, 3, 0 };
-    for (int r = 0; r < 200; r++)
-        qs_parallel_for(3, 1000, 7, pf_count, &c);
-    for (int i = 0; i < 1000; i++)
-        if (hits[i] != 200 || c.bad_worker)
-            return (void *)1;
-    free(hits);
-    return NULL;
-}
-
-TEST(parallel_for_runs_every_index_once)
-{
-    for (int t = 1; t <= 4; t++)
-        for (int64_t n = 0; n < 40; n += 3) {
-            int hits[40] = { 0 };
-            pf_check c = { hits, t, 0 };
-            qs_parallel_for(t, n, 2, pf_count, &c);
-            ASSERT(!c.bad_worker);
-            for (int64_t i = 0; i < 40; i++)
-                ASSERT_EQ(hits[i], i < n ? 1 : 0);
-        }
-    /* back-to-back jobs (workers still spinning) and jobs after a pause (workers asleep) */
-    int many[64] = { 0 };
-    pf_check m = { many, 2, 0 };
-    for (int r = 0; r < 3000; r++) {
-        qs_parallel_for(2, 64, 1, pf_count, &m);
-        if (r % 500 == 0)
-            usleep(2000);   /* longer than the pool's spin */
-    }
-    ASSERT(!m.bad_worker);
-    for (int i = 0; i < 64; i++)
-        ASSERT_EQ(many[i], 3000);
-    /* two callers at once: one gets the pool, the other its own threads; both complete */
-    pthread_t a, b;
-    void *ra, *rb;
-    ASSERT_EQ(pthread_create(&a, NULL, pf_thread, NULL), 0);
-    ASSERT_EQ(pthread_create(&b, NULL, pf_thread, NULL), 0);
-    pthread_join(a, &ra);
-    pthread_join(b, &rb);
-    ASSERT(ra == NULL && rb == NULL);
-    qs_parallel_shutdown();   /* join the workers before the harness's _exit */
-}
-
 /* ---- im2col / col2im -------------------------------------------------------------------------------- */
 
 static void check_cols(int nd, const int64_t *in, const int64_t *k, const int64_t *s, const int64_t *d,
@@ -169,12 +107,12 @@ static void check_cols(int nd, const int64_t *in, const int64_t *k, const int64_
     qs_tensor *x = rand_t(1, xs), *col = qs_tensor_new(QS_F32, 1, cs), *col_ref = qs_tensor_new(QS_F32, 1, cs);
     for (int64_t i = 0; i < cs[0]; i++)
         qs_f32(col)[i] = NAN;   /* every element must be written, padding included */
-    qs_im2col(&g, ch, qs_f32(x), qs_f32(col), nthreads);
+    qs_im2col(&g, ch, qs_f32(x), qs_f32(col), opcheck_pool(nthreads), nthreads);
     qs_im2col_ref(&g, ch, qs_f32(x), qs_f32(col_ref));
     assert_close_buf(qs_f32(col), qs_f32(col_ref), cs[0], 0, 0);
     /* col2im is im2col's adjoint: <im2col(x), r> == <x, col2im(r)> */
     qs_tensor *r = rand_t(1, cs), *xa = qs_tensor_new(QS_F32, 1, xs), *xb = qs_tensor_new(QS_F32, 1, xs);
-    qs_col2im(&g, ch, qs_f32(r), qs_f32(xa), nthreads);
+    qs_col2im(&g, ch, qs_f32(r), qs_f32(xa), opcheck_pool(nthreads), nthreads);
     qs_col2im_ref(&g, ch, qs_f32(r), qs_f32(xb));
     assert_close_buf(qs_f32(xa), qs_f32(xb), xs[0], 1e-6, 1e-6);
     double lhs = 0, rhs = 0;
@@ -399,7 +337,7 @@ TEST(conv_matches_reference_two_threads)
     check_conv_case(&big, 2);
     conv_case bigdw = { 2, 2, 16, 16, 16, { 40, 40 }, { 3, 3 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, 1 };
     check_conv_case(&bigdw, 2);
-    qs_parallel_shutdown();   /* join the workers before the harness's _exit */
+    opcheck_pools_free();   /* join the workers before the harness's _exit */
 }
 
 TEST(conv_kernel_shape_inferred_and_checked)
@@ -466,7 +404,7 @@ static void backward_threads(const qs_node *n, int nin, qs_tensor **in, const qs
         din[i] = qs_tensor_new(QS_F32, in[i]->ndim, in[i]->shape);
     qs_tensor *dout[1] = { (qs_tensor *)dy };
     qs_kctx c = { .node = n, .opset = 17, .nin = nin, .nout = 1, .in = in, .out = &y, .din = din, .dout = dout,
-                  .nthreads = nthreads, .training = 1, .err = &e };
+                  .nthreads = nthreads, .pool = opcheck_pool(nthreads), .training = 1, .err = &e };
     size_t ss = d->scratch(&c);
     c.scratch = ss ? malloc(ss) : NULL;
     c.scratch_size = ss;
@@ -498,7 +436,7 @@ TEST(conv_backward_two_threads_matches_one)
         for (int i = 0; i < 3; i++)
             assert_close_buf(qs_f32(d2[i]), qs_f32(d1[i]), qs_numel(d1[i]), 1e-5, 1e-5);
     }
-    qs_parallel_shutdown();   /* join the workers before the harness's _exit */
+    opcheck_pools_free();   /* join the workers before the harness's _exit */
 }
 
 static double dot(const qs_tensor *a, const qs_tensor *b)
@@ -540,7 +478,7 @@ TEST(conv_backward_adjoint_identities)
             ASSERT_CLOSE(dot(d[0], in[0]), ref, 1e-5, 1e-4);
             ASSERT_CLOSE(dot(d[1], in[1]), ref, 1e-5, 1e-4);
         }
-    qs_parallel_shutdown();
+    opcheck_pools_free();   /* join the workers before the harness's _exit */
 }
 
 /* forward with the executor's fused clamp; compares with the plain forward clamped afterwards */
@@ -553,6 +491,7 @@ static void check_fused_clamp(const qs_node *n, int nin, qs_tensor **in, int nth
     memset(&head, 0, sizeof head);
     qs_tensor *outs[1] = { &head };
     qs_kctx c = { .node = n, .opset = 17, .nin = nin, .nout = 1, .in = in, .out = outs, .nthreads = nthreads,
+                  .pool = opcheck_pool(nthreads),
                   .err = &e, .fused_act = 1, .act_min = -0.2f, .act_max = 0.3f };
     ASSERT_EQ(d->infer(&c), 0);
     qs_tensor *y = qs_tensor_new(head.dtype, head.ndim, head.shape);
@@ -600,7 +539,7 @@ TEST(conv_fused_clamp)
     qs_node ct = opcheck_node("ConvTranspose", NULL);
     qs_node_set_ints(&ct, "strides", 2, (int64_t[]){ 2, 2 });
     check_fused_clamp(&ct, 3, tin, 1);
-    qs_parallel_shutdown();   /* join the workers before the harness's _exit */
+    opcheck_pools_free();   /* join the workers before the harness's _exit */
 }
 
 /* ---- ConvTranspose ------------------------------------------------------------------------------------------- */
@@ -806,7 +745,6 @@ TEST(conv_bad_input_named)
 }
 
 TEST_MAIN(sgemm_matches_reference_all_transposes, sgemm_hand_computed_and_beta_zero_ignores_nan,
-          parallel_for_runs_every_index_once,
           im2col_col2im_match_reference, conv_box_filter_hand_computed, conv_auto_pad_same_lower_and_upper,
           conv_matches_reference, conv_matches_reference_two_threads, conv_fused_epilogue_matches_reference, conv_kernel_shape_inferred_and_checked,
           conv_backward_matches_finite_differences, conv_backward_two_threads_matches_one, conv_backward_adjoint_identities,

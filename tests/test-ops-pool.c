@@ -371,7 +371,8 @@ TEST(pools_two_threads_match_one)
     memset(&head, 0, sizeof head);
     qs_tensor *outs[1] = { &head };
     qs_err e = {0};
-    qs_kctx c = { .node = &n, .opset = 13, .nin = 1, .nout = 1, .in = &x, .out = outs, .nthreads = 2, .err = &e };
+    qs_kctx c = { .node = &n, .opset = 13, .nin = 1, .nout = 1, .in = &x, .out = outs, .nthreads = 2, .pool = opcheck_pool(2),
+                  .err = &e };
     ASSERT_EQ(d->infer(&c), 0);
     y2 = qs_tensor_new(head.dtype, head.ndim, head.shape);
     c.out = &y2;
@@ -379,7 +380,7 @@ TEST(pools_two_threads_match_one)
     c.scratch = malloc(c.scratch_size);
     ASSERT_EQ(d->forward(&c), 0);
     assert_close_buf(qs_f32(y2), qs_f32(y1), qs_numel(y1), 0, 0);
-    qs_parallel_shutdown();   /* join the workers before the harness's _exit */
+    opcheck_pools_free();   /* join the workers before the harness's _exit */
 }
 
 /* ---- bad input ------------------------------------------------------------------------------------------ */

@@ -368,8 +368,10 @@ TEST(observer_threads_do_not_change_result)
     float ref[2][2];
     for (int k = 0; k < 4; k++) {
         qs_observer *o = qs_observer_new();
+        qs_threadpool *tp = threads[k] > 1 ? qs_threadpool_new(threads[k], 0, NULL) : NULL;
         for (int64_t at = 0; at < n; at += batch)
-            qs_observer_add_threads(o, x + at, batch, threads[k]);
+            qs_observer_add_threads(o, x + at, batch, tp);
+        qs_threadpool_free(tp);
         float lo, hi;
         qs_observer_minmax(o, &lo, &hi);
         ASSERT_EQ(lo, -9.f);

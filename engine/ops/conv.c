@@ -686,7 +686,7 @@ typedef struct {
 } conv_job;
 
 /* One batch item: per group, Y_g = W_g · col(X_g) (col = X_g itself on the 1x1 path), then bias. */
-static void conv_item(const conv_job *j, int64_t n, float *col, int nthreads)
+static void conv_item(const conv_job *j, int64_t n, float *col, qs_threadpool *tp, int nthreads)
 {
     const conv_p *p = j->p;
     int64_t K = p->Cg * p->kvol;
@@ -694,10 +694,10 @@ static void conv_item(const conv_job *j, int64_t n, float *col, int nthreads)
         const float *xg = j->x + (n * p->C + grp * p->Cg) * p->xvol, *wg = j->w + grp * p->Mg * K, *bm = xg;
         float *yg = j->y + (n * p->M + grp * p->Mg) * p->yvol;
         if (p->path == PATH_GEMM) {
-            qs_im2col(&p->g, p->Cg, xg, col, nthreads);
+            qs_im2col(&p->g, p->Cg, xg, col, tp, nthreads);
             bm = col;
         }
-        qs_sgemm_mt(nthreads, 0, 0, p->Mg, p->yvol, K, 1.f, wg, K, bm, p->yvol, 0.f, yg, p->yvol);
+        qs_sgemm_mt(tp, nthreads, 0, 0, p->Mg, p->yvol, K, 1.f, wg, K, bm, p->yvol, 0.f, yg, p->yvol);
     }
     add_bias_at(j->y + n * p->M * p->yvol, j->b, n, 1, p->M, p->yvol, j->clamp);
 }
@@ -706,7 +706,7 @@ static void conv_items_range(void *arg, int64_t n0, int64_t n1, int worker)
 {
     const conv_job *j = arg;
     for (int64_t n = n0; n < n1; n++)
-        conv_item(j, n, j->col + worker * j->col_floats, 1);
+        conv_item(j, n, j->col + worker * j->col_floats, NULL, 1);
 }
 
 static int conv_forward(qs_kctx *c)
@@ -727,11 +727,11 @@ static int conv_forward(qs_kctx *c)
                 return rc;
             j.scratch = c->scratch;
             int64_t work = 16 * p.yvol * p.kvol;
-            qs_parallel_for(nt, dw_blocks(&p), work >= 65536 ? 1 : 65536 / work, dw_forward_range, &j);
+            qs_threadpool_for(c->pool, nt, dw_blocks(&p), work >= 65536 ? 1 : 65536 / work, dw_forward_range, &j);
             return 0;
         }
         int64_t work = p.yvol * p.kvol;
-        qs_parallel_for(c->nthreads, p.N * p.M, work >= 16384 ? 1 : 16384 / (work ? work : 1), dw_forward_range, &j);
+        qs_threadpool_for(c->pool, c->nthreads, p.N * p.M, work >= 16384 ? 1 : 16384 / (work ? work : 1), dw_forward_range, &j);
         return 0;
     }
     int64_t col_floats = p.path == PATH_GEMM ? p.Cg * p.kvol * p.yvol : 0;
@@ -739,10 +739,10 @@ static int conv_forward(qs_kctx *c)
         return rc;
     conv_job j = { &p, x, w, b, y, c->scratch, col_floats, ctx_clamp(c) };
     if (workers > 1) {   /* the batch is the best split: whole items, no synchronisation */
-        qs_parallel_for(workers, p.N, 1, conv_items_range, &j);
+        qs_threadpool_for(c->pool, workers, p.N, 1, conv_items_range, &j);
     } else {
         for (int64_t n = 0; n < p.N; n++)
-            conv_item(&j, n, j.col, c->nthreads);
+            conv_item(&j, n, j.col, c->pool, c->nthreads);
     }
     return 0;
 }
@@ -758,7 +758,8 @@ typedef struct {
     int64_t col_floats, slice_floats;
 } convb_job;
 
-static void conv_back_item(const convb_job *j, int64_t n, float *col, float *dw, int nthreads)
+static void conv_back_item(const convb_job *j, int64_t n, float *col, float *dw, qs_threadpool *tp,
+                           int nthreads)
 {
     const conv_p *p = j->p;
     int64_t K = p->Cg * p->kvol;
@@ -769,19 +770,19 @@ static void conv_back_item(const convb_job *j, int64_t n, float *col, float *dw,
         if (dw) {   /* dW_g += dY_g · colᵀ */
             const float *bm = xg;
             if (p->path == PATH_GEMM) {
-                qs_im2col(&p->g, p->Cg, xg, col, nthreads);
+                qs_im2col(&p->g, p->Cg, xg, col, tp, nthreads);
                 bm = col;
             }
-            qs_sgemm_mt(nthreads, 0, 1, p->Mg, K, p->yvol, 1.f, dyg, p->yvol, bm, p->yvol, 1.f, dw + grp * p->Mg * K,
+            qs_sgemm_mt(tp, nthreads, 0, 1, p->Mg, K, p->yvol, 1.f, dyg, p->yvol, bm, p->yvol, 1.f, dw + grp * p->Mg * K,
                         K);
         }
         if (dxg) {  /* dcol = W_gᵀ · dY_g, then col2im */
             if (p->path == PATH_1X1) {
-                qs_sgemm_mt(nthreads, 1, 0, K, p->yvol, p->Mg, 1.f, wg, K, dyg, p->yvol, 0.f, dxg, p->yvol);
+                qs_sgemm_mt(tp, nthreads, 1, 0, K, p->yvol, p->Mg, 1.f, wg, K, dyg, p->yvol, 0.f, dxg, p->yvol);
             } else {
-                qs_sgemm_mt(nthreads, 1, 0, K, p->yvol, p->Mg, 1.f, wg, K, dyg, p->yvol, 0.f, col, p->yvol);
+                qs_sgemm_mt(tp, nthreads, 1, 0, K, p->yvol, p->Mg, 1.f, wg, K, dyg, p->yvol, 0.f, col, p->yvol);
                 memset(dxg, 0, p->Cg * p->xvol * sizeof(float));
-                qs_col2im(&p->g, p->Cg, col, dxg, nthreads);
+                qs_col2im(&p->g, p->Cg, col, dxg, tp, nthreads);
             }
         }
     }
@@ -794,7 +795,7 @@ static void conv_back_range(void *arg, int64_t n0, int64_t n1, int worker)
     float *col = j->scratch + worker * j->slice_floats, *dw = col + j->col_floats;
     float *db = dw + p->M * p->Cg * p->kvol;
     for (int64_t n = n0; n < n1; n++) {
-        conv_back_item(j, n, col, j->dw ? dw : NULL, 1);
+        conv_back_item(j, n, col, j->dw ? dw : NULL, NULL, 1);
         if (j->db)
             for (int64_t m = 0; m < p->M; m++) {
                 const float *r = j->dy + (n * p->M + m) * p->yvol;
@@ -843,7 +844,7 @@ static int conv_backward(qs_kctx *c)
                 j.scratch = c->scratch;
                 for (int k = 0; k < workers; k++)
                     memset(j.scratch + k * slice + 2 * j.blk.buf + j.blk.out, 0, (nw + p.M) * sizeof(float));
-                qs_parallel_for(workers, dw_blocks(&p), 1, dw_backward_block_range, &j);
+                qs_threadpool_for(c->pool, workers, dw_blocks(&p), 1, dw_backward_block_range, &j);
                 for (int k = 0; k < workers; k++) {   /* add up the partial sums */
                     const float *part = j.scratch + k * slice + 2 * j.blk.buf + j.blk.out;
                     for (int64_t i = 0; dw && i < nw; i++)
@@ -855,7 +856,7 @@ static int conv_backward(qs_kctx *c)
             }
         }
         int64_t work = p.N * p.Mg * p.yvol * p.kvol;
-        qs_parallel_for(c->nthreads, p.C, work >= 16384 ? 1 : 16384 / (work ? work : 1), dw_backward_range, &j);
+        qs_threadpool_for(c->pool, c->nthreads, p.C, work >= 16384 ? 1 : 16384 / (work ? work : 1), dw_backward_range, &j);
         return 0;
     }
     convb_job j = { &p, x, w, dy, dx, dw, db, c->scratch, 0, 0 };
@@ -868,7 +869,7 @@ static int conv_backward(qs_kctx *c)
         int64_t nw = p.M * p.Cg * p.kvol;
         for (int k = 0; k < workers; k++)
             memset(j.scratch + k * j.slice_floats + j.col_floats, 0, (nw + p.M) * sizeof(float));
-        qs_parallel_for(workers, p.N, 1, conv_back_range, &j);
+        qs_threadpool_for(c->pool, workers, p.N, 1, conv_back_range, &j);
         for (int k = 0; k < workers; k++) {   /* add up the partial sums */
             const float *part = j.scratch + k * j.slice_floats + j.col_floats;
             for (int64_t i = 0; dw && i < nw; i++)
@@ -884,7 +885,7 @@ static int conv_backward(qs_kctx *c)
     if (dw)
         memset(dw, 0, qs_nbytes(c->din[1]));
     for (int64_t n = 0; n < p.N; n++)
-        conv_back_item(&j, n, c->scratch, dw, c->nthreads);
+        conv_back_item(&j, n, c->scratch, dw, c->pool, c->nthreads);
     if (db)
         bias_grad(db, dy, p.N, p.M, p.yvol);
     return 0;
@@ -1007,11 +1008,11 @@ static int convt_forward(qs_kctx *c)
             const float *xg = x + (n * p.C + grp * p.Cg) * p.xvol, *wg = w + grp * p.Cg * K;
             float *yg = y + (n * p.M + grp * p.Mg) * p.yvol;
             if (p.path == PATH_1X1) {
-                qs_sgemm_mt(nt, 1, 0, p.Mg, p.xvol, p.Cg, 1.f, wg, K, xg, p.xvol, 0.f, yg, p.xvol);
+                qs_sgemm_mt(c->pool, nt, 1, 0, p.Mg, p.xvol, p.Cg, 1.f, wg, K, xg, p.xvol, 0.f, yg, p.xvol);
             } else {
-                qs_sgemm_mt(nt, 1, 0, K, p.xvol, p.Cg, 1.f, wg, K, xg, p.xvol, 0.f, col, p.xvol);
+                qs_sgemm_mt(c->pool, nt, 1, 0, K, p.xvol, p.Cg, 1.f, wg, K, xg, p.xvol, 0.f, col, p.xvol);
                 memset(yg, 0, p.Mg * p.yvol * sizeof(float));
-                qs_col2im(&p.g, p.Mg, col, yg, nt);
+                qs_col2im(&p.g, p.Mg, col, yg, c->pool, nt);
             }
         }
     add_bias(y, b, p.N, p.M, p.yvol, ctx_clamp(c));
@@ -1042,14 +1043,14 @@ static int convt_backward(qs_kctx *c)
             const float *xg = x + (n * p.C + grp * p.Cg) * p.xvol, *wg = w + grp * p.Cg * K;
             const float *dyg = dy + (n * p.M + grp * p.Mg) * p.yvol, *bm = dyg;
             if (p.path == PATH_GEMM) {
-                qs_im2col(&p.g, p.Mg, dyg, col, nt);
+                qs_im2col(&p.g, p.Mg, dyg, col, c->pool, nt);
                 bm = col;
             }
             if (dx)   /* dX_g = W_g · col */
-                qs_sgemm_mt(nt, 0, 0, p.Cg, p.xvol, K, 1.f, wg, K, bm, p.xvol, 0.f, dx + (n * p.C + grp * p.Cg) * p.xvol,
+                qs_sgemm_mt(c->pool, nt, 0, 0, p.Cg, p.xvol, K, 1.f, wg, K, bm, p.xvol, 0.f, dx + (n * p.C + grp * p.Cg) * p.xvol,
                          p.xvol);
             if (dw)   /* dW_g += X_g · colᵀ */
-                qs_sgemm_mt(nt, 0, 1, p.Cg, K, p.xvol, 1.f, xg, p.xvol, bm, p.xvol, 1.f, dw + grp * p.Cg * K, K);
+                qs_sgemm_mt(c->pool, nt, 0, 1, p.Cg, K, p.xvol, 1.f, xg, p.xvol, bm, p.xvol, 1.f, dw + grp * p.Cg * K, K);
         }
     if (db)
         bias_grad(db, dy, p.N, p.M, p.yvol);

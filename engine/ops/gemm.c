@@ -107,7 +107,7 @@ static int gemm_forward(qs_kctx *c)
         beta = 1.f;
     }
     const qs_tensor *A = c->in[0], *B = c->in[1];
-    qs_sgemm_mt(c->nthreads, p.ta, p.tb, p.M, p.N, p.K, p.alpha, qs_f32(A), A->shape[1], qs_f32(B), B->shape[1],
+    qs_sgemm_mt(c->pool, c->nthreads, p.ta, p.tb, p.M, p.N, p.K, p.alpha, qs_f32(A), A->shape[1], qs_f32(B), B->shape[1],
                 beta, y, p.N);
     fused_clamp(c, y, p.M * p.N);
     return 0;
@@ -129,16 +129,16 @@ static int gemm_backward(qs_kctx *c)
     if (c->din[0]) {   /* op(A)' = alpha·dY·op(B)ᵀ */
         float *da = qs_f32(c->din[0]);
         if (!p.ta)
-            qs_sgemm_mt(nt, 0, !p.tb, p.M, p.K, p.N, p.alpha, dy, p.N, b, ldb, 0.f, da, p.K);
+            qs_sgemm_mt(c->pool, nt, 0, !p.tb, p.M, p.K, p.N, p.alpha, dy, p.N, b, ldb, 0.f, da, p.K);
         else
-            qs_sgemm_mt(nt, p.tb, 1, p.K, p.M, p.N, p.alpha, b, ldb, dy, p.N, 0.f, da, p.M);
+            qs_sgemm_mt(c->pool, nt, p.tb, 1, p.K, p.M, p.N, p.alpha, b, ldb, dy, p.N, 0.f, da, p.M);
     }
     if (c->din[1]) {   /* op(B)' = alpha·op(A)ᵀ·dY */
         float *db = qs_f32(c->din[1]);
         if (!p.tb)
-            qs_sgemm_mt(nt, !p.ta, 0, p.K, p.N, p.M, p.alpha, a, lda, dy, p.N, 0.f, db, p.N);
+            qs_sgemm_mt(c->pool, nt, !p.ta, 0, p.K, p.N, p.M, p.alpha, a, lda, dy, p.N, 0.f, db, p.N);
         else
-            qs_sgemm_mt(nt, 1, p.ta, p.N, p.K, p.M, p.alpha, dy, p.N, a, lda, 0.f, db, p.K);
+            qs_sgemm_mt(c->pool, nt, 1, p.ta, p.N, p.K, p.M, p.alpha, dy, p.N, a, lda, 0.f, db, p.K);
     }
     if (p.C && c->din[2]) {   /* beta·dY summed over C's broadcast dims */
         float *dc = qs_f32(c->din[2]);
@@ -259,18 +259,18 @@ static int matmul_forward(qs_kctx *c)
     const float *a = qs_f32(c->in[0]), *b = qs_f32(c->in[1]);
     float *y = qs_f32(c->out[0]);
     if (p.b_nbatch == 1) {   /* B shared by every batch: fold the batch into M */
-        qs_sgemm_mt(c->nthreads, 0, 0, p.nbatch * p.M, p.N, p.K, 1.f, a, p.K, b, p.N, 0.f, y, p.N);
+        qs_sgemm_mt(c->pool, c->nthreads, 0, 0, p.nbatch * p.M, p.N, p.K, 1.f, a, p.K, b, p.N, 0.f, y, p.N);
         fused_clamp(c, y, p.nbatch * p.M * p.N);
         return 0;
     }
     matmul_job j = { &p, a, b, y };
     if (c->nthreads > 1 && p.nbatch >= c->nthreads && p.nbatch * p.M * p.N * p.K >= (1 << 20)) {
-        qs_parallel_for(c->nthreads, p.nbatch, 1, matmul_batches, &j);   /* whole products per thread */
+        qs_threadpool_for(c->pool, c->nthreads, p.nbatch, 1, matmul_batches, &j);   /* whole products per thread */
     } else {
         for (int64_t i = 0; i < p.nbatch; i++) {
             int64_t oa, ob;
             batch_offsets(&p, i, &oa, &ob);
-            qs_sgemm_mt(c->nthreads, 0, 0, p.M, p.N, p.K, 1.f, a + oa, p.K, b + ob, p.N, 0.f, y + i * p.M * p.N,
+            qs_sgemm_mt(c->pool, c->nthreads, 0, 0, p.M, p.N, p.K, 1.f, a + oa, p.K, b + ob, p.N, 0.f, y + i * p.M * p.N,
                         p.N);
         }
     }
@@ -294,9 +294,9 @@ static int matmul_backward(qs_kctx *c)
     if (p.b_nbatch == 1) {
         int64_t rows = p.nbatch * p.M;
         if (da)   /* dA = dY·Bᵀ, A's batch folded into M */
-            qs_sgemm_mt(nt, 0, 1, rows, p.K, p.N, 1.f, dy, p.N, b, p.N, 0.f, da, p.K);
+            qs_sgemm_mt(c->pool, nt, 0, 1, rows, p.K, p.N, 1.f, dy, p.N, b, p.N, 0.f, da, p.K);
         if (db)   /* dB = Σ_batch A_bᵀ·dY_b: one sgemm over the folded rows */
-            qs_sgemm_mt(nt, 1, 0, p.K, p.N, rows, 1.f, a, p.K, dy, p.N, 0.f, db, p.N);
+            qs_sgemm_mt(c->pool, nt, 1, 0, p.K, p.N, rows, 1.f, a, p.K, dy, p.N, 0.f, db, p.N);
         return 0;
     }
     if (da)
@@ -308,9 +308,9 @@ static int matmul_backward(qs_kctx *c)
         batch_offsets(&p, i, &oa, &ob);
         const float *dyb = dy + i * p.M * p.N;
         if (da)
-            qs_sgemm_mt(nt, 0, 1, p.M, p.K, p.N, 1.f, dyb, p.N, b + ob, p.N, 1.f, da + oa, p.K);
+            qs_sgemm_mt(c->pool, nt, 0, 1, p.M, p.K, p.N, 1.f, dyb, p.N, b + ob, p.N, 1.f, da + oa, p.K);
         if (db)
-            qs_sgemm_mt(nt, 1, 0, p.K, p.N, p.M, 1.f, a + oa, p.K, dyb, p.N, 1.f, db + ob, p.N);
+            qs_sgemm_mt(c->pool, nt, 1, 0, p.K, p.N, p.M, 1.f, a + oa, p.K, dyb, p.N, 1.f, db + ob, p.N);
     }
     return 0;
 }

@@ -7,18 +7,15 @@
  * and the right padding (zeros): no per-element bounds test in the inner loop. The tap ranges are
  * worked out once per call. col2im is the same walk with += into the input.
  *
- * Threading is ours, not OpenBLAS's (which runs single-threaded, see blas_single): qs_parallel_for
- * hands chunks to a pool of workers, and qs_sgemm_mt cuts a product into blocks of rows or columns
- * for it. */
+ * Threading is ours, not OpenBLAS's (which runs single-threaded, see blas_single): the callers'
+ * thread pool (threadpool.h) runs the chunks, and qs_sgemm_mt cuts a product into blocks of rows
+ * or columns for it. */
 #include "ops/kernels.h"
 
 #include <cblas.h>
 #include <limits.h>
 #include <pthread.h>
-#include <sched.h>
-#include <unistd.h>
 #include <string.h>
-#include <time.h>
 
 /* ---- vector helpers --------------------------------------------------------------------------- */
 
@@ -122,16 +119,16 @@ static void sgemm_block(void *arg, int64_t b0, int64_t b1, int worker)
 /* below this many multiply-adds a product runs on one thread (~0.1 ms) */
 #define SGEMM_PAR_MACS (1 << 21)
 
-void qs_sgemm_mt(int nthreads, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+void qs_sgemm_mt(qs_threadpool *tp, int nthreads, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
-    if (nthreads <= 1 || M * N * K < SGEMM_PAR_MACS || (M < 16 && N < 16)) {
+    if (!tp || nthreads <= 1 || M * N * K < SGEMM_PAR_MACS || (M < 16 && N < 16)) {
         qs_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     sgemm_job j = { trans_a, trans_b, M >= N, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C };
     /* blocks of at least 16 rows/columns keep each thread's panel a useful GEMM size */
-    qs_parallel_for(nthreads, j.by_rows ? M : N, 16, sgemm_block, &j);
+    qs_threadpool_for(tp, nthreads, j.by_rows ? M : N, 16, sgemm_block, &j);
 }
 
 void qs_sgemm_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
@@ -401,7 +398,7 @@ QS_HOT static void col2im_range(void *arg, int64_t c0, int64_t c1, int worker)
 #define PAR_MIN_WORK 65536
 
 static void cols_run(qs_range_fn fn, const qs_conv_geom *g, int64_t ch, const float *src, float *dst,
-                     int nthreads)
+                     qs_threadpool *tp, int nthreads)
 {
     cols_job j = { g, src, dst, { 0 }, { 0 }, { 0 }, { 0 } };
     for (int64_t k = 0; k < g->k[2] && k < COLS_MAXK; k++)
@@ -410,17 +407,17 @@ static void cols_run(qs_range_fn fn, const qs_conv_geom *g, int64_t ch, const fl
         valid_range(k * g->dil[1] - g->pad[1], g->stride[1], g->in[1], g->out[1], &j.hlo[k], &j.hhi[k]);
     int64_t per_ch = qs_geom_kvol(g) * qs_geom_outvol(g);
     int64_t min_chunk = per_ch >= PAR_MIN_WORK ? 1 : PAR_MIN_WORK / (per_ch ? per_ch : 1);
-    qs_parallel_for(nthreads, ch, min_chunk, fn, &j);
+    qs_threadpool_for(tp, nthreads, ch, min_chunk, fn, &j);
 }
 
-void qs_im2col(const qs_conv_geom *g, int64_t ch, const float *x, float *col, int nthreads)
+void qs_im2col(const qs_conv_geom *g, int64_t ch, const float *x, float *col, qs_threadpool *tp, int nthreads)
 {
-    cols_run(im2col_range, g, ch, x, col, nthreads);
+    cols_run(im2col_range, g, ch, x, col, tp, nthreads);
 }
 
-void qs_col2im(const qs_conv_geom *g, int64_t ch, const float *col, float *x, int nthreads)
+void qs_col2im(const qs_conv_geom *g, int64_t ch, const float *col, float *x, qs_threadpool *tp, int nthreads)
 {
-    cols_run(col2im_range, g, ch, col, x, nthreads);
+    cols_run(col2im_range, g, ch, col, x, tp, nthreads);
 }
 
 /* The references address every element by its full index and test bounds per element. */
@@ -494,235 +491,4 @@ void qs_conv_ref(const qs_conv_geom *g, int64_t N, int64_t C, int64_t M, int64_t
                 y[(n * M + m) * ovol + (od * g->out[1] + oh) * g->out[2] + ow] = (float)s;
             }
         }
-}
-
-/* ---- threads ------------------------------------------------------------------------------------ */
-
-typedef struct {
-    qs_range_fn fn;
-    void *arg;
-    int64_t begin, end;
-    int worker;
-} pf_chunk;
-
-static void *pf_main(void *p)
-{
-    pf_chunk *ch = p;
-    ch->fn(ch->arg, ch->begin, ch->end, ch->worker);
-    return NULL;
-}
-
-#define PF_MAX_THREADS 64
-
-/* Threads started per call cost tens of microseconds, as much as a small layer, so workers are
- * kept in a pool between calls. One caller at a time uses the pool; a concurrent caller (another job
- * in the daemon, or a nested call) starts its own threads instead. Chunks are claimed under the
- * mutex, and the caller runs chunks too. A forked child has none of the parent's threads: the fork
- * handler gives it an empty pool. The workers are joined at exit (or by qs_parallel_shutdown).
- *
- * Between calls a worker first spins for a short while (PF_SPIN_NS) watching for the next job, and
- * only then sleeps on the condition variable; the caller likewise spins before sleeping on the
- * job's completion. A network runs one parallel loop per layer, a few tens of microseconds apart: a
- * futex wake-up per layer cost 10–15% of a small model's inference. The spin is bounded, so an idle
- * daemon sleeps; it yields the CPU as it goes, and is off when the pool has more threads than there
- * are CPUs (as OpenMP runtimes do). gen and pending are written under the mutex and read outside it
- * atomically. */
-static struct {
-    pthread_mutex_t mu;
-    pthread_cond_t wake, done;
-    pthread_t th[PF_MAX_THREADS];
-    int nworkers, busy, quit;
-    int sleepers, waiting;    /* workers asleep on wake; the caller asleep on done */
-    unsigned long gen;        /* bumped per job; a worker runs when it sees a new value */
-    pf_chunk *chunks;
-    int nchunks, next, pending;
-} pool;
-static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
-
-#define PF_SPIN_NS 100000
-static int spin_ok;   /* no spinning when the pool has more threads than the machine has CPUs */
-static long pool_cpus;   /* online CPUs, read once (sysconf reads a file under /sys each time) */
-
-static void pool_reset(void)
-{
-    pthread_mutex_init(&pool.mu, NULL);
-    pthread_cond_init(&pool.wake, NULL);
-    pthread_cond_init(&pool.done, NULL);
-    pool.nworkers = pool.busy = pool.quit = pool.sleepers = pool.waiting = 0;
-    pool.chunks = NULL;
-    pool.nchunks = pool.next = pool.pending = 0;
-}
-
-static void pool_init(void)
-{
-    pool_cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    pool_reset();
-    pthread_atfork(NULL, NULL, pool_reset);
-    atexit(qs_parallel_shutdown);   /* threads still alive at exit look like leaks to valgrind */
-}
-
-void qs_parallel_shutdown(void)
-{
-    pthread_once(&pool_once, pool_init);
-    pthread_mutex_lock(&pool.mu);
-    if (pool.busy) {   /* in use: leave it be */
-        pthread_mutex_unlock(&pool.mu);
-        return;
-    }
-    pool.busy = 1;     /* busy: callers meanwhile start their own threads */
-    __atomic_store_n(&pool.quit, 1, __ATOMIC_RELEASE);
-    pthread_cond_broadcast(&pool.wake);
-    int n = pool.nworkers;
-    pthread_mutex_unlock(&pool.mu);
-    for (int i = 0; i < n; i++)
-        pthread_join(pool.th[i], NULL);
-    pthread_mutex_lock(&pool.mu);
-    pool.nworkers = 0;
-    pool.busy = 0;
-    __atomic_store_n(&pool.quit, 0, __ATOMIC_RELEASE);
-    pthread_mutex_unlock(&pool.mu);
-}
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
-
-/* Spins, without the mutex, for up to PF_SPIN_NS: a worker until a job newer than `seen` is posted,
- * the caller (for_done) until no chunk is pending. 1 when it came. */
-static int spin_wait(int for_done, unsigned long seen)
-{
-    if (!__atomic_load_n(&spin_ok, __ATOMIC_RELAXED))
-        return 0;
-    int64_t t0 = now_ns();
-    for (int i = 1;; i++) {
-        if (for_done ? __atomic_load_n(&pool.pending, __ATOMIC_ACQUIRE) == 0
-                     : __atomic_load_n(&pool.gen, __ATOMIC_ACQUIRE) != seen ||
-                           __atomic_load_n(&pool.quit, __ATOMIC_ACQUIRE))
-            return 1;
-        cpu_relax();
-        if (!(i & 63)) {
-            if (now_ns() - t0 > PF_SPIN_NS)
-                return 0;
-            sched_yield();   /* a no-op on an idle core; lets a preempted thread run when cores are short */
-        }
-    }
-}
-
-/* Runs unclaimed chunks of the current job; called and returns with the mutex held. */
-static void pool_drain(void)
-{
-    while (pool.next < pool.nchunks) {
-        pf_chunk *c = &pool.chunks[pool.next++];
-        pthread_mutex_unlock(&pool.mu);
-        c->fn(c->arg, c->begin, c->end, c->worker);
-        pthread_mutex_lock(&pool.mu);
-        if (__atomic_sub_fetch(&pool.pending, 1, __ATOMIC_ACQ_REL) == 0 && pool.waiting)
-            pthread_cond_signal(&pool.done);
-    }
-}
-
-static void *pool_main(void *arg)
-{
-    unsigned long seen = (unsigned long)(uintptr_t)arg;   /* the generation before its first job */
-    pthread_mutex_lock(&pool.mu);
-    for (;;) {
-        if (pool.gen == seen && !pool.quit) {
-            pthread_mutex_unlock(&pool.mu);
-            spin_wait(0, seen);
-            pthread_mutex_lock(&pool.mu);
-        }
-        while (pool.gen == seen && !pool.quit) {
-            pool.sleepers++;
-            pthread_cond_wait(&pool.wake, &pool.mu);
-            pool.sleepers--;
-        }
-        if (pool.quit)
-            break;
-        seen = pool.gen;
-        pool_drain();
-    }
-    pthread_mutex_unlock(&pool.mu);
-    return NULL;
-}
-
-/* the old way, for when the pool is taken: a thread per chunk, joined */
-static void spawn_run(pf_chunk *chunks, int64_t t)
-{
-    pthread_t th[PF_MAX_THREADS];
-    int started[PF_MAX_THREADS];
-    for (int64_t i = 1; i < t; i++)   /* chunk 0 runs on the calling thread */
-        started[i] = pthread_create(&th[i], NULL, pf_main, &chunks[i]) == 0;
-    pf_main(&chunks[0]);
-    for (int64_t i = 1; i < t; i++) {
-        if (started[i])
-            pthread_join(th[i], NULL);
-        else   /* no thread to be had: do the chunk here rather than fail */
-            pf_main(&chunks[i]);
-    }
-}
-
-void qs_parallel_for(int nthreads, int64_t n, int64_t min_chunk, qs_range_fn fn, void *arg)
-{
-    if (n <= 0)
-        return;
-    if (min_chunk < 1)
-        min_chunk = 1;
-    int64_t t = nthreads < 1 ? 1 : nthreads;
-    if (t > PF_MAX_THREADS)
-        t = PF_MAX_THREADS;
-    if (t > n / min_chunk)
-        t = n / min_chunk;
-    if (t <= 1) {
-        fn(arg, 0, n, 0);
-        return;
-    }
-    pf_chunk chunks[PF_MAX_THREADS];
-    for (int64_t i = 0; i < t; i++)
-        chunks[i] = (pf_chunk){ fn, arg, n * i / t, n * (i + 1) / t, (int)i };
-    pthread_once(&pool_once, pool_init);
-    pthread_mutex_lock(&pool.mu);
-    if (pool.busy) {
-        pthread_mutex_unlock(&pool.mu);
-        spawn_run(chunks, t);
-        return;
-    }
-    pool.busy = 1;
-    while (pool.nworkers < t - 1) {
-        if (pthread_create(&pool.th[pool.nworkers], NULL, pool_main, (void *)(uintptr_t)pool.gen))
-            break;   /* fewer threads than asked: the chunks still all run */
-        pool.nworkers++;
-    }
-    __atomic_store_n(&spin_ok, pool_cpus < 1 || pool.nworkers + 1 <= pool_cpus, __ATOMIC_RELAXED);
-    pool.chunks = chunks;
-    pool.nchunks = (int)t;
-    pool.next = 0;
-    __atomic_store_n(&pool.pending, (int)t, __ATOMIC_RELEASE);
-    __atomic_add_fetch(&pool.gen, 1, __ATOMIC_ACQ_REL);
-    if (pool.sleepers)
-        pthread_cond_broadcast(&pool.wake);
-    pool_drain();
-    if (pool.pending > 0) {   /* the workers are still on their chunks */
-        pthread_mutex_unlock(&pool.mu);
-        spin_wait(1, 0);
-        pthread_mutex_lock(&pool.mu);
-    }
-    while (pool.pending > 0) {
-        pool.waiting = 1;
-        pthread_cond_wait(&pool.done, &pool.mu);
-        pool.waiting = 0;
-    }
-    pool.chunks = NULL;
-    pool.nchunks = pool.next = 0;
-    pool.busy = 0;
-    pthread_mutex_unlock(&pool.mu);
 }

@@ -4,8 +4,7 @@
  *
  *   qs_conv_geom g;                                           // one conv/pool window geometry:
  *   qs_conv_geom_init(c, nd, x_spatial, kernel, 0, 1, &g);    // strides/pads/dilations/auto_pad of c's node
- *   qs_im2col(&g, channels, x, col, nthreads);                // col: [channels·kvol, outvol]
- *   qs_parallel_for(nthreads, n, min_chunk, fn, arg);         // fn(arg, begin, end, worker) on a pool
+ *   qs_im2col(&g, channels, x, col, c->pool, c->nthreads);    // col: [channels·kvol, outvol]
  *
  * Every spatial geometry is normalized to three dims (depth, height, width), with leading dims of
  * size 1 when the op is 1-D or 2-D: one set of loops then serves 1-D, 2-D and 3-D ops, and the
@@ -46,9 +45,9 @@ void qs_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float a
               int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 void qs_sgemm_ref(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                   int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
-/* qs_sgemm split across nthreads (by blocks of C's rows or columns) when the product is big enough
- * to pay for starting threads; the same result as qs_sgemm. */
-void qs_sgemm_mt(int nthreads, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+/* qs_sgemm split nthreads ways on tp (by blocks of C's rows or columns) when the product is big
+ * enough to pay for it; the same result as qs_sgemm. */
+void qs_sgemm_mt(qs_threadpool *tp, int nthreads, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
 /* ---- convolution / pooling window geometry --------------------------------------------------- */
@@ -82,10 +81,10 @@ void qs_conv_geom_set(qs_conv_geom *g, int nd, const int64_t *in_sp, const int64
                       const int64_t *pad_end);
 
 /* col[(c·kvol + kk), p] = x[c, window p's tap kk] (0 where the tap falls in the padding).
- * x: [ch, in…] contiguous, col: [ch·kvol, outvol]. Splits channels across nthreads. */
-void qs_im2col(const qs_conv_geom *g, int64_t ch, const float *x, float *col, int nthreads);
+ * x: [ch, in…] contiguous, col: [ch·kvol, outvol]. Splits channels nthreads ways on tp. */
+void qs_im2col(const qs_conv_geom *g, int64_t ch, const float *x, float *col, qs_threadpool *tp, int nthreads);
 /* The adjoint: x[c, tap] += col[(c·kvol + kk), p]. Accumulates into x (zero it first). */
-void qs_col2im(const qs_conv_geom *g, int64_t ch, const float *col, float *x, int nthreads);
+void qs_col2im(const qs_conv_geom *g, int64_t ch, const float *col, float *x, qs_threadpool *tp, int nthreads);
 void qs_im2col_ref(const qs_conv_geom *g, int64_t ch, const float *x, float *col);
 void qs_col2im_ref(const qs_conv_geom *g, int64_t ch, const float *col, float *x);
 
@@ -94,17 +93,5 @@ void qs_col2im_ref(const qs_conv_geom *g, int64_t ch, const float *col, float *x
  * NULL, y [N, M, out…]. */
 void qs_conv_ref(const qs_conv_geom *g, int64_t N, int64_t C, int64_t M, int64_t group, const float *x,
                  const float *w, const float *b, float *y);
-
-/* ---- threads ----------------------------------------------------------------------------------- */
-
-/* Runs fn(arg, begin, end, worker) over [0, n) split into at most nthreads contiguous chunks of at
- * least min_chunk items, the calling thread taking the first (worker 0; the others are 1, 2, … so a
- * chunk can use its own slice of scratch). Runs inline when one chunk is enough. fn must not write
- * to memory another chunk writes. */
-typedef void (*qs_range_fn)(void *arg, int64_t begin, int64_t end, int worker);
-void qs_parallel_for(int nthreads, int64_t n, int64_t min_chunk, qs_range_fn fn, void *arg);
-/* Joins the pool's idle workers (they start again on demand). Runs at exit by itself; call it
- * before _exit, or to give the threads back, when no parallel-for is running. */
-void qs_parallel_shutdown(void);
 
 #endif

@@ -174,7 +174,7 @@ static int bn_forward(qs_kctx *c)
     if (rc < 0)
         return rc;
     bn_job j = { &p, c };
-    qs_parallel_for(c->nthreads, p.C, channel_chunk(&p), bn_forward_range, &j);
+    qs_threadpool_for(c->pool, c->nthreads, p.C, channel_chunk(&p), bn_forward_range, &j);
     return 0;
 }
 
@@ -256,7 +256,7 @@ static int bn_backward(qs_kctx *c)
     if (rc < 0)
         return rc;
     bn_job j = { &p, c };
-    qs_parallel_for(c->nthreads, p.C, channel_chunk(&p), bn_backward_range, &j);
+    qs_threadpool_for(c->pool, c->nthreads, p.C, channel_chunk(&p), bn_backward_range, &j);
     return 0;
 }
 

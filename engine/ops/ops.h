@@ -19,6 +19,7 @@
 #include "error.h"
 #include "graph.h"
 #include "tensor.h"
+#include "threadpool.h"
 
 typedef struct qs_kctx {
     const qs_node *node;
@@ -31,7 +32,8 @@ typedef struct qs_kctx {
     void *scratch;
     size_t scratch_size;
     int training;        /* BatchNormalization uses batch statistics, Dropout stays identity */
-    int nthreads;
+    int nthreads;        /* parallel loops split this many ways (scratch is sized for it) ... */
+    qs_threadpool *pool; /* ... on this pool (NULL: on the calling thread) */
     qs_err *err;
     /* Inference only: the executor may fold a Relu/Clip that is the sole reader of a Conv,
      * ConvTranspose, Gemm or MatMul output into that op, which then clamps its output to

@@ -450,7 +450,7 @@ static int pool_forward(qs_kctx *c)
                                qs_dtype_name(j.dtype));
         j.idx = qs_i64(c->out[1]);
     }
-    qs_parallel_for(c->nthreads, p.N * p.C, plane_chunk(&p), pool_forward_range, &j);
+    qs_threadpool_for(c->pool, c->nthreads, p.N * p.C, plane_chunk(&p), pool_forward_range, &j);
     return 0;
 }
 
@@ -471,7 +471,7 @@ static int pool_backward(qs_kctx *c)
     pool_job j = { .p = &p, .x = c->in[0]->data, .dy = qs_f32(c->dout[0]), .dx = qs_f32(c->din[0]) };
     if ((rc = pool_tables(c, &p, &j)) < 0)
         return rc;
-    qs_parallel_for(c->nthreads, p.N * p.C, plane_chunk(&p), pool_backward_range, &j);
+    qs_threadpool_for(c->pool, c->nthreads, p.N * p.C, plane_chunk(&p), pool_backward_range, &j);
     return 0;
 }
 

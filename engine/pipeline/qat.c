@@ -163,7 +163,7 @@ static int run_qat(qat_run *r, json_t *res, qs_err *e)
         return rc;
     if ((rc = qs_qat_opts_from_config(&p->cfg, &r->o, e)) < 0)
         return rc;
-    r->o.threads = io->threads;
+    r->o.pool = io->pool;
 
     /* a previous run to continue? (the daemon's requeue, or quant qat --resume) */
     json_t *state = NULL;

@@ -29,6 +29,14 @@ int qs_pipeline_run(const char *type, const qs_pipeline_io *io, json_t **result,
     if (!type)
         return qs_error(e, QS_EINVAL, "job type missing");
     QS_NEED_MODEL(io, e);
+    if (!io->pool) {   /* a pool for this run only */
+        qs_pipeline_io own = *io;
+        if (!(own.pool = qs_threadpool_new(0, 0, e)))
+            return e ? e->code : QS_ENOMEM;
+        int rc = qs_pipeline_run(type, &own, result, e);
+        qs_threadpool_free(own.pool);
+        return rc;
+    }
     const qs_pipeline_type *t = qs_pipeline_find(TYPES, type);
     if (!t)
         return qs_error(e, QS_EINVAL, "unknown job type '%s' (expected eval, ptq, analyze or qat)", type);

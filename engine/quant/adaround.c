@@ -303,10 +303,11 @@ static void store_rows(const ada_layer *L, const float *src, int64_t rows, float
 
 /* Y[n, M] = alpha·cols·Wmᵀ for cols [n, K], group by group (a row of Y per column, so that it
  * lines up with the targets, stored position-major). */
-static void layer_forward(const ada_layer *L, const float *Wm, const float *cols, int64_t n, float *Y, int nthreads)
+static void layer_forward(const ada_layer *L, const float *Wm, const float *cols, int64_t n, float *Y,
+                          qs_threadpool *tp)
 {
     for (int64_t gi = 0; gi < L->group; gi++)
-        qs_sgemm_mt(nthreads, 0, 1, n, L->Mg, L->Kg, L->alpha, cols + gi * L->Kg, L->K, Wm + gi * L->Mg * L->Kg,
+        qs_sgemm_mt(tp, qs_threadpool_size(tp), 0, 1, n, L->Mg, L->Kg, L->alpha, cols + gi * L->Kg, L->K, Wm + gi * L->Mg * L->Kg,
                     L->Kg, 0.f, Y + gi * L->Mg, L->M);
 }
 
@@ -400,8 +401,8 @@ static int run_capture(qs_quantsim *sim, const qs_pl_data *data, const qs_adarou
     qs_runner *r = qs_runner_new(sim->g, cfg->batch, e);
     if (!r)
         return qs_error_prefix(e, "AdaRound: ");
-    if (io && io->threads)
-        qs_runner_set_threads(r, io->threads);
+    if (io)
+        qs_runner_set_pool(r, io->pool);
     if (c->producer >= 0)
         qs_runner_set_observer(r, observe, c);
     c->user_abort = io ? io->abort : NULL;
@@ -500,9 +501,9 @@ static void soft_weights(opt_state *o, qs_grid gr)
 
 /* Σ_columns Σ_m (alpha·(Wm·x̃) − T)² / n over the evaluation columns cols [n, K] with targets T [n, M]. */
 static double recon_mse(const ada_layer *L, const float *Wm, const float *cols, const float *T, int64_t n, float *Y,
-                        int nthreads)
+                        qs_threadpool *tp)
 {
-    layer_forward(L, Wm, cols, n, Y, nthreads);
+    layer_forward(L, Wm, cols, n, Y, tp);
     double acc = 0;
     for (int64_t i = 0; i < L->M * n; i++) {
         double d = (double)Y[i] - T[i];
@@ -516,7 +517,7 @@ typedef struct layer_run {
     const qs_pl_data *data;
     const qs_adaround_config *cfg;
     const qs_pipeline_io *io;
-    int nthreads;
+    qs_threadpool *pool;   /* the pipeline's, for the layer's products */
     const int *saved;      /* bypass flags as the caller left them */
     float **fp32, **done;  /* per quantizer: FP32 and AdaRounded weights of the layers finished */
     uint64_t seed;
@@ -578,7 +579,7 @@ static int adaround_layer(layer_run *lr, ada_layer *L, qs_adaround_layer *rl, in
             int64_t cnt = P - p0 < chunk ? P - p0 : chunk;
             for (int64_t j = 0; j < cnt; j++)
                 gather(L, cx.buf + s * L->per_x, p0 + j, cols + j * K);
-            layer_forward(L, o.w, cols, cnt, T + (s * P + p0) * M, lr->nthreads);
+            layer_forward(L, o.w, cols, cnt, T + (s * P + p0) * M, lr->pool);
         }
     free(cx.buf);
     free(cols);
@@ -645,9 +646,9 @@ static int adaround_layer(layer_run *lr, ada_layer *L, qs_adaround_layer *rl, in
         if (nc < pool)
             draw(&rs, pperm, pool, nc);
         gather_job gj = { L, X, sperm, nc < pool ? pperm : NULL, cols };
-        qs_parallel_for(lr->nthreads, nc, 256, gather_range, &gj);
+        qs_threadpool_for(lr->pool, qs_threadpool_size(lr->pool), nc, 256, gather_range, &gj);
         soft_weights(&o, wq->grid);
-        layer_forward(L, o.wt, cols, nc, Y, lr->nthreads);
+        layer_forward(L, o.wt, cols, nc, Y, lr->pool);
         for (int64_t j = 0; j < nc; j++) {   /* Y − T (the rows are scattered: fetch ahead) */
             int64_t c = nc < pool ? pperm[j] : j;
             if (j + 8 < nc) {
@@ -663,7 +664,7 @@ static int adaround_layer(layer_run *lr, ada_layer *L, qs_adaround_layer *rl, in
         }
         /* dL/dW̃ = 2·alpha/n · (Y − T)ᵀ·cols, group by group */
         for (int64_t gi = 0; gi < L->group; gi++)
-            qs_sgemm_mt(lr->nthreads, 1, 0, L->Mg, L->Kg, nc, 2.f * L->alpha / (float)nc, Y + gi * L->Mg, M,
+            qs_sgemm_mt(lr->pool, qs_threadpool_size(lr->pool), 1, 0, L->Mg, L->Kg, nc, 2.f * L->alpha / (float)nc, Y + gi * L->Mg, M,
                         cols + gi * L->Kg, K, 0.f, o.grad + gi * L->Mg * L->Kg, L->Kg);
         double beta = qs_adaround_beta(cfg, it);
         int reg_on = it >= wend && cfg->reg > 0 && beta > 0;
@@ -698,8 +699,8 @@ static int adaround_layer(layer_run *lr, ada_layer *L, qs_adaround_layer *rl, in
         wa[i] = (q - o.z[i]) * o.s[i];
         wn[i] = (qn - o.z[i]) * o.s[i];
     }
-    rl->mse_nearest = recon_mse(L, wn, ecols, eT, ne, ey, lr->nthreads);
-    rl->mse_adaround = recon_mse(L, wa, ecols, eT, ne, ey, lr->nthreads);
+    rl->mse_nearest = recon_mse(L, wn, ecols, eT, ne, ey, lr->pool);
+    rl->mse_adaround = recon_mse(L, wa, ecols, eT, ne, ey, lr->pool);
     qs_tensor *wt = g->values[wq->value].init;
     float *wd = qs_f32(wt);
     if (!(lr->fp32[L->wq] = malloc(qs_nbytes(wt))) || !(lr->done[L->wq] = malloc(qs_nbytes(wt))))
@@ -796,7 +797,7 @@ int qs_adaround(qs_quantsim *sim, const qs_pl_data *data, const qs_adaround_conf
     for (int i = 0; i < sim->nq; i++)
         saved[i] = qs_quantsim_bypassed(sim, i);
     layer_run lr = { .sim = sim, .data = data, .cfg = cfg, .io = io, .saved = saved, .fp32 = fp32, .done = done,
-                     .nthreads = io && io->threads > 0 ? io->threads : 1 };
+                     .pool = io ? io->pool : NULL };
     for (int i = 0; i < g->nnodes && rc == 0; i++) {
         const qs_node *nd = &g->nodes[i];
         if (!qs_node_is_op(nd, "Conv") && !qs_node_is_op(nd, "Gemm") && !qs_node_is_op(nd, "MatMul"))

@@ -74,7 +74,6 @@
 #include "quant/range.h"
 #include "runner.h"
 
-#define DEFAULT_VAL_SAMPLES 1000
 #define RANK_SAMPLES 1000        /* validation samples used to rank groups in the closed loop */
 #define PROMOTED_BITS 16
 
@@ -167,8 +166,8 @@ static int evaluate(qs_ptq *p, qs_runner *r, int64_t n, const float *ref, int64_
 static qs_runner *new_runner(qs_ptq *p, qs_graph *g, qs_err *e)
 {
     qs_runner *r = qs_runner_new(g, p->cfg.calibration.batch_size, e);
-    if (r && p->io->threads)
-        qs_runner_set_threads(r, p->io->threads);
+    if (r)
+        qs_runner_set_pool(r, p->io->pool);
     return r;
 }
 
@@ -321,32 +320,6 @@ static void ranges_restore(qs_quantsim *sim, const float *buf)
 
 /* --- the analysis pipeline ---------------------------------------------------------------------- */
 
-/* "analysis": {"val_samples": N} is read here and removed from the copy of the config that the
- * PTQ stages parse (qs_qconfig refuses keys it does not know). */
-static int analysis_options(const qs_pipeline_io *io, json_t **cfg_copy, int64_t *val_samples, qs_err *e)
-{
-    *val_samples = DEFAULT_VAL_SAMPLES;
-    *cfg_copy = NULL;
-    json_t *a = io->config && json_is_object(io->config) ? json_object_get(io->config, "analysis") : NULL;
-    if (!a)
-        return 0;
-    if (!json_is_object(a))
-        return qs_error(e, QS_EINVAL, "config.analysis: must be an object, e.g. {\"val_samples\": 1000}");
-    const char *k;
-    json_t *v;
-    json_object_foreach(a, k, v) {
-        if (strcmp(k, "val_samples"))
-            return qs_error(e, QS_EINVAL, "config.analysis.%s: unknown field (expected val_samples)", k);
-        if (!json_is_integer(v) || json_integer_value(v) < 1)
-            return qs_error(e, QS_EINVAL, "config.analysis.val_samples: must be an integer >= 1");
-        *val_samples = json_integer_value(v);
-    }
-    if (!(*cfg_copy = json_copy(io->config)))
-        return qs_error(e, QS_ENOMEM, "out of memory");
-    json_object_del(*cfg_copy, "analysis");
-    return 0;
-}
-
 typedef struct gres {
     double acc_only, acc_allbut, sqnr_only, sqnr_allbut, wsqnr;
     int idx;
@@ -426,10 +399,8 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
     *result = NULL;
     qs_ptq p;
     memset(&p, 0, sizeof p);
-    qs_pipeline_io io2 = *io;
-    json_t *cfg_copy = NULL, *res = NULL, *an = NULL, *layers = NULL, *fp32 = NULL, *ranking = NULL, *worst = NULL;
+    json_t *res = NULL, *an = NULL, *layers = NULL, *fp32 = NULL, *ranking = NULL, *worst = NULL;
     json_t *wr = NULL;
-    int64_t want;
     qs_runner *rl = NULL, *rp = NULL, *rs = NULL;
     float *ref = NULL, *loaded = NULL;
     qgroup *gr = NULL;
@@ -438,11 +409,8 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
     int ng = 0, rc;
     double t0;
 
-    if ((rc = analysis_options(io, &cfg_copy, &want, e)) < 0)
-        return rc;
-    if (cfg_copy)
-        io2.config = cfg_copy;
-    if ((rc = qs_ptq_open(&p, &io2, e)) < 0)
+    /* the config, "analysis": {"val_samples"} included, is the spec table's (engine/spec.c) */
+    if ((rc = qs_ptq_open(&p, io, e)) < 0)
         goto out;
     if (!p.calib.d) {
         rc = qs_error(e, QS_EINVAL, "analyze needs calibration data (--calib X.npy)");
@@ -458,7 +426,7 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
     if ((rc = qs_ptq_prepare(&p, e)) < 0)
         goto out;
     qs_quantsim *sim = p.sim;
-    int64_t n = p.val.rows < want ? p.val.rows : want;
+    int64_t want = p.cfg.analysis.val_samples, n = p.val.rows < want ? p.val.rows : want;
     if ((rc = build_groups(sim, &gr, &ng, e)) < 0)
         goto out;
     st = calloc(ng + 1, sizeof *st);
@@ -695,7 +663,6 @@ out:
     free(on);
     groups_free(gr, ng);
     qs_ptq_close(&p);
-    json_decref(cfg_copy);
     return rc;
 }
 

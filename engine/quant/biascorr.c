@@ -240,8 +240,8 @@ static int run_pass(pass_ctx *c, qs_err *e)
     qs_runner *r = qs_runner_new(c->sim->g, c->cfg->batch, e);
     if (!r)
         return qs_error_prefix(e, "bias correction: ");
-    if (c->io && c->io->threads)
-        qs_runner_set_threads(r, c->io->threads);
+    if (c->io)
+        qs_runner_set_pool(r, c->io->pool);
     qs_runner_set_observer(r, observe, c->st);
     int64_t bs = qs_runner_batch(r);
     int rc = 0;

@@ -25,7 +25,6 @@
 #include "quant/export.h"
 #include "quant/ptq.h"
 #include "quant/range.h"
-#include "ops/kernels.h"   /* qs_parallel_for */
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -143,7 +142,7 @@ typedef struct calib_state {
     int *watch;             /* quantizer → the value it watches in g, -1 for none */
     qs_observer **obs;      /* per quantizer */
     char *rows;             /* per quantizer: keeps logit rows (cross-entropy) */
-    int threads;            /* for an observer's scan of a large batch */
+    qs_threadpool *pool;    /* for an observer's scan of a large batch */
 } calib_state;
 
 static void calib_observe(void *ud, int node, qs_tensor *const *out, int nout)
@@ -156,7 +155,7 @@ static void calib_observe(void *ud, int node, qs_tensor *const *out, int nout)
             if (s->rows[qi])
                 qs_observer_add_rows(s->obs[qi], qs_f32(out[j]), out[j]->shape[0]);
             else
-                qs_observer_add_threads(s->obs[qi], qs_f32(out[j]), qs_numel(out[j]), s->threads);
+                qs_observer_add_threads(s->obs[qi], qs_f32(out[j]), qs_numel(out[j]), s->pool);
         }
     }
 }
@@ -243,14 +242,13 @@ static void calib_shards(void *arg, int64_t begin, int64_t end, int worker)
 
 /* A runner on the calibration graph observing into s, fused except around the values the quantizers
  * watch; keeps logit rows for the cross-entropy quantizers. */
-static qs_runner *calib_runner(ptq *p, calib_state *s, int threads, qs_err *e)
+static qs_runner *calib_runner(ptq *p, calib_state *s, qs_threadpool *pool, qs_err *e)
 {
     qs_quantsim *sim = p->sim;
     qs_runner *r = qs_runner_new((qs_graph *)s->g, p->cfg.calibration.batch_size, e);
     if (!r)
         return NULL;
-    if (threads)
-        qs_runner_set_threads(r, threads);
+    qs_runner_set_pool(r, pool);
     /* fusion hides the values inside a fused chain: keep the ones a quantizer watches */
     for (int i = 0; i < sim->nq; i++)
         if (s->watch[i] >= 0 && qs_runner_keep_value(r, s->watch[i]) < 0) {
@@ -301,7 +299,8 @@ int qs_ptq_calibrate(ptq *p, qs_err *e)
     calib_shard sh[CALIB_SHARDS];
     memset(sh, 0, sizeof sh);
     int rc = 0, nq = sim->nq, nv = sim->g->nvalues, nshards = 1;
-    int threads = p->io->threads > 0 ? p->io->threads : qs_exec_default_threads();
+    qs_threadpool *pool = p->io->pool;
+    int threads = qs_threadpool_size(pool);
     qs_graph *g = NULL;
     int *src = malloc((nv + 1) * sizeof *src);
     s.head = malloc((nv + 1) * sizeof *s.head);
@@ -334,25 +333,25 @@ int qs_ptq_calibrate(ptq *p, qs_err *e)
         if (s.watch[i] >= 0)
             s.head[s.watch[i]] = i;
     }
-    s.threads = threads;
+    s.pool = pool;
     sh[0].s = s;
-    if (!(sh[0].r = calib_runner(p, &sh[0].s, p->io->threads, e))) {
+    if (!(sh[0].r = calib_runner(p, &sh[0].s, pool, e))) {
         rc = e->code ? e->code : QS_ENOMEM;
         goto out;
     }
     int64_t bs = qs_runner_batch(sh[0].r), nbatches = (p->ncalib + bs - 1) / bs;
     if (calib_nshards(nbatches) > 1 && qs_exec_arena_bytes(qs_runner_exec(sh[0].r)) <= CALIB_SHARD_ARENA) {
         nshards = calib_nshards(nbatches);
-        qs_runner_set_threads(sh[0].r, 1);   /* the shards share the threads instead */
-        sh[0].s.threads = 1;
+        qs_runner_set_pool(sh[0].r, NULL);   /* the shards share the pool instead */
+        sh[0].s.pool = NULL;
         for (int k = 1; k < nshards; k++) {
             sh[k].s = s;
-            sh[k].s.threads = 1;
+            sh[k].s.pool = NULL;
             if (!(sh[k].s.obs = new_observers(sim))) {
                 rc = qs_error(e, QS_ENOMEM, "out of memory");
                 goto out;
             }
-            if (!(sh[k].r = calib_runner(p, &sh[k].s, 1, e))) {
+            if (!(sh[k].r = calib_runner(p, &sh[k].s, NULL, e))) {
                 rc = e->code ? e->code : QS_ENOMEM;
                 goto out;
             }
@@ -366,7 +365,7 @@ int qs_ptq_calibrate(ptq *p, qs_err *e)
     calib_run cr = { .p = p, .sh = sh, .t0 = qs_now() };
     atomic_init(&cr.done, 0);
     pthread_mutex_init(&cr.mu, NULL);
-    qs_parallel_for(nshards > 1 ? (threads < nshards ? threads : nshards) : 1, nshards, 1, calib_shards, &cr);
+    qs_threadpool_for(pool, nshards > 1 ? threads : 1, nshards, 1, calib_shards, &cr);
     pthread_mutex_destroy(&cr.mu);
     for (int k = 0; k < nshards && rc == 0; k++)
         if (sh[k].rc < 0) {
@@ -406,7 +405,7 @@ int qs_ptq_calibrate(ptq *p, qs_err *e)
     /* each quantizer's search is independent and deterministic: spread them over the threads */
     if (job.nthreads > nq)
         job.nthreads = nq > 0 ? nq : 1;
-    qs_parallel_for(job.nthreads, job.nthreads, 1, qparams_range, &job);
+    qs_threadpool_for(pool, job.nthreads, job.nthreads, 1, qparams_range, &job);
     for (int i = 0; i < nq && rc == 0; i++) {
         if (!s.obs[i])
             continue;
@@ -520,10 +519,8 @@ static int layer_sqnr(ptq *p, json_t *report_layers, qs_err *e)
         rc = e->code;
         goto out;
     }
-    if (p->io->threads) {
-        qs_runner_set_threads(rf, p->io->threads);
-        qs_runner_set_threads(rq, p->io->threads);
-    }
+    qs_runner_set_pool(rf, p->io->pool);
+    qs_runner_set_pool(rq, p->io->pool);
     struct sqnr_ctx cf = { &s, p->prepared, s.fp_map, 1 }, cq = { &s, sim->g, s.q_map, 0 };
     qs_runner_set_observer(rf, sqnr_observe, &cf);
     qs_runner_set_observer(rq, sqnr_observe, &cq);

@@ -18,7 +18,7 @@
 #include <jansson.h>
 
 #include "pipeline_util.h"
-#include "qconfig.h"
+#include "spec_json.h"
 #include "quant/bnfold.h"
 #include "quant/quantsim.h"
 

@@ -379,7 +379,7 @@ qs_qat *qs_qat_new(qs_quantsim *sim, const qs_qat_opts *o, const qs_pl_data *tra
         qs_exec_set_trainable(t->x, v, 0);
     for (int i = 0; i < t->np; i++)
         qs_exec_set_trainable(t->x, t->p[i].value, 1);
-    qs_exec_set_threads(t->x, o->threads > 0 ? o->threads : 1);
+    qs_exec_set_pool(t->x, o->pool);
     if (qs_exec_plan(t->x, t->batch, e) < 0) {
         qs_error_prefix(e, "planning training at batch %lld: ", (long long)t->batch);
         goto fail;

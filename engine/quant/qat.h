@@ -28,7 +28,7 @@
 
 #include "pipeline.h"
 #include "pipeline_util.h"
-#include "qconfig.h"
+#include "spec_json.h"
 #include "quant/quantsim.h"
 
 /* --- optimisers ------------------------------------------------------------------------------ */
@@ -92,7 +92,7 @@ typedef struct qs_qat_opts {
     int flip;                    /* random horizontal flips of 4-D (NCHW) float inputs */
     double bn_momentum;          /* BN kept in the graph: running = (1−m)·running + m·batch (0.1) */
     uint64_t seed;
-    int threads;
+    qs_threadpool *pool;         /* the kernels' threads (borrowed; NULL: the calling thread) */
 } qs_qat_opts;
 
 /* Defaults, then config.qat's fields (optimizer, schedule, …). */

@@ -675,7 +675,7 @@ static void sample_chunks(void *arg, int64_t begin, int64_t end, int worker)
     pthread_mutex_unlock(&r->mu);
 }
 
-static void add_sampled(qs_observer *o, const float *x, int64_t n, int nthreads)
+static void add_sampled(qs_observer *o, const float *x, int64_t n, qs_threadpool *tp)
 {
     int32_t blo, bhi;
     tail_bins(o, &blo, &bhi);
@@ -687,7 +687,7 @@ static void add_sampled(qs_observer *o, const float *x, int64_t n, int nthreads)
         .seed = next_random(&o->sample_rng), .min = INFINITY, .max = -INFINITY,
     };
     pthread_mutex_init(&r.mu, NULL);
-    qs_parallel_for(nthreads, r.nchunks, OBS_PAR_CHUNKS, sample_chunks, &r);
+    qs_threadpool_for(tp, qs_threadpool_size(tp), r.nchunks, OBS_PAR_CHUNKS, sample_chunks, &r);
     pthread_mutex_destroy(&r.mu);
     if (r.count) {
         add_stats(o, r.min, r.max, r.count, r.zeros);
@@ -713,18 +713,18 @@ static void add_sampled(qs_observer *o, const float *x, int64_t n, int nthreads)
  * tensor's layout), counted OBS_STRIDE times. Every bin's expected count (and the zeros') is then
  * what binning every value gives, and the tails, where the MSE search's clipping costs come from,
  * are exact. A chunk holding NaN/Inf is binned whole (they are counted and skipped). The result
- * does not depend on nthreads (see add_sampled). */
-void qs_observer_add_threads(qs_observer *o, const float *x, int64_t n, int nthreads)
+ * does not depend on the pool (see add_sampled). */
+void qs_observer_add_threads(qs_observer *o, const float *x, int64_t n, qs_threadpool *tp)
 {
     if (o->binned < OBS_EXACT || n < 4 * OBS_BINS || !o->have_bins || !(1.0 / o->w < FLT_MAX / 4)) {
         add_exact(o, x, n);
         return;
     }
     for (int64_t at = 0; at < n; at += OBS_ROUND * OBS_CHUNK)
-        add_sampled(o, x + at, n - at < OBS_ROUND * OBS_CHUNK ? n - at : OBS_ROUND * OBS_CHUNK, nthreads);
+        add_sampled(o, x + at, n - at < OBS_ROUND * OBS_CHUNK ? n - at : OBS_ROUND * OBS_CHUNK, tp);
 }
 
-void qs_observer_add(qs_observer *o, const float *x, int64_t n) { qs_observer_add_threads(o, x, n, 1); }
+void qs_observer_add(qs_observer *o, const float *x, int64_t n) { qs_observer_add_threads(o, x, n, NULL); }
 
 void qs_observer_keep_rows(qs_observer *o, int64_t classes, int64_t max_rows)
 {

@@ -22,6 +22,7 @@
 
 #include "quant/quantizer.h"
 #include "tensor.h"
+#include "threadpool.h"
 
 typedef enum qs_range_method {
     QS_RANGE_MINMAX, QS_RANGE_MSE, QS_RANGE_PERCENTILE, QS_RANGE_CE, QS_RANGE_BN,
@@ -38,9 +39,9 @@ typedef struct qs_observer qs_observer;
 qs_observer *qs_observer_new(void);
 void qs_observer_free(qs_observer *o);
 void qs_observer_add(qs_observer *o, const float *x, int64_t n);
-/* The same, a large batch's scan spread over up to nthreads threads; the result is the same for
- * every nthreads. */
-void qs_observer_add_threads(qs_observer *o, const float *x, int64_t n, int nthreads);
+/* The same, a large batch's scan spread over the pool's threads; the result is the same for every
+ * pool (NULL: the calling thread). */
+void qs_observer_add_threads(qs_observer *o, const float *x, int64_t n, qs_threadpool *tp);
 /* For QS_RANGE_CE: also keep up to max_rows rows of `classes` logits (a reservoir sample).
  * qs_observer_add_rows observes the rows' values like qs_observer_add (call one or the other)
  * and offers each finite row to the reservoir. */

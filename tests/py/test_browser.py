@@ -264,8 +264,11 @@ def test_dashboard_end_to_end(browser, make_quantd, tmp_path, labels_npy):
     # --- new job: PTQ from the form, standard preset, 64 calibration samples, no AdaRound ---
     page.go("/new")
     assert page.js("return document.getElementById('type-ptq').checked")
-    assert page.js("return document.getElementById('cfg-adaround-enabled').checked") is False
+    # the server's defaults (GET /v1/presets): the standard preset runs AdaRound
+    page.wait_js("return document.getElementById('cfg-adaround-enabled').checked === true", what="the presets")
     assert page.js("return document.getElementById('cfg-calibration-samples').value") == "1024"   # preset
+    # unticked (as a user's click does: input and change events), it is sent as an explicit false
+    page.js("const c = document.getElementById('cfg-adaround-enabled'); c.scrollIntoView({block: 'center'}); c.click()")
     assert page.js("return document.getElementById('job-model').value") == mid   # the only model
     page.select("#job-calibration", sets["calib.npy"]["id"])
     page.select("#job-val-data", sets["calib.npy"]["id"])
@@ -277,7 +280,7 @@ def test_dashboard_end_to_end(browser, make_quantd, tmp_path, labels_npy):
     assert spec_preview == {
         "type": "ptq", "model": mid, "calibration": sets["calib.npy"]["id"],
         "validation": {"data": sets["calib.npy"]["id"], "labels": sets["labels"]["id"]},
-        "config": {"preset": "standard", "calibration": {"samples": 64}}}, spec_preview
+        "config": {"preset": "standard", "adaround": {"enabled": False}, "calibration": {"samples": 64}}}, spec_preview
     page.shoot("new-job")
     page.js("window.__marker = 'no reload since submit'")
     page.q("#submit-job").click()

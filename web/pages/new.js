@@ -1,28 +1,23 @@
 // New job: a form for the job spec (../shared/DESIGN.md "Job spec") of ptq, qat, analyze and
-// eval, with the preset's values filled in. The spec sent holds the preset plus only the fields
-// the user changed from it, so the job's record says what was chosen rather than repeating
-// defaults. The server validates the spec (with the engine's own parser); a refused field is
-// shown with the server's message and focused.
+// eval, with the preset's values filled in (the server's, GET /v1/presets). The spec sent holds
+// the preset plus only the fields the user changed from it (unticking a box that is on by default
+// sends an explicit false). The server validates the spec (with the engine's spec table) and
+// records it normalised; a refused field is shown with the server's message and focused.
 
 import * as api from '../api.js';
 import { h, clear, errorBox, announce, fmtBytes } from '../util.js';
 
-// The engine's presets (engine/qconfig.c, qs_qconfig_default): what an untouched field means.
-const PRESETS = {
-  standard: {
-    'weights.bits': 8, 'weights.symmetric': true, 'weights.per_channel': true, 'weights.range': 'mse',
-    'activations.bits': 8, 'activations.symmetric': false, 'activations.range': 'mse',
-    bn_fold: true, cle: true, bias_absorption: true, bias_correction: 'empirical',
-    'adaround.enabled': false, 'adaround.iterations': 10000, 'adaround.reg': 0.01, 'adaround.batch_size': 32,
-    'calibration.samples': 1024, 'calibration.batch_size': 32,
-    'qat.epochs': 3, 'qat.batch_size': 64, 'qat.optimizer': 'adam', 'qat.lr': 1e-5,
-    'qat.learn_ranges': true, 'qat.bn_reestimate': true,
-  },
-};
-PRESETS.basic = {
-  ...PRESETS.standard,
-  'weights.range': 'minmax', 'activations.range': 'minmax', cle: false, bias_absorption: false, bias_correction: 'none',
-};
+// The presets come from the server (GET /v1/presets, the engine's spec table in engine/spec.c):
+// what an untouched field means. Flattened to 'weights.bits' → 8.
+let PRESETS = {};
+
+function flatten(obj, prefix = '', out = {}) {
+  for (const [k, v] of Object.entries(obj)) {
+    if (v && typeof v === 'object' && !Array.isArray(v)) flatten(v, `${prefix}${k}.`, out);
+    else out[`${prefix}${k}`] = v;
+  }
+  return out;
+}
 
 const TYPES = [
   ['ptq', 'PTQ', 'post-training quantization: the standard pipeline of the white paper (Fig. 8)'],
@@ -95,11 +90,12 @@ export async function render(main, { query }) {
   let models = [];
   let datasets = [];
   try {
-    const [m, d] = await Promise.all([api.get('/v1/models'), api.get('/v1/datasets')]);
+    const [m, d, p] = await Promise.all([api.get('/v1/models'), api.get('/v1/datasets'), api.get('/v1/presets')]);
     models = m.models || [];
     datasets = d.datasets || [];
+    PRESETS = Object.fromEntries(Object.entries(p.presets || {}).map(([name, cfg]) => [name, flatten(cfg)]));
   } catch (err) {
-    clear(main, h('h1', {}, 'New job'), errorBox(err, 'Loading models and data sets'));
+    clear(main, h('h1', {}, 'New job'), errorBox(err, 'Loading models, data sets and presets'));
     return null;
   }
   const initialType = TYPES.some(([t]) => t === query.get('type')) ? query.get('type') : 'ptq';
