@@ -1,5 +1,5 @@
-/* Internals shared by the API's files (server.c, routes*.c, events.c, spec.c); not a public
- * header. A request's life:
+/* Internals shared by the API's files (server.c, reply.c, deadline.c, hub.c, routes*.c, events.c,
+ * spec.c); not a public header. A request's life:
  *
  *   1st callback (headers)   server.c allocates the qd_req, matches the route (404/405), checks
  *                            the token (401) and Content-Length against the route's limit (413)
@@ -23,7 +23,7 @@
 
 #include "api/errors.h"
 #include "api/server.h"
-#include "jobs/sha256.h"
+#include "common/sha256.h"
 #include "spec_json.h"
 
 typedef struct qd_req qd_req;
@@ -101,25 +101,27 @@ struct qd_req {
 };
 
 struct qd_server {
-    const qd_config *cfg;
+    qd_server_options opt;           /* qd_server_new's copy */
     qd_store *st;
     qd_sched *sched;
     struct MHD_Daemon *mhd;
     int listen_fd;                   /* bound by qd_server_bind, until libmicrohttpd takes it */
     double started;
 
-    /* open connections, for the header and body deadlines (server.c) */
+    /* open connections, for the header and body deadlines (deadline.c) */
     pthread_mutex_t conn_mu;
     pthread_cond_t conn_cv;
     struct qd_conn *conns;
     int reaper_stop, reaper_started;
     pthread_t reaper;
+    char reaper_reply[1024];         /* the 408 it writes */
+    size_t reaper_reply_len;
 
     pthread_rwlock_t tok_lock;
     char **tokens;                   /* NULL when auth is off */
     int ntokens;
 
-    /* event-stream hub (events.c) */
+    /* event-stream hub (hub.c) */
     pthread_mutex_t hub_mu;
     pthread_cond_t hub_cv;
     qd_req *waiters;                 /* suspended SSE requests */
@@ -148,7 +150,7 @@ extern const double qd_lat_bounds[QD_NLAT];         /* seconds; the last is +Inf
 #define QD_NSTATUS 24
 extern const unsigned qd_status_list[QD_NSTATUS];   /* the last slot counts any other status */
 
-/* --- replies (server.c) --- */
+/* --- replies (reply.c) --- */
 /* Queues resp with status (consumes resp). */
 int qd_reply(qd_req *r, unsigned status, struct MHD_Response *resp);
 /* Queues the JSON value (stolen) with status; extra headers as name/value pairs, NULL-terminated. */
@@ -166,6 +168,27 @@ int qd_utf8_valid(const char *s);
 /* A query-string argument or request header (NULL when absent). */
 const char *qd_arg(qd_req *r, const char *name);
 const char *qd_header(qd_req *r, const char *name);
+/* A whole HTTP reply carrying an error body, for the places that write to a connection's socket
+ * themselves (a 413 mid-body, the reaper's 408); 0 when it cannot be built. */
+size_t qd_raw_error_reply(char *out, size_t n, qd_errcode code, const char *msg);
+/* A 413 in the middle of a body: written to the socket at once; returns QD_H_CLOSE (the caller
+ * returns MHD_NO and libmicrohttpd closes the connection). */
+int qd_refuse_mid_body(qd_req *r);
+
+/* --- connection deadlines (deadline.c) --- */
+enum { QD_CONN_HEADERS, QD_CONN_BODY, QD_CONN_BUSY, QD_CONN_KILLED };
+/* c may be NULL (no record: no deadline). QD_CONN_HEADERS starts header_timeout again (a kept-alive
+ * connection waiting for its next request), QD_CONN_BODY the body's clock, QD_CONN_BUSY ends both. */
+void qd_conn_set_phase(qd_server *srv, qd_conn *c, int phase);
+void qd_conn_add_body(qd_conn *c, size_t n);   /* body bytes received (the body deadline grows) */
+/* MHD_OPTION_NOTIFY_CONNECTION: a connection's record, from its opening to its close. */
+void qd_on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                      enum MHD_ConnectionNotificationCode code);
+/* The reaper thread, which closes connections past their deadline (with reply, len bytes, unless
+ * the connection was idle). */
+int qd_reaper_start(qd_server *srv, const char *reply, size_t len);
+void qd_reaper_stop(qd_server *srv);
+double qd_mono_now(void);   /* monotonic seconds */
 
 /* --- handlers --- */
 int qd_h_health(qd_req *r);
@@ -193,10 +216,12 @@ int qd_h_static(qd_req *r);   /* the web dashboard's files (static.c) */
  * 503 and resumes every connection they suspended. */
 void qd_uploads_stop(qd_server *srv);
 
-/* --- event streams (events.c) --- */
+/* --- event streams (hub.c; the streams themselves: events.c) --- */
 int qd_hub_start(qd_server *srv);
 void qd_hub_close(qd_server *srv);     /* ends every stream (shutdown) */
 void qd_hub_forget(qd_server *srv, qd_req *r);   /* completion of a stream */
+/* hub_mu held: puts r on the waiter list and suspends its connection until a wake-up. */
+void qd_hub_park(qd_server *srv, qd_req *r);
 
 /* --- job spec (spec.c) --- */
 /* Parses a POST /v1/jobs body with the engine's spec table into s; on error replies 400

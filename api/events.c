@@ -3,18 +3,16 @@
  *
  * A stream is an MHD response whose reader callback formats the events after the last id sent.
  * When there is nothing new it does not wait (that would block an HTTP thread): it puts the
- * request on the hub's waiter list and suspends the connection. qd_server_notify (called once
- * new events of a job are committed) resumes that job's waiters, the keep-alive thread resumes
- * everyone every sse_keepalive seconds for a comment line (so gone clients are noticed), and
- * shutdown resumes all to end them. Checking for events and suspending happen under the hub lock,
- * and notify takes the same lock after the commit, so a wake-up cannot slip in between.
+ * request on the hub's waiter list and suspends the connection (hub.c, which wakes it up again).
+ * Checking for events and suspending happen under the hub lock, and qd_server_notify takes the
+ * same lock after the commit, so a wake-up cannot slip in between.
  *
  * Replay: ids are the per-job event seq; `Last-Event-ID` (or ?after=N) resumes after it, the
  * default replays from the start. The stream ends after the job's terminal `state` event; a
  * request for an ended job with nothing left to send gets 204, which also tells a browser's
  * EventSource not to reconnect. */
 #include "api/api.h"
-#include "daemon/log.h"
+#include "common/log.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -115,10 +113,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
                 s->keepalive = 0;
                 append(s, ": keep-alive\n\n", 14);
             } else {
-                s->waiting = 1;
-                s->next_waiter = srv->waiters;
-                srv->waiters = r;
-                MHD_suspend_connection(r->conn);
+                qd_hub_park(srv, r);
                 pthread_mutex_unlock(&srv->hub_mu);
                 return 0;
             }
@@ -178,75 +173,4 @@ int qd_h_job_events(qd_req *r)
     pthread_mutex_unlock(&srv->hub_mu);
     r->sse.counted = 1;
     return qd_reply(r, 200, resp);
-}
-
-/* Resumes waiters matching job (NULL: all); hub lock held. keepalive: ask them for a comment. */
-static void wake(qd_server *srv, const char *job, int keepalive)
-{
-    qd_req **pp = &srv->waiters;
-    while (*pp) {
-        qd_req *r = *pp;
-        if (!job || !strcmp(r->args[0], job)) {
-            *pp = r->sse.next_waiter;
-            r->sse.next_waiter = NULL;
-            r->sse.waiting = 0;
-            r->sse.keepalive = keepalive;
-            MHD_resume_connection(r->conn);
-        } else {
-            pp = &r->sse.next_waiter;
-        }
-    }
-}
-
-void qd_server_notify(void *p, const char *job)
-{
-    qd_server *srv = p;
-    pthread_mutex_lock(&srv->hub_mu);
-    wake(srv, job, 0);
-    pthread_mutex_unlock(&srv->hub_mu);
-}
-
-static void *keepalive_main(void *arg)
-{
-    qd_server *srv = arg;
-    pthread_mutex_lock(&srv->hub_mu);
-    while (!srv->hub_closing) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += srv->cfg->sse_keepalive;
-        if (pthread_cond_timedwait(&srv->hub_cv, &srv->hub_mu, &until) == ETIMEDOUT && !srv->hub_closing)
-            wake(srv, NULL, 1);
-    }
-    pthread_mutex_unlock(&srv->hub_mu);
-    return NULL;
-}
-
-int qd_hub_start(qd_server *srv)
-{
-    if (pthread_create(&srv->hub_thread, NULL, keepalive_main, srv) != 0)
-        return -1;
-    srv->hub_thread_started = 1;
-    return 0;
-}
-
-void qd_hub_close(qd_server *srv)
-{
-    pthread_mutex_lock(&srv->hub_mu);
-    srv->hub_closing = 1;
-    wake(srv, NULL, 0);
-    pthread_cond_broadcast(&srv->hub_cv);
-    pthread_mutex_unlock(&srv->hub_mu);
-}
-
-void qd_hub_forget(qd_server *srv, qd_req *r)
-{
-    pthread_mutex_lock(&srv->hub_mu);
-    for (qd_req **pp = &srv->waiters; *pp; pp = &(*pp)->sse.next_waiter)
-        if (*pp == r) {
-            *pp = r->sse.next_waiter;
-            break;
-        }
-    if (r->sse.counted)
-        srv->nstreams--;
-    pthread_mutex_unlock(&srv->hub_mu);
 }

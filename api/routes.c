@@ -2,7 +2,7 @@
  * Adding a route: one line here, its handler in a routes_*.c file, its entry in api/openapi.json. */
 #include "config.h"
 #include "api/api.h"
-#include "daemon/log.h"
+#include "common/log.h"
 
 #include <pthread.h>
 #include <stdio.h>

@@ -1,7 +1,7 @@
 /* Jobs: submit (validated spec → scheduler), list, get, cancel; and artifact downloads, served
  * from the file descriptor (sendfile) with Content-Length, ETag = sha256 and single Ranges. */
 #include "api/api.h"
-#include "daemon/log.h"
+#include "common/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,7 +25,7 @@ int qd_h_job_submit(qd_req *r)
      * so what runs is what was accepted, whatever the defaults become */
     qs_job_spec js;
     int ok;
-    int h = qd_spec_check(r, spec, r->srv->cfg->debug_jobs, &js, &ok);
+    int h = qd_spec_check(r, spec, r->srv->opt.debug_jobs, &js, &ok);
     json_decref(spec);
     if (!ok)
         return h;
@@ -47,7 +47,7 @@ int qd_h_job_submit(qd_req *r)
         break;
     case QD_SCHED_FULL:
         r->retry_after = 30;
-        h = qd_reply_error(r, QD_E_QUEUE_FULL, NULL, "the queue holds %d jobs, its limit", r->srv->cfg->max_queue);
+        h = qd_reply_error(r, QD_E_QUEUE_FULL, NULL, "the queue holds %d jobs, its limit", r->srv->opt.max_queue);
         break;
     case QD_SCHED_STOPPING:
         h = qd_reply_error(r, QD_E_SHUTTING_DOWN, NULL, "the server is stopping and takes no new jobs");

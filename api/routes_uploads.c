@@ -11,14 +11,12 @@
  * fields), fsyncs the file and resumes the connection; libmicrohttpd then calls the handler
  * again, which replies. So slow or hostile uploads never hold up /v1/health or anyone else. */
 #include "api/api.h"
-#include "daemon/log.h"
-#include "data.h"
-#include "exec.h"
-#include "onnx.h"
+#include "common/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <quant/quant.h>
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <stdio.h>
@@ -199,19 +197,21 @@ static int publish(qd_req *r, const char *dest)
 
 static json_t *value_info(const qs_graph *g, int v)
 {
-    const qs_value *val = &g->values[v];
+    int ndim = qs_graph_value_ndim(g, v);
+    const char *name = qs_graph_value_name(g, v);
+    qs_dtype dtype = qs_graph_value_dtype(g, v);
     json_t *shape = json_array();
-    for (int d = 0; d < val->ndim; d++) {
-        if (val->shape[d] >= 0)
-            json_array_append_new(shape, json_integer(val->shape[d]));
-        else if (val->dim_param[d])
-            json_array_append_new(shape, json_string(val->dim_param[d]));
+    for (int d = 0; d < ndim; d++) {
+        if (qs_graph_value_dim(g, v, d) >= 0)
+            json_array_append_new(shape, json_integer(qs_graph_value_dim(g, v, d)));
+        else if (qs_graph_value_dim_param(g, v, d))
+            json_array_append_new(shape, json_string(qs_graph_value_dim_param(g, v, d)));
         else
             json_array_append_new(shape, json_null());
     }
-    return json_pack("{s:s, s:o, s:s}", "name", val->name ? val->name : "", "shape",
-                     val->ndim >= 0 ? shape : (json_decref(shape), json_null()), "dtype",
-                     val->dtype ? qs_dtype_name(val->dtype) : "unknown");
+    return json_pack("{s:s, s:o, s:s}", "name", name ? name : "", "shape",
+                     ndim >= 0 ? shape : (json_decref(shape), json_null()), "dtype",
+                     dtype ? qs_dtype_name(dtype) : "unknown");
 }
 
 /* Finishes the upload: record → store → 201. */
@@ -271,22 +271,22 @@ static void validate_model(qd_req *r)
     }
     json_t *info = json_object();
     json_object_set_new(info, "opset", json_integer(qs_graph_opset(g, "")));
-    json_object_set_new(info, "ir_version", json_integer(g->ir_version));
-    if (g->producer_name)
-        json_object_set_new(info, "producer", json_string(g->producer_name));
+    json_object_set_new(info, "ir_version", json_integer(qs_graph_ir_version(g)));
+    if (qs_graph_producer_name(g))
+        json_object_set_new(info, "producer", json_string(qs_graph_producer_name(g)));
     json_t *ins = json_array(), *outs = json_array(), *ops = json_object();
-    for (int i = 0; i < g->ninputs; i++)
-        json_array_append_new(ins, value_info(g, g->inputs[i]));
-    for (int i = 0; i < g->noutputs; i++)
-        json_array_append_new(outs, value_info(g, g->outputs[i]));
-    for (int i = 0; i < g->nnodes; i++) {
-        const char *op = g->nodes[i].op;
+    for (int i = 0; i < qs_graph_input_count(g); i++)
+        json_array_append_new(ins, value_info(g, qs_graph_input(g, i)));
+    for (int i = 0; i < qs_graph_output_count(g); i++)
+        json_array_append_new(outs, value_info(g, qs_graph_output(g, i)));
+    for (int i = 0; i < qs_graph_node_count(g); i++) {
+        const char *op = qs_graph_node_op(g, i);
         json_object_set_new(ops, op, json_integer(json_integer_value(json_object_get(ops, op)) + 1));
     }
     json_object_set_new(info, "inputs", ins);
     json_object_set_new(info, "outputs", outs);
     json_object_set_new(info, "ops", ops);
-    json_object_set_new(info, "nodes", json_integer(g->nnodes));
+    json_object_set_new(info, "nodes", json_integer(qs_graph_node_count(g)));
     qs_graph_free(g);
     r->v.info = info;
 }

@@ -1,4 +1,5 @@
-/* The HTTP server: request life cycle, routing, auth, limits, replies; see api.h and server.h.
+/* The HTTP server: request life cycle, routing, auth, limits; see api.h and server.h. Replies are
+ * made in reply.c, connection deadlines kept in deadline.c, event streams woken by hub.c.
  *
  * libmicrohttpd runs a pool of polling threads (epoll); handlers run on them, so a handler must
  * not block for long: the store's statements are short, uploads are written as they arrive, and
@@ -6,7 +7,7 @@
  * Routing is one table (routes.c) matched segment by segment. */
 #include "config.h"
 #include "api/api.h"
-#include "daemon/log.h"
+#include "common/log.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -22,326 +23,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-const unsigned qd_status_list[QD_NSTATUS] = {
-    200, 201, 202, 204, 206, 304, 400, 401, 403, 404, 405, 408, 409, 411, 413, 415, 416, 422, 429,
-    500, 501, 503, 507, 0 /* any other */
-};
-
-const double qd_lat_bounds[QD_NLAT] = { 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1,
-                                         INFINITY };
-
-static int status_index(unsigned status)
-{
-    for (int i = 0; i < QD_NSTATUS - 1; i++)
-        if (qd_status_list[i] == status)
-            return i;
-    return QD_NSTATUS - 1;
-}
-
-static void conn_set_phase(qd_server *srv, qd_conn *c, int phase);
-enum { CONN_HEADERS, CONN_BODY, CONN_BUSY, CONN_KILLED };
-
-/* ---- replies ------------------------------------------------------------------------------- */
-
-qd_errcode qd_io_error(int err)
-{
-    return err == ENOSPC || err == EDQUOT ? QD_E_STORAGE_FULL : QD_E_INTERNAL;
-}
-
-/* A refused upload is gone before the client hears why. */
-static void drop_upload(qd_req *r)
-{
-    if (!r->tmp[0])
-        return;
-    if (r->fd >= 0)
-        close(r->fd);
-    r->fd = -1;
-    unlink(r->tmp);
-    r->tmp[0] = 0;
-}
-
-int qd_reply(qd_req *r, unsigned status, struct MHD_Response *resp)
-{
-    if (!resp)
-        return QD_H_CLOSE;
-    r->replied = 1;
-    r->status = status;
-    conn_set_phase(r->srv, r->cn, CONN_BUSY);   /* the deadlines end where the reply begins */
-    if (status >= 300)
-        drop_upload(r);
-    int route = r->route >= 0 ? r->route : qd_nroutes;
-    atomic_fetch_add(&r->srv->http_count[route * QD_NSTATUS + status_index(status)], 1);
-    enum MHD_Result ok = MHD_queue_response(r->conn, status, resp);
-    MHD_destroy_response(resp);
-    return ok == MHD_YES ? QD_H_OK : QD_H_CLOSE;
-}
-
-static struct MHD_Response *json_response(json_t *body)
-{
-    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(10)) : NULL;
-    json_decref(body);
-    if (!text)
-        return NULL;
-    struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-    if (!resp) {
-        free(text);
-        return NULL;
-    }
-    MHD_add_response_header(resp, "Content-Type", "application/json");
-    MHD_add_response_header(resp, "Cache-Control", "no-store");
-    return resp;
-}
-
-/* When a reply's JSON cannot be built (out of memory, a string jansson refuses), the client still
- * hears something: a fixed 500 error of the usual shape. */
-static int reply_fallback(qd_req *r)
-{
-    static const char body[] = "{\"error\":{\"code\":\"internal\",\"message\":\"the server could not encode "
-                               "its reply\",\"hint\":\"the server failed; its log has the details\"}}";
-    QD_LOG_ERROR("%s %s: the reply could not be encoded as JSON", r->method, r->url);
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(sizeof body - 1, (void *)body, MHD_RESPMEM_PERSISTENT);
-    if (!resp)
-        return QD_H_CLOSE;
-    MHD_add_response_header(resp, "Content-Type", "application/json");
-    MHD_add_response_header(resp, "Cache-Control", "no-store");
-    return qd_reply(r, 500, resp);
-}
-
-int qd_reply_json(qd_req *r, unsigned status, json_t *body, ...)
-{
-    struct MHD_Response *resp = json_response(body);
-    if (!resp)
-        return reply_fallback(r);
-    va_list ap;
-    va_start(ap, body);
-    const char *name;
-    while ((name = va_arg(ap, const char *))) {
-        const char *value = va_arg(ap, const char *);
-        MHD_add_response_header(resp, name, value);
-    }
-    va_end(ap);
-    return qd_reply(r, status, resp);
-}
-
-/* The error body {"error": {code, message, field?, hint}}; NULL when it cannot be built. */
-static json_t *error_body(qd_errcode code, const char *field, const char *raw)
-{
-    char msg[4096], fld[512];
-    /* messages quote what the client sent (a URL, a key, a file's header): any bytes at all */
-    qd_utf8_clean(msg, sizeof msg, raw);
-    const qd_error_def *d = &qd_errors[code];
-    json_t *err = json_pack("{s:s, s:s, s:s}", "code", d->code, "message", msg, "hint", d->hint);
-    if (err && field) {
-        qd_utf8_clean(fld, sizeof fld, field);
-        json_object_set_new(err, "field", json_string(fld));
-    }
-    return err ? json_pack("{s:o}", "error", err) : NULL;
-}
-
-int qd_reply_error(qd_req *r, qd_errcode code, const char *field, const char *fmt, ...)
-{
-    char msg[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    const qd_error_def *d = &qd_errors[code];
-    struct MHD_Response *resp = json_response(error_body(code, field, msg));
-    if (!resp)
-        return reply_fallback(r);
-    char num[16];
-    switch (code) {
-    case QD_E_UNAUTHORIZED:
-        MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"quantd\"");
-        break;
-    case QD_E_METHOD_NOT_ALLOWED:
-        MHD_add_response_header(resp, "Allow", r->allow);
-        break;
-    case QD_E_QUEUE_FULL:
-    case QD_E_SHUTTING_DOWN:
-        snprintf(num, sizeof num, "%d", r->retry_after > 0 ? r->retry_after : 5);
-        MHD_add_response_header(resp, "Retry-After", num);
-        break;
-    default:
-        break;
-    }
-    if (d->status >= 500)
-        QD_LOG_ERROR("%s %s: %s", r->method, r->url, msg);
-    return qd_reply(r, d->status, resp);
-}
-
-/* A whole HTTP reply carrying an error body, for the two places that write to a connection's socket
- * themselves (below, and the reaper); len 0 when it cannot be built. */
-static size_t raw_error_reply(char *out, size_t n, qd_errcode code, const char *msg)
-{
-    json_t *body = error_body(code, NULL, msg);
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    unsigned status = qd_errors[code].status;
-    int len = text ? snprintf(out, n, "HTTP/1.1 %u %s\r\nConnection: close\r\nContent-Type: application/json\r\n"
-                                      "Content-Length: %zu\r\n\r\n%s",
-                              status, MHD_get_reason_phrase_for(status), strlen(text), text)
-                     : -1;
-    free(text);
-    return len > 0 && (size_t)len < n ? (size_t)len : 0;
-}
-
-/* A 413 in the middle of a body. libmicrohttpd 0.9.75 queues a reply only before the body or after
- * all of it, so the reply is written to the socket here (nothing else is being written while the
- * body is read) and the caller returns MHD_NO: libmicrohttpd closes the connection and reads no
- * more. */
-static int refuse_mid_body(qd_req *r)
-{
-    char msg[256], reply[1024];
-    snprintf(msg, sizeof msg, "the body exceeds the limit of %lld bytes here", (long long)r->limit);
-    size_t len = raw_error_reply(reply, sizeof reply, QD_E_TOO_LARGE, msg);
-    drop_upload(r);
-    const union MHD_ConnectionInfo *fd = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (len && fd && send(fd->connect_fd, reply, len, MSG_NOSIGNAL | MSG_DONTWAIT) > 0)
-        shutdown(fd->connect_fd, SHUT_WR);   /* the reply, then the end: before any reset */
-    conn_set_phase(r->srv, r->cn, CONN_BUSY);
-    r->replied = 1;
-    r->status = 413;
-    int route = r->route >= 0 ? r->route : qd_nroutes;
-    atomic_fetch_add(&r->srv->http_count[route * QD_NSTATUS + status_index(413)], 1);
-    return QD_H_CLOSE;
-}
-
-const char *qd_arg(qd_req *r, const char *name)
-{
-    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
-}
-
-const char *qd_header(qd_req *r, const char *name)
-{
-    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
-}
-
-/* ---- deadlines ------------------------------------------------------------------------------
- *
- * libmicrohttpd's connection timeout is an idle timeout: a client sending one byte every few
- * seconds keeps its connection, and enough such clients take every slot. So each connection has
- * a record here (MHD_OPTION_NOTIFY_CONNECTION) with a deadline, and a reaper thread closes the
- * ones past it: the request line and headers must arrive within header_timeout seconds of the
- * connection's opening (or of the previous reply, on a kept-alive connection); a body gets
- * body_timeout seconds plus one for each body_min_rate bytes received (mod_reqtimeout's rule).
- * Once a reply is queued, or a request has no body, the connection is the handler's and only the
- * idle timeout applies. The reaper answers 408 and shuts the socket down; libmicrohttpd then sees
- * the connection end and closes it. It only touches a socket while the record is linked, under
- * conn_mu, and libmicrohttpd calls NOTIFY_CLOSED (which unlinks it) before it closes the socket. */
-
-struct qd_conn {
-    qd_conn *prev, *next;
-    int fd;
-    int phase;
-    double deadline;                 /* CONN_HEADERS */
-    int kept;                        /* kept alive after a reply: idle, not late, at the deadline */
-    double body_t0;                  /* CONN_BODY */
-    atomic_llong body_bytes;
-};
-
-static double now_s(void);
-
-static void conn_set_phase(qd_server *srv, qd_conn *c, int phase)
-{
-    if (!c)
-        return;
-    pthread_mutex_lock(&srv->conn_mu);
-    if (c->phase != CONN_KILLED) {
-        c->phase = phase;
-        if (phase == CONN_HEADERS) {   /* only ever after a reply (on_connection sets the first) */
-            c->deadline = now_s() + srv->cfg->header_timeout;
-            c->kept = 1;
-        }
-        else if (phase == CONN_BODY)
-            c->body_t0 = now_s();
-    }
-    pthread_mutex_unlock(&srv->conn_mu);
-}
-
-static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
-                          enum MHD_ConnectionNotificationCode code)
-{
-    qd_server *srv = cls;
-    qd_conn *c = *socket_context;
-    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-        const union MHD_ConnectionInfo *fd = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-        if (!fd || !(c = calloc(1, sizeof *c)))
-            return;   /* no deadline then; the idle timeout still applies */
-        c->fd = fd->connect_fd;
-        c->phase = CONN_HEADERS;
-        c->deadline = now_s() + srv->cfg->header_timeout;
-        pthread_mutex_lock(&srv->conn_mu);
-        c->next = srv->conns;
-        if (c->next)
-            c->next->prev = c;
-        srv->conns = c;
-        pthread_mutex_unlock(&srv->conn_mu);
-        *socket_context = c;
-    } else if (c) {
-        pthread_mutex_lock(&srv->conn_mu);
-        if (c->prev)
-            c->prev->next = c->next;
-        else
-            srv->conns = c->next;
-        if (c->next)
-            c->next->prev = c->prev;
-        pthread_mutex_unlock(&srv->conn_mu);
-        free(c);
-        *socket_context = NULL;
-    }
-}
-
-static int conn_expired(const qd_server *srv, qd_conn *c, double now)
-{
-    if (c->phase == CONN_HEADERS)
-        return now > c->deadline;
-    if (c->phase == CONN_BODY)
-        return now > c->body_t0 + srv->cfg->body_timeout +
-                         (double)atomic_load(&c->body_bytes) / (double)srv->cfg->body_min_rate;
-    return 0;
-}
-
-static void *reaper_main(void *arg)
-{
-    qd_server *srv = arg;
-    char reply[1024];
-    size_t len = raw_error_reply(reply, sizeof reply, QD_E_TIMEOUT, "the request was not received in time");
-    pthread_mutex_lock(&srv->conn_mu);
-    while (!srv->reaper_stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 250 * 1000000L;   /* a quarter-second tick: deadlines are seconds */
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&srv->conn_cv, &srv->conn_mu, &ts);
-        double now = now_s();
-        for (qd_conn *c = srv->conns; c; c = c->next) {
-            if (!conn_expired(srv, c, now))
-                continue;
-            /* A kept-alive connection that sent nothing more is closed without a word, as idle
-             * connections are: a 408 there could meet the client's next request on the wire and
-             * be read as its answer. (Half a request on it is closed the same way.) */
-            int idle = c->phase == CONN_HEADERS && c->kept;
-            if (idle)
-                QD_LOG_DEBUG("closing a kept-alive connection idle for %d s", srv->cfg->header_timeout);
-            else
-                QD_LOG_INFO("closing a connection that was too slow to send its %s",
-                            c->phase == CONN_HEADERS ? "request headers" : "request body");
-            c->phase = CONN_KILLED;
-            /* a best effort: the socket is nonblocking and the reply tiny */
-            if (!idle && len && send(c->fd, reply, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-                (void)0;
-            shutdown(c->fd, SHUT_RDWR);
-        }
-    }
-    pthread_mutex_unlock(&srv->conn_mu);
-    return NULL;
-}
 
 /* ---- auth ----------------------------------------------------------------------------------- */
 
@@ -398,12 +79,12 @@ static int load_tokens(const char *path, char ***out, int *nout, char *err, size
 
 int qd_server_reload_tokens(qd_server *srv)
 {
-    if (!srv->cfg->token_file[0])
+    if (!srv->opt.token_file[0])
         return 0;
     char **t;
     int n;
     char err[512];
-    if (load_tokens(srv->cfg->token_file, &t, &n, err, sizeof err) < 0) {
+    if (load_tokens(srv->opt.token_file, &t, &n, err, sizeof err) < 0) {
         QD_LOG_ERROR("reloading tokens: %s (keeping the previous ones)", err);
         return -1;
     }
@@ -431,7 +112,7 @@ static int same_secret(const char *a, const char *b)
 static int authorized(qd_req *r)
 {
     qd_server *srv = r->srv;
-    if (!srv->cfg->token_file[0])
+    if (!srv->opt.token_file[0])
         return 1;
     const char *h = qd_header(r, "Authorization");
     if (!h || strncasecmp(h, "Bearer ", 7))
@@ -514,7 +195,7 @@ static int host_allowed(qd_server *srv, const char *host)
     if (*end && (*end != ':' || strspn(end + 1, "0123456789") != strlen(end + 1)))
         return 0;
     size_t len = (size_t)(end - host);
-    if (in_list(srv->cfg->allowed_hosts, host, len))
+    if (in_list(srv->opt.allowed_hosts, host, len))
         return 1;
     char name[INET6_ADDRSTRLEN + 2];
     if (len < 1 || len >= sizeof name)
@@ -542,7 +223,7 @@ static int origin_allowed(qd_server *srv, const char *origin, const char *host)
 {
     if (!origin)
         return 1;
-    if (in_list(srv->cfg->allowed_origins, origin, strlen(origin)))
+    if (in_list(srv->opt.allowed_origins, origin, strlen(origin)))
         return 1;
     const char *auth = strstr(origin, "://");
     if (!host || !auth || (strncasecmp(origin, "http://", 7) && strncasecmp(origin, "https://", 8)))
@@ -642,9 +323,9 @@ static int begin_request(qd_req *r)
                               qd_header(r, "Authorization") ? "the bearer token is not valid"
                                                             : "this route needs a bearer token");
     switch (rt->body) {
-    case QD_BODY_MODEL: r->limit = srv->cfg->max_model_size; break;
-    case QD_BODY_DATASET: r->limit = srv->cfg->max_dataset_size; break;
-    default: r->limit = srv->cfg->max_json_size; break;
+    case QD_BODY_MODEL: r->limit = srv->opt.max_model_size; break;
+    case QD_BODY_DATASET: r->limit = srv->opt.max_dataset_size; break;
+    default: r->limit = srv->opt.max_json_size; break;
     }
     const char *cl = qd_header(r, "Content-Length");
     if (cl) {
@@ -680,8 +361,7 @@ static int begin_request(qd_req *r)
 static void take_body(qd_req *r, const char *data, size_t n)
 {
     r->body_len += (int64_t)n;
-    if (r->cn)
-        atomic_fetch_add(&r->cn->body_bytes, (long long)n);
+    qd_conn_add_body(r->cn, n);
     if (r->too_large || r->write_errno)
         return;
     if (r->body_len > r->limit) {   /* chunked upload without Content-Length: answered at once */
@@ -725,13 +405,6 @@ static int finish_request(qd_req *r)
     return qd_routes[r->route].handler(r);
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                  const char *version, const char *upload_data, size_t *upload_data_size,
                                  void **con_cls)
@@ -749,13 +422,13 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         r->method = method;
         r->route = -1;
         r->fd = -1;
-        r->t0 = now_s();
+        r->t0 = qd_mono_now();
         *con_cls = r;
         atomic_fetch_add(&srv->http_inflight, 1);
         const union MHD_ConnectionInfo *sc = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         r->cn = sc ? sc->socket_context : NULL;
         int body = qd_header(r, "Content-Length") || qd_header(r, "Transfer-Encoding");
-        conn_set_phase(srv, r->cn, body ? CONN_BODY : CONN_BUSY);
+        qd_conn_set_phase(srv, r->cn, body ? QD_CONN_BODY : QD_CONN_BUSY);
         /* A request with a body is checked now, so that a refusal (401, 404, 413) goes out
          * before the body is read. One without waits for the next call: an answer queued on
          * this first call makes libmicrohttpd close the connection, and a client polling a
@@ -776,7 +449,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         *upload_data_size = 0;
         /* over the limit: answer now, and read no more of the body */
         if (r->too_large && !r->replied) {
-            refuse_mid_body(r);
+            qd_refuse_mid_body(r);
             return MHD_NO;
         }
         return MHD_YES;
@@ -790,7 +463,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         return MHD_YES;
     /* the body is in: the client's deadlines end here, not at the reply, which may wait for an
      * upload's validation (suspended, then resumed: no 408 may cut in) */
-    conn_set_phase(srv, r->cn, CONN_BUSY);
+    qd_conn_set_phase(srv, r->cn, QD_CONN_BUSY);
     return finish_request(r) == QD_H_OK ? MHD_YES : MHD_NO;
 }
 
@@ -804,14 +477,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r)
         return;
     *con_cls = NULL;
-    conn_set_phase(srv, r->cn, CONN_HEADERS);   /* a kept-alive connection waits for its next request */
-    if (r->route >= 0 && qd_routes[r->route].handler == qd_h_job_events)
+    qd_conn_set_phase(srv, r->cn, QD_CONN_HEADERS);   /* a kept-alive connection waits for its next request */
+    if (r->sse.counted)   /* an event stream (only a counted one can be on the hub's lists) */
         qd_hub_forget(srv, r);
     if (r->fd >= 0)
         close(r->fd);
     if (r->tmp[0])
         unlink(r->tmp);   /* an upload that was refused or cut off leaves nothing behind */
-    double dt = now_s() - r->t0;
+    double dt = qd_mono_now() - r->t0;
     if (r->replied && !r->sse.counted) {   /* an event stream's life is not a request's latency */
         int route = r->route >= 0 ? r->route : qd_nroutes;
         for (int b = 0; b < QD_NLAT; b++)
@@ -843,14 +516,14 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- life cycle ----------------------------------------------------------------------------- */
 
-qd_server *qd_server_new(const qd_config *cfg, qd_store *st, char *err, size_t n)
+qd_server *qd_server_new(const qd_server_options *opt, qd_store *st, char *err, size_t n)
 {
     qd_server *srv = calloc(1, sizeof *srv);
     if (!srv) {
         snprintf(err, n, "out of memory");
         return NULL;
     }
-    srv->cfg = cfg;
+    srv->opt = *opt;
     srv->st = st;
     srv->listen_fd = -1;
     pthread_rwlock_init(&srv->tok_lock, NULL);
@@ -869,18 +542,18 @@ qd_server *qd_server_new(const qd_config *cfg, qd_store *st, char *err, size_t n
         qd_server_free(srv);
         return NULL;
     }
-    if (cfg->token_file[0] && load_tokens(cfg->token_file, &srv->tokens, &srv->ntokens, err, n) < 0) {
+    if (opt->token_file[0] && load_tokens(opt->token_file, &srv->tokens, &srv->ntokens, err, n) < 0) {
         qd_server_free(srv);
         return NULL;
     }
     return srv;
 }
 
-/* Opens the listening socket of cfg->listen (ADDR:PORT, [V6]:PORT, *:PORT). Done before the
+/* Opens the listening socket of opt.listen (ADDR:PORT, [V6]:PORT, *:PORT). Done before the
  * scheduler starts, so that a port in use stops the daemon before it touches any job. */
 int qd_server_bind(qd_server *srv, char *addr, size_t addrlen, char *err, size_t n)
 {
-    const char *listen_on = srv->cfg->listen;
+    const char *listen_on = srv->opt.listen;
     const char *colon = strrchr(listen_on, ':');
     if (!colon || !colon[1]) {
         snprintf(err, n, "listen '%s': expected ADDR:PORT", listen_on);
@@ -928,7 +601,7 @@ int qd_server_bind(qd_server *srv, char *addr, size_t addrlen, char *err, size_t
 int qd_server_listen(qd_server *srv, qd_sched *sched, char *err, size_t n)
 {
     srv->sched = sched;
-    srv->started = now_s();
+    srv->started = qd_mono_now();
     if (qd_hub_start(srv) < 0) {
         snprintf(err, n, "cannot start the event-stream thread");
         return -1;
@@ -939,27 +612,26 @@ int qd_server_listen(qd_server *srv, qd_sched *sched, char *err, size_t n)
         flags, 0, NULL, NULL, on_access, srv,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,   /* first, so that it catches everything */
         MHD_OPTION_LISTEN_SOCKET, srv->listen_fd,   /* qd_server_bind's */
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)srv->cfg->http_threads,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)srv->cfg->max_connections,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)srv->cfg->max_connections_per_ip,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,   /* idle; the deadlines above are the reaper's */
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)srv->opt.http_threads,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)srv->opt.max_connections,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)srv->opt.max_connections_per_ip,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,   /* idle; the deadlines are deadline.c's */
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
+        MHD_OPTION_NOTIFY_CONNECTION, qd_on_connection, srv,
         MHD_OPTION_END);
     if (!srv->mhd) {
-        snprintf(err, n, "cannot serve on %s: %s", srv->cfg->listen, errno ? strerror(errno) : "libmicrohttpd failed");
+        snprintf(err, n, "cannot serve on %s: %s", srv->opt.listen, errno ? strerror(errno) : "libmicrohttpd failed");
         return -1;
     }
-    if (pthread_create(&srv->reaper, NULL, reaper_main, srv) != 0) {
+    char reply[1024];
+    size_t len = qd_raw_error_reply(reply, sizeof reply, QD_E_TIMEOUT, "the request was not received in time");
+    if (qd_reaper_start(srv, reply, len) < 0) {
         snprintf(err, n, "cannot start the connection reaper thread");
         return -1;
     }
-    srv->reaper_started = 1;
     srv->listen_fd = -1;   /* libmicrohttpd's now: it closes it when it stops */
     return 0;
 }
-
-void qd_server_notify(void *p, const char *job);   /* events.c */
 
 void qd_server_quiesce(qd_server *srv)
 {
@@ -978,14 +650,7 @@ void qd_server_stop(qd_server *srv)
     qd_uploads_stop(srv);
     MHD_stop_daemon(srv->mhd);
     srv->mhd = NULL;
-    if (srv->reaper_started) {
-        pthread_mutex_lock(&srv->conn_mu);
-        srv->reaper_stop = 1;
-        pthread_cond_signal(&srv->conn_cv);
-        pthread_mutex_unlock(&srv->conn_mu);
-        pthread_join(srv->reaper, NULL);
-        srv->reaper_started = 0;
-    }
+    qd_reaper_stop(srv);
 }
 
 void qd_server_free(qd_server *srv)

@@ -52,7 +52,7 @@ static void find_default_root(void)
     snprintf(default_root, sizeof default_root, "%s", QD_WEBDIR);
 }
 
-static const char *web_root(const qd_config *cfg)
+static const char *web_root(const qd_server_options *cfg)
 {
     if (cfg->web_root && cfg->web_root[0])
         return cfg->web_root;
@@ -82,7 +82,7 @@ static const char *content_type(const char *path)
 
 int qd_h_static(qd_req *r)
 {
-    const qd_config *cfg = r->srv->cfg;
+    const qd_server_options *cfg = &r->srv->opt;
     char path[PATH_MAX];
     const char *what;   /* for error messages: which setting names the file */
     if (!strcmp(r->url, "/vendor/chart.js")) {

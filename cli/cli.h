@@ -1,5 +1,6 @@
 /* Shared pieces of the quant command line: the command table's entry type, option parsing and
- * messages (cli/quant.c), and the pipeline commands (cli/pipelines.c). */
+ * messages (cli/cli.c), the commands (cli/quant.c's table; cli/cmd_*.c) and the pipeline commands
+ * (cli/pipelines.c). */
 #ifndef QD_CLI_H
 #define QD_CLI_H
 
@@ -7,7 +8,9 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "engine/error.h"
+#include <quant/error.h>
+
+#include "cli/remote.h"
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 130 };
 
@@ -26,8 +29,9 @@ enum { PARSED = -1 };
 
 extern atomic_int interrupted;   /* the signal that interrupted (SIGINT, SIGTERM, SIGHUP); the engine's abort flag */
 /* --server URL / --token T, taken out of the arguments of ptq, qat, analyze and eval by main():
- * those commands then run on a quantd server (cli/remote.c) with the same inputs and outputs. */
-extern const char *cli_server, *cli_token;
+ * those commands then run on a quantd server (cli/remote.c) with the same inputs and outputs.
+ * Its interrupt flag is `interrupted`. */
+extern qd_remote_opts cli_remote;
 void catch_interrupts(void);
 
 int usage_error(const command *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -38,6 +42,10 @@ int parse_args(const command *c, int argc, char **argv, const opt *opts, const c
 /* An integer option in [lo, hi]; NULL keeps the default. Returns PARSED or EXIT_USAGE. */
 int int_opt(const command *c, const char *name, const char *s, int64_t lo, int64_t hi, int64_t *v);
 void print_json(json_t *j);   /* steals j */
+void cli_print_help(const command *c);
+struct qs_graph;
+struct qs_graph *cli_load_model(const command *c, const char *path);   /* NULL: failed, message printed */
+int cmd_info(const command *c, int argc, char **argv);      /* cli/cmd_info.c */
 
 /* cli/pipelines.c: shared by the pipeline commands */
 struct qs_pipeline_io;

@@ -118,14 +118,13 @@ static void remove_tree(const char *dir)
 int cli_run_pipeline(const command *c, const char *type, qs_pipeline_io *io, int threads, const char *outdir,
                      int json, json_t **result)
 {
-    if (cli_server) {
+    if (cli_remote.server) {
         qd_remote_paths rp = {.model = io->model, .calib = io->calib, .train = io->train,
                               .train_labels = io->train_labels, .val = io->val, .val_labels = io->val_labels};
-        qd_remote_set_interrupt(&interrupted);
         catch_interrupts();
         if (io->resume)
             return usage_error(c, "--resume applies to local runs; a server resumes its own jobs");
-        return qd_remote_run(cli_server, cli_token, type, &rp, io->config, outdir, result);
+        return qd_remote_run(&cli_remote, type, &rp, io->config, outdir, result);
     }
     char tmp[4096], old[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp-%ld", outdir, (long)getpid());

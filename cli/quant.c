@@ -28,134 +28,13 @@
 #include "cli/cli.h"
 #include "cli/progress.h"
 #include "cli/remote.h"
-#include "engine/data.h"
-#include "engine/exec.h"
-#include "engine/graph.h"
-#include "engine/onnx.h"
-#include "engine/runner.h"
-
-atomic_int interrupted;
-const char *cli_server, *cli_token;
-
-static void on_interrupt(int sig)
-{
-    atomic_store(&interrupted, sig);
-}
-
-/* SIGINT (Ctrl-C), SIGTERM (kill, systemd, CI timeouts) and SIGHUP (the terminal went away) all
- * raise the abort flag, so the run stops at the engine's next poll and removes its temp output. */
-void catch_interrupts(void)
-{
-    static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_interrupt;
-    sa.sa_flags = SA_RESETHAND;   /* the second signal kills */
-    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-        sigaction(sigs[i], &sa, NULL);
-}
+#include <quant/quant.h>
 
 static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* --- messages and options -------------------------------------------------------------------- */
-
-int usage_error(const command *c, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "quant %s: ", c->name);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\nusage: %s\nSee 'quant help %s'.\n", c->usage, c->name);
-    return EXIT_USAGE;
-}
-
-int fail(const command *c, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "quant %s: ", c->name);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return EXIT_FAIL;
-}
-
-/* An engine failure: aborted by Ctrl-C (or SIGTERM, SIGHUP) → 130, otherwise the engine's message → 1. */
-int engine_fail(const command *c, int rc, const qs_err *e)
-{
-    if (rc == QS_EABORTED && atomic_load(&interrupted)) {
-        int sig = atomic_load(&interrupted);
-        fprintf(stderr, "quant %s: interrupted (%s)\n", c->name,
-                sig == SIGTERM ? "SIGTERM" : sig == SIGHUP ? "SIGHUP" : "SIGINT");
-        return EXIT_INTERRUPTED;
-    }
-    return fail(c, "%s", e->msg[0] ? e->msg : qs_strerror(rc));
-}
-
-static void print_help(const command *c)
-{
-    printf("usage: %s\n\n%s\n", c->usage, c->help);
-}
-
-/* Fills options and up to maxpos positionals. Returns PARSED, or an exit status (help, usage). */
-int parse_args(const command *c, int argc, char **argv, const opt *opts, const char **pos, int maxpos,
-                      int *npos)
-{
-    *npos = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            print_help(c);
-            return EXIT_OK;
-        }
-        if (a[0] != '-' || !a[1]) {
-            if (*npos == maxpos)
-                return usage_error(c, "unexpected argument '%s'", a);
-            pos[(*npos)++] = a;
-            continue;
-        }
-        const char *eq = strchr(a, '=');
-        size_t len = eq ? (size_t)(eq - a) : strlen(a);
-        const opt *o = NULL;
-        for (const opt *p = opts; p->name; p++)
-            if (strlen(p->name) == len && !strncmp(p->name, a, len))
-                o = p;
-        if (!o)
-            return usage_error(c, "unknown option '%.*s'", (int)len, a);
-        if (o->flag) {
-            if (eq)
-                return usage_error(c, "option %s takes no value", o->name);
-            *o->flag = 1;
-        } else if (eq) {
-            *o->val = eq + 1;
-        } else {
-            if (i + 1 >= argc)
-                return usage_error(c, "option %s needs a value", o->name);
-            *o->val = argv[++i];
-        }
-    }
-    return PARSED;
-}
-
-/* An integer option in [lo, hi]; NULL keeps the default. Returns PARSED or EXIT_USAGE. */
-int int_opt(const command *c, const char *name, const char *s, int64_t lo, int64_t hi, int64_t *v)
-{
-    if (!s)
-        return PARSED;
-    char *end;
-    errno = 0;
-    long long x = strtoll(s, &end, 10);
-    if (errno || end == s || *end || x < lo || x > hi)
-        return usage_error(c, "%s must be an integer from %lld to %lld, not '%s'", name, (long long)lo,
-                           (long long)hi, s);
-    *v = x;
-    return PARSED;
 }
 
 static int has_ext(const char *path, const char *ext)
@@ -166,7 +45,7 @@ static int has_ext(const char *path, const char *ext)
 
 /* --- shared helpers ---------------------------------------------------------------------------- */
 
-static qs_graph *load_model(const command *c, const char *path)
+qs_graph *cli_load_model(const command *c, const char *path)
 {
     qs_err e = {0};
     qs_graph *g = NULL;
@@ -188,7 +67,7 @@ static qs_dataset *open_data(const command *c, const char *path)
     return d;
 }
 
-static const char *vname(const qs_graph *g, int v) { return g->values[v].name; }
+static const char *vname(const qs_graph *g, int v) { return qs_graph_value_name(g, v); }
 
 /* "a, b, c" for messages */
 static void list_names(char *buf, size_t n, int count, const char *(*get)(const void *, int), const void *ctx)
@@ -199,8 +78,8 @@ static void list_names(char *buf, size_t n, int count, const char *(*get)(const 
         k += snprintf(buf + k, n - k, i ? ", %s" : "%s", get(ctx, i));
 }
 
-static const char *input_name(const void *g, int i) { return vname(g, ((const qs_graph *)g)->inputs[i]); }
-static const char *output_name(const void *g, int i) { return vname(g, ((const qs_graph *)g)->outputs[i]); }
+static const char *input_name(const void *g, int i) { return vname(g, qs_graph_input(g, i)); }
+static const char *output_name(const void *g, int i) { return vname(g, qs_graph_output(g, i)); }
 static const char *array_name(const void *d, int i) { return qs_dataset_name(d, i); }
 
 /* Which data set array feeds each graph input: .npz arrays by input name; a .npy (or an .npz with
@@ -208,15 +87,15 @@ static const char *array_name(const void *d, int i) { return qs_dataset_name(d, 
 static int map_inputs(const command *c, const qs_graph *g, const qs_dataset *d, const char *path, int *arrays)
 {
     char names[1024];
-    list_names(names, sizeof names, g->ninputs, input_name, g);
+    list_names(names, sizeof names, qs_graph_input_count(g), input_name, g);
     int single = qs_dataset_count(d) == 1;
-    if (single && !qs_dataset_name(d, 0)[0] && g->ninputs != 1)
+    if (single && !qs_dataset_name(d, 0)[0] && qs_graph_input_count(g) != 1)
         return fail(c, "%s holds one array but the model has %d inputs (%s); give an .npz keyed by input name",
-                    path, g->ninputs, names);
-    for (int i = 0; i < g->ninputs; i++) {
-        const char *name = vname(g, g->inputs[i]);
+                    path, qs_graph_input_count(g), names);
+    for (int i = 0; i < qs_graph_input_count(g); i++) {
+        const char *name = vname(g, qs_graph_input(g, i));
         arrays[i] = qs_dataset_find(d, name);
-        if (arrays[i] < 0 && single && g->ninputs == 1)
+        if (arrays[i] < 0 && single && qs_graph_input_count(g) == 1)
             arrays[i] = 0;
         if (arrays[i] < 0) {
             char have[1024];
@@ -225,232 +104,6 @@ static int map_inputs(const command *c, const qs_graph *g, const qs_dataset *d, 
                         path, name, name, have, names);
         }
     }
-    return EXIT_OK;
-}
-
-static json_t *shape_json(const qs_value *v)
-{
-    if (v->ndim < 0)
-        return json_null();
-    json_t *a = json_array();
-    for (int d = 0; d < v->ndim; d++)
-        json_array_append_new(a, v->dim_param[d] ? json_string(v->dim_param[d])
-                                 : v->shape[d] >= 0 ? json_integer(v->shape[d]) : json_null());
-    return a;
-}
-
-static char *shape_text(const qs_value *v, char *buf, size_t n)
-{
-    if (v->ndim < 0) {
-        snprintf(buf, n, "unknown");
-        return buf;
-    }
-    size_t k = snprintf(buf, n, "[");
-    for (int d = 0; d < v->ndim && k < n; d++) {
-        if (v->dim_param[d])
-            k += snprintf(buf + k, n - k, d ? ", %s" : "%s", v->dim_param[d]);
-        else if (v->shape[d] >= 0)
-            k += snprintf(buf + k, n - k, d ? ", %lld" : "%lld", (long long)v->shape[d]);
-        else
-            k += snprintf(buf + k, n - k, d ? ", ?" : "?");
-    }
-    if (k < n)
-        snprintf(buf + k, n - k, "]");
-    return buf;
-}
-
-void print_json(json_t *j)
-{
-    json_dumpf(j, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
-    fputc('\n', stdout);
-    json_decref(j);
-}
-
-/* 1234567 → "1.23 M" */
-static void si(char *buf, size_t n, double v)
-{
-    const char *unit[] = {"", " K", " M", " G", " T", " P"};
-    int u = 0;
-    while (fabs(v) >= 1000 && u < 5) {
-        v /= 1000;
-        u++;
-    }
-    snprintf(buf, n, u ? "%.3g%s" : "%.0f%s", v, unit[u]);
-}
-
-/* --- quant info ---------------------------------------------------------------------------------- */
-
-/* Multiply-accumulates of the compute-heavy ops per pass of the plan. */
-static double count_macs(const qs_graph *g, const qs_exec *x)
-{
-    double macs = 0;
-    for (int i = 0; i < g->nnodes; i++) {
-        const qs_node *n = &g->nodes[i];
-        if (n->domain[0] || n->nin < 2 || n->nout < 1 || n->in[0] < 0 || n->in[1] < 0 || n->out[0] < 0)
-            continue;
-        const qs_tensor *a = qs_exec_value(x, n->in[0]), *b = qs_exec_value(x, n->in[1]),
-                        *y = qs_exec_value(x, n->out[0]);
-        if (!a || !b || !y || b->ndim < 1)
-            continue;
-        if (!strcmp(n->op, "Conv") && b->shape[0] > 0)   /* each output: Cin/group · kernel */
-            macs += (double)qs_numel(y) * ((double)qs_numel(b) / b->shape[0]);
-        else if (!strcmp(n->op, "ConvTranspose") && b->shape[0] > 0)   /* each input: Cout/group · kernel */
-            macs += (double)qs_numel(a) * ((double)qs_numel(b) / b->shape[0]);
-        else if (!strcmp(n->op, "Gemm") && a->ndim == 2)
-            macs += (double)qs_numel(y) * a->shape[qs_node_int(n, "transA", 0) ? 0 : 1];
-        else if (!strcmp(n->op, "MatMul") && a->ndim >= 1)
-            macs += (double)qs_numel(y) * a->shape[a->ndim - 1];
-    }
-    return macs;
-}
-
-struct op_count { const char *op; int n; };
-
-static int cmp_count(const void *a, const void *b)
-{
-    const struct op_count *x = a, *y = b;
-    return x->n != y->n ? y->n - x->n : strcmp(x->op, y->op);
-}
-
-static int cmd_info(const command *c, int argc, char **argv)
-{
-    int json = 0, npos;
-    const char *pos[1];
-    const opt opts[] = {{.name = "--json", .flag = &json}, {.name = NULL}};
-    int rc = parse_args(c, argc, argv, opts, pos, 1, &npos);
-    if (rc != PARSED)
-        return rc;
-    if (npos < 1)
-        return usage_error(c, "missing MODEL");
-    qs_graph *g = load_model(c, pos[0]);
-    if (!g)
-        return EXIT_FAIL;
-
-    /* op counts, most frequent first */
-    struct op_count *ops = calloc(g->nnodes + 1, sizeof *ops);
-    int nops = 0;
-    for (int i = 0; i < g->nnodes; i++) {
-        int k = 0;
-        while (k < nops && strcmp(ops[k].op, g->nodes[i].op))
-            k++;
-        if (k == nops)
-            ops[nops++].op = g->nodes[i].op;
-        ops[k].n++;
-    }
-    qsort(ops, nops, sizeof *ops, cmp_count);
-
-    /* parameters: elements of float initializers (int64 shape constants are not parameters) */
-    int64_t params = 0;
-    for (int v = 0; v < g->nvalues; v++) {
-        const qs_tensor *t = g->values[v].init;
-        if (t && (t->dtype == QS_F32 || t->dtype == QS_F64))
-            params += qs_numel(t);
-    }
-
-    qs_err e = {0};
-    int supported = qs_exec_check(g, &e) == 0;
-    char unsupported[QS_ERRMSG_MAX];
-    snprintf(unsupported, sizeof unsupported, "%s", supported ? "" : e.msg);
-
-    /* FLOPs at batch 1 (per sample for a model with a fixed larger batch), from a plan's shapes */
-    double macs = -1;
-    char why[QS_ERRMSG_MAX] = "";
-    if (supported) {
-        qs_exec *x = qs_exec_new(g, QS_EXEC_INFER, &e);
-        if (x && qs_exec_plan(x, 1, &e) == 0)
-            macs = count_macs(g, x) / (qs_exec_batch(x) > 0 ? qs_exec_batch(x) : 1);
-        else
-            snprintf(why, sizeof why, "%s", e.msg);
-        qs_exec_free(x);
-    } else {
-        snprintf(why, sizeof why, "the model has unsupported ops");
-    }
-
-    if (json) {
-        json_t *j = json_object(), *opsets = json_object(), *ins = json_array(), *outs = json_array(),
-               *counts = json_object(), *uns = json_array();
-        json_object_set_new(j, "model", json_string(pos[0]));
-        json_object_set_new(j, "ir_version", json_integer(g->ir_version));
-        json_object_set_new(j, "producer", json_string(g->producer_name ? g->producer_name : ""));
-        json_object_set_new(j, "opset", json_integer(qs_graph_opset(g, "")));
-        for (int i = 0; i < g->nopsets; i++)
-            json_object_set_new(opsets, g->opsets[i].domain, json_integer(g->opsets[i].version));
-        json_object_set_new(j, "opsets", opsets);
-        for (int k = 0; k < 2; k++) {
-            int n = k ? g->noutputs : g->ninputs;
-            const int *ids = k ? g->outputs : g->inputs;
-            for (int i = 0; i < n; i++) {
-                const qs_value *v = &g->values[ids[i]];
-                json_array_append_new(k ? outs : ins,
-                                      json_pack("{s:s, s:o, s:s}", "name", v->name, "shape", shape_json(v), "dtype",
-                                                qs_dtype_name(v->dtype)));
-            }
-        }
-        json_object_set_new(j, "inputs", ins);
-        json_object_set_new(j, "outputs", outs);
-        json_object_set_new(j, "nodes", json_integer(g->nnodes));
-        for (int k = 0; k < nops; k++)
-            json_object_set_new(counts, ops[k].op, json_integer(ops[k].n));
-        json_object_set_new(j, "ops", counts);
-        json_object_set_new(j, "parameters", json_integer(params));
-        json_object_set_new(j, "flops", macs >= 0 ? json_real(2 * macs) : json_null());
-        json_object_set_new(j, "macs", macs >= 0 ? json_real(macs) : json_null());
-        /* one entry per problem: the check's indented lines, or its whole message */
-        for (char *line = unsupported, *nl; *line; line = nl ? nl + 1 : line + strlen(line)) {
-            nl = strchr(line, '\n');
-            size_t len = nl ? (size_t)(nl - line) : strlen(line), lead = strspn(line, " \t");
-            if (lead && lead < len)
-                json_array_append_new(uns, json_stringn(line + lead, len - lead));
-        }
-        if (!supported && !json_array_size(uns))
-            json_array_append_new(uns, json_string(unsupported));
-        json_object_set_new(j, "unsupported", uns);
-        print_json(j);
-    } else {
-        char s[256];
-        printf("model        %s\n", pos[0]);
-        if (g->producer_name && g->producer_name[0])
-            printf("producer     %s %s\n", g->producer_name, g->producer_version ? g->producer_version : "");
-        printf("ir_version   %lld\nopset        %lld", (long long)g->ir_version, (long long)qs_graph_opset(g, ""));
-        for (int i = 0; i < g->nopsets; i++)
-            if (g->opsets[i].domain[0])
-                printf(", %s %lld", g->opsets[i].domain, (long long)g->opsets[i].version);
-        printf("\n");
-        for (int k = 0; k < 2; k++) {
-            int n = k ? g->noutputs : g->ninputs;
-            const int *ids = k ? g->outputs : g->inputs;
-            printf("%s\n", k ? "outputs" : "inputs");
-            for (int i = 0; i < n; i++) {
-                const qs_value *v = &g->values[ids[i]];
-                printf("  %-16s %-8s %s\n", v->name, qs_dtype_name(v->dtype), shape_text(v, s, sizeof s));
-            }
-        }
-        printf("nodes        %d\nops          ", g->nnodes);
-        for (int k = 0; k < nops; k++)
-            printf(k ? ", %s %d" : "%s %d", ops[k].op, ops[k].n);
-        si(s, sizeof s, (double)params);
-        printf(params >= 1000 ? "\nparameters   %lld (%s)\n" : "\nparameters   %lld\n", (long long)params, s);
-        if (macs >= 0) {
-            char m[64];
-            si(s, sizeof s, 2 * macs);
-            si(m, sizeof m, macs);
-            printf("FLOPs        %s per sample (2 x %s MACs of Conv, Gemm, MatMul)\n", s, m);
-        } else {
-            printf("FLOPs        unknown: %s\n", why);
-        }
-        if (supported)
-            printf("unsupported  none\n");
-        else {
-            printf("unsupported\n");
-            for (char *line = unsupported, *nl; *line; line = nl ? nl + 1 : line + strlen(line)) {
-                nl = strchr(line, '\n');
-                size_t lead = strspn(line, " \t"), len = nl ? (size_t)(nl - line) : strlen(line);
-                printf("  %.*s\n", (int)(len - lead), line + lead);
-            }
-        }
-    }
-    free(ops);
-    qs_graph_free(g);
     return EXIT_OK;
 }
 
@@ -479,26 +132,26 @@ static int cmd_run(const command *c, int argc, char **argv)
         (rc = int_opt(c, "--threads", sthreads, 1, 1024, &threads)) != PARSED)
         return rc;
 
-    qs_graph *g = load_model(c, pos[0]);
+    qs_graph *g = cli_load_model(c, pos[0]);
     if (!g)
         return EXIT_FAIL;
     qs_dataset *d = NULL;
     qs_runner *r = NULL;
     qs_threadpool *tp = NULL;
-    qs_tensor **y = calloc(g->noutputs + 1, sizeof *y);
-    const qs_tensor **x = calloc(g->ninputs + 1, sizeof *x);
-    int *arrays = calloc(g->ninputs + 1, sizeof *arrays);
+    qs_tensor **y = calloc(qs_graph_output_count(g) + 1, sizeof *y);
+    const qs_tensor **x = calloc(qs_graph_input_count(g) + 1, sizeof *x);
+    int *arrays = calloc(qs_graph_input_count(g) + 1, sizeof *arrays);
     qs_err e = {0};
     rc = EXIT_FAIL;
-    if (has_ext(outp, ".npy") && g->noutputs != 1) {
+    if (has_ext(outp, ".npy") && qs_graph_output_count(g) != 1) {
         char names[1024];
-        list_names(names, sizeof names, g->noutputs, output_name, g);
-        fail(c, "the model has %d outputs (%s); write them to an .npz file", g->noutputs, names);
+        list_names(names, sizeof names, qs_graph_output_count(g), output_name, g);
+        fail(c, "the model has %d outputs (%s); write them to an .npz file", qs_graph_output_count(g), names);
         goto out;
     }
     if (!(d = open_data(c, in)) || map_inputs(c, g, d, in, arrays) != EXIT_OK)
         goto out;
-    for (int i = 0; i < g->ninputs; i++)
+    for (int i = 0; i < qs_graph_input_count(g); i++)
         x[i] = qs_dataset_array(d, arrays[i]);
     if (!(r = qs_runner_new(g, batch, &e))) {
         rc = fail(c, "%s", e.msg);
@@ -520,10 +173,10 @@ static int cmd_run(const command *c, int argc, char **argv)
     }
     double secs = now_s() - t0;
     if (has_ext(outp, ".npz")) {
-        const char **names = calloc(g->noutputs + 1, sizeof *names);
-        for (int k = 0; k < g->noutputs; k++)
-            names[k] = vname(g, g->outputs[k]);
-        err = qs_npz_save(outp, g->noutputs, names, (const qs_tensor *const *)y, &e);
+        const char **names = calloc(qs_graph_output_count(g) + 1, sizeof *names);
+        for (int k = 0; k < qs_graph_output_count(g); k++)
+            names[k] = vname(g, qs_graph_output(g, k));
+        err = qs_npz_save(outp, qs_graph_output_count(g), names, (const qs_tensor *const *)y, &e);
         free(names);
     } else {
         err = qs_npy_save(outp, y[0], &e);
@@ -537,7 +190,7 @@ static int cmd_run(const command *c, int argc, char **argv)
             (long long)qs_runner_batch(r), outp);
     rc = EXIT_OK;
 out:
-    for (int k = 0; y && k < g->noutputs; k++)
+    for (int k = 0; y && k < qs_graph_output_count(g); k++)
         qs_tensor_free(y[k]);
     free(y);
     free(x);
@@ -588,9 +241,8 @@ static int eval_remote(const command *c, const char *model, const char *in, cons
 {
     qd_remote_paths p = {.model = model, .val = in, .val_labels = lab};
     json_t *cfg = json_pack("{s:I}", "batch_size", (json_int_t)batch), *res = NULL;
-    qd_remote_set_interrupt(&interrupted);
     catch_interrupts();
-    int rc = qd_remote_run(cli_server, cli_token, "eval", &p, cfg, NULL, &res);
+    int rc = qd_remote_run(&cli_remote, "eval", &p, cfg, NULL, &res);
     json_decref(cfg);
     if (rc != EXIT_OK || !res)
         return rc;
@@ -631,16 +283,16 @@ static int cmd_eval(const command *c, int argc, char **argv)
     if ((rc = int_opt(c, "--batch", sbatch, 1, 1 << 20, &batch)) != PARSED ||
         (rc = int_opt(c, "--threads", sthreads, 1, 1024, &threads)) != PARSED)
         return rc;
-    if (cli_server)
+    if (cli_remote.server)
         return eval_remote(c, pos[0], in, lab, batch, json);
 
-    qs_graph *g = load_model(c, pos[0]);
+    qs_graph *g = cli_load_model(c, pos[0]);
     if (!g)
         return EXIT_FAIL;
     qs_dataset *d = NULL, *ld = NULL;
     qs_runner *r = NULL;
     qs_threadpool *tp = NULL;
-    int *arrays = calloc(g->ninputs + 1, sizeof *arrays);
+    int *arrays = calloc(qs_graph_input_count(g) + 1, sizeof *arrays);
     qs_err e = {0};
     rc = EXIT_FAIL;
     if (!(d = open_data(c, in)) || map_inputs(c, g, d, in, arrays) != EXIT_OK || !(ld = open_data(c, lab)))
@@ -793,7 +445,7 @@ static int cmd_bench(const command *c, int argc, char **argv)
         (rc = int_opt(c, "--warmup", swarm, 0, 1000000, &warm)) != PARSED)
         return rc;
 
-    qs_graph *g = load_model(c, pos[0]);
+    qs_graph *g = cli_load_model(c, pos[0]);
     if (!g)
         return EXIT_FAIL;
     qs_err e = {0};
@@ -814,7 +466,7 @@ static int cmd_bench(const command *c, int argc, char **argv)
         fprintf(stderr, "quant bench: the model fixes its batch to %lld; timing batches of %lld\n", (long long)real,
                 (long long)real);
     uint64_t seed = 0x9E3779B97F4A7C15ULL;
-    for (int i = 0; i < g->ninputs; i++)
+    for (int i = 0; i < qs_graph_input_count(g); i++)
         fill_random(qs_exec_input(x, i), &seed);
     catch_interrupts();
     qs_exec_set_abort(x, &interrupted);
@@ -957,7 +609,7 @@ static int cmd_help(const command *c, int argc, char **argv)
         fprintf(stderr, "quant help: unknown command '%s'; see 'quant --help'\n", argv[0]);
         return EXIT_USAGE;
     }
-    print_help(t);
+    cli_print_help(t);
     return EXIT_OK;
 }
 
@@ -1032,9 +684,9 @@ int main(int argc, char **argv)
             const char *a = argv[i], **slot = NULL, *eq = strchr(a, '=');
             size_t len = eq ? (size_t)(eq - a) : strlen(a);
             if (len == 8 && !strncmp(a, "--server", 8))
-                slot = &cli_server;
+                slot = &cli_remote.server;
             else if (len == 7 && !strncmp(a, "--token", 7))
-                slot = &cli_token;
+                slot = &cli_remote.token;
             if (!slot) {
                 args[n++] = argv[i];
                 continue;
@@ -1046,7 +698,7 @@ int main(int argc, char **argv)
             else
                 return usage_error(c, "option %.*s needs a value", (int)len, a);
         }
-        if (cli_token && !cli_server)
+        if (cli_remote.token && !cli_remote.server)
             return usage_error(c, "--token goes with --server URL");
     } else {
         n = argc - 2;

@@ -8,7 +8,7 @@
 #include "config.h"
 #include "cli/remote.h"
 #include "cli/progress.h"
-#include "jobs/sha256.h"
+#include "common/sha256.h"
 
 #include <curl/curl.h>
 #include <dirent.h>
@@ -23,12 +23,6 @@
 #include <unistd.h>
 
 enum { RC_OK = 0, RC_FAIL = 1, RC_USAGE = 2, RC_INTERRUPTED = 130 };
-
-static atomic_int *interrupt_flag;
-
-void qd_remote_set_interrupt(atomic_int *flag) { interrupt_flag = flag; }
-
-static int interrupted(void) { return interrupt_flag && atomic_load(interrupt_flag); }
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void say(const char *fmt, ...)
@@ -72,7 +66,10 @@ typedef struct client {
     char auth[1100];
     char errbuf[CURL_ERROR_SIZE];
     cli_progress *bar;     /* transfer progress (uploads, downloads) */
+    atomic_int *interrupt; /* qd_remote_opts's; NULL while cancelling */
 } client;
+
+static int interrupted(const client *cl) { return cl->interrupt && atomic_load(cl->interrupt); }
 
 /* Transfer callback: progress of uploads and downloads, and Ctrl-C. */
 static int on_xfer(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
@@ -84,7 +81,7 @@ static int on_xfer(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ul
         else if (dltotal > 0)
             cli_progress_update(cl->bar, dlnow, dltotal);
     }
-    return interrupted();
+    return interrupted(cl);
 }
 
 /* One request. body/len: a request body in memory; up/upsize: or one streamed from a file.
@@ -147,7 +144,7 @@ static long request(client *cl, const char *method, const char *path, const char
     curl_slist_free_all(h);
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    if (rc == CURLE_ABORTED_BY_CALLBACK && interrupted())
+    if (rc == CURLE_ABORTED_BY_CALLBACK && interrupted(cl))
         return -2;
     if (rc != CURLE_OK && !(writer && rc == CURLE_WRITE_ERROR && status)) {
         /* a stream the server ended mid-way is not fatal for the caller that reconnects */
@@ -449,9 +446,10 @@ static int download(client *cl, json_t *job, const char *outdir)
 
 /* ---- the whole run -------------------------------------------------------------------------- */
 
-int qd_remote_run(const char *server, const char *token, const char *type, const qd_remote_paths *p,
-                  json_t *config, const char *outdir, json_t **result)
+int qd_remote_run(const qd_remote_opts *o, const char *type, const qd_remote_paths *p, json_t *config,
+                  const char *outdir, json_t **result)
 {
+    const char *server = o->server, *token = o->token;
     if (result)
         *result = NULL;
     if (!server || strncmp(server, "http", 4)) {
@@ -461,7 +459,7 @@ int qd_remote_run(const char *server, const char *token, const char *type, const
     static int inited;
     if (!inited++)
         curl_global_init(CURL_GLOBAL_DEFAULT);
-    client cl = { .c = curl_easy_init() };
+    client cl = { .c = curl_easy_init(), .interrupt = o->interrupt };
     if (!cl.c) {
         say("libcurl: cannot start");
         return RC_FAIL;
@@ -527,15 +525,13 @@ int qd_remote_run(const char *server, const char *token, const char *type, const
     if (rc == RC_OK && jid[0])
         rc = follow_job(&cl, jid);
     if (rc == RC_INTERRUPTED && jid[0]) {
-        atomic_int *flag = interrupt_flag;
-        interrupt_flag = NULL;   /* the cancel itself must not be interrupted */
+        cl.interrupt = NULL;   /* the cancel itself must not be interrupted */
         char path[128];
         snprintf(path, sizeof path, "/v1/jobs/%s", jid);
         buf b = { 0 };
         long st = request(&cl, "DELETE", path, NULL, NULL, 0, NULL, 0, NULL, &b, NULL, NULL, NULL);
         free(b.p);
         say("interrupted: job %s %s", jid, st == 200 || st == 202 ? "cancelled on the server" : "may still run");
-        interrupt_flag = flag;
     }
     if (rc == RC_OK && jid[0]) {
         char path[128];

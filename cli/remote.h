@@ -1,8 +1,9 @@
 /* The quant command line's --server mode: run a pipeline on a quantd server instead of locally,
  * with the same inputs and the same outputs.
  *
+ *   qd_remote_opts o = { .server = "http://gpu1:8080", .token = token, .interrupt = &flag };
  *   qd_remote_paths p = { .model = "m.onnx", .calib = "x.npy" };
- *   int rc = qd_remote_run("http://gpu1:8080", token, "ptq", &p, config, "out", json_out);
+ *   int rc = qd_remote_run(&o, "ptq", &p, config, "out", json_out);
  *
  * It uploads each file (skipped when the server already has one with the same sha256), submits
  * the job spec (../shared/DESIGN.md), follows the job's event stream with a progress bar on
@@ -12,7 +13,7 @@
  * reference, with "outdir" set to the local folder) for the caller to print as a local run would.
  * Returns an exit status: 0 the job succeeded, 1 it failed (or the server refused), 2 the spec
  * was refused (a usage error: the message names the field), 130 interrupted (the job is
- * cancelled on the server). token NULL: $QUANTD_TOKEN, if set. */
+ * cancelled on the server). */
 #ifndef QD_REMOTE_H
 #define QD_REMOTE_H
 
@@ -26,11 +27,15 @@ typedef struct qd_remote_paths {
     const char *val, *val_labels;       /* eval; optional for the others */
 } qd_remote_paths;
 
-int qd_remote_run(const char *server, const char *token, const char *type, const qd_remote_paths *paths,
-                  json_t *config, const char *outdir, json_t **result);
+typedef struct qd_remote_opts {
+    const char *server;     /* "http://host:8080" */
+    const char *token;      /* NULL: $QUANTD_TOKEN, if set */
+    atomic_int *interrupt;  /* a flag (e.g. raised by a SIGINT handler) polled while waiting: once
+                               raised, the job is cancelled on the server and qd_remote_run returns
+                               130; NULL: none */
+} qd_remote_opts;
 
-/* A flag (e.g. raised by a SIGINT handler) polled while waiting: once raised, the job is
- * cancelled on the server and qd_remote_run returns 130. */
-void qd_remote_set_interrupt(atomic_int *flag);
+int qd_remote_run(const qd_remote_opts *o, const char *type, const qd_remote_paths *paths, json_t *config,
+                  const char *outdir, json_t **result);
 
 #endif

@@ -6,7 +6,7 @@
  * the file, the line. */
 #include "config.h"
 #include "daemon/conf.h"
-#include "daemon/log.h"
+#include "common/log.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -488,4 +488,17 @@ void qd_config_free(qd_config *c)
         }
     free(c->config_file);
     c->config_file = NULL;
+}
+
+qd_server_options qd_config_server_options(const qd_config *c)
+{
+    return (qd_server_options){
+        .listen = c->listen, .http_threads = c->http_threads, .max_connections = c->max_connections,
+        .max_connections_per_ip = c->max_connections_per_ip, .token_file = c->token_file,
+        .sse_keepalive = c->sse_keepalive, .web_root = c->web_root, .chartjs = c->chartjs,
+        .header_timeout = c->header_timeout, .body_timeout = c->body_timeout, .body_min_rate = c->body_min_rate,
+        .allowed_hosts = c->allowed_hosts, .allowed_origins = c->allowed_origins, .max_queue = c->max_queue,
+        .debug_jobs = c->debug_jobs, .max_model_size = c->max_model_size, .max_dataset_size = c->max_dataset_size,
+        .max_json_size = c->max_json_size,
+    };
 }

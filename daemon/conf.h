@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "api/server.h"
+
 typedef struct qd_config {
     /* http */
     char *listen;             /* "127.0.0.1:8080" */
@@ -59,5 +61,7 @@ int qd_config_load(qd_config *c, int argc, char **argv, char *err, size_t errlen
 /* Writes the documented sample configuration (every key with its default and doc). */
 void qd_config_print(FILE *f);
 void qd_config_free(qd_config *c);
+/* The server's part of the configuration (strings borrowed from c). */
+qd_server_options qd_config_server_options(const qd_config *c);
 
 #endif

@@ -11,13 +11,14 @@
 #include "config.h"
 #include "api/server.h"
 #include "daemon/conf.h"
-#include "daemon/log.h"
+#include "common/log.h"
+#include "jobs/debug_jobs.h"
 #include "jobs/scheduler.h"
 #include "jobs/store.h"
-#include "tensor.h"
-#include "threadpool.h"
 
 #include <pthread.h>
+#include <quant/tensor.h>
+#include <quant/threadpool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,7 +61,8 @@ int main(int argc, char **argv)
     qs_threadpool *pool = NULL;
     if (qd_store_open(cfg.state_dir, &st, err, sizeof err) < 0)
         goto fail;
-    if (!(srv = qd_server_new(&cfg, st, err, sizeof err)))
+    qd_server_options so_http = qd_config_server_options(&cfg);
+    if (!(srv = qd_server_new(&so_http, st, err, sizeof err)))
         goto fail;
     /* the port first: a daemon that cannot serve must not requeue or start any job */
     char addr[128];
@@ -76,7 +78,7 @@ int main(int argc, char **argv)
     qd_sched_opts so = {
         .workers = cfg.workers, .pool = pool, .job_nice = cfg.job_nice,
         .max_queue = cfg.max_queue,
-        .debug_jobs = cfg.debug_jobs, .notify = qd_server_notify, .ud = srv,
+        .extra_types = cfg.debug_jobs ? qd_debug_job_types : NULL, .notify = qd_server_notify, .ud = srv,
     };
     if (qd_sched_start(st, &so, &sched, err, sizeof err) < 0)
         goto fail;

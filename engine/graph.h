@@ -7,14 +7,17 @@
  *   int n = qs_graph_add_node(g, "Relu", "relu0", 1, &x, 1, &y);
  *   qs_graph_set_inputs/outputs(...); qs_graph_toposort(g, &e);
  *
- * The structs are open: passes and kernels read fields directly. Node ids are indices into
- * g->nodes and change when nodes are removed (qs_graph_remove_nodes); value ids never change. */
+ * Inside the engine the structs are open: passes and kernels read fields directly. Outside code
+ * sees an opaque qs_graph and the accessors of <quant/graph.h> (graph_access.c). Node ids are
+ * indices into g->nodes and change when nodes are removed (qs_graph_remove_nodes); value ids
+ * never change. */
 #ifndef QS_GRAPH_H
 #define QS_GRAPH_H
 
 #include <stdint.h>
 
 #include "tensor.h"
+#include <quant/graph.h>
 
 /* ONNX AttributeProto.AttributeType codes */
 typedef enum qs_attr_type {
@@ -74,12 +77,9 @@ typedef struct qs_graph {
 } qs_graph;
 
 qs_graph *qs_graph_new(void);
-void qs_graph_free(qs_graph *g);
-qs_graph *qs_graph_clone(const qs_graph *g);   /* deep copy, initializers included */
 
 /* The value called name, created (no type, no producer) if missing; -1 on OOM. */
 int qs_graph_value(qs_graph *g, const char *name);
-int qs_graph_find_value(const qs_graph *g, const char *name);   /* -1 if absent */
 /* A new value with a name derived from base that is not yet used ("base", "base_1", …). */
 int qs_graph_new_value(qs_graph *g, const char *base);
 /* Attaches t (stolen) as the value's initializer, replacing any previous one. */
@@ -105,7 +105,6 @@ const char *qs_node_string(const qs_node *n, const char *name, const char *dflt)
 int qs_node_ints(const qs_node *n, const char *name, const int64_t **v);
 int qs_node_floats(const qs_node *n, const char *name, const float **v);
 
-int64_t qs_graph_opset(const qs_graph *g, const char *domain);   /* 0 when not imported */
 int qs_graph_set_opset(qs_graph *g, const char *domain, int64_t version);
 
 /* Node ids that read value v, in node order; returns the count, fills up to max ids. */

@@ -1,7 +1,9 @@
 /* Pipelines: the jobs quantd runs (eval, ptq, analyze, qat), driven by the job spec's JSON and
  * reporting progress through a callback. The CLI runs them locally; the daemon runs them on its
- * worker pool. A pipeline writes its artifacts into io->outdir (which must exist and be empty);
- * callers that publish artifacts atomically give a temp folder and rename it afterwards.
+ * worker pool. One table of job types (engine/pipeline/types.c) names each type's driver (one
+ * file each in engine/pipeline/, calling down into engine/quant/) and whether it resumes. A
+ * pipeline writes its artifacts into io->outdir (which must exist and be empty); callers that
+ * publish artifacts atomically give a temp folder and rename it afterwards.
  *
  *   qs_pipeline_io io = { .model = "m.onnx", .calib = "x.npy", .outdir = tmp, .config = cfg,
  *                         .event = on_event, .ud = job, .abort = &job->cancel };
@@ -57,5 +59,19 @@ typedef struct qs_pipeline_io {
 /* type: "eval", "ptq", "analyze", "qat". *result (new reference) holds the figures the CLI prints
  * with --json and the daemon stores as the job's result. Unknown type → QS_EINVAL. */
 int qs_pipeline_run(const char *type, const qs_pipeline_io *io, json_t **result, qs_err *e);
+
+/* A job type: its driver, and whether an interrupted run continues from its last output, given as
+ * io->resume (qat: from its checkpoint) rather than starting over. A service may keep job types of
+ * its own in the same shape (quantd's test-only jobs/debug_jobs.c). */
+typedef struct qs_pipeline_type {
+    const char *name;
+    int (*run)(const qs_pipeline_io *io, json_t **result, qs_err *e);   /* *result as qs_pipeline_run's */
+    int resumable;
+} qs_pipeline_type;
+
+/* The engine's job types, ended by an entry whose name is NULL. */
+const qs_pipeline_type *qs_pipeline_types(void);
+/* The entry of type name in table (NULL: the engine's); NULL when there is none. */
+const qs_pipeline_type *qs_pipeline_find(const qs_pipeline_type *table, const char *name);
 
 #endif

@@ -1,4 +1,4 @@
-/* Plumbing shared by the pipelines (engine/pipeline.c, engine/quant/ptq.c, …): events with ETA,
+/* Plumbing shared by the pipelines (engine/pipeline/, engine/quant/ptq.c, …): events with ETA,
  * opening data sets against a model's inputs, streaming accuracy, files written atomically.
  * Internal to the engine. */
 #ifndef QS_PIPELINE_UTIL_H

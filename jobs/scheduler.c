@@ -12,8 +12,8 @@
  * a job is interrupted (daemon stopped or killed) its temp folder stays; at the next start a
  * resumable type (qat) gets it as io.resume (renamed <id>.resume), others start clean. */
 #include "jobs/scheduler.h"
-#include "daemon/log.h"
-#include "jobs/sha256.h"
+#include "common/log.h"
+#include "common/sha256.h"
 #include "pipeline.h"
 
 #include <dirent.h>
@@ -42,6 +42,7 @@ typedef struct run {
     uv_work_t req;
     char id[32];
     char type[16];
+    const qs_pipeline_type *jt;   /* its entry in the engine's table or the extra types; NULL: unknown */
     json_t *spec;
     atomic_int abort;
     int cancelled;      /* a user asked (DELETE) */
@@ -278,81 +279,16 @@ static void flush_events(qd_sched *s)
     }
 }
 
-/* ---- the debug job -------------------------------------------------------------------------- */
-
-/* "sleep": waits config.seconds in 50 ms steps, reporting progress and polling the abort flag
- * like a pipeline does, keeps a checkpoint (the step reached) in its output's checkpoint/ folder
- * and resumes from io->resume's, and writes two artifacts. With config.fail it fails at the end.
- * It lets the service's tests exercise every job path without depending on the engine. */
-static int debug_sleep(const qs_pipeline_io *io, json_t **result, qs_err *e)
-{
-    json_t *c = io->config;
-    double seconds = json_number_value(json_object_get(c, "seconds"));
-    if (!json_object_get(c, "seconds"))
-        seconds = 1;
-    int fail = json_is_true(json_object_get(c, "fail"));
-    json_int_t nbytes = json_integer_value(json_object_get(c, "artifact_bytes"));
-    if (!json_object_get(c, "artifact_bytes"))
-        nbytes = 100000;
-    int steps = (int)(seconds / 0.05 + 0.5);
-    if (steps < 1)
-        steps = 1;
-    int start = 0;
-    char path[PATH_MAX];
-    if (io->resume) {
-        snprintf(path, sizeof path, "%s/checkpoint/step", io->resume);
-        FILE *f = fopen(path, "r");
-        if (f) {
-            if (fscanf(f, "%d", &start) != 1 || start < 0 || start > steps)
-                start = 0;
-            fclose(f);
-        }
-    }
-    snprintf(path, sizeof path, "%s/checkpoint", io->outdir);
-    mkdir(path, 0750);
-    if (start && io->event) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "resuming from step %d of %d", start, steps);
-        io->event(io->ud, &(qs_event){ .type = QS_EV_LOG, .level = "info", .message = msg });
-    }
-    for (int i = start; i < steps; i++) {
-        if (io->abort && atomic_load(io->abort))
-            return qs_error(e, QS_EABORTED, "aborted at step %d of %d", i, steps);
-        struct timespec ts = { 0, 50 * 1000 * 1000 };
-        nanosleep(&ts, NULL);
-        snprintf(path, sizeof path, "%s/checkpoint/step", io->outdir);
-        FILE *f = fopen(path, "w");
-        if (f) {
-            fprintf(f, "%d\n", i + 1);
-            fclose(f);
-        }
-        if (io->event)
-            io->event(io->ud, &(qs_event){ .type = QS_EV_PROGRESS, .stage = "sleep", .done = i + 1,
-                                           .total = steps, .eta_s = (steps - i - 1) * 0.05 });
-    }
-    if (fail)
-        return qs_error(e, QS_EINVAL, "debug job failed as asked (config.fail)");
-    if (io->event) {
-        io->event(io->ud, &(qs_event){ .type = QS_EV_METRIC, .name = "steps", .value = steps });
-        io->event(io->ud, &(qs_event){ .type = QS_EV_LOG, .level = "info", .message = "done sleeping" });
-    }
-    snprintf(path, sizeof path, "%s/data.bin", io->outdir);
-    FILE *f = fopen(path, "wb");
-    if (!f)
-        return qs_error(e, QS_EIO, "%s: %s", path, strerror(errno));
-    for (json_int_t i = 0; i < nbytes; i++)
-        fputc((int)((i * 2654435761u) >> 24) & 255, f);
-    int bad = ferror(f);
-    if (fclose(f) != 0 || bad)   /* a full disk must fail the job, as in a pipeline */
-        return qs_error(e, QS_EIO, "%s: %s", path, strerror(errno));
-    *result = json_pack("{s:i, s:i}", "steps", steps, "resumed_from", start);
-    snprintf(path, sizeof path, "%s/report.json", io->outdir);
-    if (json_dump_file(*result, path, JSON_INDENT(2)) < 0)
-        return qs_error(e, QS_EIO, "%s: cannot write", path);
-    return 0;
-}
-
 /* ---- running a job --------------------------------------------------------------------------- */
+
+/* The engine's job types, then the service's extra ones (the test-only types of debug_jobs). */
+static const qs_pipeline_type *job_type(const qd_sched *s, const char *type)
+{
+    const qs_pipeline_type *t = qs_pipeline_find(NULL, type);
+    if (!t && s->o.extra_types)
+        t = qs_pipeline_find(s->o.extra_types, type);
+    return t;
+}
 
 static void work_cb(uv_work_t *req)
 {
@@ -371,8 +307,10 @@ static void work_cb(uv_work_t *req)
     };
     r->err.code = 0;
     r->err.msg[0] = 0;
-    if (!strcmp(r->type, "sleep"))
-        r->rc = debug_sleep(&io, &r->result, &r->err);
+    /* the engine's types go through qs_pipeline_run (its checks; a type neither table knows fails
+     * there, with the engine's message), the extra types straight to their driver */
+    if (r->jt && !qs_pipeline_find(NULL, r->type))
+        r->rc = r->jt->run(&io, &r->result, &r->err);
     else
         r->rc = qs_pipeline_run(r->type, &io, &r->result, &r->err);
     if (r->rc == 0) {
@@ -685,7 +623,8 @@ static void start_jobs(qd_sched *s)
         const char *dir = qd_store_dir(s->st);
         snprintf(r->outdir, sizeof r->outdir, "%s/tmp/%s", dir, id);
         snprintf(r->resume, sizeof r->resume, "%s/tmp/%s.resume", dir, id);
-        int resumable = !strcmp(r->type, "qat") || !strcmp(r->type, "sleep");
+        r->jt = job_type(s, r->type);
+        int resumable = r->jt && r->jt->resumable;
         if (resumable && exists(r->outdir)) {   /* the last attempt's output is the newest */
             qd_rm_rf(r->resume);
             rename(r->outdir, r->resume);
@@ -871,11 +810,7 @@ int qd_sched_start(qd_store *st, const qd_sched_opts *o, qd_sched **out, char *e
 
 int qd_sched_type_known(const qd_sched *s, const char *type)
 {
-    static const char *const types[] = { "eval", "ptq", "analyze", "qat" };
-    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
-        if (!strcmp(type, types[i]))
-            return 1;
-    return s->o.debug_jobs && !strcmp(type, "sleep");
+    return job_type(s, type) != NULL;
 }
 
 int qd_sched_submit(qd_sched *s, const char *id, const char *type, json_t *spec, int nrefs,

@@ -1,5 +1,6 @@
 /* The job scheduler: a libuv loop on its own thread owns the queue; jobs run on libuv's worker
- * pool (uv_queue_work), at most `workers` at once, each through the engine's qs_pipeline_run.
+ * pool (uv_queue_work), at most `workers` at once, each through its entry in the engine's table of job
+ * types (qs_pipeline_types: the driver, and whether an interrupted job resumes).
  *
  *   qd_sched_opts o = { .workers = 2, .max_queue = 100, .notify = on_events, .ud = hub };
  *   qd_sched *s;
@@ -21,6 +22,7 @@
 #include <stdint.h>
 
 #include "jobs/store.h"
+#include "pipeline.h"
 #include "threadpool.h"
 
 typedef struct qd_sched qd_sched;
@@ -32,7 +34,8 @@ typedef struct qd_sched_opts {
     qs_threadpool *pool;  /* the engine's compute threads, shared by the jobs (borrowed; qs_pipeline_io.pool) */
     int job_nice;         /* nice value of job threads (Linux: per thread) */
     int max_queue;        /* queued jobs at most */
-    int debug_jobs;       /* accept the "sleep" job type */
+    const qs_pipeline_type *extra_types;   /* job types besides the engine's, ended by a NULL name
+                                             (quantd's debug_jobs: jobs/debug_jobs.h); NULL: none */
     qd_notify_fn notify;
     void *ud;
 } qd_sched_opts;
@@ -51,7 +54,7 @@ int qd_sched_submit(qd_sched *s, const char *id, const char *type, json_t *spec,
 /* 0: a queued job is now cancelled; 1: a running job was asked to stop (it becomes cancelled at
  * the engine's next poll of its abort flag); QD_ST_CONFLICT: already finished; QD_ST_NOTFOUND. */
 int qd_sched_cancel(qd_sched *s, const char *id);
-/* Whether the type can run here ("eval", "ptq", "analyze", "qat"; "sleep" with debug_jobs). */
+/* Whether the type can run here: the engine's (qs_pipeline_types) or one of extra_types. */
 int qd_sched_type_known(const qd_sched *s, const char *type);
 
 /* Figures for /metrics. */

@@ -12,7 +12,7 @@
  * Event ids are per job (1, 2, 3, …): the SSE stream's `id:` lines, so Last-Event-ID is simply
  * "the last seq I saw". */
 #include "jobs/store.h"
-#include "daemon/log.h"
+#include "common/log.h"
 
 #include <dirent.h>
 #include <errno.h>

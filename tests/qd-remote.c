@@ -54,9 +54,9 @@ int main(int argc, char **argv)
     }
     struct sigaction sa = { .sa_handler = on_sigint };
     sigaction(SIGINT, &sa, NULL);
-    qd_remote_set_interrupt(&stop);
+    qd_remote_opts o = { .server = argv[1], .token = token, .interrupt = &stop };
     json_t *result = NULL;
-    int rc = qd_remote_run(argv[1], token, argv[2], &p, cfg, outdir, json_out ? &result : NULL);
+    int rc = qd_remote_run(&o, argv[2], &p, cfg, outdir, json_out ? &result : NULL);
     if (result) {
         json_dumpf(result, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
         fputc('\n', stdout);

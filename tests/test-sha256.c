@@ -1,7 +1,7 @@
-/* SHA-256 (jobs/sha256.c) against the FIPS 180-2 appendix B examples, streaming in odd chunk
+/* SHA-256 (common/sha256.c) against the FIPS 180-2 appendix B examples, streaming in odd chunk
  * sizes, and the file helper. */
 #include "harness.h"
-#include "jobs/sha256.h"
+#include "common/sha256.h"
 
 #include <stdint.h>
 

@@ -1,6 +1,6 @@
 /* The quantization debugging flow (paper §3.7, Fig. 9) and the closed loop built on it.
  *
- * Analysis — the "analyze" pipeline (qs_pipeline_run("analyze", …) dispatches here):
+ * Analysis — the "analyze" pipeline (the analyze job's driver, engine/pipeline/analyze.c, calls it):
  *
  *   json_t *res;
  *   qs_pipeline_analyze(&io, &res, &e);   // io: model, calib, val + val_labels, outdir, config

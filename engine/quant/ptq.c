@@ -1,4 +1,5 @@
-/* The PTQ pipeline (paper §3.5, Fig. 8), driven by the job spec's config:
+/* The PTQ pipeline's stages (paper §3.5, Fig. 8), driven by the job spec's config; the ptq job's
+ * driver (engine/pipeline/ptq.c) runs them in this order:
  *
  *   FP32 model → BN fold → QuantSim (symmetric weights, asymmetric activations)
  *     → weight ranges (min-max / MSE, per channel) → calibration: activation statistics streamed
@@ -19,7 +20,6 @@
 #include "exec.h"
 #include "onnx.h"
 #include "quant/adaround.h"
-#include "quant/analyze.h"
 #include "quant/biascorr.h"
 #include "quant/cle.h"
 #include "quant/export.h"
@@ -28,8 +28,6 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
-
-int qs_pipeline_ptq(const qs_pipeline_io *io, json_t **result, qs_err *e);
 
 typedef qs_ptq ptq;
 #define warn qs_ptq_warn
@@ -846,32 +844,4 @@ void qs_ptq_close(ptq *p)
     json_decref(p->warnings);
     json_decref(p->extra);
     memset(p, 0, sizeof *p);
-}
-
-/* --- the pipeline ------------------------------------------------------------------------------ */
-
-int qs_pipeline_ptq(const qs_pipeline_io *io, json_t **result, qs_err *e)
-{
-    ptq p;
-    *result = NULL;
-    json_t *res = json_object();
-    int rc = qs_ptq_open(&p, io, e);
-    if (rc == 0 && !p.calib.d)
-        rc = qs_error(e, QS_EINVAL, "PTQ needs calibration data");
-    if (rc == 0)
-        rc = qs_ptq_prepare(&p, e);
-    if (rc == 0)
-        rc = qs_ptq_accuracy(&p, res, e);
-    if (rc == 0 && p.cfg.target_drop >= 0)   /* §3.7's closed loop: keep sensitive groups wider */
-        rc = qs_ptq_target_drop(&p, p.cfg.target_drop, res, e);
-    if (rc == 0)
-        rc = qs_ptq_write(&p, "ptq", res, e);
-    if (rc == 0 && io->outdir)
-        json_object_set_new(res, "outdir", json_string(io->outdir));
-    if (rc < 0)
-        json_decref(res);
-    else
-        *result = res;
-    qs_ptq_close(&p);
-    return rc;
 }

@@ -143,7 +143,4 @@ int qs_qat_bn_reestimate(qs_qat *t, int64_t samples, qs_err *e);
 /* {"parameters": arrays trained, "elements", "range_parameters", "frozen_ranges", …} */
 json_t *qs_qat_summary(const qs_qat *t);
 
-/* The standard QAT pipeline (paper §4.4, Fig. 12); see qat.c. */
-int qs_pipeline_qat(const qs_pipeline_io *io, json_t **result, qs_err *e);
-
 #endif

@@ -15,7 +15,7 @@
 #include "config.h"
 #include "api/server.h"
 #include "daemon/conf.h"
-#include "daemon/log.h"
+#include "common/log.h"
 #include "jobs/scheduler.h"
 #include "jobs/store.h"
 
@@ -65,8 +65,9 @@ static void start_server(void)
     signal(SIGPIPE, SIG_IGN);
     qd_store *st;
     qd_server *srv;
+    qd_server_options so_http = qd_config_server_options(&cfg);
     qd_sched *sched;
-    if (qd_store_open(cfg.state_dir, &st, err, sizeof err) < 0 || !(srv = qd_server_new(&cfg, st, err, sizeof err))) {
+    if (qd_store_open(cfg.state_dir, &st, err, sizeof err) < 0 || !(srv = qd_server_new(&so_http, st, err, sizeof err))) {
         fprintf(stderr, "fuzz-http: %s\n", err);
         abort();
     }

@@ -1,5 +1,5 @@
 /* Logging to stderr; see log.h. The journald prefix is decided once at init. */
-#include "daemon/log.h"
+#include "common/log.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* SHA-256 on nettle; see sha256.h. */
-#include "jobs/sha256.h"
+#include "common/sha256.h"
 
 #include <errno.h>
 #include <fcntl.h>
