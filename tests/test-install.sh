@@ -4,6 +4,8 @@
 # only `pkg-config --cflags --libs quant` and runs on every fixture model; and the shared library
 # exports qs_* symbols alone (protobuf-c's onnx__* stay hidden).
 b=${QD_BUILDDIR:-.}
+# a sanitizer build's library needs its runtime loaded first: the example is built the same way
+san=${QD_SAN_CFLAGS:-}
 s=${QD_SRCDIR:-.}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/quant-install.XXXXXX") || exit 1
 trap 'rm -rf "$tmp"' EXIT
@@ -30,7 +32,7 @@ else
 fi
 
 # shellcheck disable=SC2086  # flags are words
-if ${CC:-cc} -std=c11 -Wall -Wextra -Werror -o "$tmp/model-info" "$s/examples/model-info.c" $flags \
+if ${CC:-cc} -std=c11 -Wall -Wextra -Werror $san -o "$tmp/model-info" "$s/examples/model-info.c" $flags \
      -Wl,-rpath,"$libdir" >"$tmp/cc.log" 2>&1; then
   echo "ok 3 - examples/model-info.c builds against the installed library alone"
 else

@@ -123,11 +123,16 @@ static inline int qs_dtype_numeric(qs_dtype t)
 /* for (int64_t i = 0; i < n; i++) { body } in blocks of 16: GCC's vectorizer at -O2 only takes
  * loops it can replace entirely, which a fixed 16-trip inner loop is; ivdep because an output may
  * be the very buffer of an input (in-place elementwise), which is never a cross-iteration hazard. */
+#if defined(__clang__)
+#define QS_IVDEP_ _Pragma("clang loop vectorize(assume_safety)")
+#else
+#define QS_IVDEP_ _Pragma("GCC ivdep")
+#endif
 #define QS_VFOR(i, n, ...)                                                             \
     do {                                                                               \
         int64_t i##_b_ = 0, i##_n_ = (n);                                              \
         for (; i##_b_ + 16 <= i##_n_; i##_b_ += 16) {                                  \
-            _Pragma("GCC ivdep")                                                       \
+            QS_IVDEP_                                                                  \
             for (int i##_k_ = 0; i##_k_ < 16; i##_k_++) {                              \
                 int64_t i = i##_b_ + i##_k_;                                           \
                 __VA_ARGS__;                                                           \
