@@ -122,6 +122,8 @@ static int conv_params(qs_kctx *c, conv_p *p)
     return 0;
 }
 
+QS_OP_PARAMS(conv, conv_p, conv_params)
+
 static int conv_infer(qs_kctx *c)
 {
     conv_p p;
@@ -147,7 +149,7 @@ static void convb_slice(const conv_p *p, int64_t *col_floats, int64_t *slice_flo
 static size_t conv_scratch(const qs_kctx *c)
 {
     conv_p p;
-    if (conv_params((qs_kctx *)c, &p) < 0 || (p.path == PATH_1X1 && !c->training && !c->din))
+    if (conv_get((qs_kctx *)c, &p) < 0 || (p.path == PATH_1X1 && !c->training && !c->din))
         return 0;
     if (p.path == PATH_DW)
         return conv_dw_scratch(c, &p);
@@ -263,7 +265,7 @@ static void conv_items_range(void *arg, int64_t n0, int64_t n1, int worker)
 static int conv_forward(qs_kctx *c)
 {
     conv_p p;
-    int rc = conv_params(c, &p), workers = 1;
+    int rc = conv_get(c, &p), workers = 1;
     if (rc < 0)
         return rc;
     const float *x = qs_f32(c->in[0]), *w = qs_f32(c->in[1]);
@@ -354,7 +356,7 @@ static void convb_slice(const conv_p *p, int64_t *col_floats, int64_t *slice_flo
 static int conv_backward(qs_kctx *c)
 {
     conv_p p;
-    int rc = conv_params(c, &p);
+    int rc = conv_get(c, &p);
     if (rc < 0)
         return rc;
     const float *x = qs_f32(c->in[0]), *w = qs_f32(c->in[1]);
@@ -483,6 +485,8 @@ static int convt_params(qs_kctx *c, conv_p *p)
     return 0;
 }
 
+QS_OP_PARAMS(convt, conv_p, convt_params)
+
 static int convt_infer(qs_kctx *c)
 {
     conv_p p;
@@ -499,7 +503,7 @@ static int convt_infer(qs_kctx *c)
 static size_t convt_scratch(const qs_kctx *c)
 {
     conv_p p;
-    if (convt_params((qs_kctx *)c, &p) < 0 || p.path != PATH_GEMM)
+    if (convt_get((qs_kctx *)c, &p) < 0 || p.path != PATH_GEMM)
         return 0;
     return (size_t)(p.Mg * p.kvol * p.xvol) * sizeof(float);
 }
@@ -507,7 +511,7 @@ static size_t convt_scratch(const qs_kctx *c)
 static int convt_forward(qs_kctx *c)
 {
     conv_p p;
-    int rc = convt_params(c, &p), fit, nt = c->nthreads;
+    int rc = convt_get(c, &p), fit, nt = c->nthreads;
     if (rc < 0 || (rc = conv_scratch_slices(c, convt_scratch(c), 1, &fit)) < 0)
         return rc;
     const float *x = qs_f32(c->in[0]), *w = qs_f32(c->in[1]);
@@ -533,7 +537,7 @@ static int convt_forward(qs_kctx *c)
 static int convt_backward(qs_kctx *c)
 {
     conv_p p;
-    int rc = convt_params(c, &p), fit, nt = c->nthreads;
+    int rc = convt_get(c, &p), fit, nt = c->nthreads;
     if (rc < 0 || (rc = conv_scratch_slices(c, convt_scratch(c), 1, &fit)) < 0)
         return rc;
     const float *x = qs_f32(c->in[0]), *w = qs_f32(c->in[1]);
@@ -569,9 +573,9 @@ static int convt_backward(qs_kctx *c)
 }
 
 const qs_op_def qs_ops_conv[] = {
-    { .domain = "", .op = "Conv", .infer = conv_infer, .scratch = conv_scratch, .forward = conv_forward,
-      .backward = conv_backward },
-    { .domain = "", .op = "ConvTranspose", .infer = convt_infer, .scratch = convt_scratch,
-      .forward = convt_forward, .backward = convt_backward },
+    { .domain = "", .op = "Conv", .flags = QS_OP_FUSE_ACT | QS_OP_FUSE_RESIDUAL, .infer = conv_infer,
+      .prepare = conv_prepare, .scratch = conv_scratch, .forward = conv_forward, .backward = conv_backward },
+    { .domain = "", .op = "ConvTranspose", .flags = QS_OP_FUSE_ACT, .infer = convt_infer, .prepare = convt_prepare,
+      .scratch = convt_scratch, .forward = convt_forward, .backward = convt_backward },
     { .op = NULL },
 };
