@@ -206,7 +206,8 @@ int cmd_ptq(const command *c, int argc, char **argv)
     const char *pos[1], *calib = NULL, *val = NULL, *labels = NULL, *cfgpath = NULL, *wbits = NULL, *abits = NULL,
                *wrange = NULL, *arange = NULL, *exclude = NULL, *outdir = NULL, *samples = NULL, *batch = NULL,
                *threads = NULL, *biascorr = NULL, *ada_iters = NULL, *preset = NULL, *target = NULL;
-    int npos, json = 0, per_channel = 0, per_tensor = 0, no_bn_fold = 0, cle = 0, no_cle = 0, ada = 0, no_ada = 0;
+    int npos, json = 0, per_channel = 0, per_tensor = 0, no_bn_fold = 0, cle = 0, no_cle = 0, ada = 0, no_ada = 0,
+        no_check = 0;
     const opt opts[] = {
         {.name = "--calib", .val = &calib}, {.name = "--val", .val = &val}, {.name = "--labels", .val = &labels},
         {.name = "--config", .val = &cfgpath}, {.name = "--wbits", .val = &wbits}, {.name = "--abits", .val = &abits},
@@ -219,7 +220,7 @@ int cmd_ptq(const command *c, int argc, char **argv)
         {.name = "--no-cle", .flag = &no_cle}, {.name = "--bias-correction", .val = &biascorr},
         {.name = "--adaround", .flag = &ada}, {.name = "--no-adaround", .flag = &no_ada},
         {.name = "--adaround-iterations", .val = &ada_iters}, {.name = "--preset", .val = &preset},
-        {.name = "--target-drop", .val = &target}, {.name = NULL}};
+        {.name = "--target-drop", .val = &target}, {.name = "--no-check-steps", .flag = &no_check}, {.name = NULL}};
     int rc = parse_args(c, argc, argv, opts, pos, 1, &npos);
     if (rc != PARSED)
         return rc;
@@ -268,6 +269,7 @@ int cmd_ptq(const command *c, int argc, char **argv)
     if (ns) cli_set_cfg(cfg, "calibration", "samples", json_integer(ns));
     if (bs) cli_set_cfg(cfg, "calibration", "batch_size", json_integer(bs));
     if (target) cli_set_cfg(cfg, NULL, "target_drop", json_real(drop));
+    if (no_check) cli_set_cfg(cfg, NULL, "check_steps", json_false());
     if (exclude) {
         json_t *arr = json_array();
         char *dup = strdup(exclude), *save = NULL;
