@@ -170,6 +170,7 @@ static int try_step(checker *c, step_id id, double *best, int *was_kept, qs_err 
     kept k = { p->sim, p->prepared, p->bn, p->nbn, p->cfg };
     int rc = 0;
     double s = -INFINITY;
+    size_t nwarn = json_array_size(p->warnings);
     p->sim = NULL;
     switch (id) {
     case CLE:
@@ -206,6 +207,8 @@ static int try_step(checker *c, step_id id, double *best, int *was_kept, qs_err 
         p->sim = k.sim, p->prepared = k.prepared, p->bn = k.bn, p->nbn = k.nbn, p->cfg = k.cfg;
         if (STEP_KEYS[id])
             json_object_del(p->extra, STEP_KEYS[id]);
+        while (rc == 0 && json_array_size(p->warnings) > nwarn)   /* about the candidate (ReLU6 → ReLU) */
+            json_array_remove(p->warnings, json_array_size(p->warnings) - 1);
     }
     if (rc < 0)
         return rc;
