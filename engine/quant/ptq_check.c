@@ -17,7 +17,8 @@
  * prepared graph and BN records), calibrated and scored; reverting frees the candidate and puts
  * the kept one back, so nothing has to be undone in place. p->cfg ends as the steps kept (what
  * later stages such as the --target-drop loop recompute ranges with); report.json's "config" is
- * the one asked for, its "step_check" the decisions.
+ * the one asked for, its "step_check" the decisions; the reports of CLE, AdaRound and bias
+ * correction stay under their keys with "kept": false when reverted (what the step would do).
  *
  * The score (config.check_metric): top-1 accuracy on the validation data ("accuracy"; the
  * validation data then also selects the steps), or a comparison with the FP32 model on the last
@@ -161,7 +162,8 @@ static json_t *score_json(double s) { return isfinite(s) ? json_real(s) : json_n
 typedef enum { CLE, WEIGHT_RANGE, ACT_RANGE, LOGITS_RANGE, ADAROUND, BIAS_CORRECTION } step_id;
 static const char *const STEP_NAMES[] = { "cle", "weight_range", "activation_range", "last_layer_range",
                                           "adaround", "bias_correction" };
-static const char *const STEP_KEYS[] = { "cle", NULL, NULL, NULL, "adaround", "bias_correction" };   /* p->extra */
+/* the report.json keys of the algorithms' own reports */
+static const char *const STEP_KEYS[] = { "cle", NULL, NULL, NULL, "adaround", "bias_correction" };
 
 /* Tries step id on top of the kept state (score *best): keeps it when its score is not lower. */
 static int try_step(checker *c, step_id id, double *best, int *was_kept, qs_err *e)
@@ -205,13 +207,14 @@ static int try_step(checker *c, step_id id, double *best, int *was_kept, qs_err 
     }
     if (!keep) {
         p->sim = k.sim, p->prepared = k.prepared, p->bn = k.bn, p->nbn = k.nbn, p->cfg = k.cfg;
-        if (STEP_KEYS[id])
-            json_object_del(p->extra, STEP_KEYS[id]);
         while (rc == 0 && json_array_size(p->warnings) > nwarn)   /* about the candidate (ReLU6 → ReLU) */
             json_array_remove(p->warnings, json_array_size(p->warnings) - 1);
     }
     if (rc < 0)
         return rc;
+    json_t *rep = STEP_KEYS[id] ? json_object_get(p->extra, STEP_KEYS[id]) : NULL;
+    if (json_is_object(rep))   /* the algorithm's report stays, a reverted one saying so */
+        json_object_set_new(rep, "kept", json_boolean(keep));
     const char *unit = c->metric == SQNR ? " dB" : "";
     qs_pl_log(p->io, "info", "step %s: %s (score %.4g%s before, %.4g%s with it)", STEP_NAMES[id],
               keep ? "kept" : "reverted", *best, unit, s, unit);
