@@ -1,5 +1,5 @@
 /* The ptq job (paper §3.5, Fig. 8): the PTQ stages of engine/quant/ptq.c in order, with §3.7's
- * closed loop (engine/quant/analyze.c) when the config sets target_drop. */
+ * closed loop (engine/quant/target_drop.c) when the config sets target_drop. */
 #include "pipeline/drivers.h"
 
 #include "quant/analyze.h"

@@ -1,4 +1,6 @@
-/* The debugging flow of paper §3.7 (Fig. 9) as a pipeline, and the closed loop that acts on it.
+/* The debugging flow of paper §3.7 (Fig. 9) as a pipeline. The closed loop that acts on it is in
+ * target_drop.c; the measurements both use (evaluation, quantizer groups, FP32-calibrated ranges)
+ * are defined here and declared in analyze_impl.h.
  *
  * Analysis. The PTQ stages run as in the ptq pipeline (BN fold, CLE and absorption, QuantSim,
  * weight ranges, calibrated activation ranges) but without bias correction and AdaRound: those
@@ -47,22 +49,7 @@
  *             "before": {"min": [], "max": []}, "after": {…}}]} — per output channel, before and
  *             after CLE (equal when CLE is off),
  *    "cle": the CLE report without its layers (when CLE ran),
- *    "diagnosis": [sentences], "config": the config used, "warnings": [], "timings": {}, "seconds"}
- *
- * Closed loop (qs_ptq_target_drop). Groups are ranked once, by the accuracy of the model with
- * every group but that one quantized, that one with its FP32 weight and bias put back for the
- * measurement (what keeping it in higher precision would give back), on
- * at most 1000 validation samples with FP32-calibrated activation ranges as above (the pipeline's
- * ranges are put back afterwards), ties broken by output SQNR. Then, worst first, a group gets
- * 16-bit weights and activations — its weights and bias are restored from the prepared FP32
- * model first (AdaRound writes rounded weights into the simulation's initializers and bias
- * correction shifts biases, both for the low-bit grid), its weight ranges are recomputed on the
- * new grid and all activation ranges recalibrated (a full calibration pass: the ranges chosen
- * for 4 or 8 bits clip far too much at 16, and downstream statistics move with the new
- * weights) — and the full validation set is scored, until the drop is within the target. If every
- * group is at 16 bits and the target is still missed, groups are kept in FP32 (all their
- * quantizers bypassed, which export writes as float) in the same order. 16-bit activations
- * export as int16/uint16 at opset 21. */
+ *    "diagnosis": [sentences], "config": the config used, "warnings": [], "timings": {}, "seconds"} */
 #include "quant/analyze.h"
 
 #include <math.h>
@@ -70,20 +57,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "quant/analyze_impl.h"
 #include "quant/cle.h"
 #include "quant/range.h"
-#include "runner.h"
-
-#define RANK_SAMPLES 1000        /* validation samples used to rank groups in the closed loop */
-#define PROMOTED_BITS 16
 
 /* --- evaluation over the first n validation samples ------------------------------------------- */
-
-typedef struct eval_out {
-    double top1, top5;   /* top5 < 0 with fewer than 5 classes */
-    double sqnr_db;      /* INFINITY when identical to the reference, NAN without one */
-    int64_t n;
-} eval_out;
 
 typedef struct eval_state {
     const int64_t *labels;
@@ -142,8 +120,8 @@ static double sqnr_db(double sig, double noise)
 
 /* Scores runner r on samples [0, n) of the validation set; ref: reference logits for the SQNR;
  * keep (may be NULL) receives the logits (caller frees) and classes their row length. */
-static int evaluate(qs_ptq *p, qs_runner *r, int64_t n, const float *ref, int64_t ref_classes, float **keep,
-                    int64_t *classes, eval_out *out, qs_err *e)
+int qs_an_evaluate(qs_ptq *p, qs_runner *r, int64_t n, const float *ref, int64_t ref_classes, float **keep,
+                   int64_t *classes, qs_an_eval *out, qs_err *e)
 {
     eval_state s = { .labels = p->labels, .ref = ref, .ref_classes = ref_classes, .want_keep = keep != NULL,
                      .total = n };
@@ -163,7 +141,7 @@ static int evaluate(qs_ptq *p, qs_runner *r, int64_t n, const float *ref, int64_
     return 0;
 }
 
-static qs_runner *new_runner(qs_ptq *p, qs_graph *g, qs_err *e)
+qs_runner *qs_an_runner(qs_ptq *p, qs_graph *g, qs_err *e)
 {
     qs_runner *r = qs_runner_new(g, p->cfg.calibration.batch_size, e);
     if (r)
@@ -171,19 +149,9 @@ static qs_runner *new_runner(qs_ptq *p, qs_graph *g, qs_err *e)
     return r;
 }
 
-static json_t *num_or_null(double v) { return isfinite(v) ? json_real(v) : json_null(); }
-
 /* --- quantizer groups -------------------------------------------------------------------------- */
 
-typedef struct qgroup {
-    const char *name;   /* borrowed from the quantizer table */
-    const char *op;
-    int *q, nq;
-    int weight, act;    /* quantizer indices, -1 when the group has none */
-    int promoted, excluded;
-} qgroup;
-
-static void groups_free(qgroup *gr, int n)
+void qs_an_groups_free(qs_an_group *gr, int n)
 {
     for (int i = 0; gr && i < n; i++)
         free(gr[i].q);
@@ -198,9 +166,9 @@ static const char *node_op(const qs_graph *g, const char *name)
     return "?";
 }
 
-static int build_groups(const qs_quantsim *sim, qgroup **out, int *nout, qs_err *e)
+int qs_an_groups(const qs_quantsim *sim, qs_an_group **out, int *nout, qs_err *e)
 {
-    qgroup *gr = calloc(sim->nq + 1, sizeof *gr);
+    qs_an_group *gr = calloc(sim->nq + 1, sizeof *gr);
     int n = 0;
     if (!gr)
         return qs_error(e, QS_ENOMEM, "out of memory");
@@ -217,7 +185,7 @@ static int build_groups(const qs_quantsim *sim, qgroup **out, int *nout, qs_err 
         }
         int *x = realloc(gr[k].q, (gr[k].nq + 1) * sizeof *x);
         if (!x) {
-            groups_free(gr, n);
+            qs_an_groups_free(gr, n);
             return qs_error(e, QS_ENOMEM, "out of memory");
         }
         gr[k].q = x;
@@ -235,21 +203,13 @@ static int build_groups(const qs_quantsim *sim, qgroup **out, int *nout, qs_err 
 }
 
 /* Switches quantizer i on where on[i], off elsewhere; a bias follows its weight. */
-static void apply(qs_quantsim *sim, const char *on)
+void qs_an_apply(qs_quantsim *sim, const char *on)
 {
     for (int i = 0; i < sim->nq; i++) {
         const qs_quantizer *q = &sim->q[i];
         int enable = q->kind == QS_Q_BIAS && q->bias_of >= 0 ? on[q->bias_of] : on[i];
         qs_quantsim_bypass(sim, i, !enable);
     }
-}
-
-static void set_all(char *on, int n, char v) { memset(on, v, (size_t)n); }
-
-static void set_group(char *on, const qgroup *g, char v)
-{
-    for (int k = 0; k < g->nq; k++)
-        on[g->q[k]] = v;
 }
 
 /* The weight tensor's own quantization SQNR with its quantizer's current grid. */
@@ -282,7 +242,7 @@ static const char *kind_name(qs_qkind k)
  * PTQ pipeline observes with weights quantized, so a badly quantized layer moves every range
  * downstream of it; measuring one group at a time needs ranges that do not depend on the others.)
  * Leaves every quantizer enabled, as qs_ptq_calibrate does. */
-static int calibrate_fp32(qs_ptq *p, qs_err *e)
+int qs_an_calibrate_fp32(qs_ptq *p, qs_err *e)
 {
     qs_quantsim_bypass_kind(p->sim, QS_Q_WEIGHT, 1);
     int rc = qs_ptq_calibrate(p, e);
@@ -292,7 +252,7 @@ static int calibrate_fp32(qs_ptq *p, qs_err *e)
 }
 
 /* Every quantizer's scales and zero points, to put back after a temporary recalibration. */
-static float *ranges_save(const qs_quantsim *sim)
+float *qs_an_ranges_save(const qs_quantsim *sim)
 {
     size_t n = 0, k = 0;
     for (int i = 0; i < sim->nq; i++)
@@ -307,7 +267,7 @@ static float *ranges_save(const qs_quantsim *sim)
     return buf;
 }
 
-static void ranges_restore(qs_quantsim *sim, const float *buf)
+void qs_an_ranges_restore(qs_quantsim *sim, const float *buf)
 {
     size_t k = 0;
     for (int i = 0; i < sim->nq; i++) {
@@ -320,15 +280,10 @@ static void ranges_restore(qs_quantsim *sim, const float *buf)
 
 /* --- the analysis pipeline ---------------------------------------------------------------------- */
 
-typedef struct gres {
-    double acc_only, acc_allbut, sqnr_only, sqnr_allbut, wsqnr;
-    int idx;
-} gres;
-
 /* worst first: lowest accuracy with only this group quantized, then lowest SQNR, then model order */
 static int cmp_worst(const void *a, const void *b)
 {
-    const gres *x = a, *y = b;
+    const qs_an_gres *x = a, *y = b;
     if (x->acc_only != y->acc_only)
         return x->acc_only < y->acc_only ? -1 : 1;
     double sx = isnan(x->sqnr_only) ? INFINITY : x->sqnr_only, sy = isnan(y->sqnr_only) ? INFINITY : y->sqnr_only;
@@ -337,10 +292,10 @@ static int cmp_worst(const void *a, const void *b)
     return x->idx - y->idx;
 }
 
-static json_t *mode_json(const eval_out *o, double fp32)
+static json_t *mode_json(const qs_an_eval *o, double fp32)
 {
-    json_t *j = json_pack("{s:f, s:o, s:f}", "accuracy", o->top1, "sqnr_db", num_or_null(o->sqnr_db), "drop_points",
-                          100 * (fp32 - o->top1));
+    json_t *j = json_pack("{s:f, s:o, s:f}", "accuracy", o->top1, "sqnr_db", qs_an_num_or_null(o->sqnr_db),
+                          "drop_points", 100 * (fp32 - o->top1));
     if (o->top5 >= 0)
         json_object_set_new(j, "top5", json_real(o->top5));
     return j;
@@ -374,7 +329,7 @@ static json_t *weight_ranges(qs_ptq *p, qs_err *e)
     return out;
 }
 
-static json_t *diagnosis(double fp32, const eval_out *w, const eval_out *a, const eval_out *q, int fp32_ok)
+static json_t *diagnosis(double fp32, const qs_an_eval *w, const qs_an_eval *a, const qs_an_eval *q, int fp32_ok)
 {
     json_t *d = json_array();
     double dw = 100 * (fp32 - w->top1), da = 100 * (fp32 - a->top1), dq = 100 * (fp32 - q->top1);
@@ -403,8 +358,8 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
     json_t *wr = NULL;
     qs_runner *rl = NULL, *rp = NULL, *rs = NULL;
     float *ref = NULL, *loaded = NULL;
-    qgroup *gr = NULL;
-    gres *st = NULL;
+    qs_an_group *gr = NULL;
+    qs_an_gres *st = NULL;
     char *on = NULL;
     int ng = 0, rc;
     double t0;
@@ -427,7 +382,7 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
         goto out;
     qs_quantsim *sim = p.sim;
     int64_t want = p.cfg.analysis.val_samples, n = p.val.rows < want ? p.val.rows : want;
-    if ((rc = build_groups(sim, &gr, &ng, e)) < 0)
+    if ((rc = qs_an_groups(sim, &gr, &ng, e)) < 0)
         goto out;
     st = calloc(ng + 1, sizeof *st);
     on = calloc(sim->nq + 1, 1);
@@ -435,8 +390,8 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
         rc = qs_error(e, QS_ENOMEM, "out of memory");
         goto out;
     }
-    if (!(rl = new_runner(&p, p.model, e)) || !(rp = new_runner(&p, p.prepared, e)) ||
-        !(rs = new_runner(&p, sim->g, e))) {
+    if (!(rl = qs_an_runner(&p, p.model, e)) || !(rp = qs_an_runner(&p, p.prepared, e)) ||
+        !(rs = qs_an_runner(&p, sim->g, e))) {
         rc = e && e->code ? e->code : QS_EINVAL;
         goto out;
     }
@@ -446,12 +401,12 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
 #define STEP() qs_pl_progress(io, stage, ++done, total, t0)
 
     /* FP32 sanity: as loaded vs prepared vs the simulation with everything off */
-    eval_out fl, fp, fb, optq, oq, ow, oa;
+    qs_an_eval fl, fp, fb, optq, oq, ow, oa;
     int64_t classes = 0, cl2 = 0;
-    if ((rc = evaluate(&p, rl, n, NULL, 0, &loaded, &cl2, &fl, e)) < 0)
+    if ((rc = qs_an_evaluate(&p, rl, n, NULL, 0, &loaded, &cl2, &fl, e)) < 0)
         goto out;
     STEP();
-    if ((rc = evaluate(&p, rp, n, NULL, 0, &ref, &classes, &fp, e)) < 0)
+    if ((rc = qs_an_evaluate(&p, rp, n, NULL, 0, &ref, &classes, &fp, e)) < 0)
         goto out;
     STEP();
     if (cl2 != classes) {
@@ -475,9 +430,9 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
         }
         agree += ia == ib;
     }
-    set_all(on, sim->nq, 0);
-    apply(sim, on);
-    if ((rc = evaluate(&p, rs, n, ref, classes, NULL, NULL, &fb, e)) < 0)
+    qs_an_set_all(on, sim->nq, 0);
+    qs_an_apply(sim, on);
+    if ((rc = qs_an_evaluate(&p, rs, n, ref, classes, NULL, NULL, &fb, e)) < 0)
         goto out;
     STEP();
     double maxrel = maxref > 0 ? maxabs / maxref : maxabs, agreement = n ? (double)agree / n : 1;
@@ -513,58 +468,58 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
     }
 
     /* the quantized model as the PTQ pipeline calibrates it (weights quantized while observing) */
-    set_all(on, sim->nq, 1);
-    apply(sim, on);
-    if ((rc = evaluate(&p, rs, n, ref, classes, NULL, NULL, &optq, e)) < 0)
+    qs_an_set_all(on, sim->nq, 1);
+    qs_an_apply(sim, on);
+    if ((rc = qs_an_evaluate(&p, rs, n, ref, classes, NULL, NULL, &optq, e)) < 0)
         goto out;
     STEP();
     /* the isolating measurements on activation ranges of the FP32 network (see the header) */
-    if ((rc = calibrate_fp32(&p, e)) < 0)
+    if ((rc = qs_an_calibrate_fp32(&p, e)) < 0)
         goto out;
-    set_all(on, sim->nq, 1);
-    apply(sim, on);
-    if ((rc = evaluate(&p, rs, n, ref, classes, NULL, NULL, &oq, e)) < 0)
+    qs_an_set_all(on, sim->nq, 1);
+    qs_an_apply(sim, on);
+    if ((rc = qs_an_evaluate(&p, rs, n, ref, classes, NULL, NULL, &oq, e)) < 0)
         goto out;
     STEP();
     for (int i = 0; i < sim->nq; i++)
         on[i] = sim->q[i].kind == QS_Q_WEIGHT;
-    apply(sim, on);
-    if ((rc = evaluate(&p, rs, n, ref, classes, NULL, NULL, &ow, e)) < 0)
+    qs_an_apply(sim, on);
+    if ((rc = qs_an_evaluate(&p, rs, n, ref, classes, NULL, NULL, &ow, e)) < 0)
         goto out;
     STEP();
     for (int i = 0; i < sim->nq; i++)
         on[i] = sim->q[i].kind == QS_Q_ACT || sim->q[i].kind == QS_Q_INPUT;
-    apply(sim, on);
-    if ((rc = evaluate(&p, rs, n, ref, classes, NULL, NULL, &oa, e)) < 0)
+    qs_an_apply(sim, on);
+    if ((rc = qs_an_evaluate(&p, rs, n, ref, classes, NULL, NULL, &oa, e)) < 0)
         goto out;
     STEP();
 
     /* per group: only this one, all but this one */
     for (int k = 0; k < ng; k++) {
-        eval_out o1, o2;
-        set_all(on, sim->nq, 0);
-        set_group(on, &gr[k], 1);
-        apply(sim, on);
-        if ((rc = evaluate(&p, rs, n, ref, classes, NULL, NULL, &o1, e)) < 0)
+        qs_an_eval o1, o2;
+        qs_an_set_all(on, sim->nq, 0);
+        qs_an_set_group(on, &gr[k], 1);
+        qs_an_apply(sim, on);
+        if ((rc = qs_an_evaluate(&p, rs, n, ref, classes, NULL, NULL, &o1, e)) < 0)
             goto out;
         STEP();
-        set_all(on, sim->nq, 1);
-        set_group(on, &gr[k], 0);
-        apply(sim, on);
-        if ((rc = evaluate(&p, rs, n, ref, classes, NULL, NULL, &o2, e)) < 0)
+        qs_an_set_all(on, sim->nq, 1);
+        qs_an_set_group(on, &gr[k], 0);
+        qs_an_apply(sim, on);
+        if ((rc = qs_an_evaluate(&p, rs, n, ref, classes, NULL, NULL, &o2, e)) < 0)
             goto out;
         STEP();
-        st[k] = (gres){ .acc_only = o1.top1, .acc_allbut = o2.top1, .sqnr_only = o1.sqnr_db,
+        st[k] = (qs_an_gres){ .acc_only = o1.top1, .acc_allbut = o2.top1, .sqnr_only = o1.sqnr_db,
                         .sqnr_allbut = o2.sqnr_db, .wsqnr = gr[k].weight >= 0 ? weight_sqnr(sim, gr[k].weight) : NAN,
                         .idx = k };
     }
 #undef STEP
-    set_all(on, sim->nq, 1);
-    apply(sim, on);
+    qs_an_set_all(on, sim->nq, 1);
+    qs_an_apply(sim, on);
     qs_ptq_timing(&p, "analysis", t0);
 
     /* ranking and the report */
-    gres *order = malloc((ng + 1) * sizeof *order);
+    qs_an_gres *order = malloc((ng + 1) * sizeof *order);
     int *rank = malloc((ng + 1) * sizeof *rank);
     if (!order || !rank) {
         free(order);
@@ -577,12 +532,12 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
     ranking = json_array();
     worst = json_array();
     for (int r = 0; r < ng; r++) {
-        const gres *s = &order[r];
+        const qs_an_gres *s = &order[r];
         rank[s->idx] = r + 1;
         json_array_append_new(ranking, json_pack("{s:s, s:s, s:f, s:f, s:o}", "name", gr[s->idx].name, "op",
                                                  gr[s->idx].op, "accuracy_only_this", s->acc_only,
                                                  "accuracy_all_but_this", s->acc_allbut, "sqnr_only_this_db",
-                                                 num_or_null(s->sqnr_only)));
+                                                 qs_an_num_or_null(s->sqnr_only)));
         if (r < 5)
             json_array_append_new(worst, json_string(gr[s->idx].name));
     }
@@ -595,7 +550,7 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
             json_array_append_new(qs, json_pack("{s:s, s:s, s:i, s:b}", "name", q->name, "kind", kind_name(q->kind),
                                                 "bits", q->grid.bits, "per_channel", q->nch > 1));
         }
-        const gres *s = &st[k];
+        const qs_an_gres *s = &st[k];
         json_array_append_new(
             layers, json_pack("{s:s, s:s, s:i, s:o, s:o, s:o, s:f, s:f, s:o, s:o, s:f, s:f, s:o}", "name", gr[k].name,
                               "op", gr[k].op, "rank", rank[k], "quantizers", qs, "weight_bits",
@@ -603,10 +558,10 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
                               "activation_bits",
                               gr[k].act >= 0 ? json_integer(sim->q[gr[k].act].grid.bits) : json_null(),
                               "accuracy_only_this", s->acc_only, "accuracy_all_but_this", s->acc_allbut,
-                              "sqnr_only_this_db", num_or_null(s->sqnr_only), "sqnr_all_but_this_db",
-                              num_or_null(s->sqnr_allbut), "drop_only_this_points", 100 * (fp.top1 - s->acc_only),
+                              "sqnr_only_this_db", qs_an_num_or_null(s->sqnr_only), "sqnr_all_but_this_db",
+                              qs_an_num_or_null(s->sqnr_allbut), "drop_only_this_points", 100 * (fp.top1 - s->acc_only),
                               "recovery_all_but_this_points", 100 * (s->acc_allbut - oq.top1), "weight_sqnr_db",
-                              num_or_null(s->wsqnr)));
+                              qs_an_num_or_null(s->wsqnr)));
     }
     free(rank);
     if (!(wr = weight_ranges(&p, e))) {
@@ -661,342 +616,7 @@ out:
     free(loaded);
     free(st);
     free(on);
-    groups_free(gr, ng);
+    qs_an_groups_free(gr, ng);
     qs_ptq_close(&p);
-    return rc;
-}
-
-/* --- the closed loop --------------------------------------------------------------------------- */
-
-static qs_node *fq_node(qs_quantsim *sim, int i)
-{
-    return &sim->g->nodes[sim->g->values[sim->q[i].out].producer];
-}
-
-/* Gives quantizer i a grid of `bits` (same signedness). The FakeQuant reads its grid from the
- * node's qmin/qmax attributes, export from q->grid: both change. */
-static int set_bits(qs_quantsim *sim, int i, int bits, qs_err *e)
-{
-    qs_quantizer *q = &sim->q[i];
-    qs_grid g = qs_grid_make(bits, q->grid.is_signed);
-    qs_node *n = fq_node(sim, i);
-    if (qs_node_set_int(n, "qmin", (int64_t)g.qmin) < 0 || qs_node_set_int(n, "qmax", (int64_t)g.qmax) < 0)
-        return qs_error(e, QS_ENOMEM, "out of memory");
-    q->grid = g;
-    return 0;
-}
-
-/* Initializer data overwritten by restore_layer, kept to be put back (put_back). */
-typedef struct saved_inits {
-    int n, *v;
-    void **data;
-} saved_inits;
-
-static int save_init(saved_inits *s, const qs_tensor *t, int v)
-{
-    if (!s)
-        return 0;
-    int *nv = realloc(s->v, (s->n + 1) * sizeof *nv);
-    if (nv)
-        s->v = nv;
-    void **nd = nv ? realloc(s->data, (s->n + 1) * sizeof *nd) : NULL;
-    if (nd)
-        s->data = nd;
-    void *copy = nd ? malloc(qs_nbytes(t) + 1) : NULL;
-    if (!copy)
-        return QS_ENOMEM;
-    memcpy(copy, t->data, qs_nbytes(t));
-    s->v[s->n] = v;
-    s->data[s->n++] = copy;
-    return 0;
-}
-
-static void put_back(saved_inits *s, qs_graph *g)
-{
-    for (int i = s->n - 1; i >= 0; i--) {   /* in reverse: a value saved twice gets its first copy */
-        qs_tensor *t = g->values[s->v[i]].init;
-        memcpy(t->data, s->data[i], qs_nbytes(t));
-        free(s->data[i]);
-    }
-    free(s->v);
-    free(s->data);
-    *s = (saved_inits){ 0 };
-}
-
-/* Copies the prepared FP32 model's values of initializer v of the simulation back into it (in
- * place: planned runners point at the data), first saving what it held into s (may be NULL).
- * Returns 1 when found, 0 when the prepared model has no such initializer, QS_ENOMEM. */
-static int restore_init(qs_ptq *p, int v, saved_inits *s)
-{
-    qs_tensor *t = p->sim->g->values[v].init;
-    int pv = qs_graph_find_value(p->prepared, p->sim->g->values[v].name);
-    const qs_tensor *src = pv >= 0 ? p->prepared->values[pv].init : NULL;
-    if (!t || !src || src->dtype != t->dtype || qs_numel(src) != qs_numel(t))
-        return 0;
-    if (save_init(s, t, v) < 0)
-        return QS_ENOMEM;
-    memcpy(t->data, src->data, qs_nbytes(t));
-    return 1;
-}
-
-/* The FP32 weight and bias of the layer whose weight quantizer is wi (see the header); what they
- * replace is saved into s when s is given. Returns 0 or QS_ENOMEM. */
-static int restore_layer(qs_ptq *p, int wi, saved_inits *s)
-{
-    qs_quantsim *sim = p->sim;
-    qs_graph *g = sim->g;
-    if (restore_init(p, sim->q[wi].value, s) < 0)
-        return QS_ENOMEM;
-    for (int i = 0; i < g->nnodes; i++) {
-        const qs_node *n = &g->nodes[i];
-        if (n->domain && n->domain[0])
-            continue;
-        int reads = 0;
-        for (int j = 0; j < n->nin && j < 2; j++)
-            reads |= n->in[j] == sim->q[wi].out;
-        if (!reads || n->nin < 3 || n->in[2] < 0)
-            continue;
-        int b = n->in[2], prod = g->values[b].producer;
-        if (prod >= 0 && g->nodes[prod].domain && !strcmp(g->nodes[prod].domain, "quantd"))
-            b = g->nodes[prod].in[0];   /* through the bias FakeQuant */
-        qs_tensor *bt = g->values[b].init;
-        if (!bt || bt->dtype != QS_F32)
-            continue;
-        int rc = restore_init(p, b, s);
-        if (rc < 0 || (rc == 0 && save_init(s, bt, b) < 0))
-            return QS_ENOMEM;
-        if (rc == 0)
-            memset(bt->data, 0, qs_nbytes(bt));   /* a bias that bias correction added */
-    }
-    return 0;
-}
-
-static int promote(qs_ptq *p, const qgroup *gr, qs_err *e)
-{
-    qs_quantsim *sim = p->sim;
-    int rc;
-    for (int k = 0; k < gr->nq; k++) {
-        int i = gr->q[k];
-        qs_quantizer *q = &sim->q[i];
-        if (q->kind == QS_Q_BIAS)
-            continue;
-        if ((rc = set_bits(sim, i, PROMOTED_BITS, e)) < 0)
-            return rc;
-        if (q->kind != QS_Q_WEIGHT)
-            continue;
-        if (restore_layer(p, i, NULL) < 0)
-            return qs_error(e, QS_ENOMEM, "out of memory");
-        rc = qs_range_weights(sim->g->values[q->value].init, q->axis, q->grid, q->symmetric, p->cfg.weights.pow2,
-                              p->cfg.weights.range, qs_quantsim_scales(sim, i), qs_quantsim_zeros(sim, i), e);
-        if (rc < 0)
-            return qs_error_prefix(e, "weight ranges of '%s' at %d bits: ", q->name, PROMOTED_BITS);
-        q->initialized = 1;
-    }
-    qs_quantsim_update_bias(sim);
-    return 0;
-}
-
-static int cmp_gain(const void *a, const void *b)
-{
-    const gres *x = a, *y = b;
-    if (x->acc_allbut != y->acc_allbut)
-        return x->acc_allbut > y->acc_allbut ? -1 : 1;
-    double sx = isnan(x->sqnr_allbut) ? INFINITY : x->sqnr_allbut;
-    double sy = isnan(y->sqnr_allbut) ? INFINITY : y->sqnr_allbut;
-    if (sx != sy)
-        return sx > sy ? -1 : 1;
-    return x->idx - y->idx;
-}
-
-static void apply_loop(qs_quantsim *sim, const qgroup *gr, int ng, char *on)
-{
-    set_all(on, sim->nq, 1);
-    for (int k = 0; k < ng; k++)
-        if (gr[k].excluded)
-            set_group(on, &gr[k], 0);
-    apply(sim, on);
-}
-
-int qs_ptq_target_drop(qs_ptq *p, double points, json_t *res, qs_err *e)
-{
-    if (!p->sim)
-        return qs_error(e, QS_EINVAL, "target_drop: the PTQ stages have not run");
-    if (!p->val.d || !p->labels)
-        return qs_error(e, QS_EINVAL, "config.target_drop needs validation data and labels (--val X.npy --labels "
-                        "Y.npy) to measure the accuracy drop");
-    if (!(points >= 0) || !isfinite(points))
-        return qs_error(e, QS_EINVAL, "config.target_drop: %g is not a number of points >= 0", points);
-    double t0 = qs_now();
-    qs_quantsim *sim = p->sim;
-    const qs_pipeline_io *io = p->io;
-    qgroup *gr = NULL;
-    gres *st = NULL;
-    char *on = NULL;
-    float *ref = NULL, *saved = NULL;
-    qs_runner *rq = NULL, *rp = NULL;
-    json_t *steps = json_array(), *kept = json_array(), *ranking = json_array();
-    int ng = 0, rc;
-    int64_t all = p->val.rows, nrank = all < RANK_SAMPLES ? all : RANK_SAMPLES, classes = 0;
-    eval_out o;
-    if ((rc = build_groups(sim, &gr, &ng, e)) < 0)
-        goto out;
-    st = calloc(ng + 1, sizeof *st);
-    on = calloc(sim->nq + 1, 1);
-    if (!st || !on) {
-        rc = qs_error(e, QS_ENOMEM, "out of memory");
-        goto out;
-    }
-    if (!(rq = new_runner(p, sim->g, e))) {
-        rc = e && e->code ? e->code : QS_EINVAL;
-        goto out;
-    }
-    /* the accuracies qs_ptq_accuracy measured on the same data, or measured here */
-    json_t *jf = res ? json_object_get(res, "fp32_accuracy") : NULL, *jq = res ? json_object_get(res, "quant_accuracy")
-                                                                             : NULL;
-    double fp32, acc;
-    if (jf && json_is_number(jf)) {
-        fp32 = json_number_value(jf);
-    } else {
-        if (!(rp = new_runner(p, p->prepared, e))) {
-            rc = e && e->code ? e->code : QS_EINVAL;
-            goto out;
-        }
-        if ((rc = evaluate(p, rp, all, NULL, 0, NULL, NULL, &o, e)) < 0)
-            goto out;
-        fp32 = o.top1;
-        qs_runner_free(rp);
-        rp = NULL;
-    }
-    if (jq && json_is_number(jq)) {
-        acc = json_number_value(jq);
-    } else {
-        if ((rc = evaluate(p, rq, all, NULL, 0, NULL, NULL, &o, e)) < 0)
-            goto out;
-        acc = o.top1;
-    }
-    double acc0 = acc, top5 = -1;
-#define DROP(a) (100 * (fp32 - (a)))
-    /* Accuracies are whole samples over N: a drop of exactly the target (5 of 1000 samples for 0.5
-     * points) computes as 0.50000000000000044. The tolerance is far below one sample's worth. */
-#define MISSED(a) (DROP(a) > points + 1e-9)
-    if (MISSED(acc)) {
-        qs_pl_log(io, "info", "accuracy drop %.2f points is above the target %.2f: ranking %d quantizer groups",
-                  DROP(acc), points, ng);
-        /* rank: the accuracy every group but this one gives (a subset of the validation data) */
-        if (!(rp = new_runner(p, p->prepared, e))) {
-            rc = e && e->code ? e->code : QS_EINVAL;
-            goto out;
-        }
-        if ((rc = evaluate(p, rp, nrank, NULL, 0, &ref, &classes, &o, e)) < 0)
-            goto out;
-        if (!(saved = ranges_save(sim))) {
-            rc = qs_error(e, QS_ENOMEM, "out of memory");
-            goto out;
-        }
-        if ((rc = calibrate_fp32(p, e)) < 0)
-            goto out;
-        for (int k = 0; k < ng; k++) {
-            /* off, with its FP32 weight and bias: AdaRound left grid values in the initializer and
-             * bias correction shifted the bias, so switching the quantizers off alone would keep
-             * the low-bit layer — not what keeping the group wider (promote) gives back */
-            saved_inits keep = { 0 };
-            if (gr[k].weight >= 0 && restore_layer(p, gr[k].weight, &keep) < 0) {
-                put_back(&keep, sim->g);
-                rc = qs_error(e, QS_ENOMEM, "out of memory");
-                goto out;
-            }
-            set_all(on, sim->nq, 1);
-            set_group(on, &gr[k], 0);
-            apply(sim, on);
-            rc = evaluate(p, rq, nrank, ref, classes, NULL, NULL, &o, e);
-            put_back(&keep, sim->g);
-            if (rc < 0)
-                goto out;
-            st[k] = (gres){ .acc_allbut = o.top1, .sqnr_allbut = o.sqnr_db, .idx = k };
-            qs_pl_progress(io, "target drop: ranking", k + 1, ng, t0);
-        }
-        ranges_restore(sim, saved);
-        apply_loop(sim, gr, ng, on);
-        qsort(st, ng, sizeof *st, cmp_gain);
-        for (int r = 0; r < ng; r++)
-            json_array_append_new(ranking, json_pack("{s:s, s:s, s:f, s:o}", "group", gr[st[r].idx].name, "op",
-                                                     gr[st[r].idx].op, "accuracy_all_but_this", st[r].acc_allbut,
-                                                     "sqnr_all_but_this_db", num_or_null(st[r].sqnr_allbut)));
-        /* 16 bits, worst first; then FP32 in the same order */
-        for (int phase = 0; phase < 2 && MISSED(acc); phase++)
-            for (int r = 0; r < ng && MISSED(acc); r++) {
-                qgroup *g = &gr[st[r].idx];
-                if (phase == 0) {
-                    int any = 0;
-                    for (int k = 0; k < g->nq; k++)
-                        any |= sim->q[g->q[k]].kind != QS_Q_BIAS && sim->q[g->q[k]].grid.bits < PROMOTED_BITS;
-                    if (!any)
-                        continue;
-                    if ((rc = promote(p, g, e)) < 0 || (rc = qs_ptq_calibrate(p, e)) < 0)
-                        goto out;
-                    qs_quantsim_update_bias(sim);
-                    g->promoted = 1;
-                } else {
-                    if (g->weight >= 0 && !g->promoted && restore_layer(p, g->weight, NULL) < 0) {
-                        rc = qs_error(e, QS_ENOMEM, "out of memory");
-                        goto out;
-                    }
-                    g->excluded = 1;
-                }
-                apply_loop(sim, gr, ng, on);
-                if ((rc = evaluate(p, rq, all, NULL, 0, NULL, NULL, &o, e)) < 0)
-                    goto out;
-                acc = o.top1;
-                top5 = o.top5;
-                const char *prec = phase == 0 ? "int16" : "fp32";
-                qs_pl_log(io, "info", "target drop: %s kept in %s: accuracy %.2f%% (drop %.2f points)", g->name, prec,
-                          100 * acc, DROP(acc));
-                json_array_append_new(steps, json_pack("{s:s, s:s, s:f, s:f}", "group", g->name, "precision", prec,
-                                                       "accuracy", acc, "drop_points", DROP(acc)));
-            }
-        for (int r = 0; r < ng; r++) {
-            const qgroup *g = &gr[st[r].idx];
-            if (g->promoted || g->excluded)
-                json_array_append_new(kept, json_pack("{s:s, s:s, s:s}", "group", g->name, "op", g->op, "precision",
-                                                      g->excluded ? "fp32" : "int16"));
-        }
-    }
-    int met = !MISSED(acc);
-    if (!met)
-        qs_ptq_warn(p, "target drop %.2f points not reached: %.2f points below FP32 with every group kept in FP32 "
-                    "(the prepared FP32 model itself differs from the model as loaded?)", points, DROP(acc));
-    else if (json_array_size(kept))
-        qs_pl_log(io, "info", "target drop met (%.2f <= %.2f points) with %zu group%s kept in higher precision",
-                  DROP(acc), points, json_array_size(kept), json_array_size(kept) == 1 ? "" : "s");
-#undef MISSED
-#undef DROP
-    if (res) {
-        json_object_set_new(res, "quant_accuracy", json_real(acc));
-        if (top5 >= 0 && json_object_get(res, "quant_top5"))
-            json_object_set_new(res, "quant_top5", json_real(top5));
-        json_object_set_new(res, "target_drop", json_pack("{s:f, s:b, s:f, s:f, s:O}", "points", points, "met", met,
-                                                          "accuracy_before", acc0, "accuracy_after", acc, "kept",
-                                                          kept));
-    }
-    json_object_set_new(p->extra, "target_drop",
-                        json_pack("{s:f, s:b, s:f, s:f, s:f, s:O, s:O, s:O, s:I, s:I, s:f}", "points", points, "met",
-                                  met, "fp32_accuracy", fp32, "accuracy_before", acc0, "accuracy_after", acc, "kept",
-                                  kept, "steps", steps, "ranking", ranking, "ranking_samples", (json_int_t)nrank,
-                                  "validation_samples", (json_int_t)all, "seconds", qs_now() - t0));
-    qs_pl_metric(io, "quant_accuracy", acc);
-    qs_ptq_timing(p, "target_drop", t0);
-out:
-    qs_runner_free(rq);
-    qs_runner_free(rp);
-    if (saved && rc < 0)
-        ranges_restore(sim, saved);
-    free(saved);
-    free(ref);
-    free(st);
-    free(on);
-    groups_free(gr, ng);
-    json_decref(steps);
-    json_decref(kept);
-    json_decref(ranking);
     return rc;
 }

@@ -18,7 +18,7 @@
  * The result holds {"fp32_accuracy", "quant_accuracy", "weights_only_accuracy",
  * "activations_only_accuracy", "worst": [group names], "seconds", "outdir"}.
  *
- * Closed loop (`quant ptq … --target-drop P`): after the PTQ pipeline's accuracy stage,
+ * Closed loop (`quant ptq … --target-drop P`, target_drop.c): after the PTQ pipeline's accuracy stage,
  *
  *   if (p.cfg.target_drop >= 0) qs_ptq_target_drop(&p, p.cfg.target_drop, res, &e);
  *
