@@ -53,6 +53,7 @@ struct qs_exec {
     float *act_min, *act_max;/* per node: clamp fused into it (act_min <= act_max), else act_min > act_max */
     int *fused_act;          /* per node: the last node absorbed into it (whose output it writes), else -1 */
     int *resid;              /* per node: value of a residual Add fused into it (Conv only), else -1 */
+    void **state;            /* per node: what its op's prepare() made of it in this plan, or NULL */
     qs_tensor ***in, ***out; /* per node: pointers into val[] (NULL for omitted inputs) */
     char *arena;
     size_t arena_size, arena_cap;     /* the buffers outlive a plan: a replan that fits reuses them */
@@ -71,46 +72,29 @@ struct qs_exec {
 
 static size_t align_up(size_t n) { return (n + ALIGN - 1) & ~(size_t)(ALIGN - 1); }
 
-/* The clamp an activation node applies, when it is Relu or Clip with bounds known at plan time. */
-static int fusable_act(qs_exec *x, const qs_node *n, float *lo, float *hi)
+static qs_kctx node_ctx(qs_exec *x, int i, qs_err *e);
+
+/* The clamp node n applies, when its op is a clamp (Relu, Clip) with bounds known at plan time. */
+static int fusable_act(qs_exec *x, int i, float *lo, float *hi)
 {
-    if (n->domain[0] || n->nout != 1)
+    const qs_node *n = &x->g->nodes[i];
+    if (!x->def[i]->clamp || n->nout != 1)
         return 0;
-    if (!strcmp(n->op, "Relu")) {
-        *lo = 0;
-        *hi = INFINITY;
-        return 1;
-    }
-    if (strcmp(n->op, "Clip"))
-        return 0;
-    *lo = -INFINITY;
-    *hi = INFINITY;
-    if (qs_graph_opset(x->g, "") < 11) {
-        *lo = qs_node_float(n, "min", -INFINITY);
-        *hi = qs_node_float(n, "max", INFINITY);
-        return 1;
-    }
-    for (int k = 1; k < n->nin && k < 3; k++) {
-        int v = n->in[k];
-        if (v < 0)
-            continue;
-        if ((x->kind[v] != V_INIT && x->kind[v] != V_CONST) || x->val[v].dtype != QS_F32 || qs_numel(&x->val[v]) != 1)
-            return 0;
-        *(k == 1 ? lo : hi) = qs_f32(&x->val[v])[0];
-    }
-    return *lo <= *hi;
+    qs_kctx c = node_ctx(x, i, NULL);
+    return x->def[i]->clamp(&c, lo, hi);
 }
 
-/* Inference-time fusion. A Conv, ConvTranspose, Gemm or MatMul node p whose output value v has one
- * reader (and is not a graph output) may absorb that reader: a Relu/Clip (its clamp), or, for Conv,
- * a residual Add of v and a tensor u of v's shape computed before p (the Conv adds u in its epilogue)
- * — and then the Relu/Clip after that Add. The absorbed node is marked folded == 2, its output takes
+/* Inference-time fusion, decided by the ops' flags (ops.h). A node p whose op has QS_OP_FUSE_ACT
+ * (Conv, ConvTranspose, Gemm, MatMul) and whose output value v has one reader (and is not a graph
+ * output) may absorb that reader: a clamp (Relu, Clip), or, when the op has QS_OP_FUSE_RESIDUAL
+ * (Conv), a residual Add of v and a tensor u of v's shape computed before p (the Conv adds u in its
+ * epilogue) — and then the clamp after that Add. The absorbed node is marked folded == 2, its output takes
  * v's place, and p writes straight into it. Returns 1 when node i (the reader) can be absorbed; *p
  * is the absorbing node. */
 static int fusable_reader(qs_exec *x, int i, const int *prod, const int *fused_into, const int *nreaders, int *p)
 {
     const qs_node *n = &x->g->nodes[i];
-    if (!x->fuse || x->mode != QS_EXEC_INFER || n->domain[0] || n->nin < 1 || n->nout != 1 || n->out[0] < 0)
+    if (!x->fuse || x->mode != QS_EXEC_INFER || n->nin < 1 || n->nout != 1 || n->out[0] < 0)
         return 0;
     int v = n->in[0];
     if (v < 0 || x->kind[v] != V_ACT || prod[v] < 0 || nreaders[v] != 1 || qs_graph_is_output(x->g, v) ||
@@ -121,9 +105,7 @@ static int fusable_reader(qs_exec *x, int i, const int *prod, const int *fused_i
         q = fused_into[q];
     if (x->folded[q] || x->out[q][0] != &x->val[v] || x->act_min[q] <= x->act_max[q])
         return 0;   /* not p's live output, or p already clamps (nothing may follow a clamp) */
-    const qs_node *pn = &x->g->nodes[q];
-    if (pn->domain[0] || (strcmp(pn->op, "Conv") && strcmp(pn->op, "ConvTranspose") && strcmp(pn->op, "Gemm") &&
-                          strcmp(pn->op, "MatMul")))
+    if (!(x->def[q]->flags & QS_OP_FUSE_ACT))
         return 0;
     *p = q;
     return 1;
@@ -134,8 +116,9 @@ static int fusable_reader(qs_exec *x, int i, const int *prod, const int *fused_i
  * before p runs. Returns u or -1. */
 static int residual_input(qs_exec *x, int i, int p, const int *prod, const int *fused_into)
 {
-    const qs_node *n = &x->g->nodes[i], *pn = &x->g->nodes[p];
-    if (strcmp(n->op, "Add") || n->nin != 2 || strcmp(pn->op, "Conv") || x->resid[p] >= 0)
+    const qs_node *n = &x->g->nodes[i];
+    if (!(x->def[i]->flags & QS_OP_RESIDUAL_ADD) || n->nin != 2 || !(x->def[p]->flags & QS_OP_FUSE_RESIDUAL) ||
+        x->resid[p] >= 0)
         return -1;
     int v = n->in[0], u = n->in[1];
     if (u < 0 || u == v)
@@ -222,6 +205,10 @@ qs_exec *qs_exec_new(qs_graph *g, int mode, qs_err *e)
 
 static void plan_clear(qs_exec *x)
 {
+    for (int i = 0; x->state && i < x->nnodes; i++)
+        if (x->state[i])
+            (x->def[i]->release ? x->def[i]->release : free)(x->state[i]);
+    free(x->state);
     for (int v = 0; v < x->nvalues; v++)
         if (x->kind && x->kind[v] == V_CONST)
             free(x->val[v].data);
@@ -293,7 +280,7 @@ static qs_kctx node_ctx(qs_exec *x, int i, qs_err *e)
     qs_kctx c = { .node = n, .opset = qs_graph_opset(x->g, ""), .nin = n->nin, .nout = n->nout,
                   .in = x->in[i], .out = x->out[i], .scratch = x->scratch, .scratch_size = x->scratch_size,
                   .training = x->mode == QS_EXEC_TRAIN, .nthreads = x->nthreads, .pool = x->pool,
-                  .err = e };
+                  .err = e, .state = x->state ? x->state[i] : NULL };
     if (x->act_min && x->act_min[i] <= x->act_max[i]) {
         c.fused_act = 1;
         c.act_min = x->act_min[i];
@@ -407,6 +394,7 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     x->act_max = malloc((nn + 1) * sizeof *x->act_max);
     x->fused_act = malloc((nn + 1) * sizeof *x->fused_act);
     x->resid = malloc((nn + 1) * sizeof *x->resid);
+    x->state = calloc(nn + 1, sizeof *x->state);
     x->in = calloc(nn + 1, sizeof *x->in);
     x->out = calloc(nn + 1, sizeof *x->out);
     int *last = malloc((nv + 1) * sizeof *last), *defn = malloc((nv + 1) * sizeof *defn);
@@ -414,7 +402,7 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     int *nreaders = calloc(nv + 1, sizeof *nreaders);
     int *fused_into = malloc((nn + 1) * sizeof *fused_into), *prod = malloc((nv + 1) * sizeof *prod);
     if (!prod || !x->val || !x->kind || !x->offset || !x->def || !x->folded || !x->in || !x->out || !last || !defn ||
-        !live || !x->act_min || !x->act_max || !x->resid || !x->fused_act || !nreaders || !fused_into) {
+        !live || !x->act_min || !x->act_max || !x->resid || !x->state || !x->fused_act || !nreaders || !fused_into) {
         rc = qs_error(e, QS_ENOMEM, "out of memory planning the graph");
         goto out;
     }
@@ -486,7 +474,7 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
         float lo, hi;
         int p, u = -1;
         if (fusable_reader(x, i, prod, fused_into, nreaders, &p) &&
-            ((u = residual_input(x, i, p, prod, fused_into)) >= 0 || fusable_act(x, n, &lo, &hi))) {
+            ((u = residual_input(x, i, p, prod, fused_into)) >= 0 || fusable_act(x, i, &lo, &hi))) {
             /* (fusable_act takes Clip bounds only from initializers and constants, never the fused
              * activation value itself) */
             int pv = n->in[0];
@@ -520,8 +508,8 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
             }
         if ((rc = check_output_sizes(x, i, &c, e)) < 0)
             goto out;
-        int is_shape = !strcmp(n->op, "Shape") && !n->domain[0];
-        int int_weight = !strcmp(n->op, "DequantizeLinear") && !n->domain[0] && n->nin > 0 && n->in[0] >= 0 &&
+        int is_shape = x->def[i]->flags & QS_OP_SHAPE_ONLY;
+        int int_weight = (x->def[i]->flags & QS_OP_DEQUANT) && n->nin > 0 && n->in[0] >= 0 &&
                          x->kind[n->in[0]] == V_INIT && qs_dtype_is_int(x->val[n->in[0]].dtype);
         if (is_shape || (known && (!reads_float_init || int_weight))) {
             /* evaluate now, once */
@@ -554,6 +542,9 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
         for (int j = 0; j < n->nout; j++)
             if (n->out[j] >= 0)
                 x->kind[n->out[j]] = V_ACT;
+        if (x->def[i]->prepare && (rc = x->def[i]->prepare(&c, &x->state[i])) < 0)
+            goto out;
+        c.state = x->state[i];
         size_t ss = x->def[i]->scratch ? x->def[i]->scratch(&c) : 0;
         if (ss > scratch)
             scratch = ss;

@@ -191,6 +191,47 @@ TEST(conv_box_filter_hand_computed)
     assert_close_buf(qs_f32(y), want3, 6, 0, 1e-4);
 }
 
+/* The executor calls prepare once per plan and hands the state to every forward: the geometry is
+ * parsed then, and later changes to the node's attributes are not re-read (the 3x3 result of
+ * strides 2, pads 1 above, though the node now says strides 1, no pads). Without a state (the
+ * kernel called on its own) the attributes are parsed at each call and give the same numbers. */
+TEST(conv_prepared_state_is_parsed_once)
+{
+    qs_tensor *in[2] = { ramp5(), ones(4, SHAPE(1, 1, 3, 3)) }, *y = NULL;
+    qs_node n = opcheck_node("Conv", NULL);
+    qs_node_set_ints(&n, "pads", 4, (int64_t[]){ 1, 1, 1, 1 });
+    qs_node_set_ints(&n, "strides", 2, (int64_t[]){ 2, 2 });
+    const qs_op_def *d = qs_op_find("", "Conv");
+    ASSERT(d->prepare != NULL);
+    qs_err e = { 0 };
+    qs_tensor head;
+    memset(&head, 0, sizeof head);
+    qs_tensor *outs[1] = { &head };
+    qs_kctx c = { .node = &n, .opset = 17, .nin = 2, .nout = 1, .in = in, .out = outs, .nthreads = 1, .err = &e };
+    ASSERT_EQ(d->infer(&c), 0);
+    y = qs_tensor_new(head.dtype, head.ndim, head.shape);
+    outs[0] = y;
+    void *state = NULL;
+    ASSERT_EQ(d->prepare(&c, &state), 0);
+    ASSERT(state != NULL);
+    qs_node_set_ints(&n, "strides", 2, (int64_t[]){ 1, 1 });
+    qs_node_set_ints(&n, "pads", 4, (int64_t[]){ 0, 0, 0, 0 });
+    c.state = state;
+    size_t ss = d->scratch ? d->scratch(&c) : 0;
+    c.scratch = ss ? malloc(ss) : NULL;
+    c.scratch_size = ss;
+    ASSERT_EQ(d->forward(&c), 0);
+    float want[] = { 12, 27, 24, 63, 108, 81, 72, 117, 84 };
+    assert_close_buf(qs_f32(y), want, 9, 0, 1e-4);
+    free(c.scratch);
+    (d->release ? d->release : free)(state);
+    /* unprepared: the node as it is now (strides 1, no pads) gives the 3x3 centre sums */
+    qs_tensor *y2;
+    opcheck_forward(&n, 11, 2, in, 1, &y2);
+    float want0[] = { 54, 63, 72, 99, 108, 117, 144, 153, 162 };
+    assert_close_buf(qs_f32(y2), want0, 9, 0, 1e-4);
+}
+
 TEST(conv_auto_pad_same_lower_and_upper)
 {
     /* 5x5 input, 3x3 kernel, strides 2: output ceil(5/2) = 3, total padding (3−1)·2 + 3 − 5 = 2, one on
@@ -748,6 +789,6 @@ TEST_MAIN(sgemm_matches_reference_all_transposes, sgemm_hand_computed_and_beta_z
           im2col_col2im_match_reference, conv_box_filter_hand_computed, conv_auto_pad_same_lower_and_upper,
           conv_matches_reference, conv_matches_reference_two_threads, conv_fused_epilogue_matches_reference, conv_kernel_shape_inferred_and_checked,
           conv_backward_matches_finite_differences, conv_backward_two_threads_matches_one, conv_backward_adjoint_identities,
-          conv_fused_clamp,
+          conv_fused_clamp, conv_prepared_state_is_parsed_once,
           convtranspose_hand_computed,
           convtranspose_matches_scatter_reference, convtranspose_output_shape_grad, conv_bad_input_named)

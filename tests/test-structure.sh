@@ -5,7 +5,7 @@
 # to do (issue 19); it should be empty, and a file on it that is back under the limit fails too,
 # so the list cannot go stale.
 src=${QD_SRCDIR:-$(dirname "$0")/..}
-PENDING="engine/ops/conv.c"
+PENDING=""
 cd "$src" || { echo "1..0 # SKIP no source tree"; exit 0; }
 files=$(find engine api jobs daemon cli common web tests examples \
         \( -name '*.c' -o -name '*.h' -o -name '*.js' -o -name '*.py' \) ! -name '*.pb-c.*' 2>/dev/null | sort)

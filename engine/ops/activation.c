@@ -296,6 +296,36 @@ static void clip_bounds(const qs_kctx *c, double *lo, double *hi)
         *hi = qs_get_f64(th, 0);
 }
 
+/* The executor's fusion: Clip's interval when it is known at plan time (attributes, or float scalar
+ * inputs with their values known) — absent bounds are infinite here, not ±FLT_MAX. */
+static int clip_clamp(const qs_kctx *c, float *lo, float *hi)
+{
+    *lo = -INFINITY;
+    *hi = INFINITY;
+    if (c->opset < 11) {
+        *lo = qs_node_float(c->node, "min", -INFINITY);
+        *hi = qs_node_float(c->node, "max", INFINITY);
+        return 1;
+    }
+    for (int k = 1; k < c->nin && k < 3; k++) {
+        const qs_tensor *t = c->in[k];
+        if (!t)
+            continue;
+        if (!t->data || t->dtype != QS_F32 || qs_numel(t) != 1)
+            return 0;
+        *(k == 1 ? lo : hi) = qs_f32(t)[0];
+    }
+    return *lo <= *hi;
+}
+
+static int relu_clamp(const qs_kctx *c, float *lo, float *hi)
+{
+    (void)c;
+    *lo = 0;
+    *hi = INFINITY;
+    return 1;
+}
+
 static int clip_forward(qs_kctx *c)
 {
     const qs_tensor *x = c->in[0];
@@ -480,10 +510,12 @@ static int softmax_backward(qs_kctx *c)
 #define ACT(name) { .domain = "", .op = name, .infer = act_infer, .forward = act_forward, .backward = act_backward }
 
 const qs_op_def qs_ops_activation[] = {
-    ACT("Relu"), ACT("LeakyRelu"), ACT("Sigmoid"), ACT("Tanh"), ACT("HardSigmoid"), ACT("HardSwish"),
+    { .domain = "", .op = "Relu", .clamp = relu_clamp, .infer = act_infer, .forward = act_forward,
+      .backward = act_backward },
+    ACT("LeakyRelu"), ACT("Sigmoid"), ACT("Tanh"), ACT("HardSigmoid"), ACT("HardSwish"),
     ACT("Elu"), ACT("Selu"), ACT("Softplus"), ACT("Gelu"),
     { .domain = "", .op = "PRelu", .infer = prelu_infer, .forward = prelu_forward, .backward = prelu_backward },
-    { .domain = "", .op = "Clip", .infer = clip_infer, .forward = clip_forward, .backward = clip_backward },
+    { .domain = "", .op = "Clip", .clamp = clip_clamp, .infer = clip_infer, .forward = clip_forward, .backward = clip_backward },
     { .domain = "", .op = "Softmax", .infer = softmax_infer, .forward = softmax_forward, .backward = softmax_backward },
     { .domain = "", .op = "LogSoftmax", .infer = softmax_infer, .forward = softmax_forward,
       .backward = softmax_backward },

@@ -3,9 +3,7 @@
  * Conv picks one of three paths per node:
  *  - pointwise (1x1 kernel, stride 1, no padding): the input plane block [C/group, H·W] of one batch
  *    item already is the GEMM operand, so Y_g = W_g · X_g is one sgemm with no copy;
- *  - depthwise (one input channel per group, group > 1): direct loops, since a GEMM with K = kernel
- *    volume would spend its time packing. 1-D and 2-D take the fast path below, which works on 16
- *    channels at once; 3-D (rare) takes plain per-plane loops;
+ *  - depthwise (one input channel per group, group > 1): direct loops, in conv_dw.c;
  *  - general: im2col into caller-owned scratch, then one sgemm per (batch item, group).
  * Batch items (or, depthwise, blocks of 16 channels of an item) are split across threads, each with
  * its own slice of scratch; with a batch of one, the work inside the item is split instead.
@@ -17,19 +15,11 @@
  * Only shapes, never data, decide the path, so infer, scratch, forward and backward agree. Scratch
  * covers the backward's needs too when the context is in training mode; with less scratch than the
  * thread count wants, fewer threads run. */
-#include "ops/kernels.h"
+#include "ops/conv_impl.h"
 
 #include <math.h>
 #include <string.h>
 
-enum { PATH_GEMM, PATH_1X1, PATH_DW };
-
-typedef struct conv_p {
-    qs_conv_geom g;     /* Conv: in = X's spatial dims, out = Y's. ConvTranspose: in = Y's, out = X's */
-    int64_t N, C, M, group, Cg, Mg, kvol;
-    int64_t xvol, yvol; /* spatial volume of one X / Y plane */
-    int path;
-} conv_p;
 
 static int need_f32(qs_kctx *c, int i, const char *what)
 {
@@ -132,6 +122,8 @@ static int conv_params(qs_kctx *c, conv_p *p)
     return 0;
 }
 
+QS_OP_PARAMS(conv, conv_p, conv_params)
+
 static int conv_infer(qs_kctx *c)
 {
     conv_p p;
@@ -145,37 +137,6 @@ static int conv_infer(qs_kctx *c)
     return 0;
 }
 
-/* The fast depthwise path (1-D and 2-D) works on blocks of 16 output channels of one batch item,
- * interleaved so that one vector holds one position's 16 channels: the 16 input planes are
- * transposed into a zero-padded buffer [PH][PW][16]; each output position is then the sum over taps
- * of w_tap ⊙ buffer[tap's position] (vector multiply-adds with no bounds tests: the padding is
- * zeros in the buffer); and the [OH·OW][16] result is transposed back into the 16 output planes.
- * Vectors run the full length of every loop however small the planes are (MobileNet's go down to
- * 4x4, where a loop along a row would be mostly loop overhead), and the transposes are 16x16
- * register shuffles. */
-#define DW_MAXTAPS 64   /* larger kernels take the generic loops */
-
-typedef struct {
-    int64_t PH, PW;          /* padded input plane */
-    int64_t buf, out;        /* floats of the interleaved input buffer and output buffer */
-    int64_t tap[DW_MAXTAPS]; /* tap t of the window at buffer position q reads (q·16 + tap[t]) */
-} dw_blk;
-
-static int dw_fast(const qs_conv_geom *g) { return g->nd <= 2 && qs_geom_kvol(g) <= DW_MAXTAPS; }
-
-static void dw_blk_geom(const qs_conv_geom *g, dw_blk *d)
-{
-    int64_t need_h = (g->out[1] - 1) * g->stride[1] + (g->k[1] - 1) * g->dil[1] + 1;
-    int64_t need_w = (g->out[2] - 1) * g->stride[2] + (g->k[2] - 1) * g->dil[2] + 1;
-    d->PH = need_h > g->pad[1] + g->in[1] ? need_h : g->pad[1] + g->in[1];
-    d->PW = need_w > g->pad[2] + g->in[2] ? need_w : g->pad[2] + g->in[2];
-    d->buf = d->PH * d->PW * 16;
-    d->out = g->out[1] * g->out[2] * 16;
-    for (int64_t ky = 0, t = 0; ky < g->k[1]; ky++)
-        for (int64_t kx = 0; kx < g->k[2]; kx++, t++)
-            d->tap[t] = (ky * g->dil[1] * d->PW + kx * g->dil[2]) * 16;
-}
-
 /* batch items run in parallel, one per worker, each with its own column buffer */
 static int item_workers(const qs_kctx *c, const conv_p *p)
 {
@@ -183,36 +144,15 @@ static int item_workers(const qs_kctx *c, const conv_p *p)
     return (int)(t < p->N ? t : p->N > 0 ? p->N : 1);
 }
 
-/* floats of one depthwise backward worker's scratch: X, dY and dX interleaved, partial dW and dB */
-static int64_t dwb_slice(const conv_p *p, const dw_blk *d) { return 2 * d->buf + d->out + p->M * p->kvol + p->M; }
-
-/* depthwise: (batch item, block of 16 channels) pairs run in parallel */
-static int64_t dw_blocks(const conv_p *p) { return p->N * ((p->M + 15) / 16); }
-
-static int block_workers(const qs_kctx *c, const conv_p *p)
-{
-    int64_t t = c->nthreads > 1 ? c->nthreads : 1, blocks = dw_blocks(p);
-    return (int)(t < blocks ? t : blocks > 0 ? blocks : 1);
-}
-
 static void convb_slice(const conv_p *p, int64_t *col_floats, int64_t *slice_floats);
 
 static size_t conv_scratch(const qs_kctx *c)
 {
     conv_p p;
-    if (conv_params((qs_kctx *)c, &p) < 0 || (p.path == PATH_1X1 && !c->training && !c->din))
+    if (conv_get((qs_kctx *)c, &p) < 0 || (p.path == PATH_1X1 && !c->training && !c->din))
         return 0;
-    if (p.path == PATH_DW) {
-        if (!dw_fast(&p.g))
-            return 0;
-        dw_blk d;
-        dw_blk_geom(&p.g, &d);
-        size_t fwd = (size_t)block_workers(c, &p) * (size_t)(d.buf + d.out) * sizeof(float);
-        if ((!c->training && !c->din) || p.Mg != 1)
-            return fwd;
-        size_t bwd = (size_t)block_workers(c, &p) * (size_t)dwb_slice(&p, &d) * sizeof(float);
-        return bwd > fwd ? bwd : fwd;
-    }
+    if (p.path == PATH_DW)
+        return conv_dw_scratch(c, &p);
     size_t fwd = (size_t)item_workers(c, &p) * (size_t)(p.Cg * p.kvol * p.yvol) * sizeof(float);
     if (!c->training && !c->din)
         return fwd;
@@ -223,7 +163,7 @@ static size_t conv_scratch(const qs_kctx *c)
 }
 
 /* Scratch holds `slices` equal slices of slice_bytes; returns how many fit (at least one needed). */
-static int scratch_slices(qs_kctx *c, size_t slice_bytes, int slices, int *fit)
+int conv_scratch_slices(qs_kctx *c, size_t slice_bytes, int slices, int *fit)
 {
     *fit = slices;
     if (!slice_bytes)
@@ -235,12 +175,6 @@ static int scratch_slices(qs_kctx *c, size_t slice_bytes, int slices, int *fit)
     return 0;
 }
 
-/* the executor's fused activation, if any (see qs_kctx) */
-typedef struct {
-    int on;
-    float lo, hi;
-    const float *res;   /* the fused residual, laid out like Y (Conv only), or NULL */
-} clamp_t;
 
 static clamp_t ctx_clamp(const qs_kctx *c)
 {
@@ -251,7 +185,7 @@ static clamp_t ctx_clamp(const qs_kctx *c)
 
 /* One output plane: + bias *b (b may be NULL) + residual plane r (NULL: none), then the fused clamp,
  * in the unfused order (bias, then the Add, then the clamp) and in one pass. */
-static void plane_epilogue(float *y, const float *b, const float *r, int64_t vol, clamp_t cl)
+void conv_epilogue(float *y, const float *b, const float *r, int64_t vol, clamp_t cl)
 {
     float bias = b ? *b : 0.f;
     if (r)
@@ -262,14 +196,14 @@ static void plane_epilogue(float *y, const float *b, const float *r, int64_t vol
         qs_vec_add(vol, bias, y);
 }
 
-/* plane_epilogue over items n0 .. n0 + N − 1, y pointing at item n0 (the residual is indexed from the
+/* conv_epilogue over items n0 .. n0 + N − 1, y pointing at item n0 (the residual is indexed from the
  * start of the batch) */
 static void add_bias_at(float *y, const float *b, int64_t n0, int64_t N, int64_t M, int64_t vol, clamp_t cl)
 {
     for (int64_t n = 0; n < N; n++)
         for (int64_t m = 0; m < M; m++) {
             const float *r = cl.res ? cl.res + ((n0 + n) * M + m) * vol : NULL;
-            plane_epilogue(y + (n * M + m) * vol, b ? b + m : NULL, r, vol, cl);
+            conv_epilogue(y + (n * M + m) * vol, b ? b + m : NULL, r, vol, cl);
         }
 }
 
@@ -291,387 +225,6 @@ static void bias_grad(float *db, const float *dy, int64_t N, int64_t M, int64_t 
             s += part;
         }
         db[m] = (float)s;
-    }
-}
-
-/* ---- depthwise: direct loops, one (item, output channel) plane at a time -------------------------- */
-
-/* For each output row (od, oh), the kernel taps (kd, kh) that land in the input give one input row;
- * each kw then adds w·x over the run of outputs whose tap is inside that row. */
-#define DW_ROWS(g, ...) do { \
-    const int64_t OH_ = (g)->out[1], OW_ = (g)->out[2], IH_ = (g)->in[1], IW_ = (g)->in[2]; \
-    for (int64_t od = 0; od < (g)->out[0]; od++) \
-        for (int64_t oh = 0; oh < OH_; oh++) \
-            for (int64_t kd = 0; kd < (g)->k[0]; kd++) { \
-                int64_t id = od * (g)->stride[0] + kd * (g)->dil[0] - (g)->pad[0]; \
-                if (id < 0 || id >= (g)->in[0]) continue; \
-                for (int64_t kh = 0; kh < (g)->k[1]; kh++) { \
-                    int64_t ih = oh * (g)->stride[1] + kh * (g)->dil[1] - (g)->pad[1]; \
-                    if (ih < 0 || ih >= IH_) continue; \
-                    int64_t yrow = (od * OH_ + oh) * OW_, xrow = (id * IH_ + ih) * IW_; \
-                    int64_t wrow = (kd * (g)->k[1] + kh) * (g)->k[2]; \
-                    for (int64_t kw = 0; kw < (g)->k[2]; kw++) { \
-                        int64_t offw = kw * (g)->dil[2] - (g)->pad[2], lo, hi; \
-                        dw_range(offw, (g)->stride[2], IW_, OW_, &lo, &hi); \
-                        __VA_ARGS__ \
-                    } \
-                } \
-            } \
-} while (0)
-
-static inline void dw_range(int64_t off, int64_t s, int64_t isz, int64_t osz, int64_t *lo, int64_t *hi)
-{
-    int64_t l = off >= 0 ? 0 : (-off + s - 1) / s;
-    int64_t h = isz - off <= 0 ? 0 : (isz - off + s - 1) / s;
-    *hi = h > osz ? osz : h;
-    *lo = l > *hi ? *hi : l;
-}
-
-static void dw_plane_forward(const qs_conv_geom *g, const float *x, const float *w, float bias, float *y)
-{
-    int64_t ovol = qs_geom_outvol(g), sw = g->stride[2];
-    for (int64_t i = 0; i < ovol; i++)
-        y[i] = bias;
-    DW_ROWS(g, {
-        float wv = w[wrow + kw];
-        float *yr = y + yrow;
-        const float *xr = x + xrow;
-        if (sw == 1)
-            for (int64_t ow = lo; ow < hi; ow++)
-                yr[ow] += wv * xr[ow + offw];
-        else
-            for (int64_t ow = lo; ow < hi; ow++)
-                yr[ow] += wv * xr[ow * sw + offw];
-    });
-}
-
-/* out[i] = bias + Σ_t w[t]·src[t][i] for i < n: 16 outputs at a time stay in registers across all
- * taps (one store per output instead of one per tap). A source may be out itself: each block is
- * read before it is written. */
-/* 16 floats as one value: a zmm register in the AVX-512 build, two ymm or four xmm in the others.
- * v16u is the same with 4-byte alignment, for loads and stores at any float address. */
-typedef float v16 __attribute__((vector_size(64)));
-typedef float v16u __attribute__((vector_size(64), aligned(4)));
-typedef int v16i __attribute__((vector_size(64)));
-
-/* r[i][j] ↔ r[j][i]: at distance d = 8, 4, 2, 1, rows i and i + d swap their off-diagonal d-blocks */
-#if defined(__GNUC__) && !defined(__clang__)
-static inline void transpose16(v16 r[16])
-{
-    static const v16i lo8 = { 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23 };
-    static const v16i hi8 = { 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31 };
-    static const v16i lo4 = { 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27 };
-    static const v16i hi4 = { 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31 };
-    static const v16i lo2 = { 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29 };
-    static const v16i hi2 = { 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31 };
-    static const v16i lo1 = { 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30 };
-    static const v16i hi1 = { 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31 };
-    const v16i *lo[4] = { &lo8, &lo4, &lo2, &lo1 }, *hi[4] = { &hi8, &hi4, &hi2, &hi1 };
-    for (int s = 0, d = 8; s < 4; s++, d >>= 1)
-        for (int i = 0; i < 16; i++)
-            if (!(i & d)) {
-                v16 a = r[i], b = r[i + d];
-                r[i] = __builtin_shuffle(a, b, *lo[s]);
-                r[i + d] = __builtin_shuffle(a, b, *hi[s]);
-            }
-}
-#else   /* compilers without GCC's __builtin_shuffle: element by element */
-static inline void transpose16(v16 r[16])
-{
-    for (int i = 0; i < 16; i++)
-        for (int j = i + 1; j < 16; j++) {
-            float t = r[i][j];
-            r[i][j] = r[j][i];
-            r[j][i] = t;
-        }
-}
-#endif
-
-/* 16 planes (xp[l], rows of IW) → buf[((ih + pt)·PW + iw + pl)·16 + l], the rest of buf zero */
-static inline void dw_interleave_in(const float *const *xp, int64_t IH, int64_t IW, int64_t pt, int64_t pl,
-                                    int64_t PW, int64_t nbuf, float *buf)
-{
-    for (int64_t i = 0; i < nbuf; i += 16)
-        *(v16u *)(buf + i) = (v16){ 0 };
-    int64_t q = 0, ih = 0, iw = 0;
-    const int64_t hw = IH * IW;
-    for (; q + 16 <= hw; q += 16) {
-        v16 r[16];
-        for (int l = 0; l < 16; l++)
-            r[l] = *(const v16u *)(xp[l] + q);
-        transpose16(r);
-        for (int j = 0; j < 16; j++) {
-            *(v16u *)(buf + ((ih + pt) * PW + iw + pl) * 16) = r[j];
-            if (++iw == IW) {
-                iw = 0;
-                ih++;
-            }
-        }
-    }
-    for (; q < hw; q++) {
-        float *dst = buf + ((ih + pt) * PW + iw + pl) * 16;
-        for (int l = 0; l < 16; l++)
-            dst[l] = xp[l][q];
-        if (++iw == IW) {
-            iw = 0;
-            ih++;
-        }
-    }
-}
-
-/* The inverse: planes yp[l] (the first `lanes` of them) ← buf at the same positions */
-static inline void dw_deinterleave(const float *buf, int64_t IH, int64_t IW, int64_t pt, int64_t pl, int64_t PW,
-                                   float *const *yp, int lanes)
-{
-    int64_t q = 0, ih = 0, iw = 0;
-    const int64_t hw = IH * IW;
-    for (; q + 16 <= hw; q += 16) {
-        v16 r[16];
-        for (int j = 0; j < 16; j++) {
-            r[j] = *(const v16u *)(buf + ((ih + pt) * PW + iw + pl) * 16);
-            if (++iw == IW) {
-                iw = 0;
-                ih++;
-            }
-        }
-        transpose16(r);
-        for (int l = 0; l < lanes; l++)
-            *(v16u *)(yp[l] + q) = r[l];
-    }
-    for (; q < hw; q++) {
-        const float *src = buf + ((ih + pt) * PW + iw + pl) * 16;
-        for (int l = 0; l < lanes; l++)
-            yp[l][q] = src[l];
-        if (++iw == IW) {
-            iw = 0;
-            ih++;
-        }
-    }
-}
-
-/* v = max(lo, min(v, hi)) lane by lane, as the scalar clamp does it (a NaN passes through); a
- * macro, since a function passing vectors would change the ABI between the target clones */
-#define CLAMP16(v, lo, hi)                                                \
-    do {                                                                  \
-        v16i below_ = (v) < (lo), above_ = (v) > (hi);                    \
-        (v) = (v16)(((v16i)(lo) & below_) | ((v16i)(v) & ~below_));       \
-        (v) = (v16)(((v16i)(hi) & above_) | ((v16i)(v) & ~above_));       \
-    } while (0)
-
-/* One block: output channels m0 .. m0 + 15 (fewer at the end) of batch item n; the fused clamp
- * (cl.on, and no residual to add first) is applied in registers. */
-QS_HOT static void dw_block(const conv_p *p, const dw_blk *d, const float *x, const float *w, const float *b,
-                            float *y, int64_t n, int64_t m0, float *restrict buf, float *restrict out, clamp_t cl)
-{
-    const int clamp = cl.on && !cl.res;
-    const v16 lo = (v16){ 0 } + (clamp ? cl.lo : -INFINITY), hi = (v16){ 0 } + (clamp ? cl.hi : INFINITY);
-    const qs_conv_geom *g = &p->g;
-    const int64_t IH = g->in[1], IW = g->in[2], OH = g->out[1], OW = g->out[2], PW = d->PW;
-    const int64_t sh = g->stride[1], sw = g->stride[2], ntaps = qs_geom_kvol(g);
-    const int lanes = p->M - m0 < 16 ? (int)(p->M - m0) : 16;
-    const float *xp[16];
-    float *yp[16];
-    v16 wt[DW_MAXTAPS], bias = { 0 };
-    for (int l = 0; l < 16; l++) {
-        int64_t m = m0 + (l < lanes ? l : 0);
-        xp[l] = x + (n * p->C + m / p->Mg) * p->xvol;   /* a spare lane repeats lane 0; never stored */
-        yp[l] = y + (n * p->M + m) * p->yvol;
-        bias[l] = l < lanes && b ? b[m] : 0.f;
-        for (int64_t t = 0; t < ntaps; t++)
-            wt[t][l] = l < lanes ? w[m * ntaps + t] : 0.f;
-    }
-    dw_interleave_in(xp, IH, IW, g->pad[1], g->pad[2], PW, d->buf, buf);
-    /* every output position: bias + Σ taps, four positions at a time so that four independent sums
-     * hide the latency of the additions */
-    const int64_t *tap = d->tap, step = sw * 16;
-    for (int64_t oh = 0; oh < OH; oh++) {
-        int64_t ow = 0;
-        for (; OW >= 4 && ow < OW; ow += 4) {
-            if (ow + 4 > OW)   /* the last block overlaps the one before: recomputing is cheaper
-                                * than a loop of single positions */
-                ow = OW - 4;
-            const float *s0 = buf + (oh * sh * PW + ow * sw) * 16;
-            v16 a0 = bias, a1 = bias, a2 = bias, a3 = bias;
-            for (int64_t t = 0; t < ntaps; t++) {
-                const float *st = s0 + tap[t];
-                v16 wv = wt[t];
-                a0 += wv * *(const v16u *)st;
-                a1 += wv * *(const v16u *)(st + step);
-                a2 += wv * *(const v16u *)(st + 2 * step);
-                a3 += wv * *(const v16u *)(st + 3 * step);
-            }
-            float *o = out + (oh * OW + ow) * 16;
-            if (clamp) {
-                CLAMP16(a0, lo, hi);
-                CLAMP16(a1, lo, hi);
-                CLAMP16(a2, lo, hi);
-                CLAMP16(a3, lo, hi);
-            }
-            *(v16u *)o = a0;
-            *(v16u *)(o + 16) = a1;
-            *(v16u *)(o + 32) = a2;
-            *(v16u *)(o + 48) = a3;
-        }
-        for (; ow < OW; ow++) {
-            const float *s0 = buf + (oh * sh * PW + ow * sw) * 16;
-            v16 acc = bias;
-            for (int64_t t = 0; t < ntaps; t++)
-                acc += wt[t] * *(const v16u *)(s0 + tap[t]);
-            if (clamp)
-                CLAMP16(acc, lo, hi);
-            *(v16u *)(out + (oh * OW + ow) * 16) = acc;
-        }
-    }
-    /* interleaved output → output planes */
-    dw_deinterleave(out, OH, OW, 0, 0, OW, yp, lanes);
-}
-
-/* Backward of one block, one input channel per output channel (Mg = 1): with X and dY interleaved,
- * for every output position q and tap t, dW_t += dY_q ⊙ X_{q+t} and dX_{q+t} += W_t ⊙ dY_q (into an
- * interleaved padded buffer whose interior becomes the dX planes); dB += dY_q. dW and dB add into
- * the worker's partial sums, whose lanes are output channels. */
-QS_HOT static void dw_block_backward(const conv_p *p, const dw_blk *d, const float *x, const float *w,
-                                     const float *dy, float *dx, int64_t n, int64_t m0, float *restrict buf,
-                                     float *restrict dyb, float *restrict dxb, float *dwpart, float *dbpart)
-{
-    const qs_conv_geom *g = &p->g;
-    const int64_t IH = g->in[1], IW = g->in[2], OH = g->out[1], OW = g->out[2], PW = d->PW;
-    const int64_t sh = g->stride[1], sw = g->stride[2], ntaps = qs_geom_kvol(g);
-    const int lanes = p->M - m0 < 16 ? (int)(p->M - m0) : 16;
-    const float *xp[16], *dyp[16];
-    float *dxp[16];
-    v16 wt[DW_MAXTAPS], gw[DW_MAXTAPS], gb = { 0 };
-    for (int l = 0; l < 16; l++) {
-        int64_t m = m0 + (l < lanes ? l : 0);
-        xp[l] = x + (n * p->C + m) * p->xvol;
-        dyp[l] = dy + (n * p->M + m) * p->yvol;
-        dxp[l] = dx ? dx + (n * p->C + m) * p->xvol : NULL;
-        for (int64_t t = 0; t < ntaps; t++) {
-            wt[t][l] = l < lanes ? w[m * ntaps + t] : 0.f;
-            gw[t][l] = 0.f;
-        }
-    }
-    dw_interleave_in(xp, IH, IW, g->pad[1], g->pad[2], PW, d->buf, buf);
-    dw_interleave_in(dyp, OH, OW, 0, 0, OW, d->out, dyb);
-    if (dx)
-        for (int64_t i = 0; i < d->buf; i += 16)
-            *(v16u *)(dxb + i) = (v16){ 0 };
-    const int64_t *tap = d->tap;
-    for (int64_t oh = 0; oh < OH; oh++)
-        for (int64_t ow = 0; ow < OW; ow++) {
-            v16 gy = *(const v16u *)(dyb + (oh * OW + ow) * 16);
-            int64_t base = (oh * sh * PW + ow * sw) * 16;
-            gb += gy;
-            for (int64_t t = 0; t < ntaps; t++)
-                gw[t] += gy * *(const v16u *)(buf + base + tap[t]);
-            if (dx)
-                for (int64_t t = 0; t < ntaps; t++)
-                    *(v16u *)(dxb + base + tap[t]) += wt[t] * gy;
-        }
-    for (int l = 0; l < lanes; l++) {
-        for (int64_t t = 0; t < ntaps; t++)
-            dwpart[(m0 + l) * ntaps + t] += gw[t][l];
-        dbpart[m0 + l] += gb[l];
-    }
-    if (dx)
-        dw_deinterleave(dxb, IH, IW, g->pad[1], g->pad[2], PW, dxp, lanes);
-}
-
-typedef struct {
-    const conv_p *p;
-    const float *x, *w, *b, *dy;
-    float *y, *dx, *dw, *db;
-    float *scratch;        /* fast path: per worker, the interleaved input and output buffers */
-    dw_blk blk;
-    clamp_t clamp;
-} dw_job;
-
-static void dw_forward_range(void *arg, int64_t begin, int64_t end, int worker)
-{
-    const dw_job *j = arg;
-    const conv_p *p = j->p;
-    if (j->scratch) {
-        int64_t nblk = (p->M + 15) / 16;
-        float *buf = j->scratch + worker * (j->blk.buf + j->blk.out);
-        for (int64_t blk = begin; blk < end; blk++) {   /* blk = n·nblk + channel block */
-            int64_t n = blk / nblk, m0 = blk % nblk * 16;
-            dw_block(p, &j->blk, j->x, j->w, j->b, j->y, n, m0, buf, buf + j->blk.buf, j->clamp);
-            for (int64_t m = m0; j->clamp.res && m < m0 + 16 && m < p->M; m++) {   /* else clamped already */
-                int64_t off = (n * p->M + m) * p->yvol;
-                plane_epilogue(j->y + off, NULL, j->clamp.res + off, p->yvol, j->clamp);
-            }
-        }
-        return;
-    }
-    for (int64_t plane = begin; plane < end; plane++) {   /* plane = n·M + m */
-        int64_t n = plane / p->M, m = plane % p->M, cin = m / p->Mg;
-        dw_plane_forward(&p->g, j->x + (n * p->C + cin) * p->xvol, j->w + m * p->kvol, j->b ? j->b[m] : 0.f,
-                         j->y + plane * p->yvol);
-        plane_epilogue(j->y + plane * p->yvol, NULL, j->clamp.res ? j->clamp.res + plane * p->yvol : NULL,
-                       p->yvol, j->clamp);
-    }
-}
-
-static void dw_backward_block_range(void *arg, int64_t begin, int64_t end, int worker)
-{
-    const dw_job *j = arg;
-    const conv_p *p = j->p;
-    int64_t nblk = (p->M + 15) / 16;
-    float *buf = j->scratch + worker * dwb_slice(p, &j->blk), *dyb = buf + j->blk.buf, *dxb = dyb + j->blk.out;
-    float *dwpart = dxb + j->blk.buf, *dbpart = dwpart + p->M * p->kvol;
-    for (int64_t blk = begin; blk < end; blk++)
-        dw_block_backward(p, &j->blk, j->x, j->w, j->dy, j->dx, blk / nblk, blk % nblk * 16, buf, dyb, dxb, dwpart,
-                          dbpart);
-}
-
-/* Backward per input channel (group) cin: dX[:, cin] and dW/dB of the group's output channels are
- * written only by this chunk, so chunks never race. */
-static void dw_backward_range(void *arg, int64_t begin, int64_t end, int worker)
-{
-    const dw_job *j = arg;
-    const conv_p *p = j->p;
-    const qs_conv_geom *g = &p->g;
-    int64_t sw = g->stride[2];
-    for (int64_t cin = begin; cin < end; cin++) {
-        if (j->dx)
-            for (int64_t n = 0; n < p->N; n++)
-                memset(j->dx + (n * p->C + cin) * p->xvol, 0, p->xvol * sizeof(float));
-        for (int64_t m = cin * p->Mg; m < (cin + 1) * p->Mg; m++) {
-            const float *w = j->w + m * p->kvol;
-            float *dw = j->dw ? j->dw + m * p->kvol : NULL;
-            if (dw)
-                memset(dw, 0, p->kvol * sizeof(float));
-            for (int64_t n = 0; n < p->N; n++) {
-                const float *x = j->x + (n * p->C + cin) * p->xvol, *dy = j->dy + (n * p->M + m) * p->yvol;
-                float *dx = j->dx ? j->dx + (n * p->C + cin) * p->xvol : NULL;
-                DW_ROWS(g, {
-                    const float *dyr = dy + yrow;
-                    if (dx) {
-                        float wv = w[wrow + kw], *dxr = dx + xrow;
-                        for (int64_t ow = lo; ow < hi; ow++)
-                            dxr[ow * sw + offw] += wv * dyr[ow];
-                    }
-                    if (dw) {
-                        const float *xr = x + xrow;
-                        float s = 0;
-                        for (int64_t ow = lo; ow < hi; ow++)
-                            s += dyr[ow] * xr[ow * sw + offw];
-                        dw[wrow + kw] += s;
-                    }
-                });
-            }
-            if (j->db) {
-                double s = 0;
-                for (int64_t n = 0; n < p->N; n++) {
-                    const float *dy = j->dy + (n * p->M + m) * p->yvol;
-                    float part = 0;
-                    for (int64_t i = 0; i < p->yvol; i++)
-                        part += dy[i];
-                    s += part;
-                }
-                j->db[m] = (float)s;
-            }
-        }
     }
 }
 
@@ -712,30 +265,16 @@ static void conv_items_range(void *arg, int64_t n0, int64_t n1, int worker)
 static int conv_forward(qs_kctx *c)
 {
     conv_p p;
-    int rc = conv_params(c, &p), workers = 1;
+    int rc = conv_get(c, &p), workers = 1;
     if (rc < 0)
         return rc;
     const float *x = qs_f32(c->in[0]), *w = qs_f32(c->in[1]);
     const float *b = c->nin > 2 && c->in[2] ? qs_f32(c->in[2]) : NULL;
     float *y = qs_f32(c->out[0]);
-    if (p.path == PATH_DW) {
-        dw_job j = { .p = &p, .x = x, .w = w, .b = b, .y = y, .clamp = ctx_clamp(c) };
-        if (dw_fast(&p.g)) {
-            int nt = block_workers(c, &p);
-            dw_blk_geom(&p.g, &j.blk);
-            if ((rc = scratch_slices(c, (j.blk.buf + j.blk.out) * sizeof(float), nt, &nt)) < 0)
-                return rc;
-            j.scratch = c->scratch;
-            int64_t work = 16 * p.yvol * p.kvol;
-            qs_threadpool_for(c->pool, nt, dw_blocks(&p), work >= 65536 ? 1 : 65536 / work, dw_forward_range, &j);
-            return 0;
-        }
-        int64_t work = p.yvol * p.kvol;
-        qs_threadpool_for(c->pool, c->nthreads, p.N * p.M, work >= 16384 ? 1 : 16384 / (work ? work : 1), dw_forward_range, &j);
-        return 0;
-    }
+    if (p.path == PATH_DW)
+        return conv_dw_forward(c, &p, x, w, b, y, ctx_clamp(c));
     int64_t col_floats = p.path == PATH_GEMM ? p.Cg * p.kvol * p.yvol : 0;
-    if ((rc = scratch_slices(c, col_floats * sizeof(float), item_workers(c, &p), &workers)) < 0)
+    if ((rc = conv_scratch_slices(c, col_floats * sizeof(float), item_workers(c, &p), &workers)) < 0)
         return rc;
     conv_job j = { &p, x, w, b, y, c->scratch, col_floats, ctx_clamp(c) };
     if (workers > 1) {   /* the batch is the best split: whole items, no synchronisation */
@@ -817,7 +356,7 @@ static void convb_slice(const conv_p *p, int64_t *col_floats, int64_t *slice_flo
 static int conv_backward(qs_kctx *c)
 {
     conv_p p;
-    int rc = conv_params(c, &p);
+    int rc = conv_get(c, &p);
     if (rc < 0)
         return rc;
     const float *x = qs_f32(c->in[0]), *w = qs_f32(c->in[1]);
@@ -831,34 +370,8 @@ static int conv_backward(qs_kctx *c)
         return 0;
     }
     const float *dy = qs_f32(dyt);
-    if (p.path == PATH_DW) {
-        dw_job j = { .p = &p, .x = x, .w = w, .dy = dy, .dx = dx, .dw = dw, .db = db };
-        if (dw_fast(&p.g) && p.Mg == 1) {
-            dw_blk_geom(&p.g, &j.blk);
-            int64_t slice = dwb_slice(&p, &j.blk), nw = p.M * p.kvol;
-            size_t fit = c->scratch ? c->scratch_size / (slice * sizeof(float)) : 0;
-            int workers = block_workers(c, &p);
-            if ((size_t)workers > fit)
-                workers = (int)fit;
-            if (workers >= 1) {   /* else: scratch sized for the forward only, take the generic loops */
-                j.scratch = c->scratch;
-                for (int k = 0; k < workers; k++)
-                    memset(j.scratch + k * slice + 2 * j.blk.buf + j.blk.out, 0, (nw + p.M) * sizeof(float));
-                qs_threadpool_for(c->pool, workers, dw_blocks(&p), 1, dw_backward_block_range, &j);
-                for (int k = 0; k < workers; k++) {   /* add up the partial sums */
-                    const float *part = j.scratch + k * slice + 2 * j.blk.buf + j.blk.out;
-                    for (int64_t i = 0; dw && i < nw; i++)
-                        dw[i] = k ? dw[i] + part[i] : part[i];
-                    for (int64_t m = 0; db && m < p.M; m++)
-                        db[m] = k ? db[m] + part[nw + m] : part[nw + m];
-                }
-                return 0;
-            }
-        }
-        int64_t work = p.N * p.Mg * p.yvol * p.kvol;
-        qs_threadpool_for(c->pool, c->nthreads, p.C, work >= 16384 ? 1 : 16384 / (work ? work : 1), dw_backward_range, &j);
-        return 0;
-    }
+    if (p.path == PATH_DW)
+        return conv_dw_backward(c, &p, x, w, dy, dx, dw, db);
     convb_job j = { &p, x, w, dy, dx, dw, db, c->scratch, 0, 0 };
     convb_slice(&p, &j.col_floats, &j.slice_floats);
     int workers = item_workers(c, &p);
@@ -880,7 +393,7 @@ static int conv_backward(qs_kctx *c)
         return 0;
     }
     int one;
-    if ((rc = scratch_slices(c, j.col_floats * sizeof(float), 1, &one)) < 0)
+    if ((rc = conv_scratch_slices(c, j.col_floats * sizeof(float), 1, &one)) < 0)
         return rc;
     if (dw)
         memset(dw, 0, qs_nbytes(c->din[1]));
@@ -972,6 +485,8 @@ static int convt_params(qs_kctx *c, conv_p *p)
     return 0;
 }
 
+QS_OP_PARAMS(convt, conv_p, convt_params)
+
 static int convt_infer(qs_kctx *c)
 {
     conv_p p;
@@ -988,7 +503,7 @@ static int convt_infer(qs_kctx *c)
 static size_t convt_scratch(const qs_kctx *c)
 {
     conv_p p;
-    if (convt_params((qs_kctx *)c, &p) < 0 || p.path != PATH_GEMM)
+    if (convt_get((qs_kctx *)c, &p) < 0 || p.path != PATH_GEMM)
         return 0;
     return (size_t)(p.Mg * p.kvol * p.xvol) * sizeof(float);
 }
@@ -996,8 +511,8 @@ static size_t convt_scratch(const qs_kctx *c)
 static int convt_forward(qs_kctx *c)
 {
     conv_p p;
-    int rc = convt_params(c, &p), fit, nt = c->nthreads;
-    if (rc < 0 || (rc = scratch_slices(c, convt_scratch(c), 1, &fit)) < 0)
+    int rc = convt_get(c, &p), fit, nt = c->nthreads;
+    if (rc < 0 || (rc = conv_scratch_slices(c, convt_scratch(c), 1, &fit)) < 0)
         return rc;
     const float *x = qs_f32(c->in[0]), *w = qs_f32(c->in[1]);
     const float *b = c->nin > 2 && c->in[2] ? qs_f32(c->in[2]) : NULL;
@@ -1022,8 +537,8 @@ static int convt_forward(qs_kctx *c)
 static int convt_backward(qs_kctx *c)
 {
     conv_p p;
-    int rc = convt_params(c, &p), fit, nt = c->nthreads;
-    if (rc < 0 || (rc = scratch_slices(c, convt_scratch(c), 1, &fit)) < 0)
+    int rc = convt_get(c, &p), fit, nt = c->nthreads;
+    if (rc < 0 || (rc = conv_scratch_slices(c, convt_scratch(c), 1, &fit)) < 0)
         return rc;
     const float *x = qs_f32(c->in[0]), *w = qs_f32(c->in[1]);
     float *dx = c->din[0] ? qs_f32(c->din[0]) : NULL, *dw = c->din[1] ? qs_f32(c->din[1]) : NULL;
@@ -1058,9 +573,9 @@ static int convt_backward(qs_kctx *c)
 }
 
 const qs_op_def qs_ops_conv[] = {
-    { .domain = "", .op = "Conv", .infer = conv_infer, .scratch = conv_scratch, .forward = conv_forward,
-      .backward = conv_backward },
-    { .domain = "", .op = "ConvTranspose", .infer = convt_infer, .scratch = convt_scratch,
-      .forward = convt_forward, .backward = convt_backward },
+    { .domain = "", .op = "Conv", .flags = QS_OP_FUSE_ACT | QS_OP_FUSE_RESIDUAL, .infer = conv_infer,
+      .prepare = conv_prepare, .scratch = conv_scratch, .forward = conv_forward, .backward = conv_backward },
+    { .domain = "", .op = "ConvTranspose", .flags = QS_OP_FUSE_ACT, .infer = convt_infer, .prepare = convt_prepare,
+      .scratch = convt_scratch, .forward = convt_forward, .backward = convt_backward },
     { .op = NULL },
 };

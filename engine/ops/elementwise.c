@@ -948,7 +948,9 @@ static int cast_backward(qs_kctx *c)
 #define RED(name) { .domain = "", .op = name, .infer = red_infer, .forward = red_forward, .backward = red_backward }
 
 const qs_op_def qs_ops_elementwise[] = {
-    BIN("Add"), BIN("Sub"), BIN("Mul"), BIN("Div"), BIN("Pow"),
+    { .domain = "", .op = "Add", .flags = QS_OP_RESIDUAL_ADD, .infer = bin_infer, .forward = bin_forward,
+      .backward = bin_backward },
+    BIN("Sub"), BIN("Mul"), BIN("Div"), BIN("Pow"),
     CMP("Equal"), CMP("Less"), CMP("Greater"), CMP("LessOrEqual"), CMP("GreaterOrEqual"),
     CMP("And"), CMP("Or"), CMP("Xor"),
     VAR("Max"), VAR("Min"), VAR("Sum"), VAR("Mean"),

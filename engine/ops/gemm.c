@@ -82,6 +82,8 @@ static int gemm_params(qs_kctx *c, gemm_p *p)
     return 0;
 }
 
+QS_OP_PARAMS(gemm, gemm_p, gemm_params)
+
 static int gemm_infer(qs_kctx *c)
 {
     gemm_p p;
@@ -95,7 +97,7 @@ static int gemm_infer(qs_kctx *c)
 static int gemm_forward(qs_kctx *c)
 {
     gemm_p p;
-    int rc = gemm_params(c, &p);
+    int rc = gemm_get(c, &p);
     if (rc < 0)
         return rc;
     float *y = qs_f32(c->out[0]), beta = 0.f;
@@ -116,7 +118,7 @@ static int gemm_forward(qs_kctx *c)
 static int gemm_backward(qs_kctx *c)
 {
     gemm_p p;
-    int rc = gemm_params(c, &p);
+    int rc = gemm_get(c, &p);
     if (rc < 0)
         return rc;
     if (!c->dout[0]) {
@@ -204,6 +206,8 @@ static int matmul_params(qs_kctx *c, matmul_p *p)
     return 0;
 }
 
+QS_OP_PARAMS(matmul, matmul_p, matmul_params)
+
 static int matmul_infer(qs_kctx *c)
 {
     matmul_p p;
@@ -253,7 +257,7 @@ static void matmul_batches(void *arg, int64_t i0, int64_t i1, int worker)
 static int matmul_forward(qs_kctx *c)
 {
     matmul_p p;
-    int rc = matmul_params(c, &p);
+    int rc = matmul_get(c, &p);
     if (rc < 0)
         return rc;
     const float *a = qs_f32(c->in[0]), *b = qs_f32(c->in[1]);
@@ -281,7 +285,7 @@ static int matmul_forward(qs_kctx *c)
 static int matmul_backward(qs_kctx *c)
 {
     matmul_p p;
-    int rc = matmul_params(c, &p);
+    int rc = matmul_get(c, &p);
     if (rc < 0)
         return rc;
     if (!c->dout[0]) {
@@ -316,7 +320,9 @@ static int matmul_backward(qs_kctx *c)
 }
 
 const qs_op_def qs_ops_gemm[] = {
-    { .domain = "", .op = "Gemm", .infer = gemm_infer, .forward = gemm_forward, .backward = gemm_backward },
-    { .domain = "", .op = "MatMul", .infer = matmul_infer, .forward = matmul_forward, .backward = matmul_backward },
+    { .domain = "", .op = "Gemm", .flags = QS_OP_FUSE_ACT, .infer = gemm_infer, .prepare = gemm_prepare,
+      .forward = gemm_forward, .backward = gemm_backward },
+    { .domain = "", .op = "MatMul", .flags = QS_OP_FUSE_ACT, .infer = matmul_infer, .prepare = matmul_prepare,
+      .forward = matmul_forward, .backward = matmul_backward },
     { .op = NULL },
 };

@@ -72,6 +72,8 @@ static int bn_params(qs_kctx *c, bn_p *p)
     return 0;
 }
 
+QS_OP_PARAMS(bn, bn_p, bn_params)
+
 static int has_out(const qs_kctx *c, int i)
 {
     return i < c->nout && c->out && c->out[i] && (c->node->nout <= i || c->node->out[i] >= 0);
@@ -170,7 +172,7 @@ static int64_t channel_chunk(const bn_p *p)
 static int bn_forward(qs_kctx *c)
 {
     bn_p p;
-    int rc = bn_params(c, &p);
+    int rc = bn_get(c, &p);
     if (rc < 0)
         return rc;
     bn_job j = { &p, c };
@@ -252,7 +254,7 @@ static void bn_backward_range(void *arg, int64_t c0, int64_t c1, int worker)
 static int bn_backward(qs_kctx *c)
 {
     bn_p p;
-    int rc = bn_params(c, &p);
+    int rc = bn_get(c, &p);
     if (rc < 0)
         return rc;
     bn_job j = { &p, c };
@@ -261,6 +263,6 @@ static int bn_backward(qs_kctx *c)
 }
 
 const qs_op_def qs_ops_norm[] = {
-    { .domain = "", .op = "BatchNormalization", .infer = bn_infer, .forward = bn_forward, .backward = bn_backward },
+    { .domain = "", .op = "BatchNormalization", .infer = bn_infer, .prepare = bn_prepare, .forward = bn_forward, .backward = bn_backward },
     { .op = NULL },
 };

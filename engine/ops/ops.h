@@ -5,16 +5,30 @@
  *                    plan time (initializer, Constant, or computed from other known values) has
  *                    in[i]->data set; others have data == NULL. Shape-like inputs (Reshape's shape,
  *                    Squeeze's axes, Pad's pads, …) must be known: refuse otherwise.
+ *   prepare(ctx, &state) — optional, once per plan after infer, when shapes are final: parses the
+ *                    node's attributes and what follows from them and the shapes (Conv's geometry
+ *                    and path) into a state the executor keeps for the node and passes back as
+ *                    ctx->state to scratch, forward and backward; release(state) frees it (NULL:
+ *                    free). Kernels called without a plan (tests, plan-time folding) get state
+ *                    NULL and parse as they go.
  *   scratch(ctx)   — bytes of scratch the forward/backward need (optional; 0 when NULL).
  *   forward(ctx)   — reads in[], writes out[] (buffers already sized by infer); scratch is caller-owned.
  *   backward(ctx)  — given dout[] (grads of outputs) and the forward's in[]/out[], writes din[i] for
  *                    each i with din[i] != NULL. It overwrites din[i]; the executor accumulates
  *                    gradients of values read by several nodes. NULL backward: not differentiable.
  *
+ * flags say what the executor may fuse, so that it never matches op names: QS_OP_FUSE_ACT ops
+ * absorb a following clamp (an op whose clamp() gives its bounds), QS_OP_FUSE_RESIDUAL ops a
+ * following QS_OP_RESIDUAL_ADD; QS_OP_SHAPE_ONLY ops read only their inputs' shapes (always
+ * evaluated at plan time), QS_OP_DEQUANT ops are evaluated once at plan time on an integer
+ * initializer (a QDQ model's final weight).
+ *
  * Kernels never allocate in their hot loops and never abort on bad input: they return a QS_E* code
  * with a message naming the node (qs_op_error). */
 #ifndef QS_OPS_H
 #define QS_OPS_H
+
+#include <stdlib.h>
 
 #include "error.h"
 #include "graph.h"
@@ -43,12 +57,26 @@ typedef struct qs_kctx {
     /* Inference only, Conv only: a residual Add that read the Conv's output is folded in too; the
      * Conv adds this tensor (Y's shape) to its output before the clamp. NULL: none. */
     const qs_tensor *residual;
+    void *state;         /* what prepare() left for this node in this plan, or NULL (see above) */
 } qs_kctx;
+
+enum {
+    QS_OP_FUSE_ACT = 1 << 0,      /* may absorb a following clamp into its output epilogue */
+    QS_OP_FUSE_RESIDUAL = 1 << 1, /* may absorb a following residual add (same-shape tensor) */
+    QS_OP_RESIDUAL_ADD = 1 << 2,  /* elementwise a + b: the residual add above */
+    QS_OP_SHAPE_ONLY = 1 << 3,    /* reads only its inputs' shapes */
+    QS_OP_DEQUANT = 1 << 4,       /* integer → float: foldable on a constant integer weight */
+};
 
 typedef struct qs_op_def {
     const char *domain;  /* "" = ai.onnx */
     const char *op;
+    unsigned flags;      /* QS_OP_* */
     int (*infer)(qs_kctx *c);
+    int (*prepare)(qs_kctx *c, void **state);
+    void (*release)(void *state);
+    /* A clamp op (Relu, Clip): 1 and its bounds when they are known at plan time, else 0. */
+    int (*clamp)(const qs_kctx *c, float *lo, float *hi);
     size_t (*scratch)(const qs_kctx *c);
     int (*forward)(qs_kctx *c);
     int (*backward)(qs_kctx *c);
@@ -57,6 +85,32 @@ typedef struct qs_op_def {
 const qs_op_def *qs_op_find(const char *domain, const char *op);
 /* All registered ops, for `quant info` and docs; returns the count. */
 int qs_op_list(const qs_op_def *const **defs);
+
+/* For an op whose parameters are one struct TYPE filled by PARSE(c, &p) from the node and its
+ * input shapes: defines NAME_prepare, the op's prepare hook (PARSE once per plan), and NAME_get,
+ * which gives the prepared struct, or parses it now when the kernel runs without a plan. */
+#define QS_OP_PARAMS(NAME, TYPE, PARSE)                                                         \
+    static int NAME##_prepare(qs_kctx *c, void **state)                                         \
+    {                                                                                           \
+        TYPE *p_ = malloc(sizeof *p_);                                                          \
+        int rc_;                                                                                \
+        if (!p_)                                                                                \
+            return qs_op_error(c, QS_ENOMEM, "out of memory");                                  \
+        if ((rc_ = PARSE(c, p_)) < 0) {                                                         \
+            free(p_);                                                                           \
+            return rc_;                                                                         \
+        }                                                                                       \
+        *state = p_;                                                                            \
+        return 0;                                                                               \
+    }                                                                                           \
+    static int NAME##_get(qs_kctx *c, TYPE *p)                                                  \
+    {                                                                                           \
+        if (c->state) {                                                                         \
+            *p = *(const TYPE *)c->state;                                                       \
+            return 0;                                                                           \
+        }                                                                                       \
+        return PARSE(c, p);                                                                     \
+    }
 
 /* Error helper: message prefixed with the node ("Conv 'conv1': …"). */
 int qs_op_error(qs_kctx *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

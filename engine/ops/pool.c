@@ -83,6 +83,8 @@ static int pool_params(qs_kctx *c, pool_p *p)
     return 0;
 }
 
+QS_OP_PARAMS(pool, pool_p, pool_params)
+
 static int want_indices(const qs_kctx *c)
 {
     return c->nout > 1 && c->out[1] && (c->node->nout <= 1 || c->node->out[1] >= 0);
@@ -415,7 +417,7 @@ static int64_t plane_chunk(const pool_p *p)
 static size_t pool_scratch(const qs_kctx *c)
 {
     pool_p p;
-    if (pool_params((qs_kctx *)c, &p) < 0)
+    if (pool_get((qs_kctx *)c, &p) < 0)
         return 0;
     return win_tables_size(&p.g);
 }
@@ -433,7 +435,7 @@ static int pool_tables(qs_kctx *c, const pool_p *p, pool_job *j)
 static int pool_forward(qs_kctx *c)
 {
     pool_p p;
-    int rc = pool_params(c, &p);
+    int rc = pool_get(c, &p);
     if (rc < 0)
         return rc;
     pool_job j = { .p = &p, .x = c->in[0]->data, .y = c->out[0]->data, .dtype = c->in[0]->dtype };
@@ -457,7 +459,7 @@ static int pool_forward(qs_kctx *c)
 static int pool_backward(qs_kctx *c)
 {
     pool_p p;
-    int rc = pool_params(c, &p);
+    int rc = pool_get(c, &p);
     if (rc < 0)
         return rc;
     if (!c->din[0])
@@ -475,14 +477,10 @@ static int pool_backward(qs_kctx *c)
     return 0;
 }
 
+#define POOL(name) { .domain = "", .op = name, .infer = pool_infer, .prepare = pool_prepare, .scratch = pool_scratch, \
+                     .forward = pool_forward, .backward = pool_backward }
+
 const qs_op_def qs_ops_pool[] = {
-    { .domain = "", .op = "MaxPool", .infer = pool_infer, .scratch = pool_scratch, .forward = pool_forward,
-      .backward = pool_backward },
-    { .domain = "", .op = "AveragePool", .infer = pool_infer, .scratch = pool_scratch, .forward = pool_forward,
-      .backward = pool_backward },
-    { .domain = "", .op = "GlobalMaxPool", .infer = pool_infer, .scratch = pool_scratch, .forward = pool_forward,
-      .backward = pool_backward },
-    { .domain = "", .op = "GlobalAveragePool", .infer = pool_infer, .scratch = pool_scratch,
-      .forward = pool_forward, .backward = pool_backward },
+    POOL("MaxPool"), POOL("AveragePool"), POOL("GlobalMaxPool"), POOL("GlobalAveragePool"),
     { .op = NULL },
 };

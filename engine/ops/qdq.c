@@ -271,6 +271,6 @@ static int dq_forward(qs_kctx *c)
 
 const qs_op_def qs_ops_qdq[] = {
     { .domain = "", .op = "QuantizeLinear", .infer = q_infer, .forward = q_forward },
-    { .domain = "", .op = "DequantizeLinear", .infer = dq_infer, .forward = dq_forward },
+    { .domain = "", .op = "DequantizeLinear", .flags = QS_OP_DEQUANT, .infer = dq_infer, .forward = dq_forward },
     { .op = NULL },
 };

@@ -768,7 +768,7 @@ const qs_op_def qs_ops_shape[] = {
     { .domain = "", .op = "DepthToSpace", .infer = d2s_infer, .forward = d2s_forward, .backward = d2s_backward },
     { .domain = "", .op = "SpaceToDepth", .infer = d2s_infer, .forward = d2s_forward, .backward = d2s_backward },
     { .domain = "", .op = "Range", .infer = range_infer, .forward = range_forward },
-    { .domain = "", .op = "Shape", .infer = shape_infer, .forward = shape_forward },
+    { .domain = "", .op = "Shape", .flags = QS_OP_SHAPE_ONLY, .infer = shape_infer, .forward = shape_forward },
     { .domain = "", .op = "Size", .infer = size_infer, .forward = size_forward },
     { .domain = "", .op = "Constant", .infer = constant_infer, .forward = constant_forward },
     { .domain = "", .op = "ConstantOfShape", .infer = cos_infer, .forward = cos_forward },

@@ -1,0 +1,37 @@
+/* What conv.c and conv_dw.c share: a Conv node's parameters (conv_p, from its attributes and input
+ * shapes), the path it takes, and the fused epilogue (bias, residual, clamp). conv.c owns the op
+ * table and the GEMM paths; conv_dw.c the depthwise loops. */
+#ifndef QS_CONV_IMPL_H
+#define QS_CONV_IMPL_H
+
+#include "ops/kernels.h"
+
+enum { PATH_GEMM, PATH_1X1, PATH_DW };
+
+typedef struct conv_p {
+    qs_conv_geom g;     /* Conv: in = X's spatial dims, out = Y's. ConvTranspose: in = Y's, out = X's */
+    int64_t N, C, M, group, Cg, Mg, kvol;
+    int64_t xvol, yvol; /* spatial volume of one X / Y plane */
+    int path;
+} conv_p;
+
+/* the executor's fused activation, if any (see qs_kctx) */
+typedef struct {
+    int on;
+    float lo, hi;
+    const float *res;   /* the fused residual, laid out like Y (Conv only), or NULL */
+} clamp_t;
+
+/* One output plane: + bias *b (b may be NULL) + residual plane r (NULL: none), then the clamp */
+void conv_epilogue(float *y, const float *b, const float *r, int64_t vol, clamp_t cl);
+/* Scratch holds `slices` equal slices of slice_bytes; *fit = how many fit (QS_EINVAL: not one) */
+int conv_scratch_slices(qs_kctx *c, size_t slice_bytes, int slices, int *fit);
+
+/* the depthwise path (conv_dw.c) */
+size_t conv_dw_scratch(const qs_kctx *c, const conv_p *p);
+int conv_dw_forward(qs_kctx *c, const conv_p *p, const float *x, const float *w, const float *b, float *y,
+                    clamp_t clamp);
+int conv_dw_backward(qs_kctx *c, const conv_p *p, const float *x, const float *w, const float *dy, float *dx,
+                     float *dw, float *db);
+
+#endif
