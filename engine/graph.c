@@ -198,6 +198,19 @@ int qs_graph_value(qs_graph *g, const char *name)
     return id >= 0 ? id : add_value(g, name);
 }
 
+void qs_graph_copy_decl(qs_graph *g, int dst, int src)
+{
+    qs_value *d = &g->values[dst];
+    const qs_value *s = &g->values[src];
+    d->dtype = s->dtype;
+    d->ndim = s->ndim;
+    memcpy(d->shape, s->shape, sizeof d->shape);
+    for (int i = 0; i < QS_MAX_DIMS; i++) {
+        free(d->dim_param[i]);
+        d->dim_param[i] = s->dim_param[i] ? strdup(s->dim_param[i]) : NULL;
+    }
+}
+
 int qs_graph_new_value(qs_graph *g, const char *base)
 {
     if (qs_graph_find_value(g, base) < 0)

@@ -82,6 +82,8 @@ qs_graph *qs_graph_new(void);
 int qs_graph_value(qs_graph *g, const char *name);
 /* A new value with a name derived from base that is not yet used ("base", "base_1", …). */
 int qs_graph_new_value(qs_graph *g, const char *base);
+/* Value dst gets src's declared type and shape (symbolic dims included). */
+void qs_graph_copy_decl(qs_graph *g, int dst, int src);
 /* Attaches t (stolen) as the value's initializer, replacing any previous one. */
 void qs_graph_set_init_steal(qs_graph *g, int value, qs_tensor *t);
 

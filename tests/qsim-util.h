@@ -1,7 +1,7 @@
-/* Helpers shared by tests/test-quantsim.c and tests/qdq-export-demo.c: run a graph on one batch,
- * and set every activation quantizer of a QuantSim from the min and max its input takes on a
- * calibration batch (the plainest range setting, paper §3.1, written here without range.c so the
- * tests of placement and export do not depend on it). */
+/* Helpers shared by the QuantSim tests (through tests/qsim-graphs.h) and tests/qdq-export-demo.c:
+ * run a graph on one batch, and set every activation quantizer of a QuantSim from the min and max
+ * its input takes on a calibration batch (the plainest range setting, paper §3.1, written here
+ * without range.c so the tests of placement and export do not depend on it). */
 #ifndef QD_TESTS_QSIM_UTIL_H
 #define QD_TESTS_QSIM_UTIL_H
 

@@ -42,19 +42,6 @@ static int new_named(qs_graph *g, const char *name, const char *suffix)
     return qs_graph_new_value(g, buf);
 }
 
-static void copy_decl(qs_graph *g, int dst, int src)
-{
-    qs_value *d = &g->values[dst];
-    const qs_value *s = &g->values[src];
-    d->dtype = s->dtype;
-    d->ndim = s->ndim;
-    memcpy(d->shape, s->shape, sizeof d->shape);
-    for (int i = 0; i < QS_MAX_DIMS; i++) {
-        free(d->dim_param[i]);
-        d->dim_param[i] = s->dim_param[i] ? strdup(s->dim_param[i]) : NULL;
-    }
-}
-
 static void attr_remove(qs_node *n, const char *name)
 {
     for (int i = 0; i < n->nattr; i++) {
@@ -374,7 +361,7 @@ static int add_qdq(qs_graph *g, const char *name, int x, int out, int scale, int
     int xq = new_named(g, name, "_quantized");
     if (xq < 0)
         return QS_ENOMEM;
-    copy_decl(g, xq, x);
+    qs_graph_copy_decl(g, xq, x);
     g->values[xq].dtype = t;
     char nm[1024];
     snprintf(nm, sizeof nm, "%s_QuantizeLinear", name);
@@ -473,7 +460,7 @@ static int guard_ort(qs_graph *g, qs_err *e)
                 rc = qs_error(e, QS_ENOMEM, "out of memory");
                 break;
             }
-            copy_decl(g, c, v);
+            qs_graph_copy_decl(g, c, v);
             int cin[3] = { v, lo, hi };
             snprintf(name, sizeof name, "%s_grid_Clip", g->values[v].name);
             if (qs_graph_add_node(g, "Clip", name, 3, cin, 1, &c) < 0) {
@@ -601,7 +588,7 @@ int qs_export_qdq(const qs_quantsim *sim, qs_graph **out, qs_err *e)
             rc = qs_error(e, QS_ENOMEM, "out of memory");
             break;
         }
-        copy_decl(g, od, v);
+        qs_graph_copy_decl(g, od, v);
         replace_reads(g, v, od, -1);
         char *name = strdup(g->values[v].name);
         rc = name ? add_qdq(g, name, v, od, sim->q[q].scale, sim->q[q].zero, type[q]) : QS_ENOMEM;

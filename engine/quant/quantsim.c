@@ -109,19 +109,6 @@ static qs_grid bias_grid(void)
 
 /* --- the quantizer table ------------------------------------------------------------------- */
 
-static void copy_decl(qs_graph *g, int dst, int src)
-{
-    qs_value *d = &g->values[dst];
-    const qs_value *s = &g->values[src];
-    d->dtype = s->dtype;
-    d->ndim = s->ndim;
-    memcpy(d->shape, s->shape, sizeof d->shape);
-    for (int i = 0; i < QS_MAX_DIMS; i++) {
-        free(d->dim_param[i]);
-        d->dim_param[i] = s->dim_param[i] ? strdup(s->dim_param[i]) : NULL;
-    }
-}
-
 static int new_named(qs_graph *g, const char *name, const char *suffix)
 {
     char buf[1024];
@@ -143,7 +130,7 @@ static int add_quantizer(qs_quantsim *sim, const char *name, const char *layer, 
     if (out < 0) {
         if ((out = new_named(g, name, "_qdq")) < 0)
             return qs_error(e, QS_ENOMEM, "out of memory");
-        copy_decl(g, out, in);
+        qs_graph_copy_decl(g, out, in);
     }
     int sv = new_named(g, name, "_scale"), zv = new_named(g, name, "_zero_point");
     int64_t n64 = nch;
@@ -325,7 +312,7 @@ static int add_act(placer *p, int v, qs_qkind kind, const char *layer, int nonne
             free(name);
             return qs_error(e, QS_ENOMEM, "out of memory");
         }
-        copy_decl(g, f, v);
+        qs_graph_copy_decl(g, f, v);
         for (int j = 0; j < g->nodes[prod].nout; j++)
             if (g->nodes[prod].out[j] == v)
                 g->nodes[prod].out[j] = f;

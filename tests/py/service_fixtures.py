@@ -1,5 +1,6 @@
-"""Fixtures and a small client for the service tests (test_service.py): a real quantd on a free
-port with a temp state dir, talked to with http.client only (no third-party HTTP library).
+"""Fixtures and a small client for the service tests (test_service.py, test_service_daemon.py): a
+real quantd on a free port with a temp state dir, talked to with http.client only (no third-party
+HTTP library); and the fixture files and job specs those tests share.
 
     def test_x(quantd):                       # a fresh daemon (debug jobs on), stopped afterwards
         st, body = quantd.json("GET", "/v1/health")
@@ -20,6 +21,23 @@ import pytest
 SRCDIR = os.environ.get("QD_SRCDIR") or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILDDIR = os.environ.get("QD_BUILDDIR") or SRCDIR
 FIXTURES = os.path.join(SRCDIR, "tests", "fixtures")
+
+# committed fixtures the service tests upload
+MLP = os.path.join(FIXTURES, "mlp.onnx")
+CLS = os.path.join(FIXTURES, "cli", "cls.onnx")
+CLS_X = os.path.join(FIXTURES, "cli", "cls_x.npy")
+CLS_Y = os.path.join(FIXTURES, "cli", "cls_labels.npy")
+UNSUPPORTED = os.path.join(FIXTURES, "cli", "unsupported.onnx")
+DATA = os.path.join(FIXTURES, "data")
+
+
+def files_in(d):
+    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+def sleep_spec(seconds=0.5, **config):
+    """A job of the debug type "sleep" (needs debug_jobs=true), as test_service.py describes."""
+    return {"type": "sleep", "config": dict(seconds=seconds, **config)}
 
 
 def free_port():
