@@ -508,6 +508,63 @@ TEST(chains_left_alone)
     qs_graph_free(g);
 }
 
+/* Conv → Relu → pool → Conv (a VGG's block boundary): the pool is channel-wise and positively
+ * homogeneous, so the pair is equalized through it. AveragePool counting padded zeros does not
+ * commute with absorption's shift: that chain is left alone. */
+static void pool_pair(const char *op, int count_pad)
+{
+    qs_graph *g = graph();
+    int64_t xs[] = { 2, 3, 8, 8 }, two[] = { 2, 2 }, pads[] = { 1, 1, 1, 1 };
+    input(g, "x", 4, xs);
+    conv(g, "c1", "x", 3, 8, 3, 1, 2.7f, 1, "h");   /* channel ranges 2.7^-4 … 2.7^3: 3.4 decades */
+    act(g, "Relu", "relu", "h", "a");
+    int in[] = { val(g, "a") };
+    qs_node *n = node(g, op, "pool", 1, in, "p");
+    if (strncmp(op, "Global", 6)) {
+        qs_node_set_ints(n, "kernel_shape", 2, two);
+        qs_node_set_ints(n, "strides", 2, two);
+    }
+    if (count_pad) {
+        qs_node_set_int(n, "count_include_pad", 1);
+        qs_node_set_ints(n, "pads", 4, pads);
+    }
+    conv(g, "c2", "p", 8, 5, 1, 1, 1.f, 0, "y");
+    output(g, "y");
+    double r1[8], r2[8];
+    ranges(weight(g, "c1"), 1, 0, r1, NULL);
+    ranges(weight(g, "c2"), 1, 0, NULL, r2);
+    qs_tensor *x = opcheck_rand(4, xs, -2, 2), *before = run(g, x);
+    qs_cle_report *r = cle(g, NULL, 0, NULL);
+    qs_tensor *after = run(g, x);
+    assert_same(after, before, 1e-5);
+    if (count_pad) {
+        ASSERT_EQ(r->npairs, 0);   /* not a chain CLE knows (like a second activation): nothing changes */
+        ASSERT(!memcmp(qs_f32(before), qs_f32(after), qs_nbytes(after)));
+    } else {
+        ASSERT_EQ(r->npairs, 1);
+        ASSERT_STR_EQ(r->pairs[0].act_op, "Relu");
+        ASSERT_STR_EQ(r->pairs[0].via, op);
+        /* the paper's condition after CLE: r1_i = r2_i = sqrt(r1_i · r2_i), s_i = sqrt(r1_i · r2_i) / r2_i */
+        assert_equalized(g, "c1", "c2", 1, 0, 0, 8, 1e-6);
+        double a1[8];
+        ranges(weight(g, "c1"), 1, 0, a1, NULL);
+        for (int i = 0; i < 8; i++) {
+            ASSERT_CLOSE(a1[i], sqrt(r1[i] * r2[i]), 1e-6, 0);
+            ASSERT_CLOSE(r->pairs[0].scale[i], sqrt(r1[i] * r2[i]) / r2[i], 1e-6, 0);
+        }
+    }
+    qs_cle_report_free(r);
+    qs_tensor_free(x);
+    qs_tensor_free(before);
+    qs_tensor_free(after);
+    qs_graph_free(g);
+}
+
+TEST(maxpool_between_blocks) { pool_pair("MaxPool", 0); }
+TEST(average_pool) { pool_pair("AveragePool", 0); }
+TEST(global_average_pool) { pool_pair("GlobalAveragePool", 0); }
+TEST(average_pool_counting_pads_left_alone) { pool_pair("AveragePool", 1); }
+
 /* --- high-bias absorption ------------------------------------------------------------------------ */
 
 /* Conv c1 (3 → 4, small weights) → BN (μ 0, var 4, γ, β as given) → Relu → Conv c2 (4 → 3, 3×3,
@@ -861,9 +918,65 @@ TEST(fixture_mobilenet_bn)
     qs_graph_free(g);
 }
 
+/* The issue-14 fixture (tests/fixtures/make_imbalanced.py): the trained VGG without BN with every
+ * Conv → Relu (→ MaxPool) → Conv pair rescaled so that channel ranges spread over ~3 decades.
+ * CLE must find all three Conv pairs (one through the MaxPool) and the Gemm head's pair, keep the
+ * function, and leave each pair with r1_i = r2_i (the paper's condition, §3.2). */
+TEST(fixture_vgg_imbalanced)
+{
+    char path[1024], spath[1024];
+    snprintf(path, sizeof path, "%s/tests/fixtures/vgg_imbalanced.onnx", QD_SRCDIR);
+    snprintf(spath, sizeof spath, "%s/tests/fixtures/vgg.sample.npy", QD_SRCDIR);
+    ASSERT_FIXTURE(path);
+    ASSERT_FIXTURE(spath);
+    qs_graph *g;
+    qs_err e = {0};
+    ASSERT_EQ(qs_onnx_load(path, &g, &e), 0);
+    qs_dataset *d = NULL;
+    ASSERT_EQ(qs_dataset_open(spath, &d, &e), 0);
+    const qs_tensor *all = qs_dataset_array(d, 0);
+    qs_tensor *x = qs_tensor_new(QS_F32, all->ndim, all->shape);
+    ASSERT_EQ(qs_copy_rows(all, 0, all->shape[0], x, &e), 0);
+    qs_dataset_close(d);
+    qs_tensor *before = run(g, x);
+    double q8 = weights_sqnr(g, x, 8, NULL);
+    qs_cle_report *r = cle(g, NULL, 0, NULL);
+    qs_tensor *after = run(g, x);
+    double rel = assert_same(after, before, 1e-4);
+    double q8c = weights_sqnr(g, x, 8, NULL);
+    printf("# %d pairs, %d sweeps, max rel diff %.2g; W8 per-tensor weights-only logits SQNR %.1f -> %.1f dB\n",
+           r->npairs, r->iterations, rel, q8, q8c);
+    ASSERT(r->converged);
+    ASSERT_EQ(r->npairs, 4);
+    const char *l1[] = { "/0/Conv", "/2/Conv", "/5/Conv", "/11/Gemm" };
+    const char *l2[] = { "/2/Conv", "/5/Conv", "/7/Conv", "/13/Gemm" };
+    const int64_t nch[] = { 16, 16, 32, 16 };
+    for (int k = 0; k < 4; k++) {
+        ASSERT_STR_EQ(r->pairs[k].layer1, l1[k]);
+        ASSERT_STR_EQ(r->pairs[k].layer2, l2[k]);
+        ASSERT_STR_EQ(r->pairs[k].via, k == 1 ? "MaxPool" : "");
+        assert_equalized(g, l1[k], l2[k], 1, k == 3 ? 2 : 0, k == 3 ? 2 : 0, nch[k], 1e-3);
+    }
+    /* the spread of the first three Convs' output-channel ranges (max/min): over 100 before, a few after */
+    for (int i = 0; i < 3; i++) {
+        const qs_cle_layer *t = &r->layers[i];
+        double sb = spread(t->min_before, t->max_before, t->nch), sa = spread(t->min_after, t->max_after, t->nch);
+        printf("# %s: channel range spread %.0f -> %.1f\n", t->name, sb, sa);
+        ASSERT(sb > 100 && sa < 10);
+    }
+    ASSERT(q8c > q8 + 10);
+    qs_cle_report_free(r);
+    qs_tensor_free(x);
+    qs_tensor_free(before);
+    qs_tensor_free(after);
+    qs_graph_free(g);
+}
+
 TEST_MAIN(two_convs_get_equal_ranges_and_same_outputs, depthwise_separable_chain, depthwise_multiplier_2_leaky,
           grouped_conv_2_groups, grouped_conv_3_groups_multiplier, depthwise_then_pointwise_no_activation,
           relu6_replaced_and_reported, relu6_attribute_form_replaced, relu6_kept_when_replacement_off, gemm_relu_gemm,
-          gemm_transB_relu_gemm_transB, matmul_relu_gemm, chains_left_alone, absorption_by_hand_preserves_outputs,
+          gemm_transB_relu_gemm_transB, matmul_relu_gemm, chains_left_alone, maxpool_between_blocks, average_pool,
+          global_average_pool, average_pool_counting_pads_left_alone, absorption_by_hand_preserves_outputs,
           absorption_after_equalization_keeps_records_consistent, absorption_with_padding_exact_inside_only,
-          report_json, bad_config_is_an_error, fixture_resnet_bn, fixture_mobilenet_bn)
+          report_json, bad_config_is_an_error, fixture_resnet_bn, fixture_mobilenet_bn,
+          fixture_vgg_imbalanced)

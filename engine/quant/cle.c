@@ -308,6 +308,61 @@ static qs_bn_record *find_record(const qs_graph *g, qs_bn_record *bn, int nbn, c
     return NULL;
 }
 
+/* Channel-wise ops a pair may span besides its activation (a VGG's MaxPool between two blocks):
+ * each maps channel i of its input to channel i of its output, commutes with a positive
+ * per-channel scale, f(x/s) = f(x)/s, and with a per-channel shift, f(x − c) = f(x) − c, which
+ * absorption needs. Average pooling that counts padded zeros does not commute with the shift;
+ * an extra output (MaxPool's indices) must be unread. */
+static int channelwise(const qs_graph *g, const qs_node *n)
+{
+    if (qs_node_is_op(n, "AveragePool")) {
+        if (qs_node_int(n, "count_include_pad", 0))
+            return 0;
+    } else if (!qs_node_is_op(n, "MaxPool") && !qs_node_is_op(n, "GlobalMaxPool") &&
+               !qs_node_is_op(n, "GlobalAveragePool") && !qs_node_is_op(n, "Identity")) {
+        return 0;
+    }
+    if (n->nin != 1)
+        return 0;
+    for (int j = 1; j < n->nout; j++)
+        if (n->out[j] >= 0 && (qs_graph_count_reads(g, n->out[j]) || qs_graph_is_output(g, n->out[j])))
+            return 0;
+    return 1;
+}
+
+/* Follows layer 1's output v through nodes that are each its only reader, to layer 2: at most one
+ * activation, any number of channel-wise ops. Any other single-data-input node counts as the
+ * activation (of kind ACT_OTHER, so that the pair is reported as skipped). Returns layer 2's node
+ * id, or -1 when the chain ends elsewhere. */
+static int follow(const qs_graph *g, int v, int *act, int *kind, double *hi)
+{
+    *act = -1;
+    *kind = ACT_NONE;
+    *hi = INFINITY;
+    for (int hops = 0; hops < 16; hops++) {
+        int c = sole_reader(g, v);
+        if (c < 0 || g->nodes[c].nin < 1 || g->nodes[c].in[0] != v)
+            return -1;
+        layer L;
+        if (parse_layer(g, c, &L))
+            return c;
+        const qs_node *a = &g->nodes[c];
+        if (a->nout < 1 || a->out[0] < 0)
+            return -1;
+        if (!channelwise(g, a)) {
+            if (*act >= 0)
+                return -1;   /* a second activation */
+            for (int j = 1; j < a->nin; j++)
+                if (a->in[j] >= 0 && !qs_graph_const_of(g, a->in[j]))
+                    return -1;   /* a second data input (Add, Concat, …): not a chain */
+            *act = c;
+            *kind = act_kind(g, a, hi);
+        }
+        v = a->out[0];
+    }
+    return -1;
+}
+
 static int find_pairs(cle_state *s, qs_bn_record *bn, int nbn, qs_err *e)
 {
     qs_graph *g = s->g;
@@ -315,24 +370,11 @@ static int find_pairs(cle_state *s, qs_bn_record *bn, int nbn, qs_err *e)
         layer L1, L2;
         if (!parse_layer(g, i, &L1))
             continue;
-        int v = g->nodes[i].out[0], c = sole_reader(g, v), act = -1, kind = ACT_NONE;
-        double hi = INFINITY;
-        if (c < 0 || g->nodes[c].nin < 1 || g->nodes[c].in[0] != v)
+        int act, kind;
+        double hi;
+        int l2 = follow(g, g->nodes[i].out[0], &act, &kind, &hi);
+        if (l2 < 0 || !parse_layer(g, l2, &L2))
             continue;
-        int l2 = c;
-        if (!parse_layer(g, c, &L2)) {
-            const qs_node *a = &g->nodes[c];
-            if (a->nout < 1 || a->out[0] < 0)
-                continue;
-            for (int j = 1; j < a->nin; j++)
-                if (a->in[j] >= 0 && !qs_graph_const_of(g, a->in[j]))
-                    goto next;   /* a second data input (Add, Concat, …): not a chain */
-            act = c;
-            kind = act_kind(g, a, &hi);
-            l2 = sole_reader(g, a->out[0]);
-            if (l2 < 0 || g->nodes[l2].in[0] != a->out[0] || !parse_layer(g, l2, &L2))
-                continue;
-        }
         if (L1.fam != L2.fam)
             continue;   /* Conv → Flatten → Gemm and such: channels are not on the same axis */
         int rc = 0;
@@ -362,7 +404,6 @@ static int find_pairs(cle_state *s, qs_bn_record *bn, int nbn, qs_err *e)
         }
         if (rc < 0)
             return qs_error(e, QS_ENOMEM, "cle: out of memory");
-    next:;
     }
     return 0;
 }
@@ -437,6 +478,17 @@ static char *act_name(const qs_graph *g, const pair *p)
     return xstrdup(g->nodes[p->act].op);
 }
 
+/* The channel-wise ops a pair spans, by op type, comma-separated ("" when none). */
+static char *via_ops(const qs_graph *g, const pair *p)
+{
+    char buf[256] = "";
+    int v = g->nodes[p->l1].out[0];
+    for (int c, hops = 0; hops < 16 && (c = sole_reader(g, v)) >= 0 && c != p->l2; hops++, v = g->nodes[c].out[0])
+        if (c != p->act)
+            snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s%s", buf[0] ? "," : "", g->nodes[c].op);
+    return xstrdup(buf);
+}
+
 void qs_cle_report_free(qs_cle_report *r)
 {
     if (!r)
@@ -446,6 +498,7 @@ void qs_cle_report_free(qs_cle_report *r)
         free(r->pairs[i].layer2);
         free(r->pairs[i].act);
         free(r->pairs[i].act_op);
+        free(r->pairs[i].via);
         free(r->pairs[i].scale);
         free(r->pairs[i].absorbed);
     }
@@ -492,9 +545,9 @@ json_t *qs_cle_report_json(const qs_cle_report *r)
     json_t *pairs = json_array(), *relu6 = json_array(), *skipped = qs_skips_json(r->skipped, r->nskipped, "layer1", "layer2"), *layers = json_array();
     for (int i = 0; i < r->npairs; i++) {
         const qs_cle_pair *p = &r->pairs[i];
-        json_array_append_new(pairs, json_pack("{s:s, s:s, s:s, s:s, s:I, s:o, s:o}", "layer1", p->layer1, "layer2",
-                                               p->layer2, "activation", p->act_op, "activation_node", p->act,
-                                               "channels", (json_int_t)p->nch, "scale", jdoubles(p->scale, p->nch),
+        json_array_append_new(pairs, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:o, s:o}", "layer1", p->layer1,
+                                               "layer2", p->layer2, "activation", p->act_op, "activation_node",
+                                               p->act, "through", p->via, "channels", (json_int_t)p->nch, "scale", jdoubles(p->scale, p->nch),
                                                "absorbed", jdoubles(p->absorbed, p->nch)));
     }
     for (int i = 0; i < r->nrelu6; i++)
@@ -530,9 +583,10 @@ static int prepare_pairs(cle_state *s, qs_err *e)
         rp->layer2 = xstrdup(g->nodes[p->l2].name);
         rp->act = xstrdup(p->act >= 0 ? g->nodes[p->act].name : "");
         rp->act_op = act_name(g, p);
+        rp->via = via_ops(g, p);
         rp->nch = L1.nout;
         rp->scale = malloc((L1.nout + 1) * sizeof *rp->scale);
-        if (!rp->layer1 || !rp->layer2 || !rp->act || !rp->act_op || !rp->scale)
+        if (!rp->layer1 || !rp->layer2 || !rp->act || !rp->act_op || !rp->via || !rp->scale)
             return qs_error(e, QS_ENOMEM, "cle: out of memory");
         for (int64_t i = 0; i < L1.nout; i++)
             rp->scale[i] = 1;

@@ -9,11 +9,14 @@
  *
  * Pairs: layer 1 → (Relu | LeakyRelu | Clip(0, ∞) | Clip(0, 6) | nothing) → layer 2, where layer
  * 1's output and the activation's output each have exactly one reader and are not graph outputs,
- * and both layers are of one family with constant weights: Conv → Conv (any groups: regular,
- * pointwise → depthwise, depthwise → pointwise, grouped; channels on axis 1) or Gemm/MatMul →
- * Gemm/MatMul (channels on the last axis). Scaling output channel i of layer 1 by 1/s_i and input
- * channel i of layer 2 by s_i leaves the function unchanged because the activation is positively
- * homogeneous: f(x/s) = f(x)/s for s > 0.
+ * with any channel-wise ops before or after the activation (MaxPool, AveragePool without padded
+ * zeros counted, GlobalMax/AveragePool, Identity — a VGG's Conv → Relu → MaxPool → Conv between
+ * two blocks is a pair too; their outputs also have one reader each), and both layers are of one
+ * family with constant weights: Conv → Conv (any groups: regular, pointwise → depthwise,
+ * depthwise → pointwise, grouped; channels on axis 1) or Gemm/MatMul → Gemm/MatMul (channels on
+ * the last axis). Scaling output channel i of layer 1 by 1/s_i and input
+ * channel i of layer 2 by s_i leaves the function unchanged because the activation and the
+ * channel-wise ops are positively homogeneous per channel: f(x/s) = f(x)/s for s > 0.
  *
  * The scale is the paper's s_i = sqrt(r1_i · r2_i) / r2_i, with r1_i = max |w| over layer 1's
  * output channel i (its row, and its bias entry scales along) and r2_i = max |w| over every weight
@@ -62,6 +65,7 @@ typedef struct qs_cle_pair {
     char *layer1, *layer2;   /* node names */
     char *act;               /* activation node's name, "" when none */
     char *act_op;            /* "Relu", "LeakyRelu", "Relu6→Relu", "none", … */
+    char *via;               /* channel-wise ops also between the layers: "MaxPool", … ("" when none) */
     int64_t nch;             /* channels between the layers */
     double *scale;           /* [nch] total s_i applied (product over sweeps) */
     double *absorbed;        /* [nch] c_i moved from layer 1's bias into layer 2's; NULL if none */
@@ -95,7 +99,8 @@ typedef struct qs_cle_report {
  * may be partly equalized (every change keeps the function, so it still computes the same). */
 int qs_cle(qs_graph *g, qs_bn_record *bn, int nbn, const qs_cle_config *cfg, qs_cle_report **report, qs_err *e);
 void qs_cle_report_free(qs_cle_report *r);
-/* {"pairs":[…], "iterations", "converged", "max_change", "absorbed_pairs", "relu6_replaced":[…],
+/* {"pairs":[{"layer1","layer2","activation","activation_node","through","channels","scale",
+ *  "absorbed"}, …], "iterations", "converged", "max_change", "absorbed_pairs", "relu6_replaced":[…],
  *  "skipped":[…], "layers":[{"name","op","channels","depthwise","before":{"min":[],"max":[]},
  *  "after":{…}}]} — a new reference. */
 json_t *qs_cle_report_json(const qs_cle_report *r);
