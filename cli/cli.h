@@ -68,6 +68,7 @@ int cmd_qat(const command *c, int argc, char **argv);       /* cli/cmd_qat.c */
               "                 [--bias-correction none|empirical|analytical] [--adaround | --no-adaround]\n" \
               "                 [--adaround-iterations N] [--preset standard|basic] [--no-check-steps]\n" \
               "                 [--exclude NODE,...] [--calib-samples N] [--batch N] [--threads T] [--target-drop P]\n" \
+              "                 [--target ort-x86|generic] [--reduce-range | --no-reduce-range]\n" \
               "                 -o OUTDIR [--json]", \
      .help = QUANT_PTQ_HELP, .fn = cmd_ptq}, \
     {.name = "analyze", .summary = "debugging flow: FP32 check, per-layer sensitivity, weight ranges", \
@@ -162,6 +163,12 @@ int cmd_qat(const command *c, int argc, char **argv);       /* cli/cmd_qat.c */
     "  --target-drop P    closed loop (needs --val): while top-1 is more than P points below FP32, keep\n" \
     "                     the most sensitive quantizer groups at 16 bits, then in FP32, one by one;\n" \
     "                     lists what was kept (report.json: target_drop)\n" \
+    "  --target T         the runtime the export is for: ort-x86 (default: ONNX Runtime's x86 integer\n" \
+    "                     kernels, whose u8*s8 pairs saturate at 16 bits without VNNI) | generic (exact\n" \
+    "                     integers); report.json: target has the export's output SQNR as the target\n" \
+    "                     computes it (ort-x86: quantd's emulation of those kernels)\n" \
+    "  --reduce-range | --no-reduce-range   8-bit weights on [-64, 63] where the target needs it\n" \
+    "                     (ort-x86 with W8A8; default on), as ONNX Runtime's quantizer's reduce_range\n" \
     "  --json             print {\"fp32_accuracy\", \"quant_accuracy\", \"seconds\", \"outdir\"}\n" \
     "                     (accuracies are fractions, null without validation data)"
 

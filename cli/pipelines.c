@@ -205,8 +205,8 @@ int cmd_ptq(const command *c, int argc, char **argv)
 {
     const char *pos[1], *calib = NULL, *val = NULL, *labels = NULL, *cfgpath = NULL, *wbits = NULL, *abits = NULL,
                *wrange = NULL, *arange = NULL, *exclude = NULL, *outdir = NULL, *samples = NULL, *batch = NULL,
-               *threads = NULL, *biascorr = NULL, *ada_iters = NULL, *preset = NULL, *target = NULL;
-    int npos, json = 0, per_channel = 0, per_tensor = 0, no_bn_fold = 0, cle = 0, no_cle = 0, ada = 0, no_ada = 0,
+               *threads = NULL, *biascorr = NULL, *ada_iters = NULL, *preset = NULL, *tdrop = NULL, *target = NULL;
+    int npos, json = 0, reduce_range = 0, no_reduce_range = 0, per_channel = 0, per_tensor = 0, no_bn_fold = 0, cle = 0, no_cle = 0, ada = 0, no_ada = 0,
         no_check = 0;
     const opt opts[] = {
         {.name = "--calib", .val = &calib}, {.name = "--val", .val = &val}, {.name = "--labels", .val = &labels},
@@ -220,7 +220,9 @@ int cmd_ptq(const command *c, int argc, char **argv)
         {.name = "--no-cle", .flag = &no_cle}, {.name = "--bias-correction", .val = &biascorr},
         {.name = "--adaround", .flag = &ada}, {.name = "--no-adaround", .flag = &no_ada},
         {.name = "--adaround-iterations", .val = &ada_iters}, {.name = "--preset", .val = &preset},
-        {.name = "--target-drop", .val = &target}, {.name = "--no-check-steps", .flag = &no_check}, {.name = NULL}};
+        {.name = "--target-drop", .val = &tdrop}, {.name = "--target", .val = &target},
+        {.name = "--reduce-range", .flag = &reduce_range}, {.name = "--no-reduce-range", .flag = &no_reduce_range},
+        {.name = "--no-check-steps", .flag = &no_check}, {.name = NULL}};
     int rc = parse_args(c, argc, argv, opts, pos, 1, &npos);
     if (rc != PARSED)
         return rc;
@@ -234,14 +236,14 @@ int cmd_ptq(const command *c, int argc, char **argv)
         return usage_error(c, "--val and --labels go together");
     if (per_channel && per_tensor)
         return usage_error(c, "--per-channel and --per-tensor exclude each other");
-    if ((cle && no_cle) || (ada && no_ada))
+    if ((cle && no_cle) || (ada && no_ada) || (reduce_range && no_reduce_range))
         return usage_error(c, "--X and --no-X exclude each other");
     double drop = -1;
-    if (target) {
+    if (tdrop) {
         char *end;
-        drop = strtod(target, &end);
-        if (end == target || *end || !(drop >= 0 && drop <= 100))
-            return usage_error(c, "--target-drop must be a number of accuracy points from 0 to 100, not '%s'", target);
+        drop = strtod(tdrop, &end);
+        if (end == tdrop || *end || !(drop >= 0 && drop <= 100))
+            return usage_error(c, "--target-drop must be a number of accuracy points from 0 to 100, not '%s'", tdrop);
         if (!val)
             return usage_error(c, "--target-drop needs validation data: --val X.npy --labels Y.npy");
     }
@@ -268,7 +270,9 @@ int cmd_ptq(const command *c, int argc, char **argv)
     if (no_bn_fold) cli_set_cfg(cfg, NULL, "bn_fold", json_false());
     if (ns) cli_set_cfg(cfg, "calibration", "samples", json_integer(ns));
     if (bs) cli_set_cfg(cfg, "calibration", "batch_size", json_integer(bs));
-    if (target) cli_set_cfg(cfg, NULL, "target_drop", json_real(drop));
+    if (tdrop) cli_set_cfg(cfg, NULL, "target_drop", json_real(drop));
+    if (target) cli_set_cfg(cfg, NULL, "target", json_string(target));
+    if (reduce_range || no_reduce_range) cli_set_cfg(cfg, "weights", "reduce_range", json_boolean(reduce_range));
     if (no_check) cli_set_cfg(cfg, NULL, "check_steps", json_false());
     if (exclude) {
         json_t *arr = json_array();

@@ -60,6 +60,7 @@ static const char *const ARANGES[] = { "minmax", "mse", "percentile", "ce", "bn"
 static const int ARANGE_V[] = { QS_RANGE_MINMAX, QS_RANGE_MSE, QS_RANGE_PERCENTILE, QS_RANGE_CE, QS_RANGE_BN };
 static const char *const BCS[] = { "none", "empirical", "analytical", NULL };   /* = qs_biascorr_mode */
 static const char *const OPTS[] = { "adam", "sgd", "nesterov", NULL };
+static const char *const TARGETS[] = { "ort-x86", "generic", NULL };
 static const char *const SCHEDS[] = { "cosine", "step", "constant", NULL };
 static const char *const METRICS[] = { "auto", "accuracy", "sqnr", "kl", NULL };
 
@@ -104,6 +105,10 @@ static const row rows[] = {
       .doc = "Range setting (§3.1): min-max or MSE grid search." },
     { .path = "config.weights.pow2", .kind = K_BOOL, .offset = C(weights.pow2), .dflt = "false", .jobs = Q,
       .doc = "Power-of-two scales." },
+    { .path = "config.weights.reduce_range", .kind = K_BOOL, .offset = C(weights.reduce_range), .dflt = "true",
+      .jobs = Q, .doc = "Where the target's integer kernels would overflow (target ort-x86, 8-bit weights and "
+                        "activations), weights one bit narrower: [-64, 63], still int8, as ONNX Runtime's "
+                        "quantizer's reduce_range. false: full 8-bit weights (report.json's target shows the cost)." },
     { .path = "config.activations", .kind = K_OBJECT, .jobs = Q, .doc = "The activation quantizers' grid." },
     { .path = "config.activations.bits", .kind = K_INT, .offset = C(act.bits), .min = 2, .max = 16, .dflt = "8",
       .jobs = Q, .doc = "Bit width." },
@@ -179,11 +184,15 @@ static const row rows[] = {
       .nullable = 1, .jobs = Q,
       .doc = "ptq: keep the most sensitive layers in higher precision until the accuracy is within this many "
              "points of FP32 (§3.7; needs validation data). null: off." },
+    { .path = "config.target", .kind = K_STR, CS(target), .choices = TARGETS, .dflt = "ort-x86", .jobs = Q,
+      .doc = "The runtime the export is for. ort-x86: ONNX Runtime's x86 integer kernels, whose u8·s8 pairs "
+             "saturate at 16 bits on CPUs without VNNI, so 8-bit weights get reduce_range and report.json "
+             "measures the export under that arithmetic. generic: exact integer arithmetic." },
     { .path = "config.check_steps", .kind = K_BOOL, .offset = C(check_steps), .dflt = "true", .basic = "false",
       .jobs = Q,
       .doc = "ptq: keep each optional step (CLE, MSE ranges for weights and for activations, AdaRound or bias "
-             "correction) only if it does not lower a held-out score; report.json's \"steps\" says which "
-             "were kept (Fig. 8, §3.7)." },
+             "correction) only if it does not lower a held-out score; report.json's \"step_check\" says "
+             "which were kept (Fig. 8, §3.7)." },
     { .path = "config.check_holdout", .kind = K_NUM, .offset = C(check_holdout), .min = 0.01, .max = 0.5,
       .dflt = "0.2", .jobs = Q,
       .doc = "ptq with check_steps: the fraction of the calibration samples held out (the last ones) to score "

@@ -39,7 +39,7 @@ typedef enum { QS_BC_NONE, QS_BC_EMPIRICAL, QS_BC_ANALYTICAL } qs_biascorr_mode;
 /* The "config" object: the preset's defaults overridden field by field. */
 typedef struct qs_qconfig {
     char preset[32];                 /* "standard" (the paper's Fig. 8) or "basic" (fold + ranges only) */
-    struct { int bits, symmetric, per_channel, pow2; qs_range_method range; } weights;
+    struct { int bits, symmetric, per_channel, pow2, reduce_range; qs_range_method range; } weights;
     struct { int bits, symmetric, pow2; qs_range_method range; double percentile; qs_range_method last_layer; } act;
     int bn_fold, cle, relu6_to_relu, bias_absorption;
     qs_biascorr_mode bias_correction;
@@ -51,9 +51,10 @@ typedef struct qs_qconfig {
     struct { int epochs, batch_size; char optimizer[16]; double lr, weight_decay, momentum; int learn_ranges,
              bn_reestimate, flip; char schedule[16]; double clip_grad; int steps; } qat;
     double target_drop;              /* < 0: off; the closed loop of §3.7 */
+    char target[16];                 /* the runtime the export is for: "ort-x86" or "generic" */
     int check_steps;                 /* ptq: keep each optional step only if the held-out score holds */
     double check_holdout;            /* the fraction of the calibration samples held out for it */
-    char check_metric[16];           /* "auto", "accuracy" or "sqnr" */
+    char check_metric[16];           /* "auto", "accuracy", "sqnr" or "kl" */
     struct { int val_samples; } analysis;   /* the debugging flow's validation subset */
     struct { int batch_size; } eval;        /* eval's "config": {"batch_size"} */
     struct { double seconds; int fail; int artifact_bytes; } sleep;   /* the debug job's */

@@ -5,7 +5,7 @@
  * QuantizeLinear's; its (q − z)·s is DequantizeLinear's), so a runtime executing the export gives
  * bit for bit what the simulation gave:
  *  - weight → integer initializer (int8 storage up to 8 bits — a 4-bit grid is stored as int8
- *    values within [-8, 7] —, int16 at opset 21 above 8 bits) + DequantizeLinear (axis when per
+ *    values within [-8, 7], a reduce_range 8-bit one within [-64, 63] —, int16 at opset 21 above 8 bits) + DequantizeLinear (axis when per
  *    channel);
  *  - bias → int32 initializer round(b / (s_in·s_w)) + DequantizeLinear at scale s_in·s_w, zero 0;
  *  - activation / model input → QuantizeLinear + DequantizeLinear (uint8/int8; uint4/int4 and
@@ -686,10 +686,11 @@ json_t *qs_export_encodings(const qs_quantsim *csim)
     }
     for (int k = 0; k < sim->cfg.nexclude; k++)
         json_array_append_new(excl, json_string(sim->cfg.exclude[k]));
-    json_t *args = json_pack("{s:i, s:s, s:b, s:i, s:b, s:b}", "activation_bitwidth", sim->cfg.abits, "dtype", "int",
-                             "is_symmetric", sim->cfg.w_symmetric, "param_bitwidth", sim->cfg.wbits,
+    /* reduce_range: the weights' encodings say bw = param_bitwidth − 1, their grid */
+    json_t *args = json_pack("{s:i, s:s, s:b, s:i, s:b, s:b, s:b}", "activation_bitwidth", sim->cfg.abits, "dtype",
+                             "int", "is_symmetric", sim->cfg.w_symmetric, "param_bitwidth", sim->cfg.wbits,
                              "per_channel_quantization", sim->cfg.per_channel, "activation_symmetric",
-                             sim->cfg.a_symmetric);
+                             sim->cfg.a_symmetric, "reduce_range", sim->cfg.reduce_range);
     return json_pack("{s:s, s:o, s:o, s:o, s:o}", "version", "1.0.0", "activation_encodings", acts,
                      "param_encodings", params, "excluded_layers", excl, "quantizer_args", args);
 }

@@ -25,6 +25,7 @@
 #include "quant/export.h"
 #include "quant/ptq.h"
 #include "quant/range.h"
+#include "quant/target.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -718,6 +719,7 @@ int qs_ptq_build_sim(ptq *p, qs_err *e)
     scfg.w_symmetric = p->cfg.weights.symmetric;
     scfg.a_symmetric = p->cfg.act.symmetric;
     scfg.per_channel = p->cfg.weights.per_channel;
+    scfg.reduce_range = qs_target_reduce_range(&p->cfg);
     scfg.pow2 = p->cfg.weights.pow2;
     scfg.nexclude = p->cfg.nexclude;
     scfg.exclude = p->cfg.exclude;
@@ -802,6 +804,13 @@ int qs_ptq_write(ptq *p, const char *type, json_t *res, qs_err *e)
     if (p->calib.d && (rc = layer_sqnr(p, layers, e)) < 0)
         goto out;
     timing(p, "sqnr", t0);
+    t0 = qs_now();
+    json_t *target = NULL;
+    rc = qs_target_measure(p, &target, e);
+    json_object_set_new(p->extra, "target", target);
+    if (rc < 0)
+        goto out;
+    timing(p, "target", t0);
     t0 = qs_now();
     qs_graph *qdq = NULL;
     if ((rc = qs_export_qdq(p->sim, &qdq, e)) < 0)

@@ -371,7 +371,8 @@ static int add_weights(placer *p, int i, qs_err *e)
         char *name = strdup(g->values[w].name), *layer = strdup(n->name);
         int nch = axis >= 0 ? (int)W->shape[axis] : 1;
         wq = name && layer ? add_quantizer(sim, name, layer, QS_Q_WEIGHT, w, -1, axis, nch,
-                                           qs_grid_make(cfg->wbits, 1), cfg->w_symmetric, e)
+                                           qs_grid_make(cfg->wbits - (cfg->reduce_range && cfg->wbits > 2), 1),
+                                           cfg->w_symmetric, e)
                            : qs_error(e, QS_ENOMEM, "out of memory");
         free(name);
         free(layer);

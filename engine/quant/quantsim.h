@@ -24,6 +24,7 @@
  * A FakeQuant with attribute bypass=1 passes x through unchanged: calibration runs with the
  * activation quantizers bypassed (and the bias quantizers, whose scale s_in·s_w needs the input
  * range being measured), and the debugging flow toggles them.
+ * With reduce_range, weight grids lose their top bit (wbits ≥ 3).
  * Weight quantizers start with min-max ranges; activation quantizers have none (scale 1) until
  * set, and export refuses any that is neither set nor bypassed. A graph output that gets a
  * quantizer keeps its name (the FakeQuant writes it; the layer writes "<name>_fp"). */
@@ -39,6 +40,9 @@ typedef struct qs_qsim_config {
     int wbits, abits;
     int w_symmetric, a_symmetric;   /* paper §2.3: symmetric weights, asymmetric activations */
     int per_channel;                /* weights per output channel */
+    int reduce_range;               /* weights on a grid one bit narrower than wbits ([-64, 63] for 8
+                                     * bits, still int8): ONNX Runtime's remedy for the 16-bit
+                                     * saturation of its x86 u8·s8 kernels (quant/target.h) */
     int pow2;                       /* power-of-two scales */
     int quantize_bias;              /* int32 bias at s_in·s_w (default on) */
     int nexclude;

@@ -44,6 +44,8 @@ const FIELDS = {
     ['activations.bits', 'Activation bits', 'int', { min: 2, max: 16 }],
     ['activations.symmetric', 'Symmetric activations', 'bool'],
     ['activations.range', 'Activation range setting', 'choice', { choices: ['mse', 'minmax', 'percentile', 'ce', 'bn'] }],
+    ['target', 'Target runtime', 'choice', { choices: ['ort-x86', 'generic'] }],
+    ['weights.reduce_range', 'Reduce weight range where the target needs it', 'bool'],
   ],
   passes: [
     ['bn_fold', 'Fold batch norm', 'bool'],
