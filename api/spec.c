@@ -108,6 +108,9 @@ int qd_spec_check_data(qd_req *r, const qs_job_spec *s, int *ok)
         missing = "validation.labels", why = "validation data and labels";
     else if (s->type == QS_JOB_PTQ && s->config.target_drop >= 0 && !*s->validation.data)
         missing = "validation.data", why = "validation data and labels for config.target_drop";
+    else if (s->type == QS_JOB_PTQ && s->config.check_steps && !strcmp(s->config.check_metric, "accuracy") &&
+             !*s->validation.data)
+        missing = "validation.data", why = "validation data and labels for config.check_metric accuracy";
     if (missing) {
         json_decref(model);
         return qd_reply_error(r, QD_E_DATA_MISMATCH, missing, "'%s' is missing: a %s job needs %s, a data set of "

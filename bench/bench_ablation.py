@@ -69,6 +69,7 @@ def main():
             row = [label]
             for _, wbits, pc in COLS:
                 cfg = json.loads(json.dumps(base))
+                cfg["check_steps"] = False   # each row applies its steps as configured
                 cfg["weights"] = {"bits": wbits, "per_channel": pc}
                 if "adaround" in cfg:
                     cfg["adaround"]["iterations"] = args.adaround_iterations

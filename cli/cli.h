@@ -66,8 +66,8 @@ int cmd_qat(const command *c, int argc, char **argv);       /* cli/cmd_qat.c */
               "                 [--abits N] [--per-channel | --per-tensor] [--wrange minmax|mse]\n" \
               "                 [--arange minmax|mse|percentile|ce] [--no-bn-fold] [--cle | --no-cle]\n" \
               "                 [--bias-correction none|empirical|analytical] [--adaround | --no-adaround]\n" \
-              "                 [--adaround-iterations N] [--preset standard|basic] [--exclude NODE,...]\n" \
-              "                 [--calib-samples N] [--batch N] [--threads T] [--target-drop P]\n" \
+              "                 [--adaround-iterations N] [--preset standard|basic] [--no-check-steps]\n" \
+              "                 [--exclude NODE,...] [--calib-samples N] [--batch N] [--threads T] [--target-drop P]\n" \
               "                 [--target ort-x86|generic] [--reduce-range | --no-reduce-range]\n" \
               "                 -o OUTDIR [--json]", \
      .help = QUANT_PTQ_HELP, .fn = cmd_ptq}, \
@@ -153,6 +153,10 @@ int cmd_qat(const command *c, int argc, char **argv);       /* cli/cmd_qat.c */
     "  --bias-correction M  none | empirical | analytical (default empirical; used when AdaRound is off)\n" \
     "  --adaround | --no-adaround      AdaRound weight rounding; --adaround-iterations N per layer\n" \
     "  --preset P         standard (the paper's pipeline) | basic (BN fold + min-max ranges only)\n" \
+    "  --no-check-steps   apply every step of the preset; by default (standard) each of CLE, MSE\n" \
+    "                     ranges, AdaRound and bias correction is kept only if it does not lower a\n" \
+    "                     held-out score (accuracy with --val, else KL/SQNR against FP32 on the last\n" \
+    "                     20% of the calibration samples; report.json: step_check)\n" \
     "  --exclude N1,N2    node names kept in FP32\n" \
     "  --calib-samples N  calibration samples used (default 1024)\n" \
     "  --batch N          calibration batch size (default 32)\n" \

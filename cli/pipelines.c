@@ -206,7 +206,8 @@ int cmd_ptq(const command *c, int argc, char **argv)
     const char *pos[1], *calib = NULL, *val = NULL, *labels = NULL, *cfgpath = NULL, *wbits = NULL, *abits = NULL,
                *wrange = NULL, *arange = NULL, *exclude = NULL, *outdir = NULL, *samples = NULL, *batch = NULL,
                *threads = NULL, *biascorr = NULL, *ada_iters = NULL, *preset = NULL, *tdrop = NULL, *target = NULL;
-    int npos, json = 0, reduce_range = 0, no_reduce_range = 0, per_channel = 0, per_tensor = 0, no_bn_fold = 0, cle = 0, no_cle = 0, ada = 0, no_ada = 0;
+    int npos, json = 0, reduce_range = 0, no_reduce_range = 0, per_channel = 0, per_tensor = 0, no_bn_fold = 0, cle = 0, no_cle = 0, ada = 0, no_ada = 0,
+        no_check = 0;
     const opt opts[] = {
         {.name = "--calib", .val = &calib}, {.name = "--val", .val = &val}, {.name = "--labels", .val = &labels},
         {.name = "--config", .val = &cfgpath}, {.name = "--wbits", .val = &wbits}, {.name = "--abits", .val = &abits},
@@ -221,7 +222,7 @@ int cmd_ptq(const command *c, int argc, char **argv)
         {.name = "--adaround-iterations", .val = &ada_iters}, {.name = "--preset", .val = &preset},
         {.name = "--target-drop", .val = &tdrop}, {.name = "--target", .val = &target},
         {.name = "--reduce-range", .flag = &reduce_range}, {.name = "--no-reduce-range", .flag = &no_reduce_range},
-        {.name = NULL}};
+        {.name = "--no-check-steps", .flag = &no_check}, {.name = NULL}};
     int rc = parse_args(c, argc, argv, opts, pos, 1, &npos);
     if (rc != PARSED)
         return rc;
@@ -272,6 +273,7 @@ int cmd_ptq(const command *c, int argc, char **argv)
     if (tdrop) cli_set_cfg(cfg, NULL, "target_drop", json_real(drop));
     if (target) cli_set_cfg(cfg, NULL, "target", json_string(target));
     if (reduce_range || no_reduce_range) cli_set_cfg(cfg, "weights", "reduce_range", json_boolean(reduce_range));
+    if (no_check) cli_set_cfg(cfg, NULL, "check_steps", json_false());
     if (exclude) {
         json_t *arr = json_array();
         char *dup = strdup(exclude), *save = NULL;

@@ -62,6 +62,7 @@ static const char *const BCS[] = { "none", "empirical", "analytical", NULL };   
 static const char *const OPTS[] = { "adam", "sgd", "nesterov", NULL };
 static const char *const TARGETS[] = { "ort-x86", "generic", NULL };
 static const char *const SCHEDS[] = { "cosine", "step", "constant", NULL };
+static const char *const METRICS[] = { "auto", "accuracy", "sqnr", "kl", NULL };
 
 static const row rows[] = {
     { .path = "type", .kind = K_ENUM, .offset = J(type), .choices = TYPES, .values = TYPE_BITS, .jobs = ALL,
@@ -187,6 +188,21 @@ static const row rows[] = {
       .doc = "The runtime the export is for. ort-x86: ONNX Runtime's x86 integer kernels, whose u8·s8 pairs "
              "saturate at 16 bits on CPUs without VNNI, so 8-bit weights get reduce_range and report.json "
              "measures the export under that arithmetic. generic: exact integer arithmetic." },
+    { .path = "config.check_steps", .kind = K_BOOL, .offset = C(check_steps), .dflt = "true", .basic = "false",
+      .jobs = Q,
+      .doc = "ptq: keep each optional step (CLE, MSE ranges for weights and for activations, AdaRound or bias "
+             "correction) only if it does not lower a held-out score; report.json's \"step_check\" says "
+             "which were kept (Fig. 8, §3.7)." },
+    { .path = "config.check_holdout", .kind = K_NUM, .offset = C(check_holdout), .min = 0.01, .max = 0.5,
+      .dflt = "0.2", .jobs = Q,
+      .doc = "ptq with check_steps: the fraction of the calibration samples held out (the last ones) to score "
+             "the steps on; they are not used for calibration." },
+    { .path = "config.check_metric", .kind = K_STR, CS(check_metric), .choices = METRICS, .dflt = "auto",
+      .jobs = Q,
+      .doc = "ptq with check_steps: accuracy (on the validation data, which then also selects the steps), "
+             "sqnr (the output's SQNR against FP32 on the held-out samples), kl (the softmax's KL divergence "
+             "from FP32's there, for logits) or auto (accuracy when validation data is given, else kl for "
+             "logits, else sqnr)." },
     { .path = "config.analysis", .kind = K_OBJECT, .jobs = Q, .doc = "analyze: the debugging flow (§3.7)." },
     { .path = "config.analysis.val_samples", .kind = K_INT, .offset = C(analysis.val_samples), .min = 1,
       .max = 100000000, .dflt = "1000", .jobs = Q, .doc = "Validation samples the analysis measures on." },

@@ -52,6 +52,9 @@ typedef struct qs_qconfig {
              bn_reestimate, flip; char schedule[16]; double clip_grad; int steps; } qat;
     double target_drop;              /* < 0: off; the closed loop of §3.7 */
     char target[16];                 /* the runtime the export is for: "ort-x86" or "generic" */
+    int check_steps;                 /* ptq: keep each optional step only if the held-out score holds */
+    double check_holdout;            /* the fraction of the calibration samples held out for it */
+    char check_metric[16];           /* "auto", "accuracy", "sqnr" or "kl" */
     struct { int val_samples; } analysis;   /* the debugging flow's validation subset */
     struct { int batch_size; } eval;        /* eval's "config": {"batch_size"} */
     struct { double seconds; int fail; int artifact_bytes; } sleep;   /* the debug job's */

@@ -203,7 +203,9 @@ static qs_tensor *logits(const char *path, const char *val)
 
 /* --- analysis ---------------------------------------------------------------------------------- */
 
-#define ANALYZE_CFG "{\"bias_correction\": \"none\", \"adaround\": {\"enabled\": false}, \"weights\": {\"per_channel\": false}}"
+/* check_steps off: the analysis measures the steps as configured, and ptq must match it */
+#define ANALYZE_CFG "{\"bias_correction\": \"none\", \"adaround\": {\"enabled\": false}, \"weights\": {\"per_channel\": false}, " \
+                    "\"check_steps\": false}"
 
 TEST(analysis_fields_and_independent_figures)
 {

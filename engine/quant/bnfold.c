@@ -43,6 +43,27 @@ void qs_bn_records_free(qs_bn_record *r, int n)
     free(r);
 }
 
+qs_bn_record *qs_bn_records_clone(const qs_bn_record *r, int n)
+{
+    qs_bn_record *c = calloc(n + 1, sizeof *c);
+    for (int i = 0; c && i < n; i++) {
+        size_t b = (size_t)r[i].c * sizeof(float);
+        c[i] = r[i];
+        c[i].layer = xstrdup(r[i].layer);
+        c[i].output = xstrdup(r[i].output);
+        c[i].gamma = malloc(b + 1), c[i].beta = malloc(b + 1), c[i].mean = malloc(b + 1), c[i].var = malloc(b + 1);
+        if (!c[i].layer || !c[i].output || !c[i].gamma || !c[i].beta || !c[i].mean || !c[i].var) {
+            qs_bn_records_free(c, i + 1);
+            return NULL;
+        }
+        memcpy(c[i].gamma, r[i].gamma, b);
+        memcpy(c[i].beta, r[i].beta, b);
+        memcpy(c[i].mean, r[i].mean, b);
+        memcpy(c[i].var, r[i].var, b);
+    }
+    return c;
+}
+
 const qs_bn_record *qs_bn_find(const qs_bn_record *r, int n, const char *layer)
 {
     /* the last match: when BNs were chained into one layer, the last one describes its output */

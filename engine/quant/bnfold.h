@@ -23,6 +23,7 @@ typedef struct qs_bn_record {
 
 int qs_bnfold(qs_graph *g, qs_bn_record **records, int *n, qs_err *e);
 void qs_bn_records_free(qs_bn_record *r, int n);
+qs_bn_record *qs_bn_records_clone(const qs_bn_record *r, int n);   /* deep copy; NULL on OOM */
 const qs_bn_record *qs_bn_find(const qs_bn_record *r, int n, const char *layer);
 
 #endif

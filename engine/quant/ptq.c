@@ -641,8 +641,14 @@ int qs_ptq_fold(ptq *p, qs_err *e)
         qs_pl_log(p->io, "info", "folded %d BatchNormalization node%s", p->nbn, p->nbn == 1 ? "" : "s");
     }
     timing(p, "bn_fold", t0);
+    return qs_ptq_cle(p, e);
+}
+
+int qs_ptq_cle(ptq *p, qs_err *e)
+{
+    int rc;
     if (p->cfg.cle || p->cfg.bias_absorption) {
-        t0 = qs_now();
+        double t0 = qs_now();
         qs_cle_config cc = qs_cle_config_default();
         cc.equalize = p->cfg.cle;
         cc.absorb = p->cfg.bias_absorption;
@@ -667,7 +673,7 @@ int qs_ptq_fold(ptq *p, qs_err *e)
 
 /* AdaRound when enabled (the standard pipeline, data being given), bias correction otherwise.
  * Weight ranges must not be recomputed afterwards: AdaRound's weights sit on the current grid. */
-static int weight_rounding(ptq *p, qs_err *e)
+int qs_ptq_weight_rounding(ptq *p, qs_err *e)
 {
     double t0 = qs_now();
     int rc = 0;
@@ -749,7 +755,7 @@ int qs_ptq_prepare(ptq *p, qs_err *e)
     if ((rc = qs_ptq_weight_ranges(p, e)) < 0)
         return rc;
     timing(p, "weight_ranges", t0);
-    if ((rc = weight_rounding(p, e)) < 0)
+    if ((rc = qs_ptq_weight_rounding(p, e)) < 0)
         return rc;
     t0 = qs_now();
     if ((rc = qs_ptq_calibrate(p, e)) < 0)
@@ -823,7 +829,7 @@ int qs_ptq_write(ptq *p, const char *type, json_t *res, qs_err *e)
     json_object_set_new(p->timings, "total", json_real(qs_now() - p->t_start));
     json_object_set_new(res, "seconds", json_real(qs_now() - p->t_start));
     json_t *report = json_pack("{s:s, s:s, s:o, s:O, s:o, s:O, s:O, s:O, s:I, s:I}", "type", type, "model",
-                               io->model, "config", qs_qconfig_to_json(&p->cfg), "result", res, "quantizers",
+                               io->model, "config", p->config ? json_incref(p->config) : qs_qconfig_to_json(&p->cfg), "result", res, "quantizers",
                                qs_ptq_quantizer_table(p->sim), "layers", layers, "timings", p->timings, "warnings",
                                p->warnings, "calibration_samples", (json_int_t)p->ncalib, "bn_folded",
                                (json_int_t)p->nbn);
@@ -852,5 +858,6 @@ void qs_ptq_close(ptq *p)
     json_decref(p->timings);
     json_decref(p->warnings);
     json_decref(p->extra);
+    json_decref(p->config);
     memset(p, 0, sizeof *p);
 }

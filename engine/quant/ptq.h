@@ -36,15 +36,22 @@ typedef struct qs_ptq {
     json_t *timings;       /* stage → seconds */
     json_t *warnings;      /* [message] */
     json_t *extra;         /* more report.json keys from the algorithms (cle, adaround, …) */
+    json_t *config;        /* report.json's "config" when cfg no longer is the one asked for (the
+                            * checked pipeline sets cfg to the steps it kept); NULL: cfg */
     double t_start;
 } qs_ptq;
 
 int qs_ptq_open(qs_ptq *p, const qs_pipeline_io *io, qs_err *e);
 int qs_ptq_prepare(qs_ptq *p, qs_err *e);
-int qs_ptq_fold(qs_ptq *p, qs_err *e);
+int qs_ptq_fold(qs_ptq *p, qs_err *e);       /* BN folding, then qs_ptq_cle */
+int qs_ptq_cle(qs_ptq *p, qs_err *e);        /* CLE and bias absorption of p->prepared, as cfg says */
 int qs_ptq_build_sim(qs_ptq *p, qs_err *e);
 int qs_ptq_weight_ranges(qs_ptq *p, qs_err *e);
+int qs_ptq_weight_rounding(qs_ptq *p, qs_err *e);   /* AdaRound, else bias correction, as cfg says */
 int qs_ptq_calibrate(qs_ptq *p, qs_err *e);
+/* qs_ptq_prepare with each optional step kept only if it does not lower a held-out score
+ * (config.check_steps; ptq_check.c): report.json's "step_check" says what was kept. */
+int qs_ptq_prepare_checked(qs_ptq *p, qs_err *e);
 int qs_ptq_accuracy(qs_ptq *p, json_t *res, qs_err *e);
 int qs_ptq_write(qs_ptq *p, const char *type, json_t *res, qs_err *e);
 void qs_ptq_close(qs_ptq *p);

@@ -25,8 +25,10 @@ def test_standard_pipeline_w4a8(run_quant, fixtures_dir, fashion_test, fashion_h
                                 tmp_path, model):
     xpath, ypath, x, y = fashion_head
     path = os.path.join(fixtures_dir, f"{model}.onnx")
+    # every step applied (no step check): this tests the steps themselves
     std = json.loads(run_quant.ok("ptq", path, "--calib", fashion_calib, "--val", xpath, "--labels", ypath, "--wbits",
-                                  "4", "--adaround-iterations", ITER, "-o", tmp_path / "std", "--json").stdout)
+                                  "4", "--adaround-iterations", ITER, "--no-check-steps", "-o", tmp_path / "std",
+                                  "--json").stdout)
     rtn = json.loads(run_quant.ok("ptq", path, "--calib", fashion_calib, "--val", xpath, "--labels", ypath, "--wbits",
                                   "4", "--no-adaround", "--bias-correction", "none", "-o", tmp_path / "rtn",
                                   "--json").stdout)

@@ -498,7 +498,8 @@ function cleSection(report, analysis) {
   }
   select.addEventListener('change', show);
   const applied = report && report.cle ? report.cle : analysis && analysis.weight_ranges;
-  const note = applied && applied.cle_applied === false ? h('p', { class: 'hint' }, 'CLE was off for this job: before and after are the same.') : null;
+  const note = applied && applied.cle_applied === false ? h('p', { class: 'hint' }, 'CLE was off for this job: before and after are the same.')
+    : applied && applied.kept === false ? h('p', { class: 'hint' }, 'CLE was reverted by the step check (it lowered the held-out score): "after" is what it would have done.') : null;
   return {
     el: section('cle', 'Weight ranges and CLE', note,
       h('div', { class: 'toolbar' }, h('label', { for: 'cle-layer' }, 'Layer'), select),
