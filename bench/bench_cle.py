@@ -39,6 +39,8 @@ def main():
     ap.add_argument("--models", default="vgg_imbalanced,vgg")
     ap.add_argument("--adaround-iterations", type=int, default=0, help="0: the standard preset's default")
     ap.add_argument("--val", type=int, default=10000)
+    ap.add_argument("--target", default="generic", help="config.target: generic (full 8-bit weights, the default "
+                    "here) or ort-x86 (7-bit weights at W8A8: reduce_range)")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="qd-cle-")
     np.save(f"{tmp}/calib.npy", norm(idx(f"{FM}/train-images-idx3-ubyte.gz")[:1024]))
@@ -46,7 +48,7 @@ def main():
     np.save(f"{tmp}/y.npy", idx(f"{FM}/t10k-labels-idx1-ubyte.gz")[:args.val].astype(np.int64))
     iters = f"{args.adaround_iterations}" if args.adaround_iterations else "the default"
     print(f"Calibration: 1024 training images; validation: {args.val} test images; AdaRound (standard preset) "
-          f"{iters} iterations per layer. Top-1 accuracy (%), the drop from FP32 in brackets.\n")
+          f"{iters} iterations per layer; target {args.target}. Top-1 accuracy (%), the drop from FP32 in brackets.\n")
     for model in args.models.split(","):
         path = os.path.join(SRC, "tests", "fixtures", f"{model}.onnx")
         fp32 = None
@@ -56,6 +58,7 @@ def main():
             for _, wbits, pc in COLS:
                 cfg = json.loads(json.dumps(base))
                 cfg["weights"] = {"bits": wbits, "per_channel": pc}
+                cfg["target"] = args.target
                 if args.adaround_iterations and cfg["preset"] == "standard":
                     cfg["adaround"] = {"iterations": args.adaround_iterations}
                 with open(f"{tmp}/cfg.json", "w") as f:

@@ -31,7 +31,7 @@ def test_cle_rescues_the_imbalanced_vgg_at_w8a8_per_tensor(run_quant, fixtures_d
     for name, flag in (("off", "--no-cle"), ("on", "--cle")):
         out = tmp_path / name
         r = run_quant.ok("ptq", path, "--calib", fashion_calib, "--calib-samples", "256", "--val", xpath, "--labels",
-                         ypath, "--preset", "basic", "--per-tensor", flag, "-o", out, "--json")
+                         ypath, "--preset", "basic", "--per-tensor", "--target", "generic", flag, "-o", out, "--json")
         res[name] = json.loads(r.stdout)
     fp32 = res["on"]["fp32_accuracy"]
     off, on = res["off"]["quant_accuracy"], res["on"]["quant_accuracy"]
@@ -39,7 +39,7 @@ def test_cle_rescues_the_imbalanced_vgg_at_w8a8_per_tensor(run_quant, fixtures_d
           f"without CLE {off:.3f}, with CLE {on:.3f}")
     assert fp32 > 0.85
     assert off < fp32 - 0.3   # near chance (10 classes) without CLE
-    assert on >= fp32 - 0.01
+    assert on >= fp32 - 0.015
     rep = json.loads((tmp_path / "on" / "report.json").read_text())["cle"]
     # the three Conv pairs (one through the MaxPool between the blocks) and the Gemm head's pair
     assert [(p["layer1"], p["layer2"], p["through"]) for p in rep["pairs"]] == [
