@@ -34,6 +34,17 @@ typedef qs_ptq ptq;
 #define warn qs_ptq_warn
 #define timing qs_ptq_timing
 
+int qs_ptq_stream_calib(ptq *p, qs_graph *g, int64_t start, int64_t n, qs_runner_sink sink, void *ud, qs_err *e)
+{
+    qs_runner *r = qs_runner_new(g, p->cfg.calibration.batch_size, e);
+    if (!r)
+        return e->code ? e->code : QS_ENOMEM;
+    qs_runner_set_pool(r, p->io->pool);
+    int rc = qs_runner_stream(r, p->calib.d, p->calib.arrays, start, n, sink, ud, NULL, NULL, p->io->abort, e);
+    qs_runner_free(r);
+    return rc;
+}
+
 void qs_ptq_warn(ptq *p, const char *fmt, ...)
 {
     char msg[1024];

@@ -111,16 +111,10 @@ static int out_sink(void *ud, int64_t start, int64_t n, const qs_tensor *const *
     return 0;
 }
 
+/* Streams the held-out calibration samples through g into out_sink. */
 static int stream(checker *c, qs_graph *g, qs_err *e)
 {
-    qs_ptq *p = c->p;
-    qs_runner *r = qs_runner_new(g, p->cfg.calibration.batch_size, e);
-    if (!r)
-        return e->code ? e->code : QS_EINVAL;
-    qs_runner_set_pool(r, p->io->pool);
-    int rc = qs_runner_stream(r, p->calib.d, p->calib.arrays, c->h0, c->nh, out_sink, c, NULL, NULL, p->io->abort, e);
-    qs_runner_free(r);
-    return rc;
+    return qs_ptq_stream_calib(c->p, g, c->h0, c->nh, out_sink, c, e);
 }
 
 /* The current sim's score; higher is better. */

@@ -147,14 +147,8 @@ static int keep_outputs(void *ud, int64_t start, int64_t n, const qs_tensor *con
 
 static int run_rows(qs_ptq *p, qs_graph *g, int64_t start, int64_t n, outbuf *b, qs_err *e)
 {
-    qs_runner *r = qs_runner_new(g, p->cfg.calibration.batch_size, e);
-    if (!r)
-        return e->code ? e->code : QS_ENOMEM;
-    qs_runner_set_pool(r, p->io->pool);
     b->nout = g->noutputs;
-    int rc = qs_runner_stream(r, p->calib.d, p->calib.arrays, start, n, keep_outputs, b, NULL, NULL, p->io->abort, e);
-    qs_runner_free(r);
-    return rc;
+    return qs_ptq_stream_calib(p, g, start, n, keep_outputs, b, e);
 }
 
 /* SQNR of y against the reference x, in dB (null when identical) */
