@@ -71,6 +71,8 @@ static int tm_params(qs_kctx *c, tm_p *p)
     return 0;
 }
 
+QS_OP_PARAMS(tm, tm_p, tm_params)
+
 static int tm_infer(qs_kctx *c)
 {
     tm_p p;
@@ -113,7 +115,7 @@ static int16_t code(float v, float s, float z) { return (int16_t)(nearbyintf(v /
 static int tm_forward(qs_kctx *c)
 {
     tm_p p;
-    int rc = tm_params(c, &p);
+    int rc = tm_get(c, &p);
     if (rc < 0)
         return rc;
     const float *x = qs_f32(c->in[0]), *w = qs_f32(c->in[1]), *b = c->in[2] ? qs_f32(c->in[2]) : NULL;
@@ -201,6 +203,6 @@ out:
 }
 
 const qs_op_def qs_ops_targetmac[] = {
-    { .domain = "quantd", .op = "TargetMac", .infer = tm_infer, .forward = tm_forward },
+    { .domain = "quantd", .op = "TargetMac", .infer = tm_infer, .prepare = tm_prepare, .forward = tm_forward },
     { .op = NULL },
 };
