@@ -1,11 +1,16 @@
-"""Integration tests of the REST API's housekeeping, as a pipeline author meets it with curl: the
-artifact list, upload deduplication, one way of writing shapes, deleting jobs and uploads, retention
-(job_retention_days, max_state_bytes), pages and filters of the lists. A real daemon per test
+"""Integration tests of the REST API an MLOps pipeline expects, as a pipeline author meets it with
+curl: the artifact list, upload deduplication, one way of writing shapes, deleting jobs and uploads,
+retention (job_retention_days, max_state_bytes), pages and filters of the lists, and webhooks (signed,
+retried, recorded; checked against a local receiver). A real daemon per test
 (service_fixtures.py); jobs are mostly the debug type "sleep" (see test_service.py).
 """
 import hashlib
+import hmac
+import http.server
+import json
 import os
 import sqlite3
+import threading
 import time
 
 import numpy as np
@@ -270,3 +275,148 @@ def test_upload_lists_page_and_filter_by_name(quantd, tmp_path):
     assert [d["id"] for d in p["datasets"]] == [made[3], made[1]]
     st, p = quantd.json("GET", "/v1/models?name=odd")
     assert p == {"models": [], "next": None}
+
+
+# --- webhooks ----------------------------------------------------------------------------------------
+
+class Receiver:
+    """A local webhook receiver (http.server in a thread) answering POSTs with the scripted statuses
+    (the last one repeats); records (time, headers, body) of each request."""
+
+    def __init__(self, statuses):
+        self.statuses, self.got = list(statuses), []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.got.append((time.monotonic(), {k.lower(): v for k, v in self.headers.items()}, body))
+                status = outer.statuses.pop(0) if len(outer.statuses) > 1 else outer.statuses[0]
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/quantd?x=1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait(self, n, timeout=15):
+        deadline = time.time() + timeout
+        while len(self.got) < n and time.time() < deadline:
+            time.sleep(0.02)
+        return self.got
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    made = []
+
+    def make(statuses):
+        made.append(Receiver(statuses))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def webhook_events(d, jid, n, timeout=15):
+    """The job's `webhook` events, once there are n (or at the timeout). They follow the terminal
+    state event, where a stream from the start ends, so they are read after it (Last-Event-ID)."""
+    deadline = time.time() + timeout
+    while True:
+        _, _, events, _ = d.events(jid)
+        _, _, more, _ = d.events(jid, last_id=events[-1][0], timeout=5)
+        hooks = [e[2] for e in more if e[1] == "webhook"]
+        if len(hooks) >= n or time.time() > deadline:
+            return hooks
+        time.sleep(0.05)
+
+
+def test_webhook_is_signed_retried_with_backoff_and_recorded(make_quantd, receiver):
+    rx = receiver([500, 500, 200])
+    d = make_quantd("--set", "debug_jobs=true", "--set", "webhook_secret=s3cret", "--set", "webhook_backoff_ms=150",
+                    "--set", "webhook_attempts=5")
+    job = d.submit(dict(sleep_spec(0.05), notify=rx.url))
+    assert job["spec"]["notify"] == rx.url
+    d.wait(job["id"], "succeeded")
+    got = rx.wait(3)
+    assert len(got) == 3
+    for t, headers, body in got:
+        assert headers["content-type"] == "application/json"
+        want = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+        assert headers["x-quantd-signature"] == want
+        j = json.loads(body)
+        assert j["id"] == job["id"] and j["state"] == "succeeded" and j["artifacts"]
+    # exponential backoff: 150 ms, then 300 ms
+    assert got[1][0] - got[0][0] >= 0.14 and got[2][0] - got[1][0] >= 0.29
+    hooks = webhook_events(d, job["id"], 3)
+    assert [(h["attempt"], h.get("status"), h["delivered"]) for h in hooks] == \
+        [(1, 500, False), (2, 500, False), (3, 200, True)]
+    assert [h.get("retry_in_s") for h in hooks] == [pytest.approx(0.15), pytest.approx(0.3), None]
+    assert all(h["url"] == rx.url for h in hooks)
+    time.sleep(0.5)
+    assert len(rx.got) == 3     # delivered: no more attempts
+
+
+def test_webhook_gives_up_after_its_attempts_and_reports_errors(make_quantd, receiver):
+    rx = receiver([503])
+    d = make_quantd("--set", "debug_jobs=true", "--set", "webhook_backoff_ms=50", "--set", "webhook_attempts=2")
+    failed = d.submit(dict(sleep_spec(0.05, fail=True), notify=rx.url))
+    d.wait(failed["id"], "failed")
+    assert len(rx.wait(2)) == 2
+    assert "x-quantd-signature" not in rx.got[0][1]      # no webhook_secret: unsigned
+    hooks = webhook_events(d, failed["id"], 2)
+    assert [(h["attempt"], h["status"], h["delivered"]) for h in hooks] == [(1, 503, False), (2, 503, False)]
+    assert "retry_in_s" not in hooks[-1]
+    time.sleep(0.3)
+    assert len(rx.got) == 2
+    # nobody listening: the transport error is recorded
+    port = rx.server.server_address[1]
+    rx.close()
+    gone = d.submit(dict(sleep_spec(0.05), notify=f"http://127.0.0.1:{port}/x"))
+    d.wait(gone["id"], "succeeded")
+    hooks = webhook_events(d, gone["id"], 2)
+    assert len(hooks) == 2 and not any(h["delivered"] for h in hooks)
+    assert all("status" not in h and h["error"] for h in hooks)
+
+
+def test_webhook_on_cancel_and_none_without_notify(make_quantd, receiver):
+    rx = receiver([204])
+    d = make_quantd("--set", "debug_jobs=true")
+    plain = d.submit(sleep_spec(0.05))
+    blocker = d.submit(dict(sleep_spec(30), notify=rx.url))
+    d.wait(blocker["id"], "running")
+    queued_behind = d.submit(dict(sleep_spec(0.05), notify=rx.url))
+    assert d.request("DELETE", f"/v1/jobs/{queued_behind['id']}").status == 200
+    assert d.request("DELETE", f"/v1/jobs/{blocker['id']}").status == 202
+    d.wait(blocker["id"], "cancelled")
+    got = rx.wait(2)
+    states = sorted((json.loads(b)["id"], json.loads(b)["state"]) for _, _, b in got)
+    assert states == sorted([(blocker["id"], "cancelled"), (queued_behind["id"], "cancelled")])
+    hooks = webhook_events(d, blocker["id"], 1)
+    assert hooks[0]["status"] == 204 and hooks[0]["delivered"] is True
+    d.wait(plain["id"], "succeeded")
+    hooks = webhook_events(d, plain["id"], 0, timeout=0)
+    assert hooks == []
+
+
+@pytest.mark.parametrize("notify, words", [
+    (123, "a URL"), ("ftp://example.com/x", "http:// or https://"), ("example.com/hook", "http:// or https://"),
+    ("http://", "no host"), ("https:///path", "no host"), ("http://exa mple.com/", "space"),
+    ("http://example.com/" + "a" * 2100, "2048"), ("http://bücher.example/", "non-ASCII"),
+])
+def test_bad_notify_is_400_naming_the_field(quantd, notify, words):
+    st, body = quantd.json("POST", "/v1/jobs", dict(sleep_spec(0.05), notify=notify))
+    assert st == 400, body
+    assert body["error"]["code"] == "invalid_field" and body["error"]["field"] == "notify"
+    assert words in body["error"]["message"]
+    assert quantd.json("GET", "/v1/jobs")[1]["jobs"] == []
