@@ -11,6 +11,8 @@
  * out of the spec before the engine's check and put back into the normalised spec. */
 #include "api/api.h"
 
+#include "shapes.h"
+
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -133,6 +135,13 @@ int qd_spec_check_data(qd_req *r, const qs_job_spec *s, int *ok)
     json_t *model = *s->model ? qd_store_get(r->srv->st, QD_MODEL, s->model) : NULL;
     qs_spec_tensor in[16];
     int nin = model ? tensors(json_object_get(model, "inputs"), in, 16) : -1;
+    qs_err se = { 0 };
+    if (nin >= 0 && qs_spec_apply_input_shapes(&s->config, in, nin, &se) < 0) {
+        char field[256];
+        qs_spec_err_field(&se, field, sizeof field);
+        json_decref(model);
+        return qd_reply_error(r, QD_E_DATA_MISMATCH, field, "%s", se.msg);
+    }
     char want[256] = "the model's inputs";
     if (nin == 1)
         shape_of(&in[0], want, sizeof want);
@@ -171,6 +180,13 @@ int qd_spec_check_data(qd_req *r, const qs_job_spec *s, int *ok)
             json_decref(model);
             return qd_reply_error(r, QD_E_DATA_MISMATCH, data[i].field, "%s", e.msg);
         }
+        /* the first data set's sample shape fixes the symbolic dims for the next ones: a job runs
+         * at one shape (engine/shapes.c) */
+        for (int k = 0; narr >= 0 && k < nin; k++)
+            for (int a = 0; a < narr; a++)
+                if ((in[k].name && arr[a].name && !strcmp(in[k].name, arr[a].name)) || (narr == 1 && nin == 1))
+                    for (int d = 1; d < in[k].ndim && d < arr[a].ndim; d++)
+                        in[k].shape[d] = arr[a].shape[d];
     }
     json_decref(model);
     *ok = 1;

@@ -19,6 +19,7 @@
 
 #include "exec.h"
 #include "onnx.h"
+#include "shapes.h"
 #include "quant/adaround.h"
 #include "quant/biascorr.h"
 #include "quant/cle.h"
@@ -648,7 +649,8 @@ int qs_ptq_open(ptq *p, const qs_pipeline_io *io, qs_err *e)
         qs_qconfig_default(&p->cfg, "standard");
         return rc;
     }
-    if ((rc = qs_onnx_load(io->model, &p->model, e)) < 0 || (rc = qs_exec_check(p->model, e)) < 0)
+    if ((rc = qs_onnx_load(io->model, &p->model, e)) < 0 || (rc = qs_exec_check(p->model, e)) < 0 ||
+        (rc = qs_graph_bind_config(p->model, &p->cfg, e)) < 0)
         return rc;
     if (io->calib) {
         if ((rc = qs_pl_open_inputs(io->calib, "calibration", p->model, &p->calib, e)) < 0)
@@ -717,8 +719,6 @@ int qs_ptq_cle(ptq *p, qs_err *e)
         if (rc < 0)
             return rc;
         timing(p, "cle", t0);
-    } else {
-        qs_ptq_skipped(p, "cle", "config.cle and config.bias_absorption are false");
     }
     return 0;
 }
@@ -890,6 +890,7 @@ int qs_ptq_write(ptq *p, const char *type, json_t *res, qs_err *e)
         goto out;
     }
     json_object_update(report, p->extra);
+    json_object_set_new(report, "input_shapes", qs_graph_input_shapes_json(p->model));
     rc = qs_pl_write_json(io, "report.json", report, e);
     json_decref(report);
 out:
