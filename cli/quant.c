@@ -86,6 +86,9 @@ static const char *array_name(const void *d, int i) { return qs_dataset_name(d, 
  * a single array) only for a single-input model. */
 static int map_inputs(const command *c, qs_graph *g, const qs_dataset *d, const char *path, int *arrays)
 {
+    qs_err ce = {0};
+    if (qs_exec_check(g, &ce) < 0)   /* what cannot run at all comes before what the data says */
+        return fail(c, "%s", ce.msg);
     char names[1024];
     list_names(names, sizeof names, qs_graph_input_count(g), input_name, g);
     int single = qs_dataset_count(d) == 1;

@@ -114,12 +114,22 @@ int qs_graph_bind_data(qs_graph *g, int k, const qs_tensor *t, const char *what,
     if (k < 0 || k >= g->ninputs)
         return qs_error(e, QS_EINVAL, "%s: no input %d", source, k);
     const qs_value *v = &g->values[g->inputs[k]];
-    if (t->ndim != v->ndim) {
-        char decl[256], got[128];
-        decl_text(v, decl, sizeof decl);
-        return qs_error(e, QS_ESHAPE, "%s for input '%s' has shape %s; expected %d dims %s (samples along dim 0)",
-                        source, v->name, qs_shape_str(t->ndim, t->shape, got, sizeof got), v->ndim, decl);
+    char want[256] = "[N", got[128];
+    for (int d = 1; d < v->ndim && strlen(want) < sizeof want - 32; d++) {
+        if (v->shape[d] >= 0)
+            snprintf(want + strlen(want), sizeof want - strlen(want), ", %lld", (long long)v->shape[d]);
+        else
+            snprintf(want + strlen(want), sizeof want - strlen(want), ", %s", v->dim_param[d] ? v->dim_param[d] : "?");
     }
+    strcat(want, "]");
+    qs_shape_str(t->ndim, t->shape, got, sizeof got);
+    if (t->ndim != v->ndim)
+        return qs_error(e, QS_ESHAPE, "%s for input '%s' has shape %s; expected %s (%d dims, samples along dim 0)",
+                        source, v->name, got, want, v->ndim);
+    for (int d = 1; d < v->ndim; d++)
+        if (v->shape[d] >= 0 && v->shape[d] != t->shape[d])
+            return qs_error(e, QS_ESHAPE, "%s for input '%s' has shape %s; expected %s: dim %d must be %lld, got %lld",
+                            source, v->name, got, want, d, (long long)v->shape[d], (long long)t->shape[d]);
     return bind(g, k, t->ndim, t->shape, 0, source, e);
 }
 

@@ -159,10 +159,11 @@ TEST(contradictions_name_input_dim_expected_and_got)
     qs_err e = {0};
     qs_tensor *x = data(2, 5, 7);
     ASSERT_EQ(qs_graph_bind_data(g, 0, x, "calibration", &e), QS_ESHAPE);
-    ASSERT_STR_CONTAINS(e.msg, "calibration data: input 'x' dim 2: expected 4 (the model's input is [N, 1, 4, W]), got 5");
+    ASSERT_STR_CONTAINS(e.msg, "calibration data for input 'x' has shape [2, 1, 5, 7]; expected [N, 1, 4, W]: dim 2 "
+                               "must be 4, got 5");
     qs_tensor *flat = qs_tensor_new(QS_F32, 2, (int64_t[]){ 2, 20 });
     ASSERT_EQ(qs_graph_bind_data(g, 0, flat, "calibration", &e), QS_ESHAPE);
-    ASSERT_STR_CONTAINS(e.msg, "has shape [2, 20]; expected 4 dims [N, 1, 4, W]");
+    ASSERT_STR_CONTAINS(e.msg, "has shape [2, 20]; expected [N, 1, 4, W] (4 dims");
     ASSERT_EQ(qs_graph_bind_text(g, "y=1x1x4x4", &e), QS_EINVAL);
     ASSERT_STR_CONTAINS(e.msg, "the model has no such input (its inputs: x)");
     ASSERT_EQ(qs_graph_bind_text(g, "x=1x1x4", &e), QS_ESHAPE);

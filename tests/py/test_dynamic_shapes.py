@@ -96,7 +96,8 @@ def test_contradictions_are_named(run_quant, models, tmp_path):
     assert r.returncode == 1 and "input 'x' dim 2: expected 48" in r.stderr and "got 40" in r.stderr, r.stderr
     np.save(tmp_path / "x.npy", images(4, 40, 96))
     r = run_quant("run", models["rec"], "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy")
-    assert r.returncode == 1 and "dim 2: expected 48" in r.stderr and "got 40" in r.stderr, r.stderr
+    assert r.returncode == 1 and "has shape [4, 3, 40, 96]; expected [N, 3, 48, W]: dim 2 must be 48, got 40" in \
+        r.stderr, r.stderr
     np.save(tmp_path / "x.npy", images(4, 48, 96))
     r = run_quant("ptq", models["rec"], "--calib", tmp_path / "x.npy", "--input-shape", "x=1x3x48x128",
                   "-o", tmp_path / "o")
