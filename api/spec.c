@@ -11,6 +11,7 @@
  * out of the spec before the engine's check and put back into the normalised spec. */
 #include "api/api.h"
 
+#include "quant/requantize.h"
 #include "shapes.h"
 
 #include <stdio.h>
@@ -135,6 +136,18 @@ int qd_spec_check_data(qd_req *r, const qs_job_spec *s, int *ok)
     json_t *model = *s->model ? qd_store_get(r->srv->st, QD_MODEL, s->model) : NULL;
     qs_spec_tensor in[16];
     int nin = model ? tensors(json_object_get(model, "inputs"), in, 16) : -1;
+    /* an already-quantized model: ptq, qat and analyze requantize it only when asked (quant/requantize.h) */
+    const char *op;
+    json_t *cnt;
+    json_object_foreach(model ? json_object_get(model, "ops") : NULL, op, cnt) {
+        if ((s->type & QS_JOB_QUANT) && !s->config.requantize && qs_op_is_quantized(op)) {
+            json_decref(model);
+            return qd_reply_error(r, QD_E_UNSUPPORTED_MODEL, "config.requantize", "the model is already quantized "
+                                  "(it has %s nodes); a %s job would stack new quantizers on the old ones: set "
+                                  "config.requantize to true to requantize it from its dequantized weights, or "
+                                  "give the float model", op, qs_job_type_name(s->type));
+        }
+    }
     qs_err se = { 0 };
     if (nin >= 0 && qs_spec_apply_input_shapes(&s->config, in, nin, &se) < 0) {
         char field[256];

@@ -50,9 +50,9 @@ int cmd_analyze(const command *c, int argc, char **argv)
                *outdir = NULL, *vsamples = NULL, *csamples = NULL, *batch = NULL, *threads = NULL;
     int npos, json = 0, per_channel = 0, per_tensor = 0, cle = 0, no_cle = 0;
     const char *shapes[CLI_OPT_MAX];
-    int nshapes = 0;
+    int nshapes = 0, requantize = 0;
     const opt opts[] = {
-        {.name = "--input-shape", .val = shapes, .count = &nshapes},
+        {.name = "--input-shape", .val = shapes, .count = &nshapes}, {.name = "--requantize", .flag = &requantize},
         
         {.name = "--calib", .val = &calib}, {.name = "--val", .val = &val}, {.name = "--labels", .val = &labels},
         {.name = "--config", .val = &cfgpath}, {.name = "--wbits", .val = &wbits}, {.name = "--abits", .val = &abits},
@@ -94,6 +94,7 @@ int cmd_analyze(const command *c, int argc, char **argv)
     if (vs) cli_set_cfg(cfg, "analysis", "val_samples", json_integer(vs));
     if (cs) cli_set_cfg(cfg, "calibration", "samples", json_integer(cs));
     if (bs) cli_set_cfg(cfg, "calibration", "batch_size", json_integer(bs));
+    if (requantize) cli_set_cfg(cfg, NULL, "requantize", json_true());
     if ((rc = cli_shapes_to_cfg(c, cfg, shapes, nshapes)) != EXIT_OK) {
         json_decref(cfg);
         return rc;

@@ -160,6 +160,10 @@ static const row rows[] = {
       .jobs = ENGINE, .doc = "Sizes for the models' symbolic input dims, keyed by input name: {\"x\": [1, 3, 48, "
                              "192]} (the leading, batch dim is the batch size unless the model fixes it). Without "
                              "it the data's sample shape gives them; the two must agree." },
+    { .path = "config.requantize", .kind = K_BOOL, .offset = C(requantize), .dflt = "false", .jobs = Q,
+      .doc = "A model that is already quantized (QuantizeLinear/DequantizeLinear, QLinear or integer ops) is "
+             "refused unless this is true: then its weights are dequantized to float, its activation Q/DQ pairs "
+             "removed, and it is quantized again." },
     { .path = "config.qat", .kind = K_OBJECT, .jobs = Q, .doc = "qat: the training (§4)." },
     { .path = "config.qat.epochs", .kind = K_INT, .offset = C(qat.epochs), .min = 0, .max = 10000, .dflt = "3",
       .jobs = Q, .doc = "Epochs over the training data." },

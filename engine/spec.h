@@ -57,6 +57,7 @@ typedef struct qs_qconfig {
     char *overrides;                 /* {"node or tensor name": {"bits": …}} as JSON text; NULL: none */
     int ninput_shapes;
     qs_input_shape *input_shapes;    /* sizes of the inputs' symbolic dims (shapes.h) */
+    int requantize;                  /* ptq/qat of a QDQ model: dequantize it first instead of refusing */
     struct { int epochs, batch_size; char optimizer[16]; double lr, weight_decay, momentum; int learn_ranges,
              bn_reestimate, flip; char schedule[16]; double clip_grad; int steps; } qat;
     double target_drop;              /* < 0: off; the closed loop of §3.7 */
