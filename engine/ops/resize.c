@@ -21,6 +21,7 @@
  * w·dY[o]; rows of different input planes (the leading dims the resize leaves alone, N and C in
  * NCHW) never touch the same dX, so the planes are split over threads and the result does not
  * depend on the thread count. */
+#include "ops/kernels.h"
 #include "ops/opsutil.h"
 
 #include <math.h>
@@ -228,6 +229,12 @@ static int rs_params(qs_kctx *c, rs_p *p)
                 p->out[a] = (int64_t)nearbyint(keep * (double)p->in[a]);
             }
         }
+    }
+    size_t bytes;
+    if (qs_shape_bytes(QS_F32, r, p->out, &bytes) < 0 || bytes > qs_max_tensor_bytes()) {
+        char so[128];
+        return qs_op_error(c, QS_EUNSUPPORTED, "output %s for X %s is over the tensor size limit of %zu bytes "
+                           "(max_tensor_size)", qs_shape_str(r, p->out, so, sizeof so), sx, qs_max_tensor_bytes());
     }
     for (int a = 0; a < r; a++) {
         if (p->out[a] <= 0 && p->in[a] > 0)
@@ -513,8 +520,15 @@ static void rs_forward_rows(void *arg, int64_t r0, int64_t r1, int worker)
                 y[x] = p->extrapolation;
             continue;
         }
-        for (int64_t x = 0; x < W; x++)
-            y[x] = 0;
+        if (n == 1 && T == 1) {   /* nearest (or a pure gather): one pass, no accumulation */
+            const float *src = j->src + off[0];
+            for (int64_t x = 0; x < W; x++)
+                y[x] = w[0] * L->w[x] * src[L->idx[x]];
+            n = 0;
+        } else {
+            for (int64_t x = 0; x < W; x++)
+                y[x] = 0;
+        }
         for (int64_t k = 0; k < n; k++) {
             const float *src = j->src + off[k];
             float wk = w[k];
