@@ -76,8 +76,8 @@ static int ln_params(qs_kctx *c, rn_p *p)
     const int64_t *ns = X->shape + p->axis;
     qs_shape_str(nd, ns, sx, sizeof sx);
     for (int i = 1; i < 3; i++) {
-        const qs_tensor *t = c->in[i];
-        if (i == 2 && !b)
+        const qs_tensor *t = i == 1 ? c->in[1] : b;
+        if (!t)
             continue;
         if (!qs_broadcasts_to(t, nd, ns))
             return qs_op_error(c, QS_ESHAPE, "%s has shape %s, which does not broadcast to the normalized shape "

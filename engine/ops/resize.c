@@ -288,13 +288,19 @@ static int64_t rs_combos(const rs_p *p)
     return k;
 }
 
+/* a worker's (offset, weight) pairs: the offsets, then the weights, each 8-byte aligned */
+static size_t worker_bytes(int64_t combos)
+{
+    return align8((size_t)combos * sizeof(int64_t)) + align8((size_t)combos * sizeof(float));
+}
+
 static size_t rs_scratch_bytes(const rs_p *p, int nthreads)
 {
     size_t n = 0;
     for (int a = 0; a < p->rank; a++)
         n += align8((size_t)(p->out[a] * p->taps[a]) * sizeof(int64_t)) +
              align8((size_t)(p->out[a] * p->taps[a]) * sizeof(float)) + align8((size_t)p->out[a]);
-    return n + (size_t)(nthreads < 1 ? 1 : nthreads) * (size_t)rs_combos(p) * (sizeof(int64_t) + sizeof(float)) + 64;
+    return n + (size_t)(nthreads < 1 ? 1 : nthreads) * worker_bytes(rs_combos(p)) + 64;
 }
 
 static size_t rs_scratch(const qs_kctx *c)
@@ -499,8 +505,8 @@ static int64_t row_pairs(const rs_p *p, const rs_tabs *tb, int64_t row, int64_t 
 
 static void *worker_rows(const rs_tabs *tb, int worker, float **w)
 {
-    char *b = tb->rows + (size_t)worker * (size_t)tb->combos * (sizeof(int64_t) + sizeof(float));
-    *w = (float *)(b + (size_t)tb->combos * sizeof(int64_t));
+    char *b = tb->rows + (size_t)worker * worker_bytes(tb->combos);
+    *w = (float *)(b + align8((size_t)tb->combos * sizeof(int64_t)));
     return b;
 }
 
