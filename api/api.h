@@ -206,10 +206,18 @@ int qd_h_dataset_delete(qd_req *r);
 int qd_h_job_submit(qd_req *r);
 int qd_h_job_list(qd_req *r);
 int qd_h_job_get(qd_req *r);
-int qd_h_job_cancel(qd_req *r);
+int qd_h_job_delete(qd_req *r);
 int qd_h_job_events(qd_req *r);
 int qd_h_artifact(qd_req *r);
+int qd_h_artifact_list(qd_req *r);
 int qd_h_static(qd_req *r);   /* the web dashboard's files (static.c) */
+
+/* --- lists (routes_jobs.c) --- */
+/* ?limit= (1–1000, default 100), ?after= (a page's `next` cursor) and ?name= into q; on a bad
+ * value replies 400 naming the parameter, *ok = 0. */
+int qd_list_args(qd_req *r, qd_list_query *q, int *ok);
+/* {key: items (stolen), next: "cursor" | null} */
+json_t *qd_page_reply(const char *key, json_t *items, int64_t next);
 
 /* --- uploads (routes_uploads.c) --- */
 /* Before MHD_stop_daemon: waits for the validations in progress, answers those not started with

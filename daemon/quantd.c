@@ -13,6 +13,7 @@
 #include "daemon/conf.h"
 #include "common/log.h"
 #include "jobs/debug_jobs.h"
+#include "jobs/retention.h"
 #include "jobs/scheduler.h"
 #include "jobs/store.h"
 
@@ -59,6 +60,7 @@ int main(int argc, char **argv)
     qd_server *srv = NULL;
     qd_sched *sched = NULL;
     qs_threadpool *pool = NULL;
+    qd_retention *rt = NULL;
     if (qd_store_open(cfg.state_dir, &st, err, sizeof err) < 0)
         goto fail;
     qd_server_options so_http = qd_config_server_options(&cfg);
@@ -82,6 +84,8 @@ int main(int argc, char **argv)
     };
     if (qd_sched_start(st, &so, &sched, err, sizeof err) < 0)
         goto fail;
+    /* after the scheduler's start, which settles jobs a dead process left running */
+    rt = qd_retention_start(st, cfg.job_retention_days * 86400.0, cfg.max_state_bytes, cfg.retention_interval);
     if (qd_server_listen(srv, sched, err, sizeof err) < 0)
         goto fail;
     QD_LOG_NOTICE("quantd %s listening on http://%s (state %s, %d worker%s, auth %s%s)", PACKAGE_VERSION, addr,
@@ -103,6 +107,7 @@ int main(int argc, char **argv)
     }
     notify("STOPPING=1\nSTATUS=stopping: requeueing running jobs");
     qd_server_quiesce(srv);
+    qd_retention_stop(rt);
     int left = qd_sched_stop(sched, cfg.shutdown_timeout);
     qd_server_stop(srv);
     if (left) {
@@ -122,6 +127,7 @@ int main(int argc, char **argv)
 fail:
     QD_LOG_ERROR("%s", err);
     notify("STATUS=failed: %s", err);
+    qd_retention_stop(rt);
     if (sched && qd_sched_stop(sched, cfg.shutdown_timeout) > 0)
         _exit(1);   /* a job still runs (it is requeued): leave its memory alone */
     qd_sched_free(sched);
