@@ -372,6 +372,23 @@ void qs_job_spec_free(qs_job_spec *s)
         free_value(s, &rows[i]);
 }
 
+int qs_qconfig_check_names(const qs_qconfig *c, const qs_graph *g, qs_err *e)
+{
+    for (int i = 0; i < c->nexclude; i++) {
+        int found = 0;
+        for (int k = 0; k < g->nnodes && !found; k++)
+            found = g->nodes[k].name && !strcmp(g->nodes[k].name, c->exclude[i]);
+        if (!found)
+            return qs_error(e, QS_EINVAL, "config.exclude[%d]: the model has no node named '%s'", i, c->exclude[i]);
+    }
+    qs_qoverrides ov;
+    int rc = qs_overrides_parse(c->overrides, &ov, e);
+    if (rc == 0)
+        rc = qs_overrides_check(&ov, g, e);
+    qs_overrides_free(&ov);
+    return rc;
+}
+
 int qs_qconfig_set_exclude(qs_qconfig *c, const char *csv)
 {
     for (int i = 0; i < c->nexclude; i++)

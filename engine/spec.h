@@ -87,6 +87,11 @@ void qs_qconfig_default(qs_qconfig *c, const char *preset);
 int qs_qconfig_parse_text(const char *text, qs_qconfig *c, qs_err *e);
 char *qs_qconfig_to_text(const qs_qconfig *c);
 void qs_qconfig_free(qs_qconfig *c);
+/* The names the config gives against the model: config.exclude's nodes, config.overrides' tensors
+ * and op types. QS_EINVAL naming the first one g does not have ("config.overrides.tensors.x: the
+ * model has no tensor named 'x'"; qs_spec_err_field gives the path). */
+struct qs_graph;
+int qs_qconfig_check_names(const qs_qconfig *c, const struct qs_graph *g, qs_err *e);
 /* Replaces the exclusion list with a comma-separated one (CLI --exclude). */
 int qs_qconfig_set_exclude(qs_qconfig *c, const char *csv);
 
