@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "api/errors.h"
+#include "api/multipart.h"
 #include "api/server.h"
 #include "common/sha256.h"
 #include "spec_json.h"
@@ -95,6 +96,9 @@ struct qd_req {
     qd_sha256 sha;
     int64_t body_len, limit;
     int too_large;
+    qd_multipart *mp;                /* a multipart/form-data upload's parser (NULL: a raw body) */
+    int mp_failed;                   /* its body is malformed (mp->err): 400 once the body is in */
+    int64_t file_len;                /* the upload's bytes (without a form's envelope) */
     qd_conn *cn;                     /* the connection's deadline record (NULL: none) */
     qd_validation v;
     qd_sse sse;
@@ -235,6 +239,9 @@ void qd_hub_park(qd_server *srv, qd_req *r);
 /* Parses a POST /v1/jobs body with the engine's spec table into s; on error replies 400
  * invalid_field naming the field and returns QD_H_OK with *ok = 0 (s is then freed). */
 int qd_spec_check(qd_req *r, json_t *spec, int debug_jobs, qs_job_spec *s, int *ok);
+/* Takes `notify` out of spec (the engine does not know it) into url[n] ("" when absent or null),
+ * checking it is an http or https URL with a host; on error replies 400 invalid_field, *ok = 0. */
+int qd_spec_take_notify(qd_req *r, json_t *spec, char *url, size_t n, int *ok);
 /* The models and data sets s names, with their fields (ids borrowed from s); returns the count. */
 int qd_spec_refs(const qs_job_spec *s, qd_ref refs[6]);
 /* That every reference exists (422 unknown_reference), the job type has the data it needs and

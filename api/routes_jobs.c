@@ -26,7 +26,13 @@ int qd_h_job_submit(qd_req *r)
      * so what runs is what was accepted, whatever the defaults become */
     qs_job_spec js;
     int ok;
-    int h = qd_spec_check(r, spec, r->srv->opt.debug_jobs, &js, &ok);
+    char notify[2100];
+    int h = qd_spec_take_notify(r, spec, notify, sizeof notify, &ok);
+    if (!ok) {
+        json_decref(spec);
+        return h;
+    }
+    h = qd_spec_check(r, spec, r->srv->opt.debug_jobs, &js, &ok);
     json_decref(spec);
     if (!ok)
         return h;
@@ -37,6 +43,8 @@ int qd_h_job_submit(qd_req *r)
     qd_ref refs[6];
     int nrefs = qd_spec_refs(&js, refs);
     spec = qs_job_spec_to_json(&js);
+    if (spec && *notify)
+        json_object_set_new(spec, "notify", json_string(notify));
     char id[32];
     qd_store_new_id("job_", id);
     char type[16];

@@ -145,6 +145,10 @@ int64_t qd_store_bytes(qd_store *st);
  * uploads no job references. Counts go to *jobs and *uploads (may be NULL). */
 int qd_store_prune(qd_store *st, double max_age_s, int64_t max_bytes, int *jobs, int *uploads);
 
+/* Appends one event to the job's log unless the job is gone (QD_ST_NOTFOUND): for writers that
+ * run after a job ended (webhooks), when it may have been deleted meanwhile. */
+int qd_store_event_add_if_job(qd_store *st, const char *job, const char *type, json_t *data);
+
 /* Removes a directory tree (no symlinks followed); for the state dir's temp and job folders. */
 void qd_rm_rf(const char *path);
 

@@ -72,6 +72,31 @@ int qd_store_job_delete(qd_store *st, const char *id)
     return rc;
 }
 
+int qd_store_event_add_if_job(qd_store *st, const char *job, const char *type, json_t *data)
+{
+    conn *c = &st->w;
+    pthread_mutex_lock(&c->mu);
+    int rc = qd_st_begin(c);
+    if (rc == 0) {
+        sqlite3_stmt *s = NULL;
+        rc = sqlite3_prepare_v2(c->db, "SELECT 1 FROM jobs WHERE id=?", -1, &s, NULL) == SQLITE_OK ? 0 : QD_ST_DB;
+        if (rc == 0) {
+            qd_st_bind_text(s, 1, job);
+            if (sqlite3_step(s) != SQLITE_ROW)
+                rc = QD_ST_NOTFOUND;
+        }
+        sqlite3_finalize(s);
+        if (rc == 0)
+            rc = qd_st_event_insert(c, job, type, data, NULL);
+        if (rc == 0)
+            rc = qd_st_commit(c);
+        else
+            qd_st_rollback(c);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
 json_t *qd_store_ref_jobs(qd_store *st, const char *upload_id, int live_only, int max)
 {
     char sql[320];

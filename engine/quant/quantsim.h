@@ -18,8 +18,9 @@
  *    (+ Relu/Clip/LeakyRelu/…) counts as one group and is quantized at the group's end; model
  *    inputs; residual Add/Mul and Concat outputs; other compute ops (pools other than MaxPool,
  *    Softmax, Sigmoid, …) get an output quantizer too;
- *  - MaxPool, Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity, Dropout pass their input's
- *    grid through (no quantizer after them: max and data movement keep values on the grid);
+ *  - MaxPool, Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity, Dropout, nearest Resize pass
+ *    their input's grid through (no quantizer after them: max and data movement keep values on the
+ *    grid); linear/cubic Resize and the normalizations (LayerNormalization, …) are compute ops;
  *  - transformers (paper §5, the BERT row): a MatMul of two activations (Q·Kᵀ, attention·V) has
  *    both inputs on a grid (an input that carries none, e.g. from an excluded node, gets its own
  *    quantizer); Softmax's output is quantized on an unsigned grid (its range within [0, 1]);
@@ -109,7 +110,7 @@ int qs_quantsim_set_bits(qs_quantsim *sim, int i, int bits, qs_err *e);
 
 /* 1 when node n passes its first input's grid through unchanged (max and data movement: MaxPool,
  * Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity, Dropout, GlobalMaxPool, Slice, Split,
- * Gather, Pad with zeros, …), so no quantizer follows it. Export uses it to repeat the input's
+ * Gather, Pad with zeros, Resize/Upsample in nearest mode, …), so no quantizer follows it. Export uses it to repeat the input's
  * QDQ pair after such ops, as ONNX Runtime's QDQ format expects. */
 int qs_quantsim_keeps_grid(const qs_graph *g, const qs_node *n);
 

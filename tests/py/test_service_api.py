@@ -1,11 +1,16 @@
-"""Integration tests of the REST API's housekeeping, as a pipeline author meets it with curl: the
-artifact list, upload deduplication, one way of writing shapes, deleting jobs and uploads, retention
-(job_retention_days, max_state_bytes), pages and filters of the lists. A real daemon per test
+"""Integration tests of the REST API an MLOps pipeline expects, as a pipeline author meets it with
+curl: the artifact list, upload deduplication, one way of writing shapes, deleting jobs and uploads,
+retention (job_retention_days, max_state_bytes), pages and filters of the lists, and webhooks (signed,
+retried, recorded; checked against a local receiver). A real daemon per test
 (service_fixtures.py); jobs are mostly the debug type "sleep" (see test_service.py).
 """
 import hashlib
+import hmac
+import http.server
+import json
 import os
 import sqlite3
+import threading
 import time
 
 import numpy as np
@@ -270,3 +275,238 @@ def test_upload_lists_page_and_filter_by_name(quantd, tmp_path):
     assert [d["id"] for d in p["datasets"]] == [made[3], made[1]]
     st, p = quantd.json("GET", "/v1/models?name=odd")
     assert p == {"models": [], "next": None}
+
+
+# --- webhooks ----------------------------------------------------------------------------------------
+
+class Receiver:
+    """A local webhook receiver (http.server in a thread) answering POSTs with the scripted statuses
+    (the last one repeats); records (time, headers, body) of each request."""
+
+    def __init__(self, statuses):
+        self.statuses, self.got = list(statuses), []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.got.append((time.monotonic(), {k.lower(): v for k, v in self.headers.items()}, body))
+                status = outer.statuses.pop(0) if len(outer.statuses) > 1 else outer.statuses[0]
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/quantd?x=1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait(self, n, timeout=15):
+        deadline = time.time() + timeout
+        while len(self.got) < n and time.time() < deadline:
+            time.sleep(0.02)
+        return self.got
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    made = []
+
+    def make(statuses):
+        made.append(Receiver(statuses))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def webhook_events(d, jid, n, timeout=15):
+    """The job's `webhook` events, once there are n (or at the timeout). They follow the terminal
+    state event, where a stream from the start ends, so they are read after it (Last-Event-ID)."""
+    deadline = time.time() + timeout
+    while True:
+        _, _, events, _ = d.events(jid)
+        _, _, more, _ = d.events(jid, last_id=events[-1][0], timeout=5)
+        hooks = [e[2] for e in more if e[1] == "webhook"]
+        if len(hooks) >= n or time.time() > deadline:
+            return hooks
+        time.sleep(0.05)
+
+
+def test_webhook_is_signed_retried_with_backoff_and_recorded(make_quantd, receiver):
+    rx = receiver([500, 500, 200])
+    d = make_quantd("--set", "debug_jobs=true", "--set", "webhook_secret=s3cret", "--set", "webhook_backoff_ms=150",
+                    "--set", "webhook_attempts=5")
+    job = d.submit(dict(sleep_spec(0.05), notify=rx.url))
+    assert job["spec"]["notify"] == rx.url
+    d.wait(job["id"], "succeeded")
+    got = rx.wait(3)
+    assert len(got) == 3
+    for t, headers, body in got:
+        assert headers["content-type"] == "application/json"
+        want = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+        assert headers["x-quantd-signature"] == want
+        j = json.loads(body)
+        assert j["id"] == job["id"] and j["state"] == "succeeded" and j["artifacts"]
+    # exponential backoff: 150 ms, then 300 ms
+    assert got[1][0] - got[0][0] >= 0.14 and got[2][0] - got[1][0] >= 0.29
+    hooks = webhook_events(d, job["id"], 3)
+    assert [(h["attempt"], h.get("status"), h["delivered"]) for h in hooks] == \
+        [(1, 500, False), (2, 500, False), (3, 200, True)]
+    assert [h.get("retry_in_s") for h in hooks] == [pytest.approx(0.15), pytest.approx(0.3), None]
+    assert all(h["url"] == rx.url for h in hooks)
+    time.sleep(0.5)
+    assert len(rx.got) == 3     # delivered: no more attempts
+
+
+def test_webhook_gives_up_after_its_attempts_and_reports_errors(make_quantd, receiver):
+    rx = receiver([503])
+    d = make_quantd("--set", "debug_jobs=true", "--set", "webhook_backoff_ms=50", "--set", "webhook_attempts=2")
+    failed = d.submit(dict(sleep_spec(0.05, fail=True), notify=rx.url))
+    d.wait(failed["id"], "failed")
+    assert len(rx.wait(2)) == 2
+    assert "x-quantd-signature" not in rx.got[0][1]      # no webhook_secret: unsigned
+    hooks = webhook_events(d, failed["id"], 2)
+    assert [(h["attempt"], h["status"], h["delivered"]) for h in hooks] == [(1, 503, False), (2, 503, False)]
+    assert "retry_in_s" not in hooks[-1]
+    time.sleep(0.3)
+    assert len(rx.got) == 2
+    # nobody listening: the transport error is recorded
+    port = rx.server.server_address[1]
+    rx.close()
+    gone = d.submit(dict(sleep_spec(0.05), notify=f"http://127.0.0.1:{port}/x"))
+    d.wait(gone["id"], "succeeded")
+    hooks = webhook_events(d, gone["id"], 2)
+    assert len(hooks) == 2 and not any(h["delivered"] for h in hooks)
+    assert all("status" not in h and h["error"] for h in hooks)
+
+
+def test_webhook_on_cancel_and_none_without_notify(make_quantd, receiver):
+    rx = receiver([204])
+    d = make_quantd("--set", "debug_jobs=true")
+    plain = d.submit(sleep_spec(0.05))
+    blocker = d.submit(dict(sleep_spec(30), notify=rx.url))
+    d.wait(blocker["id"], "running")
+    queued_behind = d.submit(dict(sleep_spec(0.05), notify=rx.url))
+    assert d.request("DELETE", f"/v1/jobs/{queued_behind['id']}").status == 200
+    assert d.request("DELETE", f"/v1/jobs/{blocker['id']}").status == 202
+    d.wait(blocker["id"], "cancelled")
+    got = rx.wait(2)
+    states = sorted((json.loads(b)["id"], json.loads(b)["state"]) for _, _, b in got)
+    assert states == sorted([(blocker["id"], "cancelled"), (queued_behind["id"], "cancelled")])
+    hooks = webhook_events(d, blocker["id"], 1)
+    assert hooks[0]["status"] == 204 and hooks[0]["delivered"] is True
+    d.wait(plain["id"], "succeeded")
+    hooks = webhook_events(d, plain["id"], 0, timeout=0)
+    assert hooks == []
+
+
+@pytest.mark.parametrize("notify, words", [
+    (123, "a URL"), ("ftp://example.com/x", "http:// or https://"), ("example.com/hook", "http:// or https://"),
+    ("http://", "no host"), ("https:///path", "no host"), ("http://exa mple.com/", "space"),
+    ("http://example.com/" + "a" * 2100, "2048"), ("http://bücher.example/", "non-ASCII"),
+])
+def test_bad_notify_is_400_naming_the_field(quantd, notify, words):
+    st, body = quantd.json("POST", "/v1/jobs", dict(sleep_spec(0.05), notify=notify))
+    assert st == 400, body
+    assert body["error"]["code"] == "invalid_field" and body["error"]["field"] == "notify"
+    assert words in body["error"]["message"]
+    assert quantd.json("GET", "/v1/jobs")[1]["jobs"] == []
+
+
+# --- multipart/form-data uploads ----------------------------------------------------------------------
+
+def form(parts, boundary="qd-b0undary"):
+    """A multipart/form-data body from (headers, data) parts; returns (body, content type)."""
+    body = b""
+    for headers, data in parts:
+        body += b"--" + boundary.encode() + b"\r\n" + b"".join(h.encode() + b"\r\n" for h in headers) + b"\r\n"
+        body += data + b"\r\n"
+    return body + b"--" + boundary.encode() + b"--\r\n", f"multipart/form-data; boundary={boundary}"
+
+
+def file_part(data, field="file", filename="model.onnx"):
+    return ([f'Content-Disposition: form-data; name="{field}"; filename="{filename}"',
+             "Content-Type: application/octet-stream"], data)
+
+
+def test_multipart_model_and_dataset_uploads_equal_raw_ones(make_quantd, tmp_path):
+    d = make_quantd("--set", "debug_jobs=true")
+    onnx = open(MLP, "rb").read()
+    body, ct = form([(['Content-Disposition: form-data; name="note"'], b"ignored"), file_part(onnx),
+                     (['Content-Disposition: form-data; name="name"'], "ré-net".encode())])
+    r = d.request("POST", "/v1/models", body, {"Content-Type": ct})
+    assert r.status == 201, r.body
+    m = r.json()
+    assert m["name"] == "ré-net" and m["size"] == len(onnx) and m["sha256"] == sha256_file(MLP)
+    assert sha256_file(os.path.join(d.state_dir, "models", m["id"] + ".onnx")) == m["sha256"]
+    # the same file again, raw: the same record (deduplicated by the file's bytes, not the envelope's)
+    again = d.upload("models", MLP)
+    assert again.status == 200 and again.json()["id"] == m["id"]
+    # a data set whose bytes hold the boundary's near misses ("\r\n--qd-b0undar…") and CRLFs
+    tricky = np.frombuffer((b"\r\n--qd-b0undar\r\n-\r\r\n--" * 60)[:960], dtype=np.uint8).reshape(96, 10)
+    np.save(tmp_path / "t.npy", tricky)
+    raw = open(tmp_path / "t.npy", "rb").read()
+    body, ct = form([file_part(raw, filename="t.npy")])
+    r = d.request("POST", "/v1/datasets?name=t", body, {"Content-Type": ct})
+    assert r.status == 201, r.body
+    ds = r.json()
+    assert ds["name"] == "t" and ds["size"] == len(raw) and ds["sha256"] == hashlib.sha256(raw).hexdigest()
+    assert ds["arrays"][0]["shape"] == [96, 10]
+
+
+def test_multipart_from_curl(make_quantd, tmp_path):
+    import shutil
+    import subprocess
+    if not shutil.which("curl"):
+        pytest.skip("no curl")
+    d = make_quantd()
+    out = subprocess.run(["curl", "-sS", "-F", f"file=@{CLS}", "-F", "name=cls", f"http://127.0.0.1:{d.port}/v1/models"],
+                         capture_output=True, check=True)
+    m = json.loads(out.stdout)
+    assert m["name"] == "cls" and m["sha256"] == sha256_file(CLS) and m["inputs"][0]["shape"] == ["batch", 6]
+
+
+def test_multipart_streams_to_disk_with_the_upload_limit(make_quantd):
+    d = make_quantd("--set", "max_dataset_size=64K")
+    big = np.zeros(40000, np.float32)   # 160 kB: over the limit
+    import io
+    buf = io.BytesIO()
+    np.save(buf, big)
+    body, ct = form([file_part(buf.getvalue(), filename="x.npy")])
+    r = d.request("POST", "/v1/datasets", body, {"Content-Type": ct})
+    assert r.status == 413 and r.error()["code"] == "too_large"
+    assert files_in(os.path.join(d.state_dir, "tmp")) == []
+
+
+@pytest.mark.parametrize("ct, body, words", [
+    ("multipart/form-data", b"--x\r\n\r\n--x--", "boundary parameter"),
+    ("multipart/form-data; boundary=" + "b" * 71, b"", "1 to 70"),
+    ('multipart/form-data; boundary="x', b"", "unclosed quote"),
+    ("multipart/form-data; boundary=x", b"no boundary line here", "no multipart boundary line"),
+    ("multipart/form-data; boundary=x", b'--x\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nabc',
+     "before its closing boundary"),
+    ("multipart/form-data; boundary=x", b'--x\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--x--', "no file"),
+    ("multipart/form-data; boundary=x", b"--x\r\nX-Nothing: 1\r\n\r\nabc\r\n--x--", "no Content-Disposition"),
+    ("multipart/form-data; boundary=x", b"--x\r\nContent-Disposition: attachment\r\n\r\nabc\r\n--x--", "not form-data"),
+    ("multipart/form-data; boundary=x", b"--x\r\nbroken header\r\n\r\nabc\r\n--x--", "Name: value"),
+    ("multipart/form-data; boundary=x", b"--xjunk", "neither"),
+    ("multipart/form-data; boundary=x", b'--x\r\nContent-Disposition: form-data; name="f"; filename="a"\r\n\r\n1\r\n'
+     b'--x\r\nContent-Disposition: form-data; name="g"; filename="b"\r\n\r\n2\r\n--x--', "more than one file"),
+    ("multipart/form-data; boundary=x", b"--x\r\n" + b"H: " + b"v" * 9000 + b"\r\n\r\n\r\n--x--", "headers are longer"),
+])
+def test_malformed_multipart_is_400_saying_why(quantd, ct, body, words):
+    r = quantd.request("POST", "/v1/models", body, {"Content-Type": ct})
+    assert r.status == 400, (r.status, r.body)
+    e = r.error()
+    assert e["code"] == "bad_request" and words in e["message"], e
+    assert files_in(os.path.join(quantd.state_dir, "tmp")) == []
+    assert files_in(os.path.join(quantd.state_dir, "models")) == []
