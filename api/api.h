@@ -206,10 +206,18 @@ int qd_h_dataset_delete(qd_req *r);
 int qd_h_job_submit(qd_req *r);
 int qd_h_job_list(qd_req *r);
 int qd_h_job_get(qd_req *r);
-int qd_h_job_cancel(qd_req *r);
+int qd_h_job_delete(qd_req *r);
 int qd_h_job_events(qd_req *r);
 int qd_h_artifact(qd_req *r);
+int qd_h_artifact_list(qd_req *r);
 int qd_h_static(qd_req *r);   /* the web dashboard's files (static.c) */
+
+/* --- lists (routes_jobs.c) --- */
+/* ?limit= (1–1000, default 100), ?after= (a page's `next` cursor) and ?name= into q; on a bad
+ * value replies 400 naming the parameter, *ok = 0. */
+int qd_list_args(qd_req *r, qd_list_query *q, int *ok);
+/* {key: items (stolen), next: "cursor" | null} */
+json_t *qd_page_reply(const char *key, json_t *items, int64_t next);
 
 /* --- uploads (routes_uploads.c) --- */
 /* Before MHD_stop_daemon: waits for the validations in progress, answers those not started with
@@ -227,6 +235,9 @@ void qd_hub_park(qd_server *srv, qd_req *r);
 /* Parses a POST /v1/jobs body with the engine's spec table into s; on error replies 400
  * invalid_field naming the field and returns QD_H_OK with *ok = 0 (s is then freed). */
 int qd_spec_check(qd_req *r, json_t *spec, int debug_jobs, qs_job_spec *s, int *ok);
+/* Takes `notify` out of spec (the engine does not know it) into url[n] ("" when absent or null),
+ * checking it is an http or https URL with a host; on error replies 400 invalid_field, *ok = 0. */
+int qd_spec_take_notify(qd_req *r, json_t *spec, char *url, size_t n, int *ok);
 /* The models and data sets s names, with their fields (ids borrowed from s); returns the count. */
 int qd_spec_refs(const qs_job_spec *s, qd_ref refs[6]);
 /* That every reference exists (422 unknown_reference), the job type has the data it needs and

@@ -26,8 +26,9 @@ const qd_route qd_routes[] = {
     { .method = "POST", .pattern = "/v1/jobs", .handler = qd_h_job_submit, .body = QD_BODY_JSON },
     { .method = "GET", .pattern = "/v1/jobs", .handler = qd_h_job_list },
     { .method = "GET", .pattern = "/v1/jobs/{id}", .handler = qd_h_job_get },
-    { .method = "DELETE", .pattern = "/v1/jobs/{id}", .handler = qd_h_job_cancel },
+    { .method = "DELETE", .pattern = "/v1/jobs/{id}", .handler = qd_h_job_delete },
     { .method = "GET", .pattern = "/v1/jobs/{id}/events", .handler = qd_h_job_events },
+    { .method = "GET", .pattern = "/v1/jobs/{id}/artifacts", .handler = qd_h_artifact_list },
     { .method = "GET", .pattern = "/v1/jobs/{id}/artifacts/{name}", .handler = qd_h_artifact },
     /* the web dashboard (api/static.c): last, so that every route above wins over "/{file}" */
     { .method = "GET", .pattern = "/", .handler = qd_h_static, .public = 1 },

@@ -1,5 +1,6 @@
-/* Jobs: submit (validated spec → scheduler), list, get, cancel; and artifact downloads, served
- * from the file descriptor (sendfile) with Content-Length, ETag = sha256 and single Ranges. */
+/* Jobs: submit (validated spec → scheduler), list (pages, filters), get, cancel or delete; and
+ * artifacts: their list, and downloads served from the file descriptor (sendfile) with
+ * Content-Length, ETag = sha256 and single Ranges. */
 #include "api/api.h"
 #include "common/log.h"
 
@@ -25,7 +26,13 @@ int qd_h_job_submit(qd_req *r)
      * so what runs is what was accepted, whatever the defaults become */
     qs_job_spec js;
     int ok;
-    int h = qd_spec_check(r, spec, r->srv->opt.debug_jobs, &js, &ok);
+    char notify[2100];
+    int h = qd_spec_take_notify(r, spec, notify, sizeof notify, &ok);
+    if (!ok) {
+        json_decref(spec);
+        return h;
+    }
+    h = qd_spec_check(r, spec, r->srv->opt.debug_jobs, &js, &ok);
     json_decref(spec);
     if (!ok)
         return h;
@@ -36,6 +43,8 @@ int qd_h_job_submit(qd_req *r)
     qd_ref refs[6];
     int nrefs = qd_spec_refs(&js, refs);
     spec = qs_job_spec_to_json(&js);
+    if (spec && *notify)
+        json_object_set_new(spec, "notify", json_string(notify));
     char id[32];
     qd_store_new_id("job_", id);
     char type[16];
@@ -81,29 +90,73 @@ int qd_h_job_submit(qd_req *r)
     return qd_reply_json(r, 202, job, "Location", loc, NULL);
 }
 
+int qd_list_args(qd_req *r, qd_list_query *q, int *ok)
+{
+    memset(q, 0, sizeof *q);
+    q->limit = 100;
+    *ok = 0;
+    const char *l = qd_arg(r, "limit"), *after = qd_arg(r, "after"), *name = qd_arg(r, "name");
+    if (l) {
+        char *end;
+        long v = strtol(l, &end, 10);
+        if (end == l || *end || v < 1 || v > 1000)
+            return qd_reply_error(r, QD_E_BAD_REQUEST, "limit", "limit must be an integer from 1 to 1000");
+        q->limit = (int)v;
+    }
+    if (after && *after) {
+        char *end;
+        long long v = strtoll(after, &end, 10);
+        if (end == after || *end || v < 1 || *after == '+' || *after == ' ')
+            return qd_reply_error(r, QD_E_BAD_REQUEST, "after",
+                                  "after must be the `next` cursor of a previous page (a positive integer)");
+        q->after = v;
+    }
+    if (name && *name) {
+        if (!qd_utf8_valid(name))
+            return qd_reply_error(r, QD_E_BAD_REQUEST, "name", "name is not valid UTF-8");
+        q->name = name;
+    }
+    *ok = 1;
+    return QD_H_OK;
+}
+
+json_t *qd_page_reply(const char *key, json_t *items, int64_t next)
+{
+    char cur[24];
+    snprintf(cur, sizeof cur, "%" PRId64, next);
+    return json_pack("{s:o, s:o}", key, items, "next", next ? json_string(cur) : json_null());
+}
+
 int qd_h_job_list(qd_req *r)
 {
-    const char *state = qd_arg(r, "state");
+    qd_list_query q;
+    int ok, h = qd_list_args(r, &q, &ok);
+    if (!ok)
+        return h;
+    const char *state = qd_arg(r, "state"), *type = qd_arg(r, "type");
     if (state && *state) {
         int known = 0;
         for (int i = 0; i < 5; i++)
             known |= !strcmp(state, qd_job_states[i]);
         if (!known)
             return qd_reply_error(r, QD_E_BAD_REQUEST, "state",
-                                  "state '%s' is not one of queued, running, succeeded, failed, cancelled", state);
-    } else {
-        state = NULL;
+                                  "state '%s' is not one of queued, running, succeeded, failed, cancelled",
+                                  qd_utf8_valid(state) ? state : "?");
+        q.state = state;
     }
-    int limit = 100;
-    const char *l = qd_arg(r, "limit");
-    if (l) {
-        char *end;
-        long v = strtol(l, &end, 10);
-        if (end == l || *end || v < 1 || v > 10000)
-            return qd_reply_error(r, QD_E_BAD_REQUEST, "limit", "limit must be an integer from 1 to 10000");
-        limit = (int)v;
+    if (type && *type) {
+        if (!qd_sched_type_known(r->srv->sched, type))
+            return qd_reply_error(r, QD_E_BAD_REQUEST, "type", "type '%s' is not a job type of this server "
+                                  "(ptq, qat, eval, analyze)", qd_utf8_valid(type) ? type : "?");
+        q.type = type;
     }
-    return qd_reply_json(r, 200, json_pack("{s:o}", "jobs", qd_store_job_list(r->srv->st, state, limit)), NULL);
+    json_t *items;
+    int64_t next;
+    if (qd_store_job_page(r->srv->st, &q, &items, &next) < 0) {
+        json_decref(items);
+        return qd_reply_error(r, QD_E_INTERNAL, NULL, "listing the jobs failed");
+    }
+    return qd_reply_json(r, 200, qd_page_reply("jobs", items, next), NULL);
 }
 
 int qd_h_job_get(qd_req *r)
@@ -114,16 +167,25 @@ int qd_h_job_get(qd_req *r)
     return qd_reply_json(r, 200, job, NULL);
 }
 
-int qd_h_job_cancel(qd_req *r)
+/* DELETE ends a job's life one step at a time: a queued job is cancelled (200), a running one
+ * asked to stop (202, it becomes cancelled shortly), and a finished one — succeeded, failed or
+ * cancelled — is removed with its events and artifacts (204). So "DELETE until 204 or 404"
+ * removes any job. */
+int qd_h_job_delete(qd_req *r)
 {
     const char *id = r->args[0];
     int rc = qd_sched_cancel(r->srv->sched, id);
     if (rc == QD_ST_NOTFOUND)
         return qd_reply_error(r, QD_E_NOT_FOUND, NULL, "no job with id %s", id);
-    if (rc == QD_ST_CONFLICT) {
-        char state[16] = "?";
-        qd_store_job_state(r->srv->st, id, state);
-        return qd_reply_error(r, QD_E_JOB_FINISHED, NULL, "job %s has already ended (%s)", id, state);
+    if (rc == QD_ST_CONFLICT) {   /* finished: remove it */
+        rc = qd_store_job_delete(r->srv->st, id);
+        if (rc == QD_ST_NOTFOUND)
+            return qd_reply_error(r, QD_E_NOT_FOUND, NULL, "no job with id %s", id);
+        if (rc < 0)
+            return qd_reply_error(r, rc == QD_ST_FULL ? QD_E_STORAGE_FULL : QD_E_INTERNAL, NULL,
+                                  "deleting job %s failed", id);
+        QD_LOG_INFO("job %s deleted", id);
+        return qd_reply(r, 204, MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT));
     }
     if (rc < 0)
         return qd_reply_error(r, QD_E_INTERNAL, NULL, "cancelling job %s failed", id);
@@ -151,6 +213,21 @@ static const char *content_type(const char *name)
     if (!strcmp(dot, ".html"))
         return "text/html; charset=utf-8";
     return "application/octet-stream";
+}
+
+int qd_h_artifact_list(qd_req *r)
+{
+    json_t *job = qd_store_job_get(r->srv->st, r->args[0]);
+    if (!job)
+        return qd_reply_error(r, QD_E_NOT_FOUND, NULL, "no job with id %s", r->args[0]);
+    json_t *arts = json_incref(json_object_get(job, "artifacts")), *a;
+    size_t i;
+    json_array_foreach(arts, i, a)
+        json_object_set_new(a, "content_type", json_string(content_type(json_string_value(json_object_get(a, "name")))));
+    json_t *body = json_pack("{s:s, s:O, s:o}", "job", r->args[0], "state", json_object_get(job, "state"),
+                             "artifacts", arts);
+    json_decref(job);
+    return qd_reply_json(r, 200, body, NULL);
 }
 
 /* "bytes=a-b", "bytes=a-", "bytes=-n" (one range) → [*from, *to]. 1: ranged, 0: whole file

@@ -291,11 +291,36 @@ static void validate_model(qd_req *r)
     r->v.info = info;
 }
 
+/* Uploads are deduplicated by content: the same bytes sent again (whatever ?name= says) get the
+ * existing record with 200 instead of a second copy with 201. Checked before the validation (a
+ * repeat costs only its transfer) and again before storing (two identical uploads at once). 1 when
+ * a reply was queued this way. */
+static int existing_upload(qd_req *r, qd_kind kind, const char *hex, int *h)
+{
+    json_t *found = qd_store_list(r->srv->st, kind, hex);
+    json_t *rec = json_incref(json_array_get(found, json_array_size(found) - 1));   /* the first stored */
+    json_decref(found);
+    if (!rec)
+        return 0;
+    char loc[128];
+    snprintf(loc, sizeof loc, "/v1/%s/%s", kind == QD_MODEL ? "models" : "datasets",
+             json_string_value(json_object_get(rec, "id")));
+    QD_LOG_INFO("upload: same bytes as %s; not stored again", loc + 4);
+    *h = qd_reply_json(r, 200, rec, "Location", loc, NULL);
+    return 1;
+}
+
 /* Second call, once validated: the reply. */
 static int finish_upload(qd_req *r, qd_kind kind, const char *prefix)
 {
     if (r->v.failed)
         return qd_reply_error(r, r->v.code, NULL, "%s", r->v.msg);
+    int h;
+    if (existing_upload(r, kind, r->v.hex, &h)) {
+        json_decref(r->v.info);
+        r->v.info = NULL;
+        return h;
+    }
     json_t *info = r->v.info;
     r->v.info = NULL;
     return store_upload(r, kind, prefix, r->v.ext, r->v.hex, info);
@@ -308,6 +333,9 @@ int qd_h_model_upload(qd_req *r)
     if (r->body_len == 0)
         return qd_reply_error(r, QD_E_BAD_MODEL, NULL, "the body is empty: send the .onnx file's bytes");
     qd_sha256_hex(&r->sha, r->v.hex);
+    int h;
+    if (existing_upload(r, QD_MODEL, r->v.hex, &h))
+        return h;
     snprintf(r->v.ext, sizeof r->v.ext, "onnx");
     return validate_later(r, validate_model);
 }
@@ -360,6 +388,9 @@ int qd_h_dataset_upload(qd_req *r)
     if (r->body_len == 0)
         return qd_reply_error(r, QD_E_BAD_DATASET, NULL, "the body is empty: send the .npy or .npz file's bytes");
     qd_sha256_hex(&r->sha, r->v.hex);
+    int h;
+    if (existing_upload(r, QD_DATASET, r->v.hex, &h))
+        return h;
     /* the format by its magic bytes, not by what the client claims */
     unsigned char magic[6] = { 0 };
     if (pread(r->fd, magic, sizeof magic, 0) != (ssize_t)sizeof magic && r->body_len >= 6)
@@ -388,9 +419,19 @@ int qd_h_dataset_upload(qd_req *r)
 
 static int list(qd_req *r, qd_kind kind)
 {
+    qd_list_query q;
+    int ok, h = qd_list_args(r, &q, &ok);
+    if (!ok)
+        return h;
     const char *sha = qd_arg(r, "sha256");
-    json_t *items = qd_store_list(r->srv->st, kind, sha && *sha ? sha : NULL);
-    return qd_reply_json(r, 200, json_pack("{s:o}", kind == QD_MODEL ? "models" : "datasets", items), NULL);
+    q.sha256 = sha && *sha ? sha : NULL;
+    json_t *items;
+    int64_t next;
+    if (qd_store_upload_page(r->srv->st, kind, &q, &items, &next) < 0) {
+        json_decref(items);
+        return qd_reply_error(r, QD_E_INTERNAL, NULL, "listing failed");
+    }
+    return qd_reply_json(r, 200, qd_page_reply(kind == QD_MODEL ? "models" : "datasets", items, next), NULL);
 }
 
 static int get(qd_req *r, qd_kind kind)
@@ -413,8 +454,18 @@ static int del(qd_req *r, qd_kind kind)
     }
     case QD_ST_NOTFOUND:
         return qd_reply_error(r, QD_E_NOT_FOUND, NULL, "no %s with id %s", what, r->args[0]);
-    case QD_ST_BUSY:
-        return qd_reply_error(r, QD_E_IN_USE, NULL, "%s %s is used by a queued or running job", what, r->args[0]);
+    case QD_ST_BUSY: {   /* name the jobs, so the client knows what to wait for or cancel */
+        json_t *jobs = qd_store_ref_jobs(r->srv->st, r->args[0], 1, 10);
+        char list[400] = "";
+        size_t k = 0, i;
+        json_t *j;
+        json_array_foreach(jobs, i, j)
+            if (k < sizeof list)
+                k += (size_t)snprintf(list + k, sizeof list - k, "%s%s", i ? ", " : "", json_string_value(j));
+        json_decref(jobs);
+        return qd_reply_error(r, QD_E_IN_USE, NULL, "%s %s is used by queued or running jobs: %s; wait for them "
+                              "to end or cancel them (DELETE /v1/jobs/{id})", what, r->args[0], list);
+    }
     default:
         return qd_reply_error(r, QD_E_INTERNAL, NULL, "deleting %s %s failed", what, r->args[0]);
     }

@@ -5,11 +5,15 @@
  *
  *   400 invalid_field       the spec's own problem, the field named by its path
  *   422 unknown_reference   a model or data set that does not exist
- *   422 data_mismatch       a data set the job needs is missing, or does not fit the model's inputs */
+ *   422 data_mismatch       a data set the job needs is missing, or does not fit the model's inputs
+ *
+ * `notify` (the webhook URL, jobs/webhook.h) is the daemon's field, not the engine's: it is taken
+ * out of the spec before the engine's check and put back into the normalised spec. */
 #include "api/api.h"
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 int qd_spec_check(qd_req *r, json_t *spec, int debug_jobs, qs_job_spec *s, int *ok)
 {
@@ -25,6 +29,40 @@ int qd_spec_check(qd_req *r, json_t *spec, int debug_jobs, qs_job_spec *s, int *
         return qd_reply_error(r, e.code == QS_ENOMEM ? QD_E_INTERNAL : QD_E_INVALID_FIELD, *field ? field : NULL,
                               "%s", e.msg);
     }
+    *ok = 1;
+    return QD_H_OK;
+}
+
+int qd_spec_take_notify(qd_req *r, json_t *spec, char *url, size_t n, int *ok)
+{
+    *ok = 0;
+    url[0] = 0;
+    json_t *v = json_is_object(spec) ? json_object_get(spec, "notify") : NULL;
+    if (!v || json_is_null(v)) {
+        if (v)
+            json_object_del(spec, "notify");
+        *ok = 1;
+        return QD_H_OK;
+    }
+    const char *u = json_string_value(v);
+    if (!u)
+        return qd_reply_error(r, QD_E_INVALID_FIELD, "notify", "notify must be a URL (a string), e.g. "
+                              "\"https://ci.example.com/hooks/quantd\"");
+    size_t len = strlen(u);
+    if (len >= n || len > 2048)
+        return qd_reply_error(r, QD_E_INVALID_FIELD, "notify", "notify is longer than 2048 bytes");
+    size_t scheme = !strncasecmp(u, "http://", 7) ? 7 : !strncasecmp(u, "https://", 8) ? 8 : 0;
+    if (!scheme)
+        return qd_reply_error(r, QD_E_INVALID_FIELD, "notify", "notify must be an http:// or https:// URL");
+    size_t host = strcspn(u + scheme, "/?#");
+    if (host == 0 || u[scheme] == ':' || u[scheme] == '@')
+        return qd_reply_error(r, QD_E_INVALID_FIELD, "notify", "notify has no host name");
+    for (const unsigned char *p = (const unsigned char *)u; *p; p++)
+        if (*p <= 0x20 || *p >= 0x7f)   /* a URL is ASCII without spaces; IRIs must be percent-encoded */
+            return qd_reply_error(r, QD_E_INVALID_FIELD, "notify",
+                                  "notify holds a space, a control or a non-ASCII character (percent-encode it)");
+    memcpy(url, u, len + 1);
+    json_object_del(spec, "notify");   /* the engine's table does not know it: the daemon's alone */
     *ok = 1;
     return QD_H_OK;
 }

@@ -6,7 +6,9 @@
  *   qd_sha256_init(&h);
  *   qd_sha256_update(&h, buf, n);          // any number of times
  *   char hex[65];
- *   qd_sha256_hex(&h, hex);                // finishes; hex is lower-case, NUL-terminated */
+ *   qd_sha256_hex(&h, hex);                // finishes; hex is lower-case, NUL-terminated
+ *
+ * And HMAC-SHA256 (RFC 2104) on top, for signing webhook bodies. */
 #ifndef QD_SHA256_H
 #define QD_SHA256_H
 
@@ -25,5 +27,7 @@ void qd_sha256_final(qd_sha256 *s, uint8_t out[32]);
 void qd_sha256_hex(qd_sha256 *s, char out[65]);
 /* Hashes a whole file; 0, or -1 with errno set. size (may be NULL) receives its length. */
 int qd_sha256_file(const char *path, char out[65], int64_t *size);
+/* HMAC-SHA256 of msg under key (any length); hex (may be NULL) receives it in lower-case hex. */
+void qd_hmac_sha256(const void *key, size_t klen, const void *msg, size_t n, uint8_t out[32], char hex[65]);
 
 #endif

@@ -115,6 +115,33 @@ static const key keys[] = {
       .dflt = "false",
       .doc = "Accept the job type \"sleep\" (config {seconds, fail}): a job that only waits and\n"
              "reports progress, for testing the service without the engine. Off in production." },
+    { .name = "job_retention_days", .section = "jobs", .type = T_INT, .offset = F(job_retention_days),
+      .dflt = "0", .min = 0, .max = 36500,
+      .doc = "Finished jobs (succeeded, failed, cancelled) that ended more than this many days ago are\n"
+             "removed with their events and artifacts, and so are uploads older than that which no\n"
+             "remaining job uses. At start, then every retention_interval. 0: keep everything." },
+    { .name = "max_state_bytes", .section = "jobs", .type = T_SIZE, .offset = F(max_state_bytes),
+      .dflt = "0", .min = 0, .max = 1024 * 1024 * GiB,
+      .doc = "When the state dir holds more than this (K, M, G suffixes), the oldest finished jobs\n"
+             "are removed, then the oldest uploads no job uses, until it fits (queued and running\n"
+             "jobs and what they use are never removed). At start, then every retention_interval.\n"
+             "0: no limit." },
+    { .name = "retention_interval", .section = "jobs", .type = T_INT, .offset = F(retention_interval),
+      .dflt = "3600", .min = 1, .max = 86400 * 7,
+      .doc = "Seconds between two passes of job_retention_days and max_state_bytes." },
+    { .name = "webhook_secret", .section = "jobs", .type = T_STRING, .offset = F(webhook_secret), .dflt = "",
+      .doc = "Key of the webhook signatures: a job spec's `notify` URL gets the final job object\n"
+             "POSTed with X-Quantd-Signature: sha256=<hex HMAC-SHA256 of the body under this key>.\n"
+             "Empty: webhooks go unsigned (no header). Keep this file private when set." },
+    { .name = "webhook_attempts", .section = "jobs", .type = T_INT, .offset = F(webhook_attempts),
+      .dflt = "5", .min = 1, .max = 50,
+      .doc = "Webhook deliveries tried at most (anything but a 2xx answer is retried)." },
+    { .name = "webhook_backoff_ms", .section = "jobs", .type = T_INT, .offset = F(webhook_backoff_ms),
+      .dflt = "2000", .min = 1, .max = 3600000,
+      .doc = "Milliseconds before a webhook's second attempt; each next wait doubles." },
+    { .name = "webhook_timeout", .section = "jobs", .type = T_INT, .offset = F(webhook_timeout),
+      .dflt = "10", .min = 1, .max = 600,
+      .doc = "Seconds a webhook attempt may take (connection and answer)." },
     { .name = "max_model_size", .section = "limits", .type = T_SIZE, .offset = F(max_model_size),
       .dflt = "2G", .min = 1024, .max = 1024 * GiB,
       .doc = "Largest model upload (bytes; K, M, G suffixes). Larger: 413." },

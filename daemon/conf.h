@@ -43,6 +43,13 @@ typedef struct qd_config {
     int max_queue;
     int shutdown_timeout;
     int debug_jobs;
+    int job_retention_days;   /* 0 = keep finished jobs */
+    int64_t max_state_bytes;  /* 0 = no limit */
+    int retention_interval;   /* seconds between retention passes */
+    char *webhook_secret;     /* HMAC-SHA256 key of webhook signatures ("" = unsigned) */
+    int webhook_attempts;
+    int webhook_backoff_ms;
+    int webhook_timeout;      /* seconds per attempt */
     /* limits */
     int64_t max_model_size;
     int64_t max_dataset_size;

@@ -13,6 +13,8 @@
 #include "daemon/conf.h"
 #include "common/log.h"
 #include "jobs/debug_jobs.h"
+#include "jobs/retention.h"
+#include "jobs/webhook.h"
 #include "jobs/scheduler.h"
 #include "jobs/store.h"
 
@@ -59,6 +61,8 @@ int main(int argc, char **argv)
     qd_server *srv = NULL;
     qd_sched *sched = NULL;
     qs_threadpool *pool = NULL;
+    qd_retention *rt = NULL;
+    qd_webhooks *wh = NULL;
     if (qd_store_open(cfg.state_dir, &st, err, sizeof err) < 0)
         goto fail;
     qd_server_options so_http = qd_config_server_options(&cfg);
@@ -75,13 +79,21 @@ int main(int argc, char **argv)
         snprintf(err, sizeof err, "%s", qe.msg);
         goto fail;
     }
+    /* deliveries run on their own thread: the scheduler only queues them (on_end) */
+    qd_webhook_opts wo = { .secret = cfg.webhook_secret, .attempts = cfg.webhook_attempts,
+                           .backoff_ms = cfg.webhook_backoff_ms, .timeout_s = cfg.webhook_timeout,
+                           .notify = qd_server_notify, .ud = srv };
+    wh = qd_webhooks_start(st, &wo);
     qd_sched_opts so = {
         .workers = cfg.workers, .pool = pool, .job_nice = cfg.job_nice,
         .max_queue = cfg.max_queue,
         .extra_types = cfg.debug_jobs ? qd_debug_job_types : NULL, .notify = qd_server_notify, .ud = srv,
+        .on_end = wh ? qd_webhooks_job_ended : NULL, .end_ud = wh,
     };
     if (qd_sched_start(st, &so, &sched, err, sizeof err) < 0)
         goto fail;
+    /* after the scheduler's start, which settles jobs a dead process left running */
+    rt = qd_retention_start(st, cfg.job_retention_days * 86400.0, cfg.max_state_bytes, cfg.retention_interval);
     if (qd_server_listen(srv, sched, err, sizeof err) < 0)
         goto fail;
     QD_LOG_NOTICE("quantd %s listening on http://%s (state %s, %d worker%s, auth %s%s)", PACKAGE_VERSION, addr,
@@ -103,7 +115,9 @@ int main(int argc, char **argv)
     }
     notify("STOPPING=1\nSTATUS=stopping: requeueing running jobs");
     qd_server_quiesce(srv);
+    qd_retention_stop(rt);
     int left = qd_sched_stop(sched, cfg.shutdown_timeout);
+    qd_webhooks_stop(wh);   /* after the scheduler (no new deliveries), before the server (notify) */
     qd_server_stop(srv);
     if (left) {
         /* Workers still inside the engine may touch the store; their records are requeued
@@ -122,8 +136,10 @@ int main(int argc, char **argv)
 fail:
     QD_LOG_ERROR("%s", err);
     notify("STATUS=failed: %s", err);
+    qd_retention_stop(rt);
     if (sched && qd_sched_stop(sched, cfg.shutdown_timeout) > 0)
         _exit(1);   /* a job still runs (it is requeued): leave its memory alone */
+    qd_webhooks_stop(wh);
     qd_sched_free(sched);
     qd_server_free(srv);
     qd_store_close(st);

@@ -432,6 +432,13 @@ static void decide_end(qd_sched *s, run *r)
     }
 }
 
+/* A final state was recorded: tell the on_end hook (webhooks). */
+static void ended(qd_sched *s, const char *id)
+{
+    if (s->o.on_end)
+        s->o.on_end(s->o.end_ud, id);
+}
+
 /* Loop thread, s->mu held: writes the decided end to the store. 0, or a QD_ST_* code (the caller
  * retries later). */
 static int record_end(qd_sched *s, run *r)
@@ -469,6 +476,7 @@ static int record_end(qd_sched *s, run *r)
         if (rc == 0) {
             count_finished(s, 0, r->duration);
             QD_LOG_INFO("job %s (%s) succeeded in %.1f s", r->id, r->type, r->duration);
+            ended(s, r->id);
         }
     } else if (!strcmp(r->end, "queued")) {
         json_t *extra = json_pack("{s:s}", "reason", "requeued: the daemon is stopping");
@@ -483,6 +491,7 @@ static int record_end(qd_sched *s, run *r)
         if (rc == 0) {
             count_finished(s, 2, r->duration);
             QD_LOG_INFO("job %s (%s) cancelled after %.1f s", r->id, r->type, r->duration);
+            ended(s, r->id);
         }
     } else {
         json_t *err = json_pack("{s:s, s:s}", "code", job_error_code(r->rc), "message",
@@ -493,6 +502,7 @@ static int record_end(qd_sched *s, run *r)
         if (rc == 0) {
             count_finished(s, 1, r->duration);
             QD_LOG_INFO("job %s (%s) failed: %s", r->id, r->type, r->err.msg);
+            ended(s, r->id);
         }
     }
     /* a job no longer running (cancelled by a racing request, gone) has nothing left to record */
@@ -646,6 +656,8 @@ static void start_jobs(qd_sched *s)
                 qd_job_update f = { .set_finished = 1, .error = err };
                 rc = qd_store_job_transition(s->st, id, "queued", "failed", &f, NULL);
                 json_decref(err);
+                if (rc == 0)
+                    ended(s, id);
                 full = rc == QD_ST_DB || rc == QD_ST_FULL;
                 rc = -1;
             }
@@ -855,6 +867,7 @@ int qd_sched_cancel(qd_sched *s, const char *id)
                 break;
             }
         count_finished(s, 2, -1);
+        ended(s, id);
     }
     pthread_mutex_unlock(&s->mu);
     if (rc == 0 && s->o.notify)

@@ -38,6 +38,9 @@ typedef struct qd_sched_opts {
                                              (quantd's debug_jobs: jobs/debug_jobs.h); NULL: none */
     qd_notify_fn notify;
     void *ud;
+    qd_notify_fn on_end;  /* a job reached its final state (succeeded, failed, cancelled), recorded;
+                             called on the loop thread or the canceller's, must not block; may be NULL */
+    void *end_ud;
 } qd_sched_opts;
 
 enum {

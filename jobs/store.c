@@ -12,6 +12,7 @@
  * Event ids are per job (1, 2, 3, …): the SSE stream's `id:` lines, so Last-Event-ID is simply
  * "the last seq I saw". */
 #include "jobs/store.h"
+#include "jobs/store_int.h"
 #include "common/log.h"
 
 #include <dirent.h>
@@ -30,31 +31,8 @@
 #include <time.h>
 #include <unistd.h>
 
-enum {
-    S_BEGIN, S_SYNC_NORMAL, S_SYNC_FULL, S_COMMIT, S_ROLLBACK,
-    S_UPLOAD_INSERT_M, S_UPLOAD_INSERT_D, S_UPLOAD_GET_M, S_UPLOAD_GET_D,
-    S_UPLOAD_DEL_M, S_UPLOAD_DEL_D, S_REF_LIVE,
-    S_JOB_INSERT, S_REF_INSERT, S_JOB_GET, S_JOB_STATE, S_JOB_SPEC,
-    S_EVENT_NEXT, S_EVENT_INSERT, S_EVENT_READ, S_JOB_PROGRESS,
-    S_NSLOTS
-};
-
-/* A connection with its statement cache, used by one thread at a time. */
-typedef struct conn {
-    pthread_mutex_t mu;
-    sqlite3 *db;
-    sqlite3_stmt *stmt[S_NSLOTS];
-} conn;
-
-struct qd_store {
-    conn w;    /* writes and every transaction */
-    conn r;    /* reads: WAL lets them proceed while a write transaction waits on fsync */
-    char *dir;
-    int lock_fd;   /* flock on <state>/quantd.lock: one daemon per state dir */
-};
-
 const char *const qd_job_states[5] = { "queued", "running", "succeeded", "failed", "cancelled" };
-static const char *const tables[2] = { "models", "datasets" };
+const char *const qd_st_tables[2] = { "models", "datasets" };
 
 static const char SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS models ("
@@ -145,7 +123,7 @@ static sqlite3_stmt *prep(conn *c, int slot)
     return c->stmt[slot];
 }
 
-static void done(sqlite3_stmt *s)
+void qd_st_done(sqlite3_stmt *s)
 {
     if (s) {
         sqlite3_reset(s);
@@ -159,33 +137,33 @@ static int db_error(conn *c)
     return (sqlite3_extended_errcode(c->db) & 0xff) == SQLITE_FULL ? QD_ST_FULL : QD_ST_DB;
 }
 
-static int step_done(conn *c, sqlite3_stmt *s)
+int qd_st_step_done(conn *c, sqlite3_stmt *s)
 {
     int rc = sqlite3_step(s);
     int err = rc != SQLITE_DONE && rc != SQLITE_ROW ? db_error(c) : 0;
     if (err)
         QD_LOG_ERROR("sqlite: %s", sqlite3_errmsg(c->db));
-    done(s);
+    qd_st_done(s);
     return err;
 }
 
 static int exec_slot(conn *c, int slot)
 {
     sqlite3_stmt *s = prep(c, slot);
-    return s ? step_done(c, s) : QD_ST_DB;
+    return s ? qd_st_step_done(c, s) : QD_ST_DB;
 }
 
-static int begin(conn *c) { return exec_slot(c, S_BEGIN); }
-static int commit(conn *c)
+int qd_st_begin(conn *c) { return exec_slot(c, S_BEGIN); }
+int qd_st_commit(conn *c)
 {
     int rc = exec_slot(c, S_COMMIT);
     if (rc < 0)
         exec_slot(c, S_ROLLBACK);
     return rc;
 }
-static void rollback(conn *c) { exec_slot(c, S_ROLLBACK); }
+void qd_st_rollback(conn *c) { exec_slot(c, S_ROLLBACK); }
 
-static void bind_text(sqlite3_stmt *s, int i, const char *v)
+void qd_st_bind_text(sqlite3_stmt *s, int i, const char *v)
 {
     if (v)
         sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
@@ -194,7 +172,7 @@ static void bind_text(sqlite3_stmt *s, int i, const char *v)
 }
 
 /* Binds a JSON value as its compact text (NULL → SQL NULL). */
-static void bind_json(sqlite3_stmt *s, int i, const json_t *v)
+void qd_st_bind_json(sqlite3_stmt *s, int i, const json_t *v)
 {
     if (!v) {
         sqlite3_bind_null(s, i);
@@ -207,7 +185,7 @@ static void bind_json(sqlite3_stmt *s, int i, const json_t *v)
         sqlite3_bind_null(s, i);
 }
 
-static json_t *col_json(sqlite3_stmt *s, int i)
+json_t *qd_st_col_json(sqlite3_stmt *s, int i)
 {
     const char *t = (const char *)sqlite3_column_text(s, i);
     if (!t)
@@ -216,7 +194,7 @@ static json_t *col_json(sqlite3_stmt *s, int i)
     return v ? v : json_null();
 }
 
-static json_t *col_time(sqlite3_stmt *s, int i)
+json_t *qd_st_col_time(sqlite3_stmt *s, int i)
 {
     if (sqlite3_column_type(s, i) == SQLITE_NULL)
         return json_null();
@@ -387,7 +365,7 @@ int qd_store_tmpfile(qd_store *st, const char *suffix, char *path, size_t n)
 
 void qd_store_file_path(const qd_store *st, qd_kind kind, const char *id, const char *ext, char *out, size_t n)
 {
-    snprintf(out, n, "%s/%s/%s.%s", st->dir, tables[kind], id, ext);
+    snprintf(out, n, "%s/%s/%s.%s", st->dir, qd_st_tables[kind], id, ext);
 }
 
 void qd_store_job_dir(const qd_store *st, const char *id, char *out, size_t n)
@@ -398,7 +376,7 @@ void qd_store_job_dir(const qd_store *st, const char *id, char *out, size_t n)
 /* ---- models and data sets ---------------------------------------------------------------- */
 
 /* Row (id,name,sha256,size,ext,created,info) → {id, name, sha256, size, format, created, …info} */
-static json_t *upload_row(sqlite3_stmt *s)
+json_t *qd_st_upload_row(sqlite3_stmt *s)
 {
     json_t *o = json_object();
     json_object_set_new(o, "id", json_string((const char *)sqlite3_column_text(s, 0)));
@@ -406,8 +384,8 @@ static json_t *upload_row(sqlite3_stmt *s)
     json_object_set_new(o, "sha256", json_string((const char *)sqlite3_column_text(s, 2)));
     json_object_set_new(o, "size", json_integer(sqlite3_column_int64(s, 3)));
     json_object_set_new(o, "format", json_string((const char *)sqlite3_column_text(s, 4)));
-    json_object_set_new(o, "created", col_time(s, 5));
-    json_t *info = col_json(s, 6);
+    json_object_set_new(o, "created", qd_st_col_time(s, 5));
+    json_t *info = qd_st_col_json(s, 6);
     if (json_is_object(info))
         json_object_update(o, info);
     json_decref(info);
@@ -425,14 +403,14 @@ int qd_store_add(qd_store *st, qd_kind kind, json_t *rec)
     int rc = QD_ST_DB;
     sqlite3_stmt *s = prep(c, kind == QD_MODEL ? S_UPLOAD_INSERT_M : S_UPLOAD_INSERT_D);
     if (s) {
-        bind_text(s, 1, json_string_value(json_object_get(rec, "id")));
-        bind_text(s, 2, json_string_value(json_object_get(rec, "name")));
-        bind_text(s, 3, json_string_value(json_object_get(rec, "sha256")));
+        qd_st_bind_text(s, 1, json_string_value(json_object_get(rec, "id")));
+        qd_st_bind_text(s, 2, json_string_value(json_object_get(rec, "name")));
+        qd_st_bind_text(s, 3, json_string_value(json_object_get(rec, "sha256")));
         sqlite3_bind_int64(s, 4, json_integer_value(json_object_get(rec, "size")));
-        bind_text(s, 5, json_string_value(json_object_get(rec, "ext")));
+        qd_st_bind_text(s, 5, json_string_value(json_object_get(rec, "ext")));
         sqlite3_bind_double(s, 6, qd_now());
-        bind_json(s, 7, info);
-        rc = step_done(c, s);
+        qd_st_bind_json(s, 7, info);
+        rc = qd_st_step_done(c, s);
     }
     pthread_mutex_unlock(&c->mu);
     json_decref(info);
@@ -446,10 +424,10 @@ json_t *qd_store_get(qd_store *st, qd_kind kind, const char *id)
     pthread_mutex_lock(&c->mu);
     sqlite3_stmt *s = prep(c, kind == QD_MODEL ? S_UPLOAD_GET_M : S_UPLOAD_GET_D);
     if (s) {
-        bind_text(s, 1, id);
+        qd_st_bind_text(s, 1, id);
         if (sqlite3_step(s) == SQLITE_ROW)
-            o = upload_row(s);
-        done(s);
+            o = qd_st_upload_row(s);
+        qd_st_done(s);
     }
     pthread_mutex_unlock(&c->mu);
     return o;
@@ -460,16 +438,16 @@ json_t *qd_store_list(qd_store *st, qd_kind kind, const char *sha256)
     char sql[256];
     snprintf(sql, sizeof sql,
              "SELECT id,name,sha256,size,ext,created,info FROM %s %s ORDER BY created DESC, rowid DESC",
-             tables[kind], sha256 ? "WHERE sha256=?" : "");
+             qd_st_tables[kind], sha256 ? "WHERE sha256=?" : "");
     json_t *arr = json_array();
     conn *c = &st->r;
     pthread_mutex_lock(&c->mu);
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(c->db, sql, -1, &s, NULL) == SQLITE_OK) {
         if (sha256)
-            bind_text(s, 1, sha256);
+            qd_st_bind_text(s, 1, sha256);
         while (sqlite3_step(s) == SQLITE_ROW)
-            json_array_append_new(arr, upload_row(s));
+            json_array_append_new(arr, qd_st_upload_row(s));
         sqlite3_finalize(s);
     }
     pthread_mutex_unlock(&c->mu);
@@ -481,32 +459,32 @@ int qd_store_delete(qd_store *st, qd_kind kind, const char *id)
     char ext[16] = "";
     conn *c = &st->w;
     pthread_mutex_lock(&c->mu);
-    int rc = begin(c);
+    int rc = qd_st_begin(c);
     if (rc == 0) {
         sqlite3_stmt *s = prep(c, S_REF_LIVE);
-        bind_text(s, 1, id);
+        qd_st_bind_text(s, 1, id);
         int live = sqlite3_step(s) == SQLITE_ROW;
-        done(s);
+        qd_st_done(s);
         if (live) {
             rc = QD_ST_BUSY;
         } else {
             s = prep(c, kind == QD_MODEL ? S_UPLOAD_GET_M : S_UPLOAD_GET_D);
-            bind_text(s, 1, id);
+            qd_st_bind_text(s, 1, id);
             if (sqlite3_step(s) == SQLITE_ROW)
                 snprintf(ext, sizeof ext, "%s", (const char *)sqlite3_column_text(s, 4));
             else
                 rc = QD_ST_NOTFOUND;
-            done(s);
+            qd_st_done(s);
             if (rc == 0) {
                 s = prep(c, kind == QD_MODEL ? S_UPLOAD_DEL_M : S_UPLOAD_DEL_D);
-                bind_text(s, 1, id);
-                rc = step_done(c, s);
+                qd_st_bind_text(s, 1, id);
+                rc = qd_st_step_done(c, s);
             }
         }
         if (rc == 0)
-            rc = commit(c);
+            rc = qd_st_commit(c);
         else
-            rollback(c);
+            qd_st_rollback(c);
     }
     pthread_mutex_unlock(&c->mu);
     if (rc == 0) {   /* the record is gone: from here on no job can reference the file */
@@ -522,27 +500,27 @@ int qd_store_delete(qd_store *st, qd_kind kind, const char *id)
 
 /* Appends one event; the caller holds the write lock and a transaction (the next seq is read and
  * used inside it). */
-static int event_insert(conn *c, const char *job, const char *type, const json_t *data, int64_t *seq)
+int qd_st_event_insert(conn *c, const char *job, const char *type, const json_t *data, int64_t *seq)
 {
     sqlite3_stmt *s = prep(c, S_EVENT_NEXT);
     if (!s)
         return QD_ST_DB;
-    bind_text(s, 1, job);
+    qd_st_bind_text(s, 1, job);
     int64_t next = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 1;
-    done(s);
+    qd_st_done(s);
     if (!(s = prep(c, S_EVENT_INSERT)))
         return QD_ST_DB;
-    bind_text(s, 1, job);
+    qd_st_bind_text(s, 1, job);
     sqlite3_bind_int64(s, 2, next);
     sqlite3_bind_double(s, 3, qd_now());
-    bind_text(s, 4, type);
-    bind_json(s, 5, data);
+    qd_st_bind_text(s, 4, type);
+    qd_st_bind_json(s, 5, data);
     int rc = sqlite3_step(s) == SQLITE_DONE ? 0 : db_error(c);
     if (rc)
         QD_LOG_ERROR("sqlite: adding event: %s", sqlite3_errmsg(c->db));
     else if (seq)
         *seq = next;
-    done(s);
+    qd_st_done(s);
     return rc;
 }
 
@@ -557,20 +535,20 @@ int qd_store_events_add(qd_store *st, int n, const qd_event_in *ev)
      * final state, and until then a crash of the process loses nothing (only a power cut could
      * lose the last few). Event streams see them a disk-flush sooner. */
     exec_slot(c, S_SYNC_NORMAL);
-    int rc = begin(c);
+    int rc = qd_st_begin(c);
     for (int i = 0; rc == 0 && i < n; i++) {
-        rc = event_insert(c, ev[i].job, ev[i].type, ev[i].data, NULL);
+        rc = qd_st_event_insert(c, ev[i].job, ev[i].type, ev[i].data, NULL);
         if (rc == 0 && !strcmp(ev[i].type, "progress")) {
             sqlite3_stmt *s = prep(c, S_JOB_PROGRESS);
-            bind_json(s, 1, ev[i].data);
-            bind_text(s, 2, ev[i].job);
-            rc = step_done(c, s);
+            qd_st_bind_json(s, 1, ev[i].data);
+            qd_st_bind_text(s, 2, ev[i].job);
+            rc = qd_st_step_done(c, s);
         }
     }
     if (rc == 0)
-        rc = commit(c);
+        rc = qd_st_commit(c);
     else
-        rollback(c);
+        qd_st_rollback(c);
     exec_slot(c, S_SYNC_FULL);
     pthread_mutex_unlock(&c->mu);
     return rc;
@@ -586,7 +564,7 @@ int qd_store_events_read(qd_store *st, const char *job, int64_t after, int max, 
         pthread_mutex_unlock(&c->mu);
         return QD_ST_DB;
     }
-    bind_text(s, 1, job);
+    qd_st_bind_text(s, 1, job);
     sqlite3_bind_int64(s, 2, after);
     sqlite3_bind_int(s, 3, max);
     while (k < max && sqlite3_step(s) == SQLITE_ROW) {
@@ -598,7 +576,7 @@ int qd_store_events_read(qd_store *st, const char *job, int64_t after, int max, 
             break;
         k++;
     }
-    done(s);
+    qd_st_done(s);
     pthread_mutex_unlock(&c->mu);
     return k;
 }
@@ -611,59 +589,59 @@ int qd_store_job_create(qd_store *st, const char *id, const char *type, json_t *
     *bad_field = NULL;
     conn *c = &st->w;
     pthread_mutex_lock(&c->mu);
-    int rc = begin(c);
+    int rc = qd_st_begin(c);
     for (int i = 0; rc == 0 && i < nrefs; i++) {
         sqlite3_stmt *s = prep(c, refs[i].kind == QD_MODEL ? S_UPLOAD_GET_M : S_UPLOAD_GET_D);
-        bind_text(s, 1, refs[i].id);
+        qd_st_bind_text(s, 1, refs[i].id);
         int found = sqlite3_step(s) == SQLITE_ROW;
-        done(s);
+        qd_st_done(s);
         if (!found) {
             *bad_field = refs[i].field;
             rc = QD_ST_NOTFOUND;
             break;
         }
         s = prep(c, S_REF_INSERT);
-        bind_text(s, 1, id);
-        bind_text(s, 2, refs[i].id);
-        rc = step_done(c, s);
+        qd_st_bind_text(s, 1, id);
+        qd_st_bind_text(s, 2, refs[i].id);
+        rc = qd_st_step_done(c, s);
     }
     if (rc == 0) {
         sqlite3_stmt *s = prep(c, S_JOB_INSERT);
-        bind_text(s, 1, id);
-        bind_text(s, 2, type);
+        qd_st_bind_text(s, 1, id);
+        qd_st_bind_text(s, 2, type);
         sqlite3_bind_double(s, 3, qd_now());
-        bind_json(s, 4, spec);
-        rc = step_done(c, s);
+        qd_st_bind_json(s, 4, spec);
+        rc = qd_st_step_done(c, s);
     }
     if (rc == 0) {
         json_t *data = json_pack("{s:s}", "state", "queued");
-        rc = event_insert(c, id, "state", data, NULL);
+        rc = qd_st_event_insert(c, id, "state", data, NULL);
         json_decref(data);
     }
     if (rc == 0)
-        rc = commit(c);
+        rc = qd_st_commit(c);
     else
-        rollback(c);
+        qd_st_rollback(c);
     pthread_mutex_unlock(&c->mu);
     return rc;
 }
 
 /* Row of S_JOB_GET → the API's job object. */
-static json_t *job_row(sqlite3_stmt *s)
+json_t *qd_st_job_row(sqlite3_stmt *s)
 {
     const char *id = (const char *)sqlite3_column_text(s, 0);
     json_t *o = json_object();
     json_object_set_new(o, "id", json_string(id));
     json_object_set_new(o, "type", json_string((const char *)sqlite3_column_text(s, 1)));
     json_object_set_new(o, "state", json_string((const char *)sqlite3_column_text(s, 2)));
-    json_object_set_new(o, "created", col_time(s, 3));
-    json_object_set_new(o, "started", col_time(s, 4));
-    json_object_set_new(o, "finished", col_time(s, 5));
-    json_object_set_new(o, "progress", col_json(s, 7));
-    json_object_set_new(o, "spec", col_json(s, 6));
-    json_object_set_new(o, "result", col_json(s, 8));
-    json_object_set_new(o, "error", col_json(s, 9));
-    json_t *arts = col_json(s, 10);
+    json_object_set_new(o, "created", qd_st_col_time(s, 3));
+    json_object_set_new(o, "started", qd_st_col_time(s, 4));
+    json_object_set_new(o, "finished", qd_st_col_time(s, 5));
+    json_object_set_new(o, "progress", qd_st_col_json(s, 7));
+    json_object_set_new(o, "spec", qd_st_col_json(s, 6));
+    json_object_set_new(o, "result", qd_st_col_json(s, 8));
+    json_object_set_new(o, "error", qd_st_col_json(s, 9));
+    json_t *arts = qd_st_col_json(s, 10);
     if (!json_is_array(arts)) {
         json_decref(arts);
         arts = json_array();
@@ -695,36 +673,13 @@ json_t *qd_store_job_get(qd_store *st, const char *id)
     pthread_mutex_lock(&c->mu);
     sqlite3_stmt *s = prep(c, S_JOB_GET);
     if (s) {
-        bind_text(s, 1, id);
+        qd_st_bind_text(s, 1, id);
         if (sqlite3_step(s) == SQLITE_ROW)
-            o = job_row(s);
-        done(s);
+            o = qd_st_job_row(s);
+        qd_st_done(s);
     }
     pthread_mutex_unlock(&c->mu);
     return o;
-}
-
-json_t *qd_store_job_list(qd_store *st, const char *state, int limit)
-{
-    char sql[512];
-    snprintf(sql, sizeof sql,
-             "SELECT id,type,state,created,started,finished,spec,progress,result,error,artifacts,attempts"
-             " FROM jobs %s ORDER BY n DESC LIMIT ?", state ? "WHERE state=?" : "");
-    json_t *arr = json_array();
-    conn *c = &st->r;
-    pthread_mutex_lock(&c->mu);
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(c->db, sql, -1, &s, NULL) == SQLITE_OK) {
-        int k = 1;
-        if (state)
-            bind_text(s, k++, state);
-        sqlite3_bind_int(s, k, limit);
-        while (sqlite3_step(s) == SQLITE_ROW)
-            json_array_append_new(arr, job_row(s));
-        sqlite3_finalize(s);
-    }
-    pthread_mutex_unlock(&c->mu);
-    return arr;
 }
 
 int qd_store_job_state(qd_store *st, const char *id, char out[16])
@@ -734,12 +689,12 @@ int qd_store_job_state(qd_store *st, const char *id, char out[16])
     pthread_mutex_lock(&c->mu);
     sqlite3_stmt *s = prep(c, S_JOB_STATE);
     if (s) {
-        bind_text(s, 1, id);
+        qd_st_bind_text(s, 1, id);
         if (sqlite3_step(s) == SQLITE_ROW) {
             snprintf(out, 16, "%s", (const char *)sqlite3_column_text(s, 0));
             rc = 0;
         }
-        done(s);
+        qd_st_done(s);
     } else {
         rc = QD_ST_DB;
     }
@@ -754,10 +709,10 @@ json_t *qd_store_job_spec(qd_store *st, const char *id)
     pthread_mutex_lock(&c->mu);
     sqlite3_stmt *s = prep(c, S_JOB_SPEC);
     if (s) {
-        bind_text(s, 1, id);
+        qd_st_bind_text(s, 1, id);
         if (sqlite3_step(s) == SQLITE_ROW)
-            o = col_json(s, 0);
-        done(s);
+            o = qd_st_col_json(s, 0);
+        qd_st_done(s);
     }
     pthread_mutex_unlock(&c->mu);
     return o;
@@ -770,7 +725,7 @@ json_t *qd_store_job_ids(qd_store *st, const char *state)
     pthread_mutex_lock(&c->mu);
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(c->db, "SELECT id FROM jobs WHERE state=? ORDER BY n", -1, &s, NULL) == SQLITE_OK) {
-        bind_text(s, 1, state);
+        qd_st_bind_text(s, 1, state);
         while (sqlite3_step(s) == SQLITE_ROW)
             json_array_append_new(arr, json_string((const char *)sqlite3_column_text(s, 0)));
         sqlite3_finalize(s);
@@ -779,7 +734,7 @@ json_t *qd_store_job_ids(qd_store *st, const char *state)
     return arr;
 }
 
-static int is_terminal(const char *state)
+int qd_st_is_terminal(const char *state)
 {
     return !strcmp(state, "succeeded") || !strcmp(state, "failed") || !strcmp(state, "cancelled");
 }
@@ -790,14 +745,14 @@ static int transition_locked(conn *c, const char *id, const char *from, const ch
 {
     char cur[16];
     sqlite3_stmt *s = prep(c, S_JOB_STATE);
-    bind_text(s, 1, id);
+    qd_st_bind_text(s, 1, id);
     int found = sqlite3_step(s) == SQLITE_ROW;
     if (found)
         snprintf(cur, sizeof cur, "%s", (const char *)sqlite3_column_text(s, 0));
-    done(s);
+    qd_st_done(s);
     if (!found)
         return QD_ST_NOTFOUND;
-    if (from ? strcmp(cur, from) != 0 : is_terminal(cur))
+    if (from ? strcmp(cur, from) != 0 : qd_st_is_terminal(cur))
         return QD_ST_CONFLICT;
 
     /* the columns to set vary with u; a handful of combinations, prepared on the fly */
@@ -820,14 +775,14 @@ static int transition_locked(conn *c, const char *id, const char *from, const ch
         QD_LOG_ERROR("sqlite: %s", sqlite3_errmsg(c->db));
         return QD_ST_DB;
     }
-    bind_text(s, 1, to);
+    qd_st_bind_text(s, 1, to);
     sqlite3_bind_double(s, 2, qd_now());
     if (u) {
-        bind_json(s, 3, u->result);
-        bind_json(s, 4, u->error);
-        bind_json(s, 5, u->artifacts);
+        qd_st_bind_json(s, 3, u->result);
+        qd_st_bind_json(s, 4, u->error);
+        qd_st_bind_json(s, 5, u->artifacts);
     }
-    bind_text(s, 6, id);
+    qd_st_bind_text(s, 6, id);
     int rc = sqlite3_step(s) == SQLITE_DONE ? 0 : db_error(c);
     if (rc)
         QD_LOG_ERROR("sqlite: job %s -> %s: %s", id, to, sqlite3_errmsg(c->db));
@@ -840,7 +795,7 @@ static int transition_locked(conn *c, const char *id, const char *from, const ch
         json_object_set(data, "error", u->error);
     if (u && u->event_extra)
         json_object_update(data, u->event_extra);
-    rc = event_insert(c, id, "state", data, seq);
+    rc = qd_st_event_insert(c, id, "state", data, seq);
     json_decref(data);
     return rc;
 }
@@ -850,13 +805,13 @@ int qd_store_job_transition(qd_store *st, const char *id, const char *from, cons
 {
     conn *c = &st->w;
     pthread_mutex_lock(&c->mu);
-    int rc = begin(c);
+    int rc = qd_st_begin(c);
     if (rc == 0) {
         rc = transition_locked(c, id, from, to, u, seq);
         if (rc == 0)
-            rc = commit(c);
+            rc = qd_st_commit(c);
         else
-            rollback(c);
+            qd_st_rollback(c);
     }
     pthread_mutex_unlock(&c->mu);
     return rc;

@@ -74,8 +74,6 @@ typedef struct qd_ref { const char *field; qd_kind kind; const char *id; } qd_re
 int qd_store_job_create(qd_store *st, const char *id, const char *type, json_t *spec, int nrefs,
                         const qd_ref *refs, const char **bad_field);
 json_t *qd_store_job_get(qd_store *st, const char *id);                     /* new ref or NULL */
-/* Jobs newest first, optionally only those in state; at most limit. */
-json_t *qd_store_job_list(qd_store *st, const char *state, int limit);
 /* The job's state into out[16] (QD_ST_NOTFOUND when absent). */
 int qd_store_job_state(qd_store *st, const char *id, char out[16]);
 json_t *qd_store_job_spec(qd_store *st, const char *id);                    /* new ref or NULL */
@@ -116,6 +114,40 @@ typedef struct qd_event_out { int64_t seq; double ts; char type[16]; char *data;
 /* Events of job with seq > after, oldest first, at most max; returns the count (or <0).
  * Caller frees each data. */
 int qd_store_events_read(qd_store *st, const char *job, int64_t after, int max, qd_event_out *out);
+
+/* --- deletion, pages, retention (store_admin.c) ------------------------------------------ */
+
+/* Deletes a finished (succeeded, failed, cancelled) job: its record, references, events and its
+ * folder of artifacts. QD_ST_CONFLICT when it is queued or running, QD_ST_NOTFOUND. */
+int qd_store_job_delete(qd_store *st, const char *id);
+/* Ids of the jobs (newest first, at most max) that reference the upload; live_only: only the
+ * queued and running ones. New ref: array of strings. */
+json_t *qd_store_ref_jobs(qd_store *st, const char *upload_id, int live_only, int max);
+
+/* A page of a list, newest first: at most limit items after the cursor `after` (0: from the
+ * start; else a page's *next); filters left NULL do not apply. Cursors are positions in the list,
+ * so deleting items between two requests skips nothing. */
+typedef struct qd_list_query {
+    int limit;
+    int64_t after;
+    const char *state, *type;   /* jobs only */
+    const char *name;           /* uploads: their name; jobs: the spec's name */
+    const char *sha256;         /* uploads only */
+} qd_list_query;
+/* *items: the page (new ref); *next: the cursor of the next page, 0 when this one is the last. */
+int qd_store_job_page(qd_store *st, const qd_list_query *q, json_t **items, int64_t *next);
+int qd_store_upload_page(qd_store *st, qd_kind kind, const qd_list_query *q, json_t **items, int64_t *next);
+
+/* Bytes the state dir holds: the database, uploads, job folders and temp files. */
+int64_t qd_store_bytes(qd_store *st);
+/* Retention: removes finished jobs that ended more than max_age_s ago (0: no age limit), then, while
+ * the state dir holds more than max_bytes (0: no limit), the oldest finished jobs, then the oldest
+ * uploads no job references. Counts go to *jobs and *uploads (may be NULL). */
+int qd_store_prune(qd_store *st, double max_age_s, int64_t max_bytes, int *jobs, int *uploads);
+
+/* Appends one event to the job's log unless the job is gone (QD_ST_NOTFOUND): for writers that
+ * run after a job ended (webhooks), when it may have been deleted meanwhile. */
+int qd_store_event_add_if_job(qd_store *st, const char *job, const char *type, json_t *data);
 
 /* Removes a directory tree (no symlinks followed); for the state dir's temp and job folders. */
 void qd_rm_rf(const char *path);

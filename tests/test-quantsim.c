@@ -152,6 +152,42 @@ TEST(maxpool_flatten_pass_through)
     qs_graph_free(g);
 }
 
+/* x → conv → relu → Resize (mode) → LayerNormalization → y */
+static qs_graph *resize_ln_model(const char *mode)
+{
+    qs_graph *g = new_graph(17);
+    int64_t xs[4] = { 1, 2, 4, 4 }, ss[1] = { 4 }, ls[1] = { 8 };
+    add_input(g, "x", 4, xs);
+    conv(g, "conv", "x", "c", 2, 3, 3, 1);
+    add_node(g, "Relu", "relu", "c", "r");
+    add_weight(g, "scales", 1, ss, (const float[]){ 1, 1, 2, 2 });
+    qs_node *n = add_node(g, "Resize", "up", "r,,scales", "u");
+    qs_node_set_string(n, "mode", mode);
+    add_weight(g, "ln.weight", 1, ls, NULL);
+    add_weight(g, "ln.bias", 1, ls, NULL);
+    add_node(g, "LayerNormalization", "ln", "u,ln.weight,ln.bias", "y");
+    add_output(g, "y");
+    return g;
+}
+
+TEST(resize_and_layernorm)
+{
+    /* nearest Resize copies values: the ReLU's grid passes through it, as ONNX Runtime expects */
+    qs_graph *g = resize_ln_model("nearest");
+    qs_quantsim *sim = make_sim(g, NULL);
+    ASSERT_EQ(qs_quantsim_find(sim, "u"), -1);
+    ASSERT_EQ(get_q(sim, "y")->kind, QS_Q_ACT);   /* LayerNorm output */
+    ASSERT_EQ(qs_quantsim_find(sim, "ln.weight"), -1);   /* scale and bias stay float, like BN's */
+    qs_quantsim_free(sim);
+    qs_graph_free(g);
+    /* linear interpolates between grid points: its own output quantizer */
+    g = resize_ln_model("linear");
+    sim = make_sim(g, NULL);
+    ASSERT_EQ(get_q(sim, "u")->kind, QS_Q_ACT);
+    qs_quantsim_free(sim);
+    qs_graph_free(g);
+}
+
 TEST(matmul_weight_axis_and_bias_add_fused)
 {
     qs_graph *g = matmul_model();
@@ -410,7 +446,7 @@ TEST(dead_channel_keeps_its_bias)
     qs_graph_free(g);
 }
 
-TEST_MAIN(conv_relu_conv_quantizers, conv_bn_relu_is_one_group, residual_add, concat_output_quantized,
+TEST_MAIN(conv_relu_conv_quantizers, resize_and_layernorm, conv_bn_relu_is_one_group, residual_add, concat_output_quantized,
           maxpool_flatten_pass_through, matmul_weight_axis_and_bias_add_fused, constant_weights_folded,
           exclusion_keeps_group_fp32,
           bad_config, bypassed_sim_equals_fp32, tiny_gemm_by_hand, minmax_ranges_from_data, dead_channel_keeps_its_bias)

@@ -1,5 +1,5 @@
 /* SHA-256 (common/sha256.c) against the FIPS 180-2 appendix B examples, streaming in odd chunk
- * sizes, and the file helper. */
+ * sizes, and the file helper; HMAC-SHA256 against RFC 4231's test cases. */
 #include "harness.h"
 #include "common/sha256.h"
 
@@ -59,4 +59,40 @@ TEST(file_helper)
     ASSERT_EQ(qd_sha256_file(path, h, NULL), -1);   /* gone: an error, not a hash */
 }
 
-TEST_MAIN(fips_examples, million_a_in_any_chunking, file_helper)
+/* RFC 4231 section 4: cases 1–4, 6 and 7 (5 is a truncated output): short keys, a key and data
+ * with every byte value pattern, and keys longer than the block (hashed first). */
+TEST(hmac_rfc4231)
+{
+    uint8_t k20b[20], k20a[20], d50d[50], k25[25], d50c[50], k131[131];
+    memset(k20b, 0x0b, sizeof k20b);
+    memset(k20a, 0xaa, sizeof k20a);
+    memset(d50d, 0xdd, sizeof d50d);
+    for (int i = 0; i < 25; i++)
+        k25[i] = (uint8_t)(i + 1);
+    memset(d50c, 0xcd, sizeof d50c);
+    memset(k131, 0xaa, sizeof k131);
+    const char *big = "This is a test using a larger than block-size key and a larger than block-size data. The key "
+                      "needs to be hashed before being used by the HMAC algorithm.";
+    const char *hi = "Test Using Larger Than Block-Size Key - Hash Key First";
+    struct { const void *k; size_t kl; const void *m; size_t ml; const char *want; } c[] = {
+        { k20b, 20, "Hi There", 8, "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7" },
+        { "Jefe", 4, "what do ya want for nothing?", 28,
+          "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843" },
+        { k20a, 20, d50d, 50, "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe" },
+        { k25, 25, d50c, 50, "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b" },
+        { k131, 131, hi, strlen(hi), "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54" },
+        { k131, 131, big, strlen(big), "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2" },
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        uint8_t mac[32];
+        char hex[65];
+        qd_hmac_sha256(c[i].k, c[i].kl, c[i].m, c[i].ml, mac, hex);
+        ASSERT_STR_EQ(hex, c[i].want);
+        char again[65];   /* the raw bytes and the hex agree */
+        for (int b = 0; b < 32; b++)
+            snprintf(again + 2 * b, 3, "%02x", mac[b]);
+        ASSERT_STR_EQ(again, hex);
+    }
+}
+
+TEST_MAIN(fips_examples, million_a_in_any_chunking, file_helper, hmac_rfc4231)

@@ -122,8 +122,7 @@ void qs_set_shape(qs_tensor *out, qs_dtype dtype, int ndim, const int64_t *shape
 int qs_broadcast_shape(qs_kctx *c, const qs_tensor *a, const qs_tensor *b, int *ndim, int64_t *shape);
 
 /* Family tables, each terminated by an entry with op == NULL. */
-extern const qs_op_def qs_ops_conv[], qs_ops_gemm[], qs_ops_pool[], qs_ops_norm[], qs_ops_elementwise[],
-    qs_ops_activation[], qs_ops_shape[], qs_ops_qdq[], qs_ops_fakequant[], qs_ops_targetmac[],
-    qs_ops_mod[];
+extern const qs_op_def qs_ops_conv[], qs_ops_gemm[], qs_ops_pool[], qs_ops_norm[], qs_ops_layernorm[], qs_ops_resize[], qs_ops_elementwise[],
+    qs_ops_activation[], qs_ops_shape[], qs_ops_qdq[], qs_ops_fakequant[], qs_ops_targetmac[], qs_ops_mod[];
 
 #endif

@@ -67,6 +67,12 @@ int qs_quantsim_keeps_grid(const qs_graph *g, const qs_node *n)
 {
     if (is_op_in(n, GRID_OPS))
         return 1;
+    if (qs_node_is_op(n, "Resize") || qs_node_is_op(n, "Upsample"))
+        /* nearest copies input values, and ONNX Runtime runs it on the integers with the input's
+         * parameters; linear and cubic interpolate between grid points (and tf_crop_and_resize
+         * may write extrapolation_value), so those get an output quantizer of their own */
+        return !strcmp(qs_node_string(n, "mode", "nearest"), "nearest") &&
+               strcmp(qs_node_string(n, "coordinate_transformation_mode", ""), "tf_crop_and_resize");
     if (qs_node_is_op(n, "Pad")) {
         /* edge/reflect copy values; a constant pad keeps the grid only when it pads with 0,
          * which every grid represents exactly */

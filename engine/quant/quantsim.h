@@ -18,8 +18,9 @@
  *    (+ Relu/Clip/LeakyRelu/…) counts as one group and is quantized at the group's end; model
  *    inputs; residual Add/Mul and Concat outputs; other compute ops (pools other than MaxPool,
  *    Softmax, Sigmoid, …) get an output quantizer too;
- *  - MaxPool, Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity, Dropout pass their input's
- *    grid through (no quantizer after them: max and data movement keep values on the grid);
+ *  - MaxPool, Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity, Dropout, nearest Resize pass
+ *    their input's grid through (no quantizer after them: max and data movement keep values on the
+ *    grid); linear/cubic Resize and the normalizations (LayerNormalization, …) are compute ops;
  *  - exclusions by node name keep a group in FP32 (no weight or output quantizer).
  * A FakeQuant with attribute bypass=1 passes x through unchanged: calibration runs with the
  * activation quantizers bypassed (and the bias quantizers, whose scale s_in·s_w needs the input
@@ -93,7 +94,7 @@ int qs_quantsim_bypassed(const qs_quantsim *sim, int i);
 
 /* 1 when node n passes its first input's grid through unchanged (max and data movement: MaxPool,
  * Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity, Dropout, GlobalMaxPool, Slice, Split,
- * Gather, Pad with zeros, …), so no quantizer follows it. Export uses it to repeat the input's
+ * Gather, Pad with zeros, Resize/Upsample in nearest mode, …), so no quantizer follows it. Export uses it to repeat the input's
  * QDQ pair after such ops, as ONNX Runtime's QDQ format expects. */
 int qs_quantsim_keeps_grid(const qs_graph *g, const qs_node *n);
 
