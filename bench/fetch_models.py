@@ -44,6 +44,8 @@ def realistic_bn(model, x, batch=16):
     """Re-estimate every BatchNorm's running statistics on x (cumulative average, train mode)."""
     import torch
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return model.eval(), 0
     for m in bns:
         m.reset_running_stats()
         m.momentum = None
@@ -59,6 +61,10 @@ def export_torchvision(name, out, n_images):
     import torchvision
     torch.manual_seed(0)
     model = getattr(torchvision.models, name)(weights=None)
+    if name.startswith("vit_"):
+        # torchvision zero-initialises ViT's classification head (fine-tuning starts there): all
+        # logits would be 0; a random head (the std of its other Linear layers) makes them informative
+        torch.nn.init.normal_(model.heads.head.weight, std=0.02)
     calib = realdata.natural_images(128, 224, seed=1)
     model, nbn = realistic_bn(model, calib)
     x = realdata.natural_images(n_images, 224, seed=2)

