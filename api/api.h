@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "api/errors.h"
+#include "api/multipart.h"
 #include "api/server.h"
 #include "common/sha256.h"
 #include "spec_json.h"
@@ -95,6 +96,9 @@ struct qd_req {
     qd_sha256 sha;
     int64_t body_len, limit;
     int too_large;
+    qd_multipart *mp;                /* a multipart/form-data upload's parser (NULL: a raw body) */
+    int mp_failed;                   /* its body is malformed (mp->err): 400 once the body is in */
+    int64_t file_len;                /* the upload's bytes (without a form's envelope) */
     qd_conn *cn;                     /* the connection's deadline record (NULL: none) */
     qd_validation v;
     qd_sse sse;

@@ -24,10 +24,13 @@
 #include <string.h>
 #include <unistd.h>
 
-/* ?name= (optional, printable, ≤ 200 bytes); default: the first 12 hex digits of the hash. */
+/* ?name= or a form's name field (optional, printable, ≤ 200 bytes); default: the first 12 hex
+ * digits of the hash. */
 static int upload_name(qd_req *r, const char *hex, char *out, size_t n, int *ok)
 {
     const char *name = qd_arg(r, "name");
+    if ((!name || !*name) && r->mp && r->mp->name_len)   /* a form's name field */
+        name = r->mp->name;
     *ok = 0;
     if (!name || !*name) {
         snprintf(out, n, "%.12s", hex);
@@ -36,6 +39,8 @@ static int upload_name(qd_req *r, const char *hex, char *out, size_t n, int *ok)
     }
     if (strlen(name) > 200)
         return qd_reply_error(r, QD_E_BAD_REQUEST, "name", "name is longer than 200 bytes");
+    if (!qd_utf8_valid(name))
+        return qd_reply_error(r, QD_E_BAD_REQUEST, "name", "name is not valid UTF-8");
     for (const unsigned char *p = (const unsigned char *)name; *p; p++)
         if (*p < 0x20 || *p == 0x7f)
             return qd_reply_error(r, QD_E_BAD_REQUEST, "name", "name holds control characters");

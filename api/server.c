@@ -278,6 +278,29 @@ static int check_sender(qd_req *r, int *h)
     return 0;
 }
 
+/* An upload's bytes: hashed and written to its temp file as they arrive. */
+static void write_file(qd_req *r, const char *data, size_t n)
+{
+    if (r->write_errno)
+        return;
+    qd_sha256_update(&r->sha, data, n);
+    r->file_len += (int64_t)n;
+    while (n) {
+        ssize_t w = write(r->fd, data, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            r->write_errno = errno;
+            return;
+        }
+        data += w;
+        n -= (size_t)w;
+    }
+}
+
+/* qd_multipart's callback: the file part's bytes. */
+static void form_file_data(void *ud, const char *p, size_t n) { write_file(ud, p, n); }
+
 /* First callback: route, auth, limits; may reply at once (the body is then never read). */
 static int begin_request(qd_req *r)
 {
@@ -344,9 +367,16 @@ static int begin_request(qd_req *r)
                               "%s %s takes Content-Type: application/json, not '%s' (a type browsers send "
                               "across sites without asking)", r->method, rt->pattern, ct);
     if (rt->body == QD_BODY_MODEL || rt->body == QD_BODY_DATASET) {
-        if (ct && !strncasecmp(ct, "multipart/", 10))
-            return qd_reply_error(r, QD_E_MEDIA_TYPE, NULL,
-                                  "multipart uploads are not accepted; send the file's raw bytes");
+        if (ct && !strncasecmp(ct, "multipart/", 10)) {
+            size_t tl = strcspn(ct, "; \t");
+            if (tl != 19 || strncasecmp(ct, "multipart/form-data", 19))
+                return qd_reply_error(r, QD_E_MEDIA_TYPE, NULL, "of multipart bodies only multipart/form-data is "
+                                      "accepted (or send the file's raw bytes)");
+            if (!(r->mp = malloc(sizeof *r->mp)))
+                return QD_H_CLOSE;
+            if (qd_multipart_init(r->mp, ct, form_file_data, r) < 0)
+                return qd_reply_error(r, QD_E_BAD_REQUEST, NULL, "%s", r->mp->err);
+        }
         r->fd = qd_store_tmpfile(srv->st, rt->body == QD_BODY_MODEL ? ".onnx" : ".npy", r->tmp, sizeof r->tmp);
         if (r->fd < 0) {
             r->tmp[0] = 0;
@@ -368,19 +398,11 @@ static void take_body(qd_req *r, const char *data, size_t n)
         r->too_large = 1;
         return;
     }
-    if (r->fd >= 0) {
-        qd_sha256_update(&r->sha, data, n);
-        while (n) {
-            ssize_t w = write(r->fd, data, n);
-            if (w < 0) {
-                if (errno == EINTR)
-                    continue;
-                r->write_errno = errno;
-                return;
-            }
-            data += w;
-            n -= (size_t)w;
-        }
+    if (r->mp) {
+        if (!r->mp_failed && qd_multipart_feed(r->mp, data, n) < 0)
+            r->mp_failed = 1;   /* answered once the body is in */
+    } else if (r->fd >= 0) {
+        write_file(r, data, n);
     } else if (qd_routes[r->route].body == QD_BODY_JSON) {
         char *j = realloc(r->json, r->json_len + n + 1);
         if (!j) {
@@ -402,6 +424,11 @@ static int finish_request(qd_req *r)
     if (r->write_errno)
         return qd_reply_error(r, qd_io_error(r->write_errno), NULL, "cannot store the upload: %s",
                               strerror(r->write_errno));
+    if (r->mp && r->v.state == QD_V_NONE) {   /* once: not again when a validation resumes us */
+        if (r->mp_failed || qd_multipart_finish(r->mp) < 0)
+            return qd_reply_error(r, QD_E_BAD_REQUEST, NULL, "malformed multipart/form-data body: %s", r->mp->err);
+        r->body_len = r->file_len;   /* the upload is the file, not its envelope */
+    }
     return qd_routes[r->route].handler(r);
 }
 
@@ -495,6 +522,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     QD_LOG_DEBUG("%s %s %u %.1f ms%s", r->method, r->url, r->status, dt * 1e3,
                  toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection ended early)");
     free(r->json);
+    free(r->mp);
     json_decref(r->v.info);
     free(r->sse.buf);
     free(r);

@@ -491,6 +491,40 @@ const qs_tensor *qs_graph_const_of(const qs_graph *g, int v)
     return NULL;
 }
 
+int qs_graph_promote_constants(qs_graph *g)
+{
+    char *drop = calloc((size_t)g->nnodes + 1, 1);
+    if (!drop)
+        return -1;
+    int n = 0;
+    for (int i = 0; i < g->nnodes; i++) {
+        qs_node *nd = &g->nodes[i];
+        if (!qs_node_is_op(nd, "Constant") || nd->nin != 0 || nd->nout != 1 || nd->out[0] < 0)
+            continue;
+        int v = nd->out[0];
+        qs_attr *a = (qs_attr *)qs_node_attr(nd, "value");
+        /* a graph output stays a node: an output that is an initializer is not what the model said */
+        if (!a || a->type != QS_ATTR_TENSOR || !a->t || g->values[v].init || qs_graph_is_output(g, v))
+            continue;
+        qs_value *val = &g->values[v];
+        qs_graph_set_init_steal(g, v, a->t);
+        a->t = NULL;
+        val->dtype = val->init->dtype;
+        val->ndim = val->init->ndim;
+        for (int d = 0; d < QS_MAX_DIMS; d++) {
+            val->shape[d] = d < val->ndim ? val->init->shape[d] : 0;
+            free(val->dim_param[d]);
+            val->dim_param[d] = NULL;
+        }
+        drop[i] = 1;
+        n++;
+    }
+    if (n)
+        qs_graph_remove_nodes(g, drop);
+    free(drop);
+    return n;
+}
+
 int qs_graph_skip_identity(const qs_graph *g, int v)
 {
     /* bounded: a malformed graph may loop before toposort rejects it */

@@ -127,6 +127,12 @@ const qs_tensor *qs_graph_const_of(const qs_graph *g, int v);
  * initializers through Identity nodes): the value the first Identity reads, or v itself. */
 int qs_graph_skip_identity(const qs_graph *g, int v);
 
+/* Turns every Constant node whose value is a tensor into an initializer of the same value (name
+ * kept) and removes the node: exporters (Paddle's, some TensorFlow ones, PyTorch's without constant
+ * folding) put weights there, and every pass (BN folding, CLE, quantizer placement, QAT) looks
+ * for weights among initializers. A Constant that is a graph output stays. Returns how many were
+ * promoted, -1 when out of memory (the graph is then unchanged). */
+int qs_graph_promote_constants(qs_graph *g);
 /* Sorts nodes topologically (stable for graphs already in order); fails on a cycle or on a
  * value that is read but never produced, naming it. Recomputes every value's producer. */
 int qs_graph_toposort(qs_graph *g, qs_err *e);

@@ -748,6 +748,9 @@ static int import_model(Onnx__ModelProto *m, const char *basedir, qs_graph **out
             rc = apply_value_info(&im, vi, v, NULL);
     }
 
+    /* weights that exporters left in Constant nodes become initializers, as passes expect them */
+    if (rc == 0 && qs_graph_promote_constants(g) < 0)
+        rc = qs_error(e, QS_ENOMEM, "out of memory");
     if (rc == 0)
         rc = qs_graph_toposort(g, e);
     free(im.is_input);

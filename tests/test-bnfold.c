@@ -429,6 +429,60 @@ TEST(chained_bns_fold_into_one_layer)
     qs_graph_free(g);
 }
 
+/* Moves value v's initializer into a Constant node producing v, as Paddle's exporter writes weights. */
+static void to_constant(qs_graph *g, int v)
+{
+    int id = qs_graph_add_node(g, "Constant", g->values[v].name, 0, NULL, 1, &v);
+    qs_node *n = &g->nodes[id];
+    n->attr = calloc(1, sizeof *n->attr);
+    n->attr[0] = (qs_attr){ .name = strdup("value"), .type = QS_ATTR_TENSOR, .t = g->values[v].init };
+    n->nattr = 1;
+    g->values[v].init = NULL;
+}
+
+/* Weights in Constant nodes: folding finds nothing to fold until qs_graph_promote_constants turns
+ * them into initializers (names kept); then it folds as for initializers. A Constant that is a graph
+ * output stays a node. */
+TEST(constant_node_weights_promoted)
+{
+    qs_graph *g = graph();
+    int64_t xs[] = { 2, 3, 5, 5 }, ws[] = { 4, 3, 3, 3 }, m = 4, one = 1;
+    int x = input(g, "x", 4, xs);
+    int in[] = { x, init(g, "W", 4, ws, -1, 1), init(g, "b", 1, &m, -1, 1) };
+    node(g, "Conv", "conv", 3, in, "h");
+    bn(g, "bn", qs_graph_value(g, "h"), m, "y");
+    output(g, qs_graph_value(g, "y"));
+    int k = init(g, "k", 1, &one, 1, 2);
+    output(g, k);
+    const char *moved[] = { "W", "b", "bn_scale", "bn_B", "bn_mean", "bn_var", "k" };
+    for (int i = 0; i < 7; i++)
+        to_constant(g, qs_graph_value(g, moved[i]));
+    qs_err e = {0};
+    ASSERT_EQ(qs_graph_toposort(g, &e), 0);
+    qs_graph *c = qs_graph_clone(g);
+    qs_bn_record *r;
+    int nr;
+    ASSERT_EQ(qs_bnfold(c, &r, &nr, &e), 0);
+    ASSERT_EQ(nr, 0);   /* the weight is computed, as far as folding can tell */
+    qs_bn_records_free(r, nr);
+    qs_graph_free(c);
+
+    ASSERT_EQ(qs_graph_promote_constants(g), 6);
+    ASSERT_EQ(count_op(g, "Constant"), 1);   /* k: a graph output */
+    for (int i = 0; i < 6; i++) {
+        int v = qs_graph_find_value(g, moved[i]);
+        ASSERT(v >= 0 && g->values[v].init && g->values[v].producer == -1);
+        ASSERT_EQ(g->values[v].dtype, QS_F32);
+    }
+    ASSERT_EQ(g->values[qs_graph_find_value(g, "W")].ndim, 4);
+    ASSERT_EQ(g->values[qs_graph_find_value(g, "W")].shape[3], 3);
+    ASSERT_EQ(qs_graph_toposort(g, &e), 0);
+    r = fold_and_compare(g, 4, xs, 1, &nr);
+    ASSERT_STR_EQ(r[0].layer, "conv");
+    qs_bn_records_free(r, nr);
+    qs_graph_free(g);
+}
+
 /* initializers no node reads (folding must not leave the BN parameters behind) */
 static int unread_inits(const qs_graph *g)
 {
@@ -486,4 +540,4 @@ TEST(fixture_mobilenet_bn) { fold_fixture("mobilenet_bn.onnx"); }
 
 TEST_MAIN(conv_bn_by_hand, conv_bn_plain_grouped_depthwise_nobias, conv_transpose_bn, gemm_bn,
           matmul_bn_becomes_gemm, not_folded_cases_still_run, shared_weights_are_copied,
-          chained_bns_fold_into_one_layer, fixture_resnet_bn, fixture_mobilenet_bn)
+          chained_bns_fold_into_one_layer, constant_node_weights_promoted, fixture_resnet_bn, fixture_mobilenet_bn)

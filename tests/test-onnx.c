@@ -342,8 +342,9 @@ TEST(initializers_listed_as_inputs)
     pb_free_all();
 }
 
-/* Constant nodes stay nodes with a TENSOR attribute; omitted inputs are -1; trailing omitted
- * outputs are dropped and one in the middle is -1; domains and attributes of every type. */
+/* A Constant node's tensor becomes an initializer of the same name (the node goes); omitted inputs
+ * are -1; trailing omitted outputs are dropped and one in the middle is -1; domains and attributes
+ * of every type. */
 TEST(nodes_attributes_and_omitted_values)
 {
     model md = model_pb(8, 17);
@@ -393,19 +394,19 @@ TEST(nodes_attributes_and_omitted_values)
 
     qs_graph *g = load_ok(&md);
     ASSERT_EQ(qs_graph_opset(g, "com.example"), 2);
-    ASSERT_EQ(g->nnodes, 4);
-    const qs_node *cn = &g->nodes[0];
-    ASSERT_STR_EQ(cn->op, "Constant");
-    ASSERT_EQ(cn->nin, 0);
-    const qs_attr *va = qs_node_attr(cn, "value");
-    ASSERT(va && va->type == QS_ATTR_TENSOR && va->t);
-    ASSERT_EQ(va->t->dtype, QS_I64);
-    ASSERT_EQ(qs_i64(va->t)[1], -7);
-    const qs_node *cl = &g->nodes[1];
+    ASSERT_EQ(g->nnodes, 3);
+    int k = qs_graph_find_value(g, "k");
+    ASSERT(k >= 0 && g->values[k].init && g->values[k].producer == -1);
+    ASSERT_EQ(g->values[k].init->dtype, QS_I64);
+    ASSERT_EQ(g->values[k].dtype, QS_I64);
+    ASSERT_EQ(g->values[k].ndim, 1);
+    ASSERT_EQ(g->values[k].shape[0], 2);
+    ASSERT_EQ(qs_i64(g->values[k].init)[1], -7);
+    const qs_node *cl = &g->nodes[0];
     ASSERT_EQ(cl->nin, 3);
     ASSERT_EQ(cl->in[1], -1);
-    ASSERT_STR_EQ(g->values[cl->in[2]].name, "k");
-    const qs_node *cu = &g->nodes[2];
+    ASSERT_EQ(cl->in[2], k);
+    const qs_node *cu = &g->nodes[1];
     ASSERT_STR_EQ(cu->domain, "com.example");
     ASSERT_EQ(cu->nout, 2);
     ASSERT_EQ(cu->out[0], -1);
@@ -419,10 +420,11 @@ TEST(nodes_attributes_and_omitted_values)
     ASSERT_STR_EQ(sa->strings[0], "abc");
     ASSERT_STR_EQ(sa->strings[1], "");
     ASSERT_EQ(qs_node_int(cu, "legacy", 0), 5);
-    ASSERT_STR_EQ(g->nodes[3].name, "");
+    ASSERT_STR_EQ(g->nodes[2].name, "");
     ASSERT_EQ(g->values[g->outputs[0]].ndim, -1);
 
     qs_graph *h = round_trip(g);
+    ASSERT(qs_graph_find_value(h, "k") >= 0 && h->values[qs_graph_find_value(h, "k")].init);
     qs_graph_free(h);
     qs_graph_free(g);
     pb_free_all();

@@ -583,6 +583,9 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
         json_object_del(c, "layers");
         json_object_set_new(an, "cle", c);
     }
+    json_t *skipped = json_object_get(p.extra, "skipped_steps");
+    if (an && skipped)
+        json_object_set(an, "skipped_steps", skipped);
     if (!an) {
         rc = qs_error(e, QS_ENOMEM, "cannot build analysis.json");
         goto out;

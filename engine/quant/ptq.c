@@ -56,6 +56,33 @@ void qs_ptq_warn(ptq *p, const char *fmt, ...)
     qs_pl_log(p->io, "warning", "%s", msg);
 }
 
+void qs_ptq_skipped(ptq *p, const char *step, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *a = json_object_get(p->extra, "skipped_steps");
+    if (!a)
+        json_object_set_new(p->extra, "skipped_steps", a = json_array());
+    json_array_append_new(a, json_pack("{s:s, s:s}", "step", step, "reason", msg));
+    qs_pl_log(p->io, "info", "%s skipped: %s", step, msg);
+}
+
+/* Why BN folding folded nothing: no BN at all, or none right after a layer it can fold into. */
+static void bnfold_skipped(ptq *p)
+{
+    int nbn = 0;
+    for (int i = 0; i < p->prepared->nnodes; i++)
+        nbn += qs_node_is_op(&p->prepared->nodes[i], "BatchNormalization");
+    if (!nbn)
+        qs_ptq_skipped(p, "bn_fold", "the model has no BatchNormalization node");
+    else
+        qs_ptq_skipped(p, "bn_fold", "none of the %d BatchNormalization nodes directly follows a Conv, "
+                       "ConvTranspose, Gemm or MatMul with a constant weight whose only reader it is", nbn);
+}
+
 void qs_ptq_timing(ptq *p, const char *stage, double t0)
 {
     json_object_set_new(p->timings, stage, json_real(qs_now() - t0));
@@ -650,6 +677,10 @@ int qs_ptq_fold(ptq *p, qs_err *e)
         if ((rc = qs_bnfold(p->prepared, &p->bn, &p->nbn, e)) < 0)
             return rc;
         qs_pl_log(p->io, "info", "folded %d BatchNormalization node%s", p->nbn, p->nbn == 1 ? "" : "s");
+        if (!p->nbn)
+            bnfold_skipped(p);
+    } else {
+        qs_ptq_skipped(p, "bn_fold", "config.bn_fold is false");
     }
     timing(p, "bn_fold", t0);
     return qs_ptq_cle(p, e);
@@ -669,6 +700,14 @@ int qs_ptq_cle(ptq *p, qs_err *e)
         if (rep) {
             qs_pl_log(p->io, "info", "cross-layer equalization: %d pairs, %d sweeps, %d absorbed", rep->npairs,
                       rep->iterations, rep->nabsorbed);
+            if (p->cfg.cle && !rep->npairs)
+                qs_ptq_skipped(p, "cle", "no pair of consecutive layers to equalize (Conv/Gemm → [ReLU] → "
+                               "Conv/Gemm with constant weights, the first one's output read only by the second)%s",
+                               rep->nskipped ? "; report.json's cle.skipped says why each candidate pair was left" : "");
+            if (p->cfg.bias_absorption && !rep->nabsorbed)
+                qs_ptq_skipped(p, "bias_absorption", "%s", !p->nbn ? "it needs the BatchNormalization statistics "
+                               "of folded layers and none were folded" : !rep->npairs ? "no pair of layers to move "
+                               "a bias through" : "c = max(0, β − 3γ) was 0 for every channel of every pair");
             if (rep->nrelu6)
                 warn(p, "%d ReLU6 (Clip 0..6) replaced by ReLU for cross-layer equalization; the prepared FP32 "
                      "model differs where activations exceeded 6", rep->nrelu6);
@@ -678,6 +717,8 @@ int qs_ptq_cle(ptq *p, qs_err *e)
         if (rc < 0)
             return rc;
         timing(p, "cle", t0);
+    } else {
+        qs_ptq_skipped(p, "cle", "config.cle and config.bias_absorption are false");
     }
     return 0;
 }

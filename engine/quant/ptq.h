@@ -57,6 +57,9 @@ int qs_ptq_write(qs_ptq *p, const char *type, json_t *res, qs_err *e);
 void qs_ptq_close(qs_ptq *p);
 
 void qs_ptq_warn(qs_ptq *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A pipeline step that did nothing, and why: logged, and listed in report.json's "skipped_steps"
+ * ([{"step", "reason"}]). */
+void qs_ptq_skipped(qs_ptq *p, const char *step, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Runs graph g (on the job's pool) over calibration rows [start, start + n), handing each batch's
  * outputs to sink: what the step check and the target's measurement compare. */
 int qs_ptq_stream_calib(qs_ptq *p, qs_graph *g, int64_t start, int64_t n, qs_runner_sink sink, void *ud, qs_err *e);

@@ -339,8 +339,20 @@ def test_dashboard_end_to_end(browser, make_quantd, tmp_path, labels_npy):
         page.wait_js("return Chart.getChart(document.querySelector('#cle canvas')).data.labels.length === arguments[0]",
                      len(L1["after"]["min"]), what="the CLE chart of layer 1")
 
+    # the artifact list (GET /v1/jobs/{id}/artifacts): sizes to the byte in each title, types, the total
+    page.wait_js("return document.querySelector('#job-artifacts tbody td[data-label=Type]') !== null",
+                 what="the artifact list with its types")
     rows = {r.find_element("css selector", "th").text: r for r in page.qs("#job-artifacts tbody tr")}
     assert set(rows) == {a["name"] for a in job["artifacts"]}
+    listed = d.json("GET", f"/v1/jobs/{jid}/artifacts")[1]["artifacts"]
+    for a in listed:
+        size = rows[a["name"]].find_element("css selector", "td[data-label=Size]")
+        assert size.get_attribute("title") == f"{a['size']} bytes"
+        kind = rows[a["name"]].find_element("css selector", "td[data-label=Type]").text
+        assert kind == a["content_type"].split(";")[0]
+    assert rows["report.json"].find_element("css selector", "td[data-label=Type]").text == "application/json"
+    total = page.q("#artifacts-total").get_attribute("title")
+    assert total == f"{sum(a['size'] for a in listed)} bytes"
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
@@ -395,6 +407,23 @@ def test_dashboard_end_to_end(browser, make_quantd, tmp_path, labels_npy):
     page.wait_js(f"return document.querySelector(\"tr[data-job='{lid}'] .badge\").textContent === 'cancelled'",
                  timeout=20, what="the long job to show cancelled")
     assert d.job(lid)["state"] == "cancelled"
+    assert page.js("return window.__marker") == "list"
+    # finished, its row offers Delete instead: the job goes with its events (DELETE → 204)
+    page.wait_js(f"return document.querySelector(\"tr[data-job='{lid}'] button.danger\").textContent === 'Delete'",
+                 what="the cancelled job's Delete button")
+    page.q(f"tr[data-job='{lid}'] button.danger").click()
+    page.accept_confirm()
+    page.wait_js(f"return document.querySelector(\"tr[data-job='{lid}']\") === null", what="the deleted row gone")
+    assert d.request("GET", f"/v1/jobs/{lid}").status == 404
+    # and from a finished job's own page: back to the list, the job and its artifacts gone
+    page.go(f"/jobs/{blocker['id']}")
+    page.wait_js("const b = document.getElementById('delete-job'); return b && !b.hidden", what="the Delete job button")
+    assert page.js("return document.getElementById('cancel-job').hidden") is True
+    page.q("#delete-job").click()
+    page.accept_confirm()
+    page.wait_js("return location.hash === '#/jobs'", what="back on the list")
+    assert d.request("GET", f"/v1/jobs/{blocker['id']}").status == 404
+    assert not os.path.exists(os.path.join(d.state_dir, "jobs", blocker["id"]))
     assert page.js("return window.__marker") == "list"
     assert page.errors() == []
 

@@ -420,3 +420,93 @@ def test_bad_notify_is_400_naming_the_field(quantd, notify, words):
     assert body["error"]["code"] == "invalid_field" and body["error"]["field"] == "notify"
     assert words in body["error"]["message"]
     assert quantd.json("GET", "/v1/jobs")[1]["jobs"] == []
+
+
+# --- multipart/form-data uploads ----------------------------------------------------------------------
+
+def form(parts, boundary="qd-b0undary"):
+    """A multipart/form-data body from (headers, data) parts; returns (body, content type)."""
+    body = b""
+    for headers, data in parts:
+        body += b"--" + boundary.encode() + b"\r\n" + b"".join(h.encode() + b"\r\n" for h in headers) + b"\r\n"
+        body += data + b"\r\n"
+    return body + b"--" + boundary.encode() + b"--\r\n", f"multipart/form-data; boundary={boundary}"
+
+
+def file_part(data, field="file", filename="model.onnx"):
+    return ([f'Content-Disposition: form-data; name="{field}"; filename="{filename}"',
+             "Content-Type: application/octet-stream"], data)
+
+
+def test_multipart_model_and_dataset_uploads_equal_raw_ones(make_quantd, tmp_path):
+    d = make_quantd("--set", "debug_jobs=true")
+    onnx = open(MLP, "rb").read()
+    body, ct = form([(['Content-Disposition: form-data; name="note"'], b"ignored"), file_part(onnx),
+                     (['Content-Disposition: form-data; name="name"'], "ré-net".encode())])
+    r = d.request("POST", "/v1/models", body, {"Content-Type": ct})
+    assert r.status == 201, r.body
+    m = r.json()
+    assert m["name"] == "ré-net" and m["size"] == len(onnx) and m["sha256"] == sha256_file(MLP)
+    assert sha256_file(os.path.join(d.state_dir, "models", m["id"] + ".onnx")) == m["sha256"]
+    # the same file again, raw: the same record (deduplicated by the file's bytes, not the envelope's)
+    again = d.upload("models", MLP)
+    assert again.status == 200 and again.json()["id"] == m["id"]
+    # a data set whose bytes hold the boundary's near misses ("\r\n--qd-b0undar…") and CRLFs
+    tricky = np.frombuffer((b"\r\n--qd-b0undar\r\n-\r\r\n--" * 60)[:960], dtype=np.uint8).reshape(96, 10)
+    np.save(tmp_path / "t.npy", tricky)
+    raw = open(tmp_path / "t.npy", "rb").read()
+    body, ct = form([file_part(raw, filename="t.npy")])
+    r = d.request("POST", "/v1/datasets?name=t", body, {"Content-Type": ct})
+    assert r.status == 201, r.body
+    ds = r.json()
+    assert ds["name"] == "t" and ds["size"] == len(raw) and ds["sha256"] == hashlib.sha256(raw).hexdigest()
+    assert ds["arrays"][0]["shape"] == [96, 10]
+
+
+def test_multipart_from_curl(make_quantd, tmp_path):
+    import shutil
+    import subprocess
+    if not shutil.which("curl"):
+        pytest.skip("no curl")
+    d = make_quantd()
+    out = subprocess.run(["curl", "-sS", "-F", f"file=@{CLS}", "-F", "name=cls", f"http://127.0.0.1:{d.port}/v1/models"],
+                         capture_output=True, check=True)
+    m = json.loads(out.stdout)
+    assert m["name"] == "cls" and m["sha256"] == sha256_file(CLS) and m["inputs"][0]["shape"] == ["batch", 6]
+
+
+def test_multipart_streams_to_disk_with_the_upload_limit(make_quantd):
+    d = make_quantd("--set", "max_dataset_size=64K")
+    big = np.zeros(40000, np.float32)   # 160 kB: over the limit
+    import io
+    buf = io.BytesIO()
+    np.save(buf, big)
+    body, ct = form([file_part(buf.getvalue(), filename="x.npy")])
+    r = d.request("POST", "/v1/datasets", body, {"Content-Type": ct})
+    assert r.status == 413 and r.error()["code"] == "too_large"
+    assert files_in(os.path.join(d.state_dir, "tmp")) == []
+
+
+@pytest.mark.parametrize("ct, body, words", [
+    ("multipart/form-data", b"--x\r\n\r\n--x--", "boundary parameter"),
+    ("multipart/form-data; boundary=" + "b" * 71, b"", "1 to 70"),
+    ('multipart/form-data; boundary="x', b"", "unclosed quote"),
+    ("multipart/form-data; boundary=x", b"no boundary line here", "no multipart boundary line"),
+    ("multipart/form-data; boundary=x", b'--x\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nabc',
+     "before its closing boundary"),
+    ("multipart/form-data; boundary=x", b'--x\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--x--', "no file"),
+    ("multipart/form-data; boundary=x", b"--x\r\nX-Nothing: 1\r\n\r\nabc\r\n--x--", "no Content-Disposition"),
+    ("multipart/form-data; boundary=x", b"--x\r\nContent-Disposition: attachment\r\n\r\nabc\r\n--x--", "not form-data"),
+    ("multipart/form-data; boundary=x", b"--x\r\nbroken header\r\n\r\nabc\r\n--x--", "Name: value"),
+    ("multipart/form-data; boundary=x", b"--xjunk", "neither"),
+    ("multipart/form-data; boundary=x", b'--x\r\nContent-Disposition: form-data; name="f"; filename="a"\r\n\r\n1\r\n'
+     b'--x\r\nContent-Disposition: form-data; name="g"; filename="b"\r\n\r\n2\r\n--x--', "more than one file"),
+    ("multipart/form-data; boundary=x", b"--x\r\n" + b"H: " + b"v" * 9000 + b"\r\n\r\n\r\n--x--", "headers are longer"),
+])
+def test_malformed_multipart_is_400_saying_why(quantd, ct, body, words):
+    r = quantd.request("POST", "/v1/models", body, {"Content-Type": ct})
+    assert r.status == 400, (r.status, r.body)
+    e = r.error()
+    assert e["code"] == "bad_request" and words in e["message"], e
+    assert files_in(os.path.join(quantd.state_dir, "tmp")) == []
+    assert files_in(os.path.join(quantd.state_dir, "models")) == []

@@ -32,6 +32,8 @@ export async function render(main, { id }) {
   // --- skeleton -----------------------------------------------------------------------------
   const badge = h('span', { id: 'job-state' }, stateBadge(job.state));
   const cancelBtn = h('button', { type: 'button', class: 'danger', id: 'cancel-job', onclick: cancel }, 'Cancel job');
+  // a finished job can be deleted with its events and artifacts (DELETE on a finished job)
+  const deleteBtn = h('button', { type: 'button', class: 'danger', id: 'delete-job', onclick: remove, hidden: true }, 'Delete job');
   const meta = h('dl', { class: 'meta' });
   const errors = h('div', { class: 'errors' });
   const progressLive = h('p', { class: 'progress-line', id: 'job-progress-text', 'aria-live': 'polite' });
@@ -49,7 +51,7 @@ export async function render(main, { id }) {
   clear(main,
     h('p', { class: 'crumbs' }, h('a', { href: '#/jobs' }, 'Jobs'), ' / ', shortId(id)),
     h('div', { class: 'page-head' },
-      h('h1', {}, job.spec && job.spec.name ? job.spec.name : `Job ${id}`), badge, cancelBtn),
+      h('h1', {}, job.spec && job.spec.name ? job.spec.name : `Job ${id}`), badge, cancelBtn, deleteBtn),
     errors,
     h('section', { class: 'panel', 'aria-labelledby': 'h-overview' },
       h('h2', { id: 'h-overview' }, 'Overview'), meta),
@@ -98,6 +100,7 @@ export async function render(main, { id }) {
     clear(meta, rows.map(([k, v]) => [h('dt', {}, k), h('dd', { id: k === 'Duration' ? 'job-duration' : null }, v)]));
     clear(badge, stateBadge(job.state));
     cancelBtn.hidden = api.isTerminal(job.state);
+    deleteBtn.hidden = !api.isTerminal(job.state);
     if (job.state === 'failed' && job.error) {
       clear(failure, h('section', { class: 'panel', 'aria-labelledby': 'h-failed' },
         h('h2', { id: 'h-failed' }, 'Why it failed'),
@@ -249,21 +252,46 @@ export async function render(main, { id }) {
     }
   }
 
-  function renderArtifacts() {
-    const arts = job.artifacts || [];
+  async function remove() {
+    if (!window.confirm(`Delete job ${id} with its events and artifacts? This cannot be undone.`)) return;
+    try {
+      await api.del(`/v1/jobs/${enc}`);
+      announce(`Job ${id} deleted.`);
+      window.location.hash = '#/jobs';
+    } catch (err) {
+      clear(errors, errorBox(err, 'Deleting the job'));
+    }
+  }
+
+  // The list comes from GET /v1/jobs/{id}/artifacts (sizes, hashes and content types); the job
+  // record's own list stands in until it answers.
+  async function renderArtifacts() {
+    let arts = job.artifacts || [];
+    if (api.isTerminal(job.state) && arts.length) {
+      try {
+        arts = (await api.get(`/v1/jobs/${enc}/artifacts`)).artifacts || arts;
+      } catch (err) {
+        clear(errors, errorBox(err, 'Listing the artifacts'));
+      }
+      if (gone) return;
+    }
     if (!arts.length) {
       clear(artifactsBox, h('p', { class: 'hint' },
         api.isTerminal(job.state) ? 'This job left no artifacts.' : 'Artifacts appear here when the job succeeds.'));
       return;
     }
+    const total = arts.reduce((n, a) => n + (a.size || 0), 0);
     clear(artifactsBox, h('div', { class: 'table-wrap' }, h('table', { class: 'artifacts stack' },
       h('caption', { class: 'sr-only' }, 'Artifacts'),
-      h('thead', {}, h('tr', {}, ['Name', 'Size', 'SHA-256', 'Download'].map((c) => h('th', { scope: 'col' }, c)))),
-      h('tbody', {}, arts.map((a) => h('tr', {},
+      h('thead', {}, h('tr', {}, ['Name', 'Size', 'Type', 'SHA-256', 'Download'].map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', {}, arts.map((a) => h('tr', { 'data-artifact': a.name },
         h('th', { scope: 'row', 'data-label': 'Name' }, a.name),
-        h('td', { 'data-label': 'Size' }, fmtBytes(a.size)),
+        h('td', { 'data-label': 'Size', class: 'num', title: `${a.size} bytes` }, fmtBytes(a.size)),
+        h('td', { 'data-label': 'Type' }, a.content_type ? a.content_type.split(';')[0] : '—'),
         h('td', { 'data-label': 'SHA-256' }, h('code', { title: a.sha256 }, (a.sha256 || '').slice(0, 16))),
-        h('td', { 'data-label': 'Download' }, downloadLink(a))))))));
+        h('td', { 'data-label': 'Download' }, downloadLink(a))))),
+      h('tfoot', {}, h('tr', {}, h('th', { scope: 'row' }, `${arts.length} file${arts.length === 1 ? '' : 's'}`),
+        h('td', { 'data-label': 'Total', class: 'num', id: 'artifacts-total', title: `${total} bytes` }, fmtBytes(total)), h('td', { colspan: 3 }))))));
   }
 
   function downloadLink(a) {

@@ -1,5 +1,5 @@
-// Jobs: every job with its type, model, state, progress, age and duration; filter by state;
-// cancel.
+// Jobs: the newest jobs (a page of the list, longer on request) with their type, model, state,
+// progress, age and duration; filter by state; cancel a live job, delete a finished one.
 //
 // Live updates: the running and queued jobs on screen are followed through their event streams
 // (at most MAX_STREAMS at once: a browser keeps about six connections per server, and the rest
@@ -15,6 +15,7 @@ import {
 const STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
 const MAX_STREAMS = 3;
 const REFRESH_MS = 4000;
+const PAGE = 50;
 
 export async function render(main, { query }) {
   const filter = STATES.includes(query.get('state')) ? query.get('state') : '';
@@ -33,6 +34,10 @@ export async function render(main, { query }) {
       ['Job', 'Type', 'Model', 'State', 'Progress', 'Age', 'Duration', 'Actions']
         .map((c) => h('th', { scope: 'col' }, c)))),
     tbody);
+  // a page of the list (GET /v1/jobs?limit=): "Show older jobs" asks for a longer one
+  let limit = PAGE;
+  const more = h('button', { type: 'button', id: 'jobs-more', hidden: true, onclick: () => { limit += PAGE; refresh(); } },
+    'Show older jobs');
   const empty = h('p', { class: 'empty', hidden: true },
     filter ? `No ${filter} jobs.` : 'No jobs yet. ', filter ? null : h('a', { href: '#/new' }, 'Submit one.'));
 
@@ -44,6 +49,7 @@ export async function render(main, { query }) {
       h('label', { for: 'state-filter' }, 'State'), select, status),
     errors,
     h('div', { class: 'table-wrap' }, table),
+    more,
     empty);
 
   const rows = new Map();     // job id → {tr, job, cells}
@@ -96,7 +102,7 @@ export async function render(main, { query }) {
       clear(c.state, stateBadge(job.state));
       clear(c.actions, live
         ? h('button', { type: 'button', class: 'danger small', 'aria-label': `Cancel job ${job.id}`, onclick: () => cancel(job.id) }, 'Cancel')
-        : null);
+        : h('button', { type: 'button', class: 'danger small', 'aria-label': `Delete job ${job.id}`, onclick: () => remove(job.id) }, 'Delete'));
     }
     const p = job.progress;
     // one wrapper, so that the stacked (narrow) layout keeps bar and text in one grid cell
@@ -121,6 +127,24 @@ export async function render(main, { query }) {
       announce(`Job ${id}: cancel ${job && job.cancel_requested ? 'requested' : 'done'}`);
     } catch (err) {
       clear(errors, errorBox(err, `Cancelling ${id}`));
+    }
+  }
+
+  // a finished job: DELETE removes it with its events and artifacts
+  async function remove(id) {
+    if (!window.confirm(`Delete job ${id} with its events and artifacts?`)) return;
+    try {
+      await api.del(`/v1/jobs/${encodeURIComponent(id)}`);
+      const row = rows.get(id);
+      if (row) {
+        row.tr.remove();
+        rows.delete(id);
+      }
+      stopStream(id);
+      empty.hidden = rows.size > 0;
+      announce(`Job ${id} deleted`);
+    } catch (err) {
+      clear(errors, errorBox(err, `Deleting ${id}`));
     }
   }
 
@@ -177,7 +201,7 @@ export async function render(main, { query }) {
   async function refresh() {
     let list;
     try {
-      list = await api.get(`/v1/jobs${filter ? `?state=${filter}` : ''}`);
+      list = await api.get(`/v1/jobs?limit=${limit}${filter ? `&state=${filter}` : ''}`);
     } catch (err) {
       clear(errors, errorBox(err, 'Loading the jobs'));
       return;
@@ -215,7 +239,8 @@ export async function render(main, { query }) {
     }
     empty.hidden = jobs.length > 0;
     table.hidden = jobs.length === 0;
-    status.textContent = `${jobs.length} job${jobs.length === 1 ? '' : 's'}`;
+    status.textContent = `${jobs.length} job${jobs.length === 1 ? '' : 's'}${list.next ? ' (the newest)' : ''}`;
+    more.hidden = !list.next;
   }
 
   await loadModels();
