@@ -17,7 +17,7 @@ const qd_error_def qd_errors[QD_E_COUNT] = {
     [QD_E_METHOD_NOT_ALLOWED] = { "method_not_allowed", 405, "the Allow header lists the methods of this path" },
     [QD_E_TIMEOUT] = { "timeout", 408, "send the headers and the body without pausing (header_timeout, body_timeout)" },
     [QD_E_IN_USE] = { "in_use", 409, "a queued or running job uses it; cancel that job or wait for it" },
-    [QD_E_JOB_FINISHED] = { "job_finished", 409, "the job has already ended; nothing to cancel" },
+    [QD_E_JOB_ENDING] = { "job_ending", 409, "the job is recording its final state; DELETE again in a moment" },
     [QD_E_TOO_LARGE] = { "too_large", 413, "the body exceeds the server's limit (see message); "
                                            "the operator can raise it in quantd.conf" },
     [QD_E_MEDIA_TYPE] = { "unsupported_media_type", 415,
@@ -34,6 +34,9 @@ const qd_error_def qd_errors[QD_E_COUNT] = {
     [QD_E_DATA_MISMATCH] = { "data_mismatch", 422,
                              "the job needs a data set (field) that holds the model's inputs: the shape in the "
                              "message, N samples first" },
+    [QD_E_UNKNOWN_NAME] = { "unknown_name", 422,
+                            "the config names a node, tensor or op type (field) the model does not have; "
+                            "`quant info` or the model's record lists what it has" },
     [QD_E_QUEUE_FULL] = { "queue_full", 429, "too many queued jobs; retry after Retry-After seconds" },
     [QD_E_INTERNAL] = { "internal", 500, "the server failed; its log has the details" },
     [QD_E_SHUTTING_DOWN] = { "shutting_down", 503, "the server is stopping; retry shortly" },

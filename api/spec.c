@@ -6,10 +6,15 @@
  *   400 invalid_field       the spec's own problem, the field named by its path
  *   422 unknown_reference   a model or data set that does not exist
  *   422 data_mismatch       a data set the job needs is missing, or does not fit the model's inputs
+ *   422 unknown_name        config.exclude or config.overrides names something the model does not have
+ *   422 data_mismatch       also: config.input_shapes contradicts the model, or the data contradicts it
+ *   422 unsupported_model   an already-quantized model for ptq, qat or analyze without config.requantize
  *
  * `notify` (the webhook URL, jobs/webhook.h) is the daemon's field, not the engine's: it is taken
  * out of the spec before the engine's check and put back into the normalised spec. */
 #include "api/api.h"
+
+#include <quant/quant.h>
 
 #include "quant/requantize.h"
 #include "shapes.h"
@@ -17,6 +22,36 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+
+/* The names the config gives (exclude, overrides) against the model's graph, which is loaded for
+ * it only when the config names something. */
+static int check_names(qd_req *r, const qs_job_spec *s, int *ok)
+{
+    *ok = 0;
+    if ((!s->config.overrides && !s->config.nexclude) || !*s->model || s->type == QS_JOB_EVAL ||
+        s->type == QS_JOB_SLEEP) {
+        *ok = 1;
+        return QD_H_OK;
+    }
+    char path[4096], field[256];
+    qd_store_file_path(r->srv->st, QD_MODEL, s->model, "onnx", path, sizeof path);
+    qs_graph *g = NULL;
+    qs_err e = { 0 };
+    if (qs_onnx_load(path, &g, &e) < 0) {
+        *ok = 1;   /* the job reports it (the upload parsed once) */
+        return QD_H_OK;
+    }
+    int rc = qs_qconfig_check_names(&s->config, g, &e);
+    qs_graph_free(g);
+    if (rc < 0) {
+        qs_spec_err_field(&e, path, sizeof path);
+        snprintf(field, sizeof field, "%.*s", (int)qd_utf8_prefix(path, sizeof field - 1), path);
+        return qd_reply_error(r, rc == QS_ENOMEM ? QD_E_INTERNAL : QD_E_UNKNOWN_NAME, *field ? field : NULL, "%s",
+                              e.msg);
+    }
+    *ok = 1;
+    return QD_H_OK;
+}
 
 int qd_spec_check(qd_req *r, json_t *spec, int debug_jobs, qs_job_spec *s, int *ok)
 {
@@ -202,6 +237,5 @@ int qd_spec_check_data(qd_req *r, const qs_job_spec *s, int *ok)
                         in[k].shape[d] = arr[a].shape[d];
     }
     json_decref(model);
-    *ok = 1;
-    return QD_H_OK;
+    return check_names(r, s, ok);
 }

@@ -8,6 +8,8 @@
 #include "spec.h"
 #include "spec_json.h"
 
+#include "quant/overrides.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +66,7 @@ static const char *const OPTS[] = { "adam", "sgd", "nesterov", NULL };
 static const char *const TARGETS[] = { "ort-x86", "generic", NULL };
 static const char *const SCHEDS[] = { "cosine", "step", "constant", NULL };
 static const char *const METRICS[] = { "auto", "accuracy", "sqnr", "kl", NULL };
+static const char *const HIGHP[] = { "none", "auto", NULL };
 
 static const row rows[] = {
     { .path = "type", .kind = K_ENUM, .offset = J(type), .choices = TYPES, .values = TYPE_BITS, .jobs = ALL,
@@ -123,6 +126,17 @@ static const row rows[] = {
     { .path = "config.activations.last_layer", .kind = K_ENUM, .offset = C(act.last_layer), .choices = ARANGES,
       .values = ARANGE_V, .dflt = "ce", .basic = "minmax", .follows = "range", .jobs = Q,
       .doc = "Range setting of the last layer (the logits); an explicit range without it applies here too." },
+    { .path = "config.activations.high_precision", .kind = K_STR, CS(act.high_precision), .choices = HIGHP,
+      .dflt = "none", .jobs = Q,
+      .doc = "16-bit activations where 8 bits lose too much (paper §5, the BERT row). auto: after calibration, "
+             "each activation's 8-bit quantization noise is measured on the calibration data (its SQNR under the "
+             "range chosen for it) and every activation whose SQNR is below high_precision_db gets a 16-bit grid "
+             "(exported as int16/uint16 QuantizeLinear/DequantizeLinear at opset 21); report.json's "
+             "\"high_precision\" lists each activation's SQNR and the ones promoted. none: only those named in "
+             "config.overrides. Particular tensors: config.overrides.tensors.NAME.bits = 16." },
+    { .path = "config.activations.high_precision_db", .kind = K_NUM, .offset = C(act.high_precision_db), .min = 0,
+      .max = 100, .dflt = "30", .jobs = Q,
+      .doc = "With high_precision auto: an activation whose 8-bit SQNR (dB) is below this gets 16 bits." },
     { .path = "config.activations.percentile", .kind = K_NUM, .offset = C(act.percentile), .min = 50, .max = 100,
       .dflt = "99.99", .jobs = Q, .doc = "The percentile of the percentile range setting." },
     { .path = "config.bn_fold", .kind = K_BOOL, .offset = C(bn_fold), .dflt = "true", .jobs = Q,
@@ -155,7 +169,15 @@ static const row rows[] = {
     { .path = "config.exclude", .kind = K_NAMES, .offset = C(exclude), .offset2 = C(nexclude), .jobs = Q,
       .doc = "Node names kept in floating point." },
     { .path = "config.overrides", .kind = K_JSON, .offset = C(overrides), .nullable = 1, .jobs = Q,
-      .doc = "Per node or tensor settings, keyed by name (recorded, not yet applied)." },
+      .doc = "Per tensor and per op type quantizer settings over config.weights and config.activations: "
+             "{\"tensors\": {NAME: {\"bits\": 2-16, \"symmetric\": bool, \"per_channel\": bool, \"skip\": bool}}, "
+             "\"ops\": {OP_TYPE: {\"bits\", \"symmetric\", \"weight_bits\", \"weight_symmetric\", "
+             "\"per_channel\", \"skip\"}}}. A tensor entry sets the quantizer of that tensor, a weight "
+             "(initializer name) or an activation (value name); per_channel: weights only; skip: no quantizer. An "
+             "op entry sets the outputs (bits, symmetric) and weights (weight_bits, weight_symmetric, per_channel) "
+             "of every node of that type; skip keeps them in floating point as exclude does. Tensor entries win "
+             "over op entries, which win over the config. A name the model does not have fails the job with the "
+             "name in the message." },
     { .path = "config.input_shapes", .kind = K_SHAPES, .offset = C(input_shapes), .offset2 = C(ninput_shapes),
       .jobs = ENGINE, .doc = "Sizes for the models' symbolic input dims, keyed by input name: {\"x\": [1, 3, 48, "
                              "192]} (the leading, batch dim is the batch size unless the model fixes it). Without "
@@ -283,7 +305,7 @@ static void expected(const row *r, char *buf, size_t n)
     case K_MODEL: snprintf(buf, n, "a model id (mdl_…)"); break;
     case K_DATASET: snprintf(buf, n, "a data set id (ds_…)"); break;
     case K_NAMES: snprintf(buf, n, "a list of node names"); break;
-    case K_JSON: snprintf(buf, n, "an object keyed by node name"); break;
+    case K_JSON: snprintf(buf, n, "an object {\"tensors\": {…}, \"ops\": {…}}"); break;
     case K_SHAPES: snprintf(buf, n, "an object keyed by input name, each a list of sizes ([1, 3, 48, 192])"); break;
     }
 }
@@ -366,6 +388,23 @@ void qs_job_spec_free(qs_job_spec *s)
 {
     for (int i = 0; i < NROWS; i++)
         free_value(s, &rows[i]);
+}
+
+int qs_qconfig_check_names(const qs_qconfig *c, const qs_graph *g, qs_err *e)
+{
+    for (int i = 0; i < c->nexclude; i++) {
+        int found = 0;
+        for (int k = 0; k < g->nnodes && !found; k++)
+            found = g->nodes[k].name && !strcmp(g->nodes[k].name, c->exclude[i]);
+        if (!found)
+            return qs_error(e, QS_EINVAL, "config.exclude[%d]: the model has no node named '%s'", i, c->exclude[i]);
+    }
+    qs_qoverrides ov;
+    int rc = qs_overrides_parse(c->overrides, &ov, e);
+    if (rc == 0)
+        rc = qs_overrides_check(&ov, g, e);
+    qs_overrides_free(&ov);
+    return rc;
 }
 
 int qs_qconfig_set_exclude(qs_qconfig *c, const char *csv)
@@ -578,6 +617,15 @@ static int parse_value(qs_job_spec *s, const row *r, json_t *v, unsigned type, q
         char *t = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
         if (!t)
             return qs_error(e, QS_ENOMEM, "out of memory");
+        if (!strcmp(r->path, "config.overrides")) {   /* its shape, field by field */
+            qs_qoverrides ov;
+            int rc = qs_overrides_parse(t, &ov, e);
+            qs_overrides_free(&ov);
+            if (rc < 0) {
+                free(t);
+                return rc;
+            }
+        }
         free(*(char **)at(s, r));
         *(char **)at(s, r) = t;
         return 0;

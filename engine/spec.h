@@ -47,14 +47,15 @@ typedef struct qs_input_shape {
 typedef struct qs_qconfig {
     char preset[32];                 /* "standard" (the paper's Fig. 8) or "basic" (fold + ranges only) */
     struct { int bits, symmetric, per_channel, pow2, reduce_range; qs_range_method range; } weights;
-    struct { int bits, symmetric, pow2; qs_range_method range; double percentile; qs_range_method last_layer; } act;
+    struct { int bits, symmetric, pow2; qs_range_method range; double percentile; qs_range_method last_layer;
+             char high_precision[8]; double high_precision_db; } act;
     int bn_fold, cle, relu6_to_relu, bias_absorption;
     qs_biascorr_mode bias_correction;
     struct { int enabled; int iterations; double reg; int batch_size; int samples; } adaround;
     struct { int samples; int batch_size; } calibration;
     int nexclude;
     char **exclude;
-    char *overrides;                 /* {"node or tensor name": {"bits": …}} as JSON text; NULL: none */
+    char *overrides;                 /* quant/overrides.h's JSON as text; NULL: none */
     int ninput_shapes;
     qs_input_shape *input_shapes;    /* sizes of the inputs' symbolic dims (shapes.h) */
     int requantize;                  /* ptq/qat of a QDQ model: dequantize it first instead of refusing */
@@ -96,6 +97,11 @@ void qs_qconfig_default(qs_qconfig *c, const char *preset);
 int qs_qconfig_parse_text(const char *text, qs_qconfig *c, qs_err *e);
 char *qs_qconfig_to_text(const qs_qconfig *c);
 void qs_qconfig_free(qs_qconfig *c);
+/* The names the config gives against the model: config.exclude's nodes, config.overrides' tensors
+ * and op types. QS_EINVAL naming the first one g does not have ("config.overrides.tensors.x: the
+ * model has no tensor named 'x'"; qs_spec_err_field gives the path). */
+struct qs_graph;
+int qs_qconfig_check_names(const qs_qconfig *c, const struct qs_graph *g, qs_err *e);
 /* Replaces the exclusion list with a comma-separated one (CLI --exclude). */
 int qs_qconfig_set_exclude(qs_qconfig *c, const char *csv);
 

@@ -76,7 +76,7 @@ TEST(round_trip_through_json)
     qs_qconfig a, b;
     qs_err e = {0};
     ASSERT_EQ(parse("{\"weights\": {\"bits\": 6}, \"bias_correction\": \"analytical\", \"exclude\": [\"x\"],"
-                    " \"overrides\": {\"fc\": {\"bits\": 16}}, \"target_drop\": 0.5}", &a, &e), 0);
+                    " \"overrides\": {\"tensors\": {\"fc\": {\"bits\": 16}}}, \"target_drop\": 0.5}", &a, &e), 0);
     json_t *j = qs_qconfig_to_json(&a);
     ASSERT(j);
     if (qs_qconfig_parse(j, &b, &e) < 0)
@@ -90,6 +90,23 @@ TEST(round_trip_through_json)
     json_decref(k);
     qs_qconfig_free(&a);
     qs_qconfig_free(&b);
+}
+
+/* config.overrides: its shape is checked at parse, the error naming the field */
+TEST(overrides_shape_checked)
+{
+    qs_qconfig c;
+    qs_err e = {0};
+    char field[256];
+    ASSERT_EQ(parse("{\"overrides\": {\"tensors\": {\"fc\": {\"bitz\": 4}}}}", &c, &e), QS_EINVAL);
+    ASSERT_STR_CONTAINS(e.msg, "unknown field 'config.overrides.tensors.fc.bitz'");
+    qs_spec_err_field(&e, field, sizeof field);
+    ASSERT_STR_EQ(field, "config.overrides.tensors.fc.bitz");
+    ASSERT_EQ(parse("{\"overrides\": {\"ops\": {\"MatMul\": {\"weight_bits\": 1}}}}", &c, &e), QS_EINVAL);
+    ASSERT_STR_CONTAINS(e.msg, "config.overrides.ops.MatMul.weight_bits: must be an integer between 2 and 16");
+    ASSERT_EQ(parse("{\"overrides\": {\"ops\": {\"MatMul\": {\"skip\": true}}, \"tensors\": {\"a\": "
+                    "{\"bits\": 16, \"per_channel\": false}}}}", &c, &e), 0);
+    qs_qconfig_free(&c);
 }
 
 /* the JSON object at a dotted path below root (NULL when absent) */
@@ -288,6 +305,6 @@ TEST(data_sets_against_the_model)
 }
 
 TEST_MAIN(standard_preset_is_the_papers_pipeline, fields_override_the_preset, errors_name_the_field,
-          round_trip_through_json, every_config_field_has_a_default_in_the_presets_and_the_schema,
+          round_trip_through_json, overrides_shape_checked, every_config_field_has_a_default_in_the_presets_and_the_schema,
           every_field_refuses_a_wrong_value_naming_the_field, a_field_of_another_job_type_is_unknown,
           the_normalised_spec_parses_to_the_same_spec, data_sets_against_the_model)

@@ -25,6 +25,7 @@
 #include "quant/cle.h"
 #include "quant/requantize.h"
 #include "quant/export.h"
+#include "quant/overrides.h"
 #include "quant/ptq.h"
 #include "quant/range.h"
 #include "quant/target.h"
@@ -333,6 +334,59 @@ static void free_observers(const qs_quantsim *sim, qs_observer **obs)
     free(obs);
 }
 
+/* config.activations.high_precision auto: each activation's quantization noise on the grid of
+ * config.activations.bits, with the range chosen for it, measured on its calibration histogram;
+ * those whose SQNR is below high_precision_db get 16 bits and a range chosen again for that grid
+ * (from the same observer). Idempotent: a quantizer promoted by an earlier calibration is measured
+ * on the base grid again. Quantizers whose width an override set are left alone. report.json's
+ * "high_precision" lists every measurement. */
+#define HIGH_BITS 16
+static int high_precision_auto(ptq *p, qs_observer **obs, const qs_range_method *m, qs_err *e)
+{
+    qs_quantsim *sim = p->sim;
+    int base = p->cfg.act.bits, rc = 0;
+    double thr = p->cfg.act.high_precision_db;
+    json_t *list = json_array(), *promoted = json_array();
+    for (int i = 0; i < sim->nq && rc == 0; i++) {
+        qs_quantizer *q = &sim->q[i];
+        if (!obs[i] || base >= HIGH_BITS || (q->grid.bits != base && !q->high_precision))
+            continue;
+        qs_grid g = qs_grid_make(base, q->grid.is_signed);
+        float sc, zp;
+        if ((rc = qs_observer_qparams(obs[i], g, q->symmetric, p->cfg.act.pow2, m[i], p->cfg.act.percentile, &sc,
+                                      &zp, e)) < 0)
+            break;
+        q->sqnr_db = qs_observer_sqnr_db(obs[i], g, sc, zp);
+        int up = isfinite(q->sqnr_db) && q->sqnr_db < thr;
+        if ((rc = qs_quantsim_set_bits(sim, i, up ? HIGH_BITS : base, e)) < 0)
+            break;
+        q->high_precision = up;
+        if (up && (rc = qs_observer_qparams(obs[i], q->grid, q->symmetric, p->cfg.act.pow2, m[i],
+                                            p->cfg.act.percentile, &sc, &zp, e)) < 0)
+            break;
+        qs_quantsim_set(sim, i, -1, sc, zp);
+        json_array_append_new(list, json_pack("{s:s, s:s, s:o, s:i}", "name", q->name, "layer", q->layer,
+                                              "sqnr_db", isfinite(q->sqnr_db) ? json_real(q->sqnr_db) : json_null(),
+                                              "bits", q->grid.bits));
+        if (up)
+            json_array_append_new(promoted, json_string(q->name));
+    }
+    if (rc < 0) {
+        json_decref(list);
+        json_decref(promoted);
+        return qs_error_prefix(e, "config.activations.high_precision: ");
+    }
+    qs_pl_log(p->io, "info", "high_precision auto: %zu of %zu activations below %g dB at %d bits get %d bits",
+              json_array_size(promoted), json_array_size(list), thr, base, HIGH_BITS);
+    json_object_set_new(p->extra, "high_precision",
+                        json_pack("{s:s, s:f, s:i, s:i, s:o, s:o}", "rule",
+                                  "activations whose SQNR at the base width (on the calibration data, with the range "
+                                  "chosen for them) is below threshold_db get high_bits",
+                                  "threshold_db", thr, "base_bits", base, "high_bits", HIGH_BITS, "promoted", promoted,
+                                  "activations", list));
+    return 0;
+}
+
 int qs_ptq_calibrate(ptq *p, qs_err *e)
 {
     qs_quantsim *sim = p->sim;
@@ -460,6 +514,8 @@ int qs_ptq_calibrate(ptq *p, qs_err *e)
         qs_quantsim_set(sim, i, -1, job.res[i].scale, job.res[i].zero);
         q->initialized = 1;
     }
+    if (rc == 0 && !strcmp(p->cfg.act.high_precision, "auto"))
+        rc = high_precision_auto(p, s.obs, job.m, e);
     free(job.m);
     free(job.res);
 out:
@@ -797,8 +853,14 @@ int qs_ptq_build_sim(ptq *p, qs_err *e)
         if (!found)
             return qs_error(e, QS_EINVAL, "config.exclude: no node named '%s' in the model", p->cfg.exclude[i]);
     }
+    qs_qoverrides ov;
+    if (qs_overrides_parse(p->cfg.overrides, &ov, e) < 0)
+        return e->code;
+    scfg.overrides = &ov;
     qs_quantsim_free(p->sim);
-    if (!(p->sim = qs_quantsim_new(p->prepared, &scfg, e)))
+    p->sim = qs_quantsim_new(p->prepared, &scfg, e);
+    qs_overrides_free(&ov);
+    if (!p->sim)
         return e->code ? e->code : QS_EINVAL;
     int nw = 0, na = 0;
     for (int i = 0; i < p->sim->nq; i++)

@@ -30,6 +30,8 @@
 
 #include "exec.h"
 #include "ops/ops.h"
+#include "quant/constweights.h"
+#include "quant/overrides.h"
 
 qs_qsim_config qs_qsim_config_default(void)
 {
@@ -181,6 +183,7 @@ static int add_quantizer(qs_quantsim *sim, const char *name, const char *layer, 
     q->grid = grid;
     q->symmetric = symmetric;
     q->bias_of = q->bias_in = -1;
+    q->sqnr_db = NAN;
     return sim->nq++;
 }
 
@@ -246,14 +249,77 @@ static int follower(const placer *p, int t, int st, int *cst)
     return -1;
 }
 
-static int excluded_name(placer *p, const char *name)
+/* Excluded by name (config.exclude) or by op type (an op override's skip). */
+static int excluded_node(placer *p, const qs_node *n)
 {
     const qs_qsim_config *cfg = &p->sim->cfg;
     int hit = 0;
     for (int k = 0; k < cfg->nexclude; k++)
-        if (name && cfg->exclude[k] && !strcmp(name, cfg->exclude[k]))
+        if (n->name && cfg->exclude[k] && !strcmp(n->name, cfg->exclude[k]))
             hit = p->matched[k] = 1;
-    return hit;
+    const qs_qoverride *o = (!n->domain || !n->domain[0]) ? qs_overrides_find(cfg->overrides, 1, n->op) : NULL;
+    return hit || (o && o->skip == 1);
+}
+
+/* The scalar constant v holds (initializer or Constant node); 0 when it is not one. */
+static int const_scalar(const qs_graph *g, int v, double *x)
+{
+    const qs_tensor *t = qs_graph_const_of(g, v);
+    if (!t || qs_numel(t) != 1 || (t->dtype != QS_F32 && t->dtype != QS_F64))
+        return 0;
+    *x = qs_get_f64(t, 0);
+    return 1;
+}
+
+/* Node n is the default-domain op `op` with v as one input and a scalar constant near c as the
+ * other; *other gets the index of v's slot's partner. */
+static int op_with_const(const qs_graph *g, const qs_node *n, const char *op, int v, double c)
+{
+    double x;
+    if (!qs_node_is_op(n, op) || (n->domain && n->domain[0]) || n->nin != 2 || n->nout != 1)
+        return 0;
+    int k = n->in[0] == v ? 1 : n->in[1] == v ? 0 : -1;
+    if (k < 0 || (!strcmp(op, "Div") && k != 1))
+        return 0;
+    return const_scalar(g, n->in[k], &x) && fabs(x - c) <= 1e-3 * fabs(c);
+}
+
+/* The only reader of value v among the placer's nodes after node `after`, or -1. */
+static int sole_reader(const placer *p, int v)
+{
+    return v >= 0 && p->ncons[v] == 1 && !qs_graph_is_output(p->g, v) ? p->reader[v] : -1;
+}
+
+/* GELU as torch exports it below opset 20, x·0.5·(1 + erf(x/√2)): x is read by Div(x, √2) (or
+ * Mul(x, 1/√2)) → Erf → Add(·, 1) → Mul(x, ·) → Mul(·, 0.5), and by nothing else. Fills nodes[5]
+ * (the last is the pattern's output) and returns 1 when the readers of x form it. */
+static int erf_gelu(const placer *p, int x, int nodes[5])
+{
+    const qs_graph *g = p->g;
+    if (x < 0 || p->ncons[x] != 2 || qs_graph_is_output(g, x))
+        return 0;
+    int first = -1;
+    for (int i = 0; i < p->nn0 && first < 0; i++)
+        if (op_with_const(g, &g->nodes[i], "Div", x, M_SQRT2) || op_with_const(g, &g->nodes[i], "Mul", x, M_SQRT1_2))
+            first = i;
+    if (first < 0)
+        return 0;
+    int erf = sole_reader(p, g->nodes[first].out[0]);
+    if (erf < 0 || !qs_node_is_op(&g->nodes[erf], "Erf") || g->nodes[erf].nout != 1)
+        return 0;
+    int add = sole_reader(p, g->nodes[erf].out[0]);
+    if (add < 0 || !op_with_const(g, &g->nodes[add], "Add", g->nodes[erf].out[0], 1.0))
+        return 0;
+    int mul = sole_reader(p, g->nodes[add].out[0]);
+    const qs_node *m = mul >= 0 ? &g->nodes[mul] : NULL;
+    if (!m || !qs_node_is_op(m, "Mul") || m->nin != 2 || m->nout != 1 ||
+        !((m->in[0] == x && m->in[1] == g->nodes[add].out[0]) || (m->in[1] == x && m->in[0] == g->nodes[add].out[0])))
+        return 0;
+    int half = sole_reader(p, m->out[0]);
+    if (half < 0 || !op_with_const(g, &g->nodes[half], "Mul", m->out[0], 0.5))
+        return 0;
+    nodes[0] = first, nodes[1] = erf, nodes[2] = add, nodes[3] = mul, nodes[4] = half;
+    return 1;
 }
 
 static int node_dyn(const placer *p, int i)
@@ -274,15 +340,28 @@ static void build_groups(placer *p)
         if (p->gstart[i] >= 0)
             continue;
         p->gstart[i] = i;
-        int t = i, st = node_kind(&g->nodes[i]), cst, c;
-        int excl = excluded_name(p, g->nodes[i].name);
-        if (node_dyn(p, i))
+        int t = i, st = node_kind(&g->nodes[i]), cst, c, gelu[5];
+        int excl = excluded_node(p, &g->nodes[i]);
+        if (node_dyn(p, i)) {
             while ((c = follower(p, t, st, &cst)) >= 0 && p->gstart[c] < 0) {
                 p->gstart[c] = i;
-                excl |= excluded_name(p, g->nodes[c].name);
+                excl |= excluded_node(p, &g->nodes[c]);
                 t = c;
                 st = cst;
             }
+            /* a GELU pattern is one activation: it ends the group of the layer feeding it as Relu
+             * would, or (read from anything else, or starting here) forms a group of its own */
+            int x = g->nodes[t].nout > 0 ? g->nodes[t].out[0] : -1;
+            int joins = st == K_LAYER || st == K_BN || st == K_BIAS_ADD || st == K_ADD;
+            int head = g->nodes[i].nin > 0 && erf_gelu(p, g->nodes[i].in[0], gelu) && gelu[0] == i;
+            if (head || (joins && erf_gelu(p, x, gelu) && p->gstart[gelu[0]] < 0)) {
+                for (int k = head ? 1 : 0; k < 5; k++) {
+                    p->gstart[gelu[k]] = i;
+                    excl |= excluded_node(p, &g->nodes[gelu[k]]);
+                }
+                t = gelu[4];
+            }
+        }
         p->gend[i] = t;
         p->gexcl[i] = (char)excl;
     }
@@ -298,15 +377,34 @@ static int all_readers_excluded(const placer *p, int v)
     return 1;
 }
 
-/* An activation (or model input) quantizer on value v. */
+/* The override for tensor v (a tensor entry, else the entry of its producer's op type when
+ * by_op), or NULL. */
+static const qs_qoverride *override_of(const placer *p, int v, int by_op_node)
+{
+    const qs_qoverrides *ov = p->sim->cfg.overrides;
+    const qs_qoverride *o = qs_overrides_find(ov, 0, p->g->values[v].name);
+    if (!o && by_op_node >= 0) {
+        const qs_node *n = &p->g->nodes[by_op_node];
+        if (!n->domain || !n->domain[0])
+            o = qs_overrides_find(ov, 1, n->op);
+    }
+    return o;
+}
+
+/* An activation (or model input) quantizer on value v; 0 when an override skips it. */
 static int add_act(placer *p, int v, qs_qkind kind, const char *layer, int nonneg, qs_err *e)
 {
     qs_quantsim *sim = p->sim;
     qs_graph *g = p->g;
     const qs_qsim_config *cfg = &sim->cfg;
+    const qs_qoverride *o = override_of(p, v, kind == QS_Q_INPUT ? -1 : g->values[v].producer);
+    if (o && o->skip == 1)
+        return 0;
+    int bits = o && o->bits > 0 ? o->bits : cfg->abits;
+    int sym = o && o->symmetric >= 0 ? o->symmetric : cfg->a_symmetric;
     /* asymmetric activations use the unsigned grid; symmetric ones the signed grid, or the
      * unsigned one when the output cannot be negative */
-    qs_grid grid = qs_grid_make(cfg->abits, cfg->a_symmetric && !nonneg);
+    qs_grid grid = qs_grid_make(bits, sym && !nonneg);
     char *name = strdup(g->values[v].name);
     if (!name)
         return qs_error(e, QS_ENOMEM, "out of memory");
@@ -323,9 +421,9 @@ static int add_act(placer *p, int v, qs_qkind kind, const char *layer, int nonne
             if (g->nodes[prod].out[j] == v)
                 g->nodes[prod].out[j] = f;
         g->values[f].producer = prod;
-        qi = add_quantizer(sim, name, layer, kind, f, v, -1, 1, grid, cfg->a_symmetric, e);
+        qi = add_quantizer(sim, name, layer, kind, f, v, -1, 1, grid, sym, e);
     } else {
-        qi = add_quantizer(sim, name, layer, kind, v, -1, -1, 1, grid, cfg->a_symmetric, e);
+        qi = add_quantizer(sim, name, layer, kind, v, -1, -1, 1, grid, sym, e);
         if (qi >= 0)
             p->rewire[v] = sim->q[qi].out;
     }
@@ -354,6 +452,12 @@ static int add_weights(placer *p, int i, qs_err *e)
         axis = 1;
     } else if (qs_node_is_op(n, "Gemm")) {
         axis = qs_node_int(n, "transB", 0) ? 0 : 1;
+    } else if (qs_node_is_op(n, "Gather")) {
+        /* an embedding table: per channel on its last (feature) axis, as a MatMul's B [K, N] */
+        if (n->nin < 2 || !is_float_init(g, n->in[0]))
+            return 0;
+        slot = 0;
+        axis = g->values[n->in[0]].init->ndim >= 2 ? g->values[n->in[0]].init->ndim - 1 : -1;
     } else if (qs_node_is_op(n, "MatMul")) {
         if (n->nin > 1 && is_float_init(g, n->in[1])) {
             int r = g->values[n->in[1]].init->ndim;
@@ -370,15 +474,25 @@ static int add_weights(placer *p, int i, qs_err *e)
         return 0;
     int w = n->in[slot];
     const qs_tensor *W = g->values[w].init;
-    if (!cfg->per_channel || axis >= W->ndim || (axis >= 0 && W->shape[axis] <= 1))
+    /* overrides: the weight's own entry, else its node's op type's (weight_bits, …) */
+    const qs_qoverride *to = qs_overrides_find(cfg->overrides, 0, g->values[w].name);
+    const qs_qoverride *oo = qs_overrides_find(cfg->overrides, 1, n->op);
+    if (to && to->skip == 1)
+        return 0;
+    int wbits = to && to->bits > 0 ? to->bits : oo && oo->wbits > 0 ? oo->wbits : cfg->wbits;
+    int wsym = to && to->symmetric >= 0 ? to->symmetric : oo && oo->wsymmetric >= 0 ? oo->wsymmetric : cfg->w_symmetric;
+    int perch = to && to->per_channel >= 0 ? to->per_channel : oo && oo->per_channel >= 0 ? oo->per_channel
+                                                                                           : cfg->per_channel;
+    if (!perch || axis >= W->ndim || (axis >= 0 && W->shape[axis] <= 1))
         axis = -1;
     int wq = w < p->nv0 ? p->qof[w] : -1;
     if (wq < 0) {
         char *name = strdup(g->values[w].name), *layer = strdup(n->name);
         int nch = axis >= 0 ? (int)W->shape[axis] : 1;
+        /* reduce_range narrows the config's width only (quant/target.h decides it for that one) */
         wq = name && layer ? add_quantizer(sim, name, layer, QS_Q_WEIGHT, w, -1, axis, nch,
-                                           qs_grid_make(cfg->wbits - (cfg->reduce_range && cfg->wbits > 2), 1),
-                                           cfg->w_symmetric, e)
+                                           qs_grid_make(wbits - (cfg->reduce_range && wbits == cfg->wbits && wbits > 2), 1),
+                                           wsym, e)
                            : qs_error(e, QS_ENOMEM, "out of memory");
         free(name);
         free(layer);
@@ -469,8 +583,22 @@ static int place(placer *p, qs_err *e)
         if (!node_dyn(p, i))
             continue;
         int st = p->gstart[i], excl = p->gexcl[st];
-        if (!excl && node_kind(&g->nodes[i]) == K_LAYER && (rc = add_weights(p, i, e)) < 0)
+        const qs_node *ni = &g->nodes[i];
+        if (!excl && (node_kind(ni) == K_LAYER || qs_node_is_op(ni, "Gather")) && (rc = add_weights(p, i, e)) < 0)
             return rc;
+        /* a MatMul of two activations (attention) reads both on a grid */
+        if (!excl && qs_node_is_op(ni, "MatMul") && ni->nin == 2)
+            for (int j = 0; j < 2; j++) {
+                int a = g->nodes[i].in[j];
+                if (a < 0 || a >= p->nv0 || !p->dyn[a] || p->src[a] >= 0 || g->values[a].dtype != QS_F32 ||
+                    g->values[a].init)
+                    continue;
+                char *layer = strdup(g->nodes[i].name);
+                rc = layer ? add_act(p, a, QS_Q_ACT, layer, 0, e) : qs_error(e, QS_ENOMEM, "out of memory");
+                free(layer);
+                if (rc < 0)
+                    return rc;
+            }
         if (p->gend[st] != i)
             continue;   /* inside a group: quantized at its end */
         int keeps = qs_quantsim_keeps_grid(g, &g->nodes[i]);
@@ -502,113 +630,6 @@ static int place(placer *p, qs_err *e)
                 g->nodes[i].in[j] = p->rewire[v];
         }
     return 0;
-}
-
-/* Weights the model computes from constants (an initializer reshaped or transposed by a node, a
- * Constant node, as in the ONNX zoo's mnist-8) are folded into initializers first, so the layer
- * reading them gets a weight quantizer like any other. Only chains ending in a layer's weight or
- * bias input are folded: other constant subgraphs stay as the model wrote them. */
-static int fold_node(qs_graph *g, int i, qs_err *e)
-{
-    const qs_node *n = &g->nodes[i];
-    const qs_op_def *d = qs_op_find(n->domain, n->op);
-    char b[300];
-    if (!d || n->nin > 16 || n->nout > 8)
-        return 0;
-    qs_tensor *in[17] = { 0 }, heads[8], *outs[8] = { 0 };
-    memset(heads, 0, sizeof heads);
-    for (int j = 0; j < n->nin; j++)
-        in[j] = n->in[j] >= 0 ? g->values[n->in[j]].init : NULL;
-    for (int j = 0; j < n->nout; j++)
-        outs[j] = &heads[j];
-    qs_kctx c = { .node = n, .opset = qs_graph_opset(g, ""), .nin = n->nin, .nout = n->nout, .in = in,
-                  .out = outs, .nthreads = 1, .err = e };
-    int rc = d->infer(&c);
-    for (int j = 0; rc == 0 && j < n->nout; j++)
-        if (!(outs[j] = qs_tensor_new(heads[j].dtype, heads[j].ndim, heads[j].shape)))
-            rc = qs_error(e, QS_ENOMEM, "out of memory");
-    size_t ss = rc == 0 && d->scratch ? d->scratch(&c) : 0;
-    void *scratch = ss ? malloc(ss) : NULL;
-    c.scratch = scratch;
-    c.scratch_size = ss;
-    if (rc == 0)
-        rc = ss && !scratch ? qs_error(e, QS_ENOMEM, "out of memory") : d->forward(&c);
-    free(scratch);
-    for (int j = 0; j < n->nout; j++) {
-        if (rc == 0 && g->nodes[i].out[j] >= 0) {
-            qs_graph_set_init_steal(g, g->nodes[i].out[j], outs[j]);
-            outs[j] = NULL;
-        }
-        if (outs[j] != &heads[j])
-            qs_tensor_free(outs[j]);
-    }
-    if (rc < 0)
-        qs_error_prefix(e, "folding the constant weights of %s: ", qs_node_label(g, i, b, sizeof b));
-    return rc;
-}
-
-static int fold_const_weights(qs_graph *g, qs_err *e)
-{
-    int nv = g->nvalues, nn = g->nnodes, rc = 0, nfold = 0;
-    char *dyn = calloc(nv + 1, 1), *want = calloc(nv + 1, 1), *drop = calloc(nn + 1, 1);
-    if (!dyn || !want || !drop) {
-        rc = qs_error(e, QS_ENOMEM, "out of memory");
-        goto out;
-    }
-    for (int k = 0; k < g->ninputs; k++)
-        dyn[g->inputs[k]] = !g->values[g->inputs[k]].init;
-    for (int i = 0; i < nn; i++) {
-        const qs_node *n = &g->nodes[i];
-        int d = 0;
-        for (int j = 0; j < n->nin; j++)
-            d |= n->in[j] >= 0 && dyn[n->in[j]];
-        for (int j = 0; j < n->nout; j++)
-            if (n->out[j] >= 0)
-                dyn[n->out[j]] = (char)d;
-        if (is_op_in(n, LAYER_OPS))
-            for (int j = qs_node_is_op(n, "MatMul") ? 0 : 1; j < n->nin && j < 3; j++)
-                if (n->in[j] >= 0 && !g->values[n->in[j]].init && g->values[n->in[j]].producer >= 0)
-                    want[n->in[j]] = 1;
-    }
-    /* a wanted value's constant producer wants its inputs too (walk backwards) */
-    for (int i = nn - 1; i >= 0; i--) {
-        const qs_node *n = &g->nodes[i];
-        int w = 0, d = 0;
-        for (int j = 0; j < n->nout; j++)
-            if (n->out[j] >= 0) {
-                w |= want[n->out[j]];
-                d |= dyn[n->out[j]] || qs_graph_is_output(g, n->out[j]);
-            }
-        if (!w || d)
-            continue;
-        for (int j = 0; j < n->nin; j++)
-            if (n->in[j] >= 0)
-                want[n->in[j]] = 1;
-    }
-    for (int i = 0; i < nn && rc == 0; i++) {
-        const qs_node *n = &g->nodes[i];
-        int w = 0, ok = n->nout > 0;
-        for (int j = 0; j < n->nout; j++)
-            if (n->out[j] >= 0) {
-                w |= want[n->out[j]];
-                ok &= !dyn[n->out[j]] && !qs_graph_is_output(g, n->out[j]);
-            }
-        for (int j = 0; j < n->nin; j++)
-            ok &= n->in[j] < 0 || g->values[n->in[j]].init != NULL;
-        if (!w || !ok)
-            continue;
-        if ((rc = fold_node(g, i, e)) == 0) {
-            drop[i] = 1;
-            nfold++;
-        }
-    }
-    if (rc == 0 && nfold)
-        qs_graph_remove_nodes(g, drop);
-out:
-    free(dyn);
-    free(want);
-    free(drop);
-    return rc;
 }
 
 /* Plans the graph once at batch 1 to learn every value's dtype and rank (ONNX files often
@@ -694,10 +715,12 @@ qs_quantsim *qs_quantsim_new(const qs_graph *fp32, const qs_qsim_config *cfg, qs
     if (!(sim->g = qs_graph_clone(fp32)))
         goto oom;
     qs_graph *g = sim->g;
-    if (qs_graph_toposort(g, e) < 0 || fold_const_weights(g, e) < 0 || infer_types(g, e) < 0) {
+    if (qs_graph_toposort(g, e) < 0 || qs_fold_const_weights(g, e) < 0 || infer_types(g, e) < 0) {
         qs_error_prefix(e, "building the quantization simulation: ");
         goto fail;
     }
+    if (qs_overrides_check(cfg->overrides, g, e) < 0)
+        goto fail;
     p.sim = sim;
     p.g = g;
     p.nv0 = g->nvalues;
@@ -719,6 +742,7 @@ qs_quantsim *qs_quantsim_new(const qs_graph *fp32, const qs_qsim_config *cfg, qs
         p.src[v] = p.rewire[v] = p.qof[v] = -1;
     if (place(&p, e) < 0)
         goto fail;
+    sim->cfg.overrides = NULL;   /* borrowed for the placement only */
     if (qs_graph_set_opset(g, "quantd", 1) < 0)
         goto oom;
     if (qs_graph_toposort(g, e) < 0)
@@ -853,6 +877,18 @@ void qs_quantsim_bypass(qs_quantsim *sim, int i, int bypass)
 int qs_quantsim_bypassed(const qs_quantsim *sim, int i)
 {
     return qs_node_int(fq_node(sim, i), "bypass", 0) != 0;
+}
+
+int qs_quantsim_set_bits(qs_quantsim *sim, int i, int bits, qs_err *e)
+{
+    qs_quantizer *q = &sim->q[i];
+    qs_grid g = qs_grid_make(bits, q->grid.is_signed);
+    qs_node *n = fq_node(sim, i);
+    /* the FakeQuant reads its grid from qmin/qmax, export from q->grid: both change */
+    if (qs_node_set_int(n, "qmin", (int64_t)g.qmin) < 0 || qs_node_set_int(n, "qmax", (int64_t)g.qmax) < 0)
+        return qs_error(e, QS_ENOMEM, "out of memory");
+    q->grid = g;
+    return 0;
 }
 
 void qs_quantsim_bypass_kind(qs_quantsim *sim, int kind, int bypass)

@@ -21,7 +21,17 @@
  *  - MaxPool, Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity, Dropout, nearest Resize pass
  *    their input's grid through (no quantizer after them: max and data movement keep values on the
  *    grid); linear/cubic Resize and the normalizations (LayerNormalization, …) are compute ops;
- *  - exclusions by node name keep a group in FP32 (no weight or output quantizer).
+ *  - transformers (paper §5, the BERT row): a MatMul of two activations (Q·Kᵀ, attention·V) has
+ *    both inputs on a grid (an input that carries none, e.g. from an excluded node, gets its own
+ *    quantizer); Softmax's output is quantized on an unsigned grid (its range within [0, 1]);
+ *    LayerNormalization's output as any compute op's; GELU — the Gelu op, or the pattern torch
+ *    exports below opset 20, x·0.5·(1 + erf(x/√2)) (Div, Erf, Add, Mul, Mul) — is one activation:
+ *    only its output is quantized, and it joins the group of the layer that feeds it as Relu does;
+ *    residual Adds are quantized; a Gather whose data is an initializer (an embedding table) has
+ *    its table quantized as a weight (per channel on the last axis);
+ *  - exclusions by node name keep a group in FP32 (no weight or output quantizer);
+ *  - cfg.overrides (quant/overrides.h) change one tensor's or one op type's bits, symmetry,
+ *    per-channel or skip its quantizers.
  * A FakeQuant with attribute bypass=1 passes x through unchanged: calibration runs with the
  * activation quantizers bypassed (and the bias quantizers, whose scale s_in·s_w needs the input
  * range being measured), and the debugging flow toggles them.
@@ -48,6 +58,7 @@ typedef struct qs_qsim_config {
     int quantize_bias;              /* int32 bias at s_in·s_w (default on) */
     int nexclude;
     char **exclude;                 /* node names kept in FP32 (borrowed) */
+    const struct qs_qoverrides *overrides;   /* borrowed, read while placing only (NULL: none) */
 } qs_qsim_config;
 
 qs_qsim_config qs_qsim_config_default(void);
@@ -66,6 +77,9 @@ typedef struct qs_quantizer {
     int bias_of;       /* QS_Q_BIAS: index of the weight quantizer; -1 otherwise */
     int bias_in;       /*            index of the input activation quantizer, -1 if none */
     int initialized;   /* ranges set */
+    double sqnr_db;    /* activations, config.activations.high_precision auto: the 8-bit grid's SQNR on
+                        * the calibration data (NAN: not measured) */
+    int high_precision;   /* promoted to 16 bits by that rule */
 } qs_quantizer;
 
 typedef struct qs_quantsim {
@@ -91,6 +105,8 @@ void qs_quantsim_bypass_kind(qs_quantsim *sim, int kind, int bypass);
 void qs_quantsim_bypass(qs_quantsim *sim, int i, int bypass);
 int qs_quantsim_find(const qs_quantsim *sim, const char *name);   /* by quantized tensor name */
 int qs_quantsim_bypassed(const qs_quantsim *sim, int i);
+/* Gives quantizer i a grid of `bits` (same signedness); its range must be set again. */
+int qs_quantsim_set_bits(qs_quantsim *sim, int i, int bits, qs_err *e);
 
 /* 1 when node n passes its first input's grid through unchanged (max and data movement: MaxPool,
  * Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity, Dropout, GlobalMaxPool, Slice, Split,

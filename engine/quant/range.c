@@ -345,6 +345,24 @@ static double hist_mse(void *ctx, float s, float z)
     return total / (double)h->o->count;
 }
 
+double qs_observer_sqnr_db(const qs_observer *o, qs_grid g, float scale, float zero)
+{
+    hist_ctx h;
+    if (o->count == 0 || hist_ctx_init(&h, o, g) < 0)
+        return NAN;
+    double sig = 0;   /* Σ x² over the histogram: density · (b³ − a³)/3 per bin, plus the point masses */
+    for (int i = 0; i < h.m; i++)
+        sig += h.dens[i] * (h.b[i] * h.b[i] * h.b[i] - h.a[i] * h.a[i] * h.a[i]) / 3;
+    for (int i = 0; i < h.np; i++)
+        sig += h.pn[i] * h.pa[i] * h.pa[i];
+    double noise = hist_mse(&h, scale, zero);
+    hist_ctx_free(&h);
+    sig /= (double)o->count;
+    if (noise <= 0)
+        return INFINITY;
+    return 10 * log10(sig / noise);
+}
+
 /* ---- cross-entropy on logit rows ------------------------------------------------------------ */
 
 typedef struct ce_ctx {

@@ -60,6 +60,11 @@ int qs_observer_nonfinite(const qs_observer *o);   /* NaN/Inf seen (reported, ne
 int qs_observer_qparams(const qs_observer *o, qs_grid g, int symmetric, int pow2, qs_range_method m,
                         double percentile, float *scale, float *zero, qs_err *e);
 
+/* The signal-to-quantization-noise ratio 10·log10(E[x²] / E[(x − fq(x))²]) of the observed values
+ * on grid g with the given scale and zero point, evaluated on the histogram as the MSE search
+ * does; NAN when nothing was observed. */
+double qs_observer_sqnr_db(const qs_observer *o, qs_grid g, float scale, float zero);
+
 /* BN-based range: lo = min_c(β_c − n·|γ_c|), hi = max_c(β_c + n·|γ_c|); relu clamps lo at 0. */
 void qs_range_bn(const float *beta, const float *gamma, int64_t c, float n, int relu, float *lo, float *hi);
 

@@ -27,24 +27,6 @@
 #define RANK_SAMPLES 1000        /* validation samples used to rank groups in the closed loop */
 #define PROMOTED_BITS 16
 
-static qs_node *fq_node(qs_quantsim *sim, int i)
-{
-    return &sim->g->nodes[sim->g->values[sim->q[i].out].producer];
-}
-
-/* Gives quantizer i a grid of `bits` (same signedness). The FakeQuant reads its grid from the
- * node's qmin/qmax attributes, export from q->grid: both change. */
-static int set_bits(qs_quantsim *sim, int i, int bits, qs_err *e)
-{
-    qs_quantizer *q = &sim->q[i];
-    qs_grid g = qs_grid_make(bits, q->grid.is_signed);
-    qs_node *n = fq_node(sim, i);
-    if (qs_node_set_int(n, "qmin", (int64_t)g.qmin) < 0 || qs_node_set_int(n, "qmax", (int64_t)g.qmax) < 0)
-        return qs_error(e, QS_ENOMEM, "out of memory");
-    q->grid = g;
-    return 0;
-}
-
 /* Initializer data overwritten by restore_layer, kept to be put back (put_back). */
 typedef struct saved_inits {
     int n, *v;
@@ -139,7 +121,7 @@ static int promote(qs_ptq *p, const qs_an_group *gr, qs_err *e)
         qs_quantizer *q = &sim->q[i];
         if (q->kind == QS_Q_BIAS)
             continue;
-        if ((rc = set_bits(sim, i, PROMOTED_BITS, e)) < 0)
+        if ((rc = qs_quantsim_set_bits(sim, i, PROMOTED_BITS, e)) < 0)
             return rc;
         if (q->kind != QS_Q_WEIGHT)
             continue;

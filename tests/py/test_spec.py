@@ -105,3 +105,26 @@ def test_missing_data_is_422_at_submit(quantd):
         assert e["code"] == "data_mismatch" and e["field"] == field and "missing" in e["message"], e
         assert quantd.request("POST", "/v1/jobs", json.dumps(dict(spec, validation={
             "data": x["id"], "labels": y["id"]}, calibration=x["id"])).encode()).status == 202
+
+
+def test_overrides_and_exclude_names_checked_at_submit(quantd):
+    m = quantd.upload_ok("models", CLS)
+    x = quantd.upload_ok("datasets", CLS_X)
+    base = {"type": "ptq", "model": m["id"], "calibration": x["id"]}
+    for config, code, status, field, text in (
+            ({"overrides": {"tensors": {"no_such": {"bits": 16}}}}, "unknown_name", 422,
+             "config.overrides.tensors.no_such", "the model has no tensor named 'no_such'"),
+            ({"overrides": {"ops": {"LSTM": {"skip": True}}}}, "unknown_name", 422,
+             "config.overrides.ops.LSTM", "the model has no LSTM node"),
+            ({"exclude": ["nowhere"]}, "unknown_name", 422, "config.exclude[0]", "no node named 'nowhere'"),
+            ({"overrides": {"tensors": {"x": {"bitz": 4}}}}, "invalid_field", 400,
+             "config.overrides.tensors.x.bitz", "unknown field")):
+        r = quantd.request("POST", "/v1/jobs", json.dumps(dict(base, config=config)).encode(),
+                           {"Content-Type": "application/json"})
+        assert r.status == status, r.body
+        e = r.error()
+        assert e["code"] == code and e["field"] == field and text in e["message"], e
+    # the schema documents the shape
+    _, doc = quantd.json("GET", "/v1/openapi.json")
+    ov = doc["components"]["schemas"]["JobConfig"]["properties"]["overrides"]
+    assert "tensors" in ov["description"] and "per_channel" in ov["description"]
