@@ -17,7 +17,9 @@
  * Opset 10 and Upsample: asymmetric coordinates; nearest takes floor when upsampling and ceil
  * when downsampling, as ONNX Runtime does for them.
  *
- * Work: the output is split by rows (all dims but the last). Backward is the adjoint, dX[i] +=
+ * Work: the output is split by rows (all dims but the last); a worker caches the input rows it has
+ * interpolated along the last axis (see RS_CACHE), and nearest copies a row that repeats the one
+ * before. Backward is the adjoint, dX[i] +=
  * w·dY[o]; rows of different input planes (the leading dims the resize leaves alone, N and C in
  * NCHW) never touch the same dX, so the planes are split over threads and the result does not
  * depend on the thread count. */
