@@ -17,7 +17,7 @@ const qd_error_def qd_errors[QD_E_COUNT] = {
     [QD_E_METHOD_NOT_ALLOWED] = { "method_not_allowed", 405, "the Allow header lists the methods of this path" },
     [QD_E_TIMEOUT] = { "timeout", 408, "send the headers and the body without pausing (header_timeout, body_timeout)" },
     [QD_E_IN_USE] = { "in_use", 409, "a queued or running job uses it; cancel that job or wait for it" },
-    [QD_E_JOB_FINISHED] = { "job_finished", 409, "the job has already ended; nothing to cancel" },
+    [QD_E_JOB_ENDING] = { "job_ending", 409, "the job is recording its final state; DELETE again in a moment" },
     [QD_E_TOO_LARGE] = { "too_large", 413, "the body exceeds the server's limit (see message); "
                                            "the operator can raise it in quantd.conf" },
     [QD_E_MEDIA_TYPE] = { "unsupported_media_type", 415,

@@ -18,7 +18,7 @@ typedef enum qd_errcode {
     QD_E_METHOD_NOT_ALLOWED,
     QD_E_TIMEOUT,
     QD_E_IN_USE,
-    QD_E_JOB_FINISHED,
+    QD_E_JOB_ENDING,
     QD_E_TOO_LARGE,
     QD_E_MEDIA_TYPE,
     QD_E_RANGE,

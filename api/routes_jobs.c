@@ -181,6 +181,9 @@ int qd_h_job_delete(qd_req *r)
         rc = qd_store_job_delete(r->srv->st, id);
         if (rc == QD_ST_NOTFOUND)
             return qd_reply_error(r, QD_E_NOT_FOUND, NULL, "no job with id %s", id);
+        if (rc == QD_ST_CONFLICT)   /* ended, but its final state not yet stored (a full disk: retried) */
+            return qd_reply_error(r, QD_E_JOB_ENDING, NULL, "job %s has stopped but its final state is not "
+                                  "recorded yet; DELETE it again in a moment", id);
         if (rc < 0)
             return qd_reply_error(r, rc == QD_ST_FULL ? QD_E_STORAGE_FULL : QD_E_INTERNAL, NULL,
                                   "deleting job %s failed", id);

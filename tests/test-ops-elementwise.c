@@ -395,8 +395,33 @@ TEST(empty_tensors)
     expect_shape(run1(&c, 13, 1, (qs_tensor *[]){ e }), SHAPE(0, 3));
 }
 
+/* Mod: numpy's remainder (divisor's sign) for fmod 0, C's fmod (dividend's sign) for fmod 1 */
+TEST(mod)
+{
+    qs_node n = opcheck_node("Mod", NULL);
+    qs_tensor *a = TI(SHAPE(6), I(-4, 7, 5, 4, -7, 8)), *b = TI(SHAPE(6), I(2, -3, 8, -2, 3, 5));
+    expect_ints(run1(&n, 13, 2, (qs_tensor *[]){ a, b }), QS_I64, SHAPE(6), I(0, -2, 5, 0, 2, 3));
+    expect_ints(run1(&n, 13, 2, (qs_tensor *[]){ TT(QS_I32, SHAPE(2), I(-7, 7)), TT(QS_I32, SHAPE(1), I(3)) }),
+                QS_I32, SHAPE(2), I(2, 1));
+    qs_node f = opcheck_node("Mod", NULL);
+    qs_node_set_int(&f, "fmod", 1);
+    expect_ints(run1(&f, 13, 2, (qs_tensor *[]){ a, b }), QS_I64, SHAPE(6), I(0, 1, 5, 0, -1, 3));
+    expect_f32(run1(&f, 13, 2, (qs_tensor *[]){ TF(SHAPE(2, 3), F(-4.5f, 7, 5.25f, 4, -7, 8.5f)),
+                                                TF(SHAPE(3), F(2, -3, 2.5f)) }),
+               SHAPE(2, 3), F(-0.5f, 1, 0.25f, 0, -1, 1), 0);
+    /* floats need fmod 1; an integer divisor of zero is an error, not a crash */
+    const char *msg = run_fail(&n, 13, 2, (qs_tensor *[]){ TF(SHAPE(1), F(1)), TF(SHAPE(1), F(2)) }, 1, QS_EINVAL);
+    ASSERT_STR_CONTAINS(msg, "fmod");
+    run_fail(&n, 13, 2, (qs_tensor *[]){ TI(SHAPE(2), I(1, 2)), TI(SHAPE(2), I(1, 0)) }, 1, QS_EINVAL);
+    /* dr/da = 1, dr/db = -trunc(a/b): quotients kept away from integers so the steps stay on a piece */
+    opcheck_grad(&f, 13, 2, (qs_tensor *[]){ TF(SHAPE(2, 2), F(2.5f, -3.4f, 7.25f, 0.6f)),
+                                             TF(SHAPE(2, 2), F(1.1f, 1.0f, 2.0f, -0.5f)) }, 1, 1e-3, 2e-3, 1e-3);
+    opcheck_grad(&f, 13, 2, (qs_tensor *[]){ TF(SHAPE(2, 2), F(2.5f, -3.4f, 7.25f, 0.6f)), TF(SHAPE(1), F(1.1f)) },
+                 1, 1e-3, 2e-3, 1e-3);
+}
+
 TEST_MAIN(add_same_shape, broadcast_hand_cases, broadcast_matches_reference, int64_shape_arithmetic,
           int32_and_uint8_arithmetic, mixed_pow_types, comparisons_and_where, where_grad,
           not_broadcastable_names_node_and_shapes, legacy_broadcast_axis, binary_grads, unary_forward, unary_grads,
           reduce_mean_and_sum, reduce_noop_and_errors, reduce_grads, cast, variadic_max_min_sum_mean, logic_and_sign,
-          more_reductions, argmax_argmin, castlike, empty_tensors)
+          more_reductions, argmax_argmin, castlike, empty_tensors, mod)

@@ -217,6 +217,8 @@ TEST(resize_bad_input_named)
                         "scale 0 for axis 2 must be positive");
     ASSERT_STR_CONTAINS(run_fail(&n, 13, 3, (qs_tensor *[]){ x, NULL, scales(4, F(1, 1, 0.2f, 2)) }, 1, QS_ESHAPE),
                         "output dim 2 would be 0");
+    ASSERT_STR_CONTAINS(run_fail(&n, 13, 4, (qs_tensor *[]){ x, NULL, NULL, TI(SHAPE(4), I(1, 1, 1 << 30, 1 << 30)) },
+                                 1, QS_EUNSUPPORTED), "is over the tensor size limit");
     qs_tensor *runtime = TI(SHAPE(4), I(1, 1, 4, 4));
     runtime->data = NULL;   /* a value computed at run time */
     ASSERT_STR_CONTAINS(run_fail(&n, 13, 4, (qs_tensor *[]){ x, NULL, NULL, runtime }, 1, QS_EUNSUPPORTED),

@@ -104,8 +104,10 @@ export function fmtNum(x, digits = 2) {
   return Number.isInteger(x) ? String(x) : x.toFixed(digits);
 }
 
+// A shape as the API writes it (the OpenAPI Shape schema): integers, a symbolic dim's name, null
+// for a dim with neither value nor name ("?"); null as a whole when even the rank is unknown.
 export function fmtShape(shape) {
-  return Array.isArray(shape) ? `[${shape.join(', ')}]` : '—';
+  return Array.isArray(shape) ? `[${shape.map((d) => (d === null ? '?' : String(d))).join(', ')}]` : 'unknown';
 }
 
 // A job's run time: finished − started, or so far for a running job.

@@ -76,8 +76,8 @@ static int ln_params(qs_kctx *c, rn_p *p)
     const int64_t *ns = X->shape + p->axis;
     qs_shape_str(nd, ns, sx, sizeof sx);
     for (int i = 1; i < 3; i++) {
-        const qs_tensor *t = c->in[i];
-        if (i == 2 && !b)
+        const qs_tensor *t = i == 1 ? c->in[1] : b;
+        if (!t)
             continue;
         if (!qs_broadcasts_to(t, nd, ns))
             return qs_op_error(c, QS_ESHAPE, "%s has shape %s, which does not broadcast to the normalized shape "
@@ -255,18 +255,29 @@ static void expand_to_row(float *dst, const qs_tensor *t, const qs_tensor *X, in
             dst[q.off[1] + i] = src[q.off[0] + i * sd];
 }
 
-static void row_stats(const float *x, int64_t M, float eps, double *mean, double *inv)
+/* mean and r = 1/sqrt(var + eps) of a row, two passes in double; four partial sums each break the
+ * addition chain (the compiler may not reorder floating-point sums itself) */
+QS_HOT static void row_stats(const float *x, int64_t M, float eps, double *mean, double *inv)
 {
-    double s = 0, q = 0;
-    for (int64_t i = 0; i < M; i++)
-        s += x[i];
-    double m = M ? s / (double)M : 0;
-    for (int64_t i = 0; i < M; i++) {
+    double s[4] = { 0, 0, 0, 0 }, q[4] = { 0, 0, 0, 0 };
+    int64_t i = 0;
+    for (; i + 4 <= M; i += 4)
+        for (int k = 0; k < 4; k++)
+            s[k] += x[i + k];
+    for (; i < M; i++)
+        s[0] += x[i];
+    double m = M ? (s[0] + s[1] + s[2] + s[3]) / (double)M : 0;
+    for (i = 0; i + 4 <= M; i += 4)
+        for (int k = 0; k < 4; k++) {
+            double d = x[i + k] - m;
+            q[k] += d * d;
+        }
+    for (; i < M; i++) {
         double d = x[i] - m;
-        q += d * d;
+        q[0] += d * d;
     }
     *mean = m;
-    *inv = 1.0 / sqrt((M ? q / (double)M : 0) + eps);
+    *inv = 1.0 / sqrt((M ? (q[0] + q[1] + q[2] + q[3]) / (double)M : 0) + eps);
 }
 
 typedef struct rn_job {
@@ -279,7 +290,7 @@ typedef struct rn_job {
 /* scale/bias index of channel k of group g (channel-wise ops) */
 static inline int64_t cn_index(const rn_p *p, int64_t g, int64_t k) { return p->per_group ? g : g * p->Cg + k; }
 
-static void rn_forward_rows(void *arg, int64_t r0, int64_t r1, int worker)
+QS_HOT static void rn_forward_rows(void *arg, int64_t r0, int64_t r1, int worker)
 {
     const rn_job *j = arg;
     const rn_p *p = j->p;
@@ -374,7 +385,7 @@ static int inorm_forward(qs_kctx *c)
 static const float *opt_dout(const qs_kctx *c, int i) { return i < c->nout && c->dout[i] ? qs_f32(c->dout[i]) : NULL; }
 
 /* dx for the rows [r0, r1) and, channel-wise, the per-(row, channel) sums for dscale/dbias */
-static void rn_backward_rows(void *arg, int64_t r0, int64_t r1, int worker)
+QS_HOT static void rn_backward_rows(void *arg, int64_t r0, int64_t r1, int worker)
 {
     const rn_job *j = arg;
     const rn_p *p = j->p;

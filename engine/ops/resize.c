@@ -21,6 +21,7 @@
  * w·dY[o]; rows of different input planes (the leading dims the resize leaves alone, N and C in
  * NCHW) never touch the same dX, so the planes are split over threads and the result does not
  * depend on the thread count. */
+#include "ops/kernels.h"
 #include "ops/opsutil.h"
 
 #include <math.h>
@@ -229,6 +230,12 @@ static int rs_params(qs_kctx *c, rs_p *p)
             }
         }
     }
+    size_t bytes;
+    if (qs_shape_bytes(QS_F32, r, p->out, &bytes) < 0 || bytes > qs_max_tensor_bytes()) {
+        char so[128];
+        return qs_op_error(c, QS_EUNSUPPORTED, "output %s for X %s is over the tensor size limit of %zu bytes "
+                           "(max_tensor_size)", qs_shape_str(r, p->out, so, sizeof so), sx, qs_max_tensor_bytes());
+    }
     for (int a = 0; a < r; a++) {
         if (p->out[a] <= 0 && p->in[a] > 0)
             return qs_op_error(c, QS_ESHAPE, "output dim %d would be %lld for X %s with scale %g", a,
@@ -281,13 +288,19 @@ static int64_t rs_combos(const rs_p *p)
     return k;
 }
 
+/* a worker's (offset, weight) pairs: the offsets, then the weights, each 8-byte aligned */
+static size_t worker_bytes(int64_t combos)
+{
+    return align8((size_t)combos * sizeof(int64_t)) + align8((size_t)combos * sizeof(float));
+}
+
 static size_t rs_scratch_bytes(const rs_p *p, int nthreads)
 {
     size_t n = 0;
     for (int a = 0; a < p->rank; a++)
         n += align8((size_t)(p->out[a] * p->taps[a]) * sizeof(int64_t)) +
              align8((size_t)(p->out[a] * p->taps[a]) * sizeof(float)) + align8((size_t)p->out[a]);
-    return n + (size_t)(nthreads < 1 ? 1 : nthreads) * (size_t)rs_combos(p) * (sizeof(int64_t) + sizeof(float)) + 64;
+    return n + (size_t)(nthreads < 1 ? 1 : nthreads) * worker_bytes(rs_combos(p)) + 64;
 }
 
 static size_t rs_scratch(const qs_kctx *c)
@@ -492,8 +505,8 @@ static int64_t row_pairs(const rs_p *p, const rs_tabs *tb, int64_t row, int64_t 
 
 static void *worker_rows(const rs_tabs *tb, int worker, float **w)
 {
-    char *b = tb->rows + (size_t)worker * (size_t)tb->combos * (sizeof(int64_t) + sizeof(float));
-    *w = (float *)(b + (size_t)tb->combos * sizeof(int64_t));
+    char *b = tb->rows + (size_t)worker * worker_bytes(tb->combos);
+    *w = (float *)(b + align8((size_t)tb->combos * sizeof(int64_t)));
     return b;
 }
 
@@ -513,8 +526,15 @@ static void rs_forward_rows(void *arg, int64_t r0, int64_t r1, int worker)
                 y[x] = p->extrapolation;
             continue;
         }
-        for (int64_t x = 0; x < W; x++)
-            y[x] = 0;
+        if (n == 1 && T == 1) {   /* nearest (or a pure gather): one pass, no accumulation */
+            const float *src = j->src + off[0];
+            for (int64_t x = 0; x < W; x++)
+                y[x] = w[0] * L->w[x] * src[L->idx[x]];
+            n = 0;
+        } else {
+            for (int64_t x = 0; x < W; x++)
+                y[x] = 0;
+        }
         for (int64_t k = 0; k < n; k++) {
             const float *src = j->src + off[k];
             float wk = w[k];

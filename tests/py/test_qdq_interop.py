@@ -180,3 +180,27 @@ def test_4_bit_activations_after_clip_ort_fusion(demo, fashion_eval, tmp_path):
                  tmp_path, "--abits", "4", eval_path=eval_path)
     _, agree = compare(ort_run(str(tmp_path / "model.qdq.onnx"), x, True), res["sim"])
     assert agree >= MIN_AGREE
+
+
+def test_resize_layernorm_model(demo, tmp_path):
+    """A torch export through nearest and bilinear Resize and LayerNormalization
+    (tests/fixtures/torchops/resize_net.onnx): the nearest Resize passes its input's grid through and
+    the export repeats the input's Q/DQ pair after it, as ONNX Runtime's QDQ format expects (which
+    lets ORT run it on the integers); the bilinear Resize and the LayerNorm get output
+    quantizers of their own. ORT must agree with the simulation."""
+    rng = np.random.RandomState(0)
+    x = rng.rand(512, 3, 8, 8).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    res = export(demo, os.path.join(FIXTURES, "torchops", "resize_net.onnx"), str(tmp_path / "x.npy"), tmp_path,
+                 "--calib-rows", "256", eval_path=str(tmp_path / "x.npy"))
+    sim = res["sim"]
+    assert np.array_equal(res["qdq"], sim), "our executor on the exported file differs from the simulation"
+    enc = json.load(open(tmp_path / "encodings.json"))
+    names = {e["name"] for e in enc["activation_encodings"]}
+    assert "/Resize_output_0" not in names and "/Resize_1_output_0" in names, sorted(names)
+    for optimize in (False, True):
+        same, agree = compare(ort_run(str(tmp_path / "model.qdq.onnx"), x, optimize), sim)
+        print(f"\nresize_net optimize={optimize}: identical elements {same:.4f}, predictions agree {agree:.4f}")
+        if not optimize:
+            assert same >= 0.99
+        assert agree >= 0.99

@@ -9,6 +9,7 @@ import hmac
 import http.server
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -16,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from service_fixtures import (CLS, CLS_X, MLP, files_in, sha256_file, sleep_spec,  # noqa: F401
+from service_fixtures import (CLS, CLS_X, MLP, SRCDIR, files_in, sha256_file, sleep_spec,  # noqa: F401
                               make_quantd, quantd, quantd_bin)
 
 
@@ -510,3 +511,13 @@ def test_malformed_multipart_is_400_saying_why(quantd, ct, body, words):
     assert e["code"] == "bad_request" and words in e["message"], e
     assert files_in(os.path.join(quantd.state_dir, "tmp")) == []
     assert files_in(os.path.join(quantd.state_dir, "models")) == []
+
+
+def test_error_codes_in_the_openapi_are_the_servers():
+    """Every code api/errors.c can answer is in the Error schema's enum, and nothing else."""
+    with open(os.path.join(SRCDIR, "api", "errors.c")) as f:
+        codes = set(re.findall(r'\] = \{ "([a-z_]+)", \d{3},', f.read()))
+    with open(os.path.join(SRCDIR, "api", "openapi.json")) as f:
+        doc = json.load(f)
+    enum = doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"]
+    assert len(codes) > 20 and set(enum) == codes
