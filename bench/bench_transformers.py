@@ -32,6 +32,7 @@ CONFIGS = [  # (label, config)
     ("basic (min-max)", {"preset": "basic"}),
     ("standard, AdaRound off", {}),
     ("standard, AdaRound off, 16-bit auto", {"activations": {"high_precision": "auto"}}),
+    ("standard, AdaRound off, 16-bit auto < 38 dB", {"activations": {"high_precision": "auto", "high_precision_db": 38}}),
     ("standard, AdaRound off, per-tensor W", {"weights": {"per_channel": False}}),
     ("standard, AdaRound off, per-tensor W, 16-bit auto",
      {"weights": {"per_channel": False}, "activations": {"high_precision": "auto"}}),
@@ -108,7 +109,7 @@ def main():
                                     "--output", f"{tmp}/fp32.npy"], check=True, capture_output=True)
                     fp32 = np.load(f"{tmp}/fp32.npy")
                 sqnr = 10 * np.log10((fp32 ** 2).sum() / ((ours - fp32) ** 2).sum())
-                print(f"| {model} | {label} | {100 * res['fp32_top1']:.2f} | {100 * res['quantized_top1']:.2f} | "
+                print(f"| {model} | {label} | {100 * res['fp32_accuracy']:.2f} | {100 * res['quant_accuracy']:.2f} | "
                       f"{sqnr:.1f} | {len(hp)} | {100 * cmp['off'][0]:.2f}%, {cmp['off'][1]:.2g} | "
                       f"{100 * cmp['all'][0]:.2f}%, {cmp['all'][1]:.2g} | {secs:.0f} |", flush=True)
                 if hp:

@@ -149,6 +149,11 @@ int qd_store_prune(qd_store *st, double max_age_s, int64_t max_bytes, int *jobs,
  * run after a job ended (webhooks), when it may have been deleted meanwhile. */
 int qd_store_event_add_if_job(qd_store *st, const char *job, const char *type, json_t *data);
 
+/* Finished jobs whose spec has a `notify` URL that no webhook event reports delivered and that
+ * had fewer than max_attempts attempts: [[id, attempts made], …], oldest first (new ref). What a
+ * stopped or killed daemon left undelivered. */
+json_t *qd_store_webhooks_pending(qd_store *st, int max_attempts);
+
 /* Removes a directory tree (no symlinks followed); for the state dir's temp and job folders. */
 void qd_rm_rf(const char *path);
 

@@ -97,6 +97,31 @@ int qd_store_event_add_if_job(qd_store *st, const char *job, const char *type, j
     return rc;
 }
 
+json_t *qd_store_webhooks_pending(qd_store *st, int max_attempts)
+{
+    static const char sql[] =
+        "SELECT j.id, (SELECT COUNT(*) FROM events e WHERE e.job = j.id AND e.type = 'webhook') AS n"
+        " FROM jobs j WHERE j.state IN ('succeeded','failed','cancelled')"
+        " AND json_extract(j.spec, '$.notify') IS NOT NULL AND NOT EXISTS (SELECT 1 FROM events e"
+        " WHERE e.job = j.id AND e.type = 'webhook' AND json_extract(e.data, '$.delivered') = 1)"
+        " AND n < ? ORDER BY j.finished";
+    json_t *arr = json_array();
+    conn *c = &st->r;
+    pthread_mutex_lock(&c->mu);
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(c->db, sql, -1, &s, NULL) == SQLITE_OK) {
+        sqlite3_bind_int(s, 1, max_attempts);
+        while (sqlite3_step(s) == SQLITE_ROW)
+            json_array_append_new(arr, json_pack("[s, I]", (const char *)sqlite3_column_text(s, 0),
+                                                 (json_int_t)sqlite3_column_int64(s, 1)));
+        sqlite3_finalize(s);
+    } else {
+        QD_LOG_ERROR("sqlite: %s", sqlite3_errmsg(c->db));
+    }
+    pthread_mutex_unlock(&c->mu);
+    return arr;
+}
+
 json_t *qd_store_ref_jobs(qd_store *st, const char *upload_id, int live_only, int max)
 {
     char sql[320];

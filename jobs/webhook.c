@@ -54,21 +54,26 @@ static void insert(qd_webhooks *wh, delivery *d)
     pthread_cond_signal(&wh->cv);
 }
 
-void qd_webhooks_job_ended(void *arg, const char *job)
+/* Queues a delivery whose `attempts` attempts were made already (by a previous process). */
+static void queue(qd_webhooks *wh, const char *job, int attempts)
 {
-    qd_webhooks *wh = arg;
-    if (!wh)
-        return;
     delivery *d = calloc(1, sizeof *d);
     if (!d) {
         QD_LOG_ERROR("job %s: out of memory queueing its webhook", job);
         return;
     }
     snprintf(d->job, sizeof d->job, "%s", job);
+    d->attempt = attempts;
     d->due = mono();
     pthread_mutex_lock(&wh->mu);
     insert(wh, d);
     pthread_mutex_unlock(&wh->mu);
+}
+
+void qd_webhooks_job_ended(void *arg, const char *job)
+{
+    if (arg)
+        queue(arg, job, 0);
 }
 
 static size_t discard(char *p, size_t size, size_t n, void *ud)
@@ -220,8 +225,20 @@ qd_webhooks *qd_webhooks_start(qd_store *st, const qd_webhook_opts *o)
     }
     pthread_mutex_init(&wh->mu, NULL);
     pthread_cond_init(&wh->cv, NULL);
+    /* what a previous process left undelivered (stopped or killed during a backoff) goes first */
+    json_t *left = qd_store_webhooks_pending(st, wh->o.attempts), *v;
+    size_t i;
+    json_array_foreach(left, i, v)
+        queue(wh, json_string_value(json_array_get(v, 0)), (int)json_integer_value(json_array_get(v, 1)));
+    if (json_array_size(left))
+        QD_LOG_INFO("webhooks: %zu delivery(ies) left by the previous run resumed", json_array_size(left));
+    json_decref(left);
     if (pthread_create(&wh->thread, NULL, main_loop, wh) != 0) {
         QD_LOG_ERROR("webhooks: cannot start their thread; no webhook will be sent");
+        for (delivery *d = wh->pending, *next; d; d = next) {
+            next = d->next;
+            free(d);
+        }
         pthread_mutex_destroy(&wh->mu);
         pthread_cond_destroy(&wh->cv);
         curl_global_cleanup();
@@ -243,7 +260,7 @@ void qd_webhooks_stop(qd_webhooks *wh)
     pthread_join(wh->thread, NULL);   /* at most one attempt in flight: webhook_timeout */
     for (delivery *d = wh->pending, *next; d; d = next) {
         next = d->next;
-        QD_LOG_WARNING("job %s: webhook not delivered (the daemon is stopping after %d attempt%s)", d->job,
+        QD_LOG_WARNING("job %s: webhook not delivered yet (%d attempt%s); the next start resumes it", d->job,
                        d->attempt, d->attempt == 1 ? "" : "s");
         free(d);
     }

@@ -7,8 +7,9 @@
  * webhook_timeout, is retried.
  *
  * One thread of its own makes the deliveries (libcurl, blocking), so neither the HTTP server nor
- * the scheduler's loop ever waits on a receiver. Deliveries not made when the daemon stops are
- * dropped (logged): they are not persisted.
+ * the scheduler's loop ever waits on a receiver. Nothing but the job's events records a delivery:
+ * at start, a finished job with `notify`, no delivered attempt and attempts left (a daemon stopped
+ * or killed in a backoff) is delivered again, its attempts counted on from its events.
  *
  *   qd_webhook_opts o = { .secret = "…", .attempts = 5, .backoff_ms = 1000, .timeout_s = 10,
  *                         .notify = qd_server_notify, .ud = srv };

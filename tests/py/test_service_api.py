@@ -410,6 +410,27 @@ def test_webhook_on_cancel_and_none_without_notify(make_quantd, receiver):
     assert hooks == []
 
 
+def test_webhook_left_undelivered_by_a_killed_daemon_resumes_at_start(make_quantd, receiver, tmp_path):
+    rx = receiver([500, 200])
+    st = tmp_path / "st"
+    args = ("--set", "debug_jobs=true", "--set", "webhook_backoff_ms=60000", "--set", "webhook_attempts=3")
+    d = make_quantd(*args, state=st)
+    job = d.submit(dict(sleep_spec(0.05), notify=rx.url))
+    d.wait(job["id"], "succeeded")
+    assert len(rx.wait(1)) == 1
+    assert [h["status"] for h in webhook_events(d, job["id"], 1)] == [500]   # next attempt in a minute
+    d.kill9()
+    d2 = make_quantd(*args, state=st)
+    assert len(rx.wait(2)) == 2
+    hooks = webhook_events(d2, job["id"], 2)
+    assert [(h["attempt"], h["status"], h["delivered"]) for h in hooks] == [(1, 500, False), (2, 200, True)]
+    # delivered: the next start has nothing to resend
+    d2.stop()
+    make_quantd(*args, state=st)
+    time.sleep(0.5)
+    assert len(rx.got) == 2
+
+
 @pytest.mark.parametrize("notify, words", [
     (123, "a URL"), ("ftp://example.com/x", "http:// or https://"), ("example.com/hook", "http:// or https://"),
     ("http://", "no host"), ("https:///path", "no host"), ("http://exa mple.com/", "space"),
