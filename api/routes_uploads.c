@@ -274,6 +274,19 @@ static void validate_model(qd_req *r)
         v_fail(r, QD_E_UNSUPPORTED_MODEL, "%s", scrub(r, e.msg));
         return;
     }
+    /* A model whose input shapes are all known (but the batch) is planned once: a shape that the
+     * graph contradicts (a Conv's channels, a Reshape's sizes, …) fails now, not in its first job. One
+     * with symbolic dims is accepted; the data or config.input_shapes give them later. */
+    if (qs_graph_unbound_dims(g, NULL, 0) == 0) {
+        qs_exec *x = qs_exec_new(g, QS_EXEC_INFER, &e);
+        int rc = x ? qs_exec_plan(x, 1, &e) : e.code;
+        qs_exec_free(x);
+        if (rc == QS_ESHAPE || rc == QS_EINVAL || rc == QS_EUNSUPPORTED || rc == QS_ELIMIT) {
+            qs_graph_free(g);
+            v_fail(r, QD_E_UNSUPPORTED_MODEL, "the model cannot run: %s", scrub(r, e.msg));
+            return;
+        }
+    }
     json_t *info = json_object();
     json_object_set_new(info, "opset", json_integer(qs_graph_opset(g, "")));
     json_object_set_new(info, "ir_version", json_integer(qs_graph_ir_version(g)));

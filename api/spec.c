@@ -7,12 +7,18 @@
  *   422 unknown_reference   a model or data set that does not exist
  *   422 data_mismatch       a data set the job needs is missing, or does not fit the model's inputs
  *   422 unknown_name        config.exclude or config.overrides names something the model does not have
+ *   422 data_mismatch       also: config.input_shapes contradicts the model, or the data contradicts it
+ *   422 unsupported_model   an already-quantized model for ptq, qat or analyze without config.requantize
  *
  * `notify` (the webhook URL, jobs/webhook.h) is the daemon's field, not the engine's: it is taken
  * out of the spec before the engine's check and put back into the normalised spec. */
 #include "api/api.h"
 
 #include <quant/quant.h>
+
+#include "quant/requantize.h"
+#include "shapes.h"
+
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -165,6 +171,25 @@ int qd_spec_check_data(qd_req *r, const qs_job_spec *s, int *ok)
     json_t *model = *s->model ? qd_store_get(r->srv->st, QD_MODEL, s->model) : NULL;
     qs_spec_tensor in[16];
     int nin = model ? tensors(json_object_get(model, "inputs"), in, 16) : -1;
+    /* an already-quantized model: ptq, qat and analyze requantize it only when asked (quant/requantize.h) */
+    const char *op;
+    json_t *cnt;
+    json_object_foreach(model ? json_object_get(model, "ops") : NULL, op, cnt) {
+        if ((s->type & QS_JOB_QUANT) && !s->config.requantize && qs_op_is_quantized(op)) {
+            json_decref(model);
+            return qd_reply_error(r, QD_E_UNSUPPORTED_MODEL, "config.requantize", "the model is already quantized "
+                                  "(it has %s nodes); a %s job would stack new quantizers on the old ones: set "
+                                  "config.requantize to true to requantize it from its dequantized weights, or "
+                                  "give the float model", op, qs_job_type_name(s->type));
+        }
+    }
+    qs_err se = { 0 };
+    if (nin >= 0 && qs_spec_apply_input_shapes(&s->config, in, nin, &se) < 0) {
+        char field[256];
+        qs_spec_err_field(&se, field, sizeof field);
+        json_decref(model);
+        return qd_reply_error(r, QD_E_DATA_MISMATCH, field, "%s", se.msg);
+    }
     char want[256] = "the model's inputs";
     if (nin == 1)
         shape_of(&in[0], want, sizeof want);
@@ -203,6 +228,13 @@ int qd_spec_check_data(qd_req *r, const qs_job_spec *s, int *ok)
             json_decref(model);
             return qd_reply_error(r, QD_E_DATA_MISMATCH, data[i].field, "%s", e.msg);
         }
+        /* the first data set's sample shape fixes the symbolic dims for the next ones: a job runs
+         * at one shape (engine/shapes.c) */
+        for (int k = 0; narr >= 0 && k < nin; k++)
+            for (int a = 0; a < narr; a++)
+                if ((in[k].name && arr[a].name && !strcmp(in[k].name, arr[a].name)) || (narr == 1 && nin == 1))
+                    for (int d = 1; d < in[k].ndim && d < arr[a].ndim; d++)
+                        in[k].shape[d] = arr[a].shape[d];
     }
     json_decref(model);
     return check_names(r, s, ok);

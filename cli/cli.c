@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include <quant/quant.h>
 
 atomic_int interrupted;
 qd_remote_opts cli_remote = { .interrupt = &interrupted };
@@ -100,12 +101,17 @@ int parse_args(const command *c, int argc, char **argv, const opt *opts, const c
             if (eq)
                 return usage_error(c, "option %s takes no value", o->name);
             *o->flag = 1;
-        } else if (eq) {
-            *o->val = eq + 1;
+            continue;
+        }
+        if (!eq && i + 1 >= argc)
+            return usage_error(c, "option %s needs a value", o->name);
+        const char *v = eq ? eq + 1 : argv[++i];
+        if (o->count) {
+            if (*o->count == CLI_OPT_MAX)
+                return usage_error(c, "option %s given more than %d times", o->name, CLI_OPT_MAX);
+            o->val[(*o->count)++] = v;
         } else {
-            if (i + 1 >= argc)
-                return usage_error(c, "option %s needs a value", o->name);
-            *o->val = argv[++i];
+            *o->val = v;
         }
     }
     return PARSED;
@@ -133,3 +139,36 @@ void print_json(json_t *j)
     json_decref(j);
 }
 
+
+int cli_bind_shapes(const command *c, qs_graph *g, const char *const *shapes, int n)
+{
+    for (int i = 0; i < n; i++) {
+        qs_err e = {0};
+        if (qs_graph_bind_text(g, shapes[i], &e) < 0)
+            return fail(c, "--input-shape: %s", e.msg);
+    }
+    return EXIT_OK;
+}
+
+int cli_shapes_to_cfg(const command *c, json_t *cfg, const char *const *shapes, int n)
+{
+    if (!n)
+        return EXIT_OK;
+    json_t *o = json_object();
+    for (int i = 0; i < n; i++) {
+        char name[256];
+        int64_t dims[QS_MAX_DIMS];
+        int nd;
+        qs_err e = {0};
+        if (qs_shape_parse(shapes[i], name, sizeof name, &nd, dims, &e) < 0) {
+            json_decref(o);
+            return usage_error(c, "%s", e.msg);
+        }
+        json_t *a = json_array();
+        for (int d = 0; d < nd; d++)
+            json_array_append_new(a, json_integer(dims[d]));
+        json_object_set_new(o, name, a);
+    }
+    json_object_set_new(cfg, "input_shapes", o);
+    return EXIT_OK;
+}

@@ -21,9 +21,12 @@ typedef struct command {
 
 typedef struct opt {
     const char *name;    /* "--batch" */
-    const char **val;    /* options with a value */
+    const char **val;    /* options with a value (with count: an array of CLI_OPT_MAX, one per use) */
     int *flag;           /* flags */
+    int *count;          /* repeatable options: how many values val[] holds */
 } opt;
+
+#define CLI_OPT_MAX 16   /* values of a repeatable option */
 
 enum { PARSED = -1 };
 
@@ -42,6 +45,13 @@ int parse_args(const command *c, int argc, char **argv, const opt *opts, const c
 /* An integer option in [lo, hi]; NULL keeps the default. Returns PARSED or EXIT_USAGE. */
 int int_opt(const command *c, const char *name, const char *s, int64_t lo, int64_t hi, int64_t *v);
 void print_json(json_t *j);   /* steals j */
+/* --input-shape NAME=D0xD1x… (repeatable): sizes of the model inputs' symbolic dims */
+#define CLI_INPUT_SHAPE_HELP \
+    "  --input-shape NAME=D0xD1x…  the size of input NAME's symbolic dims (repeatable), e.g.\n" \
+    "                    x=1x3x48x192; the data's sample shape gives them too (they must agree)\n"
+struct qs_graph;
+int cli_bind_shapes(const command *c, struct qs_graph *g, const char *const *shapes, int n);   /* EXIT_OK or EXIT_FAIL */
+int cli_shapes_to_cfg(const command *c, json_t *cfg, const char *const *shapes, int n);       /* config.input_shapes */
 void cli_print_help(const command *c);
 struct qs_graph;
 struct qs_graph *cli_load_model(const command *c, const char *path);   /* NULL: failed, message printed */
@@ -69,19 +79,21 @@ int cmd_qat(const command *c, int argc, char **argv);       /* cli/cmd_qat.c */
               "                 [--adaround-iterations N] [--preset standard|basic] [--no-check-steps]\n" \
               "                 [--exclude NODE,...] [--calib-samples N] [--batch N] [--threads T] [--target-drop P]\n" \
               "                 [--target ort-x86|generic] [--reduce-range | --no-reduce-range]\n" \
-              "                 -o OUTDIR [--json]", \
+              "                 [--input-shape NAME=D0xD1x…]… [--requantize] -o OUTDIR [--json]", \
      .help = QUANT_PTQ_HELP, .fn = cmd_ptq}, \
     {.name = "analyze", .summary = "debugging flow: FP32 check, per-layer sensitivity, weight ranges", \
      .usage = "quant analyze MODEL --calib X.npy --val X.npy --labels Y.npy -o OUTDIR [--config SPEC.json]\n" \
               "                     [--wbits N] [--abits N] [--per-channel | --per-tensor] [--cle | --no-cle]\n" \
-              "                     [--val-samples N] [--calib-samples N] [--batch N] [--threads T] [--json]", \
+              "                     [--val-samples N] [--calib-samples N] [--batch N] [--threads T]\n" \
+              "                     [--input-shape NAME=D0xD1x…]… [--requantize] [--json]", \
      .help = QUANT_ANALYZE_HELP, .fn = cmd_analyze}, \
     {.name = "qat", .summary = "quantization-aware training: QDQ model, encodings, report", \
      .usage = "quant qat MODEL --train X.npy --labels Y.npy [--val X.npy --val-labels Y.npy] [--calib X.npy]\n" \
               "                 [--config SPEC.json] [--wbits N] [--abits N] [--per-channel | --per-tensor]\n" \
               "                 [--epochs N] [--batch N] [--lr LR] [--optimizer sgd|nesterov|adam]\n" \
               "                 [--schedule cosine|step|constant] [--steps N] [--flip] [--freeze-ranges]\n" \
-              "                 [--no-bn-fold] [--resume OUTDIR] [--threads T] -o OUTDIR [--json]", \
+              "                 [--no-bn-fold] [--resume OUTDIR] [--threads T] [--input-shape NAME=D0xD1x…]…\n" \
+              "                 [--requantize] -o OUTDIR [--json]", \
      .help = QUANT_QAT_HELP, .fn = cmd_qat},
 
 #define QUANT_QAT_HELP \
@@ -108,6 +120,10 @@ int cmd_qat(const command *c, int argc, char **argv);       /* cli/cmd_qat.c */
     "  --freeze-ranges    keep the initial quantization ranges (train weights only)\n" \
     "  --no-bn-fold       keep BatchNormalization: trained in training mode, re-estimated afterwards\n" \
     "  --resume DIR       continue from DIR/checkpoint (same model and training setup)\n" \
+    "  --requantize       the model is already quantized (QuantizeLinear/DequantizeLinear, QLinear or\n" \
+    "                     integer ops): dequantize its weights, drop its activation Q/DQ pairs and\n" \
+    "                     quantize it again (without the flag such a model is refused)\n" \
+    CLI_INPUT_SHAPE_HELP \
     "  --json             print {\"fp32_accuracy\", \"ptq_accuracy\", \"qat_accuracy\", \"seconds\", \"outdir\"}\n" \
     "                     (accuracies are fractions, null without validation data)"
 
@@ -128,6 +144,10 @@ int cmd_qat(const command *c, int argc, char **argv);       /* cli/cmd_qat.c */
     "  --val-samples N    validation samples measured (default 1000; config analysis.val_samples)\n" \
     "  --calib-samples N  calibration samples used (default 1024)\n" \
     "  --batch N          batch size (default 32)\n" \
+    "  --requantize       the model is already quantized (QuantizeLinear/DequantizeLinear, QLinear or\n" \
+    "                     integer ops): dequantize its weights, drop its activation Q/DQ pairs and\n" \
+    "                     quantize it again (without the flag such a model is refused)\n" \
+    CLI_INPUT_SHAPE_HELP \
     "  --json             print {\"fp32_accuracy\", \"quant_accuracy\", \"weights_only_accuracy\",\n" \
     "                     \"activations_only_accuracy\", \"worst\": [groups], \"seconds\", \"outdir\"}"
 
@@ -169,6 +189,10 @@ int cmd_qat(const command *c, int argc, char **argv);       /* cli/cmd_qat.c */
     "                     computes it (ort-x86: quantd's emulation of those kernels)\n" \
     "  --reduce-range | --no-reduce-range   8-bit weights on [-64, 63] where the target needs it\n" \
     "                     (ort-x86 with W8A8; default on), as ONNX Runtime's quantizer's reduce_range\n" \
+    "  --requantize       the model is already quantized (QuantizeLinear/DequantizeLinear, QLinear or\n" \
+    "                     integer ops): dequantize its weights, drop its activation Q/DQ pairs and\n" \
+    "                     quantize it again (without the flag such a model is refused)\n" \
+    CLI_INPUT_SHAPE_HELP \
     "  --json             print {\"fp32_accuracy\", \"quant_accuracy\", \"seconds\", \"outdir\"}\n" \
     "                     (accuracies are fractions, null without validation data)"
 

@@ -49,7 +49,11 @@ int cmd_analyze(const command *c, int argc, char **argv)
     const char *pos[1], *calib = NULL, *val = NULL, *labels = NULL, *cfgpath = NULL, *wbits = NULL, *abits = NULL,
                *outdir = NULL, *vsamples = NULL, *csamples = NULL, *batch = NULL, *threads = NULL;
     int npos, json = 0, per_channel = 0, per_tensor = 0, cle = 0, no_cle = 0;
+    const char *shapes[CLI_OPT_MAX];
+    int nshapes = 0, requantize = 0;
     const opt opts[] = {
+        {.name = "--input-shape", .val = shapes, .count = &nshapes}, {.name = "--requantize", .flag = &requantize},
+        
         {.name = "--calib", .val = &calib}, {.name = "--val", .val = &val}, {.name = "--labels", .val = &labels},
         {.name = "--config", .val = &cfgpath}, {.name = "--wbits", .val = &wbits}, {.name = "--abits", .val = &abits},
         {.name = "-o", .val = &outdir}, {.name = "--output", .val = &outdir},
@@ -90,6 +94,11 @@ int cmd_analyze(const command *c, int argc, char **argv)
     if (vs) cli_set_cfg(cfg, "analysis", "val_samples", json_integer(vs));
     if (cs) cli_set_cfg(cfg, "calibration", "samples", json_integer(cs));
     if (bs) cli_set_cfg(cfg, "calibration", "batch_size", json_integer(bs));
+    if (requantize) cli_set_cfg(cfg, NULL, "requantize", json_true());
+    if ((rc = cli_shapes_to_cfg(c, cfg, shapes, nshapes)) != EXIT_OK) {
+        json_decref(cfg);
+        return rc;
+    }
     qs_pipeline_io io = {.model = pos[0], .calib = calib, .val = val, .val_labels = labels, .config = cfg};
     json_t *result = NULL;
     rc = cli_run_pipeline(c, "analyze", &io, (int)th, outdir, json, &result);

@@ -98,8 +98,10 @@ static int cmp_count(const void *a, const void *b)
 int cmd_info(const command *c, int argc, char **argv)
 {
     int json = 0, npos;
-    const char *pos[1];
-    const opt opts[] = {{.name = "--json", .flag = &json}, {.name = NULL}};
+    const char *pos[1], *shapes[CLI_OPT_MAX];
+    int nshapes = 0;
+    const opt opts[] = {{.name = "--json", .flag = &json}, {.name = "--input-shape", .val = shapes, .count = &nshapes},
+                        {.name = NULL}};
     int rc = parse_args(c, argc, argv, opts, pos, 1, &npos);
     if (rc != PARSED)
         return rc;
@@ -108,6 +110,10 @@ int cmd_info(const command *c, int argc, char **argv)
     qs_graph *g = cli_load_model(c, pos[0]);
     if (!g)
         return EXIT_FAIL;
+    if (cli_bind_shapes(c, g, shapes, nshapes) != EXIT_OK) {
+        qs_graph_free(g);
+        return EXIT_FAIL;
+    }
 
     /* op counts, most frequent first */
     int nnodes = qs_graph_node_count(g);

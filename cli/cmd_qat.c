@@ -36,7 +36,11 @@ int cmd_qat(const command *c, int argc, char **argv)
                *cfgpath = NULL, *wbits = NULL, *abits = NULL, *epochs = NULL, *batch = NULL, *lr = NULL,
                *optimizer = NULL, *schedule = NULL, *resume = NULL, *steps = NULL, *outdir = NULL, *threads = NULL;
     int npos, json = 0, per_channel = 0, per_tensor = 0, no_bn_fold = 0, flip = 0, freeze = 0;
+    const char *shapes[CLI_OPT_MAX];
+    int nshapes = 0, requantize = 0;
     const opt opts[] = {
+        {.name = "--input-shape", .val = shapes, .count = &nshapes}, {.name = "--requantize", .flag = &requantize},
+        
         {.name = "--train", .val = &train}, {.name = "--labels", .val = &labels}, {.name = "--val", .val = &val},
         {.name = "--val-labels", .val = &val_labels}, {.name = "--calib", .val = &calib},
         {.name = "--config", .val = &cfgpath}, {.name = "--wbits", .val = &wbits}, {.name = "--abits", .val = &abits},
@@ -92,6 +96,11 @@ int cmd_qat(const command *c, int argc, char **argv)
     if (schedule) cli_set_cfg(cfg, "qat", "schedule", json_string(schedule));
     if (flip) cli_set_cfg(cfg, "qat", "flip", json_true());
     if (freeze) cli_set_cfg(cfg, "qat", "learn_ranges", json_false());
+    if (requantize) cli_set_cfg(cfg, NULL, "requantize", json_true());
+    if ((rc = cli_shapes_to_cfg(c, cfg, shapes, nshapes)) != EXIT_OK) {
+        json_decref(cfg);
+        return rc;
+    }
     qs_pipeline_io io = {.model = pos[0], .calib = calib, .train = train, .train_labels = labels, .val = val,
                          .val_labels = val_labels, .resume = resume, .config = cfg};
     json_t *result = NULL;

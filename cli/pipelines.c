@@ -208,7 +208,11 @@ int cmd_ptq(const command *c, int argc, char **argv)
                *threads = NULL, *biascorr = NULL, *ada_iters = NULL, *preset = NULL, *tdrop = NULL, *target = NULL;
     int npos, json = 0, reduce_range = 0, no_reduce_range = 0, per_channel = 0, per_tensor = 0, no_bn_fold = 0, cle = 0, no_cle = 0, ada = 0, no_ada = 0,
         no_check = 0;
+    const char *shapes[CLI_OPT_MAX];
+    int nshapes = 0, requantize = 0;
     const opt opts[] = {
+        {.name = "--input-shape", .val = shapes, .count = &nshapes}, {.name = "--requantize", .flag = &requantize},
+        
         {.name = "--calib", .val = &calib}, {.name = "--val", .val = &val}, {.name = "--labels", .val = &labels},
         {.name = "--config", .val = &cfgpath}, {.name = "--wbits", .val = &wbits}, {.name = "--abits", .val = &abits},
         {.name = "--wrange", .val = &wrange}, {.name = "--arange", .val = &arange},
@@ -274,6 +278,11 @@ int cmd_ptq(const command *c, int argc, char **argv)
     if (target) cli_set_cfg(cfg, NULL, "target", json_string(target));
     if (reduce_range || no_reduce_range) cli_set_cfg(cfg, "weights", "reduce_range", json_boolean(reduce_range));
     if (no_check) cli_set_cfg(cfg, NULL, "check_steps", json_false());
+    if (requantize) cli_set_cfg(cfg, NULL, "requantize", json_true());
+    if ((rc = cli_shapes_to_cfg(c, cfg, shapes, nshapes)) != EXIT_OK) {
+        json_decref(cfg);
+        return rc;
+    }
     if (exclude) {
         json_t *arr = json_array();
         char *dup = strdup(exclude), *save = NULL;

@@ -84,8 +84,11 @@ static const char *array_name(const void *d, int i) { return qs_dataset_name(d, 
 
 /* Which data set array feeds each graph input: .npz arrays by input name; a .npy (or an .npz with
  * a single array) only for a single-input model. */
-static int map_inputs(const command *c, const qs_graph *g, const qs_dataset *d, const char *path, int *arrays)
+static int map_inputs(const command *c, qs_graph *g, const qs_dataset *d, const char *path, int *arrays)
 {
+    qs_err ce = {0};
+    if (qs_exec_check(g, &ce) < 0)   /* what cannot run at all comes before what the data says */
+        return fail(c, "%s", ce.msg);
     char names[1024];
     list_names(names, sizeof names, qs_graph_input_count(g), input_name, g);
     int single = qs_dataset_count(d) == 1;
@@ -103,6 +106,9 @@ static int map_inputs(const command *c, const qs_graph *g, const qs_dataset *d, 
             return fail(c, "%s has no array '%s' for the model input '%s' (it has: %s; the model's inputs: %s)",
                         path, name, name, have, names);
         }
+        qs_err e = {0};   /* the samples' shape gives the input's symbolic dims their sizes */
+        if (qs_graph_bind_data(g, i, qs_dataset_array(d, arrays[i]), path, &e) < 0)
+            return fail(c, "%s", e.msg);
     }
     return EXIT_OK;
 }
@@ -111,11 +117,11 @@ static int map_inputs(const command *c, const qs_graph *g, const qs_dataset *d, 
 
 static int cmd_run(const command *c, int argc, char **argv)
 {
-    const char *pos[1], *in = NULL, *outp = NULL, *sbatch = NULL, *sthreads = NULL;
-    int npos;
+    const char *pos[1], *in = NULL, *outp = NULL, *sbatch = NULL, *sthreads = NULL, *shapes[CLI_OPT_MAX];
+    int npos, nshapes = 0;
     const opt opts[] = {{.name = "--input", .val = &in}, {.name = "--output", .val = &outp},
                         {.name = "--batch", .val = &sbatch}, {.name = "--threads", .val = &sthreads},
-                        {.name = NULL}};
+                        {.name = "--input-shape", .val = shapes, .count = &nshapes}, {.name = NULL}};
     int rc = parse_args(c, argc, argv, opts, pos, 1, &npos);
     if (rc != PARSED)
         return rc;
@@ -149,7 +155,8 @@ static int cmd_run(const command *c, int argc, char **argv)
         fail(c, "the model has %d outputs (%s); write them to an .npz file", qs_graph_output_count(g), names);
         goto out;
     }
-    if (!(d = open_data(c, in)) || map_inputs(c, g, d, in, arrays) != EXIT_OK)
+    if (cli_bind_shapes(c, g, shapes, nshapes) != EXIT_OK || !(d = open_data(c, in)) ||
+        map_inputs(c, g, d, in, arrays) != EXIT_OK)
         goto out;
     for (int i = 0; i < qs_graph_input_count(g); i++)
         x[i] = qs_dataset_array(d, arrays[i]);
@@ -237,12 +244,18 @@ static int eval_batch(void *ud, int64_t start, int64_t n, const qs_tensor *const
 }
 
 /* quant eval --server: the same job on a quantd, printed as a local run prints it. */
-static int eval_remote(const command *c, const char *model, const char *in, const char *lab, int64_t batch, int json)
+static int eval_remote(const command *c, const char *model, const char *in, const char *lab, int64_t batch,
+                       const char *const *shapes, int nshapes, int json)
 {
     qd_remote_paths p = {.model = model, .val = in, .val_labels = lab};
     json_t *cfg = json_pack("{s:I}", "batch_size", (json_int_t)batch), *res = NULL;
+    int rc = cli_shapes_to_cfg(c, cfg, shapes, nshapes);
+    if (rc != EXIT_OK) {
+        json_decref(cfg);
+        return rc;
+    }
     catch_interrupts();
-    int rc = qd_remote_run(&cli_remote, "eval", &p, cfg, NULL, &res);
+    rc = qd_remote_run(&cli_remote, "eval", &p, cfg, NULL, &res);
     json_decref(cfg);
     if (rc != EXIT_OK || !res)
         return rc;
@@ -265,10 +278,11 @@ static int eval_remote(const command *c, const char *model, const char *in, cons
 
 static int cmd_eval(const command *c, int argc, char **argv)
 {
-    const char *pos[1], *in = NULL, *lab = NULL, *sbatch = NULL, *sthreads = NULL;
-    int npos, json = 0;
+    const char *pos[1], *in = NULL, *lab = NULL, *sbatch = NULL, *sthreads = NULL, *shapes[CLI_OPT_MAX];
+    int npos, json = 0, nshapes = 0;
     const opt opts[] = {{.name = "--input", .val = &in}, {.name = "--labels", .val = &lab},
                         {.name = "--batch", .val = &sbatch}, {.name = "--threads", .val = &sthreads},
+                        {.name = "--input-shape", .val = shapes, .count = &nshapes},
                         {.name = "--json", .flag = &json}, {.name = NULL}};
     int rc = parse_args(c, argc, argv, opts, pos, 1, &npos);
     if (rc != PARSED)
@@ -284,7 +298,7 @@ static int cmd_eval(const command *c, int argc, char **argv)
         (rc = int_opt(c, "--threads", sthreads, 1, 1024, &threads)) != PARSED)
         return rc;
     if (cli_remote.server)
-        return eval_remote(c, pos[0], in, lab, batch, json);
+        return eval_remote(c, pos[0], in, lab, batch, shapes, nshapes, json);
 
     qs_graph *g = cli_load_model(c, pos[0]);
     if (!g)
@@ -295,7 +309,8 @@ static int cmd_eval(const command *c, int argc, char **argv)
     int *arrays = calloc(qs_graph_input_count(g) + 1, sizeof *arrays);
     qs_err e = {0};
     rc = EXIT_FAIL;
-    if (!(d = open_data(c, in)) || map_inputs(c, g, d, in, arrays) != EXIT_OK || !(ld = open_data(c, lab)))
+    if (cli_bind_shapes(c, g, shapes, nshapes) != EXIT_OK || !(d = open_data(c, in)) ||
+        map_inputs(c, g, d, in, arrays) != EXIT_OK || !(ld = open_data(c, lab)))
         goto out;
     int li = qs_dataset_count(ld) == 1 ? 0 : qs_dataset_find(ld, "labels");
     if (li < 0) {
@@ -428,9 +443,10 @@ static double percentile(const double *v, int n, double p)
 
 static int cmd_bench(const command *c, int argc, char **argv)
 {
-    const char *pos[1], *sbatch = NULL, *sthreads = NULL, *siters = NULL, *swarm = NULL;
-    int npos, json = 0;
+    const char *pos[1], *sbatch = NULL, *sthreads = NULL, *siters = NULL, *swarm = NULL, *shapes[CLI_OPT_MAX];
+    int npos, json = 0, nshapes = 0;
     const opt opts[] = {{.name = "--batch", .val = &sbatch}, {.name = "--threads", .val = &sthreads},
+                        {.name = "--input-shape", .val = shapes, .count = &nshapes},
                         {.name = "--iters", .val = &siters}, {.name = "--warmup", .val = &swarm},
                         {.name = "--json", .flag = &json}, {.name = NULL}};
     int rc = parse_args(c, argc, argv, opts, pos, 1, &npos);
@@ -451,14 +467,16 @@ static int cmd_bench(const command *c, int argc, char **argv)
     qs_err e = {0};
     double *lat = calloc(iters, sizeof *lat);
     rc = EXIT_FAIL;
-    qs_threadpool *tp = qs_threadpool_new((int)threads, 0, &e);
+    qs_threadpool *tp = cli_bind_shapes(c, g, shapes, nshapes) == EXIT_OK ? qs_threadpool_new((int)threads, 0, &e)
+                                                                         : NULL;
     qs_exec *x = tp ? qs_exec_new(g, QS_EXEC_INFER, &e) : NULL;
     if (x) {   /* before planning: scratch is sized per thread; fusion as eval and run get it */
         qs_exec_set_pool(x, tp);
         qs_exec_set_fusion(x, 1);
     }
     if (!x || qs_exec_plan(x, batch, &e) < 0) {
-        rc = fail(c, "%s", e.msg);
+        if (e.msg[0])   /* (a bad --input-shape has said so) */
+            fail(c, "%s", e.msg);
         goto out;
     }
     int64_t real = qs_exec_batch(x);
@@ -527,46 +545,54 @@ static int cmd_help(const command *c, int argc, char **argv);
 
 static const command commands[] = {
     {.name = "info", .summary = "describe a model: inputs, outputs, ops, parameters, FLOPs, unsupported ops",
-     .usage = "quant info MODEL [--json]",
+     .usage = "quant info MODEL [--input-shape NAME=D0xD1x…]… [--json]",
      .help = "Prints the model's inputs and outputs (names, shapes with symbolic dims, dtypes), opset, op\n"
              "counts, parameter count (elements of float initializers), an estimate of FLOPs per sample\n"
              "(2 x the multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul at batch 1) and the ops\n"
-             "quant cannot run.\n\n"
+             "quant cannot run. A symbolic dim other than the leading (batch) one needs --input-shape for\n"
+             "the FLOPs.\n\n"
+             CLI_INPUT_SHAPE_HELP
              "  --json   one JSON object: {model, ir_version, producer, opset, opsets, inputs[{name, shape,\n"
              "           dtype}], outputs[...], nodes, ops{type: count}, parameters, flops, macs, unsupported[]};\n"
              "           symbolic dims are strings, unknown ones null",
      .fn = cmd_info},
     {.name = "run", .summary = "run a model over a data set and save its outputs",
-     .usage = "quant run MODEL --input X.npy|X.npz --output Y.npy|Y.npz [--batch N] [--threads T]",
+     .usage = "quant run MODEL --input X.npy|X.npz --output Y.npy|Y.npz [--batch N] [--threads T]\n"
+              "                 [--input-shape NAME=D0xD1x…]…",
      .help = "Runs the model on every sample (row) of the input in batches and writes the outputs.\n\n"
              "  --input X     .npz keyed by the model's input names, or .npy for a single-input model;\n"
              "                any numeric dtype (converted to the input's type)\n"
              "  --output Y    .npz keyed by output names, or .npy for a single-output model\n"
              "  --batch N     samples per forward pass (default 32); a model that fixes its batch dim\n"
              "                runs that many at a time. Outputs do not depend on N.\n"
+             CLI_INPUT_SHAPE_HELP
              "  --threads T   threads for the engine (default: the online CPUs, or QUANTD_THREADS)",
      .fn = cmd_run},
     {.name = "eval", .summary = "top-1 / top-5 accuracy of a classifier on labelled data",
-     .usage = "quant eval MODEL --input X.npy|X.npz --labels Y.npy [--batch N] [--threads T] [--json]",
+     .usage = "quant eval MODEL --input X.npy|X.npz --labels Y.npy [--batch N] [--threads T]\n"
+              "                  [--input-shape NAME=D0xD1x…]… [--json]",
      .help = "Streams the data set through the model in batches and compares the first output's class\n"
              "scores ([N, C], or any [N, ...] with C scores per sample) with the labels.\n\n"
              "  --input X     as for quant run\n"
              "  --labels Y    class indices, int64, int32 or uint8, shape [N] or [N, 1]\n"
              "  --batch N     samples per forward pass (default 32)\n"
              "  --threads T   threads for the engine\n"
+             CLI_INPUT_SHAPE_HELP
              "  --json        print exactly one JSON object:\n"
              "                {\"accuracy\", \"top5\", \"samples\", \"seconds\", \"samples_per_s\"}\n"
              "                accuracy and top5 are fractions in [0, 1] (not percent); top5 is null with\n"
              "                fewer than 5 classes. Ties count for the lower class index, as numpy's argmax.",
      .fn = cmd_eval},
     {.name = "bench", .summary = "throughput, latency and memory on random inputs",
-     .usage = "quant bench MODEL [--batch N] [--threads T] [--iters K] [--warmup W] [--json]",
+     .usage = "quant bench MODEL [--batch N] [--threads T] [--iters K] [--warmup W]\n"
+              "                   [--input-shape NAME=D0xD1x…]… [--json]",
      .help = "Runs the model on random inputs (floats in [0, 1), small integers) and reports throughput\n"
              "(samples/s), latency per batch (mean, p50, p90 in ms) and peak resident memory.\n\n"
              "  --batch N     samples per forward pass (default 1; a fixed batch dim wins)\n"
              "  --threads T   threads for the engine\n"
              "  --iters K     timed forward passes (default 20)\n"
              "  --warmup W    untimed passes first (default 3)\n"
+             CLI_INPUT_SHAPE_HELP
              "  --json        one JSON object: {batch, threads, iters, warmup, samples_per_s,\n"
              "                latency_ms{mean, p50, p90}, peak_rss_mb, arena_mb}",
      .fn = cmd_bench},

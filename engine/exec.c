@@ -312,9 +312,16 @@ static int plan_inputs(qs_exec *x, int64_t batch, qs_err *e)
                 dim = batch;
             else if (d == 0 && k == 0)
                 x->batch = dim;   /* fixed batch (often 1): callers run that many at a time */
-            if (dim < 0)
-                return qs_error(e, QS_EINVAL, "graph input '%s' has an unknown size in dim %d; only the "
-                                "leading (batch) dim may be symbolic", val->name, d);
+            else if (dim < 0 && val->run_dim[d] > 0)
+                dim = val->run_dim[d];
+            if (dim < 0) {
+                char p[160] = "";
+                if (val->dim_param[d])
+                    snprintf(p, sizeof p, " ('%s')", val->dim_param[d]);
+                return qs_error(e, QS_EINVAL, "graph input '%s' has a symbolic size in dim %d%s and nothing set "
+                                "it: the data's samples give it, or --input-shape %s=… (job spec: "
+                                "config.input_shapes)", val->name, d, p, val->name);
+            }
             t->shape[d] = dim;
         }
         char what[300];

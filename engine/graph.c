@@ -128,6 +128,7 @@ qs_graph *qs_graph_clone(const qs_graph *s)
         v->dtype = sv->dtype;
         v->ndim = sv->ndim;
         memcpy(v->shape, sv->shape, sizeof v->shape);
+        memcpy(v->run_dim, sv->run_dim, sizeof v->run_dim);
         for (int d = 0; d < QS_MAX_DIMS; d++)
             v->dim_param[d] = xstrdup(sv->dim_param[d]);
         if (sv->init && !(v->init = qs_tensor_copy(sv->init)))
@@ -205,6 +206,7 @@ void qs_graph_copy_decl(qs_graph *g, int dst, int src)
     d->dtype = s->dtype;
     d->ndim = s->ndim;
     memcpy(d->shape, s->shape, sizeof d->shape);
+    memcpy(d->run_dim, s->run_dim, sizeof d->run_dim);
     for (int i = 0; i < QS_MAX_DIMS; i++) {
         free(d->dim_param[i]);
         d->dim_param[i] = s->dim_param[i] ? strdup(s->dim_param[i]) : NULL;

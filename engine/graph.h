@@ -55,6 +55,9 @@ typedef struct qs_value {
     int ndim;           /* declared rank, -1 when unknown */
     int64_t shape[QS_MAX_DIMS];   /* declared dims, -1 where symbolic or unknown */
     char *dim_param[QS_MAX_DIMS]; /* symbolic dim names ("batch", "N"), owned, NULL if none */
+    int64_t run_dim[QS_MAX_DIMS]; /* graph inputs: the size a symbolic dim other than the leading one
+                                   * runs at (shapes.h: from the data or --input-shape), 0 = not set;
+                                   * the declaration itself stays symbolic (export keeps it) */
     qs_tensor *init;    /* initializer / constant data (owned), NULL otherwise */
     int producer;       /* node id, -1 for graph inputs and initializers */
 } qs_value;

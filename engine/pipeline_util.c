@@ -58,7 +58,7 @@ void qs_pl_artifact(const qs_pipeline_io *io, const char *name)
 
 int qs_pl_aborted(const qs_pipeline_io *io) { return io->abort && atomic_load(io->abort); }
 
-int qs_pl_open_inputs(const char *path, const char *what, const qs_graph *g, qs_pl_data *out, qs_err *e)
+int qs_pl_open_inputs(const char *path, const char *what, qs_graph *g, qs_pl_data *out, qs_err *e)
 {
     memset(out, 0, sizeof *out);
     if (!path)
@@ -80,18 +80,9 @@ int qs_pl_open_inputs(const char *path, const char *what, const qs_graph *g, qs_
         }
         out->arrays[i] = a;
         const qs_tensor *t = qs_dataset_array(out->d, a);
-        int ok = t->ndim == v->ndim;
-        for (int k = 1; ok && k < v->ndim; k++)
-            ok = v->shape[k] < 0 || v->shape[k] == t->shape[k];
-        if (!ok) {
-            char want[160] = "[N", got[128];
-            for (int k = 1; k < v->ndim; k++)
-                snprintf(want + strlen(want), sizeof want - strlen(want), ", %lld", (long long)v->shape[k]);
-            strcat(want, "]");
-            rc = qs_error(e, QS_ESHAPE, "%s data for input '%s' has shape %s; expected %s", what, v->name,
-                          qs_shape_str(t->ndim, t->shape, got, sizeof got), want);
+        /* the samples' shape must fit the declared one, and gives the symbolic dims their sizes */
+        if ((rc = qs_graph_bind_data(g, i, t, what, e)) < 0)
             goto fail;
-        }
         if (i == 0)
             out->rows = t->shape[0];
         else if (t->shape[0] != out->rows) {

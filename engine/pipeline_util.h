@@ -22,14 +22,16 @@ int qs_pl_aborted(const qs_pipeline_io *io);
 
 /* Inputs of a graph fed from a data set: a .npy feeds a single-input model; a .npz is keyed by
  * input name (a single-input model may also take a .npz with one array). Checks each array's
- * sample shape against the model's and that every array has the same number of samples. */
+ * sample shape against the model's and that every array has the same number of samples, and
+ * binds the inputs' symbolic dims to the samples' sizes (qs_graph_bind_data): open the data
+ * before cloning the graph for the pipeline's stages. */
 typedef struct qs_pl_data {
     qs_dataset *d;
     int arrays[16];
     int64_t rows;
 } qs_pl_data;
 
-int qs_pl_open_inputs(const char *path, const char *what, const qs_graph *g, qs_pl_data *out, qs_err *e);
+int qs_pl_open_inputs(const char *path, const char *what, qs_graph *g, qs_pl_data *out, qs_err *e);
 void qs_pl_close(qs_pl_data *d);
 /* Fails with a message naming the input and sample when any of the first n samples holds NaN/Inf. */
 int qs_pl_check_finite(const qs_pl_data *d, const qs_graph *g, int64_t n, const char *what, qs_err *e);

@@ -26,6 +26,7 @@ typedef enum {
     K_DATASET,   /* char[QS_SPEC_ID_MAX]: a data set id */
     K_NAMES,     /* char ** at offset, its count (int) at offset2 */
     K_JSON,      /* char * (malloc'd): any JSON object, kept as text */
+    K_SHAPES,    /* qs_input_shape * at offset, its count (int) at offset2: {"name": [dims]} */
 } kind;
 
 typedef struct row {
@@ -177,6 +178,14 @@ static const row rows[] = {
              "of every node of that type; skip keeps them in floating point as exclude does. Tensor entries win "
              "over op entries, which win over the config. A name the model does not have fails the job with the "
              "name in the message." },
+    { .path = "config.input_shapes", .kind = K_SHAPES, .offset = C(input_shapes), .offset2 = C(ninput_shapes),
+      .jobs = ENGINE, .doc = "Sizes for the models' symbolic input dims, keyed by input name: {\"x\": [1, 3, 48, "
+                             "192]} (the leading, batch dim is the batch size unless the model fixes it). Without "
+                             "it the data's sample shape gives them; the two must agree." },
+    { .path = "config.requantize", .kind = K_BOOL, .offset = C(requantize), .dflt = "false", .jobs = Q,
+      .doc = "A model that is already quantized (QuantizeLinear/DequantizeLinear, QLinear or integer ops) is "
+             "refused unless this is true: then its weights are dequantized to float, its activation Q/DQ pairs "
+             "removed, and it is quantized again." },
     { .path = "config.qat", .kind = K_OBJECT, .jobs = Q, .doc = "qat: the training (§4)." },
     { .path = "config.qat.epochs", .kind = K_INT, .offset = C(qat.epochs), .min = 0, .max = 10000, .dflt = "3",
       .jobs = Q, .doc = "Epochs over the training data." },
@@ -297,6 +306,7 @@ static void expected(const row *r, char *buf, size_t n)
     case K_DATASET: snprintf(buf, n, "a data set id (ds_…)"); break;
     case K_NAMES: snprintf(buf, n, "a list of node names"); break;
     case K_JSON: snprintf(buf, n, "an object {\"tensors\": {…}, \"ops\": {…}}"); break;
+    case K_SHAPES: snprintf(buf, n, "an object keyed by input name, each a list of sizes ([1, 3, 48, 192])"); break;
     }
 }
 
@@ -307,6 +317,14 @@ static void free_value(qs_job_spec *s, const row *r)
     if (r->kind == K_TEXT || r->kind == K_JSON) {
         free(*(char **)at(s, r));
         *(char **)at(s, r) = NULL;
+    } else if (r->kind == K_SHAPES) {
+        qs_input_shape *v = *(qs_input_shape **)at(s, r);
+        int *cnt = (int *)((char *)s + r->offset2);
+        for (int i = 0; i < *cnt; i++)
+            free(v[i].name);
+        free(v);
+        *(qs_input_shape **)at(s, r) = NULL;
+        *cnt = 0;
     } else if (r->kind == K_NAMES) {
         char **v = *(char ***)at(s, r);
         int *cnt = (int *)((char *)s + r->offset2);
@@ -563,6 +581,36 @@ static int parse_value(qs_job_spec *s, const row *r, json_t *v, unsigned type, q
         }
         return 0;
     }
+    case K_SHAPES: {
+        if (!json_is_object(v))
+            break;
+        free_value(s, r);
+        qs_input_shape **list = (qs_input_shape **)at(s, r);
+        int *cnt = (int *)((char *)s + r->offset2);
+        const char *key;
+        json_t *x;
+        if (json_object_size(v) && !(*list = calloc(json_object_size(v), sizeof **list)))
+            return qs_error(e, QS_ENOMEM, "out of memory");
+        json_object_foreach(v, key, x) {
+            size_t nd = json_array_size(x);
+            if (!json_is_array(x) || nd < 1 || nd > 8)
+                return qs_error(e, QS_EINVAL, "%s.%s: must be a list of 1 to 8 sizes, such as [1, 3, 48, 192]",
+                                r->path, key);
+            qs_input_shape *sh = &(*list)[*cnt];
+            for (size_t d = 0; d < nd; d++) {
+                json_t *dv = json_array_get(x, d);
+                if (!json_is_integer(dv) || json_integer_value(dv) < 1 || json_integer_value(dv) > (1LL << 31))
+                    return qs_error(e, QS_EINVAL, "%s.%s[%zu]: must be a size (an integer from 1 to 2147483648)",
+                                    r->path, key, d);
+                sh->dims[d] = json_integer_value(dv);
+            }
+            if (!(sh->name = strdup(key)))
+                return qs_error(e, QS_ENOMEM, "out of memory");
+            sh->ndim = (int)nd;
+            (*cnt)++;
+        }
+        return 0;
+    }
     case K_JSON: {
         if (!json_is_object(v))
             break;
@@ -731,6 +779,18 @@ static json_t *value_json(const qs_job_spec *s, const row *r, unsigned type)
         json_t *v = t ? json_loads(t, 0, NULL) : NULL;
         return v ? v : json_null();
     }
+    case K_SHAPES: {
+        json_t *o = json_object();
+        const qs_input_shape *list = *(qs_input_shape *const *)cat(s, r);
+        int cnt = *(const int *)((const char *)s + r->offset2);
+        for (int i = 0; i < cnt; i++) {
+            json_t *a = json_array();
+            for (int d = 0; d < list[i].ndim; d++)
+                json_array_append_new(a, json_integer(list[i].dims[d]));
+            json_object_set_new(o, list[i].name, a);
+        }
+        return o;
+    }
     }
     return NULL;
 }
@@ -792,7 +852,7 @@ json_t *qs_spec_presets_json(void)
 static const char *schema_type(const row *r)
 {
     switch (r->kind) {
-    case K_OBJECT: case K_JSON: return "object";
+    case K_OBJECT: case K_JSON: case K_SHAPES: return "object";
     case K_BOOL: return "boolean";
     case K_INT: return "integer";
     case K_NUM: return "number";
@@ -827,6 +887,10 @@ static json_t *row_schema(const row *r)
         json_object_set_new(o, "items", json_pack("{s:s}", "type", "string"));
     if (r->kind == K_JSON)
         json_object_set_new(o, "additionalProperties", json_true());
+    if (r->kind == K_SHAPES)
+        json_object_set_new(o, "additionalProperties",
+                            json_pack("{s:s, s:{s:s, s:i}, s:i, s:i}", "type", "array", "items", "type", "integer",
+                                      "minimum", 1, "minItems", 1, "maxItems", 8));
     if (r->dflt) {   /* the standard preset's default, as the normalised spec writes it */
         qs_job_spec s;
         memset(&s, 0, sizeof s);

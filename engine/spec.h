@@ -36,6 +36,13 @@ typedef enum {
 
 typedef enum { QS_BC_NONE, QS_BC_EMPIRICAL, QS_BC_ANALYTICAL } qs_biascorr_mode;
 
+/* config.input_shapes' entries: {"x": [1, 3, 48, 192]} (shapes.h binds them to the model) */
+typedef struct qs_input_shape {
+    char *name;
+    int ndim;
+    int64_t dims[8];
+} qs_input_shape;
+
 /* The "config" object: the preset's defaults overridden field by field. */
 typedef struct qs_qconfig {
     char preset[32];                 /* "standard" (the paper's Fig. 8) or "basic" (fold + ranges only) */
@@ -49,6 +56,9 @@ typedef struct qs_qconfig {
     int nexclude;
     char **exclude;
     char *overrides;                 /* quant/overrides.h's JSON as text; NULL: none */
+    int ninput_shapes;
+    qs_input_shape *input_shapes;    /* sizes of the inputs' symbolic dims (shapes.h) */
+    int requantize;                  /* ptq/qat of a QDQ model: dequantize it first instead of refusing */
     struct { int epochs, batch_size; char optimizer[16]; double lr, weight_decay, momentum; int learn_ranges,
              bn_reestimate, flip; char schedule[16]; double clip_grad; int steps; } qat;
     double target_drop;              /* < 0: off; the closed loop of §3.7 */

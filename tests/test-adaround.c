@@ -215,7 +215,7 @@ static qs_quantsim *sim_of(const qs_graph *g, int wbits, int per_channel)
 
 typedef struct tmpdata { char dir[64], path[128]; qs_pl_data d; } tmpdata;
 
-static void data_open(tmpdata *t, const qs_tensor *x, const qs_graph *g)
+static void data_open(tmpdata *t, const qs_tensor *x, qs_graph *g)
 {
     qs_err e = {0};
     strcpy(t->dir, "/tmp/qs-adaround-XXXXXX");

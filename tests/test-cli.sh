@@ -67,7 +67,7 @@ expect 1 "the model has 2 outputs (y0, y1); write them to an .npz" ".npy output 
   run "$F/two_io.onnx" --input "$F/two_x.npz" --output "$T/y.npy"
 expect 1 "holds one array but the model has 2 inputs (x, z)" ".npy input for two inputs" -- \
   run "$F/two_io.onnx" --input "$F/two_x.npy" --output "$T/y.npz"
-expect 1 "input 'x' takes samples of shape [6] (batch shape [32, 6]), the data has shape [5, 2, 3, 3]" \
+expect 1 "data for input 'x' has shape [5, 2, 3, 3]; expected [N, 6]" \
   "wrong sample shape" -- \
   run "$F/cls.onnx" --input "$F/two_x.npy" --output "$T/y.npy"
 expect 1 "FancyOp" "run with an unsupported op names it" -- \

@@ -117,6 +117,12 @@ TEST(resize_tf_crop_extrapolates)
     qs_tensor *y = run1(&n, 13, 4, (qs_tensor *[]){ x, roi, NULL, TI(SHAPE(4), I(1, 1, 2, 3)) });
     expect_f32(y, SHAPE(1, 1, 2, 3), F(1, 2, 9, 3, 4, 9), 1e-6);
     grad_x(&n, 13, 4, (qs_tensor *[]){ x, roi, NULL, TI(SHAPE(4), I(1, 1, 2, 3)) });   /* 0 where extrapolated */
+    /* nearest, H's roi [−1, 1]: output rows at −1 (outside), 0, 1 */
+    qs_node m = resize("nearest", "tf_crop_and_resize");
+    qs_node_set_float(&m, "extrapolation_value", 9);
+    qs_tensor *roi2 = TF(SHAPE(8), F(0, 0, -1, 0, 1, 1, 1, 1));
+    y = run1(&m, 13, 4, (qs_tensor *[]){ x, roi2, NULL, TI(SHAPE(4), I(1, 1, 3, 2)) });
+    expect_f32(y, SHAPE(1, 1, 3, 2), F(9, 9, 1, 2, 3, 4), 0);
 }
 
 TEST(resize_backward_finite_differences)

@@ -17,7 +17,9 @@
  * Opset 10 and Upsample: asymmetric coordinates; nearest takes floor when upsampling and ceil
  * when downsampling, as ONNX Runtime does for them.
  *
- * Work: the output is split by rows (all dims but the last). Backward is the adjoint, dX[i] +=
+ * Work: the output is split by rows (all dims but the last); a worker caches the input rows it has
+ * interpolated along the last axis (see RS_CACHE), and nearest copies a row that repeats the one
+ * before. Backward is the adjoint, dX[i] +=
  * w·dY[o]; rows of different input planes (the leading dims the resize leaves alone, N and C in
  * NCHW) never touch the same dX, so the planes are split over threads and the result does not
  * depend on the thread count. */
@@ -275,6 +277,7 @@ typedef struct rs_axis {
 typedef struct rs_tabs {
     rs_axis ax[QS_MAX_DIMS];
     int64_t combos;          /* most (offset, weight) pairs a row can have (product over the leading axes) */
+    int64_t W;               /* output length of the last axis */
     char *rows;              /* per worker: combos × (int64 offset + float weight) */
 } rs_tabs;
 
@@ -288,10 +291,17 @@ static int64_t rs_combos(const rs_p *p)
     return k;
 }
 
-/* a worker's (offset, weight) pairs: the offsets, then the weights, each 8-byte aligned */
-static size_t worker_bytes(int64_t combos)
+/* Forward keeps the last few input rows it interpolated along the last axis, keyed by their
+ * offset: consecutive output rows mostly read the same input rows (all of them when upsampling),
+ * so each is interpolated once per worker instead of once per output row that reads it. */
+#define RS_CACHE 8
+
+/* a worker's room: its (offset, weight) pairs — the offsets, then the weights — and its row cache
+ * (keys, then RS_CACHE rows of W), each 8-byte aligned */
+static size_t worker_bytes(int64_t combos, int64_t W)
 {
-    return align8((size_t)combos * sizeof(int64_t)) + align8((size_t)combos * sizeof(float));
+    return align8((size_t)combos * sizeof(int64_t)) + align8((size_t)combos * sizeof(float)) +
+           RS_CACHE * sizeof(int64_t) + align8((size_t)(RS_CACHE * W) * sizeof(float));
 }
 
 static size_t rs_scratch_bytes(const rs_p *p, int nthreads)
@@ -300,7 +310,7 @@ static size_t rs_scratch_bytes(const rs_p *p, int nthreads)
     for (int a = 0; a < p->rank; a++)
         n += align8((size_t)(p->out[a] * p->taps[a]) * sizeof(int64_t)) +
              align8((size_t)(p->out[a] * p->taps[a]) * sizeof(float)) + align8((size_t)p->out[a]);
-    return n + (size_t)(nthreads < 1 ? 1 : nthreads) * worker_bytes(rs_combos(p)) + 64;
+    return n + (size_t)(nthreads < 1 ? 1 : nthreads) * worker_bytes(rs_combos(p), p->out[p->rank - 1]) + 64;
 }
 
 static size_t rs_scratch(const qs_kctx *c)
@@ -449,6 +459,7 @@ static void build_tables(const rs_p *p, void *scratch, int nthreads, rs_tabs *tb
         stride *= p->in[a];
     }
     tb->combos = rs_combos(p);
+    tb->W = p->out[p->rank - 1];
     tb->rows = b;
     (void)nthreads;
 }
@@ -503,11 +514,46 @@ static int64_t row_pairs(const rs_p *p, const rs_tabs *tb, int64_t row, int64_t 
     return n;
 }
 
-static void *worker_rows(const rs_tabs *tb, int worker, float **w)
+typedef struct rs_cache {
+    int64_t *key;   /* [RS_CACHE] input row offset, −1: empty */
+    float *row;     /* [RS_CACHE][W] */
+    int next;       /* round-robin victim */
+} rs_cache;
+
+static void *worker_rows(const rs_tabs *tb, int worker, float **w, rs_cache *cache)
 {
-    char *b = tb->rows + (size_t)worker * worker_bytes(tb->combos);
+    char *b = tb->rows + (size_t)worker * worker_bytes(tb->combos, tb->W);
     *w = (float *)(b + align8((size_t)tb->combos * sizeof(int64_t)));
+    if (cache) {
+        cache->key = (int64_t *)(b + align8((size_t)tb->combos * sizeof(int64_t)) +
+                                 align8((size_t)tb->combos * sizeof(float)));
+        cache->row = (float *)(cache->key + RS_CACHE);
+        cache->next = 0;
+        for (int k = 0; k < RS_CACHE; k++)
+            cache->key[k] = -1;
+    }
     return b;
+}
+
+/* the input row at src + off interpolated along the last axis (from the cache, or computed into it) */
+static const float *cached_row(rs_cache *cache, const rs_axis *L, int64_t W, const float *src, int64_t off)
+{
+    for (int k = 0; k < RS_CACHE; k++)
+        if (cache->key[k] == off)
+            return cache->row + k * W;
+    int k = cache->next;
+    cache->next = (k + 1) % RS_CACHE;
+    cache->key[k] = off;
+    float *r = cache->row + k * W;
+    const float *in = src + off;
+    int64_t T = L->T;
+    for (int64_t x = 0; x < W; x++) {
+        float acc = 0;
+        for (int64_t t = 0; t < T; t++)
+            acc += L->w[x * T + t] * in[L->idx[x * T + t]];
+        r[x] = acc;
+    }
+    return r;
 }
 
 static void rs_forward_rows(void *arg, int64_t r0, int64_t r1, int worker)
@@ -517,23 +563,42 @@ static void rs_forward_rows(void *arg, int64_t r0, int64_t r1, int worker)
     const rs_axis *L = &j->tb->ax[p->rank - 1];
     int64_t W = p->out[p->rank - 1], T = L->T;
     float *w;
-    int64_t *off = worker_rows(j->tb, worker, &w);
+    rs_cache cache;
+    int64_t *off = worker_rows(j->tb, worker, &w, &cache), prev_off = -1;
+    float prev_w = 0;
     for (int64_t row = r0; row < r1; row++) {
         float *y = j->dst + row * W;
         int64_t n = row_pairs(p, j->tb, row, off, w);
         if (n < 0) {
             for (int64_t x = 0; x < W; x++)
                 y[x] = p->extrapolation;
+            prev_off = -1;
             continue;
         }
         if (n == 1 && T == 1) {   /* nearest (or a pure gather): one pass, no accumulation */
             const float *src = j->src + off[0];
-            for (int64_t x = 0; x < W; x++)
-                y[x] = w[0] * L->w[x] * src[L->idx[x]];
+            if (row > r0 && off[0] == prev_off && w[0] == prev_w) {
+                memcpy(y, y - W, (size_t)W * sizeof *y);   /* the same input row as the last one */
+            } else {
+                for (int64_t x = 0; x < W; x++)
+                    y[x] = w[0] * L->w[x] * src[L->idx[x]];
+            }
+            prev_off = off[0];
+            prev_w = w[0];
             n = 0;
         } else {
+            prev_off = -1;
             for (int64_t x = 0; x < W; x++)
                 y[x] = 0;
+        }
+        if (T > 1 && n <= RS_CACHE) {   /* y = Σ_k w_k · (row k interpolated along the last axis) */
+            for (int64_t k = 0; k < n; k++) {
+                const float *hr = cached_row(&cache, L, W, j->src, off[k]);
+                float wk = w[k];
+                for (int64_t x = 0; x < W; x++)
+                    y[x] += wk * hr[x];
+            }
+            n = 0;
         }
         for (int64_t k = 0; k < n; k++) {
             const float *src = j->src + off[k];
@@ -590,7 +655,7 @@ static void rs_backward_planes(void *arg, int64_t p0, int64_t p1, int worker)
     const rs_axis *L = &j->tb->ax[p->rank - 1];
     int64_t W = p->out[p->rank - 1], T = L->T;
     float *w;
-    int64_t *off = worker_rows(j->tb, worker, &w);
+    int64_t *off = worker_rows(j->tb, worker, &w, NULL);
     for (int64_t row = p0 * j->rows_per_chunk_unit; row < p1 * j->rows_per_chunk_unit; row++) {
         const float *dy = j->src + row * W;
         int64_t n = row_pairs(p, j->tb, row, off, w);

@@ -60,6 +60,7 @@
 #include "quant/analyze_impl.h"
 #include "quant/cle.h"
 #include "quant/range.h"
+#include "shapes.h"
 
 /* --- evaluation over the first n validation samples ------------------------------------------- */
 
@@ -583,6 +584,8 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
         json_object_del(c, "layers");
         json_object_set_new(an, "cle", c);
     }
+    if (an)
+        json_object_set_new(an, "input_shapes", qs_graph_input_shapes_json(p.model));
     json_t *skipped = json_object_get(p.extra, "skipped_steps");
     if (an && skipped)
         json_object_set(an, "skipped_steps", skipped);

@@ -19,9 +19,11 @@
 
 #include "exec.h"
 #include "onnx.h"
+#include "shapes.h"
 #include "quant/adaround.h"
 #include "quant/biascorr.h"
 #include "quant/cle.h"
+#include "quant/requantize.h"
 #include "quant/export.h"
 #include "quant/overrides.h"
 #include "quant/ptq.h"
@@ -704,8 +706,23 @@ int qs_ptq_open(ptq *p, const qs_pipeline_io *io, qs_err *e)
         qs_qconfig_default(&p->cfg, "standard");
         return rc;
     }
-    if ((rc = qs_onnx_load(io->model, &p->model, e)) < 0 || (rc = qs_exec_check(p->model, e)) < 0)
+    if ((rc = qs_onnx_load(io->model, &p->model, e)) < 0 || (rc = qs_exec_check(p->model, e)) < 0 ||
+        (rc = qs_graph_bind_config(p->model, &p->cfg, e)) < 0)
         return rc;
+    char ops[256];
+    if (qs_graph_quantized_ops(p->model, ops, sizeof ops)) {
+        if (!p->cfg.requantize)
+            return qs_error(e, QS_EUNSUPPORTED, "the model is already quantized (%s); quantizing it again would "
+                            "stack new quantizers on the old ones: requantize it from its dequantized weights with "
+                            "--requantize (job spec: config.requantize: true), or give the float model", ops);
+        int nw, np;
+        if ((rc = qs_requantize(p->model, &nw, &np, e)) < 0)
+            return rc;
+        qs_pl_log(io, "info", "requantize: %d weights dequantized to float, %d activation Q/DQ pairs removed (%s)",
+                  nw, np, ops);
+        json_object_set_new(p->extra, "requantized", json_pack("{s:i, s:i, s:s}", "weights", nw,
+                                                                "activation_pairs", np, "ops", ops));
+    }
     if (io->calib) {
         if ((rc = qs_pl_open_inputs(io->calib, "calibration", p->model, &p->calib, e)) < 0)
             return rc;
@@ -773,8 +790,6 @@ int qs_ptq_cle(ptq *p, qs_err *e)
         if (rc < 0)
             return rc;
         timing(p, "cle", t0);
-    } else {
-        qs_ptq_skipped(p, "cle", "config.cle and config.bias_absorption are false");
     }
     return 0;
 }
@@ -952,6 +967,7 @@ int qs_ptq_write(ptq *p, const char *type, json_t *res, qs_err *e)
         goto out;
     }
     json_object_update(report, p->extra);
+    json_object_set_new(report, "input_shapes", qs_graph_input_shapes_json(p->model));
     rc = qs_pl_write_json(io, "report.json", report, e);
     json_decref(report);
 out:

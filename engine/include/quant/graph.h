@@ -14,8 +14,10 @@
 #ifndef QUANT_GRAPH_H
 #define QUANT_GRAPH_H
 
+#include <stddef.h>
 #include <stdint.h>
 
+#include <quant/error.h>
 #include <quant/tensor.h>
 
 typedef struct qs_graph qs_graph;
@@ -52,6 +54,20 @@ const char *qs_graph_value_dim_param(const qs_graph *g, int v, int d);   /* "bat
 const qs_tensor *qs_graph_value_init(const qs_graph *g, int v);
 /* Parameters: the elements of all floating-point initializers (int64 shape constants are not). */
 int64_t qs_graph_param_count(const qs_graph *g);
+
+/* Input shapes: a model input declared [N, 3, 48, W] runs with its leading dim as the batch and its
+ * other symbolic dims at sizes given here (the declaration, and so an export, stays symbolic).
+ * dims has the input's rank; the leading dim is checked only where the model fixes it. A size that
+ * contradicts a fixed dim or an earlier binding is an error naming the input, dim, expected and got.
+ *   qs_graph_bind_text(g, "x=1x3x48x192", &e);               // quant's --input-shape
+ *   qs_graph_bind_data(g, 0, data_array, "calibration", &e);  // the samples of [N, 3, 48, 192] data
+ * qs_graph_unbound_dims: how many symbolic non-leading dims have no size yet (listed into msg). */
+int qs_graph_bind_input(qs_graph *g, const char *name, int ndim, const int64_t *dims, qs_err *e);
+int qs_graph_bind_text(qs_graph *g, const char *text, qs_err *e);
+/* "x=1x3x48x192" → name (cut to nname), ndim, dims[QS_MAX_DIMS] */
+int qs_shape_parse(const char *text, char *name, size_t nname, int *ndim, int64_t *dims, qs_err *e);
+int qs_graph_bind_data(qs_graph *g, int input, const qs_tensor *data, const char *what, qs_err *e);
+int qs_graph_unbound_dims(const qs_graph *g, char *msg, size_t n);
 
 /* Nodes: op type, name, domain ("" for ONNX's own ops), inputs and outputs as value ids (an
  * omitted optional input is -1), and integer attributes (dflt when absent). */
