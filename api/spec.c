@@ -176,11 +176,12 @@ int qd_spec_check_data(qd_req *r, const qs_job_spec *s, int *ok)
     json_t *cnt;
     json_object_foreach(model ? json_object_get(model, "ops") : NULL, op, cnt) {
         if ((s->type & QS_JOB_QUANT) && !s->config.requantize && qs_op_is_quantized(op)) {
-            json_decref(model);
-            return qd_reply_error(r, QD_E_UNSUPPORTED_MODEL, "config.requantize", "the model is already quantized "
-                                  "(it has %s nodes); a %s job would stack new quantizers on the old ones: set "
-                                  "config.requantize to true to requantize it from its dequantized weights, or "
-                                  "give the float model", op, qs_job_type_name(s->type));
+            int h = qd_reply_error(r, QD_E_UNSUPPORTED_MODEL, "config.requantize", "the model is already quantized "
+                                   "(it has %s nodes); a %s job would stack new quantizers on the old ones: set "
+                                   "config.requantize to true to requantize it from its dequantized weights, or "
+                                   "give the float model", op, qs_job_type_name(s->type));
+            json_decref(model);   /* (after the reply: op is the record's key) */
+            return h;
         }
     }
     qs_err se = { 0 };
@@ -223,18 +224,18 @@ int qd_spec_check_data(qd_req *r, const qs_job_spec *s, int *ok)
         int narr = ds ? tensors(json_object_get(ds, "arrays"), arr, 16) : -1;
         qs_err e = { 0 };
         int rc = narr >= 0 ? qs_spec_check_data(data[i].field, data[i].id, in, nin, arr, narr, &e) : 0;
+        /* the first data set's sample shape fixes the symbolic dims for the next ones: a job runs
+         * at one shape (engine/shapes.c); arr's names belong to ds */
+        for (int k = 0; rc == 0 && narr >= 0 && k < nin; k++)
+            for (int a = 0; a < narr; a++)
+                if ((in[k].name && arr[a].name && !strcmp(in[k].name, arr[a].name)) || (narr == 1 && nin == 1))
+                    for (int d = 1; d < in[k].ndim && d < arr[a].ndim; d++)
+                        in[k].shape[d] = arr[a].shape[d];
         json_decref(ds);
         if (rc < 0) {
             json_decref(model);
             return qd_reply_error(r, QD_E_DATA_MISMATCH, data[i].field, "%s", e.msg);
         }
-        /* the first data set's sample shape fixes the symbolic dims for the next ones: a job runs
-         * at one shape (engine/shapes.c) */
-        for (int k = 0; narr >= 0 && k < nin; k++)
-            for (int a = 0; a < narr; a++)
-                if ((in[k].name && arr[a].name && !strcmp(in[k].name, arr[a].name)) || (narr == 1 && nin == 1))
-                    for (int d = 1; d < in[k].ndim && d < arr[a].ndim; d++)
-                        in[k].shape[d] = arr[a].shape[d];
     }
     json_decref(model);
     return check_names(r, s, ok);

@@ -55,6 +55,26 @@ TEST(erf_gelu_is_one_activation)
     qs_graph_free(g);
 }
 
+/* the Gelu op (opset 20) ends its layer's group as Relu does */
+TEST(gelu_op_joins_the_layer)
+{
+    qs_graph *g = new_graph(20);
+    int64_t xs[2] = { 1, 4 }, ws[2] = { 4, 3 }, bs[1] = { 3 };
+    add_input(g, "x", 2, xs);
+    add_weight(g, "W", 2, ws, NULL);
+    add_weight(g, "b", 1, bs, NULL);
+    add_node(g, "MatMul", "fc", "x,W", "m");
+    add_node(g, "Add", "fc_bias", "m,b", "h");
+    add_node(g, "Gelu", "gelu", "h", "y");
+    add_output(g, "y");
+    qs_quantsim *sim = make_sim(g, NULL);
+    ASSERT_EQ(sim->nq, 3);   /* x, W, y */
+    ASSERT_EQ(qs_quantsim_find(sim, "h"), -1);
+    ASSERT_STR_EQ(get_q(sim, "y")->layer, "fc");
+    qs_quantsim_free(sim);
+    qs_graph_free(g);
+}
+
 /* the same pattern read from a node outside any layer group is a group of its own */
 TEST(erf_gelu_after_other_op)
 {
@@ -229,5 +249,5 @@ TEST(overrides_refused)
     qs_graph_free(g);
 }
 
-TEST_MAIN(erf_gelu_is_one_activation, erf_gelu_after_other_op, erf_lookalike_is_not_gelu,
+TEST_MAIN(erf_gelu_is_one_activation, gelu_op_joins_the_layer, erf_gelu_after_other_op, erf_lookalike_is_not_gelu,
           attention_matmul_inputs_on_a_grid, embedding_gather_weight, overrides_tensor_and_op, overrides_refused)

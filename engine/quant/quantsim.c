@@ -583,11 +583,12 @@ static int place(placer *p, qs_err *e)
         if (!node_dyn(p, i))
             continue;
         int st = p->gstart[i], excl = p->gexcl[st];
-        const qs_node *ni = &g->nodes[i];
-        if (!excl && (node_kind(ni) == K_LAYER || qs_node_is_op(ni, "Gather")) && (rc = add_weights(p, i, e)) < 0)
+        if (!excl && (node_kind(&g->nodes[i]) == K_LAYER || qs_node_is_op(&g->nodes[i], "Gather")) &&
+            (rc = add_weights(p, i, e)) < 0)
             return rc;
-        /* a MatMul of two activations (attention) reads both on a grid */
-        if (!excl && qs_node_is_op(ni, "MatMul") && ni->nin == 2)
+        /* a MatMul of two activations (attention) reads both on a grid (by index: adding
+         * quantizers grows the node array) */
+        if (!excl && qs_node_is_op(&g->nodes[i], "MatMul") && g->nodes[i].nin == 2)
             for (int j = 0; j < 2; j++) {
                 int a = g->nodes[i].in[j];
                 if (a < 0 || a >= p->nv0 || !p->dyn[a] || p->src[a] >= 0 || g->values[a].dtype != QS_F32 ||
