@@ -16,11 +16,13 @@ For each model, one row per table:
         quality on the evaluation inputs as quantd runs it (classifiers: argmax agreement with FP32;
         all: output SQNR against FP32), the QDQ export in ONNX Runtime (argmax agreement and max abs
         difference against quantd's run of it), then `--preset standard` under a time limit
-        (--standard-timeout; past it the row says so: PTQ at scale is issue 16).
+        (--standard-timeout; past it, or for models left out of --standard, the row says so: PTQ
+        at scale is issue 16).
 Calibration inputs are separate from the evaluation inputs (other seeds of tests/py/realdata.py).
 
   /work/venv-tools/bin/python bench/bench_models.py --quant build/quant [--models cls,resnet18,…]
-      [--threads 2] [--standard-timeout 600] [--results docs/results.md]
+      [--threads 2] [--standard-timeout 600] [--standard cls,…] [--pin-shapes]
+      [--results docs/results.md]
 
 Needs numpy and onnxruntime. --results replaces the "Real models" section of that file.
 """
@@ -28,6 +30,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -76,11 +79,16 @@ def timed(cmd, timeout=None):
     """Runs cmd under /usr/bin/time: (returncode, stdout+stderr, wall s, peak RSS MiB)."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
         t = time.time()
+        # its own process group, so that a timeout ends quant too, not only /usr/bin/time
+        p = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", tf.name] + cmd, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
-            r = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", tf.name] + cmd, capture_output=True,
-                               text=True, timeout=timeout)
+            out, err = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
             return None, "timeout", time.time() - t, None
+        r = subprocess.CompletedProcess(cmd, p.returncode, out, err)
         wall = time.time() - t
         rss = tf.read().strip().splitlines()
     kb = int(rss[-1]) if rss and rss[-1].isdigit() else 0
@@ -99,10 +107,12 @@ def info(quant, model):
     nodes = re.search(r"^nodes\s+(\d+)", out, re.M)
     ops = re.search(r"^ops\s+(.*)$", out, re.M)
     unsup = re.search(r"^unsupported\s+(.*)$", out, re.M)
+    flops = re.search(r"^FLOPs\s+(.*)$", out, re.M)
     return {"params": int(params.group(1)) if params else None,
             "nodes": int(nodes.group(1)) if nodes else None,
             "ops": ops.group(1) if ops else "",
-            "unsupported": unsup.group(1) if unsup else "?"}
+            "unsupported": unsup.group(1) if unsup else "?",
+            "flops": flops.group(1) if flops else "?"}
 
 
 def ort_run(model, x, threads, batch=32):
@@ -179,6 +189,23 @@ def quality(res, kind, ref, quant, x, threads, work, tag):
         res["ort_error"] = str(e).splitlines()[0][:160]
 
 
+def pinned(model, shape, work):
+    """A copy of model whose input dims are those of the data (the batch stays symbolic), for
+    builds of quantd that refuse symbolic spatial dims; needs the onnx package."""
+    import onnx
+    m = onnx.load(model)
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    for i, d in enumerate(dims):
+        if i == 0:
+            d.dim_param = "N"
+        else:
+            d.ClearField("dim_param")
+            d.dim_value = shape[i]
+    path = os.path.join(work, "pinned.onnx")
+    onnx.save(m, path)
+    return path
+
+
 def measure(args, name):
     cache = cache_dir()
     model, kind, x, calib, torch_ref = inputs(name, cache)
@@ -186,6 +213,10 @@ def measure(args, name):
     row.update(info(args.quant, model))
     work = tempfile.mkdtemp(prefix="qd-bench-models-")
     try:
+        if args.pin_shapes and "only the leading (batch) dim may be symbolic" in row["flops"]:
+            row["as_shipped"] = row["flops"]
+            model = pinned(model, x.shape, work)
+            row["model"] += " (pinned)"
         ref, row["ort_s"] = ort_run(model, x, args.threads)
         try:
             y, row["quant_s"], row["run_rss_mib"] = quant_run(args.quant, model, x, args.threads, work, "fp32")
@@ -194,7 +225,10 @@ def measure(args, name):
                 row["vs_torch"] = diff(torch_ref, y)
         except RuntimeError as e:
             row["run_error"] = str(e)
-        for preset in ["basic", "standard"] if args.standard_timeout > 0 else ["basic"]:
+        std = args.standard_timeout > 0 and (args.standard == "all" or name in args.standard.split(","))
+        if not std:
+            row["standard"] = {"skipped": "not run (PTQ at scale: issue 16)"}
+        for preset in ["basic", "standard"] if std else ["basic"]:
             res = ptq(args.quant, model, calib, preset, args.threads, work,
                       None if preset == "basic" else args.standard_timeout)
             if "qdq" in res:
@@ -232,6 +266,8 @@ def run_table(rows):
 def ptq_cell(res):
     if res is None:
         return "—", "—", "—"
+    if "skipped" in res:
+        return res["skipped"], "—", "—"
     t = f"{res['seconds']:.0f} s, {fmt(res.get('rss_mib'), '{:.0f}')} MiB"
     if "error" in res:
         return f"{t}: fails: {res['error']}", "—", "—"
@@ -279,12 +315,20 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--standard-timeout", type=float, default=600,
                     help="seconds for ptq --preset standard (0: skip it)")
+    ap.add_argument("--standard", default="all", help="models that also get the standard preset (all)")
     ap.add_argument("--json", help="also write the rows as JSON to this file")
+    ap.add_argument("--from-json", help="print (and --results) the tables of a --json file instead of measuring")
+    ap.add_argument("--pin-shapes", action="store_true",
+                    help="where quantd refuses a model's symbolic spatial dims, measure a copy with the "
+                         "data's dims (needs onnx); the row is marked '(pinned)'")
     ap.add_argument("--results", help="replace the 'Real models' section of this Markdown file")
     ap.add_argument("--preamble", help="a Markdown file whose text goes between the heading and the tables")
     args = ap.parse_args()
     rows = []
-    for name in [m for m in args.models.split(",") if m]:
+    if args.from_json:
+        with open(args.from_json) as f:
+            rows = json.load(f)
+    for name in [m for m in args.models.split(",") if m and not args.from_json]:
         t = time.time()
         rows.append(measure(args, name))
         print(f"{name}: measured in {time.time() - t:.0f} s", file=sys.stderr, flush=True)
