@@ -112,6 +112,57 @@ TEST(erf_lookalike_is_not_gelu)
     qs_graph_free(g);
 }
 
+/* x [1,4] → MatMul(W [4,3]) + b → HardSwish as Paddle exports it: Add(3) → Clip(0, 6) → Mul(h, ·)
+ * → Div(6) (clip bounds as inputs when clip_inputs, else attributes as in opsets 6–10) → y */
+static qs_graph *mlp_split_hardswish(int clip_inputs, float three)
+{
+    qs_graph *g = new_graph(clip_inputs ? 13 : 7);   /* Clip 6: bounds as attributes */
+    int64_t xs[2] = { 1, 4 }, ws[2] = { 4, 3 }, bs[1] = { 3 };
+    add_input(g, "x", 2, xs);
+    add_weight(g, "W", 2, ws, NULL);
+    add_weight(g, "b", 1, bs, NULL);
+    scalar(g, "three", three);
+    scalar(g, "zero", 0.f);
+    scalar(g, "six", 6.f);
+    add_node(g, "MatMul", "fc", "x,W", "m");
+    add_node(g, "Add", "fc_bias", "m,b", "h");
+    add_node(g, "Add", "hs_add", "h,three", "a");
+    if (clip_inputs) {
+        add_node(g, "Clip", "hs_clip", "a,zero,six", "c");
+    } else {
+        qs_node *n = add_node(g, "Clip", "hs_clip", "a", "c");
+        qs_node_set_float(n, "min", 0.f);
+        qs_node_set_float(n, "max", 6.f);
+    }
+    add_node(g, "Mul", "hs_mul", "h,c", "p");
+    add_node(g, "Div", "hs_div", "p,six", "y");
+    add_output(g, "y");
+    return g;
+}
+
+/* HardSwish written as four nodes is one activation quantized at its end, as the HardSwish op is */
+TEST(split_hardswish_is_one_activation)
+{
+    for (int clip_inputs = 0; clip_inputs <= 1; clip_inputs++) {
+        qs_graph *g = mlp_split_hardswish(clip_inputs, 3.f);
+        qs_quantsim *sim = make_sim(g, NULL);
+        ASSERT_EQ(sim->nq, 3);   /* x, W, y */
+        ASSERT_STR_EQ(get_q(sim, "y")->layer, "fc");
+        const char *inside[] = { "m", "h", "a", "c", "p" };
+        for (int k = 0; k < 5; k++)
+            ASSERT_EQ(qs_quantsim_find(sim, inside[k]), -1);
+        qs_quantsim_free(sim);
+        qs_graph_free(g);
+    }
+    /* Add(2) instead of Add(3) is not HardSwish: each op keeps its quantizer */
+    qs_graph *g = mlp_split_hardswish(1, 2.f);
+    qs_quantsim *sim = make_sim(g, NULL);
+    ASSERT(qs_quantsim_find(sim, "a") >= 0 || qs_quantsim_find(sim, "c") >= 0);
+    ASSERT(qs_quantsim_find(sim, "p") >= 0);
+    qs_quantsim_free(sim);
+    qs_graph_free(g);
+}
+
 /* q [1,2,3], k [1,3,2] from layers; Q·Kᵀ → Softmax → ·V where V comes straight from the model input
  * through a Transpose only... and an excluded producer: its input gets its own quantizer */
 TEST(attention_matmul_inputs_on_a_grid)
@@ -250,4 +301,5 @@ TEST(overrides_refused)
 }
 
 TEST_MAIN(erf_gelu_is_one_activation, gelu_op_joins_the_layer, erf_gelu_after_other_op, erf_lookalike_is_not_gelu,
+          split_hardswish_is_one_activation,
           attention_matmul_inputs_on_a_grid, embedding_gather_weight, overrides_tensor_and_op, overrides_refused)

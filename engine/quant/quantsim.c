@@ -322,6 +322,51 @@ static int erf_gelu(const placer *p, int x, int nodes[5])
     return 1;
 }
 
+/* HardSwish as Paddle (and torch before opset 14) export it, x·clip(x + 3, 0, 6)/6: x is read by
+ * Add(x, 3) → Clip(·, 0, 6) → Mul(x, ·) → Div(·, 6) (or Mul(·, 1/6)), and by nothing else. Like the
+ * GELU above it is one activation, quantized at its output only: a grid after each of its four
+ * nodes costs the MobileNetV3-style networks several dB per block. Fills nodes[4]. */
+static int split_hardswish(const placer *p, int x, int nodes[4])
+{
+    const qs_graph *g = p->g;
+    if (x < 0 || p->ncons[x] != 2 || qs_graph_is_output(g, x))
+        return 0;
+    int add = -1;
+    for (int i = 0; i < p->nn0 && add < 0; i++)
+        if (op_with_const(g, &g->nodes[i], "Add", x, 3.0))
+            add = i;
+    int clip = add >= 0 ? sole_reader(p, g->nodes[add].out[0]) : -1;
+    const qs_node *c = clip >= 0 ? &g->nodes[clip] : NULL;
+    if (!c || !qs_node_is_op(c, "Clip") || c->nout != 1 || c->in[0] != g->nodes[add].out[0])
+        return 0;
+    double lo, hi;
+    if (c->nin >= 3) {   /* opset 11+: bounds are inputs */
+        if (!const_scalar(g, c->in[1], &lo) || !const_scalar(g, c->in[2], &hi))
+            return 0;
+    } else {
+        lo = qs_node_float(c, "min", -FLT_MAX), hi = qs_node_float(c, "max", FLT_MAX);
+    }
+    if (lo != 0 || fabs(hi - 6) > 1e-3)
+        return 0;
+    int mul = sole_reader(p, c->out[0]);
+    const qs_node *m = mul >= 0 ? &g->nodes[mul] : NULL;
+    if (!m || !qs_node_is_op(m, "Mul") || m->nin != 2 || m->nout != 1 ||
+        !((m->in[0] == x && m->in[1] == c->out[0]) || (m->in[1] == x && m->in[0] == c->out[0])))
+        return 0;
+    int div = sole_reader(p, m->out[0]);
+    if (div < 0 || !(op_with_const(g, &g->nodes[div], "Div", m->out[0], 6.0) ||
+                     op_with_const(g, &g->nodes[div], "Mul", m->out[0], 1.0 / 6)))
+        return 0;
+    nodes[0] = add, nodes[1] = clip, nodes[2] = mul, nodes[3] = div;
+    return 1;
+}
+
+/* A multi-node activation read from x (erf_gelu, split_hardswish): its node count, 0 if none. */
+static int act_pattern(const placer *p, int x, int nodes[5])
+{
+    return erf_gelu(p, x, nodes) ? 5 : split_hardswish(p, x, nodes) ? 4 : 0;
+}
+
 static int node_dyn(const placer *p, int i)
 {
     const qs_node *n = &p->g->nodes[i];
@@ -340,7 +385,7 @@ static void build_groups(placer *p)
         if (p->gstart[i] >= 0)
             continue;
         p->gstart[i] = i;
-        int t = i, st = node_kind(&g->nodes[i]), cst, c, gelu[5];
+        int t = i, st = node_kind(&g->nodes[i]), cst, c, pat[5], np = 0;
         int excl = excluded_node(p, &g->nodes[i]);
         if (node_dyn(p, i)) {
             while ((c = follower(p, t, st, &cst)) >= 0 && p->gstart[c] < 0) {
@@ -349,17 +394,18 @@ static void build_groups(placer *p)
                 t = c;
                 st = cst;
             }
-            /* a GELU pattern is one activation: it ends the group of the layer feeding it as Relu
-             * would, or (read from anything else, or starting here) forms a group of its own */
+            /* a GELU or split HardSwish pattern is one activation: it ends the group of the layer
+             * feeding it as Relu would, or (read from anything else, or starting here) forms a
+             * group of its own */
             int x = g->nodes[t].nout > 0 ? g->nodes[t].out[0] : -1;
             int joins = st == K_LAYER || st == K_BN || st == K_BIAS_ADD || st == K_ADD;
-            int head = g->nodes[i].nin > 0 && erf_gelu(p, g->nodes[i].in[0], gelu) && gelu[0] == i;
-            if (head || (joins && erf_gelu(p, x, gelu) && p->gstart[gelu[0]] < 0)) {
-                for (int k = head ? 1 : 0; k < 5; k++) {
-                    p->gstart[gelu[k]] = i;
-                    excl |= excluded_node(p, &g->nodes[gelu[k]]);
+            int head = g->nodes[i].nin > 0 && (np = act_pattern(p, g->nodes[i].in[0], pat)) && pat[0] == i;
+            if (head || (joins && (np = act_pattern(p, x, pat)) && p->gstart[pat[0]] < 0)) {
+                for (int k = head ? 1 : 0; k < np; k++) {
+                    p->gstart[pat[k]] = i;
+                    excl |= excluded_node(p, &g->nodes[pat[k]]);
                 }
-                t = gelu[4];
+                t = pat[np - 1];
             }
         }
         p->gend[i] = t;

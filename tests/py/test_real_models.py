@@ -79,8 +79,9 @@ def test_paddleocr_classifier_w8a8(cls_model, text_crops, run_quant, tmp_path):
     ref = ort_run(cls_model, x)
     q = quant_run(run_quant, tmp_path, qdq, x, "w8a8")
     agree = np.mean(q.argmax(1) == ref.argmax(1))
-    # issue 15's target is 99%; the basic preset gets 94.4% (docs/results.md, "Real models")
-    assert agree >= 0.9, f"W8A8 argmax agreement with FP32 {agree:.3f}"
+    # issue 15's target is 99%; the basic preset gets 96.2% (94.4% before Paddle's four-node
+    # HardSwish was quantized as one activation; docs/results.md, "Real models")
+    assert agree >= 0.95, f"W8A8 argmax agreement with FP32 {agree:.3f}"
     truth = np.arange(len(x)) % 2
     assert np.mean(q.argmax(1) == truth) >= np.mean(ref.argmax(1) == truth) - 0.03
     # ONNX Runtime (integer kernels) runs the export as quantd's simulation does, up to its rounding
