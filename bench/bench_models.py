@@ -2,7 +2,7 @@
 """Real models (issue 15): third-party ONNX models through quantd, measured against ONNX Runtime
 (and PyTorch for the torchvision exports) in the same run.
 
-Models come from the cache that bench/fetch_models.py fills ($QD_MODEL_CACHE, else /work/data):
+Models come from the cache that bench/fetch_models.py fills ($QD_MODEL_CACHE, else ~/.cache/quantd/models):
 the PaddleOCR classifier, detector and recogniser from PyPI's rapidocr-onnxruntime 1.4.4 (given to
 quantd as shipped: dynamic spatial dims, weights in Constant nodes) and torchvision CNNs and ViT at
 224×224 (random weights with BN statistics from natural-looking images; see fetch_models.py).
@@ -54,7 +54,8 @@ SECTION = "## Real models (issue 15)"
 
 
 def cache_dir():
-    return os.environ.get("QD_MODEL_CACHE") or "/work/data"
+    return os.environ.get("QD_MODEL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "quantd", "models")
 
 
 def inputs(name, cache):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Third-party models for the real-model benchmark (issue 15) in a cache outside the repository.
 
-Nothing this script writes is committed. The cache is $QD_MODEL_CACHE, else /work/data:
+Nothing this script writes is committed. The cache is $QD_MODEL_CACHE, else ~/.cache/quantd/models:
 
   paddleocr/   the three PaddleOCR models shipped in PyPI's rapidocr-onnxruntime 1.4.4 wheel
                (tests/fetch_paddleocr.sh, which `./quickstart test` also runs), with text-crop inputs
@@ -37,7 +37,8 @@ TORCHVISION = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "ef
 
 
 def cache_dir():
-    return os.environ.get("QD_MODEL_CACHE") or "/work/data"
+    return os.environ.get("QD_MODEL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "quantd", "models")
 
 
 def realistic_bn(model, x, batch=16):

@@ -1,10 +1,10 @@
 #!/bin/sh
 # Fetches the three PaddleOCR models that PyPI's rapidocr-onnxruntime 1.4.4 wheel ships (third-party
 # files: they go into a cache outside the repository and are never committed).
-#   tests/fetch_paddleocr.sh [DIR]     DIR defaults to ${QD_MODEL_CACHE:-/work/data}/paddleocr
+#   tests/fetch_paddleocr.sh [DIR]     DIR defaults to ${QD_MODEL_CACHE:-${XDG_CACHE_HOME:-~/.cache}/quantd/models}/paddleocr
 # Uses `pip download` (the pip of $PYTHON, else python3) and Python's zipfile; idempotent.
 set -eu
-dir=${1:-${QD_MODEL_CACHE:-/work/data}/paddleocr}
+dir=${1:-${QD_MODEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/quantd/models}/paddleocr}
 py=${PYTHON:-python3}
 models="ch_ppocr_mobile_v2.0_cls_infer.onnx ch_PP-OCRv4_det_infer.onnx ch_PP-OCRv4_rec_infer.onnx"
 missing=

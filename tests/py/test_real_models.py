@@ -2,7 +2,7 @@
 torchvision model at reduced size, run against ONNX Runtime / PyTorch and quantized W8A8.
 
 The classifier is third-party and never committed: tests/fetch_paddleocr.sh (run by
-`./quickstart test`) puts it in ${QD_MODEL_CACHE:-/work/data}/paddleocr. Missing, it is a failure
+`./quickstart test`) puts it in ${QD_MODEL_CACHE:-~/.cache/quantd/models}/paddleocr. Missing, it is a failure
 under CI=true and a skip elsewhere. Its inputs are rendered words (tests/fixtures/make_text_crops.py).
 The torchvision model (MobileNetV3-Small at width 0.25, 64×64) is our own export, committed with
 PyTorch's outputs (tests/fixtures/make_real.py). The full-size models are in bench/bench_models.py
@@ -16,7 +16,8 @@ import pytest
 
 import realdata
 
-CACHE = os.environ.get("QD_MODEL_CACHE") or "/work/data"
+CACHE = os.environ.get("QD_MODEL_CACHE") or os.path.join(
+    os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "quantd", "models")
 CLS = os.path.join(CACHE, "paddleocr", "ch_ppocr_mobile_v2.0_cls_infer.onnx")
 
 
