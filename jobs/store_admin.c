@@ -145,32 +145,12 @@ json_t *qd_store_ref_jobs(qd_store *st, const char *upload_id, int live_only, in
 
 /* ---- pages ------------------------------------------------------------------------------- */
 
-/* Reads a page from sql (whose last column is the ordering key; parameters already bound) into
- * *items with row(); limit+1 rows were asked for, so one more than limit means a next page. */
-static void read_page(sqlite3_stmt *s, int keycol, int limit, json_t *(*row)(sqlite3_stmt *), json_t *items,
-                      int64_t *next)
+/* One page of sql: ?1 is the cursor (q->after), ?2.. the n filters in texts (NULL: no filter),
+ * the last parameter the row count — limit+1 rows are asked for, so one more than the limit means
+ * a next page, whose cursor is the ordering key (column keycol) of the last row kept. */
+static int read_page(qd_store *st, const char *sql, const qd_list_query *q, const char *const *texts, int n,
+                     int keycol, json_t *(*row)(sqlite3_stmt *), json_t **items, int64_t *next)
 {
-    int k = 0;
-    int64_t last = 0;
-    *next = 0;
-    while (sqlite3_step(s) == SQLITE_ROW) {
-        if (k == limit) {
-            *next = last;
-            break;
-        }
-        json_array_append_new(items, row(s));
-        last = sqlite3_column_int64(s, keycol);
-        k++;
-    }
-}
-
-int qd_store_job_page(qd_store *st, const qd_list_query *q, json_t **items, int64_t *next)
-{
-    char sql[640];
-    snprintf(sql, sizeof sql,
-             "SELECT " QD_ST_JOB_COLS ",n FROM jobs WHERE (?1 = 0 OR n < ?1) AND (?2 IS NULL OR state = ?2)"
-             " AND (?3 IS NULL OR type = ?3) AND (?4 IS NULL OR json_extract(spec, '$.name') = ?4)"
-             " ORDER BY n DESC LIMIT ?5");
     *items = json_array();
     *next = 0;
     conn *c = &st->r;
@@ -179,11 +159,20 @@ int qd_store_job_page(qd_store *st, const qd_list_query *q, json_t **items, int6
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(c->db, sql, -1, &s, NULL) == SQLITE_OK) {
         sqlite3_bind_int64(s, 1, q->after);
-        qd_st_bind_text(s, 2, q->state);
-        qd_st_bind_text(s, 3, q->type);
-        qd_st_bind_text(s, 4, q->name);
-        sqlite3_bind_int(s, 5, q->limit + 1);
-        read_page(s, 12, q->limit, qd_st_job_row, *items, next);
+        for (int i = 0; i < n; i++)
+            qd_st_bind_text(s, 2 + i, texts[i]);
+        sqlite3_bind_int(s, 2 + n, q->limit + 1);
+        int k = 0;
+        int64_t last = 0;
+        while (sqlite3_step(s) == SQLITE_ROW) {
+            if (k == q->limit) {
+                *next = last;
+                break;
+            }
+            json_array_append_new(*items, row(s));
+            last = sqlite3_column_int64(s, keycol);
+            k++;
+        }
         sqlite3_finalize(s);
         rc = 0;
     } else {
@@ -191,6 +180,16 @@ int qd_store_job_page(qd_store *st, const qd_list_query *q, json_t **items, int6
     }
     pthread_mutex_unlock(&c->mu);
     return rc;
+}
+
+int qd_store_job_page(qd_store *st, const qd_list_query *q, json_t **items, int64_t *next)
+{
+    const char *const texts[] = { q->state, q->type, q->name };
+    return read_page(st,
+                     "SELECT " QD_ST_JOB_COLS ",n FROM jobs WHERE (?1 = 0 OR n < ?1) AND (?2 IS NULL OR state = ?2)"
+                     " AND (?3 IS NULL OR type = ?3) AND (?4 IS NULL OR json_extract(spec, '$.name') = ?4)"
+                     " ORDER BY n DESC LIMIT ?5",
+                     q, texts, 3, 12, qd_st_job_row, items, next);
 }
 
 int qd_store_upload_page(qd_store *st, qd_kind kind, const qd_list_query *q, json_t **items, int64_t *next)
@@ -199,25 +198,8 @@ int qd_store_upload_page(qd_store *st, qd_kind kind, const qd_list_query *q, jso
     snprintf(sql, sizeof sql,
              "SELECT " QD_ST_UPLOAD_COLS ",rowid FROM %s WHERE (?1 = 0 OR rowid < ?1) AND (?2 IS NULL OR name = ?2)"
              " AND (?3 IS NULL OR sha256 = ?3) ORDER BY rowid DESC LIMIT ?4", qd_st_tables[kind]);
-    *items = json_array();
-    *next = 0;
-    conn *c = &st->r;
-    int rc = QD_ST_DB;
-    pthread_mutex_lock(&c->mu);
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(c->db, sql, -1, &s, NULL) == SQLITE_OK) {
-        sqlite3_bind_int64(s, 1, q->after);
-        qd_st_bind_text(s, 2, q->name);
-        qd_st_bind_text(s, 3, q->sha256);
-        sqlite3_bind_int(s, 4, q->limit + 1);
-        read_page(s, 7, q->limit, qd_st_upload_row, *items, next);
-        sqlite3_finalize(s);
-        rc = 0;
-    } else {
-        QD_LOG_ERROR("sqlite: %s", sqlite3_errmsg(c->db));
-    }
-    pthread_mutex_unlock(&c->mu);
-    return rc;
+    const char *const texts[] = { q->name, q->sha256 };
+    return read_page(st, sql, q, texts, 2, 7, qd_st_upload_row, items, next);
 }
 
 /* ---- retention --------------------------------------------------------------------------- */
