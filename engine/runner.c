@@ -6,6 +6,11 @@
  * size and the padding rows are dropped from the outputs: inference-mode graphs treat rows
  * independently, so the kept rows are exactly what a full batch gives.
  *
+ * Memory: the activations of a plan grow with its batch (a 320×320 detector needs ~100 MB per
+ * sample), so the batch asked for is lowered until the plan's arena fits the runner's budget
+ * (QS_RUNNER_ARENA_BUDGET unless qs_runner_set_arena_budget says otherwise), measured on a plan
+ * for one sample. Outputs do not depend on the batch, so only memory and speed change.
+ *
  * Run and stream share one loop over "sources": run's sources are the caller's tensors, stream's are
  * the data set's mapped arrays, so a stream reads each batch straight from the mapping. */
 #include "runner.h"
@@ -15,6 +20,7 @@
 struct qs_runner {
     qs_graph *g;
     int64_t want;      /* the batch asked for */
+    size_t budget;     /* arena bytes a plan may take (0: no limit) */
     qs_exec *x;        /* main plan */
     int64_t batch;     /* samples per pass of x */
     int fixed;         /* the model fixes its batch: pad partial batches instead of re-planning */
@@ -47,8 +53,14 @@ int qs_runner_plan(qs_runner *r, qs_err *e)
     qs_exec_free(r->tail);
     r->tail = NULL;
     r->tail_n = 0;
-    int rc = qs_exec_plan(r->x, r->want, e);
-    if (rc < 0 && r->want > 1) {
+    int64_t want = r->want;
+    if (want > 1 && r->budget && qs_exec_plan(r->x, 1, NULL) == 0 && qs_exec_batch(r->x) == 1) {
+        size_t one = qs_exec_arena_bytes(r->x);   /* an upper bound per sample: it holds constants too */
+        if (one > 0 && (double)one * (double)want > (double)r->budget)
+            want = one < r->budget ? (int64_t)(r->budget / one) : 1;
+    }
+    int rc = qs_exec_plan(r->x, want, e);
+    if (rc < 0 && want > 1) {
         /* Exports often bake the batch into a Reshape; such a model still runs one sample at a
          * time. When batch 1 fails too, that error is the one that describes the model. */
         rc = qs_exec_plan(r->x, 1, e);
@@ -56,7 +68,7 @@ int qs_runner_plan(qs_runner *r, qs_err *e)
     if (rc < 0)
         return rc;
     r->batch = qs_exec_batch(r->x);
-    r->fixed = r->batch != r->want;
+    r->fixed = r->batch != want;
     if (r->batch < 1)
         return qs_error(e, QS_ESHAPE, "the model's fixed batch dim is %lld", (long long)r->batch);
     return check_outputs(r, r->x, e);
@@ -79,6 +91,7 @@ qs_runner *qs_runner_new(qs_graph *g, int64_t batch, qs_err *e)
     }
     r->g = g;
     r->want = batch;
+    r->budget = QS_RUNNER_ARENA_BUDGET;
     r->fuse = 1;   /* off again once an observer needs every node's output */
     if ((r->x = qs_exec_new(g, QS_EXEC_INFER, e)))
         qs_exec_set_fusion(r->x, 1);
@@ -100,6 +113,12 @@ void qs_runner_free(qs_runner *r)
 }
 
 int64_t qs_runner_batch(const qs_runner *r) { return r->batch; }
+
+int qs_runner_set_arena_budget(qs_runner *r, size_t bytes, qs_err *e)
+{
+    r->budget = bytes;
+    return qs_runner_plan(r, e);
+}
 qs_exec *qs_runner_exec(qs_runner *r) { return r->x; }
 
 static void set_observer(qs_runner *r, qs_node_fn fn, void *ud, int fuse)

@@ -165,6 +165,32 @@ TEST(every_batch_size_gives_the_same_exact_outputs)
     qs_graph_free(g);
 }
 
+/* A budget below the batch's arena lowers the batch until the plan fits; outputs stay exact. */
+TEST(batch_lowered_to_fit_the_arena_budget)
+{
+    qs_graph *g = model(-1);
+    qs_tensor *x = make_x(10), *z = make_z(10), *y[2];
+    qs_runner *r = runner(g, 8);
+    ASSERT_EQ(qs_runner_batch(r), 8);   /* a few KB: far below the default budget */
+    ASSERT_EQ(qs_runner_set_arena_budget(r, 1, NULL), 0);
+    ASSERT_EQ(qs_runner_batch(r), 1);
+    qs_runner_set_arena_budget(r, 0, NULL);
+    size_t per8 = qs_exec_arena_bytes(qs_runner_exec(r));
+    ASSERT_EQ(qs_runner_batch(r), 8);
+    ASSERT_EQ(qs_runner_set_arena_budget(r, per8 / 2, NULL), 0);
+    int64_t b = qs_runner_batch(r);
+    ASSERT(b >= 1 && b < 8);
+    ASSERT(qs_exec_arena_bytes(qs_runner_exec(r)) <= per8 / 2);
+    run_ok(r, x, z, y);
+    check_outputs(y, 0, 10);
+    qs_tensor_free(y[0]);
+    qs_tensor_free(y[1]);
+    qs_runner_free(r);
+    qs_tensor_free(x);
+    qs_tensor_free(z);
+    qs_graph_free(g);
+}
+
 TEST(fixed_batch_1_runs_one_sample_at_a_time)
 {
     qs_graph *g = model(1);
@@ -470,4 +496,5 @@ TEST(fused_observer_keeps_fusion)
 
 TEST_MAIN(every_batch_size_gives_the_same_exact_outputs, fused_observer_keeps_fusion, fixed_batch_1_runs_one_sample_at_a_time,
           fixed_batch_4_pads_the_partial_batch, inputs_of_other_types_are_converted, progress_and_abort,
-          bad_inputs_are_named, stream_from_a_data_set, baked_in_batch_runs_one_at_a_time)
+          bad_inputs_are_named, stream_from_a_data_set, baked_in_batch_runs_one_at_a_time,
+          batch_lowered_to_fit_the_arena_budget)

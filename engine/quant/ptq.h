@@ -63,6 +63,9 @@ void qs_ptq_skipped(qs_ptq *p, const char *step, const char *fmt, ...) __attribu
 /* Runs graph g (on the job's pool) over calibration rows [start, start + n), handing each batch's
  * outputs to sink: what the step check and the target's measurement compare. */
 int qs_ptq_stream_calib(qs_ptq *p, qs_graph *g, int64_t start, int64_t n, qs_runner_sink sink, void *ud, qs_err *e);
+/* Per-layer SQNR of the activation quantizers vs the FP32 model, appended to report_layers
+ * (ptq_sqnr.c). */
+int qs_ptq_layer_sqnr(qs_ptq *p, json_t *report_layers, qs_err *e);
 void qs_ptq_timing(qs_ptq *p, const char *stage, double t0);
 json_t *qs_ptq_quantizer_table(const qs_quantsim *sim);
 

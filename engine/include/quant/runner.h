@@ -35,12 +35,18 @@ typedef struct qs_runner qs_runner;
 typedef int (*qs_runner_sink)(void *ud, int64_t start, int64_t n, const qs_tensor *const *outputs,
                               qs_exec *x, qs_err *e);
 
+/* Arena bytes a runner's plan may take by default: a larger batch is lowered to fit. */
+#define QS_RUNNER_ARENA_BUDGET ((size_t)512 << 20)
+
 qs_runner *qs_runner_new(qs_graph *g, int64_t batch, qs_err *e);
 void qs_runner_free(qs_runner *r);
 /* Re-plans after the graph changed (nodes or initializers replaced). */
 int qs_runner_plan(qs_runner *r, qs_err *e);
-/* Samples per forward pass: the batch asked for, or the model's fixed batch. */
+/* Samples per forward pass: the batch asked for (lowered to fit the arena budget), or the model's
+ * fixed batch. */
 int64_t qs_runner_batch(const qs_runner *r);
+/* Sets the arena budget (0: none) and re-plans. */
+int qs_runner_set_arena_budget(qs_runner *r, size_t bytes, qs_err *e);
 /* The pool the kernels run on (borrowed; see qs_exec_set_pool). Default: NULL, the calling thread. */
 void qs_runner_set_pool(qs_runner *r, qs_threadpool *tp);
 /* Per-node observer on every plan the runner uses (see qs_exec_set_observer). Padding rows of a
