@@ -60,14 +60,6 @@ int qs_runner_plan(qs_runner *r, qs_err *e)
             want = one < r->budget ? (int64_t)(r->budget / one) : 1;
     }
     int rc = qs_exec_plan(r->x, want, e);
-    /* the per-sample estimate is a guide, not a bound: scratch may grow faster than the batch (Conv
-     * multiplies several items at once on small planes), so check the plan and lower further */
-    for (int k = 0; rc == 0 && r->budget && want > 1 && k < 8 && qs_exec_batch(r->x) == want &&
-                     qs_exec_arena_bytes(r->x) > r->budget; k++) {
-        int64_t lower = (int64_t)((double)want * (double)r->budget / (double)qs_exec_arena_bytes(r->x));
-        want = lower < want ? (lower > 1 ? lower : 1) : want - 1;
-        rc = qs_exec_plan(r->x, want, e);
-    }
     if (rc < 0 && want > 1) {
         /* Exports often bake the batch into a Reshape; such a model still runs one sample at a
          * time. When batch 1 fails too, that error is the one that describes the model. */

@@ -6,8 +6,7 @@
  *  - depthwise (one input channel per group, group > 1): direct loops, in conv_dw.c;
  *  - general: im2col into caller-owned scratch, then one sgemm per (batch item, group).
  * Batch items (or, depthwise, blocks of 16 channels of an item) are split across threads, each with
- * its own slice of scratch; with a batch of one, the work inside the item is split instead. Small
- * output planes of a batch take conv_batch.c's forward (several items per product) on both GEMM paths.
+ * its own slice of scratch; with a batch of one, the work inside the item is split instead.
  *
  * Backward reuses the column buffer: dW_g += dY_g · colᵀ, then dcol = W_gᵀ · dY_g and col2im into
  * dX, with per-thread partial sums of dW and dB. ConvTranspose is the adjoint of Conv: its forward
@@ -150,13 +149,11 @@ static void convb_slice(const conv_p *p, int64_t *col_floats, int64_t *slice_flo
 static size_t conv_scratch(const qs_kctx *c)
 {
     conv_p p;
-    if (conv_get((qs_kctx *)c, &p) < 0)
+    if (conv_get((qs_kctx *)c, &p) < 0 || (p.path == PATH_1X1 && !c->training && !c->din))
         return 0;
     if (p.path == PATH_DW)
         return conv_dw_scratch(c, &p);
-    size_t fwd = p.path == PATH_1X1 ? 0 : (size_t)item_workers(c, &p) * (size_t)(p.Cg * p.kvol * p.yvol) * sizeof(float);
-    if (conv_batch_scratch(c, &p) > fwd)
-        fwd = conv_batch_scratch(c, &p);
+    size_t fwd = (size_t)item_workers(c, &p) * (size_t)(p.Cg * p.kvol * p.yvol) * sizeof(float);
     if (!c->training && !c->din)
         return fwd;
     int64_t col_floats, slice_floats;   /* backward: partial dW and dB per worker too */
@@ -276,8 +273,6 @@ static int conv_forward(qs_kctx *c)
     float *y = qs_f32(c->out[0]);
     if (p.path == PATH_DW)
         return conv_dw_forward(c, &p, x, w, b, y, ctx_clamp(c));
-    if (conv_batch_items(c, &p))   /* small planes: several items per product */
-        return conv_batch_forward(c, &p, x, w, b, y, ctx_clamp(c));
     int64_t col_floats = p.path == PATH_GEMM ? p.Cg * p.kvol * p.yvol : 0;
     if ((rc = conv_scratch_slices(c, col_floats * sizeof(float), item_workers(c, &p), &workers)) < 0)
         return rc;

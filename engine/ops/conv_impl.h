@@ -34,10 +34,4 @@ int conv_dw_forward(qs_kctx *c, const conv_p *p, const float *x, const float *w,
 int conv_dw_backward(qs_kctx *c, const conv_p *p, const float *x, const float *w, const float *dy, float *dx,
                      float *dw, float *db);
 
-/* the batched forward for small output planes (conv_batch.c): items per product (0: not taken) */
-int64_t conv_batch_items(const qs_kctx *c, const conv_p *p);
-size_t conv_batch_scratch(const qs_kctx *c, const conv_p *p);
-int conv_batch_forward(qs_kctx *c, const conv_p *p, const float *x, const float *w, const float *b, float *y,
-                       clamp_t clamp);
-
 #endif
