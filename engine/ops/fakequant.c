@@ -97,48 +97,41 @@ static int fq_forward(qs_kctx *c)
 
 /* The backward over n elements of one channel: dx (when wanted) and the channel's sums
  * Σ dy·∂y/∂s into *gs and Σ dy over the clamped elements into *gz (∂y/∂z = −s there). Branch-free
- * with 16 float partial sums that the compiler keeps in vector registers (it does not reorder a
- * float reduction on its own), folded into doubles every FQB_BLOCK elements. */
-#define FQB_BLOCK 1024
-QS_HOT static void fqb_span(const float *restrict x, const float *restrict dy, float *restrict dx, int64_t n,
-                            float s, float z, qs_grid g, double *gs, double *gz)
+ * with 16 partial sums in double that the compiler keeps in vector registers (it does not reorder
+ * a reduction on its own): the scale's gradient is a sum of terms of both signs that nearly cancel,
+ * and float partial sums changed QAT's trajectory measurably. */
+QS_HOT static void fqb_span(const float *restrict x, const float *restrict dy, float *dx, int64_t n, float s,
+                            float z, qs_grid g, double *gs, double *gz)
 {
     const float below_s = g.qmin - z, above_s = g.qmax - z;
-    for (int64_t b0 = 0; b0 < n; b0 += FQB_BLOCK) {
-        int64_t m = n - b0 < FQB_BLOCK ? n - b0 : FQB_BLOCK, i = 0;
-        float as[16] = { 0 }, az[16] = { 0 };
-        const float *xb = x + b0, *db = dy + b0;
-        float *dxb = dx ? dx + b0 : NULL;
-        for (; i + 16 <= m; i += 16) {
-            float keep[16];   /* dy inside the grid, 0 where clamped */
-            for (int l = 0; l < 16; l++) {   /* selects only: no branch keeps it one vector loop */
-                float v = xb[i + l] / s, r = nearbyintf(v), q = r + z, d = db[i + l];
-                float k = q < g.qmin ? 0.f : d, t = q < g.qmin ? below_s : r - v;
-                k = q > g.qmax ? 0.f : k;
-                t = q > g.qmax ? above_s : t;
-                keep[l] = k;
-                as[l] += d * t;
-                az[l] += d - k;
-            }
-            if (dxb)
-                for (int l = 0; l < 16; l++)
-                    dxb[i + l] = keep[l];
+    double as[16] = { 0 }, az[16] = { 0 };
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        float keep[16];   /* dy inside the grid, 0 where clamped */
+        for (int l = 0; l < 16; l++) {   /* selects only: no branch keeps it one vector loop */
+            float v = x[i + l] / s, r = nearbyintf(v), q = r + z, d = dy[i + l];
+            float k = q < g.qmin ? 0.f : d, t = q < g.qmin ? below_s : r - v;
+            k = q > g.qmax ? 0.f : k;
+            t = q > g.qmax ? above_s : t;
+            keep[l] = k;
+            as[l] += d * t;
+            az[l] += d - k;
         }
-        for (; i < m; i++) {
-            float v = xb[i] / s, r = nearbyintf(v), q = r + z, d = db[i];
-            int lo = q < g.qmin, hi = q > g.qmax;
-            if (dxb)
-                dxb[i] = lo | hi ? 0.f : d;
-            as[0] += d * (lo ? below_s : hi ? above_s : r - v);
-            az[0] += lo | hi ? d : 0.f;
-        }
-        float ts = 0, tz = 0;
-        for (int l = 0; l < 16; l++) {
-            ts += as[l];
-            tz += az[l];
-        }
-        *gs += ts;
-        *gz += tz;
+        if (dx)
+            for (int l = 0; l < 16; l++)
+                dx[i + l] = keep[l];
+    }
+    for (; i < n; i++) {
+        float v = x[i] / s, r = nearbyintf(v), q = r + z, d = dy[i];
+        int lo = q < g.qmin, hi = q > g.qmax;
+        if (dx)
+            dx[i] = lo | hi ? 0.f : d;
+        as[0] += d * (lo ? below_s : hi ? above_s : r - v);
+        az[0] += lo | hi ? d : 0.f;
+    }
+    for (int l = 0; l < 16; l++) {
+        *gs += as[l];
+        *gz += az[l];
     }
 }
 
