@@ -124,8 +124,10 @@ int qd_st_migrate(conn *c, char *err, size_t n)
                 rc = QD_ST_DB;
             }
             qd_stmt_finalize(s);
-            if (rc == 0)
-                QD_LOG_INFO("store: schema migrated to version %d", v);
+            if (rc == 0 && cur == 0)   /* a new database: nothing worth a line at start */
+                QD_LOG_DEBUG("store: schema migrated to version %d", v);
+            else if (rc == 0)
+                QD_LOG_NOTICE("store: schema migrated to version %d", v);
         }
     }
     if (rc == 0)
