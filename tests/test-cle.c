@@ -3,6 +3,8 @@
  * per-channel ranges checked against the paper's definition (computed here independently, from
  * each weight's position rather than per channel), ReLU6 replacement, absorption worked out by
  * hand, the chains that must be left alone, and the committed MobileNetV2-style fixture. */
+#include <unistd.h>
+
 #include "tests/opcheck.h"
 #include "engine/exec.h"
 #include "engine/graph.h"
@@ -10,6 +12,7 @@
 #include "engine/data.h"
 #include "engine/quant/bnfold.h"
 #include "engine/quant/cle.h"
+#include "engine/quant/preact.h"
 #include "engine/quant/quantsim.h"
 
 static int init_t(qs_graph *g, const char *name, qs_tensor *t)
@@ -662,9 +665,10 @@ TEST(absorption_after_equalization_keeps_records_consistent)
     qs_graph_free(g);
 }
 
-TEST(absorption_with_padding_exact_inside_only)
+TEST(absorption_into_padded_layer_skipped)
 {
-    /* c2 zero-pads: the border outputs' padded taps never saw c, so only the interior is exact */
+    /* c2 zero-pads: its padded taps would never see c, so absorbing would change the border outputs
+     * (by W2·c over the missing taps). The pair is skipped with its reason and nothing changes. */
     qs_graph *g = absorb_graph(1);
     qs_err e = {0};
     qs_bn_record *bn;
@@ -676,23 +680,115 @@ TEST(absorption_with_padding_exact_inside_only)
     cfg.equalize = 0;
     qs_cle_report *r = cle(g, bn, nbn, &cfg);
     qs_tensor *after = run(g, x);
-    double inner = 0, border = 0;
-    for (int64_t i = 0; i < qs_numel(after); i++) {
-        int64_t w = i % 6, h = (i / 6) % 6;
-        double d = fabs(qs_f32(after)[i] - qs_f32(before)[i]);
-        if (h == 0 || h == 5 || w == 0 || w == 5)
-            border = fmax(border, d);
-        else
-            inner = fmax(inner, d);
-    }
-    printf("# padded absorption: max change inside %.3g, at the border %.3g\n", inner, border);
-    ASSERT(inner < 1e-5);
-    ASSERT(border > 1e-3);
+    ASSERT_EQ(r->nabsorbed, 0);
+    ASSERT_EQ(r->nskipped, 1);
+    ASSERT(strstr(r->skipped[0].reason, "zero-pads"));
+    ASSERT(r->pairs[0].absorbed == NULL);
+    for (int64_t i = 0; i < qs_numel(after); i++)
+        ASSERT_EQ(qs_f32(after)[i], qs_f32(before)[i]);
+    ASSERT_CLOSE(bn[0].beta[1], 4.f, 0, 0);   /* the record is untouched too */
     qs_cle_report_free(r);
     qs_bn_records_free(bn, nbn);
     qs_tensor_free(x);
     qs_tensor_free(before);
     qs_tensor_free(after);
+    qs_graph_free(g);
+}
+
+/* preact_minima stand-in: fixed minima, and a record of the nodes asked for */
+typedef struct fixed_min { const float *m; int64_t nch; int calls, asked; } fixed_min;
+
+static int give_minima(void *ud, qs_graph *g, const int *nodes, int n, float ***mins, qs_err *e)
+{
+    (void)e;
+    fixed_min *f = ud;
+    f->calls++;
+    *mins = calloc(n, sizeof **mins);
+    for (int k = 0; k < n; k++)
+        if (nodes[k] >= 0) {
+            ASSERT_STR_EQ(g->nodes[nodes[k]].name, "c1");
+            f->asked++;
+            (*mins)[k] = malloc(f->nch * sizeof(float));
+            memcpy((*mins)[k], f->m, f->nch * sizeof(float));
+        }
+    return 0;
+}
+
+TEST(absorption_bounded_by_data_minima)
+{
+    /* β − 3|γ| = {1.5, 1, <0, <0}; the data's minima {0.5, 2, 1, −1} lower the first: c = {0.5, 1, 0, 0} */
+    qs_graph *g = absorb_graph(0);
+    qs_err e = {0};
+    qs_bn_record *bn;
+    int nbn;
+    ASSERT_EQ(qs_bnfold(g, &bn, &nbn, &e), 0);
+    int64_t xs[] = { 2, 3, 6, 6 };
+    qs_tensor *x = opcheck_rand(4, xs, -1, 1), *before = run(g, x);
+    float m[] = { 0.5f, 2, 1, -1 };
+    fixed_min f = { .m = m, .nch = 4 };
+    qs_cle_config cfg = qs_cle_config_default();
+    cfg.equalize = 0;
+    cfg.preact_minima = give_minima;
+    cfg.preact_ud = &f;
+    qs_cle_report *r = cle(g, bn, nbn, &cfg);
+    ASSERT_EQ(f.calls, 1);
+    ASSERT_EQ(f.asked, 1);
+    ASSERT_EQ(r->nabsorbed, 1);
+    ASSERT(r->absorb_data);
+    double c[] = { 0.5, 1, 0, 0 };
+    for (int i = 0; i < 4; i++)
+        ASSERT_CLOSE(r->pairs[0].absorbed[i], c[i], 1e-6, 1e-7);
+    qs_tensor *after = run(g, x);
+    assert_same(after, before, 1e-5);
+    qs_cle_report_free(r);
+    qs_bn_records_free(bn, nbn);
+    qs_tensor_free(x);
+    qs_tensor_free(before);
+    qs_tensor_free(after);
+    qs_graph_free(g);
+}
+
+TEST(preact_minima_match_the_layer_outputs)
+{
+    /* x → c1 (3 → 4, 3×3, pad 1) → Relu: the minima are of c1's output (which Relu fusion would
+     * hide), over 5 samples run in batches of 2 (a partial last batch) */
+    qs_graph *g = graph();
+    int64_t xs[] = { 5, 3, 6, 6 };
+    input(g, "x", 4, xs);
+    conv(g, "c1", "x", 3, 4, 3, 1, 1.f, 1, "h");
+    output(g, "h");
+    qs_tensor *x = opcheck_rand(4, xs, -1, 1), *h = run(g, x);
+    double want[4];
+    for (int c = 0; c < 4; c++) {
+        want[c] = INFINITY;
+        for (int b = 0; b < 5; b++)
+            for (int i = 0; i < 36; i++)
+                want[c] = fmin(want[c], qs_f32(h)[(b * 4 + c) * 36 + i]);
+    }
+    act(g, "Relu", "relu", "h", "a");
+    g->outputs[0] = val(g, "a");
+    qs_err e = {0};
+    char dir[] = "/tmp/qs-cle-XXXXXX", path[64];
+    ASSERT(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/x.npy", dir);
+    ASSERT_EQ(qs_npy_save(path, x, &e), 0);
+    qs_pl_data d;
+    ASSERT_EQ(qs_pl_open_inputs(path, "calibration", g, &d, &e), 0);
+    int nodes[] = { -1, 0 };
+    ASSERT_STR_EQ(g->nodes[0].name, "c1");
+    float **mins = NULL;
+    ASSERT_EQ(qs_preact_minima(g, &d, 5, 2, NULL, NULL, nodes, 2, &mins, &e), 0);
+    ASSERT(mins[0] == NULL);
+    for (int c = 0; c < 4; c++)
+        ASSERT_CLOSE(mins[1][c], want[c], 1e-6, 1e-6);
+    ASSERT(want[0] < 0);   /* the pre-activation, not the Relu's output */
+    free(mins[1]);
+    free(mins);
+    qs_pl_close(&d);
+    unlink(path);
+    rmdir(dir);
+    qs_tensor_free(x);
+    qs_tensor_free(h);
     qs_graph_free(g);
 }
 
@@ -888,8 +984,8 @@ TEST(fixture_mobilenet_bn)
     double s8 = weights_sqnr(folded, x, 8, NULL), s8c = weights_sqnr(g, x, 8, NULL);
     double s6 = weights_sqnr(folded, x, 6, NULL), s6c = weights_sqnr(g, x, 6, NULL);
     printf("# all weights per tensor, logits SQNR: W8 %.1f -> %.1f dB, W6 %.1f -> %.1f dB\n", s8, s8c, s6, s6c);
-    /* high-bias absorption on top: exact except where a ReLU input falls below c (rare) and at
-     * zero-padded borders */
+    /* high-bias absorption on top: exact except where a ReLU input falls below c (rare); pairs
+     * into zero-padded layers are skipped */
     cfg.equalize = 0;
     cfg.absorb = 1;
     qs_cle_report *ra = cle(g, bn, nbn, &cfg);
@@ -977,6 +1073,7 @@ TEST_MAIN(two_convs_get_equal_ranges_and_same_outputs, depthwise_separable_chain
           relu6_replaced_and_reported, relu6_attribute_form_replaced, relu6_kept_when_replacement_off, gemm_relu_gemm,
           gemm_transB_relu_gemm_transB, matmul_relu_gemm, chains_left_alone, maxpool_between_blocks, average_pool,
           global_average_pool, average_pool_counting_pads_left_alone, absorption_by_hand_preserves_outputs,
-          absorption_after_equalization_keeps_records_consistent, absorption_with_padding_exact_inside_only,
+          absorption_after_equalization_keeps_records_consistent, absorption_into_padded_layer_skipped, absorption_bounded_by_data_minima,
+          preact_minima_match_the_layer_outputs,
           report_json, bad_config_is_an_error, fixture_resnet_bn, fixture_mobilenet_bn,
           fixture_vgg_imbalanced)
