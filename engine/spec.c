@@ -62,6 +62,7 @@ static const int WRANGE_V[] = { QS_RANGE_MINMAX, QS_RANGE_MSE };
 static const char *const ARANGES[] = { "minmax", "mse", "percentile", "ce", "bn", NULL };
 static const int ARANGE_V[] = { QS_RANGE_MINMAX, QS_RANGE_MSE, QS_RANGE_PERCENTILE, QS_RANGE_CE, QS_RANGE_BN };
 static const char *const BCS[] = { "none", "empirical", "analytical", NULL };   /* = qs_biascorr_mode */
+static const char *const ROUNDINGS[] = { "nearest", "adaround", "gptq", NULL };   /* = qs_rounding */
 static const char *const OPTS[] = { "adam", "sgd", "nesterov", NULL };
 static const char *const TARGETS[] = { "ort-x86", "generic", NULL };
 static const char *const SCHEDS[] = { "cosine", "step", "constant", NULL };
@@ -150,9 +151,15 @@ static const row rows[] = {
     { .path = "config.bias_correction", .kind = K_ENUM, .offset = C(bias_correction), .choices = BCS,
       .dflt = "empirical", .basic = "none", .jobs = Q,
       .doc = "Bias correction (§3.3), used when AdaRound is off: none, empirical or analytical." },
+    { .path = "config.rounding", .kind = K_ENUM, .offset = C(rounding), .choices = ROUNDINGS, .dflt = "adaround",
+      .basic = "nearest", .jobs = Q, .doc = "The weights' rounding (needs calibration data): nearest (then bias "
+      "correction), adaround (AdaRound, §3.4: learned per weight, slow) or gptq (beyond the paper: each layer's "
+      "columns rounded in turn, the error compensated through the inverse Hessian of its inputs; one pass). "
+      "adaround.enabled true/false is the same as \"adaround\"/\"nearest\"; the two contradicting is refused." },
     { .path = "config.adaround", .kind = K_OBJECT, .jobs = Q, .doc = "AdaRound (§3.4)." },
     { .path = "config.adaround.enabled", .kind = K_BOOL, .offset = C(adaround.enabled), .dflt = "true",
-      .basic = "false", .jobs = Q, .doc = "Optimise the weights' rounding (needs calibration data)." },
+      .basic = "false", .jobs = Q, .doc = "AdaRound the weights: the same as rounding \"adaround\" (true) or "
+                                          "\"nearest\" (false); config.rounding is the newer name." },
     { .path = "config.adaround.iterations", .kind = K_INT, .offset = C(adaround.iterations), .min = 1,
       .max = 1000000, .dflt = "10000", .jobs = Q, .doc = "Iterations per layer." },
     { .path = "config.adaround.reg", .kind = K_NUM, .offset = C(adaround.reg), .min = 0, .max = 1e6,
@@ -438,6 +445,23 @@ int qs_qconfig_set_exclude(qs_qconfig *c, const char *csv)
 
 static int accepts(const row *r, unsigned type) { return (r->jobs & type) != 0; }
 
+/* config.rounding and config.adaround.enabled say one thing: the one given sets the other, and
+ * both given must agree (QS_EUNSUPPORTED, naming both: each is valid, the pair is not). */
+static int rounding_coherent(qs_job_spec *s, json_t *cfg, unsigned type, qs_err *e)
+{
+    qs_qconfig *c = &s->config;
+    json_t *ada = json_object_get(cfg, "adaround");
+    int has_r = json_object_get(cfg, "rounding") != NULL, has_a = json_is_boolean(json_object_get(ada, "enabled"));
+    if ((type & Q) && has_r && has_a && c->adaround.enabled != (c->rounding == QS_ROUND_ADAROUND))
+        return qs_error(e, QS_EUNSUPPORTED, "config.rounding: \"%s\" contradicts config.adaround.enabled = %s "
+                        "(true means rounding \"adaround\", false \"nearest\"); give one of them",
+                        ROUNDINGS[c->rounding], c->adaround.enabled ? "true" : "false");
+    if (has_a && !has_r)
+        c->rounding = c->adaround.enabled ? QS_ROUND_ADAROUND : QS_ROUND_NEAREST;
+    c->adaround.enabled = c->rounding == QS_ROUND_ADAROUND;
+    return 0;
+}
+
 /* One value into the struct (v neither absent nor a null that means "not given"). */
 static int parse_value(qs_job_spec *s, const row *r, json_t *v, unsigned type, qs_err *e);
 
@@ -490,7 +514,7 @@ static int walk(qs_job_spec *s, const char *p, json_t *obj, unsigned type, qs_er
             if (child_of(&rows[k], p) && !strcmp(leaf(&rows[k]), r->follows))
                 *(int *)at(s, r) = *(int *)at(s, &rows[k]);
     }
-    return 0;
+    return strcmp(p, "config") ? 0 : rounding_coherent(s, obj, type, e);
 }
 
 static int parse_value(qs_job_spec *s, const row *r, json_t *v, unsigned type, qs_err *e)
