@@ -61,30 +61,22 @@ void cli_set_cfg(json_t *cfg, const char *section, const char *key, json_t *v)
 
 typedef struct cli_events {
     const command *c;
-    cli_progress *bar;
-    char stage[128];
-    int quiet;
+    cli_stages st;
 } cli_events;
 
+/* A bar per stage on a terminal, a line as each starts and ends elsewhere; --json (quiet) keeps
+ * stderr for warnings and errors, so it gets the bar but not the lines. */
 static void on_event(void *ud, const qs_event *ev)
 {
     cli_events *s = ud;
     switch (ev->type) {
     case QS_EV_PROGRESS:
-        if (strcmp(s->stage, ev->stage)) {
-            cli_progress_end(s->bar);
-            snprintf(s->stage, sizeof s->stage, "%s", ev->stage);
-            s->bar = cli_progress_new(s->stage);
-        }
-        cli_progress_update(s->bar, (int64_t)ev->done, (int64_t)ev->total);
+        cli_stages_update(&s->st, ev->stage, ev->done, ev->total);
         break;
     case QS_EV_LOG:
-        if (!strcmp(ev->level, "warning") || !s->quiet) {
-            cli_progress_end(s->bar);
-            s->bar = NULL;
-            s->stage[0] = 0;
-            fprintf(stderr, "quant %s: %s%s\n", s->c->name, strcmp(ev->level, "warning") ? "" : "warning: ",
-                    ev->message);
+        if (!strcmp(ev->level, "warning") || !s->st.quiet) {
+            cli_stages_clear(&s->st);   /* the message on its own line; the bar comes back */
+            fprintf(stderr, "%s: %s%s\n", s->st.who, strcmp(ev->level, "warning") ? "" : "warning: ", ev->message);
         }
         break;
     default:
@@ -124,6 +116,7 @@ int cli_run_pipeline(const command *c, const char *type, qs_pipeline_io *io, int
         catch_interrupts();
         if (io->resume)
             return usage_error(c, "--resume applies to local runs; a server resumes its own jobs");
+        cli_remote.quiet = json;
         return qd_remote_run(&cli_remote, type, &rp, io->config, outdir, result);
     }
     char tmp[4096], old[4096];
@@ -132,7 +125,8 @@ int cli_run_pipeline(const command *c, const char *type, qs_pipeline_io *io, int
     remove_tree(tmp);
     if (mkdir(tmp, 0755) < 0)
         return fail(c, "cannot create %s: %s", tmp, strerror(errno));
-    cli_events ev = {.c = c, .quiet = json};
+    cli_events ev = {.c = c, .st.quiet = json};
+    snprintf(ev.st.who, sizeof ev.st.who, "quant %s", c->name);
     io->outdir = tmp;
     io->event = on_event;
     io->ud = &ev;
@@ -142,7 +136,7 @@ int cli_run_pipeline(const command *c, const char *type, qs_pipeline_io *io, int
     int rc = (io->pool = qs_threadpool_new(threads, 0, &e)) ? qs_pipeline_run(type, io, result, &e) : e.code;
     qs_threadpool_free(io->pool);
     io->pool = NULL;
-    cli_progress_end(ev.bar);
+    cli_stages_end(&ev.st);
     if (rc < 0) {
         /* a run that got as far as a training checkpoint keeps it, so --resume can pick it up */
         char ck[4200], partial[4200];
