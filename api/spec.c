@@ -1,5 +1,5 @@
 /* Job spec validation at submit. The shape of the spec — fields, types, bounds, allowed values,
- * which job type needs what — is the engine's table (engine/spec.c), so the daemon accepts
+ * which job type needs what — is the engine's table (engine/spec_rows.c), so the daemon accepts
  * exactly what the pipelines understand; this file turns its verdict into replies and adds what
  * only the daemon can check: that the data sets a job names fit its model and its type.
  *

@@ -1,4 +1,4 @@
-/* The job spec's table (engine/spec.c): preset defaults, overrides, errors that name the field, a
+/* The job spec's table (engine/spec_rows.c): preset defaults, overrides, errors that name the field, a
  * lossless round trip through qs_qconfig_to_json (what report.json records can be fed back as a
  * config), and table-driven checks over every field: its default is in the presets and the
  * schema, and a value out of bounds or of the wrong type is refused naming the field. */

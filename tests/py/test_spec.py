@@ -1,4 +1,4 @@
-"""The job spec's one owner (engine/spec.c) as the service shows it: the presets route, the OpenAPI
+"""The job spec's one owner (engine/spec_rows.c) as the service shows it: the presets route, the OpenAPI
 config schema generated from the same table, the normalised spec a job records, and data sets
 that do not fit the job refused at submit (422 data_mismatch) rather than failing later."""
 import json
