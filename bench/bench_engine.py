@@ -43,8 +43,11 @@ ENV_NOTE = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OM
             "GOTO_NUM_THREADS")
 
 
+WARMUP = None   # --warmup; default max(3, iters/10)
+
+
 def warmup(iters):
-    return max(3, iters // 10)
+    return WARMUP if WARMUP is not None else max(3, iters // 10)
 
 
 def ort_profile(path, passes):
@@ -110,7 +113,8 @@ def spawn(cmd):
 
 def run_ort(model, batch, iters, threads, profile=False):
     r = spawn([sys.executable, os.path.abspath(__file__), "--ort-worker", model, str(batch),
-                        str(iters), str(threads)] + (["--ort-profile"] if profile else []))
+                        str(iters), str(threads)] + (["--ort-profile"] if profile else []) +
+              (["--warmup", str(WARMUP)] if WARMUP is not None else []))
     if r.returncode != 0:
         raise RuntimeError(f"ORT worker failed on {model}: {r.stderr.strip()}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -207,6 +211,7 @@ def main():
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 64])
     ap.add_argument("--iters", type=int, default=200, help="timed iterations per run (both engines)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--warmup", type=int, help="untimed passes before the timed ones (default max(3, iters/10))")
     ap.add_argument("--repeat", type=int, default=3, help="runs per engine; the fastest is kept")
     ap.add_argument("--median", action="store_true", help="keep the median run, not the fastest")
     ap.add_argument("--torchvision", action="store_true",
@@ -218,6 +223,8 @@ def main():
     ap.add_argument("--ort-worker", nargs=4, metavar=("MODEL", "BATCH", "ITERS", "THREADS"), help=argparse.SUPPRESS)
     ap.add_argument("--ort-profile", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    global WARMUP
+    WARMUP = a.warmup
     if a.ort_worker:
         m, b, k, t = a.ort_worker
         ort_worker(m, int(b), int(k), int(t), a.ort_profile)
