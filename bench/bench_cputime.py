@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""CPU seconds per forward pass, quant vs ONNX Runtime, one thread: a measure that the load of a
+shared machine disturbs far less than the wall clock (a process waiting for a core uses none).
+
+    .venv/bin/python bench/bench_cputime.py [--quant build/quant] [--batches 1 32] [--short 1 --long 3] MODEL.onnx...
+
+Each engine runs the model twice in its own process (bench_engine.py's ORT worker, `quant bench`),
+with `short` and `long` timed passes after one warm-up; the difference of the two processes' CPU time
+(getrusage of the children: user + system) divided by long − short is the CPU time of one pass, free
+of start-up, import, session and plan costs. GFLOP/s per CPU-second uses `quant info`'s FLOPs.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def cpu_of(cmd):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        sys.exit(f"`{' '.join(cmd)}` failed: {r.stderr[-2000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def per_pass(make_cmd, short, long):
+    return (cpu_of(make_cmd(long)) - cpu_of(make_cmd(short))) / (long - short)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("--quant", default=os.path.join(os.path.dirname(HERE), "quant"))
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 32])
+    ap.add_argument("--short", type=int, default=1)
+    ap.add_argument("--long", type=int, default=3)
+    a = ap.parse_args()
+    print(f"{'model':20s} {'batch':>5s} {'quant s':>8s} {'ORT s':>8s} {'ratio':>6s} {'quant GF/s':>10s} {'ORT GF/s':>9s}")
+    for m in a.models:
+        info = json.loads(subprocess.run([a.quant, "info", m, "--json"], capture_output=True, text=True).stdout)
+        for b in a.batches:
+            q = per_pass(lambda k: [a.quant, "bench", m, "--batch", str(b), "--threads", "1", "--iters", str(k),
+                                    "--warmup", "1", "--json"], a.short, a.long)
+            o = per_pass(lambda k: [sys.executable, os.path.join(HERE, "bench_engine.py"), "--ort-worker", m, str(b),
+                                    str(k), "1", "--warmup", "1"], a.short, a.long)
+            gf = (info.get("flops") or 0) * b / 1e9
+            name = os.path.basename(m).rsplit(".", 1)[0]
+            print(f"{name:20s} {b:5d} {q:8.3f} {o:8.3f} {o / q:6.2f} {gf / q:10.1f} {gf / o:9.1f}", flush=True)
+    print("# CPU seconds per pass, one thread; ratio = ORT / quant (>1: quant needs less CPU)")
+
+
+if __name__ == "__main__":
+    main()
