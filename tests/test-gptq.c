@@ -481,6 +481,23 @@ TEST(conv_grouped_depthwise_below_nearest)
     qs_graph_free(g);
     g = conv_model(1, 6);
     single_layer(g, "conv", x, 1, 4, 1, 1, 0.9);
+    /* max_columns: 25 columns a sample, 1000 columns → the first 40 samples (batches of 7) */
+    qs_quantsim *sim = sim_of(g, 4, 1);
+    tmpdata t;
+    data_open(&t, x, sim->g);
+    qs_gptq_config cfg = qs_gptq_config_default();
+    cfg.batch = 7;
+    cfg.max_columns = 1000;
+    cfg.min_samples = 10;
+    qs_gptq_report *r = NULL;
+    qs_err e = {0};
+    ASSERT_EQ(qs_gptq(sim, &t.d, &cfg, NULL, &r, &e), 0);
+    ASSERT_EQ(r->layers[0].samples, 40);
+    ASSERT_EQ(r->layers[0].columns, 1000);
+    ASSERT(r->layers[0].err_gptq < r->layers[0].err_nearest);
+    qs_gptq_report_free(r);
+    data_close(&t);
+    qs_quantsim_free(sim);
     qs_graph_free(g);
     qs_tensor_free(x);
 }
@@ -542,6 +559,10 @@ TEST(bad_input)
     c.block = 0;
     ASSERT_EQ(qs_gptq(sim, &t.d, &c, NULL, NULL, &e), QS_EINVAL);
     ASSERT(strstr(e.msg, "block"));
+    c = qs_gptq_config_default();
+    c.min_samples = 0;
+    ASSERT_EQ(qs_gptq(sim, &t.d, &c, NULL, NULL, &e), QS_EINVAL);
+    ASSERT(strstr(e.msg, "min_samples"));
     ASSERT_EQ(qs_gptq(sim, NULL, NULL, NULL, NULL, &e), QS_EINVAL);
     ASSERT(strstr(e.msg, "calibration data"));
     /* aborted */
