@@ -68,8 +68,12 @@ def ptq(args, model, calib, method, bits, work, extra=(), timeout=None):
         rep = json.load(f)
     t = rep.get("timings", {})
     res["step_s"] = t.get({"nearest": "bias_correction", "adaround": "adaround", "gptq": "gptq"}[method], 0.0)
-    res["acc"] = rep.get("quant_accuracy")
-    res["fp32"] = rep.get("fp32_accuracy")
+    try:   # --json: the result on stdout (which timed() puts before stderr)
+        out_json = json.JSONDecoder().raw_decode(log[log.index("{"):])[0]
+    except ValueError:
+        out_json = {}
+    res["acc"] = out_json.get("quant_accuracy")
+    res["fp32"] = out_json.get("fp32_accuracy")
     res["qdq"] = os.path.join(out, "model.qdq.onnx")
     return res
 
