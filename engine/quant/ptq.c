@@ -28,6 +28,7 @@
 #include "quant/export.h"
 #include "quant/overrides.h"
 #include "quant/ptq.h"
+#include "quant/preact.h"
 #include "quant/range.h"
 #include "quant/target.h"
 
@@ -635,6 +636,13 @@ int qs_ptq_fold(ptq *p, qs_err *e)
     return qs_ptq_cle(p, e);
 }
 
+static int cle_minima(void *ud, qs_graph *g, const int *nodes, int n, float ***mins, qs_err *e)
+{
+    ptq *p = ud;
+    return qs_preact_minima(g, &p->calib, p->ncalib, p->cfg.calibration.batch_size, p->io->pool, p->io->abort,
+                            nodes, n, mins, e);
+}
+
 int qs_ptq_cle(ptq *p, qs_err *e)
 {
     int rc;
@@ -644,6 +652,10 @@ int qs_ptq_cle(ptq *p, qs_err *e)
         cc.equalize = p->cfg.cle;
         cc.absorb = p->cfg.bias_absorption;
         cc.replace_relu6 = p->cfg.relu6_to_relu;
+        if (p->calib.d) {   /* bound absorption by the calibration data's pre-activations */
+            cc.preact_minima = cle_minima;
+            cc.preact_ud = p;
+        }
         qs_cle_report *rep = NULL;
         rc = qs_cle(p->prepared, p->bn, p->nbn, &cc, &rep, e);
         if (rep) {
