@@ -139,7 +139,7 @@ void cli_progress_update(cli_progress *p, int64_t done, int64_t total)
     p->done = done;
     p->total = total;
     if (p->mode == SHOW_LINES) {
-        if (first || t - p->last_draw >= LINE_EVERY_S) {
+        if (first || (t - p->last_draw >= LINE_EVERY_S && done < total)) {   /* the end has its own line */
             print_line(p, t, first);
             p->last_draw = t;
         }
