@@ -221,7 +221,7 @@ int cmd_ptq(const command *c, int argc, char **argv)
 {
     const char *pos[1], *calib = NULL, *val = NULL, *labels = NULL, *cfgpath = NULL, *wbits = NULL, *abits = NULL,
                *wrange = NULL, *arange = NULL, *exclude = NULL, *outdir = NULL, *samples = NULL, *batch = NULL,
-               *threads = NULL, *biascorr = NULL, *ada_iters = NULL, *preset = NULL, *tdrop = NULL, *target = NULL;
+               *threads = NULL, *biascorr = NULL, *rounding = NULL, *ada_iters = NULL, *preset = NULL, *tdrop = NULL, *target = NULL;
     int npos, json = 0, reduce_range = 0, no_reduce_range = 0, per_channel = 0, per_tensor = 0, no_bn_fold = 0, cle = 0, no_cle = 0, ada = 0, no_ada = 0,
         no_check = 0;
     const char *shapes[CLI_OPT_MAX];
@@ -238,6 +238,7 @@ int cmd_ptq(const command *c, int argc, char **argv)
         {.name = "--per-channel", .flag = &per_channel}, {.name = "--per-tensor", .flag = &per_tensor},
         {.name = "--no-bn-fold", .flag = &no_bn_fold}, {.name = "--cle", .flag = &cle},
         {.name = "--no-cle", .flag = &no_cle}, {.name = "--bias-correction", .val = &biascorr},
+        {.name = "--rounding", .val = &rounding},
         {.name = "--adaround", .flag = &ada}, {.name = "--no-adaround", .flag = &no_ada},
         {.name = "--adaround-iterations", .val = &ada_iters}, {.name = "--preset", .val = &preset},
         {.name = "--target-drop", .val = &tdrop}, {.name = "--target", .val = &target},
@@ -280,6 +281,7 @@ int cmd_ptq(const command *c, int argc, char **argv)
     if (preset) cli_set_cfg(cfg, NULL, "preset", json_string(preset));
     if (cle || no_cle) cli_set_cfg(cfg, NULL, "cle", json_boolean(cle));
     if (biascorr) cli_set_cfg(cfg, NULL, "bias_correction", json_string(biascorr));
+    if (rounding) cli_set_cfg(cfg, NULL, "rounding", json_string(rounding));
     if (ada || no_ada) cli_set_cfg(cfg, "adaround", "enabled", json_boolean(ada));
     if (ai) cli_set_cfg(cfg, "adaround", "iterations", json_integer(ai));
     if (wb) cli_set_cfg(cfg, "weights", "bits", json_integer(wb));

@@ -200,6 +200,24 @@ int qs_qconfig_set_exclude(qs_qconfig *c, const char *csv)
 
 static int accepts(const row *r, unsigned type) { return (r->jobs & type) != 0; }
 
+/* config.rounding and config.adaround.enabled say one thing: the one given sets the other, and
+ * both given must agree (QS_EUNSUPPORTED, naming both: each is valid, the pair is not). */
+static int rounding_coherent(qs_job_spec *s, json_t *cfg, unsigned type, qs_err *e)
+{
+    qs_qconfig *c = &s->config;
+    json_t *ada = json_object_get(cfg, "adaround");
+    int has_r = json_object_get(cfg, "rounding") != NULL, has_a = json_is_boolean(json_object_get(ada, "enabled"));
+    static const char *const names[] = { "nearest", "adaround", "gptq" };   /* = qs_rounding */
+    if ((type & QS_JOB_QUANT) && has_r && has_a && c->adaround.enabled != (c->rounding == QS_ROUND_ADAROUND))
+        return qs_error(e, QS_EUNSUPPORTED, "config.rounding: \"%s\" contradicts config.adaround.enabled = %s "
+                        "(true means rounding \"adaround\", false \"nearest\"); give one of them",
+                        names[c->rounding], c->adaround.enabled ? "true" : "false");
+    if (has_a && !has_r)
+        c->rounding = c->adaround.enabled ? QS_ROUND_ADAROUND : QS_ROUND_NEAREST;
+    c->adaround.enabled = c->rounding == QS_ROUND_ADAROUND;
+    return 0;
+}
+
 /* One value into the struct (v neither absent nor a null that means "not given"). */
 static int parse_value(qs_job_spec *s, const row *r, json_t *v, unsigned type, qs_err *e);
 
@@ -253,7 +271,7 @@ static int walk(qs_job_spec *s, const char *p, json_t *obj, unsigned type, qs_er
             if (child_of(&qs_spec_rows[k], p) && !strcmp(leaf(&qs_spec_rows[k]), r->follows))
                 *(int *)at(s, r) = *(int *)at(s, &qs_spec_rows[k]);
     }
-    return 0;
+    return strcmp(p, "config") ? 0 : rounding_coherent(s, obj, type, e);
 }
 
 static int parse_value(qs_job_spec *s, const row *r, json_t *v, unsigned type, qs_err *e)

@@ -21,6 +21,7 @@ static const int WRANGE_V[] = { QS_RANGE_MINMAX, QS_RANGE_MSE };
 static const char *const ARANGES[] = { "minmax", "mse", "percentile", "ce", "bn", NULL };
 static const int ARANGE_V[] = { QS_RANGE_MINMAX, QS_RANGE_MSE, QS_RANGE_PERCENTILE, QS_RANGE_CE, QS_RANGE_BN };
 static const char *const BCS[] = { "none", "empirical", "analytical", NULL };   /* = qs_biascorr_mode */
+static const char *const ROUNDINGS[] = { "nearest", "adaround", "gptq", NULL };   /* = qs_rounding */
 static const char *const OPTS[] = { "adam", "sgd", "nesterov", NULL };
 static const char *const TARGETS[] = { "ort-x86", "generic", NULL };
 static const char *const SCHEDS[] = { "cosine", "step", "constant", NULL };
@@ -108,10 +109,16 @@ const row qs_spec_rows[] = {
       .basic = "false", .jobs = Q, .doc = "High-bias absorption (§3.2)." },
     { .path = "config.bias_correction", .kind = K_ENUM, .offset = C(bias_correction), .choices = BCS,
       .dflt = "empirical", .basic = "none", .jobs = Q,
-      .doc = "Bias correction (§3.3), used when AdaRound is off: none, empirical or analytical." },
+      .doc = "Bias correction (§3.3), used when the rounding is nearest: none, empirical or analytical." },
+    { .path = "config.rounding", .kind = K_ENUM, .offset = C(rounding), .choices = ROUNDINGS, .dflt = "adaround",
+      .basic = "nearest", .jobs = Q, .doc = "The weights' rounding (needs calibration data): nearest (then bias "
+      "correction), adaround (AdaRound, §3.4: learned per weight, slow) or gptq (beyond the paper: each layer's "
+      "columns rounded in turn, the error compensated through the inverse Hessian of its inputs; one pass). "
+      "adaround.enabled true/false is the same as \"adaround\"/\"nearest\"; the two contradicting is refused." },
     { .path = "config.adaround", .kind = K_OBJECT, .jobs = Q, .doc = "AdaRound (§3.4)." },
     { .path = "config.adaround.enabled", .kind = K_BOOL, .offset = C(adaround.enabled), .dflt = "true",
-      .basic = "false", .jobs = Q, .doc = "Optimise the weights' rounding (needs calibration data)." },
+      .basic = "false", .jobs = Q, .doc = "AdaRound the weights: the same as rounding \"adaround\" (true) or "
+                                          "\"nearest\" (false); config.rounding is the newer name." },
     { .path = "config.adaround.iterations", .kind = K_INT, .offset = C(adaround.iterations), .min = 1,
       .max = 1000000, .dflt = "10000", .jobs = Q, .doc = "Iterations per layer." },
     { .path = "config.adaround.reg", .kind = K_NUM, .offset = C(adaround.reg), .min = 0, .max = 1e6,

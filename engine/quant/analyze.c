@@ -379,6 +379,7 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
     /* the grids themselves are analysed: no bias correction, no AdaRound (see the header) */
     p.cfg.bias_correction = QS_BC_NONE;
     p.cfg.adaround.enabled = 0;
+    p.cfg.rounding = QS_ROUND_NEAREST;
     if ((rc = qs_ptq_prepare(&p, e)) < 0)
         goto out;
     qs_quantsim *sim = p.sim;
