@@ -9,6 +9,7 @@ no TCP). Without Debian's postgresql they skip — but fail under CI=true, where
 installs it. Jobs are the debug type "sleep" (50 ms steps, a checkpoint per step) and the
 engine's eval on the tiny cli fixtures; leases are 2 s and hosts poll every 100 ms.
 """
+import datetime
 import json
 import os
 import signal
@@ -234,9 +235,10 @@ def test_kill9_host_mid_job_another_finishes_it(hosts):
     assert j["state"] == "succeeded", (j, alive[0].logtext())
     assert j["attempts"] == 2
     assert j["result"]["resumed_from"] >= 3, j["result"]   # the dead host's checkpoint
-    assert time.time() - killed_at < LEASE_S + 4
     _, states = state_events(alive[1], jid)
     assert [s["state"] for s in states] == ["queued", "running", "queued", "running", "succeeded"], states
+    requeued_at = datetime.datetime.fromisoformat(states[2]["ts"].replace("Z", "+00:00")).timestamp()
+    assert requeued_at - killed_at < LEASE_S + 3   # the lease, a poll, and slack for a loaded machine
     dead = f"h{hs.index(victim)}"
     assert states[1]["host"] == dead and states[3]["host"] != dead
     assert "lease of host " + dead + " expired" in states[2]["reason"]
