@@ -37,6 +37,9 @@ const qd_error_def qd_errors[QD_E_COUNT] = {
     [QD_E_UNKNOWN_NAME] = { "unknown_name", 422,
                             "the config names a node, tensor or op type (field) the model does not have; "
                             "`quant info` or the model's record lists what it has" },
+    [QD_E_CONFLICTING_FIELDS] = { "conflicting_fields", 422,
+                                  "two fields of the job spec contradict each other (field and the one the "
+                                  "message names); give one of them" },
     [QD_E_QUEUE_FULL] = { "queue_full", 429, "too many queued jobs; retry after Retry-After seconds" },
     [QD_E_INTERNAL] = { "internal", 500, "the server failed; its log has the details" },
     [QD_E_SHUTTING_DOWN] = { "shutting_down", 503, "the server is stopping; retry shortly" },

@@ -58,7 +58,7 @@ int qd_h_health(qd_req *r)
 }
 
 /* The committed document with the job spec's "config" schema spliced in, generated from the
- * engine's spec table (engine/spec.c) so that the two cannot disagree; built once. */
+ * engine's spec table (engine/spec_rows.c) so that the two cannot disagree; built once. */
 static char *openapi_doc;
 static pthread_once_t openapi_once = PTHREAD_ONCE_INIT;
 

@@ -1,5 +1,5 @@
 /* Job spec validation at submit. The shape of the spec — fields, types, bounds, allowed values,
- * which job type needs what — is the engine's table (engine/spec.c), so the daemon accepts
+ * which job type needs what — is the engine's table (engine/spec_rows.c), so the daemon accepts
  * exactly what the pipelines understand; this file turns its verdict into replies and adds what
  * only the daemon can check: that the data sets a job names fit its model and its type.
  *
@@ -7,6 +7,8 @@
  *   422 unknown_reference   a model or data set that does not exist
  *   422 data_mismatch       a data set the job needs is missing, or does not fit the model's inputs
  *   422 unknown_name        config.exclude or config.overrides names something the model does not have
+ *   422 conflicting_fields  two fields that are each valid contradict each other (config.rounding and
+ *                           config.adaround.enabled); field is the first, the message names both
  *   422 data_mismatch       also: config.input_shapes contradicts the model, or the data contradicts it
  *   422 unsupported_model   an already-quantized model for ptq, qat or analyze without config.requantize
  *
@@ -64,7 +66,9 @@ int qd_spec_check(qd_req *r, json_t *spec, int debug_jobs, qs_job_spec *s, int *
         qs_spec_err_field(&e, path, sizeof path);
         /* cut (a key may be long) between UTF-8 characters, never inside one */
         snprintf(field, sizeof field, "%.*s", (int)qd_utf8_prefix(path, sizeof field - 1), path);
-        return qd_reply_error(r, e.code == QS_ENOMEM ? QD_E_INTERNAL : QD_E_INVALID_FIELD, *field ? field : NULL,
+        return qd_reply_error(r, e.code == QS_ENOMEM ? QD_E_INTERNAL
+                                 : e.code == QS_EUNSUPPORTED ? QD_E_CONFLICTING_FIELDS : QD_E_INVALID_FIELD,
+                              *field ? field : NULL,
                               "%s", e.msg);
     }
     *ok = 1;

@@ -75,8 +75,9 @@ int cmd_qat(const command *c, int argc, char **argv);       /* cli/cmd_qat.c */
      .usage = "quant ptq MODEL --calib X.npy [--val X.npy --labels Y.npy] [--config SPEC.json] [--wbits N]\n" \
               "                 [--abits N] [--per-channel | --per-tensor] [--wrange minmax|mse]\n" \
               "                 [--arange minmax|mse|percentile|ce] [--no-bn-fold] [--cle | --no-cle]\n" \
-              "                 [--bias-correction none|empirical|analytical] [--adaround | --no-adaround]\n" \
-              "                 [--adaround-iterations N] [--preset standard|basic] [--no-check-steps]\n" \
+              "                 [--bias-correction none|empirical|analytical] [--rounding nearest|adaround|gptq]\n" \
+              "                 [--adaround | --no-adaround] [--adaround-iterations N] [--preset standard|basic]\n" \
+              "                 [--no-check-steps]\n" \
               "                 [--exclude NODE,...] [--calib-samples N] [--batch N] [--threads T] [--target-drop P]\n" \
               "                 [--target ort-x86|generic] [--reduce-range | --no-reduce-range]\n" \
               "                 [--input-shape NAME=D0xD1x…]… [--requantize] -o OUTDIR [--json]", \
@@ -170,8 +171,10 @@ int cmd_qat(const command *c, int argc, char **argv);       /* cli/cmd_qat.c */
     "  --arange R         activation ranges: minmax | mse | percentile | ce (default mse, ce for the logits)\n" \
     "  --no-bn-fold       keep BatchNormalization nodes\n" \
     "  --cle | --no-cle   cross-layer equalization (default on; ReLU6 between pairs becomes ReLU)\n" \
-    "  --bias-correction M  none | empirical | analytical (default empirical; used when AdaRound is off)\n" \
-    "  --adaround | --no-adaround      AdaRound weight rounding; --adaround-iterations N per layer\n" \
+    "  --bias-correction M  none | empirical | analytical (default empirical; used with nearest rounding)\n" \
+    "  --rounding R       the weights' rounding: nearest | adaround (AdaRound, §3.4; the default) |\n" \
+    "                     gptq (GPTQ: error compensated through the inverse Hessian, one pass per layer)\n" \
+    "  --adaround | --no-adaround      the same as --rounding adaround | nearest; --adaround-iterations N\n" \
     "  --preset P         standard (the paper's pipeline) | basic (BN fold + min-max ranges only)\n" \
     "  --no-check-steps   apply every step of the preset; by default (standard) each of CLE, MSE\n" \
     "                     ranges, AdaRound and bias correction is kept only if it does not lower a\n" \

@@ -61,30 +61,22 @@ void cli_set_cfg(json_t *cfg, const char *section, const char *key, json_t *v)
 
 typedef struct cli_events {
     const command *c;
-    cli_progress *bar;
-    char stage[128];
-    int quiet;
+    cli_stages st;
 } cli_events;
 
+/* A bar per stage on a terminal, a line as each starts and ends elsewhere; --json (quiet) keeps
+ * stderr for warnings and errors, so it gets the bar but not the lines. */
 static void on_event(void *ud, const qs_event *ev)
 {
     cli_events *s = ud;
     switch (ev->type) {
     case QS_EV_PROGRESS:
-        if (strcmp(s->stage, ev->stage)) {
-            cli_progress_end(s->bar);
-            snprintf(s->stage, sizeof s->stage, "%s", ev->stage);
-            s->bar = cli_progress_new(s->stage);
-        }
-        cli_progress_update(s->bar, (int64_t)ev->done, (int64_t)ev->total);
+        cli_stages_update(&s->st, ev->stage, ev->done, ev->total);
         break;
     case QS_EV_LOG:
-        if (!strcmp(ev->level, "warning") || !s->quiet) {
-            cli_progress_end(s->bar);
-            s->bar = NULL;
-            s->stage[0] = 0;
-            fprintf(stderr, "quant %s: %s%s\n", s->c->name, strcmp(ev->level, "warning") ? "" : "warning: ",
-                    ev->message);
+        if (!strcmp(ev->level, "warning") || !s->st.quiet) {
+            cli_stages_clear(&s->st);   /* the message on its own line; the bar comes back */
+            fprintf(stderr, "%s: %s%s\n", s->st.who, strcmp(ev->level, "warning") ? "" : "warning: ", ev->message);
         }
         break;
     default:
@@ -124,6 +116,7 @@ int cli_run_pipeline(const command *c, const char *type, qs_pipeline_io *io, int
         catch_interrupts();
         if (io->resume)
             return usage_error(c, "--resume applies to local runs; a server resumes its own jobs");
+        cli_remote.quiet = json;
         return qd_remote_run(&cli_remote, type, &rp, io->config, outdir, result);
     }
     char tmp[4096], old[4096];
@@ -132,7 +125,8 @@ int cli_run_pipeline(const command *c, const char *type, qs_pipeline_io *io, int
     remove_tree(tmp);
     if (mkdir(tmp, 0755) < 0)
         return fail(c, "cannot create %s: %s", tmp, strerror(errno));
-    cli_events ev = {.c = c, .quiet = json};
+    cli_events ev = {.c = c, .st.quiet = json};
+    snprintf(ev.st.who, sizeof ev.st.who, "quant %s", c->name);
     io->outdir = tmp;
     io->event = on_event;
     io->ud = &ev;
@@ -142,7 +136,7 @@ int cli_run_pipeline(const command *c, const char *type, qs_pipeline_io *io, int
     int rc = (io->pool = qs_threadpool_new(threads, 0, &e)) ? qs_pipeline_run(type, io, result, &e) : e.code;
     qs_threadpool_free(io->pool);
     io->pool = NULL;
-    cli_progress_end(ev.bar);
+    cli_stages_end(&ev.st);
     if (rc < 0) {
         /* a run that got as far as a training checkpoint keeps it, so --resume can pick it up */
         char ck[4200], partial[4200];
@@ -205,7 +199,7 @@ int cmd_ptq(const command *c, int argc, char **argv)
 {
     const char *pos[1], *calib = NULL, *val = NULL, *labels = NULL, *cfgpath = NULL, *wbits = NULL, *abits = NULL,
                *wrange = NULL, *arange = NULL, *exclude = NULL, *outdir = NULL, *samples = NULL, *batch = NULL,
-               *threads = NULL, *biascorr = NULL, *ada_iters = NULL, *preset = NULL, *tdrop = NULL, *target = NULL;
+               *threads = NULL, *biascorr = NULL, *rounding = NULL, *ada_iters = NULL, *preset = NULL, *tdrop = NULL, *target = NULL;
     int npos, json = 0, reduce_range = 0, no_reduce_range = 0, per_channel = 0, per_tensor = 0, no_bn_fold = 0, cle = 0, no_cle = 0, ada = 0, no_ada = 0,
         no_check = 0;
     const char *shapes[CLI_OPT_MAX];
@@ -222,6 +216,7 @@ int cmd_ptq(const command *c, int argc, char **argv)
         {.name = "--per-channel", .flag = &per_channel}, {.name = "--per-tensor", .flag = &per_tensor},
         {.name = "--no-bn-fold", .flag = &no_bn_fold}, {.name = "--cle", .flag = &cle},
         {.name = "--no-cle", .flag = &no_cle}, {.name = "--bias-correction", .val = &biascorr},
+        {.name = "--rounding", .val = &rounding},
         {.name = "--adaround", .flag = &ada}, {.name = "--no-adaround", .flag = &no_ada},
         {.name = "--adaround-iterations", .val = &ada_iters}, {.name = "--preset", .val = &preset},
         {.name = "--target-drop", .val = &tdrop}, {.name = "--target", .val = &target},
@@ -264,6 +259,7 @@ int cmd_ptq(const command *c, int argc, char **argv)
     if (preset) cli_set_cfg(cfg, NULL, "preset", json_string(preset));
     if (cle || no_cle) cli_set_cfg(cfg, NULL, "cle", json_boolean(cle));
     if (biascorr) cli_set_cfg(cfg, NULL, "bias_correction", json_string(biascorr));
+    if (rounding) cli_set_cfg(cfg, NULL, "rounding", json_string(rounding));
     if (ada || no_ada) cli_set_cfg(cfg, "adaround", "enabled", json_boolean(ada));
     if (ai) cli_set_cfg(cfg, "adaround", "iterations", json_integer(ai));
     if (wb) cli_set_cfg(cfg, "weights", "bits", json_integer(wb));

@@ -255,6 +255,7 @@ static int eval_remote(const command *c, const char *model, const char *in, cons
         return rc;
     }
     catch_interrupts();
+    cli_remote.quiet = json;
     rc = qd_remote_run(&cli_remote, "eval", &p, cfg, NULL, &res);
     json_decref(cfg);
     if (rc != EXIT_OK || !res)
@@ -348,7 +349,7 @@ static int cmd_eval(const command *c, int argc, char **argv)
     catch_interrupts();
     struct eval ev = {.labels = labels};
     double t0 = now_s();
-    cli_progress *p = cli_progress_new("eval");
+    cli_progress *p = json ? cli_progress_new("eval") : cli_progress_stage("quant eval", "evaluation");
     int err = qs_runner_stream(r, d, arrays, 0, -1, eval_batch, &ev, cli_progress_cb, p, &interrupted, &e);
     cli_progress_end(p);
     double secs = now_s() - t0;

@@ -242,8 +242,7 @@ typedef struct follow {
     char last_id[32];
     int terminal;
     char state[16];
-    cli_progress *bar;
-    char stage[128];
+    cli_stages st;
 } follow;
 
 static void dispatch(follow *f)
@@ -251,17 +250,11 @@ static void dispatch(follow *f)
     json_t *d = json_loads(f->data.p ? f->data.p : "", 0, NULL);
     if (!strcmp(f->event, "progress")) {
         const char *stage = json_string_value(json_object_get(d, "stage"));
-        if (stage && strcmp(stage, f->stage)) {
-            cli_progress_end(f->bar);
-            snprintf(f->stage, sizeof f->stage, "%s", stage);
-            f->bar = cli_progress_new(stage);
-        }
-        cli_progress_update(f->bar, (int64_t)json_number_value(json_object_get(d, "done")),
-                            (int64_t)json_number_value(json_object_get(d, "total")));
+        if (stage)
+            cli_stages_update(&f->st, stage, json_number_value(json_object_get(d, "done")),
+                              json_number_value(json_object_get(d, "total")));
     } else if (!strcmp(f->event, "log")) {
-        cli_progress_end(f->bar);   /* the message on its own line; the bar comes back */
-        f->bar = NULL;
-        f->stage[0] = 0;
+        cli_stages_clear(&f->st);   /* the message on its own line; the bar comes back */
         say("%s: %s", json_string_value(json_object_get(d, "level")) ? json_string_value(json_object_get(d, "level")) : "log",
             json_string_value(json_object_get(d, "message")) ? json_string_value(json_object_get(d, "message")) : "");
     } else if (!strcmp(f->event, "state")) {
@@ -271,9 +264,7 @@ static void dispatch(follow *f)
             f->terminal = !strcmp(st, "succeeded") || !strcmp(st, "failed") || !strcmp(st, "cancelled");
             const char *reason = json_string_value(json_object_get(d, "reason"));
             if (reason) {
-                cli_progress_end(f->bar);
-                f->bar = NULL;
-                f->stage[0] = 0;
+                cli_stages_end(&f->st);
                 say("job %s: %s", st, reason);
             }
         }
@@ -323,9 +314,10 @@ static size_t on_sse(char *p, size_t sz, size_t nm, void *ud)
 }
 
 /* Follows the job's events until its terminal state; reconnects when the stream drops. */
-static int follow_job(client *cl, const char *id)
+static int follow_job(client *cl, const char *id, const char *type, int quiet)
 {
-    follow f = { .last_id = "0" };
+    follow f = { .last_id = "0", .st.quiet = quiet };
+    snprintf(f.st.who, sizeof f.st.who, "quant %s", type);
     char path[128];
     snprintf(path, sizeof path, "/v1/jobs/%s/events", id);
     int failures = 0, rc = RC_OK;
@@ -349,7 +341,7 @@ static int follow_job(client *cl, const char *id)
         }
         failures = 0;
     }
-    cli_progress_end(f.bar);
+    cli_stages_end(&f.st);
     free(f.line.p);
     free(f.data.p);
     return rc;
@@ -523,7 +515,7 @@ int qd_remote_run(const qd_remote_opts *o, const char *type, const qd_remote_pat
         free(b.p);
     }
     if (rc == RC_OK && jid[0])
-        rc = follow_job(&cl, jid);
+        rc = follow_job(&cl, jid, type, o->quiet);
     if (rc == RC_INTERRUPTED && jid[0]) {
         cl.interrupt = NULL;   /* the cancel itself must not be interrupted */
         char path[128];

@@ -33,6 +33,7 @@ typedef struct qd_remote_opts {
     atomic_int *interrupt;  /* a flag (e.g. raised by a SIGINT handler) polled while waiting: once
                                raised, the job is cancelled on the server and qd_remote_run returns
                                130; NULL: none */
+    int quiet;              /* the job's stages as bars on a terminal only, never as lines (--json) */
 } qd_remote_opts;
 
 int qd_remote_run(const qd_remote_opts *o, const char *type, const qd_remote_paths *paths, json_t *config,

@@ -35,6 +35,9 @@ typedef enum {
 #define QS_JOB_QUANT (QS_JOB_PTQ | QS_JOB_ANALYZE | QS_JOB_QAT)
 
 typedef enum { QS_BC_NONE, QS_BC_EMPIRICAL, QS_BC_ANALYTICAL } qs_biascorr_mode;
+/* config.rounding: the weights' rounding. adaround.enabled says the same for AdaRound (true ≡
+ * "adaround"); the parser keeps the two coherent and refuses a spec where they contradict. */
+typedef enum { QS_ROUND_NEAREST, QS_ROUND_ADAROUND, QS_ROUND_GPTQ } qs_rounding;
 
 /* config.input_shapes' entries: {"x": [1, 3, 48, 192]} (shapes.h binds them to the model) */
 typedef struct qs_input_shape {
@@ -51,6 +54,7 @@ typedef struct qs_qconfig {
              char high_precision[8]; double high_precision_db; } act;
     int bn_fold, cle, relu6_to_relu, bias_absorption;
     qs_biascorr_mode bias_correction;
+    qs_rounding rounding;
     struct { int enabled; int iterations; double reg; int batch_size; int samples; } adaround;
     struct { int samples; int batch_size; } calibration;
     int nexclude;

@@ -155,11 +155,43 @@ else
 fi
 expect 0 "samples/s" "bench on a fixed-batch model" -- bench "$F/fixed1.onnx" --batch 8 --iters 3 --threads 1
 
-# --- the progress bar: only when asked for (stderr here is not a terminal) ------------------------------
+# --- progress: a bar on a terminal, a line per stage elsewhere, nothing on stderr with --json ----------
+# (stderr here is not a terminal; QUANT_PROGRESS, exported as 0 above, overrides the check)
 "$Q" run "$F/cls.onnx" --input "$F/cls_x.npy" --output "$T/p.npy" --batch 4 2>"$T/err"
 if grep -q "%" "$T/err"; then not_ok "no progress bar off a terminal" "$(cat "$T/err")"; else ok "no progress bar off a terminal"; fi
 QUANT_PROGRESS=1 "$Q" run "$F/cls.onnx" --input "$F/cls_x.npy" --output "$T/p.npy" --batch 4 2>"$T/err"
 if grep -qa "100%  20/20" "$T/err"; then ok "progress bar when forced"; else not_ok "progress bar when forced" "$(cat "$T/err")"; fi
+cr=$(printf '\r')
+env -u QUANT_PROGRESS "$Q" ptq "$F/cls.onnx" --calib "$F/cls_x.npy" --batch 4 -o "$T/pq" >"$T/out" 2>"$T/err"
+if grep -qx "quant ptq: calibration: started, total 16" "$T/err" && grep -q "^quant ptq: calibration: ended after [0-9.]*s$" "$T/err" \
+   && grep -q "^quant ptq: per-layer sqnr: ended after " "$T/err" && ! grep -q "$cr" "$T/err"; then
+  ok "ptq off a terminal: a line as each stage starts and ends, no bar"
+else
+  not_ok "ptq off a terminal: a line as each stage starts and ends, no bar" "$(cat -A "$T/err")"
+fi
+env -u QUANT_PROGRESS "$Q" eval "$F/cls.onnx" --input "$F/cls_x.npy" --labels "$F/cls_labels.npy" --batch 4 >"$T/out" 2>"$T/err"
+if grep -qx "quant eval: evaluation: started, total 20" "$T/err" && grep -q "^quant eval: evaluation: ended after" "$T/err"; then
+  ok "eval off a terminal: its stage's lines"
+else
+  not_ok "eval off a terminal: its stage's lines" "$(cat -A "$T/err")"
+fi
+env -u QUANT_PROGRESS "$Q" eval "$F/cls.onnx" --input "$F/cls_x.npy" --labels "$F/cls_labels.npy" --json >"$T/out" 2>"$T/err"
+if [ ! -s "$T/err" ]; then ok "eval --json off a terminal: nothing on stderr"; else not_ok "eval --json: stderr" "$(cat "$T/err")"; fi
+QUANT_PROGRESS=lines "$Q" run "$F/cls.onnx" --input "$F/cls_x.npy" --output "$T/p.npy" 2>"$T/err"
+if ! grep -q "started\|%" "$T/err"; then ok "run has no stages: no lines"; else not_ok "run has no stages: no lines" "$(cat "$T/err")"; fi
+# on a terminal (script(1) gives the command a pty): a bar with the stage, percent and ETA, no lines
+if command -v script >/dev/null 2>&1; then
+  env -u QUANT_PROGRESS script -qec "'$Q' ptq '$F/cls.onnx' --calib '$F/cls_x.npy' --batch 4 -o '$T/pt'" /dev/null \
+    </dev/null >"$T/tty" 2>&1
+  if grep -q "${cr}calibration \[#*\.*\]  25%  4/16  [0-9.]*s  eta [0-9.]*s" "$T/tty" && grep -q "100%  16/16" "$T/tty" \
+     && ! grep -q "started, total" "$T/tty" && grep -q "written to" "$T/tty"; then
+    ok "ptq on a terminal: a bar with stage, percent and ETA"
+  else
+    not_ok "ptq on a terminal: a bar with stage, percent and ETA" "$(cat -A "$T/tty")"
+  fi
+else
+  n=$((n + 1)); echo "ok $n - ptq on a terminal # SKIP script(1) (util-linux) is not installed"
+fi
 
 # --- real-world interop: the ONNX zoo's mnist-8 (fixed batch 1, raw 0-255 pixels, 98.9% documented) ------
 # The IDX files become .npy with a hand-made header, so this needs neither python nor numpy.

@@ -1,4 +1,4 @@
-/* The job spec's table (engine/spec.c): preset defaults, overrides, errors that name the field, a
+/* The job spec's table (engine/spec_rows.c): preset defaults, overrides, errors that name the field, a
  * lossless round trip through qs_qconfig_to_json (what report.json records can be fed back as a
  * config), and table-driven checks over every field: its default is in the presets and the
  * schema, and a value out of bounds or of the wrong type is refused naming the field. */
@@ -289,6 +289,60 @@ TEST(the_normalised_spec_parses_to_the_same_spec)
     qs_job_spec_free(&a);
 }
 
+TEST(rounding_and_adaround_enabled_agree)
+{
+    qs_qconfig c;
+    qs_err e = {0};
+    /* defaults: standard AdaRounds, basic rounds to nearest */
+    ASSERT_EQ(parse("{}", &c, &e), 0);
+    ASSERT(c.rounding == QS_ROUND_ADAROUND && c.adaround.enabled);
+    qs_qconfig_free(&c);
+    ASSERT_EQ(parse("{\"preset\": \"basic\"}", &c, &e), 0);
+    ASSERT(c.rounding == QS_ROUND_NEAREST && !c.adaround.enabled);
+    qs_qconfig_free(&c);
+    /* one given sets the other */
+    ASSERT_EQ(parse("{\"rounding\": \"gptq\"}", &c, &e), 0);
+    ASSERT(c.rounding == QS_ROUND_GPTQ && !c.adaround.enabled);
+    qs_qconfig_free(&c);
+    ASSERT_EQ(parse("{\"adaround\": {\"enabled\": false}}", &c, &e), 0);
+    ASSERT(c.rounding == QS_ROUND_NEAREST);
+    qs_qconfig_free(&c);
+    ASSERT_EQ(parse("{\"preset\": \"basic\", \"adaround\": {\"enabled\": true}}", &c, &e), 0);
+    ASSERT(c.rounding == QS_ROUND_ADAROUND);
+    qs_qconfig_free(&c);
+    ASSERT_EQ(parse("{\"rounding\": \"adaround\", \"preset\": \"basic\"}", &c, &e), 0);
+    ASSERT(c.adaround.enabled);
+    qs_qconfig_free(&c);
+    /* both, agreeing */
+    ASSERT_EQ(parse("{\"rounding\": \"gptq\", \"adaround\": {\"enabled\": false, \"iterations\": 5}}", &c, &e), 0);
+    ASSERT(c.rounding == QS_ROUND_GPTQ && !c.adaround.enabled);
+    qs_qconfig_free(&c);
+    /* both, contradicting: refused naming both */
+    const char *bad[] = { "{\"rounding\": \"gptq\", \"adaround\": {\"enabled\": true}}",
+                          "{\"rounding\": \"nearest\", \"adaround\": {\"enabled\": true}}",
+                          "{\"rounding\": \"adaround\", \"adaround\": {\"enabled\": false}}" };
+    for (int i = 0; i < 3; i++) {
+        e = (qs_err){0};
+        ASSERT_EQ(parse(bad[i], &c, &e), QS_EUNSUPPORTED);
+        ASSERT_STR_CONTAINS(e.msg, "config.rounding");
+        ASSERT_STR_CONTAINS(e.msg, "config.adaround.enabled");
+        char f[64];
+        qs_spec_err_field(&e, f, sizeof f);
+        ASSERT_STR_EQ(f, "config.rounding");
+    }
+    ASSERT_EQ(parse("{\"rounding\": \"obq\"}", &c, &e), QS_EINVAL);
+    ASSERT_STR_CONTAINS(e.msg, "nearest, adaround, gptq");
+    /* the normalised config round-trips */
+    ASSERT_EQ(parse("{\"rounding\": \"gptq\"}", &c, &e), 0);
+    char *t = qs_qconfig_to_text(&c);
+    qs_qconfig d;
+    ASSERT_EQ(qs_qconfig_parse_text(t, &d, &e), 0);
+    ASSERT(d.rounding == QS_ROUND_GPTQ && !d.adaround.enabled);
+    free(t);
+    qs_qconfig_free(&c);
+    qs_qconfig_free(&d);
+}
+
 TEST(data_sets_against_the_model)
 {
     qs_spec_tensor in[1] = {{.name = "x", .ndim = 4, .shape = {-1, 1, 28, 28}}};
@@ -307,4 +361,4 @@ TEST(data_sets_against_the_model)
 TEST_MAIN(standard_preset_is_the_papers_pipeline, fields_override_the_preset, errors_name_the_field,
           round_trip_through_json, overrides_shape_checked, every_config_field_has_a_default_in_the_presets_and_the_schema,
           every_field_refuses_a_wrong_value_naming_the_field, a_field_of_another_job_type_is_unknown,
-          the_normalised_spec_parses_to_the_same_spec, data_sets_against_the_model)
+          the_normalised_spec_parses_to_the_same_spec, rounding_and_adaround_enabled_agree, data_sets_against_the_model)

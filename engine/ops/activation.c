@@ -14,6 +14,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "ops/kernels.h"
 #include "ops/opsutil.h"
 
 enum act { A_RELU, A_LEAKY, A_SIGMOID, A_TANH, A_HSIG, A_HSWISH, A_ELU, A_SELU, A_SOFTPLUS, A_GELU };
@@ -94,6 +95,36 @@ static float gelu(float x, int tanh_approx)
     return 0.5f * x * (1.f + erff(x * 0.7071067811865476f));
 }
 
+typedef struct {
+    enum act op;
+    struct act_params p;
+    const float *x;
+    float *y;
+} act_job;
+
+/* elements [b, e) of a float32 activation */
+static void act_range(void *arg, int64_t b0, int64_t e0, int worker)
+{
+    const act_job *j = arg;
+    const float *X = j->x + b0;
+    float *Y = j->y + b0;
+    int64_t n = e0 - b0;
+    float a = j->p.alpha, b = j->p.beta, g = j->p.gamma;
+    switch (j->op) {
+    case A_RELU: ACT_LOOP(x > 0 ? x : 0.f); break;
+    case A_LEAKY: ACT_LOOP(x < 0 ? a * x : x); break;
+    case A_SIGMOID: qs_vec_sigmoid(n, X, Y); break;
+    case A_TANH: ACT_LOOP(tanhf(x)); break;
+    case A_HSIG: ACT_LOOP(clamp01(a * x + b)); break;
+    case A_HSWISH: ACT_LOOP(x * clamp01(x / 6.f + 0.5f)); break;
+    case A_ELU: ACT_LOOP(x < 0 ? a * (expf(x) - 1.f) : x); break;
+    case A_SELU: ACT_LOOP(x <= 0 ? g * a * (expf(x) - 1.f) : g * x); break;
+    /* log(1 + e^x) without overflow for large x */
+    case A_SOFTPLUS: ACT_LOOP((x > 0 ? x : 0.f) + log1pf(expf(-fabsf(x)))); break;
+    case A_GELU: ACT_LOOP(gelu(x, j->p.tanh_approx)); break;
+    }
+}
+
 static int act_forward(qs_kctx *c)
 {
     const qs_tensor *xt = c->in[0];
@@ -114,23 +145,9 @@ static int act_forward(qs_kctx *c)
         }
         return 0;
     }
-    const float *X = qs_f32(xt);
-    float *Y = qs_f32(yt);
-    float a = p.alpha, b = p.beta, g = p.gamma;
-    switch (op) {
-    case A_RELU: ACT_LOOP(x > 0 ? x : 0.f); break;
-    case A_LEAKY: ACT_LOOP(x < 0 ? a * x : x); break;
-    /* one exp of −|x| serves both signs and never overflows */
-    case A_SIGMOID: ACT_LOOP(sigmoid(x)); break;
-    case A_TANH: ACT_LOOP(tanhf(x)); break;
-    case A_HSIG: ACT_LOOP(clamp01(a * x + b)); break;
-    case A_HSWISH: ACT_LOOP(x * clamp01(x / 6.f + 0.5f)); break;
-    case A_ELU: ACT_LOOP(x < 0 ? a * (expf(x) - 1.f) : x); break;
-    case A_SELU: ACT_LOOP(x <= 0 ? g * a * (expf(x) - 1.f) : g * x); break;
-    /* log(1 + e^x) without overflow for large x */
-    case A_SOFTPLUS: ACT_LOOP((x > 0 ? x : 0.f) + log1pf(expf(-fabsf(x)))); break;
-    case A_GELU: ACT_LOOP(gelu(x, p.tanh_approx)); break;
-    }
+    act_job j = { op, p, qs_f32(xt), qs_f32(yt) };
+    /* chunks of at least 16k elements: smaller ones cost more to hand out than to compute */
+    qs_threadpool_for(c->pool, c->nthreads, n, 16384, act_range, &j);
     return 0;
 }
 

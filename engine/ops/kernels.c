@@ -50,6 +50,47 @@ QS_HOT void qs_vec_affine(int64_t n, float a, float b, const float *x, float *y)
         y[i] = a * x[i] + b;
 }
 
+/* e^x for x ≤ 0 (the only arguments sigmoid needs), in a form the vectorizer takes: x = n·ln2 + r
+ * with n = round(x / ln2) and |r| ≤ ln2/2, e^r by its Taylor series to r⁷ (truncation below 6e-9
+ * relative), 2^n put straight into the exponent bits. Below −87 (where 2^n would leave the normal
+ * range) it returns 0: sigmoid's result there is under 2e-38 either way. */
+static inline float exp_nonpos(float x)
+{
+    const float log2e = 1.44269504f, ln2_hi = 0.693145752f, ln2_lo = 1.42860677e-6f, shifter = 12582912.f;
+    float xc = x < -87.f ? -87.f : x;
+    float n = (xc * log2e + shifter) - shifter;   /* round to nearest: 1.5·2²³ drops the fraction */
+    float r = (xc - n * ln2_hi) - n * ln2_lo;     /* ln2 in two parts keeps r exact to a few ulp */
+    float p = 1.f / 5040;
+    p = p * r + 1.f / 720;
+    p = p * r + 1.f / 120;
+    p = p * r + 1.f / 24;
+    p = p * r + 1.f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.f;
+    p = p * r + 1.f;
+    union { int32_t i; float f; } two_n = { .i = ((int32_t)n + 127) << 23 };
+    float e = p * two_n.f;
+    return x < -87.f ? 0.f : e;
+}
+
+QS_HOT void qs_vec_sigmoid(int64_t n, const float *x, float *y)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i], e = exp_nonpos(v < 0 ? v : -v);   /* e^−|x|: never overflows */
+        float s = 1.f / (1.f + e);
+        y[i] = v >= 0 ? s : e * s;
+    }
+}
+
+QS_HOT void qs_vec_silu(int64_t n, const float *x, float *y)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i], e = exp_nonpos(v < 0 ? v : -v);
+        float s = 1.f / (1.f + e);
+        y[i] = v * (v >= 0 ? s : e * s);
+    }
+}
+
 /* ---- GEMM ------------------------------------------------------------------------------------ */
 
 /* OpenBLAS (0.3.17+ on Skylake-X and others) multiplies small matrices (M·N·K up to about 10⁶)

@@ -37,6 +37,11 @@ void qs_vec_bias_res_clamp(int64_t n, float b, const float *r, float lo, float h
 void qs_vec_affine(int64_t n, float a, float b, const float *x, float *y);
 void qs_vec_bias_clamp(int64_t n, float b, float lo, float hi, float *y);
 
+/* y[i] = 1 / (1 + e^−x[i]) and x[i]·sigmoid(x[i]) (x may be y): vectorized, within 3e-7 relative of
+ * the correctly rounded value; 0 below x = −87 */
+void qs_vec_sigmoid(int64_t n, const float *x, float *y);
+void qs_vec_silu(int64_t n, const float *x, float *y);
+
 /* ---- GEMM ------------------------------------------------------------------------------------ */
 
 /* C[M,N] = alpha·op(A)·op(B) + beta·C, row-major, op(X) = Xᵀ when its flag is set; lda/ldb/ldc are

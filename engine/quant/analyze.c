@@ -365,7 +365,7 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
     int ng = 0, rc;
     double t0;
 
-    /* the config, "analysis": {"val_samples"} included, is the spec table's (engine/spec.c) */
+    /* the config, "analysis": {"val_samples"} included, is the spec table's (engine/spec_rows.c) */
     if ((rc = qs_ptq_open(&p, io, e)) < 0)
         goto out;
     if (!p.calib.d) {
@@ -379,6 +379,7 @@ int qs_pipeline_analyze(const qs_pipeline_io *io, json_t **result, qs_err *e)
     /* the grids themselves are analysed: no bias correction, no AdaRound (see the header) */
     p.cfg.bias_correction = QS_BC_NONE;
     p.cfg.adaround.enabled = 0;
+    p.cfg.rounding = QS_ROUND_NEAREST;
     if ((rc = qs_ptq_prepare(&p, e)) < 0)
         goto out;
     qs_quantsim *sim = p.sim;

@@ -560,9 +560,10 @@ json_t *qs_cle_report_json(const qs_cle_report *r)
                                                 jfloats(t->max_before, t->nch), "after", "min",
                                                 jfloats(t->min_after, t->nch), "max", jfloats(t->max_after, t->nch)));
     }
-    return json_pack("{s:o, s:i, s:b, s:f, s:i, s:o, s:o, s:o}", "pairs", pairs, "iterations", r->iterations,
+    return json_pack("{s:o, s:i, s:b, s:f, s:i, s:s, s:o, s:o, s:o}", "pairs", pairs, "iterations", r->iterations,
                      "converged", r->converged, "max_change", isfinite(r->max_change) ? r->max_change : -1.0,
-                     "absorbed_pairs", r->nabsorbed, "relu6_replaced", relu6, "skipped", skipped, "layers", layers);
+                     "absorbed_pairs", r->nabsorbed, "absorb_bound", r->absorb_data ? "bn+data" : "bn",
+                     "relu6_replaced", relu6, "skipped", skipped, "layers", layers);
 }
 
 /* --- the pass ----------------------------------------------------------------------------------------- */
@@ -639,13 +640,34 @@ static double sweep(cle_state *s)
     return dev;
 }
 
+/* A Conv that reads padded zeros: explicit pads, or auto_pad SAME_* (VALID and NOTSET without
+ * pads read none). */
+static int zero_pads(const qs_node *n)
+{
+    const char *ap = qs_node_string(n, "auto_pad", "NOTSET");
+    if (!strcmp(ap, "SAME_UPPER") || !strcmp(ap, "SAME_LOWER"))
+        return 1;
+    const int64_t *p;
+    int np = qs_node_ints(n, "pads", &p);
+    for (int i = 0; i < np; i++)
+        if (p[i] != 0)
+            return 1;
+    return 0;
+}
+
 /* High-bias absorption on pair k; 1 when something moved. */
-static int absorb(cle_state *s, int k, qs_err *e)
+static int absorbable(cle_state *s, int k)
+{
+    const pair *pr = &s->pairs[k];
+    return pr->rec && (pr->kind == ACT_RELU || pr->kind == ACT_BOUNDED);
+}
+
+static int absorb(cle_state *s, int k, const float *data_min, qs_err *e)
 {
     qs_graph *g = s->g;
     pair *pr = &s->pairs[k];
     qs_cle_pair *rp = &s->rep->pairs[k];
-    if (!pr->rec || (pr->kind != ACT_RELU && pr->kind != ACT_BOUNDED))
+    if (!absorbable(s, k))
         return 0;
     layer L1, L2;
     parse_layer(g, pr->l1, &L1);
@@ -658,6 +680,12 @@ static int absorb(cle_state *s, int k, qs_err *e)
                              g->nodes[pr->l2].name);
         return rc < 0 ? qs_error(e, QS_ENOMEM, "cle: out of memory") : 0;
     }
+    if (L2.fam == FAM_CONV && zero_pads(&g->nodes[pr->l2])) {
+        int rc = qs_skip_add(&s->rep->skipped, &s->rep->nskipped, g->nodes[pr->l1].name, g->nodes[pr->l2].name,
+                             "no absorption: '%s' zero-pads its input, so the shifted activation would "
+                             "change the FP32 output at its borders", g->nodes[pr->l2].name);
+        return rc < 0 ? qs_error(e, QS_ENOMEM, "cle: out of memory") : 0;
+    }
     double *c = calloc(L1.nout + 1, sizeof *c), *delta = calloc(L2.nout + 1, sizeof *delta);
     if (!c || !delta) {
         free(c);
@@ -667,6 +695,8 @@ static int absorb(cle_state *s, int k, qs_err *e)
     int any = 0;
     for (int64_t i = 0; i < L1.nout; i++) {
         c[i] = fmax(0, (double)pr->rec->beta[i] - s->cfg->absorb_sigmas * fabs((double)pr->rec->gamma[i]));
+        if (data_min)
+            c[i] = fmin(c[i], fmax(0, (double)data_min[i]));
         any |= c[i] > 0;
     }
     if (!any) {
@@ -705,6 +735,34 @@ static int absorb(cle_state *s, int k, qs_err *e)
     free(delta);
     rp->absorbed = c;
     return 1;
+}
+
+static int absorb_all(cle_state *s, qs_err *e)
+{
+    float **mins = NULL;
+    int rc = 0, *nodes = NULL;
+    if (s->cfg->preact_minima && s->npairs) {
+        if (!(nodes = malloc(s->npairs * sizeof *nodes)))
+            return qs_error(e, QS_ENOMEM, "cle: out of memory");
+        for (int k = 0; k < s->npairs; k++)
+            nodes[k] = absorbable(s, k) ? s->pairs[k].l1 : -1;
+        rc = s->cfg->preact_minima(s->cfg->preact_ud, s->g, nodes, s->npairs, &mins, e);
+        free(nodes);
+        if (rc < 0)
+            return rc;
+        s->rep->absorb_data = 1;
+    }
+    for (int k = 0; k < s->npairs && rc >= 0; k++) {
+        int a = absorb(s, k, mins ? mins[k] : NULL, e);
+        if (a < 0)
+            rc = a;
+        else
+            s->rep->nabsorbed += a;
+    }
+    for (int k = 0; mins && k < s->npairs; k++)
+        free(mins[k]);
+    free(mins);
+    return rc;
 }
 
 int qs_cle(qs_graph *g, qs_bn_record *bn, int nbn, const qs_cle_config *cfg, qs_cle_report **report, qs_err *e)
@@ -749,15 +807,8 @@ int qs_cle(qs_graph *g, qs_bn_record *bn, int nbn, const qs_cle_config *cfg, qs_
             }
         }
     }
-    if (cfg->absorb)
-        for (int k = 0; k < s.npairs; k++) {
-            int a = absorb(&s, k, e);
-            if (a < 0) {
-                rc = a;
-                goto out;
-            }
-            s.rep->nabsorbed += a;
-        }
+    if (cfg->absorb && (rc = absorb_all(&s, e)) < 0)
+        goto out;
     if (report_layers(g, s.rep, 1) < 0)
         rc = qs_error(e, QS_ENOMEM, "cle: out of memory");
 out:

@@ -22,11 +22,13 @@
 #include "shapes.h"
 #include "quant/adaround.h"
 #include "quant/biascorr.h"
+#include "quant/gptq.h"
 #include "quant/cle.h"
 #include "quant/requantize.h"
 #include "quant/export.h"
 #include "quant/overrides.h"
 #include "quant/ptq.h"
+#include "quant/preact.h"
 #include "quant/range.h"
 #include "quant/target.h"
 
@@ -634,6 +636,13 @@ int qs_ptq_fold(ptq *p, qs_err *e)
     return qs_ptq_cle(p, e);
 }
 
+static int cle_minima(void *ud, qs_graph *g, const int *nodes, int n, float ***mins, qs_err *e)
+{
+    ptq *p = ud;
+    return qs_preact_minima(g, &p->calib, p->ncalib, p->cfg.calibration.batch_size, p->io->pool, p->io->abort,
+                            nodes, n, mins, e);
+}
+
 int qs_ptq_cle(ptq *p, qs_err *e)
 {
     int rc;
@@ -643,6 +652,10 @@ int qs_ptq_cle(ptq *p, qs_err *e)
         cc.equalize = p->cfg.cle;
         cc.absorb = p->cfg.bias_absorption;
         cc.replace_relu6 = p->cfg.relu6_to_relu;
+        if (p->calib.d) {   /* bound absorption by the calibration data's pre-activations */
+            cc.preact_minima = cle_minima;
+            cc.preact_ud = p;
+        }
         qs_cle_report *rep = NULL;
         rc = qs_cle(p->prepared, p->bn, p->nbn, &cc, &rep, e);
         if (rep) {
@@ -669,13 +682,14 @@ int qs_ptq_cle(ptq *p, qs_err *e)
     return 0;
 }
 
-/* AdaRound when enabled (the standard pipeline, data being given), bias correction otherwise.
- * Weight ranges must not be recomputed afterwards: AdaRound's weights sit on the current grid. */
+/* The weights' rounding (config.rounding): AdaRound or GPTQ, each replacing bias correction; with
+ * round-to-nearest, bias correction as configured. Weight ranges must not be recomputed
+ * afterwards: the rounded weights sit on the current grid. */
 int qs_ptq_weight_rounding(ptq *p, qs_err *e)
 {
     double t0 = qs_now();
     int rc = 0;
-    if (p->cfg.adaround.enabled) {
+    if (p->cfg.rounding == QS_ROUND_ADAROUND) {
         qs_adaround_config ac = qs_adaround_config_default();
         ac.iterations = p->cfg.adaround.iterations;
         ac.reg = p->cfg.adaround.reg;
@@ -688,6 +702,19 @@ int qs_ptq_weight_rounding(ptq *p, qs_err *e)
             qs_adaround_report_free(ar);
         }
         timing(p, "adaround", t0);
+        return rc;
+    }
+    if (p->cfg.rounding == QS_ROUND_GPTQ) {   /* H over the calibration samples, in its batches */
+        qs_gptq_config gc = qs_gptq_config_default();
+        gc.samples = p->ncalib;
+        gc.batch = p->cfg.calibration.batch_size;
+        qs_gptq_report *gr = NULL;
+        rc = qs_gptq(p->sim, &p->calib, &gc, p->io, &gr, e);
+        if (gr) {
+            json_object_set_new(p->extra, "gptq", qs_gptq_report_json(gr));
+            qs_gptq_report_free(gr);
+        }
+        timing(p, "gptq", t0);
         return rc;
     }
     if (p->cfg.bias_correction == QS_BC_NONE)

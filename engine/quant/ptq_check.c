@@ -10,8 +10,8 @@
  *   weight_range:     + the configured weight range (MSE)       → …
  *   activation_range: + the configured activation range (MSE)
  *   last_layer_range: + the configured range of the model's outputs (cross-entropy for logits)
- *   adaround:         + AdaRound
- *   bias_correction:  + bias correction, when AdaRound is off or was reverted
+ *   adaround / gptq:  + the weights' rounding (config.rounding)
+ *   bias_correction:  + bias correction, when the rounding is nearest or was reverted
  *
  * A step is a candidate built beside the kept state: a new QuantSim (and, for CLE, a new
  * prepared graph and BN records), calibrated and scored; reverting frees the candidate and puts
@@ -153,11 +153,11 @@ static int build(qs_ptq *p, int rounding, qs_err *e)
 
 static json_t *score_json(double s) { return isfinite(s) ? json_real(s) : json_null(); }
 
-typedef enum { CLE, WEIGHT_RANGE, ACT_RANGE, LOGITS_RANGE, ADAROUND, BIAS_CORRECTION } step_id;
+typedef enum { CLE, WEIGHT_RANGE, ACT_RANGE, LOGITS_RANGE, ADAROUND, BIAS_CORRECTION, GPTQ } step_id;
 static const char *const STEP_NAMES[] = { "cle", "weight_range", "activation_range", "last_layer_range",
-                                          "adaround", "bias_correction" };
+                                          "adaround", "bias_correction", "gptq" };
 /* the report.json keys of the algorithms' own reports */
-static const char *const STEP_KEYS[] = { "cle", NULL, NULL, NULL, "adaround", "bias_correction" };
+static const char *const STEP_KEYS[] = { "cle", NULL, NULL, NULL, "adaround", "bias_correction", "gptq" };
 
 /* Tries step id on top of the kept state (score *best): keeps it when its score is not lower. */
 static int try_step(checker *c, step_id id, double *best, int *was_kept, qs_err *e)
@@ -182,14 +182,19 @@ static int try_step(checker *c, step_id id, double *best, int *was_kept, qs_err 
     case WEIGHT_RANGE: p->cfg.weights.range = c->want.weights.range; break;
     case ACT_RANGE: p->cfg.act.range = c->want.act.range; break;
     case LOGITS_RANGE: p->cfg.act.last_layer = c->want.act.last_layer; break;
-    case ADAROUND: p->cfg.adaround.enabled = 1; break;
+    case ADAROUND:
+    case GPTQ:
+        p->cfg.rounding = id == GPTQ ? QS_ROUND_GPTQ : QS_ROUND_ADAROUND;
+        p->cfg.adaround.enabled = id == ADAROUND;
+        break;
     case BIAS_CORRECTION:
         p->cfg.adaround.enabled = 0;
+        p->cfg.rounding = QS_ROUND_NEAREST;
         p->cfg.bias_correction = c->want.bias_correction;
         break;
     }
     if (rc == 0)
-        rc = build(p, id == ADAROUND || id == BIAS_CORRECTION, e);
+        rc = build(p, id == ADAROUND || id == GPTQ || id == BIAS_CORRECTION, e);
     if (rc == 0)
         rc = score(c, &s, e);
     int keep = rc == 0 && !(s < *best);   /* "not lower"; NaN counts as lower */
@@ -267,6 +272,7 @@ int qs_ptq_prepare_checked(qs_ptq *p, qs_err *e)
     p->cfg.cle = p->cfg.bias_absorption = 0;
     p->cfg.weights.range = p->cfg.act.range = p->cfg.act.last_layer = QS_RANGE_MINMAX;
     p->cfg.adaround.enabled = 0;
+    p->cfg.rounding = QS_ROUND_NEAREST;
     p->cfg.bias_correction = QS_BC_NONE;
     if ((rc = qs_ptq_fold(p, e)) < 0 || (rc = build(p, 0, e)) < 0 || (rc = score(&c, &s0, e)) < 0)
         goto out;
@@ -283,7 +289,8 @@ int qs_ptq_prepare_checked(qs_ptq *p, qs_err *e)
         goto out;
     if (w->act.last_layer != QS_RANGE_MINMAX && (rc = try_step(&c, LOGITS_RANGE, &best, &k, e)) < 0)
         goto out;
-    if (w->adaround.enabled && (rc = try_step(&c, ADAROUND, &best, &kept_ada, e)) < 0)
+    if (w->rounding != QS_ROUND_NEAREST &&
+        (rc = try_step(&c, w->rounding == QS_ROUND_GPTQ ? GPTQ : ADAROUND, &best, &kept_ada, e)) < 0)
         goto out;
     if (!kept_ada && w->bias_correction != QS_BC_NONE && (rc = try_step(&c, BIAS_CORRECTION, &best, &k, e)) < 0)
         goto out;

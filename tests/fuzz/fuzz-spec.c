@@ -1,5 +1,5 @@
 /* fuzz-spec: bytes as a POST /v1/jobs body — JSON, then api/spec.c's validator (the engine's
- * spec table, engine/spec.c) and the normalised spec it records, parsed again — and the whole
+ * spec table, engine/spec_rows.c) and the normalised spec it records, parsed again — and the whole
  * document as a config object of its own, as `quant --config` reads one. The validator's
  * replies go to a stub: what is fuzzed is the walk over the JSON, not libmicrohttpd. */
 #include <stddef.h>

@@ -269,6 +269,8 @@ def test_dashboard_end_to_end(browser, make_quantd, tmp_path, labels_npy):
     assert page.js("return document.getElementById('cfg-calibration-samples').value") == "1024"   # preset
     # unticked (as a user's click does: input and change events), it is sent as an explicit false
     page.js("const c = document.getElementById('cfg-adaround-enabled'); c.scrollIntoView({block: 'center'}); c.click()")
+    # the rounding choice follows it (config.rounding and adaround.enabled must agree)
+    assert page.js("return document.getElementById('cfg-rounding').value") == "nearest"
     assert page.js("return document.getElementById('job-model').value") == mid   # the only model
     page.select("#job-calibration", sets["calib.npy"]["id"])
     page.select("#job-val-data", sets["calib.npy"]["id"])
@@ -280,7 +282,8 @@ def test_dashboard_end_to_end(browser, make_quantd, tmp_path, labels_npy):
     assert spec_preview == {
         "type": "ptq", "model": mid, "calibration": sets["calib.npy"]["id"],
         "validation": {"data": sets["calib.npy"]["id"], "labels": sets["labels"]["id"]},
-        "config": {"preset": "standard", "adaround": {"enabled": False}, "calibration": {"samples": 64}}}, spec_preview
+        "config": {"preset": "standard", "adaround": {"enabled": False}, "rounding": "nearest",
+                   "calibration": {"samples": 64}}}, spec_preview
     page.shoot("new-job")
     page.js("window.__marker = 'no reload since submit'")
     page.q("#submit-job").click()

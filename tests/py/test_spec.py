@@ -1,4 +1,4 @@
-"""The job spec's one owner (engine/spec.c) as the service shows it: the presets route, the OpenAPI
+"""The job spec's one owner (engine/spec_rows.c) as the service shows it: the presets route, the OpenAPI
 config schema generated from the same table, the normalised spec a job records, and data sets
 that do not fit the job refused at submit (422 data_mismatch) rather than failing later."""
 import json
@@ -61,7 +61,9 @@ def test_job_records_the_normalised_spec(make_quantd):
                     "config": {"preset": "basic", "adaround": {"enabled": True}}})
     spec = d.job(job["id"])["spec"]
     _, body = d.json("GET", "/v1/presets")
-    want = dict(body["presets"]["basic"], adaround=dict(body["presets"]["basic"]["adaround"], enabled=True))
+    # adaround.enabled given sets config.rounding too
+    want = dict(body["presets"]["basic"], adaround=dict(body["presets"]["basic"]["adaround"], enabled=True),
+                rounding="adaround")
     assert spec == {"type": "ptq", "model": m["id"], "calibration": x["id"], "config": want}
     d.request("DELETE", f"/v1/jobs/{job['id']}")
 
@@ -117,6 +119,8 @@ def test_overrides_and_exclude_names_checked_at_submit(quantd):
             ({"overrides": {"ops": {"LSTM": {"skip": True}}}}, "unknown_name", 422,
              "config.overrides.ops.LSTM", "the model has no LSTM node"),
             ({"exclude": ["nowhere"]}, "unknown_name", 422, "config.exclude[0]", "no node named 'nowhere'"),
+            ({"rounding": "gptq", "adaround": {"enabled": True}}, "conflicting_fields", 422, "config.rounding",
+             "contradicts config.adaround.enabled = true"),
             ({"overrides": {"tensors": {"x": {"bitz": 4}}}}, "invalid_field", 400,
              "config.overrides.tensors.x.bitz", "unknown field")):
         r = quantd.request("POST", "/v1/jobs", json.dumps(dict(base, config=config)).encode(),

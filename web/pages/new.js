@@ -54,6 +54,7 @@ const FIELDS = {
     ['bias_correction', 'Bias correction', 'choice', { choices: ['empirical', 'analytical', 'none'] }],
   ],
   adaround: [
+    ['rounding', 'Weight rounding', 'choice', { choices: ['adaround', 'gptq', 'nearest'] }],
     ['adaround.enabled', 'AdaRound', 'bool'],
     ['adaround.iterations', 'AdaRound iterations per layer', 'int', { min: 1, max: 1000000 }],
     ['adaround.reg', 'AdaRound regularisation λ', 'num', { min: 0, step: 'any' }],
@@ -79,7 +80,7 @@ const FIELDS = {
 const GROUP_TITLES = {
   quant: 'Quantization grid',
   passes: 'Passes before quantization',
-  adaround: 'AdaRound',
+  adaround: 'Weight rounding',
   calib: 'Calibration',
   qat: 'Training',
   eval: 'Evaluation',
@@ -178,6 +179,10 @@ export async function render(main, { query }) {
     }
   }
   presetSel.addEventListener('change', () => fillPreset(presetSel.value));
+  // config.rounding and adaround.enabled say one thing (the server refuses them contradicting)
+  const roundSel = inputs.get('rounding'), adaBox = inputs.get('adaround.enabled');
+  roundSel.addEventListener('change', () => { adaBox.checked = roundSel.value === 'adaround'; });
+  adaBox.addEventListener('change', () => { roundSel.value = adaBox.checked ? 'adaround' : 'nearest'; });
   fillPreset('standard');
 
   const submit = h('button', { type: 'submit', class: 'primary', id: 'submit-job' }, 'Submit job');

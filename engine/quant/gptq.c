@@ -1,0 +1,764 @@
+/* GPTQ weight rounding; the method is described in gptq.h.
+ *
+ * Every layer is brought to AdaRound's shape: a weight matrix Wm [M, Kg] (output channels × inputs
+ * per group; a Gemm/MatMul weight [K, N] is transposed), group gi being rows [gi·Mg, (gi+1)·Mg).
+ * Its Hessian is accumulated while the calibration data streams through the quantized sim: the
+ * runner's observer sees the layer's input batch, stops the forward there (nothing after the
+ * layer is needed), and the batch's samples are split over the threads, each adding x·xᵀ (ssyrk:
+ * the im2col matrix of a Conv sample, [group·Kg, P], or rows of a Gemm/MatMul input) into its own
+ * copy of H; the copies are summed once at the end. So the memory is H (threads × group·Kg²
+ * floats) and one im2col matrix per thread, whatever the number of samples.
+ *
+ * The solve is GPTQ's Algorithm 1 with three LAPACK calls for U (see qs_gptq_solve). Within a
+ * block the rows are independent (row r's updates read only row r), so the threads take rows; the
+ * update of the columns after a block is one GEMM, which is where the time goes for wide layers. */
+#include "quant/gptq.h"
+
+#include <cblas.h>
+#include <f77blas.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "exec.h"
+#include "ops/kernels.h"
+#include "runner.h"
+
+qs_gptq_config qs_gptq_config_default(void)
+{
+    return (qs_gptq_config){ .damp = 0.01, .act_order = 1, .block = 128, .batch = 32, .samples = 1024 };
+}
+
+/* --- the solver --------------------------------------------------------------------------------- */
+
+/* Upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU), row-major, in place; H is symmetric. LAPACK is
+ * column-major: a row-major upper triangle is its lower one, so "L" throughout: H = LLᵀ, then
+ * spotri fills H⁻¹'s lower (our upper) triangle, and its factor L' (H⁻¹ = L'L'ᵀ) read row-major is
+ * L'ᵀ = U. Returns LAPACK's info (0: done). */
+static int chol_inverse_upper(float *H, int64_t n)
+{
+    char lo = 'L';
+    blasint nn = (blasint)n, info = 0;
+    BLASFUNC(spotrf)(&lo, &nn, H, &nn, &info);
+    if (info)
+        return (int)info;
+    BLASFUNC(spotri)(&lo, &nn, H, &nn, &info);
+    if (info)
+        return (int)info;
+    BLASFUNC(spotrf)(&lo, &nn, H, &nn, &info);
+    if (info)
+        return (int)info;
+    for (int64_t i = 1; i < n; i++)   /* the strictly lower triangle holds leftovers */
+        memset(H + i * n, 0, (size_t)i * sizeof *H);
+    return 0;
+}
+
+typedef struct block_job {
+    float *W, *E;                 /* W [rows, cols], E [rows, nb]: the block's scaled errors */
+    const float *U, *s, *z;
+    int64_t cols, i1, nb;
+    qs_grid g;
+} block_job;
+
+/* Rows [begin, end) through the block's columns [i1, i1 + nb): round, record the error, spread it. */
+static void block_rows(void *arg, int64_t begin, int64_t end, int worker)
+{
+    (void)worker;
+    const block_job *j = arg;
+    int64_t cols = j->cols, i1 = j->i1, i2 = i1 + j->nb;
+    for (int64_t r = begin; r < end; r++) {
+        float *w = j->W + r * cols, *er = j->E + r * j->nb;
+        const float *s = j->s + r * cols, *z = j->z + r * cols;
+        for (int64_t i = i1; i < i2; i++) {
+            const float *u = j->U + i * cols;
+            float q = (qs_quantize1(w[i], s[i], z[i], j->g) - z[i]) * s[i];
+            float err = (w[i] - q) / u[i];
+            w[i] = q;
+            er[i - i1] = err;
+            for (int64_t k = i + 1; k < i2; k++)
+                w[k] -= err * u[k];
+        }
+    }
+}
+
+int qs_gptq_solve(float *W, int64_t rows, int64_t cols, const float *H, const float *s, const float *z, qs_grid g,
+                  const qs_gptq_config *cfg, qs_threadpool *tp, double *damp_used, qs_err *e)
+{
+    if (rows < 1 || cols < 1)
+        return 0;
+    int64_t B = cfg->block < cols ? cfg->block : cols;
+    float *U = malloc((size_t)(cols * cols) * sizeof *U), *Wp = malloc((size_t)(rows * cols) * sizeof *Wp);
+    float *sp = malloc((size_t)(rows * cols) * sizeof *sp), *zp = malloc((size_t)(rows * cols) * sizeof *zp);
+    float *E = malloc((size_t)(rows * B) * sizeof *E);
+    double *diag = malloc((size_t)cols * sizeof *diag);
+    int64_t *perm = malloc((size_t)cols * sizeof *perm);
+    int rc = 0;
+    if (!U || !Wp || !sp || !zp || !E || !diag || !perm) {
+        rc = qs_error(e, QS_ENOMEM, "GPTQ: out of memory (%lld inputs)", (long long)cols);
+        goto out;
+    }
+    double mean = 0;
+    for (int64_t i = 0; i < cols; i++) {
+        float d = H[i * cols + i];
+        if (!isfinite(d) || d < 0) {
+            rc = qs_error(e, QS_EINVAL, "GPTQ: H[%lld, %lld] = %g: not a Hessian XXᵀ", (long long)i, (long long)i,
+                          (double)d);
+            goto out;
+        }
+        diag[i] = d > 0 ? d : 1;   /* an input that is always 0: its weights do not matter; H_ii = 1 keeps U regular */
+        mean += diag[i];
+    }
+    mean /= (double)cols;
+    /* act_order: descending diag H (a stable order: ties keep input order) */
+    for (int64_t i = 0; i < cols; i++)
+        perm[i] = i;
+    if (cfg->act_order)
+        for (int64_t i = 1; i < cols; i++) {   /* insertion sort: H is at most a few thousand wide, sorted once */
+            int64_t p = perm[i], k = i;
+            for (; k > 0 && diag[perm[k - 1]] < diag[p]; k--)
+                perm[k] = perm[k - 1];
+            perm[k] = p;
+        }
+    double lambda = cfg->damp;
+    for (int attempt = 0;; attempt++) {
+        for (int64_t a = 0; a < cols; a++) {
+            for (int64_t b = 0; b < cols; b++) {
+                float h = H[perm[a] * cols + perm[b]];
+                if (!isfinite(h)) {
+                    rc = qs_error(e, QS_EINVAL, "GPTQ: H has a value that is not finite");
+                    goto out;
+                }
+                U[a * cols + b] = h;
+            }
+            U[a * cols + a] = (float)(diag[perm[a]] + lambda * mean);
+        }
+        int info = chol_inverse_upper(U, cols);
+        if (info == 0)
+            break;
+        if (attempt == 3 || info < 0) {
+            rc = qs_error(e, QS_EINVAL, "GPTQ: H (%lld × %lld) is not positive definite even with damping λ = %g "
+                          "(LAPACK info %d)", (long long)cols, (long long)cols, lambda, info);
+            goto out;
+        }
+        lambda *= 10;
+    }
+    if (damp_used)
+        *damp_used = lambda;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t a = 0; a < cols; a++) {
+            Wp[r * cols + a] = W[r * cols + perm[a]];
+            sp[r * cols + a] = s[r * cols + perm[a]];
+            zp[r * cols + a] = z[r * cols + perm[a]];
+        }
+    int nt = qs_threadpool_size(tp);
+    for (int64_t i1 = 0; i1 < cols; i1 += B) {
+        int64_t nb = cols - i1 < B ? cols - i1 : B, i2 = i1 + nb;
+        block_job j = { .W = Wp, .E = E, .U = U, .s = sp, .z = zp, .cols = cols, .i1 = i1, .nb = nb, .g = g };
+        qs_threadpool_for(tp, nt, rows, 16, block_rows, &j);
+        if (i2 < cols)   /* W[:, i2:] −= E · U[i1:i2, i2:] */
+            qs_sgemm_mt(tp, nt, 0, 0, rows, cols - i2, nb, -1.f, E, nb, U + i1 * cols + i2, cols, 1.f, Wp + i2, cols);
+    }
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t a = 0; a < cols; a++)
+            W[r * cols + perm[a]] = Wp[r * cols + a];
+out:
+    free(U);
+    free(Wp);
+    free(sp);
+    free(zp);
+    free(E);
+    free(diag);
+    free(perm);
+    return rc;
+}
+
+/* --- layers ------------------------------------------------------------------------------------- */
+
+enum { K_CONV, K_GEMM, K_MATMUL };
+
+typedef struct gq_layer {
+    int node, wq, kind;
+    int64_t M, Kg, group, Mg;      /* Wm [M, Kg] */
+    int trans;                     /* Wm is the stored weight transposed */
+    int wndim;
+    int64_t wshape[QS_MAX_DIMS];
+    /* from the first input seen */
+    int have_geom;
+    qs_conv_geom geom;
+    int direct;                    /* a 1×1 Conv, stride 1, no padding: the input is its own im2col */
+    int64_t C, P, per_x;           /* Conv: input channels; columns per sample; floats per sample */
+    int xndim;
+    int64_t xshape[QS_MAX_DIMS];
+} gq_layer;
+
+static int weight_quantizer(const qs_quantsim *sim, int v)
+{
+    for (int q = 0; q < sim->nq; q++)
+        if (sim->q[q].kind == QS_Q_WEIGHT && sim->q[q].out == v)
+            return q;
+    return -1;
+}
+
+/* Why node i cannot be rounded by GPTQ (NULL: it can, L is filled; "": not a quantized layer). */
+static const char *layer_of(const qs_quantsim *sim, int i, gq_layer *L, char *buf, size_t nbuf)
+{
+    const qs_graph *g = sim->g;
+    const qs_node *nd = &g->nodes[i];
+    int kind = qs_node_is_op(nd, "Conv") ? K_CONV : qs_node_is_op(nd, "Gemm") ? K_GEMM : K_MATMUL;
+    int wq = nd->nin > 1 ? weight_quantizer(sim, nd->in[1]) : -1;
+    memset(L, 0, sizeof *L);
+    if (wq < 0)
+        return kind == K_MATMUL && nd->nin > 0 && weight_quantizer(sim, nd->in[0]) >= 0
+                   ? "the weight is MatMul's first operand" : "";
+    const qs_quantizer *q = &sim->q[wq];
+    const qs_tensor *w = g->values[q->value].init;
+    if (qs_quantsim_bypassed(sim, wq))
+        return "its weight quantizer is bypassed";
+    if (!w || w->dtype != QS_F32)
+        return "its weight is not a float32 constant";
+    if (qs_graph_count_reads(g, q->out) != 1 || qs_graph_count_reads(g, q->value) != 1)
+        return "its weight is shared with other nodes";
+    if (nd->nout < 1 || nd->out[0] < 0 || nd->in[0] < 0)
+        return "it has no input or output";
+    const float *sc = qs_quantsim_scales((qs_quantsim *)sim, wq);
+    for (int c = 0; c < q->nch; c++)
+        if (!(sc[c] > 0) || !isfinite(sc[c]))
+            return "its weight quantizer has a scale that is not positive and finite";
+    L->node = i, L->wq = wq, L->kind = kind, L->group = 1;
+    if (kind == K_CONV) {
+        if (w->ndim < 3 || w->ndim > 2 + QS_CONV_MAXD)
+            return "its weight is not [M, C/group, k…] with 1 to 3 spatial dims";
+        L->group = qs_node_int(nd, "group", 1);
+        L->M = w->shape[0];
+        L->Kg = w->shape[0] ? qs_numel(w) / w->shape[0] : 0;
+        if (L->group < 1 || L->M % L->group) {
+            snprintf(buf, nbuf, "group = %lld does not divide its %lld output channels", (long long)L->group,
+                     (long long)L->M);
+            return buf;
+        }
+    } else if (kind == K_GEMM) {
+        if (qs_node_int(nd, "transA", 0))
+            return "Gemm with transA";
+        if (w->ndim != 2)
+            return "its weight is not 2-D";
+        L->trans = !qs_node_int(nd, "transB", 0);
+        L->M = w->shape[L->trans ? 1 : 0];
+        L->Kg = w->shape[L->trans ? 0 : 1];
+    } else {
+        if (w->ndim != 2) {
+            snprintf(buf, nbuf, "its weight has rank %d (MatMul is handled with a 2-D weight)", w->ndim);
+            return buf;
+        }
+        L->trans = 1;
+        L->M = w->shape[1];
+        L->Kg = w->shape[0];
+    }
+    if (L->M < 1 || L->Kg < 1)
+        return "its weight is empty";
+    L->wndim = w->ndim;
+    memcpy(L->wshape, w->shape, sizeof L->wshape);
+    L->Mg = L->M / L->group;
+    return NULL;
+}
+
+/* Column geometry from the first input batch x (batch first). */
+static int layer_geometry(gq_layer *L, const qs_graph *g, const qs_tensor *x, qs_err *e)
+{
+    const qs_node *nd = &g->nodes[L->node];
+    char sh[128];
+    qs_shape_str(x->ndim, x->shape, sh, sizeof sh);
+    if (x->dtype != QS_F32)
+        return qs_error(e, QS_EUNSUPPORTED, "GPTQ: the input of %s '%s' is %s, not float32", nd->op, nd->name,
+                        qs_dtype_name(x->dtype));
+    if (L->kind == K_CONV) {
+        if (x->ndim != L->wndim || x->shape[1] != L->group * L->wshape[1])
+            return qs_error(e, QS_ESHAPE, "GPTQ: the input of Conv '%s' has shape %s; expected rank %d with %lld "
+                            "channels", nd->name, sh, L->wndim, (long long)(L->group * L->wshape[1]));
+        qs_err ge = {0};
+        qs_kctx c = { .node = nd, .err = &ge };
+        if (qs_conv_geom_init(&c, x->ndim - 2, x->shape + 2, L->wshape + 2, 0, 1, &L->geom) < 0)
+            return qs_error(e, ge.code ? ge.code : QS_EINVAL, "GPTQ: %s", ge.msg);
+        const qs_conv_geom *gm = &L->geom;
+        L->C = x->shape[1];
+        L->P = qs_geom_outvol(gm);
+        L->per_x = L->C * qs_geom_invol(gm);
+        L->direct = qs_geom_kvol(gm) == 1;
+        for (int d = 0; d < 3; d++)
+            L->direct &= gm->stride[d] == 1 && gm->pad[d] == 0 && gm->pad_end[d] == 0;
+    } else if (L->kind == K_GEMM) {
+        if (x->ndim != 2 || x->shape[1] != L->Kg)
+            return qs_error(e, QS_ESHAPE, "GPTQ: the input of Gemm '%s' has shape %s; expected [N, %lld]", nd->name,
+                            sh, (long long)L->Kg);
+        L->P = 1;
+        L->per_x = L->Kg;
+    } else {
+        if (x->ndim < 2 || x->shape[x->ndim - 1] != L->Kg)
+            return qs_error(e, QS_ESHAPE, "GPTQ: the input of MatMul '%s' has shape %s; expected [N, …, %lld]",
+                            nd->name, sh, (long long)L->Kg);
+        L->per_x = x->shape[0] ? qs_numel(x) / x->shape[0] : 0;
+        L->P = L->per_x / L->Kg;
+    }
+    L->xndim = x->ndim - 1;
+    memcpy(L->xshape, x->shape + 1, (size_t)(x->ndim - 1) * sizeof *x->shape);
+    L->have_geom = 1;
+    return 0;
+}
+
+/* --- accumulating H ----------------------------------------------------------------------------- */
+
+typedef struct accum {
+    gq_layer *L;
+    const qs_graph *g;
+    qs_threadpool *pool;
+    int value, producer;   /* the layer's input and the node writing it (-1: a graph input) */
+    int64_t rows;          /* valid rows of the current batch */
+    int64_t n;             /* samples added */
+    int nt;                /* per-thread copies of H */
+    float **H, **col;      /* [nt]: group·Kg² floats; Kg·group·P floats (Conv) */
+    const float *x;        /* the batch being added */
+    qs_err err;
+    atomic_int stop;       /* raised once the input is seen: the rest of the forward is not needed */
+    atomic_int *user_abort;
+    int seen, aborted;
+} accum;
+
+static void accum_free(accum *a)
+{
+    for (int t = 0; a->H && t < a->nt; t++) {
+        free(a->H[t]);
+        free(a->col[t]);
+    }
+    free(a->H);
+    free(a->col);
+    a->H = a->col = NULL;
+}
+
+static void add_range(void *arg, int64_t begin, int64_t end, int worker)
+{
+    accum *a = arg;
+    const gq_layer *L = a->L;
+    float *H = a->H[worker];
+    int64_t Kg = L->Kg, P = L->P;
+    if (L->kind != K_CONV) {   /* the rows of these samples are contiguous: one rank-k update */
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (blasint)Kg, (blasint)((end - begin) * P), 1.f,
+                    a->x + begin * L->per_x, (blasint)Kg, 1.f, H, (blasint)Kg);
+        return;
+    }
+    for (int64_t s = begin; s < end; s++) {
+        const float *xs = a->x + s * L->per_x, *col = xs;
+        if (!L->direct) {
+            qs_im2col(&L->geom, L->C, xs, a->col[worker], NULL, 1);
+            col = a->col[worker];
+        }
+        for (int64_t gi = 0; gi < L->group; gi++)   /* group gi: im2col rows [gi·Kg, (gi+1)·Kg) */
+            cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (blasint)Kg, (blasint)P, 1.f, col + gi * Kg * P,
+                        (blasint)P, 1.f, H + gi * Kg * Kg, (blasint)Kg);
+    }
+}
+
+static void add_batch(accum *a, const qs_tensor *x)
+{
+    gq_layer *L = a->L;
+    if (a->err.code)
+        return;
+    if (!L->have_geom && layer_geometry(L, a->g, x, &a->err) < 0)
+        return;
+    if (x->dtype != QS_F32 || x->ndim != L->xndim + 1 || memcmp(x->shape + 1, L->xshape, L->xndim * sizeof *x->shape)) {
+        char sh[128];
+        qs_error(&a->err, QS_ESHAPE, "GPTQ: the input of '%s' changed shape between batches (now %s)",
+                 a->g->nodes[L->node].name, qs_shape_str(x->ndim, x->shape, sh, sizeof sh));
+        return;
+    }
+    int64_t rows = x->shape[0] < a->rows ? x->shape[0] : a->rows;
+    if (rows < 1)
+        return;
+    if (!a->H) {
+        /* per-thread copies of H, as many as fit in 512 MiB besides the first */
+        int64_t hbytes = L->group * L->Kg * L->Kg * (int64_t)sizeof(float);
+        int64_t cbytes = L->kind == K_CONV && !L->direct ? L->C * qs_geom_kvol(&L->geom) * L->P * (int64_t)sizeof(float) : 0;
+        int64_t fit = ((int64_t)512 << 20) / (hbytes + cbytes + 1);
+        a->nt = qs_threadpool_size(a->pool);
+        if (a->nt > fit)
+            a->nt = fit < 1 ? 1 : (int)fit;
+        a->H = calloc(a->nt, sizeof *a->H);
+        a->col = calloc(a->nt, sizeof *a->col);
+        int ok = a->H && a->col;
+        for (int t = 0; ok && t < a->nt; t++)
+            ok = (a->H[t] = calloc((size_t)hbytes / sizeof(float) + 1, sizeof(float))) &&
+                 (!cbytes || (a->col[t] = malloc((size_t)cbytes)));
+        if (!ok) {
+            qs_error(&a->err, QS_ENOMEM, "GPTQ: out of memory for the Hessian of '%s' (%lld × %lld, %lld groups)",
+                     a->g->nodes[L->node].name, (long long)L->Kg, (long long)L->Kg, (long long)L->group);
+            return;
+        }
+    }
+    a->x = qs_f32(x);
+    qs_threadpool_for(a->pool, a->nt, rows, 1, add_range, a);
+    a->n += rows;
+}
+
+static void observe(void *ud, int node, qs_tensor *const *out, int nout)
+{
+    accum *a = ud;
+    if (a->user_abort && atomic_load(a->user_abort)) {
+        a->aborted = 1;
+        atomic_store(&a->stop, 1);
+    }
+    if (node != a->producer)
+        return;
+    const qs_node *nd = &a->g->nodes[node];
+    for (int j = 0; j < nout && j < nd->nout; j++)
+        if (nd->out[j] == a->value) {
+            add_batch(a, out[j]);
+            a->seen = 1;
+            atomic_store(&a->stop, 1);
+        }
+}
+
+static int sink(void *ud, int64_t start, int64_t n, const qs_tensor *const *outputs, qs_exec *x, qs_err *e)
+{
+    (void)start, (void)n, (void)outputs, (void)e;
+    accum *a = ud;
+    const qs_tensor *t = qs_exec_value(x, a->value);
+    if (t)
+        add_batch(a, t);
+    return 0;
+}
+
+/* H summed over the threads' copies into a->H[0], symmetrised and divided by the column count. */
+static void accum_finish(accum *a)
+{
+    const gq_layer *L = a->L;
+    int64_t Kg = L->Kg, nh = L->group * Kg * Kg;
+    float *H = a->H[0];
+    for (int t = 1; t < a->nt; t++)
+        for (int64_t i = 0; i < nh; i++)
+            H[i] += a->H[t][i];
+    float inv = 1.f / (float)(a->n * L->P);
+    for (int64_t gi = 0; gi < L->group; gi++) {
+        float *h = H + gi * Kg * Kg;
+        for (int64_t i = 0; i < Kg; i++)
+            for (int64_t j = i; j < Kg; j++)
+                h[j * Kg + i] = h[i * Kg + j] = h[i * Kg + j] * inv;
+    }
+}
+
+static int run_accum(qs_quantsim *sim, const qs_pl_data *data, int64_t want, const qs_gptq_config *cfg,
+                     const qs_pipeline_io *io, accum *a, const char *stage, double t0, qs_err *e)
+{
+    qs_runner *r = qs_runner_new(sim->g, cfg->batch, e);
+    if (!r)
+        return qs_error_prefix(e, "GPTQ: ");
+    qs_runner_set_pool(r, a->pool);
+    if (a->producer >= 0)
+        qs_runner_set_observer(r, observe, a);
+    a->user_abort = io ? io->abort : NULL;
+    int64_t bs = qs_runner_batch(r);
+    int rc = 0;
+    for (int64_t start = 0; start < want && rc == 0; start += bs) {
+        int64_t k = want - start < bs ? want - start : bs;
+        a->rows = k;
+        a->seen = 0;
+        atomic_store(&a->stop, 0);
+        rc = qs_runner_stream(r, data->d, data->arrays, start, k, a->producer < 0 ? sink : NULL, a, NULL, NULL,
+                              a->producer < 0 ? a->user_abort : &a->stop, e);
+        if (rc == QS_EABORTED && a->seen && !a->aborted) {
+            rc = 0;   /* stopped on purpose after the layer's input */
+            if (e)
+                e->code = 0, e->msg[0] = 0;
+        } else if (rc == QS_EABORTED) {
+            rc = qs_error(e, QS_EABORTED, "GPTQ: aborted");
+        }
+        if (rc == 0 && a->err.code)
+            rc = qs_error(e, a->err.code, "%s", a->err.msg);
+        if (rc == 0 && io)
+            qs_pl_progress(io, stage, (double)(start + k), (double)want, t0);
+    }
+    qs_runner_free(r);
+    return rc;
+}
+
+/* --- one layer ---------------------------------------------------------------------------------- */
+
+/* (D·H·Dᵀ)_rr per row r of D [rows, cols] into err[rows]: row r's share of ‖D X̃‖² per column.
+ * T: rows·cols scratch. */
+static void row_errs(const float *D, const float *H, int64_t rows, int64_t cols, float *T, double *err,
+                     qs_threadpool *tp)
+{
+    qs_sgemm_mt(tp, qs_threadpool_size(tp), 0, 0, rows, cols, cols, 1.f, D, cols, H, cols, 0.f, T, cols);
+    for (int64_t r = 0; r < rows; r++) {
+        double acc = 0;
+        for (int64_t i = r * cols; i < (r + 1) * cols; i++)
+            acc += (double)D[i] * T[i];
+        err[r] = acc;
+    }
+}
+
+typedef struct layer_run {
+    qs_quantsim *sim;
+    const qs_pl_data *data;
+    const qs_gptq_config *cfg;
+    const qs_pipeline_io *io;
+    qs_threadpool *pool;
+    const int *saved;      /* bypass flags as the caller left them */
+} layer_run;
+
+static int gptq_layer(layer_run *lr, gq_layer *L, qs_gptq_layer *rl, int *skipped, qs_err *e)
+{
+    qs_quantsim *sim = lr->sim;
+    qs_graph *g = sim->g;
+    const qs_node *nd = &g->nodes[L->node];
+    const qs_quantizer *q = &sim->q[L->wq];
+    double t0 = qs_now();
+    int64_t want = lr->data->rows < lr->cfg->samples ? lr->data->rows : lr->cfg->samples;
+    char stage[600];
+    snprintf(stage, sizeof stage, "gptq %s", nd->name);
+    accum a = { .L = L, .g = g, .pool = lr->pool, .value = nd->in[0], .producer = g->values[nd->in[0]].producer };
+    float *Wm = NULL, *W0 = NULL, *s = NULL, *z = NULL, *D = NULL, *T = NULL;
+    double *en = NULL, *eg = NULL;
+    int64_t *src = NULL, kept_nearest = 0;
+    int rc = 0;
+    if (lr->io)
+        qs_pl_progress(lr->io, stage, 0, (double)want, t0);
+    /* the quantized path: the layers before are rounded; other quantizers as the caller set them */
+    for (int i = 0; i < sim->nq; i++) {
+        const qs_quantizer *qi = &sim->q[i];
+        qs_quantsim_bypass(sim, i, lr->saved[i] || (qi->kind != QS_Q_WEIGHT && !qi->initialized));
+    }
+    rc = run_accum(sim, lr->data, want, lr->cfg, lr->io, &a, stage, t0, e);
+    if (rc < 0)
+        goto out;
+    if (a.n == 0 || !a.H) {
+        *skipped = 1;
+        goto out;
+    }
+    accum_finish(&a);
+    double t_solve = qs_now();
+    rl->capture_seconds = t_solve - t0;
+
+    /* Wm, and every weight's scale and zero point */
+    const qs_tensor *w = g->values[q->value].init;
+    const float *sc = qs_quantsim_scales(sim, L->wq), *zp = qs_quantsim_zeros(sim, L->wq);
+    int64_t nw = qs_numel(w), inner = 1;
+    for (int d = q->axis + 1; q->axis >= 0 && d < w->ndim; d++)
+        inner *= w->shape[d];
+    Wm = malloc((size_t)nw * sizeof *Wm), W0 = malloc((size_t)nw * sizeof *W0);
+    s = malloc((size_t)nw * sizeof *s), z = malloc((size_t)nw * sizeof *z);
+    D = malloc((size_t)nw * sizeof *D), T = malloc((size_t)nw * sizeof *T);
+    src = malloc((size_t)nw * sizeof *src);
+    en = malloc((size_t)L->Mg * sizeof *en), eg = malloc((size_t)L->Mg * sizeof *eg);
+    if (!Wm || !W0 || !s || !z || !D || !T || !src || !en || !eg)
+        goto oom;
+    const float *wd = qs_f32(w);
+    for (int64_t i = 0; i < nw; i++) {
+        int64_t si = L->trans ? (i % L->Kg) * L->M + i / L->Kg : i;   /* Wm[m, k] = W[k, m] */
+        int64_t ch = q->axis >= 0 ? (si / inner) % q->nch : 0;
+        src[i] = si;
+        W0[i] = Wm[i] = wd[si];
+        s[i] = sc[ch];
+        z[i] = zp[ch];
+    }
+    int64_t Kg = L->Kg, Mg = L->Mg, gsz = Mg * Kg;
+    double err_near = 0, err_gptq = 0, lambda = lr->cfg->damp;
+    int64_t changed = 0;
+    for (int64_t gi = 0; gi < L->group; gi++) {
+        const float *H = a.H[0] + gi * Kg * Kg;
+        double lam = 0;
+        if (lr->io && qs_pl_aborted(lr->io)) {
+            rc = qs_error(e, QS_EABORTED, "GPTQ: aborted (layer '%s')", nd->name);
+            goto out;
+        }
+        rc = qs_gptq_solve(Wm + gi * gsz, Mg, Kg, H, s + gi * gsz, z + gi * gsz, q->grid, lr->cfg, lr->pool, &lam, e);
+        if (rc < 0) {
+            qs_error_prefix(e, "layer '%s' (%s), group %lld: ", nd->name, nd->op, (long long)gi);
+            goto out;
+        }
+        lambda = lam > lambda ? lam : lambda;
+        /* per output channel: GPTQ's error, nearest's; a channel where GPTQ did worse on the
+         * calibration data (damping makes that possible where there is little to gain) keeps nearest */
+        int64_t o = gi * gsz;
+        for (int64_t i = o; i < o + gsz; i++)
+            D[i] = W0[i] - qs_fake_quant1(W0[i], s[i], z[i], q->grid);
+        row_errs(D + o, H, Mg, Kg, T, en, lr->pool);
+        for (int64_t i = o; i < o + gsz; i++)
+            D[i] = W0[i] - Wm[i];
+        row_errs(D + o, H, Mg, Kg, T, eg, lr->pool);
+        for (int64_t r = 0; r < Mg; r++) {
+            float *wr = Wm + o + r * Kg;
+            const float *w0 = W0 + o + r * Kg, *sr = s + o + r * Kg, *zr = z + o + r * Kg;
+            if (eg[r] > en[r]) {
+                for (int64_t k = 0; k < Kg; k++)
+                    wr[k] = qs_fake_quant1(w0[k], sr[k], zr[k], q->grid);
+                eg[r] = en[r];
+                kept_nearest++;
+            }
+            for (int64_t k = 0; k < Kg; k++)
+                changed += wr[k] != qs_fake_quant1(w0[k], sr[k], zr[k], q->grid);
+            err_near += en[r];
+            err_gptq += eg[r];
+        }
+    }
+    qs_tensor *wt = g->values[q->value].init;
+    float *wo = qs_f32(wt);
+    for (int64_t i = 0; i < nw; i++)
+        wo[src[i]] = Wm[i];
+    if (!(rl->name = strdup(nd->name ? nd->name : "")))
+        goto oom;
+    rl->op = L->kind == K_CONV ? "Conv" : L->kind == K_GEMM ? "Gemm" : "MatMul";
+    rl->weights = nw;
+    rl->inputs = Kg;
+    rl->groups = L->group;
+    rl->samples = a.n;
+    rl->columns = a.n * L->P;
+    rl->damp = lambda;
+    rl->err_nearest = err_near;
+    rl->err_gptq = err_gptq;
+    rl->frac_changed = nw ? (double)changed / (double)nw : 0;
+    rl->kept_nearest = kept_nearest;
+    rl->solve_seconds = qs_now() - t_solve;
+    rl->seconds = qs_now() - t0;
+    goto out;
+oom:
+    rc = qs_error(e, QS_ENOMEM, "GPTQ: out of memory for layer '%s'", nd->name);
+out:
+    for (int i = 0; i < sim->nq; i++)
+        qs_quantsim_bypass(sim, i, lr->saved[i]);
+    accum_free(&a);
+    free(Wm);
+    free(W0);
+    free(s);
+    free(z);
+    free(D);
+    free(T);
+    free(src);
+    free(en);
+    free(eg);
+    return rc;
+}
+
+/* --- the pass over all layers --------------------------------------------------------------------- */
+
+static int check_config(const qs_gptq_config *c, qs_err *e)
+{
+    if (!(c->damp > 0 && c->damp <= 1e3) || !isfinite(c->damp))
+        return qs_error(e, QS_EINVAL, "GPTQ: damp (λ) must be a number in (0, 1000] (got %g)", c->damp);
+    if (c->block < 1 || c->batch < 1 || c->samples < 1)
+        return qs_error(e, QS_EINVAL, "GPTQ: block (%lld), batch (%lld) and samples (%lld) must be at least 1",
+                        (long long)c->block, (long long)c->batch, (long long)c->samples);
+    return 0;
+}
+
+int qs_gptq(qs_quantsim *sim, const qs_pl_data *data, const qs_gptq_config *cfg, const qs_pipeline_io *io,
+            qs_gptq_report **report, qs_err *e)
+{
+    qs_gptq_config dflt = qs_gptq_config_default();
+    if (!cfg)
+        cfg = &dflt;
+    if (report)
+        *report = NULL;
+    int rc = check_config(cfg, e);
+    if (rc < 0)
+        return rc;
+    if (!data || !data->d)
+        return qs_error(e, QS_EINVAL, "GPTQ needs calibration data");
+    if (data->rows < 1)
+        return qs_error(e, QS_EINVAL, "GPTQ: the calibration data has no samples");
+    double t_start = qs_now();
+    qs_graph *g = sim->g;
+    qs_gptq_report *rep = calloc(1, sizeof *rep);
+    int *saved = malloc((sim->nq + 1) * sizeof *saved);
+    if (!rep || !saved) {
+        free(rep);
+        free(saved);
+        return qs_error(e, QS_ENOMEM, "GPTQ: out of memory");
+    }
+    rep->cfg = *cfg;
+    for (int i = 0; i < sim->nq; i++)
+        saved[i] = qs_quantsim_bypassed(sim, i);
+    layer_run lr = { .sim = sim, .data = data, .cfg = cfg, .io = io, .saved = saved, .pool = io ? io->pool : NULL };
+    for (int i = 0; i < g->nnodes && rc == 0; i++) {
+        const qs_node *nd = &g->nodes[i];
+        if (!qs_node_is_op(nd, "Conv") && !qs_node_is_op(nd, "Gemm") && !qs_node_is_op(nd, "MatMul"))
+            continue;
+        gq_layer L;
+        char why_buf[256];
+        const char *why = layer_of(sim, i, &L, why_buf, sizeof why_buf);
+        if (why) {
+            if (why[0] && qs_skip_add(&rep->skipped, &rep->nskipped, nd->name, NULL, "%s", why) < 0)
+                rc = qs_error(e, QS_ENOMEM, "GPTQ: out of memory");
+            continue;
+        }
+        qs_gptq_layer *rl = realloc(rep->layers, (rep->nlayers + 1) * sizeof *rl);
+        if (!rl) {
+            rc = qs_error(e, QS_ENOMEM, "GPTQ: out of memory");
+            break;
+        }
+        rep->layers = rl;
+        rl += rep->nlayers;
+        memset(rl, 0, sizeof *rl);
+        int skipped = 0;
+        rc = gptq_layer(&lr, &L, rl, &skipped, e);
+        if (rc == 0 && skipped &&
+            qs_skip_add(&rep->skipped, &rep->nskipped, nd->name, NULL, "its input was not computed on the calibration data") < 0)
+            rc = qs_error(e, QS_ENOMEM, "GPTQ: out of memory");
+        if (rc == 0 && !skipped)
+            rep->nlayers++;
+        else
+            free(rl->name);
+    }
+    for (int i = 0; i < sim->nq; i++)
+        qs_quantsim_bypass(sim, i, saved[i]);
+    free(saved);
+    rep->seconds = qs_now() - t_start;
+    if (rc == 0 && report)
+        *report = rep;
+    else
+        qs_gptq_report_free(rep);
+    return rc;
+}
+
+/* --- report ------------------------------------------------------------------------------------- */
+
+void qs_gptq_report_free(qs_gptq_report *r)
+{
+    if (!r)
+        return;
+    for (int i = 0; i < r->nlayers; i++)
+        free(r->layers[i].name);
+    free(r->layers);
+    qs_skips_free(r->skipped, r->nskipped);
+    free(r);
+}
+
+static json_t *num(double v) { return isfinite(v) ? json_real(v) : json_null(); }
+
+json_t *qs_gptq_report_json(const qs_gptq_report *r)
+{
+    if (!r)
+        return json_null();
+    json_t *layers = json_array(), *skipped = qs_skips_json(r->skipped, r->nskipped, "name", NULL);
+    int64_t samples = 0;
+    for (int i = 0; i < r->nlayers; i++) {
+        const qs_gptq_layer *l = &r->layers[i];
+        samples = l->samples > samples ? l->samples : samples;
+        json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I}", "name", l->name, "op", l->op, "weights",
+                              (json_int_t)l->weights, "inputs", (json_int_t)l->inputs, "groups", (json_int_t)l->groups,
+                              "samples", (json_int_t)l->samples, "columns", (json_int_t)l->columns);
+        json_object_set_new(o, "damp", num(l->damp));
+        json_object_set_new(o, "seconds", num(l->seconds));
+        json_object_set_new(o, "capture_seconds", num(l->capture_seconds));
+        json_object_set_new(o, "solve_seconds", num(l->solve_seconds));
+        json_object_set_new(o, "err_nearest", num(l->err_nearest));
+        json_object_set_new(o, "err_gptq", num(l->err_gptq));
+        json_object_set_new(o, "frac_changed", num(l->frac_changed));
+        json_object_set_new(o, "kept_nearest", json_integer(l->kept_nearest));
+        json_array_append_new(layers, o);
+    }
+    const qs_gptq_config *c = &r->cfg;
+    json_t *cfg = json_pack("{s:f, s:b, s:I, s:I, s:I}", "damp", c->damp, "act_order", c->act_order, "block",
+                            (json_int_t)c->block, "batch_size", (json_int_t)c->batch, "samples", (json_int_t)c->samples);
+    return json_pack("{s:I, s:f, s:o, s:o, s:o}", "samples", (json_int_t)samples, "seconds", r->seconds, "config", cfg,
+                     "layers", layers, "skipped", skipped);
+}
