@@ -94,10 +94,16 @@ int qd_h_openapi(qd_req *r)
 }
 
 /* Every config field's effective default per preset, from the engine's spec table: what the
- * dashboard's form shows for an untouched field. */
+ * dashboard's form shows for an untouched field; and the presets offered, in order of cost, each
+ * with what it does and costs (the text under the form's choice). */
 int qd_h_presets(qd_req *r)
 {
-    return qd_reply_json(r, 200, json_pack("{s:o}", "presets", qs_spec_presets_json()), NULL);
+    json_t *offered = json_array();
+    for (int i = 0; qs_spec_preset_name(i); i++)
+        json_array_append_new(offered, json_pack("{s:s, s:s}", "name", qs_spec_preset_name(i), "about",
+                                                 qs_spec_preset_about(qs_spec_preset_name(i))));
+    return qd_reply_json(r, 200, json_pack("{s:o, s:o}", "presets", qs_spec_presets_json(), "offered", offered),
+                         NULL);
 }
 
 /* Prometheus text exposition format (version 0.0.4). */

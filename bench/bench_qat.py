@@ -15,8 +15,16 @@
             OMP_WAIT_POLICY=PASSIVE: on a loaded machine its spinning OpenMP workers otherwise lose
             their time slices and it runs several times slower than it can.
 
-  /usr/bin/python3 bench/bench_qat.py [--quant ./quant] [--part accuracy|speed|all] [--epochs 3]
+  speed224  the same speed comparison on torchvision models at 224x224 (default resnet18 and
+            mobilenet_v2, batch 32): quant trains the ONNX export that bench/fetch_models.py put in the
+            model cache (its 64 images, labels = the argmax of PyTorch's outputs), PyTorch the same
+            torchvision architecture (BN folded by fuse_fx, the same LSQ quantizers, W4A4). Needs torch
+            and torchvision (--torch-python, e.g. /work/venv-tools/bin/python), not Fashion-MNIST.
+            Reports the median of --repeats runs.
+
+  /usr/bin/python3 bench/bench_qat.py [--quant ./quant] [--part accuracy|speed|speed224|all] [--epochs 3]
                                       [--lr 1e-4] [--threads 2] [--batch 64] [--json out.json]
+  bench/bench_qat.py --part speed224 --batch 32 --steps 4 --repeats 3 --torch-python /work/venv-tools/bin/python
 
 Results go to docs/results.md (QAT) and docs/benchmarks.md (QAT throughput) by hand.
 """
@@ -183,10 +191,116 @@ print(json.dumps({"wall": STEPS * BATCH / wall, "cpu": STEPS * BATCH / cpu}))
 '''
 
 
+TORCH224_CODE = r'''
+import sys, time, json
+import numpy as np
+P = json.loads(sys.argv[1])
+import torch, torch.nn.functional as F, torchvision
+from torch.ao.quantization import QConfig, QConfigMapping, MovingAverageMinMaxObserver, PerChannelMinMaxObserver
+from torch.ao.quantization._learnable_fake_quantize import _LearnableFakeQuantize
+from torch.ao.quantization.quantize_fx import prepare_qat_fx, fuse_fx
+torch.set_num_threads(P["threads"])
+torch.manual_seed(0)
+BATCH, STEPS = P["batch"], P["steps"]
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+model = getattr(torchvision.models, P["model"])(weights=None)
+model.eval()
+# BN folded into the convolutions, as the QAT pipeline does statically (by hand: fuse_fx's modules
+# trip prepare_qat_fx in recent torch)
+model = torch.fx.symbolic_trace(model)
+mods = dict(model.named_modules())
+for node in list(model.graph.nodes):
+    prev = node.args[0] if node.args else None
+    if (node.op == "call_module" and isinstance(mods[node.target], torch.nn.BatchNorm2d) and
+            getattr(prev, "op", None) == "call_module" and isinstance(mods[prev.target], torch.nn.Conv2d) and
+            len(prev.users) == 1):
+        parent, _, name = prev.target.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, name,
+                fuse_conv_bn_eval(mods[prev.target], mods[node.target]))
+        node.replace_all_uses_with(prev)
+        model.graph.erase_node(node)
+model.recompile()
+model.train()
+ex = (torch.zeros(BATCH, 3, 224, 224),)
+act = _LearnableFakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=15,
+                                       dtype=torch.quint8, qscheme=torch.per_tensor_affine, use_grad_scaling=True)
+wt = _LearnableFakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=-8, quant_max=7,
+                                      dtype=torch.qint8, qscheme=torch.per_tensor_symmetric, use_grad_scaling=True)
+model = prepare_qat_fx(model, QConfigMapping().set_global(QConfig(activation=act, weight=wt)), ex)
+for m in model.modules():
+    if hasattr(m, "weight_fake_quant") and m.weight.dim() > 1:
+        m.weight_fake_quant = _LearnableFakeQuantize(observer=PerChannelMinMaxObserver, quant_min=-8, quant_max=7,
+                                                     channel_len=m.weight.shape[0], dtype=torch.qint8,
+                                                     qscheme=torch.per_channel_symmetric, ch_axis=0,
+                                                     use_grad_scaling=True)
+x = torch.from_numpy(np.load(P["x"]))
+y = torch.from_numpy(np.load(P["y"]))
+n = x.shape[0] // BATCH
+with torch.no_grad():
+    model(x[:BATCH])
+for m in model.modules():
+    if isinstance(m, _LearnableFakeQuantize):
+        m.enable_param_learning()
+opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+def step(i):
+    j = (i % n) * BATCH
+    opt.zero_grad()
+    loss = F.cross_entropy(model(x[j:j + BATCH]), y[j:j + BATCH])
+    loss.backward()
+    opt.step()
+for i in range(2):
+    step(i)
+t0, c0 = time.perf_counter(), time.process_time()
+for i in range(STEPS):
+    step(i)
+wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+print(json.dumps({"wall": STEPS * BATCH / wall, "cpu": STEPS * BATCH / cpu}))
+'''
+
+
+def speed224_part(args, tmp):
+    """samples/s of W4A4 QAT steps at 224x224: quant qat on the cached ONNX export vs PyTorch on the
+    torchvision model; the median of the runs, by wall clock and per CPU-second"""
+    cache = os.environ.get("QD_MODEL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "quantd", "models")
+    rows = []
+    for model in args.models.split(","):
+        base = os.path.join(cache, "torchvision", model)
+        labels = os.path.join(tmp, f"{model}_labels.npy")
+        np.save(labels, np.load(base + ".torch.npy").argmax(1).astype(np.int64))
+        runs = {"quant": [], "lsq": []}
+        for _ in range(args.repeats):
+            out = os.path.join(tmp, f"speed224_{model}")
+            quant(args, "qat", base + ".onnx", "--train", base + ".input.npy", "--labels", labels, "--wbits", 4,
+                  "--abits", 4, "--steps", args.steps, "--batch", args.batch, "--lr", 1e-4, "--threads",
+                  args.threads, "-o", out, "--json")
+            tr = json.load(open(os.path.join(out, "report.json")))["qat"]["training"]
+            runs["quant"].append({"wall": args.steps * args.batch / tr["wall_seconds"],
+                                  "cpu": args.steps * args.batch / tr["cpu_seconds"]})
+            params = {"threads": args.threads, "model": model, "batch": args.batch, "x": base + ".input.npy",
+                      "y": labels, "steps": args.steps}
+            r = subprocess.run([args.torch_python, "-c", TORCH224_CODE, json.dumps(params)], capture_output=True,
+                               text=True, env=dict(os.environ, OMP_NUM_THREADS=str(args.threads),
+                                                   OMP_WAIT_POLICY="PASSIVE"))
+            if r.returncode:
+                sys.exit(f"PyTorch benchmark failed:\n{r.stderr[-3000:]}")
+            runs["lsq"].append(json.loads(r.stdout.strip().splitlines()[-1]))
+        med = {k: {m: sorted(r[m] for r in v)[(len(v) - 1) // 2] for m in ("wall", "cpu")} for k, v in runs.items()}
+        row = {"model": model, "batch": args.batch, "threads": args.threads, "steps": args.steps, "median": med,
+               "ratio_wall": med["quant"]["wall"] / med["lsq"]["wall"],
+               "ratio_cpu": med["quant"]["cpu"] / med["lsq"]["cpu"], "runs": runs}
+        rows.append(row)
+        print(f"{model:18s} 224x224 batch {args.batch}, {args.threads} threads, samples/s wall | per CPU-s "
+              f"(median of {args.repeats}): quant qat {med['quant']['wall']:.2f} | {med['quant']['cpu']:.2f};  "
+              f"PyTorch LSQ {med['lsq']['wall']:.2f} | {med['lsq']['cpu']:.2f};  ratio {row['ratio_wall']:.2f}x wall, "
+              f"{row['ratio_cpu']:.2f}x CPU  (runs: {runs})", flush=True)
+    return rows
+
+
 def torch_speed(args, data, model, steps, fq):
     params = {"fix": FIX, "threads": args.threads, "model": model, "batch": args.batch, "x": data["train_x"],
               "y": data["train_y"], "steps": steps, "fq": fq}
-    r = subprocess.run(["/usr/bin/python3", "-c", TORCH_CODE, json.dumps(params)], capture_output=True, text=True,
+    r = subprocess.run([args.torch_python, "-c", TORCH_CODE, json.dumps(params)], capture_output=True, text=True,
                        env=dict(os.environ, OMP_NUM_THREADS=str(args.threads), OMP_WAIT_POLICY="PASSIVE"))
     if r.returncode:
         sys.exit(f"PyTorch benchmark failed:\n{r.stderr[-3000:]}")
@@ -221,7 +335,8 @@ def speed_part(args, data, tmp):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quant", default=os.path.join(SRC, "quant"))
-    ap.add_argument("--part", choices=["accuracy", "speed", "all"], default="all")
+    ap.add_argument("--part", choices=["accuracy", "speed", "speed224", "all"], default="all")
+    ap.add_argument("--torch-python", default="/usr/bin/python3", help="a Python with torch (and torchvision)")
     ap.add_argument("--epochs", type=int, default=3, help="W4A4 QAT epochs")
     ap.add_argument("--epochs8", type=int, default=1, help="W8A8 QAT epochs")
     ap.add_argument("--lr", type=float, default=1e-4, help="W4A4 learning rate (Adam, cosine)")
@@ -230,10 +345,19 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=150, help="training steps per speed run")
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--models", default="resnet,mobilenet")
+    ap.add_argument("--models", help="default resnet,mobilenet (speed224: resnet18,mobilenet_v2)")
     ap.add_argument("--configs", default="W4A4,W8A8")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
+    if not args.models:
+        args.models = "resnet18,mobilenet_v2" if args.part == "speed224" else "resnet,mobilenet"
+    if args.part == "speed224":
+        with tempfile.TemporaryDirectory(prefix="bench-qat-") as tmp:
+            res = {"args": vars(args), "speed224": speed224_part(args, tmp)}
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(res, f, indent=2)
+        return
     if not os.path.exists(os.path.join(FASHION, "train-images-idx3-ubyte.gz")):
         sys.exit("Fashion-MNIST absent (Debian package dataset-fashion-mnist)")
     res = {"args": vars(args)}

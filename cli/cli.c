@@ -70,6 +70,8 @@ int engine_fail(const command *c, int rc, const qs_err *e)
 void cli_print_help(const command *c)
 {
     printf("usage: %s\n\n%s\n", c->usage, c->help);
+    if (c->help_more)
+        c->help_more();
 }
 
 /* Fills options and up to maxpos positionals. Returns PARSED, or an exit status (help, usage). */

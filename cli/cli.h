@@ -17,6 +17,7 @@ enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 130 };
 typedef struct command {
     const char *name, *summary, *usage, *help;
     int (*fn)(const struct command *cmd, int argc, char **argv);
+    void (*help_more)(void);   /* prints what follows help, from the engine's tables (NULL: nothing) */
 } command;
 
 typedef struct opt {
@@ -66,6 +67,7 @@ void cli_set_cfg(json_t *cfg, const char *section, const char *key, json_t *v); 
 int cli_run_pipeline(const command *c, const char *type, struct qs_pipeline_io *io, int threads, const char *outdir,
                      int json, json_t **result);
 void cli_print_accuracy(const char *label, json_t *v);
+void cli_print_presets(void);   /* the presets and their measured costs, from the engine's table */
 int cmd_ptq(const command *c, int argc, char **argv);
 int cmd_analyze(const command *c, int argc, char **argv);   /* cli/cmd_analyze.c */
 int cmd_qat(const command *c, int argc, char **argv);       /* cli/cmd_qat.c */
@@ -76,12 +78,12 @@ int cmd_qat(const command *c, int argc, char **argv);       /* cli/cmd_qat.c */
               "                 [--abits N] [--per-channel | --per-tensor] [--wrange minmax|mse]\n" \
               "                 [--arange minmax|mse|percentile|ce] [--no-bn-fold] [--cle | --no-cle]\n" \
               "                 [--bias-correction none|empirical|analytical] [--rounding nearest|adaround|gptq]\n" \
-              "                 [--adaround | --no-adaround] [--adaround-iterations N] [--preset standard|basic]\n" \
-              "                 [--no-check-steps]\n" \
+              "                 [--adaround | --no-adaround] [--adaround-iterations N]\n" \
+              "                 [--preset fast|standard|best] [--no-check-steps]\n" \
               "                 [--exclude NODE,...] [--calib-samples N] [--batch N] [--threads T] [--target-drop P]\n" \
               "                 [--target ort-x86|generic] [--reduce-range | --no-reduce-range]\n" \
               "                 [--input-shape NAME=D0xD1x…]… [--requantize] -o OUTDIR [--json]", \
-     .help = QUANT_PTQ_HELP, .fn = cmd_ptq}, \
+     .help = QUANT_PTQ_HELP, .fn = cmd_ptq, .help_more = cli_print_presets}, \
     {.name = "analyze", .summary = "debugging flow: FP32 check, per-layer sensitivity, weight ranges", \
      .usage = "quant analyze MODEL --calib X.npy --val X.npy --labels Y.npy -o OUTDIR [--config SPEC.json]\n" \
               "                     [--wbits N] [--abits N] [--per-channel | --per-tensor] [--cle | --no-cle]\n" \
@@ -175,8 +177,9 @@ int cmd_qat(const command *c, int argc, char **argv);       /* cli/cmd_qat.c */
     "  --rounding R       the weights' rounding: nearest | adaround (AdaRound, §3.4; the default) |\n" \
     "                     gptq (GPTQ: error compensated through the inverse Hessian, one pass per layer)\n" \
     "  --adaround | --no-adaround      the same as --rounding adaround | nearest; --adaround-iterations N\n" \
-    "  --preset P         standard (the paper's pipeline) | basic (BN fold + min-max ranges only)\n" \
-    "  --no-check-steps   apply every step of the preset; by default (standard) each of CLE, MSE\n" \
+    "  --preset P         fast | standard | best (below; default standard): the defaults the other\n" \
+    "                     flags and --config change\n" \
+    "  --no-check-steps   apply every step of the preset; by default (standard, best) each of CLE, MSE\n" \
     "                     ranges, AdaRound and bias correction is kept only if it does not lower a\n" \
     "                     held-out score (accuracy with --val, else KL/SQNR against FP32 on the last\n" \
     "                     20% of the calibration samples; report.json: step_check)\n" \

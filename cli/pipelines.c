@@ -6,6 +6,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include "cli/progress.h"
 #include "cli/remote.h"
 #include "engine/pipeline.h"
+#include "engine/spec.h"
 
 /* --- config from --config and flags ------------------------------------------------------------ */
 
@@ -71,7 +73,7 @@ static void on_event(void *ud, const qs_event *ev)
     cli_events *s = ud;
     switch (ev->type) {
     case QS_EV_PROGRESS:
-        cli_stages_update(&s->st, ev->stage, ev->done, ev->total);
+        cli_stages_update(&s->st, ev->stage, ev->done, ev->total, isfinite(ev->eta_s) ? ev->eta_s : -1);
         break;
     case QS_EV_LOG:
         if (!strcmp(ev->level, "warning") || !s->st.quiet) {
@@ -175,6 +177,26 @@ void cli_print_accuracy(const char *label, json_t *v)
 {
     if (json_is_number(v))
         printf("%-18s %.2f%%\n", label, 100 * json_number_value(v));
+}
+
+/* "  fast      what it does and costs, wrapped at 100 columns" for each preset offered */
+void cli_print_presets(void)
+{
+    printf("\nPresets (--preset, config.preset; times measured on 2 cores, see docs/results.md):\n");
+    for (int i = 0; qs_spec_preset_name(i); i++) {
+        const char *name = qs_spec_preset_name(i), *t = qs_spec_preset_about(name);
+        int col = printf("  %-10s", name), first = 1;
+        while (*t) {
+            size_t w = strcspn(t, " ");
+            if (col + 1 + (int)w > 100)
+                col = printf("\n%12s", "") - 1, first = 1;
+            col += printf("%s%.*s", first ? "" : " ", (int)w, t);
+            first = 0;
+            t += w + (t[w] ? 1 : 0);
+        }
+        printf("\n");
+    }
+    printf("  basic is accepted as the former name of fast.\n");
 }
 
 /* --- quant ptq --------------------------------------------------------------------------------- */

@@ -1,7 +1,8 @@
-/* Progress bars and stage lines (progress.h). The ETA is the elapsed time scaled by the remaining
- * fraction, which is what a steady batch loop gives; redraws are throttled so a fast loop does not
- * spend its time writing to the terminal, and stage lines come at most once a minute so a log
- * stays readable for a job of hours. */
+/* Progress bars and stage lines (progress.h). The ETA is the pipeline's own estimate where it gives
+ * one (it knows when a stage's steady part began: AdaRound's iterations, after its layer inputs are
+ * gathered), else the elapsed time scaled by the remaining fraction, which is what a steady batch
+ * loop gives. Redraws are throttled so a fast loop does not spend its time writing to the
+ * terminal, and stage lines come at most once a minute so a log stays readable for a job of hours. */
 #include "cli/progress.h"
 
 #include <stdio.h>
@@ -19,6 +20,7 @@ struct cli_progress {
     char label[128], who[32];
     double start, last_draw;
     int64_t done, total;
+    double eta;                  /* the caller's estimate of the time left; < 0: none */
     int width, drawn;
 };
 
@@ -79,13 +81,19 @@ static void fmt_time(char *buf, size_t n, double s)
         snprintf(buf, n, "%dh%02dm", (int)s / 3600, (int)s % 3600 / 60);
 }
 
+/* the time left: the caller's estimate, else the elapsed time scaled by the remaining fraction */
+static double eta(const cli_progress *p, double el, double frac)
+{
+    return p->eta >= 0 ? p->eta : el * (1 - frac) / frac;
+}
+
 static void draw_bar(cli_progress *p, double t)
 {
     double frac = p->total > 0 ? (double)p->done / p->total : 0, el = t - p->start;
     char tail[96], e1[16], e2[16] = "";
     fmt_time(e1, sizeof e1, el);
     if (frac > 0 && p->done < p->total) {
-        fmt_time(e2, sizeof e2, el * (1 - frac) / frac);
+        fmt_time(e2, sizeof e2, eta(p, el, frac));
         snprintf(tail, sizeof tail, " %3d%%  %lld/%lld  %s  eta %s", (int)(frac * 100), (long long)p->done,
                  (long long)p->total, e1, e2);
     } else {
@@ -123,23 +131,26 @@ static void print_line(cli_progress *p, double t, int first)
     } else {
         double frac = p->total > 0 ? (double)p->done / p->total : 0;
         fmt_time(e1, sizeof e1, el);
-        fmt_time(e2, sizeof e2, frac > 0 ? el * (1 - frac) / frac : 0);
+        fmt_time(e2, sizeof e2, frac > 0 ? eta(p, el, frac) : 0);
         fprintf(stderr, "%s: %s: %d%% (%lld/%lld), %s, eta %s\n", p->who, p->label, (int)(frac * 100),
                 (long long)p->done, (long long)p->total, e1, frac > 0 ? e2 : "?");
     }
     fflush(stderr);
 }
 
-void cli_progress_update(cli_progress *p, int64_t done, int64_t total)
+void cli_progress_update(cli_progress *p, int64_t done, int64_t total) { cli_progress_update_eta(p, done, total, -1); }
+
+void cli_progress_update_eta(cli_progress *p, int64_t done, int64_t total, double eta_s)
 {
     if (!p)
         return;
+    p->eta = eta_s;
     double t = now();
     int first = p->total < 0;
     p->done = done;
     p->total = total;
     if (p->mode == SHOW_LINES) {
-        if (first || t - p->last_draw >= LINE_EVERY_S) {
+        if (first || (t - p->last_draw >= LINE_EVERY_S && done < total)) {   /* the end has its own line */
             print_line(p, t, first);
             p->last_draw = t;
         }
@@ -182,7 +193,7 @@ void cli_progress_end(cli_progress *p)
 
 /* ---- a pipeline's stages ------------------------------------------------------------------------ */
 
-void cli_stages_update(cli_stages *s, const char *stage, double done, double total)
+void cli_stages_update(cli_stages *s, const char *stage, double done, double total, double eta_s)
 {
     if (strcmp(s->stage, stage) || done < s->done || !s->stage[0]) {
         cli_stages_end(s);
@@ -192,7 +203,7 @@ void cli_stages_update(cli_stages *s, const char *stage, double done, double tot
         return;   /* a finished stage's last count again */
     }
     s->done = done;
-    cli_progress_update(s->bar, (int64_t)done, (int64_t)total);
+    cli_progress_update_eta(s->bar, (int64_t)done, (int64_t)total, eta_s);
     if (total > 0 && done >= total) {
         cli_progress_end(s->bar);
         s->bar = NULL;

@@ -25,6 +25,8 @@ cli_progress *cli_progress_new(const char *label);
  * ("quant ptq: calibration: started, 800 samples"); NULL with QUANT_PROGRESS=0. */
 cli_progress *cli_progress_stage(const char *who, const char *stage);
 void cli_progress_update(cli_progress *p, int64_t done, int64_t total);
+/* The same with an estimate of the time left (< 0: the elapsed time scaled, as above). */
+void cli_progress_update_eta(cli_progress *p, int64_t done, int64_t total, double eta_s);
 /* The same, with qs_progress_fn's signature (ud is the cli_progress). */
 void cli_progress_cb(void *ud, int64_t done, int64_t total);
 /* Clears a bar's line so that a message can be printed; the next update draws it again. */
@@ -45,7 +47,9 @@ typedef struct cli_stages {
     int ended;
 } cli_stages;
 
-void cli_stages_update(cli_stages *s, const char *stage, double done, double total);
+/* eta_s: the pipeline's own estimate of the time left (< 0: none; the elapsed time scaled by the
+ * remaining fraction stands in), which knows when a stage's steady part began */
+void cli_stages_update(cli_stages *s, const char *stage, double done, double total, double eta_s);
 void cli_stages_clear(cli_stages *s);   /* before a message: as cli_progress_clear */
 void cli_stages_end(cli_stages *s);
 

@@ -25,6 +25,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "cli/bench_profile.h"
 #include "cli/cli.h"
 #include "cli/progress.h"
 #include "cli/remote.h"
@@ -445,8 +446,9 @@ static double percentile(const double *v, int n, double p)
 static int cmd_bench(const command *c, int argc, char **argv)
 {
     const char *pos[1], *sbatch = NULL, *sthreads = NULL, *siters = NULL, *swarm = NULL, *shapes[CLI_OPT_MAX];
-    int npos, json = 0, nshapes = 0;
+    int npos, json = 0, nshapes = 0, profile = 0;
     const opt opts[] = {{.name = "--batch", .val = &sbatch}, {.name = "--threads", .val = &sthreads},
+                        {.name = "--profile", .flag = &profile},
                         {.name = "--input-shape", .val = shapes, .count = &nshapes},
                         {.name = "--iters", .val = &siters}, {.name = "--warmup", .val = &swarm},
                         {.name = "--json", .flag = &json}, {.name = NULL}};
@@ -470,6 +472,7 @@ static int cmd_bench(const command *c, int argc, char **argv)
     rc = EXIT_FAIL;
     qs_threadpool *tp = cli_bind_shapes(c, g, shapes, nshapes) == EXIT_OK ? qs_threadpool_new((int)threads, 0, &e)
                                                                          : NULL;
+    cli_profile *prof = NULL;
     qs_exec *x = tp ? qs_exec_new(g, QS_EXEC_INFER, &e) : NULL;
     if (x) {   /* before planning: scratch is sized per thread; fusion as eval and run get it */
         qs_exec_set_pool(x, tp);
@@ -481,6 +484,10 @@ static int cmd_bench(const command *c, int argc, char **argv)
         goto out;
     }
     int64_t real = qs_exec_batch(x);
+    if (profile && !(prof = cli_profile_new(g, real, &e))) {
+        fail(c, "%s", e.msg[0] ? e.msg : "out of memory");
+        goto out;
+    }
     if (real != batch && !json)
         fprintf(stderr, "quant bench: the model fixes its batch to %lld; timing batches of %lld\n", (long long)real,
                 (long long)real);
@@ -491,7 +498,13 @@ static int cmd_bench(const command *c, int argc, char **argv)
     qs_exec_set_abort(x, &interrupted);
     cli_progress *p = cli_progress_new("bench");
     int err = 0;
+    if (prof)
+        cli_profile_attach(prof, x);
     for (int64_t k = 0; k < warm + iters && err >= 0; k++) {
+        if (prof && k == warm)
+            cli_profile_reset(prof);
+        if (prof)
+            cli_profile_start(prof);
         double t0 = now_s();
         err = qs_exec_forward(x, &e);
         if (k >= warm)
@@ -521,6 +534,8 @@ static int cmd_bench(const command *c, int argc, char **argv)
         json_object_set_new(j, "latency_ms", json_pack("{s:f, s:f, s:f}", "mean", mean, "p50", p50, "p90", p90));
         json_object_set_new(j, "peak_rss_mb", json_real(rss_mb));
         json_object_set_new(j, "arena_mb", json_real(arena_mb));
+        if (prof)
+            json_object_set_new(j, "profile", cli_profile_json(prof, iters));
         print_json(j);
     } else {
         printf("batch        %lld\n", (long long)real);
@@ -530,10 +545,13 @@ static int cmd_bench(const command *c, int argc, char **argv)
         printf("throughput   %.1f samples/s\n", sps);
         printf("latency      mean %.3f ms, p50 %.3f ms, p90 %.3f ms per batch\n", mean, p50, p90);
         printf("peak RSS     %.1f MiB (activations and scratch %.1f MiB)\n", rss_mb, arena_mb);
+        if (prof)
+            cli_profile_print(prof, iters);
     }
     rc = EXIT_OK;
 out:
     free(lat);
+    cli_profile_free(prof);
     qs_exec_free(x);
     qs_threadpool_free(tp);
     qs_graph_free(g);
@@ -586,7 +604,7 @@ static const command commands[] = {
      .fn = cmd_eval},
     {.name = "bench", .summary = "throughput, latency and memory on random inputs",
      .usage = "quant bench MODEL [--batch N] [--threads T] [--iters K] [--warmup W]\n"
-              "                   [--input-shape NAME=D0xD1x…]… [--json]",
+              "                   [--input-shape NAME=D0xD1x…]… [--profile] [--json]",
      .help = "Runs the model on random inputs (floats in [0, 1), small integers) and reports throughput\n"
              "(samples/s), latency per batch (mean, p50, p90 in ms) and peak resident memory.\n\n"
              "  --batch N     samples per forward pass (default 1; a fixed batch dim wins)\n"
@@ -594,8 +612,12 @@ static const command commands[] = {
              "  --iters K     timed forward passes (default 20)\n"
              "  --warmup W    untimed passes first (default 3)\n"
              CLI_INPUT_SHAPE_HELP
+             "  --profile     also the time per layer type (op type; Conv by kind and kernel, e.g. \"Conv dw\n"
+             "                3x3\"; a fused Relu/Clip/Add counts in its Conv) and its GFLOP/s; the profile's\n"
+             "                own plan raises the peak RSS reported\n"
              "  --json        one JSON object: {batch, threads, iters, warmup, samples_per_s,\n"
-             "                latency_ms{mean, p50, p90}, peak_rss_mb, arena_mb}",
+             "                latency_ms{mean, p50, p90}, peak_rss_mb, arena_mb, profile[{layer, nodes, ms,\n"
+             "                fraction, gflop, gflops}] with --profile}",
      .fn = cmd_bench},
     QUANT_PIPELINE_COMMANDS
     {.name = "help", .summary = "show help for a command", .usage = "quant help [COMMAND]",

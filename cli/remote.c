@@ -252,7 +252,9 @@ static void dispatch(follow *f)
         const char *stage = json_string_value(json_object_get(d, "stage"));
         if (stage)
             cli_stages_update(&f->st, stage, json_number_value(json_object_get(d, "done")),
-                              json_number_value(json_object_get(d, "total")));
+                              json_number_value(json_object_get(d, "total")),
+                              json_is_number(json_object_get(d, "eta_s")) ? json_number_value(json_object_get(d, "eta_s"))
+                                                                           : -1);
     } else if (!strcmp(f->event, "log")) {
         cli_stages_clear(&f->st);   /* the message on its own line; the bar comes back */
         say("%s: %s", json_string_value(json_object_get(d, "level")) ? json_string_value(json_object_get(d, "level")) : "log",

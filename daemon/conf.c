@@ -94,6 +94,24 @@ static const key keys[] = {
       .doc = "Where models, data sets, jobs, artifacts and the database live. Empty: ./var of the\n"
              "source tree when the binary sits in it, $STATE_DIRECTORY under systemd, else\n"
              "/var/lib/quantd." },
+    { .name = "store", .section = "jobs", .type = T_STRING, .offset = F(store), .dflt = "sqlite",
+      .doc = "The job store: sqlite (embedded, <state_dir>/quantd.db) or a PostgreSQL connection URI,\n"
+             "postgresql://user@host/db (several quantd hosts on one database share its queue; each\n"
+             "host keeps its own state_dir and they all mount the same artifact_dir)." },
+    { .name = "artifact_dir", .section = "jobs", .type = T_STRING, .offset = F(artifact_dir), .dflt = "",
+      .doc = "Where models, data sets, job folders and temp files live. Empty: state_dir. With\n"
+             "PostgreSQL, a file system every host mounts (NFS) that renames atomically and gives\n"
+             "close-to-open consistency (docs/deployment.md, \"Several hosts\")." },
+    { .name = "host_id", .section = "jobs", .type = T_STRING, .offset = F(host_id), .dflt = "",
+      .doc = "This host's name in job leases and events. Empty: <hostname>-<pid>." },
+    { .name = "lease_seconds", .section = "jobs", .type = T_INT, .offset = F(lease_seconds), .dflt = "30",
+      .min = 2, .max = 3600,
+      .doc = "PostgreSQL: a running job's lease. Its host renews it every poll_interval_ms; when a host\n"
+             "dies, another requeues its jobs once their lease has expired." },
+    { .name = "poll_interval_ms", .section = "jobs", .type = T_INT, .offset = F(poll_interval_ms),
+      .dflt = "1000", .min = 50, .max = 60000,
+      .doc = "PostgreSQL: how often a host looks for queued jobs, renews its leases (and reads\n"
+             "cancellations asked through other hosts) and requeues expired ones." },
     { .name = "workers", .section = "jobs", .type = T_INT, .offset = F(workers), .dflt = "1",
       .min = 1, .max = 64, .doc = "Jobs running at once (the libuv worker pool's size)." },
     { .name = "engine_threads", .section = "jobs", .type = T_INT, .offset = F(engine_threads),

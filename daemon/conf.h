@@ -37,6 +37,11 @@ typedef struct qd_config {
     char *allowed_origins;    /* origins allowed to send state-changing requests */
     /* jobs */
     char *state_dir;          /* "" until resolved by qd_config_load */
+    char *store;              /* "sqlite" or a postgresql:// URI */
+    char *artifact_dir;       /* "" = state_dir */
+    char *host_id;            /* "" = <hostname>-<pid> */
+    int lease_seconds;
+    int poll_interval_ms;
     int workers;
     int engine_threads;
     int job_nice;

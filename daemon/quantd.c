@@ -63,7 +63,9 @@ int main(int argc, char **argv)
     qs_threadpool *pool = NULL;
     qd_retention *rt = NULL;
     qd_webhooks *wh = NULL;
-    if (qd_store_open(cfg.state_dir, &st, err, sizeof err) < 0)
+    qd_store_opts sto = { .state_dir = cfg.state_dir, .url = cfg.store, .artifact_dir = cfg.artifact_dir,
+                          .host_id = cfg.host_id, .lease_s = cfg.lease_seconds };
+    if (qd_store_open_ex(&sto, &st, err, sizeof err) < 0)
         goto fail;
     qd_server_options so_http = qd_config_server_options(&cfg);
     if (!(srv = qd_server_new(&so_http, st, err, sizeof err)))
@@ -86,7 +88,7 @@ int main(int argc, char **argv)
     wh = qd_webhooks_start(st, &wo);
     qd_sched_opts so = {
         .workers = cfg.workers, .pool = pool, .job_nice = cfg.job_nice,
-        .max_queue = cfg.max_queue,
+        .max_queue = cfg.max_queue, .poll_ms = cfg.poll_interval_ms,
         .extra_types = cfg.debug_jobs ? qd_debug_job_types : NULL, .notify = qd_server_notify, .ud = srv,
         .on_end = wh ? qd_webhooks_job_ended : NULL, .end_ud = wh,
     };

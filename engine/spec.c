@@ -115,25 +115,63 @@ static void set_text(qs_job_spec *s, const row *r, const char *t)
     }
 }
 
-/* The config's fields to the preset's defaults (the spec's other fields are left alone). */
-static void config_defaults(qs_job_spec *s, int basic)
+static spec_column preset_column(const char *name)
 {
+    for (int i = 0; name && qs_spec_preset_table[i].name; i++)
+        if (!strcmp(qs_spec_preset_table[i].name, name))
+            return qs_spec_preset_table[i].column;
+    return COL_STANDARD;
+}
+
+static const char *column_default(const row *r, spec_column col)
+{
+    if (col == COL_FAST && r->fast)
+        return r->fast;
+    if (col == COL_BEST && r->best)
+        return r->best;
+    return r->dflt;
+}
+
+/* The config's fields to the defaults of the preset named (NULL or unknown: standard), the name
+ * included ("basic" stays "basic"); the spec's other fields are left alone. */
+static void config_defaults(qs_job_spec *s, const char *preset)
+{
+    char name[sizeof s->config.preset];
+    snprintf(name, sizeof name, "%s", preset && qs_spec_preset_about(preset) ? preset : "standard");
+    spec_column col = preset_column(name);
     for (int i = 0; i < qs_spec_nrows; i++) {
         const row *r = &qs_spec_rows[i];
         if (strncmp(r->path, "config.", 7))
             continue;
         free_value(s, r);
         if (r->dflt)
-            set_text(s, r, basic && r->basic ? r->basic : r->dflt);
+            set_text(s, r, column_default(r, col));
     }
+    snprintf(s->config.preset, sizeof s->config.preset, "%s", name);
 }
 
 void qs_qconfig_default(qs_qconfig *c, const char *preset)
 {
     qs_job_spec s;
     memset(&s, 0, sizeof s);
-    config_defaults(&s, preset && !strcmp(preset, "basic"));
+    config_defaults(&s, preset);
     *c = s.config;
+}
+
+const char *qs_spec_preset_name(int i)
+{
+    for (int k = 0, n = 0; qs_spec_preset_table[k].name; k++)
+        if (qs_spec_preset_table[k].offered && n++ == i)
+            return qs_spec_preset_table[k].name;
+    return NULL;
+}
+
+const char *qs_spec_preset_about(const char *name)
+{
+    for (int k = 0; name && qs_spec_preset_table[k].name; k++)
+        if (!strcmp(qs_spec_preset_table[k].name, name))
+            return qs_spec_preset_table[k].about;
+    return NULL;
 }
 
 void qs_qconfig_free(qs_qconfig *c)
@@ -291,7 +329,7 @@ static int parse_value(qs_job_spec *s, const row *r, json_t *v, unsigned type, q
             int rc;
             if (p && accepts(pr, type) && (rc = parse_value(s, pr, p, type, e)) < 0)
                 return rc;
-            config_defaults(s, !strcmp(s->config.preset, "basic"));
+            config_defaults(s, s->config.preset);
         }
         return walk(s, r->path, v, type, e);
     case K_BOOL:
@@ -426,7 +464,7 @@ const char *qs_job_type_name(qs_job_type t)
 int qs_job_spec_parse(json_t *spec, unsigned flags, qs_job_spec *s, qs_err *e)
 {
     memset(s, 0, sizeof *s);
-    config_defaults(s, 0);
+    config_defaults(s, NULL);
     if (!json_is_object(spec))
         return qs_error(e, QS_EINVAL, "the job spec must be a JSON object");
     /* the type first: it decides which fields there are */
@@ -450,7 +488,7 @@ int qs_qconfig_parse(json_t *cfg, qs_qconfig *c, qs_err *e)
 {
     qs_job_spec s;
     memset(&s, 0, sizeof s);
-    config_defaults(&s, 0);
+    config_defaults(&s, NULL);
     s.type = QS_JOB_PTQ;
     int rc = 0;
     if (cfg && !json_is_null(cfg)) {
@@ -646,12 +684,13 @@ static const char *schema_type(const row *r)
 static json_t *row_schema(const row *r)
 {
     json_t *o = json_pack("{s:s}", "type", schema_type(r));
-    char jobs[64] = "", doc[1024];
+    char jobs[64] = "", doc[2048];
     for (int i = 0; qs_spec_types[i]; i++)
         if ((r->jobs & (unsigned)qs_spec_type_bits[i]) && qs_spec_type_bits[i] != QS_JOB_SLEEP)
             snprintf(jobs + strlen(jobs), sizeof jobs - strlen(jobs), "%s%s", *jobs ? ", " : "", qs_spec_types[i]);
-    snprintf(doc, sizeof doc, "%s (job types: %s)%s%s%s", r->doc ? r->doc : "", jobs, r->basic ? " Preset basic: " : "",
-             r->basic ? r->basic : "", r->basic ? "." : "");
+    snprintf(doc, sizeof doc, "%s (job types: %s)%s%s%s%s%s%s", r->doc ? r->doc : "", jobs,
+             r->fast ? " Preset fast: " : "", r->fast ? r->fast : "", r->fast ? "." : "", r->best ? " Preset best: " : "",
+             r->best ? r->best : "", r->best ? "." : "");
     json_object_set_new(o, "description", json_string(doc));
     if (r->kind == K_INT || r->kind == K_NUM) {
         json_object_set_new(o, "minimum", json_real(r->min));
@@ -676,7 +715,7 @@ static json_t *row_schema(const row *r)
     if (r->dflt) {   /* the standard preset's default, as the normalised spec writes it */
         qs_job_spec s;
         memset(&s, 0, sizeof s);
-        config_defaults(&s, 0);
+        config_defaults(&s, NULL);
         json_object_set_new(o, "default", value_json(&s, r, r->jobs));
     }
     if (r->kind == K_OBJECT) {

@@ -48,7 +48,7 @@ typedef struct qs_input_shape {
 
 /* The "config" object: the preset's defaults overridden field by field. */
 typedef struct qs_qconfig {
-    char preset[32];                 /* "standard" (the paper's Fig. 8) or "basic" (fold + ranges only) */
+    char preset[32];                 /* "fast", "standard" (the paper's Fig. 8), "best"; "basic" = fast */
     struct { int bits, symmetric, per_channel, pow2, reduce_range; qs_range_method range; } weights;
     struct { int bits, symmetric, pow2; qs_range_method range; double percentile; qs_range_method last_layer;
              char high_precision[8]; double high_precision_db; } act;
@@ -96,8 +96,14 @@ char *qs_job_spec_to_text(const qs_job_spec *s);
 void qs_job_spec_free(qs_job_spec *s);
 const char *qs_job_type_name(qs_job_type t);
 
-/* The config alone, for the job types in QS_JOB_QUANT. text may be NULL (all defaults). */
+/* The config alone, for the job types in QS_JOB_QUANT. text may be NULL (all defaults). preset:
+ * NULL or an unknown name gives standard's. */
 void qs_qconfig_default(qs_qconfig *c, const char *preset);
+/* The presets offered to users, in order of cost: i = 0, 1, … gives "fast", "standard", "best",
+ * then NULL ("basic", accepted as fast's former name, is not offered). */
+const char *qs_spec_preset_name(int i);
+/* What a preset does and what it costs, measured (--help, GET /v1/presets); NULL: no such preset. */
+const char *qs_spec_preset_about(const char *name);
 int qs_qconfig_parse_text(const char *text, qs_qconfig *c, qs_err *e);
 char *qs_qconfig_to_text(const qs_qconfig *c);
 void qs_qconfig_free(qs_qconfig *c);

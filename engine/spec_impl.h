@@ -30,7 +30,7 @@ typedef struct row {
     const char *const *choices;   /* NULL-terminated */
     const int *values;
     const char *dflt;             /* the standard preset's default, as text ("8", "true", "mse") */
-    const char *basic;            /* the basic preset's, when it differs */
+    const char *fast, *best;      /* the fast and best presets', when they differ ("basic" is fast) */
     unsigned jobs;                /* job types that take the field */
     unsigned required;            /* job types whose spec must have it */
     int nullable;                 /* null means "not given" (for K_NUM: off, stored as -1) */
@@ -40,9 +40,19 @@ typedef struct row {
 
 extern const row qs_spec_rows[];
 extern const int qs_spec_nrows;
-/* the job types' names and bits (qs_job_type), and the presets' names, each NULL-terminated */
+/* the job types' names and bits (qs_job_type), and the presets' names (qs_spec_preset_table's),
+ * each NULL-terminated */
 extern const char *const qs_spec_types[];
 extern const int qs_spec_type_bits[];
 extern const char *const qs_spec_presets[];
+/* the presets' columns: which of a row's defaults a preset takes */
+typedef enum { COL_STANDARD, COL_FAST, COL_BEST } spec_column;
+typedef struct spec_preset {
+    const char *name;
+    spec_column column;
+    int offered;                  /* listed to users (basic is accepted, as fast, but not offered) */
+    const char *about;            /* what it does and what it costs, measured */
+} spec_preset;
+extern const spec_preset qs_spec_preset_table[];   /* ended by a NULL name */
 
 #endif

@@ -22,8 +22,8 @@ int qs_job_spec_parse(json_t *spec, unsigned flags, qs_job_spec *s, qs_err *e);
 /* The normalised spec (new reference): see qs_job_spec_to_text. */
 json_t *qs_job_spec_to_json(const qs_job_spec *s);
 
-/* Every config field's effective default, per preset: {"standard": {…}, "basic": {…}}, each in
- * the shape of the "config" object. */
+/* Every config field's effective default, per preset: {"fast": {…}, "standard": {…}, "best": {…},
+ * "basic": {…}}, each in the shape of the "config" object. */
 json_t *qs_spec_presets_json(void);
 /* The JSON Schema (OpenAPI 3.0 flavour) of the "config" object, from the table: each field with
  * its type, bounds or allowed values, standard default, the job types that take it and its doc. */

@@ -1,8 +1,25 @@
 /* The job spec's table: every field is one row, named by its JSON path (spec_impl.h says what a
  * row holds). An object's fields are the rows one level below its path. Defaults are text, read
- * by the same code as the JSON values would be, one column per preset ("basic" only where it
- * differs from "standard"). A new setting is one row here plus its field in qs_qconfig. */
+ * by the same code as the JSON values would be, one column per preset: standard's (dflt), then
+ * fast's and best's only where they differ. A new setting is one row here plus its field in
+ * qs_qconfig.
+ *
+ * The presets trade time for accuracy: fast does no data-hungry step (BN folding, min-max ranges,
+ * nearest rounding); standard is the paper's Fig. 8 pipeline, each step checked on held-out data,
+ * with AdaRound cut to what fits in minutes; best is the same at AdaRound's full iterations. The
+ * costs in PRESET_* below are measured (bench/bench_preset_costs.py; docs/results.md). */
 #include "spec_impl.h"
+
+/* What each preset does and costs (the CLI's --help, GET /v1/presets, the OpenAPI document). */
+#define PRESET_FAST "BN folding, min-max ranges, weights rounded to nearest: one calibration pass. Seconds on " \
+    "small models: 1.1-2.6 s on the Fashion-MNIST fixtures (0.3-0.7x ONNX Runtime's quantize_static); " \
+    "3.3 min on resnet18 at 224x224 with 256 images (2.8x)."
+#define PRESET_STANDARD "The paper's pipeline (Fig. 8): CLE with high-bias absorption, MSE ranges (cross-entropy " \
+    "for the logits), AdaRound at 1,000 iterations per layer, each step kept only if a held-out score holds. " \
+    "Minutes: 54-58 s on the Fashion-MNIST fixtures (within 0.16 points of best); on resnet18 at 224x224 " \
+    "not finished after 32 min on a shared machine (AdaRound: 9 of 21 layers)."
+#define PRESET_BEST "As standard, with AdaRound at its full 10,000 iterations per layer: as long as it takes, " \
+    "7.6-8.9x standard (412-515 s on the Fashion-MNIST fixtures)."
 
 #define J(f) offsetof(qs_job_spec, f)
 #define C(f) offsetof(qs_job_spec, config.f)
@@ -15,7 +32,14 @@ enum {
 
 const char *const qs_spec_types[] = { "eval", "ptq", "analyze", "qat", "sleep", NULL };
 const int qs_spec_type_bits[] = { QS_JOB_EVAL, QS_JOB_PTQ, QS_JOB_ANALYZE, QS_JOB_QAT, QS_JOB_SLEEP };
-const char *const qs_spec_presets[] = { "standard", "basic", NULL };
+const char *const qs_spec_presets[] = { "fast", "standard", "best", "basic", NULL };
+const spec_preset qs_spec_preset_table[] = {
+    { "fast", COL_FAST, 1, PRESET_FAST },
+    { "standard", COL_STANDARD, 1, PRESET_STANDARD },
+    { "best", COL_BEST, 1, PRESET_BEST },
+    { "basic", COL_FAST, 0, "The former name of fast: the same settings." },
+    { NULL, COL_STANDARD, 0, NULL },
+};
 static const char *const WRANGES[] = { "minmax", "mse", NULL };
 static const int WRANGE_V[] = { QS_RANGE_MINMAX, QS_RANGE_MSE };
 static const char *const ARANGES[] = { "minmax", "mse", "percentile", "ce", "bn", NULL };
@@ -55,8 +79,9 @@ const row qs_spec_rows[] = {
 
     /* --- the quantization config (ptq, analyze, qat) --- */
     { .path = "config.preset", .kind = K_STR, CS(preset), .choices = qs_spec_presets, .dflt = "standard",
-      .basic = "basic", .jobs = Q, .doc = "The defaults: standard (the paper's pipeline, Fig. 8) or basic (BN folding and "
-                        "min-max ranges only)." },
+      .jobs = Q,
+      .doc = "The defaults every other field starts from. fast: " PRESET_FAST " standard: " PRESET_STANDARD
+             " best: " PRESET_BEST " basic: the former name of fast (the same settings)." },
     { .path = "config.weights", .kind = K_OBJECT, .jobs = Q, .doc = "The weight quantizers' grid (§2.2)." },
     { .path = "config.weights.bits", .kind = K_INT, .offset = C(weights.bits), .min = 2, .max = 16, .dflt = "8",
       .jobs = Q, .doc = "Bit width." },
@@ -65,7 +90,7 @@ const row qs_spec_rows[] = {
     { .path = "config.weights.per_channel", .kind = K_BOOL, .offset = C(weights.per_channel), .dflt = "true",
       .jobs = Q, .doc = "One scale per output channel." },
     { .path = "config.weights.range", .kind = K_ENUM, .offset = C(weights.range), .choices = WRANGES,
-      .values = WRANGE_V, .dflt = "mse", .basic = "minmax", .jobs = Q,
+      .values = WRANGE_V, .dflt = "mse", .fast = "minmax", .jobs = Q,
       .doc = "Range setting (§3.1): min-max or MSE grid search." },
     { .path = "config.weights.pow2", .kind = K_BOOL, .offset = C(weights.pow2), .dflt = "false", .jobs = Q,
       .doc = "Power-of-two scales." },
@@ -81,10 +106,10 @@ const row qs_spec_rows[] = {
     { .path = "config.activations.pow2", .kind = K_BOOL, .offset = C(act.pow2), .dflt = "false", .jobs = Q,
       .doc = "Power-of-two scales." },
     { .path = "config.activations.range", .kind = K_ENUM, .offset = C(act.range), .choices = ARANGES,
-      .values = ARANGE_V, .dflt = "mse", .basic = "minmax", .jobs = Q,
+      .values = ARANGE_V, .dflt = "mse", .fast = "minmax", .jobs = Q,
       .doc = "Range setting (§3.1): minmax, mse, percentile, ce (cross-entropy) or bn (β ± nγ)." },
     { .path = "config.activations.last_layer", .kind = K_ENUM, .offset = C(act.last_layer), .choices = ARANGES,
-      .values = ARANGE_V, .dflt = "ce", .basic = "minmax", .follows = "range", .jobs = Q,
+      .values = ARANGE_V, .dflt = "ce", .fast = "minmax", .follows = "range", .jobs = Q,
       .doc = "Range setting of the last layer (the logits); an explicit range without it applies here too." },
     { .path = "config.activations.high_precision", .kind = K_STR, CS(act.high_precision), .choices = HIGHP,
       .dflt = "none", .jobs = Q,
@@ -101,26 +126,26 @@ const row qs_spec_rows[] = {
       .dflt = "99.99", .jobs = Q, .doc = "The percentile of the percentile range setting." },
     { .path = "config.bn_fold", .kind = K_BOOL, .offset = C(bn_fold), .dflt = "true", .jobs = Q,
       .doc = "Fold BatchNormalization into the preceding layer (§2.3.1)." },
-    { .path = "config.cle", .kind = K_BOOL, .offset = C(cle), .dflt = "true", .basic = "false", .jobs = Q,
+    { .path = "config.cle", .kind = K_BOOL, .offset = C(cle), .dflt = "true", .fast = "false", .jobs = Q,
       .doc = "Cross-layer equalization (§3.2)." },
     { .path = "config.relu6_to_relu", .kind = K_BOOL, .offset = C(relu6_to_relu), .dflt = "true", .jobs = Q,
       .doc = "Replace ReLU6 by ReLU where CLE needs it." },
     { .path = "config.bias_absorption", .kind = K_BOOL, .offset = C(bias_absorption), .dflt = "true",
-      .basic = "false", .jobs = Q, .doc = "High-bias absorption (§3.2)." },
+      .fast = "false", .jobs = Q, .doc = "High-bias absorption (§3.2)." },
     { .path = "config.bias_correction", .kind = K_ENUM, .offset = C(bias_correction), .choices = BCS,
-      .dflt = "empirical", .basic = "none", .jobs = Q,
+      .dflt = "empirical", .fast = "none", .jobs = Q,
       .doc = "Bias correction (§3.3), used when the rounding is nearest: none, empirical or analytical." },
     { .path = "config.rounding", .kind = K_ENUM, .offset = C(rounding), .choices = ROUNDINGS, .dflt = "adaround",
-      .basic = "nearest", .jobs = Q, .doc = "The weights' rounding (needs calibration data): nearest (then bias "
+      .fast = "nearest", .jobs = Q, .doc = "The weights' rounding (needs calibration data): nearest (then bias "
       "correction), adaround (AdaRound, §3.4: learned per weight, slow) or gptq (beyond the paper: each layer's "
       "columns rounded in turn, the error compensated through the inverse Hessian of its inputs; one pass). "
       "adaround.enabled true/false is the same as \"adaround\"/\"nearest\"; the two contradicting is refused." },
     { .path = "config.adaround", .kind = K_OBJECT, .jobs = Q, .doc = "AdaRound (§3.4)." },
     { .path = "config.adaround.enabled", .kind = K_BOOL, .offset = C(adaround.enabled), .dflt = "true",
-      .basic = "false", .jobs = Q, .doc = "AdaRound the weights: the same as rounding \"adaround\" (true) or "
+      .fast = "false", .jobs = Q, .doc = "AdaRound the weights: the same as rounding \"adaround\" (true) or "
                                           "\"nearest\" (false); config.rounding is the newer name." },
     { .path = "config.adaround.iterations", .kind = K_INT, .offset = C(adaround.iterations), .min = 1,
-      .max = 1000000, .dflt = "10000", .jobs = Q, .doc = "Iterations per layer." },
+      .max = 1000000, .dflt = "1000", .best = "10000", .jobs = Q, .doc = "Iterations per layer." },
     { .path = "config.adaround.reg", .kind = K_NUM, .offset = C(adaround.reg), .min = 0, .max = 1e6,
       .dflt = "0.01", .jobs = Q, .doc = "The rounding regulariser's weight λ." },
     { .path = "config.adaround.batch_size", .kind = K_INT, .offset = C(adaround.batch_size), .min = 1,
@@ -185,7 +210,7 @@ const row qs_spec_rows[] = {
       .doc = "The runtime the export is for. ort-x86: ONNX Runtime's x86 integer kernels, whose u8·s8 pairs "
              "saturate at 16 bits on CPUs without VNNI, so 8-bit weights get reduce_range and report.json "
              "measures the export under that arithmetic. generic: exact integer arithmetic." },
-    { .path = "config.check_steps", .kind = K_BOOL, .offset = C(check_steps), .dflt = "true", .basic = "false",
+    { .path = "config.check_steps", .kind = K_BOOL, .offset = C(check_steps), .dflt = "true", .fast = "false",
       .jobs = Q,
       .doc = "ptq: keep each optional step (CLE, MSE ranges for weights and for activations, AdaRound or bias "
              "correction) only if it does not lower a held-out score; report.json's \"step_check\" says "

@@ -12,6 +12,7 @@
  * a job is interrupted (daemon stopped or killed) its temp folder stays; at the next start a
  * resumable type (qat) gets it as io.resume (renamed <id>.resume), others start clean. */
 #include "jobs/scheduler.h"
+#include "jobs/sched_int.h"
 #include "common/log.h"
 #include "common/sha256.h"
 #include "pipeline.h"
@@ -34,72 +35,8 @@
 
 const double qd_duration_bounds[QD_DURATION_BUCKETS] = { 1, 5, 15, 30, 60, 300, 900, 1800, 3600, INFINITY };
 
-enum { RETRY_MS = 500 };
 
-typedef struct run {
-    struct run *next;
-    qd_sched *s;
-    uv_work_t req;
-    char id[32];
-    char type[16];
-    const qs_pipeline_type *jt;   /* its entry in the engine's table or the extra types; NULL: unknown */
-    json_t *spec;
-    atomic_int abort;
-    int cancelled;      /* a user asked (DELETE) */
-    int shutdown;       /* the daemon is stopping: requeue rather than cancel */
-    double started;
-    char *paths[6];     /* model, calib, train, train_labels, val, val_labels */
-    char outdir[PATH_MAX], resume[PATH_MAX];
-    int has_resume;
-    /* set by the worker */
-    int rc;
-    qs_err err;
-    json_t *result, *artifacts;
-    /* progress throttling, worker thread only */
-    double last_progress;
-    char last_stage[128];
-    /* the end, once decided (loop thread) */
-    int unrecorded_events;   /* some of the job's events could not be stored (disk full) */
-    const char *end;         /* "succeeded", "failed", "cancelled" or "queued" (requeued) */
-    int end_events_done;     /* the artifact events of a success are stored */
-    double duration;
-} run;
-
-typedef struct pending {
-    struct pending *next;
-    char job[32];
-    const char *type;   /* static string */
-    json_t *data;
-} pending;
-
-struct qd_sched {
-    qd_store *st;
-    qd_sched_opts o;
-    uv_loop_t loop;
-    uv_async_t wake;
-    uv_thread_t thread;
-
-    pthread_mutex_t mu;
-    pthread_cond_t cv;       /* signalled when a job leaves the running list */
-    char (*queue)[32];
-    int qhead, qlen, qcap;   /* queue[qhead .. qhead+qlen) */
-    run *running;
-    int nrunning;
-    /* A full disk (SQLITE_FULL) must not strand a job: an end that could not be recorded waits in
-     * `ending` and a start that could not be recorded stays at the queue's head; the retry timer
-     * tries again every RETRY_MS until the store takes the writes. */
-    uv_timer_t retry;
-    run *ending;
-    int stalled;
-    json_t *orphans;         /* ids left running by a previous process, not yet requeued (full disk) */
-    int stopping, closing, abandoned;
-    qd_sched_stats stats;
-
-    pthread_mutex_t ev_mu;
-    pending *ev_head, **ev_tail;
-};
-
-static double mono_now(void)
+double qd_sched_mono_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -185,7 +122,7 @@ static void on_engine_event(void *ud, const qs_event *ev)
     const char *type = NULL;
     switch (ev->type) {
     case QS_EV_PROGRESS: {
-        double now = mono_now();
+        double now = qd_sched_mono_now();
         const char *stage = ev->stage ? ev->stage : "";
         int same = !strcmp(stage, r->last_stage);
         if (same && ev->done < ev->total && ev->done > 0 && now - r->last_progress < 0.25)
@@ -388,7 +325,7 @@ static void requeue_orphans(qd_sched *s)
 }
 
 /* On the loop thread, after anything that may free a worker: start queued jobs, or close down. */
-static void next_step(qd_sched *s)
+void qd_sched_next_step(qd_sched *s)
 {
     pthread_mutex_lock(&s->mu);
     if (s->stopping)
@@ -401,6 +338,13 @@ static void next_step(qd_sched *s)
 /* Loop thread, s->mu held: the job's outcome, and the files that go with it (once). */
 static void decide_end(qd_sched *s, run *r)
 {
+    /* another host owns the job now: its files and its record are that host's to settle */
+    if (!r->lost && r->rc == 0 && s->shared && !qd_sched_lease_held(s, r))
+        r->lost = 1;
+    if (r->lost) {
+        r->end = "lost";
+        return;
+    }
     int aborted = r->rc == QS_EABORTED || (r->rc != 0 && atomic_load(&r->abort));
     int requeue = aborted && r->shutdown && !r->cancelled;
     if (!requeue && r->has_resume)   /* files settle before the state says so */
@@ -444,6 +388,11 @@ static void ended(qd_sched *s, const char *id)
 static int record_end(qd_sched *s, run *r)
 {
     int rc;
+    const char *owner = s->shared ? qd_store_host(s->st) : NULL;   /* every end checks the lease */
+    if (!strcmp(r->end, "lost")) {
+        QD_LOG_WARNING("job %s (%s): its lease was lost (another host runs it now); nothing recorded", r->id, r->type);
+        return 0;
+    }
     if (!strcmp(r->end, "succeeded")) {
         /* artifact events first, so a client that sees "succeeded" can download everything */
         if (!r->end_events_done) {
@@ -469,7 +418,7 @@ static int record_end(qd_sched *s, run *r)
             r->end_events_done = 1;
         }
         qd_job_update u = { .set_finished = 1, .result = r->result ? r->result : json_object(),
-                            .artifacts = r->artifacts };
+                            .artifacts = r->artifacts, .owner = owner };
         rc = qd_store_job_transition(s->st, r->id, "running", "succeeded", &u, NULL);
         if (!r->result)
             json_decref(u.result);
@@ -480,13 +429,13 @@ static int record_end(qd_sched *s, run *r)
         }
     } else if (!strcmp(r->end, "queued")) {
         json_t *extra = json_pack("{s:s}", "reason", "requeued: the daemon is stopping");
-        qd_job_update u = { .event_extra = extra };
+        qd_job_update u = { .event_extra = extra, .owner = owner };
         rc = qd_store_job_transition(s->st, r->id, "running", "queued", &u, NULL);
         json_decref(extra);
         if (rc == 0)
             QD_LOG_INFO("job %s (%s) stopped for shutdown; requeued", r->id, r->type);
     } else if (!strcmp(r->end, "cancelled")) {
-        qd_job_update u = { .set_finished = 1 };
+        qd_job_update u = { .set_finished = 1, .owner = owner };
         rc = qd_store_job_transition(s->st, r->id, "running", "cancelled", &u, NULL);
         if (rc == 0) {
             count_finished(s, 2, r->duration);
@@ -496,7 +445,7 @@ static int record_end(qd_sched *s, run *r)
     } else {
         json_t *err = json_pack("{s:s, s:s}", "code", job_error_code(r->rc), "message",
                                 r->err.msg[0] ? qd_store_relative(s->st, r->err.msg) : qs_strerror(r->rc));
-        qd_job_update u = { .set_finished = 1, .error = err };
+        qd_job_update u = { .set_finished = 1, .error = err, .owner = owner };
         rc = qd_store_job_transition(s->st, r->id, "running", "failed", &u, NULL);
         json_decref(err);
         if (rc == 0) {
@@ -536,7 +485,7 @@ static void after_work_cb(uv_work_t *req, int status)
         run_free(r);
         return;
     }
-    r->duration = mono_now() - r->started;
+    r->duration = qd_sched_mono_now() - r->started;
     decide_end(s, r);
     int rc = record_end(s, r);
     if (rc < 0) {
@@ -552,7 +501,7 @@ static void after_work_cb(uv_work_t *req, int status)
             s->o.notify(s->o.ud, r->id);
         run_free(r);
     }
-    next_step(s);
+    qd_sched_next_step(s);
 }
 
 /* The retry timer (loop thread): ends not yet recorded, then the stalled queue. */
@@ -608,14 +557,25 @@ static void set_path(qd_sched *s, run *r, int slot, qd_kind kind, json_t *id)
 /* Loop thread, s->mu held: starts queued jobs while workers are free. */
 static void start_jobs(qd_sched *s)
 {
-    while (s->nrunning < s->o.workers && s->qlen > 0) {
+    while (s->nrunning < s->o.workers && (s->shared || s->qlen > 0)) {
         char id[32];
-        memcpy(id, s->queue[s->qhead], sizeof id);
-        s->qhead++;
-        s->qlen--;
+        if (s->shared) {   /* the store's queue, shared with the other hosts: a claim takes the lease */
+            int c = qd_store_claim(s->st, id);
+            if (c <= 0) {
+                if (c < 0)
+                    QD_LOG_WARNING("claiming a job failed (%d); trying again at the next poll", c);
+                break;
+            }
+        } else {
+            memcpy(id, s->queue[s->qhead], sizeof id);
+            s->qhead++;
+            s->qlen--;
+        }
         run *r = calloc(1, sizeof *r);
         if (!r) {
             QD_LOG_ERROR("out of memory starting job %s", id);
+            if (s->shared)   /* claimed: let the lease lapse, another host or a later poll runs it */
+                QD_LOG_WARNING("job %s is requeued when its lease expires", id);
             break;
         }
         r->s = s;
@@ -635,13 +595,16 @@ static void start_jobs(qd_sched *s)
         snprintf(r->resume, sizeof r->resume, "%s/tmp/%s.resume", dir, id);
         r->jt = job_type(s, r->type);
         int resumable = r->jt && r->jt->resumable;
-        if (resumable && exists(r->outdir)) {   /* the last attempt's output is the newest */
+        if (s->shared) {
+            qd_sched_attempt_dirs(s, r, resumable);
+        } else if (resumable && exists(r->outdir)) {   /* the last attempt's output is the newest */
             qd_rm_rf(r->resume);
             rename(r->outdir, r->resume);
         }
         if (!resumable)
             qd_rm_rf(r->resume);
-        qd_rm_rf(r->outdir);
+        if (!s->shared)
+            qd_rm_rf(r->outdir);
         r->has_resume = resumable && exists(r->resume);
 
         /* the folder first: a full disk then leaves the job queued, as if not tried yet */
@@ -653,20 +616,26 @@ static void start_jobs(qd_sched *s)
                 char msg[512];
                 snprintf(msg, sizeof msg, "cannot create the job's output folder tmp/%s: %s", id, strerror(errno));
                 json_t *err = json_pack("{s:s, s:s}", "code", "io_error", "message", msg);
-                qd_job_update f = { .set_finished = 1, .error = err };
-                rc = qd_store_job_transition(s->st, id, "queued", "failed", &f, NULL);
+                qd_job_update f = { .set_finished = 1, .error = err, .owner = s->shared ? qd_store_host(s->st) : NULL };
+                rc = qd_store_job_transition(s->st, id, s->shared ? "running" : "queued", "failed", &f, NULL);
                 json_decref(err);
                 if (rc == 0)
                     ended(s, id);
                 full = rc == QD_ST_DB || rc == QD_ST_FULL;
                 rc = -1;
             }
-        } else {
+        } else if (!s->shared) {
             qd_job_update u = { .set_started = 1 };
             rc = qd_store_job_transition(s->st, id, "queued", "running", &u, NULL);
             full = rc == QD_ST_DB || rc == QD_ST_FULL;
             if (rc < 0)
                 rmdir(r->outdir);
+        }
+        if (full && s->shared) {   /* back to the shared queue */
+            QD_LOG_WARNING("job %s: cannot start it now (the artifact dir's disk is full?); requeued", id);
+            qd_store_requeue(s->st, id);
+            run_free(r);
+            break;
         }
         if (full) {   /* back to the head of the queue; the retry timer tries again */
             QD_LOG_WARNING("job %s: cannot start it now (the state dir's disk is full?); retrying", id);
@@ -683,7 +652,7 @@ static void start_jobs(qd_sched *s)
             run_free(r);
             continue;
         }
-        r->started = mono_now();
+        r->started = r->renewed = qd_sched_mono_now();
         r->req.data = r;
         r->next = s->running;
         s->running = r;
@@ -708,6 +677,7 @@ static void maybe_close(qd_sched *s)
         for (run *r = s->ending; r; r = r->next)
             QD_LOG_WARNING("job %s: its end (%s) was never recorded; it runs again at the next start", r->id, r->end);
         uv_close((uv_handle_t *)&s->retry, on_close);
+        uv_close((uv_handle_t *)&s->poll, on_close);
         uv_close((uv_handle_t *)&s->wake, on_close);
     }
 }
@@ -716,7 +686,7 @@ static void on_wake(uv_async_t *h)
 {
     qd_sched *s = h->data;
     flush_events(s);
-    next_step(s);
+    qd_sched_next_step(s);
 }
 
 static void loop_main(void *arg)
@@ -753,6 +723,7 @@ int qd_sched_start(qd_store *st, const qd_sched_opts *o, qd_sched **out, char *e
     }
     s->st = st;
     s->o = *o;
+    s->shared = qd_store_shared(st);
     s->stats.workers = o->workers;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
@@ -771,7 +742,7 @@ int qd_sched_start(qd_store *st, const qd_sched_opts *o, qd_sched **out, char *e
     if (json_array_size(s->orphans))   /* a full disk, say: the retry timer tries again */
         QD_LOG_WARNING("%zu job%s left running by the previous process could not be requeued yet",
                        json_array_size(s->orphans), json_array_size(s->orphans) > 1 ? "s" : "");
-    json_t *ids = qd_store_job_ids(st, "queued");
+    json_t *ids = s->shared ? json_array() : qd_store_job_ids(st, "queued");   /* shared: claimed as they come */
     size_t i;
     json_t *v;
     json_array_foreach(ids, i, v)
@@ -789,7 +760,10 @@ int qd_sched_start(qd_store *st, const qd_sched_opts *o, qd_sched **out, char *e
             char id[32];
             snprintf(id, sizeof id, "%.*s", (int)strcspn(de->d_name, "."), de->d_name);
             char state[16];
-            if (qd_store_job_state(st, id, state) < 0 || strcmp(state, "queued")) {
+            /* kept while the job may run again (queued), or runs (on another host, or left by a
+             * process whose requeue failed) */
+            if (qd_store_job_state(st, id, state) < 0 || !strcmp(state, "succeeded") ||
+                !strcmp(state, "failed") || !strcmp(state, "cancelled")) {
                 char p[PATH_MAX];
                 snprintf(p, sizeof p, "%s/%s", tmp, de->d_name);
                 qd_rm_rf(p);
@@ -807,6 +781,10 @@ int qd_sched_start(qd_store *st, const qd_sched_opts *o, qd_sched **out, char *e
     s->wake.data = s;
     uv_timer_init(&s->loop, &s->retry);
     s->retry.data = s;
+    uv_timer_init(&s->loop, &s->poll);
+    s->poll.data = s;
+    if (s->shared)
+        qd_sched_hosts_start(s);
     if (json_array_size(s->orphans))
         arm_retry(s);
     if (uv_thread_create(&s->thread, loop_main, s) < 0) {
@@ -833,9 +811,9 @@ int qd_sched_submit(qd_sched *s, const char *id, const char *type, json_t *spec,
     int rc;
     if (s->stopping)
         rc = QD_SCHED_STOPPING;
-    else if (s->qlen >= s->o.max_queue)
+    else if ((s->shared ? qd_sched_shared_queued(s) : s->qlen) >= s->o.max_queue)
         rc = QD_SCHED_FULL;
-    else if ((rc = qd_store_job_create(s->st, id, type, spec, nrefs, refs, bad_field)) == 0)
+    else if ((rc = qd_store_job_create(s->st, id, type, spec, nrefs, refs, bad_field)) == 0 && !s->shared)
         rc = queue_push(s, id) < 0 ? QD_ST_DB : 0;
     pthread_mutex_unlock(&s->mu);
     if (rc == 0) {
@@ -858,6 +836,11 @@ int qd_sched_cancel(qd_sched *s, const char *id)
         }
     qd_job_update u = { .set_finished = 1 };
     int rc = qd_store_job_transition(s->st, id, "queued", "cancelled", &u, NULL);
+    if (rc == QD_ST_CONFLICT && s->shared) {   /* running on another host: it reads the request back */
+        rc = qd_store_request_cancel(s->st, id);
+        pthread_mutex_unlock(&s->mu);
+        return rc;
+    }
     if (rc == 0) {
         for (int i = 0; i < s->qlen; i++)
             if (!strcmp(s->queue[s->qhead + i], id)) {
@@ -879,7 +862,7 @@ void qd_sched_get_stats(qd_sched *s, qd_sched_stats *out)
 {
     pthread_mutex_lock(&s->mu);
     *out = s->stats;
-    out->queued = s->qlen;
+    out->queued = s->shared ? qd_sched_shared_queued(s) : s->qlen;
     out->running = s->nrunning;
     pthread_mutex_unlock(&s->mu);
 }

@@ -13,7 +13,10 @@
  * events on the worker threads; everything reaches the loop through mutex-protected lists with
  * uv_async_send as the wake-up, and the loop writes events to the store in batches. `notify` is
  * called (on the loop thread, or the caller's for submit/cancel) after events of a job have been
- * committed, so event-stream readers can wake up. */
+ * committed, so event-stream readers can wake up (job NULL: every job, when the store is shared
+ * and other hosts write events too).
+ *
+ * With a PostgreSQL store several hosts share the queue: see sched_hosts.c. */
 #ifndef QD_SCHEDULER_H
 #define QD_SCHEDULER_H
 
@@ -34,6 +37,7 @@ typedef struct qd_sched_opts {
     qs_threadpool *pool;  /* the engine's compute threads, shared by the jobs (borrowed; qs_pipeline_io.pool) */
     int job_nice;         /* nice value of job threads (Linux: per thread) */
     int max_queue;        /* queued jobs at most */
+    int poll_ms;          /* several hosts (PostgreSQL store): claims, leases, expired leases; 0: 1000 */
     const qs_pipeline_type *extra_types;   /* job types besides the engine's, ended by a NULL name
                                              (quantd's debug_jobs: jobs/debug_jobs.h); NULL: none */
     qd_notify_fn notify;

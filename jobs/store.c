@@ -20,7 +20,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,29 +32,6 @@
 
 const char *const qd_job_states[5] = { "queued", "running", "succeeded", "failed", "cancelled" };
 const char *const qd_st_tables[2] = { "models", "datasets" };
-
-static const char SCHEMA[] =
-    "CREATE TABLE IF NOT EXISTS models ("
-    "  id TEXT PRIMARY KEY, name TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,"
-    "  ext TEXT NOT NULL, created REAL NOT NULL, info TEXT NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS models_sha ON models(sha256);"
-    "CREATE TABLE IF NOT EXISTS datasets ("
-    "  id TEXT PRIMARY KEY, name TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,"
-    "  ext TEXT NOT NULL, created REAL NOT NULL, info TEXT NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS datasets_sha ON datasets(sha256);"
-    /* n orders jobs by submission (ids are random) */
-    "CREATE TABLE IF NOT EXISTS jobs ("
-    "  n INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, type TEXT NOT NULL,"
-    "  state TEXT NOT NULL, created REAL NOT NULL, started REAL, finished REAL,"
-    "  spec TEXT NOT NULL, progress TEXT, result TEXT, error TEXT, artifacts TEXT,"
-    "  attempts INTEGER NOT NULL DEFAULT 0);"
-    "CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, n);"
-    /* which uploads a job uses: DELETE of a model or data set checks its live jobs here */
-    "CREATE TABLE IF NOT EXISTS job_refs (job TEXT NOT NULL, ref TEXT NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS job_refs_ref ON job_refs(ref);"
-    "CREATE TABLE IF NOT EXISTS events ("
-    "  job TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL, type TEXT NOT NULL,"
-    "  data TEXT NOT NULL, PRIMARY KEY (job, seq)) WITHOUT ROWID;";
 
 static const char *const SQL[S_NSLOTS] = {
     [S_BEGIN] = "BEGIN IMMEDIATE",
@@ -77,10 +53,25 @@ static const char *const SQL[S_NSLOTS] = {
                   "attempts FROM jobs WHERE id=?",
     [S_JOB_STATE] = "SELECT state FROM jobs WHERE id=?",
     [S_JOB_SPEC] = "SELECT spec FROM jobs WHERE id=?",
-    [S_EVENT_NEXT] = "SELECT COALESCE(MAX(seq),0)+1 FROM events WHERE job=?",
+    /* the per-job sequence: the row lock orders writers from every host (migration 2) */
+    [S_EVENT_NEXT] = "UPDATE jobs SET last_seq=last_seq+1 WHERE id=? RETURNING last_seq",
+    [S_JOB_LOCK] = "SELECT state, lease_owner FROM jobs WHERE id=?",
     [S_EVENT_INSERT] = "INSERT INTO events(job,seq,ts,type,data) VALUES(?,?,?,?,?)",
+    [S_EVENT_ONE] = "",   /* PostgreSQL only */
     [S_EVENT_READ] = "SELECT seq,ts,type,data FROM events WHERE job=? AND seq>? ORDER BY seq LIMIT ?",
     [S_JOB_PROGRESS] = "UPDATE jobs SET progress=? WHERE id=?",
+};
+
+/* PostgreSQL's text where it differs ("": a statement that does not apply there). */
+static const char *const SQL_PG[S_NSLOTS] = {
+    [S_BEGIN] = "BEGIN",
+    [S_SYNC_NORMAL] = "SET synchronous_commit=off",
+    [S_SYNC_FULL] = "SET synchronous_commit=on",
+    /* two hosts moving the same job wait for each other here */
+    [S_JOB_LOCK] = "SELECT state, lease_owner FROM jobs WHERE id=? FOR UPDATE",
+    /* S_EVENT_NEXT + S_EVENT_INSERT in one round trip (a short job writes a few dozen events) */
+    [S_EVENT_ONE] = "WITH s AS (UPDATE jobs SET last_seq=last_seq+1 WHERE id=?1 RETURNING last_seq)"
+                    " INSERT INTO events(job,seq,ts,type,data) SELECT ?1, last_seq, ?2, ?3, ?4 FROM s RETURNING seq",
 };
 
 /* ---- helpers --------------------------------------------------------------------------- */
@@ -113,43 +104,32 @@ void qd_store_new_id(const char *prefix, char out[32])
         k += snprintf(out + k, 32 - (size_t)k, "%02x", r[i]);
 }
 
-static sqlite3_stmt *prep(conn *c, int slot)
+static qd_stmt *prep(conn *c, int slot)
 {
-    if (!c->stmt[slot] &&
-        sqlite3_prepare_v3(c->db, SQL[slot], -1, SQLITE_PREPARE_PERSISTENT, &c->stmt[slot], NULL) != SQLITE_OK) {
-        QD_LOG_ERROR("sqlite: preparing \"%s\": %s", SQL[slot], sqlite3_errmsg(c->db));
-        return NULL;
+    if (!c->stmt[slot]) {
+        const char *sql = qd_db_kind_of(c->db) == QD_DB_PG && SQL_PG[slot] ? SQL_PG[slot] : SQL[slot];
+        if (!sql[0])
+            return NULL;
+        c->stmt[slot] = qd_db_prepare(c->db, sql);
     }
     return c->stmt[slot];
 }
 
-void qd_st_done(sqlite3_stmt *s)
-{
-    if (s) {
-        sqlite3_reset(s);
-        sqlite3_clear_bindings(s);
-    }
-}
+void qd_st_done(qd_stmt *s) { qd_stmt_reset(s); }
 
-/* A failed step's code: a full disk is worth telling apart, since it passes (callers retry). */
-static int db_error(conn *c)
+int qd_st_step_done(conn *c, qd_stmt *s)
 {
-    return (sqlite3_extended_errcode(c->db) & 0xff) == SQLITE_FULL ? QD_ST_FULL : QD_ST_DB;
-}
-
-int qd_st_step_done(conn *c, sqlite3_stmt *s)
-{
-    int rc = sqlite3_step(s);
-    int err = rc != SQLITE_DONE && rc != SQLITE_ROW ? db_error(c) : 0;
-    if (err)
-        QD_LOG_ERROR("sqlite: %s", sqlite3_errmsg(c->db));
+    (void)c;
+    int rc = qd_stmt_step(s);
     qd_st_done(s);
-    return err;
+    return rc < 0 ? rc : 0;
 }
 
 static int exec_slot(conn *c, int slot)
 {
-    sqlite3_stmt *s = prep(c, slot);
+    if (qd_db_kind_of(c->db) == QD_DB_PG && SQL_PG[slot] && !SQL_PG[slot][0])
+        return 0;   /* no such setting there */
+    qd_stmt *s = prep(c, slot);
     return s ? qd_st_step_done(c, s) : QD_ST_DB;
 }
 
@@ -163,58 +143,30 @@ int qd_st_commit(conn *c)
 }
 void qd_st_rollback(conn *c) { exec_slot(c, S_ROLLBACK); }
 
-void qd_st_bind_text(sqlite3_stmt *s, int i, const char *v)
-{
-    if (v)
-        sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
-    else
-        sqlite3_bind_null(s, i);
-}
+void qd_st_bind_text(qd_stmt *s, int i, const char *v) { qd_stmt_bind_text(s, i, v); }
 
 /* Binds a JSON value as its compact text (NULL → SQL NULL). */
-void qd_st_bind_json(sqlite3_stmt *s, int i, const json_t *v)
+void qd_st_bind_json(qd_stmt *s, int i, const json_t *v)
 {
-    if (!v) {
-        sqlite3_bind_null(s, i);
-        return;
-    }
-    char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(10));
-    if (text)
-        sqlite3_bind_text(s, i, text, -1, free);
-    else
-        sqlite3_bind_null(s, i);
+    qd_stmt_bind_text_free(s, i, v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(10)) : NULL);
 }
 
-json_t *qd_st_col_json(sqlite3_stmt *s, int i)
+json_t *qd_st_col_json(qd_stmt *s, int i)
 {
-    const char *t = (const char *)sqlite3_column_text(s, i);
+    const char *t = qd_stmt_text(s, i);
     if (!t)
         return json_null();
     json_t *v = json_loads(t, JSON_DECODE_ANY, NULL);
     return v ? v : json_null();
 }
 
-json_t *qd_st_col_time(sqlite3_stmt *s, int i)
+json_t *qd_st_col_time(qd_stmt *s, int i)
 {
-    if (sqlite3_column_type(s, i) == SQLITE_NULL)
+    if (qd_stmt_isnull(s, i))
         return json_null();
     char buf[32];
-    qd_time_str(sqlite3_column_double(s, i), buf);
+    qd_time_str(qd_stmt_double(s, i), buf);
     return json_string(buf);
-}
-
-static int mkdir_p(const char *dir)
-{
-    char buf[PATH_MAX];
-    snprintf(buf, sizeof buf, "%s", dir);
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(buf, 0750) < 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    return mkdir(buf, 0750) < 0 && errno != EEXIST ? -1 : 0;
 }
 
 void qd_rm_rf(const char *path)
@@ -238,107 +190,6 @@ void qd_rm_rf(const char *path)
     }
     closedir(d);
     rmdir(path);
-}
-
-/* ---- open / close ------------------------------------------------------------------------ */
-
-static int conn_open(conn *c, const char *path, int create, char *err, size_t n)
-{
-    pthread_mutex_init(&c->mu, NULL);
-    int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX;
-    int rc = sqlite3_open_v2(path, &c->db, flags, NULL);
-    char *msg = NULL;
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(c->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", NULL, NULL, &msg);
-    if (rc == SQLITE_OK && create)
-        rc = sqlite3_exec(c->db, SCHEMA, NULL, NULL, &msg);
-    if (rc != SQLITE_OK) {
-        snprintf(err, n, "database %s: %s", path, msg ? msg : sqlite3_errmsg(c->db));
-        sqlite3_free(msg);
-        return -1;
-    }
-    sqlite3_busy_timeout(c->db, 10000);
-    return 0;
-}
-
-static void conn_close(conn *c)
-{
-    for (int i = 0; i < S_NSLOTS; i++)
-        sqlite3_finalize(c->stmt[i]);
-    if (c->db)
-        sqlite3_close(c->db);
-    pthread_mutex_destroy(&c->mu);
-}
-
-int qd_store_open(const char *dir, qd_store **out, char *err, size_t n)
-{
-    *out = NULL;
-    static const char *const subdirs[] = { "", "/models", "/datasets", "/jobs", "/tmp" };
-    for (size_t i = 0; i < sizeof subdirs / sizeof subdirs[0]; i++) {
-        char p[PATH_MAX];
-        snprintf(p, sizeof p, "%s%s", dir, subdirs[i]);
-        if (mkdir_p(p) < 0) {
-            snprintf(err, n, "state dir: cannot create %s: %s", p, strerror(errno));
-            return -1;
-        }
-    }
-    /* One daemon per state dir: two schedulers would run the same queue. The lock goes away with
-     * the process, however it ends. */
-    char lockp[PATH_MAX];
-    snprintf(lockp, sizeof lockp, "%s/quantd.lock", dir);
-    int lock_fd = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
-        snprintf(err, n, "state dir %s is in use by another quantd (%s)", dir, strerror(errno));
-        if (lock_fd >= 0)
-            close(lock_fd);
-        return -1;
-    }
-    /* Leftovers of a previous process: half-received uploads. (Unfinished job outputs, named
-     * after their job, are the scheduler's: a requeued QAT job resumes from them.) */
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s/tmp", dir);
-    DIR *d = opendir(tmp);
-    if (d) {
-        struct dirent *de;
-        while ((de = readdir(d)))
-            if (!strncmp(de->d_name, "up_", 3)) {
-                char sub[PATH_MAX];
-                snprintf(sub, sizeof sub, "%s/%s", tmp, de->d_name);
-                qd_rm_rf(sub);
-            }
-        closedir(d);
-    }
-
-    qd_store *st = calloc(1, sizeof *st);
-    if (!st || !(st->dir = strdup(dir))) {
-        free(st);
-        close(lock_fd);
-        snprintf(err, n, "out of memory");
-        return -1;
-    }
-    /* "state/" → "state": every path below is dir + "/…", which qd_store_relative recognises */
-    for (size_t k = strlen(st->dir); k > 1 && st->dir[k - 1] == '/'; k--)
-        st->dir[k - 1] = 0;
-    st->lock_fd = lock_fd;
-    char db[PATH_MAX];
-    snprintf(db, sizeof db, "%s/quantd.db", dir);
-    if (conn_open(&st->w, db, 1, err, n) < 0 || conn_open(&st->r, db, 0, err, n) < 0) {
-        qd_store_close(st);
-        return -1;
-    }
-    *out = st;
-    return 0;
-}
-
-void qd_store_close(qd_store *st)
-{
-    if (!st)
-        return;
-    conn_close(&st->r);
-    conn_close(&st->w);
-    close(st->lock_fd);
-    free(st->dir);
-    free(st);
 }
 
 const char *qd_store_dir(const qd_store *st) { return st->dir; }
@@ -376,14 +227,14 @@ void qd_store_job_dir(const qd_store *st, const char *id, char *out, size_t n)
 /* ---- models and data sets ---------------------------------------------------------------- */
 
 /* Row (id,name,sha256,size,ext,created,info) → {id, name, sha256, size, format, created, …info} */
-json_t *qd_st_upload_row(sqlite3_stmt *s)
+json_t *qd_st_upload_row(qd_stmt *s)
 {
     json_t *o = json_object();
-    json_object_set_new(o, "id", json_string((const char *)sqlite3_column_text(s, 0)));
-    json_object_set_new(o, "name", json_string((const char *)sqlite3_column_text(s, 1)));
-    json_object_set_new(o, "sha256", json_string((const char *)sqlite3_column_text(s, 2)));
-    json_object_set_new(o, "size", json_integer(sqlite3_column_int64(s, 3)));
-    json_object_set_new(o, "format", json_string((const char *)sqlite3_column_text(s, 4)));
+    json_object_set_new(o, "id", json_string(qd_stmt_text(s, 0)));
+    json_object_set_new(o, "name", json_string(qd_stmt_text(s, 1)));
+    json_object_set_new(o, "sha256", json_string(qd_stmt_text(s, 2)));
+    json_object_set_new(o, "size", json_integer(qd_stmt_int64(s, 3)));
+    json_object_set_new(o, "format", json_string(qd_stmt_text(s, 4)));
     json_object_set_new(o, "created", qd_st_col_time(s, 5));
     json_t *info = qd_st_col_json(s, 6);
     if (json_is_object(info))
@@ -401,14 +252,14 @@ int qd_store_add(qd_store *st, qd_kind kind, json_t *rec)
     conn *c = &st->w;
     pthread_mutex_lock(&c->mu);
     int rc = QD_ST_DB;
-    sqlite3_stmt *s = prep(c, kind == QD_MODEL ? S_UPLOAD_INSERT_M : S_UPLOAD_INSERT_D);
+    qd_stmt *s = prep(c, kind == QD_MODEL ? S_UPLOAD_INSERT_M : S_UPLOAD_INSERT_D);
     if (s) {
         qd_st_bind_text(s, 1, json_string_value(json_object_get(rec, "id")));
         qd_st_bind_text(s, 2, json_string_value(json_object_get(rec, "name")));
         qd_st_bind_text(s, 3, json_string_value(json_object_get(rec, "sha256")));
-        sqlite3_bind_int64(s, 4, json_integer_value(json_object_get(rec, "size")));
+        qd_stmt_bind_int64(s, 4, json_integer_value(json_object_get(rec, "size")));
         qd_st_bind_text(s, 5, json_string_value(json_object_get(rec, "ext")));
-        sqlite3_bind_double(s, 6, qd_now());
+        qd_stmt_bind_double(s, 6, qd_now());
         qd_st_bind_json(s, 7, info);
         rc = qd_st_step_done(c, s);
     }
@@ -422,10 +273,10 @@ json_t *qd_store_get(qd_store *st, qd_kind kind, const char *id)
     json_t *o = NULL;
     conn *c = &st->r;
     pthread_mutex_lock(&c->mu);
-    sqlite3_stmt *s = prep(c, kind == QD_MODEL ? S_UPLOAD_GET_M : S_UPLOAD_GET_D);
+    qd_stmt *s = prep(c, kind == QD_MODEL ? S_UPLOAD_GET_M : S_UPLOAD_GET_D);
     if (s) {
         qd_st_bind_text(s, 1, id);
-        if (sqlite3_step(s) == SQLITE_ROW)
+        if (qd_stmt_step(s) == 1)
             o = qd_st_upload_row(s);
         qd_st_done(s);
     }
@@ -442,13 +293,13 @@ json_t *qd_store_list(qd_store *st, qd_kind kind, const char *sha256)
     json_t *arr = json_array();
     conn *c = &st->r;
     pthread_mutex_lock(&c->mu);
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(c->db, sql, -1, &s, NULL) == SQLITE_OK) {
+    qd_stmt *s;
+    if ((s = qd_db_prepare(c->db, sql)) != NULL) {
         if (sha256)
             qd_st_bind_text(s, 1, sha256);
-        while (sqlite3_step(s) == SQLITE_ROW)
+        while (qd_stmt_step(s) == 1)
             json_array_append_new(arr, qd_st_upload_row(s));
-        sqlite3_finalize(s);
+        qd_stmt_finalize(s);
     }
     pthread_mutex_unlock(&c->mu);
     return arr;
@@ -461,17 +312,17 @@ int qd_store_delete(qd_store *st, qd_kind kind, const char *id)
     pthread_mutex_lock(&c->mu);
     int rc = qd_st_begin(c);
     if (rc == 0) {
-        sqlite3_stmt *s = prep(c, S_REF_LIVE);
+        qd_stmt *s = prep(c, S_REF_LIVE);
         qd_st_bind_text(s, 1, id);
-        int live = sqlite3_step(s) == SQLITE_ROW;
+        int live = qd_stmt_step(s) == 1;
         qd_st_done(s);
         if (live) {
             rc = QD_ST_BUSY;
         } else {
             s = prep(c, kind == QD_MODEL ? S_UPLOAD_GET_M : S_UPLOAD_GET_D);
             qd_st_bind_text(s, 1, id);
-            if (sqlite3_step(s) == SQLITE_ROW)
-                snprintf(ext, sizeof ext, "%s", (const char *)sqlite3_column_text(s, 4));
+            if (qd_stmt_step(s) == 1)
+                snprintf(ext, sizeof ext, "%s", qd_stmt_text(s, 4));
             else
                 rc = QD_ST_NOTFOUND;
             qd_st_done(s);
@@ -502,22 +353,39 @@ int qd_store_delete(qd_store *st, qd_kind kind, const char *id)
  * used inside it). */
 int qd_st_event_insert(conn *c, const char *job, const char *type, const json_t *data, int64_t *seq)
 {
-    sqlite3_stmt *s = prep(c, S_EVENT_NEXT);
+    if (qd_st_pg(c)) {
+        qd_stmt *s = prep(c, S_EVENT_ONE);
+        if (!s)
+            return QD_ST_DB;
+        qd_st_bind_text(s, 1, job);
+        qd_stmt_bind_double(s, 2, qd_now());
+        qd_st_bind_text(s, 3, type);
+        qd_st_bind_json(s, 4, data);
+        int rc = qd_stmt_step(s);
+        if (rc == 1 && seq)
+            *seq = qd_stmt_int64(s, 0);
+        qd_st_done(s);
+        return rc == 1 ? 0 : rc < 0 ? rc : QD_ST_NOTFOUND;   /* no row: no such job */
+    }
+    qd_stmt *s = prep(c, S_EVENT_NEXT);
     if (!s)
         return QD_ST_DB;
     qd_st_bind_text(s, 1, job);
-    int64_t next = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 1;
+    int step = qd_stmt_step(s);
+    int64_t next = step == 1 ? qd_stmt_int64(s, 0) : 0;
     qd_st_done(s);
+    if (step <= 0)
+        return step < 0 ? step : QD_ST_NOTFOUND;   /* no such job */
     if (!(s = prep(c, S_EVENT_INSERT)))
         return QD_ST_DB;
     qd_st_bind_text(s, 1, job);
-    sqlite3_bind_int64(s, 2, next);
-    sqlite3_bind_double(s, 3, qd_now());
+    qd_stmt_bind_int64(s, 2, next);
+    qd_stmt_bind_double(s, 3, qd_now());
     qd_st_bind_text(s, 4, type);
     qd_st_bind_json(s, 5, data);
-    int rc = sqlite3_step(s) == SQLITE_DONE ? 0 : db_error(c);
+    int rc = qd_stmt_step(s);
     if (rc)
-        QD_LOG_ERROR("sqlite: adding event: %s", sqlite3_errmsg(c->db));
+        QD_LOG_ERROR("store: adding event: %s", qd_db_errmsg(c->db));
     else if (seq)
         *seq = next;
     qd_st_done(s);
@@ -538,8 +406,12 @@ int qd_store_events_add(qd_store *st, int n, const qd_event_in *ev)
     int rc = qd_st_begin(c);
     for (int i = 0; rc == 0 && i < n; i++) {
         rc = qd_st_event_insert(c, ev[i].job, ev[i].type, ev[i].data, NULL);
+        if (rc == QD_ST_NOTFOUND) {   /* the job was deleted meanwhile: its events go with it */
+            rc = 0;
+            continue;
+        }
         if (rc == 0 && !strcmp(ev[i].type, "progress")) {
-            sqlite3_stmt *s = prep(c, S_JOB_PROGRESS);
+            qd_stmt *s = prep(c, S_JOB_PROGRESS);
             qd_st_bind_json(s, 1, ev[i].data);
             qd_st_bind_text(s, 2, ev[i].job);
             rc = qd_st_step_done(c, s);
@@ -559,19 +431,19 @@ int qd_store_events_read(qd_store *st, const char *job, int64_t after, int max, 
     int k = 0;
     conn *c = &st->r;
     pthread_mutex_lock(&c->mu);
-    sqlite3_stmt *s = prep(c, S_EVENT_READ);
+    qd_stmt *s = prep(c, S_EVENT_READ);
     if (!s) {
         pthread_mutex_unlock(&c->mu);
         return QD_ST_DB;
     }
     qd_st_bind_text(s, 1, job);
-    sqlite3_bind_int64(s, 2, after);
-    sqlite3_bind_int(s, 3, max);
-    while (k < max && sqlite3_step(s) == SQLITE_ROW) {
-        out[k].seq = sqlite3_column_int64(s, 0);
-        out[k].ts = sqlite3_column_double(s, 1);
-        snprintf(out[k].type, sizeof out[k].type, "%s", (const char *)sqlite3_column_text(s, 2));
-        out[k].data = strdup((const char *)sqlite3_column_text(s, 3));
+    qd_stmt_bind_int64(s, 2, after);
+    qd_stmt_bind_int64(s, 3, max);
+    while (k < max && qd_stmt_step(s) == 1) {
+        out[k].seq = qd_stmt_int64(s, 0);
+        out[k].ts = qd_stmt_double(s, 1);
+        snprintf(out[k].type, sizeof out[k].type, "%s", qd_stmt_text(s, 2));
+        out[k].data = strdup(qd_stmt_text(s, 3));
         if (!out[k].data)
             break;
         k++;
@@ -591,9 +463,9 @@ int qd_store_job_create(qd_store *st, const char *id, const char *type, json_t *
     pthread_mutex_lock(&c->mu);
     int rc = qd_st_begin(c);
     for (int i = 0; rc == 0 && i < nrefs; i++) {
-        sqlite3_stmt *s = prep(c, refs[i].kind == QD_MODEL ? S_UPLOAD_GET_M : S_UPLOAD_GET_D);
+        qd_stmt *s = prep(c, refs[i].kind == QD_MODEL ? S_UPLOAD_GET_M : S_UPLOAD_GET_D);
         qd_st_bind_text(s, 1, refs[i].id);
-        int found = sqlite3_step(s) == SQLITE_ROW;
+        int found = qd_stmt_step(s) == 1;
         qd_st_done(s);
         if (!found) {
             *bad_field = refs[i].field;
@@ -606,10 +478,10 @@ int qd_store_job_create(qd_store *st, const char *id, const char *type, json_t *
         rc = qd_st_step_done(c, s);
     }
     if (rc == 0) {
-        sqlite3_stmt *s = prep(c, S_JOB_INSERT);
+        qd_stmt *s = prep(c, S_JOB_INSERT);
         qd_st_bind_text(s, 1, id);
         qd_st_bind_text(s, 2, type);
-        sqlite3_bind_double(s, 3, qd_now());
+        qd_stmt_bind_double(s, 3, qd_now());
         qd_st_bind_json(s, 4, spec);
         rc = qd_st_step_done(c, s);
     }
@@ -627,13 +499,13 @@ int qd_store_job_create(qd_store *st, const char *id, const char *type, json_t *
 }
 
 /* Row of S_JOB_GET → the API's job object. */
-json_t *qd_st_job_row(sqlite3_stmt *s)
+json_t *qd_st_job_row(qd_stmt *s)
 {
-    const char *id = (const char *)sqlite3_column_text(s, 0);
+    const char *id = qd_stmt_text(s, 0);
     json_t *o = json_object();
     json_object_set_new(o, "id", json_string(id));
-    json_object_set_new(o, "type", json_string((const char *)sqlite3_column_text(s, 1)));
-    json_object_set_new(o, "state", json_string((const char *)sqlite3_column_text(s, 2)));
+    json_object_set_new(o, "type", json_string(qd_stmt_text(s, 1)));
+    json_object_set_new(o, "state", json_string(qd_stmt_text(s, 2)));
     json_object_set_new(o, "created", qd_st_col_time(s, 3));
     json_object_set_new(o, "started", qd_st_col_time(s, 4));
     json_object_set_new(o, "finished", qd_st_col_time(s, 5));
@@ -659,10 +531,10 @@ json_t *qd_st_job_row(sqlite3_stmt *s)
         json_object_set_new(a, "url", json_string(url));
     }
     json_object_set_new(o, "artifacts", arts);
-    json_object_set_new(o, "attempts", json_integer(sqlite3_column_int64(s, 11)));
-    if (sqlite3_column_type(s, 4) != SQLITE_NULL && sqlite3_column_type(s, 5) != SQLITE_NULL)
+    json_object_set_new(o, "attempts", json_integer(qd_stmt_int64(s, 11)));
+    if (!qd_stmt_isnull(s, 4) && !qd_stmt_isnull(s, 5))
         json_object_set_new(o, "duration_s",
-                            json_real(sqlite3_column_double(s, 5) - sqlite3_column_double(s, 4)));
+                            json_real(qd_stmt_double(s, 5) - qd_stmt_double(s, 4)));
     return o;
 }
 
@@ -671,10 +543,10 @@ json_t *qd_store_job_get(qd_store *st, const char *id)
     json_t *o = NULL;
     conn *c = &st->r;
     pthread_mutex_lock(&c->mu);
-    sqlite3_stmt *s = prep(c, S_JOB_GET);
+    qd_stmt *s = prep(c, S_JOB_GET);
     if (s) {
         qd_st_bind_text(s, 1, id);
-        if (sqlite3_step(s) == SQLITE_ROW)
+        if (qd_stmt_step(s) == 1)
             o = qd_st_job_row(s);
         qd_st_done(s);
     }
@@ -687,11 +559,11 @@ int qd_store_job_state(qd_store *st, const char *id, char out[16])
     int rc = QD_ST_NOTFOUND;
     conn *c = &st->r;
     pthread_mutex_lock(&c->mu);
-    sqlite3_stmt *s = prep(c, S_JOB_STATE);
+    qd_stmt *s = prep(c, S_JOB_STATE);
     if (s) {
         qd_st_bind_text(s, 1, id);
-        if (sqlite3_step(s) == SQLITE_ROW) {
-            snprintf(out, 16, "%s", (const char *)sqlite3_column_text(s, 0));
+        if (qd_stmt_step(s) == 1) {
+            snprintf(out, 16, "%s", qd_stmt_text(s, 0));
             rc = 0;
         }
         qd_st_done(s);
@@ -707,10 +579,10 @@ json_t *qd_store_job_spec(qd_store *st, const char *id)
     json_t *o = NULL;
     conn *c = &st->r;
     pthread_mutex_lock(&c->mu);
-    sqlite3_stmt *s = prep(c, S_JOB_SPEC);
+    qd_stmt *s = prep(c, S_JOB_SPEC);
     if (s) {
         qd_st_bind_text(s, 1, id);
-        if (sqlite3_step(s) == SQLITE_ROW)
+        if (qd_stmt_step(s) == 1)
             o = qd_st_col_json(s, 0);
         qd_st_done(s);
     }
@@ -723,12 +595,12 @@ json_t *qd_store_job_ids(qd_store *st, const char *state)
     json_t *arr = json_array();
     conn *c = &st->r;
     pthread_mutex_lock(&c->mu);
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(c->db, "SELECT id FROM jobs WHERE state=? ORDER BY n", -1, &s, NULL) == SQLITE_OK) {
+    qd_stmt *s;
+    if ((s = qd_db_prepare(c->db, "SELECT id FROM jobs WHERE state=? ORDER BY n")) != NULL) {
         qd_st_bind_text(s, 1, state);
-        while (sqlite3_step(s) == SQLITE_ROW)
-            json_array_append_new(arr, json_string((const char *)sqlite3_column_text(s, 0)));
-        sqlite3_finalize(s);
+        while (qd_stmt_step(s) == 1)
+            json_array_append_new(arr, json_string(qd_stmt_text(s, 0)));
+        qd_stmt_finalize(s);
     }
     pthread_mutex_unlock(&c->mu);
     return arr;
@@ -740,19 +612,26 @@ int qd_st_is_terminal(const char *state)
 }
 
 /* The caller holds the write lock and a transaction. */
-static int transition_locked(conn *c, const char *id, const char *from, const char *to,
-                             const qd_job_update *u, int64_t *seq)
+int qd_st_transition_locked(conn *c, const char *id, const char *from, const char *to,
+                            const qd_job_update *u, int64_t *seq)
 {
-    char cur[16];
-    sqlite3_stmt *s = prep(c, S_JOB_STATE);
+    char cur[16], owner[64] = "";
+    qd_stmt *s = prep(c, S_JOB_LOCK);
+    if (!s)
+        return QD_ST_DB;
     qd_st_bind_text(s, 1, id);
-    int found = sqlite3_step(s) == SQLITE_ROW;
-    if (found)
-        snprintf(cur, sizeof cur, "%s", (const char *)sqlite3_column_text(s, 0));
+    int found = qd_stmt_step(s);
+    if (found == 1) {
+        snprintf(cur, sizeof cur, "%s", qd_stmt_text(s, 0));
+        snprintf(owner, sizeof owner, "%s", qd_stmt_text(s, 1) ? qd_stmt_text(s, 1) : "");
+    }
     qd_st_done(s);
-    if (!found)
-        return QD_ST_NOTFOUND;
+    if (found <= 0)
+        return found < 0 ? found : QD_ST_NOTFOUND;
     if (from ? strcmp(cur, from) != 0 : qd_st_is_terminal(cur))
+        return QD_ST_CONFLICT;
+    /* a host that lost its lease never writes the job's end: another host runs it now */
+    if (u && u->owner && !u->set_started && strcmp(owner, u->owner))
         return QD_ST_CONFLICT;
 
     /* the columns to set vary with u; a handful of combinations, prepared on the fly */
@@ -760,6 +639,10 @@ static int transition_locked(conn *c, const char *id, const char *from, const ch
     size_t k = (size_t)snprintf(sql, sizeof sql, "UPDATE jobs SET state=?1");
     if (u && u->set_started)
         k += (size_t)snprintf(sql + k, sizeof sql - k, ", started=?2, finished=NULL, attempts=attempts+1");
+    if (u && u->set_started && u->owner)
+        k += (size_t)snprintf(sql + k, sizeof sql - k, ", lease_owner=?7, lease_expires=%s+?8", qd_st_now_sql(c));
+    if (strcmp(to, "running"))
+        k += (size_t)snprintf(sql + k, sizeof sql - k, ", lease_owner=NULL, lease_expires=NULL, cancel_requested=0");
     if (u && u->set_finished)
         k += (size_t)snprintf(sql + k, sizeof sql - k, ", finished=?2");
     if (u && u->clear_times)
@@ -771,22 +654,24 @@ static int transition_locked(conn *c, const char *id, const char *from, const ch
     if (u && u->artifacts)
         k += (size_t)snprintf(sql + k, sizeof sql - k, ", artifacts=?5");
     snprintf(sql + k, sizeof sql - k, " WHERE id=?6");
-    if (sqlite3_prepare_v2(c->db, sql, -1, &s, NULL) != SQLITE_OK) {
-        QD_LOG_ERROR("sqlite: %s", sqlite3_errmsg(c->db));
+    if (!(s = qd_db_prepare(c->db, sql)))
         return QD_ST_DB;
-    }
     qd_st_bind_text(s, 1, to);
-    sqlite3_bind_double(s, 2, qd_now());
+    qd_stmt_bind_double(s, 2, qd_now());
     if (u) {
         qd_st_bind_json(s, 3, u->result);
         qd_st_bind_json(s, 4, u->error);
         qd_st_bind_json(s, 5, u->artifacts);
     }
     qd_st_bind_text(s, 6, id);
-    int rc = sqlite3_step(s) == SQLITE_DONE ? 0 : db_error(c);
+    if (u && u->set_started && u->owner) {
+        qd_st_bind_text(s, 7, u->owner);
+        qd_stmt_bind_double(s, 8, u->lease_s);
+    }
+    int rc = qd_stmt_step(s);
     if (rc)
-        QD_LOG_ERROR("sqlite: job %s -> %s: %s", id, to, sqlite3_errmsg(c->db));
-    sqlite3_finalize(s);
+        QD_LOG_ERROR("store: job %s -> %s: %s", id, to, qd_db_errmsg(c->db));
+    qd_stmt_finalize(s);
     if (rc)
         return rc;
 
@@ -807,7 +692,7 @@ int qd_store_job_transition(qd_store *st, const char *id, const char *from, cons
     pthread_mutex_lock(&c->mu);
     int rc = qd_st_begin(c);
     if (rc == 0) {
-        rc = transition_locked(c, id, from, to, u, seq);
+        rc = qd_st_transition_locked(c, id, from, to, u, seq);
         if (rc == 0)
             rc = qd_st_commit(c);
         else
@@ -820,7 +705,7 @@ int qd_store_job_transition(qd_store *st, const char *id, const char *from, cons
 int qd_store_requeue(qd_store *st, const char *id)
 {
     json_t *extra = json_pack("{s:s}", "reason", "requeued: the daemon stopped while the job ran");
-    qd_job_update u = { .event_extra = extra };
+    qd_job_update u = { .event_extra = extra, .owner = st->shared ? st->host : NULL };
     int rc = qd_store_job_transition(st, id, "running", "queued", &u, NULL);
     json_decref(extra);
     return rc;
@@ -828,7 +713,7 @@ int qd_store_requeue(qd_store *st, const char *id)
 
 int qd_store_requeue_running(qd_store *st, json_t *left)
 {
-    json_t *ids = qd_store_job_ids(st, "running");
+    json_t *ids = st->shared ? qd_st_leased_ids(st) : qd_store_job_ids(st, "running");
     int n = 0;
     size_t i;
     json_t *v;
@@ -847,16 +732,16 @@ int qd_store_job_counts(qd_store *st, int64_t counts[5])
     memset(counts, 0, 5 * sizeof counts[0]);
     conn *c = &st->r;
     pthread_mutex_lock(&c->mu);
-    sqlite3_stmt *s;
+    qd_stmt *s;
     int rc = QD_ST_DB;
-    if (sqlite3_prepare_v2(c->db, "SELECT state, COUNT(*) FROM jobs GROUP BY state", -1, &s, NULL) == SQLITE_OK) {
-        while (sqlite3_step(s) == SQLITE_ROW) {
-            const char *state = (const char *)sqlite3_column_text(s, 0);
+    if ((s = qd_db_prepare(c->db, "SELECT state, COUNT(*) FROM jobs GROUP BY state")) != NULL) {
+        while (qd_stmt_step(s) == 1) {
+            const char *state = qd_stmt_text(s, 0);
             for (int i = 0; i < 5; i++)
                 if (!strcmp(state, qd_job_states[i]))
-                    counts[i] = sqlite3_column_int64(s, 1);
+                    counts[i] = qd_stmt_int64(s, 1);
         }
-        sqlite3_finalize(s);
+        qd_stmt_finalize(s);
         rc = 0;
     }
     pthread_mutex_unlock(&c->mu);

@@ -36,8 +36,22 @@ enum {
 typedef enum qd_kind { QD_MODEL = 0, QD_DATASET = 1 } qd_kind;
 
 int qd_store_open(const char *state_dir, qd_store **out, char *err, size_t errlen);
+/* Where the store lives. url NULL, "" or "sqlite": SQLite in the state dir; "postgresql://…": a
+ * PostgreSQL database several hosts share (each with its own state dir and the same artifact dir).
+ * Schema migrations run at open (store_schema.c). */
+typedef struct qd_store_opts {
+    const char *state_dir;      /* this host's: the lock, SQLite's database */
+    const char *url;
+    const char *artifact_dir;   /* models, data sets, job folders, temp files; NULL: the state dir */
+    const char *host_id;        /* lease owner name; NULL: <hostname>-<pid> */
+    double lease_s;             /* a running job's lease (PostgreSQL); 0: 30 s */
+} qd_store_opts;
+int qd_store_open_ex(const qd_store_opts *o, qd_store **out, char *err, size_t errlen);
+int qd_store_shared(const qd_store *st);   /* other hosts share the queue (PostgreSQL) */
+const char *qd_store_host(const qd_store *st);
+double qd_store_lease_s(const qd_store *st);
 void qd_store_close(qd_store *st);
-const char *qd_store_dir(const qd_store *st);
+const char *qd_store_dir(const qd_store *st);   /* the artifact dir */
 /* Rewrites, in place, the paths under the state dir in msg relative to it ("/var/lib/quantd/models/
  * mdl_1.onnx: …" → "models/mdl_1.onnx: …"): job errors, events and upload replies reach clients,
  * who have no business knowing the server's file system. Returns msg. Any thread. */
@@ -86,6 +100,8 @@ typedef struct qd_job_update {
     json_t *error;       /* {code, message} or NULL */
     json_t *artifacts;   /* [{name, size, sha256}] or NULL */
     json_t *event_extra; /* extra fields merged into the state event (borrowed, may be NULL) */
+    const char *owner;   /* with set_started: takes the lease (lease_s); else: only if it holds it */
+    double lease_s;
 } qd_job_update;
 
 /* Moves the job from state `from` (NULL: any non-terminal state) to `to`, applies u (may be NULL)
@@ -95,7 +111,7 @@ int qd_store_job_transition(qd_store *st, const char *id, const char *from, cons
                             const qd_job_update *u, int64_t *seq);
 /* A job left running by a previous process → queued again (with a `state` event saying so). */
 int qd_store_requeue(qd_store *st, const char *id);
-/* Every such job; returns how many were requeued, and appends to left (may be NULL) the ids of
+/* Every such job (several hosts: those whose lease this host holds); returns how many were requeued, and appends to left (may be NULL) the ids of
  * those that could not be (a full disk). */
 int qd_store_requeue_running(qd_store *st, json_t *left);
 /* counts[state] for the states in qd_job_states (queued, running, succeeded, failed, cancelled). */
@@ -153,6 +169,20 @@ int qd_store_event_add_if_job(qd_store *st, const char *job, const char *type, j
  * had fewer than max_attempts attempts: [[id, attempts made], …], oldest first (new ref). What a
  * stopped or killed daemon left undelivered. */
 json_t *qd_store_webhooks_pending(qd_store *st, int max_attempts);
+
+/* --- several hosts (store_lease.c) -------------------------------------------------------- */
+/* Claims the oldest queued job no other host is claiming (FOR UPDATE SKIP LOCKED): it becomes
+ * running under this host's lease. 1 and its id, 0 when there is none, or a QD_ST_* code. */
+int qd_store_claim(qd_store *st, char id[32]);
+/* Renews this host's lease of a running job. 0 (*cancel: someone asked to cancel it),
+ * QD_ST_CONFLICT when the lease is lost (requeued by another host, ended), or a QD_ST_* code. */
+int qd_store_lease_renew(qd_store *st, const char *id, int *cancel);
+/* Asks the host that runs the job to cancel it (it sees the flag at its next renewal). 1 when the
+ * job is running, QD_ST_CONFLICT when it is not, QD_ST_NOTFOUND. */
+int qd_store_request_cancel(qd_store *st, const char *id);
+/* Running jobs whose lease expired (their host died) → queued again (cancelled, if a cancellation
+ * was asked meanwhile), with a `state` event naming the host. Returns how many, or a QD_ST_* code. */
+int qd_store_requeue_expired(qd_store *st);
 
 /* Removes a directory tree (no symlinks followed); for the state dir's temp and job folders. */
 void qd_rm_rf(const char *path);

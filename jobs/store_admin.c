@@ -24,15 +24,13 @@
 /* Runs sql with one text parameter (may be NULL: none) on c (lock held); 0 or QD_ST_*. */
 static int exec1(conn *c, const char *sql, const char *arg)
 {
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(c->db, sql, -1, &s, NULL) != SQLITE_OK) {
-        QD_LOG_ERROR("sqlite: %s: %s", sql, sqlite3_errmsg(c->db));
+    qd_stmt *s = qd_db_prepare(c->db, sql);
+    if (!s)
         return QD_ST_DB;
-    }
     if (arg)
         qd_st_bind_text(s, 1, arg);
     int rc = qd_st_step_done(c, s);
-    sqlite3_finalize(s);
+    qd_stmt_finalize(s);
     return rc;
 }
 
@@ -42,16 +40,16 @@ int qd_store_job_delete(qd_store *st, const char *id)
     pthread_mutex_lock(&c->mu);
     int rc = qd_st_begin(c);
     if (rc == 0) {
-        sqlite3_stmt *s = NULL;
-        rc = sqlite3_prepare_v2(c->db, "SELECT state FROM jobs WHERE id=?", -1, &s, NULL) == SQLITE_OK ? 0 : QD_ST_DB;
+        qd_stmt *s = NULL;
+        rc = (s = qd_db_prepare(c->db, "SELECT state FROM jobs WHERE id=?")) != NULL ? 0 : QD_ST_DB;
         if (rc == 0) {
             qd_st_bind_text(s, 1, id);
-            if (sqlite3_step(s) != SQLITE_ROW)
+            if (qd_stmt_step(s) != 1)
                 rc = QD_ST_NOTFOUND;
-            else if (!qd_st_is_terminal((const char *)sqlite3_column_text(s, 0)))
+            else if (!qd_st_is_terminal(qd_stmt_text(s, 0)))
                 rc = QD_ST_CONFLICT;
         }
-        sqlite3_finalize(s);
+        qd_stmt_finalize(s);
         if (rc == 0)
             rc = exec1(c, "DELETE FROM events WHERE job=?", id);
         if (rc == 0)
@@ -78,16 +76,7 @@ int qd_store_event_add_if_job(qd_store *st, const char *job, const char *type, j
     pthread_mutex_lock(&c->mu);
     int rc = qd_st_begin(c);
     if (rc == 0) {
-        sqlite3_stmt *s = NULL;
-        rc = sqlite3_prepare_v2(c->db, "SELECT 1 FROM jobs WHERE id=?", -1, &s, NULL) == SQLITE_OK ? 0 : QD_ST_DB;
-        if (rc == 0) {
-            qd_st_bind_text(s, 1, job);
-            if (sqlite3_step(s) != SQLITE_ROW)
-                rc = QD_ST_NOTFOUND;
-        }
-        sqlite3_finalize(s);
-        if (rc == 0)
-            rc = qd_st_event_insert(c, job, type, data, NULL);
+        rc = qd_st_event_insert(c, job, type, data, NULL);   /* QD_ST_NOTFOUND when the job is gone */
         if (rc == 0)
             rc = qd_st_commit(c);
         else
@@ -99,24 +88,26 @@ int qd_store_event_add_if_job(qd_store *st, const char *job, const char *type, j
 
 json_t *qd_store_webhooks_pending(qd_store *st, int max_attempts)
 {
-    static const char sql[] =
-        "SELECT j.id, (SELECT COUNT(*) FROM events e WHERE e.job = j.id AND e.type = 'webhook') AS n"
-        " FROM jobs j WHERE j.state IN ('succeeded','failed','cancelled')"
-        " AND json_extract(j.spec, '$.notify') IS NOT NULL AND NOT EXISTS (SELECT 1 FROM events e"
-        " WHERE e.job = j.id AND e.type = 'webhook' AND json_extract(e.data, '$.delivered') = 1)"
-        " AND n < ? ORDER BY j.finished";
     json_t *arr = json_array();
     conn *c = &st->r;
+    char notify[64], sql[640];
+    snprintf(sql, sizeof sql,
+             "SELECT id, n FROM (SELECT j.id, j.finished, (SELECT COUNT(*) FROM events e WHERE e.job = j.id"
+             " AND e.type = 'webhook') AS n FROM jobs j WHERE j.state IN ('succeeded','failed','cancelled')"
+             " AND %s IS NOT NULL AND NOT EXISTS (SELECT 1 FROM events e WHERE e.job = j.id"
+             " AND e.type = 'webhook' AND %s)) p WHERE n < ? ORDER BY finished",
+             qd_st_json_field(c, "j.spec", "notify", notify, sizeof notify),
+             qd_st_pg(c) ? "(e.data::jsonb->>'delivered') = 'true'" : "json_extract(e.data, '$.delivered') = 1");
     pthread_mutex_lock(&c->mu);
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(c->db, sql, -1, &s, NULL) == SQLITE_OK) {
-        sqlite3_bind_int(s, 1, max_attempts);
-        while (sqlite3_step(s) == SQLITE_ROW)
-            json_array_append_new(arr, json_pack("[s, I]", (const char *)sqlite3_column_text(s, 0),
-                                                 (json_int_t)sqlite3_column_int64(s, 1)));
-        sqlite3_finalize(s);
+    qd_stmt *s;
+    if ((s = qd_db_prepare(c->db, sql)) != NULL) {
+        qd_stmt_bind_int64(s, 1, max_attempts);
+        while (qd_stmt_step(s) == 1)
+            json_array_append_new(arr, json_pack("[s, I]", qd_stmt_text(s, 0),
+                                                 (json_int_t)qd_stmt_int64(s, 1)));
+        qd_stmt_finalize(s);
     } else {
-        QD_LOG_ERROR("sqlite: %s", sqlite3_errmsg(c->db));
+        QD_LOG_ERROR("store: %s", qd_db_errmsg(c->db));
     }
     pthread_mutex_unlock(&c->mu);
     return arr;
@@ -131,13 +122,13 @@ json_t *qd_store_ref_jobs(qd_store *st, const char *upload_id, int live_only, in
     json_t *arr = json_array();
     conn *c = &st->r;
     pthread_mutex_lock(&c->mu);
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(c->db, sql, -1, &s, NULL) == SQLITE_OK) {
+    qd_stmt *s;
+    if ((s = qd_db_prepare(c->db, sql)) != NULL) {
         qd_st_bind_text(s, 1, upload_id);
-        sqlite3_bind_int(s, 2, max);
-        while (sqlite3_step(s) == SQLITE_ROW)
-            json_array_append_new(arr, json_string((const char *)sqlite3_column_text(s, 0)));
-        sqlite3_finalize(s);
+        qd_stmt_bind_int64(s, 2, max);
+        while (qd_stmt_step(s) == 1)
+            json_array_append_new(arr, json_string(qd_stmt_text(s, 0)));
+        qd_stmt_finalize(s);
     }
     pthread_mutex_unlock(&c->mu);
     return arr;
@@ -149,34 +140,34 @@ json_t *qd_store_ref_jobs(qd_store *st, const char *upload_id, int live_only, in
  * the last parameter the row count — limit+1 rows are asked for, so one more than the limit means
  * a next page, whose cursor is the ordering key (column keycol) of the last row kept. */
 static int read_page(qd_store *st, const char *sql, const qd_list_query *q, const char *const *texts, int n,
-                     int keycol, json_t *(*row)(sqlite3_stmt *), json_t **items, int64_t *next)
+                     int keycol, json_t *(*row)(qd_stmt *), json_t **items, int64_t *next)
 {
     *items = json_array();
     *next = 0;
     conn *c = &st->r;
     int rc = QD_ST_DB;
     pthread_mutex_lock(&c->mu);
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(c->db, sql, -1, &s, NULL) == SQLITE_OK) {
-        sqlite3_bind_int64(s, 1, q->after);
+    qd_stmt *s;
+    if ((s = qd_db_prepare(c->db, sql)) != NULL) {
+        qd_stmt_bind_int64(s, 1, q->after);
         for (int i = 0; i < n; i++)
             qd_st_bind_text(s, 2 + i, texts[i]);
-        sqlite3_bind_int(s, 2 + n, q->limit + 1);
+        qd_stmt_bind_int64(s, 2 + n, q->limit + 1);
         int k = 0;
         int64_t last = 0;
-        while (sqlite3_step(s) == SQLITE_ROW) {
+        while (qd_stmt_step(s) == 1) {
             if (k == q->limit) {
                 *next = last;
                 break;
             }
             json_array_append_new(*items, row(s));
-            last = sqlite3_column_int64(s, keycol);
+            last = qd_stmt_int64(s, keycol);
             k++;
         }
-        sqlite3_finalize(s);
+        qd_stmt_finalize(s);
         rc = 0;
     } else {
-        QD_LOG_ERROR("sqlite: %s", sqlite3_errmsg(c->db));
+        QD_LOG_ERROR("store: %s", qd_db_errmsg(c->db));
     }
     pthread_mutex_unlock(&c->mu);
     return rc;
@@ -185,11 +176,12 @@ static int read_page(qd_store *st, const char *sql, const qd_list_query *q, cons
 int qd_store_job_page(qd_store *st, const qd_list_query *q, json_t **items, int64_t *next)
 {
     const char *const texts[] = { q->state, q->type, q->name };
-    return read_page(st,
-                     "SELECT " QD_ST_JOB_COLS ",n FROM jobs WHERE (?1 = 0 OR n < ?1) AND (?2 IS NULL OR state = ?2)"
-                     " AND (?3 IS NULL OR type = ?3) AND (?4 IS NULL OR json_extract(spec, '$.name') = ?4)"
-                     " ORDER BY n DESC LIMIT ?5",
-                     q, texts, 3, 12, qd_st_job_row, items, next);
+    char name[64], sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT " QD_ST_JOB_COLS ",n FROM jobs WHERE (?1 = 0 OR n < ?1) AND (?2 IS NULL OR state = ?2)"
+             " AND (?3 IS NULL OR type = ?3) AND (?4 IS NULL OR %s = ?4) ORDER BY n DESC LIMIT ?5",
+             qd_st_json_field(&st->r, "spec", "name", name, sizeof name));
+    return read_page(st, sql, q, texts, 3, 12, qd_st_job_row, items, next);
 }
 
 int qd_store_upload_page(qd_store *st, qd_kind kind, const qd_list_query *q, json_t **items, int64_t *next)
@@ -236,16 +228,16 @@ static json_t *query_ids(qd_store *st, const char *sql, double t)
     json_t *arr = json_array();
     conn *c = &st->r;
     pthread_mutex_lock(&c->mu);
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(c->db, sql, -1, &s, NULL) == SQLITE_OK) {
-        sqlite3_bind_double(s, 1, t);
-        while (sqlite3_step(s) == SQLITE_ROW)
-            json_array_append_new(arr, json_pack("[s, s, I]", (const char *)sqlite3_column_text(s, 0),
-                                                 (const char *)sqlite3_column_text(s, 1),
-                                                 (json_int_t)sqlite3_column_int64(s, 2)));
-        sqlite3_finalize(s);
+    qd_stmt *s;
+    if ((s = qd_db_prepare(c->db, sql)) != NULL) {
+        qd_stmt_bind_double(s, 1, t);
+        while (qd_stmt_step(s) == 1)
+            json_array_append_new(arr, json_pack("[s, s, I]", qd_stmt_text(s, 0),
+                                                 qd_stmt_text(s, 1),
+                                                 (json_int_t)qd_stmt_int64(s, 2)));
+        qd_stmt_finalize(s);
     } else {
-        QD_LOG_ERROR("sqlite: %s", sqlite3_errmsg(c->db));
+        QD_LOG_ERROR("store: %s", qd_db_errmsg(c->db));
     }
     pthread_mutex_unlock(&c->mu);
     return arr;

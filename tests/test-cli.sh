@@ -42,6 +42,13 @@ expect 2 "unknown option '--frob'" "unknown top-level option" -- --frob
 expect 0 "--batch N" "help run" -- help run
 expect 0 "fractions in [0, 1]" "help eval documents accuracy as a fraction" -- help eval
 expect 0 "--iters K" "bench --help" -- bench --help
+"$Q" ptq --help >"$T/out" 2>&1
+if grep -q "^  fast      " "$T/out" && grep -q "^  standard  " "$T/out" && grep -q "^  best      " "$T/out" \
+   && [ "$(sed -n '/^Presets/,$p' "$T/out" | grep -o "[0-9] s[ ,.;)]" | wc -l)" -ge 3 ]; then
+  ok "ptq --help: the presets in order of cost, with their measured times"
+else
+  not_ok "ptq --help: the presets in order of cost, with their measured times" "$(cat "$T/out")"
+fi
 expect 2 "unknown command 'nope'" "help for an unknown command" -- help nope
 expect 2 "missing MODEL" "info without a model" -- info
 expect 2 "missing --input" "run without --input" -- run "$F/two_io.onnx" --output "$T/y.npz"

@@ -12,6 +12,7 @@
 #include "engine/data.h"
 #include "engine/exec.h"
 #include "engine/graph.h"
+#include "engine/onnx.h"
 #include "engine/pipeline_util.h"
 #include "engine/quant/gptq.h"
 #include "engine/quant/quantsim.h"
@@ -481,6 +482,23 @@ TEST(conv_grouped_depthwise_below_nearest)
     qs_graph_free(g);
     g = conv_model(1, 6);
     single_layer(g, "conv", x, 1, 4, 1, 1, 0.9);
+    /* max_columns: 25 columns a sample, 1000 columns → the first 40 samples (batches of 7) */
+    qs_quantsim *sim = sim_of(g, 4, 1);
+    tmpdata t;
+    data_open(&t, x, sim->g);
+    qs_gptq_config cfg = qs_gptq_config_default();
+    cfg.batch = 7;
+    cfg.max_columns = 1000;
+    cfg.min_samples = 10;
+    qs_gptq_report *r = NULL;
+    qs_err e = {0};
+    ASSERT_EQ(qs_gptq(sim, &t.d, &cfg, NULL, &r, &e), 0);
+    ASSERT_EQ(r->layers[0].samples, 40);
+    ASSERT_EQ(r->layers[0].columns, 1000);
+    ASSERT(r->layers[0].err_gptq < r->layers[0].err_nearest);
+    qs_gptq_report_free(r);
+    data_close(&t);
+    qs_quantsim_free(sim);
     qs_graph_free(g);
     qs_tensor_free(x);
 }
@@ -521,6 +539,55 @@ TEST(chain_of_two_layers)
     qs_tensor_free(x);
 }
 
+/* The ResNet-style fixture (trained on Fashion-MNIST) at 4 bits, columns in input order and by
+ * descending diag H: every layer's error at most nearest's, the logits closer to FP32 than with
+ * nearest, and the two orders side by side (the default, act_order, is the better one here). */
+TEST(fixture_resnet_w4_orders)
+{
+    char path[1024], spath[1024];
+    snprintf(path, sizeof path, "%s/tests/fixtures/resnet.onnx", QD_SRCDIR);
+    snprintf(spath, sizeof spath, "%s/tests/fixtures/resnet.sample.npy", QD_SRCDIR);
+    ASSERT_FIXTURE(path);
+    ASSERT_FIXTURE(spath);
+    qs_graph *g;
+    qs_err e = {0};
+    ASSERT_EQ(qs_onnx_load(path, &g, &e), 0);
+    qs_quantsim *near = sim_of(g, 4, 1);
+    qs_pl_data d;
+    ASSERT_EQ(qs_pl_open_inputs(spath, "calibration", near->g, &d, &e), 0);
+    qs_tensor *x = qs_tensor_copy(qs_dataset_array(d.d, d.arrays[0]));
+    double before = output_err(g, near, x, 1), sum[2] = { 0, 0 }, after[2];
+    for (int order = 0; order < 2; order++) {
+        qs_quantsim *sim = sim_of(g, 4, 1);
+        qs_gptq_config cfg = qs_gptq_config_default();
+        cfg.act_order = order;
+        qs_gptq_report *r = NULL;
+        if (qs_gptq(sim, &d, &cfg, NULL, &r, &e) < 0)
+            QT_FAIL_("gptq: %s", e.msg);
+        ASSERT_EQ(r->nlayers, 9);
+        for (int i = 0; i < r->nlayers; i++) {
+            const qs_gptq_layer *l = &r->layers[i];
+            printf("#   act_order %d %-36s %4lld inputs %6lld cols: error %.4g -> %.4g, %.1f%% changed, %lld kept nearest\n",
+                   order, l->name, (long long)l->inputs, (long long)l->columns, l->err_nearest, l->err_gptq,
+                   100 * l->frac_changed, (long long)l->kept_nearest);
+            ASSERT(l->err_gptq <= l->err_nearest);
+            sum[order] += l->err_gptq / l->err_nearest;
+            assert_on_grid(sim, l->name);
+        }
+        after[order] = output_err(g, sim, x, 1);
+        printf("# act_order %d: %.2f s; logits error nearest %.4g -> GPTQ %.4g; mean layer error ratio %.3f\n", order,
+               r->seconds, before, after[order], sum[order] / r->nlayers);
+        ASSERT(after[order] < before);
+        qs_gptq_report_free(r);
+        qs_quantsim_free(sim);
+    }
+    ASSERT(sum[1] <= sum[0]);
+    qs_pl_close(&d);
+    qs_tensor_free(x);
+    qs_quantsim_free(near);
+    qs_graph_free(g);
+}
+
 TEST(bad_input)
 {
     int64_t xs[] = { 16, 8 }, ws[] = { 4, 8 };
@@ -542,6 +609,10 @@ TEST(bad_input)
     c.block = 0;
     ASSERT_EQ(qs_gptq(sim, &t.d, &c, NULL, NULL, &e), QS_EINVAL);
     ASSERT(strstr(e.msg, "block"));
+    c = qs_gptq_config_default();
+    c.min_samples = 0;
+    ASSERT_EQ(qs_gptq(sim, &t.d, &c, NULL, NULL, &e), QS_EINVAL);
+    ASSERT(strstr(e.msg, "min_samples"));
     ASSERT_EQ(qs_gptq(sim, NULL, NULL, NULL, NULL, &e), QS_EINVAL);
     ASSERT(strstr(e.msg, "calibration data"));
     /* aborted */
@@ -555,4 +626,4 @@ TEST(bad_input)
 }
 
 TEST_MAIN(two_inputs_by_hand, solver_matches_obq_reference, solver_bad_input, gemm_and_matmul_below_nearest,
-          conv_grouped_depthwise_below_nearest, chain_of_two_layers, bad_input)
+          conv_grouped_depthwise_below_nearest, chain_of_two_layers, fixture_resnet_w4_orders, bad_input)

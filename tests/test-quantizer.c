@@ -164,6 +164,56 @@ TEST(fakequant_gradients_match_finite_differences_when_clamped)
     opcheck_grad(&n, 13, 3, in, 1, 1e-3, 1e-2, 1e-3);
 }
 
+/* The vectorized, threaded backward against the formulas in double, element by element, on a
+ * per-tensor quantizer long enough to be cut into pieces (and not a multiple of 16), with a
+ * fractional zero point (QAT learns it), on 1 and 3 threads; and without dx. */
+TEST(fakequant_backward_large_matches_formulas)
+{
+    qs_node n = opcheck_node("FakeQuant", "quantd");
+    qs_attr attrs[2] = {{.name = "qmin", .type = QS_ATTR_INT, .i = 0}, {.name = "qmax", .type = QS_ATTR_INT, .i = 255}};
+    n.attr = attrs;
+    n.nattr = 2;
+    int64_t len = 100003, one = 1;
+    float sv = 0.05f, zv = 100.3f;
+    qs_tensor *x = qs_tensor_new(QS_F32, 1, &len), *dy = qs_tensor_new(QS_F32, 1, &len);
+    uint32_t r = 12345;
+    for (int64_t i = 0; i < len; i++) {   /* x over [−8, 10]: about a third clamped on each side */
+        r = r * 1664525u + 1013904223u;
+        qs_f32(x)[i] = -8.f + 18.f * (float)(r >> 8) / 16777216.f;
+        qs_f32(dy)[i] = (float)((int)(r % 7) - 3) / 3.f;
+    }
+    double wds = 0, wdz = 0;
+    float *wdx = malloc(len * sizeof *wdx);
+    for (int64_t i = 0; i < len; i++) {
+        float v = qs_f32(x)[i] / sv, rv = nearbyintf(v), q = rv + zv, d = qs_f32(dy)[i];
+        int out = q < 0 || q > 255;
+        wdx[i] = out ? 0.f : d;
+        wds += d * (q < 0 ? 0 - (double)zv : q > 255 ? 255 - (double)zv : (double)rv - v);
+        wdz += out ? -(double)d * sv : 0;
+    }
+    qs_tensor *in[3] = {x, opcheck_from(1, &one, &sv), opcheck_from(1, &one, &zv)};
+    qs_tensor *out[1] = {qs_tensor_new(QS_F32, 1, &len)};
+    const qs_op_def *d = qs_op_find("quantd", "FakeQuant");
+    for (int threads = 1; threads <= 3; threads += 2)
+        for (int with_dx = 0; with_dx < 2; with_dx++) {
+            qs_tensor *dx = qs_tensor_new(QS_F32, 1, &len), *ds = qs_tensor_new(QS_F32, 1, &one),
+                      *dz = qs_tensor_new(QS_F32, 1, &one);
+            qs_tensor *din[3] = {with_dx ? dx : NULL, ds, dz}, *dout[1] = {dy};
+            qs_err e = {0};
+            qs_kctx c = {.node = &n, .opset = 13, .nin = 3, .nout = 1, .in = in, .out = out, .din = din,
+                         .dout = dout, .err = &e, .pool = opcheck_pool(threads), .nthreads = threads};
+            ASSERT_EQ(d->backward(&c), 0);
+            for (int64_t i = 0; with_dx && i < len; i++)
+                ASSERT_EQ(qs_f32(dx)[i], wdx[i]);
+            ASSERT_CLOSE(qs_f32(ds)[0], wds, 1e-5, 1e-2);
+            ASSERT_CLOSE(qs_f32(dz)[0], wdz, 1e-5, 1e-3);
+            qs_tensor_free(dx);
+            qs_tensor_free(ds);
+            qs_tensor_free(dz);
+        }
+    free(wdx);
+}
+
 TEST(fakequant_refuses_bad_scale)
 {
     qs_node n = opcheck_node("FakeQuant", "quantd");
@@ -179,4 +229,5 @@ TEST(fakequant_refuses_bad_scale)
 TEST_MAIN(grids, qparams_by_hand, round_half_to_even_and_clamp, fast_path_matches_reference, wide_grids_match_reference,
           quantize_tensor_to_int8,
           fakequant_forward_and_ste_lsq_gradients, fakequant_gradients_match_finite_differences_when_clamped,
+          fakequant_backward_large_matches_formulas,
           fakequant_refuses_bad_scale)

@@ -36,6 +36,52 @@ TEST(standard_preset_is_the_papers_pipeline)
     qs_qconfig_free(&c);
 }
 
+/* fast, standard and best in order of cost; basic is fast under its former name, and keeps it */
+TEST(presets_fast_standard_best)
+{
+    ASSERT_STR_EQ(qs_spec_preset_name(0), "fast");
+    ASSERT_STR_EQ(qs_spec_preset_name(1), "standard");
+    ASSERT_STR_EQ(qs_spec_preset_name(2), "best");
+    ASSERT(qs_spec_preset_name(3) == NULL);
+    for (int i = 0; i < 3; i++)
+        ASSERT(strstr(qs_spec_preset_about(qs_spec_preset_name(i)), " s") != NULL);   /* a measured time */
+    ASSERT(qs_spec_preset_about("basic") != NULL && qs_spec_preset_about("quick") == NULL);
+    qs_qconfig f, b, s, x;
+    qs_err e = {0};
+    ASSERT_EQ(parse("{\"preset\": \"fast\"}", &f, &e), 0);
+    ASSERT_EQ(parse("{\"preset\": \"basic\"}", &b, &e), 0);
+    ASSERT_EQ(parse("{}", &s, &e), 0);
+    ASSERT_EQ(parse("{\"preset\": \"best\"}", &x, &e), 0);
+    ASSERT_STR_EQ(f.preset, "fast");
+    ASSERT_STR_EQ(b.preset, "basic");
+    ASSERT_STR_EQ(x.preset, "best");
+    /* fast: fold + min-max ranges, nearest rounding, nothing that needs passes over the data */
+    ASSERT(f.bn_fold && !f.cle && !f.bias_absorption && f.bias_correction == QS_BC_NONE && !f.adaround.enabled &&
+           !f.check_steps);
+    ASSERT(f.weights.range == QS_RANGE_MINMAX && f.act.range == QS_RANGE_MINMAX && f.act.last_layer == QS_RANGE_MINMAX);
+    ASSERT(f.rounding == QS_ROUND_NEAREST && s.rounding == QS_ROUND_ADAROUND && x.rounding == QS_ROUND_ADAROUND);
+    char *ft = qs_qconfig_to_text(&f), *bt = qs_qconfig_to_text(&b);
+    ASSERT(strstr(ft, "\"preset\":\"fast\"") && strstr(bt, "\"preset\":\"basic\""));
+    char *q = strstr(bt, "\"preset\":\"basic\"") + 10;   /* the same settings under the other name */
+    memmove(q + 4, q + 5, strlen(q + 5) + 1);
+    memcpy(q, "fast", 4);
+    ASSERT_STR_EQ(ft, bt);
+    free(ft);
+    free(bt);
+    /* standard and best: the paper's pipeline, checked; best at AdaRound's full iterations */
+    ASSERT(s.cle && s.adaround.enabled && s.check_steps && x.cle && x.adaround.enabled && x.check_steps);
+    ASSERT_EQ(s.weights.range, QS_RANGE_MSE);
+    ASSERT_EQ(x.act.last_layer, QS_RANGE_CE);
+    ASSERT_EQ(x.adaround.iterations, 10000);
+    ASSERT(s.adaround.iterations < x.adaround.iterations);
+    qs_qconfig_free(&f);
+    qs_qconfig_free(&b);
+    qs_qconfig_free(&s);
+    qs_qconfig_free(&x);
+    ASSERT(parse("{\"preset\": \"quick\"}", &f, &e) < 0);
+    ASSERT(strstr(e.msg, "config.preset") && strstr(e.msg, "fast, standard, best"));
+}
+
 TEST(fields_override_the_preset)
 {
     qs_qconfig c;
@@ -181,12 +227,15 @@ TEST(every_config_field_has_a_default_in_the_presets_and_the_schema)
         ASSERT(json_string_length(json_object_get(o, "description")) > 0);
         /* the quantization config's fields: in every preset */
         if (qs_spec_field_jobs(i) & QS_JOB_QUANT)
-            if (!at_path(json_object_get(presets, "standard"), p + 7) || !at_path(json_object_get(presets, "basic"), p + 7))
-                QT_FAIL_("%s is not in the presets", p);
+            for (const char *const *n = (const char *const[]){"fast", "standard", "best", "basic", NULL}; *n; n++)
+                if (!at_path(json_object_get(presets, *n), p + 7))
+                    QT_FAIL_("%s is not in preset %s", p, *n);
     }
     ASSERT(nconfig > 40);
-    /* the engine's pipeline, as the paper's Fig. 8: AdaRound on in standard, off in basic */
+    /* the engine's pipeline, as the paper's Fig. 8: AdaRound on in standard and best, off in fast */
     ASSERT(json_is_true(at_path(presets, "standard.adaround.enabled")));
+    ASSERT(json_is_true(at_path(presets, "best.adaround.enabled")));
+    ASSERT(json_is_false(at_path(presets, "fast.adaround.enabled")));
     ASSERT(json_is_false(at_path(presets, "basic.adaround.enabled")));
     json_decref(presets);
     json_decref(schema);
@@ -358,7 +407,7 @@ TEST(data_sets_against_the_model)
     ASSERT_STR_CONTAINS(e.msg, "empty");
 }
 
-TEST_MAIN(standard_preset_is_the_papers_pipeline, fields_override_the_preset, errors_name_the_field,
+TEST_MAIN(standard_preset_is_the_papers_pipeline, presets_fast_standard_best, fields_override_the_preset, errors_name_the_field,
           round_trip_through_json, overrides_shape_checked, every_config_field_has_a_default_in_the_presets_and_the_schema,
           every_field_refuses_a_wrong_value_naming_the_field, a_field_of_another_job_type_is_unknown,
           the_normalised_spec_parses_to_the_same_spec, rounding_and_adaround_enabled_agree, data_sets_against_the_model)

@@ -28,7 +28,8 @@
 
 qs_gptq_config qs_gptq_config_default(void)
 {
-    return (qs_gptq_config){ .damp = 0.01, .act_order = 1, .block = 128, .batch = 32, .samples = 1024 };
+    return (qs_gptq_config){ .damp = 0.01, .act_order = 1, .block = 128, .batch = 32, .samples = 1024,
+                             .max_columns = (int64_t)1 << 17, .min_samples = 64 };
 }
 
 /* --- the solver --------------------------------------------------------------------------------- */
@@ -473,6 +474,12 @@ static int run_accum(qs_quantsim *sim, const qs_pl_data *data, int64_t want, con
         }
         if (rc == 0 && a->err.code)
             rc = qs_error(e, a->err.code, "%s", a->err.msg);
+        /* enough columns: a layer with many positions per sample needs fewer samples */
+        if (rc == 0 && a->L->have_geom && cfg->max_columns > 0 && a->L->P > 0) {
+            int64_t need = (cfg->max_columns + a->L->P - 1) / a->L->P;
+            need = need < cfg->min_samples ? cfg->min_samples : need;
+            want = need < want ? need : want;
+        }
         if (rc == 0 && io)
             qs_pl_progress(io, stage, (double)(start + k), (double)want, t0);
     }
@@ -644,9 +651,10 @@ static int check_config(const qs_gptq_config *c, qs_err *e)
 {
     if (!(c->damp > 0 && c->damp <= 1e3) || !isfinite(c->damp))
         return qs_error(e, QS_EINVAL, "GPTQ: damp (λ) must be a number in (0, 1000] (got %g)", c->damp);
-    if (c->block < 1 || c->batch < 1 || c->samples < 1)
-        return qs_error(e, QS_EINVAL, "GPTQ: block (%lld), batch (%lld) and samples (%lld) must be at least 1",
-                        (long long)c->block, (long long)c->batch, (long long)c->samples);
+    if (c->block < 1 || c->batch < 1 || c->samples < 1 || c->min_samples < 1)
+        return qs_error(e, QS_EINVAL, "GPTQ: block (%lld), batch (%lld), samples (%lld) and min_samples (%lld) must "
+                        "be at least 1", (long long)c->block, (long long)c->batch, (long long)c->samples,
+                        (long long)c->min_samples);
     return 0;
 }
 
@@ -757,8 +765,10 @@ json_t *qs_gptq_report_json(const qs_gptq_report *r)
         json_array_append_new(layers, o);
     }
     const qs_gptq_config *c = &r->cfg;
-    json_t *cfg = json_pack("{s:f, s:b, s:I, s:I, s:I}", "damp", c->damp, "act_order", c->act_order, "block",
-                            (json_int_t)c->block, "batch_size", (json_int_t)c->batch, "samples", (json_int_t)c->samples);
+    json_t *cfg = json_pack("{s:f, s:b, s:I, s:I, s:I, s:I, s:I}", "damp", c->damp, "act_order", c->act_order,
+                            "block", (json_int_t)c->block, "batch_size", (json_int_t)c->batch, "samples",
+                            (json_int_t)c->samples, "max_columns", (json_int_t)c->max_columns, "min_samples",
+                            (json_int_t)c->min_samples);
     return json_pack("{s:I, s:f, s:o, s:o, s:o}", "samples", (json_int_t)samples, "seconds", r->seconds, "config", cfg,
                      "layers", layers, "skipped", skipped);
 }

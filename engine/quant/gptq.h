@@ -12,7 +12,9 @@
  *  - H = X̃X̃ᵀ / n is accumulated over the layer's input in the quantized sim (the layers before
  *    already rounded by GPTQ; other quantizers as the caller left them, those without ranges
  *    bypassed), one column per output position: an im2col column of a Conv (one H per group),
- *    a row of a Gemm/MatMul input. Batches are streamed: no activation is kept beyond its batch;
+ *    a row of a Gemm/MatMul input. Batches are streamed: no activation is kept beyond its batch.
+ *    A layer with many columns per sample stops at max_columns columns (at least min_samples
+ *    samples): H is Kg × Kg whatever the count, and the early layers' passes are the costly ones;
  *  - per group, with W [rows, cols] the FP32 weight (rows: output channels, cols: inputs),
  *    H ← H + λ·mean(diag H)·I (an input that is always 0 gets H_ii = 1 first), the columns are
  *    taken in input order or by descending diag H (act_order), and U is the upper Cholesky factor
@@ -45,6 +47,8 @@ typedef struct qs_gptq_config {
     int64_t block;      /* columns per lazy batch update (128) */
     int64_t batch;      /* samples per capture pass (32) */
     int64_t samples;    /* calibration samples H is accumulated over (1024; fewer if the data has fewer) */
+    int64_t max_columns;/* ...but no more samples than give this many columns (2^17; 0: no cap), */
+    int64_t min_samples;/* and never fewer than this (64): an early Conv has thousands of columns a sample */
 } qs_gptq_config;
 
 qs_gptq_config qs_gptq_config_default(void);
@@ -77,7 +81,7 @@ typedef struct qs_gptq_report {
 int qs_gptq(qs_quantsim *sim, const qs_pl_data *data, const qs_gptq_config *cfg, const qs_pipeline_io *io,
             qs_gptq_report **report, qs_err *e);
 void qs_gptq_report_free(qs_gptq_report *r);
-/* {"samples", "seconds", "config":{"damp","act_order","block","batch_size","samples"}, "layers":[{"name",
+/* {"samples", "seconds", "config":{"damp","act_order","block","batch_size","samples","max_columns","min_samples"}, "layers":[{"name",
  *  "op", "weights", "inputs", "groups", "samples", "columns", "damp", "seconds", "capture_seconds",
  *  "solve_seconds", "err_nearest", "err_gptq", "frac_changed", "kept_nearest"}], "skipped":[{"name","reason"}]} — new */
 json_t *qs_gptq_report_json(const qs_gptq_report *r);

@@ -186,8 +186,17 @@ int qs_target_measure(qs_ptq *p, json_t **out, qs_err *e)
     }
     outbuf fp = {0}, sim = {0}, tgt = {0};
     qs_graph *emu = NULL;
-    if ((rc = run_rows(p, p->model, start, n, &fp, e)) < 0 || (rc = run_rows(p, p->sim->g, start, n, &sim, e)) < 0)
+    /* a stage of its own: three passes (FP32, the simulation, the target's emulation) of n rows */
+    double t0 = qs_now();
+    const char *stage = ort ? "target ort-x86 check" : "target check";
+    int passes = ort ? 3 : 2;
+    qs_pl_progress(p->io, stage, 0, passes, t0);
+    if ((rc = run_rows(p, p->model, start, n, &fp, e)) < 0)
         goto out;
+    qs_pl_progress(p->io, stage, 1, passes, t0);
+    if ((rc = run_rows(p, p->sim->g, start, n, &sim, e)) < 0)
+        goto out;
+    qs_pl_progress(p->io, stage, 2, passes, t0);
     double db_sim, db_tgt, db_vs;
     json_object_set_new(t, "samples", json_integer(n));
     json_object_set_new(t, "held_out", json_boolean(held_out));
@@ -204,6 +213,7 @@ int qs_target_measure(qs_ptq *p, json_t **out, qs_err *e)
                     "integer kernels is not known", ee.msg);
         goto out;
     }
+    qs_pl_progress(p->io, stage, 3, passes, t0);
     json_object_set_new(t, "emulated_layers", json_integer(nlayers));
     json_object_set_new(t, "sqnr_target_db", sqnr(&fp, &tgt, &db_tgt));
     json_object_set_new(t, "sqnr_target_vs_sim_db", sqnr(&sim, &tgt, &db_vs));

@@ -267,6 +267,10 @@ def test_dashboard_end_to_end(browser, make_quantd, tmp_path, labels_npy):
     # the server's defaults (GET /v1/presets): the standard preset runs AdaRound
     page.wait_js("return document.getElementById('cfg-adaround-enabled').checked === true", what="the presets")
     assert page.js("return document.getElementById('cfg-calibration-samples').value") == "1024"   # preset
+    # the presets offered in order of cost, the chosen one's cost written under it
+    assert page.js("return [...document.getElementById('cfg-preset').options].map((o) => o.value).join()") == \
+        "fast,standard,best"
+    assert "AdaRound at 1,000 iterations" in page.js("return document.getElementById('cfg-preset-hint').textContent")
     # unticked (as a user's click does: input and change events), it is sent as an explicit false
     page.js("const c = document.getElementById('cfg-adaround-enabled'); c.scrollIntoView({block: 'center'}); c.click()")
     # the rounding choice follows it (config.rounding and adaround.enabled must agree)

@@ -11,7 +11,9 @@ import os
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 
+from conftest import FASHION, normalise, read_idx
 from onnx_build import Graph
 
 K, N, SAMPLES = 40, 12, 512
@@ -119,3 +121,22 @@ def test_contradicting_rounding_refused(run_quant, tmp_path):
     r = run_quant("ptq", m, "--calib", tmp_path / "x.npy", "--rounding", "obq", "-o", tmp_path / "o")
     assert r.returncode != 0 and "nearest, adaround, gptq" in r.stderr, r.stderr
     assert not os.path.exists(tmp_path / "o" / "model.qdq.onnx")
+
+
+def test_checked_standard_pipeline_tries_gptq(run_quant, fixtures_dir, tmp_path):
+    """With check_steps (the standard preset), GPTQ is the rounding step tried, and its report stays."""
+    imgs = os.path.join(FASHION, "train-images-idx3-ubyte.gz")
+    if not os.path.exists(imgs):
+        pytest.skip("Fashion-MNIST absent (Debian package dataset-fashion-mnist)")
+    fashion_calib = tmp_path / "calib.npy"
+    np.save(fashion_calib, normalise(read_idx(imgs)[:128]))
+    out = tmp_path / "o"
+    run_quant.ok("ptq", os.path.join(fixtures_dir, "resnet_bn.onnx"), "--calib", fashion_calib, "--calib-samples", "128",
+                 "--wbits", "4", "--rounding", "gptq", "-o", out)
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["config"]["rounding"] == "gptq" and rep["config"]["adaround"]["enabled"] is False
+    steps = {s["step"]: s for s in rep["step_check"]["steps"]}
+    assert "gptq" in steps and "adaround" not in steps, steps
+    assert "kept" in rep["gptq"] and len(rep["gptq"]["layers"]) == 9
+    for layer in rep["gptq"]["layers"]:
+        assert layer["err_gptq"] <= layer["err_nearest"], layer

@@ -306,3 +306,39 @@ def test_listen_failure_exits_1_and_keeps_the_queue(make_quantd, tmp_path, quant
     d2 = make_quantd("--set", "debug_jobs=true", state=tmp_path / "st")
     j = d2.wait(job["id"], "succeeded", timeout=30)
     assert j["result"]["steps"] == 20
+
+
+def test_sqlite_database_from_before_migrations_is_upgraded(make_quantd, tmp_path):
+    """A state dir made before schema_version existed (issue 20): quantd applies the migrations at
+    start — the records stay, the queued job runs, and its event ids go on from the ones it had."""
+    import sqlite3
+    state = tmp_path / "old"
+    state.mkdir()
+    db = sqlite3.connect(state / "quantd.db")
+    db.executescript("""
+        CREATE TABLE models (id TEXT PRIMARY KEY, name TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+          ext TEXT NOT NULL, created REAL NOT NULL, info TEXT NOT NULL);
+        CREATE TABLE datasets (id TEXT PRIMARY KEY, name TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+          ext TEXT NOT NULL, created REAL NOT NULL, info TEXT NOT NULL);
+        CREATE TABLE jobs (n INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, type TEXT NOT NULL,
+          state TEXT NOT NULL, created REAL NOT NULL, started REAL, finished REAL, spec TEXT NOT NULL,
+          progress TEXT, result TEXT, error TEXT, artifacts TEXT, attempts INTEGER NOT NULL DEFAULT 0);
+        CREATE TABLE job_refs (job TEXT NOT NULL, ref TEXT NOT NULL);
+        CREATE TABLE events (job TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL, type TEXT NOT NULL,
+          data TEXT NOT NULL, PRIMARY KEY (job, seq)) WITHOUT ROWID;
+        INSERT INTO jobs(id, type, state, created, spec) VALUES('job_00000000000000aa', 'sleep', 'queued', 1.0,
+          '{"type":"sleep","config":{"seconds":0.1,"fail":false,"artifact_bytes":10}}');
+        INSERT INTO events VALUES('job_00000000000000aa', 1, 1.0, 'state', '{"state":"queued"}');
+        INSERT INTO events VALUES('job_00000000000000aa', 2, 1.5, 'log', '{"level":"info","message":"old"}');
+    """)
+    db.commit()
+    db.close()
+    d = make_quantd("--set", "debug_jobs=true", state=state)
+    assert "schema migrated to version 2" in d.logtext()
+    j = d.wait("job_00000000000000aa", "succeeded", timeout=30)
+    st, _, events, _ = d.events(j["id"])
+    assert [e[0] for e in events] == list(range(1, len(events) + 1)) and len(events) > 4
+    assert events[1][2]["message"] == "old"
+    db = sqlite3.connect(state / "quantd.db")
+    assert db.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [(1,), (2,)]
+    db.close()

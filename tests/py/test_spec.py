@@ -31,6 +31,12 @@ def test_presets_are_the_engines_defaults(quantd):
     assert std["weights"]["range"] == "mse" and basic["weights"]["range"] == "minmax"
     assert std["analysis"]["val_samples"] == 1000 and std["target_drop"] is None
     assert set(dict(leaves(std))) == set(dict(leaves(basic)))
+    # fast, standard, best offered in order of cost, each with what it costs; basic is fast's former name
+    assert [p["name"] for p in body["offered"]] == ["fast", "standard", "best"]
+    assert all(" s " in p["about"] or " s," in p["about"] or " s." in p["about"] for p in body["offered"]), body["offered"]
+    fast, best = body["presets"]["fast"], body["presets"]["best"]
+    assert dict(fast, preset="basic") == basic
+    assert best["adaround"]["iterations"] == 10000 > std["adaround"]["iterations"] and best["check_steps"] is True
 
 
 def test_openapi_config_schema_has_every_table_field(quantd):
@@ -51,6 +57,9 @@ def test_openapi_config_schema_has_every_table_field(quantd):
     assert schema["properties"]["weights"]["properties"]["bits"]["maximum"] == 16
     assert "presets" in doc["paths"]["/v1/presets"]["get"]["responses"]["200"]["content"]["application/json"][
         "schema"]["properties"]
+    # the presets' costs, whole, in config.preset's description
+    for p in body["offered"]:
+        assert p["about"] in schema["properties"]["preset"]["description"], p["name"]
 
 
 def test_job_records_the_normalised_spec(make_quantd):

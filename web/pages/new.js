@@ -7,9 +7,10 @@
 import * as api from '../api.js';
 import { h, clear, errorBox, announce, fmtBytes } from '../util.js';
 
-// The presets come from the server (GET /v1/presets, the engine's spec table in engine/spec.c):
+// The presets come from the server (GET /v1/presets, the engine's spec table in engine/spec_rows.c):
 // what an untouched field means. Flattened to 'weights.bits' → 8.
 let PRESETS = {};
+let OFFERED = [];   // [{name, about}]: the presets to offer, in order of cost, with what each costs
 
 function flatten(obj, prefix = '', out = {}) {
   for (const [k, v] of Object.entries(obj)) {
@@ -97,6 +98,7 @@ export async function render(main, { query }) {
     models = m.models || [];
     datasets = d.datasets || [];
     PRESETS = Object.fromEntries(Object.entries(p.presets || {}).map(([name, cfg]) => [name, flatten(cfg)]));
+    OFFERED = p.offered || Object.keys(PRESETS).map((name) => ({ name, about: '' }));
   } catch (err) {
     clear(main, h('h1', {}, 'New job'), errorBox(err, 'Loading models, data sets and presets'));
     return null;
@@ -135,8 +137,9 @@ export async function render(main, { query }) {
   if (!datasets.length) dataSection.append(h('p', { class: 'hint' }, 'No data sets yet: ', h('a', { href: '#/datasets' }, 'upload some'), '.'));
 
   // --- config -------------------------------------------------------------------------------
-  const presetSel = h('select', { id: 'cfg-preset', 'data-field': 'config.preset' },
-    h('option', { value: 'standard' }, 'standard (the paper\'s pipeline)'), h('option', { value: 'basic' }, 'basic (fold + min-max ranges)'));
+  const presetSel = h('select', { id: 'cfg-preset', 'data-field': 'config.preset', 'aria-describedby': 'cfg-preset-hint' },
+    OFFERED.map((p) => h('option', { value: p.name }, p.name)));
+  const presetHint = h('p', { class: 'hint', id: 'cfg-preset-hint' });
   const inputs = new Map();   // path → input element
   const groups = {};
   for (const [g, fields] of Object.entries(FIELDS)) {
@@ -164,13 +167,14 @@ export async function render(main, { query }) {
   const excludeInput = h('input', { type: 'text', id: 'cfg-exclude', 'data-field': 'config.exclude', autocomplete: 'off', placeholder: 'node names, comma-separated', 'aria-describedby': 'cfg-exclude-hint' });
   const presetBox = h('fieldset', { class: 'panel', 'data-group': 'preset' }, h('legend', {}, 'Preset'),
     h('div', { class: 'grid' },
-      h('div', { class: 'field' }, h('label', { for: 'cfg-preset' }, 'Start from'), presetSel),
+      h('div', { class: 'field' }, h('label', { for: 'cfg-preset' }, 'Start from'), presetSel, presetHint),
       h('div', { class: 'field' }, h('label', { for: 'cfg-exclude' }, 'Keep in float (exclude)'), excludeInput,
         h('p', { class: 'hint', id: 'cfg-exclude-hint' }, 'Layers left unquantized.'))),
     h('button', { type: 'button', class: 'small', id: 'cfg-reset', onclick: () => fillPreset(presetSel.value) }, 'Reset to preset'));
 
   function fillPreset(name) {
     const p = PRESETS[name] || PRESETS.standard;
+    presetHint.textContent = (OFFERED.find((o) => o.name === name) || { about: '' }).about;
     for (const [path, input] of inputs) {
       const v = p[path];
       if (input.type === 'checkbox') input.checked = !!v;
@@ -183,6 +187,7 @@ export async function render(main, { query }) {
   const roundSel = inputs.get('rounding'), adaBox = inputs.get('adaround.enabled');
   roundSel.addEventListener('change', () => { adaBox.checked = roundSel.value === 'adaround'; });
   adaBox.addEventListener('change', () => { roundSel.value = adaBox.checked ? 'adaround' : 'nearest'; });
+  presetSel.value = 'standard';
   fillPreset('standard');
 
   const submit = h('button', { type: 'submit', class: 'primary', id: 'submit-job' }, 'Submit job');
