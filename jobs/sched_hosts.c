@@ -52,9 +52,16 @@ static void on_poll(uv_timer_t *t)
     int stopping = s->stopping;
     pthread_mutex_unlock(&s->mu);
     if (!stopping) {
-        int n = qd_store_requeue_expired(s->st);
+        json_t *cancelled = json_array();
+        int n = qd_store_requeue_expired(s->st, cancelled);
         if (n > 0)
-            QD_LOG_NOTICE("%d job%s of dead hosts requeued", n, n > 1 ? "s" : "");
+            QD_LOG_NOTICE("%d job%s of dead hosts requeued or cancelled", n, n > 1 ? "s" : "");
+        size_t i;
+        json_t *v;
+        json_array_foreach(cancelled, i, v)   /* a final state: its webhook goes from here */
+            if (s->o.on_end)
+                s->o.on_end(s->o.end_ud, json_string_value(v));
+        json_decref(cancelled);
     }
     if (s->o.notify)
         s->o.notify(s->o.ud, NULL);   /* every stream re-reads its job's events */

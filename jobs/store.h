@@ -181,8 +181,9 @@ int qd_store_lease_renew(qd_store *st, const char *id, int *cancel);
  * job is running, QD_ST_CONFLICT when it is not, QD_ST_NOTFOUND. */
 int qd_store_request_cancel(qd_store *st, const char *id);
 /* Running jobs whose lease expired (their host died) → queued again (cancelled, if a cancellation
- * was asked meanwhile), with a `state` event naming the host. Returns how many, or a QD_ST_* code. */
-int qd_store_requeue_expired(qd_store *st);
+ * was asked meanwhile: their ids are appended to cancelled, may be NULL), with a `state` event
+ * naming the host. Returns how many, or a QD_ST_* code. */
+int qd_store_requeue_expired(qd_store *st, json_t *cancelled);
 
 /* Removes a directory tree (no symlinks followed); for the state dir's temp and job folders. */
 void qd_rm_rf(const char *path);

@@ -115,7 +115,7 @@ json_t *qd_st_leased_ids(qd_store *st)
     return ids_of(st, "SELECT id FROM jobs WHERE state='running' AND lease_owner=? ORDER BY n");
 }
 
-int qd_store_requeue_expired(qd_store *st)
+int qd_store_requeue_expired(qd_store *st, json_t *cancelled)
 {
     conn *c = &st->w;
     char sql[256];
@@ -153,6 +153,8 @@ int qd_store_requeue_expired(qd_store *st)
             if (rc == 0) {
                 n++;
                 QD_LOG_NOTICE("job %s: %s", id, why);
+                if (cancel && cancelled)
+                    json_array_append_new(cancelled, json_string(id));
             }
         }
         json_decref(ids);
@@ -160,6 +162,8 @@ int qd_store_requeue_expired(qd_store *st)
             rc = qd_st_commit(c);
         else
             qd_st_rollback(c);
+        if (rc < 0 && cancelled)
+            json_array_clear(cancelled);
     }
     pthread_mutex_unlock(&c->mu);
     return rc < 0 ? rc : n;

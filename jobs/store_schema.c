@@ -85,6 +85,8 @@ static const char *const PG[] = {
 _Static_assert(sizeof LITE == sizeof PG, "every migration exists for both backends");
 enum { NMIGRATIONS = (int)(sizeof LITE / sizeof LITE[0]) };
 
+static const char *migration(int pg, int v) { return pg ? PG[v - 1] : LITE[v - 1]; }
+
 const char *qd_st_json_field(const conn *c, const char *col, const char *key, char *buf, size_t n)
 {
     if (qd_st_pg(c))
@@ -114,7 +116,7 @@ int qd_st_migrate(conn *c, char *err, size_t n)
         return -1;
     }
     for (int v = cur + 1; rc == 0 && v <= NMIGRATIONS; v++) {
-        rc = qd_db_exec(c->db, (pg ? PG : LITE)[v - 1]);
+        rc = qd_db_exec(c->db, migration(pg, v));
         if (rc == 0) {
             qd_stmt *s = qd_db_prepare(c->db, "INSERT INTO schema_version(version) VALUES(?)");
             if (s) {

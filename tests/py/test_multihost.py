@@ -15,11 +15,11 @@ import os
 import signal
 import time
 
-import numpy as np
 import pytest
 
 from pg_cluster import PgCluster, available
-from service_fixtures import CLS, CLS_X, CLS_Y, Quantd, quantd_binary, sha256_file, sleep_spec
+from service_fixtures import CLS, CLS_X, CLS_Y, Quantd, quantd_binary, sleep_spec
+from test_service_api import receiver  # noqa: F401 (a fixture: a local webhook receiver)
 
 LEASE_S = 2
 
@@ -288,3 +288,23 @@ def test_cancel_through_another_host(hosts):
     assert "cancelled through another host" in fulllog(owner)
     assert other.request("DELETE", f"/v1/jobs/{jid}").status == 204   # finished: deleted
     no_store_errors(*hs)
+
+
+def test_cancel_asked_while_the_running_host_is_dead(hosts, receiver):
+    """The host running a job is killed, and the job is cancelled through another host before the
+    lease expires: the job ends cancelled when the lease expires (not run again), and its webhook
+    is delivered by the host that ended it."""
+    hs = hosts(2)
+    rx = receiver([200])
+    jid = hs[0].submit(dict(sleep_spec(20.0), notify=rx.url))["id"]
+    owner = running_host(hs, jid)
+    other = hs[1] if owner is hs[0] else hs[0]
+    owner.kill9()
+    assert other.request("DELETE", f"/v1/jobs/{jid}").status == 202
+    j = other.wait(jid, ("succeeded", "failed", "cancelled"), timeout=LEASE_S + 5)
+    assert j["state"] == "cancelled" and j["attempts"] == 1, j
+    _, states = state_events(other, jid)
+    assert [s["state"] for s in states] == ["queued", "running", "cancelled"], states
+    assert "cancelled: the lease of host" in states[2]["reason"]
+    got = rx.wait(1)
+    assert len(got) == 1 and json.loads(got[0][2])["state"] == "cancelled"
