@@ -4,7 +4,10 @@ of the white paper's tables: each step of the standard pipeline switched on in t
 W4A8, per tensor and per channel. Prints a Markdown table per model (top-1 %, FP32 in the header).
 
     .venv/bin/python bench/bench_ablation.py [--models resnet_bn,mobilenet_bn,vgg,mlp]
-        [--adaround-iterations 2000] [--val 10000] > docs/results.md   (or paste the tables)
+        [--adaround-iterations 2000] [--val 10000] [--rows bias] > docs/results.md   (or paste the tables)
+
+--rows picks the rows whose label contains one of the given words (e.g. "bias" re-measures only
+"+ bias correction (empirical)").
 
 Calibration: 1024 images of the training split; validation: the first --val test images.
 """
@@ -53,7 +56,10 @@ def main():
     ap.add_argument("--models", default="resnet_bn,mobilenet_bn,vgg,mlp")
     ap.add_argument("--adaround-iterations", type=int, default=2000)
     ap.add_argument("--val", type=int, default=10000)
+    ap.add_argument("--rows", default="", help="comma-separated words: only the rows whose label has one")
     args = ap.parse_args()
+    words = [w for w in args.rows.split(",") if w]
+    rows = [r for r in ROWS if not words or any(w in r[0] for w in words)]
     quant = os.path.join(args.build, "quant")
     tmp = tempfile.mkdtemp(prefix="qd-ablation-")
     np.save(f"{tmp}/calib.npy", norm(idx(f"{FM}/train-images-idx3-ubyte.gz")[:1024]))
@@ -65,7 +71,7 @@ def main():
         path = os.path.join(SRC, "tests", "fixtures", f"{model}.onnx")
         fp32 = None
         table = []
-        for label, base in ROWS:
+        for label, base in rows:
             row = [label]
             for _, wbits, pc in COLS:
                 cfg = json.loads(json.dumps(base))

@@ -717,6 +717,8 @@ static int adaround_layer(layer_run *lr, ada_layer *L, qs_adaround_layer *rl, in
     rl->iterations = cfg->iterations;
     rl->optimize_seconds = t_end - t_opt;
     rl->ms_per_iteration = cfg->iterations ? 1e3 * (t_end - t_opt) / cfg->iterations : 0;
+    /* the two products per iteration: 2·nc·M·Kg flops each (every group multiplies Mg × Kg) */
+    rl->gflops = t_end > t_opt ? 4.0 * (double)nc * (double)M * (double)L->Kg * cfg->iterations / (t_end - t_opt) / 1e9 : 0;
     rl->frac_up = o.nw ? (double)up / (double)o.nw : 0;
     rl->frac_changed = o.nw ? (double)changed / (double)o.nw : 0;
     rl->seconds = qs_now() - t0;
@@ -877,6 +879,7 @@ json_t *qs_adaround_report_json(const qs_adaround_report *r)
         json_object_set_new(o, "capture_seconds", num(l->capture_seconds));
         json_object_set_new(o, "optimize_seconds", num(l->optimize_seconds));
         json_object_set_new(o, "ms_per_iteration", num(l->ms_per_iteration));
+        json_object_set_new(o, "gflops", num(l->gflops));
         json_object_set_new(o, "mse_nearest", num(l->mse_nearest));
         json_object_set_new(o, "mse_adaround", num(l->mse_adaround));
         json_object_set_new(o, "frac_up", num(l->frac_up));

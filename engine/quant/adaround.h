@@ -71,6 +71,7 @@ typedef struct qs_adaround_layer {
     double seconds;             /* capture + optimisation */
     double capture_seconds, optimize_seconds;
     double ms_per_iteration;
+    double gflops;              /* of the two products per iteration (4·columns·M·K/group flops) */
     double mse_nearest;         /* ‖W x − Ŵ x̃‖² per column, round-to-nearest weights */
     double mse_adaround;        /* the same with the AdaRounded weights */
     double frac_up;             /* weights rounded up (floor + 1) */
@@ -94,7 +95,7 @@ int qs_adaround(qs_quantsim *sim, const qs_pl_data *data, const qs_adaround_conf
                 const qs_pipeline_io *io, qs_adaround_report **report, qs_err *e);
 void qs_adaround_report_free(qs_adaround_report *r);
 /* {"iterations", "samples", "seconds", "config":{…}, "layers":[{"name", "op", "weights", "samples",
- *  "columns", "iterations", "seconds", "capture_seconds", "optimize_seconds", "ms_per_iteration",
+ *  "columns", "iterations", "seconds", "capture_seconds", "optimize_seconds", "ms_per_iteration", "gflops",
  *  "mse_nearest", "mse_adaround", "frac_up", "frac_changed"}], "skipped":[{"name","reason"}]}
  * — a new reference. */
 json_t *qs_adaround_report_json(const qs_adaround_report *r);

@@ -2,11 +2,12 @@
  *
  * Layers are found in the simulation graph by their weight quantizer (the node's weight input is
  * that quantizer's FakeQuant output); the bias a layer adds is the float initializer behind its
- * bias FakeQuant, or the initializer itself when the bias is not quantized. The empirical pass
- * measures with the executor's per-node observer, which hands over each layer's output while the
- * graph runs, so nothing but the per-channel sums is kept. Each pass gets a fresh runner: a bias
- * added to a layer that had none changes the graph, and a new plan is cheap next to a pass over
- * the data. */
+ * bias FakeQuant, or the initializer itself when the bias is not quantized. The empirical passes
+ * measure with the executor's per-node observer, which hands over each layer's output while the
+ * graph runs (the layer outputs are kept from Relu/Clip fusion, so they are pre-activation), so
+ * nothing but per-channel sums is kept; the quantized pass writes its per-batch correction into
+ * that output before the next node reads it. Each pass gets a fresh runner: a bias added to a layer
+ * that had none changes the graph, and a new plan is cheap next to a pass over the data. */
 #include "quant/biascorr.h"
 
 #include <math.h>
@@ -33,9 +34,11 @@ typedef struct bc_layer {
     int wq;              /* weight quantizer */
     int kind;
     int64_t nch;         /* output channels (axis 1 of the output) */
-    int level;           /* quantized layers on the longest path to here, this one included */
-    double *sum_fp, *sum_q;
-    int64_t cnt_fp, cnt_q;
+    int bias_added;
+    double *sum_fp;      /* empirical: [batch][nch] output sums of the FP32 pass */
+    int64_t *cnt_fp;     /* empirical: [batch] elements summed per channel */
+    double *corr;        /* empirical: Σ over batches of rows × the batch's mean error */
+    int64_t rows_q;      /* empirical: rows of the quantized pass */
 } bc_layer;
 
 /* The float bias initializer layer node ni adds: through its bias FakeQuant, or directly.
@@ -70,8 +73,7 @@ static int bias_value(const qs_graph *g, int ni, int64_t nch, const char **why)
 }
 
 /* Layers of the simulation with a weight quantizer, in node (topological) order. */
-static int find_layers(qs_quantsim *sim, qs_biascorr_report *rep, int analytical, bc_layer **out, int *nout,
-                       qs_err *e)
+static int find_layers(qs_quantsim *sim, qs_biascorr_report *rep, bc_layer **out, int *nout, qs_err *e)
 {
     qs_graph *g = sim->g;
     bc_layer *ls = calloc(g->nnodes + 1, sizeof *ls);
@@ -102,7 +104,7 @@ static int find_layers(qs_quantsim *sim, qs_biascorr_report *rep, int analytical
         const char *why = NULL;
         if (qs_quantsim_bypassed(sim, wq))
             rc = qs_skip_add(&rep->skipped, &rep->nskipped, nd->name, NULL, "its weight quantizer is bypassed");
-        else if (kind == K_GEMM && qs_node_int(nd, "transA", 0) && analytical)
+        else if (kind == K_GEMM && qs_node_int(nd, "transA", 0))   /* its rows are not samples */
             rc = qs_skip_add(&rep->skipped, &rep->nskipped, nd->name, NULL, "Gemm with transA");
         else if (kind == K_GEMM && qs_node_float(nd, "beta", 1.f) == 0 && nd->nin > 2 && nd->in[2] >= 0)
             rc = qs_skip_add(&rep->skipped, &rep->nskipped, nd->name, NULL, "Gemm with beta = 0");
@@ -122,25 +124,13 @@ static int find_layers(qs_quantsim *sim, qs_biascorr_report *rep, int analytical
     return 0;
 }
 
-/* Subtracts corr (in output units) from layer L's bias, adding a bias when it has none, and
- * records it in the report. */
-static int apply(qs_quantsim *sim, const bc_layer *L, const double *corr, qs_biascorr_report *rep, qs_err *e)
+/* Subtracts corr (in output units) from layer L's bias, adding a bias when it has none (*added
+ * then set, when added is not NULL). */
+static int subtract_bias(qs_quantsim *sim, const bc_layer *L, const double *corr, int *added, qs_err *e)
 {
     qs_graph *g = sim->g;
     const char *why = NULL;
-    int v = bias_value(g, L->node, L->nch, &why), added = 0;
-    qs_biascorr_layer *rl = realloc(rep->layers, (rep->nlayers + 1) * sizeof *rl);
-    if (!rl)
-        return qs_error(e, QS_ENOMEM, "bias correction: out of memory");
-    rep->layers = rl;
-    rl += rep->nlayers;
-    memset(rl, 0, sizeof *rl);
-    rl->name = xstrdup(g->nodes[L->node].name);
-    rl->nch = L->nch;
-    rl->correction = malloc((L->nch + 1) * sizeof *rl->correction);
-    rep->nlayers++;
-    if (!rl->name || !rl->correction)
-        return qs_error(e, QS_ENOMEM, "bias correction: out of memory");
+    int v = bias_value(g, L->node, L->nch, &why);
     if (v == -1) {   /* a float32 bias of zeros as input 2 */
         qs_node *n = &g->nodes[L->node];
         if (n->nin < 3) {
@@ -165,15 +155,34 @@ static int apply(qs_quantsim *sim, const bc_layer *L, const double *corr, qs_bia
         n->in[2] = v;
         if (L->kind == K_GEMM && qs_node_set_float(n, "beta", 1.f) < 0)   /* there was no C for beta to scale */
             return qs_error(e, QS_ENOMEM, "bias correction: out of memory");
-        added = 1;
+        if (added)
+            *added = 1;
     }
     double beta = L->kind == K_GEMM ? qs_node_float(&g->nodes[L->node], "beta", 1.f) : 1;
     float *b = qs_f32(g->values[v].init);
-    for (int64_t c = 0; c < L->nch; c++) {
+    for (int64_t c = 0; c < L->nch; c++)
         b[c] = (float)(b[c] - corr[c] / beta);
+    return 0;
+}
+
+/* Records layer L's correction in the report. */
+static int report_layer(const qs_graph *g, const bc_layer *L, const double *corr, qs_biascorr_report *rep, qs_err *e)
+{
+    qs_biascorr_layer *rl = realloc(rep->layers, (rep->nlayers + 1) * sizeof *rl);
+    if (!rl)
+        return qs_error(e, QS_ENOMEM, "bias correction: out of memory");
+    rep->layers = rl;
+    rl += rep->nlayers;
+    memset(rl, 0, sizeof *rl);
+    rl->name = xstrdup(g->nodes[L->node].name);
+    rl->nch = L->nch;
+    rl->correction = malloc((L->nch + 1) * sizeof *rl->correction);
+    rl->bias_added = L->bias_added;
+    rep->nlayers++;
+    if (!rl->name || !rl->correction)
+        return qs_error(e, QS_ENOMEM, "bias correction: out of memory");
+    for (int64_t c = 0; c < L->nch; c++)
         rl->correction[c] = (float)corr[c];
-    }
-    rl->bias_added = added;
     return 0;
 }
 
@@ -182,13 +191,19 @@ static int apply(qs_quantsim *sim, const bc_layer *L, const double *corr, qs_bia
 typedef struct observe_state {
     const qs_graph *g;
     bc_layer *ls;
+    int nl;
     int *layer_of;       /* per node: layer index, -1 */
     int quantized;       /* this pass: the quantized side */
-    int level;           /* quantized pass: the wave measured */
+    int64_t batch;       /* which batch of the pass is running */
     int64_t rows;        /* valid rows in the current batch (the rest is padding) */
+    double *mean;        /* scratch: per channel */
     char bad[256];       /* a layer output of unexpected shape */
 } observe_state;
 
+/* Called as each layer node has run. FP32 pass: sums its output per channel for this batch. Quantized
+ * pass: the batch's mean error per channel, d = mean(y_q) − mean(y_fp), is subtracted from the output
+ * in place — the layers after it then see this layer corrected, as they would once its bias is — and
+ * added to the layer's correction, weighted by the batch's rows. */
 static void observe(void *ud, int node, qs_tensor *const *out, int nout)
 {
     observe_state *s = ud;
@@ -196,9 +211,7 @@ static void observe(void *ud, int node, qs_tensor *const *out, int nout)
     if (k < 0 || nout < 1 || s->bad[0])
         return;
     bc_layer *L = &s->ls[k];
-    if (s->quantized && L->level != s->level)
-        return;
-    const qs_tensor *y = out[0];
+    qs_tensor *y = out[0];
     if (y->dtype != QS_F32 || y->ndim < 2 || y->shape[1] != L->nch) {
         char sh[128];
         snprintf(s->bad, sizeof s->bad, "the output of '%s' has shape %s; expected %lld channels on axis 1",
@@ -208,8 +221,10 @@ static void observe(void *ud, int node, qs_tensor *const *out, int nout)
     int64_t rows = y->shape[0] < s->rows ? y->shape[0] : s->rows, per = 1;
     for (int d = 2; d < y->ndim; d++)
         per *= y->shape[d];
-    double *sum = s->quantized ? L->sum_q : L->sum_fp;
-    const float *p = qs_f32(y);
+    double *sum = s->quantized ? s->mean : L->sum_fp + s->batch * L->nch;
+    if (s->quantized)
+        memset(sum, 0, L->nch * sizeof *sum);
+    float *p = qs_f32(y);
     for (int64_t r = 0; r < rows; r++)
         for (int64_t c = 0; c < L->nch; c++) {
             const float *q = p + (r * L->nch + c) * per;
@@ -218,10 +233,28 @@ static void observe(void *ud, int node, qs_tensor *const *out, int nout)
                 acc += q[i];
             sum[c] += acc;
         }
-    if (s->quantized)
-        L->cnt_q += rows * per;
-    else
-        L->cnt_fp += rows * per;
+    if (!s->quantized) {
+        L->cnt_fp[s->batch] += rows * per;
+        return;
+    }
+    int64_t cnt = L->cnt_fp[s->batch];
+    if (cnt != rows * per) {
+        snprintf(s->bad, sizeof s->bad, "the output of '%s' changed size between the FP32 and the quantized pass",
+                 s->g->nodes[node].name);
+        return;
+    }
+    const double *fp = L->sum_fp + s->batch * L->nch;
+    for (int64_t c = 0; c < L->nch; c++) {
+        double d = (sum[c] - fp[c]) / (double)cnt;
+        L->corr[c] += d * (double)rows;
+        float df = (float)d;
+        for (int64_t r = 0; r < y->shape[0]; r++) {   /* padding rows too: they are dropped anyway */
+            float *q = p + (r * L->nch + c) * per;
+            for (int64_t i = 0; i < per; i++)
+                q[i] -= df;
+        }
+    }
+    L->rows_q += rows;
 }
 
 typedef struct pass_ctx {
@@ -230,28 +263,47 @@ typedef struct pass_ctx {
     const qs_biascorr_config *cfg;
     const qs_pipeline_io *io;
     observe_state *st;
-    int64_t n;
+    int64_t n, batch;    /* batch: samples per forward, the same in both passes */
     double t0;
     int pass, npasses;
 } pass_ctx;
 
 static int run_pass(pass_ctx *c, qs_err *e)
 {
-    qs_runner *r = qs_runner_new(c->sim->g, c->cfg->batch, e);
+    observe_state *st = c->st;
+    qs_runner *r = qs_runner_new(c->sim->g, c->batch ? c->batch : c->cfg->batch, e);
     if (!r)
         return qs_error_prefix(e, "bias correction: ");
     if (c->io)
         qs_runner_set_pool(r, c->io->pool);
-    qs_runner_set_observer(r, observe, c->st);
-    int64_t bs = qs_runner_batch(r);
+    /* fusion on, but the layer outputs kept from it: they are the pre-activation values */
+    qs_runner_set_observer_fused(r, observe, st);
     int rc = 0;
+    for (int i = 0; i < c->sim->g->nnodes && rc == 0; i++)
+        if (st->layer_of[i] >= 0 && qs_runner_keep_value(r, c->sim->g->nodes[i].out[0]) < 0)
+            rc = qs_error(e, QS_ENOMEM, "bias correction: out of memory");
+    if (rc == 0 && qs_runner_plan(r, e) < 0)
+        rc = qs_error_prefix(e, "bias correction: ");
+    int64_t bs = qs_runner_batch(r);
+    if (rc == 0 && c->batch && bs != c->batch)
+        rc = qs_error(e, QS_EINVAL, "bias correction: the quantized pass runs batches of %lld, the FP32 pass ran %lld",
+                      (long long)bs, (long long)c->batch);
+    /* per layer and batch of the FP32 pass: its output sums per channel */
+    for (int k = 0; k < st->nl && rc == 0 && !c->batch; k++) {
+        bc_layer *L = &st->ls[k];
+        int64_t nb = (c->n + bs - 1) / bs;
+        if (!(L->sum_fp = calloc(nb * L->nch + 1, sizeof(double))) || !(L->cnt_fp = calloc(nb + 1, sizeof(int64_t))))
+            rc = qs_error(e, QS_ENOMEM, "bias correction: out of memory");
+    }
+    c->batch = bs;
     for (int64_t start = 0; start < c->n && rc == 0; start += bs) {
         int64_t k = c->n - start < bs ? c->n - start : bs;
-        c->st->rows = k;   /* one forward per call: k ≤ the runner's batch */
+        st->batch = start / bs;
+        st->rows = k;   /* one forward per call: k ≤ the runner's batch */
         rc = qs_runner_stream(r, c->data->d, c->data->arrays, start, k, NULL, NULL, NULL, NULL,
                               c->io ? c->io->abort : NULL, e);
-        if (rc == 0 && c->st->bad[0])
-            rc = qs_error(e, QS_ESHAPE, "bias correction: %s", c->st->bad);
+        if (rc == 0 && st->bad[0])
+            rc = qs_error(e, QS_ESHAPE, "bias correction: %s", st->bad);
         if (c->io)
             qs_pl_progress(c->io, "bias correction", (double)(c->pass * c->n + start + k),
                            (double)(c->npasses * c->n), c->t0);
@@ -280,56 +332,43 @@ int qs_biascorr_empirical(qs_quantsim *sim, const qs_pl_data *data, const qs_bia
     qs_graph *g = sim->g;
     qs_biascorr_report *rep = calloc(1, sizeof *rep);
     bc_layer *ls = NULL;
-    int nl = 0, rc = 0, *saved = NULL, *lev = NULL;
+    int nl = 0, rc = 0, *saved = NULL;
+    int64_t maxch = 1;
     observe_state st = { .g = g };
     if (!rep)
         return qs_error(e, QS_ENOMEM, "bias correction: out of memory");
     rep->method = "empirical";
     rep->samples = n;
-    if ((rc = find_layers(sim, rep, 0, &ls, &nl, e)) < 0)
+    if ((rc = find_layers(sim, rep, &ls, &nl, e)) < 0)
         goto out;
     st.ls = ls;
+    st.nl = nl;
     saved = malloc((sim->nq + 1) * sizeof *saved);
-    lev = calloc(g->nvalues + 1, sizeof *lev);
     st.layer_of = malloc((g->nnodes + 1) * sizeof *st.layer_of);
-    if (!saved || !lev || !st.layer_of) {
+    if (!saved || !st.layer_of) {
         rc = qs_error(e, QS_ENOMEM, "bias correction: out of memory");
         goto out;
     }
-    /* waves: a layer's level is one more than the deepest quantized layer upstream of it */
-    int maxlevel = 0;
     for (int i = 0; i < g->nnodes; i++)
         st.layer_of[i] = -1;
-    for (int k = 0; k < nl; k++)
-        st.layer_of[ls[k].node] = k;
-    for (int i = 0; i < g->nnodes; i++) {
-        const qs_node *nd = &g->nodes[i];
-        int m = 0;
-        for (int j = 0; j < nd->nin; j++)
-            if (nd->in[j] >= 0 && lev[nd->in[j]] > m)
-                m = lev[nd->in[j]];
-        if (st.layer_of[i] >= 0) {
-            ls[st.layer_of[i]].level = ++m;
-            maxlevel = m > maxlevel ? m : maxlevel;
-        }
-        for (int j = 0; j < nd->nout; j++)
-            if (nd->out[j] >= 0)
-                lev[nd->out[j]] = m;
-    }
     for (int k = 0; k < nl; k++) {
-        ls[k].sum_fp = calloc(ls[k].nch + 1, sizeof(double));
-        ls[k].sum_q = calloc(ls[k].nch + 1, sizeof(double));
-        if (!ls[k].sum_fp || !ls[k].sum_q) {
-            rc = qs_error(e, QS_ENOMEM, "bias correction: out of memory");
-            goto out;
-        }
+        st.layer_of[ls[k].node] = k;
+        maxch = ls[k].nch > maxch ? ls[k].nch : maxch;
     }
     if (!nl)
         goto out;
     for (int i = 0; i < sim->nq; i++)
         saved[i] = qs_quantsim_bypassed(sim, i);
-    pass_ctx pc = { .sim = sim, .data = data, .cfg = cfg, .io = io, .st = &st, .n = n, .t0 = t_start,
-                    .npasses = maxlevel + 1 };
+    pass_ctx pc = { .sim = sim, .data = data, .cfg = cfg, .io = io, .st = &st, .n = n, .t0 = t_start, .npasses = 2 };
+    for (int k = 0; k < nl; k++)
+        if (!(ls[k].corr = calloc(ls[k].nch + 1, sizeof(double)))) {
+            rc = qs_error(e, QS_ENOMEM, "bias correction: out of memory");
+            goto out;
+        }
+    if (!(st.mean = malloc((maxch + 1) * sizeof *st.mean))) {
+        rc = qs_error(e, QS_ENOMEM, "bias correction: out of memory");
+        goto out;
+    }
 
     /* FP32: the simulation with every quantizer passing data through */
     qs_quantsim_bypass_kind(sim, -1, 1);
@@ -342,23 +381,19 @@ int qs_biascorr_empirical(qs_quantsim *sim, const qs_pl_data *data, const qs_bia
         qs_quantsim_bypass(sim, i, off);
     }
     st.quantized = 1;
-    for (int level = 1; level <= maxlevel; level++) {
-        st.level = level;
-        if ((rc = run_pass(&pc, e)) < 0)
-            goto restore;
-        for (int k = 0; k < nl && rc == 0; k++) {
-            bc_layer *L = &ls[k];
-            if (L->level != level)
-                continue;
-            if (!L->cnt_q || !L->cnt_fp) {   /* never ran (a branch the data does not reach) */
-                if (qs_skip_add(&rep->skipped, &rep->nskipped, g->nodes[L->node].name, NULL, "its output was not computed") < 0)
-                    rc = qs_error(e, QS_ENOMEM, "bias correction: out of memory");
-                continue;
-            }
-            for (int64_t c = 0; c < L->nch; c++)   /* E[y_q] − E[y_fp]: subtracted from the bias */
-                L->sum_q[c] = L->sum_q[c] / (double)L->cnt_q - L->sum_fp[c] / (double)L->cnt_fp;
-            rc = apply(sim, L, L->sum_q, rep, e);
+    if ((rc = run_pass(&pc, e)) < 0)
+        goto restore;
+    for (int k = 0; k < nl && rc == 0; k++) {
+        bc_layer *L = &ls[k];
+        if (!L->rows_q) {   /* never ran (a branch the data does not reach) */
+            if (qs_skip_add(&rep->skipped, &rep->nskipped, g->nodes[L->node].name, NULL, "its output was not computed") < 0)
+                rc = qs_error(e, QS_ENOMEM, "bias correction: out of memory");
+            continue;
         }
+        for (int64_t c = 0; c < L->nch; c++)   /* E[y_q] − E[y_fp]: subtracted from the bias */
+            L->corr[c] /= (double)L->rows_q;
+        if ((rc = subtract_bias(sim, L, L->corr, &L->bias_added, e)) == 0)
+            rc = report_layer(g, L, L->corr, rep, e);
     }
     rep->passes = pc.pass;
 restore:
@@ -367,12 +402,13 @@ restore:
 out:
     for (int k = 0; ls && k < nl; k++) {
         free(ls[k].sum_fp);
-        free(ls[k].sum_q);
+        free(ls[k].cnt_fp);
+        free(ls[k].corr);
     }
     free(ls);
     free(saved);
-    free(lev);
     free(st.layer_of);
+    free(st.mean);
     rep->seconds = qs_now() - t_start;
     if (rc == 0 && report)
         *report = rep;
@@ -480,7 +516,7 @@ int qs_biascorr_analytical(qs_quantsim *sim, const qs_bn_record *bn, int nbn, qs
         return qs_error(e, QS_ENOMEM, "bias correction: out of memory");
     rep->method = "analytical";
     bc_layer *ls = NULL;
-    int nl = 0, rc = find_layers(sim, rep, 1, &ls, &nl, e);
+    int nl = 0, rc = find_layers(sim, rep, &ls, &nl, e);
     for (int k = 0; rc == 0 && k < nl; k++) {
         bc_layer *L = &ls[k];
         const qs_node *nd = &g->nodes[L->node];
@@ -532,7 +568,8 @@ int qs_biascorr_analytical(qs_quantsim *sim, const qs_bn_record *bn, int nbn, qs
                     corr[m] += alpha * ((double)w1[idx] - w0[idx]) * mx[k2];
                 }
         }
-        rc = apply(sim, L, corr, rep, e);
+        if ((rc = subtract_bias(sim, L, corr, &L->bias_added, e)) == 0)
+            rc = report_layer(g, L, corr, rep, e);
         qs_tensor_free(wq);
         free(mx);
         free(corr);

@@ -22,10 +22,15 @@
  * quantizer bypassed (identical to the prepared FP32 graph, and it needs no name mapping). The
  * quantized side runs with weights quantized and, unless cfg.quantize_activations, activation,
  * input and bias quantizers bypassed (the standard pipeline corrects before activation ranges
- * exist). A layer is corrected only after every quantized layer upstream of it, so its
- * measurement sees their corrected outputs: layers at the same depth are done in one pass over
- * the data ("waves"), so a chain of depth D costs D + 1 passes. Memory: one running sum per
- * channel per layer, whatever the number of samples.
+ * exist). A layer's error must be measured with the layers before it corrected. Two streamed
+ * passes do every layer: the FP32 pass keeps each layer's output sums per channel and per batch;
+ * the quantized pass, as each layer has run on a batch, subtracts that batch's mean error
+ * mean(y_q) − mean(y_fp) from the layer's output in place, so the layers after it see it corrected,
+ * and the bias finally takes the error averaged over the batches. With the whole data in one batch
+ * this is exactly layer-by-layer correction; with several, a layer sees the ones before corrected
+ * by each batch's estimate instead of the final one (on the MobileNetV2-style fixture at 4 bits the
+ * remaining logit mean error is 0.3% of the uncorrected one; tests/test-biascorr.c). Memory: per
+ * layer one sum per channel per batch of the FP32 pass.
  *
  * Analytical: for a layer whose input is, directly or through Relu / Clip(0, hi) (and the
  * activation FakeQuant), the output of a BN-folded layer with record (γ, β): the pre-activation of
@@ -66,7 +71,7 @@ typedef struct qs_biascorr_report {
     int nskipped;
     qs_skip *skipped;           /* layers left alone, and why */
     int64_t samples;            /* empirical: samples per pass */
-    int passes;                 /* empirical: passes over the data (1 FP32 + waves) */
+    int passes;                 /* empirical: passes over the data (2: FP32, then quantized) */
     double seconds;
 } qs_biascorr_report;
 
