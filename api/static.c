@@ -20,6 +20,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -39,13 +40,15 @@ static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 
 static void find_default_root(void)
 {
-    char exe[PATH_MAX];
+    char exe[PATH_MAX], src[PATH_MAX];
     ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    size_t sl = strlen(QD_SRCDIR);
-    if (len > 0 && sl > 0) {
+    /* canonical, as /proc/self/exe is: a build configured by a re-run of ../configure has
+     * abs_top_srcdir = BUILD/.. */
+    if (len > 0 && QD_SRCDIR[0] && realpath(QD_SRCDIR, src)) {
+        size_t sl = strlen(src);
         exe[len] = 0;
-        if (!strncmp(exe, QD_SRCDIR, sl) && exe[sl] == '/') {
-            snprintf(default_root, sizeof default_root, "%s/web", QD_SRCDIR);
+        if (!strncmp(exe, src, sl) && exe[sl] == '/') {
+            snprintf(default_root, sizeof default_root, "%s/web", src);
             return;
         }
     }
