@@ -14,6 +14,12 @@
 
 #define MEASURE_ROWS 64   /* held-out calibration rows the agreement is measured on */
 #define MAX_LOSS_DB 1.0   /* the target may lose this much output SQNR against the simulation */
+/* The emulation multiplies in scalar integer code: at 224×224 (resnet18: 1.8 GMAC a sample) 64
+ * rows were most of a basic PTQ job (28 s idle, 6 minutes on a loaded machine). Rows are capped
+ * so the emulated pass costs about this many multiply-adds (resnet18: 11 rows, ~5 s), but never
+ * fewer than MIN_ROWS; report.json's target.samples says how many were measured. */
+#define EMU_MAC_BUDGET 2e10
+#define MIN_ROWS 8
 
 int qs_target_reduce_range(const qs_qconfig *c)
 {
@@ -164,9 +170,38 @@ static json_t *sqnr(const outbuf *x, const outbuf *y, double *db)
     return isfinite(*db) ? json_real(*db) : json_null();
 }
 
+/* Multiply-adds of one sample through g's layers with a constant weight (input 1, an initializer
+ * or computed from one: the simulation's weight FakeQuant): the weight's size times the output
+ * positions it is applied at (planned at batch 1). 0 when g cannot be planned. */
+static double macs_per_sample(qs_graph *g)
+{
+    qs_err e = {0};
+    qs_runner *r = qs_runner_new(g, 1, &e);
+    if (!r)
+        return 0;
+    double macs = 0;
+    for (int i = 0; i < g->nnodes; i++) {
+        const qs_node *n = &g->nodes[i];
+        int wv = n->nin > 1 ? n->in[1] : -1, pn = wv >= 0 ? g->values[wv].producer : -1;
+        if (pn >= 0 && qs_node_is_fakequant(&g->nodes[pn]))
+            wv = g->nodes[pn].in[0];
+        const qs_tensor *w = wv >= 0 ? g->values[wv].init : NULL;
+        const qs_tensor *y = n->nout > 0 && n->out[0] >= 0 ? qs_exec_value(qs_runner_exec(r), n->out[0]) : NULL;
+        if (!w || w->ndim < 2 || !y || y->ndim < 2)
+            continue;
+        /* a Conv's output channels are dim 1 (= W's dim 0); a Gemm's or MatMul's the last dim */
+        int64_t ch = y->ndim > 2 && y->shape[1] == w->shape[0] ? y->shape[1] : y->shape[y->ndim - 1];
+        if (ch > 0)
+            macs += (double)qs_numel(w) / (double)ch * (double)qs_numel(y);
+    }
+    qs_runner_free(r);
+    return macs;
+}
+
 int qs_target_measure(qs_ptq *p, json_t **out, qs_err *e)
 {
     int ort = !strcmp(p->cfg.target, "ort-x86"), nlayers = 0, rc = 0;
+    qs_graph *emu = NULL;
     json_t *t = json_pack("{s:s, s:b}", "name", p->cfg.target, "reduce_range", p->sim->cfg.reduce_range);
     *out = t;
     if (!t)
@@ -175,8 +210,13 @@ int qs_target_measure(qs_ptq *p, json_t **out, qs_err *e)
         qs_ptq_warn(p, "target %s: no calibration data to measure the export on", p->cfg.target);
         return 0;
     }
+    if (ort && !(emu = qs_target_emulation(p->sim, &nlayers)))
+        return qs_error(e, QS_ENOMEM, "out of memory");
     /* held out: the rows after those calibrated on, else the last ones calibrated on */
     int64_t n = MEASURE_ROWS, start = p->ncalib;
+    double macs = emu ? macs_per_sample(emu) : 0;
+    if (macs > 0 && (double)n * macs > EMU_MAC_BUDGET)
+        n = EMU_MAC_BUDGET / macs > MIN_ROWS ? (int64_t)(EMU_MAC_BUDGET / macs) : MIN_ROWS;
     int held_out = p->calib.rows > p->ncalib;
     if (held_out && p->calib.rows - start < n)
         n = p->calib.rows - start;
@@ -185,7 +225,6 @@ int qs_target_measure(qs_ptq *p, json_t **out, qs_err *e)
         start = p->ncalib - n;
     }
     outbuf fp = {0}, sim = {0}, tgt = {0};
-    qs_graph *emu = NULL;
     /* a stage of its own: three passes (FP32, the simulation, the target's emulation) of n rows */
     double t0 = qs_now();
     const char *stage = ort ? "target ort-x86 check" : "target check";
@@ -203,10 +242,6 @@ int qs_target_measure(qs_ptq *p, json_t **out, qs_err *e)
     json_object_set_new(t, "sqnr_sim_db", sqnr(&fp, &sim, &db_sim));
     if (!ort)
         goto out;   /* generic: exact integers, the simulation is the target */
-    if (!(emu = qs_target_emulation(p->sim, &nlayers))) {
-        rc = qs_error(e, QS_ENOMEM, "out of memory");
-        goto out;
-    }
     qs_err ee = {0};
     if (run_rows(p, emu, start, n, &tgt, &ee) < 0) {
         qs_ptq_warn(p, "target ort-x86: the export could not be emulated (%s); its agreement under ONNX Runtime's "

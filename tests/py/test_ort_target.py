@@ -259,3 +259,31 @@ def test_emulation_matches_numpy_saturating_arithmetic(run_quant, tmp_path):
             assert abs(db_exact - db_sat) < 1e-9   # ... and reduce_range cannot
             qdq = str(out / "model.qdq.onnx")
             assert abs(sqnr(fp32, ort_run(qdq, held, True)) - db_exact) < 1.0
+
+
+def test_emulated_rows_capped_by_multiply_adds(run_quant, tmp_path):
+    """The ort-x86 check emulates ONNX Runtime's integer kernels in scalar code, so it measures as
+    many held-out rows as fit 2e10 multiply-adds (at least 8): here 3·128·9 + 128·128·9 weights,
+    each applied at 56×56 positions, give floor(2e10 / 473.2e6) = 42 of the 64 held-out rows."""
+    from onnx_build import Graph
+    rng = np.random.default_rng(5)
+    g = Graph("wide")
+    g.input("x", np.float32, ["N", 3, 56, 56])
+    w1 = rng.normal(0, 0.2, (128, 3, 3, 3)).astype(np.float32)
+    w2 = rng.normal(0, 0.03, (128, 128, 3, 3)).astype(np.float32)
+    g.init("W1", w1)
+    g.init("W2", w2)
+    g.node("Conv", ["x", "W1"], ["h"], pads=[1, 1, 1, 1])
+    g.node("Relu", ["h"], ["a"])
+    g.node("Conv", ["a", "W2"], ["y"], pads=[1, 1, 1, 1])
+    g.output("y", np.float32, ["N", 128, 56, 56])
+    model = tmp_path / "wide.onnx"
+    g.save(str(model), opset=13)
+    np.save(tmp_path / "x.npy", rng.normal(0, 1, (80, 3, 56, 56)).astype(np.float32))
+    run_quant.ok("ptq", model, "--calib", tmp_path / "x.npy", "--calib-samples", 16, "--preset", "basic",
+                 "-o", tmp_path / "out")
+    t = json.load(open(tmp_path / "out" / "report.json"))["target"]
+    macs = (w1.size + w2.size) * 56 * 56
+    assert t["name"] == "ort-x86" and t["held_out"]
+    assert t["samples"] == int(2e10 // macs) == 42
+    assert t["sqnr_target_db"] > 20
