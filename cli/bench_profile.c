@@ -48,7 +48,7 @@ static int class_of(cli_profile *p, const char *name)
 }
 
 /* "Conv 3x3", "Conv dw 5x5", "Conv 1x1": from W's shape and group; x is a plan with every value */
-static void conv_label(const qs_graph *g, const qs_exec *x, int n, char *buf, size_t size, double *macs)
+static void conv_label(const qs_graph *g, const qs_exec *x, int n, char *buf, size_t size)
 {
     const qs_tensor *xt = qs_exec_value(x, qs_graph_node_input(g, n, 0));
     const qs_tensor *w = qs_exec_value(x, qs_graph_node_input(g, n, 1));
@@ -61,7 +61,6 @@ static void conv_label(const qs_graph *g, const qs_exec *x, int n, char *buf, si
     int len = snprintf(buf, size, "Conv %s", dw ? "dw " : "");
     for (int d = 2; d < w->ndim && len < (int)size; d++)
         len += snprintf(buf + len, size - len, d > 2 ? "x%lld" : "%lld", (long long)w->shape[d]);
-    *macs = (double)qs_numel(y) * ((double)qs_numel(w) / w->shape[0]);
 }
 
 cli_profile *cli_profile_new(qs_graph *g, int64_t batch, qs_err *e)
@@ -83,15 +82,9 @@ cli_profile *cli_profile_new(qs_graph *g, int64_t batch, qs_err *e)
         char label[32];
         snprintf(label, sizeof label, "%s", op);
         if (!strcmp(op, "Conv") && qs_graph_node_input_count(g, n) >= 2)
-            conv_label(g, x, n, label, sizeof label, &p->macs[n]);
-        else if ((!strcmp(op, "Gemm") || !strcmp(op, "MatMul")) && qs_graph_node_input_count(g, n) >= 2) {
-            const qs_tensor *a = qs_exec_value(x, qs_graph_node_input(g, n, 0));
-            const qs_tensor *y = qs_exec_value(x, qs_graph_node_output(g, n, 0));
-            if (a && y && a->ndim >= 1)
-                p->macs[n] = (double)qs_numel(y) *
-                             a->shape[!strcmp(op, "Gemm") && qs_graph_node_int(g, n, "transA", 0) ? 0 : a->ndim - 1];
-        }
-        p->macs[n] /= per;
+            conv_label(g, x, n, label, sizeof label);
+        if (!strcmp(op, "Conv") || !strcmp(op, "Gemm") || !strcmp(op, "MatMul"))
+            p->macs[n] = qs_exec_node_macs(x, n) / per;
         p->cls[n] = class_of(p, label);
     }
     qs_exec_free(x);

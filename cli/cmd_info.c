@@ -63,27 +63,8 @@ static void si(char *buf, size_t n, double v)
 static double count_macs(const qs_graph *g, const qs_exec *x)
 {
     double macs = 0;
-    for (int i = 0; i < qs_graph_node_count(g); i++) {
-        if (qs_graph_node_domain(g, i)[0] || qs_graph_node_input_count(g, i) < 2 ||
-            qs_graph_node_output_count(g, i) < 1)
-            continue;
-        int in0 = qs_graph_node_input(g, i, 0), in1 = qs_graph_node_input(g, i, 1),
-            out0 = qs_graph_node_output(g, i, 0);
-        if (in0 < 0 || in1 < 0 || out0 < 0)
-            continue;
-        const char *op = qs_graph_node_op(g, i);
-        const qs_tensor *a = qs_exec_value(x, in0), *b = qs_exec_value(x, in1), *y = qs_exec_value(x, out0);
-        if (!a || !b || !y || b->ndim < 1)
-            continue;
-        if (!strcmp(op, "Conv") && b->shape[0] > 0)   /* each output: Cin/group · kernel */
-            macs += (double)qs_numel(y) * ((double)qs_numel(b) / b->shape[0]);
-        else if (!strcmp(op, "ConvTranspose") && b->shape[0] > 0)   /* each input: Cout/group · kernel */
-            macs += (double)qs_numel(a) * ((double)qs_numel(b) / b->shape[0]);
-        else if (!strcmp(op, "Gemm") && a->ndim == 2)
-            macs += (double)qs_numel(y) * a->shape[qs_graph_node_int(g, i, "transA", 0) ? 0 : 1];
-        else if (!strcmp(op, "MatMul") && a->ndim >= 1)
-            macs += (double)qs_numel(y) * a->shape[a->ndim - 1];
-    }
+    for (int i = 0; i < qs_graph_node_count(g); i++)
+        macs += qs_exec_node_macs(x, i);
     return macs;
 }
 

@@ -753,6 +753,29 @@ const qs_tensor *qs_exec_value(const qs_exec *x, int v)
     return &x->val[v];
 }
 
+double qs_exec_node_macs(const qs_exec *x, int n)
+{
+    const qs_graph *g = x->g;
+    if (n < 0 || n >= g->nnodes)
+        return 0;
+    const qs_node *nd = &g->nodes[n];
+    if ((nd->domain && nd->domain[0]) || nd->nin < 2 || nd->nout < 1)
+        return 0;
+    const qs_tensor *a = qs_exec_value(x, nd->in[0]), *b = qs_exec_value(x, nd->in[1]),
+                    *y = qs_exec_value(x, nd->out[0]);
+    if (!a || !b || !y || b->ndim < 1)
+        return 0;
+    if (!strcmp(nd->op, "Conv") && b->shape[0] > 0)   /* each output: Cin/group · kernel */
+        return (double)qs_numel(y) * ((double)qs_numel(b) / b->shape[0]);
+    if (!strcmp(nd->op, "ConvTranspose") && b->shape[0] > 0)   /* each input: Cout/group · kernel */
+        return (double)qs_numel(a) * ((double)qs_numel(b) / b->shape[0]);
+    if (!strcmp(nd->op, "Gemm") && a->ndim == 2)
+        return (double)qs_numel(y) * a->shape[qs_node_int(nd, "transA", 0) ? 0 : 1];
+    if (!strcmp(nd->op, "MatMul") && a->ndim >= 1)
+        return (double)qs_numel(y) * a->shape[a->ndim - 1];
+    return 0;
+}
+
 static void add_into(float *d, const float *s, int64_t n)
 {
     for (int64_t k = 0; k < n; k++)

@@ -170,31 +170,17 @@ static json_t *sqnr(const outbuf *x, const outbuf *y, double *db)
     return isfinite(*db) ? json_real(*db) : json_null();
 }
 
-/* Multiply-adds of one sample through g's layers with a constant weight (input 1, an initializer
- * or computed from one: the simulation's weight FakeQuant): the weight's size times the output
- * positions it is applied at (planned at batch 1). 0 when g cannot be planned. */
+/* Multiply-adds of one sample through g, planned at batch 1 without fusion (a fused Conv's output
+ * has no value of its own); 0 when g cannot be planned. */
 static double macs_per_sample(qs_graph *g)
 {
     qs_err e = {0};
-    qs_runner *r = qs_runner_new(g, 1, &e);
-    if (!r)
-        return 0;
+    qs_exec *x = qs_exec_new(g, QS_EXEC_INFER, &e);
     double macs = 0;
-    for (int i = 0; i < g->nnodes; i++) {
-        const qs_node *n = &g->nodes[i];
-        int wv = n->nin > 1 ? n->in[1] : -1, pn = wv >= 0 ? g->values[wv].producer : -1;
-        if (pn >= 0 && qs_node_is_fakequant(&g->nodes[pn]))
-            wv = g->nodes[pn].in[0];
-        const qs_tensor *w = wv >= 0 ? g->values[wv].init : NULL;
-        const qs_tensor *y = n->nout > 0 && n->out[0] >= 0 ? qs_exec_value(qs_runner_exec(r), n->out[0]) : NULL;
-        if (!w || w->ndim < 2 || !y || y->ndim < 2)
-            continue;
-        /* a Conv's output channels are dim 1 (= W's dim 0); a Gemm's or MatMul's the last dim */
-        int64_t ch = y->ndim > 2 && y->shape[1] == w->shape[0] ? y->shape[1] : y->shape[y->ndim - 1];
-        if (ch > 0)
-            macs += (double)qs_numel(w) / (double)ch * (double)qs_numel(y);
-    }
-    qs_runner_free(r);
+    if (x && qs_exec_plan(x, 1, &e) == 0)
+        for (int i = 0; i < g->nnodes; i++)
+            macs += qs_exec_node_macs(x, i) / (double)qs_exec_batch(x);
+    qs_exec_free(x);
     return macs;
 }
 
@@ -214,7 +200,8 @@ int qs_target_measure(qs_ptq *p, json_t **out, qs_err *e)
         return qs_error(e, QS_ENOMEM, "out of memory");
     /* held out: the rows after those calibrated on, else the last ones calibrated on */
     int64_t n = MEASURE_ROWS, start = p->ncalib;
-    double macs = emu ? macs_per_sample(emu) : 0;
+    /* the simulation's layers are the emulation's (there they are TargetMac nodes of our domain) */
+    double macs = emu ? macs_per_sample(p->sim->g) : 0;
     if (macs > 0 && (double)n * macs > EMU_MAC_BUDGET)
         n = EMU_MAC_BUDGET / macs > MIN_ROWS ? (int64_t)(EMU_MAC_BUDGET / macs) : MIN_ROWS;
     int held_out = p->calib.rows > p->ncalib;

@@ -46,6 +46,9 @@ int qs_exec_forward(qs_exec *x, qs_err *e);
 const qs_tensor *qs_exec_output(const qs_exec *x, int i);
 /* Any value after a forward (training mode keeps all; inference only outputs, inputs, constants). */
 const qs_tensor *qs_exec_value(const qs_exec *x, int value);
+/* Multiply-accumulates of node n (a Conv, ConvTranspose, Gemm or MatMul of the default domain) at
+ * the plan's batch, from the planned shapes; 0 for any other node. */
+double qs_exec_node_macs(const qs_exec *x, int n);
 
 /* Training mode: backpropagates from output grads (NULL for outputs without a loss term). After it,
  * qs_exec_grad gives d(loss)/d(value) for inputs and initializers (NULL when not reached). */
