@@ -141,6 +141,22 @@ def test_standard_preset_counts_its_calibration_passes(run_quant, fixtures_dir, 
     assert sc["calibration_passes"] == 4
 
 
+def test_too_few_held_out_samples_warn(run_quant, fixtures_dir, data):
+    """64 samples hold out 13 (20%): too few for a score to tell a step that helps from noise, and the
+    report says so, with the count that would hold out 32 (floor(158 · 0.2 + 0.5) = 32); 160 do not warn."""
+    d, _ = data
+    model = os.path.join(fixtures_dir, "mlp.onnx")
+    cfg = dict(BASE, weights={"range": "mse"})
+    few, _, log = ptq(run_quant, model, d, "few", cfg, samples=64)
+    assert few["step_check"]["held_out_samples"] == 13
+    warned = [w for w in few["warnings"] if "held out" in w]
+    assert len(warned) == 1 and "only 13 of the 64" in warned[0] and "at least 158" in warned[0]
+    assert "only 13 of the 64" in log
+    enough, _, _ = ptq(run_quant, model, d, "enough", cfg, samples=160)
+    assert enough["step_check"]["held_out_samples"] == 32
+    assert not [w for w in enough["warnings"] if "held out" in w]
+
+
 def test_labels_score_by_accuracy_and_the_check_can_be_off(run_quant, fixtures_dir, data):
     d, _ = data
     model = os.path.join(fixtures_dir, "mlp.onnx")
