@@ -232,7 +232,7 @@ static int call(const dnnl_job *j, int64_t n, char *buf, dnnl_stream_t s)
     for (int64_t i = 0; i < d->items; i++)
         for (int64_t m = 0; m < p->M; m++) {
             const float *r = j->clamp.res ? j->clamp.res + ((n + i) * p->M + m) * p->yvol : NULL;
-            if (j->b || r || j->clamp.on)
+            if (j->b || r || j->clamp.on || j->clamp.silu)
                 conv_epilogue(y + (i * p->M + m) * p->yvol, j->b ? j->b + m : NULL, r, p->yvol, j->clamp);
         }
     return 0;
