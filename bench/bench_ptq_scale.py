@@ -49,6 +49,13 @@ def calib_images(n, directory):
     return path
 
 
+def cpu_seconds(stderr):
+    """user + sys seconds from /usr/bin/time -v (None if absent): they survive a shared machine's load."""
+    u = re.search(r"User time \(seconds\): ([\d.]+)", stderr)
+    s = re.search(r"System time \(seconds\): ([\d.]+)", stderr)
+    return float(u.group(1)) + float(s.group(1)) if u and s else None
+
+
 def timed(cmd, timeout, env=None):
     """Runs cmd under /usr/bin/time -v: (returncode, wall s, peak RSS MB, stdout, stderr)."""
     t0 = time.time()
@@ -145,7 +152,7 @@ def main():
                    str(args.threads), "-o", out] + flags.split()
             rc, wall, rss, _, err = timed(cmd, args.timeout)
             row = {"model": model, "pipeline": name, "flags": flags, "size_mb": size_mb, "wall_s": wall,
-                   "rss_mb": rss, "rss_bound_mb": 4 * size_mb + 1024, "ok": rc == 0}
+                   "cpu_s": cpu_seconds(err), "rss_mb": rss, "rss_bound_mb": 4 * size_mb + 1024, "ok": rc == 0}
             if rc != 0:
                 row["error"] = err.strip().splitlines()[-1] if err.strip() else "failed"
             else:
@@ -172,7 +179,7 @@ def main():
                                            onnx_path, "--calib-path", calib, "--calib", str(args.calib),
                                            "--out", qpath], args.timeout, env)
             row = {"model": model, "pipeline": "ORT quantize_static", "size_mb": size_mb, "wall_s": wall,
-                   "rss_mb": rss, "ok": rc == 0}
+                   "cpu_s": cpu_seconds(err), "rss_mb": rss, "ok": rc == 0}
             if rc == 0:
                 row["sqnr_db"], row["agreement"] = quality(onnx_path, qpath, x, args.threads)
             else:
@@ -183,14 +190,15 @@ def main():
         json.dump({"sgemm_peak_gflops": peak, "calib": args.calib, "threads": args.threads, "rows": rows},
                   open(args.json, "w"), indent=1)
     print(f"{args.calib} calibration images at 224×224, {args.threads} threads; sgemm peak {peak:.0f} GFLOP/s.\n")
-    print("| model | pipeline | wall s | peak RSS MB (bound) | stages (s) | SQNR dB | argmax agreement |")
-    print("|---|---|---:|---:|---|---:|---:|")
+    print("| model | pipeline | wall s | CPU s | peak RSS MB (bound) | stages (s) | SQNR dB | argmax agreement |")
+    print("|---|---|---:|---:|---:|---|---:|---:|")
     for r in rows:
         st = ", ".join(f"{k} {v:.0f}" for k, v in r.get("timings", {}).items() if k != "total" and v >= 1)
         bound = f" ({r['rss_bound_mb']:.0f})" if "rss_bound_mb" in r else ""
         rss = f"{r['rss_mb']:.0f}{bound}" if r.get("rss_mb") else "–"
         q = (f"{r['sqnr_db']:.1f} | {100 * r['agreement']:.1f}%" if r.get("ok") else f"{r.get('error', 'failed')} | –")
-        print(f"| {r['model']} | {r['pipeline']} | {r['wall_s']:.0f} | {rss} | {st} | {q} |")
+        cpu = f"{r['cpu_s']:.0f}" if r.get("cpu_s") is not None else "–"
+        print(f"| {r['model']} | {r['pipeline']} | {r['wall_s']:.0f} | {cpu} | {rss} | {st} | {q} |")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@
 #include "quant/adaround.h"
 
 #include <math.h>
-#include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +25,7 @@
 #include "exec.h"
 #include "ops/kernels.h"
 #include "quant/rng.h"
-#include "runner.h"
+#include "quant/rounding_layers.h"
 
 static char *xstrdup(const char *s) { return strdup(s ? s : ""); }
 
@@ -101,149 +101,37 @@ static void draw(uint64_t *s, int64_t *perm, int64_t n, int64_t k)
 
 /* --- layers ------------------------------------------------------------------------------------- */
 
-enum { K_CONV, K_GEMM, K_MATMUL };
-
 typedef struct ada_layer {
-    int node, wq, kind;
-    int64_t M, Kg, group, Mg, K;   /* Wm [M, Kg]; columns of K = group·Kg */
-    int trans;                     /* Wm is the stored weight transposed */
-    float alpha;
-    /* set from the first captured input */
-    qs_conv_geom geom;
-    int64_t C, kvol;               /* Conv: input channels, kernel volume */
+    qs_rl_layer b;                 /* the layer and its geometry (rounding_layers.h) */
+    int64_t K;                     /* columns of K = group·Kg */
+    int64_t kvol;                  /* Conv: kernel volume */
     int64_t pin[3], pinvol;        /* Conv: the padded input's spatial dims and volume */
-    int64_t P;                     /* columns (output positions or rows) per sample */
-    int64_t per_x;                 /* floats per captured sample */
-    int xndim;
-    int64_t xshape[QS_MAX_DIMS];   /* a sample's shape (without the batch dim) */
+    int64_t per_x;                 /* floats per captured sample (zero-padded for a Conv) */
     int64_t *off;                  /* Conv: kvol tap offsets in the padded input */
-    int wndim;
-    int64_t wshape[QS_MAX_DIMS];
 } ada_layer;
 
-static int weight_quantizer(const qs_quantsim *sim, int v)
-{
-    for (int q = 0; q < sim->nq; q++)
-        if (sim->q[q].kind == QS_Q_WEIGHT && sim->q[q].out == v)
-            return q;
-    return -1;
-}
-
-/* Why layer node i cannot be AdaRounded (NULL: it can, and L is filled). */
-static const char *layer_of(const qs_quantsim *sim, int i, ada_layer *L, char *buf, size_t nbuf)
-{
-    const qs_graph *g = sim->g;
-    const qs_node *nd = &g->nodes[i];
-    int kind = qs_node_is_op(nd, "Conv") ? K_CONV : qs_node_is_op(nd, "Gemm") ? K_GEMM : K_MATMUL;
-    int wq = nd->nin > 1 ? weight_quantizer(sim, nd->in[1]) : -1;
-    memset(L, 0, sizeof *L);
-    if (wq < 0)
-        return kind == K_MATMUL && nd->nin > 0 && weight_quantizer(sim, nd->in[0]) >= 0
-                   ? "the weight is MatMul's first operand" : "";   /* "": not quantized, not listed */
-    const qs_quantizer *q = &sim->q[wq];
-    const qs_tensor *w = g->values[q->value].init;
-    if (qs_quantsim_bypassed(sim, wq))
-        return "its weight quantizer is bypassed";
-    if (!w || w->dtype != QS_F32)
-        return "its weight is not a float32 constant";
-    if (qs_graph_count_reads(g, q->out) != 1 || qs_graph_count_reads(g, q->value) != 1)
-        return "its weight is shared with other nodes";
-    if (nd->nout < 1 || nd->out[0] < 0 || nd->nin < 1 || nd->in[0] < 0)
-        return "it has no input or output";
-    const float *s = qs_quantsim_scales((qs_quantsim *)sim, wq);
-    for (int c = 0; c < q->nch; c++)
-        if (!(s[c] > 0) || !isfinite(s[c]))
-            return "its weight quantizer has a scale that is not positive and finite";
-    L->node = i;
-    L->wq = wq;
-    L->kind = kind;
-    L->alpha = 1.f;
-    L->group = 1;
-    if (kind == K_CONV) {
-        if (w->ndim < 3 || w->ndim > 2 + QS_CONV_MAXD)
-            return "its weight is not [M, C/group, k…] with 1 to 3 spatial dims";
-        L->group = qs_node_int(nd, "group", 1);
-        L->M = w->shape[0];
-        L->Kg = qs_numel(w) / w->shape[0];
-        if (L->group < 1 || L->M % L->group) {
-            snprintf(buf, nbuf, "group = %lld does not divide its %lld output channels", (long long)L->group,
-                     (long long)L->M);
-            return buf;
-        }
-    } else if (kind == K_GEMM) {
-        if (qs_node_int(nd, "transA", 0))
-            return "Gemm with transA";
-        if (w->ndim != 2)
-            return "its weight is not 2-D";
-        L->trans = !qs_node_int(nd, "transB", 0);
-        L->M = w->shape[L->trans ? 1 : 0];
-        L->Kg = w->shape[L->trans ? 0 : 1];
-        L->alpha = qs_node_float(nd, "alpha", 1.f);
-    } else {
-        if (w->ndim != 2) {
-            snprintf(buf, nbuf, "its weight has rank %d (MatMul is handled with a 2-D weight)", w->ndim);
-            return buf;
-        }
-        L->trans = 1;
-        L->M = w->shape[1];
-        L->Kg = w->shape[0];
-    }
-    L->wndim = w->ndim;
-    memcpy(L->wshape, w->shape, sizeof L->wshape);
-    L->Mg = L->M / L->group;
-    L->K = L->group * L->Kg;
-    if (L->M < 1 || L->Kg < 1)
-        return "its weight is empty";
-    return NULL;
-}
-
-/* Column geometry from the first captured input x (batch first). */
+/* Column geometry from the first captured input x (batch first), and how it is stored. */
 static int layer_geometry(ada_layer *L, const qs_graph *g, const qs_tensor *x, qs_err *e)
 {
-    const qs_node *nd = &g->nodes[L->node];
-    char sh[128];
-    qs_shape_str(x->ndim, x->shape, sh, sizeof sh);
-    if (x->dtype != QS_F32)
-        return qs_error(e, QS_EUNSUPPORTED, "AdaRound: the input of %s '%s' is %s, not float32", nd->op, nd->name,
-                        qs_dtype_name(x->dtype));
-    if (L->kind == K_CONV) {
-        if (x->ndim != L->wndim || x->shape[1] != L->group * L->wshape[1])
-            return qs_error(e, QS_ESHAPE, "AdaRound: the input of Conv '%s' has shape %s; expected rank %d with %lld "
-                            "channels", nd->name, sh, L->wndim, (long long)(L->group * L->wshape[1]));
-        qs_err ge = {0};
-        qs_kctx c = { .node = nd, .err = &ge };
-        if (qs_conv_geom_init(&c, x->ndim - 2, x->shape + 2, L->wshape + 2, 0, 1, &L->geom) < 0)
-            return qs_error(e, ge.code ? ge.code : QS_EINVAL, "AdaRound: %s", ge.msg);
-        L->C = x->shape[1];
-        const qs_conv_geom *gm = &L->geom;
-        L->kvol = qs_geom_kvol(gm);
-        L->P = qs_geom_outvol(gm);
-        for (int d = 0; d < 3; d++)
-            L->pin[d] = gm->in[d] + gm->pad[d] + gm->pad_end[d];
-        L->pinvol = L->pin[0] * L->pin[1] * L->pin[2];
-        L->per_x = L->C * L->pinvol;
-        if (!(L->off = malloc(L->kvol * sizeof *L->off)))
-            return qs_error(e, QS_ENOMEM, "AdaRound: out of memory");
-        int64_t t = 0;
-        for (int64_t a = 0; a < gm->k[0]; a++)
-            for (int64_t b = 0; b < gm->k[1]; b++)
-                for (int64_t c = 0; c < gm->k[2]; c++)
-                    L->off[t++] = (a * gm->dil[0] * L->pin[1] + b * gm->dil[1]) * L->pin[2] + c * gm->dil[2];
-    } else if (L->kind == K_GEMM) {
-        if (x->ndim != 2 || x->shape[1] != L->Kg)
-            return qs_error(e, QS_ESHAPE, "AdaRound: the input of Gemm '%s' has shape %s; expected [N, %lld]",
-                            nd->name, sh, (long long)L->Kg);
-        L->P = 1;
-        L->per_x = L->Kg;
-    } else {
-        if (x->ndim < 2 || x->shape[x->ndim - 1] != L->Kg)
-            return qs_error(e, QS_ESHAPE, "AdaRound: the input of MatMul '%s' has shape %s; expected [N, …, %lld]",
-                            nd->name, sh, (long long)L->Kg);
-        L->per_x = x->shape[0] ? qs_numel(x) / x->shape[0] : 0;
-        L->P = L->per_x / L->Kg;
-    }
-    L->xndim = x->ndim - 1;
-    memcpy(L->xshape, x->shape + 1, (x->ndim - 1) * sizeof *x->shape);
+    if (qs_rl_geometry(&L->b, g, x, "AdaRound", e) < 0)
+        return -1;
+    L->K = L->b.group * L->b.Kg;
+    L->per_x = L->b.per_x;
+    if (L->b.kind != QS_RL_CONV)
+        return 0;
+    const qs_conv_geom *gm = &L->b.geom;
+    L->kvol = qs_geom_kvol(gm);
+    for (int d = 0; d < 3; d++)
+        L->pin[d] = gm->in[d] + gm->pad[d] + gm->pad_end[d];
+    L->pinvol = L->pin[0] * L->pin[1] * L->pin[2];
+    L->per_x = L->b.C * L->pinvol;
+    if (!(L->off = malloc(L->kvol * sizeof *L->off)))
+        return qs_error(e, QS_ENOMEM, "AdaRound: out of memory");
+    int64_t t = 0;
+    for (int64_t a = 0; a < gm->k[0]; a++)
+        for (int64_t b = 0; b < gm->k[1]; b++)
+            for (int64_t c = 0; c < gm->k[2]; c++)
+                L->off[t++] = (a * gm->dil[0] * L->pin[1] + b * gm->dil[1]) * L->pin[2] + c * gm->dil[2];
     return 0;
 }
 
@@ -251,15 +139,15 @@ static int layer_geometry(ada_layer *L, const qs_graph *g, const qs_tensor *x, q
  * input is zero-padded, so every tap is a plain load at a fixed offset), or input row p. */
 static void gather(const ada_layer *L, const float *xs, int64_t p, float *row)
 {
-    if (L->kind != K_CONV) {
+    if (L->b.kind != QS_RL_CONV) {
         memcpy(row, xs + p * L->K, L->K * sizeof *row);
         return;
     }
-    const qs_conv_geom *g = &L->geom;
+    const qs_conv_geom *g = &L->b.geom;
     int64_t o0 = p / (g->out[1] * g->out[2]), o1 = (p / g->out[2]) % g->out[1], o2 = p % g->out[2];
     const float *x = xs + ((o0 * g->stride[0]) * L->pin[1] + o1 * g->stride[1]) * L->pin[2] + o2 * g->stride[2];
     const int64_t *off = L->off;
-    for (int64_t ch = 0; ch < L->C; ch++, x += L->pinvol, row += L->kvol)
+    for (int64_t ch = 0; ch < L->b.C; ch++, x += L->pinvol, row += L->kvol)
         for (int64_t t = 0; t < L->kvol; t++)
             row[t] = x[off[t]];
 }
@@ -280,7 +168,7 @@ static void gather_range(void *arg, int64_t begin, int64_t end, int worker)
     const ada_layer *L = j->L;
     for (int64_t i = begin; i < end; i++) {
         int64_t c = j->pick ? j->pick[i] : i;
-        gather(L, j->X + j->sperm[c / L->P] * L->per_x, c % L->P, j->cols + i * L->K);
+        gather(L, j->X + j->sperm[c / L->b.P] * L->per_x, c % L->b.P, j->cols + i * L->K);
     }
 }
 
@@ -288,13 +176,13 @@ static void gather_range(void *arg, int64_t begin, int64_t end, int worker)
  * a Conv */
 static void store_rows(const ada_layer *L, const float *src, int64_t rows, float *dst)
 {
-    if (L->kind != K_CONV) {
+    if (L->b.kind != QS_RL_CONV) {
         memcpy(dst, src, (size_t)(rows * L->per_x) * sizeof *dst);
         return;
     }
-    const qs_conv_geom *g = &L->geom;
+    const qs_conv_geom *g = &L->b.geom;
     memset(dst, 0, (size_t)(rows * L->per_x) * sizeof *dst);
-    for (int64_t r = 0; r < rows * L->C; r++)
+    for (int64_t r = 0; r < rows * L->b.C; r++)
         for (int64_t a = 0; a < g->in[0]; a++)
             for (int64_t b = 0; b < g->in[1]; b++)
                 memcpy(dst + r * L->pinvol + ((a + g->pad[0]) * L->pin[1] + b + g->pad[1]) * L->pin[2] + g->pad[2],
@@ -306,60 +194,48 @@ static void store_rows(const ada_layer *L, const float *src, int64_t rows, float
 static void layer_forward(const ada_layer *L, const float *Wm, const float *cols, int64_t n, float *Y,
                           qs_threadpool *tp)
 {
-    for (int64_t gi = 0; gi < L->group; gi++)
-        qs_sgemm_mt(tp, qs_threadpool_size(tp), 0, 1, n, L->Mg, L->Kg, L->alpha, cols + gi * L->Kg, L->K, Wm + gi * L->Mg * L->Kg,
-                    L->Kg, 0.f, Y + gi * L->Mg, L->M);
+    for (int64_t gi = 0; gi < L->b.group; gi++)
+        qs_sgemm_mt(tp, qs_threadpool_size(tp), 0, 1, n, L->b.Mg, L->b.Kg, L->b.alpha, cols + gi * L->b.Kg, L->K, Wm + gi * L->b.Mg * L->b.Kg,
+                    L->b.Kg, 0.f, Y + gi * L->b.Mg, L->b.M);
 }
 
 /* --- capture ------------------------------------------------------------------------------------ */
 
 typedef struct capture {
     ada_layer *L;
-    const qs_graph *g;
-    int value, producer;   /* the layer's input and the node writing it (-1: a graph input) */
     int fp;                /* the FP32 pass: fixes the geometry and how many samples fit */
-    int64_t want, cap, n;  /* samples asked for / room / stored */
+    int64_t cap, n;        /* room / stored */
     int64_t max_bytes;
-    int64_t rows;          /* valid rows of the current batch */
     float *buf;
-    qs_err err;
-    /* the rest of the graph is not needed once the input is stored: the observer raises stop,
-     * the flag the runner polls, and watches the caller's abort flag in its place */
-    atomic_int stop;
-    atomic_int *user_abort;
-    int stored, aborted;
+    qs_rl_tap tap;         /* the layer's input; its want drops to cap once the room is known */
 } capture;
 
-static void store(capture *c, const qs_tensor *x)
+/* The capture's take(): rows samples of the layer's input into the buffer. */
+static void store(qs_rl_capture *rc, int t, const qs_tensor *x, int64_t rows)
 {
+    (void)t;
+    capture *c = rc->ud;
     ada_layer *L = c->L;
-    if (c->err.code)
-        return;
     if (!c->buf) {
         if (c->fp) {
-            if (layer_geometry(L, c->g, x, &c->err) < 0)
+            if (layer_geometry(L, rc->g, x, &rc->err) < 0)
                 return;
             /* peak memory: the inputs and their targets of the samples kept */
-            int64_t per = (L->per_x + L->M * L->P) * (int64_t)sizeof(float);
-            int64_t fit = per > 0 ? c->max_bytes / per : c->want;
-            c->cap = c->want < fit ? c->want : fit < 1 ? 1 : fit;
+            int64_t per = (L->per_x + L->b.M * L->b.P) * (int64_t)sizeof(float);
+            int64_t fit = per > 0 ? c->max_bytes / per : c->tap.want;
+            c->cap = c->tap.want < fit ? c->tap.want : fit < 1 ? 1 : fit;
         } else {
-            c->cap = c->want;
+            c->cap = c->tap.want;
         }
+        c->tap.want = c->cap;
         if (!(c->buf = malloc((size_t)(c->cap * L->per_x + 1) * sizeof *c->buf))) {
-            qs_error(&c->err, QS_ENOMEM, "AdaRound: out of memory capturing the input of '%s' (%lld samples)",
-                     c->g->nodes[L->node].name, (long long)c->cap);
+            qs_error(&rc->err, QS_ENOMEM, "AdaRound: out of memory capturing the input of '%s' (%lld samples)",
+                     rc->g->nodes[L->b.node].name, (long long)c->cap);
             return;
         }
     }
-    if (x->dtype != QS_F32 || x->ndim != L->xndim + 1 ||
-        memcmp(x->shape + 1, L->xshape, L->xndim * sizeof *x->shape)) {
-        char sh[128];
-        qs_error(&c->err, QS_ESHAPE, "AdaRound: the input of '%s' changed shape between passes (now %s)",
-                 c->g->nodes[L->node].name, qs_shape_str(x->ndim, x->shape, sh, sizeof sh));
+    if (qs_rl_same_shape(&L->b, rc->g, x, "AdaRound", &rc->err) < 0)
         return;
-    }
-    int64_t rows = x->shape[0] < c->rows ? x->shape[0] : c->rows;
     if (rows > c->cap - c->n)
         rows = c->cap - c->n;
     if (rows > 0)
@@ -367,70 +243,11 @@ static void store(capture *c, const qs_tensor *x)
     c->n += rows > 0 ? rows : 0;
 }
 
-static void observe(void *ud, int node, qs_tensor *const *out, int nout)
-{
-    capture *c = ud;
-    if (c->user_abort && atomic_load(c->user_abort)) {
-        c->aborted = 1;
-        atomic_store(&c->stop, 1);
-    }
-    if (node != c->producer)
-        return;
-    const qs_node *nd = &c->g->nodes[node];
-    for (int j = 0; j < nout && j < nd->nout; j++)
-        if (nd->out[j] == c->value) {
-            store(c, out[j]);
-            c->stored = 1;
-            atomic_store(&c->stop, 1);
-        }
-}
-
-static int sink(void *ud, int64_t start, int64_t n, const qs_tensor *const *outputs, qs_exec *x, qs_err *e)
-{
-    (void)start, (void)n, (void)outputs, (void)e;
-    capture *c = ud;
-    const qs_tensor *t = qs_exec_value(x, c->value);
-    if (t)
-        store(c, t);
-    return 0;
-}
-
 static int run_capture(qs_quantsim *sim, const qs_pl_data *data, const qs_adaround_config *cfg,
                        const qs_pipeline_io *io, capture *c, qs_err *e)
 {
-    qs_runner *r = qs_runner_new(sim->g, cfg->batch, e);
-    if (!r)
-        return qs_error_prefix(e, "AdaRound: ");
-    if (io)
-        qs_runner_set_pool(r, io->pool);
-    if (c->producer >= 0)
-        qs_runner_set_observer(r, observe, c);
-    c->user_abort = io ? io->abort : NULL;
-    int64_t bs = qs_runner_batch(r);
-    int rc = 0;
-    for (int64_t start = 0; start < c->want && rc == 0; start += bs) {
-        int64_t k = c->want - start < bs ? c->want - start : bs;
-        c->rows = k;   /* one forward per call: k ≤ the runner's batch */
-        c->stored = 0;
-        atomic_store(&c->stop, 0);
-        rc = qs_runner_stream(r, data->d, data->arrays, start, k, c->producer < 0 ? sink : NULL, c, NULL, NULL,
-                              c->producer < 0 ? c->user_abort : &c->stop, e);
-        if (rc == QS_EABORTED && c->stored && !c->aborted) {
-            rc = 0;   /* stopped on purpose after the layer's input */
-            if (e) {
-                e->code = 0;
-                e->msg[0] = 0;
-            }
-        }
-        else if (rc == QS_EABORTED && c->aborted)
-            rc = qs_error(e, QS_EABORTED, "AdaRound: aborted");
-        if (rc == 0 && c->err.code)
-            rc = qs_error(e, c->err.code, "%s", c->err.msg);
-        if (c->buf && c->n >= c->cap)
-            break;
-    }
-    qs_runner_free(r);
-    return rc;
+    qs_rl_capture rc = { .g = sim->g, .taps = &c->tap, .ntaps = 1, .take = store, .ud = c };
+    return qs_rl_capture_run(sim, data, cfg->batch, io, io ? io->pool : NULL, &rc, "AdaRound", NULL, e);
 }
 
 /* --- one layer ---------------------------------------------------------------------------------- */
@@ -455,29 +272,17 @@ static void opt_free(opt_state *o)
 
 static int opt_init(const qs_quantsim *sim, const ada_layer *L, opt_state *o)
 {
-    const qs_quantizer *q = &sim->q[L->wq];
-    const qs_tensor *w = sim->g->values[q->value].init;
-    const float *sc = qs_quantsim_scales((qs_quantsim *)sim, L->wq), *zp = qs_quantsim_zeros((qs_quantsim *)sim, L->wq);
-    int64_t n = o->nw = qs_numel(w), inner = 1;
-    for (int d = q->axis + 1; q->axis >= 0 && d < w->ndim; d++)
-        inner *= w->shape[d];
+    int64_t n = o->nw = qs_numel(sim->g->values[sim->q[L->b.wq].value].init);
     float **f[] = { &o->w, &o->s, &o->z, &o->base, &o->v, &o->m1, &o->m2, &o->h, &o->dh, &o->wt, &o->dfac, &o->grad };
     for (size_t i = 0; i < sizeof f / sizeof *f; i++)
         if (!(*f[i] = calloc(n + 1, sizeof(float))))
             return -1;
     if (!(o->src = malloc((n + 1) * sizeof *o->src)))
         return -1;
-    const float *wd = qs_f32(w);
+    qs_rl_weights(sim, &L->b, o->w, o->s, o->z, o->src);
     for (int64_t i = 0; i < n; i++) {
-        int64_t src = L->trans ? (i % L->Kg) * L->M + i / L->Kg : i;   /* Wm[m, k] = W[k, m] */
-        int64_t ch = q->axis >= 0 ? (src / inner) % q->nch : 0;
-        float s = sc[ch], fl = floorf(wd[src] / s);
-        o->src[i] = src;
-        o->w[i] = wd[src];
-        o->s[i] = s;
-        o->z[i] = zp[ch];
-        o->base[i] = fl + zp[ch];
-        float frac = wd[src] / s - fl;
+        float fl = floorf(o->w[i] / o->s[i]), frac = o->w[i] / o->s[i] - fl;
+        o->base[i] = fl + o->z[i];
         o->v[i] = qs_adaround_v_init(frac < 0.f ? 0.f : frac >= 1.f ? 0.99999994f : frac);
     }
     return 0;
@@ -505,7 +310,7 @@ static double recon_mse(const ada_layer *L, const float *Wm, const float *cols, 
 {
     layer_forward(L, Wm, cols, n, Y, tp);
     double acc = 0;
-    for (int64_t i = 0; i < L->M * n; i++) {
+    for (int64_t i = 0; i < L->b.M * n; i++) {
         double d = (double)Y[i] - T[i];
         acc += d * d;
     }
@@ -539,12 +344,13 @@ static int adaround_layer(layer_run *lr, ada_layer *L, qs_adaround_layer *rl, in
     qs_quantsim *sim = lr->sim;
     qs_graph *g = sim->g;
     const qs_adaround_config *cfg = lr->cfg;
-    const qs_node *nd = &g->nodes[L->node];
-    const qs_quantizer *wq = &sim->q[L->wq];
+    const qs_node *nd = &g->nodes[L->b.node];
+    const qs_quantizer *wq = &sim->q[L->b.wq];
     double t0 = qs_now();
     int64_t want = lr->data->rows < cfg->samples ? lr->data->rows : cfg->samples;
-    capture cx = { .L = L, .g = g, .value = nd->in[0], .producer = g->values[nd->in[0]].producer, .fp = 1,
-                   .want = want, .max_bytes = cfg->max_bytes };
+    int v = nd->in[0];
+    capture cx = { .L = L, .fp = 1, .max_bytes = cfg->max_bytes,
+                   .tap = { .value = v, .producer = g->values[v].producer, .want = want } };
     float *T = NULL, *cols = NULL, *Y = NULL, *ecols = NULL, *eT = NULL, *ey = NULL;
     int64_t *sperm = NULL, *pperm = NULL;
     opt_state o = {0};
@@ -566,7 +372,7 @@ static int adaround_layer(layer_run *lr, ada_layer *L, qs_adaround_layer *rl, in
         *skipped = 1;
         goto out;
     }
-    int64_t n = cx.n, P = L->P, M = L->M, K = L->K;
+    int64_t n = cx.n, P = L->b.P, M = L->b.M, K = L->K;
     if (opt_init(sim, L, &o) < 0)
         goto oom;
     int64_t chunk = P < 1024 ? P : 1024;
@@ -586,12 +392,9 @@ static int adaround_layer(layer_run *lr, ada_layer *L, qs_adaround_layer *rl, in
     cols = NULL;
 
     /* quantized inputs: the layers before are AdaRounded; other quantizers as the caller set them */
-    for (int i = 0; i < sim->nq; i++) {
-        const qs_quantizer *q = &sim->q[i];
-        qs_quantsim_bypass(sim, i, lr->saved[i] || (q->kind != QS_Q_WEIGHT && !q->initialized));
-    }
-    cx = (capture){ .L = L, .g = g, .value = nd->in[0], .producer = g->values[nd->in[0]].producer, .fp = 0,
-                    .want = n, .max_bytes = cfg->max_bytes };
+    qs_rl_bypass_quantized(sim, lr->saved);
+    cx = (capture){ .L = L, .fp = 0, .max_bytes = cfg->max_bytes,
+                    .tap = { .value = v, .producer = g->values[v].producer, .want = n } };
     rc = run_capture(sim, lr->data, cfg, lr->io, &cx, e);
     if (rc < 0)
         goto out;
@@ -663,9 +466,9 @@ static int adaround_layer(layer_run *lr, ada_layer *L, qs_adaround_layer *rl, in
                 y[m] -= t[m];
         }
         /* dL/dW̃ = 2·alpha/n · (Y − T)ᵀ·cols, group by group */
-        for (int64_t gi = 0; gi < L->group; gi++)
-            qs_sgemm_mt(lr->pool, qs_threadpool_size(lr->pool), 1, 0, L->Mg, L->Kg, nc, 2.f * L->alpha / (float)nc, Y + gi * L->Mg, M,
-                        cols + gi * L->Kg, K, 0.f, o.grad + gi * L->Mg * L->Kg, L->Kg);
+        for (int64_t gi = 0; gi < L->b.group; gi++)
+            qs_sgemm_mt(lr->pool, qs_threadpool_size(lr->pool), 1, 0, L->b.Mg, L->b.Kg, nc, 2.f * L->b.alpha / (float)nc, Y + gi * L->b.Mg, M,
+                        cols + gi * L->b.Kg, K, 0.f, o.grad + gi * L->b.Mg * L->b.Kg, L->b.Kg);
         double beta = qs_adaround_beta(cfg, it);
         int reg_on = it >= wend && cfg->reg > 0 && beta > 0;
         b1t *= b1;
@@ -703,14 +506,14 @@ static int adaround_layer(layer_run *lr, ada_layer *L, qs_adaround_layer *rl, in
     rl->mse_adaround = recon_mse(L, wa, ecols, eT, ne, ey, lr->pool);
     qs_tensor *wt = g->values[wq->value].init;
     float *wd = qs_f32(wt);
-    if (!(lr->fp32[L->wq] = malloc(qs_nbytes(wt))) || !(lr->done[L->wq] = malloc(qs_nbytes(wt))))
+    if (!(lr->fp32[L->b.wq] = malloc(qs_nbytes(wt))) || !(lr->done[L->b.wq] = malloc(qs_nbytes(wt))))
         goto oom;
-    memcpy(lr->fp32[L->wq], wd, qs_nbytes(wt));
+    memcpy(lr->fp32[L->b.wq], wd, qs_nbytes(wt));
     for (int64_t i = 0; i < o.nw; i++)
         wd[o.src[i]] = wa[i];
-    memcpy(lr->done[L->wq], wd, qs_nbytes(wt));
+    memcpy(lr->done[L->b.wq], wd, qs_nbytes(wt));
     rl->name = xstrdup(nd->name);
-    rl->op = L->kind == K_CONV ? "Conv" : L->kind == K_GEMM ? "Gemm" : "MatMul";
+    rl->op = L->b.kind == QS_RL_CONV ? "Conv" : L->b.kind == QS_RL_GEMM ? "Gemm" : "MatMul";
     rl->weights = o.nw;
     rl->samples = n;
     rl->columns = nc;
@@ -718,7 +521,7 @@ static int adaround_layer(layer_run *lr, ada_layer *L, qs_adaround_layer *rl, in
     rl->optimize_seconds = t_end - t_opt;
     rl->ms_per_iteration = cfg->iterations ? 1e3 * (t_end - t_opt) / cfg->iterations : 0;
     /* the two products per iteration: 2·nc·M·Kg flops each (every group multiplies Mg × Kg) */
-    rl->gflops = t_end > t_opt ? 4.0 * (double)nc * (double)M * (double)L->Kg * cfg->iterations / (t_end - t_opt) / 1e9 : 0;
+    rl->gflops = t_end > t_opt ? 4.0 * (double)nc * (double)M * (double)L->b.Kg * cfg->iterations / (t_end - t_opt) / 1e9 : 0;
     rl->frac_up = o.nw ? (double)up / (double)o.nw : 0;
     rl->frac_changed = o.nw ? (double)changed / (double)o.nw : 0;
     rl->seconds = qs_now() - t0;
@@ -728,8 +531,7 @@ static int adaround_layer(layer_run *lr, ada_layer *L, qs_adaround_layer *rl, in
 oom:
     rc = qs_error(e, QS_ENOMEM, "AdaRound: out of memory for layer '%s'", nd->name);
 out:
-    for (int i = 0; i < sim->nq; i++)
-        qs_quantsim_bypass(sim, i, lr->saved[i]);
+    qs_rl_bypass_restore(sim, lr->saved);
     free(cx.buf);
     free(T);
     free(cols);
@@ -786,7 +588,7 @@ int qs_adaround(qs_quantsim *sim, const qs_pl_data *data, const qs_adaround_conf
     double t_start = qs_now();
     qs_graph *g = sim->g;
     qs_adaround_report *rep = calloc(1, sizeof *rep);
-    int *saved = malloc((sim->nq + 1) * sizeof *saved);
+    int *saved = qs_rl_bypass_save(sim);
     float **fp32 = calloc(sim->nq + 1, sizeof *fp32), **done = calloc(sim->nq + 1, sizeof *done);
     if (!rep || !saved || !fp32 || !done) {
         free(rep);
@@ -796,17 +598,13 @@ int qs_adaround(qs_quantsim *sim, const qs_pl_data *data, const qs_adaround_conf
         return qs_error(e, QS_ENOMEM, "AdaRound: out of memory");
     }
     rep->cfg = *cfg;
-    for (int i = 0; i < sim->nq; i++)
-        saved[i] = qs_quantsim_bypassed(sim, i);
     layer_run lr = { .sim = sim, .data = data, .cfg = cfg, .io = io, .saved = saved, .fp32 = fp32, .done = done,
                      .pool = io ? io->pool : NULL };
     for (int i = 0; i < g->nnodes && rc == 0; i++) {
         const qs_node *nd = &g->nodes[i];
-        if (!qs_node_is_op(nd, "Conv") && !qs_node_is_op(nd, "Gemm") && !qs_node_is_op(nd, "MatMul"))
-            continue;
-        ada_layer L;
+        ada_layer L = {0};
         char why_buf[256];
-        const char *why = layer_of(sim, i, &L, why_buf, sizeof why_buf);
+        const char *why = qs_rl_layer_of(sim, i, &L.b, why_buf, sizeof why_buf);
         if (why) {
             if (why[0] && qs_skip_add(&rep->skipped, &rep->nskipped, nd->name, NULL, "%s", why) < 0)
                 rc = qs_error(e, QS_ENOMEM, "AdaRound: out of memory");
@@ -831,8 +629,7 @@ int qs_adaround(qs_quantsim *sim, const qs_pl_data *data, const qs_adaround_conf
         else
             free(rl->name);
     }
-    for (int i = 0; i < sim->nq; i++)
-        qs_quantsim_bypass(sim, i, saved[i]);
+    qs_rl_bypass_restore(sim, saved);
     for (int i = 0; i < sim->nq; i++) {
         free(fp32[i]);
         free(done[i]);
@@ -854,14 +651,10 @@ void qs_adaround_report_free(qs_adaround_report *r)
 {
     if (!r)
         return;
-    for (int i = 0; i < r->nlayers; i++)
-        free(r->layers[i].name);
-    free(r->layers);
+    qs_rl_free_names(r->layers, r->nlayers, sizeof *r->layers, offsetof(qs_adaround_layer, name));
     qs_skips_free(r->skipped, r->nskipped);
     free(r);
 }
-
-static json_t *num(double v) { return isfinite(v) ? json_real(v) : json_null(); }
 
 json_t *qs_adaround_report_json(const qs_adaround_report *r)
 {
@@ -875,15 +668,15 @@ json_t *qs_adaround_report_json(const qs_adaround_report *r)
         json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:i}", "name", l->name, "op", l->op, "weights",
                               (json_int_t)l->weights, "samples", (json_int_t)l->samples, "columns",
                               (json_int_t)l->columns, "iterations", l->iterations);
-        json_object_set_new(o, "seconds", num(l->seconds));
-        json_object_set_new(o, "capture_seconds", num(l->capture_seconds));
-        json_object_set_new(o, "optimize_seconds", num(l->optimize_seconds));
-        json_object_set_new(o, "ms_per_iteration", num(l->ms_per_iteration));
-        json_object_set_new(o, "gflops", num(l->gflops));
-        json_object_set_new(o, "mse_nearest", num(l->mse_nearest));
-        json_object_set_new(o, "mse_adaround", num(l->mse_adaround));
-        json_object_set_new(o, "frac_up", num(l->frac_up));
-        json_object_set_new(o, "frac_changed", num(l->frac_changed));
+        json_object_set_new(o, "seconds", qs_rl_json_num(l->seconds));
+        json_object_set_new(o, "capture_seconds", qs_rl_json_num(l->capture_seconds));
+        json_object_set_new(o, "optimize_seconds", qs_rl_json_num(l->optimize_seconds));
+        json_object_set_new(o, "ms_per_iteration", qs_rl_json_num(l->ms_per_iteration));
+        json_object_set_new(o, "gflops", qs_rl_json_num(l->gflops));
+        json_object_set_new(o, "mse_nearest", qs_rl_json_num(l->mse_nearest));
+        json_object_set_new(o, "mse_adaround", qs_rl_json_num(l->mse_adaround));
+        json_object_set_new(o, "frac_up", qs_rl_json_num(l->frac_up));
+        json_object_set_new(o, "frac_changed", qs_rl_json_num(l->frac_changed));
         json_array_append_new(layers, o);
     }
     const qs_adaround_config *c = &r->cfg;

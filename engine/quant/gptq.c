@@ -17,14 +17,14 @@
 #include <cblas.h>
 #include <f77blas.h>
 #include <math.h>
-#include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "exec.h"
 #include "ops/kernels.h"
-#include "runner.h"
+#include "quant/rounding_layers.h"
 
 qs_gptq_config qs_gptq_config_default(void)
 {
@@ -175,154 +175,17 @@ out:
     return rc;
 }
 
-/* --- layers ------------------------------------------------------------------------------------- */
-
-enum { K_CONV, K_GEMM, K_MATMUL };
-
-typedef struct gq_layer {
-    int node, wq, kind;
-    int64_t M, Kg, group, Mg;      /* Wm [M, Kg] */
-    int trans;                     /* Wm is the stored weight transposed */
-    int wndim;
-    int64_t wshape[QS_MAX_DIMS];
-    /* from the first input seen */
-    int have_geom;
-    qs_conv_geom geom;
-    int direct;                    /* a 1×1 Conv, stride 1, no padding: the input is its own im2col */
-    int64_t C, P, per_x;           /* Conv: input channels; columns per sample; floats per sample */
-    int xndim;
-    int64_t xshape[QS_MAX_DIMS];
-} gq_layer;
-
-static int weight_quantizer(const qs_quantsim *sim, int v)
-{
-    for (int q = 0; q < sim->nq; q++)
-        if (sim->q[q].kind == QS_Q_WEIGHT && sim->q[q].out == v)
-            return q;
-    return -1;
-}
-
-/* Why node i cannot be rounded by GPTQ (NULL: it can, L is filled; "": not a quantized layer). */
-static const char *layer_of(const qs_quantsim *sim, int i, gq_layer *L, char *buf, size_t nbuf)
-{
-    const qs_graph *g = sim->g;
-    const qs_node *nd = &g->nodes[i];
-    int kind = qs_node_is_op(nd, "Conv") ? K_CONV : qs_node_is_op(nd, "Gemm") ? K_GEMM : K_MATMUL;
-    int wq = nd->nin > 1 ? weight_quantizer(sim, nd->in[1]) : -1;
-    memset(L, 0, sizeof *L);
-    if (wq < 0)
-        return kind == K_MATMUL && nd->nin > 0 && weight_quantizer(sim, nd->in[0]) >= 0
-                   ? "the weight is MatMul's first operand" : "";
-    const qs_quantizer *q = &sim->q[wq];
-    const qs_tensor *w = g->values[q->value].init;
-    if (qs_quantsim_bypassed(sim, wq))
-        return "its weight quantizer is bypassed";
-    if (!w || w->dtype != QS_F32)
-        return "its weight is not a float32 constant";
-    if (qs_graph_count_reads(g, q->out) != 1 || qs_graph_count_reads(g, q->value) != 1)
-        return "its weight is shared with other nodes";
-    if (nd->nout < 1 || nd->out[0] < 0 || nd->in[0] < 0)
-        return "it has no input or output";
-    const float *sc = qs_quantsim_scales((qs_quantsim *)sim, wq);
-    for (int c = 0; c < q->nch; c++)
-        if (!(sc[c] > 0) || !isfinite(sc[c]))
-            return "its weight quantizer has a scale that is not positive and finite";
-    L->node = i, L->wq = wq, L->kind = kind, L->group = 1;
-    if (kind == K_CONV) {
-        if (w->ndim < 3 || w->ndim > 2 + QS_CONV_MAXD)
-            return "its weight is not [M, C/group, k…] with 1 to 3 spatial dims";
-        L->group = qs_node_int(nd, "group", 1);
-        L->M = w->shape[0];
-        L->Kg = w->shape[0] ? qs_numel(w) / w->shape[0] : 0;
-        if (L->group < 1 || L->M % L->group) {
-            snprintf(buf, nbuf, "group = %lld does not divide its %lld output channels", (long long)L->group,
-                     (long long)L->M);
-            return buf;
-        }
-    } else if (kind == K_GEMM) {
-        if (qs_node_int(nd, "transA", 0))
-            return "Gemm with transA";
-        if (w->ndim != 2)
-            return "its weight is not 2-D";
-        L->trans = !qs_node_int(nd, "transB", 0);
-        L->M = w->shape[L->trans ? 1 : 0];
-        L->Kg = w->shape[L->trans ? 0 : 1];
-    } else {
-        if (w->ndim != 2) {
-            snprintf(buf, nbuf, "its weight has rank %d (MatMul is handled with a 2-D weight)", w->ndim);
-            return buf;
-        }
-        L->trans = 1;
-        L->M = w->shape[1];
-        L->Kg = w->shape[0];
-    }
-    if (L->M < 1 || L->Kg < 1)
-        return "its weight is empty";
-    L->wndim = w->ndim;
-    memcpy(L->wshape, w->shape, sizeof L->wshape);
-    L->Mg = L->M / L->group;
-    return NULL;
-}
-
-/* Column geometry from the first input batch x (batch first). */
-static int layer_geometry(gq_layer *L, const qs_graph *g, const qs_tensor *x, qs_err *e)
-{
-    const qs_node *nd = &g->nodes[L->node];
-    char sh[128];
-    qs_shape_str(x->ndim, x->shape, sh, sizeof sh);
-    if (x->dtype != QS_F32)
-        return qs_error(e, QS_EUNSUPPORTED, "GPTQ: the input of %s '%s' is %s, not float32", nd->op, nd->name,
-                        qs_dtype_name(x->dtype));
-    if (L->kind == K_CONV) {
-        if (x->ndim != L->wndim || x->shape[1] != L->group * L->wshape[1])
-            return qs_error(e, QS_ESHAPE, "GPTQ: the input of Conv '%s' has shape %s; expected rank %d with %lld "
-                            "channels", nd->name, sh, L->wndim, (long long)(L->group * L->wshape[1]));
-        qs_err ge = {0};
-        qs_kctx c = { .node = nd, .err = &ge };
-        if (qs_conv_geom_init(&c, x->ndim - 2, x->shape + 2, L->wshape + 2, 0, 1, &L->geom) < 0)
-            return qs_error(e, ge.code ? ge.code : QS_EINVAL, "GPTQ: %s", ge.msg);
-        const qs_conv_geom *gm = &L->geom;
-        L->C = x->shape[1];
-        L->P = qs_geom_outvol(gm);
-        L->per_x = L->C * qs_geom_invol(gm);
-        L->direct = qs_geom_kvol(gm) == 1;
-        for (int d = 0; d < 3; d++)
-            L->direct &= gm->stride[d] == 1 && gm->pad[d] == 0 && gm->pad_end[d] == 0;
-    } else if (L->kind == K_GEMM) {
-        if (x->ndim != 2 || x->shape[1] != L->Kg)
-            return qs_error(e, QS_ESHAPE, "GPTQ: the input of Gemm '%s' has shape %s; expected [N, %lld]", nd->name,
-                            sh, (long long)L->Kg);
-        L->P = 1;
-        L->per_x = L->Kg;
-    } else {
-        if (x->ndim < 2 || x->shape[x->ndim - 1] != L->Kg)
-            return qs_error(e, QS_ESHAPE, "GPTQ: the input of MatMul '%s' has shape %s; expected [N, …, %lld]",
-                            nd->name, sh, (long long)L->Kg);
-        L->per_x = x->shape[0] ? qs_numel(x) / x->shape[0] : 0;
-        L->P = L->per_x / L->Kg;
-    }
-    L->xndim = x->ndim - 1;
-    memcpy(L->xshape, x->shape + 1, (size_t)(x->ndim - 1) * sizeof *x->shape);
-    L->have_geom = 1;
-    return 0;
-}
-
 /* --- accumulating H ----------------------------------------------------------------------------- */
 
 typedef struct accum {
-    gq_layer *L;
-    const qs_graph *g;
+    qs_rl_layer L;
+    const qs_gptq_config *cfg;
     qs_threadpool *pool;
-    int value, producer;   /* the layer's input and the node writing it (-1: a graph input) */
-    int64_t rows;          /* valid rows of the current batch */
+    int direct;            /* a 1×1 Conv, stride 1, no padding: the input is its own im2col */
     int64_t n;             /* samples added */
     int nt;                /* per-thread copies of H */
     float **H, **col;      /* [nt]: group·Kg² floats; Kg·group·P floats (Conv) */
     const float *x;        /* the batch being added */
-    qs_err err;
-    atomic_int stop;       /* raised once the input is seen: the rest of the forward is not needed */
-    atomic_int *user_abort;
-    int seen, aborted;
 } accum;
 
 static void accum_free(accum *a)
@@ -339,17 +202,17 @@ static void accum_free(accum *a)
 static void add_range(void *arg, int64_t begin, int64_t end, int worker)
 {
     accum *a = arg;
-    const gq_layer *L = a->L;
+    const qs_rl_layer *L = &a->L;
     float *H = a->H[worker];
     int64_t Kg = L->Kg, P = L->P;
-    if (L->kind != K_CONV) {   /* the rows of these samples are contiguous: one rank-k update */
+    if (L->kind != QS_RL_CONV) {   /* the rows of these samples are contiguous: one rank-k update */
         cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (blasint)Kg, (blasint)((end - begin) * P), 1.f,
                     a->x + begin * L->per_x, (blasint)Kg, 1.f, H, (blasint)Kg);
         return;
     }
     for (int64_t s = begin; s < end; s++) {
         const float *xs = a->x + s * L->per_x, *col = xs;
-        if (!L->direct) {
+        if (!a->direct) {
             qs_im2col(&L->geom, L->C, xs, a->col[worker], NULL, 1);
             col = a->col[worker];
         }
@@ -359,26 +222,32 @@ static void add_range(void *arg, int64_t begin, int64_t end, int worker)
     }
 }
 
-static void add_batch(accum *a, const qs_tensor *x)
+/* Bytes of the layer's H (one copy) and of its im2col scratch (one thread's). */
+static int64_t h_bytes(const qs_rl_layer *L) { return L->group * L->Kg * L->Kg * (int64_t)sizeof(float); }
+
+static int64_t col_bytes(const accum *a)
 {
-    gq_layer *L = a->L;
-    if (a->err.code)
-        return;
-    if (!L->have_geom && layer_geometry(L, a->g, x, &a->err) < 0)
-        return;
-    if (x->dtype != QS_F32 || x->ndim != L->xndim + 1 || memcmp(x->shape + 1, L->xshape, L->xndim * sizeof *x->shape)) {
-        char sh[128];
-        qs_error(&a->err, QS_ESHAPE, "GPTQ: the input of '%s' changed shape between batches (now %s)",
-                 a->g->nodes[L->node].name, qs_shape_str(x->ndim, x->shape, sh, sizeof sh));
-        return;
+    const qs_rl_layer *L = &a->L;
+    return L->kind == QS_RL_CONV && !a->direct ? L->C * qs_geom_kvol(&L->geom) * L->P * (int64_t)sizeof(float) : 0;
+}
+
+/* The capture's take(): batch x of tap t into its layer's H. */
+static void add_batch(qs_rl_capture *c, int t, const qs_tensor *x, int64_t rows)
+{
+    accum *a = (accum *)c->ud + t;
+    qs_rl_layer *L = &a->L;
+    if (!L->have_geom) {
+        if (qs_rl_geometry(L, c->g, x, "GPTQ", &c->err) < 0)
+            return;
+        a->direct = L->kind == QS_RL_CONV && qs_geom_kvol(&L->geom) == 1;
+        for (int d = 0; a->direct && d < 3; d++)
+            a->direct &= L->geom.stride[d] == 1 && L->geom.pad[d] == 0 && L->geom.pad_end[d] == 0;
     }
-    int64_t rows = x->shape[0] < a->rows ? x->shape[0] : a->rows;
-    if (rows < 1)
+    if (qs_rl_same_shape(L, c->g, x, "GPTQ", &c->err) < 0 || rows < 1)
         return;
     if (!a->H) {
         /* per-thread copies of H, as many as fit in 512 MiB besides the first */
-        int64_t hbytes = L->group * L->Kg * L->Kg * (int64_t)sizeof(float);
-        int64_t cbytes = L->kind == K_CONV && !L->direct ? L->C * qs_geom_kvol(&L->geom) * L->P * (int64_t)sizeof(float) : 0;
+        int64_t hbytes = h_bytes(L), cbytes = col_bytes(a);
         int64_t fit = ((int64_t)512 << 20) / (hbytes + cbytes + 1);
         a->nt = qs_threadpool_size(a->pool);
         if (a->nt > fit)
@@ -386,52 +255,31 @@ static void add_batch(accum *a, const qs_tensor *x)
         a->H = calloc(a->nt, sizeof *a->H);
         a->col = calloc(a->nt, sizeof *a->col);
         int ok = a->H && a->col;
-        for (int t = 0; ok && t < a->nt; t++)
-            ok = (a->H[t] = calloc((size_t)hbytes / sizeof(float) + 1, sizeof(float))) &&
-                 (!cbytes || (a->col[t] = malloc((size_t)cbytes)));
+        for (int k = 0; ok && k < a->nt; k++)
+            ok = (a->H[k] = calloc((size_t)hbytes / sizeof(float) + 1, sizeof(float))) &&
+                 (!cbytes || (a->col[k] = malloc((size_t)cbytes)));
         if (!ok) {
-            qs_error(&a->err, QS_ENOMEM, "GPTQ: out of memory for the Hessian of '%s' (%lld × %lld, %lld groups)",
-                     a->g->nodes[L->node].name, (long long)L->Kg, (long long)L->Kg, (long long)L->group);
+            qs_error(&c->err, QS_ENOMEM, "GPTQ: out of memory for the Hessian of '%s' (%lld × %lld, %lld groups)",
+                     c->g->nodes[L->node].name, (long long)L->Kg, (long long)L->Kg, (long long)L->group);
             return;
         }
     }
     a->x = qs_f32(x);
     qs_threadpool_for(a->pool, a->nt, rows, 1, add_range, a);
     a->n += rows;
-}
-
-static void observe(void *ud, int node, qs_tensor *const *out, int nout)
-{
-    accum *a = ud;
-    if (a->user_abort && atomic_load(a->user_abort)) {
-        a->aborted = 1;
-        atomic_store(&a->stop, 1);
+    /* enough columns: a layer with many positions per sample needs fewer samples */
+    const qs_gptq_config *cfg = a->cfg;
+    if (cfg->max_columns > 0 && L->P > 0) {
+        int64_t need = (cfg->max_columns + L->P - 1) / L->P;
+        need = need < cfg->min_samples ? cfg->min_samples : need;
+        c->taps[t].want = need < c->taps[t].want ? need : c->taps[t].want;
     }
-    if (node != a->producer)
-        return;
-    const qs_node *nd = &a->g->nodes[node];
-    for (int j = 0; j < nout && j < nd->nout; j++)
-        if (nd->out[j] == a->value) {
-            add_batch(a, out[j]);
-            a->seen = 1;
-            atomic_store(&a->stop, 1);
-        }
-}
-
-static int sink(void *ud, int64_t start, int64_t n, const qs_tensor *const *outputs, qs_exec *x, qs_err *e)
-{
-    (void)start, (void)n, (void)outputs, (void)e;
-    accum *a = ud;
-    const qs_tensor *t = qs_exec_value(x, a->value);
-    if (t)
-        add_batch(a, t);
-    return 0;
 }
 
 /* H summed over the threads' copies into a->H[0], symmetrised and divided by the column count. */
 static void accum_finish(accum *a)
 {
-    const gq_layer *L = a->L;
+    const qs_rl_layer *L = &a->L;
     int64_t Kg = L->Kg, nh = L->group * Kg * Kg;
     float *H = a->H[0];
     for (int t = 1; t < a->nt; t++)
@@ -444,47 +292,6 @@ static void accum_finish(accum *a)
             for (int64_t j = i; j < Kg; j++)
                 h[j * Kg + i] = h[i * Kg + j] = h[i * Kg + j] * inv;
     }
-}
-
-static int run_accum(qs_quantsim *sim, const qs_pl_data *data, int64_t want, const qs_gptq_config *cfg,
-                     const qs_pipeline_io *io, accum *a, const char *stage, double t0, qs_err *e)
-{
-    qs_runner *r = qs_runner_new(sim->g, cfg->batch, e);
-    if (!r)
-        return qs_error_prefix(e, "GPTQ: ");
-    qs_runner_set_pool(r, a->pool);
-    if (a->producer >= 0)
-        qs_runner_set_observer(r, observe, a);
-    a->user_abort = io ? io->abort : NULL;
-    int64_t bs = qs_runner_batch(r);
-    int rc = 0;
-    for (int64_t start = 0; start < want && rc == 0; start += bs) {
-        int64_t k = want - start < bs ? want - start : bs;
-        a->rows = k;
-        a->seen = 0;
-        atomic_store(&a->stop, 0);
-        rc = qs_runner_stream(r, data->d, data->arrays, start, k, a->producer < 0 ? sink : NULL, a, NULL, NULL,
-                              a->producer < 0 ? a->user_abort : &a->stop, e);
-        if (rc == QS_EABORTED && a->seen && !a->aborted) {
-            rc = 0;   /* stopped on purpose after the layer's input */
-            if (e)
-                e->code = 0, e->msg[0] = 0;
-        } else if (rc == QS_EABORTED) {
-            rc = qs_error(e, QS_EABORTED, "GPTQ: aborted");
-        }
-        if (rc == 0 && a->err.code)
-            rc = qs_error(e, a->err.code, "%s", a->err.msg);
-        /* enough columns: a layer with many positions per sample needs fewer samples */
-        if (rc == 0 && a->L->have_geom && cfg->max_columns > 0 && a->L->P > 0) {
-            int64_t need = (cfg->max_columns + a->L->P - 1) / a->L->P;
-            need = need < cfg->min_samples ? cfg->min_samples : need;
-            want = need < want ? need : want;
-        }
-        if (rc == 0 && io)
-            qs_pl_progress(io, stage, (double)(start + k), (double)want, t0);
-    }
-    qs_runner_free(r);
-    return rc;
 }
 
 /* --- one layer ---------------------------------------------------------------------------------- */
@@ -512,45 +319,24 @@ typedef struct layer_run {
     const int *saved;      /* bypass flags as the caller left them */
 } layer_run;
 
-static int gptq_layer(layer_run *lr, gq_layer *L, qs_gptq_layer *rl, int *skipped, qs_err *e)
+/* Rounds the layer whose H a holds (captured, not yet finished) and writes its grid values into
+ * the weight initializer. */
+static int gptq_layer(layer_run *lr, accum *a, qs_gptq_layer *rl, qs_err *e)
 {
     qs_quantsim *sim = lr->sim;
     qs_graph *g = sim->g;
+    const qs_rl_layer *L = &a->L;
     const qs_node *nd = &g->nodes[L->node];
     const qs_quantizer *q = &sim->q[L->wq];
-    double t0 = qs_now();
-    int64_t want = lr->data->rows < lr->cfg->samples ? lr->data->rows : lr->cfg->samples;
-    char stage[600];
-    snprintf(stage, sizeof stage, "gptq %s", nd->name);
-    accum a = { .L = L, .g = g, .pool = lr->pool, .value = nd->in[0], .producer = g->values[nd->in[0]].producer };
     float *Wm = NULL, *W0 = NULL, *s = NULL, *z = NULL, *D = NULL, *T = NULL;
     double *en = NULL, *eg = NULL;
     int64_t *src = NULL, kept_nearest = 0;
     int rc = 0;
-    if (lr->io)
-        qs_pl_progress(lr->io, stage, 0, (double)want, t0);
-    /* the quantized path: the layers before are rounded; other quantizers as the caller set them */
-    for (int i = 0; i < sim->nq; i++) {
-        const qs_quantizer *qi = &sim->q[i];
-        qs_quantsim_bypass(sim, i, lr->saved[i] || (qi->kind != QS_Q_WEIGHT && !qi->initialized));
-    }
-    rc = run_accum(sim, lr->data, want, lr->cfg, lr->io, &a, stage, t0, e);
-    if (rc < 0)
-        goto out;
-    if (a.n == 0 || !a.H) {
-        *skipped = 1;
-        goto out;
-    }
-    accum_finish(&a);
+    accum_finish(a);
     double t_solve = qs_now();
-    rl->capture_seconds = t_solve - t0;
 
     /* Wm, and every weight's scale and zero point */
-    const qs_tensor *w = g->values[q->value].init;
-    const float *sc = qs_quantsim_scales(sim, L->wq), *zp = qs_quantsim_zeros(sim, L->wq);
-    int64_t nw = qs_numel(w), inner = 1;
-    for (int d = q->axis + 1; q->axis >= 0 && d < w->ndim; d++)
-        inner *= w->shape[d];
+    int64_t nw = qs_numel(g->values[q->value].init);
     Wm = malloc((size_t)nw * sizeof *Wm), W0 = malloc((size_t)nw * sizeof *W0);
     s = malloc((size_t)nw * sizeof *s), z = malloc((size_t)nw * sizeof *z);
     D = malloc((size_t)nw * sizeof *D), T = malloc((size_t)nw * sizeof *T);
@@ -558,20 +344,13 @@ static int gptq_layer(layer_run *lr, gq_layer *L, qs_gptq_layer *rl, int *skippe
     en = malloc((size_t)L->Mg * sizeof *en), eg = malloc((size_t)L->Mg * sizeof *eg);
     if (!Wm || !W0 || !s || !z || !D || !T || !src || !en || !eg)
         goto oom;
-    const float *wd = qs_f32(w);
-    for (int64_t i = 0; i < nw; i++) {
-        int64_t si = L->trans ? (i % L->Kg) * L->M + i / L->Kg : i;   /* Wm[m, k] = W[k, m] */
-        int64_t ch = q->axis >= 0 ? (si / inner) % q->nch : 0;
-        src[i] = si;
-        W0[i] = Wm[i] = wd[si];
-        s[i] = sc[ch];
-        z[i] = zp[ch];
-    }
+    qs_rl_weights(sim, L, Wm, s, z, src);
+    memcpy(W0, Wm, (size_t)nw * sizeof *W0);
     int64_t Kg = L->Kg, Mg = L->Mg, gsz = Mg * Kg;
     double err_near = 0, err_gptq = 0, lambda = lr->cfg->damp;
     int64_t changed = 0;
     for (int64_t gi = 0; gi < L->group; gi++) {
-        const float *H = a.H[0] + gi * Kg * Kg;
+        const float *H = a->H[0] + gi * Kg * Kg;
         double lam = 0;
         if (lr->io && qs_pl_aborted(lr->io)) {
             rc = qs_error(e, QS_EABORTED, "GPTQ: aborted (layer '%s')", nd->name);
@@ -613,26 +392,23 @@ static int gptq_layer(layer_run *lr, gq_layer *L, qs_gptq_layer *rl, int *skippe
         wo[src[i]] = Wm[i];
     if (!(rl->name = strdup(nd->name ? nd->name : "")))
         goto oom;
-    rl->op = L->kind == K_CONV ? "Conv" : L->kind == K_GEMM ? "Gemm" : "MatMul";
+    rl->op = qs_rl_op(L);
     rl->weights = nw;
     rl->inputs = Kg;
     rl->groups = L->group;
-    rl->samples = a.n;
-    rl->columns = a.n * L->P;
+    rl->samples = a->n;
+    rl->columns = a->n * L->P;
     rl->damp = lambda;
     rl->err_nearest = err_near;
     rl->err_gptq = err_gptq;
     rl->frac_changed = nw ? (double)changed / (double)nw : 0;
     rl->kept_nearest = kept_nearest;
     rl->solve_seconds = qs_now() - t_solve;
-    rl->seconds = qs_now() - t0;
+    rl->seconds = rl->capture_seconds + rl->solve_seconds;
     goto out;
 oom:
     rc = qs_error(e, QS_ENOMEM, "GPTQ: out of memory for layer '%s'", nd->name);
 out:
-    for (int i = 0; i < sim->nq; i++)
-        qs_quantsim_bypass(sim, i, lr->saved[i]);
-    accum_free(&a);
     free(Wm);
     free(W0);
     free(s);
@@ -646,6 +422,43 @@ out:
 }
 
 /* --- the pass over all layers --------------------------------------------------------------------- */
+
+
+/* Captures the H of layers a[0..n) in one pass over the calibration data (the quantized path),
+ * then rounds each; a layer whose input was not computed gets skipped[i] = 1. */
+static int capture_and_round(layer_run *lr, accum *a, int n, qs_gptq_layer *rl, int *skipped, qs_err *e)
+{
+    qs_quantsim *sim = lr->sim;
+    const qs_graph *g = sim->g;
+    double t0 = qs_now();
+    int64_t want = lr->data->rows < lr->cfg->samples ? lr->data->rows : lr->cfg->samples;
+    char stage[600];
+    snprintf(stage, sizeof stage, "gptq %s", g->nodes[a[n - 1].L.node].name);
+    qs_rl_tap *taps = calloc((size_t)n, sizeof *taps);
+    if (!taps)
+        return qs_error(e, QS_ENOMEM, "GPTQ: out of memory");
+    for (int i = 0; i < n; i++) {
+        int v = g->nodes[a[i].L.node].in[0];
+        taps[i] = (qs_rl_tap){ .value = v, .producer = g->values[v].producer, .want = want };
+    }
+    if (lr->io)
+        qs_pl_progress(lr->io, stage, 0, (double)want, t0);
+    /* the quantized path: the layers before are rounded; other quantizers as the caller set them */
+    qs_rl_bypass_quantized(sim, lr->saved);
+    qs_rl_capture c = { .g = g, .taps = taps, .ntaps = n, .take = add_batch, .ud = a, .t0 = t0 };
+    int rc = qs_rl_capture_run(sim, lr->data, lr->cfg->batch, lr->io, lr->pool, &c, "GPTQ", stage, e);
+    qs_rl_bypass_restore(sim, lr->saved);
+    double capture = qs_now() - t0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        skipped[i] = a[i].n == 0 || !a[i].H;
+        rl[i].capture_seconds = capture / n;   /* one pass for all: an equal share each */
+        if (!skipped[i])
+            rc = gptq_layer(lr, &a[i], &rl[i], e);
+        accum_free(&a[i]);
+    }
+    free(taps);
+    return rc;
+}
 
 static int check_config(const qs_gptq_config *c, qs_err *e)
 {
@@ -676,23 +489,19 @@ int qs_gptq(qs_quantsim *sim, const qs_pl_data *data, const qs_gptq_config *cfg,
     double t_start = qs_now();
     qs_graph *g = sim->g;
     qs_gptq_report *rep = calloc(1, sizeof *rep);
-    int *saved = malloc((sim->nq + 1) * sizeof *saved);
+    int *saved = qs_rl_bypass_save(sim);
     if (!rep || !saved) {
         free(rep);
         free(saved);
         return qs_error(e, QS_ENOMEM, "GPTQ: out of memory");
     }
     rep->cfg = *cfg;
-    for (int i = 0; i < sim->nq; i++)
-        saved[i] = qs_quantsim_bypassed(sim, i);
     layer_run lr = { .sim = sim, .data = data, .cfg = cfg, .io = io, .saved = saved, .pool = io ? io->pool : NULL };
     for (int i = 0; i < g->nnodes && rc == 0; i++) {
         const qs_node *nd = &g->nodes[i];
-        if (!qs_node_is_op(nd, "Conv") && !qs_node_is_op(nd, "Gemm") && !qs_node_is_op(nd, "MatMul"))
-            continue;
-        gq_layer L;
+        accum a = { .cfg = cfg, .pool = lr.pool };
         char why_buf[256];
-        const char *why = layer_of(sim, i, &L, why_buf, sizeof why_buf);
+        const char *why = qs_rl_layer_of(sim, i, &a.L, why_buf, sizeof why_buf);
         if (why) {
             if (why[0] && qs_skip_add(&rep->skipped, &rep->nskipped, nd->name, NULL, "%s", why) < 0)
                 rc = qs_error(e, QS_ENOMEM, "GPTQ: out of memory");
@@ -707,7 +516,7 @@ int qs_gptq(qs_quantsim *sim, const qs_pl_data *data, const qs_gptq_config *cfg,
         rl += rep->nlayers;
         memset(rl, 0, sizeof *rl);
         int skipped = 0;
-        rc = gptq_layer(&lr, &L, rl, &skipped, e);
+        rc = capture_and_round(&lr, &a, 1, rl, &skipped, e);
         if (rc == 0 && skipped &&
             qs_skip_add(&rep->skipped, &rep->nskipped, nd->name, NULL, "its input was not computed on the calibration data") < 0)
             rc = qs_error(e, QS_ENOMEM, "GPTQ: out of memory");
@@ -716,8 +525,7 @@ int qs_gptq(qs_quantsim *sim, const qs_pl_data *data, const qs_gptq_config *cfg,
         else
             free(rl->name);
     }
-    for (int i = 0; i < sim->nq; i++)
-        qs_quantsim_bypass(sim, i, saved[i]);
+    qs_rl_bypass_restore(sim, saved);
     free(saved);
     rep->seconds = qs_now() - t_start;
     if (rc == 0 && report)
@@ -733,14 +541,12 @@ void qs_gptq_report_free(qs_gptq_report *r)
 {
     if (!r)
         return;
-    for (int i = 0; i < r->nlayers; i++)
-        free(r->layers[i].name);
-    free(r->layers);
+    qs_rl_free_names(r->layers, r->nlayers, sizeof *r->layers, offsetof(qs_gptq_layer, name));
     qs_skips_free(r->skipped, r->nskipped);
     free(r);
 }
 
-static json_t *num(double v) { return isfinite(v) ? json_real(v) : json_null(); }
+
 
 json_t *qs_gptq_report_json(const qs_gptq_report *r)
 {
@@ -754,13 +560,13 @@ json_t *qs_gptq_report_json(const qs_gptq_report *r)
         json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I}", "name", l->name, "op", l->op, "weights",
                               (json_int_t)l->weights, "inputs", (json_int_t)l->inputs, "groups", (json_int_t)l->groups,
                               "samples", (json_int_t)l->samples, "columns", (json_int_t)l->columns);
-        json_object_set_new(o, "damp", num(l->damp));
-        json_object_set_new(o, "seconds", num(l->seconds));
-        json_object_set_new(o, "capture_seconds", num(l->capture_seconds));
-        json_object_set_new(o, "solve_seconds", num(l->solve_seconds));
-        json_object_set_new(o, "err_nearest", num(l->err_nearest));
-        json_object_set_new(o, "err_gptq", num(l->err_gptq));
-        json_object_set_new(o, "frac_changed", num(l->frac_changed));
+        json_object_set_new(o, "damp", qs_rl_json_num(l->damp));
+        json_object_set_new(o, "seconds", qs_rl_json_num(l->seconds));
+        json_object_set_new(o, "capture_seconds", qs_rl_json_num(l->capture_seconds));
+        json_object_set_new(o, "solve_seconds", qs_rl_json_num(l->solve_seconds));
+        json_object_set_new(o, "err_nearest", qs_rl_json_num(l->err_nearest));
+        json_object_set_new(o, "err_gptq", qs_rl_json_num(l->err_gptq));
+        json_object_set_new(o, "frac_changed", qs_rl_json_num(l->frac_changed));
         json_object_set_new(o, "kept_nearest", json_integer(l->kept_nearest));
         json_array_append_new(layers, o);
     }
