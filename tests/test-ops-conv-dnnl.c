@@ -1,9 +1,9 @@
 /* Conv's oneDNN path (engine/ops/conv_dnnl.c) against the reference loops (qs_conv_ref) and against
  * our own GEMM path (the same node run with conv_dnnl_enable(0)), over shapes that exercise what the
  * blocked kernels handle specially: channel counts that are not a multiple of the block (3, 5, 17,
- * 33), kernels 2x2 to 7x7, strides, dilations, asymmetric pads, batch 1 to 5 with one and two threads
- * (a batch smaller than the thread count runs one OpenMP team, a larger one splits items over the
- * pool), and the fused epilogue (bias, residual, clamp). Each case also checks which path ran: the
+ * 33), kernels 2x2 to 7x7, strides, dilations, asymmetric pads, batch 1 to 5 on one to three threads
+ * (a batch at least as large as the thread count splits items over the pool, a smaller one output
+ * channels too, in slices), and the fused epilogue (bias, residual, clamp). Each case also checks which path ran: the
  * oneDNN one for a 2-D, group-1, non-1x1 kernel on a machine with AVX2, our own path otherwise. */
 #include "tests/opcheck.h"
 
@@ -119,6 +119,11 @@ static const dcase cases[] = {
     { 5, 24, 40, 1, 7, 7, 5, 5, 1, 1, 1, 1, 2, 2, 2, 2 },
     { 2, 32, 64, 1, 14, 14, 2, 2, 2, 2, 1, 1, 0, 0, 0, 0 },    /* 2x2 stride 2, no pads */
     { 1, 8, 8, 1, 6, 6, 3, 3, 1, 1, 1, 1, 0, 0, 0, 0 },        /* valid */
+    /* one item on 2 or 3 threads: output channels in slices, even or with a shorter last one */
+    { 1, 16, 64, 1, 9, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1 },
+    { 1, 24, 48, 1, 9, 7, 3, 3, 2, 1, 1, 1, 1, 1, 1, 1 },
+    { 1, 3, 40, 1, 20, 20, 7, 7, 2, 2, 1, 1, 3, 3, 3, 3 },     /* plain X, sliced */
+    { 2, 8, 72, 1, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1 },       /* two items on three threads */
     /* our own path: 1x1 (with and without stride), grouped, depthwise */
     { 2, 16, 24, 1, 8, 8, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0 },
     { 2, 16, 24, 1, 8, 8, 1, 1, 2, 2, 1, 1, 0, 0, 0, 0 },
@@ -129,7 +134,7 @@ static const dcase cases[] = {
 TEST(dnnl_conv_matches_reference_and_own_path)
 {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        for (int nthreads = 1; nthreads <= 2; nthreads++)
+        for (int nthreads = 1; nthreads <= 3; nthreads++)
             check(&cases[i], nthreads, (int)(i % 2), 0);
     opcheck_pools_free();
 }
