@@ -157,7 +157,7 @@ int cmd_qat(const command *c, int argc, char **argv);       /* cli/cmd_qat.c */
 #define QUANT_PTQ_HELP \
     "Runs the standard PTQ pipeline (paper section 3.5, Fig. 8): BN folding, cross-layer equalization with\n" \
     "high-bias absorption, quantizers (symmetric weights, asymmetric activations), MSE weight ranges,\n" \
-    "AdaRound (or, when it is off, bias correction), then MSE activation ranges calibrated on X\n" \
+    "weight rounding (GPTQ; AdaRound in best; bias correction with nearest), then MSE activation ranges on X\n" \
     "(cross-entropy for the logits), and writes into OUTDIR (replaced atomically on success):\n" \
     "  model.qdq.onnx       the quantized model in QDQ form (ONNX Runtime runs it as it is)\n" \
     "  encodings.json       AIMET 1.0.0 encodings\n" \
@@ -173,14 +173,14 @@ int cmd_qat(const command *c, int argc, char **argv);       /* cli/cmd_qat.c */
     "  --arange R         activation ranges: minmax | mse | percentile | ce (default mse, ce for the logits)\n" \
     "  --no-bn-fold       keep BatchNormalization nodes\n" \
     "  --cle | --no-cle   cross-layer equalization (default on; ReLU6 between pairs becomes ReLU)\n" \
-    "  --bias-correction M  none | empirical | analytical (default empirical; used with nearest rounding)\n" \
-    "  --rounding R       the weights' rounding: nearest | adaround (AdaRound, §3.4; the default) |\n" \
-    "                     gptq (GPTQ: error compensated through the inverse Hessian, one pass per layer)\n" \
+    "  --bias-correction M  none | empirical | analytical (default empirical; after nearest or gptq)\n" \
+    "  --rounding R       the weights' rounding: nearest | adaround (AdaRound, §3.4; best's) |\n" \
+    "                     gptq (GPTQ: error compensated through the inverse Hessian; standard's)\n" \
     "  --adaround | --no-adaround      the same as --rounding adaround | nearest; --adaround-iterations N\n" \
     "  --preset P         fast | standard | best (below; default standard): the defaults the other\n" \
     "                     flags and --config change\n" \
     "  --no-check-steps   apply every step of the preset; by default (standard, best) each of CLE, MSE\n" \
-    "                     ranges, AdaRound and bias correction is kept only if it does not lower a\n" \
+    "                     ranges, the rounding and bias correction is kept only if it does not lower a\n" \
     "                     held-out score (accuracy with --val, else KL/SQNR against FP32 on the last\n" \
     "                     20% of the calibration samples; report.json: step_check)\n" \
     "  --exclude N1,N2    node names kept in FP32\n" \

@@ -6,20 +6,22 @@
  *
  * The presets trade time for accuracy: fast does no data-hungry step (BN folding, min-max ranges,
  * nearest rounding); standard is the paper's Fig. 8 pipeline, each step checked on held-out data,
- * with AdaRound cut to what fits in minutes; best is the same at AdaRound's full iterations. The
- * costs in PRESET_* below are measured (bench/bench_preset_costs.py; docs/results.md). */
+ * with GPTQ's one-pass rounding where the paper has AdaRound (a fifth to a tenth of the time, as good at 8
+ * bits); best is the paper's pipeline as written, AdaRound at its full iterations. The costs in
+ * PRESET_* below are measured (bench/bench_preset_costs.py; docs/results.md). */
 #include "spec_impl.h"
 
 /* What each preset does and costs (the CLI's --help, GET /v1/presets, the OpenAPI document). */
 #define PRESET_FAST "BN folding, min-max ranges, weights rounded to nearest: one calibration pass. Seconds on " \
     "small models: 1.1-2.6 s on the Fashion-MNIST fixtures (0.3-0.7x ONNX Runtime's quantize_static); " \
     "3.3 min on resnet18 at 224x224 with 256 images (2.8x)."
-#define PRESET_STANDARD "The paper's pipeline (Fig. 8): CLE with high-bias absorption, MSE ranges (cross-entropy " \
-    "for the logits), AdaRound at 1,000 iterations per layer, each step kept only if a held-out score holds. " \
-    "Minutes: 54-58 s on the Fashion-MNIST fixtures (within 0.16 points of best); on resnet18 at 224x224 " \
-    "not finished after 32 min on a shared machine (AdaRound: 9 of 21 layers)."
-#define PRESET_BEST "As standard, with AdaRound at its full 10,000 iterations per layer: as long as it takes, " \
-    "7.6-8.9x standard (412-515 s on the Fashion-MNIST fixtures)."
+#define PRESET_STANDARD "The paper's pipeline (Fig. 8) with GPTQ rounding in place of AdaRound: CLE with " \
+    "high-bias absorption, MSE ranges (cross-entropy for the logits), GPTQ rounding, each step kept only if a " \
+    "held-out score holds. Seconds to minutes: 5.7-12.0 s on the Fashion-MNIST fixtures (1.2-1.7x ONNX " \
+    "Runtime's quantize_static), within 0.16 points of AdaRound at W8A8; for 4-bit weights best's AdaRound " \
+    "gains up to 0.8 points."
+#define PRESET_BEST "As standard, with AdaRound at its full 10,000 iterations per layer in place of GPTQ (Fig. 8 " \
+    "as the paper has it): as long as it takes, 412-515 s on the Fashion-MNIST fixtures."
 
 #define J(f) offsetof(qs_job_spec, f)
 #define C(f) offsetof(qs_job_spec, config.f)
@@ -134,15 +136,16 @@ const row qs_spec_rows[] = {
       .fast = "false", .jobs = Q, .doc = "High-bias absorption (§3.2)." },
     { .path = "config.bias_correction", .kind = K_ENUM, .offset = C(bias_correction), .choices = BCS,
       .dflt = "empirical", .fast = "none", .jobs = Q,
-      .doc = "Bias correction (§3.3), used when the rounding is nearest: none, empirical or analytical." },
-    { .path = "config.rounding", .kind = K_ENUM, .offset = C(rounding), .choices = ROUNDINGS, .dflt = "adaround",
-      .fast = "nearest", .jobs = Q, .doc = "The weights' rounding (needs calibration data): nearest (then bias "
+      .doc = "Bias correction (§3.3), after nearest or GPTQ rounding (not AdaRound): none, empirical or "
+             "analytical." },
+    { .path = "config.rounding", .kind = K_ENUM, .offset = C(rounding), .choices = ROUNDINGS, .dflt = "gptq",
+      .fast = "nearest", .best = "adaround", .jobs = Q, .doc = "The weights' rounding (needs calibration data): nearest (then bias "
       "correction), adaround (AdaRound, §3.4: learned per weight, slow) or gptq (beyond the paper: each layer's "
-      "columns rounded in turn, the error compensated through the inverse Hessian of its inputs; one pass). "
+      "columns rounded in turn, the error compensated through the inverse Hessian of its inputs; then bias correction). "
       "adaround.enabled true/false is the same as \"adaround\"/\"nearest\"; the two contradicting is refused." },
     { .path = "config.adaround", .kind = K_OBJECT, .jobs = Q, .doc = "AdaRound (§3.4)." },
-    { .path = "config.adaround.enabled", .kind = K_BOOL, .offset = C(adaround.enabled), .dflt = "true",
-      .fast = "false", .jobs = Q, .doc = "AdaRound the weights: the same as rounding \"adaround\" (true) or "
+    { .path = "config.adaround.enabled", .kind = K_BOOL, .offset = C(adaround.enabled), .dflt = "false",
+      .best = "true", .jobs = Q, .doc = "AdaRound the weights: the same as rounding \"adaround\" (true) or "
                                           "\"nearest\" (false); config.rounding is the newer name." },
     { .path = "config.adaround.iterations", .kind = K_INT, .offset = C(adaround.iterations), .min = 1,
       .max = 1000000, .dflt = "1000", .best = "10000", .jobs = Q, .doc = "Iterations per layer." },

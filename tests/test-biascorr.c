@@ -229,6 +229,58 @@ TEST(empirical_removes_planted_gemm_error)
     qs_graph_free(g);
 }
 
+/* Writes layer `name`'s weight onto its quantizer's grid in the initializer itself, as GPTQ and
+ * AdaRound leave their rounded weights (the weight FakeQuant then changes nothing). */
+static void round_in_place(qs_quantsim *sim, int wq)
+{
+    qs_tensor *w = sim->g->values[sim->q[wq].value].init, *r = qs_tensor_copy(w);
+    qs_fake_quant(w, r, sim->q[wq].axis, qs_quantsim_scales(sim, wq), qs_quantsim_zeros(sim, wq), sim->q[wq].grid);
+    memcpy(qs_f32(w), qs_f32(r), (size_t)qs_numel(w) * sizeof(float));
+    qs_tensor_free(r);
+}
+
+TEST(corrections_after_rounding_in_place_use_the_kept_fp32_weights)
+{
+    /* the planted Gemm of the test above, its weights rounded in the initializer: ε = −offset still,
+     * but only the FP32 weights kept aside say so; without them bias correction sees no error */
+    int64_t xs[] = { 100, 8 }, ws[] = { 8, 4 }, four = 4;
+    float off[] = { 0.04f, -0.05f, 0.03f, 0.f };
+    qs_tensor *x = opcheck_rand(2, xs, 0, 1), *w = planted(2, ws, 0.125f, off, 1);
+    double sx = 0;
+    for (int64_t i = 0; i < qs_numel(x); i++)
+        sx += qs_f32(x)[i];
+    sx /= 100;   /* Σ_k E[x_k] */
+    for (int keep = 0; keep < 2; keep++) {
+        qs_graph *g = graph();
+        input(g, "x", 2, xs);
+        int in[] = { val(g, "x"), init_t(g, "W", qs_tensor_copy(w)), init_t(g, "b", opcheck_rand(1, &four, -1, 1)) };
+        node(g, "Gemm", "fc", 3, in, "y");
+        output(g, "y");
+        qs_quantsim *sim = sim_of(g);
+        qs_err e = {0};
+        int wq = set_weight_grid(sim, "fc", 0.125f);
+        if (keep)
+            ASSERT_EQ(qs_quantsim_keep_fp32_weights(sim, &e), 0);
+        round_in_place(sim, wq);
+        ASSERT_CLOSE(qs_f32(qs_quantsim_fp32_weight(sim, wq))[1], keep ? qs_f32(w)[1] : qs_f32(w)[1] - off[1], 1e-6, 0);
+        tmpdata t;
+        data_open(&t, x, sim->g);
+        qs_biascorr_report *r = empirical(sim, &t);
+        ASSERT_EQ(r->nlayers, 1);
+        for (int m = 0; m < 4; m++)
+            ASSERT_CLOSE(r->layers[0].correction[m], keep ? -off[m] * sx : 0, 1e-4, 1e-6);
+        /* the pass swapped the kept weights in and out again: the initializer holds the rounded ones */
+        for (int64_t i = 0; i < qs_numel(w); i++)
+            ASSERT_CLOSE(qs_f32(sim->g->values[sim->q[wq].value].init)[i], qs_f32(w)[i] - off[i % 4], 1e-6, 0);
+        qs_biascorr_report_free(r);
+        data_close(&t);
+        qs_quantsim_free(sim);
+        qs_graph_free(g);
+    }
+    qs_tensor_free(x);
+    qs_tensor_free(w);
+}
+
 /* Conv c1 (3 → 4) → Relu → Conv c2 (4 → 3, 3×3) with planted errors in both; c2 without bias when
  * nobias. */
 static qs_graph *two_convs(int nobias)
@@ -432,6 +484,16 @@ TEST(analytical_by_hand)
     ASSERT_EQ(r->nskipped, 1);
     ASSERT_STR_EQ(r->skipped[0].name, "c1");
     qs_biascorr_report_free(r);
+    /* the same after c2's weights were rounded in place with the FP32 ones kept: the same ε */
+    qs_quantsim_free(sim);
+    sim = sim_of(g);
+    int wq = set_weight_grid(sim, "c2", 0.125f);
+    ASSERT_EQ(qs_quantsim_keep_fp32_weights(sim, &e), 0);
+    round_in_place(sim, wq);
+    r = analytical(sim, bn, nbn);
+    ASSERT_CLOSE(r->layers[0].correction[0], -0.089726770, 1e-5, 0);
+    ASSERT_CLOSE(r->layers[0].correction[1], 0.014942714, 1e-5, 0);
+    qs_biascorr_report_free(r);
     qs_bn_records_free(bn, nbn);
     qs_quantsim_free(sim);
     qs_graph_free(g);
@@ -606,7 +668,8 @@ TEST(fixture_mobilenet_w4)
     qs_graph_free(g);
 }
 
-TEST_MAIN(empirical_removes_planted_gemm_error, empirical_corrects_layer_after_layer, empirical_adds_missing_bias,
+TEST_MAIN(empirical_removes_planted_gemm_error, corrections_after_rounding_in_place_use_the_kept_fp32_weights,
+          empirical_corrects_layer_after_layer, empirical_adds_missing_bias,
           empirical_bad_input, analytical_by_hand, analytical_no_activation_uses_beta,
           analytical_relu6_matches_integration, analytical_agrees_with_empirical_on_gaussian_data,
           fixture_mobilenet_w4)

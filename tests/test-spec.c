@@ -59,7 +59,7 @@ TEST(presets_fast_standard_best)
     ASSERT(f.bn_fold && !f.cle && !f.bias_absorption && f.bias_correction == QS_BC_NONE && !f.adaround.enabled &&
            !f.check_steps);
     ASSERT(f.weights.range == QS_RANGE_MINMAX && f.act.range == QS_RANGE_MINMAX && f.act.last_layer == QS_RANGE_MINMAX);
-    ASSERT(f.rounding == QS_ROUND_NEAREST && s.rounding == QS_ROUND_ADAROUND && x.rounding == QS_ROUND_ADAROUND);
+    ASSERT(f.rounding == QS_ROUND_NEAREST && s.rounding == QS_ROUND_GPTQ && x.rounding == QS_ROUND_ADAROUND);
     char *ft = qs_qconfig_to_text(&f), *bt = qs_qconfig_to_text(&b);
     ASSERT(strstr(ft, "\"preset\":\"fast\"") && strstr(bt, "\"preset\":\"basic\""));
     char *q = strstr(bt, "\"preset\":\"basic\"") + 10;   /* the same settings under the other name */
@@ -68,8 +68,9 @@ TEST(presets_fast_standard_best)
     ASSERT_STR_EQ(ft, bt);
     free(ft);
     free(bt);
-    /* standard and best: the paper's pipeline, checked; best at AdaRound's full iterations */
-    ASSERT(s.cle && s.adaround.enabled && s.check_steps && x.cle && x.adaround.enabled && x.check_steps);
+    /* standard and best: the paper's pipeline, checked; standard rounds by GPTQ (minutes), best by
+     * AdaRound at its full iterations */
+    ASSERT(s.cle && !s.adaround.enabled && s.check_steps && x.cle && x.adaround.enabled && x.check_steps);
     ASSERT_EQ(s.weights.range, QS_RANGE_MSE);
     ASSERT_EQ(x.act.last_layer, QS_RANGE_CE);
     ASSERT_EQ(x.adaround.iterations, 10000);
@@ -232,8 +233,11 @@ TEST(every_config_field_has_a_default_in_the_presets_and_the_schema)
                     QT_FAIL_("%s is not in preset %s", p, *n);
     }
     ASSERT(nconfig > 40);
-    /* the engine's pipeline, as the paper's Fig. 8: AdaRound on in standard and best, off in fast */
-    ASSERT(json_is_true(at_path(presets, "standard.adaround.enabled")));
+    /* the weights' rounding: GPTQ in standard, AdaRound in best, nearest in fast */
+    ASSERT_STR_EQ(json_string_value(at_path(presets, "standard.rounding")), "gptq");
+    ASSERT_STR_EQ(json_string_value(at_path(presets, "best.rounding")), "adaround");
+    ASSERT_STR_EQ(json_string_value(at_path(presets, "fast.rounding")), "nearest");
+    ASSERT(json_is_false(at_path(presets, "standard.adaround.enabled")));
     ASSERT(json_is_true(at_path(presets, "best.adaround.enabled")));
     ASSERT(json_is_false(at_path(presets, "fast.adaround.enabled")));
     ASSERT(json_is_false(at_path(presets, "basic.adaround.enabled")));
@@ -342,8 +346,11 @@ TEST(rounding_and_adaround_enabled_agree)
 {
     qs_qconfig c;
     qs_err e = {0};
-    /* defaults: standard AdaRounds, basic rounds to nearest */
+    /* defaults: standard rounds by GPTQ, best AdaRounds, basic rounds to nearest */
     ASSERT_EQ(parse("{}", &c, &e), 0);
+    ASSERT(c.rounding == QS_ROUND_GPTQ && !c.adaround.enabled);
+    qs_qconfig_free(&c);
+    ASSERT_EQ(parse("{\"preset\": \"best\"}", &c, &e), 0);
     ASSERT(c.rounding == QS_ROUND_ADAROUND && c.adaround.enabled);
     qs_qconfig_free(&c);
     ASSERT_EQ(parse("{\"preset\": \"basic\"}", &c, &e), 0);

@@ -313,6 +313,21 @@ static int run_pass(pass_ctx *c, qs_err *e)
     return rc;
 }
 
+/* Swaps the data of each layer's weight initializer with the FP32 weight the sim keeps aside, if
+ * any (qs_quantsim_keep_fp32_weights); a second call swaps back. */
+static void swap_fp32_weights(qs_quantsim *sim, const bc_layer *ls, int nl)
+{
+    for (int k = 0; sim->fp32_w && k < nl; k++) {
+        qs_tensor *w = sim->g->values[sim->q[ls[k].wq].value].init, *f = sim->fp32_w[ls[k].wq];
+        if (!f || !w || qs_numel(f) != qs_numel(w))
+            continue;
+        void *d = w->data;
+        int own = w->owns_data;
+        w->data = f->data, w->owns_data = f->owns_data;
+        f->data = d, f->owns_data = own;
+    }
+}
+
 int qs_biascorr_empirical(qs_quantsim *sim, const qs_pl_data *data, const qs_biascorr_config *cfg,
                           const qs_pipeline_io *io, qs_biascorr_report **report, qs_err *e)
 {
@@ -370,9 +385,13 @@ int qs_biascorr_empirical(qs_quantsim *sim, const qs_pl_data *data, const qs_bia
         goto out;
     }
 
-    /* FP32: the simulation with every quantizer passing data through */
+    /* FP32: the simulation with every quantizer passing data through, on the weights from before
+     * any rounding pass (GPTQ and AdaRound leave grid values in the initializers) */
     qs_quantsim_bypass_kind(sim, -1, 1);
-    if ((rc = run_pass(&pc, e)) < 0)
+    swap_fp32_weights(sim, ls, nl);
+    rc = run_pass(&pc, e);
+    swap_fp32_weights(sim, ls, nl);
+    if (rc < 0)
         goto restore;
     /* quantized: weights as the caller left them; activations only when asked and calibrated */
     for (int i = 0; i < sim->nq; i++) {
@@ -525,7 +544,7 @@ int qs_biascorr_analytical(qs_quantsim *sim, const qs_bn_record *bn, int nbn, qs
             continue;
         }
         const qs_quantizer *q = &sim->q[L->wq];
-        const qs_tensor *w = g->values[q->value].init;
+        const qs_tensor *w = g->values[q->value].init, *wf = qs_quantsim_fp32_weight(sim, L->wq);
         int tb = L->kind == K_GEMM && qs_node_int(nd, "transB", 0);
         int64_t group = L->kind == K_CONV ? qs_node_int(nd, "group", 1) : 1;
         int64_t cin = L->kind == K_CONV ? w->shape[1] * group : w->shape[tb ? 1 : 0];
@@ -537,7 +556,7 @@ int qs_biascorr_analytical(qs_quantsim *sim, const qs_bn_record *bn, int nbn, qs
                 rc = qs_error(e, QS_ENOMEM, "bias correction: out of memory");
             continue;
         }
-        /* ε = W̃ − W with the quantizer's current grid */
+        /* ε = W̃ − W with the quantizer's current grid; W from before any rounding pass */
         qs_tensor *wq = qs_tensor_copy(w);
         corr = calloc(L->nch + 1, sizeof *corr);
         if (!wq || !corr) {
@@ -548,7 +567,7 @@ int qs_biascorr_analytical(qs_quantsim *sim, const qs_bn_record *bn, int nbn, qs
             break;
         }
         qs_fake_quant(w, wq, q->axis, qs_quantsim_scales(sim, L->wq), qs_quantsim_zeros(sim, L->wq), q->grid);
-        const float *w0 = qs_f32(w), *w1 = qs_f32(wq);
+        const float *w0 = qs_numel(wf) == qs_numel(w) ? qs_f32(wf) : qs_f32(w), *w1 = qs_f32(wq);
         if (L->kind == K_CONV) {   /* W [M, C/g, taps]: weight (m, j) reads input channel group(m)·C/g + j */
             int64_t cg = w->shape[1], mg = L->nch / group, taps = qs_numel(w) / (L->nch * cg);
             for (int64_t m = 0; m < L->nch; m++)

@@ -682,9 +682,13 @@ int qs_ptq_cle(ptq *p, qs_err *e)
     return 0;
 }
 
-/* The weights' rounding (config.rounding): AdaRound or GPTQ, each replacing bias correction; with
- * round-to-nearest, bias correction as configured. Weight ranges must not be recomputed
- * afterwards: the rounded weights sit on the current grid. */
+/* The weights' rounding (config.rounding), then bias correction as configured: after nearest or
+ * GPTQ, not after AdaRound (paper §3.4: AdaRound's layer-output loss already takes the error's
+ * mean out). GPTQ compensates each output channel within its own weights, which a depthwise
+ * channel's nine cannot do, so the mean shift bias correction removes is left there (measured:
+ * docs/results.md, "GPTQ and bias correction"). Bias correction compares with the weights from
+ * before rounding, kept aside in the sim. Weight ranges must not be recomputed afterwards: the
+ * rounded weights sit on the current grid. */
 int qs_ptq_weight_rounding(ptq *p, qs_err *e)
 {
     double t0 = qs_now();
@@ -705,6 +709,8 @@ int qs_ptq_weight_rounding(ptq *p, qs_err *e)
         return rc;
     }
     if (p->cfg.rounding == QS_ROUND_GPTQ) {   /* H over the calibration samples, in its batches */
+        if (p->cfg.bias_correction != QS_BC_NONE && (rc = qs_quantsim_keep_fp32_weights(p->sim, e)) < 0)
+            return rc;
         qs_gptq_config gc = qs_gptq_config_default();
         gc.samples = p->ncalib;
         gc.batch = p->cfg.calibration.batch_size;
@@ -715,7 +721,9 @@ int qs_ptq_weight_rounding(ptq *p, qs_err *e)
             qs_gptq_report_free(gr);
         }
         timing(p, "gptq", t0);
-        return rc;
+        if (rc < 0)
+            return rc;
+        t0 = qs_now();
     }
     if (p->cfg.bias_correction == QS_BC_NONE)
         return 0;

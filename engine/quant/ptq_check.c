@@ -10,7 +10,7 @@
  *   weight_range:     + the configured weight range (MSE)       → …
  *   activation_range: + the configured activation range (MSE)
  *   last_layer_range: + the configured range of the model's outputs (cross-entropy for logits)
- *   adaround / gptq:  + the weights' rounding (config.rounding)
+ *   adaround / gptq:  + the weights' rounding (config.rounding; gptq with its bias correction)
  *   bias_correction:  + bias correction, when the rounding is nearest or was reverted
  *
  * A step is a candidate built beside the kept state: a new QuantSim (and, for CLE, a new
@@ -186,6 +186,8 @@ static int try_step(checker *c, step_id id, double *best, int *was_kept, qs_err 
     case GPTQ:
         p->cfg.rounding = id == GPTQ ? QS_ROUND_GPTQ : QS_ROUND_ADAROUND;
         p->cfg.adaround.enabled = id == ADAROUND;
+        if (id == GPTQ)   /* GPTQ is followed by bias correction (ptq.c): one step, one rebuild */
+            p->cfg.bias_correction = c->want.bias_correction;
         break;
     case BIAS_CORRECTION:
         p->cfg.adaround.enabled = 0;

@@ -826,12 +826,37 @@ void qs_quantsim_free(qs_quantsim *sim)
         free(sim->q[i].name);
         free(sim->q[i].layer);
     }
+    for (int i = 0; sim->fp32_w && i < sim->nq; i++)
+        qs_tensor_free(sim->fp32_w[i]);
+    free(sim->fp32_w);
     free(sim->q);
     for (int k = 0; k < sim->cfg.nexclude; k++)
         free(sim->cfg.exclude[k]);
     free(sim->cfg.exclude);
     qs_graph_free(sim->g);
     free(sim);
+}
+
+int qs_quantsim_keep_fp32_weights(qs_quantsim *sim, qs_err *e)
+{
+    if (!sim->fp32_w && !(sim->fp32_w = calloc(sim->nq + 1, sizeof *sim->fp32_w)))
+        return qs_error(e, QS_ENOMEM, "out of memory keeping the FP32 weights");
+    for (int i = 0; i < sim->nq; i++) {
+        const qs_tensor *w = sim->g->values[sim->q[i].value].init;
+        if (sim->q[i].kind != QS_Q_WEIGHT || !w || w->dtype != QS_F32 || sim->fp32_w[i])
+            continue;
+        if (!(sim->fp32_w[i] = qs_tensor_copy(w)))
+            return qs_error(e, QS_ENOMEM, "out of memory keeping the FP32 weights");
+    }
+    return 0;
+}
+
+const qs_tensor *qs_quantsim_fp32_weight(const qs_quantsim *sim, int i)
+{
+    QS_ASSERT(i >= 0 && i < sim->nq);
+    if (sim->fp32_w && sim->fp32_w[i])
+        return sim->fp32_w[i];
+    return sim->g->values[sim->q[i].value].init;
 }
 
 /* --- parameters ----------------------------------------------------------------------------- */

@@ -87,10 +87,18 @@ typedef struct qs_quantsim {
     qs_qsim_config cfg;
     int nq;
     qs_quantizer *q;
+    qs_tensor **fp32_w;   /* NULL, or per quantizer the FP32 weight kept aside (qs_quantsim_keep_fp32_weights) */
 } qs_quantsim;
 
 qs_quantsim *qs_quantsim_new(const qs_graph *fp32, const qs_qsim_config *cfg, qs_err *e);
 void qs_quantsim_free(qs_quantsim *sim);
+
+/* Weight rounding (GPTQ, AdaRound) writes its grid values into the weight initializers; a step
+ * after it that compares with FP32 (bias correction) needs the weights from before. This keeps a
+ * copy of every weight quantizer's float initializer (memory: the weights once more), and
+ * qs_quantsim_fp32_weight gives it (or the initializer itself when none was kept). */
+int qs_quantsim_keep_fp32_weights(qs_quantsim *sim, qs_err *e);
+const qs_tensor *qs_quantsim_fp32_weight(const qs_quantsim *sim, int i);
 
 /* Sets channel ch (or all, ch = -1) of quantizer i from scale and zero point. */
 void qs_quantsim_set(qs_quantsim *sim, int i, int ch, float scale, float zero_point);

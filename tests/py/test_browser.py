@@ -264,16 +264,20 @@ def test_dashboard_end_to_end(browser, make_quantd, tmp_path, labels_npy):
     # --- new job: PTQ from the form, standard preset, 64 calibration samples, no AdaRound ---
     page.go("/new")
     assert page.js("return document.getElementById('type-ptq').checked")
-    # the server's defaults (GET /v1/presets): the standard preset runs AdaRound
-    page.wait_js("return document.getElementById('cfg-adaround-enabled').checked === true", what="the presets")
+    # the server's defaults (GET /v1/presets): the standard preset rounds by GPTQ, AdaRound off
+    page.wait_js("return document.getElementById('cfg-rounding').value === 'gptq'", what="the presets")
+    assert page.js("return document.getElementById('cfg-adaround-enabled').checked") is False
     assert page.js("return document.getElementById('cfg-calibration-samples').value") == "1024"   # preset
     # the presets offered in order of cost, the chosen one's cost written under it
     assert page.js("return [...document.getElementById('cfg-preset').options].map((o) => o.value).join()") == \
         "fast,standard,best"
-    assert "AdaRound at 1,000 iterations" in page.js("return document.getElementById('cfg-preset-hint').textContent")
-    # unticked (as a user's click does: input and change events), it is sent as an explicit false
-    page.js("const c = document.getElementById('cfg-adaround-enabled'); c.scrollIntoView({block: 'center'}); c.click()")
-    # the rounding choice follows it (config.rounding and adaround.enabled must agree)
+    assert "GPTQ rounding" in page.js("return document.getElementById('cfg-preset-hint').textContent")
+    # ticked, then unticked (as a user's clicks do: input and change events): the rounding choice follows
+    # (config.rounding and adaround.enabled must agree); the form sends what differs from the preset
+    click_ada = "const c = document.getElementById('cfg-adaround-enabled'); c.scrollIntoView({block: 'center'}); c.click()"
+    page.js(click_ada)
+    assert page.js("return document.getElementById('cfg-rounding').value") == "adaround"
+    page.js(click_ada)
     assert page.js("return document.getElementById('cfg-rounding').value") == "nearest"
     assert page.js("return document.getElementById('job-model').value") == mid   # the only model
     page.select("#job-calibration", sets["calib.npy"]["id"])
@@ -286,8 +290,7 @@ def test_dashboard_end_to_end(browser, make_quantd, tmp_path, labels_npy):
     assert spec_preview == {
         "type": "ptq", "model": mid, "calibration": sets["calib.npy"]["id"],
         "validation": {"data": sets["calib.npy"]["id"], "labels": sets["labels"]["id"]},
-        "config": {"preset": "standard", "adaround": {"enabled": False}, "rounding": "nearest",
-                   "calibration": {"samples": 64}}}, spec_preview
+        "config": {"preset": "standard", "rounding": "nearest", "calibration": {"samples": 64}}}, spec_preview
     page.shoot("new-job")
     page.js("window.__marker = 'no reload since submit'")
     page.q("#submit-job").click()

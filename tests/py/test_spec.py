@@ -25,8 +25,10 @@ def test_presets_are_the_engines_defaults(quantd):
     st, body = quantd.json("GET", "/v1/presets")
     assert st == 200
     std, basic = body["presets"]["standard"], body["presets"]["basic"]
-    # the paper's pipeline runs AdaRound (the dashboard's form once showed it off)
-    assert std["adaround"]["enabled"] is True and basic["adaround"]["enabled"] is False
+    # standard rounds by GPTQ, best by AdaRound, fast/basic to nearest; adaround.enabled says the same
+    assert (std["rounding"], body["presets"]["best"]["rounding"], basic["rounding"]) == ("gptq", "adaround", "nearest")
+    assert std["adaround"]["enabled"] is False and body["presets"]["best"]["adaround"]["enabled"] is True
+    assert basic["adaround"]["enabled"] is False
     assert std["preset"] == "standard" and basic["preset"] == "basic"
     assert std["weights"]["range"] == "mse" and basic["weights"]["range"] == "minmax"
     assert std["analysis"]["val_samples"] == 1000 and std["target_drop"] is None
