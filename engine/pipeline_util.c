@@ -114,11 +114,15 @@ int qs_pl_check_finite(const qs_pl_data *d, const qs_graph *g, int64_t n, const 
         if (t->dtype != QS_F32 && t->dtype != QS_F64)
             continue;
         int64_t per = t->shape[0] ? qs_numel(t) / t->shape[0] : 0, rows = n < t->shape[0] ? n : t->shape[0];
-        for (int64_t k = 0; k < rows * per; k++) {
-            double v = t->dtype == QS_F32 ? qs_f32(t)[k] : ((const double *)t->data)[k];
-            if (!isfinite(v))
-                return qs_error(e, QS_EINVAL, "%s data for input '%s' holds %s at sample %lld", what,
-                                g->values[g->inputs[i]].name, isnan(v) ? "NaN" : "Inf", (long long)(k / per));
+        for (int64_t r0 = 0; r0 < rows; r0 += 64) {   /* 64 rows at a time, released once read */
+            int64_t r1 = rows - r0 < 64 ? rows : r0 + 64;
+            for (int64_t k = r0 * per; k < r1 * per; k++) {
+                double v = t->dtype == QS_F32 ? qs_f32(t)[k] : ((const double *)t->data)[k];
+                if (!isfinite(v))
+                    return qs_error(e, QS_EINVAL, "%s data for input '%s' holds %s at sample %lld", what,
+                                    g->values[g->inputs[i]].name, isnan(v) ? "NaN" : "Inf", (long long)(k / per));
+            }
+            qs_dataset_release(d->d, d->arrays[i], r0, r1 - r0);
         }
     }
     return 0;

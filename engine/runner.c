@@ -237,9 +237,11 @@ static int exec_for(qs_runner *r, int64_t n, qs_exec **out, qs_err *e)
     return 0;
 }
 
-static int run_batches(qs_runner *r, const qs_tensor *const *src, int64_t start, int64_t count,
-                       qs_runner_sink sink, void *sink_ud, qs_progress_fn progress, void *progress_ud,
-                       atomic_int *abort, qs_err *e)
+/* d, arrays: when src are a data set's arrays, each batch's rows are released from it once copied
+ * (qs_dataset_release), so streaming a mapped file does not leave it all resident. */
+static int run_batches(qs_runner *r, const qs_tensor *const *src, const qs_dataset *d, const int *arrays,
+                       int64_t start, int64_t count, qs_runner_sink sink, void *sink_ud, qs_progress_fn progress,
+                       void *progress_ud, atomic_int *abort, qs_err *e)
 {
     qs_graph *g = r->g;
     const qs_tensor **outs = calloc(g->noutputs + 1, sizeof *outs);
@@ -265,6 +267,8 @@ static int run_batches(qs_runner *r, const qs_tensor *const *src, int64_t start,
                 qs_error_prefix(e, "input '%s': ", g->values[g->inputs[i]].name);
                 goto out;
             }
+            if (d)
+                qs_dataset_release(d, arrays[i], start + done, n);
             if (p->shape[0] > n)   /* padding rows of a fixed-batch model */
                 memset((char *)p->data + qs_nbytes(&rows), 0, qs_nbytes(p) - qs_nbytes(&rows));
         }
@@ -327,7 +331,7 @@ int qs_runner_run(qs_runner *r, const qs_tensor *const *inputs, qs_tensor **outp
         }
     }
     struct collect c = {g->noutputs, outputs};
-    if ((rc = run_batches(r, inputs, 0, rows, collect, &c, progress, progress_ud, abort, e)) < 0)
+    if ((rc = run_batches(r, inputs, NULL, NULL, 0, rows, collect, &c, progress, progress_ud, abort, e)) < 0)
         goto fail;
     return 0;
 fail:
@@ -368,7 +372,7 @@ int qs_runner_stream(qs_runner *r, const qs_dataset *d, const int *arrays, int64
                       (long long)(start + count), (long long)rows);
         goto out;
     }
-    rc = run_batches(r, src, start, count, sink, sink_ud, progress, progress_ud, abort, e);
+    rc = run_batches(r, src, d, arrays, start, count, sink, sink_ud, progress, progress_ud, abort, e);
 out:
     free(src);
     return rc;

@@ -623,6 +623,72 @@ TEST(batches_convert_rows)
     qs_dataset_close(d);
 }
 
+static long rss_file_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "RssFile: %ld kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb;
+}
+
+static double sum_rows(const qs_tensor *t, int64_t r0, int64_t r1)
+{
+    int64_t per = qs_numel(t) / t->shape[0];
+    double s = 0;
+    for (int64_t k = r0 * per; k < r1 * per; k++)
+        s += qs_f32(t)[k];
+    return s;
+}
+
+/* Released rows leave the resident set and read back unchanged (mapped .npy, and a deflated .npz
+ * member mapped from its temp file); a heap copy is left alone. */
+TEST(released_rows_leave_rss_and_read_back)
+{
+    mkdir_tmp();
+    int64_t shape[] = {1024, 1024};   /* 4 MiB */
+    qs_tensor *t = qs_tensor_new(QS_F32, 2, shape);
+    for (int64_t k = 0; k < 1024 * 1024; k++)
+        qs_f32(t)[k] = (float)(k % 1000) * 0.5f;
+    double want = sum_rows(t, 0, 1024), want_mid = sum_rows(t, 100, 300);
+    qs_err e = {0};
+    ASSERT_EQ(qs_npy_save(tmp_path("big.npy"), t, &e), 0);
+    const char *names[] = {"x"};
+    const qs_tensor *arr[] = {t};
+    ASSERT_EQ(qs_npz_save(tmp_path("big.npz"), 1, names, arr, &e), 0);
+    qs_tensor_free(t);
+
+    qs_dataset *d = open_ok(tmp_path("big.npy"));
+    const qs_tensor *v = qs_dataset_array(d, 0);
+    long before = rss_file_kb();
+    if (before < 0)
+        SKIP("no RssFile in /proc/self/status");
+    ASSERT_EQ(sum_rows(v, 0, 1024), want);
+    long read = rss_file_kb();
+    ASSERT(read - before > 3 * 1024);   /* the 4 MiB just read are resident */
+    qs_dataset_release(d, 0, 0, 1024);
+    ASSERT(read - rss_file_kb() > 3 * 1024);
+    ASSERT_EQ(sum_rows(v, 100, 300), want_mid);   /* faulted back in */
+    qs_dataset_release(d, 0, 150, 10);            /* a range inside: neighbours read back too */
+    ASSERT_EQ(sum_rows(v, 100, 300), want_mid);
+    qs_dataset_release(d, 0, 1000, 500);          /* past the end: clamped */
+    qs_dataset_release(d, 0, -1, 5);              /* ignored */
+    ASSERT_EQ(sum_rows(v, 0, 1024), want);
+    qs_dataset_close(d);
+
+    d = open_ok(tmp_path("big.npz"));   /* qs_npz_save deflates: a temp file's mapping */
+    v = qs_dataset_array(d, 0);
+    ASSERT_EQ(sum_rows(v, 0, 1024), want);
+    qs_dataset_release(d, 0, 0, 1024);
+    ASSERT_EQ(sum_rows(v, 0, 1024), want);
+    qs_dataset_close(d);
+    rm_tmp();
+}
+
 /* numpy itself must read what we write */
 TEST(numpy_reads_our_files)
 {
@@ -657,4 +723,5 @@ TEST_MAIN(npy_roundtrip_every_dtype, npy_header_follows_nep1, npy_scalar_and_emp
           handwritten_bad_files, numpy_npy_fixtures, numpy_refused_fixtures, numpy_npz_stored_and_deflated,
           deflated_members_go_through_tmpdir, npz_roundtrip_in_place_and_extracted, batches_convert_rows,
           numpy_reads_our_files, zip_bomb_refused_by_declared_size_before_inflating, zip_bomb_limit_counts_all_members,
-          zip_bomb_lying_header_stops_at_the_declared_size, save_stored_opens_without_inflating)
+          zip_bomb_lying_header_stops_at_the_declared_size, save_stored_opens_without_inflating,
+          released_rows_leave_rss_and_read_back)

@@ -211,6 +211,13 @@ static qs_range_method act_method(ptq *p, const qs_quantizer *q)
     return qs_graph_is_output(p->sim->g, q->out) ? p->cfg.act.last_layer : p->cfg.act.range;
 }
 
+/* The step check (ptq_check.c) may later derive cross-entropy ranges from these observers: they
+ * keep the logit rows then too (which changes no other range: the histogram is the same). */
+static int wants_rows(const ptq *p, const qs_quantizer *q)
+{
+    return (qs_graph_is_output(p->sim->g, q->out) ? p->rows_for.last_layer : p->rows_for.range) == QS_RANGE_CE;
+}
+
 typedef struct qparams_job {
     ptq *p;
     const calib_state *s;
@@ -308,7 +315,7 @@ static qs_runner *calib_runner(ptq *p, calib_state *s, qs_threadpool *pool, qs_e
     qs_exec *x = qs_runner_exec(r);
     for (int i = 0; i < sim->nq; i++) {
         const qs_tensor *t = s->watch[i] >= 0 ? qs_exec_value(x, s->watch[i]) : NULL;
-        if (act_method(p, &sim->q[i]) == QS_RANGE_CE && t && t->ndim == 2) {
+        if ((act_method(p, &sim->q[i]) == QS_RANGE_CE || wants_rows(p, &sim->q[i])) && t && t->ndim == 2) {
             qs_observer_keep_rows(s->obs[i], t->shape[1], 2048);
             s->rows[i] = 1;
         }
@@ -389,6 +396,73 @@ static int high_precision_auto(ptq *p, qs_observer **obs, const qs_range_method 
     return 0;
 }
 
+void qs_ptq_observed_free(qs_ptq_observed *o)
+{
+    if (!o)
+        return;
+    for (int i = 0; o->obs && i < o->nq; i++)
+        qs_observer_free(o->obs[i]);
+    free(o->obs);
+    free(o->rows);
+    free(o);
+}
+
+/* Activation ranges (and high_precision auto) of p->sim from observers of a calibration: the
+ * methods are p->cfg's, the observers any calibration's of a sim with the same quantizers and the
+ * same weights (the step check re-derives a candidate's ranges from the kept state's). */
+int qs_ptq_ranges_from(ptq *p, const qs_ptq_observed *o, qs_err *e)
+{
+    qs_quantsim *sim = p->sim;
+    int nq = sim->nq, rc = 0, threads = qs_threadpool_size(p->io->pool);
+    if (o->nq != nq)
+        return qs_error(e, QS_EINVAL, "internal: observers of %d quantizers for a sim of %d", o->nq, nq);
+    calib_state s = { .obs = o->obs, .rows = o->rows };
+    qparams_job job = { p, &s, malloc((nq + 1) * sizeof *job.m), malloc((nq + 1) * sizeof *job.res), threads };
+    if (!job.m || !job.res) {
+        free(job.m);
+        free(job.res);
+        return qs_error(e, QS_ENOMEM, "out of memory");
+    }
+    for (int i = 0; i < nq; i++) {
+        if (!s.obs[i])
+            continue;
+        qs_quantizer *q = &sim->q[i];
+        if (qs_observer_nonfinite(s.obs[i]))
+            warn(p, "activation '%s' produced NaN/Inf during calibration; they were ignored for its range", q->name);
+        job.m[i] = act_method(p, q);
+        if (job.m[i] == QS_RANGE_CE && !s.rows[i]) {
+            warn(p, "cross-entropy ranges need [N, classes] logits; '%s' uses MSE", q->name);
+            job.m[i] = QS_RANGE_MSE;
+        }
+        if (job.m[i] == QS_RANGE_BN) {
+            warn(p, "BN-based ranges apply without calibration data; '%s' uses MSE on the data given", q->name);
+            job.m[i] = QS_RANGE_MSE;
+        }
+    }
+    /* each quantizer's search is independent and deterministic: spread them over the threads */
+    if (job.nthreads > nq)
+        job.nthreads = nq > 0 ? nq : 1;
+    qs_threadpool_for(p->io->pool, job.nthreads, job.nthreads, 1, qparams_range, &job);
+    for (int i = 0; i < nq && rc == 0; i++) {
+        if (!s.obs[i])
+            continue;
+        qs_quantizer *q = &sim->q[i];
+        if (job.res[i].rc < 0) {   /* again, for the message */
+            rc = qs_observer_qparams(s.obs[i], q->grid, q->symmetric, p->cfg.act.pow2, job.m[i],
+                                     p->cfg.act.percentile, &job.res[i].scale, &job.res[i].zero, e);
+            rc = qs_error_prefix(e, "activation range of '%s': ", q->name);
+            break;
+        }
+        qs_quantsim_set(sim, i, -1, job.res[i].scale, job.res[i].zero);
+        q->initialized = 1;
+    }
+    if (rc == 0 && !strcmp(p->cfg.act.high_precision, "auto"))
+        rc = high_precision_auto(p, s.obs, job.m, e);
+    free(job.m);
+    free(job.res);
+    return rc;
+}
+
 int qs_ptq_calibrate(ptq *p, qs_err *e)
 {
     qs_quantsim *sim = p->sim;
@@ -411,8 +485,11 @@ int qs_ptq_calibrate(ptq *p, qs_err *e)
     int nact = 0;
     for (int i = 0; i < nq; i++)
         nact += s.obs[i] != NULL;
-    if (!nact)
+    if (!nact) {
+        qs_ptq_observed_free(p->observed);
+        p->observed = NULL;
         goto out;
+    }
     /* activations observed with weights quantized, activation quantizers passing data through */
     qs_quantsim_bypass_kind(sim, QS_Q_ACT, 1);
     qs_quantsim_bypass_kind(sim, QS_Q_INPUT, 1);
@@ -476,50 +553,18 @@ int qs_ptq_calibrate(ptq *p, qs_err *e)
                 qs_error(e, rc, "out of memory merging the calibration shards");
     if (rc < 0)
         goto out;
-    qparams_job job = { p, &s, malloc((nq + 1) * sizeof *job.m), malloc((nq + 1) * sizeof *job.res), threads };
-    if (!job.m || !job.res) {
-        free(job.m);
-        free(job.res);
+    qs_quantsim_bypass_kind(sim, -1, 0);
+    qs_ptq_observed_free(p->observed);   /* the new observers replace the last calibration's */
+    if (!(p->observed = calloc(1, sizeof *p->observed))) {
         rc = qs_error(e, QS_ENOMEM, "out of memory");
         goto out;
     }
-    for (int i = 0; i < nq; i++) {
-        if (!s.obs[i])
-            continue;
-        qs_quantizer *q = &sim->q[i];
-        if (qs_observer_nonfinite(s.obs[i]))
-            warn(p, "activation '%s' produced NaN/Inf during calibration; they were ignored for its range", q->name);
-        job.m[i] = act_method(p, q);
-        if (job.m[i] == QS_RANGE_CE && !s.rows[i]) {
-            warn(p, "cross-entropy ranges need [N, classes] logits; '%s' uses MSE", q->name);
-            job.m[i] = QS_RANGE_MSE;
-        }
-        if (job.m[i] == QS_RANGE_BN) {
-            warn(p, "BN-based ranges apply without calibration data; '%s' uses MSE on the data given", q->name);
-            job.m[i] = QS_RANGE_MSE;
-        }
-    }
-    /* each quantizer's search is independent and deterministic: spread them over the threads */
-    if (job.nthreads > nq)
-        job.nthreads = nq > 0 ? nq : 1;
-    qs_threadpool_for(pool, job.nthreads, job.nthreads, 1, qparams_range, &job);
-    for (int i = 0; i < nq && rc == 0; i++) {
-        if (!s.obs[i])
-            continue;
-        qs_quantizer *q = &sim->q[i];
-        if (job.res[i].rc < 0) {   /* again, for the message */
-            rc = qs_observer_qparams(s.obs[i], q->grid, q->symmetric, p->cfg.act.pow2, job.m[i],
-                                     p->cfg.act.percentile, &job.res[i].scale, &job.res[i].zero, e);
-            rc = qs_error_prefix(e, "activation range of '%s': ", q->name);
-            break;
-        }
-        qs_quantsim_set(sim, i, -1, job.res[i].scale, job.res[i].zero);
-        q->initialized = 1;
-    }
-    if (rc == 0 && !strcmp(p->cfg.act.high_precision, "auto"))
-        rc = high_precision_auto(p, s.obs, job.m, e);
-    free(job.m);
-    free(job.res);
+    p->observed->obs = s.obs;
+    p->observed->rows = s.rows;
+    p->observed->nq = nq;
+    s.obs = NULL;
+    s.rows = NULL;
+    rc = qs_ptq_ranges_from(p, p->observed, e);
 out:
     qs_quantsim_bypass_kind(sim, -1, 0);
     for (int k = 0; k < CALIB_SHARDS; k++) {
@@ -887,6 +932,7 @@ out:
 
 void qs_ptq_close(ptq *p)
 {
+    qs_ptq_observed_free(p->observed);
     qs_quantsim_free(p->sim);
     qs_bn_records_free(p->bn, p->nbn);
     qs_graph_free(p->prepared);

@@ -22,6 +22,14 @@
 #include "quant/bnfold.h"
 #include "quant/quantsim.h"
 
+/* The observers of a calibration (one per quantizer, NULL for weights and biases; rows: which kept
+ * logit rows for cross-entropy ranges). */
+typedef struct qs_ptq_observed {
+    struct qs_observer **obs;
+    char *rows;
+    int nq;
+} qs_ptq_observed;
+
 typedef struct qs_ptq {
     const qs_pipeline_io *io;
     qs_qconfig cfg;
@@ -39,6 +47,10 @@ typedef struct qs_ptq {
     json_t *config;        /* report.json's "config" when cfg no longer is the one asked for (the
                             * checked pipeline sets cfg to the steps it kept); NULL: cfg */
     double t_start;
+    qs_ptq_observed *observed;   /* the last qs_ptq_calibrate's observers, for p->sim (NULL: none) */
+    struct {                     /* calibration also keeps logit rows where these are cross-entropy */
+        qs_range_method range, last_layer;
+    } rows_for;
 } qs_ptq;
 
 int qs_ptq_open(qs_ptq *p, const qs_pipeline_io *io, qs_err *e);
@@ -48,7 +60,11 @@ int qs_ptq_cle(qs_ptq *p, qs_err *e);        /* CLE and bias absorption of p->pr
 int qs_ptq_build_sim(qs_ptq *p, qs_err *e);
 int qs_ptq_weight_ranges(qs_ptq *p, qs_err *e);
 int qs_ptq_weight_rounding(qs_ptq *p, qs_err *e);   /* AdaRound, else bias correction, as cfg says */
-int qs_ptq_calibrate(qs_ptq *p, qs_err *e);
+int qs_ptq_calibrate(qs_ptq *p, qs_err *e);  /* keeps its observers in p->observed */
+/* p->sim's activation ranges from the observers of a calibration of a sim with the same
+ * quantizers and weights, with p->cfg's methods: what qs_ptq_calibrate would set, without the pass. */
+int qs_ptq_ranges_from(qs_ptq *p, const qs_ptq_observed *o, qs_err *e);
+void qs_ptq_observed_free(qs_ptq_observed *o);
 /* qs_ptq_prepare with each optional step kept only if it does not lower a held-out score
  * (config.check_steps; ptq_check.c): report.json's "step_check" says what was kept. */
 int qs_ptq_prepare_checked(qs_ptq *p, qs_err *e);

@@ -1,7 +1,10 @@
 /* Per-layer SQNR for report.json (ptq.h): every activation quantizer's output in the quantized
- * simulation against the same tensor of the FP32 (prepared) model, over up to 256 calibration
- * samples. The FP32 pass copies one batch of each measured activation for the quantized pass to
- * compare with, so the batch is lowered until those copies fit QS_RUNNER_ARENA_BUDGET. */
+ * simulation against the same tensor of the FP32 (prepared) model, over the first SQNR_SAMPLES
+ * calibration samples (report.json "layer_sqnr_samples"). It is a diagnostic: 64 samples of a
+ * 224×224 model are millions of values per layer, and the two passes over 256 samples it used to
+ * take were a third of a fast job on resnet18. The FP32 pass copies one batch of each measured
+ * activation for the quantized pass to compare with; the batch is lowered until those copies and
+ * both runners' arenas together fit QS_RUNNER_ARENA_BUDGET, which bounds the stage's memory. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +13,8 @@
 #include "quant/ptq.h"
 
 typedef qs_ptq ptq;
+
+#define SQNR_SAMPLES 64
 
 typedef struct sqnr_state {
     int *fp_map, *q_map;    /* prepared value id / sim value id → quantizer index */
@@ -101,13 +106,13 @@ int qs_ptq_layer_sqnr(ptq *p, json_t *report_layers, qs_err *e)
         s.fp_map[fv] = i;
         s.q_map[sim->q[i].out] = i;
     }
-    int64_t bs = p->cfg.calibration.batch_size, n = p->ncalib < 256 ? p->ncalib : 256;
+    int64_t bs = p->cfg.calibration.batch_size, n = p->ncalib < SQNR_SAMPLES ? p->ncalib : SQNR_SAMPLES;
     struct sqnr_ctx cf = { &s, p->prepared, s.fp_map, 1 }, cq = { &s, sim->g, s.q_map, 0 };
     if ((rc = sqnr_runners(p, bs, &rf, &rq, &cf, &cq, e)) < 0)
         goto out;
     /* the FP32 pass keeps one batch of every measured activation for the quantized pass to compare
-     * with: lower the batch until those copies fit the runners' arena budget too */
-    size_t kept = 0;
+     * with: lower the batch until those copies and the two arenas fit one arena budget */
+    size_t kept = qs_exec_arena_bytes(qs_runner_exec(rf)) + qs_exec_arena_bytes(qs_runner_exec(rq));
     for (int v = 0; v < p->prepared->nvalues; v++) {
         const qs_tensor *t = s.fp_map[v] >= 0 ? qs_exec_value(qs_runner_exec(rf), v) : NULL;
         kept += t ? qs_nbytes(t) : 0;
@@ -142,6 +147,7 @@ int qs_ptq_layer_sqnr(ptq *p, json_t *report_layers, qs_err *e)
                               "sqnr_db", isfinite(db) ? json_real(db) : json_null());
         json_array_append_new(report_layers, l);
     }
+    json_object_set_new(p->extra, "layer_sqnr_samples", json_integer(n));
 out:
     qs_runner_free(rf);
     qs_runner_free(rq);

@@ -36,12 +36,12 @@ def data(tmp_path_factory):
     return d, x
 
 
-def ptq(run_quant, model, d, name, cfg, val=False):
+def ptq(run_quant, model, d, name, cfg, val=False, samples=NCALIB):
     with open(d / f"{name}.json", "w") as f:
         json.dump(cfg, f)
     out = d / name
     extra = ["--val", d / "x.npy", "--labels", d / "y.npy"] if val else []
-    r = run_quant.ok("ptq", model, "--calib", d / "calib.npy", "--calib-samples", NCALIB, "--config",
+    r = run_quant.ok("ptq", model, "--calib", d / "calib.npy", "--calib-samples", samples, "--config",
                      d / f"{name}.json", "-o", out, *extra)
     with open(out / "report.json") as f:
         return json.load(f), out, r.stderr
@@ -102,6 +102,59 @@ def test_a_step_that_helps_is_kept(run_quant, fixtures_dir, data):
     mm, out_mm, _ = ptq(run_quant, model, d, "minmax", dict(good, weights={"bits": 3, "per_channel": False,
                                                                              "range": "minmax"}))
     assert ort_sqnr(out_mm / "model.qdq.onnx", model, held) == pytest.approx(sc["basic_score"], abs=0.05)
+
+
+@pytest.mark.parametrize("acts", [{"range": "mse", "last_layer": "minmax"}, {"range": "minmax", "last_layer": "ce"},
+                                  {"range": "mse", "last_layer": "ce"}, {"range": "percentile", "percentile": 50,
+                                                                        "last_layer": "ce"}])
+def test_range_steps_reuse_the_kept_calibration(run_quant, fixtures_dir, data, acts):
+    """An activation_range or last_layer_range candidate changes neither the weights nor the
+    activations: its ranges come from the kept state's calibration observers, with no pass of its
+    own. The result must be what a calibration of the kept config gives: the plain pipeline with
+    the steps the check kept, on the samples it calibrated on."""
+    d, _ = data
+    model = os.path.join(fixtures_dir, "mlp.onnx")
+    rep, _, _ = ptq(run_quant, model, d, "reuse", dict(BASE, activations=acts))
+    sc = rep["step_check"]
+    want = [s for s, k in (("activation_range", "range"), ("last_layer_range", "last_layer")) if acts[k] != "minmax"]
+    assert [s["step"] for s in sc["steps"]] == want
+    assert not any(s["calibration_pass"] for s in sc["steps"])
+    assert sc["calibration_passes"] == 1   # the basic pipeline's; one more per range step before
+    kept = {s["step"] for s in sc["steps"] if s["kept"]}
+    final = dict(acts, range=acts["range"] if "activation_range" in kept else "minmax",
+                 last_layer=acts["last_layer"] if "last_layer_range" in kept else "minmax")
+    plain, _, _ = ptq(run_quant, model, d, "plain", dict(BASE, activations=final, check_steps=False),
+                      samples=NCALIB - HELD)
+    assert rep["quantizers"] == plain["quantizers"]
+
+
+def test_standard_preset_counts_its_calibration_passes(run_quant, fixtures_dir, data):
+    """The standard preset's steps on the ResNet fixture: CLE, MSE weight ranges and bias correction
+    change the weights and calibrate again; the two range steps do not (six passes before, four now)."""
+    d, _ = data
+    rep, _, _ = ptq(run_quant, os.path.join(fixtures_dir, "resnet_bn.onnx"), d, "std",
+                    {"preset": "standard", "rounding": "nearest"})
+    sc = rep["step_check"]
+    passes = {s["step"]: s["calibration_pass"] for s in sc["steps"]}
+    assert passes == {"cle": True, "weight_range": True, "activation_range": False, "last_layer_range": False,
+                      "bias_correction": True}
+    assert sc["calibration_passes"] == 4
+
+
+def test_too_few_held_out_samples_warn(run_quant, fixtures_dir, data):
+    """64 samples hold out 13 (20%): too few for a score to tell a step that helps from noise, and the
+    report says so, with the count that would hold out 32 (floor(158 · 0.2 + 0.5) = 32); 160 do not warn."""
+    d, _ = data
+    model = os.path.join(fixtures_dir, "mlp.onnx")
+    cfg = dict(BASE, weights={"range": "mse"})
+    few, _, log = ptq(run_quant, model, d, "few", cfg, samples=64)
+    assert few["step_check"]["held_out_samples"] == 13
+    warned = [w for w in few["warnings"] if "held out" in w]
+    assert len(warned) == 1 and "only 13 of the 64" in warned[0] and "at least 158" in warned[0]
+    assert "only 13 of the 64" in log
+    enough, _, _ = ptq(run_quant, model, d, "enough", cfg, samples=160)
+    assert enough["step_check"]["held_out_samples"] == 32
+    assert not [w for w in enough["warnings"] if "held out" in w]
 
 
 def test_labels_score_by_accuracy_and_the_check_can_be_off(run_quant, fixtures_dir, data):

@@ -38,6 +38,11 @@ const char *qs_dataset_name(const qs_dataset *d, int i);
 int qs_dataset_find(const qs_dataset *d, const char *name);      /* -1 when absent */
 const qs_tensor *qs_dataset_array(const qs_dataset *d, int i);   /* borrowed view */
 int64_t qs_dataset_rows(const qs_dataset *d, int i);              /* leading dim */
+/* Drops rows [start, start+n) of array i from the process's resident set when they are read from
+ * a mapped file (they are read back from the file when touched again); no-op for heap copies. A
+ * reader streaming a large data set calls it on the rows it is done with, so its peak RSS does
+ * not grow with the data set. */
+void qs_dataset_release(const qs_dataset *d, int i, int64_t start, int64_t n);
 /* Copies rows [start, start+n) of array i into out (shape [n, …] already set by the caller, dtype
  * `to`), converting the element type. */
 int qs_dataset_batch(const qs_dataset *d, int i, int64_t start, int64_t n, qs_dtype to, qs_tensor *out,
