@@ -53,6 +53,7 @@ struct qs_exec {
     float *act_min, *act_max;/* per node: clamp fused into it (act_min <= act_max), else act_min > act_max */
     int *fused_act;          /* per node: the last node absorbed into it (whose output it writes), else -1 */
     int *resid;              /* per node: value of a residual Add fused into it (Conv only), else -1 */
+    char *silu;              /* per node: a Mul(v, Sigmoid(v)) on its output fused into it (Conv only) */
     void **state;            /* per node: what its op's prepare() made of it in this plan, or NULL */
     qs_tensor ***in, ***out; /* per node: pointers into val[] (NULL for omitted inputs) */
     char *arena;
@@ -135,6 +136,35 @@ static int residual_input(qs_exec *x, int i, int p, const int *prod, const int *
         memcmp(tu->shape, tv->shape, tv->ndim * sizeof *tv->shape))
         return -1;
     return u;
+}
+
+/* SiLU written out, as exporters do: Mul (node i) of v and s = Sigmoid(v), where v is the live output
+ * of a QS_OP_FUSE_SILU node p read by nothing else (after any residual p absorbed, no clamp) and s
+ * only by the Mul. Returns 1 with *p and the Sigmoid node *sg: p's epilogue then writes v·σ(v) into
+ * the Mul's output and neither node runs. */
+static int silu_reader(qs_exec *x, int i, const int *prod, const int *fused_into, const int *nreaders, int *p,
+                       int *sg)
+{
+    const qs_node *n = &x->g->nodes[i];
+    if (!x->fuse || x->mode != QS_EXEC_INFER || !(x->def[i]->flags & QS_OP_MUL) || n->nin != 2 ||
+        n->out[0] < 0)
+        return 0;
+    for (int k = 0; k < 2; k++) {
+        int s = n->in[k], v = n->in[1 - k], j = s >= 0 ? prod[s] : -1;
+        if (j < 0 || v < 0 || x->folded[j] || !(x->def[j]->flags & QS_OP_SIGMOID) || x->g->nodes[j].nin != 1 ||
+            x->g->nodes[j].in[0] != v || nreaders[s] != 1 || nreaders[v] != 2 || x->kind[v] != V_ACT ||
+            x->kind[s] != V_ACT || qs_graph_is_output(x->g, v) || qs_graph_is_output(x->g, s) || x->keep[v] ||
+            x->keep[s] || prod[v] < 0 || x->val[v].dtype != QS_F32)
+            continue;
+        int q = x->folded[prod[v]] == 2 ? fused_into[prod[v]] : prod[v];
+        if (x->folded[q] || x->out[q][0] != &x->val[v] || x->act_min[q] <= x->act_max[q] || x->silu[q] ||
+            !(x->def[q]->flags & QS_OP_FUSE_SILU))
+            continue;
+        *p = q;
+        *sg = j;
+        return 1;
+    }
+    return 0;
 }
 
 static int supported_dtype(qs_dtype t)
@@ -229,6 +259,7 @@ static void plan_clear(qs_exec *x)
     free(x->act_max);
     free(x->fused_act);
     free(x->resid);
+    free(x->silu);
     free(x->needs_grad);
     free(x->has_grad);
     free(x->grad);
@@ -288,6 +319,7 @@ static qs_kctx node_ctx(qs_exec *x, int i, qs_err *e)
     }
     if (x->resid && x->resid[i] >= 0)
         c.residual = &x->val[x->resid[i]];
+    c.fused_silu = x->silu && x->silu[i];
     return c;
 }
 
@@ -401,6 +433,7 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     x->act_max = malloc((nn + 1) * sizeof *x->act_max);
     x->fused_act = malloc((nn + 1) * sizeof *x->fused_act);
     x->resid = malloc((nn + 1) * sizeof *x->resid);
+    x->silu = calloc(nn + 1, 1);
     x->state = calloc(nn + 1, sizeof *x->state);
     x->in = calloc(nn + 1, sizeof *x->in);
     x->out = calloc(nn + 1, sizeof *x->out);
@@ -409,7 +442,7 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     int *nreaders = calloc(nv + 1, sizeof *nreaders);
     int *fused_into = malloc((nn + 1) * sizeof *fused_into), *prod = malloc((nv + 1) * sizeof *prod);
     if (!prod || !x->val || !x->kind || !x->offset || !x->def || !x->folded || !x->in || !x->out || !last || !defn ||
-        !live || !x->act_min || !x->act_max || !x->resid || !x->state || !x->fused_act || !nreaders || !fused_into) {
+        !live || !x->act_min || !x->act_max || !x->resid || !x->silu || !x->state || !x->fused_act || !nreaders || !fused_into) {
         rc = qs_error(e, QS_ENOMEM, "out of memory planning the graph");
         goto out;
     }
@@ -479,7 +512,19 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
         /* Decided here rather than at the producer: a Clip's bounds often come from Constant nodes
          * that sit between the producer and the Clip, and are known only now. */
         float lo, hi;
-        int p, u = -1;
+        int p, u = -1, sg;
+        if (silu_reader(x, i, prod, fused_into, nreaders, &p, &sg)) {
+            int v = x->g->nodes[sg].in[0];
+            x->silu[p] = 1;
+            fused_into[i] = fused_into[sg] = p;
+            x->fused_act[p] = i;
+            x->val[n->out[0]] = x->val[v];
+            x->kind[n->out[0]] = V_ACT;
+            x->kind[v] = x->kind[x->g->nodes[sg].out[0]] = V_NONE;
+            x->out[p][0] = &x->val[n->out[0]];
+            x->folded[i] = x->folded[sg] = 2;
+            continue;
+        }
         if (fusable_reader(x, i, prod, fused_into, nreaders, &p) &&
             ((u = residual_input(x, i, p, prod, fused_into)) >= 0 || fusable_act(x, i, &lo, &hi))) {
             /* (fusable_act takes Clip bounds only from initializers and constants, never the fused

@@ -397,6 +397,54 @@ TEST(residual_add_fuses_into_conv)
     qs_graph_free(g);
 }
 
+/* SiLU as exporters write it, Mul(v, Sigmoid(v)) in either operand order, folds into the Conv that
+ * produces v (here the oneDNN, depthwise and 1x1 paths), bit-identical to running the two nodes; not
+ * when v has another reader. */
+TEST(silu_fuses_into_conv)
+{
+    qs_graph *g = qs_graph_new();
+    qs_graph_set_opset(g, "", 13);
+    int64_t xs[] = {1, 4, 5, 5}, dws[] = {4, 1, 3, 3}, pws[] = {4, 4, 1, 1}, pads[] = {1, 1, 1, 1};
+    int x = input(g, "x", 4, xs, 1);
+    int h1 = conv3x3(g, x, "W1", "h1"), s1 = node(g, "Sigmoid", 1, &h1, "s1");
+    int m1 = node(g, "Mul", 2, (int[]){ h1, s1 }, "m1");
+    output(g, m1);
+    int h2 = node(g, "Conv", 2, (int[]){ m1, init(g, "Wdw", 4, dws, NULL) }, "h2");
+    qs_node_set_ints(&g->nodes[g->nnodes - 1], "pads", 4, pads);
+    qs_node_set_int(&g->nodes[g->nnodes - 1], "group", 4);
+    int s2 = node(g, "Sigmoid", 1, &h2, "s2"), m2 = node(g, "Mul", 2, (int[]){ s2, h2 }, "m2");
+    int h3 = node(g, "Conv", 2, (int[]){ m2, init(g, "Wpw", 4, pws, NULL) }, "h3");
+    int s3 = node(g, "Sigmoid", 1, &h3, "s3"), m3 = node(g, "Mul", 2, (int[]){ h3, s3 }, "m3");
+    output(g, m3);
+    int h4 = conv3x3(g, m3, "W4", "h4"), s4 = node(g, "Sigmoid", 1, &h4, "s4");
+    int m4 = node(g, "Mul", 2, (int[]){ h4, s4 }, "m4");
+    output(g, node(g, "Add", 2, (int[]){ m4, h4 }, "z"));   /* h4 has a third reader */
+    int64_t is[] = {3, 4, 5, 5};
+    qs_tensor *in = opcheck_rand(4, is, -3, 3);
+    qs_exec *a, *b;
+    run_fused_and_not(g, in, &a, &b);
+    for (int o = 0; o < 3; o++)
+        ASSERT_EQ(memcmp(qs_exec_output(a, o)->data, qs_exec_output(b, o)->data, 3 * 4 * 25 * 4), 0);
+    int gone[] = { h1, s1, h2, s2, h3, s3 }, kept[] = { m1, m2, m3, h4, s4, m4 };
+    for (int k = 0; k < 6; k++) {
+        ASSERT(qs_exec_value(a, gone[k]) == NULL);   /* folded into the Conv */
+        ASSERT(qs_exec_value(a, kept[k]) != NULL && qs_exec_value(b, gone[k]) != NULL);
+    }
+    /* m1 is an output too, kept to the end: SiLU's range, both signs in play */
+    const float *ma = qs_f32(qs_exec_output(a, 0)), *mb = qs_f32(qs_exec_output(b, 0));
+    int neg = 0;
+    for (int i = 0; i < 3 * 4 * 25; i++) {
+        ASSERT_EQ(ma[i], mb[i]);
+        ASSERT(ma[i] >= -0.2785f);   /* min of v·σ(v), at v = −1.278 */
+        neg += ma[i] < 0;
+    }
+    ASSERT(neg > 0 && neg < 3 * 4 * 25);
+    qs_tensor_free(in);
+    qs_exec_free(a);
+    qs_exec_free(b);
+    qs_graph_free(g);
+}
+
 static void raise_abort(void *ud, int64_t done, int64_t total)
 {
     (void)total;
@@ -450,6 +498,6 @@ TEST(wrong_input_shape_names_the_expected_one)
 
 TEST_MAIN(forward_matches_hand_computation, memory_reuse_gives_same_results, shape_chains_fold_at_plan_time,
           observer_with_fusion_reports_the_activation,
-          graph_backward_matches_finite_differences, relu_fusion_matches_unfused,
+          graph_backward_matches_finite_differences, relu_fusion_matches_unfused, silu_fuses_into_conv,
           clip_with_constant_bounds_fuses, residual_add_fuses_into_conv, abort_flag_stops_between_nodes,
           unsupported_ops_are_listed_together, wrong_input_shape_names_the_expected_one)

@@ -588,6 +588,76 @@ TEST(fixture_resnet_w4_orders)
     qs_graph_free(g);
 }
 
+/* Waves (gptq.h): with wave_bytes = 0 every layer is captured in a pass of its own after the layers
+ * before it are rounded, which is GPTQ run one layer at a time. That reference is built here from
+ * separate calls, each with every other weight quantizer bypassed: a rounded layer's initializer
+ * holds its grid values, so bypassed it computes exactly what its FakeQuant would. Every weight
+ * must be bit for bit the same. With the default budget the fixture's nine layers share fewer
+ * passes, and the weights differ (a layer no longer sees the rounded layers of its own wave). */
+TEST(waves_of_one_are_layer_by_layer)
+{
+    char path[1024], spath[1024];
+    snprintf(path, sizeof path, "%s/tests/fixtures/resnet.onnx", QD_SRCDIR);
+    snprintf(spath, sizeof spath, "%s/tests/fixtures/resnet.sample.npy", QD_SRCDIR);
+    ASSERT_FIXTURE(path);
+    ASSERT_FIXTURE(spath);
+    qs_graph *g;
+    qs_err e = {0};
+    ASSERT_EQ(qs_onnx_load(path, &g, &e), 0);
+    qs_quantsim *one = sim_of(g, 4, 1), *ref = sim_of(g, 4, 1), *wave = sim_of(g, 4, 1);
+    qs_pl_data d;
+    ASSERT_EQ(qs_pl_open_inputs(spath, "calibration", one->g, &d, &e), 0);
+    qs_gptq_config cfg = qs_gptq_config_default();
+    cfg.wave_bytes = 0;
+    qs_gptq_report *r = NULL;
+    if (qs_gptq(one, &d, &cfg, NULL, &r, &e) < 0)
+        QT_FAIL_("gptq: %s", e.msg);
+    ASSERT_EQ(r->nlayers, 9);
+    ASSERT_EQ(r->nwaves, 9);
+    qs_gptq_report_free(r);
+    /* the reference: one call per layer, in the same order */
+    int nl = 0;
+    for (int i = 0; i < ref->nq; i++) {
+        if (ref->q[i].kind != QS_Q_WEIGHT)
+            continue;
+        for (int j = 0; j < ref->nq; j++)
+            if (ref->q[j].kind == QS_Q_WEIGHT)
+                qs_quantsim_bypass(ref, j, j != i);
+        if (qs_gptq(ref, &d, &cfg, NULL, &r, &e) < 0)
+            QT_FAIL_("gptq: %s", e.msg);
+        ASSERT_EQ(r->nlayers, 1);
+        ASSERT_STR_EQ(r->layers[0].name, ref->q[i].layer);
+        nl++;
+        qs_gptq_report_free(r);
+    }
+    ASSERT_EQ(nl, 9);
+    cfg = qs_gptq_config_default();
+    if (qs_gptq(wave, &d, &cfg, NULL, &r, &e) < 0)
+        QT_FAIL_("gptq: %s", e.msg);
+    ASSERT_EQ(r->nlayers, 9);
+    printf("# default wave_bytes: %d waves for %d layers\n", r->nwaves, r->nlayers);
+    ASSERT(r->nwaves < r->nlayers);
+    ASSERT_EQ(r->layers[8].wave, r->nwaves - 1);
+    qs_gptq_report_free(r);
+    int differ = 0;
+    for (int i = 0; i < one->nq; i++) {
+        if (one->q[i].kind != QS_Q_WEIGHT)
+            continue;
+        const qs_tensor *a = one->g->values[one->q[i].value].init, *b = ref->g->values[ref->q[i].value].init,
+                        *c = wave->g->values[wave->q[i].value].init;
+        ASSERT_EQ(memcmp(a->data, b->data, qs_nbytes(a)), 0);
+        differ += memcmp(a->data, c->data, qs_nbytes(a)) != 0;
+        assert_on_grid(wave, wave->q[i].layer);
+    }
+    printf("# %d of 9 layers rounded differently in waves\n", differ);
+    ASSERT(differ > 0);
+    qs_pl_close(&d);
+    qs_quantsim_free(one);
+    qs_quantsim_free(ref);
+    qs_quantsim_free(wave);
+    qs_graph_free(g);
+}
+
 TEST(bad_input)
 {
     int64_t xs[] = { 16, 8 }, ws[] = { 4, 8 };
@@ -610,6 +680,10 @@ TEST(bad_input)
     ASSERT_EQ(qs_gptq(sim, &t.d, &c, NULL, NULL, &e), QS_EINVAL);
     ASSERT(strstr(e.msg, "block"));
     c = qs_gptq_config_default();
+    c.wave_bytes = -1;
+    ASSERT_EQ(qs_gptq(sim, &t.d, &c, NULL, NULL, &e), QS_EINVAL);
+    ASSERT(strstr(e.msg, "wave_bytes"));
+    c = qs_gptq_config_default();
     c.min_samples = 0;
     ASSERT_EQ(qs_gptq(sim, &t.d, &c, NULL, NULL, &e), QS_EINVAL);
     ASSERT(strstr(e.msg, "min_samples"));
@@ -625,5 +699,5 @@ TEST(bad_input)
     qs_tensor_free(x);
 }
 
-TEST_MAIN(two_inputs_by_hand, solver_matches_obq_reference, solver_bad_input, gemm_and_matmul_below_nearest,
+TEST_MAIN(two_inputs_by_hand, waves_of_one_are_layer_by_layer, solver_matches_obq_reference, solver_bad_input, gemm_and_matmul_below_nearest,
           conv_grouped_depthwise_below_nearest, chain_of_two_layers, fixture_resnet_w4_orders, bad_input)

@@ -529,7 +529,10 @@ static int softmax_backward(qs_kctx *c)
 const qs_op_def qs_ops_activation[] = {
     { .domain = "", .op = "Relu", .clamp = relu_clamp, .infer = act_infer, .forward = act_forward,
       .backward = act_backward },
-    ACT("LeakyRelu"), ACT("Sigmoid"), ACT("Tanh"), ACT("HardSigmoid"), ACT("HardSwish"),
+    ACT("LeakyRelu"),
+    { .domain = "", .op = "Sigmoid", .flags = QS_OP_SIGMOID, .infer = act_infer, .forward = act_forward,
+      .backward = act_backward },
+    ACT("Tanh"), ACT("HardSigmoid"), ACT("HardSwish"),
     ACT("Elu"), ACT("Selu"), ACT("Softplus"), ACT("Gelu"),
     { .domain = "", .op = "PRelu", .infer = prelu_infer, .forward = prelu_forward, .backward = prelu_backward },
     { .domain = "", .op = "Clip", .clamp = clip_clamp, .infer = clip_infer, .forward = clip_forward, .backward = clip_backward },

@@ -124,6 +124,33 @@ static int conv_params(qs_kctx *c, conv_p *p)
 
 QS_OP_PARAMS(conv, conv_p, conv_params)
 
+/* the parameters, plus the oneDNN primitives when the node takes that path (conv_dnnl.c) */
+static int conv_prepare_dnnl(qs_kctx *c, void **state)
+{
+    int rc = conv_prepare(c, state);
+    if (rc < 0)
+        return rc;
+    conv_p *p = *state;
+    p->dnnl = conv_dnnl_new(p, c->nthreads);
+    return 0;
+}
+
+static void conv_release(void *state)
+{
+    conv_p *p = state;
+    if (p)
+        conv_dnnl_free(p->dnnl);
+    free(p);
+}
+
+/* The node's oneDNN path: the prepared one, or (no plan: tests, plan-time folding) one made now that
+ * the caller frees; NULL: our own path. */
+static conv_dnnl *dnnl_of(const qs_kctx *c, const conv_p *p, conv_dnnl **temp)
+{
+    *temp = c->state ? NULL : conv_dnnl_new(p, c->nthreads);
+    return c->state ? p->dnnl : *temp;
+}
+
 static int conv_infer(qs_kctx *c)
 {
     conv_p p;
@@ -153,7 +180,10 @@ static size_t conv_scratch(const qs_kctx *c)
         return 0;
     if (p.path == PATH_DW)
         return conv_dw_scratch(c, &p);
-    size_t fwd = (size_t)item_workers(c, &p) * (size_t)(p.Cg * p.kvol * p.yvol) * sizeof(float);
+    conv_dnnl *temp, *d = dnnl_of(c, &p, &temp);
+    size_t fwd = d ? conv_dnnl_scratch(d, &p, c->nthreads)
+                   : (size_t)item_workers(c, &p) * (size_t)(p.Cg * p.kvol * p.yvol) * sizeof(float);
+    conv_dnnl_free(temp);
     if (!c->training && !c->din)
         return fwd;
     int64_t col_floats, slice_floats;   /* backward: partial dW and dB per worker too */
@@ -180,11 +210,11 @@ static clamp_t ctx_clamp(const qs_kctx *c)
 {
     int inf = !c->training;
     return (clamp_t){ c->fused_act != 0 && inf, c->act_min, c->act_max,
-                      inf && c->residual ? qs_f32(c->residual) : NULL };
+                      inf && c->residual ? qs_f32(c->residual) : NULL, c->fused_silu != 0 && inf };
 }
 
 /* One output plane: + bias *b (b may be NULL) + residual plane r (NULL: none), then the fused clamp,
- * in the unfused order (bias, then the Add, then the clamp) and in one pass. */
+ * in the unfused order (bias, then the Add, then the clamp) and in one pass; then the fused SiLU. */
 void conv_epilogue(float *y, const float *b, const float *r, int64_t vol, clamp_t cl)
 {
     float bias = b ? *b : 0.f;
@@ -194,6 +224,8 @@ void conv_epilogue(float *y, const float *b, const float *r, int64_t vol, clamp_
         qs_vec_bias_clamp(vol, bias, cl.lo, cl.hi, y);
     else if (b)
         qs_vec_add(vol, bias, y);
+    if (cl.silu)
+        qs_vec_silu(vol, y, y);
 }
 
 /* conv_epilogue over items n0 .. n0 + N − 1, y pointing at item n0 (the residual is indexed from the
@@ -273,6 +305,12 @@ static int conv_forward(qs_kctx *c)
     float *y = qs_f32(c->out[0]);
     if (p.path == PATH_DW)
         return conv_dw_forward(c, &p, x, w, b, y, ctx_clamp(c));
+    conv_dnnl *temp, *d = dnnl_of(c, &p, &temp);
+    if (d) {
+        rc = conv_dnnl_forward(c, d, &p, x, w, b, y, ctx_clamp(c));
+        conv_dnnl_free(temp);
+        return rc;
+    }
     int64_t col_floats = p.path == PATH_GEMM ? p.Cg * p.kvol * p.yvol : 0;
     if ((rc = conv_scratch_slices(c, col_floats * sizeof(float), item_workers(c, &p), &workers)) < 0)
         return rc;
@@ -573,8 +611,8 @@ static int convt_backward(qs_kctx *c)
 }
 
 const qs_op_def qs_ops_conv[] = {
-    { .domain = "", .op = "Conv", .flags = QS_OP_FUSE_ACT | QS_OP_FUSE_RESIDUAL, .infer = conv_infer,
-      .prepare = conv_prepare, .scratch = conv_scratch, .forward = conv_forward, .backward = conv_backward },
+    { .domain = "", .op = "Conv", .flags = QS_OP_FUSE_ACT | QS_OP_FUSE_RESIDUAL | QS_OP_FUSE_SILU, .infer = conv_infer,
+      .prepare = conv_prepare_dnnl, .release = conv_release, .scratch = conv_scratch, .forward = conv_forward, .backward = conv_backward },
     { .domain = "", .op = "ConvTranspose", .flags = QS_OP_FUSE_ACT, .infer = convt_infer, .prepare = convt_prepare,
       .scratch = convt_scratch, .forward = convt_forward, .backward = convt_backward },
     { .op = NULL },

@@ -8,11 +8,14 @@
 
 enum { PATH_GEMM, PATH_1X1, PATH_DW };
 
+typedef struct conv_dnnl conv_dnnl;
+
 typedef struct conv_p {
     qs_conv_geom g;     /* Conv: in = X's spatial dims, out = Y's. ConvTranspose: in = Y's, out = X's */
     int64_t N, C, M, group, Cg, Mg, kvol;
     int64_t xvol, yvol; /* spatial volume of one X / Y plane */
     int path;
+    conv_dnnl *dnnl;    /* Conv's prepared oneDNN primitives (conv_dnnl.c), or NULL: our own path */
 } conv_p;
 
 /* the executor's fused activation, if any (see qs_kctx) */
@@ -20,9 +23,10 @@ typedef struct {
     int on;
     float lo, hi;
     const float *res;   /* the fused residual, laid out like Y (Conv only), or NULL */
+    int silu;           /* then y·σ(y), a fused Mul(y, Sigmoid(y)) (Conv only) */
 } clamp_t;
 
-/* One output plane: + bias *b (b may be NULL) + residual plane r (NULL: none), then the clamp */
+/* One output plane: + bias *b (b may be NULL) + residual plane r (NULL: none), then the clamp, then SiLU */
 void conv_epilogue(float *y, const float *b, const float *r, int64_t vol, clamp_t cl);
 /* Scratch holds `slices` equal slices of slice_bytes; *fit = how many fit (QS_EINVAL: not one) */
 int conv_scratch_slices(qs_kctx *c, size_t slice_bytes, int slices, int *fit);
@@ -33,5 +37,15 @@ int conv_dw_forward(qs_kctx *c, const conv_p *p, const float *x, const float *w,
                     clamp_t clamp);
 int conv_dw_backward(qs_kctx *c, const conv_p *p, const float *x, const float *w, const float *dy, float *dx,
                      float *dw, float *db);
+
+/* the oneDNN path (conv_dnnl.c): NULL when the shape is not one it takes (the caller keeps its own
+ * path) or the path is disabled; conv_dnnl_enable(0) disables it process-wide (tests, benchmarks) */
+conv_dnnl *conv_dnnl_new(const conv_p *p, int nthreads);
+void conv_dnnl_free(conv_dnnl *d);
+size_t conv_dnnl_scratch(const conv_dnnl *d, const conv_p *p, int nthreads);
+int conv_dnnl_forward(qs_kctx *c, const conv_dnnl *d, const conv_p *p, const float *x, const float *w,
+                      const float *b, float *y, clamp_t clamp);
+void conv_dnnl_enable(int on);
+int conv_dnnl_enabled(void);
 
 #endif

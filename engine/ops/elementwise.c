@@ -950,7 +950,10 @@ static int cast_backward(qs_kctx *c)
 const qs_op_def qs_ops_elementwise[] = {
     { .domain = "", .op = "Add", .flags = QS_OP_RESIDUAL_ADD, .infer = bin_infer, .forward = bin_forward,
       .backward = bin_backward },
-    BIN("Sub"), BIN("Mul"), BIN("Div"), BIN("Pow"),
+    BIN("Sub"),
+    { .domain = "", .op = "Mul", .flags = QS_OP_MUL, .infer = bin_infer, .forward = bin_forward,
+      .backward = bin_backward },
+    BIN("Div"), BIN("Pow"),
     CMP("Equal"), CMP("Less"), CMP("Greater"), CMP("LessOrEqual"), CMP("GreaterOrEqual"),
     CMP("And"), CMP("Or"), CMP("Xor"),
     VAR("Max"), VAR("Min"), VAR("Sum"), VAR("Mean"),

@@ -57,6 +57,9 @@ typedef struct qs_kctx {
     /* Inference only, Conv only: a residual Add that read the Conv's output is folded in too; the
      * Conv adds this tensor (Y's shape) to its output before the clamp. NULL: none. */
     const qs_tensor *residual;
+    /* Inference only, Conv only: a SiLU written as Mul(v, Sigmoid(v)) on the Conv's output v (after
+     * the residual) was folded in too; the Conv writes v·σ(v) with qs_vec_silu. 0: none. */
+    int fused_silu;
     void *state;         /* what prepare() left for this node in this plan, or NULL (see above) */
 } qs_kctx;
 
@@ -66,6 +69,9 @@ enum {
     QS_OP_RESIDUAL_ADD = 1 << 2,  /* elementwise a + b: the residual add above */
     QS_OP_SHAPE_ONLY = 1 << 3,    /* reads only its inputs' shapes */
     QS_OP_DEQUANT = 1 << 4,       /* integer → float: foldable on a constant integer weight */
+    QS_OP_FUSE_SILU = 1 << 5,     /* may absorb a following Mul(v, Sigmoid(v)) (SiLU) into its epilogue */
+    QS_OP_SIGMOID = 1 << 6,       /* the Sigmoid of that pattern */
+    QS_OP_MUL = 1 << 7,           /* elementwise a · b: the Mul of that pattern */
 };
 
 typedef struct qs_op_def {

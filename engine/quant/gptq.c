@@ -29,7 +29,7 @@
 qs_gptq_config qs_gptq_config_default(void)
 {
     return (qs_gptq_config){ .damp = 0.01, .act_order = 1, .block = 128, .batch = 32, .samples = 1024,
-                             .max_columns = (int64_t)1 << 17, .min_samples = 64 };
+                             .max_columns = (int64_t)1 << 17, .min_samples = 64, .wave_bytes = (int64_t)256 << 20 };
 }
 
 /* --- the solver --------------------------------------------------------------------------------- */
@@ -424,8 +424,8 @@ out:
 /* --- the pass over all layers --------------------------------------------------------------------- */
 
 
-/* Captures the H of layers a[0..n) in one pass over the calibration data (the quantized path),
- * then rounds each; a layer whose input was not computed gets skipped[i] = 1. */
+/* Captures the H of layers a[0..n) (a wave) in one pass over the calibration data on the quantized
+ * path, then rounds each; a layer whose input was not computed gets skipped[i] = 1. */
 static int capture_and_round(layer_run *lr, accum *a, int n, qs_gptq_layer *rl, int *skipped, qs_err *e)
 {
     qs_quantsim *sim = lr->sim;
@@ -433,7 +433,11 @@ static int capture_and_round(layer_run *lr, accum *a, int n, qs_gptq_layer *rl, 
     double t0 = qs_now();
     int64_t want = lr->data->rows < lr->cfg->samples ? lr->data->rows : lr->cfg->samples;
     char stage[600];
-    snprintf(stage, sizeof stage, "gptq %s", g->nodes[a[n - 1].L.node].name);
+    if (n == 1)
+        snprintf(stage, sizeof stage, "gptq %s", g->nodes[a[0].L.node].name);
+    else
+        snprintf(stage, sizeof stage, "gptq %s … %s (%d layers)", g->nodes[a[0].L.node].name,
+                 g->nodes[a[n - 1].L.node].name, n);
     qs_rl_tap *taps = calloc((size_t)n, sizeof *taps);
     if (!taps)
         return qs_error(e, QS_ENOMEM, "GPTQ: out of memory");
@@ -464,11 +468,21 @@ static int check_config(const qs_gptq_config *c, qs_err *e)
 {
     if (!(c->damp > 0 && c->damp <= 1e3) || !isfinite(c->damp))
         return qs_error(e, QS_EINVAL, "GPTQ: damp (λ) must be a number in (0, 1000] (got %g)", c->damp);
+    if (c->wave_bytes < 0)
+        return qs_error(e, QS_EINVAL, "GPTQ: wave_bytes must be at least 0 (got %lld)", (long long)c->wave_bytes);
     if (c->block < 1 || c->batch < 1 || c->samples < 1 || c->min_samples < 1)
         return qs_error(e, QS_EINVAL, "GPTQ: block (%lld), batch (%lld), samples (%lld) and min_samples (%lld) must "
                         "be at least 1", (long long)c->block, (long long)c->batch, (long long)c->samples,
                         (long long)c->min_samples);
     return 0;
+}
+
+/* Bytes a layer's H takes while its wave is captured: one copy per thread, as add_batch makes them
+ * (its im2col scratch, a few MB at most, is not counted). */
+static int64_t wave_cost(const accum *a, int threads)
+{
+    int64_t hbytes = h_bytes(&a->L), fit = ((int64_t)512 << 20) / (hbytes + 1);
+    return hbytes * (threads > fit ? (fit < 1 ? 1 : fit) : threads);
 }
 
 int qs_gptq(qs_quantsim *sim, const qs_pl_data *data, const qs_gptq_config *cfg, const qs_pipeline_io *io,
@@ -490,43 +504,62 @@ int qs_gptq(qs_quantsim *sim, const qs_pl_data *data, const qs_gptq_config *cfg,
     qs_graph *g = sim->g;
     qs_gptq_report *rep = calloc(1, sizeof *rep);
     int *saved = qs_rl_bypass_save(sim);
-    if (!rep || !saved) {
+    accum *acc = calloc((size_t)g->nnodes + 1, sizeof *acc);
+    int *skipped = calloc((size_t)g->nnodes + 1, sizeof *skipped);
+    if (!rep || !saved || !acc || !skipped) {
         free(rep);
         free(saved);
+        free(acc);
+        free(skipped);
         return qs_error(e, QS_ENOMEM, "GPTQ: out of memory");
     }
     rep->cfg = *cfg;
     layer_run lr = { .sim = sim, .data = data, .cfg = cfg, .io = io, .saved = saved, .pool = io ? io->pool : NULL };
+    /* the layers, in topological order */
+    int n = 0;
     for (int i = 0; i < g->nnodes && rc == 0; i++) {
-        const qs_node *nd = &g->nodes[i];
-        accum a = { .cfg = cfg, .pool = lr.pool };
         char why_buf[256];
-        const char *why = qs_rl_layer_of(sim, i, &a.L, why_buf, sizeof why_buf);
-        if (why) {
-            if (why[0] && qs_skip_add(&rep->skipped, &rep->nskipped, nd->name, NULL, "%s", why) < 0)
-                rc = qs_error(e, QS_ENOMEM, "GPTQ: out of memory");
-            continue;
-        }
-        qs_gptq_layer *rl = realloc(rep->layers, (rep->nlayers + 1) * sizeof *rl);
-        if (!rl) {
+        acc[n] = (accum){ .cfg = cfg, .pool = lr.pool };
+        const char *why = qs_rl_layer_of(sim, i, &acc[n].L, why_buf, sizeof why_buf);
+        if (!why)
+            n++;
+        else if (why[0] && qs_skip_add(&rep->skipped, &rep->nskipped, g->nodes[i].name, NULL, "%s", why) < 0)
             rc = qs_error(e, QS_ENOMEM, "GPTQ: out of memory");
-            break;
-        }
-        rep->layers = rl;
-        rl += rep->nlayers;
-        memset(rl, 0, sizeof *rl);
-        int skipped = 0;
-        rc = capture_and_round(&lr, &a, 1, rl, &skipped, e);
-        if (rc == 0 && skipped &&
-            qs_skip_add(&rep->skipped, &rep->nskipped, nd->name, NULL, "its input was not computed on the calibration data") < 0)
-            rc = qs_error(e, QS_ENOMEM, "GPTQ: out of memory");
-        if (rc == 0 && !skipped)
-            rep->nlayers++;
-        else
-            free(rl->name);
     }
+    if (rc == 0 && n > 0 && !(rep->layers = calloc((size_t)n, sizeof *rep->layers)))
+        rc = qs_error(e, QS_ENOMEM, "GPTQ: out of memory");
+    /* waves: consecutive layers whose H fit wave_bytes together (a layer alone always fits) */
+    int threads = qs_threadpool_size(lr.pool);
+    for (int w0 = 0, w1; w0 < n && rc == 0; w0 = w1) {
+        int64_t bytes = wave_cost(&acc[w0], threads);
+        for (w1 = w0 + 1; w1 < n && bytes + wave_cost(&acc[w1], threads) <= cfg->wave_bytes; w1++)
+            bytes += wave_cost(&acc[w1], threads);
+        qs_gptq_layer *rl = rep->layers + rep->nlayers;
+        rc = capture_and_round(&lr, &acc[w0], w1 - w0, rl, skipped, e);
+        for (int i = 0; i < w1 - w0 && rc == 0; i++) {
+            if (skipped[i]) {
+                if (qs_skip_add(&rep->skipped, &rep->nskipped, g->nodes[acc[w0 + i].L.node].name, NULL,
+                                "its input was not computed on the calibration data") < 0)
+                    rc = qs_error(e, QS_ENOMEM, "GPTQ: out of memory");
+                continue;
+            }
+            rl[i].wave = rep->nwaves;
+            qs_gptq_layer *to = rep->layers + rep->nlayers++;   /* closes the gaps skipped layers left */
+            if (to != rl + i) {
+                *to = rl[i];
+                memset(&rl[i], 0, sizeof rl[i]);
+            }
+        }
+        rep->nwaves++;
+    }
+    for (int i = 0; i < n; i++)
+        accum_free(&acc[i]);
+    for (int i = rep->nlayers; rep->layers && i < n; i++)   /* a failed wave's layers are not reported */
+        free(rep->layers[i].name);
     qs_rl_bypass_restore(sim, saved);
     free(saved);
+    free(acc);
+    free(skipped);
     rep->seconds = qs_now() - t_start;
     if (rc == 0 && report)
         *report = rep;
@@ -560,6 +593,7 @@ json_t *qs_gptq_report_json(const qs_gptq_report *r)
         json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I}", "name", l->name, "op", l->op, "weights",
                               (json_int_t)l->weights, "inputs", (json_int_t)l->inputs, "groups", (json_int_t)l->groups,
                               "samples", (json_int_t)l->samples, "columns", (json_int_t)l->columns);
+        json_object_set_new(o, "wave", json_integer(l->wave));
         json_object_set_new(o, "damp", qs_rl_json_num(l->damp));
         json_object_set_new(o, "seconds", qs_rl_json_num(l->seconds));
         json_object_set_new(o, "capture_seconds", qs_rl_json_num(l->capture_seconds));
@@ -571,10 +605,10 @@ json_t *qs_gptq_report_json(const qs_gptq_report *r)
         json_array_append_new(layers, o);
     }
     const qs_gptq_config *c = &r->cfg;
-    json_t *cfg = json_pack("{s:f, s:b, s:I, s:I, s:I, s:I, s:I}", "damp", c->damp, "act_order", c->act_order,
+    json_t *cfg = json_pack("{s:f, s:b, s:I, s:I, s:I, s:I, s:I, s:I}", "damp", c->damp, "act_order", c->act_order,
                             "block", (json_int_t)c->block, "batch_size", (json_int_t)c->batch, "samples",
                             (json_int_t)c->samples, "max_columns", (json_int_t)c->max_columns, "min_samples",
-                            (json_int_t)c->min_samples);
-    return json_pack("{s:I, s:f, s:o, s:o, s:o}", "samples", (json_int_t)samples, "seconds", r->seconds, "config", cfg,
-                     "layers", layers, "skipped", skipped);
+                            (json_int_t)c->min_samples, "wave_bytes", (json_int_t)c->wave_bytes);
+    return json_pack("{s:I, s:f, s:i, s:o, s:o, s:o}", "samples", (json_int_t)samples, "seconds", r->seconds, "waves",
+                     r->nwaves, "config", cfg, "layers", layers, "skipped", skipped);
 }

@@ -8,9 +8,15 @@
  *   json_t *j = qs_gptq_report_json(rep);  qs_gptq_report_free(rep);
  *
  * Layers: those AdaRound takes (every Conv, Gemm without transA, MatMul with a 2-D weight as its
- * second operand, whose weight quantizer is active), in topological order. For each:
- *  - H = X̃X̃ᵀ / n is accumulated over the layer's input in the quantized sim (the layers before
- *    already rounded by GPTQ; other quantizers as the caller left them, those without ranges
+ * second operand, whose weight quantizer is active; quant/rounding_layers.h), in topological order,
+ * grouped into waves: consecutive layers whose H (with its per-thread copies) fit wave_bytes
+ * together. One pass over the calibration data, stopped after the wave's last input, accumulates
+ * every H of a wave; then its layers are rounded. So a layer sees the layers of earlier waves
+ * rounded, as GPTQ's sequential scheme has it, but those of its own wave before it still with
+ * round-to-nearest weights (their weight quantizers as the caller set them): a wave trades that
+ * for one pass instead of one per layer. wave_bytes = 0 gives one layer per wave. For each layer:
+ *  - H = X̃X̃ᵀ / n is accumulated over the layer's input in the quantized sim (the layers of earlier
+ *    waves already rounded by GPTQ; other quantizers as the caller left them, those without ranges
  *    bypassed), one column per output position: an im2col column of a Conv (one H per group),
  *    a row of a Gemm/MatMul input. Batches are streamed: no activation is kept beyond its batch.
  *    A layer with many columns per sample stops at max_columns columns (at least min_samples
@@ -49,6 +55,7 @@ typedef struct qs_gptq_config {
     int64_t samples;    /* calibration samples H is accumulated over (1024; fewer if the data has fewer) */
     int64_t max_columns;/* ...but no more samples than give this many columns (2^17; 0: no cap), */
     int64_t min_samples;/* and never fewer than this (64): an early Conv has thousands of columns a sample */
+    int64_t wave_bytes; /* H memory per wave, per-thread copies included (256 MiB; 0: a layer per wave) */
 } qs_gptq_config;
 
 qs_gptq_config qs_gptq_config_default(void);
@@ -59,7 +66,8 @@ typedef struct qs_gptq_layer {
     int64_t weights, inputs, groups;   /* weights; inputs per group (H is inputs × inputs); groups */
     int64_t samples, columns;          /* samples and columns H was accumulated over */
     double damp;        /* λ used */
-    double seconds, capture_seconds, solve_seconds;
+    int wave;           /* the capture pass it was in (0-based) */
+    double seconds, capture_seconds, solve_seconds;   /* capture: an equal share of its wave's pass */
     double err_nearest; /* ‖W X̃ − Ŵ X̃‖² per column, round-to-nearest weights */
     double err_gptq;    /* the same with GPTQ's weights */
     double frac_changed;/* weights rounded differently from round-to-nearest */
@@ -69,6 +77,7 @@ typedef struct qs_gptq_layer {
 typedef struct qs_gptq_report {
     int nlayers;
     qs_gptq_layer *layers;
+    int nwaves;         /* capture passes */
     int nskipped;
     qs_skip *skipped;   /* layers left alone, and why */
     qs_gptq_config cfg;
@@ -81,8 +90,8 @@ typedef struct qs_gptq_report {
 int qs_gptq(qs_quantsim *sim, const qs_pl_data *data, const qs_gptq_config *cfg, const qs_pipeline_io *io,
             qs_gptq_report **report, qs_err *e);
 void qs_gptq_report_free(qs_gptq_report *r);
-/* {"samples", "seconds", "config":{"damp","act_order","block","batch_size","samples","max_columns","min_samples"}, "layers":[{"name",
- *  "op", "weights", "inputs", "groups", "samples", "columns", "damp", "seconds", "capture_seconds",
+/* {"samples", "seconds", "waves", "config":{"damp","act_order","block","batch_size","samples","max_columns","min_samples",
+ *  "wave_bytes"}, "layers":[{"name", "op", "weights", "inputs", "groups", "samples", "columns", "wave", "damp", "seconds", "capture_seconds",
  *  "solve_seconds", "err_nearest", "err_gptq", "frac_changed", "kept_nearest"}], "skipped":[{"name","reason"}]} — new */
 json_t *qs_gptq_report_json(const qs_gptq_report *r);
 

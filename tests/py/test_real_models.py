@@ -106,7 +106,12 @@ def test_torchvision_mobilenet_v3_small_reduced(fixtures_dir, run_quant, tmp_pat
     s = sqnr_db(y, q)
     assert s > 10, f"W8A8 output SQNR {s:.1f} dB"   # 14.4 dB measured
     qo = ort_run(str(qdq), x)
-    assert sqnr_db(q, qo) > 30, "ONNX Runtime's run of the export differs from quantd's"
+    # Not bit-exact: where a float sum lands within an ulp of a rounding boundary the two engines'
+    # summation orders can round one requantization differently, and with random weights such a
+    # flip in an early layer spreads through the 12 blocks. The stem's order changed with oneDNN's
+    # kernel (engine/ops/conv_dnnl.c): 29.1 dB measured, ∞ with the im2col + sgemm path; an export
+    # that ORT ran differently would be near the 14 dB of the quantization noise itself, or below.
+    assert sqnr_db(q, qo) > 25, "ONNX Runtime's run of the export differs from quantd's"
     run_quant.ok("ptq", model, "--calib", str(tmp_path / "calib.npy"), "--preset", "basic", "--wbits", "16",
                  "--abits", "16", "-o", str(tmp_path / "ptq16"))
     q16 = quant_run(run_quant, tmp_path, tmp_path / "ptq16" / "model.qdq.onnx", x, "w16a16")

@@ -1,0 +1,375 @@
+/* Conv forward through oneDNN's blocked direct convolutions (libdnnl, C API).
+ *
+ * Why: on this project's x86 machines oneDNN's JIT kernels run a 3x3 convolution at ~150 GFLOP per
+ * CPU-second against ~45–90 for im2col + OpenBLAS sgemm (bench/bench_conv_dnnl.c; docs/benchmarks.md).
+ * They want the activations in a channel-blocked layout (nChw16c on AVX-512, nChw8c on AVX2), so each
+ * call reorders X into it and Y back out of it, and the weights into their blocked layout: that costs
+ * more than it saves on 1x1 convolutions (OpenBLAS already runs those at ~90–110 GFLOP/s with no copy)
+ * and on depthwise ones, so only the general path (kernel larger than one, or strided) comes here.
+ *
+ * Only 2-D convolutions with group 1 are offered to oneDNN, and only a JIT implementation is taken
+ * (a "gemm" or "ref" one would be no faster than ours): otherwise conv_dnnl_new gives NULL and the
+ * caller keeps its own path, which also stays the reference the tests compare against.
+ *
+ * Threads: Debian's libdnnl runs on OpenMP, whose threads spin while waiting as our pool's do: the
+ * two fighting over the cores made resnet18 at batch 1 on 2 threads 6x slower. So oneDNN always runs
+ * on one OpenMP thread per call (omp_set_num_threads(1)) and the work is split over the executor's
+ * pool: by batch item, and, when the batch is smaller than the thread count, by slices of output
+ * channels too (a primitive per slice width; X is reordered once per item, the weights once per
+ * slice, before the slices run).
+ *
+ * Bias, the fused residual and the clamp are applied by conv_epilogue after the reorder back, in the
+ * same order as the GEMM path. */
+#include "ops/conv_impl.h"
+
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* one slice width: its convolution and the layouts of its Y and W slices */
+typedef struct {
+    dnnl_primitive_t conv, ry, rw;       /* ry / rw: NULL when the plain layout is the one used */
+    dnnl_memory_desc_t yp, yb, wp, wb;   /* plain (user) and blocked layouts */
+    size_t ybytes, wbytes;               /* blocked buffers (0: none needed) */
+} dnnl_part;
+
+struct conv_dnnl {
+    int64_t slices, ms;        /* output channels in `slices` slices of ms (the last may be shorter) */
+    dnnl_part part[2];         /* [0]: width ms; [1]: the last slice's, when shorter */
+    dnnl_primitive_t rx;
+    dnnl_memory_desc_t xp, xb; /* one item of X: plain, and as the convolution takes it */
+    size_t xbytes;
+};
+
+static int g_enabled = 1;
+static dnnl_engine_t g_engine;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+static void engine_init(void)
+{
+    const char *env = getenv("QUANT_CONV_DNNL");   /* "0": our own path only (benchmarks compare the two) */
+    if (env && !strcmp(env, "0"))
+        g_enabled = 0;
+    if (dnnl_engine_create(&g_engine, dnnl_cpu, 0) != dnnl_success)
+        g_engine = NULL;
+}
+
+void conv_dnnl_enable(int on)
+{
+    pthread_once(&g_once, engine_init);
+    g_enabled = on;
+}
+
+int conv_dnnl_enabled(void) { return g_enabled; }
+
+static void release(dnnl_primitive_t p)
+{
+    if (p)
+        dnnl_primitive_destroy(p);
+}
+
+void conv_dnnl_free(conv_dnnl *d)
+{
+    if (!d)
+        return;
+    for (int k = 0; k < 2; k++) {
+        release(d->part[k].conv);
+        release(d->part[k].ry);
+        release(d->part[k].rw);
+    }
+    release(d->rx);
+    free(d);
+}
+
+/* a reorder from one layout to another, or NULL (and success) when they are the same */
+static int reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to, dnnl_primitive_t *out)
+{
+    *out = NULL;
+    if (dnnl_memory_desc_equal(from, to))
+        return 0;
+    dnnl_primitive_desc_t pd;
+    if (dnnl_reorder_primitive_desc_create(&pd, from, g_engine, to, g_engine, NULL) != dnnl_success)
+        return -1;
+    dnnl_status_t s = dnnl_primitive_create(out, pd);
+    dnnl_primitive_desc_destroy(pd);
+    return s == dnnl_success ? 0 : -1;
+}
+
+static size_t buf_bytes(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to)
+{
+    return dnnl_memory_desc_equal(from, to) ? 0 : dnnl_memory_desc_get_size(to);
+}
+
+/* A primitive descriptor for one item, ms output channels, X in layout xt and Y in yt (weights:
+ * whatever the kernel wants), or NULL when that is not a JIT kernel (a "gemm" or "ref" one would be
+ * no faster than ours). */
+static dnnl_primitive_desc_t conv_pd(const conv_p *p, int64_t ms, dnnl_format_tag_t xt, dnnl_format_tag_t yt)
+{
+    const qs_conv_geom *g = &p->g;
+    dnnl_dims_t xd = { 1, p->C, g->in[1], g->in[2] }, yd = { 1, ms, g->out[1], g->out[2] };
+    dnnl_dims_t wd = { ms, p->C, g->k[1], g->k[2] };
+    dnnl_dims_t st = { g->stride[1], g->stride[2] }, dil = { g->dil[1] - 1, g->dil[2] - 1 };
+    dnnl_dims_t pl = { g->pad[1], g->pad[2] }, pr = { g->pad_end[1], g->pad_end[2] };
+    dnnl_memory_desc_t xa, ya, wa;
+    dnnl_convolution_desc_t cd;
+    dnnl_primitive_desc_t pd = NULL;
+    const char *impl = "";
+    if (dnnl_memory_desc_init_by_tag(&xa, 4, xd, dnnl_f32, xt) != dnnl_success ||
+        dnnl_memory_desc_init_by_tag(&ya, 4, yd, dnnl_f32, yt) != dnnl_success ||
+        dnnl_memory_desc_init_by_tag(&wa, 4, wd, dnnl_f32, dnnl_format_tag_any) != dnnl_success ||
+        dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, &xa, &wa,
+                                                   NULL, &ya, st, dil, pl, pr) != dnnl_success ||
+        dnnl_primitive_desc_create(&pd, &cd, NULL, g_engine, NULL) != dnnl_success)
+        return NULL;
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || strncmp(impl, "jit", 3)) {
+        dnnl_primitive_desc_destroy(pd);
+        return NULL;
+    }
+    return pd;
+}
+
+/* one slice width's primitives; X's layouts come from the first (0 on success) */
+static int make_part(conv_dnnl *d, const conv_p *p, int64_t ms, dnnl_format_tag_t blocked, dnnl_part *pt, int first)
+{
+    const qs_conv_geom *g = &p->g;
+    dnnl_primitive_desc_t pd = conv_pd(p, ms, blocked, blocked);
+    if (!pd)   /* with few input channels (a network's first layer) the kernels read plain X */
+        pd = conv_pd(p, ms, dnnl_nchw, blocked);
+    if (!pd)
+        return -1;
+    dnnl_dims_t yd = { 1, ms, g->out[1], g->out[2] }, wd = { ms, p->C, g->k[1], g->k[2] };
+    int rc = -1;
+    if (dnnl_memory_desc_init_by_tag(&pt->yp, 4, yd, dnnl_f32, dnnl_nchw) != dnnl_success ||
+        dnnl_memory_desc_init_by_tag(&pt->wp, 4, wd, dnnl_f32, dnnl_oihw) != dnnl_success)
+        goto out;
+    const dnnl_memory_desc_t *xb = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+    if (first)
+        d->xb = *xb;
+    else if (!dnnl_memory_desc_equal(xb, &d->xb))   /* both widths must read the same blocked X */
+        goto out;
+    pt->yb = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    pt->wb = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    if (dnnl_primitive_create(&pt->conv, pd) != dnnl_success || reorder(&pt->yb, &pt->yp, &pt->ry) < 0 ||
+        reorder(&pt->wp, &pt->wb, &pt->rw) < 0)
+        goto out;
+    pt->ybytes = buf_bytes(&pt->yp, &pt->yb);
+    pt->wbytes = buf_bytes(&pt->wp, &pt->wb);
+    rc = 0;
+out:
+    dnnl_primitive_desc_destroy(pd);
+    return rc;
+}
+
+conv_dnnl *conv_dnnl_new(const conv_p *p, int nthreads)
+{
+    const qs_conv_geom *g = &p->g;
+    pthread_once(&g_once, engine_init);
+    /* a 1x1 kernel stays with OpenBLAS even when strided: the reorders cost more than the kernel saves */
+    if (!g_enabled || !g_engine || p->path != PATH_GEMM || p->kvol == 1 || p->group != 1 || g->nd != 2 ||
+        p->N < 1)
+        return NULL;
+    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    int64_t blk = (isa & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core ? 16
+                : (isa & dnnl_cpu_isa_avx2) == dnnl_cpu_isa_avx2         ? 8
+                                                                         : 0;
+    if (!blk)
+        return NULL;
+    dnnl_format_tag_t blocked = blk == 16 ? dnnl_nChw16c : dnnl_nChw8c;
+    conv_dnnl *d = calloc(1, sizeof *d);
+    if (!d)
+        return NULL;
+    /* a batch smaller than the thread count: output channels in slices of whole blocks, one per thread */
+    int64_t nt = nthreads > 1 ? nthreads : 1, want = p->N >= nt ? 1 : nt, blocks = (p->M + blk - 1) / blk;
+    if (want > blocks)
+        want = blocks;
+    d->ms = (blocks + want - 1) / want * blk;
+    if (d->ms > p->M)
+        d->ms = p->M;
+    d->slices = (p->M + d->ms - 1) / d->ms;
+    int64_t tail = p->M - (d->slices - 1) * d->ms;
+    omp_set_num_threads(1);   /* oneDNN sizes its work split by this at creation */
+    dnnl_dims_t xd = { 1, p->C, g->in[1], g->in[2] };
+    if (make_part(d, p, d->ms, blocked, &d->part[0], 1) < 0 ||
+        (tail != d->ms && make_part(d, p, tail, blocked, &d->part[1], 0) < 0) ||
+        dnnl_memory_desc_init_by_tag(&d->xp, 4, xd, dnnl_f32, dnnl_nchw) != dnnl_success ||
+        reorder(&d->xp, &d->xb, &d->rx) < 0) {
+        conv_dnnl_free(d);
+        return NULL;
+    }
+    d->xbytes = buf_bytes(&d->xp, &d->xb);
+    return d;
+}
+
+static size_t round64(size_t b) { return (b + 63) & ~(size_t)63; }
+
+static int64_t workers_of(const conv_dnnl *d, const conv_p *p, int nthreads)
+{
+    int64_t tasks = p->N * d->slices, nt = nthreads > 1 ? nthreads : 1;
+    return nt < tasks ? nt : tasks;
+}
+
+/* scratch: the weights of every slice; with slices, X of every item; then per worker one item's X
+ * (without slices) and one slice's Y */
+static size_t w_bytes(const conv_dnnl *d) { return (size_t)d->slices * round64(d->part[0].wbytes); }
+static size_t xall_bytes(const conv_dnnl *d, const conv_p *p)
+{
+    return d->slices > 1 ? (size_t)p->N * round64(d->xbytes) : 0;
+}
+static size_t slice_bytes(const conv_dnnl *d)
+{
+    return (d->slices > 1 ? 0 : round64(d->xbytes)) + round64(d->part[0].ybytes);
+}
+
+size_t conv_dnnl_scratch(const conv_dnnl *d, const conv_p *p, int nthreads)
+{
+    return w_bytes(d) + xall_bytes(d, p) + (size_t)workers_of(d, p, nthreads) * slice_bytes(d);
+}
+
+typedef struct {
+    const conv_dnnl *d;
+    const conv_p *p;
+    const float *x, *w, *b;
+    float *y;
+    char *wbuf, *xall, *bufs;   /* blocked weights per slice; blocked X per item; per worker buffers */
+    clamp_t clamp;
+    int failed;
+} dnnl_job;
+
+/* one memory object over buf (not owned) */
+static dnnl_memory_t mem(const dnnl_memory_desc_t *md, const void *buf)
+{
+    dnnl_memory_t m = NULL;
+    return dnnl_memory_create(&m, md, g_engine, (void *)buf) == dnnl_success ? m : NULL;
+}
+
+/* from → to through reorder r (memory objects made and dropped here) */
+static int run_reorder(dnnl_primitive_t r, dnnl_stream_t s, const dnnl_memory_desc_t *fmd, const void *from,
+                       const dnnl_memory_desc_t *tmd, void *to)
+{
+    dnnl_memory_t mf = mem(fmd, from), mt = mem(tmd, to);
+    int rc = -1;
+    if (mf && mt) {
+        dnnl_exec_arg_t a[] = { { DNNL_ARG_FROM, mf }, { DNNL_ARG_TO, mt } };
+        rc = dnnl_primitive_execute(r, s, 2, a) == dnnl_success && dnnl_stream_wait(s) == dnnl_success ? 0 : -1;
+    }
+    dnnl_memory_destroy(mf);
+    dnnl_memory_destroy(mt);
+    return rc;
+}
+
+static const dnnl_part *part_of(const conv_dnnl *d, int64_t s)
+{
+    return s == d->slices - 1 && d->part[1].conv ? &d->part[1] : &d->part[0];
+}
+
+static int64_t width_of(const conv_dnnl *d, const conv_p *p, int64_t s)
+{
+    return s == d->slices - 1 ? p->M - s * d->ms : d->ms;
+}
+
+/* slice s's weights in their blocked layout; with slices, slice 0's call also reorders every item's
+ * X (all of this before any slice runs) */
+static int prep(const dnnl_job *j, int64_t s, dnnl_stream_t st)
+{
+    const conv_dnnl *d = j->d;
+    const conv_p *p = j->p;
+    const dnnl_part *pt = part_of(d, s);
+    if (pt->rw && run_reorder(pt->rw, st, &pt->wp, j->w + s * d->ms * p->C * p->kvol, &pt->wb,
+                              j->wbuf + s * round64(d->part[0].wbytes)) < 0)
+        return -1;
+    for (int64_t n = 0; s == 0 && j->xall && d->rx && n < p->N; n++)
+        if (run_reorder(d->rx, st, &d->xp, j->x + n * p->C * p->xvol, &d->xb, j->xall + n * round64(d->xbytes)) < 0)
+            return -1;
+    return 0;
+}
+
+/* Task t = item n, slice s: X in (unless already), convolve, Y out, then the epilogue. */
+static int task(const dnnl_job *j, int64_t t, char *buf, dnnl_stream_t st)
+{
+    const conv_dnnl *d = j->d;
+    const conv_p *p = j->p;
+    int64_t n = t / d->slices, s = t % d->slices, ms = width_of(d, p, s), m0 = s * d->ms;
+    const dnnl_part *pt = part_of(d, s);
+    const float *x = j->x + n * p->C * p->xvol;
+    float *y = j->y + (n * p->M + m0) * p->yvol;
+    const void *xb = x;
+    if (j->xall && d->rx) {
+        xb = j->xall + n * round64(d->xbytes);
+    } else if (d->rx) {
+        if (run_reorder(d->rx, st, &d->xp, x, &d->xb, buf) < 0)
+            return -1;
+        xb = buf;
+    }
+    void *yb = pt->ry ? (void *)(buf + (j->xall ? 0 : round64(d->xbytes))) : (void *)y;
+    const void *wb = pt->rw ? (const void *)(j->wbuf + s * round64(d->part[0].wbytes))
+                            : (const void *)(j->w + m0 * p->C * p->kvol);
+    dnnl_memory_t mx = mem(&d->xb, xb), mw = mem(&pt->wb, wb), my = mem(&pt->yb, yb);
+    int rc = -1;
+    if (mx && mw && my) {
+        dnnl_exec_arg_t a[] = { { DNNL_ARG_SRC, mx }, { DNNL_ARG_WEIGHTS, mw }, { DNNL_ARG_DST, my } };
+        rc = dnnl_primitive_execute(pt->conv, st, 3, a) == dnnl_success && dnnl_stream_wait(st) == dnnl_success ? 0
+                                                                                                               : -1;
+    }
+    dnnl_memory_destroy(mx);
+    dnnl_memory_destroy(mw);
+    dnnl_memory_destroy(my);
+    if (rc || (pt->ry && run_reorder(pt->ry, st, &pt->yb, yb, &pt->yp, y) < 0))
+        return -1;
+    for (int64_t m = m0; m < m0 + ms; m++) {
+        const float *r = j->clamp.res ? j->clamp.res + (n * p->M + m) * p->yvol : NULL;
+        if (j->b || r || j->clamp.on || j->clamp.silu)
+            conv_epilogue(y + (m - m0) * p->yvol, j->b ? j->b + m : NULL, r, p->yvol, j->clamp);
+    }
+    return 0;
+}
+
+static void prep_range(void *arg, int64_t s0, int64_t s1, int worker)
+{
+    dnnl_job *j = arg;
+    dnnl_stream_t st;
+    omp_set_num_threads(1);
+    if (dnnl_stream_create(&st, g_engine, dnnl_stream_default_flags) != dnnl_success) {
+        j->failed = 1;
+        return;
+    }
+    for (int64_t s = s0; s < s1; s++)
+        if (prep(j, s, st) < 0)
+            j->failed = 1;
+    dnnl_stream_destroy(st);
+}
+
+static void task_range(void *arg, int64_t t0, int64_t t1, int worker)
+{
+    dnnl_job *j = arg;
+    dnnl_stream_t st;
+    omp_set_num_threads(1);
+    if (dnnl_stream_create(&st, g_engine, dnnl_stream_default_flags) != dnnl_success) {
+        j->failed = 1;
+        return;
+    }
+    for (int64_t t = t0; t < t1 && !j->failed; t++)
+        if (task(j, t, j->bufs + worker * slice_bytes(j->d), st) < 0)
+            j->failed = 1;
+    dnnl_stream_destroy(st);
+}
+
+int conv_dnnl_forward(qs_kctx *c, const conv_dnnl *d, const conv_p *p, const float *x, const float *w,
+                      const float *b, float *y, clamp_t clamp)
+{
+    int64_t workers = workers_of(d, p, c->nthreads), prep_workers = workers < d->slices ? workers : d->slices;
+    size_t need = conv_dnnl_scratch(d, p, c->nthreads);
+    if (need && (!c->scratch || c->scratch_size < need))
+        return qs_op_error(c, QS_EINVAL, "scratch of %zu bytes given, %zu needed", c->scratch_size, need);
+    char *sc = c->scratch;
+    dnnl_job j = { d, p, x, w, b, y, sc, d->slices > 1 ? sc + w_bytes(d) : NULL, sc + w_bytes(d) + xall_bytes(d, p),
+                   clamp, 0 };
+    /* the weights may change between passes (QAT, AdaRound): reordered on every call */
+    qs_threadpool_for(prep_workers > 1 ? c->pool : NULL, (int)prep_workers, d->slices, 1, prep_range, &j);
+    if (!j.failed)
+        qs_threadpool_for(workers > 1 ? c->pool : NULL, (int)workers, p->N * d->slices, 1, task_range, &j);
+    if (j.failed)
+        return qs_op_error(c, QS_ENOMEM, "oneDNN convolution failed (out of memory?)");
+    return 0;
+}

@@ -1,0 +1,190 @@
+/* Conv's oneDNN path (engine/ops/conv_dnnl.c) against the reference loops (qs_conv_ref) and against
+ * our own GEMM path (the same node run with conv_dnnl_enable(0)), over shapes that exercise what the
+ * blocked kernels handle specially: channel counts that are not a multiple of the block (3, 5, 17,
+ * 33), kernels 2x2 to 7x7, strides, dilations, asymmetric pads, batch 1 to 5 on one to three threads
+ * (a batch at least as large as the thread count splits items over the pool, a smaller one output
+ * channels too, in slices), and the fused epilogue (bias, residual, clamp). Each case also checks which path ran: the
+ * oneDNN one for a 2-D, group-1, non-1x1 kernel on a machine with AVX2, our own path otherwise. */
+#include "tests/opcheck.h"
+
+#include "engine/ops/conv_impl.h"
+
+#include <oneapi/dnnl/dnnl.h>
+
+typedef struct {
+    int64_t N, C, M, group, h, w, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr;
+} dcase;
+
+static int have_avx2(void)
+{
+    return (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx2) == dnnl_cpu_isa_avx2;
+}
+
+static void out_hw(const dcase *t, int64_t *oh, int64_t *ow)
+{
+    *oh = (t->h + t->pt + t->pb - ((t->kh - 1) * t->dh + 1)) / t->sh + 1;
+    *ow = (t->w + t->pl + t->pr - ((t->kw - 1) * t->dw + 1)) / t->sw + 1;
+}
+
+/* Runs the node through prepare (as a plan does), scratch, forward and release; *dnnl = whether the
+ * prepared state took the oneDNN path. Residual/clamp as the executor fuses them. */
+static qs_tensor *run(const qs_node *n, qs_tensor **in, int nin, int nthreads, const qs_tensor *res, int clamp,
+                      int *dnnl)
+{
+    const qs_op_def *d = qs_op_find("", "Conv");
+    qs_err e = { 0 };
+    qs_tensor head;
+    memset(&head, 0, sizeof head);
+    qs_tensor *outs[1] = { &head };
+    qs_kctx c = { .node = n, .opset = 17, .nin = nin, .nout = 1, .in = in, .out = outs, .nthreads = nthreads,
+                  .pool = opcheck_pool(nthreads), .err = &e, .fused_act = clamp, .act_min = -0.5f,
+                  .act_max = 0.6f, .residual = res };
+    if (d->infer(&c) < 0)
+        QT_FAIL_("infer: %s", e.msg);
+    qs_tensor *y = qs_tensor_new(head.dtype, head.ndim, head.shape);
+    outs[0] = y;
+    void *state = NULL;
+    if (d->prepare(&c, &state) < 0)
+        QT_FAIL_("prepare: %s", e.msg);
+    c.state = state;
+    *dnnl = ((conv_p *)state)->dnnl != NULL;
+    size_t ss = d->scratch(&c);
+    c.scratch = ss ? malloc(ss) : NULL;
+    c.scratch_size = ss;
+    if (d->forward(&c) < 0)
+        QT_FAIL_("forward: %s", e.msg);
+    free(c.scratch);
+    d->release(state);
+    return y;
+}
+
+static void assert_close(const float *a, const float *ref, int64_t n, const char *what)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!(fabs((double)a[i] - ref[i]) <= 1e-4 + 1e-4 * fabs((double)ref[i])))
+            QT_FAIL_("%s: element %lld: %.7g vs %.7g", what, (long long)i, a[i], ref[i]);
+}
+
+static void check(const dcase *t, int nthreads, int bias, int epilogue)
+{
+    int64_t oh, ow;
+    out_hw(t, &oh, &ow);
+    int64_t xs[4] = { t->N, t->C, t->h, t->w }, ws[4] = { t->M, t->C / t->group, t->kh, t->kw };
+    int64_t ys[4] = { t->N, t->M, oh, ow };
+    qs_tensor *in[3] = { opcheck_rand(4, xs, -1, 1), opcheck_rand(4, ws, -1, 1), opcheck_rand(1, &t->M, -1, 1) };
+    qs_tensor *res = epilogue ? opcheck_rand(4, ys, -1, 1) : NULL;
+    qs_node n = opcheck_node("Conv", NULL);
+    qs_node_set_int(&n, "group", t->group);
+    qs_node_set_ints(&n, "strides", 2, (int64_t[]){ t->sh, t->sw });
+    qs_node_set_ints(&n, "dilations", 2, (int64_t[]){ t->dh, t->dw });
+    qs_node_set_ints(&n, "pads", 4, (int64_t[]){ t->pt, t->pl, t->pb, t->pr });
+    int nin = bias ? 3 : 2, took, own_took;
+    qs_tensor *y = run(&n, in, nin, nthreads, res, epilogue, &took);
+    conv_dnnl_enable(0);
+    qs_tensor *own = run(&n, in, nin, nthreads, res, epilogue, &own_took);
+    conv_dnnl_enable(1);
+    ASSERT_EQ(own_took, 0);
+    int want = have_avx2() && t->group == 1 && t->kh * t->kw > 1;
+    if (took != want)
+        QT_FAIL_("case C%lld M%lld g%lld k%lldx%lld: oneDNN path %s", (long long)t->C, (long long)t->M,
+                 (long long)t->group, (long long)t->kh, (long long)t->kw, took ? "taken" : "not taken");
+    qs_conv_geom g;
+    qs_conv_geom_set(&g, 2, (int64_t[]){ t->h, t->w }, (int64_t[]){ oh, ow }, (int64_t[]){ t->kh, t->kw },
+                     (int64_t[]){ t->sh, t->sw }, (int64_t[]){ t->dh, t->dw }, (int64_t[]){ t->pt, t->pl },
+                     (int64_t[]){ t->pb, t->pr });
+    qs_tensor *ref = qs_tensor_new(QS_F32, 4, ys);
+    qs_conv_ref(&g, t->N, t->C, t->M, t->group, qs_f32(in[0]), qs_f32(in[1]), bias ? qs_f32(in[2]) : NULL,
+                qs_f32(ref));
+    for (int64_t i = 0; epilogue && i < qs_numel(ref); i++) {
+        float v = qs_f32(ref)[i] + qs_f32(res)[i];
+        qs_f32(ref)[i] = v < -0.5f ? -0.5f : v > 0.6f ? 0.6f : v;
+    }
+    assert_close(qs_f32(y), qs_f32(ref), qs_numel(ref), "oneDNN path vs reference");
+    assert_close(qs_f32(y), qs_f32(own), qs_numel(ref), "oneDNN path vs own path");
+    for (int i = 0; i < 3; i++)
+        qs_tensor_free(in[i]);
+    qs_tensor_free(res);
+    qs_tensor_free(y);
+    qs_tensor_free(own);
+    qs_tensor_free(ref);
+}
+
+static const dcase cases[] = {
+    /*  N   C   M  grp  h   w  kh kw sh sw dh dw pt pl pb pr */
+    { 1, 16, 16, 1, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1 },
+    { 2, 3, 8, 1, 17, 15, 7, 7, 2, 2, 1, 1, 3, 3, 3, 3 },      /* a first layer: plain X */
+    { 3, 5, 7, 1, 9, 11, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1 },       /* neither count a multiple of 8 */
+    { 2, 17, 33, 1, 10, 9, 3, 3, 2, 2, 1, 1, 1, 1, 0, 0 },     /* stride 2, asymmetric pads */
+    { 1, 33, 20, 1, 12, 12, 3, 2, 1, 2, 2, 1, 2, 0, 1, 1 },    /* dilation, rectangular kernel */
+    { 5, 24, 40, 1, 7, 7, 5, 5, 1, 1, 1, 1, 2, 2, 2, 2 },
+    { 2, 32, 64, 1, 14, 14, 2, 2, 2, 2, 1, 1, 0, 0, 0, 0 },    /* 2x2 stride 2, no pads */
+    { 1, 8, 8, 1, 6, 6, 3, 3, 1, 1, 1, 1, 0, 0, 0, 0 },        /* valid */
+    /* one item on 2 or 3 threads: output channels in slices, even or with a shorter last one */
+    { 1, 16, 64, 1, 9, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1 },
+    { 1, 24, 48, 1, 9, 7, 3, 3, 2, 1, 1, 1, 1, 1, 1, 1 },
+    { 1, 3, 40, 1, 20, 20, 7, 7, 2, 2, 1, 1, 3, 3, 3, 3 },     /* plain X, sliced */
+    { 2, 8, 72, 1, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1 },       /* two items on three threads */
+    /* our own path: 1x1 (with and without stride), grouped, depthwise */
+    { 2, 16, 24, 1, 8, 8, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0 },
+    { 2, 16, 24, 1, 8, 8, 1, 1, 2, 2, 1, 1, 0, 0, 0, 0 },
+    { 2, 16, 32, 2, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1 },
+    { 2, 16, 16, 16, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1 },
+};
+
+TEST(dnnl_conv_matches_reference_and_own_path)
+{
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int nthreads = 1; nthreads <= 3; nthreads++)
+            check(&cases[i], nthreads, (int)(i % 2), 0);
+    opcheck_pools_free();
+}
+
+TEST(dnnl_conv_fused_epilogue)
+{
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check(&cases[i], 1 + (int)(i % 2), 1, 1);
+    opcheck_pools_free();
+}
+
+/* The weights are reordered on every call: a second pass after the weights changed (QAT's update,
+ * AdaRound's rounding) sees the new ones. */
+TEST(dnnl_conv_weights_change_between_passes)
+{
+    if (!have_avx2())
+        SKIP("no AVX2: oneDNN's blocked kernels are not used on this CPU");
+    const qs_op_def *d = qs_op_find("", "Conv");
+    qs_tensor *in[2] = { opcheck_rand(4, (int64_t[]){ 2, 8, 6, 6 }, -1, 1),
+                         opcheck_rand(4, (int64_t[]){ 8, 8, 3, 3 }, -1, 1) };
+    qs_node n = opcheck_node("Conv", NULL);
+    qs_node_set_ints(&n, "pads", 4, (int64_t[]){ 1, 1, 1, 1 });
+    qs_err e = { 0 };
+    qs_tensor head;
+    memset(&head, 0, sizeof head);
+    qs_tensor *outs[1] = { &head };
+    qs_kctx c = { .node = &n, .opset = 17, .nin = 2, .nout = 1, .in = in, .out = outs, .nthreads = 1, .err = &e };
+    ASSERT_EQ(d->infer(&c), 0);
+    qs_tensor *y = qs_tensor_new(head.dtype, head.ndim, head.shape), *ref = qs_tensor_new(head.dtype, head.ndim,
+                                                                                        head.shape);
+    outs[0] = y;
+    void *state = NULL;
+    ASSERT_EQ(d->prepare(&c, &state), 0);
+    ASSERT(((conv_p *)state)->dnnl != NULL);
+    c.state = state;
+    c.scratch_size = d->scratch(&c);
+    c.scratch = malloc(c.scratch_size);
+    qs_conv_geom g;
+    qs_conv_geom_set(&g, 2, (int64_t[]){ 6, 6 }, (int64_t[]){ 6, 6 }, (int64_t[]){ 3, 3 }, (int64_t[]){ 1, 1 },
+                     (int64_t[]){ 1, 1 }, (int64_t[]){ 1, 1 }, (int64_t[]){ 1, 1 });
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass)
+            for (int64_t i = 0; i < qs_numel(in[1]); i++)
+                qs_f32(in[1])[i] = 0.5f - qs_f32(in[1])[i];
+        ASSERT_EQ(d->forward(&c), 0);
+        qs_conv_ref(&g, 2, 8, 8, 1, qs_f32(in[0]), qs_f32(in[1]), NULL, qs_f32(ref));
+        assert_close(qs_f32(y), qs_f32(ref), qs_numel(ref), "pass with changed weights");
+    }
+    free(c.scratch);
+    d->release(state);
+}
+
+TEST_MAIN(dnnl_conv_matches_reference_and_own_path, dnnl_conv_fused_epilogue, dnnl_conv_weights_change_between_passes)
