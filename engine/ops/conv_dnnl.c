@@ -325,15 +325,25 @@ static int task(const dnnl_job *j, int64_t t, char *buf, dnnl_stream_t st)
     return 0;
 }
 
-static void prep_range(void *arg, int64_t s0, int64_t s1, int worker)
+/* A pool worker's oneDNN stream, on one OpenMP thread (the pool splits the work); NULL (and the job
+ * failed) when it cannot be made. */
+static dnnl_stream_t worker_stream(dnnl_job *j)
 {
-    dnnl_job *j = arg;
     dnnl_stream_t st;
     omp_set_num_threads(1);
     if (dnnl_stream_create(&st, g_engine, dnnl_stream_default_flags) != dnnl_success) {
         j->failed = 1;
-        return;
+        return NULL;
     }
+    return st;
+}
+
+static void prep_range(void *arg, int64_t s0, int64_t s1, int worker)
+{
+    dnnl_job *j = arg;
+    dnnl_stream_t st = worker_stream(j);
+    if (!st)
+        return;
     for (int64_t s = s0; s < s1; s++)
         if (prep(j, s, st) < 0)
             j->failed = 1;
@@ -343,12 +353,9 @@ static void prep_range(void *arg, int64_t s0, int64_t s1, int worker)
 static void task_range(void *arg, int64_t t0, int64_t t1, int worker)
 {
     dnnl_job *j = arg;
-    dnnl_stream_t st;
-    omp_set_num_threads(1);
-    if (dnnl_stream_create(&st, g_engine, dnnl_stream_default_flags) != dnnl_success) {
-        j->failed = 1;
+    dnnl_stream_t st = worker_stream(j);
+    if (!st)
         return;
-    }
     for (int64_t t = t0; t < t1 && !j->failed; t++)
         if (task(j, t, j->bufs + worker * slice_bytes(j->d), st) < 0)
             j->failed = 1;
