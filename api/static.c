@@ -41,10 +41,11 @@ static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 static void find_default_root(void)
 {
     char exe[PATH_MAX], src[PATH_MAX];
+    const char *srcdir = QD_SRCDIR;   /* a variable: clang warns of && on a constant operand */
     ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
     /* canonical, as /proc/self/exe is: a build configured by a re-run of ../configure has
      * abs_top_srcdir = BUILD/.. */
-    if (len > 0 && QD_SRCDIR[0] && realpath(QD_SRCDIR, src)) {
+    if (len > 0 && srcdir[0] && realpath(srcdir, src)) {
         size_t sl = strlen(src);
         exe[len] = 0;
         if (!strncmp(exe, src, sl) && exe[sl] == '/') {
