@@ -19,15 +19,14 @@ often the shape occurs in the models.
 import argparse
 import collections
 import os
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from bench_cputime import per_pass   # CPU seconds per pass: the difference of a long and a short run
 
 
 def conv_shapes(path):
@@ -89,15 +88,6 @@ def one_conv(key, path):
     onnx.save(model, path)
 
 
-def cpu_of(cmd, env):
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if r.returncode:
-        sys.exit(f"`{' '.join(cmd)}` failed: {r.stderr[-2000:]}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-
-
 def quant_pass(quant, model, batch, iters, dnnl):
     env = dict(os.environ)
     if dnnl:
@@ -106,7 +96,7 @@ def quant_pass(quant, model, batch, iters, dnnl):
         env["QUANT_CONV_DNNL"] = "0"
     cmd = lambda k: [quant, "bench", model, "--batch", str(batch), "--threads", "1", "--iters", str(k),
                      "--warmup", "1", "--json"]
-    return (cpu_of(cmd(3 * iters), env) - cpu_of(cmd(iters), env)) / (2 * iters)
+    return per_pass(cmd, iters, 3 * iters, env)
 
 
 def ort_pass(model, batch, key, min_seconds):
