@@ -319,7 +319,7 @@ static void swap_fp32_weights(qs_quantsim *sim, const bc_layer *ls, int nl)
 {
     for (int k = 0; sim->fp32_w && k < nl; k++) {
         qs_tensor *w = sim->g->values[sim->q[ls[k].wq].value].init, *f = sim->fp32_w[ls[k].wq];
-        if (!f || !w || qs_numel(f) != qs_numel(w))
+        if (!f)   /* a copy of w made before rounding: same dtype and shape */
             continue;
         void *d = w->data;
         int own = w->owns_data;
@@ -567,7 +567,7 @@ int qs_biascorr_analytical(qs_quantsim *sim, const qs_bn_record *bn, int nbn, qs
             break;
         }
         qs_fake_quant(w, wq, q->axis, qs_quantsim_scales(sim, L->wq), qs_quantsim_zeros(sim, L->wq), q->grid);
-        const float *w0 = qs_numel(wf) == qs_numel(w) ? qs_f32(wf) : qs_f32(w), *w1 = qs_f32(wq);
+        const float *w0 = qs_f32(wf), *w1 = qs_f32(wq);
         if (L->kind == K_CONV) {   /* W [M, C/g, taps]: weight (m, j) reads input channel group(m)·C/g + j */
             int64_t cg = w->shape[1], mg = L->nch / group, taps = qs_numel(w) / (L->nch * cg);
             for (int64_t m = 0; m < L->nch; m++)
