@@ -21,6 +21,7 @@
  * Bias, the fused residual and the clamp are applied by conv_epilogue after the reorder back, in the
  * same order as the GEMM path. */
 #include "ops/conv_impl.h"
+#include "ops/conv_dnnl.h"
 
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
@@ -170,13 +171,10 @@ conv_dnnl *conv_dnnl_new(const conv_p *p, int nthreads)
     if (!g_enabled || !g_engine || p->path != PATH_GEMM || p->kvol == 1 || p->group != 1 || g->nd != 2 ||
         p->N < 1)
         return NULL;
-    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
-    int64_t blk = (isa & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core ? 16
-                : (isa & dnnl_cpu_isa_avx2) == dnnl_cpu_isa_avx2         ? 8
-                                                                         : 0;
-    if (!blk)
+    int64_t blk;
+    dnnl_format_tag_t blocked = conv_dnnl_blocked(&blk);
+    if (!blocked)
         return NULL;
-    dnnl_format_tag_t blocked = blk == 16 ? dnnl_nChw16c : dnnl_nChw8c;
     conv_dnnl *d = calloc(1, sizeof *d);
     if (!d)
         return NULL;
@@ -379,4 +377,46 @@ int conv_dnnl_forward(qs_kctx *c, const conv_dnnl *d, const conv_p *p, const flo
     if (j.failed)
         return qs_op_error(c, QS_ENOMEM, "oneDNN convolution failed (out of memory?)");
     return 0;
+}
+
+/* ---- shared with the backward (conv_dnnl_bwd.c) ---------------------------------------------------------- */
+
+dnnl_format_tag_t conv_dnnl_blocked(int64_t *blk)
+{
+    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    *blk = (isa & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core ? 16
+         : (isa & dnnl_cpu_isa_avx2) == dnnl_cpu_isa_avx2              ? 8
+                                                                      : 0;
+    return *blk == 16 ? dnnl_nChw16c : *blk == 8 ? dnnl_nChw8c : dnnl_format_tag_undef;
+}
+
+dnnl_engine_t conv_dnnl_engine(void)
+{
+    pthread_once(&g_once, engine_init);
+    return g_enabled ? g_engine : NULL;
+}
+
+int conv_dnnl_reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to, dnnl_primitive_t *out)
+{
+    return reorder(from, to, out);
+}
+
+size_t conv_dnnl_buf_bytes(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to)
+{
+    return buf_bytes(from, to);
+}
+
+dnnl_memory_t conv_dnnl_mem(const dnnl_memory_desc_t *md, const void *buf) { return mem(md, buf); }
+
+int conv_dnnl_run_reorder(dnnl_primitive_t r, dnnl_stream_t s, const dnnl_memory_desc_t *fmd, const void *from,
+                          const dnnl_memory_desc_t *tmd, void *to)
+{
+    return run_reorder(r, s, fmd, from, tmd, to);
+}
+
+dnnl_stream_t conv_dnnl_stream(void)
+{
+    dnnl_stream_t st;
+    omp_set_num_threads(1);
+    return dnnl_stream_create(&st, g_engine, dnnl_stream_default_flags) == dnnl_success ? st : NULL;
 }
