@@ -320,6 +320,8 @@ static qs_kctx node_ctx(qs_exec *x, int i, qs_err *e)
     if (x->resid && x->resid[i] >= 0)
         c.residual = &x->val[x->resid[i]];
     c.fused_silu = x->silu && x->silu[i];
+    if (x->mode == QS_EXEC_INFER && n->nin > 1 && n->in[1] >= 0 && x->kind[n->in[1]] == V_INIT)
+        c.wgen = x->g->wgen + 1;   /* never 0: "may change on any call" */
     return c;
 }
 

@@ -131,7 +131,7 @@ static int conv_prepare_dnnl(qs_kctx *c, void **state)
     if (rc < 0)
         return rc;
     conv_p *p = *state;
-    p->dnnl = conv_dnnl_new(p, c->nthreads);
+    p->dnnl = conv_dnnl_new(p, c->nthreads, c->wgen != 0);
     return 0;
 }
 
@@ -147,7 +147,7 @@ static void conv_release(void *state)
  * the caller frees; NULL: our own path. */
 static conv_dnnl *dnnl_of(const qs_kctx *c, const conv_p *p, conv_dnnl **temp)
 {
-    *temp = c->state ? NULL : conv_dnnl_new(p, c->nthreads);
+    *temp = c->state ? NULL : conv_dnnl_new(p, c->nthreads, 0);
     return c->state ? p->dnnl : *temp;
 }
 

@@ -41,6 +41,11 @@ struct conv_dnnl {
     dnnl_primitive_t rx;
     dnnl_memory_desc_t xp, xb; /* one item of X: plain, and as the convolution takes it */
     size_t xbytes;
+    /* the weights kept in their blocked layout between calls (NULL: reordered into scratch on every
+     * call), valid while W's data and the graph's weight generation are those they came from */
+    char *wkeep;
+    const float *wkeep_src;
+    uint64_t wkeep_gen;
 };
 
 static int g_enabled = 1;
@@ -80,6 +85,7 @@ void conv_dnnl_free(conv_dnnl *d)
         release(d->part[k].rw);
     }
     release(d->rx);
+    free(d->wkeep);
     free(d);
 }
 
@@ -162,7 +168,12 @@ out:
     return rc;
 }
 
-conv_dnnl *conv_dnnl_new(const conv_p *p, int nthreads)
+static size_t round64(size_t b) { return (b + 63) & ~(size_t)63; }
+
+/* the weights of every slice, blocked */
+static size_t w_bytes(const conv_dnnl *d) { return (size_t)d->slices * round64(d->part[0].wbytes); }
+
+conv_dnnl *conv_dnnl_new(const conv_p *p, int nthreads, int keep_weights)
 {
     const qs_conv_geom *g = &p->g;
     pthread_once(&g_once, engine_init);
@@ -199,10 +210,12 @@ conv_dnnl *conv_dnnl_new(const conv_p *p, int nthreads)
         return NULL;
     }
     d->xbytes = buf_bytes(&d->xp, &d->xb);
+    if (keep_weights && w_bytes(d) && !(d->wkeep = aligned_alloc(64, w_bytes(d)))) {
+        conv_dnnl_free(d);
+        return NULL;
+    }
     return d;
 }
-
-static size_t round64(size_t b) { return (b + 63) & ~(size_t)63; }
 
 static int64_t workers_of(const conv_dnnl *d, const conv_p *p, int nthreads)
 {
@@ -210,9 +223,9 @@ static int64_t workers_of(const conv_dnnl *d, const conv_p *p, int nthreads)
     return nt < tasks ? nt : tasks;
 }
 
-/* scratch: the weights of every slice; with slices, X of every item; then per worker one item's X
- * (without slices) and one slice's Y */
-static size_t w_bytes(const conv_dnnl *d) { return (size_t)d->slices * round64(d->part[0].wbytes); }
+/* scratch: the weights of every slice (unless kept); with slices, X of every item; then per worker
+ * one item's X (without slices) and one slice's Y */
+static size_t wscratch_bytes(const conv_dnnl *d) { return d->wkeep ? 0 : w_bytes(d); }
 static size_t xall_bytes(const conv_dnnl *d, const conv_p *p)
 {
     return d->slices > 1 ? (size_t)p->N * round64(d->xbytes) : 0;
@@ -224,7 +237,7 @@ static size_t slice_bytes(const conv_dnnl *d)
 
 size_t conv_dnnl_scratch(const conv_dnnl *d, const conv_p *p, int nthreads)
 {
-    return w_bytes(d) + xall_bytes(d, p) + (size_t)workers_of(d, p, nthreads) * slice_bytes(d);
+    return wscratch_bytes(d) + xall_bytes(d, p) + (size_t)workers_of(d, p, nthreads) * slice_bytes(d);
 }
 
 typedef struct {
@@ -234,6 +247,7 @@ typedef struct {
     float *y;
     char *wbuf, *xall, *bufs;   /* blocked weights per slice; blocked X per item; per worker buffers */
     clamp_t clamp;
+    int reorder_w;              /* prep reorders the weights (else they are kept from an earlier call) */
     int failed;
 } dnnl_job;
 
@@ -276,7 +290,7 @@ static int prep(const dnnl_job *j, int64_t s, dnnl_stream_t st)
     const conv_dnnl *d = j->d;
     const conv_p *p = j->p;
     const dnnl_part *pt = part_of(d, s);
-    if (pt->rw && run_reorder(pt->rw, st, &pt->wp, j->w + s * d->ms * p->C * p->kvol, &pt->wb,
+    if (j->reorder_w && pt->rw && run_reorder(pt->rw, st, &pt->wp, j->w + s * d->ms * p->C * p->kvol, &pt->wb,
                               j->wbuf + s * round64(d->part[0].wbytes)) < 0)
         return -1;
     for (int64_t n = 0; s == 0 && j->xall && d->rx && n < p->N; n++)
@@ -362,18 +376,31 @@ static void task_range(void *arg, int64_t t0, int64_t t1, int worker)
     dnnl_stream_destroy(st);
 }
 
-int conv_dnnl_forward(qs_kctx *c, const conv_dnnl *d, const conv_p *p, const float *x, const float *w,
-                      const float *b, float *y, clamp_t clamp)
+int conv_dnnl_forward(qs_kctx *c, conv_dnnl *d, const conv_p *p, const float *x, const float *w, const float *b,
+                      float *y, clamp_t clamp)
 {
     int64_t workers = workers_of(d, p, c->nthreads), prep_workers = workers < d->slices ? workers : d->slices;
-    size_t need = conv_dnnl_scratch(d, p, c->nthreads);
+    size_t need = conv_dnnl_scratch(d, p, c->nthreads), wsb = wscratch_bytes(d);
     if (need && (!c->scratch || c->scratch_size < need))
         return qs_op_error(c, QS_EINVAL, "scratch of %zu bytes given, %zu needed", c->scratch_size, need);
     char *sc = c->scratch;
-    dnnl_job j = { d, p, x, w, b, y, sc, d->slices > 1 ? sc + w_bytes(d) : NULL, sc + w_bytes(d) + xall_bytes(d, p),
-                   clamp, 0 };
-    /* the weights may change between passes (QAT, AdaRound): reordered on every call */
-    qs_threadpool_for(prep_workers > 1 ? c->pool : NULL, (int)prep_workers, d->slices, 1, prep_range, &j);
+    /* The weights change between passes (QAT's update, AdaRound, CLE write initializers in place):
+     * kept ones are reordered again when W is not an initializer of an inference plan (c->wgen 0),
+     * or its data or the graph's weight generation differ from the kept copy's. */
+    int keep = d->wkeep && c->wgen, fresh = keep && d->wkeep_src == w && d->wkeep_gen == c->wgen;
+    dnnl_job j = { d, p, x, w, b, y, d->wkeep ? d->wkeep : sc, d->slices > 1 ? sc + wsb : NULL,
+                   sc + wsb + xall_bytes(d, p), clamp, !fresh, 0 };
+    if (d->wkeep) {
+        d->wkeep_src = NULL;   /* invalid until this reorder succeeds */
+        d->wkeep_gen = 0;
+    }
+    if (j.reorder_w || j.xall)
+        qs_threadpool_for(prep_workers > 1 && j.reorder_w ? c->pool : NULL, j.reorder_w ? (int)prep_workers : 1,
+                          j.reorder_w ? d->slices : 1, 1, prep_range, &j);
+    if (!j.failed && keep) {
+        d->wkeep_src = w;
+        d->wkeep_gen = c->wgen;
+    }
     if (!j.failed)
         qs_threadpool_for(workers > 1 ? c->pool : NULL, (int)workers, p->N * d->slices, 1, task_range, &j);
     if (j.failed)

@@ -39,12 +39,13 @@ int conv_dw_backward(qs_kctx *c, const conv_p *p, const float *x, const float *w
                      float *dw, float *db);
 
 /* the oneDNN path (conv_dnnl.c): NULL when the shape is not one it takes (the caller keeps its own
- * path) or the path is disabled; conv_dnnl_enable(0) disables it process-wide (tests, benchmarks) */
-conv_dnnl *conv_dnnl_new(const conv_p *p, int nthreads);
+ * path) or the path is disabled; conv_dnnl_enable(0) disables it process-wide (tests, benchmarks).
+ * keep_weights: hold the blocked weights between calls while the kctx's wgen says they are unchanged */
+conv_dnnl *conv_dnnl_new(const conv_p *p, int nthreads, int keep_weights);
 void conv_dnnl_free(conv_dnnl *d);
 size_t conv_dnnl_scratch(const conv_dnnl *d, const conv_p *p, int nthreads);
-int conv_dnnl_forward(qs_kctx *c, const conv_dnnl *d, const conv_p *p, const float *x, const float *w,
-                      const float *b, float *y, clamp_t clamp);
+int conv_dnnl_forward(qs_kctx *c, conv_dnnl *d, const conv_p *p, const float *x, const float *w, const float *b,
+                      float *y, clamp_t clamp);
 void conv_dnnl_enable(int on);
 int conv_dnnl_enabled(void);
 

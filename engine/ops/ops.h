@@ -61,6 +61,10 @@ typedef struct qs_kctx {
      * the residual) was folded in too; the Conv writes v·σ(v) with qs_vec_silu. 0: none. */
     int fused_silu;
     void *state;         /* what prepare() left for this node in this plan, or NULL (see above) */
+    /* Inference only: when input 1 (a weight) is an initializer, a number that changes whenever the
+     * graph's initializers may have changed (qs_graph_weights_changed); an op may keep a copy derived
+     * from input 1 in its state while wgen stays the same. 0: input 1 may change on any call. */
+    uint64_t wgen;
 } qs_kctx;
 
 enum {
