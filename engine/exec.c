@@ -53,7 +53,8 @@ struct qs_exec {
     float *act_min, *act_max;/* per node: clamp fused into it (act_min <= act_max), else act_min > act_max */
     int *fused_act;          /* per node: the last node absorbed into it (whose output it writes), else -1 */
     int *resid;              /* per node: value of a residual Add fused into it (Conv only), else -1 */
-    char *silu;              /* per node: a Mul(v, Sigmoid(v)) on its output fused into it (Conv only) */
+    char *pw;                /* per node: the pointwise activation fused into it (QS_PW_*, Conv only) ... */
+    float *pw_ab;            /* ... and its parameters (alpha, beta at 2i, 2i + 1) */
     void **state;            /* per node: what its op's prepare() made of it in this plan, or NULL */
     qs_tensor ***in, ***out; /* per node: pointers into val[] (NULL for omitted inputs) */
     char *arena;
@@ -104,8 +105,8 @@ static int fusable_reader(qs_exec *x, int i, const int *prod, const int *fused_i
     int q = prod[v];
     if (x->folded[q] == 2)   /* v is the output of a node already absorbed: look through it */
         q = fused_into[q];
-    if (x->folded[q] || x->out[q][0] != &x->val[v] || x->act_min[q] <= x->act_max[q])
-        return 0;   /* not p's live output, or p already clamps (nothing may follow a clamp) */
+    if (x->folded[q] || x->out[q][0] != &x->val[v] || x->act_min[q] <= x->act_max[q] || x->pw[q])
+        return 0;   /* not p's live output, or p already clamps or activates (nothing may follow) */
     if (!(x->def[q]->flags & QS_OP_FUSE_ACT))
         return 0;
     *p = q;
@@ -139,7 +140,7 @@ static int residual_input(qs_exec *x, int i, int p, const int *prod, const int *
 }
 
 /* SiLU written out, as exporters do: Mul (node i) of v and s = Sigmoid(v), where v is the live output
- * of a QS_OP_FUSE_SILU node p read by nothing else (after any residual p absorbed, no clamp) and s
+ * of a QS_OP_FUSE_PW node p read by nothing else (after any residual p absorbed, no clamp) and s
  * only by the Mul. Returns 1 with *p and the Sigmoid node *sg: p's epilogue then writes v·σ(v) into
  * the Mul's output and neither node runs. */
 static int silu_reader(qs_exec *x, int i, const int *prod, const int *fused_into, const int *nreaders, int *p,
@@ -157,14 +158,40 @@ static int silu_reader(qs_exec *x, int i, const int *prod, const int *fused_into
             x->keep[s] || prod[v] < 0 || x->val[v].dtype != QS_F32)
             continue;
         int q = x->folded[prod[v]] == 2 ? fused_into[prod[v]] : prod[v];
-        if (x->folded[q] || x->out[q][0] != &x->val[v] || x->act_min[q] <= x->act_max[q] || x->silu[q] ||
-            !(x->def[q]->flags & QS_OP_FUSE_SILU))
+        if (x->folded[q] || x->out[q][0] != &x->val[v] || x->act_min[q] <= x->act_max[q] || x->pw[q] ||
+            !(x->def[q]->flags & QS_OP_FUSE_PW))
             continue;
         *p = q;
         *sg = j;
         return 1;
     }
     return 0;
+}
+
+/* A pointwise activation (node i: an op whose pointwise() names one) that is the only reader of the
+ * float32 live output v of a QS_OP_FUSE_PW node p with no activation yet (a clamp or residual may
+ * come before it: the epilogue's order). Returns its QS_PW_* kind (and parameters) with *p, else 0:
+ * p's epilogue then writes the activation's output and node i does not run. */
+static int pointwise_reader(qs_exec *x, int i, const int *prod, const int *fused_into, const int *nreaders, int *p,
+                            float *alpha, float *beta)
+{
+    const qs_node *n = &x->g->nodes[i];
+    if (!x->fuse || x->mode != QS_EXEC_INFER || !x->def[i]->pointwise || n->nin != 1 || n->nout != 1 ||
+        n->out[0] < 0)
+        return 0;
+    int v = n->in[0];
+    if (v < 0 || x->kind[v] != V_ACT || prod[v] < 0 || nreaders[v] != 1 || qs_graph_is_output(x->g, v) ||
+        x->keep[v] || x->val[v].dtype != QS_F32)
+        return 0;
+    int q = x->folded[prod[v]] == 2 ? fused_into[prod[v]] : prod[v];
+    if (x->folded[q] || x->out[q][0] != &x->val[v] || x->pw[q] || !(x->def[q]->flags & QS_OP_FUSE_PW))
+        return 0;
+    qs_kctx c = node_ctx(x, i, NULL);
+    *alpha = *beta = 0.f;
+    int kind = x->def[i]->pointwise(&c, alpha, beta);
+    if (kind != QS_PW_NONE)
+        *p = q;
+    return kind;
 }
 
 static int supported_dtype(qs_dtype t)
@@ -259,7 +286,8 @@ static void plan_clear(qs_exec *x)
     free(x->act_max);
     free(x->fused_act);
     free(x->resid);
-    free(x->silu);
+    free(x->pw);
+    free(x->pw_ab);
     free(x->needs_grad);
     free(x->has_grad);
     free(x->grad);
@@ -319,7 +347,11 @@ static qs_kctx node_ctx(qs_exec *x, int i, qs_err *e)
     }
     if (x->resid && x->resid[i] >= 0)
         c.residual = &x->val[x->resid[i]];
-    c.fused_silu = x->silu && x->silu[i];
+    if (x->pw && x->pw[i]) {
+        c.fused_pw = x->pw[i];
+        c.pw_alpha = x->pw_ab[2 * i];
+        c.pw_beta = x->pw_ab[2 * i + 1];
+    }
     return c;
 }
 
@@ -433,7 +465,8 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     x->act_max = malloc((nn + 1) * sizeof *x->act_max);
     x->fused_act = malloc((nn + 1) * sizeof *x->fused_act);
     x->resid = malloc((nn + 1) * sizeof *x->resid);
-    x->silu = calloc(nn + 1, 1);
+    x->pw = calloc(nn + 1, 1);
+    x->pw_ab = calloc(2 * (nn + 1), sizeof *x->pw_ab);
     x->state = calloc(nn + 1, sizeof *x->state);
     x->in = calloc(nn + 1, sizeof *x->in);
     x->out = calloc(nn + 1, sizeof *x->out);
@@ -442,7 +475,7 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     int *nreaders = calloc(nv + 1, sizeof *nreaders);
     int *fused_into = malloc((nn + 1) * sizeof *fused_into), *prod = malloc((nv + 1) * sizeof *prod);
     if (!prod || !x->val || !x->kind || !x->offset || !x->def || !x->folded || !x->in || !x->out || !last || !defn ||
-        !live || !x->act_min || !x->act_max || !x->resid || !x->silu || !x->state || !x->fused_act || !nreaders || !fused_into) {
+        !live || !x->act_min || !x->act_max || !x->resid || !x->pw || !x->pw_ab || !x->state || !x->fused_act || !nreaders || !fused_into) {
         rc = qs_error(e, QS_ENOMEM, "out of memory planning the graph");
         goto out;
     }
@@ -515,7 +548,7 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
         int p, u = -1, sg;
         if (silu_reader(x, i, prod, fused_into, nreaders, &p, &sg)) {
             int v = x->g->nodes[sg].in[0];
-            x->silu[p] = 1;
+            x->pw[p] = QS_PW_SILU;
             fused_into[i] = fused_into[sg] = p;
             x->fused_act[p] = i;
             x->val[n->out[0]] = x->val[v];
@@ -523,6 +556,21 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
             x->kind[v] = x->kind[x->g->nodes[sg].out[0]] = V_NONE;
             x->out[p][0] = &x->val[n->out[0]];
             x->folded[i] = x->folded[sg] = 2;
+            continue;
+        }
+        int pw = pointwise_reader(x, i, prod, fused_into, nreaders, &p, &lo, &hi);
+        if (pw) {
+            int pv = n->in[0];
+            x->pw[p] = (char)pw;
+            x->pw_ab[2 * p] = lo;
+            x->pw_ab[2 * p + 1] = hi;
+            fused_into[i] = p;
+            x->fused_act[p] = i;
+            x->val[n->out[0]] = x->val[pv];
+            x->kind[n->out[0]] = V_ACT;
+            x->kind[pv] = V_NONE;
+            x->out[p][0] = &x->val[n->out[0]];
+            x->folded[i] = 2;
             continue;
         }
         if (fusable_reader(x, i, prod, fused_into, nreaders, &p) &&

@@ -319,7 +319,7 @@ static int task(const dnnl_job *j, int64_t t, char *buf, dnnl_stream_t st)
         return -1;
     for (int64_t m = m0; m < m0 + ms; m++) {
         const float *r = j->clamp.res ? j->clamp.res + (n * p->M + m) * p->yvol : NULL;
-        if (j->b || r || j->clamp.on || j->clamp.silu)
+        if (j->b || r || j->clamp.on || j->clamp.pw)
             conv_epilogue(y + (m - m0) * p->yvol, j->b ? j->b + m : NULL, r, p->yvol, j->clamp);
     }
     return 0;
