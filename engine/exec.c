@@ -58,8 +58,8 @@ static int fusable_reader(qs_exec *x, int i, int k, const int *prod, const int *
     int q = prod[v];
     if (x->folded[q] == 2)   /* v is the output of a node already absorbed: look through it */
         q = fused_into[q];
-    if (x->folded[q] || x->out[q][0] != &x->val[v] || x->act_min[q] <= x->act_max[q])
-        return 0;   /* not p's live output, or p already clamps (nothing may follow a clamp) */
+    if (x->folded[q] || x->out[q][0] != &x->val[v] || x->act_min[q] <= x->act_max[q] || x->pw[q])
+        return 0;   /* not p's live output, or p already clamps or activates (nothing may follow) */
     if (!(x->def[q]->flags & QS_OP_FUSE_ACT))
         return 0;
     *p = q;
@@ -93,7 +93,7 @@ static int residual_input(qs_exec *x, int i, int k, int p, const int *prod, cons
 }
 
 /* SiLU written out, as exporters do: Mul (node i) of v and s = Sigmoid(v), where v is the live output
- * of a QS_OP_FUSE_SILU node p read by nothing else (after any residual p absorbed, no clamp) and s
+ * of a QS_OP_FUSE_PW node p read by nothing else (after any residual p absorbed, no clamp) and s
  * only by the Mul. Returns 1 with *p and the Sigmoid node *sg: p's epilogue then writes v·σ(v) into
  * the Mul's output and neither node runs. */
 static int silu_reader(qs_exec *x, int i, const int *prod, const int *fused_into, const int *nreaders, int *p,
@@ -111,14 +111,40 @@ static int silu_reader(qs_exec *x, int i, const int *prod, const int *fused_into
             x->keep[s] || prod[v] < 0 || x->val[v].dtype != QS_F32)
             continue;
         int q = x->folded[prod[v]] == 2 ? fused_into[prod[v]] : prod[v];
-        if (x->folded[q] || x->out[q][0] != &x->val[v] || x->act_min[q] <= x->act_max[q] || x->silu[q] ||
-            !(x->def[q]->flags & QS_OP_FUSE_SILU))
+        if (x->folded[q] || x->out[q][0] != &x->val[v] || x->act_min[q] <= x->act_max[q] || x->pw[q] ||
+            !(x->def[q]->flags & QS_OP_FUSE_PW))
             continue;
         *p = q;
         *sg = j;
         return 1;
     }
     return 0;
+}
+
+/* A pointwise activation (node i: an op whose pointwise() names one) that is the only reader of the
+ * float32 live output v of a QS_OP_FUSE_PW node p with no activation yet (a clamp or residual may
+ * come before it: the epilogue's order). Returns its QS_PW_* kind (and parameters) with *p, else 0:
+ * p's epilogue then writes the activation's output and node i does not run. */
+static int pointwise_reader(qs_exec *x, int i, const int *prod, const int *fused_into, const int *nreaders, int *p,
+                            float *alpha, float *beta)
+{
+    const qs_node *n = &x->g->nodes[i];
+    if (!x->fuse || x->mode != QS_EXEC_INFER || !x->def[i]->pointwise || n->nin != 1 || n->nout != 1 ||
+        n->out[0] < 0)
+        return 0;
+    int v = n->in[0];
+    if (v < 0 || x->kind[v] != V_ACT || prod[v] < 0 || nreaders[v] != 1 || qs_graph_is_output(x->g, v) ||
+        x->keep[v] || x->val[v].dtype != QS_F32)
+        return 0;
+    int q = x->folded[prod[v]] == 2 ? fused_into[prod[v]] : prod[v];
+    if (x->folded[q] || x->out[q][0] != &x->val[v] || x->pw[q] || !(x->def[q]->flags & QS_OP_FUSE_PW))
+        return 0;
+    qs_kctx c = node_ctx(x, i, NULL);
+    *alpha = *beta = 0.f;
+    int kind = x->def[i]->pointwise(&c, alpha, beta);
+    if (kind != QS_PW_NONE)
+        *p = q;
+    return kind;
 }
 
 static int supported_dtype(qs_dtype t)
@@ -213,7 +239,8 @@ static void plan_clear(qs_exec *x)
     free(x->act_max);
     free(x->fused_act);
     free(x->resid);
-    free(x->silu);
+    free(x->pw);
+    free(x->pw_ab);
     free(x->layout);
     free(x->blocked);
     free(x->needs_grad);
@@ -275,7 +302,11 @@ static qs_kctx node_ctx(qs_exec *x, int i, qs_err *e)
     }
     if (x->resid && x->resid[i] >= 0)
         c.residual = &x->val[x->resid[i]];
-    c.fused_silu = x->silu && x->silu[i];
+    if (x->pw && x->pw[i]) {
+        c.fused_pw = x->pw[i];
+        c.pw_alpha = x->pw_ab[2 * i];
+        c.pw_beta = x->pw_ab[2 * i + 1];
+    }
     c.layout = x->layout ? x->layout[i] : 0;
     if (x->mode == QS_EXEC_INFER && n->nin > 1 && n->in[1] >= 0 && x->kind[n->in[1]] == V_INIT)
         c.wgen = x->g->wgen + 1;   /* never 0: "may change on any call" */
@@ -395,7 +426,8 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     x->act_max = malloc((nn + 1) * sizeof *x->act_max);
     x->fused_act = malloc((nn + 1) * sizeof *x->fused_act);
     x->resid = malloc((nn + 1) * sizeof *x->resid);
-    x->silu = calloc(nn + 1, 1);
+    x->pw = calloc(nn + 1, 1);
+    x->pw_ab = calloc(2 * (nn + 1), sizeof *x->pw_ab);
     x->layout = calloc(nn + 1, sizeof *x->layout);
     x->blocked = calloc(nv + 1, 1);
     x->state = calloc(nn + 1, sizeof *x->state);
@@ -406,8 +438,8 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     int *nreaders = calloc(nv + 1, sizeof *nreaders);
     int *fused_into = malloc((nn + 1) * sizeof *fused_into), *prod = malloc((nv + 1) * sizeof *prod);
     if (!prod || !x->val || !x->kind || !x->offset || !x->def || !x->folded || !x->in || !x->out || !last || !defn ||
-        !live || !x->act_min || !x->act_max || !x->resid || !x->silu || !x->state || !x->fused_act || !nreaders ||
-        !fused_into || !x->layout || !x->blocked) {
+        !live || !x->act_min || !x->act_max || !x->resid || !x->pw || !x->pw_ab || !x->state || !x->fused_act ||
+        !nreaders || !fused_into || !x->layout || !x->blocked) {
         rc = qs_error(e, QS_ENOMEM, "out of memory planning the graph");
         goto out;
     }
@@ -480,7 +512,7 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
         int p, u = -1, sg;
         if (silu_reader(x, i, prod, fused_into, nreaders, &p, &sg)) {
             int v = x->g->nodes[sg].in[0];
-            x->silu[p] = 1;
+            x->pw[p] = QS_PW_SILU;
             fused_into[i] = fused_into[sg] = p;
             x->fused_act[p] = i;
             x->val[n->out[0]] = x->val[v];
@@ -488,6 +520,21 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
             x->kind[v] = x->kind[x->g->nodes[sg].out[0]] = V_NONE;
             x->out[p][0] = &x->val[n->out[0]];
             x->folded[i] = x->folded[sg] = 2;
+            continue;
+        }
+        int pw = pointwise_reader(x, i, prod, fused_into, nreaders, &p, &lo, &hi);
+        if (pw) {
+            int pv = n->in[0];
+            x->pw[p] = (char)pw;
+            x->pw_ab[2 * p] = lo;
+            x->pw_ab[2 * p + 1] = hi;
+            fused_into[i] = p;
+            x->fused_act[p] = i;
+            x->val[n->out[0]] = x->val[pv];
+            x->kind[n->out[0]] = V_ACT;
+            x->kind[pv] = V_NONE;
+            x->out[p][0] = &x->val[n->out[0]];
+            x->folded[i] = 2;
             continue;
         }
         int k = 0;

@@ -40,7 +40,8 @@ struct qs_exec {
     float *act_min, *act_max;/* per node: clamp fused into it (act_min <= act_max), else act_min > act_max */
     int *fused_act;          /* per node: the last node absorbed into it (whose output it writes), else -1 */
     int *resid;              /* per node: value of a residual Add fused into it (Conv only), else -1 */
-    char *silu;              /* per node: a Mul(v, Sigmoid(v)) on its output fused into it (Conv only) */
+    char *pw;                /* per node: the pointwise activation fused into it (QS_PW_*, Conv only) ... */
+    float *pw_ab;            /* ... and its parameters (alpha, beta at 2i, 2i + 1) */
     void **state;            /* per node: what its op's prepare() made of it in this plan, or NULL */
     int *layout;             /* per node: QS_LAYOUT_* (activations kept channel-blocked around it) */
     char *blocked;           /* per value: held channel-blocked (no NCHW copy exists) */

@@ -239,11 +239,13 @@ static clamp_t ctx_clamp(const qs_kctx *c)
 {
     int inf = !c->training;
     return (clamp_t){ c->fused_act != 0 && inf, c->act_min, c->act_max,
-                      inf && c->residual ? qs_f32(c->residual) : NULL, c->fused_silu != 0 && inf };
+                      inf && c->residual ? qs_f32(c->residual) : NULL, inf ? c->fused_pw : QS_PW_NONE,
+                      c->pw_alpha, c->pw_beta };
 }
 
 /* One output plane: + bias *b (b may be NULL) + residual plane r (NULL: none), then the fused clamp,
- * in the unfused order (bias, then the Add, then the clamp) and in one pass; then the fused SiLU. */
+ * in the unfused order (bias, then the Add, then the clamp) and in one pass; then the fused pointwise
+ * activation. */
 void conv_epilogue(float *y, const float *b, const float *r, int64_t vol, clamp_t cl)
 {
     float bias = b ? *b : 0.f;
@@ -253,8 +255,13 @@ void conv_epilogue(float *y, const float *b, const float *r, int64_t vol, clamp_
         qs_vec_bias_clamp(vol, bias, cl.lo, cl.hi, y);
     else if (b)
         qs_vec_add(vol, bias, y);
-    if (cl.silu)
-        qs_vec_silu(vol, y, y);
+    switch (cl.pw) {
+    case QS_PW_SILU: qs_vec_silu(vol, y, y); break;
+    case QS_PW_SIGMOID: qs_vec_sigmoid(vol, y, y); break;
+    case QS_PW_HARDSWISH: qs_vec_hardswish(vol, y, y); break;
+    case QS_PW_HARDSIGMOID: qs_vec_hardsigmoid(vol, cl.pw_alpha, cl.pw_beta, y, y); break;
+    default: break;
+    }
 }
 
 /* conv_epilogue over items n0 .. n0 + N − 1, y pointing at item n0 (the residual is indexed from the
@@ -640,7 +647,7 @@ static int convt_backward(qs_kctx *c)
 }
 
 const qs_op_def qs_ops_conv[] = {
-    { .domain = "", .op = "Conv", .flags = QS_OP_FUSE_ACT | QS_OP_FUSE_RESIDUAL | QS_OP_FUSE_SILU, .infer = conv_infer,
+    { .domain = "", .op = "Conv", .flags = QS_OP_FUSE_ACT | QS_OP_FUSE_RESIDUAL | QS_OP_FUSE_PW, .infer = conv_infer,
       .prepare = conv_prepare_dnnl, .release = conv_release, .scratch = conv_scratch, .blocked = conv_blocked,
       .forward = conv_forward, .backward = conv_backward },
     { .domain = "", .op = "ConvTranspose", .flags = QS_OP_FUSE_ACT, .infer = convt_infer, .prepare = convt_prepare,

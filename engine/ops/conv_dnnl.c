@@ -134,7 +134,8 @@ static int in_kernel(int flags) { return flags & (CONV_DNNL_Y_BLOCKED | CONV_DNN
  * is shared by all primitives and safe only on the thread that made the primitive, and our pool's
  * workers run them (a strided 1x1 kernel uses one). With Y or the residual blocked, the epilogue
  * runs in the kernel, in the order of the unfused graph: the bias, the residual (a sum post-op: the
- * blocked Y holds it before the call), the clamp, then SiLU (swish, α = 1). */
+ * blocked Y holds it before the call), the clamp, then the pointwise activation (SiLU as swish with
+ * α = 1, Sigmoid, HardSwish). */
 static dnnl_primitive_attr_t conv_attr(int flags, const clamp_t *cl)
 {
     dnnl_primitive_attr_t attr = NULL;
@@ -145,7 +146,7 @@ static dnnl_primitive_attr_t conv_attr(int flags, const clamp_t *cl)
         dnnl_primitive_attr_destroy(attr);
         return NULL;
     }
-    if (!in_kernel(flags) || !(flags & CONV_DNNL_RESIDUAL || cl->on || cl->silu))
+    if (!in_kernel(flags) || !(flags & CONV_DNNL_RESIDUAL || cl->on || cl->pw))
         return attr;
     if (dnnl_post_ops_create(&po) != dnnl_success) {
         dnnl_primitive_attr_destroy(attr);
@@ -156,8 +157,13 @@ static dnnl_primitive_attr_t conv_attr(int flags, const clamp_t *cl)
         ok = (cl->lo == 0 && cl->hi == INFINITY ? dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_relu, 0, 0)
                                                 : dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_clip, cl->lo,
                                                                                cl->hi)) == dnnl_success;
-    if (ok && cl->silu)
-        ok = dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_swish, 1.f, 0) == dnnl_success;
+    if (ok && cl->pw) {   /* (oneDNN 2.6 has no HardSigmoid: such a node keeps its Y plain) */
+        dnnl_alg_kind_t alg = cl->pw == QS_PW_SILU        ? dnnl_eltwise_swish
+                            : cl->pw == QS_PW_SIGMOID     ? dnnl_eltwise_logistic
+                            : cl->pw == QS_PW_HARDSWISH   ? dnnl_eltwise_hardswish
+                                                          : dnnl_alg_kind_undef;
+        ok = alg != dnnl_alg_kind_undef && dnnl_post_ops_append_eltwise(po, 1.f, alg, 1.f, 0) == dnnl_success;
+    }
     ok = ok && dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
     dnnl_post_ops_destroy(po);
     if (!ok) {
@@ -451,7 +457,7 @@ static int task(const dnnl_job *j, int64_t t, char *buf, dnnl_stream_t st)
         return -1;
     for (int64_t m = m0; !ink && m < m0 + ms; m++) {
         const float *r = j->clamp.res ? j->clamp.res + (n * p->M + m) * p->yvol : NULL;
-        if (j->b || r || j->clamp.on || j->clamp.silu)
+        if (j->b || r || j->clamp.on || j->clamp.pw)
             conv_epilogue(y + (m - m0) * p->yvol, j->b ? j->b + m : NULL, r, p->yvol, j->clamp);
     }
     return 0;

@@ -353,7 +353,7 @@ static void dw_forward_range(void *arg, int64_t begin, int64_t end, int worker)
             int64_t n = blk / nblk, m0 = blk % nblk * 16;
             dw_block(p, &j->blk, j->x, j->w, j->b, j->y, n, m0, buf, buf + j->blk.buf, j->clamp);
             /* the residual and then the clamp, or the SiLU; else clamped already */
-            for (int64_t m = m0; (j->clamp.res || j->clamp.silu) && m < m0 + 16 && m < p->M; m++) {
+            for (int64_t m = m0; (j->clamp.res || j->clamp.pw) && m < m0 + 16 && m < p->M; m++) {
                 int64_t off = (n * p->M + m) * p->yvol;
                 conv_epilogue(j->y + off, NULL, j->clamp.res ? j->clamp.res + off : NULL, p->yvol, j->clamp);
             }

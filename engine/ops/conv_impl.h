@@ -23,10 +23,12 @@ typedef struct {
     int on;
     float lo, hi;
     const float *res;   /* the fused residual, laid out like Y (Conv only), or NULL */
-    int silu;           /* then y·σ(y), a fused Mul(y, Sigmoid(y)) (Conv only) */
+    int pw;             /* then a fused pointwise activation, QS_PW_* (Conv only) ... */
+    float pw_alpha, pw_beta; /* ... and HardSigmoid's parameters */
 } clamp_t;
 
-/* One output plane: + bias *b (b may be NULL) + residual plane r (NULL: none), then the clamp, then SiLU */
+/* One output plane: + bias *b (b may be NULL) + residual plane r (NULL: none), then the clamp, then
+ * the pointwise activation */
 void conv_epilogue(float *y, const float *b, const float *r, int64_t vol, clamp_t cl);
 /* Scratch holds `slices` equal slices of slice_bytes; *fit = how many fit (QS_EINVAL: not one) */
 int conv_scratch_slices(qs_kctx *c, size_t slice_bytes, int slices, int *fit);
