@@ -617,7 +617,8 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
             scratch = ss;
     }
 
-    if (x->mode == QS_EXEC_INFER && x->fuse && !x->observer && (rc = qs_exec_plan_layouts(x, fused_into, &scratch, e)) < 0)
+    if (x->mode == QS_EXEC_INFER && x->fuse && !x->observer &&
+        (rc = qs_exec_plan_layouts(x, fused_into, &scratch, e)) < 0)
         goto out;
 
     /* lifetimes: def = producing node (-1 for inputs), last = last reader (INT_MAX for outputs
@@ -819,6 +820,12 @@ const qs_tensor *qs_exec_value(const qs_exec *x, int v)
     return &x->val[v];
 }
 
+/* a value's head for its shape, blocked or not */
+static const qs_tensor *shape_of(const qs_exec *x, int v)
+{
+    return x->planned && v >= 0 && v < x->nvalues && x->kind[v] != V_NONE ? &x->val[v] : NULL;
+}
+
 double qs_exec_node_macs(const qs_exec *x, int n)
 {
     const qs_graph *g = x->g;
@@ -827,8 +834,7 @@ double qs_exec_node_macs(const qs_exec *x, int n)
     const qs_node *nd = &g->nodes[n];
     if ((nd->domain && nd->domain[0]) || nd->nin < 2 || nd->nout < 1)
         return 0;
-    const qs_tensor *a = qs_exec_value(x, nd->in[0]), *b = qs_exec_value(x, nd->in[1]),
-                    *y = qs_exec_value(x, nd->out[0]);
+    const qs_tensor *a = shape_of(x, nd->in[0]), *b = shape_of(x, nd->in[1]), *y = shape_of(x, nd->out[0]);
     if (!a || !b || !y || b->ndim < 1)
         return 0;
     if (!strcmp(nd->op, "Conv") && b->shape[0] > 0)   /* each output: Cin/group · kernel */

@@ -2,7 +2,8 @@
  * graphs planned with them against the same graphs on our own path (conv_dnnl_enable(0), NCHW
  * everywhere, im2col/1x1 sgemm and the unfused-order epilogue), at batch 1 to 3 on one to three
  * threads (a batch smaller than the thread count splits output channels into slices). The graphs
- * chain 3x3 and 1x1 convolutions (strided too) with Relu and Clip folded in, a residual Add folded
+ * chain 3x3 and 1x1 convolutions (strided too) with Relu, Clip, SiLU or HardSwish folded in (oneDNN
+ * post-ops when Y or the residual is blocked), a residual Add folded
  * into the later of its two Convs (a downsampling block), channel counts that are not a multiple
  * of the block (24 and 20: blocked on AVX2's 8, not on AVX-512's 16), and, in the "tapped"
  * variant, non-Conv readers (GlobalAveragePool, graph outputs) that force NCHW on some values, so
@@ -70,7 +71,9 @@ static qs_graph *chain(int tapped)
     g->inputs = malloc(sizeof *g->inputs);
     g->inputs[g->ninputs++] = x;
     int a = relu(g, conv(g, x, 16, 32, 3, 1, 1, "a_conv"), "a");        /* plain X in, Y blocked */
-    int b = relu(g, conv(g, a, 32, 32, 1, 1, 0, "b_conv"), "b");        /* 1x1, blocked in and out */
+    int bc = conv(g, a, 32, 32, 1, 1, 0, "b_conv");                     /* 1x1, blocked in and out */
+    int bs = tapped ? -1 : op(g, "Sigmoid", 1, &bc, "bs");              /* SiLU, or HardSwish */
+    int b = tapped ? op(g, "HardSwish", 1, &bc, "b") : op(g, "Mul", 2, (int[]){ bc, bs }, "b");
     int c = conv(g, b, 32, 48, 3, 2, 1, "c");                           /* 3x3 stride 2 */
     int d = conv(g, a, 32, 48, 1, 2, 1, "d");                           /* 1x1 stride 2, after c */
     int e = relu(g, op(g, "Add", 2, (int[]){ c, d }, "sum"), "e");      /* folds into d, residual c */
