@@ -489,7 +489,7 @@ TEST(pointwise_activations_fuse_into_conv)
     for (int i = 0; i < 3 * 4 * 25; i++) {
         lo1 += v1[i] == 0.f, hi1 += v1[i] > 3.f;
         lo2 += v2[i] == 0.f, hi2 += v2[i] == 1.f;
-        ASSERT(v1[i] >= -0.375f && v2[i] >= 0.f && v2[i] <= 1.f);   /* min of x·clamp(x/6 + ½) at x = −1.5 */
+        ASSERT(v1[i] >= -0.3751f && v2[i] >= 0.f && v2[i] <= 1.f);   /* min of x·clamp(x/6 + ½): −0.375 at x = −1.5 */
     }
     ASSERT(lo1 > 0 && hi1 > 0 && lo2 > 0 && hi2 > 0);
     qs_tensor_free(in);

@@ -91,13 +91,13 @@ QS_HOT void qs_vec_silu(int64_t n, const float *x, float *y)
     }
 }
 
-/* Written as the ONNX definitions, x·min(max(x/6 + ½, 0), 1) and min(max(αx + β, 0), 1), with
- * the clamps as selects so that the loops vectorize; HardSwish's x/6 stays a division (not x·⅙),
- * so the results match the plain expression bit for bit. */
+/* As the ONNX definitions, x·min(max(αx + β, 0), 1) with α = ⅙, β = ½ (as ONNX Runtime computes
+ * it; a division by 6 cost as much as all the rest) and min(max(αx + β, 0), 1), with the clamps as
+ * selects so that the loops vectorize. */
 QS_HOT void qs_vec_hardswish(int64_t n, const float *x, float *y)
 {
     for (int64_t i = 0; i < n; i++) {
-        float v = x[i], s = v / 6.f + 0.5f;
+        float v = x[i], s = v * (1.f / 6) + 0.5f;
         s = s < 0.f ? 0.f : s;
         y[i] = v * (s > 1.f ? 1.f : s);
     }
