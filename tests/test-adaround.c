@@ -6,6 +6,7 @@
  * results lie exactly on the grid and the exported QDQ model computes the simulation bit for bit;
  * zero iterations give round-to-nearest; the second layer of a chain sees the first one's
  * quantized output; determinism; bad input; the ResNet-style fixture at 4 bits. */
+#include "tests/fixture.h"
 #include "tests/opcheck.h"
 #include "engine/data.h"
 #include "engine/exec.h"
@@ -710,14 +711,10 @@ TEST(bad_input)
 
 TEST(fixture_resnet_w4)
 {
-    char path[1024], spath[1024];
-    snprintf(path, sizeof path, "%s/tests/fixtures/resnet.onnx", QD_SRCDIR);
-    snprintf(spath, sizeof spath, "%s/tests/fixtures/resnet.sample.npy", QD_SRCDIR);
-    ASSERT_FIXTURE(path);
-    ASSERT_FIXTURE(spath);
-    qs_graph *g;
+    char spath[1024];
+    qt_fixture_path(spath, sizeof spath, "resnet.sample.npy");
+    qs_graph *g = qt_fixture_graph("resnet.onnx");
     qs_err e = {0};
-    ASSERT_EQ(qs_onnx_load(path, &g, &e), 0);
     qs_quantsim *sim = sim_of(g, 4, 1);
     qs_pl_data d;
     ASSERT_EQ(qs_pl_open_inputs(spath, "calibration", sim->g, &d, &e), 0);

@@ -3,6 +3,7 @@
  * output error per channel is ~0, layer after layer; the analytical correction against numbers
  * worked out by hand (and, for ReLU6, by numerical integration), and against the empirical one on
  * Gaussian data; a layer without bias; bad input; and the MobileNetV2-style fixture at 4 bits. */
+#include "tests/fixture.h"
 #include "tests/opcheck.h"
 #include "engine/data.h"
 #include "engine/exec.h"
@@ -626,14 +627,10 @@ TEST(analytical_agrees_with_empirical_on_gaussian_data)
 
 TEST(fixture_mobilenet_w4)
 {
-    char path[1024], spath[1024];
-    snprintf(path, sizeof path, "%s/tests/fixtures/mobilenet_bn.onnx", QD_SRCDIR);
-    snprintf(spath, sizeof spath, "%s/tests/fixtures/mobilenet.sample.npy", QD_SRCDIR);
-    ASSERT_FIXTURE(path);
-    ASSERT_FIXTURE(spath);
-    qs_graph *g;
+    char spath[1024];
+    qt_fixture_path(spath, sizeof spath, "mobilenet.sample.npy");
+    qs_graph *g = qt_fixture_graph("mobilenet_bn.onnx");
     qs_err e = {0};
-    ASSERT_EQ(qs_onnx_load(path, &g, &e), 0);
     qs_bn_record *bn;
     int nbn;
     ASSERT_EQ(qs_bnfold(g, &bn, &nbn, &e), 0);

@@ -4,6 +4,7 @@
  * each weight's position rather than per channel), ReLU6 replacement, the chains that must be left alone,
  * and the committed fixtures. High-bias absorption's own cases are in test-cle-absorb.c. */
 #include "tests/cle_util.h"
+#include "tests/fixture.h"
 #include "engine/onnx.h"
 #include "engine/data.h"
 #include "engine/quant/bnfold.h"
@@ -513,12 +514,8 @@ TEST(fixture_resnet_bn)
 {
     /* ReLU only: BN fold + CLE must keep the function exactly (residual blocks: only the convs
      * inside a block pair up) */
-    char path[1024];
-    snprintf(path, sizeof path, "%s/tests/fixtures/resnet_bn.onnx", QD_SRCDIR);
-    ASSERT_FIXTURE(path);
-    qs_graph *g;
+    qs_graph *g = qt_fixture_graph("resnet_bn.onnx");
     qs_err e = {0};
-    ASSERT_EQ(qs_onnx_load(path, &g, &e), 0);
     qs_bn_record *bn;
     int nbn;
     ASSERT_EQ(qs_bnfold(g, &bn, &nbn, &e), 0);
@@ -543,21 +540,9 @@ TEST(fixture_resnet_bn)
 
 TEST(fixture_mobilenet_bn)
 {
-    char path[1024], spath[1024];
-    snprintf(path, sizeof path, "%s/tests/fixtures/mobilenet_bn.onnx", QD_SRCDIR);
-    snprintf(spath, sizeof spath, "%s/tests/fixtures/mobilenet.sample.npy", QD_SRCDIR);
-    ASSERT_FIXTURE(path);
-    ASSERT_FIXTURE(spath);
-    qs_graph *orig, *g;
+    qs_graph *orig = qt_fixture_graph("mobilenet_bn.onnx"), *g = qs_graph_clone(orig);
     qs_err e = {0};
-    ASSERT_EQ(qs_onnx_load(path, &orig, &e), 0);
-    qs_dataset *d = NULL;   /* the 64 real test images committed with the model */
-    ASSERT_EQ(qs_dataset_open(spath, &d, &e), 0);
-    const qs_tensor *all = qs_dataset_array(d, 0);
-    qs_tensor *x = qs_tensor_new(QS_F32, all->ndim, all->shape);
-    ASSERT_EQ(qs_copy_rows(all, 0, all->shape[0], x, &e), 0);
-    qs_dataset_close(d);
-    g = qs_graph_clone(orig);
+    qs_tensor *x = qt_fixture_rows("mobilenet.sample.npy", -1);   /* the 64 real test images committed with the model */
     qs_bn_record *bn;
     int nbn;
     ASSERT_EQ(qs_bnfold(g, &bn, &nbn, &e), 0);
@@ -653,20 +638,8 @@ TEST(fixture_mobilenet_bn)
  * function, and leave each pair with r1_i = r2_i (the paper's condition, §3.2). */
 TEST(fixture_vgg_imbalanced)
 {
-    char path[1024], spath[1024];
-    snprintf(path, sizeof path, "%s/tests/fixtures/vgg_imbalanced.onnx", QD_SRCDIR);
-    snprintf(spath, sizeof spath, "%s/tests/fixtures/vgg.sample.npy", QD_SRCDIR);
-    ASSERT_FIXTURE(path);
-    ASSERT_FIXTURE(spath);
-    qs_graph *g;
-    qs_err e = {0};
-    ASSERT_EQ(qs_onnx_load(path, &g, &e), 0);
-    qs_dataset *d = NULL;
-    ASSERT_EQ(qs_dataset_open(spath, &d, &e), 0);
-    const qs_tensor *all = qs_dataset_array(d, 0);
-    qs_tensor *x = qs_tensor_new(QS_F32, all->ndim, all->shape);
-    ASSERT_EQ(qs_copy_rows(all, 0, all->shape[0], x, &e), 0);
-    qs_dataset_close(d);
+    qs_graph *g = qt_fixture_graph("vgg_imbalanced.onnx");
+    qs_tensor *x = qt_fixture_rows("vgg.sample.npy", -1);
     qs_tensor *before = run(g, x);
     double q8 = weights_sqnr(g, x, 8, NULL);
     qs_cle_report *r = cle(g, NULL, 0, NULL);

@@ -348,8 +348,9 @@ static int conv3x3(qs_graph *g, int x, const char *w, const char *out)
 }
 
 /* A residual block, y = Relu(Conv(Relu(Conv(x))) + x): the Add and the Relu after it fold into the
- * second Conv, bit-identical to running them. z = Conv(y) + Conv'(y) must not fold: the second
- * operand is computed after the first Conv runs. */
+ * second Conv, bit-identical to running them. z = Conv(y) + Conv'(y) folds into Conv', the later
+ * one, with Conv(y) as its residual (as in a ResNet's downsampling block), not into Conv: its other
+ * operand is computed after it. */
 TEST(residual_add_fuses_into_conv)
 {
     qs_graph *g = qs_graph_new();
@@ -371,7 +372,7 @@ TEST(residual_add_fuses_into_conv)
     ASSERT_EQ(memcmp(qs_exec_output(a, 1)->data, qs_exec_output(b, 1)->data, 3 * 4 * 25 * 4), 0);
     ASSERT(qs_exec_value(a, h2) == NULL && qs_exec_value(a, s) == NULL);   /* folded into the Conv */
     ASSERT(qs_exec_value(a, y) != NULL);
-    ASSERT(qs_exec_value(a, c3) != NULL && qs_exec_value(a, c4) != NULL);  /* not folded */
+    ASSERT(qs_exec_value(a, c3) != NULL && qs_exec_value(a, c4) == NULL);  /* the Add folds into Conv' */
     ASSERT(qs_exec_value(b, h2) != NULL && qs_exec_value(b, s) != NULL);
     const float *ya = qs_f32(qs_exec_value(a, y)), *yb = qs_f32(qs_exec_value(b, y));
     int zeros = 0;
@@ -445,6 +446,58 @@ TEST(silu_fuses_into_conv)
     qs_graph_free(g);
 }
 
+/* HardSwish, HardSigmoid and Sigmoid that are a Conv output's only reader fold into the Conv, after a
+ * clamp it absorbed (Conv → Relu → HardSwish), bit-identical to running them; nothing folds after
+ * them (the Relu after a fused HardSwish runs), nor into a Conv whose output has a second reader. */
+TEST(pointwise_activations_fuse_into_conv)
+{
+    qs_graph *g = qs_graph_new();
+    qs_graph_set_opset(g, "", 14);
+    int64_t xs[] = {1, 4, 5, 5}, dws[] = {4, 1, 3, 3}, pws[] = {4, 4, 1, 1}, pads[] = {1, 1, 1, 1};
+    int x = input(g, "x", 4, xs, 1);
+    int h1 = conv3x3(g, x, "W1", "h1"), a1 = node(g, "HardSwish", 1, &h1, "a1");
+    output(g, a1);
+    int h2 = node(g, "Conv", 2, (int[]){ a1, init(g, "Wdw", 4, dws, NULL) }, "h2");
+    qs_node_set_ints(&g->nodes[g->nnodes - 1], "pads", 4, pads);
+    qs_node_set_int(&g->nodes[g->nnodes - 1], "group", 4);
+    int a2 = node(g, "HardSigmoid", 1, &h2, "a2");
+    qs_node_set_float(&g->nodes[g->nnodes - 1], "alpha", 0.3f);
+    qs_node_set_float(&g->nodes[g->nnodes - 1], "beta", 0.4f);
+    output(g, a2);
+    int h3 = node(g, "Conv", 2, (int[]){ a2, init(g, "Wpw", 4, pws, NULL) }, "h3");
+    int r3 = node(g, "Relu", 1, &h3, "r3"), a3 = node(g, "HardSwish", 1, &r3, "a3");
+    int z3 = node(g, "Relu", 1, &a3, "z3");
+    output(g, z3);
+    int h4 = conv3x3(g, z3, "W4", "h4"), a4 = node(g, "Sigmoid", 1, &h4, "a4");
+    output(g, a4);
+    int h5 = conv3x3(g, a4, "W5", "h5"), a5 = node(g, "HardSwish", 1, &h5, "a5");
+    output(g, node(g, "Add", 2, (int[]){ a5, h5 }, "z5"));   /* h5 has a second reader */
+    int64_t is[] = {3, 4, 5, 5};
+    qs_tensor *in = opcheck_rand(4, is, -4, 4);
+    qs_exec *a, *b;
+    run_fused_and_not(g, in, &a, &b);
+    for (int o = 0; o < 5; o++)
+        ASSERT_EQ(memcmp(qs_exec_output(a, o)->data, qs_exec_output(b, o)->data, 3 * 4 * 25 * 4), 0);
+    int gone[] = { h1, h2, h3, r3, h4 }, kept[] = { a1, a2, a3, z3, a4, h5, a5 };
+    for (int k = 0; k < 5; k++)
+        ASSERT(qs_exec_value(a, gone[k]) == NULL && qs_exec_value(b, gone[k]) != NULL);
+    for (int k = 0; k < 7; k++)
+        ASSERT(qs_exec_value(a, kept[k]) != NULL);
+    /* both sides of HardSwish's and HardSigmoid's kinks in play */
+    const float *v1 = qs_f32(qs_exec_output(a, 0)), *v2 = qs_f32(qs_exec_output(a, 1));
+    int lo1 = 0, hi1 = 0, lo2 = 0, hi2 = 0;
+    for (int i = 0; i < 3 * 4 * 25; i++) {
+        lo1 += v1[i] == 0.f, hi1 += v1[i] > 3.f;
+        lo2 += v2[i] == 0.f, hi2 += v2[i] == 1.f;
+        ASSERT(v1[i] >= -0.3751f && v2[i] >= 0.f && v2[i] <= 1.f);   /* min of x·clamp(x/6 + ½): −0.375 at x = −1.5 */
+    }
+    ASSERT(lo1 > 0 && hi1 > 0 && lo2 > 0 && hi2 > 0);
+    qs_tensor_free(in);
+    qs_exec_free(a);
+    qs_exec_free(b);
+    qs_graph_free(g);
+}
+
 static void raise_abort(void *ud, int64_t done, int64_t total)
 {
     (void)total;
@@ -499,5 +552,6 @@ TEST(wrong_input_shape_names_the_expected_one)
 TEST_MAIN(forward_matches_hand_computation, memory_reuse_gives_same_results, shape_chains_fold_at_plan_time,
           observer_with_fusion_reports_the_activation,
           graph_backward_matches_finite_differences, relu_fusion_matches_unfused, silu_fuses_into_conv,
+          pointwise_activations_fuse_into_conv,
           clip_with_constant_bounds_fuses, residual_add_fuses_into_conv, abort_flag_stops_between_nodes,
           unsupported_ops_are_listed_together, wrong_input_shape_names_the_expected_one)

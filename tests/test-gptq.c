@@ -8,6 +8,7 @@
  * weights sit on the grid; a chain of two layers; bad input. */
 #include <stdatomic.h>
 
+#include "tests/fixture.h"
 #include "tests/opcheck.h"
 #include "engine/data.h"
 #include "engine/exec.h"
@@ -544,14 +545,10 @@ TEST(chain_of_two_layers)
  * nearest, and the two orders side by side (the default, act_order, is the better one here). */
 TEST(fixture_resnet_w4_orders)
 {
-    char path[1024], spath[1024];
-    snprintf(path, sizeof path, "%s/tests/fixtures/resnet.onnx", QD_SRCDIR);
-    snprintf(spath, sizeof spath, "%s/tests/fixtures/resnet.sample.npy", QD_SRCDIR);
-    ASSERT_FIXTURE(path);
-    ASSERT_FIXTURE(spath);
-    qs_graph *g;
+    char spath[1024];
+    qt_fixture_path(spath, sizeof spath, "resnet.sample.npy");
+    qs_graph *g = qt_fixture_graph("resnet.onnx");
     qs_err e = {0};
-    ASSERT_EQ(qs_onnx_load(path, &g, &e), 0);
     qs_quantsim *near = sim_of(g, 4, 1);
     qs_pl_data d;
     ASSERT_EQ(qs_pl_open_inputs(spath, "calibration", near->g, &d, &e), 0);
@@ -596,14 +593,10 @@ TEST(fixture_resnet_w4_orders)
  * passes, and the weights differ (a layer no longer sees the rounded layers of its own wave). */
 TEST(waves_of_one_are_layer_by_layer)
 {
-    char path[1024], spath[1024];
-    snprintf(path, sizeof path, "%s/tests/fixtures/resnet.onnx", QD_SRCDIR);
-    snprintf(spath, sizeof spath, "%s/tests/fixtures/resnet.sample.npy", QD_SRCDIR);
-    ASSERT_FIXTURE(path);
-    ASSERT_FIXTURE(spath);
-    qs_graph *g;
+    char spath[1024];
+    qt_fixture_path(spath, sizeof spath, "resnet.sample.npy");
+    qs_graph *g = qt_fixture_graph("resnet.onnx");
     qs_err e = {0};
-    ASSERT_EQ(qs_onnx_load(path, &g, &e), 0);
     qs_quantsim *one = sim_of(g, 4, 1), *ref = sim_of(g, 4, 1), *wave = sim_of(g, 4, 1);
     qs_pl_data d;
     ASSERT_EQ(qs_pl_open_inputs(spath, "calibration", one->g, &d, &e), 0);

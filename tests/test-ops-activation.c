@@ -219,5 +219,30 @@ TEST(sigmoid_kernel)
     free(z);
 }
 
-TEST_MAIN(pointwise_forward, sigmoid_kernel, attributes, pointwise_grads, prelu, clip_both_forms, clip_grads, softmax_opset_semantics,
+/* The vectorized HardSwish and HardSigmoid (ops/kernels.c, also the Conv epilogue's) against the
+ * definitions in double over [−8, 8] in steps of 1/256 (an odd count: the loops' tails too), in place
+ * as the epilogue runs them: within one rounding of each float operation (x·⅙ + ½ is off by up to
+ * half an ulp of ½, times |x|, where it cancels near x = −3). */
+TEST(hard_activation_kernels)
+{
+    enum { N = 4097 };
+    float *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y), *z = malloc(N * sizeof *z);
+    for (int i = 0; i < N; i++)
+        x[i] = y[i] = -8.f + i / 256.f;
+    qs_vec_hardswish(N, y, y);
+    qs_vec_hardsigmoid(N, 0.3f, 0.4f, x, z);
+    int flat = 0;
+    for (int i = 0; i < N; i++) {
+        double v = x[i], s = fmin(fmax(v / 6 + 0.5, 0), 1), h = fmin(fmax(0.3f * v + 0.4f, 0), 1);
+        ASSERT(fabs(y[i] - v * s) <= 2.5e-7 * fabs(v * s) + 6e-8 * fabs(v));
+        ASSERT(fabs(z[i] - h) <= 2.5e-7);
+        flat += (v <= -3 && y[i] == 0.f) + (v >= 3 && y[i] == x[i]);
+    }
+    ASSERT_EQ(flat, 2 * (5 * 256 + 1));
+    free(x);
+    free(y);
+    free(z);
+}
+
+TEST_MAIN(pointwise_forward, sigmoid_kernel, hard_activation_kernels, attributes, pointwise_grads, prelu, clip_both_forms, clip_grads, softmax_opset_semantics,
           logsoftmax, softmax_grads)

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "tests/fixture.h"
 #include "tests/harness.h"
 #include "tests/qsim-util.h"
 #include "engine/data.h"
@@ -120,35 +121,6 @@ TEST(shuffles_depend_on_seed_and_epoch_only)
 
 /* --- a whole graph's backward ------------------------------------------------------------------ */
 
-static qs_graph *load_fixture(const char *name)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/tests/fixtures/%s", QD_SRCDIR, name);
-    qs_graph *g;
-    qs_err e = {0};
-    if (qs_onnx_load(path, &g, &e) < 0)
-        QT_FAIL_("%s", e.msg);
-    return g;
-}
-
-static qs_tensor *load_npy(const char *name, int64_t rows)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/tests/fixtures/%s", QD_SRCDIR, name);
-    qs_dataset *d;
-    qs_err e = {0};
-    if (qs_dataset_open(path, &d, &e) < 0)
-        QT_FAIL_("%s", e.msg);
-    const qs_tensor *a = qs_dataset_array(d, 0);
-    int64_t shape[QS_MAX_DIMS];
-    memcpy(shape, a->shape, sizeof shape);
-    shape[0] = rows < a->shape[0] ? rows : a->shape[0];
-    qs_tensor *t = qs_tensor_new(QS_F32, a->ndim, shape);
-    ASSERT(qs_copy_rows(a, 0, shape[0], t, &e) == 0);
-    qs_dataset_close(d);
-    return t;
-}
-
 /* labels = the FP32 model's own (PyTorch's) predictions */
 static void argmax_labels(const qs_tensor *logits, int64_t *lab)
 {
@@ -196,7 +168,7 @@ static qs_exec *train_grads(qs_graph *g, const qs_tensor *x, const int64_t *lab)
 /* a W8A8 QuantSim of the ResNet fixture with min-max ranges from the sample images */
 static qs_quantsim *resnet_sim(qs_tensor *x)
 {
-    qs_graph *g = load_fixture("resnet.onnx");
+    qs_graph *g = qt_fixture_graph("resnet.onnx");
     qs_qsim_config cfg = qs_qsim_config_default();
     qs_err e = {0};
     qs_quantsim *sim = qs_quantsim_new(g, &cfg, &e);
@@ -213,7 +185,7 @@ static qs_quantsim *resnet_sim(qs_tensor *x)
  * FakeQuant, Conv, Relu, Add, pooling and Gemm must match central differences of the loss. */
 TEST(graph_backward_with_quantizers_bypassed_matches_finite_differences)
 {
-    qs_tensor *x = load_npy("resnet.sample.npy", 8), *ref = load_npy("resnet.expected.npy", 8);
+    qs_tensor *x = qt_fixture_rows("resnet.sample.npy", 8), *ref = qt_fixture_rows("resnet.expected.npy", 8);
     int64_t lab[8];
     argmax_labels(ref, lab);
     lab[0] = (lab[0] + 3) % 10;   /* a wrong label or two: larger gradients */
@@ -273,7 +245,7 @@ TEST(graph_backward_with_quantizers_bypassed_matches_finite_differences)
  * bypassed. */
 TEST(lsq_range_gradients_of_a_graph_match_finite_differences_when_clamped)
 {
-    qs_tensor *x = load_npy("resnet.sample.npy", 8), *ref = load_npy("resnet.expected.npy", 8);
+    qs_tensor *x = qt_fixture_rows("resnet.sample.npy", 8), *ref = qt_fixture_rows("resnet.expected.npy", 8);
     int64_t lab[8];
     argmax_labels(ref, lab);
     lab[2] = (lab[2] + 4) % 10;
@@ -354,9 +326,9 @@ static void setup(fx *f, const char *model, int64_t n)
     snprintf(f->out3, sizeof f->out3, "%s/out3", f->dir);
     char name[128];
     snprintf(name, sizeof name, "%s.sample.npy", model);
-    qs_tensor *x = load_npy(name, n);
+    qs_tensor *x = qt_fixture_rows(name, n);
     snprintf(name, sizeof name, "%s.expected.npy", model);
-    qs_tensor *ref = load_npy(name, n);
+    qs_tensor *ref = qt_fixture_rows(name, n);
     qs_tensor *y = qs_tensor_new(QS_I64, 1, x->shape);
     argmax_labels(ref, qs_i64(y));
     for (int64_t r = 0; r < n; r += 7)
@@ -399,7 +371,7 @@ static int run_qat(const fx *f, const char *model, const char *outdir, const cha
                    events *ev, json_t **res, qs_err *e)
 {
     char mpath[512];
-    snprintf(mpath, sizeof mpath, "%s/tests/fixtures/%s", QD_SRCDIR, model);
+    qt_fixture_path(mpath, sizeof mpath, model);
     json_error_t je;
     json_t *c = json_loads(cfg, 0, &je);
     if (!c)
@@ -465,7 +437,7 @@ TEST(trainer_parameters)
 {
     fx f;
     setup(&f, "mlp", 32);
-    qs_graph *g = load_fixture("mlp.onnx");
+    qs_graph *g = qt_fixture_graph("mlp.onnx");
     qs_qsim_config cfg = qs_qsim_config_default();
     qs_err e = {0};
     qs_quantsim *sim = qs_quantsim_new(g, &cfg, &e);
@@ -532,12 +504,12 @@ TEST(bn_reestimation_sets_the_batch_statistics)
 {
     fx f;
     setup(&f, "resnet", 32);
-    qs_graph *g = load_fixture("resnet_bn.onnx");
+    qs_graph *g = qt_fixture_graph("resnet_bn.onnx");
     qs_qsim_config cfg = qs_qsim_config_default();
     qs_err e = {0};
     qs_quantsim *sim = qs_quantsim_new(g, &cfg, &e);
     ASSERT(sim);
-    qs_tensor *x = load_npy("resnet.sample.npy", 32);
+    qs_tensor *x = qt_fixture_rows("resnet.sample.npy", 32);
     const qs_tensor *in[1] = {x};
     ASSERT(qsu_calibrate_minmax(sim, in, &e) == 0);
     qs_pl_data d;
@@ -743,7 +715,7 @@ TEST(bad_input_is_named)
     ASSERT_STR_CONTAINS(e.msg, "config.qat.epoch");
     /* no training data */
     char mpath[512];
-    snprintf(mpath, sizeof mpath, "%s/tests/fixtures/mlp.onnx", QD_SRCDIR);
+    qt_fixture_path(mpath, sizeof mpath, "mlp.onnx");
     qs_pipeline_io io = {.model = mpath, .outdir = f.out};
     memset(&e, 0, sizeof e);
     ASSERT(qs_pipeline_run("qat", &io, &res, &e) < 0);
@@ -790,7 +762,7 @@ TEST(softmax_output_is_warned_about)
 {
     fx f;
     setup(&f, "mlp", 32);
-    qs_graph *g = load_fixture("mlp.onnx");
+    qs_graph *g = qt_fixture_graph("mlp.onnx");
     int logits = g->outputs[0], probs = qs_graph_value(g, "probs");
     int n = qs_graph_add_node(g, "Softmax", "softmax", 1, &logits, 1, &probs);
     ASSERT(n >= 0 && qs_node_set_int(&g->nodes[n], "axis", 1) == 0);

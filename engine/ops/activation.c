@@ -81,13 +81,6 @@ static inline float sigmoid(float x)
     return x >= 0 ? 1.f / (1.f + e) : e / (1.f + e);
 }
 
-/* branch-free clamp to [0, 1] (fminf/fmaxf are calls at -O2) */
-static inline float clamp01(float v)
-{
-    v = v < 0.f ? 0.f : v;
-    return v > 1.f ? 1.f : v;
-}
-
 static float gelu(float x, int tanh_approx)
 {
     if (tanh_approx)
@@ -115,8 +108,8 @@ static void act_range(void *arg, int64_t b0, int64_t e0, int worker)
     case A_LEAKY: ACT_LOOP(x < 0 ? a * x : x); break;
     case A_SIGMOID: qs_vec_sigmoid(n, X, Y); break;
     case A_TANH: ACT_LOOP(tanhf(x)); break;
-    case A_HSIG: ACT_LOOP(clamp01(a * x + b)); break;
-    case A_HSWISH: ACT_LOOP(x * clamp01(x / 6.f + 0.5f)); break;
+    case A_HSIG: qs_vec_hardsigmoid(n, a, b, X, Y); break;
+    case A_HSWISH: qs_vec_hardswish(n, X, Y); break;
     case A_ELU: ACT_LOOP(x < 0 ? a * (expf(x) - 1.f) : x); break;
     case A_SELU: ACT_LOOP(x <= 0 ? g * a * (expf(x) - 1.f) : g * x); break;
     /* log(1 + e^x) without overflow for large x */
@@ -522,6 +515,20 @@ static int softmax_backward(qs_kctx *c)
     return 0;
 }
 
+/* Sigmoid, HardSwish and HardSigmoid as a producer's epilogue applies them (ops.h) */
+static int act_pointwise(const qs_kctx *c, float *alpha, float *beta)
+{
+    switch (act_of(c)) {
+    case A_SIGMOID: return QS_PW_SIGMOID;
+    case A_HSWISH: return QS_PW_HARDSWISH;
+    case A_HSIG:
+        *alpha = qs_node_float(c->node, "alpha", 0.2f);
+        *beta = qs_node_float(c->node, "beta", 0.5f);
+        return QS_PW_HARDSIGMOID;
+    default: return QS_PW_NONE;
+    }
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 
 #define ACT(name) { .domain = "", .op = name, .infer = act_infer, .forward = act_forward, .backward = act_backward }
@@ -530,9 +537,13 @@ const qs_op_def qs_ops_activation[] = {
     { .domain = "", .op = "Relu", .clamp = relu_clamp, .infer = act_infer, .forward = act_forward,
       .backward = act_backward },
     ACT("LeakyRelu"),
-    { .domain = "", .op = "Sigmoid", .flags = QS_OP_SIGMOID, .infer = act_infer, .forward = act_forward,
+    { .domain = "", .op = "Sigmoid", .flags = QS_OP_SIGMOID, .pointwise = act_pointwise, .infer = act_infer,
+      .forward = act_forward, .backward = act_backward },
+    ACT("Tanh"),
+    { .domain = "", .op = "HardSigmoid", .pointwise = act_pointwise, .infer = act_infer, .forward = act_forward,
       .backward = act_backward },
-    ACT("Tanh"), ACT("HardSigmoid"), ACT("HardSwish"),
+    { .domain = "", .op = "HardSwish", .pointwise = act_pointwise, .infer = act_infer, .forward = act_forward,
+      .backward = act_backward },
     ACT("Elu"), ACT("Selu"), ACT("Softplus"), ACT("Gelu"),
     { .domain = "", .op = "PRelu", .infer = prelu_infer, .forward = prelu_forward, .backward = prelu_backward },
     { .domain = "", .op = "Clip", .clamp = clip_clamp, .infer = clip_infer, .forward = clip_forward, .backward = clip_backward },

@@ -8,10 +8,8 @@
 
 /* the CPU engine, or NULL when oneDNN is disabled (QUANT_CONV_DNNL=0, conv_dnnl_enable(0)) or absent */
 dnnl_engine_t conv_dnnl_engine(void);
-/* the activations' blocked layout on this CPU (nChw16c on AVX-512, nChw8c on AVX2) and its block in
- * *blk; dnnl_format_tag_undef (0) and *blk = 0 without AVX2 (oneDNN's blocked kernels are not used) */
-dnnl_format_tag_t conv_dnnl_blocked(int64_t *blk);
-/* a reorder from one layout to another, or *out = NULL (and 0) when they are the same; -1: failed */
+/* a reorder from one layout to another, or *out = NULL (and 0) when they are the same; -1: failed
+ * (also when it would need a scratchpad: reorders run on any worker without one) */
 int conv_dnnl_reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to, dnnl_primitive_t *out);
 /* bytes of a buffer in layout `to` when it differs from `from`, else 0 (the plain buffer is used) */
 size_t conv_dnnl_buf_bytes(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to);

@@ -29,7 +29,7 @@ enum { CHUNKS = 4 };
 typedef struct {
     dnnl_primitive_t data, wts;        /* backward data (NULL: dX on the caller's path), backward weights */
     dnnl_primitive_t rx, rdy, rdx;     /* X and dY into the kernels' layouts, dX out (NULL: plain is theirs) */
-    dnnl_memory_desc_t xp, xb, dyp, dyb, dxp, dxb;
+    dnnl_memory_desc_t xp, xb, dyp, dyb, dxp, dxb, dsp, wsp;   /* dsp, wsp: the kernels' scratchpads */
     size_t xbytes, dybytes, dxbytes;   /* the blocked buffers (0: none needed) */
 } bwd_part;
 
@@ -39,6 +39,7 @@ struct conv_dnnl_bwd {
     dnnl_primitive_t rw, rdw;          /* W into backward data's layout; the summed dW out of backward weights' */
     dnnl_memory_desc_t wp, wb, dwb, dbp;   /* plain W (and dW), W for backward data, dW and dB as computed */
     size_t wbytes, dwbytes;            /* wbytes 0: backward data reads plain W; dwbytes: one partial dW */
+    size_t spbytes;                    /* the largest scratchpad (one per worker) */
 };
 
 static void release(dnnl_primitive_t p)
@@ -76,12 +77,21 @@ static geom_dims dims_of(const qs_conv_geom *g)
                         { g->pad_end[1], g->pad_end[2] } };
 }
 
-/* a primitive descriptor that is a JIT kernel (else NULL: "gemm" or "ref" would be no faster than ours) */
+/* a primitive descriptor that is a JIT kernel (else NULL: "gemm" or "ref" would be no faster than
+ * ours), its scratchpad ours: oneDNN's own is safe only on the thread that made the primitive, and
+ * our pool's workers run it (conv_dnnl.c) */
 static dnnl_primitive_desc_t jit_pd(const void *desc, const_dnnl_primitive_desc_t hint)
 {
     dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_attr_t attr;
     const char *impl = "";
-    if (dnnl_primitive_desc_create(&pd, desc, NULL, conv_dnnl_engine(), hint) != dnnl_success)
+    if (dnnl_primitive_attr_create(&attr) != dnnl_success)
+        return NULL;
+    dnnl_status_t s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (s == dnnl_success)
+        s = dnnl_primitive_desc_create(&pd, desc, attr, conv_dnnl_engine(), hint);
+    dnnl_primitive_attr_destroy(attr);
+    if (s != dnnl_success)
         return NULL;
     if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || strncmp(impl, "jit", 3)) {
         dnnl_primitive_desc_destroy(pd);
@@ -171,6 +181,7 @@ static int make_part(conv_dnnl_bwd *b, const conv_p *p, int64_t mb, dnnl_format_
     if (!wpd)
         return -1;
     int rc = -1;
+    pt->wsp = *dnnl_primitive_desc_query_md(wpd, dnnl_query_scratchpad_md, 0);
     pt->xb = *dnnl_primitive_desc_query_md(wpd, dnnl_query_src_md, 0);
     pt->dyb = *dnnl_primitive_desc_query_md(wpd, dnnl_query_diff_dst_md, 0);
     const dnnl_memory_desc_t *dwb = dnnl_primitive_desc_query_md(wpd, dnnl_query_diff_weights_md, 0);
@@ -201,6 +212,7 @@ static int make_part(conv_dnnl_bwd *b, const conv_p *p, int64_t mb, dnnl_format_
         if (first)
             b->wb = *wb;
         pt->dxb = *dnnl_primitive_desc_query_md(dpd, dnnl_query_diff_src_md, 0);
+        pt->dsp = *dnnl_primitive_desc_query_md(dpd, dnnl_query_scratchpad_md, 0);
         if ((!first && !dnnl_memory_desc_equal(wb, &b->wb)) || dnnl_primitive_create(&pt->data, dpd) != dnnl_success ||
             conv_dnnl_reorder(&pt->dxb, &pt->dxp, &pt->rdx) < 0)
             goto out;
@@ -216,10 +228,10 @@ out:
 
 conv_dnnl_bwd *conv_dnnl_bwd_new(const conv_p *p)
 {
-    int64_t blk;
-    dnnl_format_tag_t blocked = conv_dnnl_blocked(&blk);
-    /* the forward's shapes (conv_dnnl_new) */
-    if (!conv_dnnl_engine() || !blocked || p->path != PATH_GEMM || p->kvol == 1 || p->group != 1 || p->g.nd != 2 ||
+    int64_t blk = conv_dnnl_block();
+    dnnl_format_tag_t blocked = blk == 16 ? dnnl_nChw16c : dnnl_nChw8c;
+    /* the forward's shapes with plain activations (conv_dnnl_new) */
+    if (!conv_dnnl_engine() || !blk || p->path != PATH_GEMM || p->kvol == 1 || p->group != 1 || p->g.nd != 2 ||
         p->N < 1)
         return NULL;
     conv_dnnl_bwd *b = calloc(1, sizeof *b);
@@ -247,6 +259,11 @@ conv_dnnl_bwd *conv_dnnl_bwd_new(const conv_p *p)
         goto fail;
     b->wbytes = b->part[0].data ? conv_dnnl_buf_bytes(&b->wp, &b->wb) : 0;
     b->dwbytes = dnnl_memory_desc_get_size(&b->dwb);
+    for (int k = 0; k < 2; k++) {
+        size_t sw = dnnl_memory_desc_get_size(&b->part[k].wsp), sd = dnnl_memory_desc_get_size(&b->part[k].dsp);
+        sw = sw > sd ? sw : sd;
+        b->spbytes = sw > b->spbytes ? sw : b->spbytes;
+    }
     return b;
 fail:
     conv_dnnl_bwd_free(b);
@@ -261,7 +278,8 @@ static int64_t workers_of(const conv_dnnl_bwd *b, int nthreads)
     return nt < b->chunks ? nt : b->chunks;
 }
 
-/* scratch: W for backward data; per chunk a partial dW and dB; per worker one chunk's X, dY, dX */
+/* scratch: W for backward data; per chunk a partial dW and dB; per worker one chunk's X, dY, dX and
+ * a scratchpad */
 static size_t partial_bytes(const conv_dnnl_bwd *b, const conv_p *p)
 {
     return round64(b->dwbytes) + round64((size_t)p->M * sizeof(float));
@@ -270,7 +288,7 @@ static size_t partial_bytes(const conv_dnnl_bwd *b, const conv_p *p)
 static size_t worker_bytes(const conv_dnnl_bwd *b)
 {
     const bwd_part *pt = &b->part[0];
-    return round64(pt->xbytes) + round64(pt->dybytes) + round64(pt->data ? pt->dxbytes : 0);
+    return round64(pt->xbytes) + round64(pt->dybytes) + round64(pt->data ? pt->dxbytes : 0) + round64(b->spbytes);
 }
 
 size_t conv_dnnl_bwd_scratch(const conv_dnnl_bwd *b, const conv_p *p, int nthreads)
@@ -287,15 +305,20 @@ typedef struct {
     int failed;
 } bwd_job;
 
-/* runs primitive prim on n arguments (memory objects made over the buffers and dropped here) */
+/* runs primitive prim on n arguments (memory objects made over the buffers and dropped here), and its
+ * scratchpad sp (none when its size is 0) */
 static int execute(dnnl_primitive_t prim, dnnl_stream_t st, int n, const int *args, const dnnl_memory_desc_t *const *mds,
-                   const void *const *bufs)
+                   const void *const *bufs, const dnnl_memory_desc_t *sp, void *spbuf)
 {
-    dnnl_exec_arg_t a[4];
+    dnnl_exec_arg_t a[5];
     int rc = 0;
     for (int i = 0; i < n; i++) {
         a[i] = (dnnl_exec_arg_t){ args[i], conv_dnnl_mem(mds[i], bufs[i]) };
         rc |= a[i].memory ? 0 : -1;
+    }
+    if (dnnl_memory_desc_get_size(sp)) {
+        a[n] = (dnnl_exec_arg_t){ DNNL_ARG_SCRATCHPAD, conv_dnnl_mem(sp, spbuf) };
+        rc |= a[n++].memory ? 0 : -1;
     }
     if (!rc)
         rc = dnnl_primitive_execute(prim, st, n, a) == dnnl_success && dnnl_stream_wait(st) == dnnl_success ? 0 : -1;
@@ -313,6 +336,7 @@ static int chunk(const bwd_job *j, int64_t k, char *buf, dnnl_stream_t st)
     int64_t n0 = k * b->q;
     const float *x = j->x + n0 * p->C * p->xvol, *dy = j->dy + n0 * p->M * p->yvol;
     char *xbuf = buf, *dybuf = xbuf + round64(b->part[0].xbytes), *dxbuf = dybuf + round64(b->part[0].dybytes);
+    char *spbuf = dxbuf + round64(b->part[0].data ? b->part[0].dxbytes : 0);
     const void *xb = pt->rx ? (const void *)xbuf : (const void *)x, *dyb = pt->rdy ? (const void *)dybuf : (const void *)dy;
     if ((pt->rx && conv_dnnl_run_reorder(pt->rx, st, &pt->xp, x, &pt->xb, xbuf) < 0) ||
         (pt->rdy && conv_dnnl_run_reorder(pt->rdy, st, &pt->dyp, dy, &pt->dyb, dybuf) < 0))
@@ -322,14 +346,14 @@ static int chunk(const bwd_job *j, int64_t k, char *buf, dnnl_stream_t st)
         void *dxb = pt->rdx ? (void *)dxbuf : (void *)dx;
         const void *wb = b->rw ? (const void *)j->wbuf : (const void *)j->w;
         if (execute(pt->data, st, 3, (const int[]){ DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC },
-                    (const dnnl_memory_desc_t *const[]){ &pt->dyb, &b->wb, &pt->dxb }, (const void *const[]){ dyb, wb, dxb }) < 0 ||
+                    (const dnnl_memory_desc_t *const[]){ &pt->dyb, &b->wb, &pt->dxb }, (const void *const[]){ dyb, wb, dxb }, &pt->dsp, spbuf) < 0 ||
             (pt->rdx && conv_dnnl_run_reorder(pt->rdx, st, &pt->dxb, dxb, &pt->dxp, dx) < 0))
             return -1;
     }
     char *dw = j->partials + k * partial_bytes(b, p), *db = dw + round64(b->dwbytes);
     return execute(pt->wts, st, 4, (const int[]){ DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_BIAS },
                    (const dnnl_memory_desc_t *const[]){ &pt->xb, &pt->dyb, &b->dwb, &b->dbp },
-                   (const void *const[]){ xb, dyb, dw, db });
+                   (const void *const[]){ xb, dyb, dw, db }, &pt->wsp, spbuf);
 }
 
 static void chunk_range(void *arg, int64_t k0, int64_t k1, int worker)

@@ -50,6 +50,13 @@ static int block_workers(const qs_kctx *c, const conv_p *p)
     return (int)(t < blocks ? t : blocks > 0 ? blocks : 1);
 }
 
+/* the planar forward: (batch item, channel) planes run in parallel */
+static int plane_workers(const qs_kctx *c, const conv_p *p)
+{
+    int64_t t = c->nthreads > 1 ? c->nthreads : 1, planes = p->N * p->M;
+    return (int)(t < planes ? t : planes > 0 ? planes : 1);
+}
+
 /* ---- depthwise: direct loops, one (item, output channel) plane at a time -------------------------- */
 
 /* For each output row (od, oh), the kernel taps (kd, kh) that land in the input give one input row;
@@ -143,12 +150,24 @@ static inline void transpose16(v16 r[16])
 }
 #endif
 
-/* 16 planes (xp[l], rows of IW) → buf[((ih + pt)·PW + iw + pl)·16 + l], the rest of buf zero */
+/* 16 planes (xp[l], rows of IW) → buf[((ih + pt)·PW + iw + pl)·16 + l], the rest of buf zero. Only
+ * that rest (the padding border) is zeroed: zeroing all of a buffer larger than L1 first cost as
+ * much as the convolution's arithmetic on MobileNet's large planes. */
 static inline void dw_interleave_in(const float *const *xp, int64_t IH, int64_t IW, int64_t pt, int64_t pl,
                                     int64_t PW, int64_t nbuf, float *buf)
 {
-    for (int64_t i = 0; i < nbuf; i += 16)
+    const int64_t top = pt * PW * 16, body = (pt + IH) * PW * 16;
+    for (int64_t i = 0; i < top; i += 16)
         *(v16u *)(buf + i) = (v16){ 0 };
+    for (int64_t i = body; i < nbuf; i += 16)
+        *(v16u *)(buf + i) = (v16){ 0 };
+    for (int64_t ih = 0; ih < IH; ih++) {
+        float *row = buf + (pt + ih) * PW * 16;
+        for (int64_t iw = 0; iw < pl; iw++)
+            *(v16u *)(row + iw * 16) = (v16){ 0 };
+        for (int64_t iw = pl + IW; iw < PW; iw++)
+            *(v16u *)(row + iw * 16) = (v16){ 0 };
+    }
     int64_t q = 0, ih = 0, iw = 0;
     const int64_t hw = IH * IW;
     for (; q + 16 <= hw; q += 16) {
@@ -333,12 +352,171 @@ QS_HOT static void dw_block_backward(const conv_p *p, const dw_blk *d, const flo
         dw_deinterleave(dxb, IH, IW, g->pad[1], g->pad[2], PW, dxp, lanes);
 }
 
+/* ---- depthwise forward, planar: one (item, channel) plane at a time, lanes along the plane -------- *
+ *
+ * The plane is copied once into a zero-padded buffer split into its stride phases (polyphase: for
+ * strides sh×sw, sub-plane (a, b) holds padded rows a, a + sh, … and columns b, b + sw, …, each QH×QW).
+ * In that buffer output (oh, ow)'s tap (kh, kw) sits at a fixed offset from oh·QW + ow, the same for
+ * every output: output q = oh·QW + ow is Σ_t w_t · buffer[q + off_t], and a run of 16 outputs along
+ * a row is one vector sum over the taps, with no bounds tests and no transposes, stored straight
+ * into Y (the last run of a row overlapping the one before). It needs rows of at least 16 outputs;
+ * there it beats the interleaved blocks below (their transposes cost more than the arithmetic), on
+ * narrower planes it does not (measured on MobileNet's 14×14 and 7×7 planes). */
+typedef struct {
+    int64_t QH, QW, sub;     /* sub-plane rows and columns (sub = QH·QW) */
+    int64_t buf;             /* floats of the polyphase buffer (with slack) */
+    int64_t off[DW_MAXTAPS]; /* tap t of output q = oh·QW + ow reads buffer[q + off[t]] */
+} dw_pp;
+
+static void dw_pp_geom(const qs_conv_geom *g, dw_pp *d)
+{
+    dw_blk b;
+    dw_blk_geom(g, &b);   /* PH, PW: the padded plane */
+    const int64_t sh = g->stride[1], sw = g->stride[2];
+    d->QH = (b.PH + sh - 1) / sh;
+    d->QW = (b.PW + sw - 1) / sw;
+    d->sub = d->QH * d->QW;
+    /* Reads stay inside each sub-plane: output row oh, tap row ry reads sub-row oh + ry / sh < QH,
+     * and columns ow + rx / sw < QW since (OW − 1)·sw + rx < PW. */
+    d->buf = sh * sw * d->sub;
+    for (int64_t ky = 0, t = 0; ky < g->k[1]; ky++)
+        for (int64_t kx = 0; kx < g->k[2]; kx++, t++) {
+            int64_t ry = ky * g->dil[1], rx = kx * g->dil[2];
+            d->off[t] = ((ry % sh) * sw + rx % sw) * d->sub + ry / sh * d->QW + rx / sw;
+        }
+}
+
+static int dw_planar(const qs_conv_geom *g) { return dw_fast(g) && g->out[2] >= 16; }
+
+/* One padded input row into its sw phase rows dst + b·sub, QW floats each: phase b's column j is
+ * padded column b + j·sw (0 in the padding). Strides 1 and 2 take copies the compiler vectorizes. */
+static inline void dw_pp_row(const float *restrict xr, int64_t IW, int64_t pl, int64_t sw, int64_t QW, int64_t sub,
+                             float *restrict dst)
+{
+    if (sw == 1) {
+        for (int64_t j = 0; j < pl; j++)
+            dst[j] = 0.f;
+        for (int64_t j = 0; j < IW; j++)
+            dst[pl + j] = xr[j];
+        for (int64_t j = pl + IW; j < QW; j++)
+            dst[j] = 0.f;
+        return;
+    }
+    for (int64_t b = 0; b < sw; b++)
+        for (int64_t j = 0; j < QW; j++)
+            dst[b * sub + j] = 0.f;
+    if (sw == 2) {
+        /* input column c is padded column c + pl: phase (c + pl) & 1, index (c + pl) >> 1 */
+        float *e = dst + (pl & 1) * sub + (pl >> 1), *o = dst + ((pl + 1) & 1) * sub + ((pl + 1) >> 1);
+        int64_t n2 = IW / 2;
+        for (int64_t j = 0; j < n2; j++) {
+            e[j] = xr[2 * j];
+            o[j] = xr[2 * j + 1];
+        }
+        if (IW & 1)
+            e[n2] = xr[IW - 1];
+        return;
+    }
+    for (int64_t c = 0; c < IW; c++)
+        dst[(c + pl) % sw * sub + (c + pl) / sw] = xr[c];
+}
+
+/* The output vectors of a plane with OW ≥ 16 in groups of four (independent sums hide the
+ * multiply-adds' latency): y[dst_k…] = clamp(bias + Σ_t w_t · buf[src_k + off_t…]) for 16 lanes. Vector
+ * k covers row r's columns from min(16·i, OW − 16); the last group repeats the plane's last vector.
+ * Always inlined, so that the callers with ntaps 9 and 25 get the tap loop unrolled and the weights
+ * and offsets held in registers. */
+static inline __attribute__((always_inline)) void dw_pp_vectors(const float *restrict buf, const int64_t *off,
+                                                               const float *wt, int64_t ntaps, float bias,
+                                                               int64_t OH, int64_t OW, int64_t QW, int clamp,
+                                                               v16 lo, v16 hi, float *y)
+{
+    int64_t r = 0, c = 0;   /* the next vector: row r, from column c */
+    while (r < OH) {
+        int64_t src[4], dst[4];
+        for (int u = 0; u < 4; u++) {
+            int64_t rr = r < OH ? r : OH - 1, cc = r < OH && c < OW - 16 ? c : OW - 16;
+            src[u] = rr * QW + cc;
+            dst[u] = rr * OW + cc;
+            if (r < OH && (c += 16) >= OW) {
+                c = 0;
+                r++;
+            }
+        }
+        v16 a0 = (v16){ 0 } + bias, a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t t = 0; t < ntaps; t++) {
+            const float *s_ = buf + off[t];
+            v16 wv = (v16){ 0 } + wt[t];
+            a0 += wv * *(const v16u *)(s_ + src[0]);
+            a1 += wv * *(const v16u *)(s_ + src[1]);
+            a2 += wv * *(const v16u *)(s_ + src[2]);
+            a3 += wv * *(const v16u *)(s_ + src[3]);
+        }
+        if (clamp) {
+            CLAMP16(a0, lo, hi);
+            CLAMP16(a1, lo, hi);
+            CLAMP16(a2, lo, hi);
+            CLAMP16(a3, lo, hi);
+        }
+        *(v16u *)(y + dst[0]) = a0;
+        *(v16u *)(y + dst[1]) = a1;
+        *(v16u *)(y + dst[2]) = a2;
+        *(v16u *)(y + dst[3]) = a3;
+    }
+}
+
+
+/* One plane, OW ≥ 16: the polyphase copy, then vectors of 16 outputs straight into Y. */
+/* QS_HOT with the multiply-adds contracted into FMA (one optimize attribute: a second would replace
+ * the first's -O3): one rounding per tap instead of two, as oneDNN's and ONNX Runtime's kernels do.
+ * Every output of the planar path goes through the same vector code, so results do not depend on
+ * where an output falls in its row (the pointwise kernels keep QS_HOT: their scalar tails and vector
+ * bodies were contracted differently). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define DW_HOT __attribute__((target_clones("avx512f", "avx2", "default"), \
+                              optimize("O3", "no-tree-loop-distribute-patterns", "fp-contract=fast")))
+#else
+#define DW_HOT
+#endif
+
+DW_HOT static void dw_plane_planar(const conv_p *p, const dw_pp *d, const float *x, const float *w, float bias,
+                                   float *y, float *restrict buf, clamp_t cl)
+{
+    const qs_conv_geom *g = &p->g;
+    const int64_t IH = g->in[1], IW = g->in[2], OH = g->out[1], OW = g->out[2], QW = d->QW;
+    const int64_t sh = g->stride[1], sw = g->stride[2], pt = g->pad[1], pl = g->pad[2], ntaps = qs_geom_kvol(g);
+    for (int64_t a = 0; a < sh; a++)
+        for (int64_t i = 0; i < d->QH; i++) {
+            int64_t r = i * sh + a - pt;   /* input row of padded row i·sh + a */
+            float *dst = buf + a * sw * d->sub + i * QW;
+            if (r >= 0 && r < IH)
+                dw_pp_row(x + r * IW, IW, pl, sw, QW, d->sub, dst);
+            else
+                for (int64_t b = 0; b < sw; b++)
+                    for (int64_t j = 0; j < QW; j++)
+                        dst[b * d->sub + j] = 0.f;
+        }
+    float wt[DW_MAXTAPS];
+    for (int64_t t = 0; t < ntaps; t++)
+        wt[t] = w[t];
+    const int clamp = cl.on && !cl.res;
+    const v16 lo = (v16){ 0 } + (clamp ? cl.lo : -INFINITY), hi = (v16){ 0 } + (clamp ? cl.hi : INFINITY);
+    if (ntaps == 9)
+        dw_pp_vectors(buf, d->off, wt, 9, bias, OH, OW, QW, clamp, lo, hi, y);
+    else if (ntaps == 25)
+        dw_pp_vectors(buf, d->off, wt, 25, bias, OH, OW, QW, clamp, lo, hi, y);
+    else
+        dw_pp_vectors(buf, d->off, wt, ntaps, bias, OH, OW, QW, clamp, lo, hi, y);
+}
+
 typedef struct {
     const conv_p *p;
     const float *x, *w, *b, *dy;
     float *y, *dx, *dw, *db;
-    float *scratch;        /* fast path: per worker, the interleaved input and output buffers */
+    float *scratch;        /* fast paths: per worker, the interleaved or polyphase buffers */
     dw_blk blk;
+    dw_pp pp;
+    int planar;
     clamp_t clamp;
 } dw_job;
 
@@ -346,6 +524,18 @@ static void dw_forward_range(void *arg, int64_t begin, int64_t end, int worker)
 {
     const dw_job *j = arg;
     const conv_p *p = j->p;
+    if (j->scratch && j->planar) {
+        float *buf = j->scratch + worker * j->pp.buf;
+        for (int64_t plane = begin; plane < end; plane++) {   /* plane = n·M + m */
+            int64_t n = plane / p->M, m = plane % p->M;
+            float *y = j->y + plane * p->yvol;
+            dw_plane_planar(p, &j->pp, j->x + (n * p->C + m / p->Mg) * p->xvol, j->w + m * p->kvol,
+                            j->b ? j->b[m] : 0.f, y, buf, j->clamp);
+            if (j->clamp.res || j->clamp.pw)   /* the residual and then the clamp, or the activation */
+                conv_epilogue(y, NULL, j->clamp.res ? j->clamp.res + plane * p->yvol : NULL, p->yvol, j->clamp);
+        }
+        return;
+    }
     if (j->scratch) {
         int64_t nblk = (p->M + 15) / 16;
         float *buf = j->scratch + worker * (j->blk.buf + j->blk.out);
@@ -353,7 +543,7 @@ static void dw_forward_range(void *arg, int64_t begin, int64_t end, int worker)
             int64_t n = blk / nblk, m0 = blk % nblk * 16;
             dw_block(p, &j->blk, j->x, j->w, j->b, j->y, n, m0, buf, buf + j->blk.buf, j->clamp);
             /* the residual and then the clamp, or the SiLU; else clamped already */
-            for (int64_t m = m0; (j->clamp.res || j->clamp.silu) && m < m0 + 16 && m < p->M; m++) {
+            for (int64_t m = m0; (j->clamp.res || j->clamp.pw) && m < m0 + 16 && m < p->M; m++) {
                 int64_t off = (n * p->M + m) * p->yvol;
                 conv_epilogue(j->y + off, NULL, j->clamp.res ? j->clamp.res + off : NULL, p->yvol, j->clamp);
             }
@@ -441,6 +631,11 @@ size_t conv_dw_scratch(const qs_kctx *c, const conv_p *p)
     dw_blk d;
     dw_blk_geom(&p->g, &d);
     size_t fwd = (size_t)block_workers(c, p) * (size_t)(d.buf + d.out) * sizeof(float);
+    if (dw_planar(&p->g)) {
+        dw_pp pp;
+        dw_pp_geom(&p->g, &pp);
+        fwd = (size_t)plane_workers(c, p) * (size_t)pp.buf * sizeof(float);
+    }
     if ((!c->training && !c->din) || p->Mg != 1)
         return fwd;
     size_t bwd = (size_t)block_workers(c, p) * (size_t)dwb_slice(p, &d) * sizeof(float);
@@ -454,6 +649,17 @@ int conv_dw_forward(qs_kctx *c, const conv_p *p, const float *x, const float *w,
 {
     int rc;
     dw_job j = { .p = p, .x = x, .w = w, .b = b, .y = y, .clamp = clamp };
+    if (dw_planar(&p->g)) {
+        int nt = plane_workers(c, p);
+        dw_pp_geom(&p->g, &j.pp);
+        if ((rc = conv_scratch_slices(c, j.pp.buf * sizeof(float), nt, &nt)) < 0)
+            return rc;
+        j.scratch = c->scratch;
+        j.planar = 1;
+        int64_t work = p->yvol * p->kvol;
+        qs_threadpool_for(c->pool, nt, p->N * p->M, work >= 16384 ? 1 : 16384 / work, dw_forward_range, &j);
+        return 0;
+    }
     if (dw_fast(&p->g)) {
         int nt = block_workers(c, p);
         dw_blk_geom(&p->g, &j.blk);

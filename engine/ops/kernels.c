@@ -91,6 +91,27 @@ QS_HOT void qs_vec_silu(int64_t n, const float *x, float *y)
     }
 }
 
+/* As the ONNX definitions, x·min(max(αx + β, 0), 1) with α = ⅙, β = ½ (as ONNX Runtime computes
+ * it; a division by 6 cost as much as all the rest) and min(max(αx + β, 0), 1), with the clamps as
+ * selects so that the loops vectorize. */
+QS_HOT void qs_vec_hardswish(int64_t n, const float *x, float *y)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i], s = v * (1.f / 6) + 0.5f;
+        s = s < 0.f ? 0.f : s;
+        y[i] = v * (s > 1.f ? 1.f : s);
+    }
+}
+
+QS_HOT void qs_vec_hardsigmoid(int64_t n, float alpha, float beta, const float *x, float *y)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float s = alpha * x[i] + beta;
+        s = s < 0.f ? 0.f : s;
+        y[i] = s > 1.f ? 1.f : s;
+    }
+}
+
 /* ---- GEMM ------------------------------------------------------------------------------------ */
 
 /* OpenBLAS (0.3.17+ on Skylake-X and others) multiplies small matrices (M·N·K up to about 10⁶)

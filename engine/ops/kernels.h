@@ -41,6 +41,9 @@ void qs_vec_bias_clamp(int64_t n, float b, float lo, float hi, float *y);
  * the correctly rounded value; 0 below x = −87 */
 void qs_vec_sigmoid(int64_t n, const float *x, float *y);
 void qs_vec_silu(int64_t n, const float *x, float *y);
+/* y[i] = x·clamp(x·⅙ + ½, 0, 1) (HardSwish) and clamp(α·x + β, 0, 1) (HardSigmoid); x may be y */
+void qs_vec_hardswish(int64_t n, const float *x, float *y);
+void qs_vec_hardsigmoid(int64_t n, float alpha, float beta, const float *x, float *y);
 
 /* ---- GEMM ------------------------------------------------------------------------------------ */
 

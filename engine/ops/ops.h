@@ -19,7 +19,8 @@
  *
  * flags say what the executor may fuse, so that it never matches op names: QS_OP_FUSE_ACT ops
  * absorb a following clamp (an op whose clamp() gives its bounds), QS_OP_FUSE_RESIDUAL ops a
- * following QS_OP_RESIDUAL_ADD; QS_OP_SHAPE_ONLY ops read only their inputs' shapes (always
+ * following QS_OP_RESIDUAL_ADD, QS_OP_FUSE_PW ops a following pointwise activation (an op whose
+ * pointwise() names it, or SiLU as Mul(v, Sigmoid(v))); QS_OP_SHAPE_ONLY ops read only their inputs' shapes (always
  * evaluated at plan time), QS_OP_DEQUANT ops are evaluated once at plan time on an integer
  * initializer (a QDQ model's final weight).
  *
@@ -57,11 +58,26 @@ typedef struct qs_kctx {
     /* Inference only, Conv only: a residual Add that read the Conv's output is folded in too; the
      * Conv adds this tensor (Y's shape) to its output before the clamp. NULL: none. */
     const qs_tensor *residual;
-    /* Inference only, Conv only: a SiLU written as Mul(v, Sigmoid(v)) on the Conv's output v (after
-     * the residual) was folded in too; the Conv writes v·σ(v) with qs_vec_silu. 0: none. */
-    int fused_silu;
+    /* Inference only, Conv only: a pointwise activation on the Conv's output v (after the residual
+     * and the clamp) was folded in too: a SiLU written as Mul(v, Sigmoid(v)), or a Sigmoid,
+     * HardSwish or HardSigmoid (pw_alpha, pw_beta) that was v's only reader. QS_PW_NONE: none. */
+    int fused_pw;
+    float pw_alpha, pw_beta;
     void *state;         /* what prepare() left for this node in this plan, or NULL (see above) */
+    /* Inference only: when input 1 (a weight) is an initializer, a number that changes whenever the
+     * graph's initializers may have changed (qs_graph_weights_changed); an op may keep a copy derived
+     * from input 1 in its state while wgen stays the same. 0: input 1 may change on any call. */
+    uint64_t wgen;
+    /* Inference only: activations kept in a channel-blocked layout between ops that can take it
+     * (the block the op's blocked() hook gave; QS_LAYOUT_*); 0: everything in the ONNX layout. */
+    int layout;
 } qs_kctx;
+
+enum {
+    QS_LAYOUT_X = 1 << 0,   /* in[0] arrives blocked */
+    QS_LAYOUT_Y = 1 << 1,   /* out[0] is written blocked */
+    QS_LAYOUT_R = 1 << 2,   /* the fused residual arrives blocked (only with QS_LAYOUT_Y) */
+};
 
 enum {
     QS_OP_FUSE_ACT = 1 << 0,      /* may absorb a following clamp into its output epilogue */
@@ -69,10 +85,13 @@ enum {
     QS_OP_RESIDUAL_ADD = 1 << 2,  /* elementwise a + b: the residual add above */
     QS_OP_SHAPE_ONLY = 1 << 3,    /* reads only its inputs' shapes */
     QS_OP_DEQUANT = 1 << 4,       /* integer → float: foldable on a constant integer weight */
-    QS_OP_FUSE_SILU = 1 << 5,     /* may absorb a following Mul(v, Sigmoid(v)) (SiLU) into its epilogue */
+    QS_OP_FUSE_PW = 1 << 5,       /* may absorb a following pointwise activation (SiLU, see QS_PW_*) */
     QS_OP_SIGMOID = 1 << 6,       /* the Sigmoid of that pattern */
     QS_OP_MUL = 1 << 7,           /* elementwise a · b: the Mul of that pattern */
 };
+
+/* The pointwise activations an epilogue applies (qs_kctx.fused_pw), with qs_vec_* (kernels.h) */
+enum { QS_PW_NONE, QS_PW_SILU, QS_PW_SIGMOID, QS_PW_HARDSWISH, QS_PW_HARDSIGMOID };
 
 typedef struct qs_op_def {
     const char *domain;  /* "" = ai.onnx */
@@ -83,7 +102,14 @@ typedef struct qs_op_def {
     void (*release)(void *state);
     /* A clamp op (Relu, Clip): 1 and its bounds when they are known at plan time, else 0. */
     int (*clamp)(const qs_kctx *c, float *lo, float *hi);
+    /* A pointwise activation an epilogue can apply (Sigmoid, HardSwish, HardSigmoid): its QS_PW_*
+     * kind and parameters (alpha, beta: HardSigmoid's), or QS_PW_NONE. */
+    int (*pointwise)(const qs_kctx *c, float *alpha, float *beta);
     size_t (*scratch)(const qs_kctx *c);
+    /* Inference: the channel block (8 or 16) in which this node, as planned (fusions included),
+     * can read in[0] and write out[0] instead of NCHW, or 0. The executor then re-prepares it with
+     * kctx.layout set. Every op that offers it uses the same block on a given machine. */
+    int (*blocked)(qs_kctx *c);
     int (*forward)(qs_kctx *c);
     int (*backward)(qs_kctx *c);
 } qs_op_def;
