@@ -73,23 +73,40 @@ static inline float exp_nonpos(float x)
     return x < -87.f ? 0.f : e;
 }
 
-QS_HOT void qs_vec_sigmoid(int64_t n, const float *x, float *y)
+/* σ(v) (silu = 0) or v·σ(v) of 16 floats; src may be dst */
+#define SIGMOID16(src, dst, silu)                                                 \
+    for (int k_ = 0; k_ < 16; k_++) {                                            \
+        float v = (src)[k_], e = exp_nonpos(v < 0 ? v : -v); /* e^−|v|: no overflow */ \
+        float s = 1.f / (1.f + e);                                                \
+        s = v >= 0 ? s : e * s;                                                   \
+        (dst)[k_] = (silu) ? v * s : s;                                           \
+    }
+
+/* Every element through the one 16-wide block, between local copies (the tail padded), so that an
+ * element's result does not depend on where it sits, nor on whether x is y (see QS_HOT_FMA: with
+ * x and y possibly overlapping, GCC would also keep a scalar copy of the block). */
+static inline __attribute__((always_inline)) void sigmoid_blocks(int64_t n, const float *x, float *y, int silu)
 {
-    for (int64_t i = 0; i < n; i++) {
-        float v = x[i], e = exp_nonpos(v < 0 ? v : -v);   /* e^−|x|: never overflows */
-        float s = 1.f / (1.f + e);
-        y[i] = v >= 0 ? s : e * s;
+    for (int64_t i = 0; i < n; i += 16) {
+        float in[16], out[16];
+        int64_t m = n - i;
+        if (m >= 16)   /* memcpy: one vector move, which the block's vector loads forward from */
+            memcpy(in, x + i, sizeof in);
+        else
+            for (int k = 0; k < 16; k++)
+                in[k] = k < m ? x[i + k] : 0.f;
+        SIGMOID16(in, out, silu)
+        if (m >= 16)
+            memcpy(y + i, out, sizeof out);
+        else
+            for (int64_t k = 0; k < m; k++)
+                y[i + k] = out[k];
     }
 }
 
-QS_HOT void qs_vec_silu(int64_t n, const float *x, float *y)
-{
-    for (int64_t i = 0; i < n; i++) {
-        float v = x[i], e = exp_nonpos(v < 0 ? v : -v);
-        float s = 1.f / (1.f + e);
-        y[i] = v * (v >= 0 ? s : e * s);
-    }
-}
+QS_HOT_FMA void qs_vec_sigmoid(int64_t n, const float *x, float *y) { sigmoid_blocks(n, x, y, 0); }
+
+QS_HOT_FMA void qs_vec_silu(int64_t n, const float *x, float *y) { sigmoid_blocks(n, x, y, 1); }
 
 /* As the ONNX definitions, x·min(max(αx + β, 0), 1) with α = ⅙, β = ½ (as ONNX Runtime computes
  * it; a division by 6 cost as much as all the rest) and min(max(αx + β, 0), 1), with the clamps as
