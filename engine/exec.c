@@ -20,57 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "exec_impl.h"
 #include "ops/ops.h"
-
-#define ALIGN 64
-#define MIN_OPSET 7
-#define MAX_OPSET 21
-
-enum { V_NONE, V_INIT, V_CONST, V_INPUT, V_ACT };
-
-struct qs_exec {
-    qs_graph *g;
-    int mode;
-    int planned;
-    int64_t batch;
-    qs_threadpool *pool;     /* the kernels' parallel loops run on it ... */
-    int nthreads;            /* ... split this many ways: its size at the last plan (scratch is per thread) */
-    atomic_int *abort_flag;
-    qs_progress_fn progress;
-    void *progress_ud;
-    qs_node_fn observer;
-    void *observer_ud;
-
-    int fuse;                /* fold Relu/Clip into the preceding Conv/Gemm/MatMul (next plan) */
-    char *keep;              /* per value: never fused away (an observer watches it) */
-
-    int nvalues, nnodes;
-    qs_tensor *val;          /* heads, one per value */
-    char *kind;              /* V_* */
-    size_t *offset;          /* arena offset of V_INPUT / V_ACT values */
-    const qs_op_def **def;   /* per node */
-    char *folded;            /* per node: evaluated at plan time, or fused into its producer */
-    float *act_min, *act_max;/* per node: clamp fused into it (act_min <= act_max), else act_min > act_max */
-    int *fused_act;          /* per node: the last node absorbed into it (whose output it writes), else -1 */
-    int *resid;              /* per node: value of a residual Add fused into it (Conv only), else -1 */
-    char *pw;                /* per node: the pointwise activation fused into it (QS_PW_*, Conv only) ... */
-    float *pw_ab;            /* ... and its parameters (alpha, beta at 2i, 2i + 1) */
-    void **state;            /* per node: what its op's prepare() made of it in this plan, or NULL */
-    qs_tensor ***in, ***out; /* per node: pointers into val[] (NULL for omitted inputs) */
-    char *arena;
-    size_t arena_size, arena_cap;     /* the buffers outlive a plan: a replan that fits reuses them */
-    char *scratch;
-    size_t scratch_size, scratch_cap;
-
-    /* training */
-    char *trainable;         /* per value: initializer receives a gradient */
-    char *needs_grad;        /* per value */
-    char *has_grad;          /* per value, during backward */
-    qs_tensor *grad;         /* heads; data in grad_arena */
-    char *grad_arena;
-    char *gtmp[8];           /* per input position: buffer for gradients that must be accumulated */
-    size_t gtmp_size;
-};
 
 static size_t align_up(size_t n) { return (n + ALIGN - 1) & ~(size_t)(ALIGN - 1); }
 
@@ -92,13 +43,15 @@ static int fusable_act(qs_exec *x, int i, float *lo, float *hi)
  * (Conv), a residual Add of v and a tensor u of v's shape computed before p (the Conv adds u in its
  * epilogue) — and then the clamp after that Add. The absorbed node is marked folded == 2, its output takes
  * v's place, and p writes straight into it. Returns 1 when node i (the reader) can be absorbed; *p
- * is the absorbing node. */
-static int fusable_reader(qs_exec *x, int i, const int *prod, const int *fused_into, const int *nreaders, int *p)
+ * is the absorbing node. v is the reader's input k (1: the second operand of a residual Add, whose
+ * first was computed earlier, as in a ResNet's downsampling block). */
+static int fusable_reader(qs_exec *x, int i, int k, const int *prod, const int *fused_into, const int *nreaders,
+                          int *p)
 {
     const qs_node *n = &x->g->nodes[i];
-    if (!x->fuse || x->mode != QS_EXEC_INFER || n->nin < 1 || n->nout != 1 || n->out[0] < 0)
+    if (!x->fuse || x->mode != QS_EXEC_INFER || n->nin <= k || n->nout != 1 || n->out[0] < 0)
         return 0;
-    int v = n->in[0];
+    int v = n->in[k];
     if (v < 0 || x->kind[v] != V_ACT || prod[v] < 0 || nreaders[v] != 1 || qs_graph_is_output(x->g, v) ||
         x->keep[v])
         return 0;
@@ -114,15 +67,15 @@ static int fusable_reader(qs_exec *x, int i, const int *prod, const int *fused_i
 }
 
 /* The residual of an Add (node i) that Conv p can absorb: fusable_reader found p's output as the
- * Add's first input, so the residual is the second, u, of the same shape and type, already computed
+ * Add's input k, so the residual is the other one, u, of the same shape and type, already computed
  * before p runs. Returns u or -1. */
-static int residual_input(qs_exec *x, int i, int p, const int *prod, const int *fused_into)
+static int residual_input(qs_exec *x, int i, int k, int p, const int *prod, const int *fused_into)
 {
     const qs_node *n = &x->g->nodes[i];
     if (!(x->def[i]->flags & QS_OP_RESIDUAL_ADD) || n->nin != 2 || !(x->def[p]->flags & QS_OP_FUSE_RESIDUAL) ||
         x->resid[p] >= 0)
         return -1;
-    int v = n->in[0], u = n->in[1];
+    int v = n->in[k], u = n->in[1 - k];
     if (u < 0 || u == v)
         return -1;
     if (x->kind[u] == V_ACT) {
@@ -288,6 +241,8 @@ static void plan_clear(qs_exec *x)
     free(x->resid);
     free(x->pw);
     free(x->pw_ab);
+    free(x->layout);
+    free(x->blocked);
     free(x->needs_grad);
     free(x->has_grad);
     free(x->grad);
@@ -352,8 +307,14 @@ static qs_kctx node_ctx(qs_exec *x, int i, qs_err *e)
         c.pw_alpha = x->pw_ab[2 * i];
         c.pw_beta = x->pw_ab[2 * i + 1];
     }
+    c.layout = x->layout ? x->layout[i] : 0;
+    if (x->mode == QS_EXEC_INFER && n->nin > 1 && n->in[1] >= 0 && x->kind[n->in[1]] == V_INIT)
+        c.wgen = x->g->wgen + 1;   /* never 0: "may change on any call" */
     return c;
 }
+
+qs_kctx qs_exec_node_ctx(qs_exec *x, int i, qs_err *e) { return node_ctx(x, i, e); }
+int qs_exec_blocked_values(const qs_exec *x) { return x->nblocked; }
 
 /* Input heads: the declared shape with the batch put in the leading dim when it is symbolic. */
 static int plan_inputs(qs_exec *x, int64_t batch, qs_err *e)
@@ -467,6 +428,8 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     x->resid = malloc((nn + 1) * sizeof *x->resid);
     x->pw = calloc(nn + 1, 1);
     x->pw_ab = calloc(2 * (nn + 1), sizeof *x->pw_ab);
+    x->layout = calloc(nn + 1, sizeof *x->layout);
+    x->blocked = calloc(nv + 1, 1);
     x->state = calloc(nn + 1, sizeof *x->state);
     x->in = calloc(nn + 1, sizeof *x->in);
     x->out = calloc(nn + 1, sizeof *x->out);
@@ -475,7 +438,8 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     int *nreaders = calloc(nv + 1, sizeof *nreaders);
     int *fused_into = malloc((nn + 1) * sizeof *fused_into), *prod = malloc((nv + 1) * sizeof *prod);
     if (!prod || !x->val || !x->kind || !x->offset || !x->def || !x->folded || !x->in || !x->out || !last || !defn ||
-        !live || !x->act_min || !x->act_max || !x->resid || !x->pw || !x->pw_ab || !x->state || !x->fused_act || !nreaders || !fused_into) {
+        !live || !x->act_min || !x->act_max || !x->resid || !x->pw || !x->pw_ab || !x->state || !x->fused_act ||
+        !nreaders || !fused_into || !x->layout || !x->blocked) {
         rc = qs_error(e, QS_ENOMEM, "out of memory planning the graph");
         goto out;
     }
@@ -573,11 +537,14 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
             x->folded[i] = 2;
             continue;
         }
-        if (fusable_reader(x, i, prod, fused_into, nreaders, &p) &&
-            ((u = residual_input(x, i, p, prod, fused_into)) >= 0 || fusable_act(x, i, &lo, &hi))) {
+        int k = 0;
+        if ((fusable_reader(x, i, 0, prod, fused_into, nreaders, &p) &&
+             ((u = residual_input(x, i, 0, p, prod, fused_into)) >= 0 || fusable_act(x, i, &lo, &hi))) ||
+            (k = 1, fusable_reader(x, i, 1, prod, fused_into, nreaders, &p) &&
+                        (u = residual_input(x, i, 1, p, prod, fused_into)) >= 0)) {
             /* (fusable_act takes Clip bounds only from initializers and constants, never the fused
              * activation value itself) */
-            int pv = n->in[0];
+            int pv = n->in[k];
             if (u >= 0) {
                 x->resid[p] = u;
             } else {
@@ -649,6 +616,10 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
         if (ss > scratch)
             scratch = ss;
     }
+
+    if (x->mode == QS_EXEC_INFER && x->fuse && !x->observer &&
+        (rc = qs_exec_plan_layouts(x, fused_into, &scratch, e)) < 0)
+        goto out;
 
     /* lifetimes: def = producing node (-1 for inputs), last = last reader (INT_MAX for outputs
      * and, in training, for everything) */
@@ -811,6 +782,9 @@ int qs_exec_forward(qs_exec *x, qs_err *e)
 {
     if (!x->planned)
         return qs_error(e, QS_EINVAL, "forward before plan");
+    if (x->observer && x->nblocked)
+        return qs_error(e, QS_EINVAL, "an observer was set after a plan that keeps activations channel-blocked: "
+                        "plan again");
     int nn = x->nnodes;
     for (int i = 0; i < nn; i++) {
         if (x->folded[i])
@@ -841,9 +815,15 @@ const qs_tensor *qs_exec_output(const qs_exec *x, int i)
 
 const qs_tensor *qs_exec_value(const qs_exec *x, int v)
 {
-    if (!x->planned || v < 0 || v >= x->nvalues || x->kind[v] == V_NONE)
-        return NULL;
+    if (!x->planned || v < 0 || v >= x->nvalues || x->kind[v] == V_NONE || x->blocked[v])
+        return NULL;   /* (a blocked value has no NCHW copy: keep it with qs_exec_keep_value) */
     return &x->val[v];
+}
+
+/* a value's head for its shape, blocked or not */
+static const qs_tensor *shape_of(const qs_exec *x, int v)
+{
+    return x->planned && v >= 0 && v < x->nvalues && x->kind[v] != V_NONE ? &x->val[v] : NULL;
 }
 
 double qs_exec_node_macs(const qs_exec *x, int n)
@@ -854,8 +834,7 @@ double qs_exec_node_macs(const qs_exec *x, int n)
     const qs_node *nd = &g->nodes[n];
     if ((nd->domain && nd->domain[0]) || nd->nin < 2 || nd->nout < 1)
         return 0;
-    const qs_tensor *a = qs_exec_value(x, nd->in[0]), *b = qs_exec_value(x, nd->in[1]),
-                    *y = qs_exec_value(x, nd->out[0]);
+    const qs_tensor *a = shape_of(x, nd->in[0]), *b = shape_of(x, nd->in[1]), *y = shape_of(x, nd->out[0]);
     if (!a || !b || !y || b->ndim < 1)
         return 0;
     if (!strcmp(nd->op, "Conv") && b->shape[0] > 0)   /* each output: Cin/group · kernel */

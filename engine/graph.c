@@ -225,9 +225,12 @@ int qs_graph_new_value(qs_graph *g, const char *base)
     }
 }
 
+void qs_graph_weights_changed(qs_graph *g) { g->wgen++; }
+
 void qs_graph_set_init_steal(qs_graph *g, int value, qs_tensor *t)
 {
     qs_value *v = &g->values[value];
+    g->wgen++;
     qs_tensor_free(v->init);
     v->init = t;
     if (t) {

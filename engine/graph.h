@@ -77,6 +77,10 @@ typedef struct qs_graph {
     qs_opset *opsets;   /* opset imports; qs_graph_opset(g, "") is the default domain's */
     int64_t ir_version;
     char *producer_name, *producer_version, *doc;
+    /* generation of the initializers' contents: whoever writes an initializer in place between
+     * passes of an executor calls qs_graph_weights_changed (ops keep derived copies, e.g. Conv's
+     * blocked weights, while it stays the same) */
+    uint64_t wgen;
 } qs_graph;
 
 qs_graph *qs_graph_new(void);
@@ -89,6 +93,8 @@ int qs_graph_new_value(qs_graph *g, const char *base);
 void qs_graph_copy_decl(qs_graph *g, int dst, int src);
 /* Attaches t (stolen) as the value's initializer, replacing any previous one. */
 void qs_graph_set_init_steal(qs_graph *g, int value, qs_tensor *t);
+/* Initializer data was written in place: copies that ops derived from it are stale. */
+void qs_graph_weights_changed(qs_graph *g);
 
 /* Adds a node; copies the arrays and strings. Sets the outputs' producer. Returns the node id or -1. */
 int qs_graph_add_node(qs_graph *g, const char *op, const char *name, int nin, const int *in,

@@ -15,6 +15,8 @@
  * the data set's mapped arrays, so a stream reads each batch straight from the mapping. */
 #include "runner.h"
 
+#include "exec_impl.h"
+
 #include <string.h>
 
 struct qs_runner {
@@ -133,8 +135,9 @@ static void set_observer(qs_runner *r, qs_node_fn fn, void *ud, int fuse)
         qs_exec_set_observer(r->tail, fn, ud);
         qs_exec_set_fusion(r->tail, fuse);
     }
-    /* fused plans hide pre-activation values from observers: re-plan when that changes */
-    if (was != fuse)
+    /* fused plans hide pre-activation values from observers, and plans without one may keep values
+     * channel-blocked (exec_layout.c): re-plan when that changes */
+    if (was != fuse || (fn && (qs_exec_blocked_values(r->x) || (r->tail && qs_exec_blocked_values(r->tail)))))
         qs_runner_plan(r, NULL);
 }
 

@@ -7,6 +7,8 @@
  * oneDNN one for a 2-D, group-1, non-1x1 kernel on a machine with AVX2, our own path otherwise. */
 #include "tests/opcheck.h"
 
+#include "engine/exec.h"
+#include "engine/graph.h"
 #include "engine/ops/conv_impl.h"
 
 #include <oneapi/dnnl/dnnl.h>
@@ -187,4 +189,65 @@ TEST(dnnl_conv_weights_change_between_passes)
     d->release(state);
 }
 
-TEST_MAIN(dnnl_conv_matches_reference_and_own_path, dnnl_conv_fused_epilogue, dnnl_conv_weights_change_between_passes)
+/* In an inference plan the blocked weights of an initializer W are kept between passes: a change
+ * written in place is picked up once the writer calls qs_graph_weights_changed (as CLE, AdaRound,
+ * GPTQ, bias correction and QAT do), and, without the call, the kept copy is what runs (which shows
+ * that no reorder is paid). Batch 1 on one thread and on two (output channels in slices). */
+TEST(dnnl_conv_kept_weights_follow_the_graph_generation)
+{
+    if (!have_avx2())
+        SKIP("no AVX2: oneDNN's blocked kernels are not used on this CPU");
+    for (int nthreads = 1; nthreads <= 2; nthreads++) {
+        qs_graph *g = qs_graph_new();
+        qs_graph_set_opset(g, "", 13);
+        int x = qs_graph_value(g, "x"), w = qs_graph_value(g, "W"), y = qs_graph_value(g, "y");
+        qs_value *xv = &g->values[x];
+        xv->dtype = QS_F32;
+        xv->ndim = 4;
+        memcpy(xv->shape, (int64_t[]){ 1, 16, 9, 9 }, sizeof(int64_t[4]));
+        g->inputs = malloc(sizeof *g->inputs);
+        g->inputs[g->ninputs++] = x;
+        qs_graph_set_init_steal(g, w, opcheck_rand(4, (int64_t[]){ 32, 16, 3, 3 }, -1, 1));
+        qs_graph_add_node(g, "Conv", "conv", 2, (int[]){ x, w }, 1, &y);
+        qs_node_set_ints(&g->nodes[0], "pads", 4, (int64_t[]){ 1, 1, 1, 1 });
+        g->outputs = malloc(sizeof *g->outputs);
+        g->outputs[g->noutputs++] = y;
+        qs_err e = { 0 };
+        qs_exec *ex = qs_exec_new(g, QS_EXEC_INFER, &e);
+        qs_exec_set_pool(ex, opcheck_pool(nthreads));
+        ASSERT_EQ(qs_exec_plan(ex, 1, &e), 0);
+        qs_tensor *in = opcheck_rand(4, (int64_t[]){ 1, 16, 9, 9 }, -1, 1);
+        qs_tensor *ref = qs_tensor_new(QS_F32, 4, (int64_t[]){ 1, 32, 9, 9 });
+        ASSERT_EQ(qs_exec_set_input(ex, 0, in, &e), 0);
+        qs_conv_geom cg;
+        qs_conv_geom_set(&cg, 2, (int64_t[]){ 9, 9 }, (int64_t[]){ 9, 9 }, (int64_t[]){ 3, 3 }, (int64_t[]){ 1, 1 },
+                         (int64_t[]){ 1, 1 }, (int64_t[]){ 1, 1 }, (int64_t[]){ 1, 1 });
+        float *wd = qs_f32(g->values[w].init);
+        int64_t nw = 32 * 16 * 9;
+        for (int pass = 0; pass < 3; pass++) {
+            if (pass == 1)   /* written in place, nobody told: the kept copy (the old weights) runs */
+                for (int64_t i = 0; i < nw; i++)
+                    wd[i] = 0.5f - wd[i];
+            if (pass == 2)   /* ... until the writer says so */
+                qs_graph_weights_changed(g);
+            ASSERT_EQ(qs_exec_forward(ex, &e), 0);
+            if (pass == 1)
+                for (int64_t i = 0; i < nw; i++)
+                    wd[i] = 0.5f - wd[i];
+            qs_conv_ref(&cg, 1, 16, 32, 1, qs_f32(in), wd, NULL, qs_f32(ref));
+            if (pass == 1)
+                for (int64_t i = 0; i < nw; i++)
+                    wd[i] = 0.5f - wd[i];
+            assert_close(qs_f32(qs_exec_output(ex, 0)), qs_f32(ref), qs_numel(ref),
+                         pass == 2 ? "after qs_graph_weights_changed" : "kept weights");
+        }
+        qs_tensor_free(in);
+        qs_tensor_free(ref);
+        qs_exec_free(ex);
+        qs_graph_free(g);
+    }
+    opcheck_pools_free();
+}
+
+TEST_MAIN(dnnl_conv_matches_reference_and_own_path, dnnl_conv_fused_epilogue, dnnl_conv_weights_change_between_passes,
+          dnnl_conv_kept_weights_follow_the_graph_generation)

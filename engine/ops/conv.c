@@ -124,6 +124,17 @@ static int conv_params(qs_kctx *c, conv_p *p)
 
 QS_OP_PARAMS(conv, conv_p, conv_params)
 
+static clamp_t ctx_clamp(const qs_kctx *c);
+
+/* the oneDNN flags for this node as planned: kept weights, blocked layouts and, with Y blocked, the
+ * epilogue inside the kernel */
+static int dnnl_flags(const qs_kctx *c, int layout)
+{
+    return (c->wgen ? CONV_DNNL_KEEP_W : 0) | (layout & QS_LAYOUT_X ? CONV_DNNL_X_BLOCKED : 0) |
+           (layout & QS_LAYOUT_Y ? CONV_DNNL_Y_BLOCKED : 0) | (layout & QS_LAYOUT_R ? CONV_DNNL_R_BLOCKED : 0) |
+           (c->nin > 2 && c->in[2] ? CONV_DNNL_BIAS : 0) | (c->residual && !c->training ? CONV_DNNL_RESIDUAL : 0);
+}
+
 /* the parameters, plus the oneDNN primitives when the node takes that path (conv_dnnl.c) */
 static int conv_prepare_dnnl(qs_kctx *c, void **state)
 {
@@ -131,8 +142,25 @@ static int conv_prepare_dnnl(qs_kctx *c, void **state)
     if (rc < 0)
         return rc;
     conv_p *p = *state;
-    p->dnnl = conv_dnnl_new(p, c->nthreads);
+    p->dnnl = conv_dnnl_new(p, c->nthreads, dnnl_flags(c, c->layout), ctx_clamp(c));
+    if (c->layout && !p->dnnl) {   /* the plan put blocked activations around this node */
+        free(p);
+        *state = NULL;
+        return qs_op_error(c, QS_EUNSUPPORTED, "oneDNN has no kernel for this convolution with blocked activations");
+    }
     return 0;
+}
+
+/* Inference: the block in which this node reads X and writes Y (conv_dnnl_block), when oneDNN has a
+ * JIT kernel for it with both in that layout (1x1 kernels included: no reorders to pay then). */
+static int conv_blocked(qs_kctx *c)
+{
+    conv_p p;
+    if (c->training || !conv_dnnl_blocked_enabled() || conv_params(c, &p) < 0)
+        return 0;
+    conv_dnnl *d = conv_dnnl_new(&p, c->nthreads, dnnl_flags(c, QS_LAYOUT_X | QS_LAYOUT_Y), ctx_clamp(c));
+    conv_dnnl_free(d);
+    return d ? conv_dnnl_block() : 0;
 }
 
 static void conv_release(void *state)
@@ -147,7 +175,7 @@ static void conv_release(void *state)
  * the caller frees; NULL: our own path. */
 static conv_dnnl *dnnl_of(const qs_kctx *c, const conv_p *p, conv_dnnl **temp)
 {
-    *temp = c->state ? NULL : conv_dnnl_new(p, c->nthreads);
+    *temp = c->state ? NULL : conv_dnnl_new(p, c->nthreads, 0, ctx_clamp(c));
     return c->state ? p->dnnl : *temp;
 }
 
@@ -176,13 +204,14 @@ static void convb_slice(const conv_p *p, int64_t *col_floats, int64_t *slice_flo
 static size_t conv_scratch(const qs_kctx *c)
 {
     conv_p p;
-    if (conv_get((qs_kctx *)c, &p) < 0 || (p.path == PATH_1X1 && !c->training && !c->din))
+    if (conv_get((qs_kctx *)c, &p) < 0)
         return 0;
     if (p.path == PATH_DW)
         return conv_dw_scratch(c, &p);
     conv_dnnl *temp, *d = dnnl_of(c, &p, &temp);
-    size_t fwd = d ? conv_dnnl_scratch(d, &p, c->nthreads)
-                   : (size_t)item_workers(c, &p) * (size_t)(p.Cg * p.kvol * p.yvol) * sizeof(float);
+    size_t fwd = d                     ? conv_dnnl_scratch(d, &p, c->nthreads)
+               : p.path == PATH_1X1 ? 0
+                                    : (size_t)item_workers(c, &p) * (size_t)(p.Cg * p.kvol * p.yvol) * sizeof(float);
     conv_dnnl_free(temp);
     if (!c->training && !c->din)
         return fwd;
@@ -619,7 +648,8 @@ static int convt_backward(qs_kctx *c)
 
 const qs_op_def qs_ops_conv[] = {
     { .domain = "", .op = "Conv", .flags = QS_OP_FUSE_ACT | QS_OP_FUSE_RESIDUAL | QS_OP_FUSE_PW, .infer = conv_infer,
-      .prepare = conv_prepare_dnnl, .release = conv_release, .scratch = conv_scratch, .forward = conv_forward, .backward = conv_backward },
+      .prepare = conv_prepare_dnnl, .release = conv_release, .scratch = conv_scratch, .blocked = conv_blocked,
+      .forward = conv_forward, .backward = conv_backward },
     { .domain = "", .op = "ConvTranspose", .flags = QS_OP_FUSE_ACT, .infer = convt_infer, .prepare = convt_prepare,
       .scratch = convt_scratch, .forward = convt_forward, .backward = convt_backward },
     { .op = NULL },

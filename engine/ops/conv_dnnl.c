@@ -22,6 +22,7 @@
  * same order as the GEMM path. */
 #include "ops/conv_impl.h"
 
+#include <math.h>
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <pthread.h>
@@ -31,19 +32,27 @@
 /* one slice width: its convolution and the layouts of its Y and W slices */
 typedef struct {
     dnnl_primitive_t conv, ry, rw;       /* ry / rw: NULL when the plain layout is the one used */
+    dnnl_primitive_t rr;                 /* Y blocked, residual plain: the residual into Y */
     dnnl_memory_desc_t yp, yb, wp, wb;   /* plain (user) and blocked layouts */
-    size_t ybytes, wbytes;               /* blocked buffers (0: none needed) */
+    dnnl_memory_desc_t sp;               /* the kernel's scratchpad, ours (see conv_attr) */
+    size_t ybytes, wbytes, spbytes;      /* blocked buffers (0: none needed) */
 } dnnl_part;
 
 struct conv_dnnl {
+    int flags;                 /* CONV_DNNL_* */
     int64_t slices, ms;        /* output channels in `slices` slices of ms (the last may be shorter) */
     dnnl_part part[2];         /* [0]: width ms; [1]: the last slice's, when shorter */
     dnnl_primitive_t rx;
     dnnl_memory_desc_t xp, xb; /* one item of X: plain, and as the convolution takes it */
     size_t xbytes;
+    /* the weights kept in their blocked layout between calls (NULL: reordered into scratch on every
+     * call), valid while W's data and the graph's weight generation are those they came from */
+    char *wkeep;
+    const float *wkeep_src;
+    uint64_t wkeep_gen;
 };
 
-static int g_enabled = 1;
+static int g_enabled = 1, g_blocked = 1;
 static dnnl_engine_t g_engine;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
@@ -52,6 +61,9 @@ static void engine_init(void)
     const char *env = getenv("QUANT_CONV_DNNL");   /* "0": our own path only (benchmarks compare the two) */
     if (env && !strcmp(env, "0"))
         g_enabled = 0;
+    env = getenv("QUANT_CONV_BLOCKED");   /* "0": NCHW between ops, reorders in every call */
+    if (env && !strcmp(env, "0"))
+        g_blocked = 0;
     if (dnnl_engine_create(&g_engine, dnnl_cpu, 0) != dnnl_success)
         g_engine = NULL;
 }
@@ -78,8 +90,10 @@ void conv_dnnl_free(conv_dnnl *d)
         release(d->part[k].conv);
         release(d->part[k].ry);
         release(d->part[k].rw);
+        release(d->part[k].rr);
     }
     release(d->rx);
+    free(d->wkeep);
     free(d);
 }
 
@@ -90,9 +104,20 @@ static int reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to,
     if (dnnl_memory_desc_equal(from, to))
         return 0;
     dnnl_primitive_desc_t pd;
-    if (dnnl_reorder_primitive_desc_create(&pd, from, g_engine, to, g_engine, NULL) != dnnl_success)
+    dnnl_primitive_attr_t attr;
+    if (dnnl_primitive_attr_create(&attr) != dnnl_success)
         return -1;
-    dnnl_status_t s = dnnl_primitive_create(out, pd);
+    dnnl_status_t s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (s == dnnl_success)
+        s = dnnl_reorder_primitive_desc_create(&pd, from, g_engine, to, g_engine, attr);
+    dnnl_primitive_attr_destroy(attr);
+    if (s != dnnl_success)
+        return -1;
+    /* a plain f32 reorder needs no scratchpad; one that did would need a buffer per worker */
+    if (dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0)) == 0)
+        s = dnnl_primitive_create(out, pd);
+    else
+        s = dnnl_unimplemented;
     dnnl_primitive_desc_destroy(pd);
     return s == dnnl_success ? 0 : -1;
 }
@@ -102,26 +127,82 @@ static size_t buf_bytes(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t
     return dnnl_memory_desc_equal(from, to) ? 0 : dnnl_memory_desc_get_size(to);
 }
 
+/* the epilogue runs inside the kernel: when Y or the residual is blocked */
+static int in_kernel(int flags) { return flags & (CONV_DNNL_Y_BLOCKED | CONV_DNNL_R_BLOCKED); }
+
+/* The kernel's attributes. The scratchpad is ours (a slice of each worker's scratch): oneDNN's own
+ * is shared by all primitives and safe only on the thread that made the primitive, and our pool's
+ * workers run them (a strided 1x1 kernel uses one). With Y or the residual blocked, the epilogue
+ * runs in the kernel, in the order of the unfused graph: the bias, the residual (a sum post-op: the
+ * blocked Y holds it before the call), the clamp, then the pointwise activation (SiLU as swish with
+ * α = 1, Sigmoid, HardSwish). */
+static dnnl_primitive_attr_t conv_attr(int flags, const clamp_t *cl)
+{
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    if (dnnl_primitive_attr_create(&attr) != dnnl_success)
+        return NULL;
+    if (dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) != dnnl_success) {
+        dnnl_primitive_attr_destroy(attr);
+        return NULL;
+    }
+    if (!in_kernel(flags) || !(flags & CONV_DNNL_RESIDUAL || cl->on || cl->pw))
+        return attr;
+    if (dnnl_post_ops_create(&po) != dnnl_success) {
+        dnnl_primitive_attr_destroy(attr);
+        return NULL;
+    }
+    int ok = !(flags & CONV_DNNL_RESIDUAL) || dnnl_post_ops_append_sum(po, 1.f) == dnnl_success;
+    if (ok && cl->on)
+        ok = (cl->lo == 0 && cl->hi == INFINITY ? dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_relu, 0, 0)
+                                                : dnnl_post_ops_append_eltwise(po, 1.f, dnnl_eltwise_clip, cl->lo,
+                                                                               cl->hi)) == dnnl_success;
+    if (ok && cl->pw) {   /* (oneDNN 2.6 has no HardSigmoid: such a node keeps its Y plain) */
+        dnnl_alg_kind_t alg = cl->pw == QS_PW_SILU        ? dnnl_eltwise_swish
+                            : cl->pw == QS_PW_SIGMOID     ? dnnl_eltwise_logistic
+                            : cl->pw == QS_PW_HARDSWISH   ? dnnl_eltwise_hardswish
+                                                          : dnnl_alg_kind_undef;
+        ok = alg != dnnl_alg_kind_undef && dnnl_post_ops_append_eltwise(po, 1.f, alg, 1.f, 0) == dnnl_success;
+    }
+    ok = ok && dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
+    dnnl_post_ops_destroy(po);
+    if (!ok) {
+        dnnl_primitive_attr_destroy(attr);
+        attr = NULL;
+    }
+    return attr;
+}
+
 /* A primitive descriptor for one item, ms output channels, X in layout xt and Y in yt (weights:
- * whatever the kernel wants), or NULL when that is not a JIT kernel (a "gemm" or "ref" one would be
- * no faster than ours). */
-static dnnl_primitive_desc_t conv_pd(const conv_p *p, int64_t ms, dnnl_format_tag_t xt, dnnl_format_tag_t yt)
+ * whatever the kernel wants; with Y blocked, the bias and the fused epilogue too), or NULL when that
+ * is not a JIT kernel (a "gemm" or "ref" one would be no faster than ours). */
+static dnnl_primitive_desc_t conv_pd(const conv_p *p, int64_t ms, dnnl_format_tag_t xt, dnnl_format_tag_t yt,
+                                     int flags, const clamp_t *cl)
 {
     const qs_conv_geom *g = &p->g;
     dnnl_dims_t xd = { 1, p->C, g->in[1], g->in[2] }, yd = { 1, ms, g->out[1], g->out[2] };
     dnnl_dims_t wd = { ms, p->C, g->k[1], g->k[2] };
     dnnl_dims_t st = { g->stride[1], g->stride[2] }, dil = { g->dil[1] - 1, g->dil[2] - 1 };
     dnnl_dims_t pl = { g->pad[1], g->pad[2] }, pr = { g->pad_end[1], g->pad_end[2] };
-    dnnl_memory_desc_t xa, ya, wa;
+    dnnl_dims_t bd = { ms };
+    dnnl_memory_desc_t xa, ya, wa, ba;
     dnnl_convolution_desc_t cd;
     dnnl_primitive_desc_t pd = NULL;
     const char *impl = "";
-    if (dnnl_memory_desc_init_by_tag(&xa, 4, xd, dnnl_f32, xt) != dnnl_success ||
+    int yb = in_kernel(flags), bias = yb && (flags & CONV_DNNL_BIAS);
+    dnnl_primitive_attr_t attr = conv_attr(flags, cl);
+    if (!attr ||
+        dnnl_memory_desc_init_by_tag(&xa, 4, xd, dnnl_f32, xt) != dnnl_success ||
         dnnl_memory_desc_init_by_tag(&ya, 4, yd, dnnl_f32, yt) != dnnl_success ||
         dnnl_memory_desc_init_by_tag(&wa, 4, wd, dnnl_f32, dnnl_format_tag_any) != dnnl_success ||
+        dnnl_memory_desc_init_by_tag(&ba, 1, bd, dnnl_f32, dnnl_a) != dnnl_success ||
         dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, &xa, &wa,
-                                                   NULL, &ya, st, dil, pl, pr) != dnnl_success ||
-        dnnl_primitive_desc_create(&pd, &cd, NULL, g_engine, NULL) != dnnl_success)
+                                                   bias ? &ba : NULL, &ya, st, dil, pl, pr) != dnnl_success ||
+        dnnl_primitive_desc_create(&pd, &cd, attr, g_engine, NULL) != dnnl_success)
+        pd = NULL;
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
+    if (!pd)
         return NULL;
     if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || strncmp(impl, "jit", 3)) {
         dnnl_primitive_desc_destroy(pd);
@@ -131,12 +212,13 @@ static dnnl_primitive_desc_t conv_pd(const conv_p *p, int64_t ms, dnnl_format_ta
 }
 
 /* one slice width's primitives; X's layouts come from the first (0 on success) */
-static int make_part(conv_dnnl *d, const conv_p *p, int64_t ms, dnnl_format_tag_t blocked, dnnl_part *pt, int first)
+static int make_part(conv_dnnl *d, const conv_p *p, int64_t ms, dnnl_format_tag_t blocked, dnnl_part *pt, int first,
+                     const clamp_t *cl)
 {
     const qs_conv_geom *g = &p->g;
-    dnnl_primitive_desc_t pd = conv_pd(p, ms, blocked, blocked);
-    if (!pd)   /* with few input channels (a network's first layer) the kernels read plain X */
-        pd = conv_pd(p, ms, dnnl_nchw, blocked);
+    dnnl_primitive_desc_t pd = conv_pd(p, ms, blocked, blocked, d->flags, cl);
+    if (!pd && !(d->flags & CONV_DNNL_X_BLOCKED))   /* few input channels (a first layer): plain X */
+        pd = conv_pd(p, ms, dnnl_nchw, blocked, d->flags, cl);
     if (!pd)
         return -1;
     dnnl_dims_t yd = { 1, ms, g->out[1], g->out[2] }, wd = { ms, p->C, g->k[1], g->k[2] };
@@ -151,10 +233,15 @@ static int make_part(conv_dnnl *d, const conv_p *p, int64_t ms, dnnl_format_tag_
         goto out;
     pt->yb = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
     pt->wb = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-    if (dnnl_primitive_create(&pt->conv, pd) != dnnl_success || reorder(&pt->yb, &pt->yp, &pt->ry) < 0 ||
-        reorder(&pt->wp, &pt->wb, &pt->rw) < 0)
+    pt->sp = *dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    pt->spbytes = dnnl_memory_desc_get_size(&pt->sp);
+    int yblk = d->flags & CONV_DNNL_Y_BLOCKED;
+    if (dnnl_primitive_create(&pt->conv, pd) != dnnl_success || (!yblk && reorder(&pt->yb, &pt->yp, &pt->ry) < 0) ||
+        reorder(&pt->wp, &pt->wb, &pt->rw) < 0 ||
+        (yblk && (d->flags & CONV_DNNL_RESIDUAL) && !(d->flags & CONV_DNNL_R_BLOCKED) &&
+         reorder(&pt->yp, &pt->yb, &pt->rr) < 0))
         goto out;
-    pt->ybytes = buf_bytes(&pt->yp, &pt->yb);
+    pt->ybytes = yblk ? 0 : buf_bytes(&pt->yp, &pt->yb);
     pt->wbytes = buf_bytes(&pt->wp, &pt->wb);
     rc = 0;
 out:
@@ -162,24 +249,44 @@ out:
     return rc;
 }
 
-conv_dnnl *conv_dnnl_new(const conv_p *p, int nthreads)
+static size_t round64(size_t b) { return (b + 63) & ~(size_t)63; }
+
+/* the weights of every slice, blocked */
+static size_t w_bytes(const conv_dnnl *d) { return (size_t)d->slices * round64(d->part[0].wbytes); }
+
+int conv_dnnl_block(void)
+{
+    pthread_once(&g_once, engine_init);
+    if (!g_enabled || !g_engine)
+        return 0;
+    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    return (isa & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core ? 16
+         : (isa & dnnl_cpu_isa_avx2) == dnnl_cpu_isa_avx2               ? 8
+                                                                         : 0;
+}
+
+int conv_dnnl_blocked_enabled(void)
+{
+    pthread_once(&g_once, engine_init);
+    return g_blocked;
+}
+
+conv_dnnl *conv_dnnl_new(const conv_p *p, int nthreads, int flags, clamp_t cl)
 {
     const qs_conv_geom *g = &p->g;
-    pthread_once(&g_once, engine_init);
-    /* a 1x1 kernel stays with OpenBLAS even when strided: the reorders cost more than the kernel saves */
-    if (!g_enabled || !g_engine || p->path != PATH_GEMM || p->kvol == 1 || p->group != 1 || g->nd != 2 ||
-        p->N < 1)
-        return NULL;
-    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
-    int64_t blk = (isa & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core ? 16
-                : (isa & dnnl_cpu_isa_avx2) == dnnl_cpu_isa_avx2         ? 8
-                                                                         : 0;
-    if (!blk)
+    int64_t blk = conv_dnnl_block();
+    int xy = flags & (CONV_DNNL_X_BLOCKED | CONV_DNNL_Y_BLOCKED | CONV_DNNL_R_BLOCKED);
+    /* A 1x1 kernel stays with OpenBLAS, even strided, when X, Y and R are plain: the reorders would cost
+     * more than the kernel saves. Blocked activations need whole blocks of channels. */
+    if (!blk || p->path == PATH_DW || (!xy && (p->path != PATH_GEMM || p->kvol == 1)) || p->group != 1 ||
+        g->nd != 2 || p->N < 1 || (flags & CONV_DNNL_X_BLOCKED && p->C % blk) ||
+        ((flags & (CONV_DNNL_Y_BLOCKED | CONV_DNNL_R_BLOCKED)) && p->M % blk))
         return NULL;
     dnnl_format_tag_t blocked = blk == 16 ? dnnl_nChw16c : dnnl_nChw8c;
     conv_dnnl *d = calloc(1, sizeof *d);
     if (!d)
         return NULL;
+    d->flags = flags;
     /* a batch smaller than the thread count: output channels in slices of whole blocks, one per thread */
     int64_t nt = nthreads > 1 ? nthreads : 1, want = p->N >= nt ? 1 : nt, blocks = (p->M + blk - 1) / blk;
     if (want > blocks)
@@ -191,18 +298,23 @@ conv_dnnl *conv_dnnl_new(const conv_p *p, int nthreads)
     int64_t tail = p->M - (d->slices - 1) * d->ms;
     omp_set_num_threads(1);   /* oneDNN sizes its work split by this at creation */
     dnnl_dims_t xd = { 1, p->C, g->in[1], g->in[2] };
-    if (make_part(d, p, d->ms, blocked, &d->part[0], 1) < 0 ||
-        (tail != d->ms && make_part(d, p, tail, blocked, &d->part[1], 0) < 0) ||
+    dnnl_memory_desc_t xblk;
+    if (make_part(d, p, d->ms, blocked, &d->part[0], 1, &cl) < 0 ||
+        (tail != d->ms && make_part(d, p, tail, blocked, &d->part[1], 0, &cl) < 0) ||
         dnnl_memory_desc_init_by_tag(&d->xp, 4, xd, dnnl_f32, dnnl_nchw) != dnnl_success ||
-        reorder(&d->xp, &d->xb, &d->rx) < 0) {
+        dnnl_memory_desc_init_by_tag(&xblk, 4, xd, dnnl_f32, blocked) != dnnl_success ||
+        (flags & CONV_DNNL_X_BLOCKED && !dnnl_memory_desc_equal(&xblk, &d->xb)) ||
+        (!(flags & CONV_DNNL_X_BLOCKED) && reorder(&d->xp, &d->xb, &d->rx) < 0)) {
         conv_dnnl_free(d);
         return NULL;
     }
-    d->xbytes = buf_bytes(&d->xp, &d->xb);
+    d->xbytes = flags & CONV_DNNL_X_BLOCKED ? 0 : buf_bytes(&d->xp, &d->xb);
+    if (flags & CONV_DNNL_KEEP_W && w_bytes(d) && !(d->wkeep = aligned_alloc(64, w_bytes(d)))) {
+        conv_dnnl_free(d);
+        return NULL;
+    }
     return d;
 }
-
-static size_t round64(size_t b) { return (b + 63) & ~(size_t)63; }
 
 static int64_t workers_of(const conv_dnnl *d, const conv_p *p, int nthreads)
 {
@@ -210,21 +322,26 @@ static int64_t workers_of(const conv_dnnl *d, const conv_p *p, int nthreads)
     return nt < tasks ? nt : tasks;
 }
 
-/* scratch: the weights of every slice; with slices, X of every item; then per worker one item's X
- * (without slices) and one slice's Y */
-static size_t w_bytes(const conv_dnnl *d) { return (size_t)d->slices * round64(d->part[0].wbytes); }
+/* scratch: the weights of every slice (unless kept); with slices, X of every item; then per worker
+ * one item's X (without slices) and one slice's Y */
+static size_t wscratch_bytes(const conv_dnnl *d) { return d->wkeep ? 0 : w_bytes(d); }
 static size_t xall_bytes(const conv_dnnl *d, const conv_p *p)
 {
     return d->slices > 1 ? (size_t)p->N * round64(d->xbytes) : 0;
 }
+static size_t sp_bytes(const conv_dnnl *d)
+{
+    size_t a = round64(d->part[0].spbytes), b = round64(d->part[1].spbytes);
+    return a > b ? a : b;
+}
 static size_t slice_bytes(const conv_dnnl *d)
 {
-    return (d->slices > 1 ? 0 : round64(d->xbytes)) + round64(d->part[0].ybytes);
+    return (d->slices > 1 ? 0 : round64(d->xbytes)) + round64(d->part[0].ybytes) + sp_bytes(d);
 }
 
 size_t conv_dnnl_scratch(const conv_dnnl *d, const conv_p *p, int nthreads)
 {
-    return w_bytes(d) + xall_bytes(d, p) + (size_t)workers_of(d, p, nthreads) * slice_bytes(d);
+    return wscratch_bytes(d) + xall_bytes(d, p) + (size_t)workers_of(d, p, nthreads) * slice_bytes(d);
 }
 
 typedef struct {
@@ -234,6 +351,7 @@ typedef struct {
     float *y;
     char *wbuf, *xall, *bufs;   /* blocked weights per slice; blocked X per item; per worker buffers */
     clamp_t clamp;
+    int reorder_w;              /* prep reorders the weights (else they are kept from an earlier call) */
     int failed;
 } dnnl_job;
 
@@ -276,7 +394,7 @@ static int prep(const dnnl_job *j, int64_t s, dnnl_stream_t st)
     const conv_dnnl *d = j->d;
     const conv_p *p = j->p;
     const dnnl_part *pt = part_of(d, s);
-    if (pt->rw && run_reorder(pt->rw, st, &pt->wp, j->w + s * d->ms * p->C * p->kvol, &pt->wb,
+    if (j->reorder_w && pt->rw && run_reorder(pt->rw, st, &pt->wp, j->w + s * d->ms * p->C * p->kvol, &pt->wb,
                               j->wbuf + s * round64(d->part[0].wbytes)) < 0)
         return -1;
     for (int64_t n = 0; s == 0 && j->xall && d->rx && n < p->N; n++)
@@ -305,19 +423,39 @@ static int task(const dnnl_job *j, int64_t t, char *buf, dnnl_stream_t st)
     void *yb = pt->ry ? (void *)(buf + (j->xall ? 0 : round64(d->xbytes))) : (void *)y;
     const void *wb = pt->rw ? (const void *)(j->wbuf + s * round64(d->part[0].wbytes))
                             : (const void *)(j->w + m0 * p->C * p->kvol);
+    int ink = in_kernel(d->flags), bias = ink && j->b;
+    if (ink && j->clamp.res) {   /* the sum post-op adds what blocked Y holds: the residual */
+        const float *r = j->clamp.res + (n * p->M + m0) * p->yvol;
+        if (pt->rr && run_reorder(pt->rr, st, &pt->yp, r, &pt->yb, yb) < 0)
+            return -1;
+        if (!pt->rr)
+            memcpy(yb, r, (size_t)(ms * p->yvol) * sizeof *y);
+    }
+    dnnl_dims_t bd = { ms };
+    dnnl_memory_desc_t bmd;
+    dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a);
     dnnl_memory_t mx = mem(&d->xb, xb), mw = mem(&pt->wb, wb), my = mem(&pt->yb, yb);
-    int rc = -1;
-    if (mx && mw && my) {
-        dnnl_exec_arg_t a[] = { { DNNL_ARG_SRC, mx }, { DNNL_ARG_WEIGHTS, mw }, { DNNL_ARG_DST, my } };
-        rc = dnnl_primitive_execute(pt->conv, st, 3, a) == dnnl_success && dnnl_stream_wait(st) == dnnl_success ? 0
-                                                                                                               : -1;
+    dnnl_memory_t mb = bias ? mem(&bmd, j->b + m0) : NULL;
+    dnnl_memory_t msp = pt->spbytes ? mem(&pt->sp, buf + slice_bytes(d) - sp_bytes(d)) : NULL;
+    int rc = -1, na = 3;
+    if (mx && mw && my && (!bias || mb) && (!pt->spbytes || msp)) {
+        dnnl_exec_arg_t a[5] = { { DNNL_ARG_SRC, mx }, { DNNL_ARG_WEIGHTS, mw }, { DNNL_ARG_DST, my } };
+        if (bias)
+            a[na++] = (dnnl_exec_arg_t){ DNNL_ARG_BIAS, mb };
+        if (msp)
+            a[na++] = (dnnl_exec_arg_t){ DNNL_ARG_SCRATCHPAD, msp };
+        rc = dnnl_primitive_execute(pt->conv, st, na, a) == dnnl_success && dnnl_stream_wait(st) == dnnl_success
+                 ? 0
+                 : -1;
     }
     dnnl_memory_destroy(mx);
     dnnl_memory_destroy(mw);
     dnnl_memory_destroy(my);
+    dnnl_memory_destroy(mb);
+    dnnl_memory_destroy(msp);
     if (rc || (pt->ry && run_reorder(pt->ry, st, &pt->yb, yb, &pt->yp, y) < 0))
         return -1;
-    for (int64_t m = m0; m < m0 + ms; m++) {
+    for (int64_t m = m0; !ink && m < m0 + ms; m++) {
         const float *r = j->clamp.res ? j->clamp.res + (n * p->M + m) * p->yvol : NULL;
         if (j->b || r || j->clamp.on || j->clamp.pw)
             conv_epilogue(y + (m - m0) * p->yvol, j->b ? j->b + m : NULL, r, p->yvol, j->clamp);
@@ -362,18 +500,31 @@ static void task_range(void *arg, int64_t t0, int64_t t1, int worker)
     dnnl_stream_destroy(st);
 }
 
-int conv_dnnl_forward(qs_kctx *c, const conv_dnnl *d, const conv_p *p, const float *x, const float *w,
-                      const float *b, float *y, clamp_t clamp)
+int conv_dnnl_forward(qs_kctx *c, conv_dnnl *d, const conv_p *p, const float *x, const float *w, const float *b,
+                      float *y, clamp_t clamp)
 {
     int64_t workers = workers_of(d, p, c->nthreads), prep_workers = workers < d->slices ? workers : d->slices;
-    size_t need = conv_dnnl_scratch(d, p, c->nthreads);
+    size_t need = conv_dnnl_scratch(d, p, c->nthreads), wsb = wscratch_bytes(d);
     if (need && (!c->scratch || c->scratch_size < need))
         return qs_op_error(c, QS_EINVAL, "scratch of %zu bytes given, %zu needed", c->scratch_size, need);
     char *sc = c->scratch;
-    dnnl_job j = { d, p, x, w, b, y, sc, d->slices > 1 ? sc + w_bytes(d) : NULL, sc + w_bytes(d) + xall_bytes(d, p),
-                   clamp, 0 };
-    /* the weights may change between passes (QAT, AdaRound): reordered on every call */
-    qs_threadpool_for(prep_workers > 1 ? c->pool : NULL, (int)prep_workers, d->slices, 1, prep_range, &j);
+    /* The weights change between passes (QAT's update, AdaRound, CLE write initializers in place):
+     * kept ones are reordered again when W is not an initializer of an inference plan (c->wgen 0),
+     * or its data or the graph's weight generation differ from the kept copy's. */
+    int keep = d->wkeep && c->wgen, fresh = keep && d->wkeep_src == w && d->wkeep_gen == c->wgen;
+    dnnl_job j = { d, p, x, w, b, y, d->wkeep ? d->wkeep : sc, d->slices > 1 ? sc + wsb : NULL,
+                   sc + wsb + xall_bytes(d, p), clamp, !fresh, 0 };
+    if (d->wkeep) {
+        d->wkeep_src = NULL;   /* invalid until this reorder succeeds */
+        d->wkeep_gen = 0;
+    }
+    if (j.reorder_w || j.xall)
+        qs_threadpool_for(prep_workers > 1 && j.reorder_w ? c->pool : NULL, j.reorder_w ? (int)prep_workers : 1,
+                          j.reorder_w ? d->slices : 1, 1, prep_range, &j);
+    if (!j.failed && keep) {
+        d->wkeep_src = w;
+        d->wkeep_gen = c->wgen;
+    }
     if (!j.failed)
         qs_threadpool_for(workers > 1 ? c->pool : NULL, (int)workers, p->N * d->slices, 1, task_range, &j);
     if (j.failed)

@@ -41,12 +41,24 @@ int conv_dw_backward(qs_kctx *c, const conv_p *p, const float *x, const float *w
                      float *dw, float *db);
 
 /* the oneDNN path (conv_dnnl.c): NULL when the shape is not one it takes (the caller keeps its own
- * path) or the path is disabled; conv_dnnl_enable(0) disables it process-wide (tests, benchmarks) */
-conv_dnnl *conv_dnnl_new(const conv_p *p, int nthreads);
+ * path) or the path is disabled; conv_dnnl_enable(0) disables it process-wide (tests, benchmarks).
+ * Flags: KEEP_W holds the blocked weights between calls while the kctx's wgen says they are
+ * unchanged; X_BLOCKED / Y_BLOCKED / R_BLOCKED: X, Y, the residual in the channel-blocked layout
+ * (conv_dnnl_block's), and then, with Y or the residual blocked, the bias (BIAS), the residual (RESIDUAL) and cl's
+ * clamp and SiLU run inside the kernel. */
+enum {
+    CONV_DNNL_KEEP_W = 1, CONV_DNNL_X_BLOCKED = 2, CONV_DNNL_Y_BLOCKED = 4, CONV_DNNL_R_BLOCKED = 8,
+    CONV_DNNL_BIAS = 16, CONV_DNNL_RESIDUAL = 32,
+};
+conv_dnnl *conv_dnnl_new(const conv_p *p, int nthreads, int flags, clamp_t cl);
+/* the channel block of the blocked layout on this CPU (16: AVX-512, 8: AVX2), 0: oneDNN not used */
+int conv_dnnl_block(void);
+/* 0 when QUANT_CONV_BLOCKED=0 keeps activations in NCHW between ops (benchmarks compare) */
+int conv_dnnl_blocked_enabled(void);
 void conv_dnnl_free(conv_dnnl *d);
 size_t conv_dnnl_scratch(const conv_dnnl *d, const conv_p *p, int nthreads);
-int conv_dnnl_forward(qs_kctx *c, const conv_dnnl *d, const conv_p *p, const float *x, const float *w,
-                      const float *b, float *y, clamp_t clamp);
+int conv_dnnl_forward(qs_kctx *c, conv_dnnl *d, const conv_p *p, const float *x, const float *w, const float *b,
+                      float *y, clamp_t clamp);
 void conv_dnnl_enable(int on);
 int conv_dnnl_enabled(void);
 

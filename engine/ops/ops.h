@@ -64,7 +64,20 @@ typedef struct qs_kctx {
     int fused_pw;
     float pw_alpha, pw_beta;
     void *state;         /* what prepare() left for this node in this plan, or NULL (see above) */
+    /* Inference only: when input 1 (a weight) is an initializer, a number that changes whenever the
+     * graph's initializers may have changed (qs_graph_weights_changed); an op may keep a copy derived
+     * from input 1 in its state while wgen stays the same. 0: input 1 may change on any call. */
+    uint64_t wgen;
+    /* Inference only: activations kept in a channel-blocked layout between ops that can take it
+     * (the block the op's blocked() hook gave; QS_LAYOUT_*); 0: everything in the ONNX layout. */
+    int layout;
 } qs_kctx;
+
+enum {
+    QS_LAYOUT_X = 1 << 0,   /* in[0] arrives blocked */
+    QS_LAYOUT_Y = 1 << 1,   /* out[0] is written blocked */
+    QS_LAYOUT_R = 1 << 2,   /* the fused residual arrives blocked (only with QS_LAYOUT_Y) */
+};
 
 enum {
     QS_OP_FUSE_ACT = 1 << 0,      /* may absorb a following clamp into its output epilogue */
@@ -93,6 +106,10 @@ typedef struct qs_op_def {
      * kind and parameters (alpha, beta: HardSigmoid's), or QS_PW_NONE. */
     int (*pointwise)(const qs_kctx *c, float *alpha, float *beta);
     size_t (*scratch)(const qs_kctx *c);
+    /* Inference: the channel block (8 or 16) in which this node, as planned (fusions included),
+     * can read in[0] and write out[0] instead of NCHW, or 0. The executor then re-prepares it with
+     * kctx.layout set. Every op that offers it uses the same block on a given machine. */
+    int (*blocked)(qs_kctx *c);
     int (*forward)(qs_kctx *c);
     int (*backward)(qs_kctx *c);
 } qs_op_def;

@@ -337,6 +337,7 @@ static void swap_weights(layer_run *lr, int fp32)
             qs_tensor *w = lr->sim->g->values[lr->sim->q[i].value].init;
             memcpy(w->data, fp32 ? lr->fp32[i] : lr->done[i], qs_nbytes(w));
         }
+    qs_graph_weights_changed(lr->sim->g);
 }
 
 static int adaround_layer(layer_run *lr, ada_layer *L, qs_adaround_layer *rl, int *skipped, qs_err *e)
@@ -511,6 +512,7 @@ static int adaround_layer(layer_run *lr, ada_layer *L, qs_adaround_layer *rl, in
     memcpy(lr->fp32[L->b.wq], wd, qs_nbytes(wt));
     for (int64_t i = 0; i < o.nw; i++)
         wd[o.src[i]] = wa[i];
+    qs_graph_weights_changed(g);
     memcpy(lr->done[L->b.wq], wd, qs_nbytes(wt));
     rl->name = xstrdup(nd->name);
     rl->op = L->b.kind == QS_RL_CONV ? "Conv" : L->b.kind == QS_RL_GEMM ? "Gemm" : "MatMul";

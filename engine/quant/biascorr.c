@@ -162,6 +162,7 @@ static int subtract_bias(qs_quantsim *sim, const bc_layer *L, const double *corr
     float *b = qs_f32(g->values[v].init);
     for (int64_t c = 0; c < L->nch; c++)
         b[c] = (float)(b[c] - corr[c] / beta);
+    qs_graph_weights_changed(g);
     return 0;
 }
 
@@ -326,6 +327,7 @@ static void swap_fp32_weights(qs_quantsim *sim, const bc_layer *ls, int nl)
         w->data = f->data, w->owns_data = f->owns_data;
         f->data = d, f->owns_data = own;
     }
+    qs_graph_weights_changed(sim->g);
 }
 
 int qs_biascorr_empirical(qs_quantsim *sim, const qs_pl_data *data, const qs_biascorr_config *cfg,

@@ -280,6 +280,7 @@ static int fold_one(qs_graph *g, int li, int bi, const bn_params *p, qs_err *e)
     l = &g->nodes[li];
     int64_t group = kind == 1 ? qs_node_int(l, "group", 1) : kind == 2 ? qs_node_int(l, "transB", 0) : 0;
     scale_weights(w, kind, group, f);
+    qs_graph_weights_changed(g);
 
     int has_bias = l->nin > 2 && l->in[2] >= 0;
     if (kind == 0 || kind == 1) {

@@ -611,6 +611,7 @@ static double sweep(cle_state *s)
 {
     qs_graph *g = s->g;
     double dev = 0;
+    qs_graph_weights_changed(g);
     for (int k = 0; k < s->npairs; k++) {
         pair *pr = &s->pairs[k];
         layer L1, L2;
@@ -732,6 +733,7 @@ static int absorb(cle_state *s, int k, const float *data_min, qs_err *e)
         b1[i] = (float)(b1[i] - c[i]);
         pr->rec->beta[i] = (float)(pr->rec->beta[i] - c[i]);
     }
+    qs_graph_weights_changed(g);
     free(delta);
     rp->absorbed = c;
     return 1;

@@ -390,6 +390,7 @@ static int gptq_layer(layer_run *lr, accum *a, qs_gptq_layer *rl, qs_err *e)
     float *wo = qs_f32(wt);
     for (int64_t i = 0; i < nw; i++)
         wo[src[i]] = Wm[i];
+    qs_graph_weights_changed(g);
     if (!(rl->name = strdup(nd->name ? nd->name : "")))
         goto oom;
     rl->op = qs_rl_op(L);

@@ -628,6 +628,7 @@ int qs_qat_step(qs_qat *t, double *loss, qs_err *e)
     constrain_ranges(t);
     if (t->nbn)
         bn_apply(t, t->o.bn_momentum);
+    qs_graph_weights_changed(g);
     *loss = lsum;
     t->step++;
     if (++t->iter >= t->iters) {
@@ -943,6 +944,7 @@ int qs_qat_load(qs_qat *t, const char *dir, json_t **meta, qs_err *e)
         if (t->p[i].v)
             ckpt_array(d, key, t->p[i].n, t->p[i].v, path, e);
     }
+    qs_graph_weights_changed(g);   /* the initializers were read back */
     t->epoch = (int)epoch;
     t->iter = iter;
     t->step = step;

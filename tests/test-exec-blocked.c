@@ -1,0 +1,173 @@
+/* Channel-blocked activations between convolutions (engine/exec_layout.c, conv_dnnl.c): whole small
+ * graphs planned with them against the same graphs on our own path (conv_dnnl_enable(0), NCHW
+ * everywhere, im2col/1x1 sgemm and the unfused-order epilogue), at batch 1 to 3 on one to three
+ * threads (a batch smaller than the thread count splits output channels into slices). The graphs
+ * chain 3x3 and 1x1 convolutions (strided too) with Relu, Clip, SiLU or HardSwish folded in (oneDNN
+ * post-ops when Y or the residual is blocked), a residual Add folded
+ * into the later of its two Convs (a downsampling block), channel counts that are not a multiple
+ * of the block (24 and 20: blocked on AVX2's 8, not on AVX-512's 16), and, in the "tapped"
+ * variant, non-Conv readers (GlobalAveragePool, graph outputs) that force NCHW on some values, so
+ * residuals and inputs arrive in both layouts. */
+#include "tests/opcheck.h"
+
+#include "engine/exec_impl.h"
+#include "engine/graph.h"
+#include "engine/ops/conv_impl.h"
+
+static int value(qs_graph *g, const char *name) { return qs_graph_value(g, name); }
+
+static int weight(qs_graph *g, const char *name, int ndim, const int64_t *shape, float lo, float hi)
+{
+    int v = value(g, name);
+    qs_tensor *t = qs_tensor_new(QS_F32, ndim, shape);
+    for (int64_t i = 0; i < qs_numel(t); i++)
+        qs_f32(t)[i] = opcheck_uniform(lo, hi);
+    qs_graph_set_init_steal(g, v, t);
+    return v;
+}
+
+static int op(qs_graph *g, const char *type, int nin, const int *in, const char *out)
+{
+    int o = value(g, out);
+    qs_graph_add_node(g, type, out, nin, in, 1, &o);
+    return o;
+}
+
+/* Conv M×C×k×k, stride s, "same" pads, with a bias when bias */
+static int conv(qs_graph *g, int x, int64_t C, int64_t M, int64_t k, int64_t s, int bias, const char *out)
+{
+    char wn[64], bn[64];
+    snprintf(wn, sizeof wn, "%s_W", out);
+    snprintf(bn, sizeof bn, "%s_B", out);
+    float r = 1.f / sqrtf((float)(C * k * k));
+    int in[3] = { x, weight(g, wn, 4, (int64_t[]){ M, C, k, k }, -r, r), -1 };
+    if (bias)
+        in[2] = weight(g, bn, 1, &M, -0.2f, 0.2f);
+    int y = op(g, "Conv", bias ? 3 : 2, in, out);
+    int64_t p = k / 2;
+    qs_node_set_ints(&g->nodes[g->nnodes - 1], "pads", 4, (int64_t[]){ p, p, p, p });
+    qs_node_set_ints(&g->nodes[g->nnodes - 1], "strides", 2, (int64_t[]){ s, s });
+    return y;
+}
+
+static void output(qs_graph *g, int v)
+{
+    g->outputs = realloc(g->outputs, (g->noutputs + 1) * sizeof *g->outputs);
+    g->outputs[g->noutputs++] = v;
+}
+
+static int relu(qs_graph *g, int v, const char *out) { return op(g, "Relu", 1, &v, out); }
+
+static qs_graph *chain(int tapped)
+{
+    qs_graph *g = qs_graph_new();
+    qs_graph_set_opset(g, "", 13);
+    int x = value(g, "x");
+    qs_value *xv = &g->values[x];
+    xv->dtype = QS_F32;
+    xv->ndim = 4;
+    memcpy(xv->shape, (int64_t[]){ -1, 16, 10, 10 }, sizeof(int64_t[4]));
+    xv->dim_param[0] = strdup("N");
+    g->inputs = malloc(sizeof *g->inputs);
+    g->inputs[g->ninputs++] = x;
+    int a = relu(g, conv(g, x, 16, 32, 3, 1, 1, "a_conv"), "a");        /* plain X in, Y blocked */
+    int bc = conv(g, a, 32, 32, 1, 1, 0, "b_conv");                     /* 1x1, blocked in and out */
+    int bs = tapped ? -1 : op(g, "Sigmoid", 1, &bc, "bs");              /* SiLU, or HardSwish */
+    int b = tapped ? op(g, "HardSwish", 1, &bc, "b") : op(g, "Mul", 2, (int[]){ bc, bs }, "b");
+    int c = conv(g, b, 32, 48, 3, 2, 1, "c");                           /* 3x3 stride 2 */
+    int d = conv(g, a, 32, 48, 1, 2, 1, "d");                           /* 1x1 stride 2, after c */
+    int e = relu(g, op(g, "Add", 2, (int[]){ c, d }, "sum"), "e");      /* folds into d, residual c */
+    int lo = weight(g, "lo", 0, NULL, -0.5f, -0.5f), hi = weight(g, "hi", 0, NULL, 0.6f, 0.6f);
+    int f = op(g, "Clip", 3, (int[]){ conv(g, e, 48, 24, 1, 1, 1, "f_conv"), lo, hi }, "f");
+    int h = conv(g, f, 24, 24, 3, 1, 0, "h");
+    int k = relu(g, op(g, "Add", 2, (int[]){ h, f }, "hf"), "k");       /* residual f, 24 channels */
+    output(g, conv(g, k, 24, 20, 3, 1, 1, "y"));                        /* 20 channels: NCHW */
+    if (tapped) {   /* NCHW readers of a, c and f: their consumers take them plain */
+        output(g, op(g, "GlobalAveragePool", 1, &a, "a_mean"));
+        output(g, op(g, "GlobalAveragePool", 1, &c, "c_mean"));
+        output(g, f);
+    }
+    return g;
+}
+
+static qs_exec *run(qs_graph *g, const qs_tensor *in, int nthreads)
+{
+    qs_err e = { 0 };
+    qs_exec *x = qs_exec_new(g, QS_EXEC_INFER, &e);
+    ASSERT(x != NULL);
+    qs_exec_set_pool(x, opcheck_pool(nthreads));
+    qs_exec_set_fusion(x, 1);
+    if (qs_exec_plan(x, in->shape[0], &e) < 0 || qs_exec_set_input(x, 0, in, &e) < 0 || qs_exec_forward(x, &e) < 0)
+        QT_FAIL_("%s", e.msg);
+    return x;
+}
+
+TEST(blocked_chains_match_our_own_path)
+{
+    int blk = conv_dnnl_block();
+    for (int tapped = 0; tapped < 2; tapped++)
+        for (int64_t n = 1; n <= 3; n++)
+            for (int nthreads = 1; nthreads <= 3; nthreads++) {
+                qs_graph *g = chain(tapped);
+                qs_tensor *in = opcheck_rand(4, (int64_t[]){ n, 16, 10, 10 }, -1, 1);
+                qs_exec *x = run(g, in, nthreads);
+                conv_dnnl_enable(0);
+                qs_exec *own = run(g, in, nthreads);
+                conv_dnnl_enable(1);
+                ASSERT_EQ(qs_exec_blocked_values(own), 0);
+                /* blocked: b; a and c unless tapped; with blocks of 8, e too, and f unless tapped
+                 * (with 16, Convs with 24 or 20 output channels read and write NCHW) */
+                int want = !blk ? 0 : (tapped ? 1 : 3) + (blk == 8 ? 2 - tapped : 0);
+                if (qs_exec_blocked_values(x) != want)
+                    QT_FAIL_("tapped %d, batch %lld, %d threads: %d values blocked, expected %d (block %d)", tapped,
+                             (long long)n, nthreads, qs_exec_blocked_values(x), want, blk);
+                for (int o = 0; o < g->noutputs; o++) {
+                    const qs_tensor *a = qs_exec_output(x, o), *b = qs_exec_output(own, o);
+                    for (int64_t i = 0; i < qs_numel(b); i++)
+                        if (!(fabs((double)qs_f32(a)[i] - qs_f32(b)[i]) <= 1e-4 + 1e-4 * fabs((double)qs_f32(b)[i])))
+                            QT_FAIL_("tapped %d, batch %lld, %d threads, output %d, element %lld: %.7g vs %.7g",
+                                     tapped, (long long)n, nthreads, o, (long long)i, qs_f32(a)[i], qs_f32(b)[i]);
+                }
+                /* a blocked value has no NCHW copy to give */
+                ASSERT(!blk || tapped || qs_exec_value(x, qs_graph_find_value(g, "a")) == NULL);
+                qs_exec_free(x);
+                qs_exec_free(own);
+                qs_tensor_free(in);
+                qs_graph_free(g);
+            }
+    opcheck_pools_free();
+}
+
+/* An observer needs NCHW everywhere: a plan made without one refuses to run with one set later,
+ * and planning again keeps nothing blocked. */
+static void count(void *ud, int node, qs_tensor *const *out, int nout)
+{
+    (void)node, (void)out, (void)nout;
+    ++*(int *)ud;
+}
+
+TEST(observer_set_after_plan_needs_a_new_plan)
+{
+    if (!conv_dnnl_block())
+        SKIP("no AVX2: nothing is held blocked on this CPU");
+    qs_graph *g = chain(0);
+    qs_tensor *in = opcheck_rand(4, (int64_t[]){ 2, 16, 10, 10 }, -1, 1);
+    qs_exec *x = run(g, in, 1);
+    ASSERT(qs_exec_blocked_values(x) > 0);
+    int calls = 0;
+    qs_err e = { 0 };
+    qs_exec_set_observer(x, count, &calls);
+    ASSERT(qs_exec_forward(x, &e) < 0);
+    ASSERT(strstr(e.msg, "plan again") != NULL);
+    ASSERT_EQ(qs_exec_plan(x, 2, &e), 0);
+    ASSERT_EQ(qs_exec_blocked_values(x), 0);
+    ASSERT_EQ(qs_exec_set_input(x, 0, in, &e), 0);
+    ASSERT_EQ(qs_exec_forward(x, &e), 0);
+    ASSERT(calls > 0);
+    qs_exec_free(x);
+    qs_tensor_free(in);
+    qs_graph_free(g);
+    opcheck_pools_free();
+}
+
+TEST_MAIN(blocked_chains_match_our_own_path, observer_set_after_plan_needs_a_new_plan)
