@@ -65,11 +65,14 @@ static int run_threads(const qs_node *n, int nin, qs_tensor **in, qs_tensor **ou
 
 /* ---- sgemm ---------------------------------------------------------------------------------------- */
 
+/* every transpose, general shapes and the one-row and one-column products that go to sgemv */
 TEST(sgemm_matches_reference_all_transposes)
 {
-    const int64_t M = 7, N = 5, K = 9, pad = 3;   /* leading dims larger than needed */
-    for (int ta = 0; ta < 2; ta++)
-        for (int tb = 0; tb < 2; tb++) {
+    const int64_t shapes[][2] = { { 7, 5 }, { 1, 5 }, { 7, 1 }, { 1, 1 } }, K = 9, pad = 3;   /* lds too big */
+    for (int sh = 0; sh < 4; sh++)
+        for (int t = 0; t < 4; t++) {
+            const int64_t M = shapes[sh][0], N = shapes[sh][1];
+            int ta = t & 1, tb = t >> 1;
             int64_t lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
             int64_t sa[] = { (ta ? K : M) * lda }, sb[] = { (tb ? N : K) * ldb }, sc[] = { M * ldc };
             qs_tensor *A = rand_t(1, sa), *B = rand_t(1, sb), *C = rand_t(1, sc);
@@ -91,6 +94,11 @@ TEST(sgemm_hand_computed_and_beta_zero_ignores_nan)
     qs_sgemm(0, 0, 2, 2, 0, 1.f, A, 3, B, 2, 2.f, C, 2);   /* K = 0: C = beta·C */
     float want2[] = { 8, 10, 20, 22 };
     assert_close_buf(C, want2, 4, 0, 0);
+    float c1[] = { NAN, NAN }, c2[] = { NAN, NAN };   /* one row, one column: the sgemv path */
+    qs_sgemm(0, 0, 1, 2, 3, 1.f, A, 3, B, 2, 0.f, c1, 2);
+    qs_sgemm(0, 1, 2, 1, 3, 1.f, A, 3, (float[]){ 1, 1, 0 }, 3, 0.f, c2, 1);
+    assert_close_buf(c1, (float[]){ 4, 5 }, 2, 0, 0);
+    assert_close_buf(c2, (float[]){ 3, 9 }, 2, 0, 0);
 }
 
 /* ---- im2col / col2im -------------------------------------------------------------------------------- */

@@ -467,19 +467,10 @@ static inline __attribute__((always_inline)) void dw_pp_vectors(const float *res
 
 
 /* One plane, OW ≥ 16: the polyphase copy, then vectors of 16 outputs straight into Y. */
-/* QS_HOT with the multiply-adds contracted into FMA (one optimize attribute: a second would replace
- * the first's -O3): one rounding per tap instead of two, as oneDNN's and ONNX Runtime's kernels do.
- * Every output of the planar path goes through the same vector code, so results do not depend on
- * where an output falls in its row (the pointwise kernels keep QS_HOT: their scalar tails and vector
- * bodies were contracted differently). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define DW_HOT __attribute__((target_clones("avx512f", "avx2", "default"), \
-                              optimize("O3", "no-tree-loop-distribute-patterns", "fp-contract=fast")))
-#else
-#define DW_HOT
-#endif
+/* contracted: one rounding per tap instead of two, as oneDNN's and ONNX Runtime's kernels do; every
+ * output of the planar path goes through the same vector code (see QS_HOT_FMA) */
 
-DW_HOT static void dw_plane_planar(const conv_p *p, const dw_pp *d, const float *x, const float *w, float bias,
+QS_HOT_FMA static void dw_plane_planar(const conv_p *p, const dw_pp *d, const float *x, const float *w, float bias,
                                    float *y, float *restrict buf, clamp_t cl)
 {
     const qs_conv_geom *g = &p->g;

@@ -73,23 +73,40 @@ static inline float exp_nonpos(float x)
     return x < -87.f ? 0.f : e;
 }
 
-QS_HOT void qs_vec_sigmoid(int64_t n, const float *x, float *y)
+/* σ(v) (silu = 0) or v·σ(v) of 16 floats; src may be dst */
+#define SIGMOID16(src, dst, silu)                                                 \
+    for (int k_ = 0; k_ < 16; k_++) {                                            \
+        float v = (src)[k_], e = exp_nonpos(v < 0 ? v : -v); /* e^−|v|: no overflow */ \
+        float s = 1.f / (1.f + e);                                                \
+        s = v >= 0 ? s : e * s;                                                   \
+        (dst)[k_] = (silu) ? v * s : s;                                           \
+    }
+
+/* Every element through the one 16-wide block, between local copies (the tail padded), so that an
+ * element's result does not depend on where it sits, nor on whether x is y (see QS_HOT_FMA: with
+ * x and y possibly overlapping, GCC would also keep a scalar copy of the block). */
+static inline __attribute__((always_inline)) void sigmoid_blocks(int64_t n, const float *x, float *y, int silu)
 {
-    for (int64_t i = 0; i < n; i++) {
-        float v = x[i], e = exp_nonpos(v < 0 ? v : -v);   /* e^−|x|: never overflows */
-        float s = 1.f / (1.f + e);
-        y[i] = v >= 0 ? s : e * s;
+    for (int64_t i = 0; i < n; i += 16) {
+        float in[16], out[16];
+        int64_t m = n - i;
+        if (m >= 16)   /* memcpy: one vector move, which the block's vector loads forward from */
+            memcpy(in, x + i, sizeof in);
+        else
+            for (int k = 0; k < 16; k++)
+                in[k] = k < m ? x[i + k] : 0.f;
+        SIGMOID16(in, out, silu)
+        if (m >= 16)
+            memcpy(y + i, out, sizeof out);
+        else
+            for (int64_t k = 0; k < m; k++)
+                y[i + k] = out[k];
     }
 }
 
-QS_HOT void qs_vec_silu(int64_t n, const float *x, float *y)
-{
-    for (int64_t i = 0; i < n; i++) {
-        float v = x[i], e = exp_nonpos(v < 0 ? v : -v);
-        float s = 1.f / (1.f + e);
-        y[i] = v * (v >= 0 ? s : e * s);
-    }
-}
+QS_HOT_FMA void qs_vec_sigmoid(int64_t n, const float *x, float *y) { sigmoid_blocks(n, x, y, 0); }
+
+QS_HOT_FMA void qs_vec_silu(int64_t n, const float *x, float *y) { sigmoid_blocks(n, x, y, 1); }
 
 /* As the ONNX definitions, x·min(max(αx + β, 0), 1) with α = ⅙, β = ½ (as ONNX Runtime computes
  * it; a division by 6 cost as much as all the rest) and min(max(αx + β, 0), 1), with the clamps as
@@ -137,6 +154,27 @@ static void sgemm_call(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K
                 (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
 }
 
+/* A product with one row or one column is a matrix-vector product: OpenBLAS's sgemv streams the
+ * matrix at up to 3x the rate of its sgemm kernels on such shapes (a classifier's 1280x1000 weight
+ * at batch 1: 0.59 -> 0.19 ms). beta == 0 zeroes C first, so that old NaNs never leak in. */
+static void sgemv_call(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                       int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    QS_ASSERT(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && lda <= INT_MAX && ldb <= INT_MAX &&
+              ldc <= INT_MAX);
+    pthread_once(&blas_once, blas_single);
+    int64_t n = M == 1 ? N : M, inc_c = M == 1 ? 1 : ldc;
+    if (beta == 0.f)
+        for (int64_t i = 0; i < n; i++)
+            C[i * inc_c] = 0.f;
+    if (M == 1)   /* C row = op(A) row · op(B): the matrix is B, [N, K] when transposed, else [K, N] */
+        cblas_sgemv(CblasRowMajor, trans_b ? CblasNoTrans : CblasTrans, (int)(trans_b ? N : K),
+                    (int)(trans_b ? K : N), alpha, B, (int)ldb, A, trans_a ? (int)lda : 1, beta, C, 1);
+    else          /* C column = op(A) · op(B) column: the matrix is A, [M, K] or [K, M] when transposed */
+        cblas_sgemv(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, (int)(trans_a ? K : M),
+                    (int)(trans_a ? M : K), alpha, A, (int)lda, B, trans_b ? 1 : (int)ldb, beta, C, (int)ldc);
+}
+
 void qs_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
               int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
@@ -146,6 +184,10 @@ void qs_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float a
         for (int64_t i = 0; i < M; i++)
             for (int64_t j = 0; j < N; j++)
                 C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
+        return;
+    }
+    if (M == 1 || N == 1) {
+        sgemv_call(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     double mnk = (double)M * (double)N * (double)K;

@@ -30,6 +30,19 @@
 #define QS_HOT
 #endif
 
+/* QS_HOT with a·b + c contracted into one fused multiply-add where the clone's target has it (the
+ * build's ISO C mode keeps them apart otherwise): fewer instructions, one rounding instead of two.
+ * GCC may contract a loop's vector body and its scalar tail differently, so a function that must
+ * give every element the same bits wherever it sits (the pointwise kernels below: fused and unfused
+ * runs must agree) runs all its elements through one vector block. (One optimize attribute: a
+ * second would replace the first's -O3.) */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define QS_HOT_FMA __attribute__((target_clones("avx512f", "avx2", "default"), \
+                                  optimize("O3", "no-tree-loop-distribute-patterns", "fp-contract=fast")))
+#else
+#define QS_HOT_FMA
+#endif
+
 /* y[i] += b;  y[i] = a·x[i] + b (x may be y);  y[i] = min(max(y[i] + b, lo), hi) */
 void qs_vec_add(int64_t n, float b, float *y);
 /* y = clamp((y + b) + r, lo, hi): a bias, a residual and a clamp in one pass (±INFINITY: no clamp) */
