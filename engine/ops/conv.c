@@ -154,11 +154,15 @@ static int conv_prepare_dnnl(qs_kctx *c, void **state)
 }
 
 /* Inference: the block in which this node reads X and writes Y (conv_dnnl_block), when oneDNN has a
- * JIT kernel for it with both in that layout (1x1 kernels included: no reorders to pay then). */
+ * JIT kernel for it with both in that layout. A 1x1 kernel only with 64 channels or more on each
+ * side: its neighbours may leave X or Y plain, and a reorder of X costs about 1/M of the kernel's
+ * work, of Y 1/C; on narrower layers that, and oneDNN's cost per call, lose to OpenBLAS with no copy
+ * (the Fashion-MNIST MobileNet's 16–96-channel 1x1 layers took 25% more CPU on oneDNN). */
 static int conv_blocked(qs_kctx *c)
 {
     conv_p p;
-    if (c->training || !conv_dnnl_blocked_enabled() || conv_params(c, &p) < 0)
+    if (c->training || !conv_dnnl_blocked_enabled() || conv_params(c, &p) < 0 ||
+        (p.kvol == 1 && (p.C < 64 || p.M < 64)))
         return 0;
     conv_dnnl *d = conv_dnnl_new(&p, c->nthreads, dnnl_flags(c, QS_LAYOUT_X | QS_LAYOUT_Y), ctx_clamp(c));
     conv_dnnl_free(d);
