@@ -70,15 +70,15 @@ static qs_graph *chain(int tapped)
     xv->dim_param[0] = strdup("N");
     g->inputs = malloc(sizeof *g->inputs);
     g->inputs[g->ninputs++] = x;
-    int a = relu(g, conv(g, x, 16, 32, 3, 1, 1, "a_conv"), "a");        /* plain X in, Y blocked */
-    int bc = conv(g, a, 32, 32, 1, 1, 0, "b_conv");                     /* 1x1, blocked in and out */
+    int a = relu(g, conv(g, x, 16, 64, 3, 1, 1, "a_conv"), "a");        /* plain X in, Y blocked */
+    int bc = conv(g, a, 64, 64, 1, 1, 0, "b_conv");                     /* 1x1, blocked in and out */
     int bs = tapped ? -1 : op(g, "Sigmoid", 1, &bc, "bs");              /* SiLU, or HardSwish */
     int b = tapped ? op(g, "HardSwish", 1, &bc, "b") : op(g, "Mul", 2, (int[]){ bc, bs }, "b");
-    int c = conv(g, b, 32, 48, 3, 2, 1, "c");                           /* 3x3 stride 2 */
-    int d = conv(g, a, 32, 48, 1, 2, 1, "d");                           /* 1x1 stride 2, after c */
+    int c = conv(g, b, 64, 64, 3, 2, 1, "c");                           /* 3x3 stride 2 */
+    int d = conv(g, a, 64, 64, 1, 2, 1, "d");                           /* 1x1 stride 2, after c */
     int e = relu(g, op(g, "Add", 2, (int[]){ c, d }, "sum"), "e");      /* folds into d, residual c */
     int lo = weight(g, "lo", 0, NULL, -0.5f, -0.5f), hi = weight(g, "hi", 0, NULL, 0.6f, 0.6f);
-    int f = op(g, "Clip", 3, (int[]){ conv(g, e, 48, 24, 1, 1, 1, "f_conv"), lo, hi }, "f");
+    int f = op(g, "Clip", 3, (int[]){ conv(g, e, 64, 24, 3, 1, 1, "f_conv"), lo, hi }, "f");
     int h = conv(g, f, 24, 24, 3, 1, 0, "h");
     int k = relu(g, op(g, "Add", 2, (int[]){ h, f }, "hf"), "k");       /* residual f, 24 channels */
     output(g, conv(g, k, 24, 20, 3, 1, 1, "y"));                        /* 20 channels: NCHW */

@@ -189,6 +189,171 @@ TEST(dnnl_conv_weights_change_between_passes)
     d->release(state);
 }
 
+/* ---- backward (engine/ops/conv_dnnl_bwd.c) ------------------------------------------------------------- */
+
+/* Prepares the node for training (as a training plan does) and runs its backward into din[0..nin-1];
+ * *dnnl = whether the prepared state took oneDNN's backward. want_dx 0: dX not asked for. */
+static void run_bwd(const qs_node *n, qs_tensor **in, int nin, const qs_tensor *dy, int nthreads, int want_dx,
+                    qs_tensor **din, int *dnnl)
+{
+    const qs_op_def *d = qs_op_find("", "Conv");
+    qs_err e = { 0 };
+    qs_tensor head;
+    memset(&head, 0, sizeof head);
+    qs_tensor *outs[1] = { &head }, *dout[1] = { (qs_tensor *)dy }, *dins[3] = { NULL, NULL, NULL };
+    for (int i = 0; i < nin; i++) {
+        din[i] = qs_tensor_new(QS_F32, in[i]->ndim, in[i]->shape);
+        for (int64_t k = 0; k < qs_numel(din[i]); k++)   /* every element must be written */
+            qs_f32(din[i])[k] = NAN;
+        dins[i] = i || want_dx ? din[i] : NULL;
+    }
+    qs_kctx c = { .node = n, .opset = 17, .nin = nin, .nout = 1, .in = in, .out = outs, .nthreads = nthreads,
+                  .pool = opcheck_pool(nthreads), .err = &e, .training = 1 };
+    if (d->infer(&c) < 0)
+        QT_FAIL_("infer: %s", e.msg);
+    void *state = NULL;
+    if (d->prepare(&c, &state) < 0)
+        QT_FAIL_("prepare: %s", e.msg);
+    c.state = state;
+    *dnnl = ((conv_p *)state)->dnnl_bwd != NULL;
+    c.din = dins;
+    c.dout = dout;
+    size_t ss = d->scratch(&c);
+    c.scratch = ss ? malloc(ss) : NULL;
+    c.scratch_size = ss;
+    if (d->backward(&c) < 0)
+        QT_FAIL_("backward: %s", e.msg);
+    free(c.scratch);
+    d->release(state);
+}
+
+static double dot(const float *a, const float *b, int64_t n)
+{
+    double s = 0;
+    for (int64_t i = 0; i < n; i++)
+        s += (double)a[i] * b[i];
+    return s;
+}
+
+/* oneDNN's backward against our own (conv_dnnl_enable(0)) and against the adjoint identities
+ * <dY, Conv(X, W)> = <dX, X> = <dW, W> (Y from the reference loops); dB = Σ dY per channel in
+ * double (*taken: oneDNN's backward ran). On oneDNN's path dW and dB must be bit-identical on one,
+ * two and three threads (fixed chunks, summed in order), and so must dX. */
+static void check_bwd(const dcase *t, int *taken)
+{
+    int64_t oh, ow;
+    out_hw(t, &oh, &ow);
+    int64_t xs[4] = { t->N, t->C, t->h, t->w }, ws[4] = { t->M, t->C / t->group, t->kh, t->kw };
+    int64_t ys[4] = { t->N, t->M, oh, ow };
+    qs_tensor *in[3] = { opcheck_rand(4, xs, -1, 1), opcheck_rand(4, ws, -1, 1), opcheck_rand(1, &t->M, -1, 1) };
+    qs_tensor *dy = opcheck_rand(4, ys, -1, 1), *y = qs_tensor_new(QS_F32, 4, ys);
+    qs_node n = opcheck_node("Conv", NULL);
+    qs_node_set_int(&n, "group", t->group);
+    qs_node_set_ints(&n, "strides", 2, (int64_t[]){ t->sh, t->sw });
+    qs_node_set_ints(&n, "dilations", 2, (int64_t[]){ t->dh, t->dw });
+    qs_node_set_ints(&n, "pads", 4, (int64_t[]){ t->pt, t->pl, t->pb, t->pr });
+    qs_conv_geom g;
+    qs_conv_geom_set(&g, 2, (int64_t[]){ t->h, t->w }, (int64_t[]){ oh, ow }, (int64_t[]){ t->kh, t->kw },
+                     (int64_t[]){ t->sh, t->sw }, (int64_t[]){ t->dh, t->dw }, (int64_t[]){ t->pt, t->pl },
+                     (int64_t[]){ t->pb, t->pr });
+    qs_conv_ref(&g, t->N, t->C, t->M, t->group, qs_f32(in[0]), qs_f32(in[1]), NULL, qs_f32(y));
+    double ref = dot(qs_f32(dy), qs_f32(y), qs_numel(y));
+    qs_tensor *own[3], *first[3] = { NULL, NULL, NULL };
+    int took, own_took;
+    conv_dnnl_enable(0);
+    run_bwd(&n, in, 3, dy, 1, 1, own, &own_took);
+    conv_dnnl_enable(1);
+    ASSERT_EQ(own_took, 0);
+    for (int nt = 1; nt <= 3; nt++) {
+        qs_tensor *d[3];
+        run_bwd(&n, in, 3, dy, nt, 1, d, &took);
+        /* only where the forward runs on oneDNN; there, where oneDNN has JIT backward-weights kernels:
+         * (on AVX-512 and AVX2) whole blocks of input channels, or a first layer's plain X */
+        int fwd = have_avx2() && t->group == 1 && t->kh * t->kw > 1, must = fwd && (t->C % 16 == 0 || t->C == 3);
+        *taken = took;
+        if ((took && !fwd) || (must && !took))
+            QT_FAIL_("case N%lld C%lld M%lld k%lldx%lld: oneDNN backward %s", (long long)t->N, (long long)t->C,
+                     (long long)t->M, (long long)t->kh, (long long)t->kw, took ? "taken" : "not taken");
+        for (int i = 0; i < 3; i++)
+            assert_close(qs_f32(d[i]), qs_f32(own[i]), qs_numel(own[i]), i == 0 ? "dX vs own path"
+                                                                        : i == 1 ? "dW vs own path" : "dB vs own path");
+        ASSERT_CLOSE(dot(qs_f32(d[0]), qs_f32(in[0]), qs_numel(in[0])), ref, 1e-5, 1e-4);
+        ASSERT_CLOSE(dot(qs_f32(d[1]), qs_f32(in[1]), qs_numel(in[1])), ref, 1e-5, 1e-4);
+        for (int64_t m = 0; m < t->M; m++) {
+            double s = 0;
+            for (int64_t k = 0; k < t->N; k++)
+                for (int64_t i = 0; i < oh * ow; i++)
+                    s += qs_f32(dy)[(k * t->M + m) * oh * ow + i];
+            ASSERT_CLOSE(qs_f32(d[2])[m], s, 1e-5, 1e-4);
+        }
+        for (int i = 0; i < 3; i++) {
+            if (!first[i]) {
+                first[i] = d[i];
+                continue;
+            }
+            if (took && memcmp(d[i]->data, first[i]->data, qs_nbytes(d[i])))   /* (our own path splits dW by worker) */
+                QT_FAIL_("case N%lld C%lld M%lld: gradient %d differs between 1 and %d threads", (long long)t->N,
+                         (long long)t->C, (long long)t->M, i, nt);
+            qs_tensor_free(d[i]);
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        qs_tensor_free(in[i]);
+        qs_tensor_free(own[i]);
+        qs_tensor_free(first[i]);
+    }
+    qs_tensor_free(dy);
+    qs_tensor_free(y);
+}
+
+static const dcase bwd_cases[] = {
+    /*  N   C   M  grp  h   w  kh kw sh sw dh dw pt pl pb pr */
+    { 9, 16, 32, 1, 9, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1 },      /* chunks of 2 items, the last of 1 */
+    { 20, 32, 16, 1, 6, 6, 3, 3, 2, 2, 1, 1, 1, 0, 1, 1 },     /* 7 chunks of 3, the last of 2 */
+    { 16, 3, 16, 1, 15, 15, 7, 7, 2, 2, 1, 1, 3, 3, 3, 3 },    /* a first layer, 8 chunks of 2 */
+};
+
+TEST(dnnl_conv_backward_matches_own_path_and_adjoint)
+{
+    int taken, count = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        check_bwd(&cases[i], &taken);
+        count += taken;
+    }
+    for (size_t i = 0; i < sizeof bwd_cases / sizeof bwd_cases[0]; i++) {
+        check_bwd(&bwd_cases[i], &taken);
+        count += taken;
+    }
+    if (have_avx2())
+        ASSERT(count >= 6);
+    opcheck_pools_free();
+}
+
+/* dX not asked for (a graph input's gradient): dW and dB as before, dX's buffer untouched */
+TEST(dnnl_conv_backward_without_dx)
+{
+    const dcase t = { 3, 8, 16, 1, 7, 7, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1 };
+    int64_t xs[4] = { t.N, t.C, t.h, t.w }, ws[4] = { t.M, t.C, t.kh, t.kw }, ys[4] = { t.N, t.M, 4, 4 };
+    qs_tensor *in[3] = { opcheck_rand(4, xs, -1, 1), opcheck_rand(4, ws, -1, 1), opcheck_rand(1, &t.M, -1, 1) };
+    qs_tensor *dy = opcheck_rand(4, ys, -1, 1), *a[3], *b[3];
+    qs_node n = opcheck_node("Conv", NULL);
+    qs_node_set_ints(&n, "strides", 2, (int64_t[]){ 2, 2 });
+    qs_node_set_ints(&n, "pads", 4, (int64_t[]){ 1, 1, 1, 1 });
+    int took;
+    run_bwd(&n, in, 3, dy, 2, 1, a, &took);
+    run_bwd(&n, in, 3, dy, 2, 0, b, &took);
+    ASSERT(isnan(qs_f32(b[0])[0]));
+    for (int i = 1; i < 3; i++)
+        ASSERT(!memcmp(a[i]->data, b[i]->data, qs_nbytes(a[i])));
+    for (int i = 0; i < 3; i++) {
+        qs_tensor_free(in[i]);
+        qs_tensor_free(a[i]);
+        qs_tensor_free(b[i]);
+    }
+    qs_tensor_free(dy);
+    opcheck_pools_free();
+}
+
 /* In an inference plan the blocked weights of an initializer W are kept between passes: a change
  * written in place is picked up once the writer calls qs_graph_weights_changed (as CLE, AdaRound,
  * GPTQ, bias correction and QAT do), and, without the call, the kept copy is what runs (which shows
@@ -250,4 +415,5 @@ TEST(dnnl_conv_kept_weights_follow_the_graph_generation)
 }
 
 TEST_MAIN(dnnl_conv_matches_reference_and_own_path, dnnl_conv_fused_epilogue, dnnl_conv_weights_change_between_passes,
+          dnnl_conv_backward_matches_own_path_and_adjoint, dnnl_conv_backward_without_dx,
           dnnl_conv_kept_weights_follow_the_graph_generation)

@@ -81,6 +81,28 @@ TEST(fast_path_matches_reference)
     }
 }
 
+/* fractional zero points (QAT learns them): the exact vector path, bit-identical to the reference,
+ * per channel and per tensor, in place too, ties included, over lengths that are not a multiple of 16 */
+TEST(fractional_offsets_match_reference)
+{
+    int64_t shape[] = { 2, 3, 7, 5 };
+    qs_grid g = qs_grid_make(4, 0);
+    qs_tensor *x = opcheck_rand(4, shape, -2, 2), *a = qs_tensor_copy(x), *b = qs_tensor_copy(x);
+    for (int i = 0; i < 20; i++)
+        qs_f32(x)[i * 9] = (i - 10) * 0.5f * 0.1f;
+    float s[3] = { 0.1f, 0.037f, 0.5f }, z[3] = { 7.3f, 2.5f, -0.75f };
+    qs_fake_quant_ref(x, a, 1, s, z, g);
+    qs_fake_quant(x, b, 1, s, z, g);
+    ASSERT_EQ(memcmp(a->data, b->data, qs_nbytes(a)), 0);
+    qs_fake_quant_ref(x, a, -1, s, z, g);
+    memcpy(b->data, x->data, qs_nbytes(x));
+    qs_fake_quant(b, b, -1, s, z, g);
+    ASSERT_EQ(memcmp(a->data, b->data, qs_nbytes(a)), 0);
+    qs_tensor_free(x);
+    qs_tensor_free(a);
+    qs_tensor_free(b);
+}
+
 /* int32 bias grids: |x/s| beyond 2^22 must still round exactly like the reference */
 TEST(wide_grids_match_reference)
 {
@@ -226,7 +248,7 @@ TEST(fakequant_refuses_bad_scale)
     ASSERT_STR_CONTAINS(e.msg, "scale[0]");
 }
 
-TEST_MAIN(grids, qparams_by_hand, round_half_to_even_and_clamp, fast_path_matches_reference, wide_grids_match_reference,
+TEST_MAIN(grids, qparams_by_hand, round_half_to_even_and_clamp, fast_path_matches_reference, fractional_offsets_match_reference, wide_grids_match_reference,
           quantize_tensor_to_int8,
           fakequant_forward_and_ste_lsq_gradients, fakequant_gradients_match_finite_differences_when_clamped,
           fakequant_backward_large_matches_formulas,

@@ -21,6 +21,7 @@
  * Bias, the fused residual and the clamp are applied by conv_epilogue after the reorder back, in the
  * same order as the GEMM path. */
 #include "ops/conv_impl.h"
+#include "ops/conv_dnnl.h"
 
 #include <math.h>
 #include <omp.h>
@@ -530,4 +531,37 @@ int conv_dnnl_forward(qs_kctx *c, conv_dnnl *d, const conv_p *p, const float *x,
     if (j.failed)
         return qs_op_error(c, QS_ENOMEM, "oneDNN convolution failed (out of memory?)");
     return 0;
+}
+
+/* ---- shared with the backward (conv_dnnl_bwd.c) ---------------------------------------------------------- */
+
+dnnl_engine_t conv_dnnl_engine(void)
+{
+    pthread_once(&g_once, engine_init);
+    return g_enabled ? g_engine : NULL;
+}
+
+int conv_dnnl_reorder(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to, dnnl_primitive_t *out)
+{
+    return reorder(from, to, out);
+}
+
+size_t conv_dnnl_buf_bytes(const dnnl_memory_desc_t *from, const dnnl_memory_desc_t *to)
+{
+    return buf_bytes(from, to);
+}
+
+dnnl_memory_t conv_dnnl_mem(const dnnl_memory_desc_t *md, const void *buf) { return mem(md, buf); }
+
+int conv_dnnl_run_reorder(dnnl_primitive_t r, dnnl_stream_t s, const dnnl_memory_desc_t *fmd, const void *from,
+                          const dnnl_memory_desc_t *tmd, void *to)
+{
+    return run_reorder(r, s, fmd, from, tmd, to);
+}
+
+dnnl_stream_t conv_dnnl_stream(void)
+{
+    dnnl_stream_t st;
+    omp_set_num_threads(1);
+    return dnnl_stream_create(&st, g_engine, dnnl_stream_default_flags) == dnnl_success ? st : NULL;
 }

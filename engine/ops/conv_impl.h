@@ -9,6 +9,7 @@
 enum { PATH_GEMM, PATH_1X1, PATH_DW };
 
 typedef struct conv_dnnl conv_dnnl;
+typedef struct conv_dnnl_bwd conv_dnnl_bwd;
 
 typedef struct conv_p {
     qs_conv_geom g;     /* Conv: in = X's spatial dims, out = Y's. ConvTranspose: in = Y's, out = X's */
@@ -16,6 +17,7 @@ typedef struct conv_p {
     int64_t xvol, yvol; /* spatial volume of one X / Y plane */
     int path;
     conv_dnnl *dnnl;    /* Conv's prepared oneDNN primitives (conv_dnnl.c), or NULL: our own path */
+    conv_dnnl_bwd *dnnl_bwd;   /* and its backward's (conv_dnnl_bwd.c; training plans only), or NULL */
 } conv_p;
 
 /* the executor's fused activation, if any (see qs_kctx) */
@@ -60,6 +62,15 @@ size_t conv_dnnl_scratch(const conv_dnnl *d, const conv_p *p, int nthreads);
 int conv_dnnl_forward(qs_kctx *c, conv_dnnl *d, const conv_p *p, const float *x, const float *w, const float *b,
                       float *y, clamp_t clamp);
 void conv_dnnl_enable(int on);
+/* the backward on oneDNN (conv_dnnl_bwd.c) for the shapes the forward takes there, or NULL. dW and
+ * dB always come from it; dX only when conv_dnnl_bwd_has_data (else the caller's own path computes
+ * it). Results do not depend on the thread count. */
+conv_dnnl_bwd *conv_dnnl_bwd_new(const conv_p *p);
+void conv_dnnl_bwd_free(conv_dnnl_bwd *b);
+int conv_dnnl_bwd_has_data(const conv_dnnl_bwd *b);
+size_t conv_dnnl_bwd_scratch(const conv_dnnl_bwd *b, const conv_p *p, int nthreads);
+int conv_dnnl_backward(qs_kctx *c, const conv_dnnl_bwd *b, const conv_p *p, const float *x, const float *w,
+                       const float *dy, float *dx, float *dw, float *db);
 int conv_dnnl_enabled(void);
 
 #endif

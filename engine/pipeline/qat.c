@@ -83,6 +83,7 @@ static void copy_back(qs_graph *dst, const qs_graph *sim)
         if (src && src->dtype == QS_F32 && qs_numel(src) == qs_numel(t))
             memcpy(t->data, src->data, qs_nbytes(t));
     }
+    qs_graph_weights_changed(dst);
 }
 
 static int train_loop(qat_run *r, qs_err *e)

@@ -59,6 +59,7 @@ static void put_back(saved_inits *s, qs_graph *g)
         memcpy(t->data, s->data[i], qs_nbytes(t));
         free(s->data[i]);
     }
+    qs_graph_weights_changed(g);
     free(s->v);
     free(s->data);
     *s = (saved_inits){ 0 };
@@ -77,6 +78,7 @@ static int restore_init(qs_ptq *p, int v, saved_inits *s)
     if (save_init(s, t, v) < 0)
         return QS_ENOMEM;
     memcpy(t->data, src->data, qs_nbytes(t));
+    qs_graph_weights_changed(p->sim->g);
     return 1;
 }
 
@@ -108,6 +110,7 @@ static int restore_layer(qs_ptq *p, int wi, saved_inits *s)
             return QS_ENOMEM;
         if (rc == 0)
             memset(bt->data, 0, qs_nbytes(bt));   /* a bias that bias correction added */
+        qs_graph_weights_changed(g);
     }
     return 0;
 }
