@@ -429,8 +429,9 @@ static inline void dw_pp_row(const float *restrict xr, int64_t IW, int64_t pl, i
 static inline __attribute__((always_inline)) void dw_pp_vectors(const float *restrict buf, const int64_t *off,
                                                                const float *wt, int64_t ntaps, float bias,
                                                                int64_t OH, int64_t OW, int64_t QW, int clamp,
-                                                               v16 lo, v16 hi, float *y)
+                                                               float lo_, float hi_, float *y)
 {
+    const v16 lo = (v16){ 0 } + lo_, hi = (v16){ 0 } + hi_;   /* (vectors as arguments: see CLAMP16) */
     int64_t r = 0, c = 0;   /* the next vector: row r, from column c */
     while (r < OH) {
         int64_t src[4], dst[4];
@@ -491,7 +492,7 @@ QS_HOT_FMA static void dw_plane_planar(const conv_p *p, const dw_pp *d, const fl
     for (int64_t t = 0; t < ntaps; t++)
         wt[t] = w[t];
     const int clamp = cl.on && !cl.res;
-    const v16 lo = (v16){ 0 } + (clamp ? cl.lo : -INFINITY), hi = (v16){ 0 } + (clamp ? cl.hi : INFINITY);
+    const float lo = clamp ? cl.lo : -INFINITY, hi = clamp ? cl.hi : INFINITY;
     if (ntaps == 9)
         dw_pp_vectors(buf, d->off, wt, 9, bias, OH, OW, QW, clamp, lo, hi, y);
     else if (ntaps == 25)
