@@ -92,6 +92,19 @@ static int residual_input(qs_exec *x, int i, int k, int p, const int *prod, cons
     return u;
 }
 
+/* Node i is absorbed into its producer p: p's call writes i's output, and v, the value between them,
+ * is no longer computed. */
+static void absorb(qs_exec *x, int i, int p, int v)
+{
+    const qs_node *n = &x->g->nodes[i];
+    x->fused_act[p] = i;   /* observers see p's call as the last absorbed node's */
+    x->val[n->out[0]] = x->val[v];
+    x->kind[n->out[0]] = V_ACT;
+    x->kind[v] = V_NONE;
+    x->out[p][0] = &x->val[n->out[0]];
+    x->folded[i] = 2;
+}
+
 /* SiLU written out, as exporters do: Mul (node i) of v and s = Sigmoid(v), where v is the live output
  * of a QS_OP_FUSE_PW node p read by nothing else (after any residual p absorbed, no clamp) and s
  * only by the Mul. Returns 1 with *p and the Sigmoid node *sg: p's epilogue then writes v·σ(v) into
@@ -514,12 +527,9 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
             int v = x->g->nodes[sg].in[0];
             x->pw[p] = QS_PW_SILU;
             fused_into[i] = fused_into[sg] = p;
-            x->fused_act[p] = i;
-            x->val[n->out[0]] = x->val[v];
-            x->kind[n->out[0]] = V_ACT;
-            x->kind[v] = x->kind[x->g->nodes[sg].out[0]] = V_NONE;
-            x->out[p][0] = &x->val[n->out[0]];
-            x->folded[i] = x->folded[sg] = 2;
+            absorb(x, i, p, v);
+            x->kind[x->g->nodes[sg].out[0]] = V_NONE;
+            x->folded[sg] = 2;
             continue;
         }
         int pw = pointwise_reader(x, i, prod, fused_into, nreaders, &p, &lo, &hi);
@@ -529,12 +539,7 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
             x->pw_ab[2 * p] = lo;
             x->pw_ab[2 * p + 1] = hi;
             fused_into[i] = p;
-            x->fused_act[p] = i;
-            x->val[n->out[0]] = x->val[pv];
-            x->kind[n->out[0]] = V_ACT;
-            x->kind[pv] = V_NONE;
-            x->out[p][0] = &x->val[n->out[0]];
-            x->folded[i] = 2;
+            absorb(x, i, p, pv);
             continue;
         }
         int k = 0;
@@ -556,12 +561,7 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
             if (ss > scratch)
                 scratch = ss;
             fused_into[i] = p;
-            x->fused_act[p] = i;   /* observers see p's call as the last absorbed node's */
-            x->val[n->out[0]] = x->val[pv];
-            x->kind[n->out[0]] = V_ACT;
-            x->kind[pv] = V_NONE;
-            x->out[p][0] = &x->val[n->out[0]];
-            x->folded[i] = 2;
+            absorb(x, i, p, pv);
             continue;
         }
         qs_kctx c = node_ctx(x, i, e);

@@ -77,23 +77,17 @@ void conv_dnnl_enable(int on)
 
 int conv_dnnl_enabled(void) { return g_enabled; }
 
-static void release(dnnl_primitive_t p)
-{
-    if (p)
-        dnnl_primitive_destroy(p);
-}
-
 void conv_dnnl_free(conv_dnnl *d)
 {
     if (!d)
         return;
     for (int k = 0; k < 2; k++) {
-        release(d->part[k].conv);
-        release(d->part[k].ry);
-        release(d->part[k].rw);
-        release(d->part[k].rr);
+        conv_dnnl_release(d->part[k].conv);
+        conv_dnnl_release(d->part[k].ry);
+        conv_dnnl_release(d->part[k].rw);
+        conv_dnnl_release(d->part[k].rr);
     }
-    release(d->rx);
+    conv_dnnl_release(d->rx);
     free(d->wkeep);
     free(d);
 }

@@ -18,6 +18,12 @@ dnnl_memory_t conv_dnnl_mem(const dnnl_memory_desc_t *md, const void *buf);
 /* from → to through reorder r; 0 or -1 */
 int conv_dnnl_run_reorder(dnnl_primitive_t r, dnnl_stream_t s, const dnnl_memory_desc_t *fmd, const void *from,
                           const dnnl_memory_desc_t *tmd, void *to);
+/* destroys p unless NULL */
+static inline void conv_dnnl_release(dnnl_primitive_t p)
+{
+    if (p)
+        dnnl_primitive_destroy(p);
+}
 /* a stream for the calling pool worker, oneDNN on one OpenMP thread (see conv_dnnl.c); NULL on failure */
 dnnl_stream_t conv_dnnl_stream(void);
 

@@ -42,26 +42,20 @@ struct conv_dnnl_bwd {
     size_t spbytes;                    /* the largest scratchpad (one per worker) */
 };
 
-static void release(dnnl_primitive_t p)
-{
-    if (p)
-        dnnl_primitive_destroy(p);
-}
-
 void conv_dnnl_bwd_free(conv_dnnl_bwd *b)
 {
     if (!b)
         return;
     for (int k = 0; k < 2; k++) {
         bwd_part *pt = &b->part[k];
-        release(pt->data);
-        release(pt->wts);
-        release(pt->rx);
-        release(pt->rdy);
-        release(pt->rdx);
+        conv_dnnl_release(pt->data);
+        conv_dnnl_release(pt->wts);
+        conv_dnnl_release(pt->rx);
+        conv_dnnl_release(pt->rdy);
+        conv_dnnl_release(pt->rdx);
     }
-    release(b->rw);
-    release(b->rdw);
+    conv_dnnl_release(b->rw);
+    conv_dnnl_release(b->rdw);
     free(b);
 }
 
@@ -251,8 +245,8 @@ conv_dnnl_bwd *conv_dnnl_bwd_new(const conv_p *p)
         conv_dnnl_reorder(&b->dwb, &b->wp, &b->rdw) < 0)
         goto fail;
     if ((tail != b->q) && (!b->part[0].data) != (!b->part[1].data)) {   /* both chunk sizes give dX, or neither */
-        release(b->part[0].data);
-        release(b->part[1].data);
+        conv_dnnl_release(b->part[0].data);
+        conv_dnnl_release(b->part[1].data);
         b->part[0].data = b->part[1].data = NULL;
     }
     if (b->part[0].data && conv_dnnl_reorder(&b->wp, &b->wb, &b->rw) < 0)
