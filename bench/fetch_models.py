@@ -92,7 +92,7 @@ def main():
         subprocess.run(["sh", os.path.join(HERE, "..", "tests", "fetch_paddleocr.sh"),
                         os.path.join(root, "paddleocr")], check=True)
     out = os.path.join(root, "torchvision")
-    os.makedirs(out, exist_ok=True)
+    os.makedirs(os.path.realpath(out), exist_ok=True)   # the cache may be a symlink not made yet
     for name in [m for m in args.models.split(",") if m]:
         if os.path.exists(os.path.join(out, name + ".torch.npy")):
             print(f"{name}: cached in {out}")

@@ -10,7 +10,8 @@ models="ch_ppocr_mobile_v2.0_cls_infer.onnx ch_PP-OCRv4_det_infer.onnx ch_PP-OCR
 missing=
 for m in $models; do [ -s "$dir/$m" ] || missing=1; done
 [ -z "$missing" ] && exit 0
-mkdir -p "$dir"
+# a cache that is a symlink to a folder not made yet (a shared disk) is made where it points
+mkdir -p "$(readlink -m "$dir")"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$py" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
