@@ -254,6 +254,7 @@ static void plan_clear(qs_exec *x)
     free(x->resid);
     free(x->pw);
     free(x->pw_ab);
+    free(x->xscale);
     free(x->layout);
     free(x->blocked);
     free(x->needs_grad);
@@ -320,6 +321,8 @@ static qs_kctx node_ctx(qs_exec *x, int i, qs_err *e)
         c.pw_alpha = x->pw_ab[2 * i];
         c.pw_beta = x->pw_ab[2 * i + 1];
     }
+    if (x->xscale && x->xscale[i] >= 0)
+        c.in_scale = &x->val[x->xscale[i]];
     c.layout = x->layout ? x->layout[i] : 0;
     if (x->mode == QS_EXEC_INFER && n->nin > 1 && n->in[1] >= 0 && x->kind[n->in[1]] == V_INIT)
         c.wgen = x->g->wgen + 1;   /* never 0: "may change on any call" */
@@ -441,6 +444,7 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     x->resid = malloc((nn + 1) * sizeof *x->resid);
     x->pw = calloc(nn + 1, 1);
     x->pw_ab = calloc(2 * (nn + 1), sizeof *x->pw_ab);
+    x->xscale = malloc((nn + 1) * sizeof *x->xscale);
     x->layout = calloc(nn + 1, sizeof *x->layout);
     x->blocked = calloc(nv + 1, 1);
     x->state = calloc(nn + 1, sizeof *x->state);
@@ -452,7 +456,7 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     int *fused_into = malloc((nn + 1) * sizeof *fused_into), *prod = malloc((nv + 1) * sizeof *prod);
     if (!prod || !x->val || !x->kind || !x->offset || !x->def || !x->folded || !x->in || !x->out || !last || !defn ||
         !live || !x->act_min || !x->act_max || !x->resid || !x->pw || !x->pw_ab || !x->state || !x->fused_act ||
-        !nreaders || !fused_into || !x->layout || !x->blocked) {
+        !nreaders || !fused_into || !x->layout || !x->blocked || !x->xscale) {
         rc = qs_error(e, QS_ENOMEM, "out of memory planning the graph");
         goto out;
     }
@@ -474,6 +478,7 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
         x->resid[i] = -1;
         fused_into[i] = -1;
         x->fused_act[i] = -1;
+        x->xscale[i] = -1;
         const qs_node *n = &g->nodes[i];
         for (int j = 0; j < n->nout; j++)
             if (n->out[j] >= 0)
@@ -564,6 +569,13 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
             absorb(x, i, p, pv);
             continue;
         }
+        int mul;
+        if ((x->xscale[i] = qs_exec_scaled_input(x, i, prod, nreaders, &mul)) >= 0) {
+            /* the Mul does not run: node i reads its activation operand (x->in[i][0]) and scales it */
+            x->kind[g->nodes[mul].out[0]] = V_NONE;
+            x->folded[mul] = 2;
+            fused_into[mul] = i;
+        }
         qs_kctx c = node_ctx(x, i, e);
         if ((rc = x->def[i]->infer(&c)) < 0)
             goto out;
@@ -636,6 +648,11 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
         for (int j = 0; j < n->nin; j++)
             if (n->in[j] >= 0 && last[n->in[j]] < i)
                 last[n->in[j]] = i;
+        if (x->xscale[i] >= 0) {   /* a folded Mul's operands are read here */
+            int a = (int)(x->in[i][0] - x->val), s = x->xscale[i];
+            last[a] = last[a] < i ? i : last[a];
+            last[s] = last[s] < i ? i : last[s];
+        }
         if (x->folded[i] == 2) {   /* fused: its producer defines its output */
             defn[n->out[0]] = fused_into[i];
             continue;

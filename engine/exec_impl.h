@@ -42,6 +42,7 @@ struct qs_exec {
     int *resid;              /* per node: value of a residual Add fused into it (Conv only), else -1 */
     char *pw;                /* per node: the pointwise activation fused into it (QS_PW_*, Conv only) ... */
     float *pw_ab;            /* ... and its parameters (alpha, beta at 2i, 2i + 1) */
+    int *xscale;             /* per node: value s of a Mul x·s folded into it (in[0] reads x), else -1 */
     void **state;            /* per node: what its op's prepare() made of it in this plan, or NULL */
     int *layout;             /* per node: QS_LAYOUT_* (activations kept channel-blocked around it) */
     char *blocked;           /* per value: held channel-blocked (no NCHW copy exists) */
@@ -67,6 +68,10 @@ struct qs_exec {
  * raising *scratch to what they need. owner[i]: the node that absorbed folded node i. */
 int qs_exec_plan_layouts(qs_exec *x, const int *owner, size_t *scratch, qs_err *e);
 qs_kctx qs_exec_node_ctx(qs_exec *x, int i, qs_err *e);
+/* Node i reads a Mul x·s (s [N or 1, C, 1, 1]) that it can apply itself (exec_scale.c): returns s and
+ * the Mul's node in *mul, with x->in[i][0] pointing at x; else -1. prod: each value's producer,
+ * nreaders: how many nodes read it. */
+int qs_exec_scaled_input(qs_exec *x, int i, const int *prod, const int *nreaders, int *mul);
 /* how many values the current plan holds channel-blocked (an observer needs a plan without them) */
 int qs_exec_blocked_values(const qs_exec *x);
 

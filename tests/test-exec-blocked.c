@@ -138,6 +138,53 @@ TEST(blocked_chains_match_our_own_path)
     opcheck_pools_free();
 }
 
+/* A squeeze-excitation Mul (a·s, s [N, 64, 1, 1]) before a 1x1 Conv with 64 channels each side: that
+ * Conv may join the blocked chains, so the Mul runs before it (exec_scale.c); on our own path it
+ * folds into the Conv. Both give the unfused result. */
+TEST(se_mul_stays_before_a_conv_that_may_be_blocked)
+{
+    qs_graph *g = qs_graph_new();
+    qs_graph_set_opset(g, "", 13);
+    int x = value(g, "x");
+    qs_value *xv = &g->values[x];
+    xv->dtype = QS_F32;
+    xv->ndim = 4;
+    memcpy(xv->shape, (int64_t[]){ -1, 64, 6, 6 }, sizeof(int64_t[4]));
+    xv->dim_param[0] = strdup("N");
+    g->inputs = malloc(sizeof *g->inputs);
+    g->inputs[g->ninputs++] = x;
+    int a = conv(g, x, 64, 64, 1, 1, 1, "a");
+    int gp = op(g, "GlobalAveragePool", 1, &a, "gp");
+    int s = op(g, "Sigmoid", 1, (int[]){ conv(g, gp, 64, 64, 1, 1, 1, "r") }, "s");
+    int m = op(g, "Mul", 2, (int[]){ a, s }, "m");
+    output(g, conv(g, conv(g, m, 64, 64, 1, 1, 1, "p"), 64, 64, 1, 1, 1, "y"));
+    qs_tensor *in = opcheck_rand(4, (int64_t[]){ 2, 64, 6, 6 }, -1, 1);
+    qs_exec *bx = run(g, in, 2);
+    conv_dnnl_enable(0);
+    qs_exec *own = run(g, in, 2);
+    qs_err e = { 0 };
+    qs_exec *plain = qs_exec_new(g, QS_EXEC_INFER, &e);   /* nothing fused */
+    ASSERT(plain && qs_exec_plan(plain, 2, &e) == 0 && qs_exec_set_input(plain, 0, in, &e) == 0 &&
+           qs_exec_forward(plain, &e) == 0);
+    conv_dnnl_enable(1);
+    ASSERT((qs_exec_value(bx, m) != NULL) == (conv_dnnl_block() != 0 && conv_dnnl_blocked_enabled()));
+    ASSERT(qs_exec_value(own, m) == NULL);
+    const qs_tensor *want = qs_exec_output(plain, 0);
+    for (int k = 0; k < 2; k++) {
+        const qs_tensor *got = qs_exec_output(k ? own : bx, 0);
+        for (int64_t i = 0; i < qs_numel(want); i++)
+            if (!(fabs((double)qs_f32(got)[i] - qs_f32(want)[i]) <= 1e-4 + 1e-4 * fabs((double)qs_f32(want)[i])))
+                QT_FAIL_("%s, element %lld: %.7g vs %.7g", k ? "own path" : "default", (long long)i, qs_f32(got)[i],
+                         qs_f32(want)[i]);
+    }
+    qs_exec_free(bx);
+    qs_exec_free(own);
+    qs_exec_free(plain);
+    qs_tensor_free(in);
+    qs_graph_free(g);
+    opcheck_pools_free();
+}
+
 /* An observer needs NCHW everywhere: a plan made without one refuses to run with one set later,
  * and planning again keeps nothing blocked. */
 static void count(void *ud, int node, qs_tensor *const *out, int nout)
@@ -170,4 +217,5 @@ TEST(observer_set_after_plan_needs_a_new_plan)
     opcheck_pools_free();
 }
 
-TEST_MAIN(blocked_chains_match_our_own_path, observer_set_after_plan_needs_a_new_plan)
+TEST_MAIN(blocked_chains_match_our_own_path, se_mul_stays_before_a_conv_that_may_be_blocked,
+          observer_set_after_plan_needs_a_new_plan)

@@ -498,6 +498,122 @@ TEST(pointwise_activations_fuse_into_conv)
     qs_graph_free(g);
 }
 
+/* A squeeze-excitation block: h = Conv3x3(x), s = Sigmoid(Conv1x1(GlobalAveragePool(h))), m = h·s
+ * (operands in either order), y = Conv1x1(m) + bias with M output channels on hw×hw planes. With
+ * `more` 1, m is a graph output too; 2: m has a second reader (Relu, an output). */
+static qs_graph *se_block(int64_t hw, int64_t M, int swap, int more, int *h, int *s, int *m)
+{
+    qs_graph *g = qs_graph_new();
+    qs_graph_set_opset(g, "", 13);
+    int64_t xs[] = {1, 8, hw, hw}, w1[] = {8, 8, 3, 3}, wr[] = {8, 8, 1, 1}, wp[] = {M, 8, 1, 1}, bs[] = {M};
+    int64_t pads[] = {1, 1, 1, 1};
+    int x = input(g, "x", 4, xs, 1);
+    *h = node(g, "Conv", 2, (int[]){ x, init(g, "W1", 4, w1, NULL) }, "h");
+    qs_node_set_ints(&g->nodes[g->nnodes - 1], "pads", 4, pads);
+    int gp = node(g, "GlobalAveragePool", 1, h, "gp");
+    int r = node(g, "Conv", 2, (int[]){ gp, init(g, "Wr", 4, wr, NULL) }, "r");
+    *s = node(g, "Sigmoid", 1, &r, "s");
+    *m = node(g, "Mul", 2, swap ? (int[]){ *s, *h } : (int[]){ *h, *s }, "m");
+    output(g, node(g, "Conv", 3, (int[]){ *m, init(g, "Wp", 4, wp, NULL), init(g, "Bp", 1, bs, NULL) }, "y"));
+    if (more == 1)
+        output(g, *m);
+    if (more == 2)
+        output(g, node(g, "Relu", 1, m, "z"));
+    return g;
+}
+
+/* The squeeze-excitation Mul m = h·s folds into the 1x1 Conv that reads it: as W·diag(s_n) when M
+ * is at most the plane (the product is rounded in another order, so the result is held to a bound),
+ * as diag(s_n)·X_n otherwise (the Mul's own products: bit-identical); batch 1 and 3, 1 to 3 threads.
+ * Not when m is a graph output, has another reader, or is kept for an observer. */
+TEST(se_mul_folds_into_next_conv)
+{
+    const double u = 1.0 / (1 << 24);   /* float's unit roundoff */
+    for (int shape = 0; shape < 2; shape++)
+        for (int64_t batch = 1; batch <= 3; batch += 2)
+            for (int nt = 1; nt <= 3; nt++) {
+                int64_t hw = shape ? 2 : 6, M = shape ? 12 : 4, C = 8, vol = hw * hw;
+                int h, s, m;
+                qs_graph *g = se_block(hw, M, nt == 2, 0, &h, &s, &m);
+                int64_t is[] = {batch, 8, hw, hw};
+                qs_tensor *in = opcheck_rand(4, is, -2, 2);
+                qs_exec *a = qs_exec_new(g, QS_EXEC_INFER, NULL), *b = qs_exec_new(g, QS_EXEC_INFER, NULL);
+                ASSERT(a && b);
+                qs_exec_set_pool(a, opcheck_pool(nt));
+                qs_exec_set_pool(b, opcheck_pool(nt));
+                qs_exec_set_fusion(a, 1);
+                qs_err e = {0};
+                ASSERT_EQ(qs_exec_plan(a, batch, &e), 0);
+                ASSERT_EQ(qs_exec_plan(b, batch, &e), 0);
+                ASSERT_EQ(qs_exec_set_input(a, 0, in, &e), 0);
+                ASSERT_EQ(qs_exec_set_input(b, 0, in, &e), 0);
+                ASSERT_EQ(qs_exec_forward(a, &e), 0);
+                ASSERT_EQ(qs_exec_forward(b, &e), 0);
+                ASSERT(qs_exec_value(a, m) == NULL && qs_exec_value(b, m) != NULL);   /* the Mul did not run */
+                const float *ya = qs_f32(qs_exec_output(a, 0)), *yb = qs_f32(qs_exec_output(b, 0));
+                const float *hv = qs_f32(qs_exec_value(b, h)), *sv = qs_f32(qs_exec_value(b, s));
+                const float *w = qs_f32(g->values[qs_graph_find_value(g, "Wp")].init);
+                const float *bias = qs_f32(g->values[qs_graph_find_value(g, "Bp")].init);
+                int differ = 0;
+                for (int64_t n = 0; n < batch; n++)
+                    for (int64_t o = 0; o < M; o++)
+                        for (int64_t i = 0; i < vol; i++) {
+                            /* each side: C products of three factors rounded twice (≤ 2u each, so
+                             * 4u between the two), two sums of C terms (γ_C ≤ C·u each), the bias
+                             * add rounded once each */
+                            double mag = fabs(bias[o]);
+                            for (int64_t k = 0; k < C; k++)
+                                mag += fabs((double)w[o * C + k] * sv[n * C + k] * hv[(n * C + k) * vol + i]);
+                            int64_t at = (n * M + o) * vol + i;
+                            double d = fabs((double)ya[at] - yb[at]);
+                            ASSERT(d <= (2.0 * C + 7) * u * mag);
+                            differ += d != 0;
+                        }
+                if (shape)
+                    ASSERT_EQ(differ, 0);   /* scaled X: the same products as the Mul's */
+                qs_tensor_free(in);
+                qs_exec_free(a);
+                qs_exec_free(b);
+                qs_graph_free(g);
+            }
+    /* m a graph output, m with a second reader, m kept for an observer: the Mul runs */
+    for (int more = 0; more < 3; more++) {
+        int h, s, m;
+        qs_graph *g = se_block(6, 4, 0, more ? more : 0, &h, &s, &m);
+        int64_t is[] = {2, 8, 6, 6};
+        qs_tensor *in = opcheck_rand(4, is, -2, 2);
+        qs_err e = {0};
+        qs_exec *a = qs_exec_new(g, QS_EXEC_INFER, &e), *b = qs_exec_new(g, QS_EXEC_INFER, &e);
+        qs_exec_set_fusion(a, 1);
+        if (!more)
+            qs_exec_keep_value(a, m);
+        ASSERT_EQ(qs_exec_plan(a, 2, &e), 0);
+        ASSERT_EQ(qs_exec_plan(b, 2, &e), 0);
+        ASSERT_EQ(qs_exec_set_input(a, 0, in, &e), 0);
+        ASSERT_EQ(qs_exec_set_input(b, 0, in, &e), 0);
+        ASSERT_EQ(qs_exec_forward(a, &e), 0);
+        ASSERT_EQ(qs_exec_forward(b, &e), 0);
+        ASSERT(qs_exec_value(a, m) != NULL);
+        for (int o = 0; o < g->noutputs; o++)
+            ASSERT_EQ(memcmp(qs_exec_output(a, o)->data, qs_exec_output(b, o)->data, qs_nbytes(qs_exec_output(b, o))),
+                      0);
+        qs_tensor_free(in);
+        qs_exec_free(a);
+        qs_exec_free(b);
+        qs_graph_free(g);
+    }
+    /* training never folds it */
+    int h, s, m;
+    qs_graph *g = se_block(6, 4, 0, 0, &h, &s, &m);
+    qs_err e = {0};
+    qs_exec *t = qs_exec_new(g, QS_EXEC_TRAIN, &e);
+    qs_exec_set_fusion(t, 1);
+    ASSERT_EQ(qs_exec_plan(t, 2, &e), 0);
+    ASSERT(qs_exec_value(t, m) != NULL);
+    qs_exec_free(t);
+    qs_graph_free(g);
+}
+
 static void raise_abort(void *ud, int64_t done, int64_t total)
 {
     (void)total;
@@ -552,6 +668,6 @@ TEST(wrong_input_shape_names_the_expected_one)
 TEST_MAIN(forward_matches_hand_computation, memory_reuse_gives_same_results, shape_chains_fold_at_plan_time,
           observer_with_fusion_reports_the_activation,
           graph_backward_matches_finite_differences, relu_fusion_matches_unfused, silu_fuses_into_conv,
-          pointwise_activations_fuse_into_conv,
+          pointwise_activations_fuse_into_conv, se_mul_folds_into_next_conv,
           clip_with_constant_bounds_fuses, residual_add_fuses_into_conv, abort_flag_stops_between_nodes,
           unsupported_ops_are_listed_together, wrong_input_shape_names_the_expected_one)

@@ -161,12 +161,30 @@ static int conv_prepare_dnnl(qs_kctx *c, void **state)
 static int conv_blocked(qs_kctx *c)
 {
     conv_p p;
-    if (c->training || !conv_dnnl_blocked_enabled() || conv_params(c, &p) < 0 ||
+    if (c->training || c->in_scale || !conv_dnnl_blocked_enabled() || conv_params(c, &p) < 0 ||
         (p.kvol == 1 && (p.C < 64 || p.M < 64)))
         return 0;
     conv_dnnl *d = conv_dnnl_new(&p, c->nthreads, dnnl_flags(c, QS_LAYOUT_X | QS_LAYOUT_Y), ctx_clamp(c));
     conv_dnnl_free(d);
     return d ? conv_dnnl_block() : 0;
+}
+
+/* Inference: a Mul x·s (s [N or 1, C, 1, 1]) before this node folds into it when it is a group-1 1x1
+ * convolution on the OpenBLAS path (conv_item_scaled). Not when it could join oneDNN's blocked chains
+ * (exec_layout.c): there the weights and X go through oneDNN's reorders, and keeping the chain is
+ * worth more than the Mul's pass. */
+static int conv_xscale(qs_kctx *c)
+{
+    conv_p p;
+    if (c->training || conv_params(c, &p) < 0 || p.group != 1 || p.path != PATH_1X1 || p.g.nd < 1)
+        return 0;
+    const qs_tensor *s = c->in_scale;
+    if (!s || s->dtype != QS_F32 || s->ndim != c->in[0]->ndim || (s->shape[0] != p.N && s->shape[0] != 1) ||
+        s->shape[1] != p.C || qs_numel(s) != s->shape[0] * p.C)
+        return 0;
+    qs_kctx plain = *c;
+    plain.in_scale = NULL;
+    return !conv_blocked(&plain);
 }
 
 static void conv_release(void *state)
@@ -216,6 +234,15 @@ static int item_workers(const qs_kctx *c, const conv_p *p)
 
 static void convb_slice(const conv_p *p, int64_t *col_floats, int64_t *slice_floats);
 
+/* With a Mul x·s folded in (c->in_scale), one item's scaled operand is W·diag(s_n) (M×C floats) or,
+ * when that is the larger, diag(s_n)·X_n (C×HW): whichever costs fewer multiplies. 0: no scale. */
+static int64_t scaled_floats(const qs_kctx *c, const conv_p *p)
+{
+    if (!c->in_scale || c->training)
+        return 0;
+    return p->M <= p->xvol ? p->M * p->C : p->C * p->xvol;
+}
+
 static size_t conv_scratch(const qs_kctx *c)
 {
     conv_p p;
@@ -225,7 +252,7 @@ static size_t conv_scratch(const qs_kctx *c)
         return conv_dw_scratch(c, &p);
     conv_dnnl *temp, *d = dnnl_of(c, &p, &temp);
     size_t fwd = d                     ? conv_dnnl_scratch(d, &p, c->nthreads)
-               : p.path == PATH_1X1 ? 0
+               : p.path == PATH_1X1 ? (size_t)item_workers(c, &p) * (size_t)scaled_floats(c, &p) * sizeof(float)
                                     : (size_t)item_workers(c, &p) * (size_t)(p.Cg * p.kvol * p.yvol) * sizeof(float);
     conv_dnnl_free(temp);
     if (!c->training && !c->din)
@@ -325,13 +352,42 @@ typedef struct {
     float *y, *col;
     int64_t col_floats;   /* one worker's column buffer */
     clamp_t clamp;
+    const float *scale;   /* a folded Mul's s, C per item (1x1 path), or NULL */
+    int64_t scale_step;   /* C, or 0 when one s serves every item */
 } conv_job;
+
+/* One item of a 1x1 convolution (group 1) on X·s: Y_n = W·diag(s_n)·X_n, the scale put on the smaller
+ * operand (scaled_floats) in buf. On X it is the Mul's own product, so the result is the unfused
+ * one's bit for bit; on W each term is rounded once more in another order (w·s, then ·x). */
+static void conv_item_scaled(const conv_job *j, int64_t n, float *buf, qs_threadpool *tp, int nthreads)
+{
+    const conv_p *p = j->p;
+    const float *s = j->scale + n * j->scale_step, *xn = j->x + n * p->C * p->xvol, *a = j->w, *bm = buf;
+    float *yn = j->y + n * p->M * p->yvol;
+    if (p->M <= p->xvol) {
+        for (int64_t m = 0; m < p->M; m++)
+            for (int64_t k = 0; k < p->C; k++)
+                buf[m * p->C + k] = j->w[m * p->C + k] * s[k];
+        a = buf;
+        bm = xn;
+    } else {
+        for (int64_t k = 0; k < p->C; k++)
+            for (int64_t i = 0; i < p->xvol; i++)
+                buf[k * p->xvol + i] = xn[k * p->xvol + i] * s[k];
+    }
+    qs_sgemm_mt(tp, nthreads, 0, 0, p->M, p->yvol, p->C, 1.f, a, p->C, bm, p->yvol, 0.f, yn, p->yvol);
+    add_bias_at(yn, j->b, n, 1, p->M, p->yvol, j->clamp);
+}
 
 /* One batch item: per group, Y_g = W_g · col(X_g) (col = X_g itself on the 1x1 path), then bias. */
 static void conv_item(const conv_job *j, int64_t n, float *col, qs_threadpool *tp, int nthreads)
 {
     const conv_p *p = j->p;
     int64_t K = p->Cg * p->kvol;
+    if (j->scale) {
+        conv_item_scaled(j, n, col, tp, nthreads);
+        return;
+    }
     for (int64_t grp = 0; grp < p->group; grp++) {
         const float *xg = j->x + (n * p->C + grp * p->Cg) * p->xvol, *wg = j->w + grp * p->Mg * K, *bm = xg;
         float *yg = j->y + (n * p->M + grp * p->Mg) * p->yvol;
@@ -363,15 +419,21 @@ static int conv_forward(qs_kctx *c)
     if (p.path == PATH_DW)
         return conv_dw_forward(c, &p, x, w, b, y, ctx_clamp(c));
     conv_dnnl *temp, *d = dnnl_of(c, &p, &temp);
+    const qs_tensor *st = c->training ? NULL : c->in_scale;
+    if (st && (d || p.path != PATH_1X1 || p.group != 1)) {   /* conv_xscale said no to this */
+        conv_dnnl_free(temp);
+        return qs_op_error(c, QS_EINVAL, "a scale of X was folded into a convolution that cannot take it");
+    }
     if (d) {
         rc = conv_dnnl_forward(c, d, &p, x, w, b, y, ctx_clamp(c));
         conv_dnnl_free(temp);
         return rc;
     }
-    int64_t col_floats = p.path == PATH_GEMM ? p.Cg * p.kvol * p.yvol : 0;
+    int64_t col_floats = p.path == PATH_GEMM ? p.Cg * p.kvol * p.yvol : scaled_floats(c, &p);
     if ((rc = conv_scratch_slices(c, col_floats * sizeof(float), item_workers(c, &p), &workers)) < 0)
         return rc;
-    conv_job j = { &p, x, w, b, y, c->scratch, col_floats, ctx_clamp(c) };
+    conv_job j = { &p, x, w, b, y, c->scratch, col_floats, ctx_clamp(c), st ? qs_f32(st) : NULL,
+                   st && st->shape[0] > 1 ? p.C : 0 };
     if (workers > 1) {   /* the batch is the best split: whole items, no synchronisation */
         qs_threadpool_for(c->pool, workers, p.N, 1, conv_items_range, &j);
     } else {
@@ -679,7 +741,7 @@ static int convt_backward(qs_kctx *c)
 const qs_op_def qs_ops_conv[] = {
     { .domain = "", .op = "Conv", .flags = QS_OP_FUSE_ACT | QS_OP_FUSE_RESIDUAL | QS_OP_FUSE_PW, .infer = conv_infer,
       .prepare = conv_prepare_dnnl, .release = conv_release, .scratch = conv_scratch, .blocked = conv_blocked,
-      .forward = conv_forward, .backward = conv_backward },
+      .xscale = conv_xscale, .forward = conv_forward, .backward = conv_backward },
     { .domain = "", .op = "ConvTranspose", .flags = QS_OP_FUSE_ACT, .infer = convt_infer, .prepare = convt_prepare,
       .scratch = convt_scratch, .forward = convt_forward, .backward = convt_backward },
     { .op = NULL },

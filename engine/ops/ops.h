@@ -63,6 +63,10 @@ typedef struct qs_kctx {
      * HardSwish or HardSigmoid (pw_alpha, pw_beta) that was v's only reader. QS_PW_NONE: none. */
     int fused_pw;
     float pw_alpha, pw_beta;
+    /* Inference only, Conv only (an op whose xscale() said yes): a Mul x·s of in[0] = x by s of shape
+     * [N or 1, C, 1, 1] that was the Conv's only input reader is folded in: the Conv computes its
+     * result on x·s, per item and channel (a squeeze-excitation gate). NULL: none. */
+    const qs_tensor *in_scale;
     void *state;         /* what prepare() left for this node in this plan, or NULL (see above) */
     /* Inference only: when input 1 (a weight) is an initializer, a number that changes whenever the
      * graph's initializers may have changed (qs_graph_weights_changed); an op may keep a copy derived
@@ -110,6 +114,9 @@ typedef struct qs_op_def {
      * can read in[0] and write out[0] instead of NCHW, or 0. The executor then re-prepares it with
      * kctx.layout set. Every op that offers it uses the same block on a given machine. */
     int (*blocked)(qs_kctx *c);
+    /* Inference: 1 when this node, as planned, can take in[0] scaled per item and channel
+     * (kctx.in_scale, set for the call) instead of a Mul running before it, else 0. */
+    int (*xscale)(qs_kctx *c);
     int (*forward)(qs_kctx *c);
     int (*backward)(qs_kctx *c);
 } qs_op_def;
