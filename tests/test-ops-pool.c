@@ -383,6 +383,117 @@ TEST(pools_two_threads_match_one)
     opcheck_pools_free();   /* join the workers before the harness's _exit */
 }
 
+/* MaxPool's backward against a naive one: per output in order, the taps in window order with every
+ * bound tested, the first maximum taking the gradient (a tap wins when none has yet or when it is
+ * strictly greater, so a NaN first tap keeps its window) — exactly, bit for bit. */
+static void maxpool_grad_ref(const pool_case *t, const float *x, const float *dy, float *dx)
+{
+    int64_t in[3] = { 1, 1, 1 }, k[3] = { 1, 1, 1 }, s[3] = { 1, 1, 1 }, d[3] = { 1, 1, 1 }, pb[3] = { 0 },
+            out[3] = { 1, 1, 1 };
+    for (int i = 0; i < t->nd; i++) {
+        int j = 3 - t->nd + i;
+        in[j] = t->in[i], k[j] = t->k[i], s[j] = t->s[i], d[j] = t->d[i], pb[j] = t->pb[i];
+        out[j] = out_size(t, i);
+    }
+    memset(dx, 0, in[0] * in[1] * in[2] * sizeof *dx);
+    int64_t oi = 0;
+    for (int64_t o0 = 0; o0 < out[0]; o0++)
+        for (int64_t o1 = 0; o1 < out[1]; o1++)
+            for (int64_t o2 = 0; o2 < out[2]; o2++, oi++) {
+                int64_t best = -1;
+                float m = -INFINITY;
+                for (int64_t a = 0; a < k[0]; a++)
+                    for (int64_t b = 0; b < k[1]; b++)
+                        for (int64_t c = 0; c < k[2]; c++) {
+                            int64_t p0 = o0 * s[0] + a * d[0] - pb[0], p1 = o1 * s[1] + b * d[1] - pb[1],
+                                    p2 = o2 * s[2] + c * d[2] - pb[2];
+                            if (p0 < 0 || p0 >= in[0] || p1 < 0 || p1 >= in[1] || p2 < 0 || p2 >= in[2])
+                                continue;
+                            int64_t off = (p0 * in[1] + p1) * in[2] + p2;
+                            if (best < 0 || x[off] > m) {
+                                best = off;
+                                m = x[off];
+                            }
+                        }
+                if (best >= 0)
+                    dx[best] += dy[oi];
+            }
+}
+
+/* MaxPool's backward on nthreads threads: dx for x and dy */
+static qs_tensor *maxpool_backward(const qs_node *n, qs_tensor *x, qs_tensor *y, qs_tensor *dy, int nthreads)
+{
+    const qs_op_def *d = qs_op_find("", "MaxPool");
+    qs_tensor *dx = qs_tensor_new(QS_F32, x->ndim, x->shape);
+    memset(dx->data, 0xff, qs_nbytes(dx));   /* NaN everywhere: every element must be written */
+    qs_err e = {0};
+    qs_kctx c = { .node = n, .opset = 12, .nin = 1, .nout = 1, .in = &x, .out = &y, .din = &dx, .dout = &dy,
+                  .training = 1, .nthreads = nthreads, .pool = opcheck_pool(nthreads), .err = &e };
+    c.scratch_size = d->scratch(&c);
+    c.scratch = malloc(c.scratch_size);
+    if (d->backward(&c) < 0)
+        QT_FAIL_("MaxPool backward failed: %s", e.msg);
+    free(c.scratch);
+    return dx;
+}
+
+static const pool_case maxgrad_cases[] = {
+    { 2, { 14, 14 }, { 3, 3 }, { 2, 2 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, 0, 0 },   /* resnet's stem pool */
+    { 2, { 13, 15 }, { 3, 3 }, { 2, 2 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, 0, 0 },
+    { 2, { 13, 15 }, { 3, 3 }, { 2, 2 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, 1, 0 },
+    { 2, { 10, 11 }, { 2, 2 }, { 2, 2 }, { 1, 1 }, { 0, 0 }, { 0, 0 }, 0, 0 },
+    { 2, { 11, 11 }, { 2, 2 }, { 2, 2 }, { 1, 1 }, { 0, 0 }, { 0, 0 }, 1, 0 },
+    { 2, { 9, 10 }, { 3, 3 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, 0, 0 },
+    { 2, { 9, 12 }, { 3, 2 }, { 1, 3 }, { 2, 2 }, { 2, 0 }, { 1, 1 }, 1, 0 },
+    { 2, { 3, 601 }, { 2, 3 }, { 1, 1 }, { 1, 1 }, { 0, 1 }, { 0, 1 }, 0, 0 },   /* rows past one chunk */
+    { 2, { 5, 530 }, { 3, 3 }, { 2, 2 }, { 1, 1 }, { 1, 1 }, { 1, 1 }, 1, 0 },
+    { 1, { 700 }, { 5 }, { 3 }, { 1 }, { 2 }, { 2 }, 1, 0 },
+    { 1, { 1 }, { 1 }, { 1 }, { 1 }, { 0 }, { 0 }, 0, 0 },
+    { 3, { 4, 5, 6 }, { 2, 3, 2 }, { 2, 1, 2 }, { 1, 1, 2 }, { 1, 1, 0 }, { 0, 1, 1 }, 0, 0 },   /* generic path */
+};
+
+TEST(maxpool_backward_matches_naive_with_ties)
+{
+    for (size_t i = 0; i < sizeof maxgrad_cases / sizeof maxgrad_cases[0]; i++)
+        for (int fill = 0; fill < 3; fill++) {
+            const pool_case *t = &maxgrad_cases[i];
+            int64_t xs[5] = { 2, 3 };
+            for (int d = 0; d < t->nd; d++)
+                xs[2 + d] = t->in[d];
+            /* fill 0: random; 1: values in {-1, 0, 1}, ties in most windows; 2: ties with NaN and -inf */
+            qs_tensor *x = rand_t(2 + t->nd, xs), *y;
+            for (int64_t k = 0; fill && k < qs_numel(x); k++) {
+                float v = qs_f32(x)[k];
+                qs_f32(x)[k] = v < -0.33f ? -1.f : v < 0.33f ? 0.f : 1.f;
+                if (fill == 2 && v < -0.8f)
+                    qs_f32(x)[k] = NAN;
+                if (fill == 2 && v > 0.7f)
+                    qs_f32(x)[k] = -INFINITY;
+            }
+            qs_node n = case_node("MaxPool", t);
+            opcheck_forward(&n, 12, 1, &x, 1, &y);
+            qs_tensor *dy = rand_t(y->ndim, y->shape);
+            int64_t xvol = qs_numel(x) / 6, yvol = qs_numel(y) / 6;
+            float *ref = malloc(qs_numel(x) * sizeof *ref);
+            for (int p = 0; p < 6; p++)
+                maxpool_grad_ref(t, qs_f32(x) + p * xvol, qs_f32(dy) + p * yvol, ref + p * xvol);
+            for (int nt = 1; nt <= 3; nt++) {
+                qs_tensor *dx = maxpool_backward(&n, x, y, dy, nt);
+                if (memcmp(dx->data, ref, qs_nbytes(dx)))
+                    for (int64_t k = 0; k < qs_numel(dx); k++)
+                        if (memcmp(&qs_f32(dx)[k], &ref[k], sizeof *ref))
+                            QT_FAIL_("case %zu, fill %d, %d threads: dx[%lld] = %.9g, naive %.9g", i, fill, nt,
+                                     (long long)k, qs_f32(dx)[k], ref[k]);
+                qs_tensor_free(dx);
+            }
+            free(ref);
+            qs_tensor_free(dy);
+            qs_tensor_free(x);
+            qs_tensor_free(y);
+        }
+    opcheck_pools_free();
+}
+
 /* ---- bad input ------------------------------------------------------------------------------------------ */
 
 static void expect_error(qs_node *n, qs_tensor *x, int code, const char *needle)
@@ -416,4 +527,5 @@ TEST(pool_bad_input_named)
 
 TEST_MAIN(maxpool_hand_computed, pool_ceil_mode_drops_window_starting_in_padding, pool_auto_pad,
           averagepool_count_include_pad, global_pools_hand_computed, maxpool_indices_and_int8, pools_match_reference,
-          pools_backward_match_finite_differences, pools_two_threads_match_one, pool_bad_input_named)
+          pools_backward_match_finite_differences, maxpool_backward_matches_naive_with_ties,
+          pools_two_threads_match_one, pool_bad_input_named)

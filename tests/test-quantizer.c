@@ -236,6 +236,140 @@ TEST(fakequant_backward_large_matches_formulas)
     free(wdx);
 }
 
+/* FakeQuant's backward for one channel's n elements, element by element in the kernel's order of
+ * additions: 16 partial sums in double (element i into lane i mod 16 for the whole blocks of 16, the
+ * rest into lane 0), added in lane order */
+static void fqb_lanes(const float *x, const float *dy, float *dx, int64_t n, float s, float z, float qmin, float qmax,
+                      double *gs, double *gz)
+{
+    double as[16] = {0}, az[16] = {0};
+    for (int64_t i = 0; i < n; i++) {
+        int l = i < n / 16 * 16 ? (int)(i % 16) : 0;
+        float v = x[i] / s, r = nearbyintf(v), q = r + z, d = dy[i];
+        int lo = q < qmin, hi = q > qmax;
+        float t = lo ? qmin - z : hi ? qmax - z : r - v, p = d * t;   /* the product rounded to float */
+        if (dx)
+            dx[i] = lo || hi ? 0.f : d;
+        as[l] += p;
+        az[l] += lo || hi ? d : 0.f;
+    }
+    for (int l = 0; l < 16; l++) {
+        *gs += as[l];
+        *gz += az[l];
+    }
+}
+
+/* The vectorized backward bit for bit against fqb_lanes, with the op's split into pieces (a
+ * per-tensor quantizer's span in at most 256 pieces of at least 16384 elements, their sums added in
+ * order) and per-channel rows: lengths around the blocks of 16, x on the half-way points of the grid
+ * (s a power of two, so x/s is exact and rounds half to even) and past both ends, whole and
+ * fractional zero points, 1-3 threads, with and without dx. */
+TEST(fakequant_backward_bitwise_matches_elementwise)
+{
+    const int64_t lens[] = {1, 7, 15, 16, 17, 33, 100003, 16384 * 3 + 5};
+    const struct { int64_t shape[3]; int ndim, axis; } chans[] = {
+        {{2, 3, 37}, 3, 1}, {{5, 8, 16}, 3, 1}, {{33, 4, 1}, 2, 0}, {{3, 70000, 1}, 2, 1}};
+    const int ncase = (int)(sizeof lens / sizeof lens[0] + sizeof chans / sizeof chans[0]);
+    const qs_op_def *d = qs_op_find("quantd", "FakeQuant");
+    uint32_t r = 777;
+    for (int ci = 0; ci < ncase; ci++)
+        for (int variant = 0; variant < 4; variant++) {
+            int per_tensor = ci < (int)(sizeof lens / sizeof lens[0]);
+            int64_t shape[3] = {per_tensor ? lens[ci] : 0, 1, 1};
+            int ndim = 1, axis = -1;
+            if (!per_tensor) {
+                memcpy(shape, chans[ci - (int)(sizeof lens / sizeof lens[0])].shape, sizeof shape);
+                ndim = chans[ci - (int)(sizeof lens / sizeof lens[0])].ndim;
+                axis = chans[ci - (int)(sizeof lens / sizeof lens[0])].axis;
+            }
+            int64_t nch = per_tensor ? 1 : shape[axis], outer = 1, inner = 1;
+            for (int k = 0; k < axis; k++) outer *= shape[k];
+            for (int k = axis + 1; k < ndim; k++) inner *= shape[k];
+            if (per_tensor) inner = shape[0];
+            float qmin = variant & 1 ? -8.f : 0.f, qmax = variant & 1 ? 7.f : 15.f;
+            qs_node n = opcheck_node("FakeQuant", "quantd");
+            qs_attr attrs[3] = {{.name = "qmin", .type = QS_ATTR_INT, .i = (int64_t)qmin},
+                                {.name = "qmax", .type = QS_ATTR_INT, .i = (int64_t)qmax},
+                                {.name = "axis", .type = QS_ATTR_INT, .i = axis}};
+            n.attr = attrs;
+            n.nattr = per_tensor ? 2 : 3;
+            qs_tensor *x = qs_tensor_new(QS_F32, ndim, shape), *dy = qs_tensor_new(QS_F32, ndim, shape);
+            qs_tensor *st = qs_tensor_new(QS_F32, 1, &nch), *zt = qs_tensor_new(QS_F32, 1, &nch);
+            for (int64_t c = 0; c < nch; c++) {
+                qs_f32(st)[c] = variant & 2 ? 0.25f : 0.05f + 0.01f * (float)c;
+                qs_f32(zt)[c] = variant & 2 ? (float)(c % 3) : 2.3f + 0.1f * (float)c;
+            }
+            int64_t len = qs_numel(x);
+            for (int64_t i = 0; i < len; i++) {
+                r = r * 1664525u + 1013904223u;
+                int64_t c = per_tensor ? 0 : i / inner % nch;
+                /* a third of the elements on the half-way points x/s = k + 1/2, from below qmin to above qmax */
+                float k = (float)((int)(r >> 16) % 40 - 20) + 0.5f;
+                qs_f32(x)[i] = r % 3 == 0 ? k * qs_f32(st)[c] : qs_f32(st)[c] * (-20.f + 40.f * (float)(r >> 8) / 16777216.f);
+                qs_f32(dy)[i] = (float)((int)(r % 11) - 5) / 7.f;
+            }
+            float *wdx = malloc(len * sizeof *wdx), *wds = calloc(nch, sizeof *wds), *wdz = calloc(nch, sizeof *wdz);
+            if (per_tensor) {
+                int64_t pieces = (len + 16383) / 16384;
+                if (pieces > 256)
+                    pieces = 256;
+                int64_t piece = (len + pieces - 1) / pieces;
+                double gs = 0, gz = 0;
+                for (int64_t p = 0; p < pieces; p++) {
+                    int64_t b = p * piece, e = b + piece < len ? b + piece : len;
+                    double ps = 0, pz = 0;
+                    if (b < e)
+                        fqb_lanes(qs_f32(x) + b, qs_f32(dy) + b, wdx + b, e - b, qs_f32(st)[0], qs_f32(zt)[0], qmin, qmax,
+                                  &ps, &pz);
+                    gs += ps;
+                    gz += pz;
+                }
+                wds[0] = (float)gs;
+                wdz[0] = (float)(-qs_f32(st)[0] * gz);
+            } else {
+                for (int64_t o = 0; o < outer; o++)
+                    for (int64_t c = 0; c < nch; c++) {
+                        double gs = 0, gz = 0;
+                        int64_t b = (o * nch + c) * inner;
+                        fqb_lanes(qs_f32(x) + b, qs_f32(dy) + b, wdx + b, inner, qs_f32(st)[c], qs_f32(zt)[c], qmin, qmax,
+                                  &gs, &gz);
+                        wds[c] += (float)gs;
+                        wdz[c] += (float)(-qs_f32(st)[c] * gz);
+                    }
+            }
+            qs_tensor *in[3] = {x, st, zt}, *out[1] = {qs_tensor_new(QS_F32, ndim, shape)};
+            for (int threads = 1; threads <= 3; threads++)
+                for (int with_dx = 0; with_dx < 2; with_dx++) {
+                    qs_tensor *dx = qs_tensor_new(QS_F32, ndim, shape), *ds = qs_tensor_new(QS_F32, 1, &nch),
+                              *dz = qs_tensor_new(QS_F32, 1, &nch);
+                    qs_tensor *din[3] = {with_dx ? dx : NULL, ds, dz}, *dout[1] = {dy};
+                    qs_err e = {0};
+                    qs_kctx c = {.node = &n, .opset = 13, .nin = 3, .nout = 1, .in = in, .out = out, .din = din,
+                                 .dout = dout, .err = &e, .pool = opcheck_pool(threads), .nthreads = threads};
+                    ASSERT_EQ(d->backward(&c), 0);
+                    if (with_dx && memcmp(dx->data, wdx, qs_nbytes(dx)))
+                        QT_FAIL_("case %d variant %d, %d threads: dx differs", ci, variant, threads);
+                    for (int64_t ch = 0; ch < nch; ch++)
+                        if (memcmp(&qs_f32(ds)[ch], &wds[ch], sizeof *wds) || memcmp(&qs_f32(dz)[ch], &wdz[ch], sizeof *wdz))
+                            QT_FAIL_("case %d variant %d, %d threads, channel %lld: ds %.9g dz %.9g, element by element "
+                                     "%.9g %.9g", ci, variant, threads, (long long)ch, qs_f32(ds)[ch], qs_f32(dz)[ch],
+                                     wds[ch], wdz[ch]);
+                    qs_tensor_free(dx);
+                    qs_tensor_free(ds);
+                    qs_tensor_free(dz);
+                }
+            free(wdx);
+            free(wds);
+            free(wdz);
+            qs_tensor_free(out[0]);
+            qs_tensor_free(x);
+            qs_tensor_free(dy);
+            qs_tensor_free(st);
+            qs_tensor_free(zt);
+        }
+    opcheck_pools_free();
+}
+
 TEST(fakequant_refuses_bad_scale)
 {
     qs_node n = opcheck_node("FakeQuant", "quantd");
@@ -251,5 +385,5 @@ TEST(fakequant_refuses_bad_scale)
 TEST_MAIN(grids, qparams_by_hand, round_half_to_even_and_clamp, fast_path_matches_reference, fractional_offsets_match_reference, wide_grids_match_reference,
           quantize_tensor_to_int8,
           fakequant_forward_and_ste_lsq_gradients, fakequant_gradients_match_finite_differences_when_clamped,
-          fakequant_backward_large_matches_formulas,
+          fakequant_backward_large_matches_formulas, fakequant_backward_bitwise_matches_elementwise,
           fakequant_refuses_bad_scale)

@@ -95,11 +95,27 @@ static int fq_forward(qs_kctx *c)
     return 0;
 }
 
+/* a when the mask m is all ones, b when it is zero: a select on the bits, so that GCC has no branch
+ * to move the floating-point operations around it into (it does with c ? a : b, and then, since a
+ * float operation may trap, no longer vectorizes the loop for AVX2, which has no masked operations) */
+static inline float fq_sel(uint32_t m, float a, float b)
+{
+    uint32_t ua, ub;
+    memcpy(&ua, &a, sizeof ua);
+    memcpy(&ub, &b, sizeof ub);
+    ua = (ua & m) | (ub & ~m);
+    memcpy(&a, &ua, sizeof a);
+    return a;
+}
+
 /* The backward over n elements of one channel: dx (when wanted) and the channel's sums
- * Σ dy·∂y/∂s into *gs and Σ dy over the clamped elements into *gz (∂y/∂z = −s there). Branch-free
- * with 16 partial sums in double that the compiler keeps in vector registers (it does not reorder
- * a reduction on its own): the scale's gradient is a sum of terms of both signs that nearly cancel,
- * and float partial sums changed QAT's trajectory measurably. */
+ * Σ dy·∂y/∂s into *gs and Σ dy over the clamped elements into *gz (∂y/∂z = −s there). The sums run
+ * in 16 partial sums in double, element i into lane i mod 16 and the tail into lane 0, added in
+ * lane order at the end: the scale's gradient is a sum of terms of both signs that nearly cancel,
+ * and float partial sums changed QAT's trajectory measurably. Each 16-element block is one vector
+ * loop for the float terms, selects on bits only (as fq_span_exact's clamps, so the AVX2 and
+ * AVX-512 copies both vectorize it and round with one instruction), then their widening into the
+ * double lanes: the same terms in the same order as an element-by-element loop, so the same bits. */
 QS_HOT static void fqb_span(const float *restrict x, const float *restrict dy, float *dx, int64_t n, float s,
                             float z, qs_grid g, double *gs, double *gz)
 {
@@ -107,19 +123,19 @@ QS_HOT static void fqb_span(const float *restrict x, const float *restrict dy, f
     double as[16] = { 0 }, az[16] = { 0 };
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        float keep[16];   /* dy inside the grid, 0 where clamped */
-        for (int l = 0; l < 16; l++) {   /* selects only: no branch keeps it one vector loop */
+        float keep[16], ts[16], tz[16];   /* dy inside the grid (0 where clamped), dy·∂y/∂s, dy where clamped */
+        float *k_out = dx ? dx + i : keep;
+        for (int l = 0; l < 16; l++) {
             float v = x[i + l] / s, r = nearbyintf(v), q = r + z, d = dy[i + l];
-            float k = q < g.qmin ? 0.f : d, t = q < g.qmin ? below_s : r - v;
-            k = q > g.qmax ? 0.f : k;
-            t = q > g.qmax ? above_s : t;
-            keep[l] = k;
-            as[l] += d * t;
-            az[l] += d - k;
+            uint32_t lo = -(uint32_t)(q < g.qmin), hi = -(uint32_t)(q > g.qmax);
+            k_out[l] = fq_sel(lo | hi, 0.f, d);
+            ts[l] = d * fq_sel(lo, below_s, fq_sel(hi, above_s, r - v));
+            tz[l] = fq_sel(lo | hi, d, 0.f);
         }
-        if (dx)
-            for (int l = 0; l < 16; l++)
-                dx[i + l] = keep[l];
+        for (int l = 0; l < 16; l++) {
+            as[l] += ts[l];
+            az[l] += tz[l];
+        }
     }
     for (; i < n; i++) {
         float v = x[i] / s, r = nearbyintf(v), q = r + z, d = dy[i];

@@ -10,9 +10,10 @@
  * thread that owns it.
  *
  * MaxPool's gradient goes to the first maximum in window order (row-major over the taps), the same
- * element its Indices output names. AveragePool's divisor is the number of taps inside the input, or
- * with count_include_pad the number inside the padded input [−pad_begin, in + pad_end). MaxPool also
- * runs on int8/uint8 tensors (opset 12) for inference; everything else is float32. */
+ * element its Indices output names (found row by row on 1-D/2-D planes too: maxpool_grad_rows).
+ * AveragePool's divisor is the number of taps inside the input, or with count_include_pad the number
+ * inside the padded input [−pad_begin, in + pad_end). MaxPool also runs on int8/uint8 tensors
+ * (opset 12) for inference; everything else is float32. */
 #include "ops/kernels.h"
 
 #include <math.h>
@@ -331,6 +332,52 @@ QS_HOT static void pool_plane_rows(const pool_p *p, const pool_job *j, const flo
     }
 }
 
+#define POOL_ROWS_CHUNK 256   /* output columns per pass of maxpool_grad_rows (its arrays on the stack) */
+
+/* MaxPool's backward on 1-D and 2-D planes, by rows as pool_plane_rows: for each output row, the
+ * running maximum and its offset for a chunk of outputs, updated tap by tap in window order (kernel
+ * row, then kernel column) in one pass along the row, then each output's gradient added at its
+ * offset. Per output this is window_argmax's own sequence of taps and selects, so the same element
+ * wins (the first maximum; a NaN first tap keeps the window): the generic loop spent its time on
+ * each window's few taps and bounds. Offsets are int32 (the caller checks the plane fits) so the
+ * selects vectorize alongside the floats. */
+QS_HOT static void maxpool_grad_rows(const pool_p *p, const pool_job *j, const float *x, const float *dy, float *dx)
+{
+    const qs_conv_geom *g = &p->g;
+    const int64_t OH = g->out[1], OW = g->out[2], IW = g->in[2], sw = g->stride[2], dh = g->dil[1];
+    const dim_win *rows = j->tab + g->out[0];
+    float m[POOL_ROWS_CHUNK];
+    int32_t best[POOL_ROWS_CHUNK];
+    for (int64_t oh = 0; oh < OH; oh++) {
+        const dim_win *r = rows + oh;
+        for (int64_t c0 = 0; c0 < OW; c0 += POOL_ROWS_CHUNK) {
+            const int64_t c1 = c0 + POOL_ROWS_CHUNK < OW ? c0 + POOL_ROWS_CHUNK : OW;
+            for (int64_t i = 0; i < c1 - c0; i++) {
+                m[i] = -INFINITY;
+                best[i] = -1;
+            }
+            for (int64_t kh = r->lo; kh < r->hi; kh++) {
+                const int64_t row = (r->start + kh * dh) * IW;
+                for (int64_t kw = 0; kw < g->k[2]; kw++) {
+                    const int64_t off = row + kw * g->dil[2] - g->pad[2];
+                    const int64_t lo = j->kwlo[kw] > c0 ? j->kwlo[kw] : c0, hi = j->kwhi[kw] < c1 ? j->kwhi[kw] : c1;
+                    const float *xt = x + off;
+                    for (int64_t ow = lo; ow < hi; ow++) {
+                        float v = xt[ow * sw];
+                        int take = best[ow - c0] < 0 || v > m[ow - c0];
+                        best[ow - c0] = take ? (int32_t)(off + ow * sw) : best[ow - c0];
+                        m[ow - c0] = take ? v : m[ow - c0];
+                    }
+                }
+            }
+            const float *dyr = dy + oh * OW;
+            for (int64_t ow = c0; ow < c1; ow++)
+                if (best[ow - c0] >= 0)
+                    dx[best[ow - c0]] += dyr[ow];
+        }
+    }
+}
+
 static void pool_forward_range(void *arg, int64_t begin, int64_t end, int worker)
 {
     const pool_job *j = arg;
@@ -394,6 +441,10 @@ static void pool_backward_range(void *arg, int64_t begin, int64_t end, int worke
         const float *x = (const float *)j->x + plane * p->xvol, *dy = j->dy + plane * p->yvol;
         float *dx = j->dx + plane * p->xvol;
         memset(dx, 0, p->xvol * sizeof *dx);
+        if (j->rows) {
+            maxpool_grad_rows(p, j, x, dy, dx);
+            continue;
+        }
         if (p->kind == POOL_MAX || p->kind == POOL_GMAX) {
             FOR_OUTPUTS(g) {
                 window w;
@@ -441,6 +492,16 @@ static int pool_tables(qs_kctx *c, const pool_p *p, pool_job *j)
     return 0;
 }
 
+/* whether the row-wise kernels take the planes (when ok and the geometry suits them) and their
+ * per-column output ranges */
+static void rows_setup(const pool_p *p, pool_job *j, int ok)
+{
+    const qs_conv_geom *g = &p->g;
+    j->rows = ok && g->nd <= 2 && g->k[2] <= POOL_ROWS_MAXK;
+    for (int64_t kw = 0; j->rows && kw < g->k[2]; kw++)
+        tap_range_out(kw * g->dil[2] - g->pad[2], g->stride[2], g->in[2], g->out[2], &j->kwlo[kw], &j->kwhi[kw]);
+}
+
 static int pool_forward(qs_kctx *c)
 {
     pool_p p;
@@ -450,11 +511,7 @@ static int pool_forward(qs_kctx *c)
     pool_job j = { .p = &p, .x = c->in[0]->data, .y = c->out[0]->data, .dtype = c->in[0]->dtype };
     if ((rc = pool_tables(c, &p, &j)) < 0)
         return rc;
-    const qs_conv_geom *g = &p.g;
-    j.rows = (p.kind == POOL_MAX || p.kind == POOL_AVG) && j.dtype == QS_F32 && !want_indices(c) && g->nd <= 2 &&
-             g->k[2] <= POOL_ROWS_MAXK;
-    for (int64_t kw = 0; j.rows && kw < g->k[2]; kw++)
-        tap_range_out(kw * g->dil[2] - g->pad[2], g->stride[2], g->in[2], g->out[2], &j.kwlo[kw], &j.kwhi[kw]);
+    rows_setup(&p, &j, (p.kind == POOL_MAX || p.kind == POOL_AVG) && j.dtype == QS_F32 && !want_indices(c));
     if (want_indices(c)) {
         if (j.dtype != QS_F32)
             return qs_op_error(c, QS_EUNSUPPORTED, "the Indices output needs a float32 input (X is %s)",
@@ -482,6 +539,7 @@ static int pool_backward(qs_kctx *c)
     pool_job j = { .p = &p, .x = c->in[0]->data, .dy = qs_f32(c->dout[0]), .dx = qs_f32(c->din[0]) };
     if ((rc = pool_tables(c, &p, &j)) < 0)
         return rc;
+    rows_setup(&p, &j, p.kind == POOL_MAX && p.xvol <= INT32_MAX);   /* maxpool_grad_rows's int32 offsets */
     qs_threadpool_for(c->pool, c->nthreads, p.N * p.C, plane_chunk(&p), pool_backward_range, &j);
     return 0;
 }
