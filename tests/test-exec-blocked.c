@@ -58,18 +58,25 @@ static void output(qs_graph *g, int v)
 
 static int relu(qs_graph *g, int v, const char *out) { return op(g, "Relu", 1, &v, out); }
 
-static qs_graph *chain(int tapped)
+/* The graph input "x" of shape [N, c, h, w], N dynamic. */
+static int batch_input(qs_graph *g, int64_t c, int64_t h, int64_t w)
 {
-    qs_graph *g = qs_graph_new();
-    qs_graph_set_opset(g, "", 13);
     int x = value(g, "x");
     qs_value *xv = &g->values[x];
     xv->dtype = QS_F32;
     xv->ndim = 4;
-    memcpy(xv->shape, (int64_t[]){ -1, 16, 10, 10 }, sizeof(int64_t[4]));
+    memcpy(xv->shape, (int64_t[]){ -1, c, h, w }, sizeof(int64_t[4]));
     xv->dim_param[0] = strdup("N");
     g->inputs = malloc(sizeof *g->inputs);
     g->inputs[g->ninputs++] = x;
+    return x;
+}
+
+static qs_graph *chain(int tapped)
+{
+    qs_graph *g = qs_graph_new();
+    qs_graph_set_opset(g, "", 13);
+    int x = batch_input(g, 16, 10, 10);
     int a = relu(g, conv(g, x, 16, 64, 3, 1, 1, "a_conv"), "a");        /* plain X in, Y blocked */
     int bc = conv(g, a, 64, 64, 1, 1, 0, "b_conv");                     /* 1x1, blocked in and out */
     int bs = tapped ? -1 : op(g, "Sigmoid", 1, &bc, "bs");              /* SiLU, or HardSwish */
@@ -145,14 +152,7 @@ TEST(se_mul_stays_before_a_conv_that_may_be_blocked)
 {
     qs_graph *g = qs_graph_new();
     qs_graph_set_opset(g, "", 13);
-    int x = value(g, "x");
-    qs_value *xv = &g->values[x];
-    xv->dtype = QS_F32;
-    xv->ndim = 4;
-    memcpy(xv->shape, (int64_t[]){ -1, 64, 6, 6 }, sizeof(int64_t[4]));
-    xv->dim_param[0] = strdup("N");
-    g->inputs = malloc(sizeof *g->inputs);
-    g->inputs[g->ninputs++] = x;
+    int x = batch_input(g, 64, 6, 6);
     int a = conv(g, x, 64, 64, 1, 1, 1, "a");
     int gp = op(g, "GlobalAveragePool", 1, &a, "gp");
     int s = op(g, "Sigmoid", 1, (int[]){ conv(g, gp, 64, 64, 1, 1, 1, "r") }, "s");
