@@ -294,6 +294,16 @@ static const pool_case pool_cases[] = {
     { 3, { 5, 4, 5 }, { 2, 2, 2 }, { 2, 2, 2 }, { 1, 1, 1 }, { 0, 0, 0 }, { 0, 0, 0 }, 1, 0 },
 };
 
+/* X's shape for a case: [n, c, in...]; returns its rank. */
+static int case_shape(const pool_case *t, int64_t n, int64_t c, int64_t xs[5])
+{
+    xs[0] = n;
+    xs[1] = c;
+    for (int d = 0; d < t->nd; d++)
+        xs[2 + d] = t->in[d];
+    return 2 + t->nd;
+}
+
 static qs_node case_node(const char *op, const pool_case *t)
 {
     qs_node n = opcheck_node(op, NULL);
@@ -317,10 +327,8 @@ TEST(pools_match_reference)
     for (size_t i = 0; i < sizeof pool_cases / sizeof pool_cases[0]; i++)
         for (int max = 0; max < 2; max++) {
             const pool_case *t = &pool_cases[i];
-            int64_t xs[5] = { 2, 3 };
-            for (int d = 0; d < t->nd; d++)
-                xs[2 + d] = t->in[d];
-            qs_tensor *x = rand_t(2 + t->nd, xs), *y;
+            int64_t xs[5];
+            qs_tensor *x = rand_t(case_shape(t, 2, 3, xs), xs), *y;
             qs_node n = case_node(max ? "MaxPool" : "AveragePool", t);
             opcheck_forward(&n, 19, 1, &x, 1, &y);
             int64_t yvol = 1, xvol = 1;
@@ -345,10 +353,9 @@ TEST(pools_backward_match_finite_differences)
     for (size_t i = 0; i < sizeof pool_cases / sizeof pool_cases[0]; i++)
         for (int max = 0; max < 2; max++) {
             const pool_case *t = &pool_cases[i];
-            int64_t xs[5] = { 1, 2 };
-            for (int d = 0; d < t->nd; d++)
-                xs[2 + d] = t->in[d];
-            qs_tensor *x = max ? distinct_t(2 + t->nd, xs) : rand_t(2 + t->nd, xs);
+            int64_t xs[5];
+            int nd = case_shape(t, 1, 2, xs);
+            qs_tensor *x = max ? distinct_t(nd, xs) : rand_t(nd, xs);
             qs_node n = case_node(max ? "MaxPool" : "AveragePool", t);
             opcheck_grad(&n, 19, 1, &x, 1, 1e-2, 1e-2, 1e-3);
         }
@@ -457,11 +464,9 @@ TEST(maxpool_backward_matches_naive_with_ties)
     for (size_t i = 0; i < sizeof maxgrad_cases / sizeof maxgrad_cases[0]; i++)
         for (int fill = 0; fill < 3; fill++) {
             const pool_case *t = &maxgrad_cases[i];
-            int64_t xs[5] = { 2, 3 };
-            for (int d = 0; d < t->nd; d++)
-                xs[2 + d] = t->in[d];
+            int64_t xs[5];
             /* fill 0: random; 1: values in {-1, 0, 1}, ties in most windows; 2: ties with NaN and -inf */
-            qs_tensor *x = rand_t(2 + t->nd, xs), *y;
+            qs_tensor *x = rand_t(case_shape(t, 2, 3, xs), xs), *y;
             for (int64_t k = 0; fill && k < qs_numel(x); k++) {
                 float v = qs_f32(x)[k];
                 qs_f32(x)[k] = v < -0.33f ? -1.f : v < 0.33f ? 0.f : 1.f;
