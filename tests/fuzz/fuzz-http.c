@@ -168,8 +168,11 @@ static size_t exchange(const uint8_t *data, size_t size, char *buf, size_t cap, 
     return got;
 }
 
-/* Checks every reply in buf (a kept-alive connection may carry several). */
-static void check_replies(const char *buf, size_t n)
+/* Checks every reply in buf (a kept-alive connection may carry several). A reply to HEAD has the
+ * Content-Length of the GET reply but no body, and the harness does not parse which request each
+ * reply answers: when the input holds a HEAD, a "body" that starts with a status line is the next
+ * reply (a JSON body never starts so). */
+static void check_replies(const char *buf, size_t n, int has_head)
 {
     for (int first = 1; n; first = 0) {
         /* libmicrohttpd 0.9.75 itself sends the header block of its 400 for a malformed
@@ -198,6 +201,11 @@ static void check_replies(const char *buf, size_t n)
         if (!cl)
             return;   /* chunked (an event stream) or no body: nothing more to frame */
         size_t len = strtoul(cl, NULL, 10);
+        if (has_head && n - head >= 7 && !memcmp(buf + head, "HTTP/1.", 7)) {
+            buf += head;   /* a HEAD's reply, with another reply pipelined behind it */
+            n -= head;
+            continue;
+        }
         if (head + len > n)
             return;   /* HEAD, or cut off */
         if (json && len) {
@@ -241,7 +249,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     int must_reply = simple_get(data, size);
     size_t n = exchange(data, size, buf, REPLY_MAX, must_reply);
-    check_replies(buf, n);
+    check_replies(buf, n, find((const char *)data, size, "HEAD ") != NULL);
     if (!n && must_reply) {
         fprintf(stderr, "fuzz-http: a complete GET got no reply\n");
         abort();
