@@ -40,7 +40,13 @@ typedef struct qat_run {
     int64_t ep_steps;
     json_t *fp32, *ptq;     /* accuracies (json numbers or null) */
     char ckpt[4096];
+    /* the steps themselves, after this run's first WARM_STEPS: no validation, checkpoint, oneDNN
+     * primitive creation or first touch of the buffers in them (the figure other trainers report) */
+    int64_t run_steps, steady_steps;
+    double steady_wall, steady_cpu;
 } qat_run;
+
+#define WARM_STEPS 2
 
 static json_t *run_meta(qat_run *r)
 {
@@ -100,9 +106,14 @@ static int train_loop(qat_run *r, qs_err *e)
         if (qs_pl_aborted(io))
             return qs_error(e, QS_EABORTED, "aborted at step %lld of %lld", (long long)step + 1,
                             (long long)qs_qat_total_steps(t));
-        double loss, lr = qs_qat_lr(t);
+        double loss, lr = qs_qat_lr(t), w0 = qs_now(), c0 = cpu_seconds();
         if ((rc = qs_qat_step(t, &loss, e)) < 0)
             return rc;
+        if (++r->run_steps > WARM_STEPS) {
+            r->steady_steps++;
+            r->steady_wall += qs_now() - w0;
+            r->steady_cpu += cpu_seconds() - c0;
+        }
         r->ep_loss += loss;
         r->ep_steps++;
         int ep2;
@@ -306,6 +317,12 @@ static int run_qat(qat_run *r, json_t *res, qs_err *e)
     json_object_set_new(train, "cpu_seconds", json_real(train_cpu));
     json_object_set_new(train, "samples_per_second",
                         json_real(train_wall > 0 ? (double)nsteps * qs_qat_batch(r->t) / train_wall : 0));
+    if (r->steady_steps)
+        json_object_set_new(train, "steady_steps",
+                            json_pack("{s:I, s:f, s:f, s:f}", "steps", (json_int_t)r->steady_steps, "wall_seconds",
+                                      r->steady_wall, "cpu_seconds", r->steady_cpu, "samples_per_second",
+                                      r->steady_wall > 0 ? (double)r->steady_steps * qs_qat_batch(r->t) / r->steady_wall
+                                                         : 0));
     json_object_set_new(train, "bn_handling", json_string(qs_qat_nbn(r->t) ? "trained in training mode (bn_fold=false)"
                                                           : p->nbn ? "static folding" : "none"));
     json_t *q = json_pack("{s:o, s:O, s:O, s:O, s:O}", "training", train, "curve", r->curve, "fp32_accuracy", r->fp32,

@@ -68,7 +68,13 @@ def test_qat_exports_and_onnxruntime_agrees(run_quant, fixtures_dir, fashion_tra
     curve = rep["qat"]["curve"]
     assert [c["epoch"] for c in curve] == list(range(1, epochs + 1))
     assert curve[-1]["loss"] < curve[0]["loss"]
-    assert rep["qat"]["training"]["steps"] == epochs * NTRAIN // 64
+    tr = rep["qat"]["training"]
+    assert tr["steps"] == epochs * NTRAIN // 64
+    # the steady-state figure: the steps after the first two, a part of the training's own time
+    st = tr["steady_steps"]
+    assert st["steps"] == tr["steps"] - 2
+    assert 0 < st["wall_seconds"] <= tr["wall_seconds"] and 0 < st["cpu_seconds"] <= tr["cpu_seconds"]
+    assert st["samples_per_second"] == pytest.approx(st["steps"] * 64 / st["wall_seconds"])
     print(f"mlp W{bits[0]}A{bits[1]}: FP32 {res['fp32_accuracy']:.4f}, PTQ {res['ptq_accuracy']:.4f}, "
           f"QAT {res['qat_accuracy']:.4f}, curve {[(c['loss'], c['accuracy']) for c in curve]}")
     # training does not make the model worse than its PTQ start (at 4-bit activations it must help)
