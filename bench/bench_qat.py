@@ -132,7 +132,7 @@ def ours_speed(args, data, model, tmp, steps):
     out = os.path.join(tmp, f"speed_{model}")
     quant(args, "qat", os.path.join(FIX, f"{model}_bn.onnx"), "--train", data["train_x"], "--labels",
           data["train_y"], "--calib", data["calib"], "--wbits", 4, "--abits", 4, "--steps", steps + WARM_STEPS,
-          "--batch", args.batch, "--lr", 1e-4, "--threads", args.threads, "-o", out, "--json")
+          "--epochs", 10000, "--batch", args.batch, "--lr", 1e-4, "--threads", args.threads, "-o", out, "--json")
     return steady(out, args.batch)
 
 
@@ -282,8 +282,8 @@ def speed224_part(args, tmp):
         for _ in range(args.repeats):
             out = os.path.join(tmp, f"speed224_{model}")
             quant(args, "qat", base + ".onnx", "--train", base + ".input.npy", "--labels", labels, "--wbits", 4,
-                  "--abits", 4, "--steps", args.steps + WARM_STEPS, "--batch", args.batch, "--lr", 1e-4,
-                  "--threads", args.threads, "-o", out, "--json")
+                  "--abits", 4, "--steps", args.steps + WARM_STEPS, "--epochs", 10000, "--batch", args.batch,
+                  "--lr", 1e-4, "--threads", args.threads, "-o", out, "--json")
             runs["quant"].append(steady(out, args.batch))
             params = {"threads": args.threads, "model": model, "batch": args.batch, "x": base + ".input.npy",
                       "y": labels, "steps": args.steps}

@@ -71,6 +71,37 @@ TEST(pointwise_grads)
     opcheck_grad(&h, 14, 1, (qs_tensor *[]){ TF(SHAPE(2), F(-3.5f, 3.5f)) }, 1, 1e-3, 2e-3, 1e-4);
 }
 
+/* The backward split across threads: a long gradient (cut into chunks) on 1 and 3 threads, bit for
+ * bit the formula element by element (Relu reads x, Sigmoid y, Tanh y) */
+TEST(backward_threads_match_elementwise)
+{
+    int64_t len = 100003;
+    qs_tensor *x = opcheck_rand(1, &len, -3, 3), *g = opcheck_rand(1, &len, -1, 1);
+    const char *ops[] = { "Relu", "Sigmoid", "Tanh" };
+    for (int k = 0; k < 3; k++) {
+        qs_node n = opcheck_node(ops[k], NULL);
+        qs_tensor *y = run1(&n, 14, 1, (qs_tensor *[]){ x });
+        float *want = malloc(len * sizeof *want);
+        for (int64_t i = 0; i < len; i++) {
+            float xi = qs_f32(x)[i], yi = qs_f32(y)[i], gi = qs_f32(g)[i];
+            want[i] = k == 0 ? (xi > 0 ? gi : 0.f) : k == 1 ? gi * yi * (1.f - yi) : gi * (1.f - yi * yi);
+        }
+        for (int threads = 1; threads <= 3; threads += 2) {
+            qs_tensor *dx = qs_tensor_new(QS_F32, 1, &len);
+            qs_err e = {0};
+            qs_kctx c = {.node = &n, .opset = 14, .nin = 1, .nout = 1, .in = (qs_tensor *[]){ x },
+                         .out = (qs_tensor *[]){ y }, .din = (qs_tensor *[]){ dx }, .dout = (qs_tensor *[]){ g },
+                         .err = &e, .pool = opcheck_pool(threads), .nthreads = threads};
+            ASSERT_EQ(qs_op_find("", ops[k])->backward(&c), 0);
+            if (memcmp(dx->data, want, len * sizeof *want))
+                QT_FAIL_("%s on %d threads differs from the formula", ops[k], threads);
+            qs_tensor_free(dx);
+        }
+        free(want);
+    }
+    opcheck_pools_free();
+}
+
 TEST(prelu)
 {
     qs_node n = opcheck_node("PRelu", NULL);
@@ -244,5 +275,5 @@ TEST(hard_activation_kernels)
     free(z);
 }
 
-TEST_MAIN(pointwise_forward, sigmoid_kernel, hard_activation_kernels, attributes, pointwise_grads, prelu, clip_both_forms, clip_grads, softmax_opset_semantics,
+TEST_MAIN(pointwise_forward, sigmoid_kernel, hard_activation_kernels, attributes, pointwise_grads, backward_threads_match_elementwise, prelu, clip_both_forms, clip_grads, softmax_opset_semantics,
           logsoftmax, softmax_grads)

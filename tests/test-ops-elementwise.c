@@ -161,6 +161,47 @@ TEST(binary_grads)
                                              opcheck_rand(1, (int64_t[]){ 3 }, -1.5f, 2.5f) }, 1, 1e-3, 2e-3, 1e-3);
 }
 
+/* Same-shape float operands run split across the pool: forward and backward of a long Add, Sub,
+ * Mul and Div on 1 and 3 threads, bit for bit the formula element by element (the backward's
+ * gradients are 0 + the contribution, as the general path's zeroed-then-added ones are) */
+TEST(same_shape_threads_match_elementwise)
+{
+    int64_t len = 100003;
+    qs_tensor *a = opcheck_rand(1, &len, -2, 2), *b = opcheck_rand(1, &len, 0.5f, 1.5f), *g = opcheck_rand(1, &len, -1, 1);
+    const char *ops[] = { "Add", "Sub", "Mul", "Div" };
+    float *wy = malloc(len * sizeof *wy), *wa = malloc(len * sizeof *wa), *wb = malloc(len * sizeof *wb);
+    for (int k = 0; k < 4; k++) {
+        qs_node n = opcheck_node(ops[k], NULL);
+        for (int64_t i = 0; i < len; i++) {
+            float x = qs_f32(a)[i], y = qs_f32(b)[i], gi = qs_f32(g)[i];
+            wy[i] = k == 0 ? x + y : k == 1 ? x - y : k == 2 ? x * y : x / y;
+            wa[i] = k == 2 ? 0.f + gi * y : k == 3 ? 0.f + gi / y : 0.f + gi;
+            wb[i] = k == 0 ? 0.f + gi : k == 1 ? 0.f + -gi : k == 2 ? 0.f + gi * x : 0.f + -gi * x / (y * y);
+        }
+        for (int threads = 1; threads <= 3; threads += 2) {
+            qs_tensor *y = qs_tensor_new(QS_F32, 1, &len), *da = qs_tensor_new(QS_F32, 1, &len),
+                      *db = qs_tensor_new(QS_F32, 1, &len);
+            qs_err e = {0};
+            qs_kctx c = {.node = &n, .opset = 14, .nin = 2, .nout = 1, .in = (qs_tensor *[]){ a, b },
+                         .out = (qs_tensor *[]){ y }, .din = (qs_tensor *[]){ da, db }, .dout = (qs_tensor *[]){ g },
+                         .err = &e, .pool = opcheck_pool(threads), .nthreads = threads};
+            const qs_op_def *d = qs_op_find("", ops[k]);
+            ASSERT_EQ(d->forward(&c), 0);
+            ASSERT_EQ(d->backward(&c), 0);
+            if (memcmp(y->data, wy, len * sizeof *wy) || memcmp(da->data, wa, len * sizeof *wa) ||
+                memcmp(db->data, wb, len * sizeof *wb))
+                QT_FAIL_("%s on %d threads differs from the formula", ops[k], threads);
+            qs_tensor_free(y);
+            qs_tensor_free(da);
+            qs_tensor_free(db);
+        }
+    }
+    free(wy);
+    free(wa);
+    free(wb);
+    opcheck_pools_free();
+}
+
 TEST(unary_forward)
 {
     struct { const char *op; float x[2], y[2]; } cases[] = {
@@ -422,6 +463,7 @@ TEST(mod)
 
 TEST_MAIN(add_same_shape, broadcast_hand_cases, broadcast_matches_reference, int64_shape_arithmetic,
           int32_and_uint8_arithmetic, mixed_pow_types, comparisons_and_where, where_grad,
-          not_broadcastable_names_node_and_shapes, legacy_broadcast_axis, binary_grads, unary_forward, unary_grads,
+          not_broadcastable_names_node_and_shapes, legacy_broadcast_axis, binary_grads,
+          same_shape_threads_match_elementwise, unary_forward, unary_grads,
           reduce_mean_and_sum, reduce_noop_and_errors, reduce_grads, cast, variadic_max_min_sum_mean, logic_and_sign,
           more_reductions, argmax_argmin, castlike, empty_tensors, mod)

@@ -367,6 +367,8 @@ static void on_event(void *ud, const qs_event *ev)
     }
 }
 
+static qs_threadpool *run_pool;   /* the runs' kernel threads (NULL: the pipeline's default pool) */
+
 static int run_qat(const fx *f, const char *model, const char *outdir, const char *cfg, const char *resume,
                    events *ev, json_t **res, qs_err *e)
 {
@@ -378,7 +380,7 @@ static int run_qat(const fx *f, const char *model, const char *outdir, const cha
         QT_FAIL_("config: %s", je.text);
     qs_pipeline_io io = {.model = mpath, .train = f->x, .train_labels = f->y, .val = f->x, .val_labels = f->y,
                          .outdir = outdir, .resume = resume, .config = c, .event = on_event, .ud = ev,
-                         .abort = &ev->abort};
+                         .abort = &ev->abort, .pool = run_pool};
     int rc = qs_pipeline_run("qat", &io, res, e);
     json_decref(c);
     return rc;
@@ -626,7 +628,7 @@ static void compare_files(const char *a, const char *b, const char *name)
     char *x, *y;
     int64_t nx = file_bytes(a, name, &x), ny = file_bytes(b, name, &y);
     if (nx != ny || memcmp(x, y, nx))
-        QT_FAIL_("%s differs between the uninterrupted and the resumed run", name);
+        QT_FAIL_("%s differs between %s and %s", name, a, b);
     free(x);
     free(y);
 }
@@ -686,6 +688,31 @@ TEST(resume_with_batchnorm_kept_matches_uninterrupted_run)
     resume_case("resnet_bn.onnx",
                 "{\"bn_fold\": false, \"weights\": {\"bits\": 4}, \"activations\": {\"bits\": 8}, "
                 "\"calibration\": {\"samples\": 48}, \"qat\": {\"epochs\": 3, \"batch_size\": 12, \"lr\": 0.001}}");
+}
+
+/* A training step's per-element passes (FakeQuant forward and backward, the gradients' gather, the
+ * optimiser) are split across the pool element by element or channel by channel, so a run on 3
+ * threads trains exactly the model a run on 1 thread does */
+TEST(training_does_not_depend_on_the_threads)
+{
+    fx f;
+    setup(&f, "mlp", 64);
+    const char *outs[2] = {f.out, f.out2};
+    for (int k = 0; k < 2; k++) {
+        qs_err e = {0};
+        run_pool = qs_threadpool_new(k ? 3 : 1, 0, &e);
+        ASSERT(run_pool);
+        events ev = {0};
+        json_t *res = NULL;
+        if (run_qat(&f, "mlp.onnx", outs[k], SMOKE_CFG, NULL, &ev, &res, &e) < 0)
+            QT_FAIL_("%s", e.msg);
+        json_decref(res);
+        qs_threadpool_free(run_pool);
+        run_pool = NULL;
+    }
+    compare_files(f.out, f.out2, "model.prepared.onnx");
+    compare_files(f.out, f.out2, "model.qdq.onnx");
+    teardown(&f);
 }
 
 TEST(bad_input_is_named)
@@ -796,4 +823,4 @@ TEST_MAIN(sgd_momentum_matches_pytorch, nesterov_matches_pytorch, adam_matches_p
           lsq_range_gradients_of_a_graph_match_finite_differences_when_clamped, trainer_parameters,
           bn_reestimation_sets_the_batch_statistics, smoke_qat_loss_falls_and_artifacts_export,
           resume_after_abort_matches_uninterrupted_run, resume_with_batchnorm_kept_matches_uninterrupted_run,
-          bad_input_is_named, resume_from_a_foreign_checkpoint_is_refused, softmax_output_is_warned_about)
+          training_does_not_depend_on_the_threads, bad_input_is_named, resume_from_a_foreign_checkpoint_is_refused, softmax_output_is_warned_about)

@@ -370,6 +370,54 @@ TEST(fakequant_backward_bitwise_matches_elementwise)
     opcheck_pools_free();
 }
 
+/* The FakeQuant op's forward, split across 1-3 threads (a per-tensor quantizer's one row cut into
+ * pieces; per-channel rows, with channels inner and outer), bit for bit against the reference */
+TEST(fakequant_forward_threads_match_reference)
+{
+    const struct { int64_t shape[3]; int ndim, axis; } cases[] = {
+        {{100003, 1, 1}, 1, -1}, {{16384 * 3 + 5, 1, 1}, 1, -1}, {{7, 1, 1}, 1, -1},
+        {{64, 3, 9}, 3, 0}, {{4, 6, 5000}, 3, 1}, {{3, 70000, 1}, 2, 1}};
+    uint32_t r = 99;
+    for (int ci = 0; ci < (int)(sizeof cases / sizeof cases[0]); ci++) {
+        int axis = cases[ci].axis, ndim = cases[ci].ndim;
+        const int64_t *shape = cases[ci].shape;
+        int64_t nch = axis < 0 ? 1 : shape[axis];
+        qs_node n = opcheck_node("FakeQuant", "quantd");
+        qs_attr attrs[3] = {{.name = "qmin", .type = QS_ATTR_INT, .i = -8}, {.name = "qmax", .type = QS_ATTR_INT, .i = 7},
+                            {.name = "axis", .type = QS_ATTR_INT, .i = axis}};
+        n.attr = attrs;
+        n.nattr = axis < 0 ? 2 : 3;
+        qs_tensor *x = qs_tensor_new(QS_F32, ndim, shape), *st = qs_tensor_new(QS_F32, 1, &nch),
+                  *zt = qs_tensor_new(QS_F32, 1, &nch), *want = qs_tensor_new(QS_F32, ndim, shape);
+        for (int64_t c = 0; c < nch; c++) {
+            qs_f32(st)[c] = 0.03f + 0.001f * (float)(c % 17);
+            qs_f32(zt)[c] = ci % 2 ? 0.4f * (float)(c % 3) : (float)(c % 3) - 1.f;   /* fractional and whole */
+        }
+        for (int64_t i = 0; i < qs_numel(x); i++) {
+            r = r * 1664525u + 1013904223u;
+            qs_f32(x)[i] = -0.4f + 0.8f * (float)(r >> 8) / 16777216.f;
+        }
+        qs_grid g = {.qmin = -8, .qmax = 7};
+        qs_fake_quant_ref(x, want, axis, qs_f32(st), qs_f32(zt), g);
+        qs_tensor *in[3] = {x, st, zt};
+        for (int threads = 1; threads <= 3; threads++) {
+            qs_tensor *out[1] = {qs_tensor_new(QS_F32, ndim, shape)};
+            qs_err e = {0};
+            qs_kctx c = {.node = &n, .opset = 13, .nin = 3, .nout = 1, .in = in, .out = out, .err = &e,
+                         .pool = opcheck_pool(threads), .nthreads = threads};
+            ASSERT_EQ(qs_op_find("quantd", "FakeQuant")->forward(&c), 0);
+            if (memcmp(out[0]->data, want->data, qs_nbytes(want)))
+                QT_FAIL_("case %d, %d threads: differs from the reference", ci, threads);
+            qs_tensor_free(out[0]);
+        }
+        qs_tensor_free(x);
+        qs_tensor_free(st);
+        qs_tensor_free(zt);
+        qs_tensor_free(want);
+    }
+    opcheck_pools_free();
+}
+
 TEST(fakequant_refuses_bad_scale)
 {
     qs_node n = opcheck_node("FakeQuant", "quantd");
@@ -386,4 +434,5 @@ TEST_MAIN(grids, qparams_by_hand, round_half_to_even_and_clamp, fast_path_matche
           quantize_tensor_to_int8,
           fakequant_forward_and_ste_lsq_gradients, fakequant_gradients_match_finite_differences_when_clamped,
           fakequant_backward_large_matches_formulas, fakequant_backward_bitwise_matches_elementwise,
+          fakequant_forward_threads_match_reference,
           fakequant_refuses_bad_scale)

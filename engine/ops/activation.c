@@ -146,22 +146,22 @@ static int act_forward(qs_kctx *c)
 
 #define ACT_BWD(EXPR) QS_VFOR(i, n, float x = X[i]; float y = Y[i]; float g = G[i]; (void)x; (void)y; D[i] = (EXPR))
 
-static int act_backward(qs_kctx *c)
-{
-    if (!c->din[0])
-        return 0;
-    float *D = qs_f32(c->din[0]);
-    int64_t n = qs_numel(c->in[0]);
-    if (!c->dout[0] || c->in[0]->dtype != QS_F32) {
-        memset(D, 0, n * sizeof *D);
-        return 0;
-    }
-    enum act op = act_of(c);
+typedef struct {
+    enum act op;
     struct act_params p;
-    act_params(c, op, &p);
-    const float *X = qs_f32(c->in[0]), *Y = qs_f32(c->out[0]), *G = qs_f32(c->dout[0]);
-    float a = p.alpha, b = p.beta, ga = p.gamma;
-    switch (op) {
+    const float *x, *y, *g;
+    float *d;
+} act_bwd_job;
+
+/* elements [b0, e0) of a float32 activation's gradient */
+static void act_bwd_range(void *arg, int64_t b0, int64_t e0, int worker)
+{
+    const act_bwd_job *j = arg;
+    const float *X = j->x + b0, *Y = j->y + b0, *G = j->g + b0;
+    float *D = j->d + b0;
+    int64_t n = e0 - b0;
+    float a = j->p.alpha, b = j->p.beta, ga = j->p.gamma;
+    switch (j->op) {
     case A_RELU: ACT_BWD(x > 0 ? g : 0.f); break;
     case A_LEAKY: ACT_BWD(x < 0 ? a * g : g); break;
     case A_SIGMOID: ACT_BWD(g * y * (1.f - y)); break;
@@ -172,7 +172,7 @@ static int act_backward(qs_kctx *c)
     case A_SELU: ACT_BWD(x <= 0 ? g * (y + ga * a) : g * ga); break;
     case A_SOFTPLUS: ACT_BWD(g * sigmoid(x)); break;
     case A_GELU:
-        if (p.tanh_approx) {
+        if (j->p.tanh_approx) {
             ACT_BWD(g * (0.5f * (1.f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x))) +
                          0.5f * x * (1.f - powf(tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)), 2.f)) *
                              0.7978845608028654f * (1.f + 3.f * 0.044715f * x * x)));
@@ -183,6 +183,22 @@ static int act_backward(qs_kctx *c)
         }
         break;
     }
+}
+
+static int act_backward(qs_kctx *c)
+{
+    if (!c->din[0])
+        return 0;
+    float *D = qs_f32(c->din[0]);
+    int64_t n = qs_numel(c->in[0]);
+    if (!c->dout[0] || c->in[0]->dtype != QS_F32) {
+        memset(D, 0, n * sizeof *D);
+        return 0;
+    }
+    act_bwd_job j = { .op = act_of(c), .x = qs_f32(c->in[0]), .y = qs_f32(c->out[0]), .g = qs_f32(c->dout[0]), .d = D };
+    act_params(c, j.op, &j.p);
+    /* element by element: the same bits however the range is split (as act_forward) */
+    qs_threadpool_for(c->pool, c->nthreads, n, 16384, act_bwd_range, &j);
     return 0;
 }
 

@@ -102,26 +102,67 @@ static int bin_infer(qs_kctx *c)
         }                                                                                      \
     } while (0)
 
+/* one row: n elements of O from A and B at strides sa, sb (0: the row's one value) */
+static inline void bin_row(enum binop op, const float *pa, int64_t sa, const float *pb, int64_t sb, float *po,
+                           int64_t n)
+{
+    switch (op) {
+    case B_ADD: BIN_ROW(x + y); break;
+    case B_SUB: BIN_ROW(x - y); break;
+    case B_MUL: BIN_ROW(x * y); break;
+    case B_DIV: BIN_ROW(x / y); break;
+    case B_POW: BIN_ROW(powf(x, y)); break;
+    /* NaN propagates, as numpy's maximum/minimum do */
+    case B_MAX: BIN_ROW(x >= y || x != x ? x : y); break;
+    case B_MIN: BIN_ROW(x <= y || x != x ? x : y); break;
+    default: break;
+    }
+}
+
 static void bin_f32(enum binop op, const qs_bcast *b, const float *A, const float *B, float *O)
 {
     int64_t n = qs_bcast_inner(b), rows = qs_bcast_rows(b);
     int64_t sa = b->st[0][b->ndim - 1], sb = b->st[1][b->ndim - 1];
     qs_bcast_pos p;
     qs_bcast_start(&p);
-    for (int64_t r = 0; r < rows; r++, qs_bcast_next(b, &p)) {
-        const float *pa = A + p.off[0], *pb = B + p.off[1];
-        float *po = O + p.off[2];
-        switch (op) {
-        case B_ADD: BIN_ROW(x + y); break;
-        case B_SUB: BIN_ROW(x - y); break;
-        case B_MUL: BIN_ROW(x * y); break;
-        case B_DIV: BIN_ROW(x / y); break;
-        case B_POW: BIN_ROW(powf(x, y)); break;
-        /* NaN propagates, as numpy's maximum/minimum do */
-        case B_MAX: BIN_ROW(x >= y || x != x ? x : y); break;
-        case B_MIN: BIN_ROW(x <= y || x != x ? x : y); break;
-        default: break;
-        }
+    for (int64_t r = 0; r < rows; r++, qs_bcast_next(b, &p))
+        bin_row(op, A + p.off[0], sa, B + p.off[1], sb, O + p.off[2], n);
+}
+
+/* Operands of one shape (no broadcasting: a residual Add, a Mul by a gate): the flat range split
+ * across the pool, element by element, so any split gives the same bits. Forward writes o; backward
+ * (Add, Sub, Mul) writes da and db as 0 + the contribution, the bits of bin_backward's general path
+ * (zeroed, then added to). */
+typedef struct {
+    enum binop op;
+    const float *a, *b, *g;
+    float *o, *da, *db;
+} bin_flat_job;
+
+static void bin_flat_fwd(void *arg, int64_t b0, int64_t e0, int worker)
+{
+    const bin_flat_job *j = arg;
+    bin_row(j->op, j->a + b0, 1, j->b + b0, 1, j->o + b0, e0 - b0);
+}
+
+static void bin_flat_bwd(void *arg, int64_t b0, int64_t e0, int worker)
+{
+    const bin_flat_job *j = arg;
+    const float *A = j->a, *B = j->b, *G = j->g;
+    float *dA = j->da, *dB = j->db;
+    if (dA) {
+        if (j->op == B_MUL)
+            QS_VFOR(i, e0 - b0, dA[b0 + i] = 0.f + G[b0 + i] * B[b0 + i]);
+        else
+            QS_VFOR(i, e0 - b0, dA[b0 + i] = 0.f + G[b0 + i]);
+    }
+    if (dB) {
+        if (j->op == B_MUL)
+            QS_VFOR(i, e0 - b0, dB[b0 + i] = 0.f + G[b0 + i] * A[b0 + i]);
+        else if (j->op == B_SUB)
+            QS_VFOR(i, e0 - b0, dB[b0 + i] = 0.f + -G[b0 + i]);
+        else
+            QS_VFOR(i, e0 - b0, dB[b0 + i] = 0.f + G[b0 + i]);
     }
 }
 
@@ -212,7 +253,12 @@ static int bin_forward(qs_kctx *c)
     qs_bcast bc;
     qs_bcast_init(&bc, o->ndim, o->shape, 3, ops);
     if (a.dtype == QS_F32 && b.dtype == QS_F32 && o->dtype == QS_F32) {
-        bin_f32(op, &bc, qs_f32(&a), qs_f32(&b), qs_f32(o));
+        if (qs_shape_eq(&a, o) && qs_shape_eq(&b, o)) {
+            bin_flat_job j = { .op = op, .a = qs_f32(&a), .b = qs_f32(&b), .o = qs_f32(o) };
+            qs_threadpool_for(c->pool, c->nthreads, qs_numel(o), 16384, bin_flat_fwd, &j);
+        } else {
+            bin_f32(op, &bc, qs_f32(&a), qs_f32(&b), qs_f32(o));
+        }
         return 0;
     }
     return bin_generic(c, op, &bc, &a, &b, o);
@@ -238,6 +284,13 @@ static int bin_backward(qs_kctx *c)
     enum binop op = binop_of(c);
     qs_tensor *dta = c->din ? c->din[0] : NULL, *dtb = c->din && c->nin > 1 ? c->din[1] : NULL;
     float *dA = dta ? qs_f32(dta) : NULL, *dB = dtb ? qs_f32(dtb) : NULL;
+    const qs_tensor *gt0 = c->dout ? c->dout[0] : NULL;
+    if (gt0 && (dA || dB) && (op == B_ADD || op == B_SUB || op == B_MUL) && a.dtype == QS_F32 &&
+        b.dtype == QS_F32 && qs_shape_eq(&a, c->out[0]) && qs_shape_eq(&b, c->out[0])) {
+        bin_flat_job j = { .op = op, .a = qs_f32(&a), .b = qs_f32(&b), .g = qs_f32(gt0), .da = dA, .db = dB };
+        qs_threadpool_for(c->pool, c->nthreads, qs_numel(c->out[0]), 16384, bin_flat_bwd, &j);
+        return 0;
+    }
     if (dA)
         memset(dA, 0, qs_nbytes(dta));
     if (dB)

@@ -71,6 +71,47 @@ static const float *fq_zero(qs_kctx *c, int64_t nch, float *buf)
     return buf;
 }
 
+/* A tensor as outer × ch × inner (ch the quantizer's channels, 1 per-tensor), each row of inner
+ * elements cut into `pieces` (a per-tensor quantizer's one long row) for the thread pool. */
+#define FQ_SPAN 16384   /* elements per piece or chunk at least */
+
+typedef struct {
+    const float *x;
+    float *y;
+    const float *s, *z;
+    qs_grid g;
+    int64_t outer, ch, inner, pieces;
+} fq_job;
+
+static void fq_split(const qs_tensor *x, int axis, int64_t nch, fq_job *j)
+{
+    j->outer = j->ch = j->inner = 1;
+    if (axis >= 0) {
+        for (int d = 0; d < axis; d++) j->outer *= x->shape[d];
+        j->ch = nch;
+        for (int d = axis + 1; d < x->ndim; d++) j->inner *= x->shape[d];
+    } else {
+        j->inner = qs_numel(x);
+    }
+    int64_t rows = j->outer * j->ch;
+    j->pieces = rows == 1 ? (j->inner + FQ_SPAN - 1) / FQ_SPAN : 1;
+    if (j->pieces < 1)
+        j->pieces = 1;
+}
+
+/* units [u0, u1): unit u is piece u % pieces of row u / pieces (row = o · ch + channel) */
+static void fq_units(void *arg, int64_t u0, int64_t u1, int worker)
+{
+    const fq_job *j = arg;
+    int64_t piece = (j->inner + j->pieces - 1) / j->pieces;
+    for (int64_t u = u0; u < u1; u++) {
+        int64_t row = u / j->pieces, b = (u % j->pieces) * piece, e = b + piece < j->inner ? b + piece : j->inner;
+        int64_t ci = row % j->ch, k = row * j->inner + b;
+        if (b < e)
+            qs_fake_quant_span(j->x + k, j->y + k, e - b, j->s[ci], j->z[ci], j->g);
+    }
+}
+
 static int fq_forward(qs_kctx *c)
 {
     qs_grid g;
@@ -91,7 +132,11 @@ static int fq_forward(qs_kctx *c)
     for (int64_t i = 0; i < nch; i++)
         if (!(s[i] > 0) || !isfinite(s[i]))
             return qs_op_error(c, QS_EINVAL, "scale[%lld] = %g is not a positive number", (long long)i, s[i]);
-    qs_fake_quant(c->in[0], c->out[0], axis, s, fq_zero(c, nch, zbuf), g);
+    fq_job j = { qs_f32(c->in[0]), qs_f32(c->out[0]), s, fq_zero(c, nch, zbuf), g, 1, 1, 1, 0 };
+    fq_split(c->in[0], axis, nch, &j);
+    /* element by element, so any split gives the same bits */
+    int64_t min_units = j.pieces > 1 || j.inner >= FQ_SPAN || j.inner < 1 ? 1 : (FQ_SPAN + j.inner - 1) / j.inner;
+    qs_threadpool_for(c->pool, c->nthreads, j.outer * j.ch * j.pieces, min_units, fq_units, &j);
     return 0;
 }
 
@@ -151,7 +196,6 @@ QS_HOT static void fqb_span(const float *restrict x, const float *restrict dy, f
     }
 }
 
-#define FQB_SPAN 16384   /* elements per piece at least */
 #define FQB_MAXPART 256  /* pieces of one per-tensor quantizer at most */
 
 typedef struct {
@@ -161,6 +205,7 @@ typedef struct {
     qs_grid g;
     int64_t outer, ch, inner, piece;
     double gs[FQB_MAXPART], gz[FQB_MAXPART];   /* per piece */
+    float *ds, *dz;                            /* per channel */
 } fqb_job;
 
 /* pieces [p0, p1) of a per-tensor quantizer's one span */
@@ -176,6 +221,21 @@ static void fqb_pieces(void *arg, int64_t p0, int64_t p1, int worker)
     }
 }
 
+/* channels [c0, c1) of a per-channel quantizer: each channel's rows on one thread, in order, so
+ * the sums do not depend on the threads */
+static void fqb_channels(void *arg, int64_t c0, int64_t c1, int worker)
+{
+    fqb_job *j = arg;
+    for (int64_t ci = c0; ci < c1; ci++)
+        for (int64_t o = 0; o < j->outer; o++) {
+            double gs = 0, gz = 0;
+            int64_t k = (o * j->ch + ci) * j->inner;
+            fqb_span(j->x + k, j->dy + k, j->dx ? j->dx + k : NULL, j->inner, j->s[ci], j->z[ci], j->g, &gs, &gz);
+            if (j->ds) j->ds[ci] += (float)gs;
+            if (j->dz) j->dz[ci] += (float)(-j->s[ci] * gz);
+        }
+}
+
 static int fq_backward(qs_kctx *c)
 {
     qs_grid g;
@@ -188,22 +248,18 @@ static int fq_backward(qs_kctx *c)
     qs_tensor *dx = c->din[0], *ds = c->din[1], *dz = c->nin > 2 ? c->din[2] : NULL;
     float zbuf[1];
     const float *s = qs_f32(c->in[1]), *z = fq_zero(c, nch, zbuf);
-    int64_t outer = 1, inner = 1, ch = nch;
-    if (axis >= 0) {
-        for (int d = 0; d < axis; d++) outer *= x->shape[d];
-        for (int d = axis + 1; d < x->ndim; d++) inner *= x->shape[d];
-    } else {
-        inner = qs_numel(x);
-    }
+    fq_job geo;
+    fq_split(x, axis, nch, &geo);
+    int64_t outer = geo.outer, inner = geo.inner, ch = geo.ch;
     if (ds) memset(ds->data, 0, qs_nbytes(ds));
     if (dz) memset(dz->data, 0, qs_nbytes(dz));
     if (qs_node_int(c->node, "bypass", 0)) {
         if (dx) memcpy(dx->data, dy->data, qs_nbytes(dy));
         return 0;
     }
-    fqb_job j = { qs_f32(x), qs_f32(dy), dx ? qs_f32(dx) : NULL, s, z, g, outer, ch, inner, 0, { 0 }, { 0 } };
-    /* spans of at least FQB_SPAN elements; a per-tensor quantizer's one long span is cut into pieces */
-    int64_t rows = outer * ch, pieces = rows == 1 ? (inner + FQB_SPAN - 1) / FQB_SPAN : 1;
+    fqb_job j = { qs_f32(x), qs_f32(dy), dx ? qs_f32(dx) : NULL, s, z, g, outer, ch, inner, 0, { 0 }, { 0 }, NULL, NULL };
+    /* spans of at least FQ_SPAN elements; a per-tensor quantizer's one long span is cut into pieces */
+    int64_t rows = outer * ch, pieces = rows == 1 ? (inner + FQ_SPAN - 1) / FQ_SPAN : 1;
     if (pieces > FQB_MAXPART)
         pieces = FQB_MAXPART;
     j.piece = (inner + pieces - 1) / pieces;
@@ -218,14 +274,10 @@ static int fq_backward(qs_kctx *c)
         if (dz) qs_f32(dz)[0] = (float)(-s[0] * gz);
         return 0;
     }
-    for (int64_t o = 0; o < outer; o++)   /* per channel: each channel's rows on one thread */
-        for (int64_t ci = 0; ci < ch; ci++) {
-            double gs = 0, gz = 0;
-            int64_t k = (o * ch + ci) * inner;
-            fqb_span(j.x + k, j.dy + k, j.dx ? j.dx + k : NULL, inner, s[ci], z[ci], g, &gs, &gz);
-            if (ds) qs_f32(ds)[ci] += (float)gs;
-            if (dz) qs_f32(dz)[ci] += (float)(-s[ci] * gz);
-        }
+    j.ds = ds ? qs_f32(ds) : NULL;
+    j.dz = dz ? qs_f32(dz) : NULL;
+    int64_t per_ch = outer * inner, min_ch = per_ch >= FQ_SPAN || per_ch < 1 ? 1 : (FQ_SPAN + per_ch - 1) / per_ch;
+    qs_threadpool_for(c->pool, c->nthreads, ch, min_ch, fqb_channels, &j);
     return 0;
 }
 

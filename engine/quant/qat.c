@@ -57,6 +57,7 @@
 #define MIN_SCALE 1e-8f   /* scales are clamped here: FakeQuant needs s > 0 */
 #define CKPT_FORMAT "quantd-qat-checkpoint"
 #define CKPT_VERSION 1
+#define PIECE 32768       /* elements of a parameter per piece of the step's per-element passes */
 
 /* --- optimisers ------------------------------------------------------------------------------ */
 
@@ -212,6 +213,8 @@ struct qs_qat {
     int64_t classes;
     int np;
     param *p;
+    int64_t *pfirst;          /* [np + 1]: the first piece (PIECE elements) of each parameter */
+    const qs_tensor **gsrc;   /* [np]: this micro-batch's gradient of each parameter (NULL: none) */
     float **gptr;
     int64_t *gn;
     int nbn;
@@ -330,6 +333,8 @@ void qs_qat_free(qs_qat *t)
     free(t->bn);
     free(t->gptr);
     free(t->gn);
+    free(t->pfirst);
+    free(t->gsrc);
     free(t->perm);
     free(t->lab);
     free(t->dout);
@@ -409,7 +414,9 @@ qs_qat *qs_qat_new(qs_quantsim *sim, const qs_qat_opts *o, const qs_pl_data *tra
     t->perm = malloc((train->rows + 1) * sizeof *t->perm);
     t->gptr = malloc((t->np + 1) * sizeof *t->gptr);
     t->gn = malloc((t->np + 1) * sizeof *t->gn);
-    if (!t->dlogits || !t->dout || !t->lab || !t->perm || !t->gptr || !t->gn)
+    t->pfirst = calloc(t->np + 1, sizeof *t->pfirst);
+    t->gsrc = calloc(t->np + 1, sizeof *t->gsrc);
+    if (!t->dlogits || !t->dout || !t->lab || !t->perm || !t->gptr || !t->gn || !t->pfirst || !t->gsrc)
         goto oom;
     t->dout[0] = t->dlogits;
     for (int i = 0; i < t->np; i++) {
@@ -421,6 +428,7 @@ qs_qat *qs_qat_new(qs_quantsim *sim, const qs_qat_opts *o, const qs_pl_data *tra
             goto oom;
         t->gptr[i] = p->g;
         t->gn[i] = p->n;
+        t->pfirst[i + 1] = t->pfirst[i] + (p->n + PIECE - 1) / PIECE;
         if (p->q >= 0) {
             /* LSQ: g = 1 / sqrt(N · Qp), N = elements per channel of one sample */
             const qs_quantizer *q = &sim->q[p->q];
@@ -563,6 +571,61 @@ static void constrain_ranges(qs_qat *t)
     qs_quantsim_update_bias(t->sim);
 }
 
+/* The step's per-element passes over the parameters, split into pieces of PIECE elements for the
+ * pool: element by element, so the same bits whatever the threads. */
+
+typedef struct {
+    qs_qat *t;
+    int64_t mb;
+    int last;    /* the step's last micro-batch: the LSQ gradient scale applies */
+    double lr;
+} step_job;
+
+/* piece u as parameter i (searched from the given i on) and its elements [b, e) */
+static int piece(const qs_qat *t, int64_t u, int i, int64_t *b, int64_t *e)
+{
+    while (u >= t->pfirst[i + 1])
+        i++;
+    *b = (u - t->pfirst[i]) * PIECE;
+    *e = *b + PIECE < t->p[i].n ? *b + PIECE : t->p[i].n;
+    return i;
+}
+
+/* the micro-batch's gradients into p->g: copied (the first), added (the others), then scaled */
+static void gather_pieces(void *arg, int64_t u0, int64_t u1, int worker)
+{
+    const step_job *j = arg;
+    int64_t b, e;
+    for (int64_t u = u0, i = 0; u < u1; u++) {
+        i = piece(j->t, u, (int)i, &b, &e);
+        param *p = &j->t->p[i];
+        const qs_tensor *gr = j->t->gsrc[i];
+        if (j->mb == 0 && !gr)
+            memset(p->g + b, 0, (e - b) * sizeof *p->g);
+        else if (j->mb == 0)
+            memcpy(p->g + b, qs_f32(gr) + b, (e - b) * sizeof *p->g);
+        else if (gr)
+            for (int64_t k = b; k < e; k++)
+                p->g[k] += qs_f32(gr)[k];
+        if (j->last && p->gscale != 1)
+            for (int64_t k = b; k < e; k++)
+                p->g[k] *= p->gscale;
+    }
+}
+
+static void update_pieces(void *arg, int64_t u0, int64_t u1, int worker)
+{
+    const step_job *j = arg;
+    qs_qat *t = j->t;
+    int64_t b, e;
+    for (int64_t u = u0, i = 0; u < u1; u++) {
+        i = piece(t, u, (int)i, &b, &e);
+        param *p = &t->p[i];
+        qs_optim_update(&t->opt, qs_f32(t->sim->g->values[p->value].init) + b, p->g + b, p->m ? p->m + b : NULL,
+                        p->v ? p->v + b : NULL, e - b, j->lr, t->step + 1, p->kind == P_WEIGHT);
+    }
+}
+
 int qs_qat_step(qs_qat *t, double *loss, qs_err *e)
 {
     if (qs_qat_done(t))
@@ -599,32 +662,17 @@ int qs_qat_step(qs_qat *t, double *loss, qs_err *e)
         }
         if ((rc = qs_exec_backward(t->x, t->dout, e)) < 0)
             return rc;
-        for (int i = 0; i < t->np; i++) {
-            param *p = &t->p[i];
-            const qs_tensor *gr = qs_exec_grad(t->x, p->value);
-            if (mb == 0 && !gr)
-                memset(p->g, 0, p->n * sizeof *p->g);
-            else if (mb == 0)
-                memcpy(p->g, gr->data, p->n * sizeof *p->g);
-            else if (gr)
-                for (int64_t j = 0; j < p->n; j++)
-                    p->g[j] += qs_f32(gr)[j];
-        }
+        for (int i = 0; i < t->np; i++)
+            t->gsrc[i] = qs_exec_grad(t->x, t->p[i].value);
+        step_job j = { t, mb, mb + t->micro >= t->batch, 0 };
+        qs_threadpool_for(t->o.pool, qs_threadpool_size(t->o.pool), t->pfirst[t->np], 1, gather_pieces, &j);
     }
-    for (int i = 0; i < t->np; i++)
-        if (t->p[i].gscale != 1)
-            for (int64_t j = 0; j < t->p[i].n; j++)
-                t->p[i].g[j] *= t->p[i].gscale;
     double norm = qs_clip_grad_norm(t->gptr, t->gn, t->np, t->o.clip_grad);
     if (!isfinite(norm))
         return qs_error(e, QS_EINVAL, "the gradients are not finite at step %lld (epoch %d)", (long long)t->step + 1,
                         t->epoch + 1);
-    double lr = qs_qat_lr(t);
-    for (int i = 0; i < t->np; i++) {
-        param *p = &t->p[i];
-        qs_optim_update(&t->opt, qs_f32(g->values[p->value].init), p->g, p->m, p->v, p->n, lr, t->step + 1,
-                        p->kind == P_WEIGHT);
-    }
+    step_job j = { t, 0, 0, qs_qat_lr(t) };
+    qs_threadpool_for(t->o.pool, qs_threadpool_size(t->o.pool), t->pfirst[t->np], 1, update_pieces, &j);
     constrain_ranges(t);
     if (t->nbn)
         bn_apply(t, t->o.bn_momentum);

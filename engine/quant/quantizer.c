@@ -102,7 +102,7 @@ QS_HOT static void fq_span_exact(const float *x, float *y, int64_t n, float s, f
             y[i] = (q - z) * s);
 }
 
-static void fq_span(const float *x, float *y, int64_t n, float s, float z, qs_grid g)
+void qs_fake_quant_span(const float *x, float *y, int64_t n, float s, float z, qs_grid g)
 {
     if (z != nearbyintf(z) || g.qmax - g.qmin > 4194304.f) {
         fq_span_exact(x, y, n, s, z, g);
@@ -120,7 +120,7 @@ void qs_fake_quant(const qs_tensor *x, qs_tensor *y, int axis, const float *s, c
     for (int64_t o = 0; o < outer; o++)
         for (int64_t c = 0; c < ch; c++) {
             int64_t k = (o * ch + c) * inner;
-            fq_span(qs_f32(x) + k, qs_f32(y) + k, inner, s[c], z[c], g);
+            qs_fake_quant_span(qs_f32(x) + k, qs_f32(y) + k, inner, s[c], z[c], g);
         }
 }
 

@@ -55,6 +55,9 @@ static inline float qs_fake_quant1(float x, float s, float z, qs_grid g)
  * along axis. z holds zero points (integer-valued for export; QAT may learn fractional offsets). */
 void qs_fake_quant_ref(const qs_tensor *x, qs_tensor *y, int axis, const float *s, const float *z, qs_grid g);
 void qs_fake_quant(const qs_tensor *x, qs_tensor *y, int axis, const float *s, const float *z, qs_grid g);
+/* qs_fake_quant's kernel on n contiguous elements of one channel (x may be y): for callers that
+ * split a tensor across threads (the FakeQuant op) */
+void qs_fake_quant_span(const float *x, float *y, int64_t n, float s, float z, qs_grid g);
 
 /* Quantizes x into integers (q: int8/uint8/int16/int32 tensor of x's shape, or uint8/int8 for 4-bit). */
 int qs_quantize_tensor(const qs_tensor *x, qs_tensor *q, int axis, const float *s, const int32_t *z, qs_grid g,
