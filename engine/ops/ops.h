@@ -162,6 +162,6 @@ int qs_broadcast_shape(qs_kctx *c, const qs_tensor *a, const qs_tensor *b, int *
 
 /* Family tables, each terminated by an entry with op == NULL. */
 extern const qs_op_def qs_ops_conv[], qs_ops_gemm[], qs_ops_pool[], qs_ops_norm[], qs_ops_layernorm[], qs_ops_resize[], qs_ops_elementwise[],
-    qs_ops_activation[], qs_ops_shape[], qs_ops_qdq[], qs_ops_fakequant[], qs_ops_targetmac[], qs_ops_mod[];
+    qs_ops_reduce[], qs_ops_activation[], qs_ops_shape[], qs_ops_qdq[], qs_ops_fakequant[], qs_ops_targetmac[], qs_ops_mod[];
 
 #endif

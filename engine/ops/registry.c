@@ -7,7 +7,7 @@
 #include <string.h>
 
 static const qs_op_def *const families[] = {
-    qs_ops_conv, qs_ops_gemm, qs_ops_pool, qs_ops_norm, qs_ops_layernorm, qs_ops_resize, qs_ops_elementwise,
+    qs_ops_conv, qs_ops_gemm, qs_ops_pool, qs_ops_norm, qs_ops_layernorm, qs_ops_resize, qs_ops_elementwise, qs_ops_reduce,
     qs_ops_activation, qs_ops_shape, qs_ops_shape_index, qs_ops_qdq, qs_ops_fakequant,
     qs_ops_targetmac, qs_ops_mod,
 };
