@@ -865,10 +865,21 @@ double qs_exec_node_macs(const qs_exec *x, int n)
     return 0;
 }
 
-static void add_into(float *d, const float *s, int64_t n)
+typedef struct { float *d; const float *s; } add_job;
+
+static void add_range(void *arg, int64_t b, int64_t e, int worker)
 {
-    for (int64_t k = 0; k < n; k++)
-        d[k] += s[k];
+    const add_job *j = arg;
+    for (int64_t k = b; k < e; k++)
+        j->d[k] += j->s[k];
+}
+
+/* d += s: a gradient reaching a value from a second reader (element by element, so any split of
+ * the pool gives the same bits) */
+static void add_into(const qs_exec *x, float *d, const float *s, int64_t n)
+{
+    add_job j = { d, s };
+    qs_threadpool_for(x->pool, x->nthreads, n, 16384, add_range, &j);
 }
 
 int qs_exec_backward(qs_exec *x, const qs_tensor *const *dout, qs_err *e)
@@ -943,7 +954,7 @@ int qs_exec_backward(qs_exec *x, const qs_tensor *const *dout, qs_err *e)
             if (dins[j] == &x->grad[v])
                 x->has_grad[v] = 1;
             else if (x->has_grad[v])
-                add_into(qs_f32(&x->grad[v]), qs_f32(dins[j]), qs_numel(dins[j]));
+                add_into(x, qs_f32(&x->grad[v]), qs_f32(dins[j]), qs_numel(dins[j]));
             else {
                 memcpy(x->grad[v].data, dins[j]->data, qs_nbytes(dins[j]));
                 x->has_grad[v] = 1;

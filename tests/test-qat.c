@@ -692,7 +692,8 @@ TEST(resume_with_batchnorm_kept_matches_uninterrupted_run)
 
 /* A training step's per-element passes (FakeQuant forward and backward, the gradients' gather, the
  * optimiser) are split across the pool element by element or channel by channel, so a run on 3
- * threads trains exactly the model a run on 1 thread does */
+ * threads trains exactly the model a run on 1 thread does. (The MLP: a Conv's dW on our own im2col
+ * path is still summed from per-worker partial sums, so a convolutional fixture would differ.) */
 TEST(training_does_not_depend_on_the_threads)
 {
     fx f;
