@@ -865,6 +865,8 @@ double qs_exec_node_macs(const qs_exec *x, int n)
     return 0;
 }
 
+/* d += s over [b, e): a gradient reaching a value from a second reader, on the pool (element by
+ * element, so any split gives the same bits) */
 typedef struct { float *d; const float *s; } add_job;
 
 static void add_range(void *arg, int64_t b, int64_t e, int worker)
@@ -872,14 +874,6 @@ static void add_range(void *arg, int64_t b, int64_t e, int worker)
     const add_job *j = arg;
     for (int64_t k = b; k < e; k++)
         j->d[k] += j->s[k];
-}
-
-/* d += s: a gradient reaching a value from a second reader (element by element, so any split of
- * the pool gives the same bits) */
-static void add_into(const qs_exec *x, float *d, const float *s, int64_t n)
-{
-    add_job j = { d, s };
-    qs_threadpool_for(x->pool, x->nthreads, n, 16384, add_range, &j);
 }
 
 int qs_exec_backward(qs_exec *x, const qs_tensor *const *dout, qs_err *e)
@@ -954,7 +948,8 @@ int qs_exec_backward(qs_exec *x, const qs_tensor *const *dout, qs_err *e)
             if (dins[j] == &x->grad[v])
                 x->has_grad[v] = 1;
             else if (x->has_grad[v])
-                add_into(x, qs_f32(&x->grad[v]), qs_f32(dins[j]), qs_numel(dins[j]));
+                qs_threadpool_for(x->pool, x->nthreads, qs_numel(dins[j]), 16384, add_range,
+                                  &(add_job){ qs_f32(&x->grad[v]), qs_f32(dins[j]) });
             else {
                 memcpy(x->grad[v].data, dins[j]->data, qs_nbytes(dins[j]));
                 x->has_grad[v] = 1;
