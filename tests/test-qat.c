@@ -691,29 +691,38 @@ TEST(resume_with_batchnorm_kept_matches_uninterrupted_run)
 }
 
 /* A training step's per-element passes (FakeQuant forward and backward, the gradients' gather, the
- * optimiser) are split across the pool element by element or channel by channel, so a run on 3
- * threads trains exactly the model a run on 1 thread does. (The MLP: a Conv's dW on our own im2col
- * path is still summed from per-worker partial sums, so a convolutional fixture would differ.) */
+ * optimiser) are split across the pool element by element or channel by channel, and a Conv's dW on
+ * our own paths is summed in fixed chunks of items, so a run on 3 threads trains exactly the model a
+ * run on 1 thread does: the MLP (Gemm), the ResNet fixture (convolutions, residual Adds whose
+ * gradients meet at fan-outs, a strided 1x1 projection) and the MobileNet one (depthwise). */
+#define THREADS_CFG "{\"weights\": {\"bits\": 4}, \"activations\": {\"bits\": 4}, \"calibration\": {\"samples\": 32}, " \
+                    "\"qat\": {\"epochs\": 2, \"batch_size\": 16, \"lr\": 0.002}}"
+
 TEST(training_does_not_depend_on_the_threads)
 {
-    fx f;
-    setup(&f, "mlp", 64);
-    const char *outs[2] = {f.out, f.out2};
-    for (int k = 0; k < 2; k++) {
-        qs_err e = {0};
-        run_pool = qs_threadpool_new(k ? 3 : 1, 0, &e);
-        ASSERT(run_pool);
-        events ev = {0};
-        json_t *res = NULL;
-        if (run_qat(&f, "mlp.onnx", outs[k], SMOKE_CFG, NULL, &ev, &res, &e) < 0)
-            QT_FAIL_("%s", e.msg);
-        json_decref(res);
-        qs_threadpool_free(run_pool);
-        run_pool = NULL;
+    const char *models[3] = {"mlp", "resnet", "mobilenet"};
+    for (int m = 0; m < 3; m++) {
+        fx f;
+        setup(&f, models[m], 32);
+        char model[64];
+        snprintf(model, sizeof model, "%s%s.onnx", models[m], m ? "_bn" : "");
+        const char *outs[2] = {f.out, f.out2};
+        for (int k = 0; k < 2; k++) {
+            qs_err e = {0};
+            run_pool = qs_threadpool_new(k ? 3 : 1, 0, &e);
+            ASSERT(run_pool);
+            events ev = {0};
+            json_t *res = NULL;
+            if (run_qat(&f, model, outs[k], THREADS_CFG, NULL, &ev, &res, &e) < 0)
+                QT_FAIL_("%s: %s", model, e.msg);
+            json_decref(res);
+            qs_threadpool_free(run_pool);
+            run_pool = NULL;
+        }
+        compare_files(f.out, f.out2, "model.prepared.onnx");
+        compare_files(f.out, f.out2, "model.qdq.onnx");
+        teardown(&f);
     }
-    compare_files(f.out, f.out2, "model.prepared.onnx");
-    compare_files(f.out, f.out2, "model.qdq.onnx");
-    teardown(&f);
 }
 
 TEST(bad_input_is_named)

@@ -232,7 +232,7 @@ static int item_workers(const qs_kctx *c, const conv_p *p)
     return (int)(t < p->N ? t : p->N > 0 ? p->N : 1);
 }
 
-static void convb_slice(const conv_p *p, int64_t *col_floats, int64_t *slice_floats);
+static void convb_sizes(const conv_p *p, int64_t *col_floats, int64_t *part_floats);
 
 /* With a Mul x·s folded in (c->in_scale), one item's scaled operand is W·diag(s_n) (M×C floats) or,
  * when that is the larger, diag(s_n)·X_n (C×HW): whichever costs fewer multiplies. 0: no scale. */
@@ -259,10 +259,12 @@ static size_t conv_scratch(const qs_kctx *c)
         return fwd;
     conv_dnnl_bwd *btemp, *b = dnnl_bwd_of(c, &p, &btemp);
     size_t bwd = b ? conv_dnnl_bwd_scratch(b, &p, c->nthreads) : 0;
-    if (!b || !conv_dnnl_bwd_has_data(b)) {   /* our own backward (dX only, with b): partial dW and dB per worker too */
-        int64_t col_floats, slice_floats;
-        convb_slice(&p, &col_floats, &slice_floats);
-        size_t own = (size_t)item_workers(c, &p) * (size_t)slice_floats * sizeof(float);
+    if (!b || !conv_dnnl_bwd_has_data(b)) {   /* our own backward (dX only, with b): a column buffer per
+                                                 * worker, partial dW and dB per chunk */
+        int64_t col_floats, part_floats, q, chunks;
+        convb_sizes(&p, &col_floats, &part_floats);
+        conv_bwd_chunks(p.N, 1, &q, &chunks);
+        size_t own = ((size_t)item_workers(c, &p) * (size_t)col_floats + (size_t)(chunks * part_floats)) * sizeof(float);
         bwd = own > bwd ? own : bwd;
     }
     conv_dnnl_bwd_free(btemp);
@@ -444,14 +446,15 @@ static int conv_forward(qs_kctx *c)
 }
 
 /* Backward, GEMM and 1x1 paths. Per item and group: dW_g += dY_g · colᵀ and dcol = W_gᵀ · dY_g, then
- * col2im into dX. Items run in parallel like the forward; dW and dB, summed over items, go to
- * per-worker partial sums in scratch that are added up at the end. */
+ * col2im into dX. Chunks of items (conv_bwd_chunks) run in parallel, each worker with its own
+ * column buffer and each chunk with its own partial dW and dB in scratch. */
+
 typedef struct {
     const conv_p *p;
     const float *x, *w, *dy;
     float *dx, *dw, *db;     /* the serial case writes dw/db here directly */
-    float *scratch;
-    int64_t col_floats, slice_floats;
+    float *col, *part;       /* per worker a column buffer, per chunk partial dW then dB */
+    int64_t col_floats, part_floats, q;
 } convb_job;
 
 static void conv_back_item(const convb_job *j, int64_t n, float *col, float *dw, qs_threadpool *tp,
@@ -484,30 +487,34 @@ static void conv_back_item(const convb_job *j, int64_t n, float *col, float *dw,
     }
 }
 
-static void conv_back_range(void *arg, int64_t n0, int64_t n1, int worker)
+static void conv_back_range(void *arg, int64_t k0, int64_t k1, int worker)
 {
     const convb_job *j = arg;
     const conv_p *p = j->p;
-    float *col = j->scratch + worker * j->slice_floats, *dw = col + j->col_floats;
-    float *db = dw + p->M * p->Cg * p->kvol;
-    for (int64_t n = n0; n < n1; n++) {
-        conv_back_item(j, n, col, j->dw ? dw : NULL, NULL, 1);
-        if (j->db)
-            for (int64_t m = 0; m < p->M; m++) {
-                const float *r = j->dy + (n * p->M + m) * p->yvol;
-                float s = 0;
-                for (int64_t i = 0; i < p->yvol; i++)
-                    s += r[i];
-                db[m] += s;
-            }
+    float *col = j->col + worker * j->col_floats;
+    for (int64_t k = k0; k < k1; k++) {
+        float *dw = j->part + k * j->part_floats, *db = dw + p->M * p->Cg * p->kvol;
+        if (j->part_floats)
+            memset(dw, 0, j->part_floats * sizeof(float));
+        for (int64_t n = k * j->q; n < (k + 1) * j->q && n < p->N; n++) {
+            conv_back_item(j, n, col, j->dw ? dw : NULL, NULL, 1);
+            if (j->db)
+                for (int64_t m = 0; m < p->M; m++) {
+                    const float *r = j->dy + (n * p->M + m) * p->yvol;
+                    float s = 0;
+                    for (int64_t i = 0; i < p->yvol; i++)
+                        s += r[i];
+                    db[m] += s;
+                }
+        }
     }
 }
 
-/* floats of one backward worker's scratch: column buffer, then partial dW and dB */
-static void convb_slice(const conv_p *p, int64_t *col_floats, int64_t *slice_floats)
+/* floats of a backward worker's column buffer, and of one chunk's partial dW and dB */
+static void convb_sizes(const conv_p *p, int64_t *col_floats, int64_t *part_floats)
 {
     *col_floats = p->path == PATH_GEMM ? p->Cg * p->kvol * p->yvol : 0;
-    *slice_floats = *col_floats + p->M * p->Cg * p->kvol + p->M;
+    *part_floats = p->M * p->Cg * p->kvol + p->M;
 }
 
 static int conv_backward(qs_kctx *c)
@@ -538,19 +545,25 @@ static int conv_backward(qs_kctx *c)
             return rc;
         dw = db = NULL;
     }
-    convb_job j = { &p, x, w, dy, dx, dw, db, c->scratch, 0, 0 };
-    convb_slice(&p, &j.col_floats, &j.slice_floats);
-    int workers = item_workers(c, &p);
-    size_t slice_bytes = j.slice_floats * sizeof(float), fit = c->scratch ? c->scratch_size / slice_bytes : 0;
-    if ((size_t)workers > fit)   /* scratch sized for the forward only: fewer workers, or serial */
-        workers = fit > 1 ? (int)fit : 1;
-    if (workers > 1) {
+    int64_t col_floats, part_floats, q, chunks;
+    convb_sizes(&p, &col_floats, &part_floats);
+    int sums = dw || db;
+    conv_bwd_chunks(p.N, sums, &q, &chunks);
+    convb_job j = { &p, x, w, dy, dx, dw, db, NULL, c->scratch, col_floats, sums ? part_floats : 0, q };
+    size_t parts = (size_t)(chunks * j.part_floats) * sizeof(float), colb = (size_t)col_floats * sizeof(float);
+    if (c->scratch && c->scratch_size >= parts + colb) {
+        int64_t workers = item_workers(c, &p) < chunks ? item_workers(c, &p) : chunks;
+        if (colb && (size_t)workers > (c->scratch_size - parts) / colb)
+            workers = (int64_t)((c->scratch_size - parts) / colb);
+        j.col = (float *)c->scratch + chunks * j.part_floats;
+        qs_threadpool_for(workers > 1 ? c->pool : NULL, (int)(workers > 1 ? workers : 1), chunks, 1, conv_back_range, &j);
         int64_t nw = p.M * p.Cg * p.kvol;
-        for (int k = 0; k < workers; k++)
-            memset(j.scratch + k * j.slice_floats + j.col_floats, 0, (nw + p.M) * sizeof(float));
-        qs_threadpool_for(c->pool, workers, p.N, 1, conv_back_range, &j);
-        for (int k = 0; k < workers; k++) {   /* add up the partial sums */
-            const float *part = j.scratch + k * j.slice_floats + j.col_floats;
+        if (sums && chunks == 0) {   /* an empty batch */
+            if (dw) memset(dw, 0, nw * sizeof(float));
+            if (db) memset(db, 0, p.M * sizeof(float));
+        }
+        for (int64_t k = 0; sums && k < chunks; k++) {   /* the chunks' partial sums, in chunk order */
+            const float *part = j.part + k * j.part_floats;
             for (int64_t i = 0; dw && i < nw; i++)
                 dw[i] = k ? dw[i] + part[i] : part[i];
             for (int64_t m = 0; db && m < p.M; m++)
@@ -558,8 +571,11 @@ static int conv_backward(qs_kctx *c)
         }
         return 0;
     }
+    /* scratch sized for the forward only (a caller without a training plan): serially, dW and dB
+     * summed item by item in place */
+    j.col = c->scratch;
     int one;
-    if ((rc = conv_scratch_slices(c, j.col_floats * sizeof(float), 1, &one)) < 0)
+    if ((rc = conv_scratch_slices(c, col_floats * sizeof(float), 1, &one)) < 0)
         return rc;
     if (dw)
         memset(dw, 0, qs_nbytes(c->din[1]));

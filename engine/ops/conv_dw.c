@@ -38,8 +38,10 @@ static void dw_blk_geom(const qs_conv_geom *g, dw_blk *d)
             d->tap[t] = (ky * g->dil[1] * d->PW + kx * g->dil[2]) * 16;
 }
 
-/* floats of one depthwise backward worker's scratch: X, dY and dX interleaved, partial dW and dB */
-static int64_t dwb_slice(const conv_p *p, const dw_blk *d) { return 2 * d->buf + d->out + p->M * p->kvol + p->M; }
+/* floats of one depthwise backward worker's scratch (X, dY and dX interleaved), and of one chunk's
+ * partial dW and dB (conv_bwd_chunks) */
+static int64_t dwb_slice(const dw_blk *d) { return 2 * d->buf + d->out; }
+static int64_t dwb_part(const conv_p *p) { return p->M * p->kvol + p->M; }
 
 /* depthwise: (batch item, block of 16 channels) pairs run in parallel */
 static int64_t dw_blocks(const conv_p *p) { return p->N * ((p->M + 15) / 16); }
@@ -506,6 +508,8 @@ typedef struct {
     const float *x, *w, *b, *dy;
     float *y, *dx, *dw, *db;
     float *scratch;        /* fast paths: per worker, the interleaved or polyphase buffers */
+    float *part;           /* the blocked backward: per chunk of q items, partial dW and dB */
+    int64_t q;
     dw_blk blk;
     dw_pp pp;
     int planar;
@@ -551,16 +555,20 @@ static void dw_forward_range(void *arg, int64_t begin, int64_t end, int worker)
     }
 }
 
+/* units [begin, end): unit u is channel block u % nblk of the items in chunk u / nblk; units of one
+ * chunk write disjoint channels of its partial sums */
 static void dw_backward_block_range(void *arg, int64_t begin, int64_t end, int worker)
 {
     const dw_job *j = arg;
     const conv_p *p = j->p;
     int64_t nblk = (p->M + 15) / 16;
-    float *buf = j->scratch + worker * dwb_slice(p, &j->blk), *dyb = buf + j->blk.buf, *dxb = dyb + j->blk.out;
-    float *dwpart = dxb + j->blk.buf, *dbpart = dwpart + p->M * p->kvol;
-    for (int64_t blk = begin; blk < end; blk++)
-        dw_block_backward(p, &j->blk, j->x, j->w, j->dy, j->dx, blk / nblk, blk % nblk * 16, buf, dyb, dxb, dwpart,
-                          dbpart);
+    float *buf = j->scratch + worker * dwb_slice(&j->blk), *dyb = buf + j->blk.buf, *dxb = dyb + j->blk.out;
+    for (int64_t u = begin; u < end; u++) {
+        int64_t k = u / nblk, m0 = u % nblk * 16;
+        float *dwpart = j->part + k * dwb_part(p), *dbpart = dwpart + p->M * p->kvol;
+        for (int64_t n = k * j->q; n < (k + 1) * j->q && n < p->N; n++)
+            dw_block_backward(p, &j->blk, j->x, j->w, j->dy, j->dx, n, m0, buf, dyb, dxb, dwpart, dbpart);
+    }
 }
 
 /* Backward per input channel (group) cin: dX[:, cin] and dW/dB of the group's output channels are
@@ -630,7 +638,9 @@ size_t conv_dw_scratch(const qs_kctx *c, const conv_p *p)
     }
     if ((!c->training && !c->din) || p->Mg != 1)
         return fwd;
-    size_t bwd = (size_t)block_workers(c, p) * (size_t)dwb_slice(p, &d) * sizeof(float);
+    int64_t q, chunks;
+    conv_bwd_chunks(p->N, 1, &q, &chunks);
+    size_t bwd = ((size_t)block_workers(c, p) * (size_t)dwb_slice(&d) + (size_t)(chunks * dwb_part(p))) * sizeof(float);
     return bwd > fwd ? bwd : fwd;
 }
 
@@ -667,26 +677,32 @@ int conv_dw_forward(qs_kctx *c, const conv_p *p, const float *x, const float *w,
     return 0;
 }
 
-/* Conv backward on the depthwise path: the blocked loops with per-worker partial sums of dW and dB
- * when scratch was sized for them (training), else per input channel. */
+/* Conv backward on the depthwise path: the blocked loops with per-chunk partial sums of dW and dB
+ * (conv_bwd_chunks) when scratch was sized for them (training), else per input channel. */
 int conv_dw_backward(qs_kctx *c, const conv_p *p, const float *x, const float *w, const float *dy, float *dx,
                      float *dw, float *db)
 {
     dw_job j = { .p = p, .x = x, .w = w, .dy = dy, .dx = dx, .dw = dw, .db = db };
     if (dw_fast(&p->g) && p->Mg == 1) {
         dw_blk_geom(&p->g, &j.blk);
-        int64_t slice = dwb_slice(p, &j.blk), nw = p->M * p->kvol;
-        size_t fit = c->scratch ? c->scratch_size / (slice * sizeof(float)) : 0;
-        int workers = block_workers(c, p);
-        if ((size_t)workers > fit)
-            workers = (int)fit;
-        if (workers >= 1) {   /* else: scratch sized for the forward only, take the generic loops */
-            j.scratch = c->scratch;
-            for (int k = 0; k < workers; k++)
-                memset(j.scratch + k * slice + 2 * j.blk.buf + j.blk.out, 0, (nw + p->M) * sizeof(float));
-            qs_threadpool_for(c->pool, workers, dw_blocks(p), 1, dw_backward_block_range, &j);
-            for (int k = 0; k < workers; k++) {   /* add up the partial sums */
-                const float *part = j.scratch + k * slice + 2 * j.blk.buf + j.blk.out;
+        int64_t chunks, nw = p->M * p->kvol, nblk = (p->M + 15) / 16;
+        conv_bwd_chunks(p->N, 1, &j.q, &chunks);
+        size_t parts = (size_t)(chunks * dwb_part(p)) * sizeof(float), slice = (size_t)dwb_slice(&j.blk) * sizeof(float);
+        int64_t workers = block_workers(c, p);
+        if (c->scratch && c->scratch_size >= parts + slice) {   /* else: scratch sized for the forward only */
+            if ((size_t)workers > (c->scratch_size - parts) / slice)
+                workers = (int64_t)((c->scratch_size - parts) / slice);
+            j.part = c->scratch;
+            j.scratch = (float *)c->scratch + chunks * dwb_part(p);
+            memset(j.part, 0, parts);
+            qs_threadpool_for(workers > 1 ? c->pool : NULL, (int)(workers > 1 ? workers : 1), chunks * nblk, 1,
+                              dw_backward_block_range, &j);
+            if (chunks == 0) {   /* an empty batch */
+                if (dw) memset(dw, 0, nw * sizeof(float));
+                if (db) memset(db, 0, p->M * sizeof(float));
+            }
+            for (int64_t k = 0; k < chunks; k++) {   /* the chunks' partial sums, in chunk order */
+                const float *part = j.part + k * dwb_part(p);
                 for (int64_t i = 0; dw && i < nw; i++)
                     dw[i] = k ? dw[i] + part[i] : part[i];
                 for (int64_t m = 0; db && m < p->M; m++)

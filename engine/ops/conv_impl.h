@@ -35,6 +35,17 @@ void conv_epilogue(float *y, const float *b, const float *r, int64_t vol, clamp_
 /* Scratch holds `slices` equal slices of slice_bytes; *fit = how many fit (QS_EINVAL: not one) */
 int conv_scratch_slices(qs_kctx *c, size_t slice_bytes, int slices, int *fit);
 
+/* Our own backward sums dW and dB over the batch in at most QS_CONV_BWD_CHUNKS fixed chunks of *q
+ * items (the last may be shorter), each chunk's partial sums apart and added in chunk order, so
+ * that their bits do not depend on the thread count; without sums (dX only) every item is a chunk. */
+#define QS_CONV_BWD_CHUNKS 4
+static inline void conv_bwd_chunks(int64_t n, int sums, int64_t *q, int64_t *chunks)
+{
+    int64_t want = !sums ? n : n < QS_CONV_BWD_CHUNKS ? n : QS_CONV_BWD_CHUNKS;
+    *q = want > 0 ? (n + want - 1) / want : 1;
+    *chunks = (n + *q - 1) / *q;
+}
+
 /* the depthwise path (conv_dw.c) */
 size_t conv_dw_scratch(const qs_kctx *c, const conv_p *p);
 int conv_dw_forward(qs_kctx *c, const conv_p *p, const float *x, const float *w, const float *b, float *y,
