@@ -517,6 +517,21 @@ static void convb_sizes(const conv_p *p, int64_t *col_floats, int64_t *part_floa
     *part_floats = p->M * p->Cg * p->kvol + p->M;
 }
 
+void conv_bwd_add_chunks(const float *part, int64_t part_floats, int64_t chunks, int64_t nw, int64_t M, float *dw,
+                         float *db)
+{
+    if (chunks == 0) {   /* an empty batch */
+        if (dw) memset(dw, 0, nw * sizeof(float));
+        if (db) memset(db, 0, M * sizeof(float));
+    }
+    for (int64_t k = 0; k < chunks; k++, part += part_floats) {
+        for (int64_t i = 0; dw && i < nw; i++)
+            dw[i] = k ? dw[i] + part[i] : part[i];
+        for (int64_t m = 0; db && m < M; m++)
+            db[m] = k ? db[m] + part[nw + m] : part[nw + m];
+    }
+}
+
 static int conv_backward(qs_kctx *c)
 {
     conv_p p;
@@ -557,18 +572,8 @@ static int conv_backward(qs_kctx *c)
             workers = (int64_t)((c->scratch_size - parts) / colb);
         j.col = (float *)c->scratch + chunks * j.part_floats;
         qs_threadpool_for(workers > 1 ? c->pool : NULL, (int)(workers > 1 ? workers : 1), chunks, 1, conv_back_range, &j);
-        int64_t nw = p.M * p.Cg * p.kvol;
-        if (sums && chunks == 0) {   /* an empty batch */
-            if (dw) memset(dw, 0, nw * sizeof(float));
-            if (db) memset(db, 0, p.M * sizeof(float));
-        }
-        for (int64_t k = 0; sums && k < chunks; k++) {   /* the chunks' partial sums, in chunk order */
-            const float *part = j.part + k * j.part_floats;
-            for (int64_t i = 0; dw && i < nw; i++)
-                dw[i] = k ? dw[i] + part[i] : part[i];
-            for (int64_t m = 0; db && m < p.M; m++)
-                db[m] = k ? db[m] + part[nw + m] : part[nw + m];
-        }
+        if (sums)
+            conv_bwd_add_chunks(j.part, j.part_floats, chunks, p.M * p.Cg * p.kvol, p.M, dw, db);
         return 0;
     }
     /* scratch sized for the forward only (a caller without a training plan): serially, dW and dB

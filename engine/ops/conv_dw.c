@@ -697,17 +697,7 @@ int conv_dw_backward(qs_kctx *c, const conv_p *p, const float *x, const float *w
             memset(j.part, 0, parts);
             qs_threadpool_for(workers > 1 ? c->pool : NULL, (int)(workers > 1 ? workers : 1), chunks * nblk, 1,
                               dw_backward_block_range, &j);
-            if (chunks == 0) {   /* an empty batch */
-                if (dw) memset(dw, 0, nw * sizeof(float));
-                if (db) memset(db, 0, p->M * sizeof(float));
-            }
-            for (int64_t k = 0; k < chunks; k++) {   /* the chunks' partial sums, in chunk order */
-                const float *part = j.part + k * dwb_part(p);
-                for (int64_t i = 0; dw && i < nw; i++)
-                    dw[i] = k ? dw[i] + part[i] : part[i];
-                for (int64_t m = 0; db && m < p->M; m++)
-                    db[m] = k ? db[m] + part[nw + m] : part[nw + m];
-            }
+            conv_bwd_add_chunks(j.part, dwb_part(p), chunks, nw, p->M, dw, db);
             return 0;
         }
     }

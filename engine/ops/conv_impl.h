@@ -45,6 +45,10 @@ static inline void conv_bwd_chunks(int64_t n, int sums, int64_t *q, int64_t *chu
     *q = want > 0 ? (n + want - 1) / want : 1;
     *chunks = (n + *q - 1) / *q;
 }
+/* dW = Σ_k the chunks' partial dW, dB likewise, in chunk order (chunk k's nw + M floats at
+ * part + k·part_floats, dW then dB; dw or db may be NULL; zeros for an empty batch) */
+void conv_bwd_add_chunks(const float *part, int64_t part_floats, int64_t chunks, int64_t nw, int64_t M, float *dw,
+                         float *db);
 
 /* the depthwise path (conv_dw.c) */
 size_t conv_dw_scratch(const qs_kctx *c, const conv_p *p);

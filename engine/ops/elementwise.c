@@ -284,10 +284,10 @@ static int bin_backward(qs_kctx *c)
     enum binop op = binop_of(c);
     qs_tensor *dta = c->din ? c->din[0] : NULL, *dtb = c->din && c->nin > 1 ? c->din[1] : NULL;
     float *dA = dta ? qs_f32(dta) : NULL, *dB = dtb ? qs_f32(dtb) : NULL;
-    const qs_tensor *gt0 = c->dout ? c->dout[0] : NULL;
-    if (gt0 && (dA || dB) && (op == B_ADD || op == B_SUB || op == B_MUL) && a.dtype == QS_F32 &&
+    const qs_tensor *gt = c->dout ? c->dout[0] : NULL;
+    if (gt && (dA || dB) && (op == B_ADD || op == B_SUB || op == B_MUL) && a.dtype == QS_F32 &&
         b.dtype == QS_F32 && qs_shape_eq(&a, c->out[0]) && qs_shape_eq(&b, c->out[0])) {
-        bin_flat_job j = { .op = op, .a = qs_f32(&a), .b = qs_f32(&b), .g = qs_f32(gt0), .da = dA, .db = dB };
+        bin_flat_job j = { .op = op, .a = qs_f32(&a), .b = qs_f32(&b), .g = qs_f32(gt), .da = dA, .db = dB };
         qs_threadpool_for(c->pool, c->nthreads, qs_numel(c->out[0]), 16384, bin_flat_bwd, &j);
         return 0;
     }
@@ -295,7 +295,6 @@ static int bin_backward(qs_kctx *c)
         memset(dA, 0, qs_nbytes(dta));
     if (dB)
         memset(dB, 0, qs_nbytes(dtb));
-    const qs_tensor *gt = c->dout ? c->dout[0] : NULL;
     if (!gt || (!dA && !dB))
         return 0;
     if (a.dtype != QS_F32 || (b.dtype != QS_F32 && op != B_POW))

@@ -526,8 +526,9 @@ static void gather_pieces(void *arg, int64_t u0, int64_t u1, int worker)
 {
     const step_job *j = arg;
     int64_t b, e;
-    for (int64_t u = u0, i = 0; u < u1; u++) {
-        i = piece(j->t, u, (int)i, &b, &e);
+    int i = 0;
+    for (int64_t u = u0; u < u1; u++) {
+        i = piece(j->t, u, i, &b, &e);
         param *p = &j->t->p[i];
         const qs_tensor *gr = j->t->gsrc[i];
         if (j->mb == 0 && !gr)
@@ -548,8 +549,9 @@ static void update_pieces(void *arg, int64_t u0, int64_t u1, int worker)
     const step_job *j = arg;
     qs_qat *t = j->t;
     int64_t b, e;
-    for (int64_t u = u0, i = 0; u < u1; u++) {
-        i = piece(t, u, (int)i, &b, &e);
+    int i = 0;
+    for (int64_t u = u0; u < u1; u++) {
+        i = piece(t, u, i, &b, &e);
         param *p = &t->p[i];
         qs_optim_update(&t->opt, qs_f32(t->sim->g->values[p->value].init) + b, p->g + b, p->m ? p->m + b : NULL,
                         p->v ? p->v + b : NULL, e - b, j->lr, t->step + 1, p->kind == P_WEIGHT);
