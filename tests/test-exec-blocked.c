@@ -58,6 +58,23 @@ static void output(qs_graph *g, int v)
 
 static int relu(qs_graph *g, int v, const char *out) { return op(g, "Relu", 1, &v, out); }
 
+/* depthwise Conv C×1×k×k (group C), stride s, "same" pads, with a bias when bias */
+static int dwconv(qs_graph *g, int x, int64_t C, int64_t k, int64_t s, int bias, const char *out)
+{
+    int y = conv(g, x, 1, C, k, s, bias, out);
+    qs_node_set_int(&g->nodes[g->nnodes - 1], "group", C);
+    return y;
+}
+
+/* ReLU6 */
+static int relu6(qs_graph *g, int v, const char *out)
+{
+    char lo[64], hi[64];
+    snprintf(lo, sizeof lo, "%s_lo", out);
+    snprintf(hi, sizeof hi, "%s_hi", out);
+    return op(g, "Clip", 3, (int[]){ v, weight(g, lo, 0, NULL, 0, 0), weight(g, hi, 0, NULL, 6, 6) }, out);
+}
+
 /* The graph input "x" of shape [N, c, h, w], N dynamic. */
 static int batch_input(qs_graph *g, int64_t c, int64_t h, int64_t w)
 {
@@ -94,6 +111,26 @@ static qs_graph *chain(int tapped)
         output(g, op(g, "GlobalAveragePool", 1, &c, "c_mean"));
         output(g, f);
     }
+    return g;
+}
+
+/* MobileNetV2's inverted residuals: 1x1 expand, depthwise 3x3 (stride 1, then 2), 1x1 project, a
+ * residual from the graph input (plain), then a 5x5 depthwise with a bias writing a graph output
+ * (plain Y), a 1x1 to 40 channels (whole blocks of 8, not of 16) and a depthwise on those. */
+static qs_graph *inverted_residuals(void)
+{
+    qs_graph *g = qs_graph_new();
+    qs_graph_set_opset(g, "", 13);
+    int x = batch_input(g, 32, 9, 9);
+    int e1 = relu6(g, conv(g, x, 32, 96, 1, 1, 1, "e1_conv"), "e1");   /* X plain (graph input) */
+    int d1 = relu6(g, dwconv(g, e1, 96, 3, 1, 1, "d1_conv"), "d1");
+    int r1 = op(g, "Add", 2, (int[]){ conv(g, d1, 96, 32, 1, 1, 1, "p1"), x }, "r1");   /* plain residual */
+    int e2 = relu(g, conv(g, r1, 32, 64, 1, 1, 1, "e2_conv"), "e2");
+    int d2 = relu6(g, dwconv(g, e2, 64, 3, 2, 1, "d2_conv"), "d2");
+    int p2 = conv(g, d2, 64, 48, 1, 1, 1, "p2");
+    int d3 = dwconv(g, p2, 48, 5, 1, 1, "d3");
+    output(g, d3);
+    output(g, dwconv(g, conv(g, d3, 48, 40, 1, 1, 0, "q"), 40, 3, 1, 0, "y"));
     return g;
 }
 
@@ -142,6 +179,40 @@ TEST(blocked_chains_match_our_own_path)
                 qs_tensor_free(in);
                 qs_graph_free(g);
             }
+    opcheck_pools_free();
+}
+
+/* Depthwise convolutions join the chains on oneDNN, slices of channels when the batch is smaller
+ * than the thread count, and give what our own depthwise loops give. */
+TEST(depthwise_in_blocked_chains_matches_our_own_path)
+{
+    int blk = conv_dnnl_block();
+    for (int64_t n = 1; n <= 3; n++)
+        for (int nthreads = 1; nthreads <= 3; nthreads++) {
+            qs_graph *g = inverted_residuals();
+            qs_tensor *in = opcheck_rand(4, (int64_t[]){ n, 32, 9, 9 }, -1, 1);
+            qs_exec *x = run(g, in, nthreads);
+            conv_dnnl_enable(0);
+            qs_exec *own = run(g, in, nthreads);
+            conv_dnnl_enable(1);
+            /* blocked: e1, d1, r1, e2, d2, p2; with blocks of 8, q too */
+            int want = !blk ? 0 : 6 + (blk == 8);
+            if (qs_exec_blocked_values(x) != want)
+                QT_FAIL_("batch %lld, %d threads: %d values blocked, expected %d (block %d)", (long long)n, nthreads,
+                         qs_exec_blocked_values(x), want, blk);
+            ASSERT(!blk || qs_exec_value(x, qs_graph_find_value(g, "d2")) == NULL);
+            for (int o = 0; o < g->noutputs; o++) {
+                const qs_tensor *a = qs_exec_output(x, o), *b = qs_exec_output(own, o);
+                for (int64_t i = 0; i < qs_numel(b); i++)
+                    if (!(fabs((double)qs_f32(a)[i] - qs_f32(b)[i]) <= 1e-4 + 1e-4 * fabs((double)qs_f32(b)[i])))
+                        QT_FAIL_("batch %lld, %d threads, output %d, element %lld: %.7g vs %.7g", (long long)n,
+                                 nthreads, o, (long long)i, qs_f32(a)[i], qs_f32(b)[i]);
+            }
+            qs_exec_free(x);
+            qs_exec_free(own);
+            qs_tensor_free(in);
+            qs_graph_free(g);
+        }
     opcheck_pools_free();
 }
 
@@ -217,5 +288,5 @@ TEST(observer_set_after_plan_needs_a_new_plan)
     opcheck_pools_free();
 }
 
-TEST_MAIN(blocked_chains_match_our_own_path, se_mul_stays_before_a_conv_that_may_be_blocked,
+TEST_MAIN(blocked_chains_match_our_own_path, depthwise_in_blocked_chains_matches_our_own_path, se_mul_stays_before_a_conv_that_may_be_blocked,
           observer_set_after_plan_needs_a_new_plan)

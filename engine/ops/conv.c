@@ -154,15 +154,15 @@ static int conv_prepare_dnnl(qs_kctx *c, void **state)
 }
 
 /* Inference: the block in which this node reads X and writes Y (conv_dnnl_block), when oneDNN has a
- * JIT kernel for it with both in that layout. A 1x1 kernel only with 64 channels or more on each
- * side: its neighbours may leave X or Y plain, and a reorder of X costs about 1/M of the kernel's
- * work, of Y 1/C; on narrower layers that, and oneDNN's cost per call, lose to OpenBLAS with no copy
- * (the Fashion-MNIST MobileNet's 16–96-channel 1x1 layers took 25% more CPU on oneDNN). */
+ * JIT kernel for it with both in that layout: any channel count that fills whole blocks, 1x1 and
+ * depthwise kernels included. (Session 11 kept 1x1 kernels under 64 channels a side on OpenBLAS:
+ * with the depthwise layers between them plain, every such layer paid reorders. With the depthwise
+ * layers in the chains too, mobilenet_v2 at batch 32 takes 261 ms with every whole-block 1x1 kernel
+ * blocked against 330 with that rule, and on AVX2's blocks of 8, 268 against 380; docs/benchmarks.md.) */
 static int conv_blocked(qs_kctx *c)
 {
     conv_p p;
-    if (c->training || c->in_scale || !conv_dnnl_blocked_enabled() || conv_params(c, &p) < 0 ||
-        (p.kvol == 1 && (p.C < 64 || p.M < 64)))
+    if (c->training || c->in_scale || !conv_dnnl_blocked_enabled() || conv_params(c, &p) < 0)
         return 0;
     conv_dnnl *d = conv_dnnl_new(&p, c->nthreads, dnnl_flags(c, QS_LAYOUT_X | QS_LAYOUT_Y), ctx_clamp(c));
     conv_dnnl_free(d);
@@ -248,7 +248,7 @@ static size_t conv_scratch(const qs_kctx *c)
     conv_p p;
     if (conv_get((qs_kctx *)c, &p) < 0)
         return 0;
-    if (p.path == PATH_DW)
+    if (p.path == PATH_DW && !p.dnnl)   /* (depthwise on oneDNN: only as planned, in a blocked chain) */
         return conv_dw_scratch(c, &p);
     conv_dnnl *temp, *d = dnnl_of(c, &p, &temp);
     size_t fwd = d                     ? conv_dnnl_scratch(d, &p, c->nthreads)
@@ -418,7 +418,7 @@ static int conv_forward(qs_kctx *c)
     const float *x = qs_f32(c->in[0]), *w = qs_f32(c->in[1]);
     const float *b = c->nin > 2 && c->in[2] ? qs_f32(c->in[2]) : NULL;
     float *y = qs_f32(c->out[0]);
-    if (p.path == PATH_DW)
+    if (p.path == PATH_DW && !p.dnnl)
         return conv_dw_forward(c, &p, x, w, b, y, ctx_clamp(c));
     conv_dnnl *temp, *d = dnnl_of(c, &p, &temp);
     const qs_tensor *st = c->training ? NULL : c->in_scale;

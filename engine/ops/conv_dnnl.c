@@ -7,7 +7,8 @@
  * more than it saves on 1x1 convolutions (OpenBLAS already runs those at ~90–110 GFLOP/s with no copy)
  * and on depthwise ones, so only the general path (kernel larger than one, or strided) comes here.
  *
- * Only 2-D convolutions with group 1 are offered to oneDNN, and only a JIT implementation is taken
+ * Only 2-D convolutions with group 1 are offered to oneDNN, and depthwise ones (one output channel per
+ * input channel) in a chain of blocked activations; only a JIT implementation is taken
  * (a "gemm" or "ref" one would be no faster than ours): otherwise conv_dnnl_new gives NULL and the
  * caller keeps its own path, which also stays the reference the tests compare against.
  *
@@ -34,6 +35,7 @@
 typedef struct {
     dnnl_primitive_t conv, ry, rw;       /* ry / rw: NULL when the plain layout is the one used */
     dnnl_primitive_t rr;                 /* Y blocked, residual plain: the residual into Y */
+    dnnl_memory_desc_t xs;               /* the X it reads: one item's, or (depthwise) its channels' */
     dnnl_memory_desc_t yp, yb, wp, wb;   /* plain (user) and blocked layouts */
     dnnl_memory_desc_t sp;               /* the kernel's scratchpad, ours (see conv_attr) */
     size_t ybytes, wbytes, spbytes;      /* blocked buffers (0: none needed) */
@@ -175,8 +177,9 @@ static dnnl_primitive_desc_t conv_pd(const conv_p *p, int64_t ms, dnnl_format_ta
                                      int flags, const clamp_t *cl)
 {
     const qs_conv_geom *g = &p->g;
-    dnnl_dims_t xd = { 1, p->C, g->in[1], g->in[2] }, yd = { 1, ms, g->out[1], g->out[2] };
-    dnnl_dims_t wd = { ms, p->C, g->k[1], g->k[2] };
+    int dw = p->path == PATH_DW;
+    dnnl_dims_t xd = { 1, dw ? ms : p->C, g->in[1], g->in[2] }, yd = { 1, ms, g->out[1], g->out[2] };
+    dnnl_dims_t wd = { ms, p->C, g->k[1], g->k[2] }, wgd = { ms, 1, 1, g->k[1], g->k[2] };
     dnnl_dims_t st = { g->stride[1], g->stride[2] }, dil = { g->dil[1] - 1, g->dil[2] - 1 };
     dnnl_dims_t pl = { g->pad[1], g->pad[2] }, pr = { g->pad_end[1], g->pad_end[2] };
     dnnl_dims_t bd = { ms };
@@ -189,7 +192,8 @@ static dnnl_primitive_desc_t conv_pd(const conv_p *p, int64_t ms, dnnl_format_ta
     if (!attr ||
         dnnl_memory_desc_init_by_tag(&xa, 4, xd, dnnl_f32, xt) != dnnl_success ||
         dnnl_memory_desc_init_by_tag(&ya, 4, yd, dnnl_f32, yt) != dnnl_success ||
-        dnnl_memory_desc_init_by_tag(&wa, 4, wd, dnnl_f32, dnnl_format_tag_any) != dnnl_success ||
+        (dw ? dnnl_memory_desc_init_by_tag(&wa, 5, wgd, dnnl_f32, dnnl_format_tag_any)
+            : dnnl_memory_desc_init_by_tag(&wa, 4, wd, dnnl_f32, dnnl_format_tag_any)) != dnnl_success ||
         dnnl_memory_desc_init_by_tag(&ba, 1, bd, dnnl_f32, dnnl_a) != dnnl_success ||
         dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, &xa, &wa,
                                                    bias ? &ba : NULL, &ya, st, dil, pl, pr) != dnnl_success ||
@@ -216,16 +220,25 @@ static int make_part(conv_dnnl *d, const conv_p *p, int64_t ms, dnnl_format_tag_
         pd = conv_pd(p, ms, dnnl_nchw, blocked, d->flags, cl);
     if (!pd)
         return -1;
+    int dw = p->path == PATH_DW;
     dnnl_dims_t yd = { 1, ms, g->out[1], g->out[2] }, wd = { ms, p->C, g->k[1], g->k[2] };
+    dnnl_dims_t xsd = { 1, ms, g->in[1], g->in[2] }, wgd = { ms, 1, 1, g->k[1], g->k[2] };
+    dnnl_memory_desc_t xe;
     int rc = -1;
     if (dnnl_memory_desc_init_by_tag(&pt->yp, 4, yd, dnnl_f32, dnnl_nchw) != dnnl_success ||
-        dnnl_memory_desc_init_by_tag(&pt->wp, 4, wd, dnnl_f32, dnnl_oihw) != dnnl_success)
+        (dw ? dnnl_memory_desc_init_by_tag(&pt->wp, 5, wgd, dnnl_f32, dnnl_goihw)
+            : dnnl_memory_desc_init_by_tag(&pt->wp, 4, wd, dnnl_f32, dnnl_oihw)) != dnnl_success)
         goto out;
-    const dnnl_memory_desc_t *xb = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
-    if (first)
-        d->xb = *xb;
-    else if (!dnnl_memory_desc_equal(xb, &d->xb))   /* both widths must read the same blocked X */
+    pt->xs = *dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+    if (dw) {   /* a slice reads its own channels, whole blocks from channel m0 on: X + m0·H·W, blocked */
+        if (dnnl_memory_desc_init_by_tag(&xe, 4, xsd, dnnl_f32, blocked) != dnnl_success ||
+            !dnnl_memory_desc_equal(&pt->xs, &xe))
+            goto out;
+    } else if (first) {
+        d->xb = pt->xs;
+    } else if (!dnnl_memory_desc_equal(&pt->xs, &d->xb)) {   /* both widths must read the same blocked X */
         goto out;
+    }
     pt->yb = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
     pt->wb = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     pt->sp = *dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
@@ -272,9 +285,12 @@ conv_dnnl *conv_dnnl_new(const conv_p *p, int nthreads, int flags, clamp_t cl)
     int64_t blk = conv_dnnl_block();
     int xy = flags & (CONV_DNNL_X_BLOCKED | CONV_DNNL_Y_BLOCKED | CONV_DNNL_R_BLOCKED);
     /* A 1x1 kernel stays with OpenBLAS, even strided, when X, Y and R are plain: the reorders would cost
-     * more than the kernel saves. Blocked activations need whole blocks of channels. */
-    if (!blk || p->path == PATH_DW || (!xy && (p->path != PATH_GEMM || p->kvol == 1)) || p->group != 1 ||
-        g->nd != 2 || p->N < 1 || (flags & CONV_DNNL_X_BLOCKED && p->C % blk) ||
+     * more than the kernel saves; a depthwise one with our own loops (conv_dw.c), for the same reason.
+     * Depthwise here: one output channel per input channel, in a blocked chain. Blocked activations
+     * need whole blocks of channels. */
+    int dw = p->path == PATH_DW && p->Cg == 1 && p->M == p->C && xy;
+    if (!blk || (p->path == PATH_DW && !dw) || (!xy && (p->path != PATH_GEMM || p->kvol == 1)) ||
+        (p->group != 1 && !dw) || g->nd != 2 || p->N < 1 || (flags & CONV_DNNL_X_BLOCKED && p->C % blk) ||
         ((flags & (CONV_DNNL_Y_BLOCKED | CONV_DNNL_R_BLOCKED)) && p->M % blk))
         return NULL;
     dnnl_format_tag_t blocked = blk == 16 ? dnnl_nChw16c : dnnl_nChw8c;
@@ -294,10 +310,15 @@ conv_dnnl *conv_dnnl_new(const conv_p *p, int nthreads, int flags, clamp_t cl)
     omp_set_num_threads(1);   /* oneDNN sizes its work split by this at creation */
     dnnl_dims_t xd = { 1, p->C, g->in[1], g->in[2] };
     dnnl_memory_desc_t xblk;
+    if (dnnl_memory_desc_init_by_tag(&d->xp, 4, xd, dnnl_f32, dnnl_nchw) != dnnl_success ||
+        dnnl_memory_desc_init_by_tag(&xblk, 4, xd, dnnl_f32, blocked) != dnnl_success) {
+        conv_dnnl_free(d);
+        return NULL;
+    }
+    if (dw)   /* X whole and blocked; each slice reads its channels' blocks of it (make_part) */
+        d->xb = xblk;
     if (make_part(d, p, d->ms, blocked, &d->part[0], 1, &cl) < 0 ||
         (tail != d->ms && make_part(d, p, tail, blocked, &d->part[1], 0, &cl) < 0) ||
-        dnnl_memory_desc_init_by_tag(&d->xp, 4, xd, dnnl_f32, dnnl_nchw) != dnnl_success ||
-        dnnl_memory_desc_init_by_tag(&xblk, 4, xd, dnnl_f32, blocked) != dnnl_success ||
         (flags & CONV_DNNL_X_BLOCKED && !dnnl_memory_desc_equal(&xblk, &d->xb)) ||
         (!(flags & CONV_DNNL_X_BLOCKED) && reorder(&d->xp, &d->xb, &d->rx) < 0)) {
         conv_dnnl_free(d);
@@ -389,7 +410,7 @@ static int prep(const dnnl_job *j, int64_t s, dnnl_stream_t st)
     const conv_dnnl *d = j->d;
     const conv_p *p = j->p;
     const dnnl_part *pt = part_of(d, s);
-    if (j->reorder_w && pt->rw && run_reorder(pt->rw, st, &pt->wp, j->w + s * d->ms * p->C * p->kvol, &pt->wb,
+    if (j->reorder_w && pt->rw && run_reorder(pt->rw, st, &pt->wp, j->w + s * d->ms * p->Cg * p->kvol, &pt->wb,
                               j->wbuf + s * round64(d->part[0].wbytes)) < 0)
         return -1;
     for (int64_t n = 0; s == 0 && j->xall && d->rx && n < p->N; n++)
@@ -417,7 +438,7 @@ static int task(const dnnl_job *j, int64_t t, char *buf, dnnl_stream_t st)
     }
     void *yb = pt->ry ? (void *)(buf + (j->xall ? 0 : round64(d->xbytes))) : (void *)y;
     const void *wb = pt->rw ? (const void *)(j->wbuf + s * round64(d->part[0].wbytes))
-                            : (const void *)(j->w + m0 * p->C * p->kvol);
+                            : (const void *)(j->w + m0 * p->Cg * p->kvol);
     int ink = in_kernel(d->flags), bias = ink && j->b;
     if (ink && j->clamp.res) {   /* the sum post-op adds what blocked Y holds: the residual */
         const float *r = j->clamp.res + (n * p->M + m0) * p->yvol;
@@ -429,7 +450,9 @@ static int task(const dnnl_job *j, int64_t t, char *buf, dnnl_stream_t st)
     dnnl_dims_t bd = { ms };
     dnnl_memory_desc_t bmd;
     dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a);
-    dnnl_memory_t mx = mem(&d->xb, xb), mw = mem(&pt->wb, wb), my = mem(&pt->yb, yb);
+    if (p->path == PATH_DW)   /* this slice's channels */
+        xb = (const float *)xb + m0 * p->xvol;
+    dnnl_memory_t mx = mem(&pt->xs, xb), mw = mem(&pt->wb, wb), my = mem(&pt->yb, yb);
     dnnl_memory_t mb = bias ? mem(&bmd, j->b + m0) : NULL;
     dnnl_memory_t msp = pt->spbytes ? mem(&pt->sp, buf + slice_bytes(d) - sp_bytes(d)) : NULL;
     int rc = -1, na = 3;
