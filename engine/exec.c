@@ -671,7 +671,7 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     for (int v = 0; v < nv; v++) {
         if (x->kind[v] != V_INPUT && x->kind[v] != V_ACT)
             continue;
-        size_t sz = align_up(qs_nbytes(&x->val[v]) + 1);
+        size_t sz = align_up(qs_exec_value_bytes(x, v) + 1);
         int lst = last[v] < defn[v] ? defn[v] : last[v];
         x->offset[v] = place(live, nlive, sz, defn[v], lst);
         live[nlive++] = (block){ x->offset[v], sz, defn[v], lst };

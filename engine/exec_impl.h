@@ -47,6 +47,7 @@ struct qs_exec {
     int *layout;             /* per node: QS_LAYOUT_* (activations kept channel-blocked around it) */
     char *blocked;           /* per value: held channel-blocked (no NCHW copy exists) */
     int nblocked;
+    int block;               /* the plan's channel block (blocked values' channels pad up to it) */
     qs_tensor ***in, ***out; /* per node: pointers into val[] (NULL for omitted inputs) */
     char *arena;
     size_t arena_size, arena_cap;     /* the buffers outlive a plan: a replan that fits reuses them */
@@ -72,6 +73,8 @@ qs_kctx qs_exec_node_ctx(qs_exec *x, int i, qs_err *e);
  * the Mul's node in *mul, with x->in[i][0] pointing at x; else -1. prod: each value's producer,
  * nreaders: how many nodes read it. */
 int qs_exec_scaled_input(qs_exec *x, int i, const int *prod, const int *nreaders, int *mul);
+/* bytes of value v's buffer: a blocked value's channels padded up to whole blocks */
+size_t qs_exec_value_bytes(const qs_exec *x, int v);
 /* how many values the current plan holds channel-blocked (an observer needs a plan without them) */
 int qs_exec_blocked_values(const qs_exec *x);
 

@@ -11,7 +11,11 @@
  * One pass: start from every candidate (the live output of a node whose blocked() hook said yes, an
  * activation, not a graph output, not kept) and drop any with a reader that cannot take it
  * blocked: anything but the in[0] of a node whose hook said yes, or a residual fused into such a
- * node (oneDNN adds it inside the kernel, in the blocked layout, before Y is reordered out). */
+ * node (oneDNN adds it inside the kernel, in the blocked layout, before Y is reordered out).
+ *
+ * A channel count that is not a whole number of blocks (mobilenet_v2's 24, efficientnet's 40 and
+ * 112) is padded up to one, as in oneDNN's own layout: the value's buffer holds whole blocks, and the
+ * padding is zero (oneDNN keeps it so, and its blocked weights are zero there too). */
 #include "exec_impl.h"
 
 #include <stdlib.h>
@@ -44,6 +48,16 @@ static void drop_unreadable(qs_exec *x, const int *owner, const char *cap)
                 x->blocked[v] = 0;
         }
     }
+}
+
+size_t qs_exec_value_bytes(const qs_exec *x, int v)
+{
+    const qs_tensor *t = &x->val[v];
+    size_t b = qs_nbytes(t);
+    if (!x->blocked[v] || t->ndim < 2 || t->shape[1] < 1 || x->block < 1)
+        return b;
+    int64_t c = t->shape[1], cp = (c + x->block - 1) / x->block * x->block;
+    return b / (size_t)c * (size_t)cp;
 }
 
 int qs_exec_plan_layouts(qs_exec *x, const int *owner, size_t *scratch, qs_err *e)
@@ -95,6 +109,7 @@ int qs_exec_plan_layouts(qs_exec *x, const int *owner, size_t *scratch, qs_err *
     }
     for (int v = 0; v < x->nvalues; v++)
         x->nblocked += x->blocked[v];
+    x->block = blk;
 out:
     free(outv);
     free(cap);

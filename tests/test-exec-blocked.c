@@ -5,8 +5,8 @@
  * chain 3x3 and 1x1 convolutions (strided too) with Relu, Clip, SiLU or HardSwish folded in (oneDNN
  * post-ops when Y or the residual is blocked), a residual Add folded
  * into the later of its two Convs (a downsampling block), channel counts that are not a multiple
- * of the block (24 and 20: blocked on AVX2's 8, not on AVX-512's 16), and, in the "tapped"
- * variant, non-Conv readers (GlobalAveragePool, graph outputs) that force NCHW on some values, so
+ * of the block (24 and 20 on AVX-512's 16, 20 on AVX2's 8: padded up to whole blocks), and, in the
+ * "tapped" variant, non-Conv readers (GlobalAveragePool, graph outputs) that force NCHW on some values, so
  * residuals and inputs arrive in both layouts. */
 #include "tests/opcheck.h"
 
@@ -114,23 +114,26 @@ static qs_graph *chain(int tapped)
     return g;
 }
 
-/* MobileNetV2's inverted residuals: 1x1 expand, depthwise 3x3 (stride 1, then 2), 1x1 project, a
- * residual from the graph input (plain), then a 5x5 depthwise with a bias writing a graph output
- * (plain Y), a 1x1 to 40 channels (whole blocks of 8, not of 16) and a depthwise on those. */
+/* MobileNetV2's inverted residuals: 1x1 expand, depthwise 3x3 (stride 1, then 2), 1x1 project to
+ * 24 channels (padded to whole blocks of 16) with a residual from the graph input (plain), then 40
+ * channels (padded on both blocks) into a 5x5 depthwise with a bias writing a graph output (plain
+ * Y); from it a 1x1 to 20 channels and a 1x1 to 12 (under one block of 16: NCHW there), each with a
+ * depthwise after it. */
 static qs_graph *inverted_residuals(void)
 {
     qs_graph *g = qs_graph_new();
     qs_graph_set_opset(g, "", 13);
-    int x = batch_input(g, 32, 9, 9);
-    int e1 = relu6(g, conv(g, x, 32, 96, 1, 1, 1, "e1_conv"), "e1");   /* X plain (graph input) */
+    int x = batch_input(g, 24, 9, 9);
+    int e1 = relu6(g, conv(g, x, 24, 96, 1, 1, 1, "e1_conv"), "e1");   /* X plain (graph input) */
     int d1 = relu6(g, dwconv(g, e1, 96, 3, 1, 1, "d1_conv"), "d1");
-    int r1 = op(g, "Add", 2, (int[]){ conv(g, d1, 96, 32, 1, 1, 1, "p1"), x }, "r1");   /* plain residual */
-    int e2 = relu(g, conv(g, r1, 32, 64, 1, 1, 1, "e2_conv"), "e2");
+    int r1 = op(g, "Add", 2, (int[]){ conv(g, d1, 96, 24, 1, 1, 1, "p1"), x }, "r1");   /* plain residual */
+    int e2 = relu(g, conv(g, r1, 24, 64, 1, 1, 1, "e2_conv"), "e2");
     int d2 = relu6(g, dwconv(g, e2, 64, 3, 2, 1, "d2_conv"), "d2");
-    int p2 = conv(g, d2, 64, 48, 1, 1, 1, "p2");
-    int d3 = dwconv(g, p2, 48, 5, 1, 1, "d3");
+    int p2 = conv(g, d2, 64, 40, 1, 1, 1, "p2");
+    int d3 = dwconv(g, p2, 40, 5, 1, 1, "d3");
     output(g, d3);
-    output(g, dwconv(g, conv(g, d3, 48, 40, 1, 1, 0, "q"), 40, 3, 1, 0, "y"));
+    output(g, dwconv(g, conv(g, d3, 40, 20, 1, 1, 0, "q"), 20, 3, 1, 0, "y"));
+    output(g, dwconv(g, conv(g, d3, 40, 12, 1, 1, 1, "s"), 12, 3, 1, 1, "z"));
     return g;
 }
 
@@ -159,9 +162,9 @@ TEST(blocked_chains_match_our_own_path)
                 qs_exec *own = run(g, in, nthreads);
                 conv_dnnl_enable(1);
                 ASSERT_EQ(qs_exec_blocked_values(own), 0);
-                /* blocked: b; a and c unless tapped; with blocks of 8, e too, and f unless tapped
-                 * (with 16, Convs with 24 or 20 output channels read and write NCHW) */
-                int want = !blk ? 0 : (tapped ? 1 : 3) + (blk == 8 ? 2 - tapped : 0);
+                /* blocked: b, e and k; a, c and f unless tapped (k's 24 channels and the 20 of
+                 * the Conv that reads it are padded to whole blocks) */
+                int want = !blk ? 0 : tapped ? 3 : 6;
                 if (qs_exec_blocked_values(x) != want)
                     QT_FAIL_("tapped %d, batch %lld, %d threads: %d values blocked, expected %d (block %d)", tapped,
                              (long long)n, nthreads, qs_exec_blocked_values(x), want, blk);
@@ -190,13 +193,13 @@ TEST(depthwise_in_blocked_chains_matches_our_own_path)
     for (int64_t n = 1; n <= 3; n++)
         for (int nthreads = 1; nthreads <= 3; nthreads++) {
             qs_graph *g = inverted_residuals();
-            qs_tensor *in = opcheck_rand(4, (int64_t[]){ n, 32, 9, 9 }, -1, 1);
+            qs_tensor *in = opcheck_rand(4, (int64_t[]){ n, 24, 9, 9 }, -1, 1);
             qs_exec *x = run(g, in, nthreads);
             conv_dnnl_enable(0);
             qs_exec *own = run(g, in, nthreads);
             conv_dnnl_enable(1);
-            /* blocked: e1, d1, r1, e2, d2, p2; with blocks of 8, q too */
-            int want = !blk ? 0 : 6 + (blk == 8);
+            /* blocked: e1, d1, r1, e2, d2, p2 and q; with blocks of 8, s too */
+            int want = !blk ? 0 : 7 + (blk == 8);
             if (qs_exec_blocked_values(x) != want)
                 QT_FAIL_("batch %lld, %d threads: %d values blocked, expected %d (block %d)", (long long)n, nthreads,
                          qs_exec_blocked_values(x), want, blk);

@@ -43,6 +43,7 @@ typedef struct {
 
 struct conv_dnnl {
     int flags;                 /* CONV_DNNL_* */
+    int64_t xn, yn, rn;        /* floats per item of X, Y and the residual as laid out (blocked: padded) */
     int64_t slices, ms;        /* output channels in `slices` slices of ms (the last may be shorter) */
     dnnl_part part[2];         /* [0]: width ms; [1]: the last slice's, when shorter */
     dnnl_primitive_t rx;
@@ -279,6 +280,10 @@ int conv_dnnl_blocked_enabled(void)
     return g_blocked;
 }
 
+/* Blocked activations hold whole blocks: a channel count that is not a multiple of the block pads
+ * up (exec_layout.c), unless it is under one block (then most of the buffer would be padding). */
+static int pads_well(int64_t ch, int64_t blk) { return ch % blk == 0 || ch > blk; }
+
 conv_dnnl *conv_dnnl_new(const conv_p *p, int nthreads, int flags, clamp_t cl)
 {
     const qs_conv_geom *g = &p->g;
@@ -290,14 +295,18 @@ conv_dnnl *conv_dnnl_new(const conv_p *p, int nthreads, int flags, clamp_t cl)
      * need whole blocks of channels. */
     int dw = p->path == PATH_DW && p->Cg == 1 && p->M == p->C && xy;
     if (!blk || (p->path == PATH_DW && !dw) || (!xy && (p->path != PATH_GEMM || p->kvol == 1)) ||
-        (p->group != 1 && !dw) || g->nd != 2 || p->N < 1 || (flags & CONV_DNNL_X_BLOCKED && p->C % blk) ||
-        ((flags & (CONV_DNNL_Y_BLOCKED | CONV_DNNL_R_BLOCKED)) && p->M % blk))
+        (p->group != 1 && !dw) || g->nd != 2 || p->N < 1 || (flags & CONV_DNNL_X_BLOCKED && !pads_well(p->C, blk)) ||
+        ((flags & (CONV_DNNL_Y_BLOCKED | CONV_DNNL_R_BLOCKED)) && !pads_well(p->M, blk)))
         return NULL;
     dnnl_format_tag_t blocked = blk == 16 ? dnnl_nChw16c : dnnl_nChw8c;
     conv_dnnl *d = calloc(1, sizeof *d);
     if (!d)
         return NULL;
     d->flags = flags;
+    int64_t cp = (p->C + blk - 1) / blk * blk, mp = (p->M + blk - 1) / blk * blk;
+    d->xn = (flags & CONV_DNNL_X_BLOCKED ? cp : p->C) * p->xvol;
+    d->yn = (flags & CONV_DNNL_Y_BLOCKED ? mp : p->M) * p->yvol;
+    d->rn = (flags & CONV_DNNL_R_BLOCKED ? mp : p->M) * p->yvol;
     /* a batch smaller than the thread count: output channels in slices of whole blocks, one per thread */
     int64_t nt = nthreads > 1 ? nthreads : 1, want = p->N >= nt ? 1 : nt, blocks = (p->M + blk - 1) / blk;
     if (want > blocks)
@@ -414,7 +423,7 @@ static int prep(const dnnl_job *j, int64_t s, dnnl_stream_t st)
                               j->wbuf + s * round64(d->part[0].wbytes)) < 0)
         return -1;
     for (int64_t n = 0; s == 0 && j->xall && d->rx && n < p->N; n++)
-        if (run_reorder(d->rx, st, &d->xp, j->x + n * p->C * p->xvol, &d->xb, j->xall + n * round64(d->xbytes)) < 0)
+        if (run_reorder(d->rx, st, &d->xp, j->x + n * d->xn, &d->xb, j->xall + n * round64(d->xbytes)) < 0)
             return -1;
     return 0;
 }
@@ -426,8 +435,8 @@ static int task(const dnnl_job *j, int64_t t, char *buf, dnnl_stream_t st)
     const conv_p *p = j->p;
     int64_t n = t / d->slices, s = t % d->slices, ms = width_of(d, p, s), m0 = s * d->ms;
     const dnnl_part *pt = part_of(d, s);
-    const float *x = j->x + n * p->C * p->xvol;
-    float *y = j->y + (n * p->M + m0) * p->yvol;
+    const float *x = j->x + n * d->xn;
+    float *y = j->y + n * d->yn + m0 * p->yvol;
     const void *xb = x;
     if (j->xall && d->rx) {
         xb = j->xall + n * round64(d->xbytes);
@@ -441,11 +450,11 @@ static int task(const dnnl_job *j, int64_t t, char *buf, dnnl_stream_t st)
                             : (const void *)(j->w + m0 * p->Cg * p->kvol);
     int ink = in_kernel(d->flags), bias = ink && j->b;
     if (ink && j->clamp.res) {   /* the sum post-op adds what blocked Y holds: the residual */
-        const float *r = j->clamp.res + (n * p->M + m0) * p->yvol;
+        const float *r = j->clamp.res + n * d->rn + m0 * p->yvol;
         if (pt->rr && run_reorder(pt->rr, st, &pt->yp, r, &pt->yb, yb) < 0)
             return -1;
         if (!pt->rr)
-            memcpy(yb, r, (size_t)(ms * p->yvol) * sizeof *y);
+            memcpy(yb, r, dnnl_memory_desc_get_size(&pt->yb));   /* both blocked (padded alike) */
     }
     dnnl_dims_t bd = { ms };
     dnnl_memory_desc_t bmd;
