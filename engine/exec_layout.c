@@ -10,7 +10,8 @@
  *
  * One pass: start from every candidate (the live output of a node whose blocked() hook said yes, an
  * activation, not a graph output, not kept) and drop any with a reader that cannot take it
- * blocked: anything but the in[0] of a node whose hook said yes, or a residual fused into such a
+ * blocked: anything but the in[0] of a node whose hook said yes (or its in[1], when its op's
+ * blocked_input() says so: the squeeze-excitation Mul, ops/blocked.c), or a residual fused into such a
  * node (oneDNN adds it inside the kernel, in the blocked layout, before Y is reordered out).
  *
  * A channel count that is not a whole number of blocks (mobilenet_v2's 24, efficientnet's 40 and
@@ -39,7 +40,8 @@ static void drop_unreadable(qs_exec *x, const int *owner, const char *cap)
             if (v < 0 || !x->blocked[v])
                 continue;
             if (!x->folded[j]) {
-                ok = cap[j] && k == 0;
+                qs_kctx c = qs_exec_node_ctx(x, j, NULL);
+                ok = cap[j] && (k == 0 || (k == 1 && x->def[j]->blocked_input && x->def[j]->blocked_input(&c, k)));
             } else {   /* absorbed: only a residual Add reads a live value, for its owner p */
                 p = owner[j];
                 ok = p >= 0 && x->resid[p] == v && cap[p];
@@ -91,6 +93,7 @@ int qs_exec_plan_layouts(qs_exec *x, const int *owner, size_t *scratch, qs_err *
         if (!cap[i])
             continue;
         int lay = (n->nin > 0 && n->in[0] >= 0 && x->blocked[n->in[0]] ? QS_LAYOUT_X : 0) |
+                  (n->nin > 1 && n->in[1] >= 0 && x->blocked[n->in[1]] ? QS_LAYOUT_X1 : 0) |
                   (outv[i] >= 0 && x->blocked[outv[i]] ? QS_LAYOUT_Y : 0) |
                   (x->resid[i] >= 0 && x->blocked[x->resid[i]] ? QS_LAYOUT_R : 0);
         if (!lay)

@@ -6,7 +6,7 @@
  * post-ops when Y or the residual is blocked), a residual Add folded
  * into the later of its two Convs (a downsampling block), channel counts that are not a multiple
  * of the block (24 and 20 on AVX-512's 16, 20 on AVX2's 8: padded up to whole blocks), and, in the
- * "tapped" variant, non-Conv readers (GlobalAveragePool, graph outputs) that force NCHW on some values, so
+ * "tapped" variant, readers that take only NCHW (GlobalMaxPool, graph outputs) that force NCHW on some values, so
  * residuals and inputs arrive in both layouts. */
 #include "tests/opcheck.h"
 
@@ -107,8 +107,8 @@ static qs_graph *chain(int tapped)
     int k = relu(g, op(g, "Add", 2, (int[]){ h, f }, "hf"), "k");       /* residual f, 24 channels */
     output(g, conv(g, k, 24, 20, 3, 1, 1, "y"));                        /* 20 channels: NCHW */
     if (tapped) {   /* NCHW readers of a, c and f: their consumers take them plain */
-        output(g, op(g, "GlobalAveragePool", 1, &a, "a_mean"));
-        output(g, op(g, "GlobalAveragePool", 1, &c, "c_mean"));
+        output(g, op(g, "GlobalMaxPool", 1, &a, "a_max"));
+        output(g, op(g, "GlobalMaxPool", 1, &c, "c_max"));
         output(g, f);
     }
     return g;
@@ -134,6 +134,38 @@ static qs_graph *inverted_residuals(void)
     output(g, d3);
     output(g, dwconv(g, conv(g, d3, 40, 20, 1, 1, 0, "q"), 20, 3, 1, 0, "y"));
     output(g, dwconv(g, conv(g, d3, 40, 12, 1, 1, 1, "s"), 12, 3, 1, 1, "z"));
+    return g;
+}
+
+/* SiLU as exported: Mul(v, Sigmoid(v)) */
+static int silu(qs_graph *g, int v, const char *out)
+{
+    char sn[64];
+    snprintf(sn, sizeof sn, "%s_sig", out);
+    return op(g, "Mul", 2, (int[]){ v, op(g, "Sigmoid", 1, &v, sn) }, out);
+}
+
+/* EfficientNet's squeeze-excitation blocks: expand (24 to 40 channels), depthwise, a gate from
+ * GlobalAveragePool → 1x1 to 20 → 1x1 back with a Sigmoid (a blocked gate, padded on 16), Mul(gate, x), project to 24; then a second
+ * gate with a HardSigmoid (oneDNN 2.6 has none: that gate stays NCHW) as Mul(x, gate), a 3x3 Conv and
+ * a GlobalAveragePool of the gated tensor as the graph's outputs. */
+static qs_graph *squeeze_excitation(void)
+{
+    qs_graph *g = qs_graph_new();
+    qs_graph_set_opset(g, "", 13);
+    int x = batch_input(g, 24, 7, 7);
+    int e = silu(g, conv(g, x, 24, 40, 1, 1, 1, "e_conv"), "e");
+    int d = silu(g, dwconv(g, e, 40, 3, 1, 1, "d_conv"), "d");
+    int gp = op(g, "GlobalAveragePool", 1, &d, "gp");
+    int r = silu(g, conv(g, gp, 40, 20, 1, 1, 1, "r_conv"), "r");
+    int s = op(g, "Sigmoid", 1, (int[]){ conv(g, r, 20, 40, 1, 1, 1, "s_conv") }, "s");
+    int m = op(g, "Mul", 2, (int[]){ s, d }, "m");
+    int p = conv(g, m, 40, 24, 1, 1, 1, "p");
+    int gp2 = op(g, "GlobalAveragePool", 1, &p, "gp2");
+    int s2 = op(g, "HardSigmoid", 1, (int[]){ conv(g, gp2, 24, 24, 1, 1, 1, "s2_conv") }, "s2");
+    int m2 = op(g, "Mul", 2, (int[]){ p, s2 }, "m2");
+    output(g, conv(g, m2, 24, 32, 3, 1, 1, "q"));
+    output(g, op(g, "GlobalAveragePool", 1, &m2, "gf"));
     return g;
 }
 
@@ -219,9 +251,44 @@ TEST(depthwise_in_blocked_chains_matches_our_own_path)
     opcheck_pools_free();
 }
 
+/* GlobalAveragePool and the gate's Mul keep a squeeze-excitation block blocked, with the gate and
+ * the outputs in either layout, and give what the NCHW ops give. */
+TEST(squeeze_excitation_in_blocked_chains_matches_our_own_path)
+{
+    int blk = conv_dnnl_block();
+    for (int64_t n = 1; n <= 3; n++)
+        for (int nthreads = 1; nthreads <= 3; nthreads++) {
+            qs_graph *g = squeeze_excitation();
+            qs_tensor *in = opcheck_rand(4, (int64_t[]){ n, 24, 7, 7 }, -1, 1);
+            qs_exec *x = run(g, in, nthreads);
+            conv_dnnl_enable(0);
+            qs_exec *own = run(g, in, nthreads);
+            conv_dnnl_enable(1);
+            /* blocked: e, d, the first gate (gp, r, s), m, p and m2 (gp2's reader has the
+             * HardSigmoid) */
+            int want = !blk ? 0 : 8;
+            if (qs_exec_blocked_values(x) != want)
+                QT_FAIL_("batch %lld, %d threads: %d values blocked, expected %d (block %d)", (long long)n, nthreads,
+                         qs_exec_blocked_values(x), want, blk);
+            ASSERT(!blk || qs_exec_value(x, qs_graph_find_value(g, "m")) == NULL);
+            for (int o = 0; o < g->noutputs; o++) {
+                const qs_tensor *a = qs_exec_output(x, o), *b = qs_exec_output(own, o);
+                for (int64_t i = 0; i < qs_numel(b); i++)
+                    if (!(fabs((double)qs_f32(a)[i] - qs_f32(b)[i]) <= 1e-4 + 1e-4 * fabs((double)qs_f32(b)[i])))
+                        QT_FAIL_("batch %lld, %d threads, output %d, element %lld: %.7g vs %.7g", (long long)n,
+                                 nthreads, o, (long long)i, qs_f32(a)[i], qs_f32(b)[i]);
+            }
+            qs_exec_free(x);
+            qs_exec_free(own);
+            qs_tensor_free(in);
+            qs_graph_free(g);
+        }
+    opcheck_pools_free();
+}
+
 /* A squeeze-excitation Mul (a·s, s [N, 64, 1, 1]) before a 1x1 Conv with 64 channels each side: that
- * Conv may join the blocked chains, so the Mul runs before it (exec_scale.c); on our own path it
- * folds into the Conv. Both give the unfused result. */
+ * Conv may join the blocked chains, so the Mul runs before it (exec_scale.c), blocked itself; on our
+ * own path it folds into the Conv. Both give the unfused result. */
 TEST(se_mul_stays_before_a_conv_that_may_be_blocked)
 {
     qs_graph *g = qs_graph_new();
@@ -241,8 +308,14 @@ TEST(se_mul_stays_before_a_conv_that_may_be_blocked)
     ASSERT(plain && qs_exec_plan(plain, 2, &e) == 0 && qs_exec_set_input(plain, 0, in, &e) == 0 &&
            qs_exec_forward(plain, &e) == 0);
     conv_dnnl_enable(1);
-    ASSERT((qs_exec_value(bx, m) != NULL) == (conv_dnnl_block() != 0 && conv_dnnl_blocked_enabled()));
-    ASSERT(qs_exec_value(own, m) == NULL);
+    int pn = 0;   /* the node of Conv p */
+    while (pn < g->nnodes && strcmp(g->values[g->nodes[pn].out[0]].name, "p"))
+        pn++;
+    ASSERT(pn < g->nnodes);
+    int blocks = conv_dnnl_block() != 0 && conv_dnnl_blocked_enabled();
+    ASSERT_EQ(bx->xscale[pn] >= 0, !blocks);
+    ASSERT_EQ(bx->blocked[m], blocks);
+    ASSERT(own->xscale[pn] == s && qs_exec_value(own, m) == NULL);
     const qs_tensor *want = qs_exec_output(plain, 0);
     for (int k = 0; k < 2; k++) {
         const qs_tensor *got = qs_exec_output(k ? own : bx, 0);
@@ -291,5 +364,6 @@ TEST(observer_set_after_plan_needs_a_new_plan)
     opcheck_pools_free();
 }
 
-TEST_MAIN(blocked_chains_match_our_own_path, depthwise_in_blocked_chains_matches_our_own_path, se_mul_stays_before_a_conv_that_may_be_blocked,
+TEST_MAIN(blocked_chains_match_our_own_path, depthwise_in_blocked_chains_matches_our_own_path,
+          squeeze_excitation_in_blocked_chains_matches_our_own_path, se_mul_stays_before_a_conv_that_may_be_blocked,
           observer_set_after_plan_needs_a_new_plan)

@@ -14,6 +14,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "ops/blocked.h"
 #include "ops/opsutil.h"
 
 /* ------------------------------------------------------------------------------------------------
@@ -247,6 +248,8 @@ static int bin_forward(qs_kctx *c)
     int rc = bin_operands(c, &a, &b);
     if (rc < 0)
         return rc;
+    if (c->layout)   /* a squeeze-excitation gate between blocked activations (blocked.c) */
+        return qs_blocked_gate(c);
     qs_tensor *o = c->out[0];
     enum binop op = binop_of(c);
     const qs_tensor *ops[3] = { &a, &b, o };
@@ -711,8 +714,8 @@ const qs_op_def qs_ops_elementwise[] = {
     { .domain = "", .op = "Add", .flags = QS_OP_RESIDUAL_ADD, .infer = bin_infer, .forward = bin_forward,
       .backward = bin_backward },
     BIN("Sub"),
-    { .domain = "", .op = "Mul", .flags = QS_OP_MUL, .infer = bin_infer, .forward = bin_forward,
-      .backward = bin_backward },
+    { .domain = "", .op = "Mul", .flags = QS_OP_MUL, .infer = bin_infer, .blocked = qs_blocked_gate_hook,
+      .blocked_input = qs_blocked_gate_input, .forward = bin_forward, .backward = bin_backward },
     BIN("Div"), BIN("Pow"),
     CMP("Equal"), CMP("Less"), CMP("Greater"), CMP("LessOrEqual"), CMP("GreaterOrEqual"),
     CMP("And"), CMP("Or"), CMP("Xor"),

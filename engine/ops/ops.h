@@ -81,6 +81,7 @@ enum {
     QS_LAYOUT_X = 1 << 0,   /* in[0] arrives blocked */
     QS_LAYOUT_Y = 1 << 1,   /* out[0] is written blocked */
     QS_LAYOUT_R = 1 << 2,   /* the fused residual arrives blocked (only with QS_LAYOUT_Y) */
+    QS_LAYOUT_X1 = 1 << 3,  /* in[1] arrives blocked (an op whose blocked_input() said yes for it) */
 };
 
 enum {
@@ -114,6 +115,8 @@ typedef struct qs_op_def {
      * can read in[0] and write out[0] instead of NCHW, or 0. The executor then re-prepares it with
      * kctx.layout set. Every op that offers it uses the same block on a given machine. */
     int (*blocked)(qs_kctx *c);
+    /* With blocked(): 1 when in[k] (k > 0) may arrive blocked too; NULL: only in[0] may. */
+    int (*blocked_input)(qs_kctx *c, int k);
     /* Inference: 1 when this node, as planned, can take in[0] scaled per item and channel
      * (kctx.in_scale, set for the call) instead of a Mul running before it, else 0. */
     int (*xscale)(qs_kctx *c);

@@ -14,6 +14,7 @@
  * AveragePool's divisor is the number of taps inside the input, or with count_include_pad the number
  * inside the padded input [−pad_begin, in + pad_end). MaxPool also runs on int8/uint8 tensors
  * (opset 12) for inference; everything else is float32. */
+#include "ops/blocked.h"
 #include "ops/kernels.h"
 
 #include <math.h>
@@ -508,6 +509,8 @@ static int pool_forward(qs_kctx *c)
     int rc = pool_get(c, &p);
     if (rc < 0)
         return rc;
+    if (c->layout)   /* GlobalAveragePool between blocked activations (blocked.c) */
+        return qs_blocked_gap(c);
     pool_job j = { .p = &p, .x = c->in[0]->data, .y = c->out[0]->data, .dtype = c->in[0]->dtype };
     if ((rc = pool_tables(c, &p, &j)) < 0)
         return rc;
@@ -545,7 +548,7 @@ static int pool_backward(qs_kctx *c)
 }
 
 #define POOL(name) { .domain = "", .op = name, .infer = pool_infer, .prepare = pool_prepare, .scratch = pool_scratch, \
-                     .forward = pool_forward, .backward = pool_backward }
+                     .blocked = qs_blocked_gap_hook, .forward = pool_forward, .backward = pool_backward }
 
 const qs_op_def qs_ops_pool[] = {
     POOL("MaxPool"), POOL("AveragePool"), POOL("GlobalMaxPool"), POOL("GlobalAveragePool"),
