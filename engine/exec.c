@@ -4,8 +4,8 @@
  * (dtype, shape, data pointer). Initializers point at the graph's own data; nodes whose inputs are
  * all known at plan time (Constant, Shape → Gather → Concat chains) are evaluated right there into
  * owned buffers and skipped at run time. Everything else lives in one arena: in inference mode a
- * value's bytes are reused once its last reader has run (first-fit over lifetimes), in training
- * mode every value keeps its own bytes because backward reads them. Scratch is one buffer sized
+ * value's bytes are reused once its last reader has run (first-fit over lifetimes, exec_place.c),
+ * in training mode every value keeps its own bytes because backward reads them. Scratch is one buffer sized
  * for the hungriest kernel.
  *
  * A node is never folded when it reads a float initializer: weights change between runs (AdaRound,
@@ -392,27 +392,6 @@ static int check_output_sizes(const qs_exec *x, int i, const qs_kctx *c, qs_err 
     return 0;
 }
 
-/* First-fit placement of [def, last] lifetimes into the arena. */
-typedef struct { size_t off, size; int def, last; } block;
-
-static size_t place(block *live, int nlive, size_t size, int def, int last)
-{
-    size_t off = 0;
-    for (;;) {
-        int moved = 0;
-        for (int b = 0; b < nlive; b++) {
-            if (live[b].last < def || live[b].def > last)
-                continue;   /* lifetimes do not overlap */
-            if (off < live[b].off + live[b].size && live[b].off < off + size) {
-                off = live[b].off + live[b].size;
-                moved = 1;
-            }
-        }
-        if (!moved)
-            return off;
-    }
-}
-
 /* Makes *buf at least `need` bytes (ALIGN-aligned), keeping it when it already is: replanning
  * (another batch, thread count or fusion) then touches no fresh pages. */
 static char *grow(char **buf, size_t *cap, size_t need)
@@ -450,13 +429,11 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     x->state = calloc(nn + 1, sizeof *x->state);
     x->in = calloc(nn + 1, sizeof *x->in);
     x->out = calloc(nn + 1, sizeof *x->out);
-    int *last = malloc((nv + 1) * sizeof *last), *defn = malloc((nv + 1) * sizeof *defn);
-    block *live = malloc((nv + 1) * sizeof *live);
     int *nreaders = calloc(nv + 1, sizeof *nreaders);
     int *fused_into = malloc((nn + 1) * sizeof *fused_into), *prod = malloc((nv + 1) * sizeof *prod);
-    if (!prod || !x->val || !x->kind || !x->offset || !x->def || !x->folded || !x->in || !x->out || !last || !defn ||
-        !live || !x->act_min || !x->act_max || !x->resid || !x->pw || !x->pw_ab || !x->state || !x->fused_act ||
-        !nreaders || !fused_into || !x->layout || !x->blocked || !x->xscale) {
+    if (!prod || !x->val || !x->kind || !x->offset || !x->def || !x->folded || !x->in || !x->out || !x->act_min ||
+        !x->act_max || !x->resid || !x->pw || !x->pw_ab || !x->state || !x->fused_act || !nreaders || !fused_into ||
+        !x->layout || !x->blocked || !x->xscale) {
         rc = qs_error(e, QS_ENOMEM, "out of memory planning the graph");
         goto out;
     }
@@ -633,51 +610,9 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
         (rc = qs_exec_plan_layouts(x, fused_into, &scratch, e)) < 0)
         goto out;
 
-    /* lifetimes: def = producing node (-1 for inputs), last = last reader (INT_MAX for outputs
-     * and, in training, for everything) */
-    for (int v = 0; v < nv; v++) {
-        defn[v] = -1;
-        last[v] = x->mode == QS_EXEC_TRAIN ? INT_MAX : -1;
-    }
-    for (int i = 0; i < nn; i++) {
-        const qs_node *n = &g->nodes[i];
-        if (x->folded[i] == 1)
-            continue;
-        /* an absorbed node's inputs count as read at its own place: a fused residual stays live
-         * from before its Conv until then */
-        for (int j = 0; j < n->nin; j++)
-            if (n->in[j] >= 0 && last[n->in[j]] < i)
-                last[n->in[j]] = i;
-        if (x->xscale[i] >= 0) {   /* a folded Mul's operands are read here */
-            int a = (int)(x->in[i][0] - x->val), s = x->xscale[i];
-            last[a] = last[a] < i ? i : last[a];
-            last[s] = last[s] < i ? i : last[s];
-        }
-        if (x->folded[i] == 2) {   /* fused: its producer defines its output */
-            defn[n->out[0]] = fused_into[i];
-            continue;
-        }
-        for (int j = 0; j < n->nout; j++)
-            if (n->out[j] >= 0 && x->kind[n->out[j]] != V_NONE)
-                defn[n->out[j]] = i;
-    }
-    for (int k = 0; k < g->noutputs; k++)
-        last[g->outputs[k]] = INT_MAX;
-    for (int k = 0; k < g->ninputs; k++)
-        last[g->inputs[k]] = INT_MAX;   /* callers may read back their inputs */
-    /* unnamed outputs: their own short-lived blocks */
-    size_t total = 0;
-    int nlive = 0;
-    for (int v = 0; v < nv; v++) {
-        if (x->kind[v] != V_INPUT && x->kind[v] != V_ACT)
-            continue;
-        size_t sz = align_up(qs_exec_value_bytes(x, v) + 1);
-        int lst = last[v] < defn[v] ? defn[v] : last[v];
-        x->offset[v] = place(live, nlive, sz, defn[v], lst);
-        live[nlive++] = (block){ x->offset[v], sz, defn[v], lst };
-        if (x->offset[v] + sz > total)
-            total = x->offset[v] + sz;
-    }
+    size_t total;
+    if ((rc = qs_exec_place(x, fused_into, &total, e)) < 0)
+        goto out;
     size_t unnamed = 0;
     for (int i = 0; i < nn; i++)
         for (int j = 0; j < g->nodes[i].nout; j++)
@@ -740,9 +675,6 @@ int qs_exec_plan(qs_exec *x, int64_t batch, qs_err *e)
     }
     x->planned = 1;
 out:
-    free(last);
-    free(defn);
-    free(live);
     free(nreaders);
     free(fused_into);
     free(prod);

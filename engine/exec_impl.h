@@ -73,6 +73,10 @@ qs_kctx qs_exec_node_ctx(qs_exec *x, int i, qs_err *e);
  * the Mul's node in *mul, with x->in[i][0] pointing at x; else -1. prod: each value's producer,
  * nreaders: how many nodes read it. */
 int qs_exec_scaled_input(qs_exec *x, int i, const int *prod, const int *nreaders, int *mul);
+/* Memory placement (exec_place.c): each activation's offset in the arena, from its lifetime (first
+ * writer to last reader; graph inputs and outputs live throughout), and in *total the arena's size.
+ * owner[i]: the node that absorbed folded node i. */
+int qs_exec_place(qs_exec *x, const int *owner, size_t *total, qs_err *e);
 /* bytes of value v's buffer: a blocked value's channels padded up to whole blocks */
 size_t qs_exec_value_bytes(const qs_exec *x, int v);
 /* how many values the current plan holds channel-blocked (an observer needs a plan without them) */

@@ -207,6 +207,12 @@ TEST(blocked_chains_match_our_own_path)
                             QT_FAIL_("tapped %d, batch %lld, %d threads, output %d, element %lld: %.7g vs %.7g",
                                      tapped, (long long)n, nthreads, o, (long long)i, qs_f32(a)[i], qs_f32(b)[i]);
                 }
+                /* e is written over c, its residual, which nothing reads after (not when tapped: a
+                 * GlobalMaxPool reads c after); k not over f, which its Conv reads as X */
+                int vc = qs_graph_find_value(g, "c"), ve = qs_graph_find_value(g, "e");
+                int vf = qs_graph_find_value(g, "f"), vk = qs_graph_find_value(g, "k");
+                ASSERT_EQ(x->offset[ve] == x->offset[vc], blk && !tapped);
+                ASSERT(!blk || x->offset[vk] != x->offset[vf]);
                 /* a blocked value has no NCHW copy to give */
                 ASSERT(!blk || tapped || qs_exec_value(x, qs_graph_find_value(g, "a")) == NULL);
                 qs_exec_free(x);

@@ -453,8 +453,8 @@ static int task(const dnnl_job *j, int64_t t, char *buf, dnnl_stream_t st)
         const float *r = j->clamp.res + n * d->rn + m0 * p->yvol;
         if (pt->rr && run_reorder(pt->rr, st, &pt->yp, r, &pt->yb, yb) < 0)
             return -1;
-        if (!pt->rr)
-            memcpy(yb, r, dnnl_memory_desc_get_size(&pt->yb));   /* both blocked (padded alike) */
+        if (!pt->rr && (const void *)r != yb)   /* both blocked (padded alike); the plan may put Y in r's place */
+            memcpy(yb, r, dnnl_memory_desc_get_size(&pt->yb));
     }
     dnnl_dims_t bd = { ms };
     dnnl_memory_desc_t bmd;
