@@ -10,9 +10,9 @@
  *
  * One pass: start from every candidate (the live output of a node whose blocked() hook said yes, an
  * activation, not a graph output, not kept) and drop any with a reader that cannot take it
- * blocked: anything but the in[0] of a node whose hook said yes (or its in[1], when its op's
- * blocked_input() says so: the squeeze-excitation Mul, ops/blocked.c), or a residual fused into such a
- * node (oneDNN adds it inside the kernel, in the blocked layout, before Y is reordered out).
+ * blocked: anything but the in[0] of a node whose hook said yes (or, for an op with a
+ * blocked_input() hook, the in[0] or in[1] it names: a Conv that can write Y blocked but not read X
+ * so, the squeeze-excitation Mul's either operand), or a residual fused into such a node (oneDNN adds it inside the kernel, in the blocked layout, before Y is reordered out).
  *
  * A channel count that is not a whole number of blocks (mobilenet_v2's 24, efficientnet's 40 and
  * 112) is padded up to one, as in oneDNN's own layout: the value's buffer holds whole blocks, and the
@@ -41,7 +41,7 @@ static void drop_unreadable(qs_exec *x, const int *owner, const char *cap)
                 continue;
             if (!x->folded[j]) {
                 qs_kctx c = qs_exec_node_ctx(x, j, NULL);
-                ok = cap[j] && (k == 0 || (k == 1 && x->def[j]->blocked_input && x->def[j]->blocked_input(&c, k)));
+                ok = cap[j] && (x->def[j]->blocked_input ? k <= 1 && x->def[j]->blocked_input(&c, k) : k == 0);
             } else {   /* absorbed: only a residual Add reads a live value, for its owner p */
                 p = owner[j];
                 ok = p >= 0 && x->resid[p] == v && cap[p];

@@ -169,6 +169,37 @@ static qs_graph *squeeze_excitation(void)
     return g;
 }
 
+static int maxpool(qs_graph *g, int x, int64_t k, int64_t s, int64_t pad, int ceil, const char *out)
+{
+    int y = op(g, "MaxPool", 1, &x, out);
+    qs_node *n = &g->nodes[g->nnodes - 1];
+    qs_node_set_ints(n, "kernel_shape", 2, (int64_t[]){ k, k });
+    qs_node_set_ints(n, "strides", 2, (int64_t[]){ s, s });
+    qs_node_set_ints(n, "pads", 4, (int64_t[]){ pad, pad, pad, pad });
+    qs_node_set_int(n, "ceil_mode", ceil);
+    return y;
+}
+
+/* A ResNet's stem and more MaxPools: a 2x2 MaxPool of the 3-channel graph input (NCHW: under one
+ * block), a 7x7 stride-2 Conv with a ReLU from that NCHW X to a blocked Y (40 channels, padded on
+ * blocks of 16), a 3x3 stride-2 MaxPool with pads and ceil_mode, a 3x3 Conv writing a graph output,
+ * a MaxPool of that NCHW output into a blocked Y for another Conv, and a 2x2 MaxPool writing a
+ * graph output from the blocked one. */
+static qs_graph *stem(void)
+{
+    qs_graph *g = qs_graph_new();
+    qs_graph_set_opset(g, "", 13);
+    int x = batch_input(g, 3, 17, 17);
+    int a = maxpool(g, x, 2, 1, 0, 0, "a");                               /* 16x16 */
+    int s = relu(g, conv(g, a, 3, 40, 7, 2, 1, "s_conv"), "s");           /* 8x8 */
+    int p = maxpool(g, s, 3, 2, 1, 1, "p");                               /* 5x5 (ceil) */
+    int y = conv(g, p, 40, 32, 3, 1, 1, "y");
+    output(g, y);
+    output(g, conv(g, maxpool(g, y, 2, 1, 0, 0, "q"), 32, 32, 3, 1, 1, "y2"));
+    output(g, maxpool(g, p, 2, 2, 0, 0, "z"));
+    return g;
+}
+
 static qs_exec *run(qs_graph *g, const qs_tensor *in, int nthreads)
 {
     qs_err e = { 0 };
@@ -244,6 +275,39 @@ TEST(depthwise_in_blocked_chains_matches_our_own_path)
             ASSERT(!blk || qs_exec_value(x, qs_graph_find_value(g, "d2")) == NULL);
             for (int o = 0; o < g->noutputs; o++) {
                 const qs_tensor *a = qs_exec_output(x, o), *b = qs_exec_output(own, o);
+                for (int64_t i = 0; i < qs_numel(b); i++)
+                    if (!(fabs((double)qs_f32(a)[i] - qs_f32(b)[i]) <= 1e-4 + 1e-4 * fabs((double)qs_f32(b)[i])))
+                        QT_FAIL_("batch %lld, %d threads, output %d, element %lld: %.7g vs %.7g", (long long)n,
+                                 nthreads, o, (long long)i, qs_f32(a)[i], qs_f32(b)[i]);
+            }
+            qs_exec_free(x);
+            qs_exec_free(own);
+            qs_tensor_free(in);
+            qs_graph_free(g);
+        }
+    opcheck_pools_free();
+}
+
+/* MaxPools read and write the blocked layout, from and to NCHW too, and give what the NCHW MaxPool
+ * gives. */
+TEST(maxpool_in_blocked_chains_matches_our_own_path)
+{
+    int blk = conv_dnnl_block();
+    for (int64_t n = 1; n <= 3; n++)
+        for (int nthreads = 1; nthreads <= 3; nthreads += 2) {
+            qs_graph *g = stem();
+            qs_tensor *in = opcheck_rand(4, (int64_t[]){ n, 3, 17, 17 }, -1, 1);
+            qs_exec *x = run(g, in, nthreads);
+            conv_dnnl_enable(0);
+            qs_exec *own = run(g, in, nthreads);
+            conv_dnnl_enable(1);
+            int want = !blk ? 0 : 3;   /* s, p and q */
+            if (qs_exec_blocked_values(x) != want)
+                QT_FAIL_("batch %lld, %d threads: %d values blocked, expected %d (block %d)", (long long)n, nthreads,
+                         qs_exec_blocked_values(x), want, blk);
+            for (int o = 0; o < g->noutputs; o++) {
+                const qs_tensor *a = qs_exec_output(x, o), *b = qs_exec_output(own, o);
+                ASSERT(qs_shape_eq(a, b));
                 for (int64_t i = 0; i < qs_numel(b); i++)
                     if (!(fabs((double)qs_f32(a)[i] - qs_f32(b)[i]) <= 1e-4 + 1e-4 * fabs((double)qs_f32(b)[i])))
                         QT_FAIL_("batch %lld, %d threads, output %d, element %lld: %.7g vs %.7g", (long long)n,
@@ -371,5 +435,6 @@ TEST(observer_set_after_plan_needs_a_new_plan)
 }
 
 TEST_MAIN(blocked_chains_match_our_own_path, depthwise_in_blocked_chains_matches_our_own_path,
-          squeeze_excitation_in_blocked_chains_matches_our_own_path, se_mul_stays_before_a_conv_that_may_be_blocked,
+          squeeze_excitation_in_blocked_chains_matches_our_own_path, maxpool_in_blocked_chains_matches_our_own_path,
+          se_mul_stays_before_a_conv_that_may_be_blocked,
           observer_set_after_plan_needs_a_new_plan)

@@ -1,4 +1,7 @@
-/* GlobalAveragePool and the squeeze-excitation Mul in the channel-blocked layout (blocked.h).
+/* MaxPool, GlobalAveragePool and the squeeze-excitation Mul in the channel-blocked layout (blocked.h).
+ *
+ * Why MaxPool: a ResNet's stem (7x7 Conv, MaxPool) otherwise reorders the Conv's Y out of the layout
+ * and the first block's Conv its X back in.
  *
  * Why: in an EfficientNet or MobileNetV3 block the depthwise Conv's output is read by a
  * GlobalAveragePool and by the Mul that scales it by the block's gate, and that Mul's output by the
@@ -11,6 +14,7 @@
  * Any of the inputs and the output may be blocked or plain (the plan decides each value alone). */
 #include "ops/blocked.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "ops/conv_impl.h"   /* conv_dnnl_block: the block oneDNN's convolutions use */
@@ -18,18 +22,122 @@
 
 static int64_t padded(int64_t C, int64_t B) { return (C + B - 1) / B * B; }
 
-/* where element (n, c, i) of a [N, C, hw] tensor is, blocked (in blocks of B) or plain */
-static inline int64_t at(int blocked, int64_t C, int64_t B, int64_t hw, int64_t n, int64_t c, int64_t i)
+/* where element (n, c, i) of a [N, C, hw] tensor is, blocked (in blocks of B, cp = C padded) or plain */
+static inline int64_t at(int blocked, int64_t C, int64_t cp, int64_t B, int64_t hw, int64_t n, int64_t c, int64_t i)
 {
-    return blocked ? (n * padded(C, B) + c - c % B) * hw + i * B + c % B : (n * C + c) * hw + i;
+    return blocked ? (n * cp + c - c % B) * hw + i * B + c % B : (n * C + c) * hw + i;
 }
 
-static int block_of(const qs_kctx *c)
+/* the block for C channels, or 0: as for convolutions (conv_dnnl.c), a count under one block that
+ * is not a whole one stays NCHW (the buffer would be mostly padding) */
+static int block_of(const qs_kctx *c, int64_t C)
 {
-    return c->training || !conv_dnnl_blocked_enabled() ? 0 : conv_dnnl_block();
+    int B = c->training || !conv_dnnl_blocked_enabled() ? 0 : conv_dnnl_block();
+    return B && (C % B == 0 || C > B) ? B : 0;
 }
 
 static int is_f32_4d(const qs_tensor *t) { return t && t->dtype == QS_F32 && t->ndim == 4; }
+
+/* ---- MaxPool ------------------------------------------------------------------------------------------- */
+
+int qs_blocked_maxpool_hook(qs_kctx *c, const qs_conv_geom *g)
+{
+    if (strcmp(c->node->op, "MaxPool") || c->nin < 1 || !is_f32_4d(c->in[0]) || c->nout != 1 || g->nd != 2 ||
+        g->dil[1] != 1 || g->dil[2] != 1)
+        return 0;
+    return block_of(c, c->in[0]->shape[1]);
+}
+
+typedef struct {
+    const float *x;
+    float *y;
+    const qs_conv_geom *g;
+    int64_t C, B;
+    int xb, yb;
+} maxpool_job;
+
+/* The lane-wise maximum over a window's taps, a whole block at a time: GCC's vector types, since its
+ * vectorizer leaves a 16-lane max with NaN-exact semantics (v > m ? v : m) as 16 scalar ones. */
+typedef float v16f __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+#define WINDOW_MAX(NAME, VF, VI, LANES)                                                                        \
+    static inline void NAME(const float *x, int64_t W, int64_t hlo, int64_t hhi, int64_t wlo, int64_t whi,     \
+                            float *y)                                                                          \
+    {                                                                                                          \
+        VF m, v;                                                                                               \
+        for (int l = 0; l < LANES; l++)                                                                        \
+            m[l] = -INFINITY;                                                                                  \
+        for (int64_t h = hlo; h < hhi; h++)                                                                    \
+            for (int64_t w = wlo; w < whi; w++) {                                                              \
+                memcpy(&v, x + (h * W + w) * LANES, sizeof v);                                                 \
+                VI gt = v > m;   /* lanes: -1 where v wins */                                                  \
+                m = (VF)(((VI)v & gt) | ((VI)m & ~gt));                                                        \
+            }                                                                                                  \
+        memcpy(y, &m, sizeof m);                                                                               \
+    }
+WINDOW_MAX(window_max16, v16f, v16i, 16)
+WINDOW_MAX(window_max8, v8f, v8i, 8)
+
+/* items (n, channel block, output row): each output pixel the lane-wise maximum over its window's
+ * taps inside the input (padding is never the maximum), zeros in the padding channels */
+QS_HOT static void maxpool_range(void *arg, int64_t t0, int64_t t1, int worker)
+{
+    (void)worker;
+    const maxpool_job *j = arg;
+    const qs_conv_geom *g = j->g;
+    const int64_t B = j->B, C = j->C, cp = padded(C, B), cb = cp / B, H = g->in[1], W = g->in[2], OH = g->out[1],
+                  OW = g->out[2], xhw = H * W, yhw = OH * OW;
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t oh = t % OH, n = t / OH / cb, c0 = t / OH % cb * B;
+        int64_t h0 = oh * g->stride[1] - g->pad[1], hlo = h0 < 0 ? 0 : h0, hhi = h0 + g->k[1] > H ? H : h0 + g->k[1];
+        for (int64_t ow = 0; ow < OW; ow++) {
+            int64_t w0 = ow * g->stride[2] - g->pad[2], wlo = w0 < 0 ? 0 : w0;
+            int64_t whi = w0 + g->k[2] > W ? W : w0 + g->k[2];
+            float m[16];
+            if (j->xb) {
+                const float *x = j->x + (n * cp + c0) * xhw;
+                if (B == 16)
+                    window_max16(x, W, hlo, hhi, wlo, whi, m);
+                else
+                    window_max8(x, W, hlo, hhi, wlo, whi, m);
+            } else {
+                for (int64_t l = 0; l < B; l++) {
+                    m[l] = c0 + l < C ? -INFINITY : 0.f;
+                    for (int64_t h = hlo; h < hhi && c0 + l < C; h++)
+                        for (int64_t w = wlo; w < whi; w++) {
+                            float v = j->x[(n * C + c0 + l) * xhw + h * W + w];
+                            m[l] = v > m[l] ? v : m[l];
+                        }
+                }
+            }
+            if (j->yb) {
+                float *y = j->y + (n * cp + c0) * yhw + (oh * OW + ow) * B;
+                for (int64_t l = 0; l < B; l++)
+                    y[l] = c0 + l < C ? m[l] : 0.f;
+            } else {
+                for (int64_t l = 0; l < B && c0 + l < C; l++)
+                    j->y[(n * C + c0 + l) * yhw + oh * OW + ow] = m[l];
+            }
+        }
+    }
+}
+
+int qs_blocked_maxpool(qs_kctx *c, const qs_conv_geom *g)
+{
+    const qs_tensor *X = c->in[0];
+    int64_t B = conv_dnnl_block();
+    if (!is_f32_4d(X) || B < 1 || B > 16 || g->nd != 2)
+        return qs_op_error(c, QS_EINVAL, "planned for blocked activations that this node cannot take");
+    maxpool_job j = { qs_f32(X), qs_f32(c->out[0]), g, X->shape[1], B, !!(c->layout & QS_LAYOUT_X),
+                      !!(c->layout & QS_LAYOUT_Y) };
+    int64_t items = X->shape[0] * (padded(j.C, B) / B) * g->out[1], work = g->out[2] * g->k[1] * g->k[2] * B;
+    qs_threadpool_for(c->pool, c->nthreads, items, work >= 16384 ? 1 : 16384 / (work ? work : 1), maxpool_range,
+                      &j);
+    return 0;
+}
 
 /* ---- GlobalAveragePool ------------------------------------------------------------------------------- */
 
@@ -37,7 +145,7 @@ int qs_blocked_gap_hook(qs_kctx *c)
 {
     if (strcmp(c->node->op, "GlobalAveragePool") || c->nin < 1 || !is_f32_4d(c->in[0]) || c->nout != 1)
         return 0;
-    return block_of(c);
+    return block_of(c, c->in[0]->shape[1]);
 }
 
 typedef struct {
@@ -109,12 +217,12 @@ static int gate_big(const qs_kctx *c)
     return -1;
 }
 
-int qs_blocked_gate_hook(qs_kctx *c) { return gate_big(c) >= 0 ? block_of(c) : 0; }
+int qs_blocked_gate_hook(qs_kctx *c) { return gate_big(c) >= 0 ? block_of(c, c->out[0]->shape[1]) : 0; }
 
 int qs_blocked_gate_input(qs_kctx *c, int k)
 {
     (void)c;
-    return k == 0 || k == 1;
+    return k == 0 || k == 1;   /* (the planner asks about these two only) */
 }
 
 typedef struct {
@@ -148,7 +256,7 @@ QS_HOT static void gate_range(void *arg, int64_t t0, int64_t t1, int worker)
             if (ch >= C && !j->yb)
                 break;
             for (int64_t i = 0; i < hw; i++)
-                j->y[at(j->yb, C, B, hw, n, ch, i)] = ch < C ? j->x[at(j->xb, C, B, hw, n, ch, i)] * s[l] : 0.f;
+                j->y[at(j->yb, C, cp, B, hw, n, ch, i)] = ch < C ? j->x[at(j->xb, C, cp, B, hw, n, ch, i)] * s[l] : 0.f;
         }
     }
 }

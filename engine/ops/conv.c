@@ -153,21 +153,32 @@ static int conv_prepare_dnnl(qs_kctx *c, void **state)
     return 0;
 }
 
-/* Inference: the block in which this node reads X and writes Y (conv_dnnl_block), when oneDNN has a
- * JIT kernel for it with both in that layout: any channel count that fills whole blocks, 1x1 and
+/* Inference: the block in which this node reads X and writes Y (conv_dnnl_block) as `layout` says,
+ * when oneDNN has a JIT kernel for it so: any channel count that fills whole blocks, 1x1 and
  * depthwise kernels included. (Session 11 kept 1x1 kernels under 64 channels a side on OpenBLAS:
  * with the depthwise layers between them plain, every such layer paid reorders. With the depthwise
  * layers in the chains too, mobilenet_v2 at batch 32 takes 261 ms with every whole-block 1x1 kernel
  * blocked against 330 with that rule, and on AVX2's blocks of 8, 268 against 380; docs/benchmarks.md.) */
-static int conv_blocked(qs_kctx *c)
+static int blocked_as(qs_kctx *c, int layout)
 {
     conv_p p;
     if (c->training || c->in_scale || !conv_dnnl_blocked_enabled() || conv_params(c, &p) < 0)
         return 0;
-    conv_dnnl *d = conv_dnnl_new(&p, c->nthreads, dnnl_flags(c, QS_LAYOUT_X | QS_LAYOUT_Y), ctx_clamp(c));
+    conv_dnnl *d = conv_dnnl_new(&p, c->nthreads, dnnl_flags(c, layout), ctx_clamp(c));
     conv_dnnl_free(d);
     return d ? conv_dnnl_block() : 0;
 }
+
+/* The block when X and Y can both be blocked, or Y alone from a plain X (a first layer's 3 channels,
+ * before a MaxPool that reads the blocked layout) */
+static int conv_blocked(qs_kctx *c)
+{
+    int b = blocked_as(c, QS_LAYOUT_X | QS_LAYOUT_Y);
+    return b ? b : blocked_as(c, QS_LAYOUT_Y);
+}
+
+/* whether X may arrive blocked (conv_blocked said yes) */
+static int conv_blocked_input(qs_kctx *c, int k) { return k == 0 && blocked_as(c, QS_LAYOUT_X | QS_LAYOUT_Y); }
 
 /* Inference: a Mul x·s (s [N or 1, C, 1, 1]) before this node folds into it when it is a group-1 1x1
  * convolution on the OpenBLAS path (conv_item_scaled). Not when it could join oneDNN's blocked chains
@@ -762,6 +773,7 @@ static int convt_backward(qs_kctx *c)
 const qs_op_def qs_ops_conv[] = {
     { .domain = "", .op = "Conv", .flags = QS_OP_FUSE_ACT | QS_OP_FUSE_RESIDUAL | QS_OP_FUSE_PW, .infer = conv_infer,
       .prepare = conv_prepare_dnnl, .release = conv_release, .scratch = conv_scratch, .blocked = conv_blocked,
+      .blocked_input = conv_blocked_input,
       .xscale = conv_xscale, .forward = conv_forward, .backward = conv_backward },
     { .domain = "", .op = "ConvTranspose", .flags = QS_OP_FUSE_ACT, .infer = convt_infer, .prepare = convt_prepare,
       .scratch = convt_scratch, .forward = convt_forward, .backward = convt_backward },

@@ -112,10 +112,10 @@ typedef struct qs_op_def {
     int (*pointwise)(const qs_kctx *c, float *alpha, float *beta);
     size_t (*scratch)(const qs_kctx *c);
     /* Inference: the channel block (8 or 16) in which this node, as planned (fusions included),
-     * can read in[0] and write out[0] instead of NCHW, or 0. The executor then re-prepares it with
+     * can read in[0] and write out[0] instead of NCHW (in[0]: see blocked_input), or 0. The executor then re-prepares it with
      * kctx.layout set. Every op that offers it uses the same block on a given machine. */
     int (*blocked)(qs_kctx *c);
-    /* With blocked(): 1 when in[k] (k > 0) may arrive blocked too; NULL: only in[0] may. */
+    /* With blocked(): 1 when in[k] (k = 0 or 1) may arrive blocked; NULL: in[0] may, no other. */
     int (*blocked_input)(qs_kctx *c, int k);
     /* Inference: 1 when this node, as planned, can take in[0] scaled per item and channel
      * (kctx.in_scale, set for the call) instead of a Mul running before it, else 0. */

@@ -509,8 +509,8 @@ static int pool_forward(qs_kctx *c)
     int rc = pool_get(c, &p);
     if (rc < 0)
         return rc;
-    if (c->layout)   /* GlobalAveragePool between blocked activations (blocked.c) */
-        return qs_blocked_gap(c);
+    if (c->layout)   /* MaxPool or GlobalAveragePool between blocked activations (blocked.c) */
+        return p.kind == POOL_MAX ? qs_blocked_maxpool(c, &p.g) : qs_blocked_gap(c);
     pool_job j = { .p = &p, .x = c->in[0]->data, .y = c->out[0]->data, .dtype = c->in[0]->dtype };
     if ((rc = pool_tables(c, &p, &j)) < 0)
         return rc;
@@ -547,8 +547,17 @@ static int pool_backward(qs_kctx *c)
     return 0;
 }
 
+/* the block in which this node can read X and write Y (blocked.c): MaxPool and GlobalAveragePool */
+static int pool_blocked(qs_kctx *c)
+{
+    pool_p p;
+    if (pool_params(c, &p) < 0)
+        return 0;
+    return p.kind == POOL_MAX ? qs_blocked_maxpool_hook(c, &p.g) : qs_blocked_gap_hook(c);
+}
+
 #define POOL(name) { .domain = "", .op = name, .infer = pool_infer, .prepare = pool_prepare, .scratch = pool_scratch, \
-                     .blocked = qs_blocked_gap_hook, .forward = pool_forward, .backward = pool_backward }
+                     .blocked = pool_blocked, .forward = pool_forward, .backward = pool_backward }
 
 const qs_op_def qs_ops_pool[] = {
     POOL("MaxPool"), POOL("AveragePool"), POOL("GlobalMaxPool"), POOL("GlobalAveragePool"),
