@@ -20,6 +20,13 @@
 #include "ops/conv_impl.h"   /* conv_dnnl_block: the block oneDNN's convolutions use */
 #include "ops/kernels.h"
 
+/* A block's lanes as one vector (GCC's vector types: each target clone gets its own instructions); the
+ * kernels below take a whole block at a time through them, for blocks of 16 and of 8. */
+typedef float v16f __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
 static int64_t padded(int64_t C, int64_t B) { return (C + B - 1) / B * B; }
 
 /* where element (n, c, i) of a [N, C, hw] tensor is, blocked (in blocks of B, cp = C padded) or plain */
@@ -56,12 +63,8 @@ typedef struct {
     int xb, yb;
 } maxpool_job;
 
-/* The lane-wise maximum over a window's taps, a whole block at a time: GCC's vector types, since its
- * vectorizer leaves a 16-lane max with NaN-exact semantics (v > m ? v : m) as 16 scalar ones. */
-typedef float v16f __attribute__((vector_size(64)));
-typedef int32_t v16i __attribute__((vector_size(64)));
-typedef float v8f __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
+/* The lane-wise maximum over a window's taps, a whole block at a time (GCC's vectorizer leaves a
+ * 16-lane max with NaN-exact semantics, v > m ? v : m, as 16 scalar ones) */
 
 #define WINDOW_MAX(NAME, VF, VI, LANES)                                                                        \
     static inline void NAME(const float *x, int64_t W, int64_t hlo, int64_t hhi, int64_t wlo, int64_t whi,     \
@@ -155,8 +158,32 @@ typedef struct {
     int xb, yb;
 } gap_job;
 
-/* items (n, channel block): the block's sums lane by lane, in double (a plane has up to 12544
- * elements at 112x112), then the means, zeros in the padding when Y is blocked */
+/* out[l] = Σ_i x[i·LANES + l] over a blocked plane of hw pixels: four running vector sums (a single
+ * one would be a chain of dependent adds), added pairwise at the end */
+#define BLOCK_SUM(NAME, VF, LANES)                                                                            \
+    static inline void NAME(const float *x, int64_t hw, float *out)                                          \
+    {                                                                                                         \
+        VF a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 }, v0, v1, v2, v3;                                   \
+        int64_t i = 0;                                                                                        \
+        for (; i + 4 <= hw; i += 4) {                                                                         \
+            memcpy(&v0, x + i * LANES, sizeof v0);                                                            \
+            memcpy(&v1, x + (i + 1) * LANES, sizeof v1);                                                      \
+            memcpy(&v2, x + (i + 2) * LANES, sizeof v2);                                                      \
+            memcpy(&v3, x + (i + 3) * LANES, sizeof v3);                                                      \
+            a0 += v0, a1 += v1, a2 += v2, a3 += v3;                                                           \
+        }                                                                                                     \
+        for (; i < hw; i++) {                                                                                 \
+            memcpy(&v0, x + i * LANES, sizeof v0);                                                            \
+            a0 += v0;                                                                                         \
+        }                                                                                                     \
+        a0 = (a0 + a1) + (a2 + a3);                                                                           \
+        memcpy(out, &a0, sizeof a0);                                                                          \
+    }
+BLOCK_SUM(block_sum16, v16f, 16)
+BLOCK_SUM(block_sum8, v8f, 8)
+
+/* items (n, channel block): the block's sums lane by lane, then the means, zeros in the padding when
+ * Y is blocked */
 QS_HOT static void gap_range(void *arg, int64_t t0, int64_t t1, int worker)
 {
     (void)worker;
@@ -164,23 +191,21 @@ QS_HOT static void gap_range(void *arg, int64_t t0, int64_t t1, int worker)
     const int64_t B = j->B, C = j->C, hw = j->hw, cb = padded(C, B) / B;
     for (int64_t t = t0; t < t1; t++) {
         int64_t n = t / cb, c0 = t % cb * B;
-        double acc[16] = { 0 };
-        if (j->xb) {
-            const float *x = j->x + (n * padded(C, B) + c0) * hw;
-            for (int64_t i = 0; i < hw; i++)
-                for (int64_t l = 0; l < B; l++)
-                    acc[l] += x[i * B + l];
-        } else {
+        float acc[16] = { 0 };
+        if (j->xb && B == 16)
+            block_sum16(j->x + (n * padded(C, B) + c0) * hw, hw, acc);
+        else if (j->xb)
+            block_sum8(j->x + (n * padded(C, B) + c0) * hw, hw, acc);
+        else
             for (int64_t l = 0; l < B && c0 + l < C; l++) {
                 const float *x = j->x + (n * C + c0 + l) * hw;
                 for (int64_t i = 0; i < hw; i++)
                     acc[l] += x[i];
             }
-        }
         for (int64_t l = 0; l < B; l++) {
             int64_t ch = c0 + l;
             if (ch < C)
-                j->y[j->yb ? n * padded(C, B) + ch : n * C + ch] = (float)(acc[l] / (double)hw);
+                j->y[j->yb ? n * padded(C, B) + ch : n * C + ch] = acc[l] / (float)hw;
             else if (j->yb)
                 j->y[n * padded(C, B) + ch] = 0.f;
         }
@@ -232,6 +257,21 @@ typedef struct {
     int xb, sb, yb, s_per_item;
 } gate_job;
 
+/* y[i·LANES + l] = x[i·LANES + l] · s[l] over a blocked plane of hw pixels */
+#define BLOCK_SCALE(NAME, VF, LANES)                                                                          \
+    static inline void NAME(const float *x, const float *s, int64_t hw, float *y)                            \
+    {                                                                                                         \
+        VF g, v;                                                                                              \
+        memcpy(&g, s, sizeof g);                                                                              \
+        for (int64_t i = 0; i < hw; i++) {                                                                    \
+            memcpy(&v, x + i * LANES, sizeof v);                                                              \
+            v *= g;                                                                                           \
+            memcpy(y + i * LANES, &v, sizeof v);                                                              \
+        }                                                                                                     \
+    }
+BLOCK_SCALE(block_scale16, v16f, 16)
+BLOCK_SCALE(block_scale8, v8f, 8)
+
 /* items (n, channel block): the block's gates (zero in the padding), then x·s */
 QS_HOT static void gate_range(void *arg, int64_t t0, int64_t t1, int worker)
 {
@@ -243,12 +283,11 @@ QS_HOT static void gate_range(void *arg, int64_t t0, int64_t t1, int worker)
         float s[16] = { 0 };
         for (int64_t l = 0; l < B && c0 + l < C; l++)
             s[l] = j->s[j->sb ? sn * cp + c0 + l : sn * C + c0 + l];
-        if (j->xb && j->yb) {   /* the case that matters: lane by lane, a vector per pixel */
-            const float *x = j->x + (n * cp + c0) * hw;
-            float *y = j->y + (n * cp + c0) * hw;
-            for (int64_t i = 0; i < hw; i++)
-                for (int64_t l = 0; l < B; l++)
-                    y[i * B + l] = x[i * B + l] * s[l];
+        if (j->xb && j->yb) {   /* the case that matters: a vector per pixel */
+            if (B == 16)   /* (calls, not a pointer: each inlines into this target clone) */
+                block_scale16(j->x + (n * cp + c0) * hw, s, hw, j->y + (n * cp + c0) * hw);
+            else
+                block_scale8(j->x + (n * cp + c0) * hw, s, hw, j->y + (n * cp + c0) * hw);
             continue;
         }
         for (int64_t l = 0; l < B; l++) {
