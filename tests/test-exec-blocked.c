@@ -212,32 +212,65 @@ static qs_exec *run(qs_graph *g, const qs_tensor *in, int nthreads)
     return x;
 }
 
+/* Runs g on in as planned (blocked where it can be) and on our own path (conv_dnnl_enable(0): NCHW
+ * everywhere, im2col/1x1 sgemm, our depthwise loops, the NCHW pools and Mul); checks that `want`
+ * values are blocked in the first plan and none in the second, and that every output agrees.
+ * Returns the first plan for the caller's own checks (and to free). what: the case, for messages. */
+static qs_exec *check_against_own(qs_graph *g, const qs_tensor *in, int nthreads, int want, const char *what)
+{
+    qs_exec *x = run(g, in, nthreads);
+    conv_dnnl_enable(0);
+    qs_exec *own = run(g, in, nthreads);
+    conv_dnnl_enable(1);
+    ASSERT_EQ(qs_exec_blocked_values(own), 0);
+    if (qs_exec_blocked_values(x) != want)
+        QT_FAIL_("%s: %d values blocked, expected %d (block %d)", what, qs_exec_blocked_values(x), want,
+                 conv_dnnl_block());
+    for (int o = 0; o < g->noutputs; o++) {
+        const qs_tensor *a = qs_exec_output(x, o), *b = qs_exec_output(own, o);
+        ASSERT(qs_shape_eq(a, b));
+        for (int64_t i = 0; i < qs_numel(b); i++)
+            if (!(fabs((double)qs_f32(a)[i] - qs_f32(b)[i]) <= 1e-4 + 1e-4 * fabs((double)qs_f32(b)[i])))
+                QT_FAIL_("%s, output %d, element %lld: %.7g vs %.7g", what, o, (long long)i, qs_f32(a)[i],
+                         qs_f32(b)[i]);
+    }
+    qs_exec_free(own);
+    return x;
+}
+
+/* check_against_own for the graph build() makes, on inputs [n, c, hw, hw] at batch 1 to 3 and
+ * 1 to 3 threads (a batch smaller than the thread count splits output channels into slices); the
+ * value named `held`, when given, must be held blocked (it has no NCHW copy to give). */
+static void check_batches(qs_graph *(*build)(void), int64_t c, int64_t hw, int want, const char *held)
+{
+    for (int64_t n = 1; n <= 3; n++)
+        for (int nthreads = 1; nthreads <= 3; nthreads++) {
+            char what[64];
+            snprintf(what, sizeof what, "batch %lld, %d threads", (long long)n, nthreads);
+            qs_graph *g = build();
+            qs_tensor *in = opcheck_rand(4, (int64_t[]){ n, c, hw, hw }, -1, 1);
+            qs_exec *x = check_against_own(g, in, nthreads, want, what);
+            ASSERT(!held || !want || qs_exec_value(x, qs_graph_find_value(g, held)) == NULL);
+            qs_exec_free(x);
+            qs_tensor_free(in);
+            qs_graph_free(g);
+        }
+    opcheck_pools_free();
+}
+
 TEST(blocked_chains_match_our_own_path)
 {
     int blk = conv_dnnl_block();
     for (int tapped = 0; tapped < 2; tapped++)
         for (int64_t n = 1; n <= 3; n++)
             for (int nthreads = 1; nthreads <= 3; nthreads++) {
+                char what[64];
+                snprintf(what, sizeof what, "tapped %d, batch %lld, %d threads", tapped, (long long)n, nthreads);
                 qs_graph *g = chain(tapped);
                 qs_tensor *in = opcheck_rand(4, (int64_t[]){ n, 16, 10, 10 }, -1, 1);
-                qs_exec *x = run(g, in, nthreads);
-                conv_dnnl_enable(0);
-                qs_exec *own = run(g, in, nthreads);
-                conv_dnnl_enable(1);
-                ASSERT_EQ(qs_exec_blocked_values(own), 0);
                 /* blocked: b, e and k; a, c and f unless tapped (k's 24 channels and the 20 of
                  * the Conv that reads it are padded to whole blocks) */
-                int want = !blk ? 0 : tapped ? 3 : 6;
-                if (qs_exec_blocked_values(x) != want)
-                    QT_FAIL_("tapped %d, batch %lld, %d threads: %d values blocked, expected %d (block %d)", tapped,
-                             (long long)n, nthreads, qs_exec_blocked_values(x), want, blk);
-                for (int o = 0; o < g->noutputs; o++) {
-                    const qs_tensor *a = qs_exec_output(x, o), *b = qs_exec_output(own, o);
-                    for (int64_t i = 0; i < qs_numel(b); i++)
-                        if (!(fabs((double)qs_f32(a)[i] - qs_f32(b)[i]) <= 1e-4 + 1e-4 * fabs((double)qs_f32(b)[i])))
-                            QT_FAIL_("tapped %d, batch %lld, %d threads, output %d, element %lld: %.7g vs %.7g",
-                                     tapped, (long long)n, nthreads, o, (long long)i, qs_f32(a)[i], qs_f32(b)[i]);
-                }
+                qs_exec *x = check_against_own(g, in, nthreads, !blk ? 0 : tapped ? 3 : 6, what);
                 /* e is written over c, its residual, which nothing reads after (not when tapped: a
                  * GlobalMaxPool reads c after); k not over f, which its Conv reads as X */
                 int vc = qs_graph_find_value(g, "c"), ve = qs_graph_find_value(g, "e");
@@ -247,7 +280,6 @@ TEST(blocked_chains_match_our_own_path)
                 /* a blocked value has no NCHW copy to give */
                 ASSERT(!blk || tapped || qs_exec_value(x, qs_graph_find_value(g, "a")) == NULL);
                 qs_exec_free(x);
-                qs_exec_free(own);
                 qs_tensor_free(in);
                 qs_graph_free(g);
             }
@@ -255,105 +287,27 @@ TEST(blocked_chains_match_our_own_path)
 }
 
 /* Depthwise convolutions join the chains on oneDNN, slices of channels when the batch is smaller
- * than the thread count, and give what our own depthwise loops give. */
+ * than the thread count, and give what our own depthwise loops give. Blocked: e1, d1, r1, e2, d2,
+ * p2 and q; with blocks of 8, s too. */
 TEST(depthwise_in_blocked_chains_matches_our_own_path)
 {
     int blk = conv_dnnl_block();
-    for (int64_t n = 1; n <= 3; n++)
-        for (int nthreads = 1; nthreads <= 3; nthreads++) {
-            qs_graph *g = inverted_residuals();
-            qs_tensor *in = opcheck_rand(4, (int64_t[]){ n, 24, 9, 9 }, -1, 1);
-            qs_exec *x = run(g, in, nthreads);
-            conv_dnnl_enable(0);
-            qs_exec *own = run(g, in, nthreads);
-            conv_dnnl_enable(1);
-            /* blocked: e1, d1, r1, e2, d2, p2 and q; with blocks of 8, s too */
-            int want = !blk ? 0 : 7 + (blk == 8);
-            if (qs_exec_blocked_values(x) != want)
-                QT_FAIL_("batch %lld, %d threads: %d values blocked, expected %d (block %d)", (long long)n, nthreads,
-                         qs_exec_blocked_values(x), want, blk);
-            ASSERT(!blk || qs_exec_value(x, qs_graph_find_value(g, "d2")) == NULL);
-            for (int o = 0; o < g->noutputs; o++) {
-                const qs_tensor *a = qs_exec_output(x, o), *b = qs_exec_output(own, o);
-                for (int64_t i = 0; i < qs_numel(b); i++)
-                    if (!(fabs((double)qs_f32(a)[i] - qs_f32(b)[i]) <= 1e-4 + 1e-4 * fabs((double)qs_f32(b)[i])))
-                        QT_FAIL_("batch %lld, %d threads, output %d, element %lld: %.7g vs %.7g", (long long)n,
-                                 nthreads, o, (long long)i, qs_f32(a)[i], qs_f32(b)[i]);
-            }
-            qs_exec_free(x);
-            qs_exec_free(own);
-            qs_tensor_free(in);
-            qs_graph_free(g);
-        }
-    opcheck_pools_free();
+    check_batches(inverted_residuals, 24, 9, !blk ? 0 : 7 + (blk == 8), "d2");
 }
 
 /* MaxPools read and write the blocked layout, from and to NCHW too, and give what the NCHW MaxPool
- * gives. */
+ * gives. Blocked: s, p and q. */
 TEST(maxpool_in_blocked_chains_matches_our_own_path)
 {
-    int blk = conv_dnnl_block();
-    for (int64_t n = 1; n <= 3; n++)
-        for (int nthreads = 1; nthreads <= 3; nthreads += 2) {
-            qs_graph *g = stem();
-            qs_tensor *in = opcheck_rand(4, (int64_t[]){ n, 3, 17, 17 }, -1, 1);
-            qs_exec *x = run(g, in, nthreads);
-            conv_dnnl_enable(0);
-            qs_exec *own = run(g, in, nthreads);
-            conv_dnnl_enable(1);
-            int want = !blk ? 0 : 3;   /* s, p and q */
-            if (qs_exec_blocked_values(x) != want)
-                QT_FAIL_("batch %lld, %d threads: %d values blocked, expected %d (block %d)", (long long)n, nthreads,
-                         qs_exec_blocked_values(x), want, blk);
-            for (int o = 0; o < g->noutputs; o++) {
-                const qs_tensor *a = qs_exec_output(x, o), *b = qs_exec_output(own, o);
-                ASSERT(qs_shape_eq(a, b));
-                for (int64_t i = 0; i < qs_numel(b); i++)
-                    if (!(fabs((double)qs_f32(a)[i] - qs_f32(b)[i]) <= 1e-4 + 1e-4 * fabs((double)qs_f32(b)[i])))
-                        QT_FAIL_("batch %lld, %d threads, output %d, element %lld: %.7g vs %.7g", (long long)n,
-                                 nthreads, o, (long long)i, qs_f32(a)[i], qs_f32(b)[i]);
-            }
-            qs_exec_free(x);
-            qs_exec_free(own);
-            qs_tensor_free(in);
-            qs_graph_free(g);
-        }
-    opcheck_pools_free();
+    check_batches(stem, 3, 17, conv_dnnl_block() ? 3 : 0, "p");
 }
 
 /* GlobalAveragePool and the gate's Mul keep a squeeze-excitation block blocked, with the gate and
- * the outputs in either layout, and give what the NCHW ops give. */
+ * the outputs in either layout, and give what the NCHW ops give. Blocked: e, d, the first gate (gp,
+ * r, s), m, p and m2 (gp2's reader has the HardSigmoid). */
 TEST(squeeze_excitation_in_blocked_chains_matches_our_own_path)
 {
-    int blk = conv_dnnl_block();
-    for (int64_t n = 1; n <= 3; n++)
-        for (int nthreads = 1; nthreads <= 3; nthreads++) {
-            qs_graph *g = squeeze_excitation();
-            qs_tensor *in = opcheck_rand(4, (int64_t[]){ n, 24, 7, 7 }, -1, 1);
-            qs_exec *x = run(g, in, nthreads);
-            conv_dnnl_enable(0);
-            qs_exec *own = run(g, in, nthreads);
-            conv_dnnl_enable(1);
-            /* blocked: e, d, the first gate (gp, r, s), m, p and m2 (gp2's reader has the
-             * HardSigmoid) */
-            int want = !blk ? 0 : 8;
-            if (qs_exec_blocked_values(x) != want)
-                QT_FAIL_("batch %lld, %d threads: %d values blocked, expected %d (block %d)", (long long)n, nthreads,
-                         qs_exec_blocked_values(x), want, blk);
-            ASSERT(!blk || qs_exec_value(x, qs_graph_find_value(g, "m")) == NULL);
-            for (int o = 0; o < g->noutputs; o++) {
-                const qs_tensor *a = qs_exec_output(x, o), *b = qs_exec_output(own, o);
-                for (int64_t i = 0; i < qs_numel(b); i++)
-                    if (!(fabs((double)qs_f32(a)[i] - qs_f32(b)[i]) <= 1e-4 + 1e-4 * fabs((double)qs_f32(b)[i])))
-                        QT_FAIL_("batch %lld, %d threads, output %d, element %lld: %.7g vs %.7g", (long long)n,
-                                 nthreads, o, (long long)i, qs_f32(a)[i], qs_f32(b)[i]);
-            }
-            qs_exec_free(x);
-            qs_exec_free(own);
-            qs_tensor_free(in);
-            qs_graph_free(g);
-        }
-    opcheck_pools_free();
+    check_batches(squeeze_excitation, 24, 7, conv_dnnl_block() ? 8 : 0, "m");
 }
 
 /* A squeeze-excitation Mul (a·s, s [N, 64, 1, 1]) before a 1x1 Conv with 64 channels each side: that
