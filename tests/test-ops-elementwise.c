@@ -202,6 +202,36 @@ TEST(same_shape_threads_match_elementwise)
     opcheck_pools_free();
 }
 
+/* Float unary ops run split across the pool: a long Erf, Exp, Sqrt and Neg on 1 and 3 threads give,
+ * bit for bit, libm's value element by element */
+TEST(unary_threads_match_elementwise)
+{
+    int64_t len = 100003;
+    qs_tensor *a = opcheck_rand(1, &len, 0.01f, 3);
+    const char *ops[] = { "Erf", "Exp", "Sqrt", "Neg" };
+    float *want = malloc(len * sizeof *want);
+    for (int k = 0; k < 4; k++) {
+        qs_node n = opcheck_node(ops[k], NULL);
+        for (int64_t i = 0; i < len; i++) {
+            float x = qs_f32(a)[i];
+            want[i] = k == 0 ? (float)erf(x) : k == 1 ? expf(x) : k == 2 ? sqrtf(x) : -x;
+        }
+        for (int threads = 1; threads <= 3; threads += 2) {
+            qs_tensor *y = qs_tensor_new(QS_F32, 1, &len);
+            qs_err e = {0};
+            qs_kctx c = {.node = &n, .opset = 14, .nin = 1, .nout = 1, .in = (qs_tensor *[]){ a },
+                         .out = (qs_tensor *[]){ y }, .err = &e, .pool = opcheck_pool(threads), .nthreads = threads};
+            ASSERT_EQ(qs_op_find("", ops[k])->forward(&c), 0);
+            if (memcmp(y->data, want, len * sizeof *want))
+                QT_FAIL_("%s on %d threads differs from libm", ops[k], threads);
+            qs_tensor_free(y);
+        }
+    }
+    free(want);
+    qs_tensor_free(a);
+    opcheck_pools_free();
+}
+
 TEST(unary_forward)
 {
     struct { const char *op; float x[2], y[2]; } cases[] = {
@@ -464,6 +494,6 @@ TEST(mod)
 TEST_MAIN(add_same_shape, broadcast_hand_cases, broadcast_matches_reference, int64_shape_arithmetic,
           int32_and_uint8_arithmetic, mixed_pow_types, comparisons_and_where, where_grad,
           not_broadcastable_names_node_and_shapes, legacy_broadcast_axis, binary_grads,
-          same_shape_threads_match_elementwise, unary_forward, unary_grads,
+          same_shape_threads_match_elementwise, unary_threads_match_elementwise, unary_forward, unary_grads,
           reduce_mean_and_sum, reduce_noop_and_errors, reduce_grads, cast, variadic_max_min_sum_mean, logic_and_sign,
           more_reductions, argmax_argmin, castlike, empty_tensors, mod)

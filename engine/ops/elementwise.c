@@ -552,24 +552,40 @@ static double un_eval(enum unop op, double x)
     return x;
 }
 
+typedef struct {
+    enum unop op;
+    const float *X;
+    float *Y;
+} un_job;
+
+/* float32 elements [i0, i1): each on its own, so a split over the pool gives the same bits */
+static void un_f32_range(void *arg, int64_t i0, int64_t i1, int worker)
+{
+    (void)worker;
+    const un_job *j = arg;
+    const float *X = j->X + i0;
+    float *Y = j->Y + i0;
+    int64_t n = i1 - i0;
+    switch (j->op) {
+    case U_SQRT: for (int64_t i = 0; i < n; i++) Y[i] = sqrtf(X[i]); break;
+    case U_EXP: for (int64_t i = 0; i < n; i++) Y[i] = expf(X[i]); break;
+    case U_LOG: for (int64_t i = 0; i < n; i++) Y[i] = logf(X[i]); break;
+    case U_NEG: QS_VFOR(i, n, Y[i] = -X[i]); break;
+    case U_ABS: QS_VFOR(i, n, Y[i] = fabsf(X[i])); break;
+    case U_RECIP: QS_VFOR(i, n, Y[i] = 1.f / X[i]); break;
+    default: for (int64_t i = 0; i < n; i++) Y[i] = (float)un_eval(j->op, X[i]); break;
+    }
+}
+
 static int un_forward(qs_kctx *c)
 {
     const qs_tensor *x = c->in[0];
     qs_tensor *y = c->out[0];
     enum unop op = unop_of(c);
     int64_t n = qs_numel(x);
-    if (x->dtype == QS_F32) {
-        const float *X = qs_f32(x);
-        float *Y = qs_f32(y);
-        switch (op) {
-        case U_SQRT: for (int64_t i = 0; i < n; i++) Y[i] = sqrtf(X[i]); break;
-        case U_EXP: for (int64_t i = 0; i < n; i++) Y[i] = expf(X[i]); break;
-        case U_LOG: for (int64_t i = 0; i < n; i++) Y[i] = logf(X[i]); break;
-        case U_NEG: QS_VFOR(i, n, Y[i] = -X[i]); break;
-        case U_ABS: QS_VFOR(i, n, Y[i] = fabsf(X[i])); break;
-        case U_RECIP: QS_VFOR(i, n, Y[i] = 1.f / X[i]); break;
-        default: for (int64_t i = 0; i < n; i++) Y[i] = (float)un_eval(op, X[i]); break;
-        }
+    if (x->dtype == QS_F32) {   /* on the pool: Erf in a transformer's or ConvNeXt's GELU is ~4 ns an element */
+        un_job j = { op, qs_f32(x), qs_f32(y) };
+        qs_threadpool_for(c->pool, c->nthreads, n, 16384, un_f32_range, &j);
     } else if (x->dtype == QS_F64) {
         for (int64_t i = 0; i < n; i++)
             qs_store_f64(y->data, y->dtype, i, un_eval(op, qs_get_f64(x, i)));
