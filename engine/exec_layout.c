@@ -10,9 +10,10 @@
  *
  * One pass: start from every candidate (the live output of a node whose blocked() hook said yes, an
  * activation, not a graph output, not kept) and drop any with a reader that cannot take it
- * blocked: anything but the in[0] of a node whose hook said yes (or, for an op with a
- * blocked_input() hook, the in[0] or in[1] it names: a Conv that can write Y blocked but not read X
- * so, the squeeze-excitation Mul's either operand), or a residual fused into such a node (oneDNN adds it inside the kernel, in the blocked layout, before Y is reordered out).
+ * blocked: anything but an input that a node's hook said it can read blocked (its in[0], as a rule;
+ * neither for a Conv that can write Y blocked but not read its X so, either operand of the
+ * squeeze-excitation Mul), or a residual fused into such a node (oneDNN adds it inside the kernel,
+ * in the blocked layout, before Y is reordered out).
  *
  * A channel count that is not a whole number of blocks (mobilenet_v2's 24, efficientnet's 40 and
  * 112) is padded up to one, as in oneDNN's own layout: the value's buffer holds whole blocks, and the
@@ -29,7 +30,7 @@ static int candidate(const qs_exec *x, int v)
 }
 
 /* drops blocked values with a reader that cannot take them */
-static void drop_unreadable(qs_exec *x, const int *owner, const char *cap)
+static void drop_unreadable(qs_exec *x, const int *owner, const char *cap, const unsigned char *ins)
 {
     for (int j = 0; j < x->nnodes; j++) {
         const qs_node *n = &x->g->nodes[j];
@@ -40,8 +41,7 @@ static void drop_unreadable(qs_exec *x, const int *owner, const char *cap)
             if (v < 0 || !x->blocked[v])
                 continue;
             if (!x->folded[j]) {
-                qs_kctx c = qs_exec_node_ctx(x, j, NULL);
-                ok = cap[j] && (x->def[j]->blocked_input ? k <= 1 && x->def[j]->blocked_input(&c, k) : k == 0);
+                ok = cap[j] && k < 8 && (ins[j] >> k & 1);
             } else {   /* absorbed: only a residual Add reads a live value, for its owner p */
                 p = owner[j];
                 ok = p >= 0 && x->resid[p] == v && cap[p];
@@ -58,8 +58,8 @@ size_t qs_exec_value_bytes(const qs_exec *x, int v)
     size_t b = qs_nbytes(t);
     if (!x->blocked[v] || t->ndim < 2 || t->shape[1] < 1 || x->block < 1)
         return b;
-    int64_t c = t->shape[1], cp = (c + x->block - 1) / x->block * x->block;
-    return b / (size_t)c * (size_t)cp;
+    int64_t c = t->shape[1];
+    return b / (size_t)c * (size_t)qs_block_padded(c, x->block);
 }
 
 int qs_exec_plan_layouts(qs_exec *x, const int *owner, size_t *scratch, qs_err *e)
@@ -67,7 +67,8 @@ int qs_exec_plan_layouts(qs_exec *x, const int *owner, size_t *scratch, qs_err *
     int nn = x->nnodes, blk = 0, rc = 0;
     int *outv = malloc((nn + 1) * sizeof *outv);
     char *cap = calloc(nn + 1, 1);
-    if (!outv || !cap) {
+    unsigned char *ins = calloc(nn + 1, 1);   /* per node: the inputs its hook can read blocked */
+    if (!outv || !cap || !ins) {
         rc = qs_error(e, QS_ENOMEM, "out of memory planning the graph");
         goto out;
     }
@@ -76,18 +77,20 @@ int qs_exec_plan_layouts(qs_exec *x, const int *owner, size_t *scratch, qs_err *
         if (x->folded[i] || !x->def[i]->blocked)
             continue;
         qs_kctx c = qs_exec_node_ctx(x, i, e);
-        int b = x->def[i]->blocked(&c);
+        unsigned inputs = 1;
+        int b = x->def[i]->blocked(&c, &inputs);
         if (!b || (blk && b != blk))
             continue;
         blk = b;
         cap[i] = 1;
+        ins[i] = (unsigned char)inputs;
         int v = (int)(x->out[i][0] - x->val);
         if (candidate(x, v)) {
             outv[i] = v;
             x->blocked[v] = 1;
         }
     }
-    drop_unreadable(x, owner, cap);
+    drop_unreadable(x, owner, cap, ins);
     for (int i = 0; i < nn; i++) {
         const qs_node *n = &x->g->nodes[i];
         if (!cap[i])
@@ -116,5 +119,6 @@ int qs_exec_plan_layouts(qs_exec *x, const int *owner, size_t *scratch, qs_err *
 out:
     free(outv);
     free(cap);
+    free(ins);
     return rc;
 }

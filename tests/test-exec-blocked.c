@@ -146,8 +146,8 @@ static int silu(qs_graph *g, int v, const char *out)
 }
 
 /* EfficientNet's squeeze-excitation blocks: expand (24 to 40 channels), depthwise, a gate from
- * GlobalAveragePool → 1x1 to 20 → 1x1 back with a Sigmoid (a blocked gate, padded on 16), Mul(gate, x), project to 24; then a second
- * gate with a HardSigmoid (oneDNN 2.6 has none: that gate stays NCHW) as Mul(x, gate), a 3x3 Conv and
+ * GlobalAveragePool → 1x1 to 20 → 1x1 back with a Sigmoid (a blocked gate, padded on 16),
+ * Mul(gate, x), project to 24; then a second gate with a HardSigmoid (oneDNN 2.6 has none: that gate stays NCHW) as Mul(x, gate), a 3x3 Conv and
  * a GlobalAveragePool of the gated tensor as the graph's outputs. */
 static qs_graph *squeeze_excitation(void)
 {

@@ -27,7 +27,6 @@ typedef int32_t v16i __attribute__((vector_size(64)));
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 
-static int64_t padded(int64_t C, int64_t B) { return (C + B - 1) / B * B; }
 
 /* where element (n, c, i) of a [N, C, hw] tensor is, blocked (in blocks of B, cp = C padded) or plain */
 static inline int64_t at(int blocked, int64_t C, int64_t cp, int64_t B, int64_t hw, int64_t n, int64_t c, int64_t i)
@@ -35,12 +34,11 @@ static inline int64_t at(int blocked, int64_t C, int64_t cp, int64_t B, int64_t 
     return blocked ? (n * cp + c - c % B) * hw + i * B + c % B : (n * C + c) * hw + i;
 }
 
-/* the block for C channels, or 0: as for convolutions (conv_dnnl.c), a count under one block that
- * is not a whole one stays NCHW (the buffer would be mostly padding) */
+/* the block for C channels, or 0 (qs_block_pads_well, as for convolutions) */
 static int block_of(const qs_kctx *c, int64_t C)
 {
     int B = c->training || !conv_dnnl_blocked_enabled() ? 0 : conv_dnnl_block();
-    return B && (C % B == 0 || C > B) ? B : 0;
+    return B && qs_block_pads_well(C, B) ? B : 0;
 }
 
 static int is_f32_4d(const qs_tensor *t) { return t && t->dtype == QS_F32 && t->ndim == 4; }
@@ -91,8 +89,8 @@ QS_HOT static void maxpool_range(void *arg, int64_t t0, int64_t t1, int worker)
     (void)worker;
     const maxpool_job *j = arg;
     const qs_conv_geom *g = j->g;
-    const int64_t B = j->B, C = j->C, cp = padded(C, B), cb = cp / B, H = g->in[1], W = g->in[2], OH = g->out[1],
-                  OW = g->out[2], xhw = H * W, yhw = OH * OW;
+    const int64_t B = j->B, C = j->C, cp = qs_block_padded(C, B), cb = cp / B, H = g->in[1], W = g->in[2];
+    const int64_t OH = g->out[1], OW = g->out[2], xhw = H * W, yhw = OH * OW;
     for (int64_t t = t0; t < t1; t++) {
         int64_t oh = t % OH, n = t / OH / cb, c0 = t / OH % cb * B;
         int64_t h0 = oh * g->stride[1] - g->pad[1], hlo = h0 < 0 ? 0 : h0, hhi = h0 + g->k[1] > H ? H : h0 + g->k[1];
@@ -136,7 +134,8 @@ int qs_blocked_maxpool(qs_kctx *c, const qs_conv_geom *g)
         return qs_op_error(c, QS_EINVAL, "planned for blocked activations that this node cannot take");
     maxpool_job j = { qs_f32(X), qs_f32(c->out[0]), g, X->shape[1], B, !!(c->layout & QS_LAYOUT_X),
                       !!(c->layout & QS_LAYOUT_Y) };
-    int64_t items = X->shape[0] * (padded(j.C, B) / B) * g->out[1], work = g->out[2] * g->k[1] * g->k[2] * B;
+    int64_t items = X->shape[0] * (qs_block_padded(j.C, B) / B) * g->out[1];
+    int64_t work = g->out[2] * g->k[1] * g->k[2] * B;
     qs_threadpool_for(c->pool, c->nthreads, items, work >= 16384 ? 1 : 16384 / (work ? work : 1), maxpool_range,
                       &j);
     return 0;
@@ -188,14 +187,14 @@ QS_HOT static void gap_range(void *arg, int64_t t0, int64_t t1, int worker)
 {
     (void)worker;
     const gap_job *j = arg;
-    const int64_t B = j->B, C = j->C, hw = j->hw, cb = padded(C, B) / B;
+    const int64_t B = j->B, C = j->C, hw = j->hw, cp = qs_block_padded(C, B), cb = cp / B;
     for (int64_t t = t0; t < t1; t++) {
         int64_t n = t / cb, c0 = t % cb * B;
         float acc[16] = { 0 };
         if (j->xb && B == 16)
-            block_sum16(j->x + (n * padded(C, B) + c0) * hw, hw, acc);
+            block_sum16(j->x + (n * cp + c0) * hw, hw, acc);
         else if (j->xb)
-            block_sum8(j->x + (n * padded(C, B) + c0) * hw, hw, acc);
+            block_sum8(j->x + (n * cp + c0) * hw, hw, acc);
         else
             for (int64_t l = 0; l < B && c0 + l < C; l++) {
                 const float *x = j->x + (n * C + c0 + l) * hw;
@@ -205,9 +204,9 @@ QS_HOT static void gap_range(void *arg, int64_t t0, int64_t t1, int worker)
         for (int64_t l = 0; l < B; l++) {
             int64_t ch = c0 + l;
             if (ch < C)
-                j->y[j->yb ? n * padded(C, B) + ch : n * C + ch] = acc[l] / (float)hw;
+                j->y[j->yb ? n * cp + ch : n * C + ch] = acc[l] / (float)hw;
             else if (j->yb)
-                j->y[n * padded(C, B) + ch] = 0.f;
+                j->y[n * cp + ch] = 0.f;
         }
     }
 }
@@ -220,7 +219,7 @@ int qs_blocked_gap(qs_kctx *c)
         return qs_op_error(c, QS_EINVAL, "planned for blocked activations that this node cannot take");
     gap_job j = { qs_f32(X), qs_f32(c->out[0]), X->shape[1], B, X->shape[2] * X->shape[3],
                   !!(c->layout & QS_LAYOUT_X), !!(c->layout & QS_LAYOUT_Y) };
-    int64_t items = X->shape[0] * (padded(j.C, B) / B), work = j.hw * B;
+    int64_t items = X->shape[0] * (qs_block_padded(j.C, B) / B), work = j.hw * B;
     qs_threadpool_for(c->pool, c->nthreads, items, work >= 16384 ? 1 : 16384 / (work ? work : 1), gap_range, &j);
     return 0;
 }
@@ -242,12 +241,10 @@ static int gate_big(const qs_kctx *c)
     return -1;
 }
 
-int qs_blocked_gate_hook(qs_kctx *c) { return gate_big(c) >= 0 ? block_of(c, c->out[0]->shape[1]) : 0; }
-
-int qs_blocked_gate_input(qs_kctx *c, int k)
+int qs_blocked_gate_hook(qs_kctx *c, unsigned *inputs)
 {
-    (void)c;
-    return k == 0 || k == 1;   /* (the planner asks about these two only) */
+    *inputs = 3;   /* the tensor and the gate, in either order */
+    return gate_big(c) >= 0 ? block_of(c, c->out[0]->shape[1]) : 0;
 }
 
 typedef struct {
@@ -277,7 +274,7 @@ QS_HOT static void gate_range(void *arg, int64_t t0, int64_t t1, int worker)
 {
     (void)worker;
     const gate_job *j = arg;
-    const int64_t B = j->B, C = j->C, hw = j->hw, cp = padded(C, B), cb = cp / B;
+    const int64_t B = j->B, C = j->C, hw = j->hw, cp = qs_block_padded(C, B), cb = cp / B;
     for (int64_t t = t0; t < t1; t++) {
         int64_t n = t / cb, c0 = t % cb * B, sn = j->s_per_item ? n : 0;
         float s[16] = { 0 };
@@ -311,7 +308,7 @@ int qs_blocked_gate(qs_kctx *c)
     gate_job j = { qs_f32(x), qs_f32(s), qs_f32(c->out[0]), x->shape[1], B, x->shape[2] * x->shape[3],
                    !!(c->layout & xbit), !!(c->layout & sbit), !!(c->layout & QS_LAYOUT_Y),
                    s->shape[0] > 1 };
-    int64_t items = x->shape[0] * (padded(j.C, B) / B), work = j.hw * B;
+    int64_t items = x->shape[0] * (qs_block_padded(j.C, B) / B), work = j.hw * B;
     qs_threadpool_for(c->pool, c->nthreads, items, work >= 16384 ? 1 : 16384 / (work ? work : 1), gate_range, &j);
     return 0;
 }

@@ -8,11 +8,10 @@
 #include "ops/kernels.h"
 #include "ops/ops.h"
 
-/* the blocked() hooks (ops.h): the block, or 0 when the node is not one of those above */
+/* the blocked() hooks (ops.h): the block, or 0 when the node is not one of those above (the gate's
+ * Mul may read either operand blocked) */
 int qs_blocked_gap_hook(qs_kctx *c);
-int qs_blocked_gate_hook(qs_kctx *c);
-/* the Mul's blocked_input() hook: either operand may arrive blocked */
-int qs_blocked_gate_input(qs_kctx *c, int k);
+int qs_blocked_gate_hook(qs_kctx *c, unsigned *inputs);
 /* MaxPool's hook, given its geometry (g->nd, the kernel's dilations) */
 int qs_blocked_maxpool_hook(qs_kctx *c, const qs_conv_geom *g);
 /* forwards under kctx.layout */

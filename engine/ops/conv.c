@@ -169,16 +169,16 @@ static int blocked_as(qs_kctx *c, int layout)
     return d ? conv_dnnl_block() : 0;
 }
 
-/* The block when X and Y can both be blocked, or Y alone from a plain X (a first layer's 3 channels,
- * before a MaxPool that reads the blocked layout) */
-static int conv_blocked(qs_kctx *c)
+/* The block when X and Y can both be blocked, or Y alone from a plain X (*inputs 0: a first layer's
+ * 3 channels, before a MaxPool that reads the blocked layout) */
+static int conv_blocked(qs_kctx *c, unsigned *inputs)
 {
     int b = blocked_as(c, QS_LAYOUT_X | QS_LAYOUT_Y);
-    return b ? b : blocked_as(c, QS_LAYOUT_Y);
+    if (b)
+        return b;
+    *inputs = 0;
+    return blocked_as(c, QS_LAYOUT_Y);
 }
-
-/* whether X may arrive blocked (conv_blocked said yes) */
-static int conv_blocked_input(qs_kctx *c, int k) { return k == 0 && blocked_as(c, QS_LAYOUT_X | QS_LAYOUT_Y); }
 
 /* Inference: a Mul x·s (s [N or 1, C, 1, 1]) before this node folds into it when it is a group-1 1x1
  * convolution on the OpenBLAS path (conv_item_scaled). Not when it could join oneDNN's blocked chains
@@ -194,8 +194,9 @@ static int conv_xscale(qs_kctx *c)
         s->shape[1] != p.C || qs_numel(s) != s->shape[0] * p.C)
         return 0;
     qs_kctx plain = *c;
+    unsigned inputs = 1;
     plain.in_scale = NULL;
-    return !conv_blocked(&plain);
+    return !conv_blocked(&plain, &inputs);
 }
 
 static void conv_release(void *state)
@@ -773,7 +774,6 @@ static int convt_backward(qs_kctx *c)
 const qs_op_def qs_ops_conv[] = {
     { .domain = "", .op = "Conv", .flags = QS_OP_FUSE_ACT | QS_OP_FUSE_RESIDUAL | QS_OP_FUSE_PW, .infer = conv_infer,
       .prepare = conv_prepare_dnnl, .release = conv_release, .scratch = conv_scratch, .blocked = conv_blocked,
-      .blocked_input = conv_blocked_input,
       .xscale = conv_xscale, .forward = conv_forward, .backward = conv_backward },
     { .domain = "", .op = "ConvTranspose", .flags = QS_OP_FUSE_ACT, .infer = convt_infer, .prepare = convt_prepare,
       .scratch = convt_scratch, .forward = convt_forward, .backward = convt_backward },

@@ -5,7 +5,9 @@
  * They want the activations in a channel-blocked layout (nChw16c on AVX-512, nChw8c on AVX2), so each
  * call reorders X into it and Y back out of it, and the weights into their blocked layout: that costs
  * more than it saves on 1x1 convolutions (OpenBLAS already runs those at ~90–110 GFLOP/s with no copy)
- * and on depthwise ones, so only the general path (kernel larger than one, or strided) comes here.
+ * and on depthwise ones, so with X and Y in NCHW only the general path (kernel larger than one, or
+ * strided) comes here; 1x1 and depthwise kernels do when the plan keeps their activations blocked
+ * (exec_layout.c), where no reorder is paid.
  *
  * Only 2-D convolutions with group 1 are offered to oneDNN, and depthwise ones (one output channel per
  * input channel) in a chain of blocked activations; only a JIT implementation is taken
@@ -280,10 +282,6 @@ int conv_dnnl_blocked_enabled(void)
     return g_blocked;
 }
 
-/* Blocked activations hold whole blocks: a channel count that is not a multiple of the block pads
- * up (exec_layout.c), unless it is under one block (then most of the buffer would be padding). */
-static int pads_well(int64_t ch, int64_t blk) { return ch % blk == 0 || ch > blk; }
-
 conv_dnnl *conv_dnnl_new(const conv_p *p, int nthreads, int flags, clamp_t cl)
 {
     const qs_conv_geom *g = &p->g;
@@ -292,18 +290,19 @@ conv_dnnl *conv_dnnl_new(const conv_p *p, int nthreads, int flags, clamp_t cl)
     /* A 1x1 kernel stays with OpenBLAS, even strided, when X, Y and R are plain: the reorders would cost
      * more than the kernel saves; a depthwise one with our own loops (conv_dw.c), for the same reason.
      * Depthwise here: one output channel per input channel, in a blocked chain. Blocked activations
-     * need whole blocks of channels. */
+     * hold whole blocks of channels, padded (qs_block_pads_well). */
     int dw = p->path == PATH_DW && p->Cg == 1 && p->M == p->C && xy;
     if (!blk || (p->path == PATH_DW && !dw) || (!xy && (p->path != PATH_GEMM || p->kvol == 1)) ||
-        (p->group != 1 && !dw) || g->nd != 2 || p->N < 1 || (flags & CONV_DNNL_X_BLOCKED && !pads_well(p->C, blk)) ||
-        ((flags & (CONV_DNNL_Y_BLOCKED | CONV_DNNL_R_BLOCKED)) && !pads_well(p->M, blk)))
+        (p->group != 1 && !dw) || g->nd != 2 || p->N < 1 ||
+        (flags & CONV_DNNL_X_BLOCKED && !qs_block_pads_well(p->C, blk)) ||
+        ((flags & (CONV_DNNL_Y_BLOCKED | CONV_DNNL_R_BLOCKED)) && !qs_block_pads_well(p->M, blk)))
         return NULL;
     dnnl_format_tag_t blocked = blk == 16 ? dnnl_nChw16c : dnnl_nChw8c;
     conv_dnnl *d = calloc(1, sizeof *d);
     if (!d)
         return NULL;
     d->flags = flags;
-    int64_t cp = (p->C + blk - 1) / blk * blk, mp = (p->M + blk - 1) / blk * blk;
+    int64_t cp = qs_block_padded(p->C, blk), mp = qs_block_padded(p->M, blk);
     d->xn = (flags & CONV_DNNL_X_BLOCKED ? cp : p->C) * p->xvol;
     d->yn = (flags & CONV_DNNL_Y_BLOCKED ? mp : p->M) * p->yvol;
     d->rn = (flags & CONV_DNNL_R_BLOCKED ? mp : p->M) * p->yvol;

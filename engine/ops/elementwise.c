@@ -731,7 +731,7 @@ const qs_op_def qs_ops_elementwise[] = {
       .backward = bin_backward },
     BIN("Sub"),
     { .domain = "", .op = "Mul", .flags = QS_OP_MUL, .infer = bin_infer, .blocked = qs_blocked_gate_hook,
-      .blocked_input = qs_blocked_gate_input, .forward = bin_forward, .backward = bin_backward },
+      .forward = bin_forward, .backward = bin_backward },
     BIN("Div"), BIN("Pow"),
     CMP("Equal"), CMP("Less"), CMP("Greater"), CMP("LessOrEqual"), CMP("GreaterOrEqual"),
     CMP("And"), CMP("Or"), CMP("Xor"),

@@ -81,8 +81,14 @@ enum {
     QS_LAYOUT_X = 1 << 0,   /* in[0] arrives blocked */
     QS_LAYOUT_Y = 1 << 1,   /* out[0] is written blocked */
     QS_LAYOUT_R = 1 << 2,   /* the fused residual arrives blocked (only with QS_LAYOUT_Y) */
-    QS_LAYOUT_X1 = 1 << 3,  /* in[1] arrives blocked (an op whose blocked_input() said yes for it) */
+    QS_LAYOUT_X1 = 1 << 3,  /* in[1] arrives blocked (an op whose blocked() hook offered it) */
 };
+
+/* The blocked layout pads a channel count up to whole blocks of blk; a count under one block that is
+ * not a whole one stays NCHW (its buffer would be mostly padding). Every op that offers the layout
+ * follows this, so that a value's producer and its readers agree. */
+static inline int64_t qs_block_padded(int64_t ch, int64_t blk) { return (ch + blk - 1) / blk * blk; }
+static inline int qs_block_pads_well(int64_t ch, int64_t blk) { return ch % blk == 0 || ch > blk; }
 
 enum {
     QS_OP_FUSE_ACT = 1 << 0,      /* may absorb a following clamp into its output epilogue */
@@ -112,11 +118,10 @@ typedef struct qs_op_def {
     int (*pointwise)(const qs_kctx *c, float *alpha, float *beta);
     size_t (*scratch)(const qs_kctx *c);
     /* Inference: the channel block (8 or 16) in which this node, as planned (fusions included),
-     * can read in[0] and write out[0] instead of NCHW (in[0]: see blocked_input), or 0. The executor then re-prepares it with
-     * kctx.layout set. Every op that offers it uses the same block on a given machine. */
-    int (*blocked)(qs_kctx *c);
-    /* With blocked(): 1 when in[k] (k = 0 or 1) may arrive blocked; NULL: in[0] may, no other. */
-    int (*blocked_input)(qs_kctx *c, int k);
+     * can write out[0] instead of NCHW, or 0; *inputs (in[0] alone, 1, when called) is set to the
+     * inputs it can read blocked, bit k for in[k] (k = 0 or 1). The executor then re-prepares it
+     * with kctx.layout set. Every op that offers it uses the same block on a given machine. */
+    int (*blocked)(qs_kctx *c, unsigned *inputs);
     /* Inference: 1 when this node, as planned, can take in[0] scaled per item and channel
      * (kctx.in_scale, set for the call) instead of a Mul running before it, else 0. */
     int (*xscale)(qs_kctx *c);

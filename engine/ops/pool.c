@@ -548,8 +548,9 @@ static int pool_backward(qs_kctx *c)
 }
 
 /* the block in which this node can read X and write Y (blocked.c): MaxPool and GlobalAveragePool */
-static int pool_blocked(qs_kctx *c)
+static int pool_blocked(qs_kctx *c, unsigned *inputs)
 {
+    (void)inputs;   /* X: in[0] */
     pool_p p;
     if (pool_params(c, &p) < 0)
         return 0;
