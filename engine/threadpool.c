@@ -1,26 +1,37 @@
 /* The thread pool behind the kernels' parallel loops.
  *
- * A call (qs_threadpool_for) is a job of t chunks that lives on the caller's stack. It is appended
- * to the pool's queue of jobs that still have unclaimed chunks; workers take chunks from the job
- * at the head, the caller takes chunks of its own job only (so it never waits on a stranger's long
- * chunk), and a job leaves the queue once its last chunk is claimed. The caller then waits until
- * its chunks are all done. Several callers at once simply queue several jobs; a loop started from
- * inside a chunk is one more job, and cannot deadlock, since whoever waits on a job only waits on
- * chunks that some thread is running. Chunks are claimed under the mutex; a chunk's bounds are
- * computed from its index, so a job needs no memory of its own.
+ * Built with OpenMP (GCC's, the runtime oneDNN is built on), a call (qs_threadpool_for) runs its
+ * chunks on an OpenMP team that the calling thread leads. The pool starts no threads of its own: it
+ * is the count of threads a loop may borrow. Two things came of measuring this against the pool's
+ * own workers below, on a 2-CPU VM:
+ *  - one set of threads: oneDNN's convolutions run on the same OpenMP threads as the pool's loops
+ *    (qs_threadpool_lend), where our workers and OpenMP's spun against each other between layers;
+ *  - OpenMP's idle threads spin for longer before they sleep, and a sleeping vCPU takes a long time
+ *    to wake: our workers slept 30 times a pass of mobilenet_v2 at batch 32, 10–20% of its time.
+ * The pool's size bounds the borrowed threads of every caller together, so the daemon's jobs share
+ * it as they shared the workers; a loop started inside a chunk runs on that chunk's thread.
  *
- * Threads started per call cost tens of microseconds, as much as a small layer: the workers live
- * as long as the pool. Between jobs a worker first spins for a short while (SPIN_NS) watching the
- * queue, and only then sleeps on the condition variable; the caller likewise spins before sleeping
- * on its job's completion. A network runs one parallel loop per layer, a few tens of microseconds
- * apart, and a futex wake-up per layer cost 10–15% of a small model's inference. The spin is
- * bounded, so an idle daemon sleeps; it yields the CPU as it goes, and is off when the pool has more
- * threads than there are CPUs (as OpenMP runtimes do). The queue head and a job's pending count are
- * written under the mutex and read outside it atomically; a finished job is only left (its stack
- * frame given up) with the mutex taken, after the worker that finished it has let go of it. */
+ * Built without OpenMP (clang's fuzzing build), the pool has workers of its own: a call is a job
+ * of t chunks that lives on the caller's stack. It is appended to the pool's queue of jobs that
+ * still have unclaimed chunks; workers take chunks from the job at the head, the caller takes
+ * chunks of its own job only (so it never waits on a stranger's long chunk), and a job leaves the
+ * queue once its last chunk is claimed. The caller then waits until its chunks are all done.
+ * Several callers at once simply queue several jobs; a loop started from inside a chunk is one more
+ * job, and cannot deadlock, since whoever waits on a job only waits on chunks that some thread is
+ * running. Chunks are claimed under the mutex; a chunk's bounds are computed from its index, so a
+ * job needs no memory of its own. Between jobs a worker first spins for a short while (SPIN_NS)
+ * watching the queue, and only then sleeps on the condition variable; the caller likewise spins
+ * before sleeping on its job's completion. The spin is bounded, so an idle daemon sleeps; it yields
+ * the CPU as it goes, and is off when the pool has more threads than there are CPUs. The queue head
+ * and a job's pending count are written under the mutex and read outside it atomically; a finished
+ * job is only left (its stack frame given up) with the mutex taken, after the worker that finished
+ * it has let go of it. */
 #include "threadpool.h"
 
 #include <pthread.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <sched.h>
 #include <stdlib.h>
 #include <time.h>
@@ -31,6 +42,111 @@
 #endif
 
 #define MAX_THREADS 64
+
+int qs_threadpool_default_size(void)
+{
+    const char *env = getenv("QUANTD_THREADS");
+    long n = env ? atol(env) : sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : (int)n;
+}
+
+
+#ifdef _OPENMP
+/* ---- OpenMP teams --------------------------------------------------------------------------------- */
+
+struct qs_threadpool {
+    int size, nice;
+    int lent;   /* threads borrowed by loops running now, the callers not counted */
+};
+
+int qs_threadpool_size(const qs_threadpool *tp) { return tp ? tp->size : 1; }
+
+int qs_threadpool_openmp(void) { return 1; }
+
+qs_threadpool *qs_threadpool_new(int nthreads, int nice, qs_err *e)
+{
+    qs_threadpool *tp = calloc(1, sizeof *tp);
+    if (!tp) {
+        qs_error(e, QS_ENOMEM, "out of memory");
+        return NULL;
+    }
+    tp->size = nthreads <= 0 ? qs_threadpool_default_size() : nthreads > MAX_THREADS ? MAX_THREADS : nthreads;
+    tp->nice = nice;
+    return tp;
+}
+
+void qs_threadpool_free(qs_threadpool *tp)
+{
+    if (tp)
+        QS_ASSERT(__atomic_load_n(&tp->lent, __ATOMIC_ACQUIRE) == 0);
+    free(tp);
+}
+
+int qs_threadpool_lend(qs_threadpool *tp, int want)
+{
+    if (!tp || want <= 0 || omp_in_parallel())
+        return 0;
+    int lent = __atomic_load_n(&tp->lent, __ATOMIC_RELAXED), got;
+    do {
+        int spare = tp->size - 1 - lent;
+        got = want < spare ? want : spare;
+        if (got <= 0)
+            return 0;
+    } while (!__atomic_compare_exchange_n(&tp->lent, &lent, lent + got, 1, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
+    return got;
+}
+
+void qs_threadpool_giveback(qs_threadpool *tp, int n)
+{
+    if (tp && n > 0)
+        __atomic_sub_fetch(&tp->lent, n, __ATOMIC_ACQ_REL);
+}
+
+/* OpenMP's threads start at the caller's nice; a pool's own may be higher (the daemon's jobs) */
+static void take_nice(int nice)
+{
+#ifdef __linux__
+    static __thread int have;
+    if (nice > have) {
+        setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice);
+        have = nice;
+    }
+#endif
+}
+
+void qs_threadpool_for(qs_threadpool *tp, int nthreads, int64_t n, int64_t min_chunk, qs_range_fn fn, void *arg)
+{
+    if (n <= 0)
+        return;
+    if (min_chunk < 1)
+        min_chunk = 1;
+    int64_t t = nthreads < 1 ? 1 : nthreads;
+    if (t > n / min_chunk)
+        t = n / min_chunk;
+    if (!tp || t <= 1 || tp->size <= 1) {
+        fn(arg, 0, n, 0);
+        return;
+    }
+    int nc = (int)t, nice = tp->nice, extra = qs_threadpool_lend(tp, nc - 1);
+    if (extra == 0) {   /* inside another loop's chunk, or every thread lent: the chunks on this thread */
+        for (int k = 0; k < nc; k++)
+            fn(arg, n * k / nc, n * (k + 1) / nc, k);
+        return;
+    }
+    /* chunk k on thread k mod team: a layer's chunks land on the threads that ran the last one's */
+#pragma omp parallel num_threads(extra + 1)
+    {
+        take_nice(nice);
+#pragma omp for schedule(static, 1)
+        for (int k = 0; k < nc; k++)
+            fn(arg, n * k / nc, n * (k + 1) / nc, k);
+    }
+    qs_threadpool_giveback(tp, extra);
+}
+
+#else
+/* ---- the pool's own workers (a compiler without OpenMP) ------------------------------------------- */
+
 #define SPIN_NS 100000
 
 typedef struct job {
@@ -53,14 +169,13 @@ struct qs_threadpool {
     job *head, *tail;    /* jobs with unclaimed chunks */
 };
 
-int qs_threadpool_default_size(void)
-{
-    const char *env = getenv("QUANTD_THREADS");
-    long n = env ? atol(env) : sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : (int)n;
-}
-
 int qs_threadpool_size(const qs_threadpool *tp) { return tp ? tp->size : 1; }
+
+int qs_threadpool_openmp(void) { return 0; }
+
+int qs_threadpool_lend(qs_threadpool *tp, int want) { return 0; }
+
+void qs_threadpool_giveback(qs_threadpool *tp, int n) {}
 
 static int64_t now_ns(void)
 {
@@ -239,3 +354,4 @@ void qs_threadpool_for(qs_threadpool *tp, int nthreads, int64_t n, int64_t min_c
     tp->active--;
     pthread_mutex_unlock(&tp->mu);
 }
+#endif

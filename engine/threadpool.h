@@ -6,4 +6,11 @@
 #include "error.h"
 #include <quant/threadpool.h>
 
+/* 1 when loops run on OpenMP teams (threadpool.c): oneDNN then runs on the same threads. */
+int qs_threadpool_openmp(void);
+/* Borrows up to want threads of the pool for an OpenMP region the caller leads (oneDNN's); 0 with
+ * no pool, inside another loop's chunk, when all are lent, or without OpenMP. */
+int qs_threadpool_lend(qs_threadpool *tp, int want);
+void qs_threadpool_giveback(qs_threadpool *tp, int n);
+
 #endif

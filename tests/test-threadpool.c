@@ -2,12 +2,15 @@
  * valid worker number, for any split; jobs back to back (workers still spinning) and after a pause
  * (workers asleep); several threads submitting to one pool at once, with no lost or repeated chunk;
  * loops started from inside a chunk; and a clean shutdown (also of a pool that never ran a job).
+ * A loop's chunks run on several threads at once; threads lent to oneDNN are not used by loops
+ * meanwhile; and callers at once never run more threads than themselves and the pool's others.
  * Counters are atomics, so the test is clean under ThreadSanitizer too. */
 #include "tests/harness.h"
 #include "engine/threadpool.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <unistd.h>
 
 typedef struct {
     atomic_int *hits;
@@ -187,5 +190,92 @@ TEST(pools_start_and_stop_cleanly)
     qs_threadpool_free(tp);
 }
 
+/* ---- threads at once: a loop's chunks run together; the pool bounds its callers' teams together -- */
+
+typedef struct {
+    atomic_int in, most, started;
+    atomic_int bad;
+    pthread_t caller;
+    int wait_for;   /* a chunk waits (up to 2 s) until this many chunks have started */
+    int hold_us;    /* then sleeps this long */
+} together;
+
+static void tg_chunk(void *arg, int64_t b, int64_t e, int worker)
+{
+    together *g = arg;
+    int now = atomic_fetch_add(&g->in, 1) + 1, m = atomic_load(&g->most);
+    while (now > m && !atomic_compare_exchange_weak(&g->most, &m, now)) {
+    }
+    atomic_fetch_add(&g->started, 1);
+    for (int i = 0; i < 2000 && atomic_load(&g->started) < g->wait_for; i++)
+        usleep(1000);
+    if (g->hold_us)
+        usleep(g->hold_us);
+    if (g->wait_for == 1 && !pthread_equal(pthread_self(), g->caller))
+        atomic_store(&g->bad, 1);
+    atomic_fetch_sub(&g->in, 1);
+}
+
+TEST(chunks_run_at_once)
+{
+    /* each of the 3 chunks waits until all have started: it returns at once only when 3 threads ran them */
+    qs_threadpool *tp = qs_threadpool_new(3, 0, NULL);
+    together g = { .wait_for = 3 };
+    qs_threadpool_for(tp, 3, 3, 1, tg_chunk, &g);
+    ASSERT_EQ(atomic_load(&g.most), 3);
+    qs_threadpool_free(tp);
+}
+
+TEST(lent_threads_leave_the_loop_to_its_caller)
+{
+    qs_threadpool *tp = qs_threadpool_new(3, 0, NULL);
+    if (qs_threadpool_openmp()) {   /* the pool's own workers lend none (oneDNN slices the work instead) */
+        ASSERT_EQ(qs_threadpool_lend(tp, 5), 2);
+        ASSERT_EQ(qs_threadpool_lend(tp, 1), 0);
+        /* every thread lent: a loop runs all its chunks on the calling thread, none lost */
+        together g = { .wait_for = 1, .caller = pthread_self() };
+        qs_threadpool_for(tp, 3, 30, 1, tg_chunk, &g);
+        ASSERT_EQ(atomic_load(&g.started), 3);
+        ASSERT_EQ(atomic_load(&g.most), 1);
+        ASSERT(!atomic_load(&g.bad));
+        qs_threadpool_giveback(tp, 2);
+        ASSERT_EQ(qs_threadpool_lend(tp, 1), 1);
+        qs_threadpool_giveback(tp, 1);
+    } else {
+        ASSERT_EQ(qs_threadpool_lend(tp, 5), 0);
+    }
+    qs_threadpool_free(tp);
+}
+
+typedef struct {
+    qs_threadpool *tp;
+    together *g;
+} bounded;
+
+static void *bounded_main(void *arg)
+{
+    bounded *b = arg;
+    for (int r = 0; r < 50; r++)
+        qs_threadpool_for(b->tp, 4, 4, 1, tg_chunk, b->g);
+    return NULL;
+}
+
+TEST(callers_share_the_pools_threads)
+{
+    /* four callers of 4-way loops on a pool of 3: never more than the callers and the pool's 2 others */
+    qs_threadpool *tp = qs_threadpool_new(3, 0, NULL);
+    together g = { .hold_us = 300 };
+    bounded b = { tp, &g };
+    pthread_t th[4];
+    for (int k = 0; k < 4; k++)
+        ASSERT_EQ(pthread_create(&th[k], NULL, bounded_main, &b), 0);
+    for (int k = 0; k < 4; k++)
+        pthread_join(th[k], NULL);
+    ASSERT_EQ(atomic_load(&g.started), 4 * 50 * 4);
+    ASSERT(atomic_load(&g.most) <= 4 + 2);
+    qs_threadpool_free(tp);
+}
+
 TEST_MAIN(parallel_for_runs_every_index_once, null_pool_and_one_thread_run_inline,
-          concurrent_submitters_lose_no_chunk, nested_loops_complete, pools_start_and_stop_cleanly)
+          concurrent_submitters_lose_no_chunk, nested_loops_complete, pools_start_and_stop_cleanly,
+          chunks_run_at_once, lent_threads_leave_the_loop_to_its_caller, callers_share_the_pools_threads)

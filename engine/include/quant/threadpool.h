@@ -6,9 +6,12 @@
  *   qs_threadpool_free(tp);                                 // when no loop is running on it
  *
  * One pool serves any number of callers at once (the daemon's concurrent jobs, a parallel loop
- * started from inside another one): each call posts its chunks, the pool's workers and the caller
- * take them, and the caller returns when its own chunks are done. No thread is started after
- * qs_threadpool_new. A NULL pool is valid everywhere and means "run on the calling thread".
+ * started from inside another one): each call runs its chunks on the caller and on threads it
+ * borrows from the pool, and returns when they are done. The pool's size bounds the threads
+ * borrowed by all callers together; a loop started from inside a chunk runs on that chunk's thread.
+ * With OpenMP (GCC's) the threads are OpenMP's, which oneDNN's convolutions run on too; built
+ * without it, the pool starts workers of its own. A NULL pool is valid everywhere and means "run
+ * on the calling thread".
  *
  * A pool does not survive fork(): create pools in the process that uses them. */
 #ifndef QUANT_THREADPOOL_H
@@ -20,11 +23,12 @@
 
 typedef struct qs_threadpool qs_threadpool;
 
-/* A pool for nthreads-way loops: the calling thread counts as one, so nthreads − 1 workers are
- * started (nthreads ≤ 0: qs_threadpool_default_size()). nice > 0: on Linux the workers run at that
- * nice value (compute yields the CPU to a daemon's network threads). NULL with e set on failure. */
+/* A pool for nthreads-way loops: the calling thread counts as one, so nthreads − 1 others are
+ * lent (nthreads ≤ 0: qs_threadpool_default_size()). nice > 0: on Linux the lent threads run at
+ * that nice value (compute yields the CPU to a daemon's network threads). NULL with e set on failure. */
 qs_threadpool *qs_threadpool_new(int nthreads, int nice, qs_err *e);
-/* Joins the workers. No qs_threadpool_for may be running on the pool. NULL is a no-op. */
+/* Frees the pool (joining its own workers, if any). No qs_threadpool_for may be running on it.
+ * NULL is a no-op. */
 void qs_threadpool_free(qs_threadpool *tp);
 /* The pool's thread count (caller included); 1 for NULL. */
 int qs_threadpool_size(const qs_threadpool *tp);
