@@ -220,8 +220,9 @@ static void sgemm_block(void *arg, int64_t b0, int64_t b1, int worker)
                  j->ldb, j->beta, j->C + b0, j->ldc);
 }
 
-/* below this many multiply-adds a product runs on one thread (~0.1 ms) */
-#define SGEMM_PAR_MACS (1 << 21)
+/* below this many multiply-adds a product runs on one thread (about 25 µs of work; an OpenMP team
+ * costs a few µs to start, where the pool's own workers cost tens) */
+#define SGEMM_PAR_MACS (1 << 20)
 
 void qs_sgemm_mt(qs_threadpool *tp, int nthreads, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
