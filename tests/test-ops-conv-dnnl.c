@@ -28,6 +28,8 @@ static void out_hw(const dcase *t, int64_t *oh, int64_t *ow)
     *ow = (t->w + t->pl + t->pr - ((t->kw - 1) * t->dw + 1)) / t->sw + 1;
 }
 
+static char last_kernel[64];   /* the oneDNN kernel of the last state run prepared on that path */
+
 /* Runs the node through prepare (as a plan does), scratch, forward and release; *dnnl = whether the
  * prepared state took the oneDNN path. Residual/clamp as the executor fuses them. */
 static qs_tensor *run(const qs_node *n, qs_tensor **in, int nin, int nthreads, const qs_tensor *res, int clamp,
@@ -50,6 +52,8 @@ static qs_tensor *run(const qs_node *n, qs_tensor **in, int nin, int nthreads, c
         QT_FAIL_("prepare: %s", e.msg);
     c.state = state;
     *dnnl = ((conv_p *)state)->dnnl != NULL;
+    if (*dnnl)
+        snprintf(last_kernel, sizeof last_kernel, "%s", conv_dnnl_kernel(((conv_p *)state)->dnnl));
     size_t ss = d->scratch(&c);
     c.scratch = ss ? malloc(ss) : NULL;
     c.scratch_size = ss;
@@ -138,6 +142,31 @@ TEST(dnnl_conv_matches_reference_and_own_path)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         for (int nthreads = 1; nthreads <= 3; nthreads++)
             check(&cases[i], nthreads, (int)(i % 2), 0);
+    opcheck_pools_free();
+}
+
+/* 3x3, stride 1, whole blocks of 16 channels: Winograd's F(2x2, 3x3) on AVX-512 (conv_dnnl.c's
+ * wino_ok), within the same tolerance of the reference loops; the same layers strided, dilated or with
+ * a padded block stay direct. */
+TEST(dnnl_conv_winograd_where_it_applies)
+{
+    if ((dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core) != dnnl_cpu_isa_avx512_core)
+        SKIP("no AVX-512: oneDNN 2.6 has no f32 Winograd kernel for this CPU");
+    static const struct { dcase c; int wino; } wc[] = {
+        { { 2, 32, 16, 1, 10, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1 }, 1 },
+        { { 1, 64, 64, 1, 7, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1 }, 1 },   /* batch 1: oneDNN's team splits it */
+        { { 3, 16, 48, 1, 6, 6, 3, 3, 1, 1, 1, 1, 0, 0, 0, 0 }, 1 },   /* no pads */
+        { { 2, 32, 32, 1, 10, 10, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1 }, 0 }, /* strided */
+        { { 2, 32, 32, 1, 10, 10, 3, 3, 1, 1, 2, 2, 2, 2, 2, 2 }, 0 }, /* dilated */
+        { { 2, 24, 32, 1, 10, 10, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1 }, 0 }, /* 24 channels: a padded block */
+    };
+    for (size_t i = 0; i < sizeof wc / sizeof wc[0]; i++)
+        for (int nthreads = 1; nthreads <= 2; nthreads++) {
+            last_kernel[0] = 0;
+            check(&wc[i].c, nthreads, 1, (int)i % 2);
+            if ((strstr(last_kernel, "wino") != NULL) != wc[i].wino)
+                QT_FAIL_("case %zu: kernel %s", i, last_kernel);
+        }
     opcheck_pools_free();
 }
 
@@ -414,6 +443,7 @@ TEST(dnnl_conv_kept_weights_follow_the_graph_generation)
     opcheck_pools_free();
 }
 
-TEST_MAIN(dnnl_conv_matches_reference_and_own_path, dnnl_conv_fused_epilogue, dnnl_conv_weights_change_between_passes,
+TEST_MAIN(dnnl_conv_matches_reference_and_own_path, dnnl_conv_winograd_where_it_applies, dnnl_conv_fused_epilogue,
+          dnnl_conv_weights_change_between_passes,
           dnnl_conv_backward_matches_own_path_and_adjoint, dnnl_conv_backward_without_dx,
           dnnl_conv_kept_weights_follow_the_graph_generation)

@@ -73,6 +73,8 @@ int conv_dnnl_block(void);
 /* 0 when QUANT_CONV_BLOCKED=0 keeps activations in NCHW between ops (benchmarks compare) */
 int conv_dnnl_blocked_enabled(void);
 void conv_dnnl_free(conv_dnnl *d);
+/* oneDNN's name for the kernel d runs ("jit:avx512_core", "jit_fp32_wino_2x3:avx512_core", …) */
+const char *conv_dnnl_kernel(const conv_dnnl *d);
 size_t conv_dnnl_scratch(const conv_dnnl *d, const conv_p *p, int nthreads);
 int conv_dnnl_forward(qs_kctx *c, conv_dnnl *d, const conv_p *p, const float *x, const float *w, const float *b,
                       float *y, clamp_t clamp);
