@@ -50,7 +50,8 @@ typedef struct {
 
 struct conv_dnnl {
     int flags;                 /* CONV_DNNL_* */
-    int64_t xn, yn, rn;        /* floats per item of X, Y and the residual as laid out (blocked: padded) */
+    int64_t ipt;               /* items per task: several small ones share a call (see items_per_task) */
+    int64_t xn, yn, rn;        /* floats per task's items of X, Y and the residual as laid out (blocked: padded) */
     int64_t slices, ms;        /* output channels in `slices` slices of ms (the last may be shorter) */
     int team;                  /* >1: one task at a time, which oneDNN splits over up to this many threads */
     dnnl_part part[2];         /* [0]: width ms; [1]: the last slice's, when shorter */
@@ -211,15 +212,15 @@ static int wino_ok(const conv_p *p, dnnl_format_tag_t xt, dnnl_format_tag_t yt)
            g->dil[2] == 1;
 }
 
-/* A primitive descriptor for one item, ms output channels, X in layout xt and Y in yt (weights:
+/* A primitive descriptor for n items, ms output channels, X in layout xt and Y in yt (weights:
  * whatever the kernel wants; with Y blocked, the bias and the fused epilogue too), or NULL when that
  * is not a JIT kernel (a "gemm" or "ref" one would be no faster than ours). */
-static dnnl_primitive_desc_t conv_pd(const conv_p *p, int64_t ms, dnnl_format_tag_t xt, dnnl_format_tag_t yt,
-                                     int flags, const clamp_t *cl)
+static dnnl_primitive_desc_t conv_pd(const conv_p *p, int64_t n, int64_t ms, dnnl_format_tag_t xt,
+                                     dnnl_format_tag_t yt, int flags, const clamp_t *cl)
 {
     const qs_conv_geom *g = &p->g;
     int dw = p->path == PATH_DW;
-    dnnl_dims_t xd = { 1, dw ? ms : p->C, g->in[1], g->in[2] }, yd = { 1, ms, g->out[1], g->out[2] };
+    dnnl_dims_t xd = { n, dw ? ms : p->C, g->in[1], g->in[2] }, yd = { n, ms, g->out[1], g->out[2] };
     dnnl_dims_t wd = { ms, p->C, g->k[1], g->k[2] }, wgd = { ms, 1, 1, g->k[1], g->k[2] };
     dnnl_dims_t st = { g->stride[1], g->stride[2] }, dil = { g->dil[1] - 1, g->dil[2] - 1 };
     dnnl_dims_t pl = { g->pad[1], g->pad[2] }, pr = { g->pad_end[1], g->pad_end[2] };
@@ -261,14 +262,14 @@ static int make_part(conv_dnnl *d, const conv_p *p, int64_t ms, dnnl_format_tag_
                      const clamp_t *cl)
 {
     const qs_conv_geom *g = &p->g;
-    dnnl_primitive_desc_t pd = conv_pd(p, ms, blocked, blocked, d->flags, cl);
+    dnnl_primitive_desc_t pd = conv_pd(p, d->ipt, ms, blocked, blocked, d->flags, cl);
     if (!pd && !(d->flags & CONV_DNNL_X_BLOCKED))   /* few input channels (a first layer): plain X */
-        pd = conv_pd(p, ms, dnnl_nchw, blocked, d->flags, cl);
+        pd = conv_pd(p, d->ipt, ms, dnnl_nchw, blocked, d->flags, cl);
     if (!pd)
         return -1;
     int dw = p->path == PATH_DW;
-    dnnl_dims_t yd = { 1, ms, g->out[1], g->out[2] }, wd = { ms, p->C, g->k[1], g->k[2] };
-    dnnl_dims_t xsd = { 1, ms, g->in[1], g->in[2] }, wgd = { ms, 1, 1, g->k[1], g->k[2] };
+    dnnl_dims_t yd = { d->ipt, ms, g->out[1], g->out[2] }, wd = { ms, p->C, g->k[1], g->k[2] };
+    dnnl_dims_t xsd = { d->ipt, ms, g->in[1], g->in[2] }, wgd = { ms, 1, 1, g->k[1], g->k[2] };
     dnnl_memory_desc_t xe;
     int rc = -1;
     if (dnnl_memory_desc_init_by_tag(&pt->yp, 4, yd, dnnl_f32, dnnl_nchw) != dnnl_success ||
@@ -328,6 +329,23 @@ int conv_dnnl_blocked_enabled(void)
     return g_blocked;
 }
 
+/* Items per call. A call costs oneDNN 1-2 µs besides the kernel (its memory objects and argument
+ * map), as much as a small layer's item: the fixture MobileNet's layers on 14x14 and 7x7 planes
+ * spent 45% of their time there at batch 64. So an item of under 2^18 multiply-adds shares its call
+ * with others, up to 8 and 2^21 multiply-adds a call, while every thread still gets a call: the most
+ * that divides the batch (a plan's batch is fixed). Larger items take a call each: handing
+ * resnet18's layers several items per call made them slower (session 12). */
+static int64_t items_per_task(const conv_p *p, int64_t nt)
+{
+    int64_t macs = p->M * p->Cg * p->kvol * p->yvol, best = 1;
+    if (macs >= (1 << 18))
+        return 1;
+    for (int64_t k = 2; k <= 8 && k * macs <= (1 << 21) && p->N / k >= nt; k++)
+        if (p->N % k == 0)
+            best = k;
+    return best;
+}
+
 conv_dnnl *conv_dnnl_new(const conv_p *p, int nthreads, int flags, clamp_t cl)
 {
     const qs_conv_geom *g = &p->g;
@@ -349,11 +367,12 @@ conv_dnnl *conv_dnnl_new(const conv_p *p, int nthreads, int flags, clamp_t cl)
         return NULL;
     d->flags = flags;
     int64_t cp = qs_block_padded(p->C, blk), mp = qs_block_padded(p->M, blk);
-    d->xn = (flags & CONV_DNNL_X_BLOCKED ? cp : p->C) * p->xvol;
-    d->yn = (flags & CONV_DNNL_Y_BLOCKED ? mp : p->M) * p->yvol;
-    d->rn = (flags & CONV_DNNL_R_BLOCKED ? mp : p->M) * p->yvol;
     /* a batch smaller than the thread count: output channels in slices of whole blocks, one per thread */
     int64_t nt = nthreads > 1 ? nthreads : 1, want = p->N >= nt ? 1 : nt, blocks = (p->M + blk - 1) / blk;
+    d->ipt = want == 1 ? items_per_task(p, nt) : 1;
+    d->xn = d->ipt * (flags & CONV_DNNL_X_BLOCKED ? cp : p->C) * p->xvol;
+    d->yn = d->ipt * (flags & CONV_DNNL_Y_BLOCKED ? mp : p->M) * p->yvol;
+    d->rn = d->ipt * (flags & CONV_DNNL_R_BLOCKED ? mp : p->M) * p->yvol;
     if (want > 1 && qs_threadpool_openmp()) {   /* on the pool's OpenMP threads, as oneDNN splits it */
         d->team = (int)nt;
         want = 1;
@@ -366,7 +385,7 @@ conv_dnnl *conv_dnnl_new(const conv_p *p, int nthreads, int flags, clamp_t cl)
     d->slices = (p->M + d->ms - 1) / d->ms;
     int64_t tail = p->M - (d->slices - 1) * d->ms;
     omp_set_num_threads(d->team ? d->team : 1);   /* oneDNN sizes its work split and scratchpad by this */
-    dnnl_dims_t xd = { 1, p->C, g->in[1], g->in[2] };
+    dnnl_dims_t xd = { d->ipt, p->C, g->in[1], g->in[2] };
     dnnl_memory_desc_t xblk;
     if (dnnl_memory_desc_init_by_tag(&d->xp, 4, xd, dnnl_f32, dnnl_nchw) != dnnl_success ||
         dnnl_memory_desc_init_by_tag(&xblk, 4, xd, dnnl_f32, blocked) != dnnl_success) {
@@ -392,7 +411,7 @@ conv_dnnl *conv_dnnl_new(const conv_p *p, int nthreads, int flags, clamp_t cl)
 
 static int64_t workers_of(const conv_dnnl *d, const conv_p *p, int nthreads)
 {
-    int64_t tasks = p->N * d->slices, nt = nthreads > 1 ? nthreads : 1;
+    int64_t tasks = p->N / d->ipt * d->slices, nt = nthreads > 1 ? nthreads : 1;
     if (d->team)
         return 1;
     return nt < tasks ? nt : tasks;
@@ -494,7 +513,7 @@ static int prep(const dnnl_job *j, int64_t s, dnnl_stream_t st)
     return 0;
 }
 
-/* Task t = item n, slice s: X in (unless already), convolve, Y out, then the epilogue. */
+/* Task t = items n·ipt to (n+1)·ipt, slice s: X in (unless already), convolve, Y out, then the epilogue. */
 static int task(const dnnl_job *j, int64_t t, char *buf, dnnl_stream_t st)
 {
     const conv_dnnl *d = j->d;
@@ -548,11 +567,12 @@ static int task(const dnnl_job *j, int64_t t, char *buf, dnnl_stream_t st)
     dnnl_memory_destroy(msp);
     if (rc || (pt->ry && run_reorder(pt->ry, st, &pt->yb, yb, &pt->yp, y) < 0))
         return -1;
-    for (int64_t m = m0; !ink && m < m0 + ms; m++) {
-        const float *r = j->clamp.res ? j->clamp.res + (n * p->M + m) * p->yvol : NULL;
-        if (j->b || r || j->clamp.on || j->clamp.pw)
-            conv_epilogue(y + (m - m0) * p->yvol, j->b ? j->b + m : NULL, r, p->yvol, j->clamp);
-    }
+    for (int64_t i = 0; !ink && i < d->ipt; i++)   /* (several items: ms is M, m0 0) */
+        for (int64_t m = m0; m < m0 + ms; m++) {
+            const float *r = j->clamp.res ? j->clamp.res + ((n * d->ipt + i) * p->M + m) * p->yvol : NULL;
+            if (j->b || r || j->clamp.on || j->clamp.pw)
+                conv_epilogue(y + (i * p->M + m - m0) * p->yvol, j->b ? j->b + m : NULL, r, p->yvol, j->clamp);
+        }
     return 0;
 }
 
@@ -623,7 +643,7 @@ int conv_dnnl_forward(qs_kctx *c, conv_dnnl *d, const conv_p *p, const float *x,
         d->wkeep_gen = c->wgen;
     }
     if (!j.failed)
-        qs_threadpool_for(workers > 1 ? c->pool : NULL, (int)workers, p->N * d->slices, 1, task_range, &j);
+        qs_threadpool_for(workers > 1 ? c->pool : NULL, (int)workers, p->N / d->ipt * d->slices, 1, task_range, &j);
     qs_threadpool_giveback(c->pool, lent);
     if (j.failed)
         return qs_op_error(c, QS_ENOMEM, "oneDNN convolution failed (out of memory?)");
