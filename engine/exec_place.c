@@ -8,7 +8,12 @@
  * residual inside oneDNN's kernel (a sum post-op over what Y holds), so when nothing reads the
  * residual after that Conv, Y takes the residual's bytes and the copy of the residual into Y goes
  * (a ResNet block's output then stays where its input was). Such values form groups (a chain of
- * blocks) that are placed as one, over the union of their lifetimes. */
+ * blocks) that are placed as one, over the union of their lifetimes.
+ *
+ * Views: in an inference plan, the output of a Reshape, Flatten, Squeeze, Unsqueeze or Identity
+ * shares its input's bytes (its forward then copies nothing), since no value is written after the
+ * node that defines it. The one write over another value's bytes, a Conv's Y over its residual, is
+ * made only when nothing reads the residual's group after the Conv. */
 #include <limits.h>
 #include <stdlib.h>
 
@@ -45,28 +50,50 @@ static int root(int *alias, int v)
     return v;
 }
 
+static void join(int *alias, int a, int b)
+{
+    a = root(alias, a);
+    b = root(alias, b);
+    if (a != b)
+        alias[a > b ? a : b] = a < b ? a : b;
+}
+
+/* the value x->in[i][k] or x->out[i][k] points at, or -1 (none, or an unnamed output) */
+static int value_of(const qs_exec *x, const qs_tensor *t)
+{
+    return t && t >= x->val && t < x->val + x->nvalues ? (int)(t - x->val) : -1;
+}
+
 /* alias[v]: the lowest value of v's group (v alone: v); the root's defn/last widen to the group's */
-static void alias_residuals(qs_exec *x, const int *owner, int *defn, int *last, int *alias)
+static void alias_groups(qs_exec *x, const int *owner, int *defn, int *last, int *alias)
 {
     int nv = x->nvalues;
     for (int v = 0; v < nv; v++)
         alias[v] = v;
+    for (int i = 0; x->mode == QS_EXEC_INFER && i < x->nnodes; i++) {   /* views */
+        if (x->folded[i] || !(x->def[i]->flags & QS_OP_VIEW) || x->g->nodes[i].nin < 1 || x->g->nodes[i].nout < 1)
+            continue;
+        int v = value_of(x, x->in[i][0]), y = value_of(x, x->out[i][0]);
+        if (v >= 0 && y >= 0 && (x->kind[v] == V_INPUT || x->kind[v] == V_ACT) &&
+            x->kind[y] == V_ACT && qs_exec_value_bytes(x, v) == qs_exec_value_bytes(x, y))
+            join(alias, v, y);
+    }
     for (int i = 0; x->nblocked && i < x->nnodes; i++) {
         int r = x->resid[i], y = x->out[i] && x->out[i][0] ? (int)(x->out[i][0] - x->val) : -1;
         if (x->folded[i] || (x->layout[i] & (QS_LAYOUT_R | QS_LAYOUT_Y)) != (QS_LAYOUT_R | QS_LAYOUT_Y) || r < 0 ||
             y < 0 || last[r] == INT_MAX || x->keep[r] || qs_exec_value_bytes(x, r) != qs_exec_value_bytes(x, y))
             continue;
-        int ok = 1;   /* no reader of r from node i on (its X included) but the Add this Conv absorbed */
+        /* no reader of r's group from node i on (its X included) but the Add this Conv absorbed */
+        int ok = 1, gr = root(alias, r);
         for (int j = i; j < x->nnodes && ok; j++) {
             const qs_node *n = &x->g->nodes[j];
             if (x->folded[j] == 1 || (x->folded[j] == 2 && owner[j] == i))
                 continue;
             for (int k = 0; k < n->nin; k++)
-                ok &= n->in[k] != r;
+                ok &= n->in[k] < 0 || root(alias, n->in[k]) != gr;
         }
-        int a = root(alias, r), b = root(alias, y);
-        if (ok && a != b)
-            alias[a > b ? a : b] = a < b ? a : b;
+        if (ok)
+            join(alias, r, y);
     }
     for (int v = 0; v < nv; v++) {
         int g = alias[v] = root(alias, v);
@@ -121,7 +148,7 @@ int qs_exec_place(qs_exec *x, const int *owner, size_t *total, qs_err *e)
         last[g->outputs[k]] = INT_MAX;
     for (int k = 0; k < g->ninputs; k++)
         last[g->inputs[k]] = INT_MAX;   /* callers may read back their inputs */
-    alias_residuals(x, owner, defn, last, alias);
+    alias_groups(x, owner, defn, last, alias);
     *total = 0;
     for (int v = 0; v < nv; v++) {
         if (x->kind[v] != V_INPUT && x->kind[v] != V_ACT)

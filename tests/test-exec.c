@@ -665,7 +665,61 @@ TEST(wrong_input_shape_names_the_expected_one)
     qs_graph_free(g);
 }
 
-TEST_MAIN(forward_matches_hand_computation, memory_reuse_gives_same_results, shape_chains_fold_at_plan_time,
+/* y = Reshape(Relu(Flatten(x)·Wᵀ), [N,2,3]) + x, s = Sigmoid(Flatten(x)) read after it. In an
+ * inference plan a view shares its input's bytes (the graph input's too) and copies nothing; the
+ * results equal a training plan's, where every value has bytes of its own. */
+TEST(views_share_their_inputs_bytes)
+{
+    qs_graph *g = qs_graph_new();
+    qs_graph_set_opset(g, "", 13);
+    int64_t xs[] = {1, 2, 3}, ws[] = {6, 6}, ss[] = {3};
+    int x = input(g, "x", 3, xs, 1), w = init(g, "W", 2, ws, NULL);
+    int shp = qs_graph_value(g, "shape");
+    qs_tensor *st = qs_tensor_new(QS_I64, 1, ss);
+    qs_i64(st)[0] = -1;
+    qs_i64(st)[1] = 2;
+    qs_i64(st)[2] = 3;
+    qs_graph_set_init_steal(g, shp, st);
+    int f = node(g, "Flatten", 1, &x, "f");
+    int gin[] = {f, w};
+    int h = node(g, "Gemm", 2, gin, "h");
+    qs_node_set_int(&g->nodes[g->nnodes - 1], "transB", 1);
+    int r = node(g, "Relu", 1, &h, "r");
+    int rin[] = {r, shp};
+    int v = node(g, "Reshape", 2, rin, "v");
+    int ain[] = {v, x};
+    int y = node(g, "Add", 2, ain, "y");
+    int sig = node(g, "Sigmoid", 1, &f, "s");
+    output(g, y);
+    output(g, sig);
+    qs_err e = {0};
+    qs_exec *a = qs_exec_new(g, QS_EXEC_INFER, &e), *b = qs_exec_new(g, QS_EXEC_TRAIN, &e);
+    ASSERT(a && b);
+    qs_exec_keep_value(a, f);
+    qs_exec_keep_value(a, r);
+    qs_exec_keep_value(a, v);
+    ASSERT_EQ(qs_exec_plan(a, 4, &e), 0);
+    ASSERT_EQ(qs_exec_plan(b, 4, &e), 0);
+    int64_t s4[] = {4, 2, 3};
+    qs_tensor *in = opcheck_rand(3, s4, -2, 2);
+    ASSERT_EQ(qs_exec_set_input(a, 0, in, &e), 0);
+    ASSERT_EQ(qs_exec_set_input(b, 0, in, &e), 0);
+    ASSERT_EQ(qs_exec_forward(a, &e), 0);
+    ASSERT_EQ(qs_exec_forward(b, &e), 0);
+    ASSERT(qs_exec_value(a, f)->data == qs_exec_value(a, x)->data);
+    ASSERT(qs_exec_value(a, v)->data == qs_exec_value(a, r)->data);
+    ASSERT(qs_exec_value(b, f)->data != qs_exec_value(b, x)->data);
+    for (int k = 0; k < 2; k++)
+        ASSERT_EQ(memcmp(qs_exec_output(a, k)->data, qs_exec_output(b, k)->data, 4 * 6 * 4), 0);
+    ASSERT_EQ(memcmp(qs_exec_value(a, x)->data, in->data, 4 * 6 * 4), 0);   /* the input, as given */
+    qs_tensor_free(in);
+    qs_exec_free(a);
+    qs_exec_free(b);
+    qs_graph_free(g);
+}
+
+TEST_MAIN(forward_matches_hand_computation, memory_reuse_gives_same_results, views_share_their_inputs_bytes,
+          shape_chains_fold_at_plan_time,
           observer_with_fusion_reports_the_activation,
           graph_backward_matches_finite_differences, relu_fusion_matches_unfused, silu_fuses_into_conv,
           pointwise_activations_fuse_into_conv, se_mul_folds_into_next_conv,

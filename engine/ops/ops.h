@@ -99,6 +99,7 @@ enum {
     QS_OP_FUSE_PW = 1 << 5,       /* may absorb a following pointwise activation (SiLU, see QS_PW_*) */
     QS_OP_SIGMOID = 1 << 6,       /* the Sigmoid of that pattern */
     QS_OP_MUL = 1 << 7,           /* elementwise a · b: the Mul of that pattern */
+    QS_OP_VIEW = 1 << 8,          /* out[0] holds in[0]'s bytes in the same order: may share them */
 };
 
 /* The pointwise activations an epilogue applies (qs_kctx.fused_pw), with qs_vec_* (kernels.h) */

@@ -755,7 +755,8 @@ static int cos_forward(qs_kctx *c)
 
 /* ------------------------------------------------------------------------------------------------ */
 
-#define VIEW(name, inf) { .domain = "", .op = name, .infer = inf, .forward = view_forward, .backward = view_backward }
+#define VIEW(name, inf)                                                                                        \
+    { .domain = "", .op = name, .flags = QS_OP_VIEW, .infer = inf, .forward = view_forward, .backward = view_backward }
 
 const qs_op_def qs_ops_shape[] = {
     VIEW("Identity", identity_infer), VIEW("Reshape", reshape_infer), VIEW("Flatten", flatten_infer),
