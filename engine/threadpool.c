@@ -51,6 +51,20 @@ int qs_threadpool_default_size(void)
 }
 
 
+/* how many chunks a loop over n items runs in: up to nthreads of at least min_chunk items (1: inline,
+ * 0: nothing to run) */
+static int64_t chunks_of(const qs_threadpool *tp, int nthreads, int64_t n, int64_t min_chunk)
+{
+    if (n <= 0)
+        return 0;
+    if (min_chunk < 1)
+        min_chunk = 1;
+    int64_t t = nthreads < 1 ? 1 : nthreads;
+    if (t > n / min_chunk)
+        t = n / min_chunk;
+    return !tp || t < 1 || qs_threadpool_size(tp) <= 1 ? 1 : t;
+}
+
 #ifdef _OPENMP
 /* ---- OpenMP teams --------------------------------------------------------------------------------- */
 
@@ -114,19 +128,9 @@ static void take_nice(int nice)
 #endif
 }
 
-void qs_threadpool_for(qs_threadpool *tp, int nthreads, int64_t n, int64_t min_chunk, qs_range_fn fn, void *arg)
+/* t ≥ 2 chunks of [0, n) */
+static void run_chunks(qs_threadpool *tp, int64_t t, int64_t n, qs_range_fn fn, void *arg)
 {
-    if (n <= 0)
-        return;
-    if (min_chunk < 1)
-        min_chunk = 1;
-    int64_t t = nthreads < 1 ? 1 : nthreads;
-    if (t > n / min_chunk)
-        t = n / min_chunk;
-    if (!tp || t <= 1 || tp->size <= 1) {
-        fn(arg, 0, n, 0);
-        return;
-    }
     int nc = (int)t, nice = tp->nice, extra = qs_threadpool_lend(tp, nc - 1);
     if (extra == 0) {   /* inside another loop's chunk, or every thread lent: the chunks on this thread */
         for (int k = 0; k < nc; k++)
@@ -317,19 +321,9 @@ void qs_threadpool_free(qs_threadpool *tp)
     free(tp);
 }
 
-void qs_threadpool_for(qs_threadpool *tp, int nthreads, int64_t n, int64_t min_chunk, qs_range_fn fn, void *arg)
+/* t ≥ 2 chunks of [0, n) */
+static void run_chunks(qs_threadpool *tp, int64_t t, int64_t n, qs_range_fn fn, void *arg)
 {
-    if (n <= 0)
-        return;
-    if (min_chunk < 1)
-        min_chunk = 1;
-    int64_t t = nthreads < 1 ? 1 : nthreads;
-    if (t > n / min_chunk)
-        t = n / min_chunk;
-    if (!tp || t <= 1 || tp->size <= 1) {
-        fn(arg, 0, n, 0);
-        return;
-    }
     job j = { .fn = fn, .arg = arg, .n = n, .nchunks = (int)t, .pending = (int)t };
     pthread_mutex_lock(&tp->mu);
     tp->active++;
@@ -355,3 +349,12 @@ void qs_threadpool_for(qs_threadpool *tp, int nthreads, int64_t n, int64_t min_c
     pthread_mutex_unlock(&tp->mu);
 }
 #endif
+
+void qs_threadpool_for(qs_threadpool *tp, int nthreads, int64_t n, int64_t min_chunk, qs_range_fn fn, void *arg)
+{
+    int64_t t = chunks_of(tp, nthreads, n, min_chunk);
+    if (t == 1)
+        fn(arg, 0, n, 0);
+    else if (t > 1)
+        run_chunks(tp, t, n, fn, arg);
+}
