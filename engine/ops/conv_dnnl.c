@@ -334,7 +334,7 @@ int conv_dnnl_blocked_enabled(void)
  * spent 45% of their time there at batch 64. So an item of under 2^18 multiply-adds shares its call
  * with others, up to 8 and 2^21 multiply-adds a call, while every thread still gets a call: the most
  * that divides the batch (a plan's batch is fixed). Larger items take a call each: handing
- * resnet18's layers several items per call made them slower (session 12). */
+ * resnet18's layers several items per call made them slower (session 14). */
 static int64_t items_per_task(const conv_p *p, int64_t nt)
 {
     int64_t macs = p->M * p->Cg * p->kvol * p->yvol, best = 1;
