@@ -79,7 +79,7 @@ static void alias_groups(qs_exec *x, const int *owner, int *defn, int *last, int
             join(alias, v, y);
     }
     for (int i = 0; x->nblocked && i < x->nnodes; i++) {
-        int r = x->resid[i], y = x->out[i] && x->out[i][0] ? (int)(x->out[i][0] - x->val) : -1;
+        int r = x->resid[i], y = x->out[i] ? value_of(x, x->out[i][0]) : -1;
         if (x->folded[i] || (x->layout[i] & (QS_LAYOUT_R | QS_LAYOUT_Y)) != (QS_LAYOUT_R | QS_LAYOUT_Y) || r < 0 ||
             y < 0 || last[r] == INT_MAX || x->keep[r] || qs_exec_value_bytes(x, r) != qs_exec_value_bytes(x, y))
             continue;

@@ -50,6 +50,11 @@ int qs_threadpool_default_size(void)
     return n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : (int)n;
 }
 
+/* a new pool's thread count: nthreads, or the default for ≤ 0, at most MAX_THREADS */
+static int size_for(int nthreads)
+{
+    return nthreads <= 0 ? qs_threadpool_default_size() : nthreads > MAX_THREADS ? MAX_THREADS : nthreads;
+}
 
 /* how many chunks a loop over n items runs in: up to nthreads of at least min_chunk items (1: inline,
  * 0: nothing to run) */
@@ -84,7 +89,7 @@ qs_threadpool *qs_threadpool_new(int nthreads, int nice, qs_err *e)
         qs_error(e, QS_ENOMEM, "out of memory");
         return NULL;
     }
-    tp->size = nthreads <= 0 ? qs_threadpool_default_size() : nthreads > MAX_THREADS ? MAX_THREADS : nthreads;
+    tp->size = size_for(nthreads);
     tp->nice = nice;
     return tp;
 }
@@ -270,10 +275,7 @@ static void *worker_main(void *arg)
 
 qs_threadpool *qs_threadpool_new(int nthreads, int nice, qs_err *e)
 {
-    if (nthreads <= 0)
-        nthreads = qs_threadpool_default_size();
-    if (nthreads > MAX_THREADS)
-        nthreads = MAX_THREADS;
+    nthreads = size_for(nthreads);
     qs_threadpool *tp = calloc(1, sizeof *tp);
     if (!tp) {
         qs_error(e, QS_ENOMEM, "out of memory");

@@ -409,9 +409,12 @@ conv_dnnl *conv_dnnl_new(const conv_p *p, int nthreads, int flags, clamp_t cl)
     return d;
 }
 
+/* the calls a pass makes: groups of ipt items times slices */
+static int64_t tasks_of(const conv_dnnl *d, const conv_p *p) { return p->N / d->ipt * d->slices; }
+
 static int64_t workers_of(const conv_dnnl *d, const conv_p *p, int nthreads)
 {
-    int64_t tasks = p->N / d->ipt * d->slices, nt = nthreads > 1 ? nthreads : 1;
+    int64_t tasks = tasks_of(d, p), nt = nthreads > 1 ? nthreads : 1;
     if (d->team)
         return 1;
     return nt < tasks ? nt : tasks;
@@ -458,8 +461,8 @@ static dnnl_memory_t mem(const dnnl_memory_desc_t *md, const void *buf)
     return dnnl_memory_create(&m, md, g_engine, (void *)buf) == dnnl_success ? m : NULL;
 }
 
-/* from → to through reorder r (memory objects made and dropped here) */
-/* runs reorder r; spmd: its scratchpad, when it needs one (allocated for the call) */
+/* from → to through reorder r (memory objects made and dropped here); spmd: its scratchpad, when it
+ * needs one (allocated for the call) */
 static int run_reorder_sp(dnnl_primitive_t r, dnnl_stream_t s, const dnnl_memory_desc_t *fmd, const void *from,
                           const dnnl_memory_desc_t *tmd, void *to, const dnnl_memory_desc_t *spmd)
 {
@@ -576,8 +579,8 @@ static int task(const dnnl_job *j, int64_t t, char *buf, dnnl_stream_t st)
     return 0;
 }
 
-/* A pool worker's oneDNN stream, on one OpenMP thread (the pool splits the work); NULL (and the job
- * failed) when it cannot be made. */
+/* A pool worker's oneDNN stream, on the job's OpenMP threads (one when the pool splits the work; the
+ * lent team when this thread leads one); NULL (and the job failed) when it cannot be made. */
 static dnnl_stream_t worker_stream(dnnl_job *j)
 {
     dnnl_stream_t st;
@@ -643,7 +646,7 @@ int conv_dnnl_forward(qs_kctx *c, conv_dnnl *d, const conv_p *p, const float *x,
         d->wkeep_gen = c->wgen;
     }
     if (!j.failed)
-        qs_threadpool_for(workers > 1 ? c->pool : NULL, (int)workers, p->N / d->ipt * d->slices, 1, task_range, &j);
+        qs_threadpool_for(workers > 1 ? c->pool : NULL, (int)workers, tasks_of(d, p), 1, task_range, &j);
     qs_threadpool_giveback(c->pool, lent);
     if (j.failed)
         return qs_op_error(c, QS_ENOMEM, "oneDNN convolution failed (out of memory?)");

@@ -24,7 +24,8 @@ static inline void conv_dnnl_release(dnnl_primitive_t p)
     if (p)
         dnnl_primitive_destroy(p);
 }
-/* a stream for the calling pool worker, oneDNN on one OpenMP thread (see conv_dnnl.c); NULL on failure */
+/* a stream for the calling pool worker, oneDNN on one OpenMP thread (the backward splits its chunks
+ * over the pool); NULL on failure */
 dnnl_stream_t conv_dnnl_stream(void);
 
 #endif
